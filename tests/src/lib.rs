@@ -42,7 +42,7 @@ impl Services {
             pebble_management: var("PEBBLE_MANAGEMENT", "https://127.0.0.1:15000"),
             pebble_listener_ca: var(
                 "PEBBLE_LISTENER_CA",
-                &format!("{home}/services/pebble/listener-ca.pem"),
+                &format!("{home}/services/pebble/config/listener-ca.pem"),
             ),
             docker_socket: var("DOCKER_HOST", "unix:///run/docker.sock")
                 .trim_start_matches("unix://")
