@@ -3,7 +3,16 @@
 //! Owns: image pulls into containerd, hardened container specs, per-project bridges and
 //! addresses, health checks, restart policy, container logs on disk, reconcile after a restart,
 //! and the `stackpad.node.v1.NodeAgent` gRPC service. Attaches each container to the isolation
-//! programs through the `ebpf` crate.
+//! programs through the [`isolation::IsolationHook`] seam (the `ebpf` crate fills it).
 //! Does not own: where containers run (the control plane schedules) or how traffic reaches them
 //! (the proxy routes).
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod containerd;
+pub mod error;
+pub mod image;
+pub mod network;
+
+pub use config::NodeConfig;
+pub use error::{Result, RuntimeError};

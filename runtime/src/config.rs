@@ -1,0 +1,213 @@
+//! The node agent's configuration: a TOML file, overridden by environment and flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RuntimeError};
+use crate::network::Subnet;
+
+/// Credentials for one registry host (`host[:port]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub host: String,
+    /// Talk plain HTTP to it. Loopback registries are always allowed plain HTTP.
+    pub insecure: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// A static bearer token (used instead of username/password).
+    pub token: Option<String>,
+}
+
+/// Everything `stackpad-node` needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node_id: String,
+    pub containerd_socket: PathBuf,
+    /// containerd namespace of this agent's containers, images and snapshots.
+    pub namespace: String,
+    /// Persistent state (logs).
+    pub state_dir: PathBuf,
+    /// Volatile state (log FIFOs, hosts files).
+    pub run_dir: PathBuf,
+    /// Address allocations shared by every agent on this machine (the kernel's routes are).
+    pub ipam_dir: PathBuf,
+    /// gRPC `NodeAgent` listener; loopback by default.
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` listener.
+    pub metrics_listen: SocketAddr,
+    /// Pool the per-project subnets are cut from.
+    pub subnet_pool: String,
+    /// Prefix length of one project+environment subnet.
+    pub subnet_prefix: u8,
+    /// Let containers reach beyond the node (nftables masquerade). Off: nothing leaves.
+    pub allow_egress: bool,
+    pub registries: Vec<RegistryConfig>,
+    pub snapshotter: String,
+    pub runtime: String,
+    /// Memory limit when a deploy asks for none.
+    pub default_memory_bytes: u64,
+    /// Smallest memory limit a deploy may ask for.
+    pub min_memory_bytes: u64,
+    pub default_pids_limit: u32,
+    pub max_containers: u32,
+    /// One log file's size before it is rotated, and how many rotated files are kept.
+    pub log_file_bytes: u64,
+    pub log_files: u32,
+    /// Longest log line kept whole; longer lines are cut and marked truncated.
+    pub log_line_bytes: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "node".to_owned()),
+            containerd_socket: "/run/containerd/containerd.sock".into(),
+            namespace: "stackpad".into(),
+            state_dir: "/var/lib/stackpad/node".into(),
+            run_dir: "/run/stackpad/node".into(),
+            ipam_dir: "/var/lib/stackpad/ipam".into(),
+            listen: "127.0.0.1:7070".parse().expect("literal address"),
+            metrics_listen: "127.0.0.1:9101".parse().expect("literal address"),
+            subnet_pool: "10.200.0.0/16".into(),
+            subnet_prefix: 24,
+            allow_egress: false,
+            registries: Vec::new(),
+            snapshotter: "overlayfs".into(),
+            runtime: "io.containerd.runc.v2".into(),
+            default_memory_bytes: 256 << 20,
+            min_memory_bytes: 6 << 20,
+            default_pids_limit: 512,
+            max_containers: 200,
+            log_file_bytes: 10 << 20,
+            log_files: 3,
+            log_line_bytes: 16 << 10,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads a TOML file; missing keys keep their defaults, unknown keys are refused.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::io(path, e))?;
+        toml::from_str(&text)
+            .map_err(|e| RuntimeError::invalid(path.display().to_string(), e.to_string()))
+    }
+
+    /// The subnet pool, parsed.
+    pub fn pool(&self) -> Result<Subnet> {
+        self.subnet_pool
+            .parse::<Subnet>()
+            .map_err(|e| RuntimeError::invalid("subnet_pool", e))
+    }
+
+    /// Refuses values the agent cannot run with, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let pool = self.pool()?;
+        let docker_pool: Subnet = "10.88.0.0/16".parse().expect("literal subnet");
+        if pool.overlaps(&docker_pool) {
+            return Err(RuntimeError::invalid(
+                "subnet_pool",
+                format!("{pool} overlaps 10.88.0.0/16 (used by podman/buildah bridges)"),
+            ));
+        }
+        if self.subnet_prefix < pool.prefix || self.subnet_prefix > 28 {
+            return Err(RuntimeError::invalid(
+                "subnet_prefix",
+                format!("must be between the pool's /{} and /28", pool.prefix),
+            ));
+        }
+        let ns_ok = !self.namespace.is_empty()
+            && self.namespace.len() <= 40
+            && self
+                .namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ns_ok {
+            return Err(RuntimeError::invalid(
+                "namespace",
+                "must be 1-40 of [A-Za-z0-9_-]",
+            ));
+        }
+        if self.min_memory_bytes < (4 << 20) {
+            return Err(RuntimeError::invalid(
+                "min_memory_bytes",
+                "must be at least 4 MiB",
+            ));
+        }
+        if self.default_memory_bytes < self.min_memory_bytes {
+            return Err(RuntimeError::invalid(
+                "default_memory_bytes",
+                "must not be below min_memory_bytes",
+            ));
+        }
+        if self.log_file_bytes < 4096 || self.log_files == 0 {
+            return Err(RuntimeError::invalid(
+                "log_file_bytes",
+                "log files must be at least 4096 bytes and log_files at least 1",
+            ));
+        }
+        if self.max_containers == 0 {
+            return Err(RuntimeError::invalid(
+                "max_containers",
+                "must be at least 1",
+            ));
+        }
+        for r in &self.registries {
+            if r.host.is_empty() {
+                return Err(RuntimeError::invalid(
+                    "registries.host",
+                    "must not be empty",
+                ));
+            }
+            if r.username.is_some() != r.password.is_some() {
+                return Err(RuntimeError::invalid(
+                    format!("registries[{}]", r.host),
+                    "username and password go together",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The credentials and transport settings for a registry host.
+    pub fn registry(&self, host: &str) -> Option<&RegistryConfig> {
+        self.registries.iter().find(|r| r.host == host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_loopback() {
+        let c = NodeConfig::default();
+        c.validate().unwrap();
+        assert!(c.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn refuses_docker_pool_and_bad_keys() {
+        let c = NodeConfig {
+            subnet_pool: "10.88.0.0/16".into(),
+            ..NodeConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("subnet_pool")
+        );
+        let err = toml::from_str::<NodeConfig>("nope = 1").unwrap_err();
+        assert!(err.to_string().contains("nope"));
+        let c: NodeConfig = toml::from_str("namespace = \"t1\"\nallow_egress = true").unwrap();
+        assert_eq!(c.namespace, "t1");
+        assert!(c.allow_egress);
+    }
+}

@@ -1,0 +1,120 @@
+//! The connection to containerd: one channel, one namespace, typed service clients.
+
+use containerd_client::services::v1::{
+    containers_client::ContainersClient, content_client::ContentClient, diff_client::DiffClient,
+    images_client::ImagesClient, introspection_client::IntrospectionClient,
+    leases_client::LeasesClient, snapshots::snapshots_client::SnapshotsClient,
+    tasks_client::TasksClient, version_client::VersionClient,
+};
+use tonic::Request;
+use tonic::transport::Channel;
+
+use crate::error::{Result, RuntimeError};
+
+/// containerd, seen through one namespace.
+#[derive(Debug, Clone)]
+pub struct Containerd {
+    channel: Channel,
+    namespace: String,
+}
+
+impl Containerd {
+    pub async fn connect(socket: &std::path::Path, namespace: &str) -> Result<Self> {
+        let channel =
+            containerd_client::connect(socket)
+                .await
+                .map_err(|e| RuntimeError::Connect {
+                    socket: socket.display().to_string(),
+                    reason: format!("{e} (is containerd running? scripts/services up)"),
+                })?;
+        Ok(Self {
+            channel,
+            namespace: namespace.to_owned(),
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// A request in this namespace.
+    pub fn req<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        req.metadata_mut().insert(
+            "containerd-namespace",
+            self.namespace
+                .parse()
+                .expect("namespace validated as ascii"),
+        );
+        req
+    }
+
+    /// A request in this namespace under a lease (objects it creates are kept until the lease
+    /// is deleted, whatever the garbage collector thinks).
+    pub fn leased<T>(&self, msg: T, lease: &str) -> Request<T> {
+        let mut req = self.req(msg);
+        req.metadata_mut().insert(
+            "containerd-lease",
+            lease.parse().expect("lease id is ascii"),
+        );
+        req
+    }
+
+    pub fn containers(&self) -> ContainersClient<Channel> {
+        ContainersClient::new(self.channel.clone())
+    }
+    pub fn content(&self) -> ContentClient<Channel> {
+        ContentClient::new(self.channel.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+    pub fn diff(&self) -> DiffClient<Channel> {
+        DiffClient::new(self.channel.clone())
+    }
+    pub fn images(&self) -> ImagesClient<Channel> {
+        ImagesClient::new(self.channel.clone())
+    }
+    pub fn introspection(&self) -> IntrospectionClient<Channel> {
+        IntrospectionClient::new(self.channel.clone())
+    }
+    pub fn namespaces(
+        &self,
+    ) -> containerd_client::services::v1::namespaces_client::NamespacesClient<Channel> {
+        containerd_client::services::v1::namespaces_client::NamespacesClient::new(
+            self.channel.clone(),
+        )
+    }
+    pub fn leases(&self) -> LeasesClient<Channel> {
+        LeasesClient::new(self.channel.clone())
+    }
+    pub fn snapshots(&self) -> SnapshotsClient<Channel> {
+        SnapshotsClient::new(self.channel.clone())
+    }
+    pub fn tasks(&self) -> TasksClient<Channel> {
+        TasksClient::new(self.channel.clone())
+    }
+    pub fn version(&self) -> VersionClient<Channel> {
+        VersionClient::new(self.channel.clone())
+    }
+
+    /// The server's version string, e.g. `1.6.20~ds1`.
+    pub async fn server_version(&self) -> Result<String> {
+        let v = self
+            .version()
+            .version(())
+            .await
+            .map_err(|e| RuntimeError::containerd("Version", "-", e))?;
+        Ok(v.into_inner().version)
+    }
+
+    /// Whether the server offers the Transfer service (containerd 1.7+).
+    pub async fn has_transfer(&self) -> bool {
+        let resp = self
+            .introspection()
+            .plugins(containerd_client::services::v1::PluginsRequest {
+                filters: vec!["type==io.containerd.transfer.v1".into()],
+            })
+            .await;
+        matches!(resp, Ok(r) if !r.get_ref().plugins.is_empty())
+    }
+}

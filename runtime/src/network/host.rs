@@ -1,0 +1,191 @@
+//! The host side of container networking, through iproute2 and nftables: bridges, network
+//! namespaces, veth pairs, addresses, routes and the forward/egress firewall.
+
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+
+use super::Subnet;
+use crate::error::{Result, RuntimeError};
+
+/// Where a container's network endpoint lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    pub netns: String,
+    pub host_veth: String,
+    pub bridge: String,
+    pub ip: Ipv4Addr,
+    pub subnet: Subnet,
+}
+
+/// Runs `ip`/`nft` with a batch on stdin; the error names the subject and quotes stderr.
+async fn run(program: &str, args: &[&str], stdin: &str, subject: &str) -> Result<()> {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| RuntimeError::network(subject, format!("cannot run {program}: {e}")))?;
+    if let Some(mut input) = child.stdin.take() {
+        input
+            .write_all(stdin.as_bytes())
+            .await
+            .map_err(|e| RuntimeError::network(subject, format!("{program} stdin: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| RuntimeError::network(subject, format!("{program}: {e}")))?;
+    if !out.status.success() {
+        return Err(RuntimeError::network(
+            subject,
+            format!(
+                "{program} {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn link_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+pub fn netns_path(netns: &str) -> String {
+    format!("/run/netns/{netns}")
+}
+
+/// Creates the bridge with the subnet's gateway address, if it is not there yet.
+pub async fn ensure_bridge(bridge: &str, subnet: Subnet) -> Result<()> {
+    if link_exists(bridge) {
+        return Ok(());
+    }
+    let batch = format!(
+        "link add {bridge} type bridge\naddr replace {}/{} dev {bridge}\nlink set {bridge} up\n",
+        subnet.gateway(),
+        subnet.prefix
+    );
+    match run("ip", &["-batch", "-"], &batch, bridge).await {
+        // Lost a race with another deploy of the same project: fine if it is there now.
+        Err(_) if link_exists(bridge) => Ok(()),
+        other => other,
+    }
+}
+
+pub async fn delete_bridge(bridge: &str) -> Result<()> {
+    if !link_exists(bridge) {
+        return Ok(());
+    }
+    run("ip", &["link", "del", bridge], "", bridge).await
+}
+
+/// A network namespace with a veth into the bridge, the address and the default route.
+pub async fn create_endpoint(ep: &EndpointSpec) -> Result<()> {
+    let _ = delete_endpoint(&ep.netns, &ep.host_veth).await;
+    let host = format!(
+        "netns add {ns}\nlink add {veth} type veth peer name eth0 netns {ns}\nlink set {veth} master {br} up\n",
+        ns = ep.netns,
+        veth = ep.host_veth,
+        br = ep.bridge
+    );
+    run("ip", &["-batch", "-"], &host, &ep.netns).await?;
+    let inner = format!(
+        "link set lo up\naddr add {ip}/{p} dev eth0\nlink set eth0 up\nroute add default via {gw}\n",
+        ip = ep.ip,
+        p = ep.subnet.prefix,
+        gw = ep.subnet.gateway()
+    );
+    if let Err(e) = run("ip", &["-n", &ep.netns, "-batch", "-"], &inner, &ep.netns).await {
+        let _ = delete_endpoint(&ep.netns, &ep.host_veth).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Removes the veth (both ends) and the namespace; absent parts are fine.
+pub async fn delete_endpoint(netns: &str, host_veth: &str) -> Result<()> {
+    if link_exists(host_veth) {
+        run("ip", &["link", "del", host_veth], "", host_veth).await?;
+    }
+    if std::path::Path::new(&netns_path(netns)).exists() {
+        run("ip", &["netns", "del", netns], "", netns).await?;
+    }
+    Ok(())
+}
+
+/// Names of links (bridges, veths) starting with `prefix`.
+pub fn links_with_prefix(prefix: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// Names of network namespaces under /run/netns starting with `prefix`.
+pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// The nftables rules every project bridge lives under: no forwarding between project
+/// bridges, nothing in from outside, and out to the world only when egress is allowed
+/// (masqueraded).
+pub fn firewall_rules(bridge_prefix: &str, pool: Subnet, allow_egress: bool) -> String {
+    let p = format!("\"{bridge_prefix}*\"");
+    let egress = if allow_egress {
+        format!("        iifname {p} accept\n")
+    } else {
+        String::new()
+    };
+    let nat = if allow_egress {
+        format!(
+            "    chain postrouting {{\n        type nat hook postrouting priority srcnat; policy accept;\n        ip saddr {pool} oifname != {p} masquerade\n    }}\n"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "table inet stackpad\ndelete table inet stackpad\ntable inet stackpad {{\n    chain forward {{\n        type filter hook forward priority filter; policy accept;\n        iifname {p} oifname {p} drop\n        oifname {p} ct state established,related accept\n        oifname {p} drop\n{egress}        iifname {p} drop\n    }}\n{nat}}}\n"
+    )
+}
+
+/// Installs [`firewall_rules`] (replacing the previous set atomically) and, with egress,
+/// turns on IPv4 forwarding.
+pub async fn install_firewall(bridge_prefix: &str, pool: Subnet, allow_egress: bool) -> Result<()> {
+    let rules = firewall_rules(bridge_prefix, pool, allow_egress);
+    run("nft", &["-f", "-"], &rules, "nftables table inet stackpad").await?;
+    if allow_egress {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| RuntimeError::io("/proc/sys/net/ipv4/ip_forward", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn firewall_drops_cross_project_and_egress_by_default() {
+        let pool: Subnet = "10.200.0.0/16".parse().unwrap();
+        let closed = firewall_rules("spb", pool, false);
+        assert!(closed.contains("iifname \"spb*\" oifname \"spb*\" drop"));
+        assert!(closed.contains("iifname \"spb*\" drop"));
+        assert!(!closed.contains("masquerade"));
+        let open = firewall_rules("spb", pool, true);
+        assert!(open.contains("ip saddr 10.200.0.0/16 oifname != \"spb*\" masquerade"));
+        assert!(open.contains("iifname \"spb*\" accept"));
+    }
+}

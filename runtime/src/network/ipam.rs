@@ -1,0 +1,241 @@
+//! Address management: one subnet per project network, one address per container, persisted
+//! in a file shared by every agent of the machine (under an exclusive lock) so an address or
+//! subnet is never handed out twice while in use.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Subnet;
+use crate::error::{Result, RuntimeError};
+
+/// One container's address on a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub ip: Ipv4Addr,
+    /// The name other containers of the network reach it by.
+    pub hostname: String,
+}
+
+/// A project+environment network: its subnet and the leases on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAlloc {
+    pub subnet: Subnet,
+    /// containerd namespace of the agent that owns the network.
+    pub namespace: String,
+    /// container id -> lease
+    pub leases: BTreeMap<String, Lease>,
+}
+
+/// The whole allocation table: bridge name -> network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamState {
+    pub networks: BTreeMap<String, NetworkAlloc>,
+}
+
+impl IpamState {
+    /// The subnet of `bridge`, allocating the first free one of the pool if it has none.
+    pub fn ensure_network(
+        &mut self,
+        bridge: &str,
+        namespace: &str,
+        pool: Subnet,
+        prefix: u8,
+    ) -> Result<Subnet> {
+        if let Some(n) = self.networks.get(bridge) {
+            return Ok(n.subnet);
+        }
+        let used: Vec<Subnet> = self.networks.values().map(|n| n.subnet).collect();
+        let free = (0..pool.children(prefix))
+            .filter_map(|i| pool.nth_child(prefix, i))
+            .find(|s| !used.iter().any(|u| u.overlaps(s)))
+            .ok_or_else(|| RuntimeError::PoolExhausted {
+                pool: pool.to_string(),
+                subject: bridge.to_owned(),
+            })?;
+        self.networks.insert(
+            bridge.to_owned(),
+            NetworkAlloc {
+                subnet: free,
+                namespace: namespace.to_owned(),
+                leases: BTreeMap::new(),
+            },
+        );
+        Ok(free)
+    }
+
+    /// The address of `container` on `bridge` (the same one again for a retried call).
+    pub fn lease(&mut self, bridge: &str, container: &str, hostname: &str) -> Result<Ipv4Addr> {
+        let net = self
+            .networks
+            .get_mut(bridge)
+            .ok_or_else(|| RuntimeError::network(bridge, "no subnet allocated"))?;
+        if let Some(l) = net.leases.get(container) {
+            return Ok(l.ip);
+        }
+        let subnet = net.subnet;
+        // .0 network, .1 gateway, last broadcast.
+        let ip = (2..subnet.size() - 1)
+            .filter_map(|i| subnet.host(i))
+            .find(|ip| !net.leases.values().any(|l| l.ip == *ip))
+            .ok_or_else(|| RuntimeError::PoolExhausted {
+                pool: subnet.to_string(),
+                subject: container.to_owned(),
+            })?;
+        net.leases.insert(
+            container.to_owned(),
+            Lease {
+                ip,
+                hostname: hostname.to_owned(),
+            },
+        );
+        Ok(ip)
+    }
+
+    /// Frees a container's address; returns whether the network is now empty.
+    pub fn release(&mut self, bridge: &str, container: &str) -> bool {
+        match self.networks.get_mut(bridge) {
+            Some(n) => {
+                n.leases.remove(container);
+                n.leases.is_empty()
+            }
+            None => true,
+        }
+    }
+
+    /// Frees a network's subnet if nothing is leased on it.
+    pub fn drop_network_if_empty(&mut self, bridge: &str) -> bool {
+        if self
+            .networks
+            .get(bridge)
+            .is_some_and(|n| n.leases.is_empty())
+        {
+            self.networks.remove(bridge);
+            return true;
+        }
+        false
+    }
+
+    /// The hosts-file lines of a network: `ip hostname` per lease.
+    pub fn hosts_file(&self, bridge: &str) -> String {
+        let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
+        if let Some(n) = self.networks.get(bridge) {
+            let mut seen = std::collections::BTreeSet::new();
+            for l in n.leases.values() {
+                if seen.insert((l.hostname.clone(), l.ip)) {
+                    out.push_str(&format!("{}\t{}\n", l.ip, l.hostname));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The allocation table on disk, read-modify-written under an exclusive `flock`.
+#[derive(Debug, Clone)]
+pub struct IpamFile {
+    dir: PathBuf,
+}
+
+impl IpamFile {
+    pub fn new(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Runs `f` on the table with the machine-wide lock held and saves what it leaves.
+    pub fn update<T>(&self, f: impl FnOnce(&mut IpamState) -> Result<T>) -> Result<T> {
+        let lock_path = self.dir.join("ipam.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| RuntimeError::io(&lock_path, e))?;
+        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| RuntimeError::io(&lock_path, e.into()))?;
+        let path = self.dir.join("ipam.json");
+        let mut state: IpamState = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                RuntimeError::io(
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => IpamState::default(),
+            Err(e) => return Err(RuntimeError::io(&path, e)),
+        };
+        let before = state.clone();
+        let out = f(&mut state)?;
+        if state != before {
+            let tmp = self.dir.join("ipam.json.tmp");
+            let bytes = serde_json::to_vec_pretty(&state).expect("ipam state serializes");
+            std::fs::write(&tmp, bytes).map_err(|e| RuntimeError::io(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| RuntimeError::io(&path, e))?;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> Subnet {
+        "10.200.0.0/22".parse().unwrap()
+    }
+
+    #[test]
+    fn networks_get_distinct_subnets_and_reuse_freed_ones() {
+        let mut s = IpamState::default();
+        let a = s.ensure_network("a", "ns", pool(), 24).unwrap();
+        let b = s.ensure_network("b", "ns", pool(), 24).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(s.ensure_network("a", "ns", pool(), 24).unwrap(), a);
+        s.ensure_network("c", "ns", pool(), 24).unwrap();
+        s.ensure_network("d", "ns", pool(), 24).unwrap();
+        assert!(matches!(
+            s.ensure_network("e", "ns", pool(), 24),
+            Err(RuntimeError::PoolExhausted { .. })
+        ));
+        assert!(s.drop_network_if_empty("b"));
+        assert_eq!(s.ensure_network("e", "ns", pool(), 24).unwrap(), b);
+    }
+
+    #[test]
+    fn addresses_are_unique_stable_and_released() {
+        let mut s = IpamState::default();
+        let p: Subnet = "10.200.0.0/16".parse().unwrap();
+        s.ensure_network("a", "ns", p, 29).unwrap();
+        let ips: Vec<_> = (0..5)
+            .map(|i| s.lease("a", &format!("c{i}"), "svc").unwrap())
+            .collect();
+        assert_eq!(ips[0], Ipv4Addr::new(10, 200, 0, 2));
+        assert_eq!(s.lease("a", "c0", "svc").unwrap(), ips[0]);
+        assert!(
+            s.lease("a", "c5", "svc").is_err(),
+            "a /29 has 5 container addresses"
+        );
+        assert!(!s.release("a", "c2"));
+        assert_eq!(s.lease("a", "c9", "svc").unwrap(), ips[2]);
+        assert!(s.hosts_file("a").contains("10.200.0.2\tsvc"));
+    }
+
+    #[test]
+    fn file_round_trips_under_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = IpamFile::new(dir.path()).unwrap();
+        let ip = f
+            .update(|s| {
+                s.ensure_network("a", "ns", pool(), 24)?;
+                s.lease("a", "c", "web")
+            })
+            .unwrap();
+        let again = f.update(|s| s.lease("a", "c", "web")).unwrap();
+        assert_eq!(ip, again);
+    }
+}

@@ -1,0 +1,233 @@
+//! Per-project networks: one Linux bridge per project+environment with its own subnet, a
+//! network namespace and veth per container, a hosts file naming every service of the network,
+//! and the firewall that keeps projects apart and traffic on the node unless egress is allowed.
+
+pub mod host;
+pub mod ipam;
+pub mod subnet;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use host::EndpointSpec;
+pub use ipam::{IpamFile, IpamState};
+pub use subnet::Subnet;
+
+use crate::error::{Result, RuntimeError};
+
+/// Every bridge this agent family creates starts with this (the firewall matches on it).
+pub const BRIDGE_PREFIX: &str = "spb";
+/// Host ends of container veths.
+pub const VETH_PREFIX: &str = "spv";
+
+fn short_hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())[..11].to_owned()
+}
+
+/// The bridge of a project+environment (at most 15 characters, as Linux wants).
+pub fn bridge_name(namespace: &str, project: &str, environment: &str) -> String {
+    format!(
+        "{BRIDGE_PREFIX}{}",
+        short_hash(&[namespace, project, environment])
+    )
+}
+
+/// The host end of a container's veth.
+pub fn veth_name(container_id: &str) -> String {
+    format!("{VETH_PREFIX}{}", short_hash(&[container_id]))
+}
+
+/// A container's place on its project network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub container_id: String,
+    pub netns: String,
+    pub netns_path: String,
+    pub host_veth: String,
+    pub bridge: String,
+    pub ip: Ipv4Addr,
+    pub subnet: Subnet,
+    /// The network's hosts file, bind-mounted read-only at /etc/hosts.
+    pub hosts_path: PathBuf,
+}
+
+/// Creates and removes container endpoints and the bridges under them.
+#[derive(Debug)]
+pub struct Networks {
+    ipam: IpamFile,
+    namespace: String,
+    pool: Subnet,
+    prefix: u8,
+    run_dir: PathBuf,
+    /// Serialises bridge creation/removal with the leases that keep bridges alive.
+    bridges: tokio::sync::Mutex<()>,
+}
+
+impl Networks {
+    pub fn new(
+        ipam_dir: &Path,
+        run_dir: &Path,
+        namespace: &str,
+        pool: Subnet,
+        prefix: u8,
+    ) -> Result<Self> {
+        Ok(Self {
+            ipam: IpamFile::new(ipam_dir)?,
+            namespace: namespace.to_owned(),
+            pool,
+            prefix,
+            run_dir: run_dir.join("networks"),
+            bridges: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn hosts_path(&self, bridge: &str) -> PathBuf {
+        self.run_dir.join(bridge).join("hosts")
+    }
+
+    /// Writes a network's hosts file in place (containers bind-mount the inode).
+    fn write_hosts(&self, bridge: &str, content: &str) -> Result<()> {
+        let path = self.hosts_path(bridge);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
+        }
+        std::fs::write(&path, content).map_err(|e| RuntimeError::io(&path, e))
+    }
+
+    /// Gives the container an address on its project network and plugs it in. Idempotent:
+    /// a retry gets the same address.
+    pub async fn attach(
+        &self,
+        container_id: &str,
+        project: &str,
+        environment: &str,
+        hostname: &str,
+    ) -> Result<Endpoint> {
+        let bridge = bridge_name(&self.namespace, project, environment);
+        let (subnet, ip, hosts) = {
+            let _guard = self.bridges.lock().await;
+            let (subnet, ip, hosts) = self.ipam.update(|s| {
+                let subnet = s.ensure_network(&bridge, &self.namespace, self.pool, self.prefix)?;
+                let ip = s.lease(&bridge, container_id, hostname)?;
+                Ok((subnet, ip, s.hosts_file(&bridge)))
+            })?;
+            if let Err(e) = host::ensure_bridge(&bridge, subnet).await {
+                self.release(&bridge, container_id).await;
+                return Err(e);
+            }
+            (subnet, ip, hosts)
+        };
+        let ep = Endpoint {
+            container_id: container_id.to_owned(),
+            netns: container_id.to_owned(),
+            netns_path: host::netns_path(container_id),
+            host_veth: veth_name(container_id),
+            bridge: bridge.clone(),
+            ip,
+            subnet,
+            hosts_path: self.hosts_path(&bridge),
+        };
+        let created = async {
+            self.write_hosts(&bridge, &hosts)?;
+            host::create_endpoint(&EndpointSpec {
+                netns: ep.netns.clone(),
+                host_veth: ep.host_veth.clone(),
+                bridge: bridge.clone(),
+                ip,
+                subnet,
+            })
+            .await
+        }
+        .await;
+        if let Err(e) = created {
+            let _ = self.detach(container_id, &bridge).await;
+            return Err(e);
+        }
+        Ok(ep)
+    }
+
+    /// Frees the lease, and the bridge with its subnet when it was the last one.
+    async fn release(&self, bridge: &str, container_id: &str) {
+        let _ = self.ipam.update(|s| {
+            s.release(bridge, container_id);
+            Ok(())
+        });
+    }
+
+    /// Unplugs the container and gives its address back; removes the bridge when it was the
+    /// network's last container. Absent parts are fine (idempotent).
+    pub async fn detach(&self, container_id: &str, bridge: &str) -> Result<()> {
+        host::delete_endpoint(container_id, &veth_name(container_id)).await?;
+        let _guard = self.bridges.lock().await;
+        let (empty, hosts) = self.ipam.update(|s| {
+            s.release(bridge, container_id);
+            let empty = s.drop_network_if_empty(bridge);
+            Ok((empty, s.hosts_file(bridge)))
+        })?;
+        if empty {
+            host::delete_bridge(bridge).await?;
+            let _ = std::fs::remove_dir_all(self.run_dir.join(bridge));
+        } else {
+            self.write_hosts(bridge, &hosts)?;
+        }
+        Ok(())
+    }
+
+    /// The address a container holds, if any.
+    pub fn address_of(&self, bridge: &str, container_id: &str) -> Result<Option<Ipv4Addr>> {
+        self.ipam.update(|s| {
+            Ok(s.networks
+                .get(bridge)
+                .and_then(|n| n.leases.get(container_id))
+                .map(|l| l.ip))
+        })
+    }
+
+    /// Leases this agent's namespace holds: (bridge, container id).
+    pub fn leases(&self) -> Result<Vec<(String, String)>> {
+        self.ipam.update(|s| {
+            Ok(s.networks
+                .iter()
+                .filter(|(_, n)| n.namespace == self.namespace)
+                .flat_map(|(b, n)| n.leases.keys().map(move |c| (b.clone(), c.clone())))
+                .collect())
+        })
+    }
+
+    /// Bridges this agent's namespace owns according to the allocation table.
+    pub fn bridges(&self) -> Result<Vec<String>> {
+        self.ipam.update(|s| {
+            Ok(s.networks
+                .iter()
+                .filter(|(_, n)| n.namespace == self.namespace)
+                .map(|(b, _)| b.clone())
+                .collect())
+        })
+    }
+
+    /// The pool subnets are cut from.
+    pub fn pool(&self) -> Subnet {
+        self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_linux_limits_and_differ() {
+        let a = bridge_name("stackpad", "p1", "prod");
+        let b = bridge_name("stackpad", "p1", "staging");
+        assert!(a.len() <= 15 && a.starts_with(BRIDGE_PREFIX));
+        assert_ne!(a, b);
+        assert_eq!(veth_name("sp-abc").len(), 14);
+    }
+}
