@@ -1,0 +1,212 @@
+//! Per-container traffic counters as the programs keep them, summed over CPUs, and their
+//! Prometheus text form (the node agent serves it on `/metrics`).
+
+use std::fmt::Write as _;
+
+use crate::maps::{CountersValue, DROP_REASONS};
+
+/// Why a packet was dropped (the index the programs use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Source address (or ARP sender) is not the container's own.
+    Spoof = 1,
+    /// Destination in the deny list (cloud metadata, host addresses).
+    DenyCidr = 2,
+    /// The two identities may not talk.
+    Policy = 3,
+    /// The interface is attached but has no endpoint entry.
+    Unknown = 4,
+    /// Not IPv4 nor ARP.
+    NotIpv4 = 5,
+    /// Truncated headers.
+    Malformed = 6,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; DROP_REASONS - 1] = [
+        DropReason::Spoof,
+        DropReason::DenyCidr,
+        DropReason::Policy,
+        DropReason::Unknown,
+        DropReason::NotIpv4,
+        DropReason::Malformed,
+    ];
+
+    /// The label value used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Spoof => "spoof",
+            DropReason::DenyCidr => "deny_cidr",
+            DropReason::Policy => "policy",
+            DropReason::Unknown => "unknown_endpoint",
+            DropReason::NotIpv4 => "not_ipv4",
+            DropReason::Malformed => "malformed",
+        }
+    }
+}
+
+/// Traffic of one container. "out" leaves the container, "in" enters it; bytes count whole
+/// Ethernet frames, as the interface statistics do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub out_bytes: u64,
+    pub out_packets: u64,
+    pub in_bytes: u64,
+    pub in_packets: u64,
+    drops_out: [u64; DROP_REASONS],
+    drops_in: [u64; DROP_REASONS],
+}
+
+impl Counters {
+    /// Packets leaving the container dropped for `reason`.
+    pub fn drops_out(&self, reason: DropReason) -> u64 {
+        self.drops_out[reason as usize]
+    }
+
+    /// Packets towards the container dropped for `reason`.
+    pub fn drops_in(&self, reason: DropReason) -> u64 {
+        self.drops_in[reason as usize]
+    }
+
+    pub(crate) fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a CountersValue>) -> Self {
+        let mut c = Counters::default();
+        for v in per_cpu {
+            c.out_bytes += v.out_bytes;
+            c.out_packets += v.out_packets;
+            c.in_bytes += v.in_bytes;
+            c.in_packets += v.in_packets;
+            for i in 0..DROP_REASONS {
+                c.drops_out[i] += v.drops_out[i];
+                c.drops_in[i] += v.drops_in[i];
+            }
+        }
+        c
+    }
+}
+
+/// Renders counters in the Prometheus text format. `labels` are the caller's (for example
+/// `project`, `environment`, `service`, `container`); values are escaped here.
+pub fn render_prometheus(rows: &[(Vec<(&str, String)>, Counters)]) -> String {
+    let mut out = String::new();
+    let families: [(
+        &str,
+        &str,
+        fn(&Counters) -> Vec<(Option<(&str, &str)>, u64)>,
+    ); 3] = [
+        (
+            "stackpad_container_bytes_total",
+            "Bytes of frames passed, by direction",
+            |c| {
+                vec![
+                    (Some(("direction", "out")), c.out_bytes),
+                    (Some(("direction", "in")), c.in_bytes),
+                ]
+            },
+        ),
+        (
+            "stackpad_container_packets_total",
+            "Packets passed, by direction",
+            |c| {
+                vec![
+                    (Some(("direction", "out")), c.out_packets),
+                    (Some(("direction", "in")), c.in_packets),
+                ]
+            },
+        ),
+        (
+            "stackpad_container_drops_total",
+            "Packets dropped, by direction and reason",
+            |_| Vec::new(),
+        ),
+    ];
+    for (name, help, values) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (labels, c) in rows {
+            let base = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut lines: Vec<(String, u64)> = values(c)
+                .into_iter()
+                .map(|(extra, v)| {
+                    (
+                        extra
+                            .map(|(k, x)| format!("{k}=\"{x}\""))
+                            .unwrap_or_default(),
+                        v,
+                    )
+                })
+                .collect();
+            if name.ends_with("drops_total") {
+                for r in DropReason::ALL {
+                    let reason = r.as_str();
+                    lines.push((
+                        format!("direction=\"out\",reason=\"{reason}\""),
+                        c.drops_out(r),
+                    ));
+                    lines.push((
+                        format!("direction=\"in\",reason=\"{reason}\""),
+                        c.drops_in(r),
+                    ));
+                }
+            }
+            for (extra, v) in lines {
+                let sep = if base.is_empty() || extra.is_empty() {
+                    ""
+                } else {
+                    ","
+                };
+                let _ = writeln!(out, "{name}{{{base}{sep}{extra}}} {v}");
+            }
+        }
+    }
+    out
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_over_cpus() {
+        let mut a = CountersValue {
+            out_bytes: 10,
+            in_packets: 1,
+            ..Default::default()
+        };
+        a.drops_out[DropReason::Spoof as usize] = 2;
+        let b = CountersValue {
+            out_bytes: 5,
+            in_packets: 3,
+            ..Default::default()
+        };
+        let c = Counters::sum([&a, &b]);
+        assert_eq!(
+            (c.out_bytes, c.in_packets, c.drops_out(DropReason::Spoof)),
+            (15, 4, 2)
+        );
+        assert_eq!(c.drops_in(DropReason::Spoof), 0);
+    }
+
+    #[test]
+    fn renders_prometheus_with_escaped_labels() {
+        let c = Counters {
+            out_bytes: 7,
+            ..Default::default()
+        };
+        let text = render_prometheus(&[(vec![("project", "a\"b".to_owned())], c)]);
+        assert!(
+            text.contains("stackpad_container_bytes_total{project=\"a\\\"b\",direction=\"out\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("reason=\"deny_cidr\"} 0"), "{text}");
+        assert!(text.contains("# TYPE stackpad_container_drops_total counter"));
+    }
+}
