@@ -13,6 +13,7 @@ pub mod containerd;
 pub mod error;
 pub mod image;
 pub mod network;
+pub mod spec;
 
 pub use config::NodeConfig;
 pub use error::{Result, RuntimeError};
