@@ -7,3 +7,5 @@
 #![forbid(unsafe_code)]
 
 pub mod buildkit;
+pub mod detect;
+pub mod dockerfile;

@@ -1,0 +1,158 @@
+use std::path::PathBuf;
+
+use super::*;
+
+fn fixture(name: &str) -> Detection {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    let snapshot = RepoSnapshot::read(&dir).expect("read fixture");
+    detect(&snapshot).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn snapshot(package_json: &str, files: &[&str]) -> RepoSnapshot {
+    RepoSnapshot {
+        dir: "/src/app".into(),
+        files: files.iter().map(|f| (*f).to_owned()).collect(),
+        package_json: Some(package_json.into()),
+        dockerfile: None,
+        next_config: None,
+    }
+}
+
+#[test]
+fn express_fixture_is_express_with_npm_and_its_start_script() {
+    let d = fixture("express");
+    assert_eq!(d.framework, Framework::Express);
+    assert_eq!(d.package_manager, Some(PackageManager::Npm));
+    assert_eq!(d.lock_file.as_deref(), Some("package-lock.json"));
+    assert_eq!(d.start, ["node", "server.js"]);
+    assert_eq!(d.port, 3000);
+    assert!(!d.has_build_script);
+    assert_eq!(d.local_dependencies, ["vendor/express-4.21.2.tgz"]);
+}
+
+#[test]
+fn nextjs_fixture_is_standalone() {
+    let d = fixture("nextjs-standalone");
+    assert_eq!(d.framework, Framework::NextJs { standalone: true });
+    assert_eq!(d.start, ["node", "server.js"]);
+    assert!(d.has_public_dir);
+    assert_eq!(d.lock_file, None);
+    assert_eq!(d.package_manager, Some(PackageManager::Npm));
+}
+
+#[test]
+fn vite_fixture_is_a_static_site_installed_with_pnpm() {
+    let d = fixture("vite-static");
+    assert_eq!(d.framework, Framework::ViteStatic);
+    assert_eq!(d.package_manager, Some(PackageManager::Pnpm));
+    assert_eq!(d.port, 8080);
+    assert_eq!(d.start[0], "httpd");
+}
+
+#[test]
+fn dockerfile_fixture_uses_its_own_dockerfile_and_exposed_port() {
+    let d = fixture("dockerfile");
+    assert_eq!(d.framework, Framework::Dockerfile);
+    assert_eq!(d.package_manager, None);
+    assert_eq!(d.port, 8080);
+}
+
+#[test]
+fn other_framework_fixtures() {
+    let cases = [
+        ("nuxt", Framework::Nuxt, Some(PackageManager::Yarn), 3000),
+        ("remix", Framework::Remix, Some(PackageManager::Npm), 3000),
+        (
+            "astro",
+            Framework::Astro { server: true },
+            Some(PackageManager::Bun),
+            4321,
+        ),
+        (
+            "sveltekit",
+            Framework::SvelteKit { server: false },
+            Some(PackageManager::Npm),
+            8080,
+        ),
+        ("nestjs", Framework::NestJs, Some(PackageManager::Npm), 3000),
+        (
+            "fastify",
+            Framework::Fastify,
+            Some(PackageManager::Npm),
+            3000,
+        ),
+    ];
+    for (name, framework, pm, port) in cases {
+        let d = fixture(name);
+        assert_eq!(
+            (d.framework, d.package_manager, d.port),
+            (framework, pm, port),
+            "{name}"
+        );
+    }
+    assert_eq!(fixture("nestjs").start, ["node", "dist/main"]);
+    assert_eq!(fixture("fastify").start, ["node", "app.js"]);
+    assert_eq!(fixture("remix").start, ["npm", "start"]);
+}
+
+#[test]
+fn nothing_to_build_says_what_was_looked_for() {
+    let repo = RepoSnapshot {
+        dir: "/src/empty".into(),
+        files: ["README.md".to_owned()].into(),
+        ..RepoSnapshot::default()
+    };
+    let err = detect(&repo).unwrap_err().to_string();
+    assert!(err.contains("/src/empty"), "{err}");
+    assert!(err.contains("no Dockerfile and no package.json"), "{err}");
+    assert!(err.contains("next"), "{err}");
+}
+
+#[test]
+fn plain_node_without_any_entry_point_is_an_error() {
+    let err = detect(&snapshot(r#"{"name":"x"}"#, &["package.json"])).unwrap_err();
+    assert!(matches!(err, DetectError::NoStartCommand { .. }), "{err}");
+    assert!(err.to_string().contains("server.js"));
+}
+
+#[test]
+fn plain_node_falls_back_to_server_js() {
+    let d = detect(&snapshot(r#"{"name":"x"}"#, &["package.json", "server.js"])).unwrap();
+    assert_eq!(d.framework, Framework::Node);
+    assert_eq!(d.start, ["node", "server.js"]);
+}
+
+#[test]
+fn invalid_package_json_names_the_dir() {
+    let err = detect(&snapshot("{not json", &["package.json"])).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("package.json in /src/app is not valid JSON"),
+        "{err}"
+    );
+}
+
+#[test]
+fn complex_start_scripts_go_through_the_package_manager() {
+    let pkg = r#"{"dependencies":{"express":"4"},"scripts":{"start":"PORT=1 node a.js && x"}}"#;
+    let d = detect(&snapshot(pkg, &["package.json"])).unwrap();
+    assert_eq!(d.start, ["npm", "start"]);
+}
+
+#[test]
+fn package_manager_field_is_used_without_a_lock_file() {
+    let pkg = r#"{"main":"a.js","packageManager":"pnpm@9.1.0"}"#;
+    let d = detect(&snapshot(pkg, &["package.json"])).unwrap();
+    assert_eq!(d.package_manager, Some(PackageManager::Pnpm));
+    assert_eq!(d.lock_file, None);
+}
+
+#[test]
+fn next_without_standalone_output_runs_next_start() {
+    let mut repo = snapshot(r#"{"dependencies":{"next":"15"}}"#, &["package.json"]);
+    repo.next_config = Some("module.exports = {}".into());
+    let d = detect(&repo).unwrap();
+    assert_eq!(d.framework, Framework::NextJs { standalone: false });
+}

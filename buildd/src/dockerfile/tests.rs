@@ -1,0 +1,127 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::detect::{RepoSnapshot, detect};
+
+fn generated(fixture: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(fixture);
+    let d = detect(&RepoSnapshot::read(&dir).unwrap()).unwrap();
+    let base = BaseImages {
+        node: "reg/node:20".into(),
+        static_server: "reg/busybox:1".into(),
+    };
+    generate(&d, &base, &["API_URL".into()]).expect("a generated Dockerfile")
+}
+
+/// Line index of the first line containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in\n{text}"))
+}
+
+#[test]
+fn express_installs_prod_deps_from_manifest_and_lock_only_before_the_source() {
+    let f = generated("express");
+    let copy_manifests = line_of(&f, "COPY package.json package-lock.json ./");
+    let vendored = line_of(
+        &f,
+        "COPY vendor/express-4.21.2.tgz ./vendor/express-4.21.2.tgz",
+    );
+    let install = line_of(
+        &f,
+        "RUN --mount=type=cache,id=stackpad-npm,target=/root/.npm npm ci --omit=dev",
+    );
+    let source = line_of(&f, "COPY --chown=1000:1000 . .");
+    assert!(
+        copy_manifests < vendored && vendored < install && install < source,
+        "{f}"
+    );
+    // The deps stage copies nothing but the manifests before installing.
+    let deps_stage: Vec<&str> = f.lines().take(install).collect();
+    assert!(!deps_stage.iter().any(|l| l.contains("COPY . .")), "{f}");
+    assert!(f.contains("FROM reg/node:20 AS deps"), "{f}");
+    assert!(f.contains("ENV NODE_ENV=production PORT=3000"), "{f}");
+    assert!(f.contains("USER 1000:1000"), "{f}");
+    assert!(f.contains("EXPOSE 3000"), "{f}");
+    assert!(
+        f.trim_end().ends_with(r#"CMD ["node", "server.js"]"#),
+        "{f}"
+    );
+    assert!(
+        !f.contains("AS build"),
+        "no build script, no build stage:\n{f}"
+    );
+    assert!(!f.contains("# syntax"), "{f}");
+}
+
+#[test]
+fn nextjs_standalone_copies_only_the_standalone_output() {
+    let f = generated("nextjs-standalone");
+    assert!(
+        f.contains("npm install --no-audit --no-fund"),
+        "no lock file: npm install\n{f}"
+    );
+    assert!(
+        f.contains(
+            "FROM deps AS build\nARG API_URL\nENV NODE_ENV=production\nCOPY . .\nRUN npm run build"
+        ),
+        "{f}"
+    );
+    assert!(
+        f.contains("COPY --from=build --chown=1000:1000 /app/.next/standalone ./"),
+        "{f}"
+    );
+    assert!(f.contains("/app/.next/static ./.next/static"), "{f}");
+    assert!(f.contains("/app/public ./public"), "{f}");
+    assert!(f.contains(r#"CMD ["node", "server.js"]"#), "{f}");
+}
+
+#[test]
+fn vite_static_site_is_served_by_busybox_httpd() {
+    let f = generated("vite-static");
+    assert!(f.contains("RUN --mount=type=cache,id=stackpad-pnpm,target=/pnpm/store corepack enable && pnpm install --frozen-lockfile"), "{f}");
+    assert!(f.contains("COPY package.json pnpm-lock.yaml ./"), "{f}");
+    assert!(
+        f.contains("FROM reg/busybox:1\nCOPY --from=build --chown=1000:1000 /app/dist /www"),
+        "{f}"
+    );
+    assert!(f.contains("EXPOSE 8080"), "{f}");
+    assert!(!f.contains("prune"), "{f}");
+}
+
+#[test]
+fn nestjs_builds_then_prunes_dev_dependencies() {
+    let f = generated("nestjs");
+    let build = line_of(&f, "RUN npm run build");
+    let prune = line_of(&f, "RUN npm prune --omit=dev");
+    assert!(build < prune, "{f}");
+    assert!(f.contains("npm ci --no-audit --no-fund"), "{f}");
+    assert!(f.contains(r#"CMD ["node", "dist/main"]"#), "{f}");
+}
+
+#[test]
+fn nuxt_and_yarn() {
+    let f = generated("nuxt");
+    assert!(f.contains("yarn install --frozen-lockfile"), "{f}");
+    assert!(
+        f.contains("COPY --from=build --chown=1000:1000 /app/.output ./.output"),
+        "{f}"
+    );
+}
+
+#[test]
+fn a_repository_dockerfile_is_not_generated() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/dockerfile");
+    let d = detect(&RepoSnapshot::read(&dir).unwrap()).unwrap();
+    assert_eq!(generate(&d, &BaseImages::default(), &[]), None);
+}
+
+#[test]
+fn default_bases_are_the_official_images() {
+    let b = BaseImages::default();
+    assert!(b.node.starts_with("node:20"));
+    assert!(b.static_server.starts_with("busybox:"));
+}
