@@ -11,8 +11,12 @@
 pub mod config;
 pub mod containerd;
 pub mod error;
+pub mod health;
 pub mod image;
+pub mod isolation;
+pub mod logs;
 pub mod network;
+pub mod restart;
 pub mod spec;
 
 pub use config::NodeConfig;
