@@ -4,4 +4,23 @@
 //! health and load balancing, request hardening, per-SNI certificates and ACME, and the
 //! `stackpad.proxy.v1.ProxyAdmin` gRPC service.
 //! Does not own: which upstreams exist or which domains are verified (the control plane says).
-#![forbid(unsafe_code)]
+//!
+//! Unsafe code is denied everywhere except `sockets` (one `shutdown(2)` call).
+#![deny(unsafe_code)]
+
+pub mod acme;
+pub mod admin;
+pub mod certs;
+pub mod config;
+pub mod hardening;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod pages;
+pub mod routes;
+pub mod server;
+mod sockets;
+pub mod state;
+pub mod store;
+pub mod switch;
+pub mod upstream;

@@ -1,15 +1,24 @@
-//! `stackpad-proxy`: parses its arguments and runs the daemon from the `proxy` library.
+//! `stackpad-proxy`: parses its arguments and runs the daemon or the `routes` admin client
+//! from the `proxy` library.
+
+mod args;
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    match std::env::args().nth(1).as_deref() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let result = match argv.first().map(String::as_str) {
         Some("--version") => {
             println!("stackpad-proxy {}", env!("CARGO_PKG_VERSION"));
-            std::process::ExitCode::SUCCESS
+            Ok(())
         }
-        _ => {
-            eprintln!(
-                "stackpad-proxy: the daemon is not built yet (issue #3); only --version works"
-            );
+        Some("serve") => args::serve(&argv[1..]),
+        Some("routes") => cli::routes(&argv[1..]),
+        _ => Err(anyhow::anyhow!("{}", args::USAGE)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stackpad-proxy: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -1,0 +1,18 @@
+//! Certificates for every app: ACME orders (http-01, dns-01 for wildcards), the issuance policy
+//! and rate limits, and the certificate store shared by all proxy instances in PostgreSQL.
+//!
+//! Only domains the control plane allowed (`ProxyAdmin.PutAllowedDomain`) are ever ordered: a
+//! TLS handshake for an unknown name never causes an order.
+
+pub mod challtestsrv;
+pub mod http01;
+pub mod issuer;
+pub mod manager;
+pub mod policy;
+pub mod seal;
+pub mod store;
+pub mod validity;
+
+pub use issuer::{AcmeConfig, AcmeError, DnsProvider, Issuer};
+pub use manager::{CertificateManager, CertificateSink, ManagerConfig, Outcome};
+pub use store::{CertStore, StoreError, StoredCertificate};

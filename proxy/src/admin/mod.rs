@@ -1,0 +1,6 @@
+//! The admin listener: the `ProxyAdmin` gRPC service (bearer token) and `/metrics`.
+
+pub mod convert;
+mod service;
+
+pub use service::{AdminService, serve};

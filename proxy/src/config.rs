@@ -1,0 +1,211 @@
+//! The proxy's configuration: a JSON file and/or command-line flags, with defaults and
+//! validation that names the key at fault.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hardening::HeadLimits;
+
+/// Everything `stackpad-proxy serve` needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Plain HTTP listener (HTTP/1.1 and h2c).
+    pub http_listen: Option<String>,
+    /// TLS listener (HTTP/1.1 and HTTP/2 by ALPN); needs the certificate files.
+    pub tls_listen: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Admin gRPC (`ProxyAdmin`) and `/metrics`.
+    pub admin_listen: String,
+    /// File holding the admin bearer token (alternative: env `STACKPAD_PROXY_TOKEN`).
+    pub admin_token_file: Option<PathBuf>,
+    #[serde(skip_serializing)]
+    pub admin_token: String,
+    pub state_file: PathBuf,
+    /// Pingora worker threads.
+    pub threads: usize,
+    pub access_log: bool,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub upstream_connect_timeout_ms: u64,
+    pub upstream_idle_timeout_ms: u64,
+    /// Further upstreams tried after a connect failure.
+    pub connect_retries: usize,
+    /// Seconds Pingora waits for connections at shutdown/upgrade.
+    pub grace_period_secs: u64,
+    /// Pingora's fd-handover socket for graceful binary upgrades.
+    pub upgrade_sock: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            http_listen: Some("0.0.0.0:80".into()),
+            tls_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            admin_listen: "127.0.0.1:9180".into(),
+            admin_token_file: None,
+            admin_token: String::new(),
+            state_file: "/var/lib/stackpad/proxy/state.json".into(),
+            threads: 2,
+            access_log: true,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            upstream_connect_timeout_ms: 2_000,
+            upstream_idle_timeout_ms: 60_000,
+            connect_retries: 2,
+            grace_period_secs: 30,
+            upgrade_sock: "/tmp/stackpad-proxy-upgrade.sock".into(),
+            pid_file: "/tmp/stackpad-proxy.pid".into(),
+        }
+    }
+}
+
+/// A configuration value was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("config key {key}: {message}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+fn err(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key,
+        message: message.into(),
+    }
+}
+
+impl ProxyConfig {
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let addr = |key, v: &str| {
+            v.parse::<SocketAddr>()
+                .map(|_| ())
+                .map_err(|_| err(key, format!("{v:?} is not ip:port")))
+        };
+        if self.http_listen.is_none() && self.tls_listen.is_none() {
+            return Err(err(
+                "http_listen",
+                "neither http_listen nor tls_listen is set",
+            ));
+        }
+        if let Some(v) = &self.http_listen {
+            addr("http_listen", v)?;
+        }
+        if let Some(v) = &self.tls_listen {
+            addr("tls_listen", v)?;
+            if self.tls_cert_file.is_none() {
+                return Err(err("tls_cert_file", "required with tls_listen"));
+            }
+            if self.tls_key_file.is_none() {
+                return Err(err("tls_key_file", "required with tls_listen"));
+            }
+        }
+        addr("admin_listen", &self.admin_listen)?;
+        if self.admin_token.trim().len() < 16 {
+            return Err(err(
+                "admin_token",
+                "missing or shorter than 16 characters (admin_token_file or STACKPAD_PROXY_TOKEN)",
+            ));
+        }
+        if self.threads == 0 {
+            return Err(err("threads", "must be at least 1"));
+        }
+        if self.max_header_bytes < 1024 {
+            return Err(err("max_header_bytes", "must be at least 1024"));
+        }
+        if self.max_headers == 0 {
+            return Err(err("max_headers", "must be at least 1"));
+        }
+        for (key, v) in [
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            (
+                "upstream_connect_timeout_ms",
+                self.upstream_connect_timeout_ms,
+            ),
+            ("upstream_idle_timeout_ms", self.upstream_idle_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(err(key, "must be above 0"));
+            }
+        }
+        if self.state_file.as_os_str().is_empty() {
+            return Err(err("state_file", "is empty"));
+        }
+        Ok(())
+    }
+
+    pub fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+        }
+    }
+
+    pub fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> ProxyConfig {
+        ProxyConfig {
+            admin_token: "0123456789abcdef".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_validate_with_a_token() {
+        ok().validate().unwrap();
+        assert_eq!(
+            ProxyConfig::default().validate().unwrap_err().key,
+            "admin_token"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let c = ProxyConfig {
+            http_listen: Some("nope".into()),
+            ..ok()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "http_listen");
+        let c = ProxyConfig {
+            tls_listen: Some("127.0.0.1:1".into()),
+            ..ok()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "tls_cert_file");
+        let c = ProxyConfig { threads: 0, ..ok() };
+        assert_eq!(c.validate().unwrap_err().key, "threads");
+        let c = ProxyConfig {
+            idle_timeout_ms: 0,
+            ..ok()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "idle_timeout_ms");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = serde_json::from_str::<ProxyConfig>(r#"{"htp_listen":"x"}"#).unwrap_err();
+        assert!(e.to_string().contains("htp_listen"), "{e}");
+    }
+}

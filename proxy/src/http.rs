@@ -1,0 +1,440 @@
+//! The request path: Pingora's [`ProxyHttp`] filters. Hardening checks, route lookup (lock-free
+//! snapshot), admission to the service's active upstream set, upstream choice and retries,
+//! forwarding headers, body limits, drain-deadline cuts, metrics and access log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::ErrorType::HTTPStatus;
+use pingora::prelude::*;
+use pingora::protocols::ALPN;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::ProxyConfig;
+use crate::hardening::{self, HeadLimits};
+use crate::pages;
+use crate::routes::RouteSpec;
+use crate::state::ProxyState;
+use crate::upstream::{SetGuard, UpstreamGuard};
+
+/// The proxy application Pingora runs.
+#[derive(Debug)]
+pub struct StackpadProxy {
+    state: Arc<ProxyState>,
+    limits: HeadLimits,
+    access_log: bool,
+    connect_retries: usize,
+    connect_timeout: Duration,
+    upstream_idle_timeout: Duration,
+    header_read_timeout: Duration,
+    body_read_timeout: Duration,
+    idle_timeout_secs: u64,
+}
+
+impl StackpadProxy {
+    pub fn new(state: Arc<ProxyState>, config: &ProxyConfig) -> Self {
+        Self {
+            state,
+            limits: config.head_limits(),
+            access_log: config.access_log,
+            connect_retries: config.connect_retries,
+            connect_timeout: ProxyConfig::ms(config.upstream_connect_timeout_ms),
+            upstream_idle_timeout: ProxyConfig::ms(config.upstream_idle_timeout_ms),
+            header_read_timeout: ProxyConfig::ms(config.header_read_timeout_ms),
+            body_read_timeout: ProxyConfig::ms(config.body_read_timeout_ms),
+            idle_timeout_secs: config.idle_timeout_ms.div_ceil(1000),
+        }
+    }
+}
+
+/// Per-request state.
+#[derive(Debug)]
+pub struct RequestCtx {
+    start: Instant,
+    route: Option<Arc<RouteSpec>>,
+    /// Admission to the upstream set; held until the request (or upgraded connection) ends.
+    admission: Option<SetGuard>,
+    upstream: Option<UpstreamGuard>,
+    tried: Vec<SocketAddr>,
+    body_bytes: u64,
+    upgraded: bool,
+    counted: bool,
+    /// Status of a response the proxy wrote itself.
+    own_status: Option<u16>,
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        // The long-lived registration must be gone before anything else can reuse the fd.
+        self.upstream.take();
+        self.admission.take();
+    }
+}
+
+async fn respond(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    detail: &str,
+    close: bool,
+) -> Result<bool> {
+    let page = pages::page(status, detail, close);
+    if close {
+        session.set_keepalive(None);
+    }
+    ctx.own_status = Some(status);
+    session
+        .write_response_header(Box::new(page.header), false)
+        .await?;
+    session.write_response_body(Some(page.body), true).await?;
+    Ok(true)
+}
+
+fn request_host(session: &Session) -> Option<String> {
+    let req = session.req_header();
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri.authority().map(|a| a.as_str().to_owned()))
+}
+
+#[async_trait]
+impl ProxyHttp for StackpadProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            route: None,
+            admission: None,
+            upstream: None,
+            tried: Vec::new(),
+            body_bytes: 0,
+            upgraded: false,
+            counted: false,
+            own_status: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.state
+            .metrics
+            .active_requests
+            .fetch_add(1, Ordering::Relaxed);
+        ctx.counted = true;
+        // Hardening of the raw HTTP/1 head (HTTP/2 framing is checked by the h2 codec).
+        if let Some(h1) = session.as_downstream().as_http1() {
+            let raw = h1.get_headers_raw_bytes();
+            if let Err(r) = hardening::check_head(&raw, self.limits) {
+                self.state
+                    .metrics
+                    .rejected_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                return respond(session, ctx, r.status, r.reason, true).await;
+            }
+            if let Some(first) = first_request_age(session) {
+                if first > self.header_read_timeout {
+                    self.state
+                        .metrics
+                        .rejected_requests
+                        .fetch_add(1, Ordering::Relaxed);
+                    return respond(session, ctx, 408, "request header took too long", true).await;
+                }
+            }
+        } else if session.req_header().headers.len() > self.limits.max_headers {
+            return respond(session, ctx, 431, "too many request header fields", true).await;
+        }
+        session.set_read_timeout(Some(self.body_read_timeout));
+        session.set_keepalive(Some(self.idle_timeout_secs));
+
+        let path = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let Some(host) = request_host(session) else {
+            return respond(session, ctx, 400, "the request has no Host", true).await;
+        };
+        // One lock-free load of the current snapshot; retried if a switch retires the set
+        // between the load and the admission.
+        let mut admitted = None;
+        for _ in 0..8 {
+            let snap = self.state.snapshot();
+            let Some(route) = snap.routes.lookup(&host, &path) else {
+                let detail = format!("no route for host {host:?}");
+                return respond(session, ctx, 404, &detail, false).await;
+            };
+            ctx.route = Some(Arc::clone(route));
+            let Some(set) = snap.services.get(&route.service_id) else {
+                break;
+            };
+            if let Some(guard) = set.admit() {
+                admitted = Some(guard);
+                break;
+            }
+        }
+        let route = ctx.route.clone().expect("route set above");
+        let Some(admission) = admitted.filter(|g| g.set().pick(&[]).is_some()) else {
+            let detail = format!("no healthy upstream for service {:?}", route.service_id);
+            return respond(session, ctx, 503, &detail, false).await;
+        };
+        ctx.admission = Some(admission);
+
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > route.max_body_bytes) {
+            let detail = format!("request body above {} bytes", route.max_body_bytes);
+            return respond(session, ctx, 413, &detail, true).await;
+        }
+        if session.is_upgrade_req() {
+            ctx.upgraded = true;
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(admission) = &ctx.admission else {
+            return Error::e_explain(HTTPStatus(503), "no upstream set");
+        };
+        let Some(upstream) = admission.set().pick(&ctx.tried) else {
+            return Error::e_explain(HTTPStatus(503), "no healthy upstream left to try");
+        };
+        ctx.tried.push(upstream.addr);
+        let mut peer = HttpPeer::new(upstream.addr, false, String::new());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.idle_timeout = Some(self.upstream_idle_timeout);
+        // gRPC (and any HTTP/2 request) goes upstream as h2c with prior knowledge.
+        if is_grpc(session) {
+            peer.options.alpn = ALPN::H2;
+        }
+        ctx.upstream = Some(UpstreamGuard::new(upstream));
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        self.state
+            .metrics
+            .upstream_connect_failures
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(up) = ctx.upstream.take() {
+            if up.upstream().eject() {
+                self.state
+                    .metrics
+                    .passive_ejections
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(upstream = %peer, "upstream ejected after a connect failure");
+            }
+        }
+        // Nothing was sent yet: another upstream of the same set may take the request.
+        if ctx.tried.len() <= self.connect_retries {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.upgraded {
+            if let Some(admission) = &mut ctx.admission {
+                admission.register_long_lived(fd);
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        let tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
+        let host = request_host(session);
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-real-ip",
+            "forwarded",
+        ] {
+            upstream_request.remove_header(name);
+        }
+        if let Some(client) = client {
+            upstream_request.insert_header("x-forwarded-for", client)?;
+        }
+        upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        if let Some(host) = host {
+            upstream_request.insert_header("x-forwarded-host", host)?;
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            let limit = ctx.route.as_ref().map_or(u64::MAX, |r| r.max_body_bytes);
+            if ctx.body_bytes > limit && !ctx.upgraded {
+                return Error::e_explain(
+                    HTTPStatus(413),
+                    format!("request body above {limit} bytes"),
+                );
+            }
+        }
+        if ctx.admission.as_ref().is_some_and(|a| a.set().is_closing()) {
+            return Error::e_explain(ConnectionClosed, "drain deadline of the old upstream set");
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if ctx.admission.as_ref().is_some_and(|a| a.set().is_closing()) {
+            return Error::e_explain(ConnectionClosed, "drain deadline of the old upstream set");
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            HTTPStatus(code) => *code,
+            ConnectTimedout => 504,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    WriteError | ReadError | ConnectionClosed => 0,
+                    ReadTimedout => 408,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let detail = match code {
+                502 => "the upstream could not be reached".to_owned(),
+                503 => "no healthy upstream".to_owned(),
+                504 => "the upstream did not answer in time".to_owned(),
+                _ => e
+                    .context
+                    .as_ref()
+                    .map(|c| c.as_str().to_owned())
+                    .unwrap_or_default(),
+            };
+            let _ = respond(session, ctx, code, &detail, code < 500).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.counted {
+            self.state
+                .metrics
+                .active_requests
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.own_status)
+            .unwrap_or(0);
+        let elapsed = ctx.start.elapsed();
+        match &ctx.admission {
+            Some(a) => a.set().metrics.record(status, elapsed),
+            None => self.state.metrics.unrouted.record(status, elapsed),
+        }
+        if self.access_log {
+            let req = session.req_header();
+            tracing::info!(
+                target: "stackpad_proxy::access",
+                method = %req.method,
+                host = request_host(session).as_deref().unwrap_or(""),
+                path = req.uri.path(),
+                status,
+                service = ctx.route.as_ref().map_or("", |r| r.service_id.as_str()),
+                upstream = ctx.upstream.as_ref().map(|u| u.upstream().addr.to_string()).unwrap_or_default(),
+                client = session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
+                duration_us = elapsed.as_micros() as u64,
+                error = e.map(|e| e.to_string()).unwrap_or_default(),
+            );
+        }
+        ctx.upstream.take();
+        ctx.admission.take();
+    }
+}
+
+fn is_grpc(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// For the first request of a connection: how long since the connection was accepted.
+fn first_request_age(session: &Session) -> Option<Duration> {
+    let digest = session.digest()?;
+    let established = digest.timing_digest.first()?.as_ref()?.established_ts;
+    let age = established.elapsed().ok()?;
+    // Only the first request: later ones on a kept-alive connection are bounded by the idle
+    // timeout instead.
+    (session
+        .as_downstream()
+        .as_http1()?
+        .get_keepalive_timeout()
+        .is_none())
+    .then_some(age)
+}

@@ -1,0 +1,147 @@
+//! Assembles and runs the daemon: the state (restored from the state file), the admin listener
+//! with its health checkers on a small Tokio runtime, and the Pingora server with the plain and
+//! TLS listeners.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::Server;
+use pingora::server::configuration::{Opt, ServerConf};
+
+use crate::certs::{self, CertificateTable, Certificates};
+use crate::config::{ConfigError, ProxyConfig};
+use crate::http::StackpadProxy;
+use crate::metrics::Metrics;
+use crate::state::{ProxyState, StateError};
+use crate::store::StateFile;
+
+/// The daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Cert(#[from] certs::CertError),
+    #[error("admin runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("admin listener {addr}: {source}")]
+    AdminListen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Starts everything and serves until the process is told to stop (SIGTERM: graceful
+/// shutdown; SIGQUIT: graceful upgrade handing the listeners to a new process started with
+/// `upgrade`). Never returns on success.
+pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
+    config.validate()?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("stackpad-admin")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let metrics = Arc::new(Metrics::default());
+    let state = ProxyState::restore(
+        Some(StateFile::new(&config.state_file)),
+        metrics,
+        runtime.handle().clone(),
+    )?;
+    let routes = state.snapshot().routes.routes().len();
+    tracing::info!(routes, state_file = %config.state_file.display(), "state restored");
+
+    start_admin(&runtime, &config, Arc::clone(&state), upgrade)?;
+
+    let mut conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(config.grace_period_secs),
+        graceful_shutdown_timeout_seconds: Some(config.grace_period_secs.min(10)),
+        upgrade_sock: config.upgrade_sock.display().to_string(),
+        pid_file: config.pid_file.display().to_string(),
+        ..ServerConf::default()
+    };
+    conf.daemon = false;
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let app = StackpadProxy::new(Arc::clone(&state), &config);
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, app);
+    if let Some(logic) = service.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        logic.server_options = Some(options);
+    }
+    if let Some(addr) = &config.http_listen {
+        service.add_tcp(addr);
+    }
+    if let (Some(addr), Some(cert), Some(key)) = (
+        &config.tls_listen,
+        &config.tls_cert_file,
+        &config.tls_key_file,
+    ) {
+        let default = certs::load_pem_files(cert, key)?;
+        let table = Arc::new(CertificateTable::new(Certificates {
+            default: Some(Arc::new(default)),
+            ..Default::default()
+        }));
+        let mut tls = TlsSettings::intermediate("", "").expect("settings without files");
+        tls.set_cert_resolver(table);
+        tls.enable_h2();
+        service.add_tls_with_settings(addr, None, tls);
+    }
+    server.add_service(service);
+    tracing::info!(http = ?config.http_listen, tls = ?config.tls_listen, admin = %config.admin_listen, "stackpad-proxy serving");
+    // Keep the admin runtime alive for the life of the process.
+    let _runtime = runtime;
+    server.run_forever()
+}
+
+fn start_admin(
+    runtime: &tokio::runtime::Runtime,
+    config: &ProxyConfig,
+    state: Arc<ProxyState>,
+    upgrade: bool,
+) -> Result<(), StartError> {
+    let addr = config.admin_listen.clone();
+    let token = config.admin_token.clone();
+    if upgrade {
+        // During a graceful upgrade the old process holds the admin port until it exits:
+        // bind in the background, retrying, so the listener handover is not held up.
+        runtime.spawn(async move {
+            for _ in 0..1200 {
+                if let Ok(listener) = tokio::net::TcpListener::bind(&addr).await {
+                    if let Err(e) = crate::admin::serve(listener, state, token).await {
+                        tracing::error!(error = %e, "admin listener stopped");
+                    }
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tracing::error!(%addr, "admin listener never became free after the upgrade");
+        });
+        return Ok(());
+    }
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&addr))
+        .map_err(|source| StartError::AdminListen {
+            addr: addr.clone(),
+            source,
+        })?;
+    runtime.spawn(async move {
+        if let Err(e) = crate::admin::serve(listener, state, token).await {
+            tracing::error!(error = %e, "admin listener stopped");
+        }
+    });
+    Ok(())
+}

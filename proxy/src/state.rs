@@ -1,0 +1,393 @@
+//! The live state of the proxy: the current [`Snapshot`] (routes + active upstream sets) behind
+//! one `ArcSwap`, the sets still draining, and the executors of route changes and switches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::health;
+use crate::metrics::{Metrics, UpstreamHealth};
+use crate::routes::{RouteError, RouteSpec, RouteTable};
+use crate::store::{PersistedService, PersistedState, StateFile, StoreError};
+use crate::switch::{self, DrainStep, SwitchCommand, SwitchError};
+use crate::upstream::{UpstreamError, UpstreamSet, validate_upstreams};
+
+/// What requests are routed by: immutable, replaced as a whole.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub routes: RouteTable,
+    pub services: HashMap<String, Arc<UpstreamSet>>,
+}
+
+/// The result of a switch.
+#[derive(Debug, Clone)]
+pub struct SwitchOutcome {
+    pub generation: u64,
+    pub previous: Vec<crate::upstream::UpstreamSpec>,
+    pub swap_after: Duration,
+    pub drained_after: Duration,
+    pub closed_at_deadline: usize,
+}
+
+/// A route change failed; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("service {service_id} in the state file: {source}")]
+    StoredUpstream {
+        service_id: String,
+        source: UpstreamError,
+    },
+}
+
+/// The proxy's state and the executors that change it.
+#[derive(Debug)]
+pub struct ProxyState {
+    current: ArcSwap<Snapshot>,
+    draining: Mutex<Vec<Arc<UpstreamSet>>>,
+    /// Serialises changes (never held on the request path, nor during health waits or drains).
+    mutate: tokio::sync::Mutex<()>,
+    store: Option<StateFile>,
+    pub metrics: Arc<Metrics>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ProxyState {
+    /// Starts from the state file (when given and present). Restored upstreams start healthy
+    /// so the proxy serves at once; their active checks then run as usual. Health checkers are
+    /// spawned on `runtime`.
+    pub fn restore(
+        store: Option<StateFile>,
+        metrics: Arc<Metrics>,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Arc<Self>, StateError> {
+        let persisted = match &store {
+            Some(file) => file.load()?.unwrap_or_default(),
+            None => PersistedState::default(),
+        };
+        let routes = RouteTable::build(persisted.routes)?;
+        let mut services = HashMap::new();
+        for s in persisted.services {
+            let ups =
+                validate_upstreams(s.upstreams).map_err(|source| StateError::StoredUpstream {
+                    service_id: s.service_id.clone(),
+                    source,
+                })?;
+            let set = UpstreamSet::new(
+                s.service_id.clone(),
+                s.generation,
+                ups,
+                s.load_balancing,
+                s.health_check,
+                true,
+                metrics.service(&s.service_id),
+            );
+            services.insert(s.service_id, Arc::new(set));
+        }
+        let state = Arc::new(Self {
+            current: ArcSwap::from_pointee(Snapshot { routes, services }),
+            draining: Mutex::new(Vec::new()),
+            mutate: tokio::sync::Mutex::new(()),
+            store,
+            metrics,
+            runtime,
+        });
+        for set in state.current.load().services.values() {
+            state.spawn_health_checks(set);
+        }
+        Ok(state)
+    }
+
+    /// The current snapshot (lock-free).
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// Sets still draining after a switch.
+    pub fn draining(&self) -> Vec<Arc<UpstreamSet>> {
+        self.draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Creates or replaces the route with `spec.route_id`. Persisted before it is swapped in.
+    pub async fn upsert_route(&self, spec: RouteSpec) -> Result<RouteSpec, StateError> {
+        let spec = spec.validate()?;
+        let _lock = self.mutate.lock().await;
+        let snap = self.current.load_full();
+        let mut routes: Vec<RouteSpec> = snap
+            .routes
+            .routes()
+            .iter()
+            .map(|r| RouteSpec::clone(r))
+            .collect();
+        match routes.iter_mut().find(|r| r.route_id == spec.route_id) {
+            Some(slot) => *slot = spec.clone(),
+            None => routes.push(spec.clone()),
+        }
+        self.commit_routes(&snap, routes)?;
+        Ok(spec)
+    }
+
+    /// Removes a route; false when there was none with that id.
+    pub async fn remove_route(&self, route_id: &str) -> Result<bool, StateError> {
+        let _lock = self.mutate.lock().await;
+        let snap = self.current.load_full();
+        let routes: Vec<RouteSpec> = snap
+            .routes
+            .routes()
+            .iter()
+            .filter(|r| r.route_id != route_id)
+            .map(|r| RouteSpec::clone(r))
+            .collect();
+        if routes.len() == snap.routes.routes().len() {
+            return Ok(false);
+        }
+        self.commit_routes(&snap, routes)?;
+        Ok(true)
+    }
+
+    fn commit_routes(&self, snap: &Snapshot, routes: Vec<RouteSpec>) -> Result<(), StateError> {
+        let table = RouteTable::build(routes)?;
+        let next = Snapshot {
+            routes: table,
+            services: snap.services.clone(),
+        };
+        self.persist(&next)?;
+        self.current.store(Arc::new(next));
+        Ok(())
+    }
+
+    fn persist(&self, snap: &Snapshot) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let mut services: Vec<PersistedService> = snap
+            .services
+            .values()
+            .map(|s| PersistedService {
+                service_id: s.service_id.clone(),
+                upstreams: s.specs(),
+                health_check: s.health_check.clone(),
+                load_balancing: s.load_balancing,
+                generation: s.generation,
+            })
+            .collect();
+        services.sort_by(|a, b| a.service_id.cmp(&b.service_id));
+        store.save(&PersistedState {
+            version: 1,
+            routes: snap
+                .routes
+                .routes()
+                .iter()
+                .map(|r| RouteSpec::clone(r))
+                .collect(),
+            services,
+        })
+    }
+
+    /// Replaces a service's upstream set: waits for the new set's health (unless skipped),
+    /// swaps atomically, then drains the old set until idle or the deadline, and only then
+    /// returns.
+    pub async fn switch(&self, cmd: SwitchCommand) -> Result<SwitchOutcome, SwitchError> {
+        let result = self.switch_inner(cmd).await;
+        let counter = if result.is_ok() {
+            &self.metrics.switches_ok
+        } else {
+            &self.metrics.switches_failed
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    async fn switch_inner(&self, cmd: SwitchCommand) -> Result<SwitchOutcome, SwitchError> {
+        let started = Instant::now();
+        let current = self
+            .current
+            .load()
+            .services
+            .get(cmd.service_id.trim())
+            .cloned();
+        let plan = switch::plan(current.as_deref(), cmd)?;
+        let new_set = Arc::new(UpstreamSet::new(
+            plan.service_id.clone(),
+            plan.generation,
+            plan.upstreams.clone(),
+            plan.load_balancing,
+            plan.health_check.clone(),
+            !plan.wait_for_health,
+            self.metrics.service(&plan.service_id),
+        ));
+        self.spawn_health_checks(&new_set);
+        if plan.wait_for_health && !wait_healthy(&new_set, plan.health_timeout).await {
+            new_set.stop();
+            let unhealthy = new_set
+                .upstreams
+                .iter()
+                .filter(|u| !u.is_healthy())
+                .map(|u| u.spec.address.clone())
+                .collect();
+            return Err(SwitchError::Unhealthy {
+                service_id: plan.service_id,
+                unhealthy,
+                timeout_ms: plan.health_timeout.as_millis(),
+            });
+        }
+
+        let (old, swap_after) = {
+            let _lock = self.mutate.lock().await;
+            let snap = self.current.load_full();
+            let old = snap.services.get(&plan.service_id).cloned();
+            let found = old.as_ref().map_or(0, |o| o.generation);
+            if found + 1 != plan.generation {
+                new_set.stop();
+                return Err(SwitchError::Concurrent {
+                    service_id: plan.service_id,
+                    expected: plan.generation - 1,
+                    found,
+                });
+            }
+            let mut services = snap.services.clone();
+            services.insert(plan.service_id.clone(), Arc::clone(&new_set));
+            let next = Snapshot {
+                routes: snap.routes.clone(),
+                services,
+            };
+            let next = Arc::new(next);
+            self.current.store(Arc::clone(&next));
+            let swap_after = started.elapsed();
+            if let Some(old) = &old {
+                old.retire();
+                self.draining
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Arc::clone(old));
+            }
+            // Persisted after the swap so the switch is not delayed by fsync; a failure is logged
+            // (routing is already right in memory and the next change writes the file again).
+            if let Err(e) = self.persist(&next) {
+                tracing::error!(error = %e, service_id = %plan.service_id, "state file not written after switch");
+            }
+            (old, swap_after)
+        };
+        tracing::info!(service_id = %plan.service_id, generation = plan.generation, swap_us = swap_after.as_micros() as u64, "switched");
+
+        let (drained_after, closed) = match &old {
+            Some(old) => self.drain(old, plan.drain_deadline).await,
+            None => (Duration::ZERO, 0),
+        };
+        Ok(SwitchOutcome {
+            generation: plan.generation,
+            previous: old.map(|o| o.specs()).unwrap_or_default(),
+            swap_after,
+            drained_after,
+            closed_at_deadline: closed,
+        })
+    }
+
+    async fn drain(&self, old: &Arc<UpstreamSet>, deadline: Duration) -> (Duration, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let start = Instant::now();
+        let deadline = start + deadline;
+        let mut closed = 0;
+        loop {
+            match switch::drain_step(old.in_flight(), Instant::now(), deadline) {
+                DrainStep::Done => break,
+                DrainStep::Wait => tokio::time::sleep(Duration::from_millis(1)).await,
+                DrainStep::CloseAtDeadline => {
+                    closed = old.close_long_lived().max(old.in_flight());
+                    // Give the cut sessions a moment to end before the caller stops the backend.
+                    let grace = Instant::now() + Duration::from_secs(2);
+                    while old.in_flight() > 0 && Instant::now() < grace {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    break;
+                }
+            }
+        }
+        old.stop();
+        self.draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| !Arc::ptr_eq(s, old));
+        let took = start.elapsed();
+        self.metrics.drains.fetch_add(1, Relaxed);
+        self.metrics
+            .drain_closed_at_deadline
+            .fetch_add(closed as u64, Relaxed);
+        self.metrics
+            .drain_micros
+            .fetch_add(took.as_micros() as u64, Relaxed);
+        tracing::info!(service_id = %old.service_id, generation = old.generation, drain_ms = took.as_millis() as u64, closed_at_deadline = closed, "old upstream set drained");
+        (took, closed)
+    }
+
+    /// Runs the active checks of `set` until it is stopped or dropped.
+    fn spawn_health_checks(&self, set: &Arc<UpstreamSet>) {
+        if set.upstreams.is_empty() {
+            return;
+        }
+        let weak: Weak<UpstreamSet> = Arc::downgrade(set);
+        let interval = set.health_check.interval();
+        self.runtime.spawn(async move {
+            loop {
+                let Some(set) = weak.upgrade().filter(|s| !s.is_stopped()) else { return };
+                let service_id = set.service_id.clone();
+                let probes = set.upstreams.iter().map(|u| {
+                    let spec = set.health_check.clone();
+                    let service_id = service_id.clone();
+                    let u = Arc::clone(u);
+                    async move {
+                        let passed = health::probe(u.addr, &spec).await;
+                        if let Some(now) = u.observe(passed, &spec) {
+                            tracing::info!(service_id = %service_id, upstream = %u.addr, healthy = now, "upstream health changed");
+                        }
+                    }
+                });
+                futures::future::join_all(probes).await;
+                drop(set);
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+
+    /// Health of every upstream, active and draining, for `/metrics`.
+    pub fn health(&self) -> Vec<UpstreamHealth> {
+        let snap = self.current.load();
+        let mut out = Vec::new();
+        let mut push = |set: &UpstreamSet, draining: bool| {
+            for u in &set.upstreams {
+                out.push(UpstreamHealth {
+                    service_id: set.service_id.clone(),
+                    address: u.spec.address.clone(),
+                    healthy: u.is_healthy(),
+                    draining,
+                });
+            }
+        };
+        for set in snap.services.values() {
+            push(set, false);
+        }
+        for set in self.draining() {
+            push(&set, true);
+        }
+        out
+    }
+}
+
+async fn wait_healthy(set: &UpstreamSet, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if set.all_healthy() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    set.all_healthy()
+}
