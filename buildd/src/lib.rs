@@ -9,3 +9,4 @@
 pub mod buildkit;
 pub mod detect;
 pub mod dockerfile;
+pub mod source;
