@@ -2,7 +2,17 @@
 //!
 //! Owns: state in PostgreSQL (organizations to deployments, nodes, tokens, audit), the durable
 //! deploy queue and its state machine, scheduling of builds and containers, GitHub webhooks,
-//! custom-domain verification and log search over ClickHouse. Drives buildd, the node agents
-//! and the proxy over their `proto` APIs.
+//! and the `stackpad` CLI's client. Drives buildd, the node agents and the proxy over their
+//! `proto` APIs through narrow traits ([`clients`]).
 //! Does not own: running anything itself; every effect on a node goes through a daemon's API.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod clients;
+pub mod config;
+pub mod crypto;
+pub mod daemon;
+pub mod pipeline;
+pub mod schedule;
+pub mod store;

@@ -1,0 +1,180 @@
+//! The REST API (axum, JSON): one file per resource, each turning requests into store calls.
+//! Token auth on everything but the OpenAPI document and webhooks (signed instead); every
+//! mutating call is written to the audit log.
+
+mod deployments;
+pub mod error;
+pub mod extract;
+mod nodes;
+pub mod openapi;
+mod organizations;
+mod projects;
+mod services;
+mod validate;
+mod webhooks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::Notify;
+
+use crate::crypto;
+use crate::store::Store;
+use error::ApiError;
+use extract::Caller;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// Notified when a deployment is queued, to wake the pipeline workers.
+    pub wake: Arc<Notify>,
+    /// SHA-256 of the operator token; `None` = no operator access.
+    pub admin_token_sha256: Option<Vec<u8>>,
+    pub apps_domain: String,
+}
+
+impl AppState {
+    pub fn new(store: Store, wake: Arc<Notify>, admin_token: &str, apps_domain: &str) -> Self {
+        Self {
+            store,
+            wake,
+            admin_token_sha256: (!admin_token.is_empty()).then(|| crypto::hash_token(admin_token)),
+            apps_domain: apps_domain.to_owned(),
+        }
+    }
+}
+
+/// Every route: (method, path in OpenAPI form). The OpenAPI document is checked against it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/openapi.json"),
+    ("post", "/organizations"),
+    ("get", "/organization"),
+    ("post", "/tokens"),
+    ("delete", "/tokens/{id}"),
+    ("get", "/members"),
+    ("post", "/members"),
+    ("get", "/audit"),
+    ("get", "/projects"),
+    ("post", "/projects"),
+    ("get", "/projects/{id}"),
+    ("delete", "/projects/{id}"),
+    ("get", "/projects/{id}/environments"),
+    ("post", "/projects/{id}/environments"),
+    ("get", "/environments/{id}"),
+    ("get", "/projects/{id}/services"),
+    ("post", "/projects/{id}/services"),
+    ("get", "/services/{id}"),
+    ("patch", "/services/{id}"),
+    ("delete", "/services/{id}"),
+    ("get", "/services/{id}/deployments"),
+    ("post", "/services/{id}/deployments"),
+    ("get", "/deployments/{id}"),
+    ("post", "/deployments/{id}/rollback"),
+    ("post", "/deployments/{id}/cancel"),
+    ("get", "/nodes"),
+    ("post", "/nodes"),
+    ("post", "/nodes/{id}/heartbeat"),
+    ("post", "/webhooks/github/{id}"),
+];
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi::serve))
+        .route("/organizations", post(organizations::create))
+        .route("/organization", get(organizations::current))
+        .route("/tokens", post(organizations::create_token))
+        .route("/tokens/{id}", axum::routing::delete(organizations::revoke_token))
+        .route("/members", get(organizations::members).post(organizations::add_member))
+        .route("/audit", get(organizations::audit))
+        .route("/projects", get(projects::list).post(projects::create))
+        .route("/projects/{id}", get(projects::get).delete(projects::delete))
+        .route(
+            "/projects/{id}/environments",
+            get(projects::environments).post(projects::create_environment),
+        )
+        .route("/environments/{id}", get(projects::environment))
+        .route("/projects/{id}/services", get(services::list).post(services::create))
+        .route(
+            "/services/{id}",
+            get(services::get).patch(services::update).delete(services::delete),
+        )
+        .route(
+            "/services/{id}/deployments",
+            get(deployments::list).post(deployments::create),
+        )
+        .route("/deployments/{id}", get(deployments::get))
+        .route("/deployments/{id}/rollback", post(deployments::rollback))
+        .route("/deployments/{id}/cancel", post(deployments::cancel))
+        .route("/nodes", get(nodes::list).post(nodes::register))
+        .route("/nodes/{id}/heartbeat", post(nodes::heartbeat))
+        .route("/webhooks/github/{id}", post(webhooks::github))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), auth_and_audit))
+        .with_state(state)
+}
+
+fn is_public(path: &str) -> bool {
+    path == "/openapi.json" || path.starts_with("/webhooks/")
+}
+
+/// Resolves the bearer token into a [`Caller`] (401 when missing or unknown), runs the handler,
+/// and records mutating calls in the audit log.
+async fn auth_and_audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let caller = if is_public(&path) {
+        None
+    } else {
+        let token = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned());
+        match authenticate(&state, token).await {
+            Ok(caller) => Some(caller),
+            Err(e) => return e.into_response(),
+        }
+    };
+    if let Some(caller) = caller {
+        req.extensions_mut().insert(caller);
+    }
+    let response = next.run(req).await;
+    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        let (org, token) = match caller {
+            Some(Caller::Org {
+                organization_id,
+                token_id,
+            }) => (Some(organization_id), Some(token_id)),
+            _ => (None, None),
+        };
+        let status = response.status().as_u16();
+        if let Err(e) = state.store.audit(org, token, method.as_str(), &path, status).await {
+            tracing::error!(error = %e, "writing the audit log failed");
+        }
+    }
+    response
+}
+
+async fn authenticate(state: &AppState, token: Option<String>) -> Result<Caller, ApiError> {
+    let token = token.ok_or(ApiError::Unauthorized)?;
+    let token = token.as_str();
+    if let Some(admin) = &state.admin_token_sha256
+        && crypto::constant_time_eq(admin, &crypto::hash_token(token))
+    {
+        return Ok(Caller::Admin);
+    }
+    match state.store.authenticate(token).await? {
+        Some(t) => Ok(Caller::Org {
+            organization_id: t.organization_id,
+            token_id: t.id,
+        }),
+        None => Err(ApiError::Unauthorized),
+    }
+}

@@ -1,0 +1,58 @@
+//! Nodes (operator token): registration, list, heartbeat.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiResult, invalid};
+use super::extract::{Admin, Body};
+use super::validate;
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterNode {
+    pub name: String,
+    /// build, compute or proxy.
+    pub role: String,
+    /// gRPC address of its daemon, `http://host:port`.
+    pub address: String,
+    #[serde(default)]
+    pub cpu_millis: u32,
+    #[serde(default)]
+    pub memory_bytes: u64,
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    _: Admin,
+    Body(req): Body<RegisterNode>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    validate::name("name", &req.name)?;
+    if !matches!(req.role.as_str(), "build" | "compute" | "proxy") {
+        return Err(invalid("role", "must be build, compute or proxy"));
+    }
+    if !(req.address.starts_with("http://") || req.address.starts_with("https://")) {
+        return Err(invalid("address", "must start with http:// or https://"));
+    }
+    let cpu = i32::try_from(req.cpu_millis).map_err(|_| invalid("cpu_millis", "too large"))?;
+    let mem = i64::try_from(req.memory_bytes).map_err(|_| invalid("memory_bytes", "too large"))?;
+    let node = state
+        .store
+        .register_node(&req.name, &req.role, &req.address, cpu, mem)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(node))))
+}
+
+pub async fn list(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "items": state.store.nodes().await? })))
+}
+
+pub async fn heartbeat(State(state): State<AppState>, _: Admin, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+    state.store.node(id).await?;
+    state.store.heartbeat(id, None).await?;
+    Ok(Json(json!(state.store.node(id).await?)))
+}

@@ -1,0 +1,154 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`, written by hand and kept in sync with
+//! [`super::ROUTES`] by a test.
+
+use axum::Json;
+use serde_json::{Value, json};
+
+pub async fn serve() -> Json<Value> {
+    Json(document())
+}
+
+fn op(summary: &str, body: Option<&str>, ok: &str) -> Value {
+    let mut v = json!({
+        "summary": summary,
+        "responses": {
+            ok: { "description": "success" },
+            "401": { "$ref": "#/components/responses/Error" },
+            "404": { "$ref": "#/components/responses/Error" },
+            "422": { "$ref": "#/components/responses/Error" }
+        }
+    });
+    if let Some(schema) = body {
+        v["requestBody"] = json!({
+            "required": true,
+            "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
+        });
+    }
+    v
+}
+
+fn obj(required: &[&str], props: Value) -> Value {
+    json!({ "type": "object", "additionalProperties": false, "required": required, "properties": props })
+}
+
+pub fn document() -> Value {
+    let s = json!({"type": "string"});
+    let i = json!({"type": "integer"});
+    let map = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Stackpad control plane", "version": env!("CARGO_PKG_VERSION") },
+        "security": [{ "token": [] }],
+        "paths": {
+            "/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI" } } } },
+            "/organizations": { "post": op("Create an organization and its first token (operator token)", Some("CreateOrganization"), "201") },
+            "/organization": { "get": op("The caller's organization", None, "200") },
+            "/tokens": { "post": op("Create an API token (its secret is shown once)", Some("CreateToken"), "201") },
+            "/tokens/{id}": { "delete": op("Revoke a token", None, "204") },
+            "/members": {
+                "get": op("List members", None, "200"),
+                "post": op("Add a member", Some("AddMember"), "201")
+            },
+            "/audit": { "get": op("The last 200 mutating calls", None, "200") },
+            "/projects": {
+                "get": op("List projects (limit, after)", None, "200"),
+                "post": op("Create a project (with a production environment on main); Idempotency-Key", Some("CreateProject"), "201")
+            },
+            "/projects/{id}": {
+                "get": op("Get a project", None, "200"),
+                "delete": op("Delete a project and everything in it", None, "204")
+            },
+            "/projects/{id}/environments": {
+                "get": op("List environments", None, "200"),
+                "post": op("Create an environment; Idempotency-Key", Some("CreateEnvironment"), "201")
+            },
+            "/environments/{id}": { "get": op("Get an environment", None, "200") },
+            "/projects/{id}/services": {
+                "get": op("List services (limit, after)", None, "200"),
+                "post": op("Create a service; Idempotency-Key", Some("CreateService"), "201")
+            },
+            "/services/{id}": {
+                "get": op("Get a service (secrets masked)", None, "200"),
+                "patch": op("Change a service", Some("UpdateService"), "200"),
+                "delete": op("Delete a service", None, "204")
+            },
+            "/services/{id}/deployments": {
+                "get": op("List deployments, newest first (limit, after)", None, "200"),
+                "post": op("Queue a deployment from a git ref/commit or an image; Idempotency-Key", Some("CreateDeployment"), "201")
+            },
+            "/deployments/{id}": { "get": op("Get a deployment with its step timeline", None, "200") },
+            "/deployments/{id}/rollback": { "post": op("Queue a deployment of the image an earlier ready deployment ran", None, "201") },
+            "/deployments/{id}/cancel": { "post": op("Cancel a deployment before its traffic switch", None, "200") },
+            "/nodes": {
+                "get": op("List nodes (operator token)", None, "200"),
+                "post": op("Register or update a node (operator token)", Some("RegisterNode"), "201")
+            },
+            "/nodes/{id}/heartbeat": { "post": op("Record a heartbeat (operator token)", None, "200") },
+            "/webhooks/github/{id}": { "post": {
+                "summary": "GitHub push webhook for a service, signed with X-Hub-Signature-256",
+                "security": [],
+                "responses": { "202": { "description": "queued or ignored" }, "200": { "description": "duplicate delivery or ping" }, "401": { "description": "bad signature" } }
+            } }
+        },
+        "components": {
+            "securitySchemes": { "token": { "type": "http", "scheme": "bearer" } },
+            "responses": { "Error": { "description": "`{\"error\": {\"status\", \"message\", \"field\"}}`" } },
+            "schemas": {
+                "CreateOrganization": obj(&["name"], json!({ "name": s })),
+                "CreateToken": obj(&["name"], json!({ "name": s })),
+                "AddMember": obj(&["email", "role"], json!({ "email": s, "role": { "enum": ["owner", "admin", "developer", "viewer"] } })),
+                "CreateProject": obj(&["name"], json!({ "name": s })),
+                "CreateEnvironment": obj(&["name", "branch"], json!({ "name": s, "branch": s })),
+                "CreateService": obj(&["name"], json!({
+                    "name": s, "environment_id": s, "kind": { "enum": ["web", "database", "cache", "worker"] },
+                    "image": s, "git": obj(&["url"], json!({ "url": s, "subdirectory": s })),
+                    "build": obj(&[], json!({ "build_args": map, "timeout_seconds": i })),
+                    "resources": obj(&[], json!({ "cpu_millis": i, "memory_bytes": i })),
+                    "health_check": obj(&[], json!({ "path": s, "interval_ms": i, "deadline_ms": i })),
+                    "port": i, "replicas": i, "domains": { "type": "array", "items": s },
+                    "env": map, "secrets": map, "webhook_secret": s
+                })),
+                "UpdateService": obj(&[], json!({
+                    "image": s, "resources": { "type": "object" }, "health_check": { "type": "object" },
+                    "port": i, "replicas": i, "domains": { "type": "array", "items": s }, "env": map, "secrets": map
+                })),
+                "CreateDeployment": obj(&[], json!({ "git_ref": s, "git_commit": s, "image": s })),
+                "RegisterNode": obj(&["name", "role", "address"], json!({
+                    "name": s, "role": { "enum": ["build", "compute", "proxy"] }, "address": s, "cpu_millis": i, "memory_bytes": i
+                }))
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_lists_exactly_the_routes() {
+        let doc = document();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented = vec![];
+        for (path, ops) in paths {
+            for method in ops.as_object().unwrap().keys() {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+        let mut routes: Vec<(String, String)> = super::super::ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        documented.sort();
+        routes.sort();
+        assert_eq!(documented, routes);
+        for (_, ops) in paths {
+            for op in ops.as_object().unwrap().values() {
+                if let Some(r) = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str() {
+                    let name = r.rsplit('/').next().unwrap();
+                    assert!(doc["components"]["schemas"][name].is_object(), "{name} missing");
+                }
+            }
+        }
+    }
+}

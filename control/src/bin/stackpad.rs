@@ -1,0 +1,15 @@
+//! `stackpad`: the command-line client of the control plane's REST API.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = control::cli::Cli::parse();
+    match control::cli::run(cli, &mut std::io::stdout()).await {
+        Ok(code) => std::process::ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("stackpad: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The `stackpad` CLI: subcommands over the REST API. `main` in `src/bin/stackpad.rs` only
+//! parses arguments and calls [`run`].
+
+mod client;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub use client::ApiClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("not logged in: run `stackpad login --url URL --token TOKEN` first ({0})")]
+    NotLoggedIn(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("request failed: {0}")]
+    Http(String),
+    #[error("the API answered {status}: {message}")]
+    Api { status: u16, message: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "stackpad", version, about = "Deploy and manage apps on Stackpad")]
+pub struct Cli {
+    /// Where login stores the API URL and token (default ~/.config/stackpad/cli.json).
+    #[arg(long, env = "STACKPAD_CLI_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Store the API URL and a token (checked against the API).
+    Login {
+        #[arg(long)]
+        url: String,
+        #[arg(long, env = "STACKPAD_TOKEN")]
+        token: String,
+    },
+    #[command(subcommand)]
+    Projects(Projects),
+    #[command(subcommand)]
+    Services(Services),
+    /// Queue a deployment and follow its steps until it ends.
+    Deploy {
+        #[arg(long)]
+        service: String,
+        #[arg(long, conflicts_with_all = ["git_ref", "commit"])]
+        image: Option<String>,
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        #[arg(long)]
+        commit: Option<String>,
+        /// Return once queued.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List a service's deployments, newest first.
+    Deployments {
+        #[arg(long)]
+        service: String,
+    },
+    /// Deploy again what an earlier ready deployment ran, and follow it.
+    Rollback {
+        deployment: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// A service's logs (needs the log search of issue #9).
+    Logs {
+        #[arg(long)]
+        service: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Projects {
+    List,
+    Create { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Services {
+    List {
+        #[arg(long)]
+        project: String,
+    },
+    Create {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, conflicts_with = "git")]
+        image: Option<String>,
+        #[arg(long)]
+        git: Option<String>,
+        #[arg(long)]
+        port: Option<u32>,
+        /// HTTP health check path, e.g. /healthz.
+        #[arg(long)]
+        health_path: Option<String>,
+        /// NAME=VALUE, repeatable.
+        #[arg(long = "env")]
+        env: Vec<String>,
+        #[arg(long)]
+        webhook_secret: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Login {
+    pub url: String,
+    pub token: String,
+}
+
+fn config_path(cli: &Cli) -> Result<PathBuf, CliError> {
+    if let Some(p) = &cli.config {
+        return Ok(p.clone());
+    }
+    let home = std::env::var("HOME").map_err(|_| CliError::Usage("HOME is not set; pass --config".into()))?;
+    Ok(PathBuf::from(home).join(".config/stackpad/cli.json"))
+}
+
+fn load_login(path: &PathBuf) -> Result<Login, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::NotLoggedIn(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| CliError::NotLoggedIn(format!("{}: {e}", path.display())))
+}
+
+fn out(w: &mut impl Write, line: impl AsRef<str>) {
+    let _ = writeln!(w, "{}", line.as_ref());
+}
+
+/// Runs a command; returns the process exit code (1 when a followed deployment failed).
+pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
+    let path = config_path(&cli)?;
+    if let Command::Login { url, token } = &cli.command {
+        let api = ApiClient::new(url, token);
+        let org: Value = api.get("/organization").await?;
+        let login = Login {
+            url: url.clone(),
+            token: token.clone(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| CliError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let text = serde_json::to_string_pretty(&login).expect("login serializes");
+        std::fs::write(&path, text).map_err(|source| CliError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        out(w, format!("logged in to {url} as organization {}", org["name"].as_str().unwrap_or("?")));
+        return Ok(0);
+    }
+    let login = load_login(&path)?;
+    let api = ApiClient::new(&login.url, &login.token);
+    match cli.command {
+        Command::Login { .. } => unreachable!("handled above"),
+        Command::Projects(Projects::List) => {
+            let page: Value = api.get("/projects?limit=200").await?;
+            for p in page["items"].as_array().into_iter().flatten() {
+                out(w, format!("{}  {}", p["id"].as_str().unwrap_or(""), p["name"].as_str().unwrap_or("")));
+            }
+        }
+        Command::Projects(Projects::Create { name }) => {
+            let p = api.post("/projects", &json!({ "name": name })).await?;
+            out(w, format!("created project {} ({})", name, p["id"].as_str().unwrap_or("")));
+        }
+        Command::Services(Services::List { project }) => {
+            let page: Value = api.get(&format!("/projects/{project}/services?limit=200")).await?;
+            for s in page["items"].as_array().into_iter().flatten() {
+                out(
+                    w,
+                    format!(
+                        "{}  {}  {}",
+                        s["id"].as_str().unwrap_or(""),
+                        s["name"].as_str().unwrap_or(""),
+                        s["image"].as_str().or(s["git_url"].as_str()).unwrap_or("")
+                    ),
+                );
+            }
+        }
+        Command::Services(Services::Create {
+            project,
+            name,
+            image,
+            git,
+            port,
+            health_path,
+            env,
+            webhook_secret,
+        }) => {
+            let mut env_map = serde_json::Map::new();
+            for kv in env {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| CliError::Usage(format!("--env {kv:?}: expected NAME=VALUE")))?;
+                env_map.insert(k.to_owned(), json!(v));
+            }
+            let mut body = json!({ "name": name, "env": env_map });
+            if let Some(i) = image {
+                body["image"] = json!(i);
+            }
+            if let Some(g) = git {
+                body["git"] = json!({ "url": g });
+            }
+            if let Some(p) = port {
+                body["port"] = json!(p);
+            }
+            if let Some(h) = health_path {
+                body["health_check"] = json!({ "path": h });
+            }
+            if let Some(s) = webhook_secret {
+                body["webhook_secret"] = json!(s);
+            }
+            let s = api.post(&format!("/projects/{project}/services"), &body).await?;
+            out(w, format!("created service {name} ({})", s["id"].as_str().unwrap_or("")));
+            for h in s["hosts"].as_array().into_iter().flatten() {
+                out(w, format!("  https://{}", h.as_str().unwrap_or("")));
+            }
+        }
+        Command::Deploy {
+            service,
+            image,
+            git_ref,
+            commit,
+            no_wait,
+        } => {
+            let mut body = json!({});
+            if let Some(i) = image {
+                body["image"] = json!(i);
+            }
+            if let Some(r) = git_ref {
+                body["git_ref"] = json!(r);
+            }
+            if let Some(c) = commit {
+                body["git_commit"] = json!(c);
+            }
+            let d = api.post(&format!("/services/{service}/deployments"), &body).await?;
+            let id = d["id"].as_str().unwrap_or("").to_owned();
+            out(w, format!("deployment {id} queued"));
+            if !no_wait {
+                return follow(&api, &id, w).await;
+            }
+        }
+        Command::Deployments { service } => {
+            let page: Value = api.get(&format!("/services/{service}/deployments?limit=50")).await?;
+            for d in page["items"].as_array().into_iter().flatten() {
+                out(
+                    w,
+                    format!(
+                        "{}  {:<10}  {}  {}",
+                        d["id"].as_str().unwrap_or(""),
+                        d["state"].as_str().unwrap_or(""),
+                        d["created_at"].as_str().unwrap_or(""),
+                        d["failure_reason"].as_str().unwrap_or("")
+                    ),
+                );
+            }
+        }
+        Command::Rollback { deployment, no_wait } => {
+            let d = api.post(&format!("/deployments/{deployment}/rollback"), &json!({})).await?;
+            let id = d["id"].as_str().unwrap_or("").to_owned();
+            out(w, format!("rollback deployment {id} queued"));
+            if !no_wait {
+                return follow(&api, &id, w).await;
+            }
+        }
+        Command::Logs { .. } => {
+            return Err(CliError::Usage(
+                "logs are not available yet: log search lands with the logs issue (#9)".into(),
+            ));
+        }
+    }
+    Ok(0)
+}
+
+/// Prints each new step of the timeline until the deployment ends; exit code 1 unless ready.
+async fn follow(api: &ApiClient, id: &str, w: &mut impl Write) -> Result<i32, CliError> {
+    let mut shown = 0;
+    loop {
+        let d: Value = api.get(&format!("/deployments/{id}")).await?;
+        let timeline = d["timeline"].as_array().cloned().unwrap_or_default();
+        for step in timeline.iter().skip(shown) {
+            let detail = step["detail"].as_str().unwrap_or("");
+            out(
+                w,
+                format!(
+                    "  {}  {}{}",
+                    step["at"].as_str().unwrap_or(""),
+                    step["phase"].as_str().unwrap_or(""),
+                    if detail.is_empty() { String::new() } else { format!(": {detail}") }
+                ),
+            );
+        }
+        shown = shown.max(timeline.len());
+        match d["state"].as_str() {
+            Some("ready") => {
+                out(w, format!("deployment {id} is ready"));
+                return Ok(0);
+            }
+            Some(state @ ("failed" | "cancelled" | "superseded")) => {
+                out(
+                    w,
+                    format!("deployment {id} {state}: {}", d["failure_reason"].as_str().unwrap_or("")),
+                );
+                return Ok(1);
+            }
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The real clients: tonic over `proto`, one lazily connected channel per daemon address.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use proto::build::v1 as b;
+use proto::node::v1 as n;
+use proto::proxy::v1 as p;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use super::*;
+
+/// Channels by address, created on first use and reused.
+#[derive(Debug, Default)]
+pub struct Channels {
+    by_address: Mutex<HashMap<String, Channel>>,
+}
+
+impl Channels {
+    fn get(&self, daemon: &'static str, address: &str) -> Result<Channel, ClientError> {
+        let mut map = self.by_address.lock().expect("channel map lock poisoned");
+        if let Some(c) = map.get(address) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(address.to_owned()).map_err(|e| ClientError {
+            daemon,
+            address: address.to_owned(),
+            message: format!("invalid address: {e}"),
+            retryable: false,
+        })?;
+        let channel = endpoint
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .connect_lazy();
+        map.insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+fn status_error(daemon: &'static str, address: &str, status: Status) -> ClientError {
+    let retryable = matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::ResourceExhausted | Code::Aborted
+    );
+    ClientError {
+        daemon,
+        address: address.to_owned(),
+        message: format!("{:?}: {}", status.code(), status.message()),
+        retryable,
+    }
+}
+
+/// buildd over gRPC.
+#[derive(Debug, Default)]
+pub struct GrpcBuilder {
+    channels: Channels,
+}
+
+const BUILDD: &str = "buildd";
+
+fn build_outcome(status: &b::BuildStatus) -> Option<BuildOutcome> {
+    match b::BuildState::try_from(status.state).ok()? {
+        b::BuildState::Succeeded => Some(BuildOutcome::Succeeded {
+            image: status.image.clone(),
+            image_digest: status.image_digest.clone(),
+            commit: status.commit.clone(),
+            container_port: status.container_port,
+        }),
+        b::BuildState::Failed => Some(BuildOutcome::Failed {
+            reason: status.failure_reason.clone(),
+        }),
+        b::BuildState::Cancelled => Some(BuildOutcome::Cancelled),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl BuilderClient for GrpcBuilder {
+    async fn build(&self, node: &str, r: &BuildRequest) -> Result<BuildOutcome, ClientError> {
+        let err = |s| status_error(BUILDD, node, s);
+        let mut client = b::builder_client::BuilderClient::new(self.channels.get(BUILDD, node)?);
+        let started = client
+            .start_build(b::StartBuildRequest {
+                build_id: r.build_id.clone(),
+                source: Some(b::GitSource {
+                    url: r.git_url.clone(),
+                    r#ref: r.git_ref.clone(),
+                    commit: r.git_commit.clone(),
+                    subdirectory: r.subdirectory.clone(),
+                    ..Default::default()
+                }),
+                image: r.image_repository.clone(),
+                timeout_seconds: r.timeout_seconds,
+                ..Default::default()
+            })
+            .await
+            .map_err(err)?
+            .into_inner();
+        if let Some(done) = build_outcome(&started) {
+            return Ok(done);
+        }
+        let mut stream = client
+            .watch_build(b::WatchBuildRequest {
+                build_id: r.build_id.clone(),
+            })
+            .await
+            .map_err(err)?
+            .into_inner();
+        while let Some(event) = stream.message().await.map_err(err)? {
+            if let Some(b::build_event::Event::Status(status)) = event.event
+                && let Some(done) = build_outcome(&status)
+            {
+                return Ok(done);
+            }
+        }
+        // The stream ended without a final status: ask once more.
+        let status = client
+            .get_build(b::GetBuildRequest {
+                build_id: r.build_id.clone(),
+            })
+            .await
+            .map_err(err)?
+            .into_inner();
+        build_outcome(&status).ok_or_else(|| ClientError {
+            daemon: BUILDD,
+            address: node.to_owned(),
+            message: format!("build {} watch ended while it was still running", r.build_id),
+            retryable: true,
+        })
+    }
+
+    async fn cancel(&self, node: &str, build_id: &str) -> Result<(), ClientError> {
+        let mut client = b::builder_client::BuilderClient::new(self.channels.get(BUILDD, node)?);
+        client
+            .cancel_build(b::CancelBuildRequest {
+                build_id: build_id.to_owned(),
+            })
+            .await
+            .map_err(|s| status_error(BUILDD, node, s))?;
+        Ok(())
+    }
+
+    async fn ping(&self, node: &str) -> Result<(), ClientError> {
+        let mut client = b::builder_client::BuilderClient::new(self.channels.get(BUILDD, node)?);
+        match client
+            .get_build(b::GetBuildRequest {
+                build_id: "stackpad-control-ping".into(),
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Err(s) => Err(status_error(BUILDD, node, s)),
+        }
+    }
+}
+
+/// The node agent over gRPC.
+#[derive(Debug, Default)]
+pub struct GrpcNode {
+    channels: Channels,
+}
+
+const NODE: &str = "node agent";
+
+fn service_type(kind: &str) -> i32 {
+    (match kind {
+        "web" => n::ServiceType::Web,
+        "database" => n::ServiceType::Database,
+        "cache" => n::ServiceType::Cache,
+        "worker" => n::ServiceType::Worker,
+        _ => n::ServiceType::Unspecified,
+    }) as i32
+}
+
+fn deploy_request(s: &ContainerSpec) -> n::DeployRequest {
+    let w = &s.workload;
+    n::DeployRequest {
+        workload: Some(n::Workload {
+            organization_id: w.organization_id.clone(),
+            project_id: w.project_id.clone(),
+            environment_id: w.environment_id.clone(),
+            service_id: w.service_id.clone(),
+            service_name: w.service_name.clone(),
+            deployment_id: w.deployment_id.clone(),
+            service_type: service_type(&w.service_kind),
+        }),
+        image: s.image.clone(),
+        env: s.env.clone().into_iter().collect(),
+        ports: vec![n::Port {
+            container_port: s.port,
+            protocol: n::Protocol::Tcp as i32,
+            name: "http".into(),
+        }],
+        resources: Some(n::Resources {
+            cpu_millis: s.cpu_millis,
+            memory_bytes: s.memory_bytes,
+            pids_limit: 0,
+        }),
+        health_check: s.health.as_ref().map(|h| n::HealthCheck {
+            probe: Some(match &h.http_path {
+                Some(path) => n::health_check::Probe::Http(n::HttpProbe {
+                    path: path.clone(),
+                    port: h.port,
+                }),
+                None => n::health_check::Probe::Tcp(n::TcpProbe { port: h.port }),
+            }),
+            interval_ms: h.interval_ms,
+            deadline_ms: h.deadline_ms,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[async_trait]
+impl NodeClient for GrpcNode {
+    async fn deploy(&self, node: &str, spec: &ContainerSpec) -> Result<ContainerOutcome, ClientError> {
+        let mut client = n::node_agent_client::NodeAgentClient::new(self.channels.get(NODE, node)?);
+        match client.deploy(deploy_request(spec)).await {
+            Ok(resp) => {
+                let c = resp.into_inner().container.unwrap_or_default();
+                if c.state == n::ContainerState::Healthy as i32 {
+                    Ok(ContainerOutcome::Healthy {
+                        address: format!("{}:{}", c.ip_address, spec.port),
+                        container_id: c.container_id,
+                    })
+                } else {
+                    let state = n::ContainerState::try_from(c.state)
+                        .map(|s| s.as_str_name())
+                        .unwrap_or("unknown");
+                    Ok(ContainerOutcome::Unhealthy {
+                        reason: format!("container {} is {state}: {}", c.container_id, c.message),
+                    })
+                }
+            }
+            Err(s) => {
+                let e = status_error(NODE, node, s);
+                if e.retryable {
+                    Err(e)
+                } else {
+                    // The agent answered: the container could not be made healthy.
+                    Ok(ContainerOutcome::Unhealthy { reason: e.to_string() })
+                }
+            }
+        }
+    }
+
+    async fn remove_deployment(&self, node: &str, deployment_id: &str) -> Result<(), ClientError> {
+        let err = |s| status_error(NODE, node, s);
+        let mut client = n::node_agent_client::NodeAgentClient::new(self.channels.get(NODE, node)?);
+        let list = client
+            .list(n::ListRequest {
+                deployment_id: deployment_id.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map_err(err)?
+            .into_inner();
+        for c in list.containers {
+            match client
+                .stop(n::StopRequest {
+                    container_id: c.container_id.clone(),
+                    grace_period_ms: 0,
+                })
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => return Err(err(s)),
+            }
+            client
+                .remove(n::RemoveRequest {
+                    container_id: c.container_id,
+                    force: true,
+                })
+                .await
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    async fn info(&self, node: &str) -> Result<NodeCapacity, ClientError> {
+        let mut client = n::node_agent_client::NodeAgentClient::new(self.channels.get(NODE, node)?);
+        let info = client
+            .node_info(n::NodeInfoRequest {})
+            .await
+            .map_err(|s| status_error(NODE, node, s))?
+            .into_inner();
+        Ok(NodeCapacity {
+            cpu_millis_total: info.cpu_millis_total.into(),
+            memory_bytes_total: info.memory_bytes_total,
+        })
+    }
+}
+
+/// The proxy's admin API over gRPC, with its bearer token.
+#[derive(Debug)]
+pub struct GrpcProxy {
+    address: String,
+    token: String,
+    channels: Channels,
+}
+
+const PROXY: &str = "proxy";
+
+impl GrpcProxy {
+    pub fn new(address: &str, token: &str) -> Self {
+        Self {
+            address: address.to_owned(),
+            token: token.to_owned(),
+            channels: Channels::default(),
+        }
+    }
+
+    fn request<T>(&self, message: T) -> Result<tonic::Request<T>, ClientError> {
+        let mut req = tonic::Request::new(message);
+        if !self.token.is_empty() {
+            let value = format!("Bearer {}", self.token).parse().map_err(|_| ClientError {
+                daemon: PROXY,
+                address: self.address.clone(),
+                message: "proxy_token is not a valid header value".into(),
+                retryable: false,
+            })?;
+            req.metadata_mut().insert("authorization", value);
+        }
+        Ok(req)
+    }
+
+    fn client(&self) -> Result<p::proxy_admin_client::ProxyAdminClient<Channel>, ClientError> {
+        Ok(p::proxy_admin_client::ProxyAdminClient::new(
+            self.channels.get(PROXY, &self.address)?,
+        ))
+    }
+}
+
+#[async_trait]
+impl ProxyClient for GrpcProxy {
+    async fn upsert_route(&self, route: &RouteSpec) -> Result<(), ClientError> {
+        let req = self.request(p::UpsertRouteRequest {
+            route: Some(p::Route {
+                route_id: route.route_id.clone(),
+                hosts: route.hosts.clone(),
+                service_id: route.service_id.clone(),
+                ..Default::default()
+            }),
+        })?;
+        self.client()?
+            .upsert_route(req)
+            .await
+            .map_err(|s| status_error(PROXY, &self.address, s))?;
+        Ok(())
+    }
+
+    async fn switch(&self, spec: &SwitchSpec) -> Result<SwitchOutcome, ClientError> {
+        let req = self.request(p::SwitchRequest {
+            service_id: spec.service_id.clone(),
+            upstreams: vec![p::Upstream {
+                address: spec.address.clone(),
+                deployment_id: spec.deployment_id.clone(),
+                weight: 1,
+            }],
+            drain_deadline_ms: spec.drain_deadline_ms,
+            health_timeout_ms: spec.health_timeout_ms,
+            health_check: Some(p::HealthCheck {
+                path: spec.health_path.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })?;
+        match self.client()?.switch(req).await {
+            Ok(_) => Ok(SwitchOutcome::Switched),
+            Err(s) => {
+                let e = status_error(PROXY, &self.address, s);
+                if e.retryable {
+                    Err(e)
+                } else {
+                    Ok(SwitchOutcome::Refused { reason: e.to_string() })
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The seams to the other daemons: narrow traits the pipeline driver calls, with the gRPC
+//! implementations over `proto` in [`grpc`]. Unit tests of the driver use recording fakes.
+
+pub mod grpc;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+/// A failed call to another daemon. `retryable` is true when the daemon could not be reached or
+/// was busy (the same call may succeed later), false when it answered with a refusal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{daemon} at {address}: {message}")]
+pub struct ClientError {
+    pub daemon: &'static str,
+    pub address: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRequest {
+    /// The deployment id: buildd is idempotent per build id.
+    pub build_id: String,
+    pub git_url: String,
+    pub git_ref: String,
+    pub git_commit: String,
+    pub subdirectory: String,
+    /// Repository to push to, without tag.
+    pub image_repository: String,
+    pub timeout_seconds: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildOutcome {
+    Succeeded {
+        /// Pushed reference, and the manifest digest it resolved to.
+        image: String,
+        image_digest: String,
+        commit: String,
+        /// Port the built app listens on (0 = unknown).
+        container_port: u32,
+    },
+    Failed {
+        reason: String,
+    },
+    Cancelled,
+}
+
+/// buildd (`stackpad.build.v1.Builder`) on one build node.
+#[async_trait]
+pub trait BuilderClient: Send + Sync {
+    /// Starts the build (or finds the one already started under that id) and waits for its end.
+    async fn build(&self, node: &str, request: &BuildRequest) -> Result<BuildOutcome, ClientError>;
+    async fn cancel(&self, node: &str, build_id: &str) -> Result<(), ClientError>;
+    /// Answers when the daemon is alive.
+    async fn ping(&self, node: &str) -> Result<(), ClientError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Workload {
+    pub organization_id: String,
+    pub project_id: String,
+    pub environment_id: String,
+    pub service_id: String,
+    pub service_name: String,
+    pub deployment_id: String,
+    /// web, database, cache or worker.
+    pub service_kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthProbe {
+    /// HTTP GET path; `None` = TCP connect.
+    pub http_path: Option<String>,
+    pub port: u32,
+    pub interval_ms: u32,
+    pub deadline_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub workload: Workload,
+    pub image: String,
+    pub env: BTreeMap<String, String>,
+    pub port: u32,
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
+    pub health: Option<HealthProbe>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerOutcome {
+    /// Running and healthy; `address` is `ip:port` for the proxy.
+    Healthy { container_id: String, address: String },
+    /// Did not become healthy; `reason` carries the health check's last response.
+    Unhealthy { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCapacity {
+    pub cpu_millis_total: u64,
+    pub memory_bytes_total: u64,
+}
+
+/// The node agent (`stackpad.node.v1.NodeAgent`) on one compute node.
+#[async_trait]
+pub trait NodeClient: Send + Sync {
+    /// Starts the deployment's container and waits for its health verdict. Idempotent.
+    async fn deploy(&self, node: &str, spec: &ContainerSpec) -> Result<ContainerOutcome, ClientError>;
+    /// Stops (gracefully) and removes every container of the deployment. Idempotent.
+    async fn remove_deployment(&self, node: &str, deployment_id: &str) -> Result<(), ClientError>;
+    async fn info(&self, node: &str) -> Result<NodeCapacity, ClientError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub route_id: String,
+    pub hosts: Vec<String>,
+    pub service_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchSpec {
+    pub service_id: String,
+    pub deployment_id: String,
+    pub address: String,
+    pub health_path: Option<String>,
+    pub drain_deadline_ms: u32,
+    pub health_timeout_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchOutcome {
+    /// Traffic moved and the old set drained.
+    Switched,
+    /// The proxy refused (the new set never became healthy); routing is unchanged.
+    Refused { reason: String },
+}
+
+/// The proxy's admin API (`stackpad.proxy.v1.ProxyAdmin`).
+#[async_trait]
+pub trait ProxyClient: Send + Sync {
+    async fn upsert_route(&self, route: &RouteSpec) -> Result<(), ClientError>;
+    async fn switch(&self, spec: &SwitchSpec) -> Result<SwitchOutcome, ClientError>;
+}

@@ -1,0 +1,257 @@
+//! `stackpad-control`'s configuration: a TOML file, then environment overrides, then checks.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A daemon the control plane knows at start (registered or updated in the `nodes` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub name: String,
+    /// `build` (buildd) or `compute` (node agent).
+    pub role: String,
+    /// gRPC address, e.g. `http://127.0.0.1:7101`.
+    pub address: String,
+    #[serde(default)]
+    pub cpu_millis: i32,
+    #[serde(default)]
+    pub memory_bytes: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// REST API listener.
+    pub listen: SocketAddr,
+    pub database_url: String,
+    /// 64 hex digits: the key encrypting env vars, secrets and webhook secrets at rest.
+    pub encryption_key: String,
+    /// Operator token: creates organizations and registers nodes. Empty = no operator access.
+    pub admin_token: String,
+    /// The proxy's admin gRPC address; empty = no proxy (services are not routed).
+    pub proxy_address: String,
+    /// Bearer token for the proxy's admin API.
+    pub proxy_token: String,
+    /// Where builds push, e.g. `127.0.0.1:5000`; images are `<registry>/<org>/<service>`.
+    pub registry: String,
+    /// Services get `<service>-<project>.<apps_domain>` as their default host.
+    pub apps_domain: String,
+    /// Pipeline workers (deployments driven at once by this process).
+    pub workers: usize,
+    /// A worker that has not renewed its claim for this long is presumed dead; another takes over.
+    pub lease_ms: u64,
+    /// How often nodes are asked for their info (the heartbeat).
+    pub heartbeat_interval_ms: u64,
+    /// A node silent for this long is marked down.
+    pub node_down_after_ms: u64,
+    /// How long a new container may take to pass its health check.
+    pub health_deadline_ms: u32,
+    /// How long the old version may finish its requests after the switch.
+    pub drain_deadline_ms: u32,
+    /// How long a build may take.
+    pub build_timeout_s: u32,
+    /// Nodes registered at start.
+    pub nodes: Vec<NodeConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            database_url: "postgres://stackpad:stackpad@127.0.0.1:5432/stackpad".into(),
+            encryption_key: String::new(),
+            admin_token: String::new(),
+            proxy_address: String::new(),
+            proxy_token: String::new(),
+            registry: "127.0.0.1:5000".into(),
+            apps_domain: "stackpad.localhost".into(),
+            workers: 4,
+            lease_ms: 10_000,
+            heartbeat_interval_ms: 2_000,
+            node_down_after_ms: 10_000,
+            health_deadline_ms: 60_000,
+            drain_deadline_ms: 30_000,
+            build_timeout_s: 900,
+            nodes: vec![],
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("config key {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl ConfigError {
+    pub fn from_crypto(e: crate::crypto::CryptoError) -> Self {
+        invalid("encryption_key", e.to_string())
+    }
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Reads `path` (if given), applies `STACKPAD_*` / `DATABASE_URL` environment overrides,
+    /// validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    source,
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("DATABASE_URL") {
+            self.database_url = v;
+        }
+        if let Some(v) = get("STACKPAD_ENCRYPTION_KEY") {
+            self.encryption_key = v;
+        }
+        if let Some(v) = get("STACKPAD_ADMIN_TOKEN") {
+            self.admin_token = v;
+        }
+        if let Some(v) = get("STACKPAD_LISTEN") {
+            self.listen = v
+                .parse()
+                .map_err(|e| invalid("listen", format!("STACKPAD_LISTEN={v:?}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::crypto::SecretBox::from_hex(&self.encryption_key)
+            .map_err(|e| invalid("encryption_key", e.to_string()))?;
+        if self.database_url.is_empty() {
+            return Err(invalid("database_url", "must not be empty"));
+        }
+        if !self.admin_token.is_empty() && self.admin_token.len() < 16 {
+            return Err(invalid("admin_token", "must be at least 16 characters"));
+        }
+        if self.workers == 0 {
+            return Err(invalid("workers", "must be at least 1"));
+        }
+        if self.lease_ms < 500 {
+            return Err(invalid("lease_ms", "must be at least 500"));
+        }
+        if self.node_down_after_ms <= self.heartbeat_interval_ms {
+            return Err(invalid(
+                "node_down_after_ms",
+                "must be longer than heartbeat_interval_ms",
+            ));
+        }
+        if self.registry.is_empty() || self.registry.contains("://") {
+            return Err(invalid("registry", "must be host:port, without a scheme"));
+        }
+        for node in &self.nodes {
+            if !matches!(node.role.as_str(), "build" | "compute") {
+                return Err(invalid(
+                    "nodes.role",
+                    format!("node {}: {:?} is not build or compute", node.name, node.role),
+                ));
+            }
+            if !node.address.starts_with("http://") && !node.address.starts_with("https://") {
+                return Err(invalid(
+                    "nodes.address",
+                    format!("node {}: {:?} needs http:// or https://", node.name, node.address),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config {
+            encryption_key: "ab".repeat(32),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn default_needs_a_key_and_names_it() {
+        let err = Config::default().validate().unwrap_err().to_string();
+        assert!(err.contains("encryption_key"), "{err}");
+        valid().validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases: Vec<(Config, &str)> = vec![
+            (Config { workers: 0, ..valid() }, "workers"),
+            (Config { lease_ms: 1, ..valid() }, "lease_ms"),
+            (Config { admin_token: "short".into(), ..valid() }, "admin_token"),
+            (Config { registry: "http://x".into(), ..valid() }, "registry"),
+            (
+                Config {
+                    nodes: vec![NodeConfig {
+                        name: "n".into(),
+                        role: "gpu".into(),
+                        address: "http://x".into(),
+                        cpu_millis: 0,
+                        memory_bytes: 0,
+                    }],
+                    ..valid()
+                },
+                "nodes.role",
+            ),
+        ];
+        for (config, key) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{err} should name {key}");
+        }
+    }
+
+    #[test]
+    fn toml_and_env_override() {
+        let mut c: Config = toml::from_str(&format!(
+            "encryption_key = \"{}\"\nworkers = 2\n[[nodes]]\nname = \"b1\"\nrole = \"build\"\naddress = \"http://127.0.0.1:7101\"\n",
+            "cd".repeat(32)
+        ))
+        .unwrap();
+        assert_eq!(c.workers, 2);
+        c.apply_env(|k| (k == "DATABASE_URL").then(|| "postgres://other".to_owned()))
+            .unwrap();
+        assert_eq!(c.database_url, "postgres://other");
+        c.validate().unwrap();
+        assert!(toml::from_str::<Config>("nope = 1").is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! Secrets at rest and on the wire: API tokens (stored as SHA-256), env vars and secrets
+//! (ChaCha20-Poly1305 with the key from the config), GitHub webhook signatures (HMAC-SHA256).
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Prefix of every API token, so a leaked one is recognisable.
+pub const TOKEN_PREFIX: &str = "sp_";
+
+/// A new random API token (shown once; only its hash is stored).
+pub fn generate_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
+}
+
+/// What is stored for a token.
+pub fn hash_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("encryption key must be 64 hex digits (32 bytes), got {0} characters")]
+    BadKey(usize),
+    #[error("stored secret {name} cannot be decrypted (wrong key or corrupted data)")]
+    Decrypt { name: String },
+}
+
+/// Encrypts env vars and secrets at rest. The associated data binds a value to its owner and
+/// name, so a ciphertext copied to another row does not decrypt.
+#[derive(Clone)]
+pub struct SecretBox {
+    cipher: ChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for SecretBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBox(..)")
+    }
+}
+
+impl SecretBox {
+    pub fn from_hex(key_hex: &str) -> Result<Self, CryptoError> {
+        let key = hex::decode(key_hex.trim()).map_err(|_| CryptoError::BadKey(key_hex.len()))?;
+        if key.len() != 32 {
+            return Err(CryptoError::BadKey(key_hex.len()));
+        }
+        Ok(Self {
+            cipher: ChaCha20Poly1305::new(&Key::from(<[u8; 32]>::try_from(key.as_slice()).expect("length checked"))),
+        })
+    }
+
+    /// `nonce (12 bytes) || ciphertext+tag`.
+    pub fn seal(&self, aad: &str, plaintext: &str) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: aad.as_bytes(),
+                },
+            )
+            .expect("chacha20poly1305 encryption of an in-memory buffer cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        out
+    }
+
+    pub fn open(&self, aad: &str, sealed: &[u8]) -> Result<String, CryptoError> {
+        let err = || CryptoError::Decrypt {
+            name: aad.to_owned(),
+        };
+        if sealed.len() < 12 {
+            return Err(err());
+        }
+        let (nonce, body) = sealed.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().map_err(|_| err())?;
+        let plain = self
+            .cipher
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: body,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| err())?;
+        String::from_utf8(plain).map_err(|_| err())
+    }
+}
+
+/// Checks GitHub's `X-Hub-Signature-256` header (`sha256=<hex>`) over the raw body, in constant
+/// time.
+pub fn verify_github_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
+    let Some(hex_sig) = header.strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// The header value GitHub would send (for tests and the CLI's webhook helper).
+pub fn github_signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("hmac accepts any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_published_test_vector() {
+        // https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
+        let secret = b"It's a Secret to Everybody";
+        let body = b"Hello, World!";
+        let expected =
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(github_signature(secret, body), expected);
+        assert!(verify_github_signature(secret, body, expected));
+        assert!(!verify_github_signature(secret, b"Hello, World?", expected));
+        assert!(!verify_github_signature(b"other", body, expected));
+        assert!(!verify_github_signature(secret, body, &expected[7..]));
+        assert!(!verify_github_signature(secret, body, "sha256=zz"));
+        assert!(!verify_github_signature(secret, body, ""));
+    }
+
+    #[test]
+    fn secrets_round_trip_and_are_bound_to_their_name() {
+        let sb = SecretBox::from_hex(&"11".repeat(32)).unwrap();
+        let sealed = sb.seal("svc/DATABASE_URL", "postgres://x");
+        assert!(!sealed.windows(12).any(|w| w == b"postgres://x"));
+        assert_eq!(sb.open("svc/DATABASE_URL", &sealed).unwrap(), "postgres://x");
+        assert!(sb.open("svc/OTHER", &sealed).is_err());
+        let other = SecretBox::from_hex(&"22".repeat(32)).unwrap();
+        assert!(other.open("svc/DATABASE_URL", &sealed).is_err());
+        assert!(SecretBox::from_hex("abcd").is_err());
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let a = generate_token();
+        let b = generate_token();
+        assert_ne!(a, b);
+        assert!(a.starts_with(TOKEN_PREFIX));
+        assert_eq!(hash_token(&a).len(), 32);
+        assert!(constant_time_eq(&hash_token(&a), &hash_token(&a)));
+        assert!(!constant_time_eq(&hash_token(&a), &hash_token(&b)));
+    }
+}

@@ -1,0 +1,159 @@
+//! `stackpad-control` assembled: the API server, the pipeline workers and the node monitor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::api::{self, AppState};
+use crate::clients::grpc::{GrpcBuilder, GrpcNode, GrpcProxy};
+use crate::config::Config;
+use crate::crypto::SecretBox;
+use crate::pipeline::driver::{Clients, Driver, DriverConfig};
+use crate::pipeline::worker::run_worker;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("listening on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// The real clients for a config.
+pub fn grpc_clients(config: &Config) -> Clients {
+    Clients {
+        builder: Arc::new(GrpcBuilder::default()),
+        node: Arc::new(GrpcNode::default()),
+        proxy: (!config.proxy_address.is_empty())
+            .then(|| Arc::new(GrpcProxy::new(&config.proxy_address, &config.proxy_token)) as _),
+    }
+}
+
+pub fn driver_config(config: &Config) -> DriverConfig {
+    DriverConfig {
+        registry: config.registry.clone(),
+        apps_domain: config.apps_domain.clone(),
+        lease: config.lease(),
+        health_deadline_ms: config.health_deadline_ms,
+        drain_deadline_ms: config.drain_deadline_ms,
+        build_timeout_s: config.build_timeout_s,
+        ..DriverConfig::default()
+    }
+}
+
+/// A running control plane.
+#[derive(Debug)]
+pub struct Running {
+    pub address: std::net::SocketAddr,
+    pub store: Store,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops accepting, hands claimed deployments back, waits for every task.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Connects to PostgreSQL (applying migrations), registers the configured nodes, and starts
+/// the API on `listener`, `config.workers` pipeline workers and the node monitor.
+pub async fn start(config: &Config, listener: TcpListener, clients: Clients) -> Result<Running, DaemonError> {
+    config.validate()?;
+    let secrets = SecretBox::from_hex(&config.encryption_key).map_err(crate::config::ConfigError::from_crypto)?;
+    let store = Store::connect(&config.database_url, secrets).await?;
+    for n in &config.nodes {
+        store
+            .register_node(&n.name, &n.role, &n.address, n.cpu_millis, n.memory_bytes)
+            .await?;
+    }
+    let address = listener.local_addr().map_err(|source| DaemonError::Listen {
+        address: config.listen.to_string(),
+        source,
+    })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let wake = Arc::new(Notify::new());
+    let mut tasks = JoinSet::new();
+
+    let state = AppState::new(store.clone(), wake.clone(), &config.admin_token, &config.apps_domain);
+    let app = api::router(state);
+    let mut rx = shutdown_rx.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    });
+
+    let dconfig = driver_config(config);
+    for _ in 0..config.workers {
+        let driver = Driver::new(store.clone(), clients.clone(), dconfig.clone());
+        tasks.spawn(run_worker(driver, wake.clone(), Duration::from_millis(250), shutdown_rx.clone()));
+    }
+    tasks.spawn(monitor_nodes(
+        store.clone(),
+        clients,
+        Duration::from_millis(config.heartbeat_interval_ms),
+        Duration::from_millis(config.node_down_after_ms),
+        shutdown_rx,
+    ));
+    tracing::info!(%address, workers = config.workers, "stackpad-control started");
+    Ok(Running {
+        address,
+        store,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Asks every node for a sign of life each interval; marks silent ones down.
+async fn monitor_nodes(
+    store: Store,
+    clients: Clients,
+    interval: Duration,
+    down_after: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if let Ok(nodes) = store.nodes().await {
+            for node in nodes {
+                let answer = match node.role.as_str() {
+                    "compute" => clients.node.info(&node.address).await.map(|c| {
+                        Some((c.cpu_millis_total as i64, c.memory_bytes_total as i64))
+                            .filter(|c| c.0 > 0 || c.1 > 0)
+                    }),
+                    "build" => clients.builder.ping(&node.address).await.map(|_| None),
+                    _ => continue,
+                };
+                match answer {
+                    Ok(capacity) => {
+                        let _ = store.heartbeat(node.id, capacity).await;
+                    }
+                    Err(e) => tracing::debug!(node = %node.name, error = %e, "node did not answer"),
+                }
+            }
+        }
+        match store.mark_silent_nodes_down(down_after).await {
+            Ok(down) if !down.is_empty() => tracing::warn!(?down, "nodes marked down"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "marking silent nodes down failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! Performs the pipeline's actions: asks buildd, the node agent and the proxy through the client
+//! seams, turns their answers into [`Event`]s, and records every transition in PostgreSQL under
+//! the worker's lease. A deployment taken over after a crash resumes with [`machine::resume`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::machine::{self, Action, Event, InvalidTransition, Phase};
+use crate::clients::{
+    BuildOutcome, BuildRequest, BuilderClient, ClientError, ContainerOutcome, ContainerSpec,
+    HealthProbe, NodeClient, ProxyClient, RouteSpec, SwitchOutcome, SwitchSpec, Workload,
+};
+use crate::store::{Deployment, StepData, Store, StoreError};
+
+/// The three daemons the pipeline drives.
+#[derive(Clone)]
+pub struct Clients {
+    pub builder: Arc<dyn BuilderClient>,
+    pub node: Arc<dyn NodeClient>,
+    /// `None`: no proxy configured; web services are started but not routed.
+    pub proxy: Option<Arc<dyn ProxyClient>>,
+}
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clients")
+            .field("proxy", &self.proxy.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub registry: String,
+    pub apps_domain: String,
+    pub lease: Duration,
+    pub health_deadline_ms: u32,
+    pub drain_deadline_ms: u32,
+    pub build_timeout_s: u32,
+    /// Attempts of a call whose daemon could not be reached, before the step fails.
+    pub call_attempts: u32,
+    /// First wait between attempts (doubles each time).
+    pub retry_backoff: Duration,
+    /// How often a step checks whether its deployment was cancelled, and how often a build
+    /// waiting for a free slot looks again.
+    pub poll: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            registry: "127.0.0.1:5000".into(),
+            apps_domain: "stackpad.localhost".into(),
+            lease: Duration::from_secs(10),
+            health_deadline_ms: 60_000,
+            drain_deadline_ms: 30_000,
+            build_timeout_s: 900,
+            call_attempts: 5,
+            retry_backoff: Duration::from_millis(200),
+            poll: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("deployment {deployment}: {source}")]
+    Transition {
+        deployment: Uuid,
+        source: InvalidTransition,
+    },
+    #[error("deployment {deployment} has an unknown phase {phase:?}")]
+    UnknownPhase { deployment: Uuid, phase: String },
+}
+
+/// The host name every web service gets: `<service>-<project>.<apps_domain>`.
+pub fn default_host(service: &str, project: &str, apps_domain: &str) -> String {
+    format!("{service}-{project}.{apps_domain}").to_ascii_lowercase()
+}
+
+/// Drives deployments for one worker (one lease owner).
+#[derive(Debug, Clone)]
+pub struct Driver {
+    pub store: Store,
+    pub clients: Clients,
+    pub config: DriverConfig,
+    pub owner: Uuid,
+}
+
+type Step = Option<(Event, StepData)>;
+
+impl Driver {
+    pub fn new(store: Store, clients: Clients, config: DriverConfig) -> Self {
+        Self {
+            store,
+            clients,
+            config,
+            owner: Uuid::new_v4(),
+        }
+    }
+
+    /// Drives a claimed deployment until it reaches a terminal phase; returns that phase.
+    pub async fn drive(&self, claimed: Deployment) -> Result<Phase, DriverError> {
+        let id = claimed.id;
+        let (stop_renewing, renewing) = watch::channel(false);
+        let renewer = tokio::spawn(renew_lease(
+            self.store.clone(),
+            id,
+            self.owner,
+            self.config.lease,
+            renewing,
+        ));
+        let result = self.run(claimed).await;
+        let _ = stop_renewing.send(true);
+        let _ = renewer.await;
+        result
+    }
+
+    async fn run(&self, claimed: Deployment) -> Result<Phase, DriverError> {
+        let id = claimed.id;
+        let mut phase = Phase::parse(&claimed.phase).ok_or_else(|| DriverError::UnknownPhase {
+            deployment: id,
+            phase: claimed.phase.clone(),
+        })?;
+        let mut actions = if phase == Phase::Queued {
+            let event = Event::Claimed {
+                needs_build: claimed.image.is_none(),
+            };
+            phase = self.apply(id, phase, &event, &StepData::default()).await?;
+            machine::decide(Phase::Queued, &event)
+                .map_err(|source| DriverError::Transition { deployment: id, source })?
+                .actions
+        } else {
+            tracing::info!(deployment = %id, phase = phase.as_str(), "resuming deployment");
+            machine::resume(phase)
+        };
+        while !phase.is_terminal() {
+            let d = self.store.deployment_unscoped(id).await?;
+            if d.cancel_requested && matches!(phase, Phase::Building | Phase::Starting) {
+                let t = self.transition(id, phase, &Event::CancelRequested)?;
+                phase = self.apply(id, phase, &Event::CancelRequested, &StepData::default()).await?;
+                actions = t.actions;
+            }
+            let mut step: Step = None;
+            for action in &actions {
+                if let Some(s) = self.perform(*action, &d).await? {
+                    step = Some(s);
+                }
+            }
+            let Some((event, data)) = step else {
+                // Only side actions (cancel a build) ran: the phase was already terminal.
+                break;
+            };
+            let t = self.transition(id, phase, &event)?;
+            phase = self.apply(id, phase, &event, &data).await?;
+            actions = t.actions;
+        }
+        Ok(phase)
+    }
+
+    fn transition(&self, id: Uuid, phase: Phase, event: &Event) -> Result<machine::Transition, DriverError> {
+        machine::decide(phase, event).map_err(|source| DriverError::Transition { deployment: id, source })
+    }
+
+    async fn apply(&self, id: Uuid, phase: Phase, event: &Event, data: &StepData) -> Result<Phase, DriverError> {
+        let t = self.transition(id, phase, event)?;
+        self.store.apply_transition(id, self.owner, phase, &t, data).await?;
+        tracing::info!(deployment = %id, from = phase.as_str(), to = t.to.as_str(), reason = t.reason.as_deref().unwrap_or(""), "deployment step");
+        Ok(t.to)
+    }
+
+    async fn perform(&self, action: Action, d: &Deployment) -> Result<Step, DriverError> {
+        match action {
+            Action::Build => self.build(d).await,
+            Action::CancelBuild => {
+                self.cancel_build(d).await?;
+                Ok(None)
+            }
+            Action::StartContainer => self.start_container(d).await,
+            Action::SwitchProxy => self.switch(d).await,
+            Action::StopOld => self.stop_old(d).await,
+            Action::RemoveNew => self.remove_new(d).await,
+        }
+    }
+
+    /// Calls `f` until it succeeds, fails for good, or `call_attempts` unreachable answers.
+    async fn retry<T, F, Fut>(&self, mut f: F) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let mut wait = self.config.retry_backoff;
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e) if e.retryable && attempt < self.config.call_attempts => {
+                    tracing::warn!(error = %e, attempt, "call failed, retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn cancelled(&self, id: Uuid) -> Result<bool, DriverError> {
+        Ok(self.store.deployment_unscoped(id).await?.cancel_requested)
+    }
+
+    async fn build(&self, d: &Deployment) -> Result<Step, DriverError> {
+        let (_, service) = self.store.service_unscoped(d.service_id).await?;
+        let failed = |reason: String| Ok(Some((Event::BuildFailed { reason }, StepData::default())));
+        let Some(git_url) = service.git_url.clone() else {
+            return failed(format!("service {} has no git source to build", service.id));
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.config.build_timeout_s.into());
+        let node = loop {
+            if let Some(node) = self.store.take_build_slot(d.id, &git_url).await? {
+                break node;
+            }
+            if self.store.nodes().await?.iter().all(|n| n.role != "build") {
+                return failed("no build node is registered".into());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return failed("no build node had a free slot before the build timeout".into());
+            }
+            if self.cancelled(d.id).await? {
+                return Ok(Some((Event::CancelRequested, StepData::default())));
+            }
+            tokio::time::sleep(self.config.poll).await;
+        };
+        let request = BuildRequest {
+            build_id: d.id.to_string(),
+            git_url: git_url.clone(),
+            git_ref: d.git_ref.clone().unwrap_or_default(),
+            git_commit: d.git_commit.clone().unwrap_or_default(),
+            subdirectory: service.git_subdirectory.clone(),
+            image_repository: format!("{}/{}/{}", self.config.registry, d.organization_id, service.id),
+            timeout_seconds: service.build.timeout_seconds.unwrap_or(self.config.build_timeout_s),
+        };
+        let builder = self.clients.builder.clone();
+        let call = self.retry(|| builder.build(&node.address, &request));
+        tokio::pin!(call);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut call => break outcome,
+                _ = tokio::time::sleep(self.config.poll) => {
+                    if self.cancelled(d.id).await? {
+                        self.store.release_build_slot(d.id, None).await?;
+                        return Ok(Some((Event::CancelRequested, StepData::default())));
+                    }
+                }
+            }
+        };
+        let data = StepData {
+            build_node_id: Some(node.id),
+            ..StepData::default()
+        };
+        let succeeded = matches!(outcome, Ok(BuildOutcome::Succeeded { .. }));
+        self.store
+            .release_build_slot(d.id, succeeded.then_some(git_url.as_str()))
+            .await?;
+        Ok(Some(match outcome {
+            Ok(BuildOutcome::Succeeded {
+                image,
+                image_digest,
+                commit,
+                ..
+            }) => (
+                Event::BuildSucceeded,
+                StepData {
+                    git_commit: (!commit.is_empty()).then_some(commit),
+                    image: Some(image),
+                    image_digest: (!image_digest.is_empty()).then_some(image_digest),
+                    ..data
+                },
+            ),
+            Ok(BuildOutcome::Failed { reason }) => (
+                Event::BuildFailed {
+                    reason: format!("build on {}: {reason}", node.name),
+                },
+                data,
+            ),
+            Ok(BuildOutcome::Cancelled) => (Event::CancelRequested, data),
+            Err(e) => (Event::BuildFailed { reason: e.to_string() }, data),
+        }))
+    }
+
+    async fn cancel_build(&self, d: &Deployment) -> Result<(), DriverError> {
+        let node = match d.build_node_id {
+            Some(id) => Some(self.store.node(id).await?),
+            None => None,
+        };
+        self.store.release_build_slot(d.id, None).await?;
+        if let Some(node) = node
+            && let Err(e) = self.clients.builder.cancel(&node.address, &d.id.to_string()).await
+        {
+            tracing::warn!(deployment = %d.id, error = %e, "cancelling the build failed");
+        }
+        Ok(())
+    }
+
+    async fn start_container(&self, d: &Deployment) -> Result<Step, DriverError> {
+        let (org, service) = self.store.service_unscoped(d.service_id).await?;
+        let failed = |reason: String, node_id: Option<Uuid>| {
+            Ok(Some((
+                Event::ContainerFailed { reason },
+                StepData {
+                    node_id,
+                    ..StepData::default()
+                },
+            )))
+        };
+        let image = match (&d.image, &d.image_digest) {
+            (Some(image), Some(digest)) if !image.contains('@') => {
+                let repo = image
+                    .rsplit_once(':')
+                    .filter(|(_, tag)| !tag.contains('/'))
+                    .map_or(image.as_str(), |(r, _)| r);
+                format!("{repo}@{digest}")
+            }
+            (Some(image), _) => image.clone(),
+            (None, _) => return failed("deployment has no image to run".into(), None),
+        };
+        let cpu = service.resources.cpu_millis;
+        let mem = service.resources.memory_bytes;
+        let Some(node) = self.store.pick_compute_node(d.id, service.id, cpu.into(), mem).await? else {
+            return failed(
+                format!("no compute node is up with room for {cpu} cpu millis and {mem} bytes of memory"),
+                None,
+            );
+        };
+        self.store.record_node(d.id, self.owner, node.id).await?;
+        let env = self.store.service_env(service.id).await?;
+        let port = u32::try_from(service.port).unwrap_or(8080);
+        let spec = ContainerSpec {
+            workload: Workload {
+                organization_id: org.to_string(),
+                project_id: service.project_id.to_string(),
+                environment_id: service.environment_id.to_string(),
+                service_id: service.id.to_string(),
+                service_name: service.name.clone(),
+                deployment_id: d.id.to_string(),
+                service_kind: service.kind.clone(),
+            },
+            image,
+            env: env.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+            port,
+            cpu_millis: cpu,
+            memory_bytes: mem,
+            health: service.health_check.as_ref().map(|h| HealthProbe {
+                http_path: h.path.clone(),
+                port,
+                interval_ms: h.interval_ms.unwrap_or(100),
+                deadline_ms: h.deadline_ms.unwrap_or(self.config.health_deadline_ms),
+            }),
+        };
+        let node_client = self.clients.node.clone();
+        match self.retry(|| node_client.deploy(&node.address, &spec)).await {
+            Ok(ContainerOutcome::Healthy {
+                container_id,
+                address,
+            }) => Ok(Some((
+                Event::ContainerHealthy {
+                    routed: service.kind == "web" && self.clients.proxy.is_some(),
+                },
+                StepData {
+                    node_id: Some(node.id),
+                    container_id: Some(container_id),
+                    upstream_address: Some(address),
+                    ..StepData::default()
+                },
+            ))),
+            Ok(ContainerOutcome::Unhealthy { reason }) => failed(reason, Some(node.id)),
+            Err(e) => failed(e.to_string(), Some(node.id)),
+        }
+    }
+
+    async fn switch(&self, d: &Deployment) -> Result<Step, DriverError> {
+        let Some(proxy) = self.clients.proxy.clone() else {
+            return Ok(Some((Event::Switched, StepData::default())));
+        };
+        let (org, service) = self.store.service_unscoped(d.service_id).await?;
+        let project = self.store.project(org, service.project_id).await?;
+        let mut hosts = vec![default_host(&service.name, &project.name, &self.config.apps_domain)];
+        hosts.extend(service.domains.iter().cloned());
+        let route = RouteSpec {
+            route_id: format!("{}/default", service.id),
+            hosts,
+            service_id: service.id.to_string(),
+        };
+        let failed = |reason: String| Ok(Some((Event::SwitchFailed { reason }, StepData::default())));
+        if let Err(e) = self.retry(|| proxy.upsert_route(&route)).await {
+            return failed(e.to_string());
+        }
+        let Some(address) = d.upstream_address.clone() else {
+            return failed("the new container has no address".into());
+        };
+        let health = service.health_check.as_ref();
+        let spec = SwitchSpec {
+            service_id: service.id.to_string(),
+            deployment_id: d.id.to_string(),
+            address,
+            health_path: health.and_then(|h| h.path.clone()),
+            drain_deadline_ms: self.config.drain_deadline_ms,
+            health_timeout_ms: health
+                .and_then(|h| h.deadline_ms)
+                .unwrap_or(self.config.health_deadline_ms),
+        };
+        match self.retry(|| proxy.switch(&spec)).await {
+            Ok(SwitchOutcome::Switched) => Ok(Some((Event::Switched, StepData::default()))),
+            Ok(SwitchOutcome::Refused { reason }) => failed(reason),
+            Err(e) => failed(e.to_string()),
+        }
+    }
+
+    async fn stop_old(&self, d: &Deployment) -> Result<Step, DriverError> {
+        let done = Ok(Some((Event::OldStopped, StepData::default())));
+        let Some(previous) = d.previous_deployment_id.filter(|p| *p != d.id) else {
+            return done;
+        };
+        let previous = self.store.deployment_unscoped(previous).await?;
+        let Some(node_id) = previous.node_id else {
+            return done;
+        };
+        let node = self.store.node(node_id).await?;
+        let node_client = self.clients.node.clone();
+        let id = previous.id.to_string();
+        match self.retry(|| node_client.remove_deployment(&node.address, &id)).await {
+            Ok(()) => done,
+            Err(e) => Ok(Some((
+                Event::StopOldFailed {
+                    reason: format!("old deployment {id} was not stopped: {e}"),
+                },
+                StepData::default(),
+            ))),
+        }
+    }
+
+    async fn remove_new(&self, d: &Deployment) -> Result<Step, DriverError> {
+        if let Some(node_id) = d.node_id {
+            let node = self.store.node(node_id).await?;
+            let node_client = self.clients.node.clone();
+            let id = d.id.to_string();
+            if let Err(e) = self.retry(|| node_client.remove_deployment(&node.address, &id)).await {
+                tracing::warn!(deployment = %d.id, error = %e, "removing the new container failed");
+            }
+        }
+        Ok(Some((Event::NewRemoved, StepData::default())))
+    }
+}
+
+/// Renews the lease every third of its length until told to stop.
+async fn renew_lease(store: Store, id: Uuid, owner: Uuid, lease: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(lease / 3) => {}
+            _ = stop.changed() => return,
+        }
+        match store.renew_lease(id, owner, lease).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => tracing::warn!(deployment = %id, error = %e, "renewing the lease failed"),
+        }
+    }
+}

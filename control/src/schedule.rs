@@ -1,0 +1,112 @@
+//! Placement decisions as pure functions: which build node builds, which compute node runs a
+//! container, which nodes are down. The store gathers the views; these functions decide.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// A build node never runs more than this many builds at once.
+pub const MAX_BUILDS_PER_NODE: u32 = 4;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildNodeView {
+    pub id: Uuid,
+    pub up: bool,
+    /// Configured slots (capped at [`MAX_BUILDS_PER_NODE`]).
+    pub slots: u32,
+    pub builds_running: u32,
+    /// How many times this node built the repository (its layer cache is warm for it).
+    pub repo_builds: u32,
+    pub repo_last_built: Option<DateTime<Utc>>,
+}
+
+/// The up build node with a free slot and the warmest cache for the repository; ties go to the
+/// least busy node, then the lowest id (deterministic).
+pub fn pick_build_node(nodes: &[BuildNodeView]) -> Option<Uuid> {
+    nodes
+        .iter()
+        .filter(|n| n.up && n.builds_running < n.slots.min(MAX_BUILDS_PER_NODE))
+        .max_by(|a, b| {
+            (a.repo_builds > 0)
+                .cmp(&(b.repo_builds > 0))
+                .then(a.repo_last_built.cmp(&b.repo_last_built))
+                .then(b.builds_running.cmp(&a.builds_running))
+                .then(b.id.cmp(&a.id))
+        })
+        .map(|n| n.id)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComputeNodeView {
+    pub id: Uuid,
+    pub up: bool,
+    /// 0 = not declared: the node is not limited on that axis.
+    pub cpu_millis_total: u64,
+    pub cpu_millis_allocated: u64,
+    pub memory_bytes_total: u64,
+    pub memory_bytes_allocated: u64,
+    /// Containers of the same service already on this node.
+    pub replicas_of_service: u32,
+}
+
+impl ComputeNodeView {
+    fn fits(&self, cpu: u64, mem: u64) -> bool {
+        let cpu_ok = self.cpu_millis_total == 0
+            || self.cpu_millis_allocated + cpu <= self.cpu_millis_total;
+        let mem_ok = self.memory_bytes_total == 0
+            || self.memory_bytes_allocated + mem <= self.memory_bytes_total;
+        cpu_ok && mem_ok
+    }
+
+    /// Free share of the scarcer resource, in thousandths (undeclared counts as all free).
+    fn free_permille(&self) -> u64 {
+        let free = |total: u64, used: u64| {
+            if total == 0 {
+                1000
+            } else {
+                total.saturating_sub(used) * 1000 / total
+            }
+        };
+        free(self.cpu_millis_total, self.cpu_millis_allocated)
+            .min(free(self.memory_bytes_total, self.memory_bytes_allocated))
+    }
+}
+
+/// The up compute node with room for the request; replicas of one service spread (fewest of its
+/// replicas first), then the emptiest node, then the lowest id.
+pub fn pick_compute_node(nodes: &[ComputeNodeView], cpu_millis: u64, memory_bytes: u64) -> Option<Uuid> {
+    nodes
+        .iter()
+        .filter(|n| n.up && n.fits(cpu_millis, memory_bytes))
+        .min_by(|a, b| {
+            a.replicas_of_service
+                .cmp(&b.replicas_of_service)
+                .then(b.free_permille().cmp(&a.free_permille()))
+                .then(a.id.cmp(&b.id))
+        })
+        .map(|n| n.id)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatView {
+    pub id: Uuid,
+    pub up: bool,
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// Nodes that are up but have not answered for longer than `down_after` (a node that never
+/// answered counts from its registration).
+pub fn nodes_to_mark_down(nodes: &[HeartbeatView], now: DateTime<Utc>, down_after: Duration) -> Vec<Uuid> {
+    let limit = chrono::Duration::from_std(down_after).unwrap_or(chrono::Duration::MAX);
+    nodes
+        .iter()
+        .filter(|n| n.up && now - n.last_heartbeat.unwrap_or(n.registered_at) > limit)
+        .map(|n| n.id)
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "schedule_tests.rs"]
+mod tests;

@@ -1,0 +1,162 @@
+//! Rows as the API shows them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Member {
+    pub id: Uuid,
+    pub email: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ApiToken {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Project {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Environment {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    pub branch: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildSettings {
+    pub build_args: BTreeMap<String, String>,
+    pub timeout_seconds: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resources {
+    /// Thousandths of a core; 0 = no limit.
+    pub cpu_millis: u32,
+    /// 0 = the node's default.
+    pub memory_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// HTTP GET path; absent = TCP connect.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub interval_ms: Option<u32>,
+    /// How long the new version may take to become healthy.
+    #[serde(default)]
+    pub deadline_ms: Option<u32>,
+}
+
+/// An env var as shown: secrets never leave the store in clear.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnvVar {
+    pub value: Option<String>,
+    pub secret: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub environment_id: Uuid,
+    pub name: String,
+    pub kind: String,
+    pub image: Option<String>,
+    pub git_url: Option<String>,
+    pub git_subdirectory: String,
+    pub build: BuildSettings,
+    pub resources: Resources,
+    pub health_check: Option<HealthCheck>,
+    pub port: i32,
+    pub replicas: i32,
+    pub domains: Vec<String>,
+    pub env: BTreeMap<String, EnvVar>,
+    pub has_webhook_secret: bool,
+    pub current_deployment_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Deployment {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub service_id: Uuid,
+    pub state: String,
+    pub phase: String,
+    pub git_ref: Option<String>,
+    pub git_commit: Option<String>,
+    pub image: Option<String>,
+    pub image_digest: Option<String>,
+    pub rollback_of: Option<Uuid>,
+    pub previous_deployment_id: Option<Uuid>,
+    pub build_node_id: Option<Uuid>,
+    pub node_id: Option<Uuid>,
+    pub container_id: Option<String>,
+    pub upstream_address: Option<String>,
+    pub failure_reason: Option<String>,
+    pub cancel_requested: bool,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub ready_at: Option<DateTime<Utc>>,
+}
+
+/// One step of a deployment's timeline.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeploymentEvent {
+    pub phase: String,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Node {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+    pub address: String,
+    pub cpu_millis: i32,
+    pub memory_bytes: i64,
+    pub build_slots: i32,
+    pub status: String,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub method: String,
+    pub path: String,
+    pub status: i32,
+    pub at: DateTime<Utc>,
+}
