@@ -88,79 +88,54 @@ impl Counters {
 /// `project`, `environment`, `service`, `container`); values are escaped here.
 pub fn render_prometheus(rows: &[(Vec<(&str, String)>, Counters)]) -> String {
     let mut out = String::new();
-    let families: [(
-        &str,
-        &str,
-        fn(&Counters) -> Vec<(Option<(&str, &str)>, u64)>,
-    ); 3] = [
-        (
-            "stackpad_container_bytes_total",
-            "Bytes of frames passed, by direction",
-            |c| {
-                vec![
-                    (Some(("direction", "out")), c.out_bytes),
-                    (Some(("direction", "in")), c.in_bytes),
-                ]
-            },
-        ),
-        (
-            "stackpad_container_packets_total",
-            "Packets passed, by direction",
-            |c| {
-                vec![
-                    (Some(("direction", "out")), c.out_packets),
-                    (Some(("direction", "in")), c.in_packets),
-                ]
-            },
-        ),
-        (
-            "stackpad_container_drops_total",
-            "Packets dropped, by direction and reason",
-            |_| Vec::new(),
-        ),
-    ];
-    for (name, help, values) in families {
+    let mut family = |name: &str, help: &str, sample: &dyn Fn(&Counters) -> Vec<(String, u64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for (labels, c) in rows {
-            let base = labels
+            let base: Vec<String> = labels
                 .iter()
                 .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                .collect::<Vec<_>>()
-                .join(",");
-            let mut lines: Vec<(String, u64)> = values(c)
-                .into_iter()
-                .map(|(extra, v)| {
-                    (
-                        extra
-                            .map(|(k, x)| format!("{k}=\"{x}\""))
-                            .unwrap_or_default(),
-                        v,
-                    )
-                })
                 .collect();
-            if name.ends_with("drops_total") {
-                for r in DropReason::ALL {
-                    let reason = r.as_str();
-                    lines.push((
-                        format!("direction=\"out\",reason=\"{reason}\""),
-                        c.drops_out(r),
-                    ));
-                    lines.push((
-                        format!("direction=\"in\",reason=\"{reason}\""),
-                        c.drops_in(r),
-                    ));
-                }
-            }
-            for (extra, v) in lines {
-                let sep = if base.is_empty() || extra.is_empty() {
-                    ""
-                } else {
-                    ","
-                };
-                let _ = writeln!(out, "{name}{{{base}{sep}{extra}}} {v}");
+            for (extra, v) in sample(c) {
+                let all = base
+                    .iter()
+                    .cloned()
+                    .chain([extra])
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let _ = writeln!(out, "{name}{{{all}}} {v}");
             }
         }
-    }
+    };
+    let dir = |d: &str| format!("direction=\"{d}\"");
+    family(
+        "stackpad_container_bytes_total",
+        "Bytes of frames passed, by direction",
+        &|c| vec![(dir("out"), c.out_bytes), (dir("in"), c.in_bytes)],
+    );
+    family(
+        "stackpad_container_packets_total",
+        "Packets passed, by direction",
+        &|c| vec![(dir("out"), c.out_packets), (dir("in"), c.in_packets)],
+    );
+    family(
+        "stackpad_container_drops_total",
+        "Packets dropped, by direction and reason",
+        &|c| {
+            DropReason::ALL
+                .iter()
+                .flat_map(|r| {
+                    let reason = r.as_str();
+                    [
+                        (
+                            format!("{},reason=\"{reason}\"", dir("out")),
+                            c.drops_out(*r),
+                        ),
+                        (format!("{},reason=\"{reason}\"", dir("in")), c.drops_in(*r)),
+                    ]
+                })
+                .collect()
+        },
+    );
     out
 }
 

@@ -28,7 +28,7 @@ pub enum Error {
     Load {
         pin_dir: PathBuf,
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
 
     #[error("the verifier rejected program {program}: {io_error}\nverifier log:\n{log}")]
@@ -45,7 +45,7 @@ pub enum Error {
     Program {
         program: String,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
 
     #[error("map {map} is missing from the eBPF object")]
@@ -70,7 +70,7 @@ pub enum Error {
         program: &'static str,
         veth: String,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
 
     #[error("link of {program} on {veth}: {source}")]

@@ -58,7 +58,7 @@ impl Isolation {
             .load(ISOLATION)
             .map_err(|source| Error::Load {
                 pin_dir: config.pin_dir.clone(),
-                source,
+                source: Box::new(source),
             })?;
         for name in [FROM_CONTAINER, TO_CONTAINER] {
             load_classifier(&mut ebpf, name)?;
@@ -142,12 +142,12 @@ impl Isolation {
         let id = prog.attach(veth, dir).map_err(|source| Error::Attach {
             program,
             veth: veth.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
         let link = prog.take_link(id).map_err(|source| Error::Attach {
             program,
             veth: veth.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
         let link = FdLink::try_from(link).map_err(|source| Error::Link {
             program,
@@ -323,9 +323,9 @@ fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassif
         .ok_or_else(|| Error::MissingProgram {
             program: name.to_owned(),
         })?;
-    prog.try_into().map_err(|source| Error::Program {
+    TryInto::<&mut SchedClassifier>::try_into(prog).map_err(|source| Error::Program {
         program: name.to_owned(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -337,7 +337,7 @@ pub fn check_object(object: &[u8], program: &str) -> Result<(), Error> {
         .load(object)
         .map_err(|source| Error::Load {
             pin_dir: PathBuf::new(),
-            source,
+            source: Box::new(source),
         })?;
     load_classifier(&mut ebpf, program)
 }
@@ -357,7 +357,7 @@ fn load_classifier(ebpf: &mut Ebpf, name: &str) -> Result<(), Error> {
             },
             source => Error::Program {
                 program: name.to_owned(),
-                source,
+                source: Box::new(source),
             },
         })
 }
@@ -379,7 +379,7 @@ fn attached_here(veth: &str, program: &str, dir: TcAttachType) -> Result<bool, E
             TO_CONTAINER
         },
         veth: veth.to_owned(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(progs.iter().any(|p| p.name_as_str() == Some(program)))
 }

@@ -158,10 +158,6 @@ impl Threads {
         let stop = self.stop.clone();
         self.handles.push(in_ns(ns, move || f(stop)));
     }
-
-    pub fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
 }
 
 impl Drop for Threads {
