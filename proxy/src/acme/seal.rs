@@ -1,7 +1,7 @@
 //! Encryption at rest for private keys and ACME account credentials in the shared store.
 
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 
 /// Length of the random nonce stored in front of every sealed value.
 const NONCE_LEN: usize = 12;
@@ -39,9 +39,9 @@ impl Sealer {
             return Err(SealError::KeyLength(key.len()));
         }
         let bytes = hex::decode(key).map_err(|_| SealError::KeyNotHex)?;
-        Ok(Self {
-            cipher: ChaCha20Poly1305::new(Key::from_slice(&bytes)),
-        })
+        let cipher = ChaCha20Poly1305::new_from_slice(&bytes)
+            .map_err(|_| SealError::KeyLength(key.len()))?;
+        Ok(Self { cipher })
     }
 
     /// Encrypts `plain`; the output carries its random nonce.
@@ -59,8 +59,9 @@ impl Sealer {
             return Err(SealError::Truncated);
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Truncated)?;
         self.cipher
-            .decrypt(Nonce::from_slice(nonce), body)
+            .decrypt(&Nonce::from(nonce), body)
             .map_err(|_| SealError::Open)
     }
 }

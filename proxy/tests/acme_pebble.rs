@@ -1,0 +1,439 @@
+//! ACME against the real Pebble and pebble-challtestsrv from `scripts/services`: http-01 and
+//! dns-01 orders, the shared store, order leases between instances, serving without the CA.
+//!
+//! Pebble validates http-01 on 127.0.0.1:5002 (its `httpPort`), so the tests that answer
+//! http-01 take a file lock on that port and run one at a time, across test binaries too.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use proxy::acme::challtestsrv::ChallTestSrv;
+use proxy::acme::http01::{Http01Answers, challenge_token};
+use proxy::acme::policy::{Decision, OrderReason};
+use proxy::acme::seal::Sealer;
+use proxy::acme::{
+    AcmeConfig, CertStore, CertificateManager, CertificateSink, Issuer, ManagerConfig, Outcome,
+    StoredCertificate,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const KEY: &str = "5a5b5c5d5e5f606162636465666768696a6b6c6d6e6f70717273747576777879";
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+fn pebble() -> AcmeConfig {
+    AcmeConfig {
+        directory_url: env("PEBBLE_DIRECTORY", "https://127.0.0.1:14000/dir"),
+        contact_email: Some("ops@stackpad.test".into()),
+        ca_roots: Some(
+            env(
+                "PEBBLE_LISTENER_CA",
+                "/var/lib/stackpad/services/pebble/config/listener-ca.pem",
+            )
+            .into(),
+        ),
+    }
+}
+
+/// A database of the test's own, dropped when the guard goes (even after a failure).
+struct Database {
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create() -> anyhow::Result<Self> {
+        use sqlx::Connection;
+        let admin_url = env(
+            "DATABASE_URL",
+            "postgres://stackpad:stackpad@127.0.0.1:5432/stackpad",
+        );
+        let name = unique("acme_test").replace('-', "_");
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .with_context(|| {
+                format!("PostgreSQL is not reachable at {admin_url}: run scripts/services up")
+            })?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .context("DATABASE_URL has no database")?;
+        Ok(Self {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin_url = env(
+            "DATABASE_URL",
+            "postgres://stackpad:stackpad@127.0.0.1:5432/stackpad",
+        );
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+    }
+}
+
+/// Stands in for the proxy's serving table: records what was installed.
+#[derive(Default)]
+struct Installed(Mutex<Vec<StoredCertificate>>);
+
+impl CertificateSink for Installed {
+    fn install(&self, certificate: &StoredCertificate) -> Result<(), String> {
+        self.0.lock().unwrap().push(certificate.clone());
+        Ok(())
+    }
+}
+
+impl Installed {
+    fn get(&self, domain: &str) -> Option<StoredCertificate> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|c| c.domain == domain)
+            .cloned()
+    }
+}
+
+/// Answers Pebble's http-01 requests on 127.0.0.1:5002 from the shared store while alive.
+struct Http01Server {
+    task: tokio::task::JoinHandle<()>,
+    _lock: std::fs::File,
+}
+
+impl Drop for Http01Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_http01(answers: Http01Answers) -> anyhow::Result<Http01Server> {
+    let lock = std::fs::File::create("/tmp/stackpad-pebble-http01.lock")?;
+    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock)).await??;
+    // The previous holder's listener closes when its test runtime shuts down, a moment after
+    // its lock is released: retry briefly.
+    let mut attempts = 0;
+    let listener = loop {
+        match tokio::net::TcpListener::bind("127.0.0.1:5002").await {
+            Ok(listener) => break listener,
+            Err(error) if attempts < 50 => {
+                attempts += 1;
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => {
+                return Err(error).context("port 5002 (Pebble's httpPort) stays taken");
+            }
+        }
+    };
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let answers = answers.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split_whitespace().nth(1).unwrap_or_default();
+                let body = match challenge_token(path) {
+                    Some(token) => answers.answer(token).await.ok().flatten(),
+                    None => None,
+                };
+                let response = match body {
+                    Some(body) => format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    ),
+                    None => {
+                        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            .into()
+                    }
+                };
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok(Http01Server { task, _lock: lock })
+}
+
+async fn store(db: &Database) -> anyhow::Result<CertStore> {
+    Ok(CertStore::connect(&db.url, Sealer::from_hex(KEY)?).await?)
+}
+
+fn manager(
+    store: &CertStore,
+    issuer: Option<Arc<Issuer>>,
+    sink: Arc<Installed>,
+    holder: &str,
+) -> CertificateManager {
+    let config = ManagerConfig {
+        holder: holder.into(),
+        lease_ttl: Duration::from_secs(2),
+        ..Default::default()
+    };
+    CertificateManager::new(store.clone(), issuer, sink, config)
+}
+
+/// A TLS handshake with `certificate` served for `sni`, verified against Pebble's current root.
+async fn handshake_verifies(certificate: &StoredCertificate, sni: &str) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let management = env("PEBBLE_MANAGEMENT", "https://127.0.0.1:15000");
+    let ca = std::fs::read(pebble().ca_roots.unwrap())?;
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+        .build()?;
+    let root_pem = http
+        .get(format!("{management}/roots/0"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut root_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let chain = rustls_pemfile::certs(&mut certificate.chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()?;
+    let key =
+        rustls_pemfile::private_key(&mut certificate.key_pem.as_bytes())?.context("no key")?;
+    let server_config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    let client_config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let server = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await?;
+        let mut tls = acceptor.accept(socket).await?;
+        tls.write_all(b"hello over verified TLS").await?;
+        tls.shutdown().await?;
+        anyhow::Ok(())
+    });
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let socket = tokio::net::TcpStream::connect(address).await?;
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned())?;
+    let mut tls = connector
+        .connect(name, socket)
+        .await
+        .context("TLS handshake against Pebble's root")?;
+    let mut text = String::new();
+    tls.read_to_string(&mut text).await?;
+    ensure!(text == "hello over verified TLS");
+    server.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn http01_certificate_for_an_allowed_domain_serves_verified_https() -> anyhow::Result<()> {
+    let db = Database::create().await?;
+    let store = store(&db).await?;
+    let _http01 = serve_http01(Http01Answers::new(store.clone())).await?;
+    let issuer = Arc::new(Issuer::connect(&pebble(), store.clone(), None).await?);
+    let installed = Arc::new(Installed::default());
+    let manager = manager(&store, Some(issuer), installed.clone(), "a");
+
+    // Several domains in one pass: Pebble rejects 5% of nonces, none may surface as a failure.
+    let domains: Vec<String> = (0..4)
+        .map(|i| format!("{}.apps.stackpad.test", unique(&format!("web{i}"))))
+        .collect();
+    for domain in &domains {
+        store.put_allowed_domain(domain, "svc").await?;
+    }
+    let outcomes = manager.run_once().await?;
+    ensure!(outcomes.len() == domains.len(), "outcomes: {outcomes:?}");
+    for (domain, outcome) in &outcomes {
+        ensure!(
+            outcome == &Outcome::Issued(OrderReason::Missing),
+            "{domain}: {outcome:?}"
+        );
+    }
+    let certificate = installed.get(&domains[0]).context("nothing installed")?;
+    handshake_verifies(&certificate, &domains[0]).await?;
+
+    // The next pass keeps what it has.
+    for (domain, outcome) in manager.run_once().await? {
+        ensure!(
+            matches!(outcome, Outcome::Decided(Decision::Keep { .. })),
+            "{domain}: {outcome:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn wildcard_certificate_through_dns01() -> anyhow::Result<()> {
+    let db = Database::create().await?;
+    let store = store(&db).await?;
+    let dns = Arc::new(ChallTestSrv::new(env(
+        "CHALLTESTSRV_URL",
+        "http://127.0.0.1:8055",
+    )));
+    let issuer = Arc::new(Issuer::connect(&pebble(), store.clone(), Some(dns)).await?);
+    let installed = Arc::new(Installed::default());
+    let manager = manager(&store, Some(issuer), installed.clone(), "a");
+    let base = format!("{}.stackpad.test", unique("wild"));
+    let wildcard = format!("*.{base}");
+    store.put_allowed_domain(&wildcard, "svc").await?;
+    let outcomes = manager.run_once().await?;
+    ensure!(
+        outcomes == vec![(wildcard.clone(), Outcome::Issued(OrderReason::Missing))],
+        "{outcomes:?}"
+    );
+    let certificate = installed.get(&wildcard).context("nothing installed")?;
+    handshake_verifies(&certificate, &format!("anything.{base}")).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wildcard_without_a_dns_provider_fails_with_a_reason_and_backs_off() -> anyhow::Result<()>
+{
+    let db = Database::create().await?;
+    let store = store(&db).await?;
+    let issuer = Arc::new(Issuer::connect(&pebble(), store.clone(), None).await?);
+    let manager = manager(&store, Some(issuer), Arc::new(Installed::default()), "a");
+    let wildcard = format!("*.{}.stackpad.test", unique("nodns"));
+    store.put_allowed_domain(&wildcard, "svc").await?;
+    let outcomes = manager.run_once().await?;
+    let [(_, Outcome::Failed(reason))] = outcomes.as_slice() else {
+        anyhow::bail!("expected one failure: {outcomes:?}");
+    };
+    ensure!(
+        reason.contains("dns-01") && reason.contains(&wildcard),
+        "{reason}"
+    );
+    let again = manager.run_once().await?;
+    ensure!(
+        matches!(
+            again[0].1,
+            Outcome::Decided(Decision::BackOff { failures: 1, .. })
+        ),
+        "{again:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_order_per_domain_between_instances_and_an_expired_lease_is_taken_over()
+-> anyhow::Result<()> {
+    let db = Database::create().await?;
+    let store = store(&db).await?;
+    let _http01 = serve_http01(Http01Answers::new(store.clone())).await?;
+    let issuer = Arc::new(Issuer::connect(&pebble(), store.clone(), None).await?);
+    let (sink_a, sink_b) = (
+        Arc::new(Installed::default()),
+        Arc::new(Installed::default()),
+    );
+    let a = manager(&store, Some(issuer.clone()), sink_a.clone(), "instance-a");
+    let b = manager(&store, Some(issuer.clone()), sink_b.clone(), "instance-b");
+
+    let domain = format!("{}.apps.stackpad.test", unique("shared"));
+    store.put_allowed_domain(&domain, "svc").await?;
+    let (from_a, from_b) = tokio::join!(a.run_once(), b.run_once());
+    let outcomes: Vec<Outcome> = from_a?.into_iter().chain(from_b?).map(|(_, o)| o).collect();
+    let issued = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Issued(_)))
+        .count();
+    ensure!(issued == 1, "expected exactly one order: {outcomes:?}");
+    let since = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let orders = store.events_since(since).await?.into_iter()
+        .filter(|e| matches!(e, proxy::acme::policy::AcmeEvent::Ordered { domain: d, .. } if *d == domain))
+        .count();
+    ensure!(orders == 1, "{orders} orders for {domain}");
+    // The other instance picks the stored certificate up on its next pass.
+    b.run_once().await?;
+    a.run_once().await?;
+    ensure!(sink_a.get(&domain).is_some() && sink_b.get(&domain).is_some());
+
+    // A holder that died mid-order: its lease blocks others until it expires.
+    let orphan = format!("{}.apps.stackpad.test", unique("orphan"));
+    store.put_allowed_domain(&orphan, "svc").await?;
+    ensure!(
+        store
+            .try_lease(&orphan, "crashed-instance", Duration::from_secs(2))
+            .await?
+    );
+    let blocked = a.run_once().await?;
+    ensure!(
+        blocked
+            .iter()
+            .any(|(d, o)| d == &orphan && *o == Outcome::LeasedElsewhere),
+        "{blocked:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let taken = a.run_once().await?;
+    ensure!(
+        taken
+            .iter()
+            .any(|(d, o)| d == &orphan && *o == Outcome::Issued(OrderReason::Missing)),
+        "{taken:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn stored_certificates_serve_with_no_ca_and_nothing_unallowed_is_ordered()
+-> anyhow::Result<()> {
+    let db = Database::create().await?;
+    let store = store(&db).await?;
+    let _http01 = serve_http01(Http01Answers::new(store.clone())).await?;
+    let issuer = Arc::new(Issuer::connect(&pebble(), store.clone(), None).await?);
+    let domain = format!("{}.apps.stackpad.test", unique("keep"));
+    store.put_allowed_domain(&domain, "svc").await?;
+    manager(&store, Some(issuer), Arc::new(Installed::default()), "a")
+        .run_once()
+        .await?;
+
+    // A restart with the CA unreachable: no issuer at all, the store alone serves.
+    let installed = Arc::new(Installed::default());
+    let restarted = manager(&store, None, installed.clone(), "a");
+    ensure!(restarted.load_stored().await? == 1);
+    handshake_verifies(&installed.get(&domain).context("not installed")?, &domain).await?;
+
+    // Names nobody allowed never reach the CA, whatever asks for them.
+    store.remove_allowed_domain(&domain).await?;
+    ensure!(restarted.run_once().await?.is_empty());
+    Ok(())
+}
