@@ -1,0 +1,147 @@
+//! Recording fakes of buildd, the node agent and the proxy, for tests of the pipeline's logic.
+//! (The real clients are the tonic ones; these stand in for the daemons' behaviour.)
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use control::clients::*;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    Build { node: String, build_id: String, repo: String },
+    CancelBuild { build_id: String },
+    Deploy { node: String, deployment: String, image: String, env: Vec<(String, String)> },
+    Remove { node: String, deployment: String },
+    Route { hosts: Vec<String> },
+    Switch { service: String, deployment: String, address: String },
+}
+
+pub type Log = Arc<Mutex<Vec<Call>>>;
+
+#[derive(Clone, Default)]
+pub struct Fakes {
+    pub log: Log,
+    pub builder: FakeBuilder,
+    pub node: FakeNode,
+    pub proxy: FakeProxy,
+}
+
+impl Fakes {
+    pub fn new() -> Self {
+        let log = Log::default();
+        Self {
+            builder: FakeBuilder { log: log.clone(), ..Default::default() },
+            node: FakeNode { log: log.clone(), ..Default::default() },
+            proxy: FakeProxy { log: log.clone() },
+            log,
+        }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct FakeBuilder {
+    pub log: Log,
+    /// Builds take this long.
+    pub delay: Arc<Mutex<Duration>>,
+}
+
+#[async_trait]
+impl BuilderClient for FakeBuilder {
+    async fn build(&self, node: &str, r: &BuildRequest) -> Result<BuildOutcome, ClientError> {
+        self.log.lock().unwrap().push(Call::Build {
+            node: node.into(),
+            build_id: r.build_id.clone(),
+            repo: r.git_url.clone(),
+        });
+        let delay = *self.delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        if r.git_url.contains("broken") {
+            return Ok(BuildOutcome::Failed { reason: "RUN npm ci exited 1".into() });
+        }
+        Ok(BuildOutcome::Succeeded {
+            image: format!("{}:{}", r.image_repository, r.git_commit),
+            image_digest: "sha256:feed".into(),
+            commit: r.git_commit.clone(),
+            container_port: 8080,
+        })
+    }
+    async fn cancel(&self, _: &str, build_id: &str) -> Result<(), ClientError> {
+        self.log.lock().unwrap().push(Call::CancelBuild { build_id: build_id.into() });
+        Ok(())
+    }
+    async fn ping(&self, _: &str) -> Result<(), ClientError> {
+        Ok(())
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct FakeNode {
+    pub log: Log,
+    /// Deploys never answer while set (a daemon hanging mid-step).
+    pub hang: Arc<Mutex<bool>>,
+}
+
+#[async_trait]
+impl NodeClient for FakeNode {
+    async fn deploy(&self, node: &str, s: &ContainerSpec) -> Result<ContainerOutcome, ClientError> {
+        self.log.lock().unwrap().push(Call::Deploy {
+            node: node.into(),
+            deployment: s.workload.deployment_id.clone(),
+            image: s.image.clone(),
+            env: s.env.clone().into_iter().collect(),
+        });
+        if *self.hang.lock().unwrap() {
+            std::future::pending::<()>().await;
+        }
+        if s.image.contains("unhealthy") {
+            return Ok(ContainerOutcome::Unhealthy {
+                reason: "health check GET /healthz answered 500: boom".into(),
+            });
+        }
+        if s.image.contains("unreachable") {
+            return Err(ClientError {
+                daemon: "node agent",
+                address: node.into(),
+                message: "connection refused".into(),
+                retryable: true,
+            });
+        }
+        Ok(ContainerOutcome::Healthy {
+            container_id: format!("c-{}", s.workload.deployment_id),
+            address: format!("10.0.0.1:{}", s.port),
+        })
+    }
+    async fn remove_deployment(&self, node: &str, deployment_id: &str) -> Result<(), ClientError> {
+        self.log.lock().unwrap().push(Call::Remove { node: node.into(), deployment: deployment_id.into() });
+        Ok(())
+    }
+    async fn info(&self, _: &str) -> Result<NodeCapacity, ClientError> {
+        Ok(NodeCapacity { cpu_millis_total: 4000, memory_bytes_total: 8 << 30 })
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct FakeProxy {
+    pub log: Log,
+}
+
+#[async_trait]
+impl ProxyClient for FakeProxy {
+    async fn upsert_route(&self, r: &RouteSpec) -> Result<(), ClientError> {
+        self.log.lock().unwrap().push(Call::Route { hosts: r.hosts.clone() });
+        Ok(())
+    }
+    async fn switch(&self, s: &SwitchSpec) -> Result<SwitchOutcome, ClientError> {
+        self.log.lock().unwrap().push(Call::Switch {
+            service: s.service_id.clone(),
+            deployment: s.deployment_id.clone(),
+            address: s.address.clone(),
+        });
+        Ok(SwitchOutcome::Switched)
+    }
+}

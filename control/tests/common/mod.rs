@@ -1,0 +1,205 @@
+//! Shared by the control plane's integration tests: a PostgreSQL database per test (dropped
+//! even when the test fails), recording fakes of the three daemons, and a running control plane.
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+pub mod fakes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use control::config::Config;
+use control::crypto::SecretBox;
+use control::daemon::{self, Running};
+use control::pipeline::driver::Clients;
+use control::store::Store;
+use serde_json::{Value, json};
+use stackpad_tests::{Services, service_down, unique_ident};
+
+pub const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub const ADMIN: &str = "admin-token-for-tests-0123456789";
+
+/// A database of its own, dropped on drop.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> anyhow::Result<Self> {
+        let base = Services::from_env().database_url;
+        let (prefix, _) = base.rsplit_once('/').context("DATABASE_URL has no database name")?;
+        let admin_url = format!("{prefix}/postgres");
+        let name = unique_ident("control");
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+            .await
+            .map_err(|e| service_down("PostgreSQL", &admin_url, e))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+        Ok(Self {
+            url: format!("{prefix}/{name}"),
+            name,
+            admin_url,
+        })
+    }
+
+    pub async fn store(&self) -> anyhow::Result<Store> {
+        Ok(Store::connect(&self.url, SecretBox::from_hex(KEY)?).await?)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn config(db: &TestDb) -> Config {
+    Config {
+        database_url: db.url.clone(),
+        encryption_key: KEY.into(),
+        admin_token: ADMIN.into(),
+        workers: 2,
+        lease_ms: 1_000,
+        heartbeat_interval_ms: 200,
+        node_down_after_ms: 60_000,
+        ..Config::default()
+    }
+}
+
+/// A control plane on 127.0.0.1:0 with the given clients.
+pub struct Harness {
+    pub db: TestDb,
+    pub running: Option<Running>,
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+impl Harness {
+    pub async fn start(clients: Clients) -> anyhow::Result<Self> {
+        let db = TestDb::create().await?;
+        Self::start_on(db, clients).await
+    }
+
+    pub async fn start_on(db: TestDb, clients: Clients) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let running = daemon::start(&config(&db), listener, clients).await?;
+        let url = format!("http://{}", running.address);
+        Ok(Self {
+            db,
+            running: Some(running),
+            url,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    pub fn store(&self) -> Store {
+        self.running.as_ref().unwrap().store.clone()
+    }
+
+    pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(m, format!("{}{path}", self.url)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request to the control plane");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Creates an organization; returns (id, token).
+    pub async fn org(&self, name: &str) -> (String, String) {
+        let (status, v) = self.call("POST", "/organizations", ADMIN, Some(json!({ "name": name }))).await;
+        assert_eq!(status, 201, "{v}");
+        (
+            v["organization"]["id"].as_str().unwrap().to_owned(),
+            v["token"]["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn register_node(&self, name: &str, role: &str, address: &str) -> String {
+        let (status, v) = self
+            .call(
+                "POST",
+                "/nodes",
+                ADMIN,
+                Some(json!({ "name": name, "role": role, "address": address, "cpu_millis": 4000, "memory_bytes": 8u64 << 30 })),
+            )
+            .await;
+        assert_eq!(status, 201, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Project + service; returns (project id, service id).
+    pub async fn service(&self, token: &str, body: Value) -> (String, String) {
+        let project = unique_ident("p").replace('_', "-");
+        let (status, p) = self.call("POST", "/projects", token, Some(json!({ "name": project }))).await;
+        assert_eq!(status, 201, "{p}");
+        let pid = p["id"].as_str().unwrap().to_owned();
+        let (status, s) = self.call("POST", &format!("/projects/{pid}/services"), token, Some(body)).await;
+        assert_eq!(status, 201, "{s}");
+        (pid, s["id"].as_str().unwrap().to_owned())
+    }
+
+    /// Polls a deployment until it reaches a terminal state (or fails the test after `limit`).
+    pub async fn wait_terminal(&self, token: &str, id: &str, limit: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let (status, d) = self.call("GET", &format!("/deployments/{id}"), token, None).await;
+            assert_eq!(status, 200, "{d}");
+            if matches!(d["state"].as_str(), Some("ready" | "failed" | "cancelled" | "superseded")) {
+                return d;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "deployment {id} still {d}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn deploy(&self, token: &str, service: &str, body: Value) -> String {
+        let (status, d) = self
+            .call("POST", &format!("/services/{service}/deployments"), token, Some(body))
+            .await;
+        assert_eq!(status, 201, "{d}");
+        d["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+pub fn phases(d: &Value) -> Vec<String> {
+    d["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["phase"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+pub fn fake_clients(f: &fakes::Fakes) -> Clients {
+    Clients {
+        builder: Arc::new(f.builder.clone()),
+        node: Arc::new(f.node.clone()),
+        proxy: Some(Arc::new(f.proxy.clone())),
+    }
+}
