@@ -8,6 +8,7 @@
 //! (the proxy routes).
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod config;
 pub mod containerd;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod health;
 pub mod image;
 pub mod isolation;
 pub mod logs;
+pub mod metrics;
 pub mod network;
 pub mod restart;
 pub mod spec;

@@ -161,6 +161,12 @@ impl Logs {
         Ok(io)
     }
 
+    /// Stops reading but leaves the FIFOs (the task's shim keeps writing into them; a later
+    /// [`Logs::open`] picks up again).
+    pub fn close_readers(&self, container_id: &str) {
+        self.open.lock().expect("logs lock").remove(container_id);
+    }
+
     /// Stops reading and removes the FIFOs (the files stay until [`Logs::remove`]).
     pub fn close(&self, container_id: &str) {
         self.open.lock().expect("logs lock").remove(container_id);

@@ -196,7 +196,6 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value> {
                 "effective": CAPABILITIES,
                 "permitted": CAPABILITIES,
             },
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 65536, "soft": 65536 }],
             "noNewPrivileges": true,
             "oomScoreAdj": 0,
         },

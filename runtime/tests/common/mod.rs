@@ -125,3 +125,201 @@ impl Drop for Namespace {
         .join();
     }
 }
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use runtime::NodeConfig;
+use runtime::agent::Agent;
+use runtime::isolation::IsolationDisabled;
+use runtime::logs::NoShipping;
+use runtime::spec::deploy::{PortSpec, Protocol, Resources};
+use runtime::spec::{DeploySpec, HealthSpec, Probe, RestartMode, RestartSpec, Workload};
+
+/// An agent of the test's own: own containerd namespace, own state and run directories (the
+/// machine-wide address table is shared, as in production). Drop removes every container,
+/// endpoint, bridge and address the test made, even when the test failed.
+pub struct TestNode {
+    pub agent: Arc<Agent>,
+    pub config: NodeConfig,
+    pub ns: Namespace,
+    pub dirs: tempfile::TempDir,
+}
+
+impl TestNode {
+    pub async fn start(prefix: &str) -> anyhow::Result<Self> {
+        let ns = Namespace::new(prefix).await?;
+        let dirs = tempfile::tempdir()?;
+        let config = NodeConfig {
+            namespace: ns.name.clone(),
+            containerd_socket: ns.services.containerd_socket.clone().into(),
+            state_dir: dirs.path().join("state"),
+            run_dir: dirs.path().join("run"),
+            ..NodeConfig::default()
+        };
+        let agent = Agent::new(
+            config.clone(),
+            Arc::new(IsolationDisabled),
+            Arc::new(NoShipping),
+        )
+        .await?;
+        agent.reconcile().await?;
+        Ok(Self {
+            agent,
+            config,
+            ns,
+            dirs,
+        })
+    }
+
+    /// A second agent on the same namespace and directories, as after a restart.
+    pub async fn restart_agent(
+        &mut self,
+    ) -> anyhow::Result<Vec<runtime::agent::reconcile::Action>> {
+        self.agent.detach_all();
+        self.agent = Agent::new(
+            self.config.clone(),
+            Arc::new(IsolationDisabled),
+            Arc::new(NoShipping),
+        )
+        .await?;
+        Ok(self.agent.reconcile().await?)
+    }
+
+    pub fn image(&self, name: &str) -> String {
+        format!("{}/stackpad/{name}", self.ns.services.registry)
+    }
+
+    /// busybox httpd serving /www on 8080, health-checked over HTTP.
+    pub fn web(&self, project: &str, service: &str) -> DeploySpec {
+        DeploySpec {
+            workload: Workload {
+                organization_id: "org".into(),
+                project_id: project.into(),
+                environment_id: "production".into(),
+                service_id: format!("svc-{service}"),
+                service_name: service.into(),
+                deployment_id: stackpad_tests::unique_name("dep"),
+                service_type: 1,
+            },
+            image: self.image("busybox:1"),
+            command: vec![
+                "httpd".into(),
+                "-f".into(),
+                "-p".into(),
+                "8080".into(),
+                "-h".into(),
+                "/www".into(),
+            ],
+            args: vec![],
+            env: BTreeMap::new(),
+            working_dir: String::new(),
+            ports: vec![PortSpec {
+                container_port: 8080,
+                protocol: Protocol::Tcp,
+                name: "http".into(),
+            }],
+            resources: Resources {
+                cpu_millis: 500,
+                memory_bytes: 64 << 20,
+                pids_limit: 64,
+            },
+            health: Some(HealthSpec {
+                probe: Probe::Http {
+                    path: "/".into(),
+                    port: 8080,
+                },
+                interval_ms: 100,
+                timeout_ms: 1000,
+                healthy_threshold: 1,
+                unhealthy_threshold: 3,
+                deadline_ms: 20_000,
+            }),
+            restart: RestartSpec {
+                mode: RestartMode::OnFailure,
+                max_restarts: 0,
+            },
+            read_only_rootfs: false,
+            stop_grace_ms: 2_000,
+        }
+    }
+
+    /// A shell command container with no health check.
+    pub fn shell(&self, project: &str, service: &str, script: &str) -> DeploySpec {
+        let mut s = self.web(project, service);
+        s.command = vec!["sh".into(), "-c".into(), script.into()];
+        s.health = None;
+        s.ports.clear();
+        s
+    }
+
+    /// Leases this test's namespace still holds.
+    pub fn leases(&self) -> Vec<(String, String)> {
+        let ipam = runtime::network::IpamFile::new(&self.config.ipam_dir).expect("ipam dir");
+        ipam.update(|s| {
+            Ok(s.networks
+                .iter()
+                .filter(|(_, n)| n.namespace == self.config.namespace)
+                .flat_map(|(b, n)| n.leases.keys().map(move |c| (b.clone(), c.clone())))
+                .collect())
+        })
+        .expect("ipam read")
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.agent.detach_all();
+        let config = self.config.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            rt.block_on(async move {
+                let networks = runtime::network::Networks::new(
+                    &config.ipam_dir,
+                    &config.run_dir,
+                    &config.namespace,
+                    config.pool().expect("pool"),
+                    config.subnet_prefix,
+                )
+                .expect("networks");
+                if let Ok(c) =
+                    Containerd::connect(&config.containerd_socket, &config.namespace).await
+                {
+                    purge(&c).await;
+                }
+                for (bridge, id) in networks.leases().unwrap_or_default() {
+                    let _ = networks.detach(&id, &bridge).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// GET http://ip:port/path from the host; the status code and body.
+pub async fn http_get(
+    ip: std::net::Ipv4Addr,
+    port: u16,
+    path: &str,
+) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect((ip, port)),
+    )
+    .await??;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await??;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}

@@ -1,0 +1,269 @@
+//! Deploy: pull, network, spec, container, task, start, health. Idempotent per deployment id;
+//! a failure before the process runs removes everything it had made.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use containerd_client::services::v1::Container;
+
+use super::record::{self, Entry, State, Status};
+use super::{Agent, task};
+use crate::error::{Result, RuntimeError};
+use crate::image::PulledImage;
+use crate::network::Endpoint;
+use crate::spec::{DeploySpec, SpecInput, build_spec, spec_any};
+
+impl Agent {
+    /// Runs the deployment's container and waits for its health check. A retried call for the
+    /// same deployment returns the container it already made.
+    pub async fn deploy(self: &Arc<Self>, spec: DeploySpec) -> Result<Status> {
+        spec.validate(&self.limits())?;
+        let id = spec.container_id();
+        let _op = self.op_lock(&id).await;
+        let started = Instant::now();
+        if let Some(entry) = self.entry(&id) {
+            let current = entry.status();
+            if current.state.is_running() || current.state == State::Restarting {
+                drop(_op);
+                return self.await_health(&entry).await;
+            }
+            // Stopped or failed: start it again.
+            entry.update(|s| {
+                s.wanted_running = true;
+                s.restart_count = 0;
+            });
+            task::set_labels(
+                &self.containerd,
+                &id,
+                &[(record::LABEL_DESIRED, "running".into())],
+            )
+            .await?;
+            self.start_new_task(&entry).await?;
+            drop(_op);
+            return self.await_health(&entry).await;
+        }
+        let cap = self.capacity();
+        if cap.containers_running >= cap.containers_max {
+            return Err(RuntimeError::Capacity {
+                reason: format!(
+                    "{} of {} containers running",
+                    cap.containers_running, cap.containers_max
+                ),
+            });
+        }
+        let pull_started = Instant::now();
+        let pulled = self.images.pull(&spec.image).await;
+        self.metrics
+            .observe_pull(pull_started.elapsed(), pulled.is_ok());
+        let pulled = pulled?;
+        let bridge = crate::network::bridge_name(
+            &self.config.namespace,
+            &spec.workload.project_id,
+            &spec.workload.environment_id,
+        );
+        let entry = match self.create_and_start(&id, &spec, &pulled).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.metrics.count_failure();
+                if let Err(cleanup) = self.teardown(&id, &bridge).await {
+                    tracing::warn!(container_id = %id, error = %cleanup, "clean-up after a failed deploy");
+                }
+                return Err(e);
+            }
+        };
+        self.insert_entry(&id, entry.clone());
+        self.watch(&entry);
+        drop(_op);
+        let result = self.await_health(&entry).await;
+        if result.is_ok() {
+            self.metrics.observe_start(started.elapsed());
+        } else {
+            self.metrics.count_failure();
+        }
+        result
+    }
+
+    async fn create_and_start(
+        &self,
+        id: &str,
+        spec: &DeploySpec,
+        pulled: &PulledImage,
+    ) -> Result<Arc<Entry>> {
+        let w = &spec.workload;
+        let ep: Endpoint = self
+            .networks
+            .attach(id, &w.project_id, &w.environment_id, &w.service_name)
+            .await?;
+        let hosts = ep.hosts_path.display().to_string();
+        let oci = build_spec(&SpecInput {
+            deploy: spec,
+            image: &pulled.config,
+            namespace: &self.config.namespace,
+            container_id: id,
+            netns_path: &ep.netns_path,
+            hosts_path: &hosts,
+            memory_bytes: self.memory_of(spec),
+            pids_limit: self.pids_of(spec),
+        })?;
+        let rootfs = task::prepare_rootfs(
+            &self.containerd,
+            &self.config.snapshotter,
+            id,
+            &pulled.chain_id,
+        )
+        .await?;
+        let created_ms = record::now_ms();
+        task::create_container(
+            &self.containerd,
+            Container {
+                id: id.to_owned(),
+                labels: record::labels(spec, &ep.bridge, &pulled.digest, created_ms),
+                image: pulled.name.clone(),
+                runtime: task::runtime(&self.config.runtime),
+                spec: Some(spec_any(&oci)),
+                snapshotter: self.config.snapshotter.clone(),
+                snapshot_key: id.to_owned(),
+                extensions: [(record::EXT_DEPLOY.to_owned(), record::spec_extension(spec))].into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let entry = Arc::new(Entry::new(Status {
+            container_id: id.to_owned(),
+            spec: spec.clone(),
+            image_digest: pulled.digest.clone(),
+            state: State::Created,
+            ip: Some(ep.ip),
+            bridge: ep.bridge.clone(),
+            exit_code: 0,
+            oom_killed: false,
+            restart_count: 0,
+            message: String::new(),
+            created_ms,
+            started_ms: 0,
+            pid: 0,
+            wanted_running: true,
+            generation: 0,
+        }));
+        self.run_task(&entry, rootfs).await?;
+        Ok(entry)
+    }
+
+    /// Creates and starts a task for a container whose previous task is gone.
+    pub(crate) async fn start_new_task(&self, entry: &Arc<Entry>) -> Result<()> {
+        let id = entry.status().container_id;
+        task::delete_task(&self.containerd, &id).await?;
+        let rootfs = task::rootfs_mounts(&self.containerd, &self.config.snapshotter, &id).await?;
+        self.run_task(entry, rootfs).await
+    }
+
+    /// Task create, isolation attach, start.
+    async fn run_task(
+        &self,
+        entry: &Arc<Entry>,
+        rootfs: Vec<containerd_client::types::Mount>,
+    ) -> Result<()> {
+        let status = entry.status();
+        let id = &status.container_id;
+        let io = self.logs.open(&self.log_labels(id, &status.spec))?;
+        task::create_task(&self.containerd, id, rootfs, &io).await?;
+        let endpoint = self.isolation_endpoint(&status);
+        let attached = self
+            .isolation
+            .attach(&endpoint)
+            .map_err(|e| RuntimeError::network(id.clone(), e.to_string()));
+        let started = match attached {
+            Ok(()) => task::start_task(&self.containerd, id).await,
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(pid) => {
+                entry.update(|s| {
+                    s.pid = pid;
+                    s.started_ms = record::now_ms();
+                    s.generation += 1;
+                    s.exit_code = 0;
+                    s.oom_killed = false;
+                    s.state = if s.spec.health.is_some() {
+                        State::Starting
+                    } else {
+                        State::Healthy
+                    };
+                    s.message.clear();
+                });
+                self.metrics.count_start();
+                Ok(())
+            }
+            Err(e) => {
+                let _ = task::kill_and_delete(&self.containerd, id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits until the container is healthy, or fails with why not (deadline, exit).
+    pub(crate) async fn await_health(&self, entry: &Arc<Entry>) -> Result<Status> {
+        let mut changes = entry.subscribe();
+        let status = entry.status();
+        let deadline_ms = status
+            .spec
+            .health
+            .as_ref()
+            .map(|h| h.deadline_ms)
+            .unwrap_or(0);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(u64::from(deadline_ms.max(1)));
+        loop {
+            let s = entry.status();
+            match s.state {
+                State::Healthy => return Ok(s),
+                State::Failed | State::Stopped => {
+                    return Err(RuntimeError::Unhealthy {
+                        container_id: s.container_id.clone(),
+                        reason: if s.message.is_empty() {
+                            format!("exited with code {}", s.exit_code)
+                        } else {
+                            s.message.clone()
+                        },
+                    });
+                }
+                _ => {}
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    let s = entry.status();
+                    if s.state == State::Healthy {
+                        return Ok(s);
+                    }
+                    // Give up on this deployment: stop it so the policy does not keep it alive.
+                    let reason = format!(
+                        "no healthy verdict within {deadline_ms} ms (state {}, last: {})",
+                        s.state.name(),
+                        if s.message.is_empty() {
+                            "-"
+                        } else {
+                            &s.message
+                        }
+                    );
+                    entry.update(|st| {
+                        st.wanted_running = false;
+                        st.message = reason.clone();
+                    });
+                    let _ = task::set_labels(
+                        &self.containerd,
+                        &s.container_id,
+                        &[(record::LABEL_DESIRED, "stopped".into())],
+                    )
+                    .await;
+                    let _ = task::kill(&self.containerd, &s.container_id, 9).await;
+                    entry.update(|st| st.state = State::Failed);
+                    return Err(RuntimeError::Unhealthy {
+                        container_id: s.container_id,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+}

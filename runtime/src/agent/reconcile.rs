@@ -1,0 +1,252 @@
+//! Reconcile after a start: what containerd, the address table and the log directories hold
+//! is compared with what should be, and a plan (pure) says what to adopt, restart, keep
+//! stopped or remove. The containers keep running through an agent restart.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use containerd_client::services::v1::ListContainersRequest;
+
+use super::Agent;
+use super::record::{self, Entry, State, Status};
+use super::task::{self, TaskState};
+use crate::error::Result;
+use crate::spec::DeploySpec;
+
+/// A container as found in containerd.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub id: String,
+    pub spec: Option<DeploySpec>,
+    pub wanted_running: bool,
+    pub bridge: String,
+    pub task: TaskState,
+}
+
+/// One step of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Running as it should: watch it again, touch nothing.
+    Adopt(String),
+    /// Should run but does not: start a new task.
+    Restart(String),
+    /// Was stopped on purpose: track it, clear its dead task.
+    KeepStopped(String),
+    /// Ours but unreadable: remove with everything it holds.
+    RemoveContainer { id: String, bridge: String },
+    /// An address whose container is gone: free it (and its endpoint and bridge).
+    ReleaseLease { id: String, bridge: String },
+    /// Logs of a container that is gone.
+    RemoveLogs(String),
+}
+
+/// The plan, from what was observed.
+pub fn plan(
+    containers: &[Observed],
+    leases: &[(String, String)],
+    log_dirs: &[String],
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let known: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+    for c in containers {
+        let action = match (&c.spec, c.task) {
+            (None, _) => Action::RemoveContainer {
+                id: c.id.clone(),
+                bridge: c.bridge.clone(),
+            },
+            (Some(_), TaskState::Running { .. }) if c.wanted_running => Action::Adopt(c.id.clone()),
+            (Some(_), _) if c.wanted_running => Action::Restart(c.id.clone()),
+            (Some(_), _) => Action::KeepStopped(c.id.clone()),
+        };
+        actions.push(action);
+    }
+    for (bridge, id) in leases {
+        if !known.contains(id.as_str()) {
+            actions.push(Action::ReleaseLease {
+                id: id.clone(),
+                bridge: bridge.clone(),
+            });
+        }
+    }
+    for id in log_dirs {
+        if !known.contains(id.as_str()) {
+            actions.push(Action::RemoveLogs(id.clone()));
+        }
+    }
+    actions
+}
+
+impl Agent {
+    /// Observes, plans and carries out the plan; returns what was done.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<Vec<Action>> {
+        let observed = self.observe().await?;
+        let leases = self.networks.leases()?;
+        let actions = plan(&observed, &leases, &self.logs.known());
+        for action in &actions {
+            if let Err(e) = self.apply(action, &observed).await {
+                tracing::warn!(?action, error = %e, "reconcile step failed");
+            } else {
+                tracing::info!(?action, "reconciled");
+            }
+        }
+        Ok(actions)
+    }
+
+    async fn observe(&self) -> Result<Vec<Observed>> {
+        let list = self
+            .containerd
+            .containers()
+            .list(
+                self.containerd
+                    .req(ListContainersRequest { filters: vec![] }),
+            )
+            .await
+            .map_err(|s| {
+                crate::error::RuntimeError::containerd(
+                    "Containers.List",
+                    self.containerd.namespace(),
+                    s,
+                )
+            })?
+            .into_inner()
+            .containers;
+        let mut out = Vec::new();
+        for c in list {
+            if c.labels.get(record::LABEL_MANAGED).map(String::as_str) != Some("true") {
+                continue;
+            }
+            out.push(Observed {
+                spec: record::spec_from_extensions(&c.extensions),
+                wanted_running: c.labels.get(record::LABEL_DESIRED).map(String::as_str)
+                    != Some("stopped"),
+                bridge: c
+                    .labels
+                    .get(record::LABEL_BRIDGE)
+                    .cloned()
+                    .unwrap_or_default(),
+                task: task::task_state(&self.containerd, &c.id).await?,
+                id: c.id,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn apply(self: &Arc<Self>, action: &Action, observed: &[Observed]) -> Result<()> {
+        let find = |id: &str| observed.iter().find(|o| o.id == id);
+        match action {
+            Action::Adopt(id) | Action::Restart(id) | Action::KeepStopped(id) => {
+                let Some(o) = find(id) else { return Ok(()) };
+                let Some(spec) = o.spec.clone() else {
+                    return Ok(());
+                };
+                let _op = self.op_lock(id).await;
+                let ip = self.networks.address_of(&o.bridge, id)?;
+                let pid = match o.task {
+                    TaskState::Running { pid } => pid,
+                    _ => 0,
+                };
+                let state = match action {
+                    Action::Adopt(_) if spec.health.is_some() => State::Starting,
+                    Action::Adopt(_) => State::Healthy,
+                    _ => State::Stopped,
+                };
+                let entry = Arc::new(Entry::new(Status {
+                    container_id: id.clone(),
+                    spec: spec.clone(),
+                    image_digest: String::new(),
+                    state,
+                    ip,
+                    bridge: o.bridge.clone(),
+                    exit_code: 0,
+                    oom_killed: false,
+                    restart_count: 0,
+                    message: String::new(),
+                    created_ms: 0,
+                    started_ms: 0,
+                    pid,
+                    wanted_running: o.wanted_running,
+                    generation: 1,
+                }));
+                self.logs.open(&self.log_labels(id, &spec))?;
+                match action {
+                    Action::Restart(_) => {
+                        // The network namespace does not survive a reboot: plug it in again.
+                        if !std::path::Path::new(&crate::network::host::netns_path(id)).exists() {
+                            let w = &spec.workload;
+                            let ep = self
+                                .networks
+                                .attach(id, &w.project_id, &w.environment_id, &w.service_name)
+                                .await?;
+                            entry.update(|s| s.ip = Some(ep.ip));
+                        }
+                        self.start_new_task(&entry).await?;
+                    }
+                    Action::KeepStopped(_) => task::delete_task(&self.containerd, id).await?,
+                    _ => {}
+                }
+                self.insert_entry(id, entry.clone());
+                self.watch(&entry);
+                Ok(())
+            }
+            Action::RemoveContainer { id, bridge } => self.teardown(id, bridge).await,
+            Action::ReleaseLease { id, bridge } => self.networks.detach(id, bridge).await,
+            Action::RemoveLogs(id) => {
+                self.logs.remove(id);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::deploy::tests::sample;
+
+    fn obs(id: &str, spec: bool, wanted: bool, task: TaskState) -> Observed {
+        Observed {
+            id: id.into(),
+            spec: spec.then(sample),
+            wanted_running: wanted,
+            bridge: "spb1".into(),
+            task,
+        }
+    }
+
+    #[test]
+    fn adopts_running_restarts_dead_and_clears_orphans() {
+        let running = TaskState::Running { pid: 7 };
+        let dead = TaskState::Stopped { exit_code: 137 };
+        let containers = vec![
+            obs("a", true, true, running),
+            obs("b", true, true, dead),
+            obs("c", true, true, TaskState::Missing),
+            obs("d", true, false, dead),
+            obs("e", false, true, running),
+        ];
+        let leases = vec![
+            ("spb1".to_owned(), "a".to_owned()),
+            ("spb1".to_owned(), "gone".to_owned()),
+        ];
+        let logs = vec!["a".to_owned(), "old".to_owned()];
+        let p = plan(&containers, &leases, &logs);
+        assert_eq!(
+            p,
+            vec![
+                Action::Adopt("a".into()),
+                Action::Restart("b".into()),
+                Action::Restart("c".into()),
+                Action::KeepStopped("d".into()),
+                Action::RemoveContainer {
+                    id: "e".into(),
+                    bridge: "spb1".into()
+                },
+                Action::ReleaseLease {
+                    id: "gone".into(),
+                    bridge: "spb1".into()
+                },
+                Action::RemoveLogs("old".into()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Watching a running container: the exit waiter that applies the restart policy, and the
+//! health loop that keeps the state healthy/unhealthy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::record::{Entry, State};
+use super::{Agent, task};
+use crate::health::{self, Thresholds, Verdict};
+use crate::restart::{self, AfterExit, Exit};
+
+impl Agent {
+    /// Starts the exit waiter and the health loop of a container.
+    pub(crate) fn watch(self: &Arc<Self>, entry: &Arc<Entry>) {
+        let supervisor = tokio::spawn(self.clone().supervise(entry.clone()));
+        let health = tokio::spawn(health_loop(entry.clone()));
+        let mut w = entry.watchers.lock().expect("watchers lock");
+        w.push(supervisor);
+        w.push(health);
+    }
+
+    async fn supervise(self: Arc<Self>, entry: Arc<Entry>) {
+        let id = entry.status().container_id;
+        let ns = self.config.namespace.clone();
+        let mut changes = entry.subscribe();
+        loop {
+            if !entry.status().state.is_running() {
+                // Nothing runs: wait until a deploy or restart starts a task again.
+                if changes.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            let code = match task::wait(&self.containerd, &id).await {
+                Ok(code) => code,
+                Err(e) if e.is_not_found() => {
+                    // The task vanished (deleted behind our back): count it as a failure.
+                    tracing::warn!(container_id = %id, "task disappeared");
+                    255
+                }
+                Err(e) => {
+                    // containerd restarting: the container keeps running; wait again.
+                    tracing::debug!(container_id = %id, error = %e, "wait interrupted; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let oom = task::oom_killed(&ns, &id);
+            let status = entry.status();
+            let endpoint = self.isolation_endpoint(&status);
+            if let Err(e) = task::delete_task(&self.containerd, &id).await {
+                tracing::warn!(container_id = %id, error = %e, "cannot delete exited task");
+            }
+            let _ = self.isolation.detach(&endpoint);
+            let exit = Exit {
+                code,
+                oom_killed: oom,
+            };
+            let decision = restart::after_exit(
+                status.spec.restart,
+                exit,
+                status.wanted_running,
+                status.restart_count,
+            );
+            self.metrics.count_exit(oom);
+            tracing::info!(container_id = %id, exit_code = code, oom_killed = oom, ?decision, "container exited");
+            entry.update(|s| {
+                s.exit_code = code as i32;
+                s.oom_killed = oom;
+                s.pid = 0;
+                let what = if oom {
+                    "killed: out of memory".to_owned()
+                } else {
+                    format!("exited with code {code}")
+                };
+                match decision {
+                    AfterExit::Restart { after } => {
+                        s.state = State::Restarting;
+                        s.message = format!("{what}; restarting in {} ms", after.as_millis());
+                    }
+                    AfterExit::StayStopped => {
+                        if s.state != State::Failed {
+                            s.state = State::Stopped;
+                        }
+                    }
+                    AfterExit::Completed => {
+                        s.state = State::Stopped;
+                        s.message = what;
+                    }
+                    AfterExit::GiveUp { reason } => {
+                        s.state = State::Failed;
+                        s.message = format!("{what}; {reason}");
+                    }
+                }
+            });
+            if let AfterExit::Restart { after } = decision {
+                tokio::time::sleep(after).await;
+                let _op = self.op_lock(&id).await;
+                let current = entry.status();
+                if !current.wanted_running || current.state != State::Restarting {
+                    continue;
+                }
+                entry.update(|s| s.restart_count += 1);
+                if let Err(e) = self.start_new_task(&entry).await {
+                    tracing::warn!(container_id = %id, error = %e, "restart failed");
+                    entry.update(|s| {
+                        s.state = State::Failed;
+                        s.message = format!("restart failed: {e}");
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Probes while a process runs. Before the first healthy verdict it probes quickly (5 ms,
+/// doubling up to the interval) so a deploy sees its container healthy soon after it listens.
+async fn health_loop(entry: Arc<Entry>) {
+    let spec = entry.status().spec;
+    let Some(h) = spec.health else { return };
+    let interval = Duration::from_millis(u64::from(h.interval_ms));
+    let mut changes = entry.subscribe();
+    let mut generation = u64::MAX;
+    let mut thresholds = Thresholds::new(&h);
+    let mut fast = Duration::from_millis(5);
+    loop {
+        let s = entry.status();
+        if !s.state.is_running() {
+            if changes.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if s.generation != generation {
+            generation = s.generation;
+            thresholds = Thresholds::new(&h);
+            fast = Duration::from_millis(5);
+        }
+        let Some(ip) = s.ip else { return };
+        let result = health::probe(ip, &h).await;
+        let verdict = thresholds.observe(result.is_ok());
+        let state = match verdict {
+            Verdict::Starting => State::Starting,
+            Verdict::Healthy => State::Healthy,
+            Verdict::Unhealthy => State::Unhealthy,
+        };
+        let current = entry.status();
+        let message = result.err().unwrap_or_default();
+        if current.generation == generation
+            && current.state.is_running()
+            && (current.state != state || current.message != message)
+        {
+            entry.update(|st| {
+                st.state = state;
+                st.message = message;
+            });
+        }
+        let delay = if verdict == Verdict::Starting {
+            let d = fast.min(interval);
+            fast = (fast * 2).min(interval);
+            d
+        } else {
+            interval
+        };
+        tokio::time::sleep(delay).await;
+    }
+}
