@@ -64,6 +64,8 @@ pub struct RequestCtx {
     body_bytes: u64,
     upgraded: bool,
     counted: bool,
+    /// A later request on a kept-alive HTTP/1 connection.
+    reused_connection: bool,
     /// Status of a response the proxy wrote itself.
     own_status: Option<u16>,
 }
@@ -118,6 +120,7 @@ impl ProxyHttp for StackpadProxy {
             body_bytes: 0,
             upgraded: false,
             counted: false,
+            reused_connection: false,
             own_status: None,
         }
     }
@@ -138,8 +141,8 @@ impl ProxyHttp for StackpadProxy {
                     .fetch_add(1, Ordering::Relaxed);
                 return respond(session, ctx, r.status, r.reason, true).await;
             }
-            if let Some(first) = first_request_age(session) {
-                if first > self.header_read_timeout {
+            if let Some(age) = connection_age(session).filter(|_| !ctx.reused_connection) {
+                if age > self.header_read_timeout {
                     self.state
                         .metrics
                         .rejected_requests
@@ -181,7 +184,7 @@ impl ProxyHttp for StackpadProxy {
             }
         }
         let route = ctx.route.clone().expect("route set above");
-        let Some(admission) = admitted.filter(|g| g.set().pick(&[]).is_some()) else {
+        let Some(admission) = admitted.filter(|g| g.set().any_healthy()) else {
             let detail = format!("no healthy upstream for service {:?}", route.service_id);
             return respond(session, ctx, 503, &detail, false).await;
         };
@@ -201,6 +204,23 @@ impl ProxyHttp for StackpadProxy {
             ctx.upgraded = true;
         }
         Ok(false)
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        Some(Box::new(()))
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        _prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        ctx.reused_connection = true;
     }
 
     async fn upstream_peer(
@@ -424,17 +444,10 @@ fn is_grpc(session: &Session) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
-/// For the first request of a connection: how long since the connection was accepted.
-fn first_request_age(session: &Session) -> Option<Duration> {
+/// How long since the downstream connection was accepted. For the first request on a
+/// connection this bounds the time the request head took to arrive.
+fn connection_age(session: &Session) -> Option<Duration> {
     let digest = session.digest()?;
     let established = digest.timing_digest.first()?.as_ref()?.established_ts;
-    let age = established.elapsed().ok()?;
-    // Only the first request: later ones on a kept-alive connection are bounded by the idle
-    // timeout instead.
-    (session
-        .as_downstream()
-        .as_http1()?
-        .get_keepalive_timeout()
-        .is_none())
-    .then_some(age)
+    established.elapsed().ok()
 }

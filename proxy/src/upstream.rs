@@ -177,6 +177,10 @@ impl UpstreamSet {
         self.upstreams.iter().map(|u| u.spec.clone()).collect()
     }
 
+    pub fn any_healthy(&self) -> bool {
+        self.upstreams.iter().any(|u| u.is_healthy())
+    }
+
     pub fn all_healthy(&self) -> bool {
         self.upstreams.iter().all(|u| u.is_healthy())
     }
