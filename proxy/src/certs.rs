@@ -35,10 +35,10 @@ impl Certificates {
             if let Some(c) = self.by_name.get(&name) {
                 return Some(Arc::clone(c));
             }
-            if let Some((_, suffix)) = name.split_once('.') {
-                if let Some(c) = self.by_name.get(&format!("*.{suffix}")) {
-                    return Some(Arc::clone(c));
-                }
+            if let Some((_, suffix)) = name.split_once('.')
+                && let Some(c) = self.by_name.get(&format!("*.{suffix}"))
+            {
+                return Some(Arc::clone(c));
             }
         }
         self.default.clone()

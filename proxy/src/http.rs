@@ -141,14 +141,14 @@ impl ProxyHttp for StackpadProxy {
                     .fetch_add(1, Ordering::Relaxed);
                 return respond(session, ctx, r.status, r.reason, true).await;
             }
-            if let Some(age) = connection_age(session).filter(|_| !ctx.reused_connection) {
-                if age > self.header_read_timeout {
-                    self.state
-                        .metrics
-                        .rejected_requests
-                        .fetch_add(1, Ordering::Relaxed);
-                    return respond(session, ctx, 408, "request header took too long", true).await;
-                }
+            if let Some(age) = connection_age(session).filter(|_| !ctx.reused_connection)
+                && age > self.header_read_timeout
+            {
+                self.state
+                    .metrics
+                    .rejected_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                return respond(session, ctx, 408, "request header took too long", true).await;
             }
         } else if session.req_header().headers.len() > self.limits.max_headers {
             return respond(session, ctx, 431, "too many request header fields", true).await;
@@ -257,14 +257,14 @@ impl ProxyHttp for StackpadProxy {
             .metrics
             .upstream_connect_failures
             .fetch_add(1, Ordering::Relaxed);
-        if let Some(up) = ctx.upstream.take() {
-            if up.upstream().eject() {
-                self.state
-                    .metrics
-                    .passive_ejections
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(upstream = %peer, "upstream ejected after a connect failure");
-            }
+        if let Some(up) = ctx.upstream.take()
+            && up.upstream().eject()
+        {
+            self.state
+                .metrics
+                .passive_ejections
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(upstream = %peer, "upstream ejected after a connect failure");
         }
         // Nothing was sent yet: another upstream of the same set may take the request.
         if ctx.tried.len() <= self.connect_retries {
@@ -282,10 +282,10 @@ impl ProxyHttp for StackpadProxy {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.upgraded {
-            if let Some(admission) = &mut ctx.admission {
-                admission.register_long_lived(fd);
-            }
+        if ctx.upgraded
+            && let Some(admission) = &mut ctx.admission
+        {
+            admission.register_long_lived(fd);
         }
         Ok(())
     }

@@ -21,7 +21,10 @@ async fn setup(extra: &[&str]) -> anyhow::Result<(Backend, ProxyProcess)> {
         allow_plain_http: true,
         ..Default::default()
     };
-    admin.client.upsert_route(authed(pb::UpsertRouteRequest { route: Some(route) })).await?;
+    admin
+        .client
+        .upsert_route(authed(pb::UpsertRouteRequest { route: Some(route) }))
+        .await?;
     admin.switch("svc", &[&app], 0).await?;
     Ok((app, proxy))
 }
@@ -34,12 +37,27 @@ fn status(resp: &str) -> &str {
 async fn malformed_framing_gets_400_and_never_reaches_the_backend() -> anyhow::Result<()> {
     let (app, proxy) = setup(&[]).await?;
     let cases: [(&str, &str); 6] = [
-        ("CL and TE", "POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-        ("duplicate CL", "POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
-        ("CL list", "POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 5, 5\r\n\r\nhello"),
-        ("invalid CL", "POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: abc\r\n\r\nhello"),
+        (
+            "CL and TE",
+            "POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "duplicate CL",
+            "POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        ),
+        (
+            "CL list",
+            "POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 5, 5\r\n\r\nhello",
+        ),
+        (
+            "invalid CL",
+            "POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: abc\r\n\r\nhello",
+        ),
         ("bare LF", "GET / HTTP/1.1\nHost: h.test\n\n"),
-        ("obs-fold", "GET / HTTP/1.1\r\nHost: h.test\r\nX-A: 1\r\n  continued\r\n\r\n"),
+        (
+            "obs-fold",
+            "GET / HTTP/1.1\r\nHost: h.test\r\nX-A: 1\r\n  continued\r\n\r\n",
+        ),
     ];
     for (name, req) in cases {
         let resp = raw(proxy.http, req.as_bytes(), Duration::from_secs(3)).await?;
@@ -47,7 +65,12 @@ async fn malformed_framing_gets_400_and_never_reaches_the_backend() -> anyhow::R
         assert_eq!(app.requests(), 0, "{name}: the backend saw the request");
     }
     // A well-formed request on the same route still passes.
-    let resp = raw(proxy.http, b"GET / HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n", Duration::from_secs(3)).await?;
+    let resp = raw(
+        proxy.http,
+        b"GET / HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await?;
     assert_eq!(status(&resp), "200", "{resp}");
     Ok(())
 }
@@ -62,7 +85,12 @@ async fn header_limits_give_431_and_body_limit_413() -> anyhow::Result<()> {
     let big = "a".repeat(80 * 1024);
     let req = format!("GET / HTTP/1.1\r\nHost: h.test\r\nX-Big: {big}\r\n\r\n");
     let resp = raw(proxy.http, req.as_bytes(), Duration::from_secs(3)).await?;
-    assert_eq!(status(&resp), "431", "header too large: {:?}", &resp[..resp.len().min(200)]);
+    assert_eq!(
+        status(&resp),
+        "431",
+        "header too large: {:?}",
+        &resp[..resp.len().min(200)]
+    );
     let body = "b".repeat(2_000);
     let req = format!("POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 2000\r\n\r\n{body}");
     let resp = raw(proxy.http, req.as_bytes(), Duration::from_secs(3)).await?;
@@ -71,7 +99,9 @@ async fn header_limits_give_431_and_body_limit_413() -> anyhow::Result<()> {
     // Chunked bodies are counted as they stream: the proxy cuts them at the limit with 413
     // (the backend may have seen the head by then).
     let chunk = format!("{:x}\r\n{}\r\n", 1_500, "c".repeat(1_500));
-    let req = format!("POST / HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}0\r\n\r\n");
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}0\r\n\r\n"
+    );
     let resp = raw(proxy.http, req.as_bytes(), Duration::from_secs(3)).await?;
     assert_eq!(status(&resp), "413", "chunked body too large: {resp:?}");
     Ok(())
@@ -82,7 +112,10 @@ async fn slow_headers_and_idle_connections_are_cut() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(stackpad_tests::unique_name("proxy-cfg"));
     std::fs::create_dir_all(&dir)?;
     let cfg = dir.join("config.json");
-    std::fs::write(&cfg, r#"{"header_read_timeout_ms": 500, "idle_timeout_ms": 1000, "body_read_timeout_ms": 1000}"#)?;
+    std::fs::write(
+        &cfg,
+        r#"{"header_read_timeout_ms": 500, "idle_timeout_ms": 1000, "body_read_timeout_ms": 1000}"#,
+    )?;
     let result = async {
         let (app, proxy) = setup(&["--config", cfg.to_str().unwrap()]).await?;
         // Slowloris: the head trickles in for longer than the header-read timeout.
@@ -97,22 +130,32 @@ async fn slow_headers_and_idle_connections_are_cut() -> anyhow::Result<()> {
 
         // An idle keep-alive connection is closed after the idle timeout.
         let mut s = tokio::net::TcpStream::connect(proxy.http).await?;
-        s.write_all(b"GET / HTTP/1.1\r\nHost: h.test\r\n\r\n").await?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: h.test\r\n\r\n")
+            .await?;
         let mut buf = [0u8; 4096];
         let n = s.read(&mut buf).await?;
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
         let started = std::time::Instant::now();
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await??;
         assert_eq!(n, 0, "idle connection got data");
-        assert!(started.elapsed() >= Duration::from_millis(900), "closed too early: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "closed too early: {:?}",
+            started.elapsed()
+        );
 
         // A body that stops arriving is cut after the body-read timeout.
         let mut s = tokio::net::TcpStream::connect(proxy.http).await?;
-        s.write_all(b"POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 10\r\n\r\nab").await?;
+        s.write_all(b"POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 10\r\n\r\nab")
+            .await?;
         let started = std::time::Instant::now();
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await?;
-        assert!(started.elapsed() < Duration::from_secs(4), "slow body held for {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "slow body held for {:?}",
+            started.elapsed()
+        );
         anyhow::Ok(())
     }
     .await;

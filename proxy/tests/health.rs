@@ -9,14 +9,22 @@ use std::time::{Duration, Instant};
 use common::{Backend, ProxyProcess, authed, get};
 use proto::proxy::v1 as pb;
 
-async fn wait_for(proxy: &ProxyProcess, host: &str, want: u16, within: Duration) -> anyhow::Result<Duration> {
+async fn wait_for(
+    proxy: &ProxyProcess,
+    host: &str,
+    want: u16,
+    within: Duration,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     loop {
         let (status, _) = get(proxy, host, "/").await?;
         if status == want {
             return Ok(started.elapsed());
         }
-        anyhow::ensure!(started.elapsed() < within, "no {want} within {within:?} (last {status})");
+        anyhow::ensure!(
+            started.elapsed() < within,
+            "no {want} within {within:?} (last {status})"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -41,13 +49,21 @@ async fn a_switch_to_an_unhealthy_set_is_refused_and_traffic_stays() -> anyhow::
     let started = Instant::now();
     let err = admin.client.switch(authed(req)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
-    assert!(err.message().contains(&green.addr.to_string()) && err.message().contains("routing unchanged"), "{err}");
+    assert!(
+        err.message().contains(&green.addr.to_string())
+            && err.message().contains("routing unchanged"),
+        "{err}"
+    );
     assert!(started.elapsed() >= Duration::from_millis(500));
     for _ in 0..20 {
         assert_eq!(get(&proxy, "health.test", "/").await?, (200, "blue".into()));
     }
     assert_eq!(green.requests(), 0);
-    let list = admin.client.list_routes(authed(pb::ListRoutesRequest {})).await?.into_inner();
+    let list = admin
+        .client
+        .list_routes(authed(pb::ListRoutesRequest {}))
+        .await?
+        .into_inner();
     assert_eq!(list.services[0].active[0].address, blue.addr.to_string());
     assert_eq!(list.services[0].generation, 1);
     Ok(())
@@ -65,12 +81,24 @@ async fn failing_checks_eject_and_passing_checks_restore() -> anyhow::Result<()>
 
     blue.healthy.store(false, Ordering::SeqCst);
     let took = wait_for(&proxy, "eject.test", 503, Duration::from_secs(3)).await?;
-    assert!(took >= Duration::from_millis(15), "ejected after {took:?}: fewer than 2 failed checks");
+    assert!(
+        took >= Duration::from_millis(15),
+        "ejected after {took:?}: fewer than 2 failed checks"
+    );
     blue.healthy.store(true, Ordering::SeqCst);
     let took = wait_for(&proxy, "eject.test", 200, Duration::from_secs(3)).await?;
-    assert!(took >= Duration::from_millis(15), "restored after {took:?}: fewer than 2 passed checks");
+    assert!(
+        took >= Duration::from_millis(15),
+        "restored after {took:?}: fewer than 2 passed checks"
+    );
     let metrics = reqwest_free_metrics(&proxy).await?;
-    assert!(metrics.contains(&format!("stackpad_proxy_upstream_healthy{{service=\"svc\",upstream=\"{}\",state=\"active\"}} 1", blue.addr)), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "stackpad_proxy_upstream_healthy{{service=\"svc\",upstream=\"{}\",state=\"active\"}} 1",
+            blue.addr
+        )),
+        "{metrics}"
+    );
     Ok(())
 }
 
@@ -84,23 +112,40 @@ async fn a_dead_upstream_is_ejected_and_its_requests_retried_elsewhere() -> anyh
     let req = pb::SwitchRequest {
         service_id: "svc".into(),
         upstreams: vec![
-            pb::Upstream { address: format!("127.0.0.1:{dead}"), deployment_id: "dead".into(), weight: 1 },
+            pb::Upstream {
+                address: format!("127.0.0.1:{dead}"),
+                deployment_id: "dead".into(),
+                weight: 1,
+            },
             common::upstream(&blue),
         ],
         skip_health_wait: true, // both start healthy: the dead one is found out by traffic
-        health_check: Some(pb::HealthCheck { interval_ms: 60_000, ..common::fast_health() }),
+        health_check: Some(pb::HealthCheck {
+            interval_ms: 60_000,
+            ..common::fast_health()
+        }),
         ..Default::default()
     };
     admin.client.switch(authed(req)).await?;
     for i in 0..20 {
-        assert_eq!(get(&proxy, "retry.test", "/").await?, (200, "blue".into()), "request {i}");
+        assert_eq!(
+            get(&proxy, "retry.test", "/").await?,
+            (200, "blue".into()),
+            "request {i}"
+        );
     }
     let metrics = reqwest_free_metrics(&proxy).await?;
-    assert!(metrics.contains("stackpad_proxy_passive_ejections_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("stackpad_proxy_passive_ejections_total 1"),
+        "{metrics}"
+    );
     Ok(())
 }
 
 async fn reqwest_free_metrics(proxy: &ProxyProcess) -> anyhow::Result<String> {
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", proxy.admin);
+    let req = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        proxy.admin
+    );
     common::raw(proxy.admin, req.as_bytes(), Duration::from_secs(3)).await
 }

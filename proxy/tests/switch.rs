@@ -31,14 +31,21 @@ async fn load(url: String, host: &'static str, stop: Arc<AtomicBool>) -> Vec<Sam
     let mut samples = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let start = Instant::now();
-        let req = hyper::Request::get(&url).header("host", host).body(Empty::new()).unwrap();
-        let outcome = match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+        let req = hyper::Request::get(&url)
+            .header("host", host)
+            .body(Empty::new())
+            .unwrap();
+        let outcome = match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await
+        {
             Err(_) => Err("timed out".to_owned()),
             Ok(Err(e)) => Err(format!("{e:?}")),
             Ok(Ok(resp)) => {
                 let status = resp.status().as_u16();
                 match resp.into_body().collect().await {
-                    Ok(body) => Ok((status, String::from_utf8_lossy(&body.to_bytes()).into_owned())),
+                    Ok(body) => Ok((
+                        status,
+                        String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+                    )),
                     Err(e) => Err(format!("body: {e:?}")),
                 }
             }
@@ -68,7 +75,11 @@ async fn a_hundred_switches_under_load_lose_no_request() -> anyhow::Result<()> {
     let mut switches: Vec<(Instant, Instant, String)> = Vec::new();
     let started = Instant::now();
     for i in 0..SWITCHES {
-        let (to, from) = if i % 2 == 0 { (&mut green, &mut blue) } else { (&mut blue, &mut green) };
+        let (to, from) = if i % 2 == 0 {
+            (&mut green, &mut blue)
+        } else {
+            (&mut blue, &mut green)
+        };
         if i >= 1 {
             to.restart().await; // it was stopped after the previous switch away from it
         }
@@ -89,16 +100,33 @@ async fn a_hundred_switches_under_load_lose_no_request() -> anyhow::Result<()> {
         samples.extend(w.await?);
     }
 
-    let errors: Vec<_> = samples.iter().filter_map(|s| s.outcome.as_ref().err()).collect();
+    let errors: Vec<_> = samples
+        .iter()
+        .filter_map(|s| s.outcome.as_ref().err())
+        .collect();
     let non_2xx: Vec<_> = samples
         .iter()
         .filter_map(|s| s.outcome.as_ref().ok())
         .filter(|(status, _)| !(200..300).contains(status))
         .collect();
     let rate = samples.len() as f64 / elapsed.as_secs_f64();
-    println!("{} requests in {:.1} s ({rate:.0}/s) across {SWITCHES} switches", samples.len(), elapsed.as_secs_f64());
-    assert!(errors.is_empty(), "{} socket errors, first: {:?}", errors.len(), errors.first());
-    assert!(non_2xx.is_empty(), "{} non-2xx responses, first: {:?}", non_2xx.len(), non_2xx.first());
+    println!(
+        "{} requests in {:.1} s ({rate:.0}/s) across {SWITCHES} switches",
+        samples.len(),
+        elapsed.as_secs_f64()
+    );
+    assert!(
+        errors.is_empty(),
+        "{} socket errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert!(
+        non_2xx.is_empty(),
+        "{} non-2xx responses, first: {:?}",
+        non_2xx.len(),
+        non_2xx.first()
+    );
     assert!(rate >= 200.0, "the load was only {rate:.0} requests/s");
 
     // Every request started after a Switch returned (and before the next one began) was
@@ -109,29 +137,44 @@ async fn a_hundred_switches_under_load_lose_no_request() -> anyhow::Result<()> {
         for s in &samples {
             if s.start >= *returned && next_call.is_none_or(|n| s.start < n) {
                 let (_, body) = s.outcome.as_ref().unwrap();
-                assert_eq!(body, name, "request started after switch {i} returned hit the old set");
+                assert_eq!(
+                    body, name,
+                    "request started after switch {i} returned hit the old set"
+                );
                 checked += 1;
             }
         }
     }
-    assert!(checked > SWITCHES, "only {checked} requests fell between switches");
+    assert!(
+        checked > SWITCHES,
+        "only {checked} requests fell between switches"
+    );
     Ok(())
 }
 
-async fn read_until(s: &mut tokio::net::TcpStream, needle: &str, wait: Duration) -> anyhow::Result<String> {
+async fn read_until(
+    s: &mut tokio::net::TcpStream,
+    needle: &str,
+    wait: Duration,
+) -> anyhow::Result<String> {
     let mut out = Vec::new();
     let mut buf = [0u8; 1024];
     let deadline = tokio::time::Instant::now() + wait;
     while !String::from_utf8_lossy(&out).contains(needle) {
         let n = tokio::time::timeout_at(deadline, s.read(&mut buf)).await??;
-        anyhow::ensure!(n > 0, "closed before {needle:?}; got {:?}", String::from_utf8_lossy(&out));
+        anyhow::ensure!(
+            n > 0,
+            "closed before {needle:?}; got {:?}",
+            String::from_utf8_lossy(&out)
+        );
         out.extend_from_slice(&buf[..n]);
     }
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_websocket_keeps_working_across_a_switch_until_the_drain_deadline() -> anyhow::Result<()> {
+async fn a_websocket_keeps_working_across_a_switch_until_the_drain_deadline() -> anyhow::Result<()>
+{
     let blue = Backend::start("blue").await;
     let green = Backend::start("green").await;
     let proxy = ProxyProcess::start().await?;
@@ -163,7 +206,11 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
             health_check: Some(common::fast_health()),
             ..Default::default()
         };
-        let out = switcher.client.switch(common::authed(req)).await.map(|r| r.into_inner());
+        let out = switcher
+            .client
+            .switch(common::authed(req))
+            .await
+            .map(|r| r.into_inner());
         (out, started.elapsed())
     });
     // New requests go to green at once while the websocket stays on blue.
@@ -174,21 +221,35 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
         if body == "green" {
             break;
         }
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(3), "new requests never reached green");
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(3),
+            "new requests never reached green"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     ws.write_all(b"two").await?;
     read_until(&mut ws, "blue:two", Duration::from_secs(1)).await?;
-    assert!(!switch.is_finished(), "the switch returned while the websocket was still open");
+    assert!(
+        !switch.is_finished(),
+        "the switch returned while the websocket was still open"
+    );
 
     let (out, took) = switch.await?;
     let out = out?;
     assert_eq!(out.connections_closed_at_deadline, 1, "{out:?}");
-    assert!(took >= deadline, "returned after {took:?}, before the {deadline:?} deadline");
-    assert!(took < deadline + Duration::from_secs(3), "returned after {took:?}");
+    assert!(
+        took >= deadline,
+        "returned after {took:?}, before the {deadline:?} deadline"
+    );
+    assert!(
+        took < deadline + Duration::from_secs(3),
+        "returned after {took:?}"
+    );
     // The proxy closed the websocket at the deadline.
     let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(2), ws.read(&mut buf)).await?.unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(2), ws.read(&mut buf))
+        .await?
+        .unwrap_or(0);
     assert_eq!(n, 0, "websocket still open after the drain deadline");
     Ok(())
 }
@@ -204,7 +265,11 @@ async fn a_switch_returns_as_soon_as_the_old_set_is_idle() -> anyhow::Result<()>
     assert_eq!(common::get(&proxy, "idle.test", "/").await?.1, "blue");
     let started = Instant::now();
     let out = admin.switch("svc", &[&green], 30_000).await?;
-    assert!(started.elapsed() < Duration::from_secs(5), "idle old set held the switch {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "idle old set held the switch {:?}",
+        started.elapsed()
+    );
     assert_eq!(out.previous[0].address, blue.addr.to_string());
     assert_eq!(out.generation, 2);
     assert_eq!(common::get(&proxy, "idle.test", "/").await?.1, "green");
