@@ -6,7 +6,13 @@
 //! Does not own: which build runs where (the control plane schedules) or running the image.
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod buildkit;
+pub mod context;
 pub mod detect;
 pub mod dockerfile;
+pub mod engine;
+pub mod manager;
+pub mod metrics;
+pub mod queue;
 pub mod source;

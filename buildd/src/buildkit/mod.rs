@@ -5,7 +5,12 @@
 //! embedded BuildKit on `POST /grpc` of the docker socket, after an HTTP/1.1 upgrade to h2c:
 //! that is what buildx's "docker" driver speaks. [`Endpoint::connect`] hides the difference.
 
+pub mod progress;
+pub mod solve;
 mod upgrade;
+
+pub use progress::{ProgressEvent, ProgressTracker, Step};
+pub use solve::{SolveError, SolveSpec, solve};
 
 use std::path::PathBuf;
 

@@ -1,0 +1,247 @@
+//! The real build: clone, detect, generate the Dockerfile, solve with BuildKit, push.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc::{self, UnboundedSender};
+
+use super::{
+    BuildError, BuildOutcome, BuildRequest, BuildRunner, BuildState, LogLine, Progress, now_nanos,
+};
+use crate::buildkit::{Endpoint, ProgressEvent, ProgressTracker, SolveSpec, solve};
+use crate::context::{ContextServer, archive};
+use crate::detect::{Framework, RepoSnapshot, detect};
+use crate::dockerfile::{BaseImages, GENERATED_NAME, generate};
+use crate::engine::Engine;
+use crate::source::checkout;
+
+/// Everything a build needs from the node.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub buildkit: Endpoint,
+    /// dockerd, where the `moby` exporter leaves the image and the push happens.
+    pub engine: Engine,
+    pub contexts: ContextServer,
+    pub bases: BaseImages,
+    /// Checkouts live under here while a build runs.
+    pub work_dir: PathBuf,
+    /// Network of `RUN` steps: `none` keeps builds off the network.
+    pub network_mode: String,
+}
+
+/// Removes a build's work folder when the build ends, however it ends.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn log(events: &UnboundedSender<Progress>, step: &str, line: impl Into<String>) {
+    let _ = events.send(Progress::Log(LogLine {
+        timestamp_nanos: now_nanos(),
+        step: step.to_owned(),
+        line: line.into(),
+    }));
+}
+
+impl BuildRunner for Pipeline {
+    async fn run(
+        &self,
+        req: BuildRequest,
+        events: UnboundedSender<Progress>,
+    ) -> Result<BuildOutcome, BuildError> {
+        let id = req.id.clone();
+        let dir = self
+            .work_dir
+            .join(format!("{id}-{}", uuid::Uuid::new_v4().simple()));
+        let work = WorkDir(dir.clone());
+        let work_err = |source| BuildError::WorkDir {
+            id: id.clone(),
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(work_err)?;
+
+        let _ = events.send(Progress::State(BuildState::Cloning));
+        let clone_events = events.clone();
+        let co = checkout(&req.source, &work.0.join("src"), &mut |l| {
+            log(&clone_events, "clone", l)
+        })
+        .await
+        .map_err(|source| BuildError::Source {
+            id: id.clone(),
+            source,
+        })?;
+
+        let snapshot = RepoSnapshot::read(&co.app_dir).map_err(work_err)?;
+        let detection = detect(&snapshot).map_err(|source| BuildError::Detect {
+            id: id.clone(),
+            source,
+        })?;
+        let framework = detection.framework.name().to_owned();
+        let _ = events.send(Progress::Detected {
+            commit: co.commit.clone(),
+            framework: framework.clone(),
+            port: detection.port,
+        });
+        log(
+            &events,
+            "detect",
+            format!(
+                "detected {framework}{}, port {}",
+                detection
+                    .package_manager
+                    .map(|p| format!(" ({})", p.name()))
+                    .unwrap_or_default(),
+                detection.port
+            ),
+        );
+
+        let mut build_args = req.build_args.clone();
+        if req.memory_limit_bytes > 0 && detection.framework != Framework::Dockerfile {
+            // Node's heap is what runs small build machines out of memory; cap it below the limit.
+            let heap_mib = req.memory_limit_bytes / (1024 * 1024) * 3 / 4;
+            build_args.push((
+                "NODE_OPTIONS".into(),
+                format!("--max-old-space-size={heap_mib}"),
+            ));
+        }
+        let arg_names: Vec<String> = build_args.iter().map(|(k, _)| k.clone()).collect();
+        let generated = generate(&detection, &self.bases, &arg_names);
+        if let Some(text) = &generated {
+            for line in text.lines() {
+                log(&events, "dockerfile", line);
+            }
+        }
+        let dockerfile = if generated.is_some() {
+            GENERATED_NAME
+        } else {
+            "Dockerfile"
+        };
+        let tar = archive(
+            &co.repo,
+            &req.source.subdirectory,
+            generated.as_deref().map(|t| (GENERATED_NAME, t)),
+            &work.0,
+        )
+        .await
+        .map_err(|source| BuildError::Context {
+            id: id.clone(),
+            source,
+        })?;
+        let served = self.contexts.serve(tar);
+
+        let _ = events.send(Progress::State(BuildState::Building));
+        let client = self
+            .buildkit
+            .connect()
+            .await
+            .map_err(|e| BuildError::BuildKit {
+                id: id.clone(),
+                detail: e.to_string(),
+            })?;
+        let image = format!("{}:{}", req.image, co.commit);
+        let cache_ref = if req.cache_ref.is_empty() {
+            format!("{}:buildcache", req.image)
+        } else {
+            req.cache_ref.clone()
+        };
+        let spec = SolveSpec {
+            reference: format!(
+                "stackpad-{id}-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            context_url: served.url.clone(),
+            dockerfile: dockerfile.to_owned(),
+            build_args,
+            image_names: vec![image.clone(), cache_ref.clone()],
+            cache_imports: vec![cache_ref.clone()],
+            inline_cache: true,
+            network_mode: self.network_mode.clone(),
+            exporter: "moby".into(),
+        };
+        let tracker = Arc::new(Mutex::new(ProgressTracker::default()));
+        let (status_tx, mut status_rx) = mpsc::channel(256);
+        let forward = {
+            let tracker = tracker.clone();
+            let events = events.clone();
+            tokio::spawn(async move {
+                while let Some(msg) = status_rx.recv().await {
+                    let batch = match tracker.lock() {
+                        Ok(mut t) => t.apply(&msg),
+                        Err(_) => return,
+                    };
+                    for ev in batch {
+                        let _ = events.send(match ev {
+                            ProgressEvent::Step(s) => Progress::Step(s),
+                            ProgressEvent::Log {
+                                timestamp_nanos,
+                                step,
+                                line,
+                            } => Progress::Log(LogLine {
+                                timestamp_nanos,
+                                step,
+                                line,
+                            }),
+                        });
+                    }
+                }
+            })
+        };
+        let solved = solve(&client, &spec, status_tx).await;
+        let _ = forward.await;
+        drop(served);
+        let (failed, (cached_steps, total_steps)) = match tracker.lock() {
+            Ok(t) => (t.failed_step().cloned(), t.cache_counts()),
+            Err(_) => (None, (0, 0)),
+        };
+        if let Err(e) = solved {
+            let crate::buildkit::SolveError::Failed { message, .. } = e;
+            return Err(match failed {
+                Some(step) => BuildError::Step {
+                    id,
+                    step: step.name,
+                    message: step.error.unwrap_or(message),
+                },
+                None => BuildError::Solve { id, message },
+            });
+        }
+
+        let _ = events.send(Progress::State(BuildState::Pushing));
+        log(&events, "push", format!("pushing {image}"));
+        let digest = self
+            .engine
+            .push(&image)
+            .await
+            .map_err(|source| BuildError::Push {
+                id: id.clone(),
+                source,
+            })?;
+        log(&events, "push", format!("pushed {image}@{digest}"));
+        // The cache tag carries the inline cache for the next build of this app on any node.
+        match self.engine.push(&cache_ref).await {
+            Ok(_) => log(&events, "push", format!("pushed cache {cache_ref}")),
+            Err(e) => log(
+                &events,
+                "push",
+                format!("cache push failed (build still succeeds): {e}"),
+            ),
+        }
+        for name in [&image, &cache_ref] {
+            if let Err(e) = self.engine.remove_image(name).await {
+                tracing::warn!(build = %id, image = %name, error = %e, "cannot untag local image");
+            }
+        }
+        Ok(BuildOutcome {
+            commit: co.commit,
+            framework,
+            port: detection.port,
+            image,
+            digest,
+            cached_steps,
+            total_steps,
+        })
+    }
+}

@@ -1,0 +1,169 @@
+//! Build contexts: the app folder at the checked-out commit as a tar, served to BuildKit over a
+//! loopback HTTP listener this process owns.
+//!
+//! Why HTTP and not BuildKit's session (filesync): the dockerfile frontend accepts a remote
+//! context (`context` = URL of a tarball) and reads the Dockerfile from it. buildd and BuildKit run
+//! on the same build node, so a loopback URL reaches it without a client-hosted gRPC server on a
+//! hijacked `/session` connection. Each context gets an unguessable path and is dropped when the
+//! build ends.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use tokio::process::Command;
+
+/// Why a context could not be made or served.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("cannot archive {dir} at {commit}: {detail}")]
+    Archive {
+        dir: String,
+        commit: String,
+        detail: String,
+    },
+    #[error("cannot write the generated Dockerfile for {dir}: {source}")]
+    WriteDockerfile {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen for build contexts on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Tars `subdirectory` of the checkout at `repo` as of HEAD (tracked files only, no `.git`),
+/// adding `generated` (name, content) at the top when given.
+pub async fn archive(
+    repo: &Path,
+    subdirectory: &str,
+    generated: Option<(&str, &str)>,
+    scratch: &Path,
+) -> Result<Bytes, ContextError> {
+    let tree = if subdirectory.is_empty() {
+        "HEAD".to_owned()
+    } else {
+        format!("HEAD:{subdirectory}")
+    };
+    let mut cmd = Command::new("git");
+    cmd.arg("-C").arg(repo).args(["archive", "--format=tar"]);
+    if let Some((name, content)) = generated {
+        let path = scratch.join(name);
+        std::fs::write(&path, content).map_err(|source| ContextError::WriteDockerfile {
+            dir: repo.display().to_string(),
+            source,
+        })?;
+        cmd.arg(format!("--add-file={}", path.display()));
+    }
+    let out = cmd
+        .arg(&tree)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| ContextError::Archive {
+            dir: repo.display().to_string(),
+            commit: tree.clone(),
+            detail: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(ContextError::Archive {
+            dir: repo.display().to_string(),
+            commit: tree,
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(Bytes::from(out.stdout))
+}
+
+type Contexts = Arc<Mutex<HashMap<String, Bytes>>>;
+
+/// The loopback HTTP listener BuildKit fetches contexts from.
+#[derive(Debug, Clone)]
+pub struct ContextServer {
+    addr: SocketAddr,
+    contexts: Contexts,
+}
+
+/// A context being served; dropping it stops serving it.
+#[derive(Debug)]
+pub struct ServedContext {
+    pub url: String,
+    token: String,
+    contexts: Contexts,
+}
+
+impl Drop for ServedContext {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.contexts.lock() {
+            map.remove(&self.token);
+        }
+    }
+}
+
+async fn serve_one(
+    State(contexts): State<Contexts>,
+    UrlPath(token): UrlPath<String>,
+) -> impl IntoResponse {
+    let token = token.trim_end_matches(".tar").to_owned();
+    let body = contexts.lock().ok().and_then(|m| m.get(&token).cloned());
+    match body {
+        Some(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-tar")],
+            body,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+impl ContextServer {
+    /// Binds `addr` (a loopback address; port 0 picks one) and serves in the background.
+    pub async fn start(addr: SocketAddr) -> Result<Self, ContextError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ContextError::Listen { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ContextError::Listen { addr, source })?;
+        let contexts: Contexts = Arc::default();
+        let app = axum::Router::new()
+            .route("/contexts/{token}", axum::routing::get(serve_one))
+            .with_state(contexts.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "context server stopped");
+            }
+        });
+        Ok(Self {
+            addr: local,
+            contexts,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves `tar` under a fresh unguessable URL until the returned guard is dropped.
+    pub fn serve(&self, tar: Bytes) -> ServedContext {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        if let Ok(mut map) = self.contexts.lock() {
+            map.insert(token.clone(), tar);
+        }
+        ServedContext {
+            url: format!("http://{}/contexts/{token}.tar", self.addr),
+            token,
+            contexts: self.contexts.clone(),
+        }
+    }
+}
