@@ -23,7 +23,10 @@ fn proc_status_field(pid: u32, field: &str) -> anyhow::Result<String> {
 async fn wait_for_log(node: &TestNode, id: &str, needle: &str) -> anyhow::Result<Vec<String>> {
     for _ in 0..100 {
         let (lines, _) = node.agent.logs(id, 100, false)?;
-        let text: Vec<String> = lines.iter().map(|l| String::from_utf8_lossy(&l.line).into_owned()).collect();
+        let text: Vec<String> = lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(&l.line).into_owned())
+            .collect();
         if text.iter().any(|l| l.contains(needle)) {
             return Ok(text);
         }
@@ -32,7 +35,10 @@ async fn wait_for_log(node: &TestNode, id: &str, needle: &str) -> anyhow::Result
     let (lines, _) = node.agent.logs(id, 100, false)?;
     anyhow::bail!(
         "{needle:?} never appeared in the log: {:?}",
-        lines.iter().map(|l| String::from_utf8_lossy(&l.line).into_owned()).collect::<Vec<_>>()
+        lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(&l.line).into_owned())
+            .collect::<Vec<_>>()
     )
 }
 
@@ -42,19 +48,41 @@ async fn process_is_confined_and_mount_unshare_are_refused() -> anyhow::Result<(
     let project = stackpad_tests::unique_name("p");
     let script = "mkdir -p /mnt/x; mount -t tmpfs none /mnt/x; echo mount_rc=$?; \
                   unshare -n true; echo unshare_rc=$?; echo done; exec sleep 3600";
-    let status = node.agent.deploy(node.shell(&project, "probe", script)).await?;
+    let status = node
+        .agent
+        .deploy(node.shell(&project, "probe", script))
+        .await?;
     let lines = wait_for_log(&node, &status.container_id, "done").await?;
-    assert!(lines.iter().any(|l| l.starts_with("mount_rc=") && l != "mount_rc=0"), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("unshare_rc=") && l != "unshare_rc=0"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("mount_rc=") && l != "mount_rc=0"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("unshare_rc=") && l != "unshare_rc=0"),
+        "{lines:?}"
+    );
 
     // The container's process as the host sees it (pid 1 inside = the task pid).
     let pid = node.agent.status(&status.container_id)?.pid;
     assert_eq!(proc_status_field(pid, "Seccomp")?, "2");
     assert_eq!(proc_status_field(pid, "NoNewPrivs")?, "1");
     let cap_eff = u64::from_str_radix(&proc_status_field(pid, "CapEff")?, 16)?;
-    assert_eq!(cap_eff & (1 << CAP_NET_RAW), 0, "CAP_NET_RAW in CapEff {cap_eff:x}");
-    assert_eq!(cap_eff & (1 << CAP_SYS_ADMIN), 0, "CAP_SYS_ADMIN in CapEff {cap_eff:x}");
-    let hostname = std::fs::read_to_string(format!("/proc/{pid}/root/etc/hostname")).unwrap_or_default();
+    assert_eq!(
+        cap_eff & (1 << CAP_NET_RAW),
+        0,
+        "CAP_NET_RAW in CapEff {cap_eff:x}"
+    );
+    assert_eq!(
+        cap_eff & (1 << CAP_SYS_ADMIN),
+        0,
+        "CAP_SYS_ADMIN in CapEff {cap_eff:x}"
+    );
+    let hostname =
+        std::fs::read_to_string(format!("/proc/{pid}/root/etc/hostname")).unwrap_or_default();
     let _ = hostname; // the image's file; the UTS name is what counts:
     let uts = std::process::Command::new("nsenter")
         .args(["-t", &pid.to_string(), "-u", "hostname"])
@@ -69,7 +97,11 @@ async fn memory_limit_is_enforced_and_oom_reported() -> anyhow::Result<()> {
     let node = TestNode::start("oom").await?;
     let project = stackpad_tests::unique_name("p");
     // dd's 64 MiB buffer cannot fit in 8 MiB.
-    let mut spec = node.shell(&project, "hog", "echo start; exec dd if=/dev/zero of=/dev/null bs=64M count=4");
+    let mut spec = node.shell(
+        &project,
+        "hog",
+        "echo start; exec dd if=/dev/zero of=/dev/null bs=64M count=4",
+    );
     spec.resources.memory_bytes = 8 << 20;
     spec.restart.mode = RestartMode::Never;
     let status = node.agent.deploy(spec).await?;
@@ -82,7 +114,12 @@ async fn memory_limit_is_enforced_and_oom_reported() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let s = last.ok_or_else(|| anyhow::anyhow!("container never failed: {:?}", node.agent.status(&status.container_id)))?;
+    let s = last.ok_or_else(|| {
+        anyhow::anyhow!(
+            "container never failed: {:?}",
+            node.agent.status(&status.container_id)
+        )
+    })?;
     assert!(s.oom_killed, "not reported as OOM-killed: {s:?}");
     assert!(s.message.contains("out of memory"), "{}", s.message);
     assert!(node.agent.remove(&status.container_id, false).await?);
@@ -101,7 +138,12 @@ async fn read_only_root_keeps_tmp_writable() -> anyhow::Result<()> {
     spec.read_only_rootfs = true;
     let status = node.agent.deploy(spec).await?;
     let lines = wait_for_log(&node, &status.container_id, "done").await?;
-    assert!(lines.iter().any(|l| l.starts_with("etc_rc=") && l != "etc_rc=0"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("etc_rc=") && l != "etc_rc=0"),
+        "{lines:?}"
+    );
     assert!(lines.iter().any(|l| l == "tmp_rc=0"), "{lines:?}");
     assert!(node.agent.remove(&status.container_id, true).await?);
     Ok(())

@@ -182,8 +182,6 @@ impl Agent {
                     s.pid = pid;
                     s.started_ms = record::now_ms();
                     s.generation += 1;
-                    s.exit_code = 0;
-                    s.oom_killed = false;
                     s.state = if s.spec.health.is_some() {
                         State::Starting
                     } else {

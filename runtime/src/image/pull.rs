@@ -69,18 +69,21 @@ impl ImageStore {
         let image = ImageRef::parse(reference)?;
         let name = image.canonical();
         let (manifest_bytes, manifest_digest, manifest_mt, m) = self.resolve(&image).await?;
-        if let Some(known) = self
+        let cached = self
             .known
             .lock()
             .expect("image cache")
             .get(&manifest_digest)
+            .filter(|k| k.name == name)
+            .cloned();
+        // Trust the cache only while the unpacked layers are still there.
+        if let Some(known) = cached
+            && self.snapshot_exists(&known.chain_id).await?
         {
-            if known.name == name {
-                return Ok(PulledImage {
-                    fetched: false,
-                    ..known.clone()
-                });
-            }
+            return Ok(PulledImage {
+                fetched: false,
+                ..known
+            });
         }
         let config_bytes = match self.read_content(&m.config.digest).await? {
             Some(b) => b,

@@ -139,7 +139,7 @@ mod tests {
     fn line(i: usize) -> LogLine {
         LogLine {
             timestamp_nanos: i as i64,
-            stream: if i % 2 == 0 {
+            stream: if i.is_multiple_of(2) {
                 Stream::Stdout
             } else {
                 Stream::Stderr

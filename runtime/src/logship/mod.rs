@@ -16,5 +16,5 @@ mod spool;
 
 pub use row::{LogRow, STREAM_STDERR, STREAM_STDOUT};
 pub use schema::{ensure_schema, expire_partitions, SchemaError};
-pub use shipper::{ClickHouseShipper, ShipperConfig, ShipperStats};
+pub use shipper::{ClickHouseShipper, ShipperConfig, ShipperStats, today};
 pub use spool::{Spool, SpoolError};

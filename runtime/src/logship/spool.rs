@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn a_full_spool_drops_the_oldest_and_counts_them() {
         let dir = temp_dir("full");
-        let one_batch = encode(&rows(0, 10)).len() as u64;
+        let one_batch = encode(&rows(10, 10)).len() as u64; // two-digit lines, like all but the first batch
         let spool = Spool::open(&dir, one_batch * 3).unwrap();
         for i in 0..5 {
             spool.push(&rows(i * 10, 10)).unwrap();

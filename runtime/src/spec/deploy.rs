@@ -342,7 +342,8 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_input_names_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut DeploySpec)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut DeploySpec)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (
                 Box::new(|s| {
                     s.env.insert("1BAD".into(), "x".into());

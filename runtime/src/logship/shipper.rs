@@ -1,0 +1,323 @@
+//! The shipper: a [`LogSink`] that never blocks, batching into ClickHouse with a disk spool.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use super::row::{LogRow, STREAM_STDERR, STREAM_STDOUT};
+use super::schema::ensure_schema;
+use super::spool::{Spool, SpoolError};
+use crate::logs::{LogLabels, LogLine, LogSink, Stream};
+
+/// Settings of the shipper.
+#[derive(Debug, Clone)]
+pub struct ShipperConfig {
+    /// ClickHouse's HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub clickhouse_url: String,
+    pub database: String,
+    /// This node's id, stored on every row.
+    pub node_id: String,
+    /// A batch is sent when it has this many lines...
+    pub batch_max_lines: usize,
+    /// ...or when its first line is this old.
+    pub batch_max_delay: Duration,
+    /// Lines waiting in memory; past it `ship` drops (and counts) instead of blocking.
+    pub queue_capacity: usize,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    /// Wait after a failed insert before trying again.
+    pub retry_interval: Duration,
+    /// Longer lines are cut and marked truncated.
+    pub max_line_bytes: usize,
+    pub default_retention_days: u16,
+    /// Retention by organization id (its plan), overriding the default.
+    pub retention_days_by_organization: HashMap<String, u16>,
+    /// Time one insert may take before it counts as failed.
+    pub insert_timeout: Duration,
+}
+
+impl Default for ShipperConfig {
+    fn default() -> Self {
+        Self {
+            clickhouse_url: "http://127.0.0.1:8123".into(),
+            database: "stackpad_logs".into(),
+            node_id: "node".into(),
+            batch_max_lines: 20_000,
+            batch_max_delay: Duration::from_millis(500),
+            queue_capacity: 500_000,
+            spool_dir: PathBuf::from("/var/lib/stackpad/node/log-spool"),
+            spool_max_bytes: 512 << 20,
+            retry_interval: Duration::from_secs(2),
+            max_line_bytes: 64 << 10,
+            default_retention_days: 14,
+            retention_days_by_organization: HashMap::new(),
+            insert_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ShipperConfig {
+    /// Refuses values the shipper cannot work with, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_max_lines == 0 {
+            return Err("logs.batch_max_lines must be at least 1".into());
+        }
+        if self.queue_capacity < self.batch_max_lines {
+            return Err("logs.queue_capacity must be at least logs.batch_max_lines".into());
+        }
+        if self.spool_max_bytes < 1 << 20 {
+            return Err("logs.spool_max_bytes must be at least 1 MiB".into());
+        }
+        if self.max_line_bytes == 0 {
+            return Err("logs.max_line_bytes must be at least 1".into());
+        }
+        if self.default_retention_days == 0 {
+            return Err("logs.default_retention_days must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Counters of the shipper, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ShipperStats {
+    pub lines_shipped: AtomicU64,
+    /// Dropped because the in-memory queue was full.
+    pub lines_dropped_queue: AtomicU64,
+    pub lines_truncated: AtomicU64,
+    pub batches_failed: AtomicU64,
+}
+
+/// The node's log shipper.
+#[derive(Debug, Clone)]
+pub struct ClickHouseShipper {
+    queue: mpsc::Sender<LogRow>,
+    stats: Arc<ShipperStats>,
+    spool: Arc<Spool>,
+    config: Arc<ShipperConfig>,
+    ids: Arc<LineIds>,
+}
+
+impl ClickHouseShipper {
+    /// Opens the spool and starts the sending task on the current runtime.
+    pub fn start(config: ShipperConfig) -> Result<Self, SpoolError> {
+        let spool = Arc::new(Spool::open(&config.spool_dir, config.spool_max_bytes)?);
+        let (queue, rows) = mpsc::channel(config.queue_capacity.max(1));
+        let this = Self {
+            queue,
+            stats: Arc::default(),
+            spool,
+            config: Arc::new(config),
+            ids: Arc::new(LineIds::new()),
+        };
+        tokio::spawn(Sender::new(&this).run(rows));
+        Ok(this)
+    }
+
+    pub fn stats(&self) -> &ShipperStats {
+        &self.stats
+    }
+
+    /// Lines dropped by the spool's cap.
+    pub fn lines_dropped_spool(&self) -> u64 {
+        self.spool.dropped_lines()
+    }
+
+    pub fn spool_bytes(&self) -> u64 {
+        self.spool.bytes()
+    }
+
+    /// Lines waiting on disk for ClickHouse.
+    pub fn spool_lines(&self) -> u64 {
+        self.spool.lines()
+    }
+
+    fn row(&self, labels: &LogLabels, line: &LogLine) -> LogRow {
+        let mut text = line.line.clone();
+        let mut truncated = line.truncated;
+        if text.len() > self.config.max_line_bytes {
+            text.truncate(self.config.max_line_bytes);
+            truncated = true;
+        }
+        if truncated {
+            self.stats.lines_truncated.fetch_add(1, Ordering::Relaxed);
+        }
+        let retention_days = self
+            .config
+            .retention_days_by_organization
+            .get(&labels.organization_id)
+            .copied()
+            .unwrap_or(self.config.default_retention_days);
+        LogRow {
+            date: u16::try_from(line.timestamp_nanos.max(0) / 86_400_000_000_000).unwrap_or(u16::MAX),
+            ts_ns: line.timestamp_nanos,
+            line_id: self.ids.next(&labels.container_id),
+            organization_id: labels.organization_id.clone(),
+            project_id: labels.project_id.clone(),
+            environment_id: labels.environment_id.clone(),
+            service_id: labels.service_id.clone(),
+            deployment_id: labels.deployment_id.clone(),
+            container_id: labels.container_id.clone(),
+            node_id: self.config.node_id.clone(),
+            stream: match line.stream {
+                Stream::Stdout => STREAM_STDOUT,
+                Stream::Stderr => STREAM_STDERR,
+            },
+            truncated: u8::from(truncated),
+            line: text,
+            retention_days,
+        }
+    }
+}
+
+impl LogSink for ClickHouseShipper {
+    fn ship(&self, labels: &LogLabels, line: &LogLine) {
+        if self.queue.try_send(self.row(labels, line)).is_err() {
+            self.stats.lines_dropped_queue.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Ids unique across nodes and restarts: a hash of a per-process random seed, the container
+/// and a counter.
+#[derive(Debug)]
+struct LineIds {
+    seed: std::collections::hash_map::RandomState,
+    counter: AtomicU64,
+}
+
+impl LineIds {
+    fn new() -> Self {
+        Self { seed: std::collections::hash_map::RandomState::new(), counter: AtomicU64::new(0) }
+    }
+
+    fn next(&self, container_id: &str) -> u64 {
+        let mut hasher = self.seed.build_hasher();
+        hasher.write(container_id.as_bytes());
+        hasher.write_u64(self.counter.fetch_add(1, Ordering::Relaxed));
+        hasher.finish()
+    }
+}
+
+/// The background task: batches, inserts, spools.
+struct Sender {
+    client: clickhouse::Client,
+    server: clickhouse::Client,
+    config: Arc<ShipperConfig>,
+    spool: Arc<Spool>,
+    stats: Arc<ShipperStats>,
+    schema_ready: bool,
+    retry_at: Option<Instant>,
+}
+
+impl Sender {
+    fn new(shipper: &ClickHouseShipper) -> Self {
+        let server = clickhouse::Client::default()
+            .with_url(&shipper.config.clickhouse_url)
+            .with_validation(false);
+        Self {
+            client: server.clone().with_database(&shipper.config.database),
+            server,
+            config: shipper.config.clone(),
+            spool: shipper.spool.clone(),
+            stats: shipper.stats.clone(),
+            schema_ready: false,
+            retry_at: None,
+        }
+    }
+
+    async fn run(mut self, mut rows: mpsc::Receiver<LogRow>) {
+        let mut batch = Vec::with_capacity(self.config.batch_max_lines);
+        loop {
+            // Wait for a first line; wake up anyway to drain the spool.
+            let first = tokio::time::timeout(self.config.retry_interval, rows.recv()).await;
+            match first {
+                Ok(Some(row)) => batch.push(row),
+                Ok(None) => {
+                    self.deliver(std::mem::take(&mut batch)).await;
+                    return;
+                }
+                Err(_) => {}
+            }
+            let deadline = tokio::time::Instant::now() + self.config.batch_max_delay;
+            while !batch.is_empty() && batch.len() < self.config.batch_max_lines {
+                match tokio::time::timeout_at(deadline, rows.recv()).await {
+                    Ok(Some(row)) => batch.push(row),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.deliver(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    /// Sends the spool's batches in order, then `batch`; whatever cannot be sent is spooled.
+    async fn deliver(&mut self, batch: Vec<LogRow>) {
+        let waiting = self.retry_at.is_some_and(|at| Instant::now() < at);
+        if !waiting {
+            while let Ok(Some((seq, rows))) = self.spool.oldest() {
+                if !self.insert(&rows).await {
+                    break;
+                }
+                self.spool.remove(seq);
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        if self.spool.is_empty() && self.retry_at.is_none() && self.insert(&batch).await {
+            return;
+        }
+        if let Err(error) = self.spool.push(&batch) {
+            // The disk refused: these lines are lost; count them like queue drops.
+            tracing::warn!(%error, lines = batch.len(), "log spool write failed");
+            self.stats.lines_dropped_queue.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    async fn insert(&mut self, rows: &[LogRow]) -> bool {
+        let result = tokio::time::timeout(self.config.insert_timeout, self.try_insert(rows)).await;
+        match result {
+            Ok(Ok(())) => {
+                self.retry_at = None;
+                self.stats.lines_shipped.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                true
+            }
+            failure => {
+                let reason = match failure {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "timed out".into(),
+                };
+                if self.retry_at.is_none() {
+                    tracing::warn!(reason, "ClickHouse insert failed; spooling logs until it answers");
+                }
+                self.stats.batches_failed.fetch_add(1, Ordering::Relaxed);
+                self.retry_at = Some(Instant::now() + self.config.retry_interval);
+                false
+            }
+        }
+    }
+
+    async fn try_insert(&mut self, rows: &[LogRow]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if !self.schema_ready {
+            ensure_schema(&self.server, &self.config.database).await?;
+            self.schema_ready = true;
+        }
+        let mut insert = self.client.insert::<LogRow>("container_logs").await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+}
+
+/// Days since 1970-01-01 now, for [`expire_partitions`](super::expire_partitions).
+pub fn today() -> u16 {
+    let days = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / 86_400;
+    u16::try_from(days).unwrap_or(u16::MAX)
+}

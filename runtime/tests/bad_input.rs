@@ -1,0 +1,79 @@
+//! Bad deploys fail with a clear error and leave nothing behind.
+
+mod common;
+
+use common::TestNode;
+
+fn leftovers(node: &TestNode) -> Vec<String> {
+    let mut found: Vec<String> = node
+        .leases()
+        .into_iter()
+        .map(|(b, c)| format!("lease {b}/{c}"))
+        .collect();
+    found.extend(
+        node.agent
+            .list(None, None)
+            .into_iter()
+            .map(|s| format!("container {}", s.container_id)),
+    );
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_deploys_fail_clearly_and_leave_nothing() -> anyhow::Result<()> {
+    let node = TestNode::start("bad").await?;
+    let project = stackpad_tests::unique_name("p");
+    let mut cases = Vec::new();
+
+    let mut s = node.web(&project, "web");
+    s.image = node.image("does-not-exist:1");
+    cases.push((s, "not found"));
+    let mut s = node.web(&project, "web");
+    s.image = node.image("busybox-arm64:1");
+    cases.push((s, "linux/arm64"));
+    let mut s = node.web(&project, "web");
+    s.env.insert("BAD-NAME".into(), "x".into());
+    cases.push((s, "env"));
+    let mut s = node.web(&project, "web");
+    s.ports[0].container_port = 70_000;
+    cases.push((s, "port 70000 is out of range"));
+    let mut s = node.web(&project, "web");
+    s.resources.memory_bytes = 1 << 20;
+    cases.push((s, "below the node's floor"));
+    let mut s = node.web(&project, "web");
+    s.command = vec!["/nonexistent-binary".into()];
+    cases.push((s, "nonexistent-binary"));
+
+    for (spec, expected) in cases {
+        let err = node
+            .agent
+            .deploy(spec)
+            .await
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        assert!(
+            leftovers(&node).is_empty(),
+            "after {expected:?}: {:?}",
+            leftovers(&node)
+        );
+    }
+    let containers = node
+        .ns
+        .containerd
+        .containers()
+        .list(
+            node.ns
+                .containerd
+                .req(containerd_client::services::v1::ListContainersRequest { filters: vec![] }),
+        )
+        .await?
+        .into_inner()
+        .containers;
+    assert!(
+        containers.is_empty(),
+        "containerd still holds {:?}",
+        containers.iter().map(|c| &c.id).collect::<Vec<_>>()
+    );
+    Ok(())
+}

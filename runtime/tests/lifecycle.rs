@@ -1,0 +1,94 @@
+//! Surviving restarts: of the agent, of containerd, and of the container's own process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestNode, http_get};
+use runtime::agent::State;
+use runtime::agent::reconcile::Action;
+
+async fn wait_until(
+    node: &TestNode,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&runtime::agent::Status) -> bool,
+) -> anyhow::Result<runtime::agent::Status> {
+    for _ in 0..200 {
+        let s = node.agent.status(id)?;
+        if ok(&s) {
+            return Ok(s);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{what} never happened: {:?}", node.agent.status(id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_restart_adopts_running_containers_without_restarting_them() -> anyhow::Result<()> {
+    let mut node = TestNode::start("adopt").await?;
+    let project = stackpad_tests::unique_name("p");
+    let a = node.agent.deploy(node.web(&project, "web")).await?;
+    let b = node.agent.deploy(node.web(&project, "api")).await?;
+
+    let actions = node.restart_agent().await?;
+    assert!(
+        actions.contains(&Action::Adopt(a.container_id.clone())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&Action::Adopt(b.container_id.clone())),
+        "{actions:?}"
+    );
+    assert_eq!(
+        node.agent.list(Some(&project), None).len(),
+        2,
+        "duplicated or lost"
+    );
+    for before in [&a, &b] {
+        let after = wait_until(&node, &before.container_id, "healthy after adoption", |s| {
+            s.state == State::Healthy
+        })
+        .await?;
+        assert_eq!(after.pid, before.pid, "container was restarted");
+        assert_eq!(after.ip, before.ip);
+        let (code, _) = http_get(after.ip.expect("ip"), 8080, "/").await?;
+        assert_eq!(code, 200);
+    }
+    // A retried deploy after the restart still finds the same container.
+    let mut again = node.web(&project, "web");
+    again.workload.deployment_id = a.spec.workload.deployment_id.clone();
+    assert_eq!(node.agent.deploy(again).await?.pid, a.pid);
+
+    // Stopped containers stay stopped through a restart; orphans are removed.
+    node.agent
+        .stop(&b.container_id, Some(Duration::ZERO))
+        .await?;
+    let actions = node.restart_agent().await?;
+    assert!(
+        actions.contains(&Action::KeepStopped(b.container_id.clone())),
+        "{actions:?}"
+    );
+    assert_eq!(node.agent.status(&b.container_id)?.state, State::Stopped);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_process_is_restarted_by_policy() -> anyhow::Result<()> {
+    let node = TestNode::start("kill9").await?;
+    let project = stackpad_tests::unique_name("p");
+    let s = node.agent.deploy(node.web(&project, "web")).await?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let after = wait_until(&node, &s.container_id, "restart after kill -9", |n| {
+        n.restart_count >= 1 && n.state == State::Healthy
+    })
+    .await?;
+    assert_ne!(after.pid, s.pid);
+    assert_eq!(after.exit_code, 137);
+    let (code, _) = http_get(after.ip.expect("ip"), 8080, "/").await?;
+    assert_eq!(code, 200);
+    Ok(())
+}

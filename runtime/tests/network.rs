@@ -1,0 +1,85 @@
+//! Per-project networks: names within a project, separate bridges and subnets between projects.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestNode;
+
+async fn log_text(node: &TestNode, id: &str, needle: &str) -> anyhow::Result<String> {
+    for _ in 0..150 {
+        let (lines, _) = node.agent.logs(id, 200, false)?;
+        let text: String = lines
+            .iter()
+            .map(|l| format!("{}\n", String::from_utf8_lossy(&l.line)))
+            .collect();
+        if text.contains(needle) {
+            return Ok(text);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (lines, _) = node.agent.logs(id, 200, false)?;
+    anyhow::bail!(
+        "{needle:?} never appeared: {:?}",
+        lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(&l.line).into_owned())
+            .collect::<Vec<_>>()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_of_a_project_reach_each_other_by_name_and_other_projects_not_at_all()
+-> anyhow::Result<()> {
+    let node = TestNode::start("net").await?;
+    let project = stackpad_tests::unique_name("p");
+    let other = stackpad_tests::unique_name("q");
+    let web = node.agent.deploy(node.web(&project, "web")).await?;
+    let web_ip = web.ip.expect("web address");
+
+    // Same project: by service name.
+    let client = node
+        .agent
+        .deploy(node.shell(
+            &project,
+            "client",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -T 2 -O - http://web:8080/ && break; sleep 0.3; done; echo end; exec sleep 3600",
+        ))
+        .await?;
+    let text = log_text(&node, &client.container_id, "end").await?;
+    assert!(
+        text.contains("Hello from stackpad/busybox"),
+        "client did not reach web by name: {text}"
+    );
+    assert_eq!(client.bridge, web.bridge);
+
+    // Another project: another bridge, another subnet, and no way through.
+    let script = format!("wget -q -T 2 -O - http://{web_ip}:8080/; echo rc=$?; exec sleep 3600");
+    let stranger = node
+        .agent
+        .deploy(node.shell(&other, "client", &script))
+        .await?;
+    assert_ne!(stranger.bridge, web.bridge);
+    let (a, b) = (web_ip.octets(), stranger.ip.expect("address").octets());
+    assert_ne!(
+        a[..3],
+        b[..3],
+        "projects share a /24: {web_ip} vs {:?}",
+        stranger.ip
+    );
+    let text = log_text(&node, &stranger.container_id, "rc=").await?;
+    assert!(
+        !text.contains("Hello from"),
+        "other project reached web: {text}"
+    );
+    assert!(!text.contains("rc=0"), "{text}");
+
+    // Names resolve only within the project: the stranger's hosts file has no "web".
+    let hosts = std::fs::read_to_string(format!("/proc/{}/root/etc/hosts", stranger.pid))?;
+    assert!(!hosts.contains("\tweb"), "{hosts}");
+    for s in [&web, &client, &stranger] {
+        node.agent.remove(&s.container_id, true).await?;
+    }
+    assert!(node.leases().is_empty(), "{:?}", node.leases());
+    Ok(())
+}
