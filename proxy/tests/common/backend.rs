@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -112,13 +114,31 @@ async fn handle(
     name: String,
     healthy: Arc<AtomicBool>,
     seen: Arc<Seen>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    let full = |b: Bytes| Full::new(b).boxed();
+    if req.uri().path() == "/stream" {
+        // Server-sent events: three events 300 ms apart.
+        let events = futures::stream::unfold(0u32, |i| async move {
+            if i == 3 {
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            let frame = Frame::data(Bytes::from(format!("data: {i}\n\n")));
+            Some((Ok::<_, Infallible>(frame), i + 1))
+        });
+        return Ok(Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(StreamBody::new(events).boxed())
+            .unwrap());
+    }
     if req.uri().path() == "/health" {
         let ok = healthy.load(Ordering::SeqCst);
         let status = if ok { 200 } else { 503 };
         return Ok(Response::builder()
             .status(status)
-            .body(Full::new(Bytes::from(name)))
+            .body(full(Bytes::from(name)))
             .unwrap());
     }
     seen.requests.fetch_add(1, Ordering::SeqCst);
@@ -151,8 +171,8 @@ async fn handle(
             .header("connection", "upgrade")
             .header("upgrade", "websocket")
             .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-            .body(Full::new(Bytes::new()))
+            .body(full(Bytes::new()))
             .unwrap());
     }
-    Ok(Response::new(Full::new(Bytes::from(name))))
+    Ok(Response::new(full(Bytes::from(name))))
 }
