@@ -57,7 +57,7 @@ impl ProxyProcess {
         Ok(p)
     }
 
-    async fn spawn(&mut self) -> anyhow::Result<()> {
+    fn spawn_child(&self, upgrade: bool) -> anyhow::Result<Child> {
         let d = |f: &str| self.dir.join(f).display().to_string();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -86,12 +86,47 @@ impl ProxyProcess {
                 "2",
             ])
             .args(&self.extra)
+            .args(upgrade.then_some("--upgrade"))
             .env("STACKPAD_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .context("spawning stackpad-proxy")?;
-        self.child = Some(child);
+        Ok(child)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        self.child = Some(self.spawn_child(false)?);
+        self.wait_ready().await
+    }
+
+    /// Pingora's graceful upgrade: a new process started with `--upgrade` takes the listening
+    /// sockets from the old one (SIGQUIT), which then finishes its connections and exits.
+    pub async fn graceful_upgrade(&mut self) -> anyhow::Result<()> {
+        let mut old = self.child.take().context("no running proxy")?;
+        let sock = self.dir.join("upgrade.sock");
+        let _ = std::fs::remove_file(&sock);
+        self.child = Some(self.spawn_child(true)?);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the new process never opened {}",
+                sock.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let status = Command::new("kill")
+            .args(["-QUIT", &old.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -QUIT failed");
+        let exited = tokio::task::spawn_blocking(move || old.wait()).await??;
+        tracing_free_log(&format!("old proxy exited with {exited}"));
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let http = tokio::net::TcpStream::connect(self.http).await.is_ok();
@@ -139,6 +174,10 @@ impl ProxyProcess {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
+}
+
+fn tracing_free_log(msg: &str) {
+    eprintln!("{msg}");
 }
 
 impl Drop for ProxyProcess {
