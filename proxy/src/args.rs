@@ -96,7 +96,10 @@ pub fn serve(argv: &[String]) -> anyhow::Result<()> {
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
     }
-    config.admin_token = token(config.admin_token_file.as_ref())?;
+    let token = token(config.admin_token_file.as_ref())?;
+    if !token.is_empty() {
+        config.admin_token = token;
+    }
     init_tracing();
     proxy::server::run(config, upgrade)?;
     Ok(())

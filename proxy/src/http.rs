@@ -64,6 +64,8 @@ pub struct RequestCtx {
     body_bytes: u64,
     upgraded: bool,
     counted: bool,
+    /// Counted in the upgraded-connections gauge.
+    upgraded_counted: bool,
     /// A later request on a kept-alive HTTP/1 connection.
     reused_connection: bool,
     /// Status of a response the proxy wrote itself.
@@ -121,6 +123,7 @@ impl ProxyHttp for StackpadProxy {
             upgraded: false,
             counted: false,
             reused_connection: false,
+            upgraded_counted: false,
             own_status: None,
         }
     }
@@ -286,6 +289,13 @@ impl ProxyHttp for StackpadProxy {
             && let Some(admission) = &mut ctx.admission
         {
             admission.register_long_lived(fd);
+            if !ctx.upgraded_counted {
+                ctx.upgraded_counted = true;
+                self.state
+                    .metrics
+                    .active_upgraded
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
@@ -399,6 +409,12 @@ impl ProxyHttp for StackpadProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.upgraded_counted {
+            self.state
+                .metrics
+                .active_upgraded
+                .fetch_sub(1, Ordering::Relaxed);
+        }
         if ctx.counted {
             self.state
                 .metrics
