@@ -15,6 +15,6 @@ mod shipper;
 mod spool;
 
 pub use row::{LogRow, STREAM_STDERR, STREAM_STDOUT};
-pub use schema::{ensure_schema, expire_partitions, SchemaError};
+pub use schema::{SchemaError, ensure_schema, expire_partitions};
 pub use shipper::{ClickHouseShipper, ShipperConfig, ShipperStats, today};
 pub use spool::{Spool, SpoolError};

@@ -48,10 +48,17 @@ pub enum SchemaError {
 
 /// Creates the database and applies the steps not applied yet.
 pub async fn ensure_schema(server: &Client, database: &str) -> Result<(), SchemaError> {
-    if database.is_empty() || !database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if database.is_empty()
+        || !database
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         return Err(SchemaError::DatabaseName(database.to_owned()));
     }
-    server.query(&format!("CREATE DATABASE IF NOT EXISTS {database}")).execute().await?;
+    server
+        .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+        .execute()
+        .await?;
     server
         .query(&format!(
             "CREATE TABLE IF NOT EXISTS {database}.schema_migrations \
@@ -92,7 +99,11 @@ pub async fn ensure_schema(server: &Client, database: &str) -> Result<(), Schema
 
 /// Drops the partitions whose retention has passed on `today` (days since 1970-01-01); returns
 /// how many were dropped.
-pub async fn expire_partitions(server: &Client, database: &str, today: u16) -> Result<usize, SchemaError> {
+pub async fn expire_partitions(
+    server: &Client,
+    database: &str,
+    today: u16,
+) -> Result<usize, SchemaError> {
     let partitions: Vec<String> = server
         .query(
             "SELECT DISTINCT partition FROM system.parts \
@@ -103,7 +114,9 @@ pub async fn expire_partitions(server: &Client, database: &str, today: u16) -> R
         .await?;
     let mut dropped = 0;
     for partition in partitions {
-        let Some((date, days)) = parse_partition(&partition) else { continue };
+        let Some((date, days)) = parse_partition(&partition) else {
+            continue;
+        };
         if u32::from(date) + u32::from(days) < u32::from(today) {
             server
                 .query(&format!(

@@ -154,7 +154,8 @@ impl ClickHouseShipper {
             .copied()
             .unwrap_or(self.config.default_retention_days);
         LogRow {
-            date: u16::try_from(line.timestamp_nanos.max(0) / 86_400_000_000_000).unwrap_or(u16::MAX),
+            date: u16::try_from(line.timestamp_nanos.max(0) / 86_400_000_000_000)
+                .unwrap_or(u16::MAX),
             ts_ns: line.timestamp_nanos,
             line_id: self.ids.next(&labels.container_id),
             organization_id: labels.organization_id.clone(),
@@ -178,7 +179,9 @@ impl ClickHouseShipper {
 impl LogSink for ClickHouseShipper {
     fn ship(&self, labels: &LogLabels, line: &LogLine) {
         if self.queue.try_send(self.row(labels, line)).is_err() {
-            self.stats.lines_dropped_queue.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .lines_dropped_queue
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -193,7 +196,10 @@ struct LineIds {
 
 impl LineIds {
     fn new() -> Self {
-        Self { seed: std::collections::hash_map::RandomState::new(), counter: AtomicU64::new(0) }
+        Self {
+            seed: std::collections::hash_map::RandomState::new(),
+            counter: AtomicU64::new(0),
+        }
     }
 
     fn next(&self, container_id: &str) -> u64 {
@@ -275,7 +281,9 @@ impl Sender {
         if let Err(error) = self.spool.push(&batch) {
             // The disk refused: these lines are lost; count them like queue drops.
             tracing::warn!(%error, lines = batch.len(), "log spool write failed");
-            self.stats.lines_dropped_queue.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.stats
+                .lines_dropped_queue
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
     }
 
@@ -284,7 +292,9 @@ impl Sender {
         match result {
             Ok(Ok(())) => {
                 self.retry_at = None;
-                self.stats.lines_shipped.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .lines_shipped
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
                 true
             }
             failure => {
@@ -293,7 +303,10 @@ impl Sender {
                     _ => "timed out".into(),
                 };
                 if self.retry_at.is_none() {
-                    tracing::warn!(reason, "ClickHouse insert failed; spooling logs until it answers");
+                    tracing::warn!(
+                        reason,
+                        "ClickHouse insert failed; spooling logs until it answers"
+                    );
                 }
                 self.stats.batches_failed.fetch_add(1, Ordering::Relaxed);
                 self.retry_at = Some(Instant::now() + self.config.retry_interval);
@@ -302,7 +315,10 @@ impl Sender {
         }
     }
 
-    async fn try_insert(&mut self, rows: &[LogRow]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn try_insert(
+        &mut self,
+        rows: &[LogRow],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if !self.schema_ready {
             ensure_schema(&self.server, &self.config.database).await?;
             self.schema_ready = true;
@@ -318,6 +334,10 @@ impl Sender {
 
 /// Days since 1970-01-01 now, for [`expire_partitions`](super::expire_partitions).
 pub fn today() -> u16 {
-    let days = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / 86_400;
+    let days = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        / 86_400;
     u16::try_from(days).unwrap_or(u16::MAX)
 }

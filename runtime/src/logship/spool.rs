@@ -48,7 +48,10 @@ pub struct Spool {
 impl Spool {
     /// Opens (creating) the spool in `dir`, finding batches a previous run left.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
-        let io = |source| SpoolError::Io { path: dir.to_owned(), source };
+        let io = |source| SpoolError::Io {
+            path: dir.to_owned(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
         let mut batches = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -119,15 +122,24 @@ impl Spool {
         }
         let mut state = self.lock();
         while state.bytes + encoded.len() as u64 > self.max_bytes {
-            let Some(oldest) = state.batches.pop_front() else { break };
+            let Some(oldest) = state.batches.pop_front() else {
+                break;
+            };
             state.bytes -= oldest.bytes;
             self.dropped_lines.fetch_add(oldest.rows, Ordering::Relaxed);
             let _ = std::fs::remove_file(self.path(oldest));
         }
-        let batch = Batch { seq: state.next_seq, rows: rows.len() as u64, bytes: encoded.len() as u64 };
+        let batch = Batch {
+            seq: state.next_seq,
+            rows: rows.len() as u64,
+            bytes: encoded.len() as u64,
+        };
         let path = self.path(batch);
         let tmp = path.with_extension("tmp");
-        let io = |source| SpoolError::Io { path: tmp.clone(), source };
+        let io = |source| SpoolError::Io {
+            path: tmp.clone(),
+            source,
+        };
         std::fs::write(&tmp, &encoded).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
         state.next_seq += 1;
@@ -138,7 +150,9 @@ impl Spool {
 
     /// The oldest batch: its sequence number (for [`Spool::remove`]) and rows.
     pub fn oldest(&self) -> Result<Option<(u64, Vec<LogRow>)>, SpoolError> {
-        let Some(batch) = self.lock().batches.front().copied() else { return Ok(None) };
+        let Some(batch) = self.lock().batches.front().copied() else {
+            return Ok(None);
+        };
         let path = self.path(batch);
         let bytes = std::fs::read(&path).map_err(|source| SpoolError::Io { path, source })?;
         let mut input = bytes.as_slice();
@@ -161,11 +175,14 @@ impl Spool {
     }
 
     fn path(&self, batch: Batch) -> PathBuf {
-        self.dir.join(format!("{:020}-{}.batch", batch.seq, batch.rows))
+        self.dir
+            .join(format!("{:020}-{}.batch", batch.seq, batch.rows))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -203,7 +220,8 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("stackpad-spool-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("stackpad-spool-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
