@@ -9,13 +9,17 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod cli;
 pub mod config;
 pub mod containerd;
+pub mod daemon;
 pub mod error;
+pub mod grpc;
 pub mod health;
 pub mod image;
 pub mod isolation;
 pub mod logs;
+pub mod logship;
 pub mod metrics;
 pub mod network;
 pub mod restart;

@@ -155,6 +155,8 @@ impl TestNode {
             containerd_socket: ns.services.containerd_socket.clone().into(),
             state_dir: dirs.path().join("state"),
             run_dir: dirs.path().join("run"),
+            listen: "127.0.0.1:0".parse()?,
+            metrics_listen: "127.0.0.1:0".parse()?,
             ..NodeConfig::default()
         };
         let agent = Agent::new(
