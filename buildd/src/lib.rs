@@ -8,11 +8,14 @@
 
 pub mod build;
 pub mod buildkit;
+pub mod config;
 pub mod context;
+pub mod daemon;
 pub mod detect;
 pub mod dockerfile;
 pub mod engine;
 pub mod manager;
 pub mod metrics;
 pub mod queue;
+pub mod service;
 pub mod source;

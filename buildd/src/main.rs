@@ -1,16 +1,42 @@
-//! `stackpad-buildd`: parses its arguments and runs the daemon from the `buildd` library.
+//! `stackpad-buildd`: reads its configuration and runs the daemon from the `buildd` library.
+//!
+//! Usage: `stackpad-buildd [--config FILE] [--listen ADDR]`; the file defaults to
+//! `$STACKPAD_BUILDD_CONFIG` and, without either, every key takes its default.
 
-fn main() -> std::process::ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("--version") => {
-            println!("stackpad-buildd {}", env!("CARGO_PKG_VERSION"));
-            std::process::ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!(
-                "stackpad-buildd: the daemon is not built yet (issue #7); only --version works"
-            );
-            std::process::ExitCode::FAILURE
+use anyhow::Context as _;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let mut args = std::env::args().skip(1);
+    let mut file = std::env::var("STACKPAD_BUILDD_CONFIG").ok();
+    let mut listen = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--version" => {
+                println!("stackpad-buildd {}", env!("CARGO_PKG_VERSION"));
+                return Ok(());
+            }
+            "--config" => file = Some(args.next().context("--config needs a file")?),
+            "--listen" => listen = Some(args.next().context("--listen needs an address")?),
+            other => anyhow::bail!(
+                "unknown argument {other:?}; usage: stackpad-buildd [--config FILE] [--listen ADDR]"
+            ),
         }
     }
+    let text = match &file {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+        None => String::new(),
+    };
+    let mut config = buildd::config::Config::from_toml(&text)?;
+    if let Some(addr) = listen {
+        config.listen = addr.parse().with_context(|| format!("--listen {addr:?}"))?;
+    }
+    buildd::daemon::Daemon::start(config).await?.wait().await;
+    Ok(())
 }

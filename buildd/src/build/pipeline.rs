@@ -148,6 +148,12 @@ impl BuildRunner for Pipeline {
         } else {
             req.cache_ref.clone()
         };
+        // buildkitd pushes from its `image` exporter; dockerd's embedded BuildKit only has
+        // `moby` (the image lands in dockerd), so the push goes through dockerd's API.
+        let exporter = match self.buildkit {
+            Endpoint::Buildkitd(_) => "image",
+            Endpoint::Dockerd(_) => "moby",
+        };
         let spec = SolveSpec {
             reference: format!(
                 "stackpad-{id}-{}",
@@ -160,7 +166,8 @@ impl BuildRunner for Pipeline {
             cache_imports: vec![cache_ref.clone()],
             inline_cache: true,
             network_mode: self.network_mode.clone(),
-            exporter: "moby".into(),
+            exporter: exporter.into(),
+            push: exporter == "image",
         };
         let tracker = Arc::new(Mutex::new(ProgressTracker::default()));
         let (status_tx, mut status_rx) = mpsc::channel(256);
@@ -197,15 +204,37 @@ impl BuildRunner for Pipeline {
             Ok(t) => (t.failed_step().cloned(), t.cache_counts()),
             Err(_) => (None, (0, 0)),
         };
-        if let Err(e) = solved {
-            let crate::buildkit::SolveError::Failed { message, .. } = e;
-            return Err(match failed {
-                Some(step) => BuildError::Step {
-                    id,
-                    step: step.name,
-                    message: step.error.unwrap_or(message),
-                },
-                None => BuildError::Solve { id, message },
+        let exporter_response = match solved {
+            Ok(response) => response,
+            Err(crate::buildkit::SolveError::Failed { message, .. }) => {
+                return Err(match failed {
+                    Some(step) => BuildError::Step {
+                        id,
+                        step: step.name,
+                        message: step.error.unwrap_or(message),
+                    },
+                    None => BuildError::Solve { id, message },
+                });
+            }
+        };
+        if spec.push {
+            let digest = exporter_response
+                .get("containerimage.digest")
+                .cloned()
+                .unwrap_or_default();
+            log(
+                &events,
+                "push",
+                format!("pushed {image}@{digest} (by BuildKit)"),
+            );
+            return Ok(BuildOutcome {
+                commit: co.commit,
+                framework,
+                port: detection.port,
+                image,
+                digest,
+                cached_steps,
+                total_steps,
             });
         }
 

@@ -30,6 +30,8 @@ pub struct SolveSpec {
     pub network_mode: String,
     /// The exporter: `moby` (dockerd's image store) or `image` (buildkitd).
     pub exporter: String,
+    /// Ask the exporter to push (`image` exporter only; dockerd's `moby` exporter cannot).
+    pub push: bool,
 }
 
 /// Why a solve failed.
@@ -86,7 +88,13 @@ pub async fn solve(
     let request = SolveRequest {
         r#ref: spec.reference.clone(),
         exporter: spec.exporter.clone(),
-        exporter_attrs: HashMap::from([("name".to_owned(), spec.image_names.join(","))]),
+        exporter_attrs: {
+            let mut attrs = HashMap::from([("name".to_owned(), spec.image_names.join(","))]);
+            if spec.push {
+                attrs.insert("push".into(), "true".into());
+            }
+            attrs
+        },
         session: String::new(),
         frontend: "dockerfile.v0".into(),
         frontend_attrs,

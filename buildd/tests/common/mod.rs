@@ -1,5 +1,6 @@
 //! Helpers for buildd's tests against real git, dockerd's BuildKit and the registry.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(clippy::unwrap_used, reason = "test helpers")]
 
 use std::path::{Path, PathBuf};
 
@@ -71,4 +72,232 @@ pub fn commit_change(repo: &Path, file: &str, content: &str) -> String {
     git(repo, &["add", "."]);
     git(repo, &["commit", "-q", "-m", "change"]);
     git(repo, &["rev-parse", "HEAD"])
+}
+
+use buildd::config::Config;
+use buildd::daemon::Daemon;
+use proto::build::v1 as pb;
+use proto::build::v1::builder_client::BuilderClient;
+use tonic::transport::Channel;
+
+/// A daemon on loopback ports of its own, with the local base images, and its work folder.
+pub struct TestDaemon {
+    pub daemon: Daemon,
+    pub client: BuilderClient<Channel>,
+    _work: tempfile::TempDir,
+}
+
+pub async fn daemon(max_concurrent_builds: usize) -> TestDaemon {
+    let work = tempfile::tempdir().unwrap();
+    let socket = docker_socket();
+    if !socket.exists() {
+        panic!(
+            "dockerd (BuildKit) is not running: no socket at {}; start the platform services with `scripts/services up`",
+            socket.display()
+        );
+    }
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        work_dir: work.path().to_path_buf(),
+        max_concurrent_builds,
+        ..Config::default()
+    };
+    config.buildkit.socket = socket.clone();
+    config.buildkit.docker_socket = socket;
+    config.base_images.node = format!("{}/stackpad/node:20", registry());
+    config.base_images.static_server = format!("{}/stackpad/busybox:1", registry());
+    let daemon = Daemon::start(config).await.expect("daemon starts");
+    let client = BuilderClient::connect(format!("http://{}", daemon.grpc_addr))
+        .await
+        .expect("gRPC connect");
+    TestDaemon {
+        daemon,
+        client,
+        _work: work,
+    }
+}
+
+/// A StartBuild request for the repository at `repo` and commit `sha`, pushing to a unique
+/// repository under `tests/`.
+pub fn start_request(id: &str, repo: &Path, sha: &str) -> pb::StartBuildRequest {
+    pb::StartBuildRequest {
+        build_id: id.to_owned(),
+        source: Some(pb::GitSource {
+            url: repo.display().to_string(),
+            commit: sha.to_owned(),
+            ..Default::default()
+        }),
+        image: format!("{}/tests/{}", registry(), unique("buildd")),
+        build_args: [(
+            "BASE".to_owned(),
+            format!("{}/stackpad/busybox:1", registry()),
+        )]
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// Every event of a build until it ends.
+pub async fn watch_all(
+    client: &mut BuilderClient<Channel>,
+    id: &str,
+) -> Vec<pb::build_event::Event> {
+    let mut stream = client
+        .watch_build(pb::WatchBuildRequest {
+            build_id: id.to_owned(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(ev) = stream.message().await.expect("watch stream") {
+        events.extend(ev.event);
+    }
+    events
+}
+
+pub fn final_status(events: &[pb::build_event::Event]) -> pb::BuildStatus {
+    match events.last() {
+        Some(pb::build_event::Event::Status(s)) => s.clone(),
+        other => panic!("the last event is not a status: {other:?}"),
+    }
+}
+
+pub fn log_lines(events: &[pb::build_event::Event]) -> Vec<pb::LogLine> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            pb::build_event::Event::Log(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn steps(events: &[pb::build_event::Event]) -> Vec<pb::StepProgress> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            pb::build_event::Event::Step(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A git repository with the given files, committed; returns (dir, sha).
+pub fn repo_with(files: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "test"]);
+    let sha = git(dir.path(), &["rev-parse", "HEAD"]);
+    (dir, sha)
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A container run from a pushed image in containerd, in a namespace of its own; removed (with
+/// the namespace) on drop.
+pub struct Container {
+    namespace: String,
+    id: String,
+    image: String,
+}
+
+fn ctr(namespace: &str, args: &[&str]) -> Result<String, String> {
+    let address = std::env::var("CONTAINERD_ADDRESS")
+        .unwrap_or_else(|_| "/run/containerd/containerd.sock".into());
+    let out = std::process::Command::new("ctr")
+        .args(["--address", &address, "-n", namespace])
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ctr: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Container {
+    /// Pulls `image` (plain HTTP from the loopback registry) and runs it with the host network and
+    /// `PORT=port`.
+    pub fn run(image: &str, port: u16) -> Container {
+        let c = Container {
+            namespace: unique("buildd-test"),
+            id: unique("app"),
+            image: image.to_owned(),
+        };
+        ctr(&c.namespace, &["images", "pull", "--plain-http", image]).unwrap_or_else(|e| {
+            panic!("containerd pull failed (is containerd up? `scripts/services up`): {e}")
+        });
+        let env = format!("PORT={port}");
+        ctr(
+            &c.namespace,
+            &["run", "-d", "--net-host", "--env", &env, image, &c.id],
+        )
+        .unwrap();
+        c
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let ns = &self.namespace;
+        let _ = ctr(ns, &["tasks", "kill", "-s", "SIGKILL", &self.id]);
+        for _ in 0..50 {
+            if ctr(ns, &["tasks", "delete", &self.id]).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = ctr(ns, &["containers", "delete", &self.id]);
+        let _ = ctr(ns, &["images", "rm", &self.image]);
+        let _ = ctr(ns, &["namespaces", "rm", ns]);
+        let _ = ctr("default", &["namespaces", "rm", ns]);
+    }
+}
+
+/// GET http://127.0.0.1:port/ until it answers (up to `secs`); returns (status line, body).
+pub async fn http_get(port: u16, secs: u64) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let attempt = async {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n").await?;
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
+        };
+        match attempt.await {
+            Ok(text) if !text.is_empty() => {
+                let status = text.lines().next().unwrap_or_default().to_owned();
+                let body = text
+                    .split_once("\r\n\r\n")
+                    .map(|(_, b)| b.to_owned())
+                    .unwrap_or_default();
+                return (status, body);
+            }
+            _ if tokio::time::Instant::now() > deadline => {
+                panic!("nothing answered HTTP on 127.0.0.1:{port} within {secs}s")
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
 }

@@ -1,0 +1,155 @@
+//! Real builds of the fixtures through the daemon's gRPC API, dockerd's BuildKit and the
+//! registry; the pushed images run in containerd and answer HTTP.
+
+mod common;
+
+use common::*;
+use proto::build::v1 as pb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn express_builds_runs_and_a_source_change_reuses_the_dependency_layer() {
+    let mut d = daemon(4).await;
+    let (repo, sha) = fixture_repo("express");
+    let id = unique("express");
+    let req = start_request(&id, repo.path(), &sha);
+    let image_repo = req.image.clone();
+    d.client.start_build(req).await.expect("start");
+    let events = watch_all(&mut d.client, &id).await;
+    let status = final_status(&events);
+    assert_eq!(
+        status.state(),
+        pb::BuildState::Succeeded,
+        "{status:?}\n{:#?}",
+        log_lines(&events)
+    );
+    assert_eq!(status.framework, "express");
+    assert_eq!(status.container_port, 3000);
+    assert_eq!(status.commit, sha);
+    assert_eq!(status.image, format!("{image_repo}:{sha}"));
+    assert!(status.image_digest.starts_with("sha256:"), "{status:?}");
+    // Log lines carry a timestamp and their step.
+    let logs = log_lines(&events);
+    assert!(
+        logs.iter()
+            .any(|l| l.step == "clone" && l.timestamp_unix_nanos > 0)
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.step == "dockerfile" && l.line.contains("npm ci --omit=dev"))
+    );
+
+    let port = free_port();
+    let pushed = format!("{image_repo}@{}", status.image_digest);
+    {
+        let _c = Container::run(&pushed, port);
+        let (line, body) = http_get(port, 20).await;
+        assert!(line.contains("200"), "{line}");
+        assert_eq!(body, "hello from express");
+    }
+
+    // Same repository, one source file changed: the install step comes from the cache.
+    let sha2 = commit_change(
+        repo.path(),
+        "greeting.js",
+        "exports.greeting = () => \"hello again from express\";\n",
+    );
+    let id2 = unique("express-warm");
+    let mut req2 = start_request(&id2, repo.path(), &sha2);
+    req2.image = image_repo.clone();
+    d.client.start_build(req2).await.expect("start warm");
+    let events2 = watch_all(&mut d.client, &id2).await;
+    let status2 = final_status(&events2);
+    assert_eq!(status2.state(), pb::BuildState::Succeeded, "{status2:?}");
+    let install: Vec<_> = steps(&events2)
+        .into_iter()
+        .filter(|s| s.name.contains("npm ci") && s.completed_at_unix_ms > 0)
+        .collect();
+    assert!(
+        !install.is_empty(),
+        "no completed install step in {:#?}",
+        steps(&events2)
+    );
+    assert!(
+        install.iter().all(|s| s.cached),
+        "install step not cached: {install:#?}"
+    );
+    let copy_source = steps(&events2)
+        .into_iter()
+        .filter(|s| s.name.contains("COPY --chown=1000:1000 . .") && s.completed_at_unix_ms > 0)
+        .collect::<Vec<_>>();
+    assert!(
+        copy_source.iter().any(|s| !s.cached),
+        "the changed source must be copied again"
+    );
+    assert!(
+        status2.cached_steps > 0 && status2.cached_steps < status2.total_steps,
+        "{status2:?}"
+    );
+
+    let port2 = free_port();
+    let _c = Container::run(&format!("{image_repo}@{}", status2.image_digest), port2);
+    let (_, body) = http_get(port2, 20).await;
+    assert_eq!(body, "hello again from express");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_dockerfile_is_used_and_its_image_answers() {
+    let mut d = daemon(4).await;
+    let (repo, sha) = fixture_repo("dockerfile");
+    let id = unique("dockerfile");
+    let req = start_request(&id, repo.path(), &sha);
+    let image_repo = req.image.clone();
+    d.client.start_build(req).await.expect("start");
+    let events = watch_all(&mut d.client, &id).await;
+    let status = final_status(&events);
+    assert_eq!(
+        status.state(),
+        pb::BuildState::Succeeded,
+        "{status:?}\n{:#?}",
+        log_lines(&events)
+    );
+    assert_eq!(
+        (status.framework.as_str(), status.container_port),
+        ("dockerfile", 8080)
+    );
+    assert!(
+        !log_lines(&events).iter().any(|l| l.step == "dockerfile"),
+        "nothing generated"
+    );
+    let port = free_port();
+    let _c = Container::run(&format!("{image_repo}@{}", status.image_digest), port);
+    let (line, body) = http_get(port, 20).await;
+    assert!(line.contains("200"), "{line}");
+    assert_eq!(body.trim(), "hello from dockerfile");
+
+    // GetBuild after the end, and /metrics.
+    let got = d
+        .client
+        .get_build(pb::GetBuildRequest {
+            build_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.image_digest, status.image_digest);
+    let metrics = reqwest_get(d.daemon.metrics_addr).await;
+    assert!(
+        metrics.contains("stackpad_buildd_builds_total{outcome=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stackpad_buildd_cache_hit_ratio"),
+        "{metrics}"
+    );
+}
+
+async fn reqwest_get(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
