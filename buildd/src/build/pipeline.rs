@@ -75,6 +75,12 @@ impl BuildRunner for Pipeline {
             source,
         })?;
 
+        // Report the commit before detection, so a failed detection still says what it read.
+        let _ = events.send(Progress::Detected {
+            commit: co.commit.clone(),
+            framework: String::new(),
+            port: 0,
+        });
         let snapshot = RepoSnapshot::read(&co.app_dir).map_err(work_err)?;
         let detection = detect(&snapshot).map_err(|source| BuildError::Detect {
             id: id.clone(),

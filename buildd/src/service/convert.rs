@@ -32,7 +32,7 @@ fn valid_image(image: &str) -> bool {
         && !repo_part.contains(':')
         && !repo_part.contains('@')
         && !image.chars().any(char::is_whitespace)
-        && image.chars().all(|c| c.is_ascii())
+        && image.is_ascii()
         && repo_part == repo_part.to_ascii_lowercase()
 }
 

@@ -252,9 +252,9 @@ pub async fn checkout(
 ) -> Result<Checkout, SourceError> {
     let url = fetch_url(&source.url)?;
     let shown = redact_url(&source.url);
-    if !source.commit.is_empty()
-        && !(source.commit.len() == 40 && source.commit.chars().all(|c| c.is_ascii_hexdigit()))
-    {
+    let full_sha =
+        source.commit.len() == 40 && source.commit.chars().all(|c| c.is_ascii_hexdigit());
+    if !source.commit.is_empty() && !full_sha {
         return Err(SourceError::InvalidCommit {
             commit: source.commit.clone(),
         });

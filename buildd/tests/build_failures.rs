@@ -1,0 +1,275 @@
+//! Builds that must fail, stop or wait, through the daemon against the real BuildKit.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use proto::build::v1 as pb;
+
+fn busybox() -> String {
+    format!("FROM {}/stackpad/busybox:1\n", registry())
+}
+
+async fn run_to_end(d: &mut TestDaemon, req: pb::StartBuildRequest) -> Vec<pb::build_event::Event> {
+    let id = req.build_id.clone();
+    d.client.start_build(req).await.expect("start");
+    watch_all(&mut d.client, &id).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_run_fails_the_build_and_the_log_shows_the_step() {
+    let mut d = daemon(4).await;
+    let nonce = unique("n");
+    let dockerfile = format!("{}RUN echo before-failure-{nonce} && exit 3\n", busybox());
+    let (repo, sha) = repo_with(&[("Dockerfile", &dockerfile)]);
+    let id = unique("failing-run");
+    let events = run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await;
+    let status = final_status(&events);
+    assert_eq!(status.state(), pb::BuildState::Failed);
+    assert!(
+        status.failure_reason.contains("RUN echo before-failure"),
+        "{}",
+        status.failure_reason
+    );
+    assert!(
+        status.failure_reason.contains("exit code: 3"),
+        "{}",
+        status.failure_reason
+    );
+    let logs = log_lines(&events);
+    let line = logs
+        .iter()
+        .find(|l| l.line.contains(&format!("before-failure-{nonce}")) && l.step != "result")
+        .unwrap_or_else(|| panic!("the step's output is not in the log: {logs:#?}"));
+    assert!(line.step.contains("RUN echo"), "{line:?}");
+    let failed: Vec<_> = steps(&events)
+        .into_iter()
+        .filter(|s| !s.error.is_empty())
+        .collect();
+    assert!(
+        failed.iter().any(|s| s.name.contains("RUN echo")),
+        "{failed:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dockerfile_syntax_error_fails_with_the_line() {
+    let mut d = daemon(4).await;
+    let dockerfile = format!("{}RUNN echo nope\n", busybox());
+    let (repo, sha) = repo_with(&[("Dockerfile", &dockerfile)]);
+    let id = unique("syntax");
+    let events = run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await;
+    let status = final_status(&events);
+    assert_eq!(status.state(), pb::BuildState::Failed);
+    assert!(
+        status.failure_reason.contains("RUNN"),
+        "{}",
+        status.failure_reason
+    );
+    assert!(
+        status.failure_reason.contains("line 2"),
+        "{}",
+        status.failure_reason
+    );
+    assert!(
+        log_lines(&events)
+            .iter()
+            .any(|l| l.step == "result" && l.line.contains("RUNN"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_fail_with_clear_reasons() {
+    let mut d = daemon(4).await;
+    // Unreachable repository.
+    let missing = tempfile::tempdir().unwrap();
+    let url = missing.path().join("gone");
+    let id = unique("unreachable");
+    let events = run_to_end(&mut d, start_request(&id, &url, "")).await;
+    let reason = final_status(&events).failure_reason;
+    assert!(
+        reason.contains("is unreachable") && reason.contains("gone"),
+        "{reason}"
+    );
+
+    // Unknown commit.
+    let (repo, _) = fixture_repo("dockerfile");
+    let id = unique("unknown-commit");
+    let events = run_to_end(
+        &mut d,
+        start_request(&id, repo.path(), "1111111111111111111111111111111111111111"),
+    )
+    .await;
+    let reason = final_status(&events).failure_reason;
+    assert!(
+        reason.contains("commit 1111111111111111111111111111111111111111 not found"),
+        "{reason}"
+    );
+
+    // Neither package.json nor Dockerfile.
+    let (repo, sha) = repo_with(&[("README.md", "hi\n")]);
+    let id = unique("nothing");
+    let events = run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await;
+    let status = final_status(&events);
+    assert_eq!(status.state(), pb::BuildState::Failed);
+    assert!(
+        status
+            .failure_reason
+            .contains("no Dockerfile and no package.json"),
+        "{}",
+        status.failure_reason
+    );
+    assert_eq!(
+        status.commit, sha,
+        "the commit is reported even when detection fails"
+    );
+
+    // A request that cannot be a build at all is refused up front.
+    let mut bad = start_request("bad id", repo.path(), &sha);
+    bad.image = "nope".into();
+    let err = d.client.start_build(bad).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("build_id"), "{}", err.message());
+    let err = d
+        .client
+        .get_build(pb::GetBuildRequest {
+            build_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+/// `sleep` processes started by BuildKit for this test's RUN step.
+fn sleeping(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| {
+            String::from_utf8_lossy(c)
+                .replace('\0', " ")
+                .contains(marker)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_the_solve() {
+    let mut d = daemon(4).await;
+    // A unique duration marks this test's process.
+    let secs = 100_000 + u32::from_str_radix(&unique("s")[2..6], 16).unwrap();
+    let marker = format!("sleep {secs}");
+    let (repo, sha) = repo_with(&[("Dockerfile", &format!("{}RUN {marker}\n", busybox()))]);
+    let id = unique("cancel");
+    d.client
+        .start_build(start_request(&id, repo.path(), &sha))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while sleeping(&marker) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the RUN step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = d
+        .client
+        .cancel_build(pb::CancelBuildRequest {
+            build_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.state(), pb::BuildState::Cancelled, "{status:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sleeping(&marker) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "BuildKit's RUN process outlived the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_fails_with_a_message() {
+    let mut d = daemon(4).await;
+    let secs = 200_000 + u32::from_str_radix(&unique("s")[2..6], 16).unwrap();
+    let (repo, sha) = repo_with(&[("Dockerfile", &format!("{}RUN sleep {secs}\n", busybox()))]);
+    let id = unique("timeout");
+    let mut req = start_request(&id, repo.path(), &sha);
+    req.timeout_seconds = 3;
+    let events = run_to_end(&mut d, req).await;
+    let status = final_status(&events);
+    assert_eq!(status.state(), pb::BuildState::Failed);
+    assert_eq!(
+        status.failure_reason,
+        format!("build {id} timed out after 3s")
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sleeping(&format!("sleep {secs}")) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the solve outlived the timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_builds_at_once_never_more_than_four_run_and_all_finish() {
+    let mut d = daemon(4).await;
+    let mut repos = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        // A unique file makes each build do real work (no cache hit) for about two seconds.
+        let dockerfile = format!("{}COPY nonce /nonce\nRUN sleep 2\n", busybox());
+        let (repo, sha) = repo_with(&[("Dockerfile", &dockerfile), ("nonce", &unique("n"))]);
+        let id = unique(&format!("six-{i}"));
+        d.client
+            .start_build(start_request(&id, repo.path(), &sha))
+            .await
+            .unwrap();
+        repos.push(repo);
+        ids.push(id);
+    }
+    let mut max_active = 0;
+    let mut saw_queued = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let mut active = 0;
+        let mut ended = 0;
+        for id in &ids {
+            let s = d
+                .client
+                .get_build(pb::GetBuildRequest {
+                    build_id: id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            match s.state() {
+                pb::BuildState::Cloning | pb::BuildState::Building | pb::BuildState::Pushing => {
+                    active += 1
+                }
+                pb::BuildState::Queued => saw_queued = true,
+                pb::BuildState::Succeeded => ended += 1,
+                other => panic!("build {id} ended {other:?}: {}", s.failure_reason),
+            }
+        }
+        max_active = max_active.max(active);
+        assert!(active <= 4, "{active} builds running at once");
+        if ended == ids.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "builds did not finish in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(max_active, 4, "four builds should have run at once");
+    assert!(saw_queued, "two builds should have waited");
+}
