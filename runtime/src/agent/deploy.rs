@@ -105,13 +105,6 @@ impl Agent {
             memory_bytes: self.memory_of(spec),
             pids_limit: self.pids_of(spec),
         })?;
-        let rootfs = task::prepare_rootfs(
-            &self.containerd,
-            &self.config.snapshotter,
-            id,
-            &pulled.chain_id,
-        )
-        .await?;
         let created_ms = record::now_ms();
         task::create_container(
             &self.containerd,
@@ -126,6 +119,15 @@ impl Agent {
                 extensions: [(record::EXT_DEPLOY.to_owned(), record::spec_extension(spec))].into(),
                 ..Default::default()
             },
+        )
+        .await?;
+        // Prepared after the container record exists: the record keeps the fresh snapshot from
+        // the garbage collector (an unreferenced active snapshot is fair game for it).
+        let rootfs = task::prepare_rootfs(
+            &self.containerd,
+            &self.config.snapshotter,
+            id,
+            &pulled.chain_id,
         )
         .await?;
         let entry = Arc::new(Entry::new(Status {

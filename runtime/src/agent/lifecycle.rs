@@ -63,7 +63,11 @@ impl Agent {
         match tokio::time::timeout(limit, wait).await {
             Ok(Ok(_)) => Ok(true),
             Ok(Err(e)) if e.is_not_found() => Ok(true),
-            Ok(Err(e)) => Err(e),
+            // The exit waiter deleted the task meanwhile (its shim closed the connection).
+            Ok(Err(e)) => match task::task_state(&self.containerd, id).await? {
+                task::TaskState::Running { .. } => Err(e),
+                _ => Ok(true),
+            },
             Err(_) => Ok(false),
         }
     }

@@ -246,7 +246,15 @@ pub async fn delete_task(c: &Containerd, id: &str) -> Result<()> {
                 last = Some(s);
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            Err(s) => return Err(RuntimeError::containerd("Tasks.Delete", id, s)),
+            Err(s) => {
+                // A concurrent delete (the exit waiter and a stop racing) closes the shim
+                // under us: fine if the task is gone now.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if matches!(task_state(c, id).await, Ok(TaskState::Missing)) {
+                    return Ok(());
+                }
+                last = Some(s);
+            }
         }
     }
     Err(RuntimeError::containerd(
