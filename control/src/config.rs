@@ -177,13 +177,19 @@ impl Config {
             if !matches!(node.role.as_str(), "build" | "compute") {
                 return Err(invalid(
                     "nodes.role",
-                    format!("node {}: {:?} is not build or compute", node.name, node.role),
+                    format!(
+                        "node {}: {:?} is not build or compute",
+                        node.name, node.role
+                    ),
                 ));
             }
             if !node.address.starts_with("http://") && !node.address.starts_with("https://") {
                 return Err(invalid(
                     "nodes.address",
-                    format!("node {}: {:?} needs http:// or https://", node.name, node.address),
+                    format!(
+                        "node {}: {:?} needs http:// or https://",
+                        node.name, node.address
+                    ),
                 ));
             }
         }
@@ -216,10 +222,34 @@ mod tests {
     #[test]
     fn invalid_values_name_their_key() {
         let cases: Vec<(Config, &str)> = vec![
-            (Config { workers: 0, ..valid() }, "workers"),
-            (Config { lease_ms: 1, ..valid() }, "lease_ms"),
-            (Config { admin_token: "short".into(), ..valid() }, "admin_token"),
-            (Config { registry: "http://x".into(), ..valid() }, "registry"),
+            (
+                Config {
+                    workers: 0,
+                    ..valid()
+                },
+                "workers",
+            ),
+            (
+                Config {
+                    lease_ms: 1,
+                    ..valid()
+                },
+                "lease_ms",
+            ),
+            (
+                Config {
+                    admin_token: "short".into(),
+                    ..valid()
+                },
+                "admin_token",
+            ),
+            (
+                Config {
+                    registry: "http://x".into(),
+                    ..valid()
+                },
+                "registry",
+            ),
             (
                 Config {
                     nodes: vec![NodeConfig {

@@ -56,7 +56,9 @@ impl SecretBox {
             return Err(CryptoError::BadKey(key_hex.len()));
         }
         Ok(Self {
-            cipher: ChaCha20Poly1305::new(&Key::from(<[u8; 32]>::try_from(key.as_slice()).expect("length checked"))),
+            cipher: ChaCha20Poly1305::new(&Key::from(
+                <[u8; 32]>::try_from(key.as_slice()).expect("length checked"),
+            )),
         })
     }
 
@@ -120,7 +122,8 @@ pub fn verify_github_signature(secret: &[u8], body: &[u8], header: &str) -> bool
 
 /// The header value GitHub would send (for tests and the CLI's webhook helper).
 pub fn github_signature(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("hmac accepts any key length");
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("hmac accepts any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -134,8 +137,7 @@ mod tests {
         // https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
         let secret = b"It's a Secret to Everybody";
         let body = b"Hello, World!";
-        let expected =
-            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        let expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         assert_eq!(github_signature(secret, body), expected);
         assert!(verify_github_signature(secret, body, expected));
         assert!(!verify_github_signature(secret, b"Hello, World?", expected));
@@ -150,7 +152,10 @@ mod tests {
         let sb = SecretBox::from_hex(&"11".repeat(32)).unwrap();
         let sealed = sb.seal("svc/DATABASE_URL", "postgres://x");
         assert!(!sealed.windows(12).any(|w| w == b"postgres://x"));
-        assert_eq!(sb.open("svc/DATABASE_URL", &sealed).unwrap(), "postgres://x");
+        assert_eq!(
+            sb.open("svc/DATABASE_URL", &sealed).unwrap(),
+            "postgres://x"
+        );
         assert!(sb.open("svc/OTHER", &sealed).is_err());
         let other = SecretBox::from_hex(&"22".repeat(32)).unwrap();
         assert!(other.open("svc/DATABASE_URL", &sealed).is_err());

@@ -69,24 +69,36 @@ impl Running {
 
 /// Connects to PostgreSQL (applying migrations), registers the configured nodes, and starts
 /// the API on `listener`, `config.workers` pipeline workers and the node monitor.
-pub async fn start(config: &Config, listener: TcpListener, clients: Clients) -> Result<Running, DaemonError> {
+pub async fn start(
+    config: &Config,
+    listener: TcpListener,
+    clients: Clients,
+) -> Result<Running, DaemonError> {
     config.validate()?;
-    let secrets = SecretBox::from_hex(&config.encryption_key).map_err(crate::config::ConfigError::from_crypto)?;
+    let secrets = SecretBox::from_hex(&config.encryption_key)
+        .map_err(crate::config::ConfigError::from_crypto)?;
     let store = Store::connect(&config.database_url, secrets).await?;
     for n in &config.nodes {
         store
             .register_node(&n.name, &n.role, &n.address, n.cpu_millis, n.memory_bytes)
             .await?;
     }
-    let address = listener.local_addr().map_err(|source| DaemonError::Listen {
-        address: config.listen.to_string(),
-        source,
-    })?;
+    let address = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen {
+            address: config.listen.to_string(),
+            source,
+        })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
 
-    let state = AppState::new(store.clone(), wake.clone(), &config.admin_token, &config.apps_domain);
+    let state = AppState::new(
+        store.clone(),
+        wake.clone(),
+        &config.admin_token,
+        &config.apps_domain,
+    );
     let app = api::router(state);
     let mut rx = shutdown_rx.clone();
     tasks.spawn(async move {
@@ -101,7 +113,12 @@ pub async fn start(config: &Config, listener: TcpListener, clients: Clients) -> 
     let dconfig = driver_config(config);
     for _ in 0..config.workers {
         let driver = Driver::new(store.clone(), clients.clone(), dconfig.clone());
-        tasks.spawn(run_worker(driver, wake.clone(), Duration::from_millis(250), shutdown_rx.clone()));
+        tasks.spawn(run_worker(
+            driver,
+            wake.clone(),
+            Duration::from_millis(250),
+            shutdown_rx.clone(),
+        ));
     }
     tasks.spawn(monitor_nodes(
         store.clone(),

@@ -52,8 +52,8 @@ pub struct ComputeNodeView {
 
 impl ComputeNodeView {
     fn fits(&self, cpu: u64, mem: u64) -> bool {
-        let cpu_ok = self.cpu_millis_total == 0
-            || self.cpu_millis_allocated + cpu <= self.cpu_millis_total;
+        let cpu_ok =
+            self.cpu_millis_total == 0 || self.cpu_millis_allocated + cpu <= self.cpu_millis_total;
         let mem_ok = self.memory_bytes_total == 0
             || self.memory_bytes_allocated + mem <= self.memory_bytes_total;
         cpu_ok && mem_ok
@@ -75,7 +75,11 @@ impl ComputeNodeView {
 
 /// The up compute node with room for the request; replicas of one service spread (fewest of its
 /// replicas first), then the emptiest node, then the lowest id.
-pub fn pick_compute_node(nodes: &[ComputeNodeView], cpu_millis: u64, memory_bytes: u64) -> Option<Uuid> {
+pub fn pick_compute_node(
+    nodes: &[ComputeNodeView],
+    cpu_millis: u64,
+    memory_bytes: u64,
+) -> Option<Uuid> {
     nodes
         .iter()
         .filter(|n| n.up && n.fits(cpu_millis, memory_bytes))
@@ -98,7 +102,11 @@ pub struct HeartbeatView {
 
 /// Nodes that are up but have not answered for longer than `down_after` (a node that never
 /// answered counts from its registration).
-pub fn nodes_to_mark_down(nodes: &[HeartbeatView], now: DateTime<Utc>, down_after: Duration) -> Vec<Uuid> {
+pub fn nodes_to_mark_down(
+    nodes: &[HeartbeatView],
+    now: DateTime<Utc>,
+    down_after: Duration,
+) -> Vec<Uuid> {
     let limit = chrono::Duration::from_std(down_after).unwrap_or(chrono::Duration::MAX);
     nodes
         .iter()

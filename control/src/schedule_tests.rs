@@ -17,8 +17,16 @@ fn build(n: u128, running: u32, repo_builds: u32, last: Option<i64>) -> BuildNod
 
 #[test]
 fn build_goes_to_the_warm_node_with_a_free_slot() {
-    let nodes = [build(1, 0, 0, None), build(2, 3, 5, Some(100)), build(3, 1, 0, None)];
-    assert_eq!(pick_build_node(&nodes), Some(id(2)), "warm cache wins over idleness");
+    let nodes = [
+        build(1, 0, 0, None),
+        build(2, 3, 5, Some(100)),
+        build(3, 1, 0, None),
+    ];
+    assert_eq!(
+        pick_build_node(&nodes),
+        Some(id(2)),
+        "warm cache wins over idleness"
+    );
 }
 
 #[test]
@@ -65,7 +73,10 @@ fn compute(n: u128, cpu: (u64, u64), mem: (u64, u64), replicas: u32) -> ComputeN
 
 #[test]
 fn container_goes_where_it_fits() {
-    let nodes = [compute(1, (2000, 1900), (1 << 30, 0), 0), compute(2, (2000, 500), (1 << 30, 0), 0)];
+    let nodes = [
+        compute(1, (2000, 1900), (1 << 30, 0), 0),
+        compute(2, (2000, 500), (1 << 30, 0), 0),
+    ];
     assert_eq!(pick_compute_node(&nodes, 500, 1 << 20), Some(id(2)));
     assert_eq!(pick_compute_node(&nodes, 1600, 1 << 20), None);
     let mem_full = [compute(1, (0, 0), (1000, 900), 0)];
@@ -75,13 +86,19 @@ fn container_goes_where_it_fits() {
 
 #[test]
 fn replicas_spread_before_packing() {
-    let nodes = [compute(1, (4000, 0), (0, 0), 1), compute(2, (4000, 3000), (0, 0), 0)];
+    let nodes = [
+        compute(1, (4000, 0), (0, 0), 1),
+        compute(2, (4000, 3000), (0, 0), 0),
+    ];
     assert_eq!(pick_compute_node(&nodes, 100, 0), Some(id(2)));
 }
 
 #[test]
 fn emptiest_node_wins_a_tie_on_replicas() {
-    let nodes = [compute(1, (4000, 2000), (0, 0), 0), compute(2, (4000, 1000), (0, 0), 0)];
+    let nodes = [
+        compute(1, (4000, 2000), (0, 0), 0),
+        compute(2, (4000, 1000), (0, 0), 0),
+    ];
     assert_eq!(pick_compute_node(&nodes, 100, 0), Some(id(2)));
     let mut down = compute(3, (4000, 0), (0, 0), 0);
     down.up = false;
@@ -92,11 +109,36 @@ fn emptiest_node_wins_a_tie_on_replicas() {
 fn silent_nodes_are_marked_down() {
     let t = |s| DateTime::from_timestamp(s, 0).unwrap();
     let nodes = [
-        HeartbeatView { id: id(1), up: true, last_heartbeat: Some(t(95)), registered_at: t(0) },
-        HeartbeatView { id: id(2), up: true, last_heartbeat: Some(t(80)), registered_at: t(0) },
-        HeartbeatView { id: id(3), up: true, last_heartbeat: None, registered_at: t(99) },
-        HeartbeatView { id: id(4), up: true, last_heartbeat: None, registered_at: t(50) },
-        HeartbeatView { id: id(5), up: false, last_heartbeat: Some(t(0)), registered_at: t(0) },
+        HeartbeatView {
+            id: id(1),
+            up: true,
+            last_heartbeat: Some(t(95)),
+            registered_at: t(0),
+        },
+        HeartbeatView {
+            id: id(2),
+            up: true,
+            last_heartbeat: Some(t(80)),
+            registered_at: t(0),
+        },
+        HeartbeatView {
+            id: id(3),
+            up: true,
+            last_heartbeat: None,
+            registered_at: t(99),
+        },
+        HeartbeatView {
+            id: id(4),
+            up: true,
+            last_heartbeat: None,
+            registered_at: t(50),
+        },
+        HeartbeatView {
+            id: id(5),
+            up: false,
+            last_heartbeat: Some(t(0)),
+            registered_at: t(0),
+        },
     ];
     assert_eq!(
         nodes_to_mark_down(&nodes, t(100), Duration::from_secs(10)),

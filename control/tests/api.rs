@@ -11,9 +11,18 @@ async fn an_organization_never_sees_another_ones_objects() -> anyhow::Result<()>
     let h = Harness::start(fake_clients(&Fakes::new())).await?;
     let (_, a) = h.org("org-a").await;
     let (_, b) = h.org("org-b").await;
-    let (project, service) = h.service(&a, json!({ "name": "web", "image": "127.0.0.1:5000/x:1" })).await;
+    let (project, service) = h
+        .service(&a, json!({ "name": "web", "image": "127.0.0.1:5000/x:1" }))
+        .await;
     let deployment = h.deploy(&a, &service, json!({})).await;
-    let (_, env) = h.call("GET", &format!("/projects/{project}/environments"), &a, None).await;
+    let (_, env) = h
+        .call(
+            "GET",
+            &format!("/projects/{project}/environments"),
+            &a,
+            None,
+        )
+        .await;
     let env = env["items"][0]["id"].as_str().unwrap().to_owned();
 
     let reads = [
@@ -32,12 +41,28 @@ async fn an_organization_never_sees_another_ones_objects() -> anyhow::Result<()>
         assert_eq!(status, 404, "org B must get 404 on {path}: {v}");
     }
     let writes = [
-        ("PATCH", format!("/services/{service}"), Some(json!({ "port": 81 }))),
-        ("POST", format!("/services/{service}/deployments"), Some(json!({}))),
+        (
+            "PATCH",
+            format!("/services/{service}"),
+            Some(json!({ "port": 81 })),
+        ),
+        (
+            "POST",
+            format!("/services/{service}/deployments"),
+            Some(json!({})),
+        ),
         ("POST", format!("/deployments/{deployment}/rollback"), None),
         ("POST", format!("/deployments/{deployment}/cancel"), None),
-        ("POST", format!("/projects/{project}/services"), Some(json!({ "name": "x", "image": "i" }))),
-        ("POST", format!("/projects/{project}/environments"), Some(json!({ "name": "x", "branch": "b" }))),
+        (
+            "POST",
+            format!("/projects/{project}/services"),
+            Some(json!({ "name": "x", "image": "i" })),
+        ),
+        (
+            "POST",
+            format!("/projects/{project}/environments"),
+            Some(json!({ "name": "x", "branch": "b" })),
+        ),
         ("DELETE", format!("/services/{service}"), None),
         ("DELETE", format!("/projects/{project}"), None),
     ];
@@ -48,7 +73,9 @@ async fn an_organization_never_sees_another_ones_objects() -> anyhow::Result<()>
     let (_, list) = h.call("GET", "/projects", &b, None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
     // Still there for A.
-    let (status, _) = h.call("GET", &format!("/services/{service}"), &a, None).await;
+    let (status, _) = h
+        .call("GET", &format!("/services/{service}"), &a, None)
+        .await;
     assert_eq!(status, 200);
     h.stop().await;
     Ok(())
@@ -63,20 +90,34 @@ async fn tokens_are_required_and_roles_are_separate() -> anyhow::Result<()> {
     let (status, v) = h.call("GET", "/projects", "sp_not_a_token", None).await;
     assert_eq!(status, 401, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("token"));
-    let (status, _) = h.call("POST", "/organizations", &a, Some(json!({ "name": "x" }))).await;
-    assert_eq!(status, 403, "an organization token cannot create organizations");
+    let (status, _) = h
+        .call("POST", "/organizations", &a, Some(json!({ "name": "x" })))
+        .await;
+    assert_eq!(
+        status, 403,
+        "an organization token cannot create organizations"
+    );
     let (status, _) = h.call("GET", "/projects", ADMIN, None).await;
     assert_eq!(status, 403, "the operator token has no organization");
     // A second token works; a revoked one does not.
-    let (status, t) = h.call("POST", "/tokens", &a, Some(json!({ "name": "ci" }))).await;
+    let (status, t) = h
+        .call("POST", "/tokens", &a, Some(json!({ "name": "ci" })))
+        .await;
     assert_eq!(status, 201);
     let ci = t["secret"].as_str().unwrap();
     assert_eq!(h.call("GET", "/organization", ci, None).await.0, 200);
     let tid = t["token"]["id"].as_str().unwrap();
-    assert_eq!(h.call("DELETE", &format!("/tokens/{tid}"), &a, None).await.0, 204);
+    assert_eq!(
+        h.call("DELETE", &format!("/tokens/{tid}"), &a, None)
+            .await
+            .0,
+        204
+    );
     assert_eq!(h.call("GET", "/organization", ci, None).await.0, 401);
     // Only the hash is stored.
-    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_sha256 FROM api_tokens").fetch_all(&h.store().pool).await?;
+    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_sha256 FROM api_tokens")
+        .fetch_all(&h.store().pool)
+        .await?;
     assert!(stored.iter().all(|h| h.len() == 32));
     h.stop().await;
     Ok(())
@@ -97,7 +138,13 @@ async fn bad_input_gets_a_clear_4xx_naming_the_field() -> anyhow::Result<()> {
     let resp = raw("{\"name\": ").await?;
     assert_eq!(resp.status(), 400);
     let v: serde_json::Value = resp.json().await?;
-    assert!(v["error"]["message"].as_str().unwrap().contains("invalid JSON"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid JSON"),
+        "{v}"
+    );
 
     let cases = [
         (json!({}), "name"),
@@ -110,25 +157,57 @@ async fn bad_input_gets_a_clear_4xx_naming_the_field() -> anyhow::Result<()> {
         assert_eq!(status, 422, "{body} -> {v}");
         assert_eq!(v["error"]["field"], field, "{body} -> {v}");
     }
-    let (_, p) = h.call("POST", "/projects", &a, Some(json!({ "name": "app" }))).await;
+    let (_, p) = h
+        .call("POST", "/projects", &a, Some(json!({ "name": "app" })))
+        .await;
     let pid = p["id"].as_str().unwrap();
     let service_cases = [
         (json!({ "name": "web" }), "image"),
-        (json!({ "name": "web", "image": "i", "git": { "url": "u" } }), "image"),
-        (json!({ "name": "web", "image": "i", "port": 70000 }), "port"),
-        (json!({ "name": "web", "image": "i", "env": { "1BAD": "x" } }), "env"),
-        (json!({ "name": "web", "image": "i", "kind": "gpu" }), "kind"),
-        (json!({ "name": "web", "image": "i", "domains": ["Bad Domain"] }), "domains"),
-        (json!({ "name": "web", "image": "i", "health_check": { "path": "healthz" } }), "health_check.path"),
-        (json!({ "name": "web", "git": { "branch": "x" } }), "git.branch"),
+        (
+            json!({ "name": "web", "image": "i", "git": { "url": "u" } }),
+            "image",
+        ),
+        (
+            json!({ "name": "web", "image": "i", "port": 70000 }),
+            "port",
+        ),
+        (
+            json!({ "name": "web", "image": "i", "env": { "1BAD": "x" } }),
+            "env",
+        ),
+        (
+            json!({ "name": "web", "image": "i", "kind": "gpu" }),
+            "kind",
+        ),
+        (
+            json!({ "name": "web", "image": "i", "domains": ["Bad Domain"] }),
+            "domains",
+        ),
+        (
+            json!({ "name": "web", "image": "i", "health_check": { "path": "healthz" } }),
+            "health_check.path",
+        ),
+        (
+            json!({ "name": "web", "git": { "branch": "x" } }),
+            "git.branch",
+        ),
         (json!({ "name": "web", "git": {} }), "git.url"),
     ];
     for (body, field) in service_cases {
-        let (status, v) = h.call("POST", &format!("/projects/{pid}/services"), &a, Some(body.clone())).await;
+        let (status, v) = h
+            .call(
+                "POST",
+                &format!("/projects/{pid}/services"),
+                &a,
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(status, 422, "{body} -> {v}");
         assert_eq!(v["error"]["field"], field, "{body} -> {v}");
     }
-    let (status, v) = h.call("POST", "/projects", &a, Some(json!({ "name": "app" }))).await;
+    let (status, v) = h
+        .call("POST", "/projects", &a, Some(json!({ "name": "app" })))
+        .await;
     assert_eq!(status, 409, "duplicate name: {v}");
     let (status, v) = h.call("GET", "/projects?limit=0", &a, None).await;
     assert_eq!((status, v["error"]["field"].as_str()), (422, Some("limit")));
@@ -141,14 +220,25 @@ async fn lists_paginate_and_creates_are_idempotent() -> anyhow::Result<()> {
     let h = Harness::start(fake_clients(&Fakes::new())).await?;
     let (_, a) = h.org("org-a").await;
     for i in 0..5 {
-        h.call("POST", "/projects", &a, Some(json!({ "name": format!("p{i}") }))).await;
+        h.call(
+            "POST",
+            "/projects",
+            &a,
+            Some(json!({ "name": format!("p{i}") })),
+        )
+        .await;
     }
     let mut names = vec![];
     let mut after: Option<String> = None;
     let mut pages = 0;
     loop {
-        let q = after.as_ref().map(|a| format!("&after={a}")).unwrap_or_default();
-        let (_, page) = h.call("GET", &format!("/projects?limit=2{q}"), &a, None).await;
+        let q = after
+            .as_ref()
+            .map(|a| format!("&after={a}"))
+            .unwrap_or_default();
+        let (_, page) = h
+            .call("GET", &format!("/projects?limit=2{q}"), &a, None)
+            .await;
         pages += 1;
         for p in page["items"].as_array().unwrap() {
             names.push(p["name"].as_str().unwrap().to_owned());
@@ -173,7 +263,10 @@ async fn lists_paginate_and_creates_are_idempotent() -> anyhow::Result<()> {
     let again = post("k1", "idem").await?;
     assert_eq!(again.status(), 201);
     let again: serde_json::Value = again.json().await?;
-    assert_eq!(first["id"], again["id"], "a retried create returns the first result");
+    assert_eq!(
+        first["id"], again["id"],
+        "a retried create returns the first result"
+    );
     let other = post("k1", "different").await?;
     assert_eq!(other.status(), 422);
     let v: serde_json::Value = other.json().await?;
@@ -194,13 +287,27 @@ async fn secrets_are_encrypted_at_rest_and_masked() -> anyhow::Result<()> {
             json!({ "name": "web", "image": "i", "env": { "MODE": "prod" }, "secrets": { "API_KEY": "hunter2-secret" } }),
         )
         .await;
-    let (_, s) = h.call("GET", &format!("/services/{service}"), &a, None).await;
-    assert_eq!(s["env"]["MODE"], json!({ "value": "prod", "secret": false }));
-    assert_eq!(s["env"]["API_KEY"], json!({ "value": null, "secret": true }));
-    let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT value_enc FROM service_env").fetch_all(&h.store().pool).await?;
+    let (_, s) = h
+        .call("GET", &format!("/services/{service}"), &a, None)
+        .await;
+    assert_eq!(
+        s["env"]["MODE"],
+        json!({ "value": "prod", "secret": false })
+    );
+    assert_eq!(
+        s["env"]["API_KEY"],
+        json!({ "value": null, "secret": true })
+    );
+    let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT value_enc FROM service_env")
+        .fetch_all(&h.store().pool)
+        .await?;
     assert_eq!(rows.len(), 2);
     for r in rows {
-        assert!(!r.windows(7).any(|w| w == b"hunter2" || w.starts_with(b"prod")), "stored in clear");
+        assert!(
+            !r.windows(7)
+                .any(|w| w == b"hunter2" || w.starts_with(b"prod")),
+            "stored in clear"
+        );
     }
     let env = h.store().service_env(service.parse()?).await?;
     assert_eq!(env["API_KEY"], ("hunter2-secret".to_owned(), true));
@@ -209,22 +316,40 @@ async fn secrets_are_encrypted_at_rest_and_masked() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn openapi_is_public_and_every_route_exists_and_mutations_are_audited() -> anyhow::Result<()> {
+async fn openapi_is_public_and_every_route_exists_and_mutations_are_audited() -> anyhow::Result<()>
+{
     let h = Harness::start(fake_clients(&Fakes::new())).await?;
     let (_, a) = h.org("org-a").await;
-    let doc: serde_json::Value = h.http.get(format!("{}/openapi.json", h.url)).send().await?.json().await?;
+    let doc: serde_json::Value = h
+        .http
+        .get(format!("{}/openapi.json", h.url))
+        .send()
+        .await?
+        .json()
+        .await?;
     assert_eq!(doc["openapi"], "3.1.0");
     let id = uuid::Uuid::new_v4();
     for (method, path) in control::api::ROUTES {
         let path = path.replace("{id}", &id.to_string());
-        let (status, v) = h.call(&method.to_uppercase(), &path, &a, Some(json!({}))).await;
+        let (status, v) = h
+            .call(&method.to_uppercase(), &path, &a, Some(json!({})))
+            .await;
         assert_ne!(status, 405, "{method} {path}");
-        assert_ne!(v["error"]["message"], "no such route", "{method} {path} is not routed");
+        assert_ne!(
+            v["error"]["message"], "no such route",
+            "{method} {path} is not routed"
+        );
     }
-    h.call("POST", "/projects", &a, Some(json!({ "name": "audited" }))).await;
+    h.call("POST", "/projects", &a, Some(json!({ "name": "audited" })))
+        .await;
     let (_, audit) = h.call("GET", "/audit", &a, None).await;
     let entries = audit["items"].as_array().unwrap();
-    assert!(entries.iter().any(|e| e["path"] == "/projects" && e["method"] == "POST" && e["status"] == 201), "{audit}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["path"] == "/projects" && e["method"] == "POST" && e["status"] == 201),
+        "{audit}"
+    );
     h.stop().await;
     Ok(())
 }
@@ -238,7 +363,9 @@ async fn github_webhook_queues_a_push_to_the_branch_once() -> anyhow::Result<()>
         .service(&a, json!({ "name": "web", "git": { "url": "file:///srv/app.git" }, "webhook_secret": "It's a Secret to Everybody" }))
         .await;
     let commit = "0123456789abcdef0123456789abcdef01234567";
-    let body = serde_json::to_vec(&json!({ "ref": "refs/heads/main", "after": commit, "repository": { "full_name": "acme/app" } }))?;
+    let body = serde_json::to_vec(
+        &json!({ "ref": "refs/heads/main", "after": commit, "repository": { "full_name": "acme/app" } }),
+    )?;
     let send = |body: Vec<u8>, sig: String, delivery: &'static str| {
         h.http
             .post(format!("{}/webhooks/github/{service}", h.url))
@@ -275,9 +402,18 @@ async fn github_webhook_queues_a_push_to_the_branch_once() -> anyhow::Result<()>
     let v: serde_json::Value = resp.json().await?;
     assert!(v["status"].as_str().unwrap().contains("ignored"), "{v}");
 
-    let (_, list) = h.call("GET", &format!("/services/{service}/deployments"), &a, None).await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 1, "one deployment for one push: {list}");
-    let d = h.call("GET", &format!("/deployments/{id}"), &a, None).await.1;
+    let (_, list) = h
+        .call("GET", &format!("/services/{service}/deployments"), &a, None)
+        .await;
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        1,
+        "one deployment for one push: {list}"
+    );
+    let d = h
+        .call("GET", &format!("/deployments/{id}"), &a, None)
+        .await
+        .1;
     assert_eq!(d["git_commit"], commit);
     assert_eq!(d["git_ref"], "main");
     h.stop().await;

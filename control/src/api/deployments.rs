@@ -37,12 +37,18 @@ pub async fn create(
     if let Some(c) = &req.git_commit
         && !(7..=64).contains(&c.len())
     {
-        return Err(invalid("git_commit", "must be a 7 to 64 digit hex commit id"));
+        return Err(invalid(
+            "git_commit",
+            "must be a 7 to 64 digit hex commit id",
+        ));
     }
     if let Some(c) = &req.git_commit
         && !c.chars().all(|c| c.is_ascii_hexdigit())
     {
-        return Err(invalid("git_commit", "must be a 7 to 64 digit hex commit id"));
+        return Err(invalid(
+            "git_commit",
+            "must be a 7 to 64 digit hex commit id",
+        ));
     }
     if let Some(r) = &req.git_ref {
         validate::non_empty("git_ref", r)?;
@@ -64,7 +70,11 @@ pub async fn create(
                 }
             }
             (Some(_), None) => {
-                let branch = state.store.environment(org.id, service.environment_id).await?.branch;
+                let branch = state
+                    .store
+                    .environment(org.id, service.environment_id)
+                    .await?
+                    .branch;
                 NewDeployment {
                     git_ref: Some(req.git_ref.clone().unwrap_or(branch)),
                     git_commit: req.git_commit.clone(),
@@ -73,7 +83,10 @@ pub async fn create(
             }
             (None, None) => {
                 if req.git_ref.is_some() || req.git_commit.is_some() {
-                    return Err(invalid("git_ref", "this service runs an image; it has no git source"));
+                    return Err(invalid(
+                        "git_ref",
+                        "this service runs an image; it has no git source",
+                    ));
                 }
                 NewDeployment {
                     image: service.image.clone(),
@@ -81,7 +94,10 @@ pub async fn create(
                 }
             }
         };
-        let d = state.store.create_deployment(org.id, service_id, &new).await?;
+        let d = state
+            .store
+            .create_deployment(org.id, service_id, &new)
+            .await?;
         Ok(json!(d))
     })
     .await?;
@@ -95,10 +111,19 @@ pub async fn list(
     Path(service_id): Path<Uuid>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(state.store.deployments(org.id, service_id, q.page()?).await?)))
+    Ok(Json(json!(
+        state
+            .store
+            .deployments(org.id, service_id, q.page()?)
+            .await?
+    )))
 }
 
-pub async fn get(State(state): State<AppState>, org: Org, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(state): State<AppState>,
+    org: Org,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Value>> {
     let d = state.store.deployment(org.id, id).await?;
     let timeline = state.store.deployment_events(org.id, id).await?;
     let mut v = json!(d);
@@ -121,6 +146,12 @@ pub async fn rollback(
     Ok(response)
 }
 
-pub async fn cancel(State(state): State<AppState>, org: Org, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(state.store.cancel_deployment(org.id, id).await?)))
+pub async fn cancel(
+    State(state): State<AppState>,
+    org: Org,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(json!(
+        state.store.cancel_deployment(org.id, id).await?
+    )))
 }

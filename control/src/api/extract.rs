@@ -18,7 +18,10 @@ use crate::store::PageRequest;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
     Admin,
-    Org { organization_id: Uuid, token_id: Uuid },
+    Org {
+        organization_id: Uuid,
+        token_id: Uuid,
+    },
 }
 
 /// A caller with an organization token.
@@ -56,7 +59,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
         match parts.extensions.get::<Caller>() {
             Some(Caller::Admin) => Ok(Admin),
-            Some(_) => Err(ApiError::Forbidden("this call needs the operator token".into())),
+            Some(_) => Err(ApiError::Forbidden(
+                "this call needs the operator token".into(),
+            )),
             None => Err(ApiError::Unauthorized),
         }
     }
@@ -78,7 +83,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     if bytes.is_empty() {
-        return Err(ApiError::BadRequest("the body must be a JSON object".into()));
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -92,7 +99,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
                 });
                 let field = match (path.as_str(), named) {
                     (".", Some(name)) => name.to_owned(),
-                    (p, Some(name)) if message.starts_with("missing field") => format!("{p}.{name}"),
+                    (p, Some(name)) if message.starts_with("missing field") => {
+                        format!("{p}.{name}")
+                    }
                     (".", None) => "body".to_owned(),
                     (p, _) => p.to_owned(),
                 };
@@ -145,14 +154,20 @@ where
             .to_str()
             .ok()
             .filter(|k| !k.is_empty() && k.len() <= 200)
-            .ok_or_else(|| invalid("Idempotency-Key", "must be 1 to 200 visible ASCII characters"))?
+            .ok_or_else(|| {
+                invalid(
+                    "Idempotency-Key",
+                    "must be 1 to 200 visible ASCII characters",
+                )
+            })?
             .to_owned(),
     };
     let mut hasher = Sha256::new();
     hasher.update(what.as_bytes());
     hasher.update(serde_json::to_vec(request).unwrap_or_default());
     let hash = hasher.finalize().to_vec();
-    if let Some((stored_hash, status, body)) = state.store.idempotent_response(org.id, &key).await? {
+    if let Some((stored_hash, status, body)) = state.store.idempotent_response(org.id, &key).await?
+    {
         if stored_hash != hash {
             return Err(invalid(
                 "Idempotency-Key",

@@ -89,20 +89,34 @@ pub fn router(state: AppState) -> Router {
         .route("/organizations", post(organizations::create))
         .route("/organization", get(organizations::current))
         .route("/tokens", post(organizations::create_token))
-        .route("/tokens/{id}", axum::routing::delete(organizations::revoke_token))
-        .route("/members", get(organizations::members).post(organizations::add_member))
+        .route(
+            "/tokens/{id}",
+            axum::routing::delete(organizations::revoke_token),
+        )
+        .route(
+            "/members",
+            get(organizations::members).post(organizations::add_member),
+        )
         .route("/audit", get(organizations::audit))
         .route("/projects", get(projects::list).post(projects::create))
-        .route("/projects/{id}", get(projects::get).delete(projects::delete))
+        .route(
+            "/projects/{id}",
+            get(projects::get).delete(projects::delete),
+        )
         .route(
             "/projects/{id}/environments",
             get(projects::environments).post(projects::create_environment),
         )
         .route("/environments/{id}", get(projects::environment))
-        .route("/projects/{id}/services", get(services::list).post(services::create))
+        .route(
+            "/projects/{id}/services",
+            get(services::list).post(services::create),
+        )
         .route(
             "/services/{id}",
-            get(services::get).patch(services::update).delete(services::delete),
+            get(services::get)
+                .patch(services::update)
+                .delete(services::delete),
         )
         .route(
             "/services/{id}/deployments",
@@ -115,7 +129,10 @@ pub fn router(state: AppState) -> Router {
         .route("/nodes/{id}/heartbeat", post(nodes::heartbeat))
         .route("/webhooks/github/{id}", post(webhooks::github))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(middleware::from_fn_with_state(state.clone(), auth_and_audit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth_and_audit,
+        ))
         .with_state(state)
 }
 
@@ -155,7 +172,11 @@ async fn auth_and_audit(State(state): State<AppState>, mut req: Request, next: N
             _ => (None, None),
         };
         let status = response.status().as_u16();
-        if let Err(e) = state.store.audit(org, token, method.as_str(), &path, status).await {
+        if let Err(e) = state
+            .store
+            .audit(org, token, method.as_str(), &path, status)
+            .await
+        {
             tracing::error!(error = %e, "writing the audit log failed");
         }
     }

@@ -51,7 +51,11 @@ pub async fn list(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Val
     Ok(Json(json!({ "items": state.store.nodes().await? })))
 }
 
-pub async fn heartbeat(State(state): State<AppState>, _: Admin, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Value>> {
     state.store.node(id).await?;
     state.store.heartbeat(id, None).await?;
     Ok(Json(json!(state.store.node(id).await?)))

@@ -144,9 +144,14 @@ mod tests {
         assert_eq!(documented, routes);
         for (_, ops) in paths {
             for op in ops.as_object().unwrap().values() {
-                if let Some(r) = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str() {
+                if let Some(r) =
+                    op["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str()
+                {
                     let name = r.rsplit('/').next().unwrap();
-                    assert!(doc["components"]["schemas"][name].is_object(), "{name} missing");
+                    assert!(
+                        doc["components"]["schemas"][name].is_object(),
+                        "{name} missing"
+                    );
                 }
             }
         }

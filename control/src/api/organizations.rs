@@ -50,10 +50,17 @@ pub async fn create_token(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     validate::non_empty("name", &req.name)?;
     let (token, secret) = state.store.create_token(org.id, &req.name).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "token": token, "secret": secret }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": token, "secret": secret })),
+    ))
 }
 
-pub async fn revoke_token(State(state): State<AppState>, org: Org, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    org: Org,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
     state.store.revoke_token(org.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -75,15 +82,26 @@ pub async fn add_member(
     Body(req): Body<AddMember>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     if !req.email.contains('@') || req.email.len() > 254 {
-        return Err(invalid("email", format!("{:?} is not an email address", req.email)));
+        return Err(invalid(
+            "email",
+            format!("{:?} is not an email address", req.email),
+        ));
     }
-    if !matches!(req.role.as_str(), "owner" | "admin" | "developer" | "viewer") {
+    if !matches!(
+        req.role.as_str(),
+        "owner" | "admin" | "developer" | "viewer"
+    ) {
         return Err(invalid("role", "must be owner, admin, developer or viewer"));
     }
-    let member = state.store.add_member(org.id, &req.email, &req.role).await?;
+    let member = state
+        .store
+        .add_member(org.id, &req.email, &req.role)
+        .await?;
     Ok((StatusCode::CREATED, Json(json!(member))))
 }
 
 pub async fn audit(State(state): State<AppState>, org: Org) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({ "items": state.store.audit_entries(org.id, 200).await? })))
+    Ok(Json(
+        json!({ "items": state.store.audit_entries(org.id, 200).await? }),
+    ))
 }

@@ -37,15 +37,27 @@ pub async fn create(
     .await
 }
 
-pub async fn list(State(state): State<AppState>, org: Org, Query(q): Query<PageQuery>) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(state): State<AppState>,
+    org: Org,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(json!(state.store.projects(org.id, q.page()?).await?)))
 }
 
-pub async fn get(State(state): State<AppState>, org: Org, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(state): State<AppState>,
+    org: Org,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(json!(state.store.project(org.id, id).await?)))
 }
 
-pub async fn delete(State(state): State<AppState>, org: Org, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    org: Org,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
     state.store.delete_project(org.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -78,10 +90,20 @@ pub async fn create_environment(
     .await
 }
 
-pub async fn environments(State(state): State<AppState>, org: Org, Path(project): Path<Uuid>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({ "items": state.store.environments(org.id, project).await? })))
+pub async fn environments(
+    State(state): State<AppState>,
+    org: Org,
+    Path(project): Path<Uuid>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({ "items": state.store.environments(org.id, project).await? }),
+    ))
 }
 
-pub async fn environment(State(state): State<AppState>, org: Org, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+pub async fn environment(
+    State(state): State<AppState>,
+    org: Org,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(json!(state.store.environment(org.id, id).await?)))
 }

@@ -104,7 +104,11 @@ async fn view(state: &AppState, org: Uuid, service: Service) -> ApiResult<Value>
     let project = state.store.project(org, service.project_id).await?;
     let mut hosts = vec![];
     if service.kind == "web" {
-        hosts.push(default_host(&service.name, &project.name, &state.apps_domain));
+        hosts.push(default_host(
+            &service.name,
+            &project.name,
+            &state.apps_domain,
+        ));
         hosts.extend(service.domains.iter().cloned());
     }
     let mut v = json!(service);
@@ -147,14 +151,21 @@ pub async fn create(
                 }
                 id
             }
-            None => state
-                .store
-                .environments(org.id, project)
-                .await?
-                .into_iter()
-                .find(|e| e.name == "production")
-                .ok_or_else(|| invalid("environment_id", "the project has no production environment; name one"))?
-                .id,
+            None => {
+                state
+                    .store
+                    .environments(org.id, project)
+                    .await?
+                    .into_iter()
+                    .find(|e| e.name == "production")
+                    .ok_or_else(|| {
+                        invalid(
+                            "environment_id",
+                            "the project has no production environment; name one",
+                        )
+                    })?
+                    .id
+            }
         };
         let new = NewService {
             environment_id,
@@ -162,7 +173,11 @@ pub async fn create(
             kind: req.kind.clone(),
             image: req.image.clone(),
             git_url: req.git.as_ref().map(|g| g.url.clone()),
-            git_subdirectory: req.git.as_ref().map(|g| g.subdirectory.clone()).unwrap_or_default(),
+            git_subdirectory: req
+                .git
+                .as_ref()
+                .map(|g| g.subdirectory.clone())
+                .unwrap_or_default(),
             build: req.build.clone(),
             resources: req.resources.clone(),
             health_check: req.health_check.clone(),
@@ -185,10 +200,16 @@ pub async fn list(
     Path(project): Path<Uuid>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(state.store.services(org.id, project, q.page()?).await?)))
+    Ok(Json(json!(
+        state.store.services(org.id, project, q.page()?).await?
+    )))
 }
 
-pub async fn get(State(state): State<AppState>, org: Org, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(state): State<AppState>,
+    org: Org,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Value>> {
     let service = state.store.service(org.id, id).await?;
     Ok(Json(view(&state, org.id, service).await?))
 }
@@ -244,14 +265,22 @@ pub async fn update(
         domains: req.domains,
         env,
     };
-    let service = state.store.update_service(org.id, id, &patch).await.map_err(|e| match e {
-        crate::store::StoreError::Conflict(m) => invalid("image", m),
-        other => ApiError::from(other),
-    })?;
+    let service = state
+        .store
+        .update_service(org.id, id, &patch)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(m) => invalid("image", m),
+            other => ApiError::from(other),
+        })?;
     Ok(Json(view(&state, org.id, service).await?))
 }
 
-pub async fn delete(State(state): State<AppState>, org: Org, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    org: Org,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
     state.store.delete_service(org.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,13 +7,17 @@ pub fn name(field: &str, value: &str) -> ApiResult<()> {
     let ok = (1..=40).contains(&value.len())
         && value.starts_with(|c: char| c.is_ascii_lowercase())
         && !value.ends_with('-')
-        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
         Err(invalid(
             field,
-            format!("{value:?} must be 1 to 40 lower-case letters, digits or '-', starting with a letter"),
+            format!(
+                "{value:?} must be 1 to 40 lower-case letters, digits or '-', starting with a letter"
+            ),
         ))
     }
 }
@@ -25,24 +29,35 @@ pub fn env_name(field: &str, value: &str) -> ApiResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(field, format!("{value:?} is not a valid variable name")))
+        Err(invalid(
+            field,
+            format!("{value:?} is not a valid variable name"),
+        ))
     }
 }
 
 pub fn domain(field: &str, value: &str) -> ApiResult<()> {
-    let labels: Vec<&str> = value.strip_prefix("*.").unwrap_or(value).split('.').collect();
+    let labels: Vec<&str> = value
+        .strip_prefix("*.")
+        .unwrap_or(value)
+        .split('.')
+        .collect();
     let ok = value.len() <= 253
         && labels.len() >= 2
         && labels.iter().all(|l| {
             (1..=63).contains(&l.len())
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         });
     if ok {
         Ok(())
     } else {
-        Err(invalid(field, format!("{value:?} is not a lower-case domain name")))
+        Err(invalid(
+            field,
+            format!("{value:?} is not a lower-case domain name"),
+        ))
     }
 }
 

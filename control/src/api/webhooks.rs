@@ -59,7 +59,10 @@ pub async fn github(
         .rows_affected()
         == 1;
     if !first {
-        return Ok((StatusCode::OK, Json(json!({ "status": "duplicate delivery ignored" }))));
+        return Ok((
+            StatusCode::OK,
+            Json(json!({ "status": "duplicate delivery ignored" })),
+        ));
     }
     match header(&headers, "x-github-event") {
         Some("push") => {}
@@ -82,7 +85,9 @@ pub async fn github(
     if push.deleted || pushed != Some(branch.as_str()) || push.after.chars().all(|c| c == '0') {
         return Ok((
             StatusCode::ACCEPTED,
-            Json(json!({ "status": format!("push to {} ignored: the environment deploys {branch}", push.git_ref) })),
+            Json(
+                json!({ "status": format!("push to {} ignored: the environment deploys {branch}", push.git_ref) }),
+            ),
         ));
     }
     let d = state

@@ -29,7 +29,10 @@ impl ApiClient {
             .await
             .map_err(|e| CliError::Http(format!("{}: {e}", self.base)))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| CliError::Http(e.to_string()))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| CliError::Http(e.to_string()))?;
         let body: Value = if text.is_empty() {
             Value::Null
         } else {
@@ -50,11 +53,15 @@ impl ApiClient {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
-        let v = self.send(self.http.get(format!("{}{path}", self.base))).await?;
-        serde_json::from_value(v).map_err(|e| CliError::Http(format!("unexpected answer to GET {path}: {e}")))
+        let v = self
+            .send(self.http.get(format!("{}{path}", self.base)))
+            .await?;
+        serde_json::from_value(v)
+            .map_err(|e| CliError::Http(format!("unexpected answer to GET {path}: {e}")))
     }
 
     pub async fn post(&self, path: &str, body: &impl Serialize) -> Result<Value, CliError> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
     }
 }

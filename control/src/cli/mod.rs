@@ -24,11 +24,18 @@ pub enum CliError {
     #[error("the API answered {status}: {message}")]
     Api { status: u16, message: String },
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "stackpad", version, about = "Deploy and manage apps on Stackpad")]
+#[command(
+    name = "stackpad",
+    version,
+    about = "Deploy and manage apps on Stackpad"
+)]
 pub struct Cli {
     /// Where login stores the API URL and token (default ~/.config/stackpad/cli.json).
     #[arg(long, env = "STACKPAD_CLI_CONFIG", global = true)]
@@ -126,13 +133,16 @@ fn config_path(cli: &Cli) -> Result<PathBuf, CliError> {
     if let Some(p) = &cli.config {
         return Ok(p.clone());
     }
-    let home = std::env::var("HOME").map_err(|_| CliError::Usage("HOME is not set; pass --config".into()))?;
+    let home = std::env::var("HOME")
+        .map_err(|_| CliError::Usage("HOME is not set; pass --config".into()))?;
     Ok(PathBuf::from(home).join(".config/stackpad/cli.json"))
 }
 
 fn load_login(path: &PathBuf) -> Result<Login, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CliError::NotLoggedIn(format!("{}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| CliError::NotLoggedIn(format!("{}: {e}", path.display())))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::NotLoggedIn(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::NotLoggedIn(format!("{}: {e}", path.display())))
 }
 
 fn out(w: &mut impl Write, line: impl AsRef<str>) {
@@ -160,7 +170,13 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
             path: path.display().to_string(),
             source,
         })?;
-        out(w, format!("logged in to {url} as organization {}", org["name"].as_str().unwrap_or("?")));
+        out(
+            w,
+            format!(
+                "logged in to {url} as organization {}",
+                org["name"].as_str().unwrap_or("?")
+            ),
+        );
         return Ok(0);
     }
     let login = load_login(&path)?;
@@ -170,15 +186,31 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
         Command::Projects(Projects::List) => {
             let page: Value = api.get("/projects?limit=200").await?;
             for p in page["items"].as_array().into_iter().flatten() {
-                out(w, format!("{}  {}", p["id"].as_str().unwrap_or(""), p["name"].as_str().unwrap_or("")));
+                out(
+                    w,
+                    format!(
+                        "{}  {}",
+                        p["id"].as_str().unwrap_or(""),
+                        p["name"].as_str().unwrap_or("")
+                    ),
+                );
             }
         }
         Command::Projects(Projects::Create { name }) => {
             let p = api.post("/projects", &json!({ "name": name })).await?;
-            out(w, format!("created project {} ({})", name, p["id"].as_str().unwrap_or("")));
+            out(
+                w,
+                format!(
+                    "created project {} ({})",
+                    name,
+                    p["id"].as_str().unwrap_or("")
+                ),
+            );
         }
         Command::Services(Services::List { project }) => {
-            let page: Value = api.get(&format!("/projects/{project}/services?limit=200")).await?;
+            let page: Value = api
+                .get(&format!("/projects/{project}/services?limit=200"))
+                .await?;
             for s in page["items"].as_array().into_iter().flatten() {
                 out(
                     w,
@@ -224,8 +256,16 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
             if let Some(s) = webhook_secret {
                 body["webhook_secret"] = json!(s);
             }
-            let s = api.post(&format!("/projects/{project}/services"), &body).await?;
-            out(w, format!("created service {name} ({})", s["id"].as_str().unwrap_or("")));
+            let s = api
+                .post(&format!("/projects/{project}/services"), &body)
+                .await?;
+            out(
+                w,
+                format!(
+                    "created service {name} ({})",
+                    s["id"].as_str().unwrap_or("")
+                ),
+            );
             for h in s["hosts"].as_array().into_iter().flatten() {
                 out(w, format!("  https://{}", h.as_str().unwrap_or("")));
             }
@@ -247,7 +287,9 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
             if let Some(c) = commit {
                 body["git_commit"] = json!(c);
             }
-            let d = api.post(&format!("/services/{service}/deployments"), &body).await?;
+            let d = api
+                .post(&format!("/services/{service}/deployments"), &body)
+                .await?;
             let id = d["id"].as_str().unwrap_or("").to_owned();
             out(w, format!("deployment {id} queued"));
             if !no_wait {
@@ -255,7 +297,9 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
             }
         }
         Command::Deployments { service } => {
-            let page: Value = api.get(&format!("/services/{service}/deployments?limit=50")).await?;
+            let page: Value = api
+                .get(&format!("/services/{service}/deployments?limit=50"))
+                .await?;
             for d in page["items"].as_array().into_iter().flatten() {
                 out(
                     w,
@@ -269,8 +313,13 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
                 );
             }
         }
-        Command::Rollback { deployment, no_wait } => {
-            let d = api.post(&format!("/deployments/{deployment}/rollback"), &json!({})).await?;
+        Command::Rollback {
+            deployment,
+            no_wait,
+        } => {
+            let d = api
+                .post(&format!("/deployments/{deployment}/rollback"), &json!({}))
+                .await?;
             let id = d["id"].as_str().unwrap_or("").to_owned();
             out(w, format!("rollback deployment {id} queued"));
             if !no_wait {
@@ -300,7 +349,11 @@ async fn follow(api: &ApiClient, id: &str, w: &mut impl Write) -> Result<i32, Cl
                     "  {}  {}{}",
                     step["at"].as_str().unwrap_or(""),
                     step["phase"].as_str().unwrap_or(""),
-                    if detail.is_empty() { String::new() } else { format!(": {detail}") }
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {detail}")
+                    }
                 ),
             );
         }
@@ -313,7 +366,10 @@ async fn follow(api: &ApiClient, id: &str, w: &mut impl Write) -> Result<i32, Cl
             Some(state @ ("failed" | "cancelled" | "superseded")) => {
                 out(
                     w,
-                    format!("deployment {id} {state}: {}", d["failure_reason"].as_str().unwrap_or("")),
+                    format!(
+                        "deployment {id} {state}: {}",
+                        d["failure_reason"].as_str().unwrap_or("")
+                    ),
                 );
                 return Ok(1);
             }

@@ -125,7 +125,10 @@ impl BuilderClient for GrpcBuilder {
         build_outcome(&status).ok_or_else(|| ClientError {
             daemon: BUILDD,
             address: node.to_owned(),
-            message: format!("build {} watch ended while it was still running", r.build_id),
+            message: format!(
+                "build {} watch ended while it was still running",
+                r.build_id
+            ),
             retryable: true,
         })
     }
@@ -216,7 +219,11 @@ fn deploy_request(s: &ContainerSpec) -> n::DeployRequest {
 
 #[async_trait]
 impl NodeClient for GrpcNode {
-    async fn deploy(&self, node: &str, spec: &ContainerSpec) -> Result<ContainerOutcome, ClientError> {
+    async fn deploy(
+        &self,
+        node: &str,
+        spec: &ContainerSpec,
+    ) -> Result<ContainerOutcome, ClientError> {
         let mut client = n::node_agent_client::NodeAgentClient::new(self.channels.get(NODE, node)?);
         match client.deploy(deploy_request(spec)).await {
             Ok(resp) => {
@@ -241,7 +248,9 @@ impl NodeClient for GrpcNode {
                     Err(e)
                 } else {
                     // The agent answered: the container could not be made healthy.
-                    Ok(ContainerOutcome::Unhealthy { reason: e.to_string() })
+                    Ok(ContainerOutcome::Unhealthy {
+                        reason: e.to_string(),
+                    })
                 }
             }
         }
@@ -317,12 +326,14 @@ impl GrpcProxy {
     fn request<T>(&self, message: T) -> Result<tonic::Request<T>, ClientError> {
         let mut req = tonic::Request::new(message);
         if !self.token.is_empty() {
-            let value = format!("Bearer {}", self.token).parse().map_err(|_| ClientError {
-                daemon: PROXY,
-                address: self.address.clone(),
-                message: "proxy_token is not a valid header value".into(),
-                retryable: false,
-            })?;
+            let value = format!("Bearer {}", self.token)
+                .parse()
+                .map_err(|_| ClientError {
+                    daemon: PROXY,
+                    address: self.address.clone(),
+                    message: "proxy_token is not a valid header value".into(),
+                    retryable: false,
+                })?;
             req.metadata_mut().insert("authorization", value);
         }
         Ok(req)
@@ -376,7 +387,9 @@ impl ProxyClient for GrpcProxy {
                 if e.retryable {
                     Err(e)
                 } else {
-                    Ok(SwitchOutcome::Refused { reason: e.to_string() })
+                    Ok(SwitchOutcome::Refused {
+                        reason: e.to_string(),
+                    })
                 }
             }
         }

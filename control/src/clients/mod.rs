@@ -92,7 +92,10 @@ pub struct ContainerSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContainerOutcome {
     /// Running and healthy; `address` is `ip:port` for the proxy.
-    Healthy { container_id: String, address: String },
+    Healthy {
+        container_id: String,
+        address: String,
+    },
     /// Did not become healthy; `reason` carries the health check's last response.
     Unhealthy { reason: String },
 }
@@ -107,7 +110,11 @@ pub struct NodeCapacity {
 #[async_trait]
 pub trait NodeClient: Send + Sync {
     /// Starts the deployment's container and waits for its health verdict. Idempotent.
-    async fn deploy(&self, node: &str, spec: &ContainerSpec) -> Result<ContainerOutcome, ClientError>;
+    async fn deploy(
+        &self,
+        node: &str,
+        spec: &ContainerSpec,
+    ) -> Result<ContainerOutcome, ClientError>;
     /// Stops (gracefully) and removes every container of the deployment. Idempotent.
     async fn remove_deployment(&self, node: &str, deployment_id: &str) -> Result<(), ClientError>;
     async fn info(&self, node: &str) -> Result<NodeCapacity, ClientError>;

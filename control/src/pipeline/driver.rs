@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::machine::{self, Action, Event, InvalidTransition, Phase};
@@ -104,21 +103,21 @@ impl Driver {
         }
     }
 
-    /// Drives a claimed deployment until it reaches a terminal phase; returns that phase.
+    /// Drives a claimed deployment until it reaches a terminal phase; returns that phase. The
+    /// lease is renewed while this future runs; dropping it (or the process dying) stops the
+    /// renewal, so another worker takes over once the lease expires.
     pub async fn drive(&self, claimed: Deployment) -> Result<Phase, DriverError> {
-        let id = claimed.id;
-        let (stop_renewing, renewing) = watch::channel(false);
-        let renewer = tokio::spawn(renew_lease(
+        let renew = renew_lease(
             self.store.clone(),
-            id,
+            claimed.id,
             self.owner,
             self.config.lease,
-            renewing,
-        ));
-        let result = self.run(claimed).await;
-        let _ = stop_renewing.send(true);
-        let _ = renewer.await;
-        result
+        );
+        tokio::select! {
+            biased;
+            result = self.run(claimed) => result,
+            never = renew => match never {},
+        }
     }
 
     async fn run(&self, claimed: Deployment) -> Result<Phase, DriverError> {
@@ -133,7 +132,10 @@ impl Driver {
             };
             phase = self.apply(id, phase, &event, &StepData::default()).await?;
             machine::decide(Phase::Queued, &event)
-                .map_err(|source| DriverError::Transition { deployment: id, source })?
+                .map_err(|source| DriverError::Transition {
+                    deployment: id,
+                    source,
+                })?
                 .actions
         } else {
             tracing::info!(deployment = %id, phase = phase.as_str(), "resuming deployment");
@@ -143,7 +145,9 @@ impl Driver {
             let d = self.store.deployment_unscoped(id).await?;
             if d.cancel_requested && matches!(phase, Phase::Building | Phase::Starting) {
                 let t = self.transition(id, phase, &Event::CancelRequested)?;
-                phase = self.apply(id, phase, &Event::CancelRequested, &StepData::default()).await?;
+                phase = self
+                    .apply(id, phase, &Event::CancelRequested, &StepData::default())
+                    .await?;
                 actions = t.actions;
             }
             let mut step: Step = None;
@@ -163,13 +167,29 @@ impl Driver {
         Ok(phase)
     }
 
-    fn transition(&self, id: Uuid, phase: Phase, event: &Event) -> Result<machine::Transition, DriverError> {
-        machine::decide(phase, event).map_err(|source| DriverError::Transition { deployment: id, source })
+    fn transition(
+        &self,
+        id: Uuid,
+        phase: Phase,
+        event: &Event,
+    ) -> Result<machine::Transition, DriverError> {
+        machine::decide(phase, event).map_err(|source| DriverError::Transition {
+            deployment: id,
+            source,
+        })
     }
 
-    async fn apply(&self, id: Uuid, phase: Phase, event: &Event, data: &StepData) -> Result<Phase, DriverError> {
+    async fn apply(
+        &self,
+        id: Uuid,
+        phase: Phase,
+        event: &Event,
+        data: &StepData,
+    ) -> Result<Phase, DriverError> {
         let t = self.transition(id, phase, event)?;
-        self.store.apply_transition(id, self.owner, phase, &t, data).await?;
+        self.store
+            .apply_transition(id, self.owner, phase, &t, data)
+            .await?;
         tracing::info!(deployment = %id, from = phase.as_str(), to = t.to.as_str(), reason = t.reason.as_deref().unwrap_or(""), "deployment step");
         Ok(t.to)
     }
@@ -215,11 +235,13 @@ impl Driver {
 
     async fn build(&self, d: &Deployment) -> Result<Step, DriverError> {
         let (_, service) = self.store.service_unscoped(d.service_id).await?;
-        let failed = |reason: String| Ok(Some((Event::BuildFailed { reason }, StepData::default())));
+        let failed =
+            |reason: String| Ok(Some((Event::BuildFailed { reason }, StepData::default())));
         let Some(git_url) = service.git_url.clone() else {
             return failed(format!("service {} has no git source to build", service.id));
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.config.build_timeout_s.into());
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.config.build_timeout_s.into());
         let node = loop {
             if let Some(node) = self.store.take_build_slot(d.id, &git_url).await? {
                 break node;
@@ -241,8 +263,14 @@ impl Driver {
             git_ref: d.git_ref.clone().unwrap_or_default(),
             git_commit: d.git_commit.clone().unwrap_or_default(),
             subdirectory: service.git_subdirectory.clone(),
-            image_repository: format!("{}/{}/{}", self.config.registry, d.organization_id, service.id),
-            timeout_seconds: service.build.timeout_seconds.unwrap_or(self.config.build_timeout_s),
+            image_repository: format!(
+                "{}/{}/{}",
+                self.config.registry, d.organization_id, service.id
+            ),
+            timeout_seconds: service
+                .build
+                .timeout_seconds
+                .unwrap_or(self.config.build_timeout_s),
         };
         let builder = self.clients.builder.clone();
         let call = self.retry(|| builder.build(&node.address, &request));
@@ -288,7 +316,12 @@ impl Driver {
                 data,
             ),
             Ok(BuildOutcome::Cancelled) => (Event::CancelRequested, data),
-            Err(e) => (Event::BuildFailed { reason: e.to_string() }, data),
+            Err(e) => (
+                Event::BuildFailed {
+                    reason: e.to_string(),
+                },
+                data,
+            ),
         }))
     }
 
@@ -299,7 +332,11 @@ impl Driver {
         };
         self.store.release_build_slot(d.id, None).await?;
         if let Some(node) = node
-            && let Err(e) = self.clients.builder.cancel(&node.address, &d.id.to_string()).await
+            && let Err(e) = self
+                .clients
+                .builder
+                .cancel(&node.address, &d.id.to_string())
+                .await
         {
             tracing::warn!(deployment = %d.id, error = %e, "cancelling the build failed");
         }
@@ -330,9 +367,15 @@ impl Driver {
         };
         let cpu = service.resources.cpu_millis;
         let mem = service.resources.memory_bytes;
-        let Some(node) = self.store.pick_compute_node(d.id, service.id, cpu.into(), mem).await? else {
+        let Some(node) = self
+            .store
+            .pick_compute_node(d.id, service.id, cpu.into(), mem)
+            .await?
+        else {
             return failed(
-                format!("no compute node is up with room for {cpu} cpu millis and {mem} bytes of memory"),
+                format!(
+                    "no compute node is up with room for {cpu} cpu millis and {mem} bytes of memory"
+                ),
                 None,
             );
         };
@@ -362,7 +405,10 @@ impl Driver {
             }),
         };
         let node_client = self.clients.node.clone();
-        match self.retry(|| node_client.deploy(&node.address, &spec)).await {
+        match self
+            .retry(|| node_client.deploy(&node.address, &spec))
+            .await
+        {
             Ok(ContainerOutcome::Healthy {
                 container_id,
                 address,
@@ -388,14 +434,19 @@ impl Driver {
         };
         let (org, service) = self.store.service_unscoped(d.service_id).await?;
         let project = self.store.project(org, service.project_id).await?;
-        let mut hosts = vec![default_host(&service.name, &project.name, &self.config.apps_domain)];
+        let mut hosts = vec![default_host(
+            &service.name,
+            &project.name,
+            &self.config.apps_domain,
+        )];
         hosts.extend(service.domains.iter().cloned());
         let route = RouteSpec {
             route_id: format!("{}/default", service.id),
             hosts,
             service_id: service.id.to_string(),
         };
-        let failed = |reason: String| Ok(Some((Event::SwitchFailed { reason }, StepData::default())));
+        let failed =
+            |reason: String| Ok(Some((Event::SwitchFailed { reason }, StepData::default())));
         if let Err(e) = self.retry(|| proxy.upsert_route(&route)).await {
             return failed(e.to_string());
         }
@@ -432,7 +483,10 @@ impl Driver {
         let node = self.store.node(node_id).await?;
         let node_client = self.clients.node.clone();
         let id = previous.id.to_string();
-        match self.retry(|| node_client.remove_deployment(&node.address, &id)).await {
+        match self
+            .retry(|| node_client.remove_deployment(&node.address, &id))
+            .await
+        {
             Ok(()) => done,
             Err(e) => Ok(Some((
                 Event::StopOldFailed {
@@ -448,7 +502,10 @@ impl Driver {
             let node = self.store.node(node_id).await?;
             let node_client = self.clients.node.clone();
             let id = d.id.to_string();
-            if let Err(e) = self.retry(|| node_client.remove_deployment(&node.address, &id)).await {
+            if let Err(e) = self
+                .retry(|| node_client.remove_deployment(&node.address, &id))
+                .await
+            {
                 tracing::warn!(deployment = %d.id, error = %e, "removing the new container failed");
             }
         }
@@ -456,16 +513,19 @@ impl Driver {
     }
 }
 
-/// Renews the lease every third of its length until told to stop.
-async fn renew_lease(store: Store, id: Uuid, owner: Uuid, lease: Duration, mut stop: watch::Receiver<bool>) {
+/// Renews the lease every third of its length; once it is lost, waits forever (the transition
+/// that follows fails with `LeaseLost`).
+async fn renew_lease(
+    store: Store,
+    id: Uuid,
+    owner: Uuid,
+    lease: Duration,
+) -> std::convert::Infallible {
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(lease / 3) => {}
-            _ = stop.changed() => return,
-        }
+        tokio::time::sleep(lease / 3).await;
         match store.renew_lease(id, owner, lease).await {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => return std::future::pending().await,
             Err(e) => tracing::warn!(deployment = %id, error = %e, "renewing the lease failed"),
         }
     }

@@ -125,19 +125,31 @@ impl Phase {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A worker took the queued deployment.
-    Claimed { needs_build: bool },
+    Claimed {
+        needs_build: bool,
+    },
     BuildSucceeded,
-    BuildFailed { reason: String },
+    BuildFailed {
+        reason: String,
+    },
     /// The new container passed its health check. `routed` is false for services the proxy does
     /// not serve (workers, databases, caches): there is nothing to switch.
-    ContainerHealthy { routed: bool },
+    ContainerHealthy {
+        routed: bool,
+    },
     /// Health check failed or timed out; `reason` carries its last response.
-    ContainerFailed { reason: String },
+    ContainerFailed {
+        reason: String,
+    },
     Switched,
-    SwitchFailed { reason: String },
+    SwitchFailed {
+        reason: String,
+    },
     OldStopped,
     /// Stopping the old container failed; the new one serves anyway.
-    StopOldFailed { reason: String },
+    StopOldFailed {
+        reason: String,
+    },
     NewRemoved,
     CancelRequested,
     /// A newer deployment of the same service was queued.

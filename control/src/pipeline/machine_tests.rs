@@ -95,8 +95,14 @@ fn health_failure_removes_the_new_container_and_never_serves() {
     ]);
     assert_eq!(phases.last(), Some(&Phase::Failed));
     assert_eq!(actions, [Action::StartContainer, Action::RemoveNew]);
-    assert!(!serving, "a failed deployment must never become the serving one");
-    assert!(!actions.contains(&Action::StopOld), "the old version keeps serving");
+    assert!(
+        !serving,
+        "a failed deployment must never become the serving one"
+    );
+    assert!(
+        !actions.contains(&Action::StopOld),
+        "the old version keeps serving"
+    );
     let t = decide(
         Phase::Starting,
         &Event::ContainerFailed {
@@ -105,7 +111,11 @@ fn health_failure_removes_the_new_container_and_never_serves() {
     )
     .unwrap();
     assert_eq!(t.reason.as_deref(), Some("health check GET /healthz: 500"));
-    assert_eq!(t.to.state(), State::Deploying, "failed only after the cleanup");
+    assert_eq!(
+        t.to.state(),
+        State::Deploying,
+        "failed only after the cleanup"
+    );
 }
 
 #[test]
@@ -190,13 +200,21 @@ fn terminal_phases_accept_no_event() {
     let events = [
         Event::Claimed { needs_build: true },
         Event::BuildSucceeded,
-        Event::BuildFailed { reason: reason("x") },
+        Event::BuildFailed {
+            reason: reason("x"),
+        },
         Event::ContainerHealthy { routed: true },
-        Event::ContainerFailed { reason: reason("x") },
+        Event::ContainerFailed {
+            reason: reason("x"),
+        },
         Event::Switched,
-        Event::SwitchFailed { reason: reason("x") },
+        Event::SwitchFailed {
+            reason: reason("x"),
+        },
         Event::OldStopped,
-        Event::StopOldFailed { reason: reason("x") },
+        Event::StopOldFailed {
+            reason: reason("x"),
+        },
         Event::NewRemoved,
         Event::CancelRequested,
         Event::NewerQueued,
@@ -204,7 +222,10 @@ fn terminal_phases_accept_no_event() {
     for phase in ALL_PHASES.into_iter().filter(|p| p.is_terminal()) {
         assert!(resume(phase).is_empty());
         for event in &events {
-            assert!(decide(phase, event).is_err(), "{phase:?} accepted {event:?}");
+            assert!(
+                decide(phase, event).is_err(),
+                "{phase:?} accepted {event:?}"
+            );
         }
     }
 }
@@ -219,10 +240,20 @@ fn every_phase_that_is_not_queued_or_terminal_resumes_with_its_entry_action() {
         (Phase::Building, Event::BuildSucceeded),
         (Phase::Starting, Event::ContainerHealthy { routed: true }),
         (Phase::Starting, Event::ContainerHealthy { routed: false }),
-        (Phase::Starting, Event::ContainerFailed { reason: reason("x") }),
+        (
+            Phase::Starting,
+            Event::ContainerFailed {
+                reason: reason("x"),
+            },
+        ),
         (Phase::Starting, Event::CancelRequested),
         (Phase::Switching, Event::Switched),
-        (Phase::Switching, Event::SwitchFailed { reason: reason("x") }),
+        (
+            Phase::Switching,
+            Event::SwitchFailed {
+                reason: reason("x"),
+            },
+        ),
     ];
     for (phase, event) in transitions {
         let t = decide(phase, &event).unwrap();

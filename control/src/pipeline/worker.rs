@@ -9,7 +9,12 @@ use super::driver::Driver;
 
 /// Runs one worker: claims the oldest claimable deployment, drives it, repeats. Sleeps until
 /// `wake` is notified (a deployment was queued in this process) or `poll` passed.
-pub async fn run_worker(driver: Driver, wake: Arc<Notify>, poll: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_worker(
+    driver: Driver,
+    wake: Arc<Notify>,
+    poll: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         if *shutdown.borrow() {
             return;

@@ -38,7 +38,12 @@ const COLUMNS: &str = "id, organization_id, service_id, state, phase, git_ref, g
 
 const TERMINAL: &str = "('ready', 'failed', 'superseded', 'cancelled')";
 
-async fn add_event(conn: &mut sqlx::PgConnection, id: Uuid, phase: Phase, detail: &str) -> Result<()> {
+async fn add_event(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    phase: Phase,
+    detail: &str,
+) -> Result<()> {
     sqlx::query("INSERT INTO deployment_events (deployment_id, phase, detail) VALUES ($1, $2, $3)")
         .bind(id)
         .bind(phase.as_str())
@@ -69,14 +74,20 @@ async fn set_phase(conn: &mut sqlx::PgConnection, id: Uuid, t: &Transition) -> R
 
 impl Store {
     /// Queues a deployment; an older queued deployment of the service is superseded.
-    pub async fn create_deployment(&self, organization_id: Uuid, service_id: Uuid, d: &NewDeployment) -> Result<Deployment> {
+    pub async fn create_deployment(
+        &self,
+        organization_id: Uuid,
+        service_id: Uuid,
+        d: &NewDeployment,
+    ) -> Result<Deployment> {
         let mut tx = self.pool.begin().await?;
-        let found: Option<Uuid> =
-            sqlx::query_scalar("SELECT id FROM services WHERE id = $1 AND organization_id = $2 FOR UPDATE")
-                .bind(service_id)
-                .bind(organization_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let found: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM services WHERE id = $1 AND organization_id = $2 FOR UPDATE",
+        )
+        .bind(service_id)
+        .bind(organization_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         found.ok_or_else(|| StoreError::not_found("service", service_id))?;
         let older: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM deployments WHERE service_id = $1 AND phase = 'queued' AND lease_owner IS NULL FOR UPDATE",
@@ -86,7 +97,8 @@ impl Store {
         .await?;
         let id = Uuid::new_v4();
         for old in older {
-            let t = machine::decide(Phase::Queued, &Event::NewerQueued).expect("queued accepts newer");
+            let t =
+                machine::decide(Phase::Queued, &Event::NewerQueued).expect("queued accepts newer");
             let t = Transition {
                 reason: Some(format!("superseded by deployment {id}")),
                 ..t
@@ -112,7 +124,8 @@ impl Store {
     }
 
     pub async fn deployment(&self, organization_id: Uuid, id: Uuid) -> Result<Deployment> {
-        let sql = format!("SELECT {COLUMNS} FROM deployments WHERE id = $1 AND organization_id = $2");
+        let sql =
+            format!("SELECT {COLUMNS} FROM deployments WHERE id = $1 AND organization_id = $2");
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .bind(organization_id)
@@ -130,7 +143,12 @@ impl Store {
             .ok_or_else(|| StoreError::not_found("deployment", id))
     }
 
-    pub async fn deployments(&self, organization_id: Uuid, service_id: Uuid, req: PageRequest) -> Result<Page<Deployment>> {
+    pub async fn deployments(
+        &self,
+        organization_id: Uuid,
+        service_id: Uuid,
+        req: PageRequest,
+    ) -> Result<Page<Deployment>> {
         self.service(organization_id, service_id).await?;
         // Newest first.
         let sql = format!(
@@ -149,12 +167,18 @@ impl Store {
     }
 
     /// The step timeline.
-    pub async fn deployment_events(&self, organization_id: Uuid, id: Uuid) -> Result<Vec<DeploymentEvent>> {
+    pub async fn deployment_events(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Vec<DeploymentEvent>> {
         self.deployment(organization_id, id).await?;
-        Ok(sqlx::query_as("SELECT phase, detail, at FROM deployment_events WHERE deployment_id = $1 ORDER BY id")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_as(
+            "SELECT phase, detail, at FROM deployment_events WHERE deployment_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Queues a deployment of the image an earlier ready deployment ran.
@@ -167,12 +191,17 @@ impl Store {
         }
         let image = match (&d.image, &d.image_digest) {
             (Some(image), Some(digest)) if !digest.is_empty() && !image.contains('@') => {
-                let repo = image.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(image.as_str(), |(r, _)| r);
+                let repo = image
+                    .rsplit_once(':')
+                    .filter(|(_, tag)| !tag.contains('/'))
+                    .map_or(image.as_str(), |(r, _)| r);
                 format!("{repo}@{digest}")
             }
             (Some(image), _) => image.clone(),
             (None, _) => {
-                return Err(StoreError::Conflict(format!("deployment {target} has no image to roll back to")));
+                return Err(StoreError::Conflict(format!(
+                    "deployment {target} has no image to roll back to"
+                )));
             }
         };
         self.create_deployment(
@@ -203,7 +232,8 @@ impl Store {
         let phase = Phase::parse(&phase).unwrap_or(Phase::Failed);
         match phase {
             Phase::Queued if owner.is_none() => {
-                let t = machine::decide(phase, &Event::CancelRequested).expect("queued accepts cancel");
+                let t =
+                    machine::decide(phase, &Event::CancelRequested).expect("queued accepts cancel");
                 set_phase(&mut tx, id, &t).await?;
             }
             Phase::Queued | Phase::Building | Phase::Starting => {
@@ -320,7 +350,13 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
             for old in replaced {
-                add_event(&mut tx, old, Phase::Superseded, &format!("replaced by deployment {id}")).await?;
+                add_event(
+                    &mut tx,
+                    old,
+                    Phase::Superseded,
+                    &format!("replaced by deployment {id}"),
+                )
+                .await?;
             }
         }
         set_phase(&mut tx, id, t).await?;
@@ -331,12 +367,13 @@ impl Store {
     /// Records the compute node picked for the container before it is started, so a resumed
     /// deployment asks the same node again (fenced by the lease).
     pub async fn record_node(&self, id: Uuid, owner: Uuid, node_id: Uuid) -> Result<()> {
-        let done = sqlx::query("UPDATE deployments SET node_id = $3 WHERE id = $1 AND lease_owner = $2")
-            .bind(id)
-            .bind(owner)
-            .bind(node_id)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE deployments SET node_id = $3 WHERE id = $1 AND lease_owner = $2")
+                .bind(id)
+                .bind(owner)
+                .bind(node_id)
+                .execute(&self.pool)
+                .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::LeaseLost { deployment: id });
         }

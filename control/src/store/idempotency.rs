@@ -8,7 +8,11 @@ use super::{Result, Store};
 pub type StoredResponse = (Vec<u8>, u16, serde_json::Value);
 
 impl Store {
-    pub async fn idempotent_response(&self, organization_id: Uuid, key: &str) -> Result<Option<StoredResponse>> {
+    pub async fn idempotent_response(
+        &self,
+        organization_id: Uuid,
+        key: &str,
+    ) -> Result<Option<StoredResponse>> {
         let row: Option<(Vec<u8>, i32, serde_json::Value)> = sqlx::query_as(
             "SELECT request_sha256, status, response FROM idempotency_keys WHERE organization_id = $1 AND key = $2",
         )

@@ -134,7 +134,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn audit_entries(&self, organization_id: Uuid, limit: i64) -> Result<Vec<AuditEntry>> {
+    pub async fn audit_entries(
+        &self,
+        organization_id: Uuid,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
         Ok(sqlx::query_as(
             "SELECT id, method, path, status, at FROM audit_log WHERE organization_id = $1 ORDER BY id DESC LIMIT $2",
         )

@@ -7,8 +7,7 @@ use uuid::Uuid;
 use super::{Node, Result, Store, StoreError};
 use crate::schedule::{self, BuildNodeView, ComputeNodeView, HeartbeatView};
 
-const COLUMNS: &str =
-    "id, name, role, address, cpu_millis, memory_bytes, build_slots, status, last_heartbeat_at, created_at";
+const COLUMNS: &str = "id, name, role, address, cpu_millis, memory_bytes, build_slots, status, last_heartbeat_at, created_at";
 
 impl Store {
     /// Registers a node, or updates the one with that name.
@@ -38,7 +37,9 @@ impl Store {
 
     pub async fn nodes(&self) -> Result<Vec<Node>> {
         let sql = format!("SELECT {COLUMNS} FROM nodes ORDER BY name");
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn node(&self, id: Uuid) -> Result<Node> {
@@ -66,10 +67,15 @@ impl Store {
 
     /// Marks down the nodes silent for longer than `down_after`; returns their ids.
     pub async fn mark_silent_nodes_down(&self, down_after: Duration) -> Result<Vec<Uuid>> {
-        let rows: Vec<(Uuid, String, Option<chrono::DateTime<chrono::Utc>>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
-            sqlx::query_as("SELECT id, status, last_heartbeat_at, created_at, now() FROM nodes")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(
+            Uuid,
+            String,
+            Option<chrono::DateTime<chrono::Utc>>,
+            chrono::DateTime<chrono::Utc>,
+            chrono::DateTime<chrono::Utc>,
+        )> = sqlx::query_as("SELECT id, status, last_heartbeat_at, created_at, now() FROM nodes")
+            .fetch_all(&self.pool)
+            .await?;
         let Some(now) = rows.first().map(|r| r.4) else {
             return Ok(vec![]);
         };
@@ -94,12 +100,17 @@ impl Store {
 
     /// Picks a build node for the deployment and takes one of its slots, atomically (node rows
     /// are locked so concurrent claims never overfill a node). Idempotent per deployment.
-    pub async fn take_build_slot(&self, deployment_id: Uuid, repository: &str) -> Result<Option<Node>> {
+    pub async fn take_build_slot(
+        &self,
+        deployment_id: Uuid,
+        repository: &str,
+    ) -> Result<Option<Node>> {
         let mut tx = self.pool.begin().await?;
-        let held: Option<Uuid> = sqlx::query_scalar("SELECT node_id FROM build_slots WHERE deployment_id = $1")
-            .bind(deployment_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let held: Option<Uuid> =
+            sqlx::query_scalar("SELECT node_id FROM build_slots WHERE deployment_id = $1")
+                .bind(deployment_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(node) = held {
             tx.commit().await?;
             return self.node(node).await.map(Some);
@@ -139,12 +150,17 @@ impl Store {
     }
 
     /// Frees the build slot; after a successful build the node's cache counts as warm.
-    pub async fn release_build_slot(&self, deployment_id: Uuid, warm_repository: Option<&str>) -> Result<()> {
-        let node: Option<Uuid> =
-            sqlx::query_scalar("DELETE FROM build_slots WHERE deployment_id = $1 RETURNING node_id")
-                .bind(deployment_id)
-                .fetch_optional(&self.pool)
-                .await?;
+    pub async fn release_build_slot(
+        &self,
+        deployment_id: Uuid,
+        warm_repository: Option<&str>,
+    ) -> Result<()> {
+        let node: Option<Uuid> = sqlx::query_scalar(
+            "DELETE FROM build_slots WHERE deployment_id = $1 RETURNING node_id",
+        )
+        .bind(deployment_id)
+        .fetch_optional(&self.pool)
+        .await?;
         if let (Some(node), Some(repo)) = (node, warm_repository) {
             sqlx::query(
                 "INSERT INTO build_cache (node_id, repository, last_built_at) VALUES ($1, $2, now()) \
@@ -159,11 +175,18 @@ impl Store {
     }
 
     /// Picks the compute node for a deployment's container (its own earlier pick if it has one).
-    pub async fn pick_compute_node(&self, deployment_id: Uuid, service_id: Uuid, cpu: u64, mem: u64) -> Result<Option<Node>> {
-        let existing: Option<Option<Uuid>> = sqlx::query_scalar("SELECT node_id FROM deployments WHERE id = $1")
-            .bind(deployment_id)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn pick_compute_node(
+        &self,
+        deployment_id: Uuid,
+        service_id: Uuid,
+        cpu: u64,
+        mem: u64,
+    ) -> Result<Option<Node>> {
+        let existing: Option<Option<Uuid>> =
+            sqlx::query_scalar("SELECT node_id FROM deployments WHERE id = $1")
+                .bind(deployment_id)
+                .fetch_optional(&self.pool)
+                .await?;
         if let Some(Some(node)) = existing {
             return self.node(node).await.map(Some);
         }
@@ -184,15 +207,19 @@ impl Store {
         .await?;
         let views: Vec<ComputeNodeView> = rows
             .into_iter()
-            .map(|(id, status, cpu_total, mem_total, cpu_used, mem_used, replicas)| ComputeNodeView {
-                id,
-                up: status == "up",
-                cpu_millis_total: cpu_total.max(0) as u64,
-                cpu_millis_allocated: cpu_used.max(0) as u64,
-                memory_bytes_total: mem_total.max(0) as u64,
-                memory_bytes_allocated: mem_used.max(0) as u64,
-                replicas_of_service: replicas as u32,
-            })
+            .map(
+                |(id, status, cpu_total, mem_total, cpu_used, mem_used, replicas)| {
+                    ComputeNodeView {
+                        id,
+                        up: status == "up",
+                        cpu_millis_total: cpu_total.max(0) as u64,
+                        cpu_millis_allocated: cpu_used.max(0) as u64,
+                        memory_bytes_total: mem_total.max(0) as u64,
+                        memory_bytes_allocated: mem_used.max(0) as u64,
+                        replicas_of_service: replicas as u32,
+                    }
+                },
+            )
             .collect();
         match schedule::pick_compute_node(&views, cpu, mem) {
             Some(id) => self.node(id).await.map(Some),

@@ -7,12 +7,14 @@ use crate::crypto;
 
 impl Store {
     pub async fn create_organization(&self, name: &str) -> Result<Organization> {
-        sqlx::query_as("INSERT INTO organizations (id, name) VALUES ($1, $2) RETURNING id, name, created_at")
-            .bind(Uuid::new_v4())
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| StoreError::unique(e, || format!("organization {name:?} already exists")))
+        sqlx::query_as(
+            "INSERT INTO organizations (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
+        )
+        .bind(Uuid::new_v4())
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| StoreError::unique(e, || format!("organization {name:?} already exists")))
     }
 
     pub async fn organization(&self, id: Uuid) -> Result<Organization> {
@@ -24,7 +26,11 @@ impl Store {
     }
 
     /// Creates a token; returns it with its secret, which is not stored and never shown again.
-    pub async fn create_token(&self, organization_id: Uuid, name: &str) -> Result<(ApiToken, String)> {
+    pub async fn create_token(
+        &self,
+        organization_id: Uuid,
+        name: &str,
+    ) -> Result<(ApiToken, String)> {
         let secret = crypto::generate_token();
         let token = sqlx::query_as(
             "INSERT INTO api_tokens (id, organization_id, name, token_sha256) VALUES ($1, $2, $3, $4) \
@@ -49,14 +55,14 @@ impl Store {
         .bind(&hash)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row
-            .filter(|r| crypto::constant_time_eq(&r.4, &hash))
-            .map(|(id, organization_id, name, created_at, _)| ApiToken {
+        Ok(row.filter(|r| crypto::constant_time_eq(&r.4, &hash)).map(
+            |(id, organization_id, name, created_at, _)| ApiToken {
                 id,
                 organization_id,
                 name,
                 created_at,
-            }))
+            },
+        ))
     }
 
     pub async fn revoke_token(&self, organization_id: Uuid, id: Uuid) -> Result<()> {
@@ -73,7 +79,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn add_member(&self, organization_id: Uuid, email: &str, role: &str) -> Result<Member> {
+    pub async fn add_member(
+        &self,
+        organization_id: Uuid,
+        email: &str,
+        role: &str,
+    ) -> Result<Member> {
         sqlx::query_as(
             "INSERT INTO members (id, organization_id, email, role) VALUES ($1, $2, $3, $4) \
              RETURNING id, email, role, created_at",

@@ -88,7 +88,11 @@ impl Store {
         .ok_or_else(|| StoreError::not_found("environment", id))
     }
 
-    pub async fn environments(&self, organization_id: Uuid, project_id: Uuid) -> Result<Vec<Environment>> {
+    pub async fn environments(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+    ) -> Result<Vec<Environment>> {
         self.project(organization_id, project_id).await?;
         Ok(sqlx::query_as(
             "SELECT id, project_id, name, branch, created_at FROM environments \

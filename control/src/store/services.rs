@@ -110,10 +110,16 @@ impl Store {
             .bind(s.port)
             .bind(s.replicas)
             .bind(&s.domains)
-            .bind(s.webhook_secret.as_ref().map(|w| self.secrets().seal(&webhook_aad(id), w)))
+            .bind(
+                s.webhook_secret
+                    .as_ref()
+                    .map(|w| self.secrets().seal(&webhook_aad(id), w)),
+            )
             .fetch_one(&mut *tx)
             .await
-            .map_err(|e| StoreError::unique(e, || format!("service {:?} already exists", s.name)))?;
+            .map_err(|e| {
+                StoreError::unique(e, || format!("service {:?} already exists", s.name))
+            })?;
         self.write_env(&mut tx, id, &s.env, &s.secrets).await?;
         tx.commit().await?;
         let mut service = from_row(&row)?;
@@ -132,7 +138,10 @@ impl Store {
             .bind(service_id)
             .execute(&mut *tx)
             .await?;
-        let all = env.iter().map(|kv| (kv, false)).chain(secrets.iter().map(|kv| (kv, true)));
+        let all = env
+            .iter()
+            .map(|kv| (kv, false))
+            .chain(secrets.iter().map(|kv| (kv, true)));
         for ((name, value), secret) in all {
             sqlx::query("INSERT INTO service_env (service_id, name, value_enc, secret) VALUES ($1, $2, $3, $4)")
                 .bind(service_id)
@@ -161,11 +170,12 @@ impl Store {
 
     /// Every env var and secret in clear, for the container (never for the API).
     pub async fn service_env(&self, service_id: Uuid) -> Result<BTreeMap<String, (String, bool)>> {
-        let rows: Vec<(String, Vec<u8>, bool)> =
-            sqlx::query_as("SELECT name, value_enc, secret FROM service_env WHERE service_id = $1 ORDER BY name")
-                .bind(service_id)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(String, Vec<u8>, bool)> = sqlx::query_as(
+            "SELECT name, value_enc, secret FROM service_env WHERE service_id = $1 ORDER BY name",
+        )
+        .bind(service_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter()
             .map(|(name, enc, secret)| {
                 let value = self.secrets().open(&env_aad(service_id, &name), &enc)?;
@@ -189,10 +199,11 @@ impl Store {
 
     /// A service and its organization, unscoped: for the pipeline and webhooks only.
     pub async fn service_unscoped(&self, id: Uuid) -> Result<(Uuid, Service)> {
-        let org: Option<Uuid> = sqlx::query_scalar("SELECT organization_id FROM services WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let org: Option<Uuid> =
+            sqlx::query_scalar("SELECT organization_id FROM services WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         let org = org.ok_or_else(|| StoreError::not_found("service", id))?;
         Ok((org, self.service(org, id).await?))
     }
@@ -209,7 +220,12 @@ impl Store {
         }
     }
 
-    pub async fn services(&self, organization_id: Uuid, project_id: Uuid, req: PageRequest) -> Result<Page<Service>> {
+    pub async fn services(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+        req: PageRequest,
+    ) -> Result<Page<Service>> {
         self.project(organization_id, project_id).await?;
         let sql = format!(
             "SELECT {COLUMNS} FROM services WHERE organization_id = $1 AND project_id = $2 \
@@ -230,7 +246,12 @@ impl Store {
         Ok(page(items, req, |s: &Service| s.id))
     }
 
-    pub async fn update_service(&self, organization_id: Uuid, id: Uuid, p: &ServicePatch) -> Result<Service> {
+    pub async fn update_service(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        p: &ServicePatch,
+    ) -> Result<Service> {
         let current = self.service(organization_id, id).await?;
         if p.image.is_some() && current.git_url.is_some() {
             return Err(StoreError::Conflict(format!(

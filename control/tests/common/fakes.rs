@@ -9,12 +9,32 @@ use control::clients::*;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
-    Build { node: String, build_id: String, repo: String },
-    CancelBuild { build_id: String },
-    Deploy { node: String, deployment: String, image: String, env: Vec<(String, String)> },
-    Remove { node: String, deployment: String },
-    Route { hosts: Vec<String> },
-    Switch { service: String, deployment: String, address: String },
+    Build {
+        node: String,
+        build_id: String,
+        repo: String,
+    },
+    CancelBuild {
+        build_id: String,
+    },
+    Deploy {
+        node: String,
+        deployment: String,
+        image: String,
+        env: Vec<(String, String)>,
+    },
+    Remove {
+        node: String,
+        deployment: String,
+    },
+    Route {
+        hosts: Vec<String>,
+    },
+    Switch {
+        service: String,
+        deployment: String,
+        address: String,
+    },
 }
 
 pub type Log = Arc<Mutex<Vec<Call>>>;
@@ -31,8 +51,14 @@ impl Fakes {
     pub fn new() -> Self {
         let log = Log::default();
         Self {
-            builder: FakeBuilder { log: log.clone(), ..Default::default() },
-            node: FakeNode { log: log.clone(), ..Default::default() },
+            builder: FakeBuilder {
+                log: log.clone(),
+                ..Default::default()
+            },
+            node: FakeNode {
+                log: log.clone(),
+                ..Default::default()
+            },
             proxy: FakeProxy { log: log.clone() },
             log,
         }
@@ -61,7 +87,9 @@ impl BuilderClient for FakeBuilder {
         let delay = *self.delay.lock().unwrap();
         tokio::time::sleep(delay).await;
         if r.git_url.contains("broken") {
-            return Ok(BuildOutcome::Failed { reason: "RUN npm ci exited 1".into() });
+            return Ok(BuildOutcome::Failed {
+                reason: "RUN npm ci exited 1".into(),
+            });
         }
         Ok(BuildOutcome::Succeeded {
             image: format!("{}:{}", r.image_repository, r.git_commit),
@@ -71,7 +99,9 @@ impl BuilderClient for FakeBuilder {
         })
     }
     async fn cancel(&self, _: &str, build_id: &str) -> Result<(), ClientError> {
-        self.log.lock().unwrap().push(Call::CancelBuild { build_id: build_id.into() });
+        self.log.lock().unwrap().push(Call::CancelBuild {
+            build_id: build_id.into(),
+        });
         Ok(())
     }
     async fn ping(&self, _: &str) -> Result<(), ClientError> {
@@ -117,11 +147,17 @@ impl NodeClient for FakeNode {
         })
     }
     async fn remove_deployment(&self, node: &str, deployment_id: &str) -> Result<(), ClientError> {
-        self.log.lock().unwrap().push(Call::Remove { node: node.into(), deployment: deployment_id.into() });
+        self.log.lock().unwrap().push(Call::Remove {
+            node: node.into(),
+            deployment: deployment_id.into(),
+        });
         Ok(())
     }
     async fn info(&self, _: &str) -> Result<NodeCapacity, ClientError> {
-        Ok(NodeCapacity { cpu_millis_total: 4000, memory_bytes_total: 8 << 30 })
+        Ok(NodeCapacity {
+            cpu_millis_total: 4000,
+            memory_bytes_total: 8 << 30,
+        })
     }
 }
 
@@ -133,7 +169,9 @@ pub struct FakeProxy {
 #[async_trait]
 impl ProxyClient for FakeProxy {
     async fn upsert_route(&self, r: &RouteSpec) -> Result<(), ClientError> {
-        self.log.lock().unwrap().push(Call::Route { hosts: r.hosts.clone() });
+        self.log.lock().unwrap().push(Call::Route {
+            hosts: r.hosts.clone(),
+        });
         Ok(())
     }
     async fn switch(&self, s: &SwitchSpec) -> Result<SwitchOutcome, ClientError> {

@@ -29,7 +29,9 @@ pub struct TestDb {
 impl TestDb {
     pub async fn create() -> anyhow::Result<Self> {
         let base = Services::from_env().database_url;
-        let (prefix, _) = base.rsplit_once('/').context("DATABASE_URL has no database name")?;
+        let (prefix, _) = base
+            .rsplit_once('/')
+            .context("DATABASE_URL has no database name")?;
         let admin_url = format!("{prefix}/postgres");
         let name = unique_ident("control");
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
@@ -56,12 +58,19 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs inside the test's runtime: use a thread with its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
-                if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                        .execute(&mut conn)
-                        .await;
+                if let Ok(mut conn) =
+                    <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await
+                {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
                 }
             });
         })
@@ -112,21 +121,40 @@ impl Harness {
         self.running.as_ref().unwrap().store.clone()
     }
 
-    pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(m, format!("{}{path}", self.url)).bearer_auth(token);
+        let mut req = self
+            .http
+            .request(m, format!("{}{path}", self.url))
+            .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().await.expect("request to the control plane");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Creates an organization; returns (id, token).
     pub async fn org(&self, name: &str) -> (String, String) {
-        let (status, v) = self.call("POST", "/organizations", ADMIN, Some(json!({ "name": name }))).await;
+        let (status, v) = self
+            .call(
+                "POST",
+                "/organizations",
+                ADMIN,
+                Some(json!({ "name": name })),
+            )
+            .await;
         assert_eq!(status, 201, "{v}");
         (
             v["organization"]["id"].as_str().unwrap().to_owned(),
@@ -150,10 +178,19 @@ impl Harness {
     /// Project + service; returns (project id, service id).
     pub async fn service(&self, token: &str, body: Value) -> (String, String) {
         let project = unique_ident("p").replace('_', "-");
-        let (status, p) = self.call("POST", "/projects", token, Some(json!({ "name": project }))).await;
+        let (status, p) = self
+            .call("POST", "/projects", token, Some(json!({ "name": project })))
+            .await;
         assert_eq!(status, 201, "{p}");
         let pid = p["id"].as_str().unwrap().to_owned();
-        let (status, s) = self.call("POST", &format!("/projects/{pid}/services"), token, Some(body)).await;
+        let (status, s) = self
+            .call(
+                "POST",
+                &format!("/projects/{pid}/services"),
+                token,
+                Some(body),
+            )
+            .await;
         assert_eq!(status, 201, "{s}");
         (pid, s["id"].as_str().unwrap().to_owned())
     }
@@ -162,19 +199,32 @@ impl Harness {
     pub async fn wait_terminal(&self, token: &str, id: &str, limit: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let (status, d) = self.call("GET", &format!("/deployments/{id}"), token, None).await;
+            let (status, d) = self
+                .call("GET", &format!("/deployments/{id}"), token, None)
+                .await;
             assert_eq!(status, 200, "{d}");
-            if matches!(d["state"].as_str(), Some("ready" | "failed" | "cancelled" | "superseded")) {
+            if matches!(
+                d["state"].as_str(),
+                Some("ready" | "failed" | "cancelled" | "superseded")
+            ) {
                 return d;
             }
-            assert!(tokio::time::Instant::now() < deadline, "deployment {id} still {d}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "deployment {id} still {d}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn deploy(&self, token: &str, service: &str, body: Value) -> String {
         let (status, d) = self
-            .call("POST", &format!("/services/{service}/deployments"), token, Some(body))
+            .call(
+                "POST",
+                &format!("/services/{service}/deployments"),
+                token,
+                Some(body),
+            )
             .await;
         assert_eq!(status, 201, "{d}");
         d["id"].as_str().unwrap().to_owned()

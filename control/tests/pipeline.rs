@@ -1,0 +1,588 @@
+//! The deploy pipeline on a real PostgreSQL: the durable queue, the driver through recording
+//! fakes of the three daemons, supersede, cancel, failure, rollback and crash resume.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fakes::{Call, Fakes};
+use common::{Harness, TestDb, fake_clients, phases};
+use control::pipeline::driver::{Driver, DriverConfig};
+use control::store::{NewDeployment, NewService, Store};
+use serde_json::json;
+use uuid::Uuid;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn image_deploy_switches_traffic_and_replaces_the_old_version() -> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let h = Harness::start(fake_clients(&fakes)).await?;
+    h.register_node("n1", "compute", "http://127.0.0.1:9").await;
+    let (_, a) = h.org("org-a").await;
+    let (_, service) = h
+        .service(
+            &a,
+            json!({ "name": "web", "image": "127.0.0.1:5000/app:v1", "port": 8080,
+            "health_check": { "path": "/healthz" }, "secrets": { "TOKEN": "s3" } }),
+        )
+        .await;
+    let d1 = h.deploy(&a, &service, json!({})).await;
+    let v1 = h.wait_terminal(&a, &d1, LIMIT).await;
+    assert_eq!(v1["state"], "ready", "{v1}");
+    assert_eq!(
+        phases(&v1),
+        ["queued", "starting", "switching", "stopping_old", "ready"]
+    );
+    let d2 = h
+        .deploy(&a, &service, json!({ "image": "127.0.0.1:5000/app:v2" }))
+        .await;
+    let v2 = h.wait_terminal(&a, &d2, LIMIT).await;
+    assert_eq!(v2["state"], "ready", "{v2}");
+    let (_, v1) = h.call("GET", &format!("/deployments/{d1}"), &a, None).await;
+    assert_eq!(v1["state"], "superseded");
+    let (_, s) = h
+        .call("GET", &format!("/services/{service}"), &a, None)
+        .await;
+    assert_eq!(s["current_deployment_id"], d2.as_str());
+
+    let calls = fakes.calls();
+    let pos = |c: &Call| {
+        calls
+            .iter()
+            .position(|x| x == c)
+            .unwrap_or_else(|| panic!("{c:?} not in {calls:?}"))
+    };
+    let deploy2 = calls
+        .iter()
+        .position(|c| matches!(c, Call::Deploy { deployment, .. } if *deployment == d2))
+        .unwrap();
+    let switch2 = pos(&Call::Switch {
+        service: service.clone(),
+        deployment: d2.clone(),
+        address: "10.0.0.1:8080".into(),
+    });
+    let remove1 = pos(&Call::Remove {
+        node: "http://127.0.0.1:9".into(),
+        deployment: d1.clone(),
+    });
+    assert!(
+        deploy2 < switch2 && switch2 < remove1,
+        "new beside old, switch, then stop old: {calls:?}"
+    );
+    assert!(calls.iter().any(
+        |c| matches!(c, Call::Deploy { env, .. } if env.contains(&("TOKEN".into(), "s3".into())))
+    ));
+    assert!(
+        calls
+            .iter()
+            .any(|c| matches!(c, Call::Route { hosts } if hosts[0].starts_with("web-")))
+    );
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn git_deploy_builds_then_runs_the_pushed_digest() -> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let h = Harness::start(fake_clients(&fakes)).await?;
+    h.register_node("b1", "build", "http://127.0.0.1:7").await;
+    h.register_node("n1", "compute", "http://127.0.0.1:9").await;
+    let (org, a) = h.org("org-a").await;
+    let (_, service) = h
+        .service(
+            &a,
+            json!({ "name": "web", "git": { "url": "file:///srv/app.git" } }),
+        )
+        .await;
+    let commit = "abcdef0123456789abcdef0123456789abcdef01";
+    let d = h
+        .deploy(&a, &service, json!({ "git_commit": commit }))
+        .await;
+    let v = h.wait_terminal(&a, &d, LIMIT).await;
+    assert_eq!(v["state"], "ready", "{v}");
+    assert_eq!(
+        phases(&v),
+        [
+            "queued",
+            "building",
+            "starting",
+            "switching",
+            "stopping_old",
+            "ready"
+        ]
+    );
+    assert_eq!(v["image_digest"], "sha256:feed");
+    let expected = format!("127.0.0.1:5000/{org}/{service}@sha256:feed");
+    assert!(
+        fakes
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Deploy { image, .. } if *image == expected)),
+        "{:?}",
+        fakes.calls()
+    );
+    let warm: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM build_cache WHERE repository = 'file:///srv/app.git'",
+    )
+    .fetch_one(&h.store().pool)
+    .await?;
+    assert_eq!(
+        warm, 1,
+        "the build node's cache counts as warm for the repo"
+    );
+    let slots: i64 = sqlx::query_scalar("SELECT count(*) FROM build_slots")
+        .fetch_one(&h.store().pool)
+        .await?;
+    assert_eq!(slots, 0, "the build slot is freed");
+
+    let (_, broken) = h
+        .service(
+            &a,
+            json!({ "name": "broken", "git": { "url": "file:///srv/broken.git" } }),
+        )
+        .await;
+    let d = h.deploy(&a, &broken, json!({})).await;
+    let v = h.wait_terminal(&a, &d, LIMIT).await;
+    assert_eq!(v["state"], "failed");
+    assert!(
+        v["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("npm ci exited 1"),
+        "{v}"
+    );
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn failed_health_check_keeps_the_old_version_and_rollback_works() -> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let h = Harness::start(fake_clients(&fakes)).await?;
+    h.register_node("n1", "compute", "http://127.0.0.1:9").await;
+    let (_, a) = h.org("org-a").await;
+    let (_, service) = h
+        .service(
+            &a,
+            json!({ "name": "web", "image": "127.0.0.1:5000/app:v1" }),
+        )
+        .await;
+    let d1 = h.deploy(&a, &service, json!({})).await;
+    assert_eq!(h.wait_terminal(&a, &d1, LIMIT).await["state"], "ready");
+
+    let d2 = h
+        .deploy(
+            &a,
+            &service,
+            json!({ "image": "127.0.0.1:5000/app:unhealthy" }),
+        )
+        .await;
+    let v2 = h.wait_terminal(&a, &d2, LIMIT).await;
+    assert_eq!(v2["state"], "failed", "{v2}");
+    assert!(
+        v2["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("answered 500: boom"),
+        "{v2}"
+    );
+    assert_eq!(
+        phases(&v2),
+        ["queued", "starting", "cleanup_then_failed", "failed"]
+    );
+    let (_, s) = h
+        .call("GET", &format!("/services/{service}"), &a, None)
+        .await;
+    assert_eq!(
+        s["current_deployment_id"],
+        d1.as_str(),
+        "the old version keeps serving"
+    );
+    let (_, v1) = h.call("GET", &format!("/deployments/{d1}"), &a, None).await;
+    assert_eq!(v1["state"], "ready");
+    let calls = fakes.calls();
+    assert!(calls.contains(&Call::Remove {
+        node: "http://127.0.0.1:9".into(),
+        deployment: d2.clone()
+    }));
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c, Call::Switch { deployment, .. } if *deployment == d2))
+    );
+    assert!(!calls.contains(&Call::Remove {
+        node: "http://127.0.0.1:9".into(),
+        deployment: d1.clone()
+    }));
+
+    let (status, v) = h
+        .call("POST", &format!("/deployments/{d2}/rollback"), &a, None)
+        .await;
+    assert_eq!(
+        status, 409,
+        "a failed deployment is no rollback target: {v}"
+    );
+    let d3 = h
+        .deploy(&a, &service, json!({ "image": "127.0.0.1:5000/app:v3" }))
+        .await;
+    assert_eq!(h.wait_terminal(&a, &d3, LIMIT).await["state"], "ready");
+    let (status, r) = h
+        .call("POST", &format!("/deployments/{d1}/rollback"), &a, None)
+        .await;
+    assert_eq!(status, 201, "{r}");
+    let r = r["id"].as_str().unwrap().to_owned();
+    let vr = h.wait_terminal(&a, &r, LIMIT).await;
+    assert_eq!(vr["state"], "ready", "{vr}");
+    assert_eq!(vr["rollback_of"], d1.as_str());
+    assert_eq!(vr["image"], "127.0.0.1:5000/app:v1");
+    let (_, s) = h
+        .call("GET", &format!("/services/{service}"), &a, None)
+        .await;
+    assert_eq!(s["current_deployment_id"], r.as_str());
+    h.stop().await;
+    Ok(())
+}
+
+/// Org, project, environment and an image service straight through the store.
+async fn setup(store: &Store, image: &str) -> anyhow::Result<(Uuid, Uuid)> {
+    let org = store
+        .create_organization(&stackpad_tests::unique_name("o"))
+        .await?;
+    let project = store.create_project(org.id, "app").await?;
+    let env = store
+        .create_environment(org.id, project.id, "production", "main")
+        .await?;
+    let service = store
+        .create_service(
+            org.id,
+            &NewService {
+                environment_id: env.id,
+                name: "web".into(),
+                kind: "web".into(),
+                image: Some(image.into()),
+                port: 8080,
+                replicas: 1,
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok((org.id, service.id))
+}
+
+fn image(i: &str) -> NewDeployment {
+    NewDeployment {
+        image: Some(i.into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_newer_deployment_supersedes_a_queued_one_and_queued_ones_cancel() -> anyhow::Result<()> {
+    let db = TestDb::create().await?;
+    let store = db.store().await?;
+    let (org, service) = setup(&store, "i:1").await?;
+    let d1 = store.create_deployment(org, service, &image("i:1")).await?;
+    let d2 = store.create_deployment(org, service, &image("i:2")).await?;
+    let d1 = store.deployment(org, d1.id).await?;
+    assert_eq!(d1.state, "superseded");
+    assert_eq!(
+        d1.failure_reason.as_deref(),
+        Some(&*format!("superseded by deployment {}", d2.id))
+    );
+    let d2 = store.cancel_deployment(org, d2.id).await?;
+    assert_eq!(d2.state, "cancelled");
+    assert!(
+        store.cancel_deployment(org, d2.id).await.is_err(),
+        "a cancelled deployment cannot be cancelled"
+    );
+    // Nothing left to claim.
+    assert!(
+        store
+            .claim(Uuid::new_v4(), Duration::from_secs(5))
+            .await?
+            .is_none()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn queue_claims_each_deployment_once_and_one_per_service_at_a_time() -> anyhow::Result<()> {
+    let db = TestDb::create().await?;
+    let store = db.store().await?;
+    let mut ids = vec![];
+    for i in 0..6 {
+        let (org, service) = setup(&store, "i").await?;
+        ids.push(
+            store
+                .create_deployment(org, service, &image(&format!("i:{i}")))
+                .await?
+                .id,
+        );
+    }
+    let claims = futures::future::join_all((0..10).map(|_| {
+        let store = store.clone();
+        async move { store.claim(Uuid::new_v4(), Duration::from_secs(30)).await }
+    }))
+    .await;
+    let mut claimed: Vec<Uuid> = claims
+        .into_iter()
+        .filter_map(|c| c.unwrap())
+        .map(|d| d.id)
+        .collect();
+    claimed.sort();
+    ids.sort();
+    assert_eq!(claimed, ids, "each queued deployment claimed exactly once");
+    Ok(())
+}
+
+fn fast_config() -> DriverConfig {
+    DriverConfig {
+        lease: Duration::from_millis(600),
+        retry_backoff: Duration::from_millis(10),
+        poll: Duration::from_millis(50),
+        ..DriverConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_driver_killed_mid_step_is_resumed_by_another_from_postgres() -> anyhow::Result<()> {
+    let db = TestDb::create().await?;
+    let store = db.store().await?;
+    store
+        .register_node("n1", "compute", "http://127.0.0.1:9", 4000, 8 << 30)
+        .await?;
+    let (org, service) = setup(&store, "i:1").await?;
+    let d = store.create_deployment(org, service, &image("i:1")).await?;
+
+    // Worker A: its node call hangs; it is killed (its future dropped, lease not released).
+    let hung = Fakes::new();
+    *hung.node.hang.lock().unwrap() = true;
+    let a = Driver::new(store.clone(), fake_clients(&hung), fast_config());
+    let claimed = store
+        .claim(a.owner, a.config.lease)
+        .await?
+        .expect("queued deployment");
+    let task = tokio::spawn(async move { a.drive(claimed).await });
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !hung
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Call::Deploy { .. }))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker A never reached the deploy step"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    assert_eq!(store.deployment(org, d.id).await?.phase, "starting");
+
+    // Worker B: claims once A's lease expired and finishes.
+    let fakes = Fakes::new();
+    let b = Driver::new(store.clone(), fake_clients(&fakes), fast_config());
+    assert!(
+        store.claim(b.owner, b.config.lease).await?.is_none(),
+        "A's lease still holds"
+    );
+    let claimed = loop {
+        if let Some(c) = store.claim(b.owner, b.config.lease).await? {
+            break c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never got the deployment"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(claimed.id, d.id);
+    let phase = b.drive(claimed).await?;
+    assert_eq!(phase.as_str(), "ready");
+    let done = store.deployment(org, d.id).await?;
+    assert_eq!(done.attempts, 2);
+    let timeline: Vec<String> = store
+        .deployment_events(org, d.id)
+        .await?
+        .into_iter()
+        .map(|e| e.phase)
+        .collect();
+    assert_eq!(
+        timeline,
+        ["queued", "starting", "switching", "stopping_old", "ready"]
+    );
+    assert!(
+        fakes.calls().iter().any(
+            |c| matches!(c, Call::Deploy { deployment, .. } if *deployment == d.id.to_string())
+        ),
+        "B redid the idempotent deploy of the same deployment id"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stale_worker_cannot_record_a_step_after_losing_its_lease() -> anyhow::Result<()> {
+    let db = TestDb::create().await?;
+    let store = db.store().await?;
+    let (org, service) = setup(&store, "i:1").await?;
+    let d = store.create_deployment(org, service, &image("i:1")).await?;
+    let stale = Uuid::new_v4();
+    store
+        .claim(stale, Duration::from_millis(500))
+        .await?
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let fresh = Uuid::new_v4();
+    assert_eq!(
+        store
+            .claim(fresh, Duration::from_secs(30))
+            .await?
+            .unwrap()
+            .id,
+        d.id
+    );
+    let t = control::pipeline::machine::decide(
+        control::pipeline::machine::Phase::Queued,
+        &control::pipeline::machine::Event::Claimed { needs_build: false },
+    )?;
+    let err = store
+        .apply_transition(
+            d.id,
+            stale,
+            control::pipeline::machine::Phase::Queued,
+            &t,
+            &Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no longer holds its lease"),
+        "{err}"
+    );
+    store
+        .apply_transition(
+            d.id,
+            fresh,
+            control::pipeline::machine::Phase::Queued,
+            &t,
+            &Default::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn build_nodes_never_take_more_than_four_builds() -> anyhow::Result<()> {
+    let db = TestDb::create().await?;
+    let store = db.store().await?;
+    store
+        .register_node("b1", "build", "http://127.0.0.1:7", 0, 0)
+        .await?;
+    store
+        .register_node("b2", "build", "http://127.0.0.1:8", 0, 0)
+        .await?;
+    let mut ids = vec![];
+    for i in 0..10 {
+        let (org, service) = setup(&store, "i").await?;
+        ids.push(
+            store
+                .create_deployment(org, service, &image(&format!("i:{i}")))
+                .await?
+                .id,
+        );
+    }
+    let taken = futures::future::join_all(ids.iter().map(|id| {
+        let store = store.clone();
+        async move { store.take_build_slot(*id, "file:///r.git").await }
+    }))
+    .await;
+    let nodes: Vec<String> = taken
+        .into_iter()
+        .filter_map(|t| t.unwrap())
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(nodes.len(), 8, "two nodes, four slots each: {nodes:?}");
+    assert_eq!(nodes.iter().filter(|n| *n == "b1").count(), 4);
+    // Taking again for a deployment that holds a slot returns the same node (idempotent).
+    let again = store.take_build_slot(ids[0], "file:///r.git").await?;
+    assert!(again.is_some());
+    // A freed slot on the node that built the repo: the next build of it goes there.
+    let holder: Uuid =
+        sqlx::query_scalar("SELECT node_id FROM build_slots WHERE deployment_id = $1")
+            .bind(ids[0])
+            .fetch_one(&store.pool)
+            .await?;
+    store
+        .release_build_slot(ids[0], Some("file:///r.git"))
+        .await?;
+    let waiting: Uuid = sqlx::query_scalar(
+        "SELECT id FROM deployments WHERE id = ANY($1) AND id NOT IN (SELECT deployment_id FROM build_slots) LIMIT 1",
+    )
+    .bind(&ids)
+    .fetch_one(&store.pool)
+    .await?;
+    let next = store
+        .take_build_slot(waiting, "file:///r.git")
+        .await?
+        .unwrap();
+    assert_eq!(next.id, holder);
+    Ok(())
+}
+
+#[tokio::test]
+async fn silent_nodes_are_marked_down_and_come_back_on_heartbeat() -> anyhow::Result<()> {
+    let db = TestDb::create().await?;
+    let store = db.store().await?;
+    let n = store
+        .register_node("n1", "compute", "http://127.0.0.1:9", 0, 0)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        store
+            .mark_silent_nodes_down(Duration::from_millis(10))
+            .await?,
+        vec![n.id]
+    );
+    assert_eq!(store.node(n.id).await?.status, "down");
+    store.heartbeat(n.id, Some((2000, 1 << 30))).await?;
+    let n = store.node(n.id).await?;
+    assert_eq!((n.status.as_str(), n.cpu_millis), ("up", 2000));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_worker_service_is_not_routed_and_down_nodes_get_nothing() -> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let h = Harness::start(fake_clients(&fakes)).await?;
+    let (_, a) = h.org("org-a").await;
+    let (_, service) = h
+        .service(
+            &a,
+            json!({ "name": "jobs", "kind": "worker", "image": "i:1" }),
+        )
+        .await;
+    let d = h.deploy(&a, &service, json!({})).await;
+    let v = h.wait_terminal(&a, &d, LIMIT).await;
+    assert_eq!(v["state"], "failed", "no compute node registered: {v}");
+    assert!(
+        v["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no compute node"),
+        "{v}"
+    );
+    h.register_node("n1", "compute", "http://127.0.0.1:9").await;
+    let d = h.deploy(&a, &service, json!({})).await;
+    let v = h.wait_terminal(&a, &d, LIMIT).await;
+    assert_eq!(v["state"], "ready", "{v}");
+    assert_eq!(phases(&v), ["queued", "starting", "stopping_old", "ready"]);
+    assert!(
+        !fakes
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Switch { .. }))
+    );
+    h.stop().await;
+    Ok(())
+}
