@@ -124,10 +124,13 @@ impl Isolation {
                 })?;
         }
         for (program, dir) in directions() {
-            if !attached_here(&c.veth, program, dir)? {
+            if attached_here(&c.veth, program, dir)? {
+                tracing::debug!(veth = %c.veth, program, "already attached");
+            } else {
                 self.attach_one(&c.veth, program, dir)?;
             }
         }
+        tracing::info!(veth = %c.veth, ip = %c.ip, identity = %c.policy.identity, "isolation attached");
         Ok(())
     }
 
@@ -191,7 +194,9 @@ impl Isolation {
             ignore_missing(self.ifaces.remove(&i), maps::IFACES)?;
             ignore_missing(self.counters.remove(&i), maps::COUNTERS)?;
         }
-        ignore_missing(self.endpoints.remove(&key), maps::ENDPOINTS)
+        ignore_missing(self.endpoints.remove(&key), maps::ENDPOINTS)?;
+        tracing::info!(veth, %ip, "isolation detached");
+        Ok(())
     }
 
     /// Veths with pinned attachments, for the agent's reconcile after a restart.
@@ -428,15 +433,11 @@ fn check_veth(veth: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The index of `veth` in the calling thread's network namespace.
 fn ifindex(veth: &str) -> Result<u32, Error> {
-    let path = format!("/sys/class/net/{veth}/ifindex");
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Interface {
+    nix::net::if_::if_nametoindex(veth).map_err(|errno| Error::Interface {
         veth: veth.to_owned(),
-        source,
-    })?;
-    text.trim().parse().map_err(|_| Error::Interface {
-        veth: veth.to_owned(),
-        source: std::io::Error::other(format!("{path} holds {text:?}")),
+        source: std::io::Error::from(errno),
     })
 }
 
