@@ -107,7 +107,10 @@ impl Daemon {
         let server = tokio::spawn(async move {
             let grpc = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc));
+                .serve_with_incoming(
+                    // No Nagle: small status/log messages must not wait for delayed ACKs.
+                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                );
             let metrics = axum::serve(metrics, metrics_app);
             tokio::select! {
                 r = grpc => if let Err(e) = r { tracing::error!(error = %e, "gRPC server stopped") },

@@ -255,20 +255,28 @@ impl BuildRunner for Pipeline {
                 source,
             })?;
         log(&events, "push", format!("pushed {image}@{digest}"));
-        // The cache tag carries the inline cache for the next build of this app on any node.
-        match self.engine.push(&cache_ref).await {
-            Ok(_) => log(&events, "push", format!("pushed cache {cache_ref}")),
-            Err(e) => log(
-                &events,
-                "push",
-                format!("cache push failed (build still succeeds): {e}"),
-            ),
-        }
-        for name in [&image, &cache_ref] {
-            if let Err(e) = self.engine.remove_image(name).await {
-                tracing::warn!(build = %id, image = %name, error = %e, "cannot untag local image");
+        // The cache tag (same image, so only a manifest put) carries the inline cache for the
+        // next build of this app on any node. It is pushed after the build reports success:
+        // a build never waits for, or fails because of, its cache export. Then both local names
+        // are dropped (the layers stay in BuildKit's cache).
+        log(
+            &events,
+            "push",
+            format!("exporting cache to {cache_ref} in the background"),
+        );
+        let engine = self.engine.clone();
+        let build_id = id.clone();
+        let names = [image.clone(), cache_ref.clone()];
+        tokio::spawn(async move {
+            if let Err(e) = engine.push(&cache_ref).await {
+                tracing::warn!(build = %build_id, cache = %cache_ref, error = %e, "cache export failed");
             }
-        }
+            for name in names {
+                if let Err(e) = engine.remove_image(&name).await {
+                    tracing::warn!(build = %build_id, image = %name, error = %e, "cannot untag local image");
+                }
+            }
+        });
         Ok(BuildOutcome {
             commit: co.commit,
             framework,

@@ -271,7 +271,9 @@ pub async fn checkout(
         url: shown.clone(),
     };
     let step_err = |(_, e): (String, SourceError)| e;
-    git.run("init", &["init", "-q"]).await.map_err(step_err)?;
+    git.run("init", &["init", "-q", "--template="])
+        .await
+        .map_err(step_err)?;
     git.run("remote add", &["remote", "add", "origin", &url])
         .await
         .map_err(step_err)?;
@@ -283,7 +285,16 @@ pub async fn checkout(
     log(format!("fetching {what} from {shown} (shallow)"));
     git.run(
         "fetch",
-        &["fetch", "-q", "--depth", "1", "--no-tags", "origin", &want],
+        &[
+            "fetch",
+            "-q",
+            "--depth",
+            "1",
+            "--no-tags",
+            "--no-auto-maintenance",
+            "origin",
+            &want,
+        ],
     )
     .await
     .map_err(|(stderr, e)| classify_fetch(&stderr, &shown, what.clone(), e))?;
