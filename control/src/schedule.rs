@@ -62,11 +62,9 @@ impl ComputeNodeView {
     /// Free share of the scarcer resource, in thousandths (undeclared counts as all free).
     fn free_permille(&self) -> u64 {
         let free = |total: u64, used: u64| {
-            if total == 0 {
-                1000
-            } else {
-                total.saturating_sub(used) * 1000 / total
-            }
+            (total.saturating_sub(used) * 1000)
+                .checked_div(total)
+                .unwrap_or(1000)
         };
         free(self.cpu_millis_total, self.cpu_millis_allocated)
             .min(free(self.memory_bytes_total, self.memory_bytes_allocated))

@@ -61,11 +61,13 @@ fn web() -> String {
     "web".into()
 }
 
+type EnvAndSecrets<'a> = (&'a BTreeMap<String, String>, &'a BTreeMap<String, String>);
+
 fn check_common(
     port: Option<u32>,
     replicas: Option<u32>,
     domains: Option<&[String]>,
-    env: Option<(&BTreeMap<String, String>, &BTreeMap<String, String>)>,
+    env: Option<EnvAndSecrets<'_>>,
     health: Option<&HealthCheck>,
 ) -> ApiResult<()> {
     if let Some(port) = port

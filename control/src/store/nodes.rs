@@ -7,6 +7,12 @@ use uuid::Uuid;
 use super::{Node, Result, Store, StoreError};
 use crate::schedule::{self, BuildNodeView, ComputeNodeView, HeartbeatView};
 
+type Time = chrono::DateTime<chrono::Utc>;
+/// id, status, last heartbeat, registered at, now.
+type HeartbeatRow = (Uuid, String, Option<Time>, Time, Time);
+/// id, status, slots, builds running, builds of the repo, last build of the repo.
+type BuildNodeRow = (Uuid, String, i32, i64, Option<i32>, Option<Time>);
+
 const COLUMNS: &str = "id, name, role, address, cpu_millis, memory_bytes, build_slots, status, last_heartbeat_at, created_at";
 
 impl Store {
@@ -67,15 +73,10 @@ impl Store {
 
     /// Marks down the nodes silent for longer than `down_after`; returns their ids.
     pub async fn mark_silent_nodes_down(&self, down_after: Duration) -> Result<Vec<Uuid>> {
-        let rows: Vec<(
-            Uuid,
-            String,
-            Option<chrono::DateTime<chrono::Utc>>,
-            chrono::DateTime<chrono::Utc>,
-            chrono::DateTime<chrono::Utc>,
-        )> = sqlx::query_as("SELECT id, status, last_heartbeat_at, created_at, now() FROM nodes")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<HeartbeatRow> =
+            sqlx::query_as("SELECT id, status, last_heartbeat_at, created_at, now() FROM nodes")
+                .fetch_all(&self.pool)
+                .await?;
         let Some(now) = rows.first().map(|r| r.4) else {
             return Ok(vec![]);
         };
@@ -118,7 +119,7 @@ impl Store {
         sqlx::query("SELECT id FROM nodes WHERE role = 'build' FOR UPDATE")
             .fetch_all(&mut *tx)
             .await?;
-        let rows: Vec<(Uuid, String, i32, i64, Option<i32>, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        let rows: Vec<BuildNodeRow> = sqlx::query_as(
             "SELECT n.id, n.status, n.build_slots, \
              (SELECT count(*) FROM build_slots s WHERE s.node_id = n.id), c.builds, c.last_built_at \
              FROM nodes n LEFT JOIN build_cache c ON c.node_id = n.id AND c.repository = $1 WHERE n.role = 'build'",

@@ -5,6 +5,9 @@ use uuid::Uuid;
 use super::{ApiToken, Member, Organization, Result, Store, StoreError};
 use crate::crypto;
 
+/// id, organization, name, created at, hash.
+type TokenRow = (Uuid, Uuid, String, chrono::DateTime<chrono::Utc>, Vec<u8>);
+
 impl Store {
     pub async fn create_organization(&self, name: &str) -> Result<Organization> {
         sqlx::query_as(
@@ -48,7 +51,7 @@ impl Store {
     /// The token a secret belongs to, unless unknown or revoked.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<ApiToken>> {
         let hash = crypto::hash_token(secret);
-        let row: Option<(Uuid, Uuid, String, chrono::DateTime<chrono::Utc>, Vec<u8>)> = sqlx::query_as(
+        let row: Option<TokenRow> = sqlx::query_as(
             "UPDATE api_tokens SET last_used_at = now() WHERE token_sha256 = $1 AND revoked_at IS NULL \
              RETURNING id, organization_id, name, created_at, token_sha256",
         )
