@@ -56,8 +56,22 @@ async fn login_create_deploy_list_and_rollback() -> anyhow::Result<()> {
 
     let (code, out) = stackpad(
         &config,
-        &["services", "create", "--project", &project, "--name", "web", "--image", "127.0.0.1:5000/shop:v1",
-          "--port", "8080", "--health-path", "/healthz", "--env", "MODE=prod"],
+        &[
+            "services",
+            "create",
+            "--project",
+            &project,
+            "--name",
+            "web",
+            "--image",
+            "127.0.0.1:5000/shop:v1",
+            "--port",
+            "8080",
+            "--health-path",
+            "/healthz",
+            "--env",
+            "MODE=prod",
+        ],
     )
     .await;
     assert_eq!(code, 0, "{out}");
@@ -70,7 +84,17 @@ async fn login_create_deploy_list_and_rollback() -> anyhow::Result<()> {
         assert!(out.contains(step), "timeline shows {step}: {out}");
     }
     let first = id_in(&out);
-    let (code, out) = stackpad(&config, &["deploy", "--service", &service, "--image", "127.0.0.1:5000/shop:unhealthy"]).await;
+    let (code, out) = stackpad(
+        &config,
+        &[
+            "deploy",
+            "--service",
+            &service,
+            "--image",
+            "127.0.0.1:5000/shop:unhealthy",
+        ],
+    )
+    .await;
     assert_eq!(code, 1, "a failed deployment exits 1: {out}");
     assert!(out.contains("failed") && out.contains("boom"), "{out}");
 

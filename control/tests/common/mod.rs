@@ -3,6 +3,7 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 pub mod fakes;
+pub mod grpc_fakes;
 
 use std::sync::Arc;
 use std::time::Duration;
