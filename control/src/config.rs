@@ -271,6 +271,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let c: Config = toml::from_str(include_str!("../control.example.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.nodes.len(), 2);
+    }
+
+    #[test]
     fn toml_and_env_override() {
         let mut c: Config = toml::from_str(&format!(
             "encryption_key = \"{}\"\nworkers = 2\n[[nodes]]\nname = \"b1\"\nrole = \"build\"\naddress = \"http://127.0.0.1:7101\"\n",
