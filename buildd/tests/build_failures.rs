@@ -223,53 +223,74 @@ async fn six_builds_at_once_never_more_than_four_run_and_all_finish() {
     let mut d = daemon(4).await;
     let mut repos = Vec::new();
     let mut ids = Vec::new();
-    for i in 0..6 {
+    for i in 0..6u32 {
         // A unique file makes each build do real work (no cache hit) for about two seconds.
         let dockerfile = format!("{}COPY nonce /nonce\nRUN sleep 2\n", busybox());
         let (repo, sha) = repo_with(&[("Dockerfile", &dockerfile), ("nonce", &unique("n"))]);
         let id = unique(&format!("six-{i}"));
-        d.client
+        let accepted = d
+            .client
             .start_build(start_request(&id, repo.path(), &sha))
             .await
-            .unwrap();
+            .unwrap()
+            .into_inner();
+        // The first four take the free slots; the fifth and sixth wait, in order.
+        if i < 4 {
+            assert!(
+                accepted.started_at_unix_ms > 0,
+                "build {i} should start: {accepted:?}"
+            );
+        } else {
+            assert_eq!(accepted.state(), pb::BuildState::Queued);
+            assert_eq!(
+                accepted.started_at_unix_ms, 0,
+                "build {i} should wait: {accepted:?}"
+            );
+            assert_eq!(accepted.queue_position, i - 4, "{accepted:?}");
+        }
         repos.push(repo);
         ids.push(id);
     }
-    let mut max_active = 0;
-    let mut saw_queued = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
-    loop {
-        let mut active = 0;
-        let mut ended = 0;
-        for id in &ids {
-            let s = d
-                .client
-                .get_build(pb::GetBuildRequest {
-                    build_id: id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            match s.state() {
-                pb::BuildState::Cloning | pb::BuildState::Building | pb::BuildState::Pushing => {
-                    active += 1
-                }
-                pb::BuildState::Queued => saw_queued = true,
-                pb::BuildState::Succeeded => ended += 1,
-                other => panic!("build {id} ended {other:?}: {}", s.failure_reason),
-            }
-        }
-        max_active = max_active.max(active);
-        assert!(active <= 4, "{active} builds running at once");
-        if ended == ids.len() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "builds did not finish in time"
+    let mut statuses = Vec::new();
+    for id in &ids {
+        let events = tokio::time::timeout_at(deadline, watch_all(&mut d.client, id))
+            .await
+            .expect("builds did not finish in time");
+        let s = final_status(&events);
+        assert_eq!(
+            s.state(),
+            pb::BuildState::Succeeded,
+            "{id}: {}",
+            s.failure_reason
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        statuses.push(s);
     }
-    assert_eq!(max_active, 4, "four builds should have run at once");
-    assert!(saw_queued, "two builds should have waited");
+    // The daemon's own start/finish times: the most builds whose runs overlap at one instant.
+    let max_active = statuses
+        .iter()
+        .map(|a| {
+            statuses
+                .iter()
+                .filter(|b| {
+                    b.started_at_unix_ms <= a.started_at_unix_ms
+                        && a.started_at_unix_ms < b.finished_at_unix_ms
+                })
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(
+        max_active, 4,
+        "at most four at once, and four did run together: {statuses:#?}"
+    );
+    let last_two_waited = statuses[4..].iter().all(|s| {
+        statuses[..4]
+            .iter()
+            .any(|f| f.finished_at_unix_ms <= s.started_at_unix_ms)
+    });
+    assert!(
+        last_two_waited,
+        "the fifth and sixth builds start only after an earlier one ended"
+    );
 }

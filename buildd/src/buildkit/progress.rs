@@ -4,6 +4,9 @@ use std::collections::HashMap;
 
 use super::control::StatusResponse;
 
+/// How BuildKit names the vertex of a cache import.
+const CACHE_IMPORT_PREFIX: &str = "importing cache manifest";
+
 /// One step (BuildKit vertex) as the build reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Step {
@@ -106,9 +109,11 @@ impl ProgressTracker {
         (cached as u32, done.len() as u32)
     }
 
-    /// The first failed step, if any, and its error.
+    /// The first failed step, if any, and its error. A failed cache import is not a failure:
+    /// BuildKit goes on without that cache (e.g. the first build of an app has none).
     pub fn failed_step(&self) -> Option<&Step> {
-        self.steps().find(|s| s.error.is_some())
+        self.steps()
+            .find(|s| s.error.is_some() && !s.name.starts_with(CACHE_IMPORT_PREFIX))
     }
 }
 
@@ -200,6 +205,21 @@ mod tests {
     #[test]
     fn failed_step_is_found() {
         let mut t = ProgressTracker::default();
+        let mut import = vertex(
+            "i",
+            "importing cache manifest from r/x:buildcache",
+            false,
+            true,
+        );
+        import.error = "r/x:buildcache: not found".into();
+        t.apply(&StatusResponse {
+            vertexes: vec![import],
+            ..Default::default()
+        });
+        assert!(
+            t.failed_step().is_none(),
+            "a missing cache is not a failure"
+        );
         let mut v = vertex("x", "[2/2] RUN false", false, true);
         v.error = "exit code: 1".into();
         t.apply(&StatusResponse {
