@@ -178,6 +178,41 @@ async fn main() -> anyhow::Result<()> {
     let agent = Agent::new(config, Arc::new(IsolationDisabled), Arc::new(NoShipping))
         .await
         .context("agent (is containerd up? scripts/services up)")?;
+    let outcome = bench(agent.clone(), &registry, &ns, runs, burst).await;
+    // Whatever happened, leave nothing behind: the agent's containers (with their networks)
+    // and the ctr side's.
+    for s in agent.list(None, None) {
+        let _ = agent.remove(&s.container_id, true).await;
+    }
+    if let Ok(out) = ctr(&ns, &["container", "ls", "-q"]) {
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            ctr_remove(&ns, id);
+        }
+    }
+    let _ = ctr(
+        &ns,
+        &[
+            "image",
+            "rm",
+            "--sync",
+            &format!("{registry}/stackpad/busybox:1"),
+        ],
+    );
+    let _ = ctr(&ns, &["namespaces", "rm", &ns]);
+    let _ = std::process::Command::new("ctr")
+        .args(["namespaces", "rm", &ns])
+        .output();
+    outcome
+}
+
+async fn bench(
+    agent: Arc<Agent>,
+    registry: &str,
+    ns: &str,
+    runs: usize,
+    burst: usize,
+) -> anyhow::Result<()> {
+    let (registry, ns) = (registry.to_owned(), ns.to_owned());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr, _, server) = runtime::daemon::serve(agent.clone(), async {
         let _ = stop_rx.await;
@@ -296,7 +331,6 @@ async fn main() -> anyhow::Result<()> {
             })
             .await;
     }
-    let _ = ctr(&ns, &["image", "rm", &image]);
     let _ = stop_tx.send(());
     let _ = server.await;
     Ok(())

@@ -71,16 +71,24 @@ pub async fn ensure_bridge(bridge: &str, subnet: Subnet) -> Result<()> {
     );
     match run("ip", &["-batch", "-"], &batch, bridge).await {
         // Lost a race with another deploy of the same project: fine if it is there now.
-        Err(_) if link_exists(bridge) => Ok(()),
-        other => other,
+        Err(_) if link_exists(bridge) => {}
+        other => other?,
     }
+    allow_intra_bridge(bridge).await
 }
 
 pub async fn delete_bridge(bridge: &str) -> Result<()> {
     if !link_exists(bridge) {
         return Ok(());
     }
-    run("ip", &["link", "del", bridge], "", bridge).await
+    run("ip", &["link", "del", bridge], "", bridge).await?;
+    let cmd = format!(
+        "delete element inet stackpad intra {}\n",
+        intra_element(bridge)
+    );
+    // Absent element (firewall reinstalled since) is fine.
+    let _ = run("nft", &["-f", "-"], &cmd, bridge).await;
+    Ok(())
 }
 
 /// A network namespace with a veth into the bridge, the address and the default route.
@@ -141,30 +149,60 @@ pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
 
 /// The nftables rules every project bridge lives under: no forwarding between project
 /// bridges, nothing in from outside, and out to the world only when egress is allowed
-/// (masqueraded).
+/// (masqueraded). Traffic inside one bridge passes: with `bridge-nf-call-iptables` on, bridged
+/// frames cross this forward hook too, so each bridge is listed in the `intra` set.
+/// Idempotent and safe to run while other agents add set elements (the set is never flushed).
 pub fn firewall_rules(bridge_prefix: &str, pool: Subnet, allow_egress: bool) -> String {
     let p = format!("\"{bridge_prefix}*\"");
-    let egress = if allow_egress {
-        format!("        iifname {p} accept\n")
-    } else {
-        String::new()
-    };
-    let nat = if allow_egress {
-        format!(
-            "    chain postrouting {{\n        type nat hook postrouting priority srcnat; policy accept;\n        ip saddr {pool} oifname != {p} masquerade\n    }}\n"
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "table inet stackpad\ndelete table inet stackpad\ntable inet stackpad {{\n    chain forward {{\n        type filter hook forward priority filter; policy accept;\n        iifname {p} oifname {p} drop\n        oifname {p} ct state established,related accept\n        oifname {p} drop\n{egress}        iifname {p} drop\n    }}\n{nat}}}\n"
-    )
+    let mut out = String::from(
+        "add table inet stackpad\n\
+         add set inet stackpad intra { type ifname . ifname; }\n\
+         add chain inet stackpad forward { type filter hook forward priority filter; policy accept; }\n\
+         flush chain inet stackpad forward\n\
+         add chain inet stackpad postrouting { type nat hook postrouting priority srcnat; policy accept; }\n\
+         flush chain inet stackpad postrouting\n",
+    );
+    let rule = |r: String| format!("add rule inet stackpad forward {r}\n");
+    out.push_str(&rule("iifname . oifname @intra accept".into()));
+    out.push_str(&rule(format!("iifname {p} oifname {p} drop")));
+    out.push_str(&rule(format!(
+        "oifname {p} ct state established,related accept"
+    )));
+    out.push_str(&rule(format!("oifname {p} drop")));
+    if allow_egress {
+        out.push_str(&rule(format!("iifname {p} accept")));
+        out.push_str(&format!(
+            "add rule inet stackpad postrouting ip saddr {pool} oifname != {p} masquerade\n"
+        ));
+    }
+    out.push_str(&rule(format!("iifname {p} drop")));
+    out
 }
 
-/// Installs [`firewall_rules`] (replacing the previous set atomically) and, with egress,
-/// turns on IPv4 forwarding.
+/// The set element that lets a bridge's own traffic through the forward hook.
+fn intra_element(bridge: &str) -> String {
+    format!("{{ \"{bridge}\" . \"{bridge}\" }}")
+}
+
+/// Lets traffic within `bridge` pass the firewall.
+pub async fn allow_intra_bridge(bridge: &str) -> Result<()> {
+    let cmd = format!(
+        "add element inet stackpad intra {}\n",
+        intra_element(bridge)
+    );
+    run("nft", &["-f", "-"], &cmd, bridge).await
+}
+
+/// Installs [`firewall_rules`], lists every existing project bridge in the `intra` set, and,
+/// with egress, turns on IPv4 forwarding.
 pub async fn install_firewall(bridge_prefix: &str, pool: Subnet, allow_egress: bool) -> Result<()> {
-    let rules = firewall_rules(bridge_prefix, pool, allow_egress);
+    let mut rules = firewall_rules(bridge_prefix, pool, allow_egress);
+    for bridge in links_with_prefix(bridge_prefix) {
+        rules.push_str(&format!(
+            "add element inet stackpad intra {}\n",
+            intra_element(&bridge)
+        ));
+    }
     run("nft", &["-f", "-"], &rules, "nftables table inet stackpad").await?;
     if allow_egress {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
@@ -182,6 +220,11 @@ mod tests {
         let pool: Subnet = "10.200.0.0/16".parse().unwrap();
         let closed = firewall_rules("spb", pool, false);
         assert!(closed.contains("iifname \"spb*\" oifname \"spb*\" drop"));
+        let intra = closed.find("@intra accept").unwrap();
+        assert!(
+            intra < closed.find("oifname \"spb*\" drop").unwrap(),
+            "same-bridge accept comes first"
+        );
         assert!(closed.contains("iifname \"spb*\" drop"));
         assert!(!closed.contains("masquerade"));
         let open = firewall_rules("spb", pool, true);

@@ -94,12 +94,19 @@ pub async fn purge(c: &Containerd) {
             }))
             .await;
     }
-    let _ = c
-        .namespaces()
-        .delete(DeleteNamespaceRequest {
-            name: c.namespace().to_owned(),
-        })
-        .await;
+    // The namespace empties once the garbage collector has taken its blobs and snapshots.
+    for _ in 0..40 {
+        let deleted = c
+            .namespaces()
+            .delete(DeleteNamespaceRequest {
+                name: c.namespace().to_owned(),
+            })
+            .await;
+        if deleted.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 impl Drop for Namespace {
