@@ -18,6 +18,8 @@ pub struct Config {
     pub max_concurrent_builds: usize,
     pub default_timeout_seconds: u64,
     pub default_memory_limit_bytes: u64,
+    /// Ended builds kept in memory for GetBuild/WatchBuild (oldest forgotten first).
+    pub keep_ended_builds: usize,
     /// Checkouts live here while builds run.
     pub work_dir: PathBuf,
     /// Network of `RUN` steps: `none` (default), `host`, or `default` (BuildKit's own).
@@ -56,6 +58,7 @@ impl Default for Config {
             max_concurrent_builds: 4,
             default_timeout_seconds: 30 * 60,
             default_memory_limit_bytes: 4 << 30,
+            keep_ended_builds: 1000,
             work_dir: "/var/lib/stackpad/buildd".into(),
             network_mode: "none".into(),
             buildkit: BuildKitConfig::default(),
@@ -91,6 +94,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=64).contains(&self.max_concurrent_builds) {
             return Err(err("max_concurrent_builds", "must be between 1 and 64"));
+        }
+        if self.keep_ended_builds == 0 {
+            return Err(err("keep_ended_builds", "must be at least 1"));
         }
         if self.default_timeout_seconds == 0 {
             return Err(err("default_timeout_seconds", "must be greater than 0"));

@@ -73,6 +73,7 @@ impl Daemon {
                 max_running: config.max_concurrent_builds,
                 default_timeout: std::time::Duration::from_secs(config.default_timeout_seconds),
                 default_memory_bytes: config.default_memory_limit_bytes,
+                keep_ended: config.keep_ended_builds,
             },
         );
         let listen = |addr: SocketAddr, what: &'static str| async move {

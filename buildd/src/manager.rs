@@ -6,7 +6,7 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ pub struct Limits {
     pub max_running: usize,
     pub default_timeout: Duration,
     pub default_memory_bytes: u64,
+    /// Ended builds kept for GetBuild/WatchBuild; older ones are forgotten first.
+    pub keep_ended: usize,
 }
 
 struct Record {
@@ -65,6 +67,8 @@ struct Record {
 struct Shared {
     queue: BuildQueue,
     records: HashMap<String, Record>,
+    /// Ended builds, oldest first.
+    ended: VecDeque<String>,
 }
 
 struct Inner<R> {
@@ -116,6 +120,7 @@ impl<R: BuildRunner> Builds<R> {
                 shared: Mutex::new(Shared {
                     queue: BuildQueue::new(limits.max_running),
                     records: HashMap::new(),
+                    ended: VecDeque::new(),
                 }),
                 metrics: Metrics::default(),
             }),
@@ -390,6 +395,12 @@ impl<R: BuildRunner> Builds<R> {
             r.cancel = None;
             r.events.push(BuildEvent::Status(r.status.clone()));
             r.notify.notify_waiters();
+            s.ended.push_back(id.to_owned());
+            while s.ended.len() > self.inner.limits.keep_ended.max(1) {
+                if let Some(old) = s.ended.pop_front() {
+                    s.records.remove(&old);
+                }
+            }
             if was_running {
                 s.queue.finished(id)
             } else {

@@ -9,7 +9,7 @@ use super::{
     BuildError, BuildOutcome, BuildRequest, BuildRunner, BuildState, LogLine, Progress, now_nanos,
 };
 use crate::buildkit::{Endpoint, ProgressEvent, ProgressTracker, SolveSpec, solve};
-use crate::context::{ContextServer, archive};
+use crate::context::{ArchiveSpec, ContextServer, archive};
 use crate::detect::{Framework, RepoSnapshot, detect};
 use crate::dockerfile::{BaseImages, GENERATED_NAME, generate};
 use crate::engine::Engine;
@@ -126,17 +126,18 @@ impl BuildRunner for Pipeline {
         } else {
             "Dockerfile"
         };
-        let tar = archive(
-            &co.repo,
-            &req.source.subdirectory,
-            generated.as_deref().map(|t| (GENERATED_NAME, t)),
-            &work.0,
-        )
-        .await
-        .map_err(|source| BuildError::Context {
-            id: id.clone(),
-            source,
-        })?;
+        let spec = ArchiveSpec {
+            repo: &co.repo,
+            subdirectory: &req.source.subdirectory,
+            generated: generated.as_deref().map(|t| (GENERATED_NAME, t)),
+            submodules: req.source.submodules,
+        };
+        let tar = archive(spec, &work.0)
+            .await
+            .map_err(|source| BuildError::Context {
+                id: id.clone(),
+                source,
+            })?;
         let served = self.contexts.serve(tar);
 
         let _ = events.send(Progress::State(BuildState::Building));

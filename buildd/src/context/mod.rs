@@ -41,45 +41,81 @@ pub enum ContextError {
     },
 }
 
-/// Tars `subdirectory` of the checkout at `repo` as of HEAD (tracked files only, no `.git`),
-/// adding `generated` (name, content) at the top when given.
-pub async fn archive(
-    repo: &Path,
-    subdirectory: &str,
-    generated: Option<(&str, &str)>,
-    scratch: &Path,
-) -> Result<Bytes, ContextError> {
-    let tree = if subdirectory.is_empty() {
-        "HEAD".to_owned()
-    } else {
-        format!("HEAD:{subdirectory}")
+/// What goes into a build context.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchiveSpec<'a> {
+    /// The checkout's work tree.
+    pub repo: &'a Path,
+    /// The app folder inside it; empty = the root.
+    pub subdirectory: &'a str,
+    /// A generated file (name, content) to add at the top of the context.
+    pub generated: Option<(&'a str, &'a str)>,
+    /// Include checked-out submodules (`git archive` leaves them out).
+    pub submodules: bool,
+}
+
+/// Tars the app folder as of the checked-out commit (tracked files only, no `.git`), adding the
+/// generated file. Without submodules this is `git archive`; with them, the work tree (fresh
+/// from the checkout, so nothing untracked) through GNU tar with fixed owners and times.
+pub async fn archive(spec: ArchiveSpec<'_>, scratch: &Path) -> Result<Bytes, ContextError> {
+    let repo = spec.repo;
+    let fail = |detail: String| ContextError::Archive {
+        dir: repo.display().to_string(),
+        commit: "HEAD".into(),
+        detail,
     };
-    let mut cmd = Command::new("git");
-    cmd.arg("-C").arg(repo).args(["archive", "--format=tar"]);
-    if let Some((name, content)) = generated {
-        let path = scratch.join(name);
-        std::fs::write(&path, content).map_err(|source| ContextError::WriteDockerfile {
-            dir: repo.display().to_string(),
-            source,
-        })?;
-        cmd.arg(format!("--add-file={}", path.display()));
-    }
+    let generated_path = match spec.generated {
+        Some((name, content)) => {
+            let path = scratch.join(name);
+            std::fs::write(&path, content).map_err(|source| ContextError::WriteDockerfile {
+                dir: repo.display().to_string(),
+                source,
+            })?;
+            Some(path)
+        }
+        None => None,
+    };
+    let mut cmd = if spec.submodules {
+        let mut cmd = Command::new("tar");
+        cmd.args([
+            "--sort=name",
+            "--mtime=@0",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--exclude=.git",
+            "-cf",
+            "-",
+            "-C",
+        ])
+        .arg(repo.join(spec.subdirectory))
+        .arg(".");
+        if let Some(path) = &generated_path {
+            cmd.arg("-C")
+                .arg(scratch)
+                .arg(path.file_name().unwrap_or_default());
+        }
+        cmd
+    } else {
+        let mut cmd = Command::new("git");
+        cmd.arg("-C").arg(repo).args(["archive", "--format=tar"]);
+        if let Some(path) = &generated_path {
+            cmd.arg(format!("--add-file={}", path.display()));
+        }
+        if spec.subdirectory.is_empty() {
+            cmd.arg("HEAD");
+        } else {
+            cmd.arg(format!("HEAD:{}", spec.subdirectory));
+        }
+        cmd
+    };
     let out = cmd
-        .arg(&tree)
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| ContextError::Archive {
-            dir: repo.display().to_string(),
-            commit: tree.clone(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| fail(e.to_string()))?;
     if !out.status.success() {
-        return Err(ContextError::Archive {
-            dir: repo.display().to_string(),
-            commit: tree,
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
+        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
     }
     Ok(Bytes::from(out.stdout))
 }
@@ -167,3 +203,6 @@ impl ContextServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -61,11 +61,16 @@ impl BuildRunner for Arc<FakeRunner> {
 }
 
 fn builds(max: usize) -> (Builds<Arc<FakeRunner>>, Arc<FakeRunner>) {
+    builds_keeping(max, 100)
+}
+
+fn builds_keeping(max: usize, keep_ended: usize) -> (Builds<Arc<FakeRunner>>, Arc<FakeRunner>) {
     let runner = Arc::new(FakeRunner::default());
     let limits = Limits {
         max_running: max,
         default_timeout: Duration::from_secs(600),
         default_memory_bytes: 0,
+        keep_ended,
     };
     (Builds::new(runner.clone(), limits), runner)
 }
@@ -190,4 +195,23 @@ async fn a_failed_run_reports_its_error() {
         st.failure_reason,
         "build will-fail: BuildKit solve failed: boom"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_newest_ended_builds_are_kept() {
+    let (b, _) = builds_keeping(1, 3);
+    for i in 0..5 {
+        b.start(request(&format!("k{i}"), 1));
+    }
+    wait_final(&b, "k4").await;
+    assert!(
+        b.get("k0").is_none() && b.get("k1").is_none(),
+        "the oldest are forgotten"
+    );
+    for i in 2..5 {
+        assert_eq!(
+            b.get(&format!("k{i}")).unwrap().state,
+            BuildState::Succeeded
+        );
+    }
 }

@@ -1,0 +1,136 @@
+//! Contexts from real git checkouts, with and without submodules, served over loopback HTTP.
+
+use std::path::Path;
+
+use super::*;
+use crate::source::{GitSource, checkout};
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(["-c", "protocol.file.allow=always"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn tar_names(tar: &[u8]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.tar");
+    std::fs::write(&path, tar).unwrap();
+    let out = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// (library repo, app repo with the library as submodule `lib` and an app in `web/`).
+fn repos() -> (tempfile::TempDir, tempfile::TempDir) {
+    let lib = tempfile::tempdir().unwrap();
+    std::fs::write(lib.path().join("lib.js"), "module.exports = 1;\n").unwrap();
+    git(lib.path(), &["init", "-q", "-b", "main"]);
+    git(lib.path(), &["add", "."]);
+    git(lib.path(), &["commit", "-q", "-m", "lib"]);
+    let app = tempfile::tempdir().unwrap();
+    std::fs::create_dir(app.path().join("web")).unwrap();
+    std::fs::write(app.path().join("web/server.js"), "1\n").unwrap();
+    git(app.path(), &["init", "-q", "-b", "main"]);
+    git(
+        app.path(),
+        &[
+            "submodule",
+            "add",
+            "-q",
+            &lib.path().display().to_string(),
+            "web/lib",
+        ],
+    );
+    git(app.path(), &["add", "."]);
+    git(app.path(), &["commit", "-q", "-m", "app"]);
+    (lib, app)
+}
+
+async fn context_of(app: &Path, submodules: bool) -> Vec<String> {
+    let dest = tempfile::tempdir().unwrap();
+    let source = GitSource {
+        url: app.display().to_string(),
+        subdirectory: "web".into(),
+        submodules,
+        ..GitSource::default()
+    };
+    let co = checkout(&source, &dest.path().join("src"), &mut |_| {})
+        .await
+        .unwrap();
+    let spec = ArchiveSpec {
+        repo: &co.repo,
+        subdirectory: "web",
+        generated: Some(("Dockerfile.stackpad", "FROM scratch\n")),
+        submodules,
+    };
+    let mut names = tar_names(&archive(spec, dest.path()).await.unwrap());
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn submodules_are_in_the_context_only_when_asked() {
+    let (_lib, app) = repos();
+    let with = context_of(app.path(), true).await;
+    assert!(with.contains(&"lib/lib.js".to_owned()), "{with:?}");
+    assert!(
+        with.contains(&"server.js".to_owned()) && with.contains(&"Dockerfile.stackpad".to_owned()),
+        "{with:?}"
+    );
+    assert!(
+        !with.iter().any(|n| n.contains(".git/") || n == ".git"),
+        "{with:?}"
+    );
+    let without = context_of(app.path(), false).await;
+    assert!(!without.contains(&"lib/lib.js".to_owned()), "{without:?}");
+    assert!(
+        without.contains(&"server.js".to_owned())
+            && without.contains(&"Dockerfile.stackpad".to_owned()),
+        "{without:?}"
+    );
+}
+
+#[tokio::test]
+async fn served_contexts_are_fetched_by_url_and_gone_after_drop() {
+    let server = ContextServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let served = server.serve(Bytes::from_static(b"tar bytes"));
+    let get = |url: String| async move {
+        let rest = url.trim_start_matches("http://");
+        let (host, path) = rest.split_once('/').unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+        s.write_all(format!("GET /{path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let ok = get(served.url.clone()).await;
+    assert!(
+        ok.starts_with("HTTP/1.0 200") && ok.ends_with("tar bytes"),
+        "{ok}"
+    );
+    let url = served.url.clone();
+    drop(served);
+    assert!(get(url).await.starts_with("HTTP/1.0 404"));
+}
