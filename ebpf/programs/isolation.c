@@ -202,20 +202,29 @@ static __always_inline int pair_allowed(const struct endpoint *s, const struct e
 	return bpf_map_lookup_elem(&sp_pairs, &k) != 0;
 }
 
-/* The verdict for a packet src -> dst as the original direction of a flow. */
-static __always_inline int decide(__u32 src, __u32 dst, __u8 proto, __u16 dport_net)
+static __always_inline int decide_to_world(__u32 dst)
 {
-	struct endpoint *s = bpf_map_lookup_elem(&sp_endpoints, &src);
-	if (!s)
-		return DROP_POLICY; /* only endpoints start flows; the world gets replies */
-	struct endpoint *d = bpf_map_lookup_elem(&sp_endpoints, &dst);
-	if (d)
-		return pair_allowed(s, d, proto, dport_net) ? ALLOW : DROP_POLICY;
 	struct lpm_v4_key lk = {.prefixlen = 32, .addr = dst};
 	__u8 *v = bpf_map_lookup_elem(&sp_deny, &lk);
 	if (v && *v == CIDR_DENY)
 		return DROP_DENY_CIDR;
 	return ALLOW;
+}
+
+/* The verdict for a packet src -> dst as the original direction of a flow. `s` and `d` are the
+ * endpoints when the caller knows them already (its own side), else NULL to look them up. */
+static __always_inline int decide(__u32 src, __u32 dst, __u8 proto, __u16 dport_net,
+				  const struct endpoint *s, const struct endpoint *d)
+{
+	if (!s)
+		s = bpf_map_lookup_elem(&sp_endpoints, &src);
+	if (!s)
+		return DROP_POLICY; /* only endpoints start flows; the world gets replies */
+	if (!d)
+		d = bpf_map_lookup_elem(&sp_endpoints, &dst);
+	if (d)
+		return pair_allowed(s, d, proto, dport_net) ? ALLOW : DROP_POLICY;
+	return decide_to_world(dst);
 }
 
 static __always_inline void remember_flow(const struct pkt *p)
@@ -246,12 +255,14 @@ static __always_inline int is_reply(const struct pkt *p)
 	k.proto = p->proto;
 	if (!bpf_map_lookup_elem(&sp_flows, &k))
 		return 0;
-	return decide(p->dst, p->src, p->proto, p->sport) == ALLOW;
+	return decide(p->dst, p->src, p->proto, p->sport, 0, 0) == ALLOW;
 }
 
-static __always_inline int verdict(struct pkt *p)
+/* `s`/`d`: the local container's own endpoint on the side it is on, NULL on the other. */
+static __always_inline int verdict(struct pkt *p, const struct endpoint *s,
+				   const struct endpoint *d)
 {
-	int v = decide(p->src, p->dst, p->proto, p->dport);
+	int v = decide(p->src, p->dst, p->proto, p->dport, s, d);
 	if (v == ALLOW) {
 		if (p->starts_flow)
 			remember_flow(p);
@@ -304,7 +315,7 @@ int from_container(struct __sk_buff *skb)
 	}
 	if (p.src != me->ip)
 		return finish(skb, c, DROP_SPOOF, 1);
-	return finish(skb, c, verdict(&p), 1);
+	return finish(skb, c, verdict(&p, &me->self, 0), 1);
 }
 
 SEC("classifier")
@@ -331,7 +342,7 @@ int to_container(struct __sk_buff *skb)
 	/* Frames flooded by a bridge for another address are not this container's business. */
 	if (p.dst != me->ip)
 		return finish(skb, c, DROP_POLICY, 0);
-	return finish(skb, c, verdict(&p), 0);
+	return finish(skb, c, verdict(&p, 0, &me->self), 0);
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

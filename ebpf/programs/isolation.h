@@ -38,10 +38,12 @@ struct endpoint {
 	__u8 pad[5];
 };
 
-/* sp_ifaces: host-side veth ifindex -> the container's IPv4 (network order). */
+/* sp_ifaces: host-side veth ifindex -> the container's IPv4 (network order) and a copy of its
+ * sp_endpoints entry, so each program looks up only the other side of a packet. */
 struct iface {
 	__u32 ip;
 	__u32 pad;
+	struct endpoint self;
 };
 
 /* sp_pairs: explicit allow rules between identities; port 0 + proto 0 = any. */

@@ -97,7 +97,15 @@ impl Isolation {
                 source,
             })?;
         self.ifaces
-            .insert(ifindex, IfaceValue { ip, pad: 0 }, 0)
+            .insert(
+                ifindex,
+                IfaceValue {
+                    ip,
+                    pad: 0,
+                    endpoint: c.policy.to_value(),
+                },
+                0,
+            )
             .map_err(|source| Error::Map {
                 map: maps::IFACES,
                 source,
@@ -217,13 +225,41 @@ impl Isolation {
 
     /// Sets (or atomically replaces) the policy of an address: a local container's new
     /// identity, the proxy, the node agent, or a container on another node.
+    ///
+    /// For a local container, the copy its own veth's programs use is updated right after; in
+    /// between, a packet between it and another local container is still judged by the other
+    /// side's fresh entry too, since both veths run the programs.
     pub fn set_endpoint(&mut self, ip: Ipv4Addr, policy: &EndpointPolicy) -> Result<(), Error> {
+        let key = ip_key(ip);
+        let value = policy.to_value();
         self.endpoints
-            .insert(ip_key(ip), policy.to_value(), 0)
+            .insert(key, value, 0)
             .map_err(|source| Error::Map {
                 map: maps::ENDPOINTS,
                 source,
-            })
+            })?;
+        let local: Vec<(u32, IfaceValue)> = self
+            .ifaces
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.ip == key && v.endpoint != value)
+            .collect();
+        for (ifindex, iface) in local {
+            self.ifaces
+                .insert(
+                    ifindex,
+                    IfaceValue {
+                        endpoint: value,
+                        ..iface
+                    },
+                    0,
+                )
+                .map_err(|source| Error::Map {
+                    map: maps::IFACES,
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Forgets an address that is not a local container (see [`Isolation::detach`] for those).

@@ -34,6 +34,8 @@ pub(crate) struct EndpointValue {
 pub(crate) struct IfaceValue {
     pub ip: u32,
     pub pad: u32,
+    /// A copy of the container's `sp_endpoints` entry.
+    pub endpoint: EndpointValue,
 }
 
 /// `struct pair_key`.
@@ -62,7 +64,7 @@ pub(crate) struct CountersValue {
 // SAFETY: plain `#[repr(C)]` structs of integers and integer arrays with explicit padding
 // fields, so every bit pattern is valid and there are no implicit padding bytes.
 unsafe impl aya::Pod for EndpointValue {}
-// SAFETY: as above: two u32, no padding.
+// SAFETY: as above: two u32 and an `EndpointValue` (alignment 8, at offset 8), no padding.
 unsafe impl aya::Pod for IfaceValue {}
 // SAFETY: as above: 8 + 8 + 2 + 1 + 5 bytes, explicit padding, alignment 8 (24 bytes).
 unsafe impl aya::Pod for PairKey {}
@@ -86,7 +88,7 @@ mod tests {
     #[test]
     fn layouts_match_the_c_header() {
         assert_eq!(size_of::<EndpointValue>(), 16);
-        assert_eq!(size_of::<IfaceValue>(), 8);
+        assert_eq!(size_of::<IfaceValue>(), 24);
         assert_eq!(size_of::<PairKey>(), 24);
         assert_eq!(size_of::<CountersValue>(), 8 * (4 + 2 * DROP_REASONS));
     }

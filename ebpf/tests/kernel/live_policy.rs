@@ -146,3 +146,52 @@ fn echo(mut s: &TcpStream, msg: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
         Err(e) => Err(e),
     }
 }
+
+#[test]
+fn identity_change_of_a_local_container_applies_both_ways() -> anyhow::Result<()> {
+    use crate::probes::{serve, udp_ok};
+    let mut net = TestNet::new()?;
+    let a = net.node(Ipv4Addr::new(10, 201, 6, 10), 24, &[])?;
+    let b = net.node(Ipv4Addr::new(10, 201, 6, 11), 24, &[])?;
+    let mut iso = net.load()?;
+    let (p1, p2) = (
+        Identity::of("p1", "production"),
+        Identity::of("p2", "production"),
+    );
+    for (n, id) in [(&a, p1), (&b, p2)] {
+        let policy = EndpointPolicy::member(id);
+        iso.attach(&ContainerEndpoint {
+            veth: n.veth.clone(),
+            ip: n.ip,
+            policy,
+        })?;
+    }
+    let mut threads = Threads::default();
+    serve(&mut threads, &a.ns, a.ip, &[], &[8080]);
+    serve(&mut threads, &b.ns, b.ip, &[], &[8080]);
+    let both = |a: &crate::netns::Node, b: &crate::netns::Node| {
+        let (ai, bi) = (a.ip, b.ip);
+        (
+            run_in(&a.ns, move || udp_ok(bi, 8080)),
+            run_in(&b.ns, move || udp_ok(ai, 8080)),
+        )
+    };
+    assert_eq!(
+        both(&a, &b),
+        (false, false),
+        "p1 and p2 talk before the change"
+    );
+    iso.set_endpoint(b.ip, &EndpointPolicy::member(p1))?;
+    assert_eq!(
+        both(&a, &b),
+        (true, true),
+        "b moved to p1 but is still isolated"
+    );
+    iso.set_endpoint(b.ip, &EndpointPolicy::member(p2))?;
+    assert_eq!(
+        both(&a, &b),
+        (false, false),
+        "b moved back to p2 but still reaches p1"
+    );
+    Ok(())
+}

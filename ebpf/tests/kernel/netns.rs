@@ -62,7 +62,9 @@ impl TestNet {
     pub fn new() -> Result<Self> {
         require_root_and_bpffs();
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let tag = format!("sp{}", &id[..7]);
+        // Not "sp...": the node agent's nftables rules match its "spb*" bridges, and with
+        // bridge-nf-call-iptables on they would judge this test's bridged frames too.
+        let tag = format!("ebt{}", &id[..7]);
         let bridge = format!("{tag}br");
         sh(&["ip", "link", "add", &bridge, "type", "bridge"])?;
         let net = TestNet {
