@@ -92,3 +92,38 @@ async fn killed_process_is_restarted_by_policy() -> anyhow::Result<()> {
     assert_eq!(code, 200);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_keep_flowing_across_an_agent_restart() -> anyhow::Result<()> {
+    let mut node = TestNode::start("logs").await?;
+    let project = stackpad_tests::unique_name("p");
+    let s = node
+        .agent
+        .deploy(node.shell(
+            &project,
+            "ticker",
+            "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done",
+        ))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (before, _) = node.agent.logs(&s.container_id, 1000, false)?;
+    assert!(before.len() >= 2, "{before:?}");
+    node.restart_agent().await?;
+    let (_, live) = node.agent.logs(&s.container_id, 0, true)?;
+    let mut live = live.ok_or_else(|| anyhow::anyhow!("no live feed after adoption"))?;
+    let line = tokio::time::timeout(Duration::from_secs(5), live.recv()).await??;
+    let text = String::from_utf8_lossy(&line.line).into_owned();
+    assert!(text.starts_with("tick-"), "{text}");
+    let n: u32 = text.trim_start_matches("tick-").parse()?;
+    let last_before: u32 = String::from_utf8_lossy(&before.last().expect("lines").line)
+        .trim_start_matches("tick-")
+        .parse()?;
+    assert!(
+        n > last_before,
+        "same process keeps counting: {n} after {last_before}"
+    );
+    // The file on disk holds lines from before and after the restart.
+    let (all, _) = node.agent.logs(&s.container_id, 10_000, false)?;
+    assert!(all.len() > before.len());
+    Ok(())
+}

@@ -52,16 +52,28 @@ impl Agent {
             });
         }
         let pull_started = Instant::now();
-        let pulled = self.images.pull(&spec.image).await;
-        self.metrics
-            .observe_pull(pull_started.elapsed(), pulled.is_ok());
-        let pulled = pulled?;
         let bridge = crate::network::bridge_name(
             &self.config.namespace,
             &spec.workload.project_id,
             &spec.workload.environment_id,
         );
-        let entry = match self.create_and_start(&id, &spec, &pulled).await {
+        // The pull and the network endpoint do not depend on each other: do both at once.
+        let w = &spec.workload;
+        let pull = async {
+            let pulled = self.images.pull(&spec.image).await;
+            self.metrics
+                .observe_pull(pull_started.elapsed(), pulled.is_ok());
+            pulled
+        };
+        let attach = self
+            .networks
+            .attach(&id, &w.project_id, &w.environment_id, &w.service_name);
+        let (pulled, endpoint) = tokio::join!(pull, attach);
+        let created = match (pulled, endpoint) {
+            (Ok(pulled), Ok(ep)) => self.create_and_start(&id, &spec, &pulled, &ep).await,
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let entry = match created {
             Ok(entry) => entry,
             Err(e) => {
                 self.metrics.count_failure();
@@ -88,12 +100,8 @@ impl Agent {
         id: &str,
         spec: &DeploySpec,
         pulled: &PulledImage,
+        ep: &Endpoint,
     ) -> Result<Arc<Entry>> {
-        let w = &spec.workload;
-        let ep: Endpoint = self
-            .networks
-            .attach(id, &w.project_id, &w.environment_id, &w.service_name)
-            .await?;
         let hosts = ep.hosts_path.display().to_string();
         let oci = build_spec(&SpecInput {
             deploy: spec,

@@ -113,7 +113,7 @@ impl Agent {
     }
 }
 
-/// Probes while a process runs. Before the first healthy verdict it probes quickly (5 ms,
+/// Probes while a process runs. Before the first healthy verdict it probes quickly (2 ms,
 /// doubling up to the interval) so a deploy sees its container healthy soon after it listens.
 async fn health_loop(entry: Arc<Entry>) {
     let spec = entry.status().spec;
@@ -122,7 +122,7 @@ async fn health_loop(entry: Arc<Entry>) {
     let mut changes = entry.subscribe();
     let mut generation = u64::MAX;
     let mut thresholds = Thresholds::new(&h);
-    let mut fast = Duration::from_millis(5);
+    let mut fast = Duration::from_millis(2);
     loop {
         let s = entry.status();
         if !s.state.is_running() {
@@ -134,7 +134,7 @@ async fn health_loop(entry: Arc<Entry>) {
         if s.generation != generation {
             generation = s.generation;
             thresholds = Thresholds::new(&h);
-            fast = Duration::from_millis(5);
+            fast = Duration::from_millis(2);
         }
         let Some(ip) = s.ip else { return };
         let result = health::probe(ip, &h).await;
