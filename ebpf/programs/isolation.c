@@ -178,17 +178,18 @@ static __always_inline enum parsed parse(struct __sk_buff *skb, struct pkt *p, _
 	return PARSED_IPV4;
 }
 
-static __always_inline int pair_allowed(const struct endpoint *s, const struct endpoint *d,
+/* ALLOW_SYMMETRIC, ALLOW or DROP_POLICY. */
+static __always_inline int pair_verdict(const struct endpoint *s, const struct endpoint *d,
 					__u8 proto, __u16 dport_net)
 {
 	if (s->identity == d->identity)
-		return 1;
+		return ALLOW_SYMMETRIC;
 	__u16 dport = bpf_ntohs(dport_net);
 	if (proto == IPPROTO_TCP && d->service_port && d->service_port == dport) {
 		if ((s->roles & ROLE_PROXY) && (d->roles & ROLE_WEB))
-			return 1;
+			return ALLOW;
 		if (s->roles & ROLE_NODE)
-			return 1;
+			return ALLOW;
 	}
 	struct pair_key k = {};
 	k.src = s->identity;
@@ -196,10 +197,10 @@ static __always_inline int pair_allowed(const struct endpoint *s, const struct e
 	k.port = dport;
 	k.proto = proto;
 	if (bpf_map_lookup_elem(&sp_pairs, &k))
-		return 1;
+		return ALLOW;
 	k.port = 0;
 	k.proto = 0;
-	return bpf_map_lookup_elem(&sp_pairs, &k) != 0;
+	return bpf_map_lookup_elem(&sp_pairs, &k) ? ALLOW : DROP_POLICY;
 }
 
 static __always_inline int decide_to_world(__u32 dst)
@@ -223,7 +224,7 @@ static __always_inline int decide(__u32 src, __u32 dst, __u8 proto, __u16 dport_
 	if (!d)
 		d = bpf_map_lookup_elem(&sp_endpoints, &dst);
 	if (d)
-		return pair_allowed(s, d, proto, dport_net) ? ALLOW : DROP_POLICY;
+		return pair_verdict(s, d, proto, dport_net);
 	return decide_to_world(dst);
 }
 
@@ -255,7 +256,8 @@ static __always_inline int is_reply(const struct pkt *p)
 	k.proto = p->proto;
 	if (!bpf_map_lookup_elem(&sp_flows, &k))
 		return 0;
-	return decide(p->dst, p->src, p->proto, p->sport, 0, 0) == ALLOW;
+	int v = decide(p->dst, p->src, p->proto, p->sport, 0, 0);
+	return v == ALLOW || v == ALLOW_SYMMETRIC;
 }
 
 /* `s`/`d`: the local container's own endpoint on the side it is on, NULL on the other. */
@@ -263,6 +265,8 @@ static __always_inline int verdict(struct pkt *p, const struct endpoint *s,
 				   const struct endpoint *d)
 {
 	int v = decide(p->src, p->dst, p->proto, p->dport, s, d);
+	if (v == ALLOW_SYMMETRIC)
+		return ALLOW; /* the reply is allowed by policy as well: no flow entry needed */
 	if (v == ALLOW) {
 		if (p->starts_flow)
 			remember_flow(p);

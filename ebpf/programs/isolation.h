@@ -24,6 +24,9 @@
 #define DROP_NOT_IPV4 5   /* IPv6 or other non-IPv4, non-ARP traffic */
 #define DROP_MALFORMED 6  /* truncated headers */
 #define DROP_REASONS 7
+/* Internal verdict of `decide`: allowed between equal identities, so a reply is allowed by
+ * policy too and the flow need not be remembered. Never leaves the program. */
+#define ALLOW_SYMMETRIC 100
 
 /* The deny-list value: longest prefix wins, so an allow /32 can punch a hole in a denied /16. */
 #define CIDR_ALLOW 0
