@@ -40,6 +40,10 @@ pub struct ProxyConfig {
     pub connect_retries: usize,
     /// Seconds Pingora waits for connections at shutdown/upgrade.
     pub grace_period_secs: u64,
+    /// Read buffer per downstream connection on the plain listener (0 = none).
+    pub plain_read_buffer_bytes: usize,
+    /// Read buffer per downstream connection on the TLS listener (a TLS record is 16 KiB).
+    pub tls_read_buffer_bytes: usize,
     /// Pingora's fd-handover socket for graceful binary upgrades.
     pub upgrade_sock: PathBuf,
     pub pid_file: PathBuf,
@@ -67,6 +71,8 @@ impl Default for ProxyConfig {
             upstream_idle_timeout_ms: 60_000,
             connect_retries: 2,
             grace_period_secs: 30,
+            plain_read_buffer_bytes: 0,
+            tls_read_buffer_bytes: 16 * 1024,
             upgrade_sock: "/tmp/stackpad-proxy-upgrade.sock".into(),
             pid_file: "/tmp/stackpad-proxy.pid".into(),
         }

@@ -99,13 +99,52 @@ async fn respond(
     Ok(true)
 }
 
-fn request_host(session: &Session) -> Option<String> {
+fn request_host(session: &Session) -> Option<&str> {
     let req = session.req_header();
     req.headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri.authority().map(|a| a.as_str().to_owned()))
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+/// Where a request goes, decided from the current snapshot without awaiting.
+enum Routing {
+    NoHost,
+    NotFound(String),
+    Unavailable(Arc<RouteSpec>),
+    Admitted(Arc<RouteSpec>, SetGuard),
+}
+
+impl StackpadProxy {
+    fn route_request(&self, session: &Session) -> Routing {
+        let Some(host) = request_host(session) else {
+            return Routing::NoHost;
+        };
+        let path = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str());
+        // One lock-free load of the current snapshot; again if a switch retired the set
+        // between the load and the admission.
+        for _ in 0..8 {
+            let snap = self.state.snapshot();
+            let Some(route) = snap.routes.lookup(host, path) else {
+                return Routing::NotFound(host.to_owned());
+            };
+            let Some(set) = snap.services.get(&route.service_id) else {
+                return Routing::Unavailable(Arc::clone(route));
+            };
+            if let Some(guard) = set.admit() {
+                if !guard.set().any_healthy() {
+                    return Routing::Unavailable(Arc::clone(route));
+                }
+                return Routing::Admitted(Arc::clone(route), guard);
+            }
+        }
+        let route = self.state.snapshot().routes.lookup(host, path).cloned();
+        route.map_or_else(|| Routing::NotFound(host.to_owned()), Routing::Unavailable)
+    }
 }
 
 #[async_trait]
@@ -159,38 +198,22 @@ impl ProxyHttp for StackpadProxy {
         session.set_read_timeout(Some(self.body_read_timeout));
         session.set_keepalive(Some(self.idle_timeout_secs));
 
-        let path = session
-            .req_header()
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let Some(host) = request_host(session) else {
-            return respond(session, ctx, 400, "the request has no Host", true).await;
-        };
-        // One lock-free load of the current snapshot; retried if a switch retires the set
-        // between the load and the admission.
-        let mut admitted = None;
-        for _ in 0..8 {
-            let snap = self.state.snapshot();
-            let Some(route) = snap.routes.lookup(&host, &path) else {
+        let (route, admission) = match self.route_request(session) {
+            Routing::NoHost => {
+                return respond(session, ctx, 400, "the request has no Host", true).await;
+            }
+            Routing::NotFound(host) => {
                 let detail = format!("no route for host {host:?}");
                 return respond(session, ctx, 404, &detail, false).await;
-            };
-            ctx.route = Some(Arc::clone(route));
-            let Some(set) = snap.services.get(&route.service_id) else {
-                break;
-            };
-            if let Some(guard) = set.admit() {
-                admitted = Some(guard);
-                break;
             }
-        }
-        let route = ctx.route.clone().expect("route set above");
-        let Some(admission) = admitted.filter(|g| g.set().any_healthy()) else {
-            let detail = format!("no healthy upstream for service {:?}", route.service_id);
-            return respond(session, ctx, 503, &detail, false).await;
+            Routing::Unavailable(route) => {
+                let detail = format!("no healthy upstream for service {:?}", route.service_id);
+                ctx.route = Some(route);
+                return respond(session, ctx, 503, &detail, false).await;
+            }
+            Routing::Admitted(route, admission) => (route, admission),
         };
+        ctx.route = Some(Arc::clone(&route));
         ctx.admission = Some(admission);
 
         let declared = session
@@ -314,7 +337,7 @@ impl ProxyHttp for StackpadProxy {
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
-        let host = request_host(session);
+        let host = request_host(session).map(str::to_owned);
         for name in [
             "x-forwarded-for",
             "x-forwarded-proto",
@@ -436,7 +459,7 @@ impl ProxyHttp for StackpadProxy {
             tracing::info!(
                 target: "stackpad_proxy::access",
                 method = %req.method,
-                host = request_host(session).as_deref().unwrap_or(""),
+                host = request_host(session).unwrap_or(""),
                 path = req.uri.path(),
                 status,
                 service = ctx.route.as_ref().map_or("", |r| r.service_id.as_str()),
