@@ -258,8 +258,9 @@ impl BuildRunner for Pipeline {
         log(&events, "push", format!("pushed {image}@{digest}"));
         // The cache tag (same image, so only a manifest put) carries the inline cache for the
         // next build of this app on any node. It is pushed after the build reports success:
-        // a build never waits for, or fails because of, its cache export. Then both local names
-        // are dropped (the layers stay in BuildKit's cache).
+        // a build never waits for, or fails because of, its cache export. The commit tag is
+        // then dropped locally (the layers stay in BuildKit's cache); the cache tag stays, so
+        // dockerd holds one image per app and a newer build's tag is never removed under it.
         log(
             &events,
             "push",
@@ -267,15 +268,13 @@ impl BuildRunner for Pipeline {
         );
         let engine = self.engine.clone();
         let build_id = id.clone();
-        let names = [image.clone(), cache_ref.clone()];
+        let commit_tag = image.clone();
         tokio::spawn(async move {
             if let Err(e) = engine.push(&cache_ref).await {
                 tracing::warn!(build = %build_id, cache = %cache_ref, error = %e, "cache export failed");
             }
-            for name in names {
-                if let Err(e) = engine.remove_image(&name).await {
-                    tracing::warn!(build = %build_id, image = %name, error = %e, "cannot untag local image");
-                }
+            if let Err(e) = engine.remove_image(&commit_tag).await {
+                tracing::warn!(build = %build_id, image = %commit_tag, error = %e, "cannot untag local image");
             }
         });
         Ok(BuildOutcome {
