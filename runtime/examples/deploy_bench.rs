@@ -102,10 +102,20 @@ fn ctr(ns: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
     Ok(out)
 }
 
+/// `ctr` without blocking the async runtime (the burst runs many at once).
+async fn ctr_async(ns: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(tokio::process::Command::new("ctr")
+        .arg("-n")
+        .arg(ns)
+        .args(args)
+        .output()
+        .await?)
+}
+
 /// `ctr run -d --net-host` of httpd on `port`, polled every 2 ms until the first 200.
 async fn ctr_run(ns: &str, image: &str, id: &str, port: u16) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let out = ctr(
+    let out = ctr_async(
         ns,
         &[
             "run",
@@ -120,7 +130,8 @@ async fn ctr_run(ns: &str, image: &str, id: &str, port: u16) -> anyhow::Result<D
             "-h",
             "/www",
         ],
-    )?;
+    )
+    .await?;
     anyhow::ensure!(
         out.status.success(),
         "ctr run: {}",
@@ -331,6 +342,35 @@ async fn bench(
             })
             .await;
     }
+
+    // The same burst with ctr.
+    let t = Instant::now();
+    let mut runs_ctr = tokio::task::JoinSet::new();
+    for i in 0..burst {
+        let (ns, image) = (ns.clone(), image.clone());
+        let port = free_port()?;
+        runs_ctr.spawn(async move { ctr_run(&ns, &image, &format!("burst-{i}"), port).await });
+    }
+    let mut ctr_each = Vec::new();
+    while let Some(r) = runs_ctr.join_next().await {
+        match r? {
+            Ok(d) => ctr_each.push(d),
+            Err(e) => eprintln!("ctr burst run failed: {e}"),
+        }
+    }
+    let ctr_wall = t.elapsed();
+    for i in 0..burst {
+        ctr_remove(&ns, &format!("burst-{i}"));
+    }
+    println!(
+        "burst of {burst} concurrent ctr run -d: all answering in {:.0} ms = {:.1} containers/s",
+        ctr_wall.as_secs_f64() * 1000.0,
+        ctr_each.len() as f64 / ctr_wall.as_secs_f64()
+    );
+    println!(
+        "burst ratio stackpad/ctr (wall time): {:.2}x",
+        wall.as_secs_f64() / ctr_wall.as_secs_f64()
+    );
     let _ = stop_tx.send(());
     let _ = server.await;
     Ok(())
