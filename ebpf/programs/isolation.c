@@ -63,7 +63,7 @@ struct {
 } sp_flows SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MAX_IFACES);
 	__type(key, __u32);
 	__type(value, struct counters);
@@ -300,10 +300,10 @@ SEC("classifier")
 int from_container(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
-	struct counters *c = bpf_map_lookup_elem(&sp_counters, &ifindex);
 	struct iface *me = bpf_map_lookup_elem(&sp_ifaces, &ifindex);
 	if (!me)
-		return finish(skb, c, DROP_UNKNOWN, 1);
+		return TC_ACT_SHOT; /* attached but not configured: no counters to charge */
+	struct counters *c = bpf_map_lookup_elem(&sp_counters, &me->slot);
 
 	struct pkt p = {};
 	__u32 arp_spa = 0;
@@ -326,10 +326,10 @@ SEC("classifier")
 int to_container(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
-	struct counters *c = bpf_map_lookup_elem(&sp_counters, &ifindex);
 	struct iface *me = bpf_map_lookup_elem(&sp_ifaces, &ifindex);
 	if (!me)
-		return finish(skb, c, DROP_UNKNOWN, 0);
+		return TC_ACT_SHOT; /* attached but not configured: no counters to charge */
+	struct counters *c = bpf_map_lookup_elem(&sp_counters, &me->slot);
 
 	struct pkt p = {};
 	__u32 arp_spa = 0;

@@ -45,7 +45,7 @@ struct endpoint {
  * sp_endpoints entry, so each program looks up only the other side of a packet. */
 struct iface {
 	__u32 ip;
-	__u32 pad;
+	__u32 slot; /* index into sp_counters, chosen by the loader */
 	struct endpoint self;
 };
 
@@ -73,7 +73,7 @@ struct lpm_v4_key {
 	__u32 addr;
 };
 
-/* sp_counters (per-CPU): per host-side veth ifindex. "out" leaves the container, "in" enters
+/* sp_counters (per-CPU array, indexed by iface.slot): one per attached veth. "out" leaves the container, "in" enters
  * it. Bytes count whole frames (skb->len), like the interface's own statistics. */
 struct counters {
 	__u64 out_bytes;

@@ -14,7 +14,8 @@ pub enum DropReason {
     DenyCidr = 2,
     /// The two identities may not talk.
     Policy = 3,
-    /// The interface is attached but has no endpoint entry.
+    /// Reserved: an attached interface without entry drops its packets uncounted (it has no
+    /// counter slot); only possible between a failed attach and its retry.
     Unknown = 4,
     /// Not IPv4 nor ARP.
     NotIpv4 = 5,

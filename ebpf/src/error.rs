@@ -95,6 +95,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("map {map} is full: cannot attach {veth}")]
+    Full { map: &'static str, veth: String },
+
     #[error("no container endpoint is attached on {veth}")]
     NotAttached { veth: String },
 }

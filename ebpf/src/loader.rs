@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, LpmTrie, MapData, PerCpuHashMap, PerCpuValues, lpm_trie::Key};
+use aya::maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{ProgramError, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
@@ -35,7 +35,7 @@ pub struct Isolation {
     ifaces: HashMap<MapData, u32, IfaceValue>,
     pairs: HashMap<MapData, PairKey, u8>,
     deny: LpmTrie<MapData, u32, u8>,
-    counters: PerCpuHashMap<MapData, u32, CountersValue>,
+    counters: PerCpuArray<MapData, CountersValue>,
 }
 
 impl std::fmt::Debug for Isolation {
@@ -96,41 +96,22 @@ impl Isolation {
                 map: maps::ENDPOINTS,
                 source,
             })?;
+        // The same container attached again (agent restart) keeps its counter slot.
+        let slot = match self.ifaces.get(&ifindex, 0) {
+            Ok(v) if v.ip == ip => v.slot,
+            _ => self.new_counter_slot(&c.veth)?,
+        };
+        let iface = IfaceValue {
+            ip,
+            slot,
+            endpoint: c.policy.to_value(),
+        };
         self.ifaces
-            .insert(
-                ifindex,
-                IfaceValue {
-                    ip,
-                    pad: 0,
-                    endpoint: c.policy.to_value(),
-                },
-                0,
-            )
+            .insert(ifindex, iface, 0)
             .map_err(|source| Error::Map {
                 map: maps::IFACES,
                 source,
             })?;
-        if self.counters.get(&ifindex, 0).is_err() {
-            let zero = PerCpuValues::try_from(vec![
-                CountersValue::default();
-                aya::util::nr_cpus().map_err(|(_, e)| {
-                    Error::Interface {
-                        veth: c.veth.clone(),
-                        source: e,
-                    }
-                })?
-            ])
-            .map_err(|source| Error::Map {
-                map: maps::COUNTERS,
-                source: aya::maps::MapError::IoError(source),
-            })?;
-            self.counters
-                .insert(ifindex, zero, 0)
-                .map_err(|source| Error::Map {
-                    map: maps::COUNTERS,
-                    source,
-                })?;
-        }
         for (program, dir) in directions() {
             if attached_here(&c.veth, program, dir)? {
                 tracing::debug!(veth = %c.veth, program, "already attached");
@@ -140,6 +121,39 @@ impl Isolation {
         }
         tracing::info!(veth = %c.veth, ip = %c.ip, identity = %c.policy.identity, "isolation attached");
         Ok(())
+    }
+
+    /// A counter slot no interface uses, zeroed.
+    fn new_counter_slot(&mut self, veth: &str) -> Result<u32, Error> {
+        let used: std::collections::BTreeSet<u32> = self
+            .ifaces
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, v)| v.slot)
+            .collect();
+        let slot = (0..maps::MAX_IFACES)
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| Error::Full {
+                map: maps::COUNTERS,
+                veth: veth.to_owned(),
+            })?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| Error::Interface {
+            veth: veth.to_owned(),
+            source,
+        })?;
+        let zero = PerCpuValues::try_from(vec![CountersValue::default(); cpus]).map_err(|e| {
+            Error::Map {
+                map: maps::COUNTERS,
+                source: aya::maps::MapError::IoError(e),
+            }
+        })?;
+        self.counters
+            .set(slot, zero, 0)
+            .map_err(|source| Error::Map {
+                map: maps::COUNTERS,
+                source,
+            })?;
+        Ok(slot)
     }
 
     fn attach_one(
@@ -200,7 +214,7 @@ impl Isolation {
         };
         for i in ifindexes {
             ignore_missing(self.ifaces.remove(&i), maps::IFACES)?;
-            ignore_missing(self.counters.remove(&i), maps::COUNTERS)?;
+            // Its counter slot is free again; the next attach that takes it zeroes it.
         }
         ignore_missing(self.endpoints.remove(&key), maps::ENDPOINTS)?;
         tracing::info!(veth, %ip, "isolation detached");
@@ -329,15 +343,22 @@ impl Isolation {
     pub fn counters(&self, veth: &str) -> Result<Counters, Error> {
         check_veth(veth)?;
         let i = ifindex(veth)?;
-        let values = self.counters.get(&i, 0).map_err(|source| match source {
+        let iface = self.ifaces.get(&i, 0).map_err(|source| match source {
             aya::maps::MapError::KeyNotFound => Error::NotAttached {
                 veth: veth.to_owned(),
             },
             source => Error::Map {
-                map: maps::COUNTERS,
+                map: maps::IFACES,
                 source,
             },
         })?;
+        let values = self
+            .counters
+            .get(&iface.slot, 0)
+            .map_err(|source| Error::Map {
+                map: maps::COUNTERS,
+                source,
+            })?;
         Ok(Counters::sum(values.iter()))
     }
 

@@ -15,6 +15,9 @@ pub(crate) const COUNTERS: &str = "sp_counters";
 /// Number of drop reasons (`DROP_REASONS` in the header; index 0 means "allowed").
 pub(crate) const DROP_REASONS: usize = 7;
 
+/// `MAX_IFACES`: attached veths per node, and counter slots.
+pub(crate) const MAX_IFACES: u32 = 16384;
+
 pub(crate) const CIDR_ALLOW: u8 = 0;
 pub(crate) const CIDR_DENY: u8 = 1;
 
@@ -33,7 +36,8 @@ pub(crate) struct EndpointValue {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct IfaceValue {
     pub ip: u32,
-    pub pad: u32,
+    /// Index into `sp_counters`.
+    pub slot: u32,
     /// A copy of the container's `sp_endpoints` entry.
     pub endpoint: EndpointValue,
 }
