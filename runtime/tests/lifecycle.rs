@@ -127,3 +127,41 @@ async fn logs_keep_flowing_across_an_agent_restart() -> anyhow::Result<()> {
     assert!(all.len() > before.len());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loop_backs_off_and_gives_up_at_the_limit() -> anyhow::Result<()> {
+    let node = TestNode::start("crash").await?;
+    let project = stackpad_tests::unique_name("p");
+    let mut spec = node.shell(&project, "crasher", "echo boom; exit 3");
+    spec.restart.max_restarts = 2;
+    let s = node.agent.deploy(spec).await?;
+    let failed = wait_until(&node, &s.container_id, "give up after 2 restarts", |n| {
+        n.state == State::Failed
+    })
+    .await?;
+    assert_eq!(failed.restart_count, 2, "{failed:?}");
+    assert_eq!(failed.exit_code, 3);
+    assert!(
+        failed.message.contains("restart limit"),
+        "{}",
+        failed.message
+    );
+    let (lines, _) = node.agent.logs(&s.container_id, 100, false)?;
+    assert_eq!(
+        lines.iter().filter(|l| l.line == b"boom").count(),
+        3,
+        "one line per run"
+    );
+
+    // A clean exit under on-failure is left alone.
+    let ok = node
+        .agent
+        .deploy(node.shell(&project, "oneshot", "exit 0"))
+        .await?;
+    let done = wait_until(&node, &ok.container_id, "clean exit", |n| {
+        n.state == State::Stopped
+    })
+    .await?;
+    assert_eq!((done.restart_count, done.exit_code), (0, 0));
+    Ok(())
+}
