@@ -51,6 +51,8 @@ pub struct Config {
     pub health_deadline_ms: u32,
     /// How long the old version may finish its requests after the switch.
     pub drain_deadline_ms: u32,
+    /// Grace period (SIGTERM to SIGKILL) of the old container once drained; 0 = its own.
+    pub stop_grace_ms: u32,
     /// How long a build may take.
     pub build_timeout_s: u32,
     /// Nodes registered at start.
@@ -74,6 +76,7 @@ impl Default for Config {
             node_down_after_ms: 10_000,
             health_deadline_ms: 60_000,
             drain_deadline_ms: 30_000,
+            stop_grace_ms: 0,
             build_timeout_s: 900,
             nodes: vec![],
         }

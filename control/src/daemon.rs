@@ -45,6 +45,7 @@ pub fn driver_config(config: &Config) -> DriverConfig {
         lease: config.lease(),
         health_deadline_ms: config.health_deadline_ms,
         drain_deadline_ms: config.drain_deadline_ms,
+        stop_grace_ms: config.stop_grace_ms,
         build_timeout_s: config.build_timeout_s,
         ..DriverConfig::default()
     }

@@ -106,11 +106,14 @@ pub fn document() -> Value {
                     "resources": obj(&[], json!({ "cpu_millis": i, "memory_bytes": i })),
                     "health_check": obj(&[], json!({ "path": s, "interval_ms": i, "deadline_ms": i })),
                     "port": i, "replicas": i, "domains": { "type": "array", "items": s },
+                    "command": { "type": "array", "items": s }, "args": { "type": "array", "items": s },
                     "env": map, "secrets": map, "webhook_secret": s
                 })),
                 "UpdateService": obj(&[], json!({
                     "image": s, "resources": { "type": "object" }, "health_check": { "type": "object" },
-                    "port": i, "replicas": i, "domains": { "type": "array", "items": s }, "env": map, "secrets": map
+                    "port": i, "replicas": i, "domains": { "type": "array", "items": s },
+                    "command": { "type": "array", "items": s }, "args": { "type": "array", "items": s },
+                    "env": map, "secrets": map
                 })),
                 "CreateDeployment": obj(&[], json!({ "git_ref": s, "git_commit": s, "image": s })),
                 "RegisterNode": obj(&["name", "role", "address"], json!({

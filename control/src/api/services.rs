@@ -50,6 +50,10 @@ pub struct CreateService {
     #[serde(default)]
     pub domains: Vec<String>,
     #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
@@ -186,6 +190,8 @@ pub async fn create(
             port: req.port.unwrap_or(8080) as i32,
             replicas: req.replicas.unwrap_or(1) as i32,
             domains: req.domains.clone(),
+            command: req.command.clone(),
+            args: req.args.clone(),
             env: req.env.clone(),
             secrets: req.secrets.clone(),
             webhook_secret: req.webhook_secret.clone(),
@@ -231,6 +237,10 @@ pub struct UpdateService {
     pub replicas: Option<u32>,
     #[serde(default)]
     pub domains: Option<Vec<String>>,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
     /// Replaces env vars and secrets when either is given.
     #[serde(default)]
     pub env: Option<BTreeMap<String, String>>,
@@ -265,6 +275,8 @@ pub async fn update(
         port: req.port.map(|p| p as i32),
         replicas: req.replicas.map(|r| r as i32),
         domains: req.domains,
+        command: req.command,
+        args: req.args,
         env,
     };
     let service = state

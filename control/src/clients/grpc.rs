@@ -190,6 +190,8 @@ fn deploy_request(s: &ContainerSpec) -> n::DeployRequest {
             service_type: service_type(&w.service_kind),
         }),
         image: s.image.clone(),
+        command: s.command.clone(),
+        args: s.args.clone(),
         env: s.env.clone().into_iter().collect(),
         ports: vec![n::Port {
             container_port: s.port,
@@ -256,7 +258,12 @@ impl NodeClient for GrpcNode {
         }
     }
 
-    async fn remove_deployment(&self, node: &str, deployment_id: &str) -> Result<(), ClientError> {
+    async fn remove_deployment(
+        &self,
+        node: &str,
+        deployment_id: &str,
+        grace_ms: u32,
+    ) -> Result<(), ClientError> {
         let err = |s| status_error(NODE, node, s);
         let mut client = n::node_agent_client::NodeAgentClient::new(self.channels.get(NODE, node)?);
         let list = client
@@ -271,7 +278,7 @@ impl NodeClient for GrpcNode {
             match client
                 .stop(n::StopRequest {
                     container_id: c.container_id.clone(),
-                    grace_period_ms: 0,
+                    grace_period_ms: grace_ms,
                 })
                 .await
             {
@@ -376,6 +383,10 @@ impl ProxyClient for GrpcProxy {
             health_timeout_ms: spec.health_timeout_ms,
             health_check: Some(p::HealthCheck {
                 path: spec.health_path.clone().unwrap_or_default(),
+                interval_ms: spec.health_interval_ms,
+                // The node agent already saw the container healthy: one pass from the proxy's
+                // side proves the path from the proxy works too.
+                healthy_threshold: 1,
                 ..Default::default()
             }),
             ..Default::default()

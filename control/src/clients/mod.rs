@@ -82,6 +82,9 @@ pub struct HealthProbe {
 pub struct ContainerSpec {
     pub workload: Workload,
     pub image: String,
+    /// Replace the image's entrypoint / cmd when non-empty.
+    pub command: Vec<String>,
+    pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub port: u32,
     pub cpu_millis: u32,
@@ -115,8 +118,14 @@ pub trait NodeClient: Send + Sync {
         node: &str,
         spec: &ContainerSpec,
     ) -> Result<ContainerOutcome, ClientError>;
-    /// Stops (gracefully) and removes every container of the deployment. Idempotent.
-    async fn remove_deployment(&self, node: &str, deployment_id: &str) -> Result<(), ClientError>;
+    /// Stops (SIGTERM, SIGKILL after `grace_ms`; 0 = the container's own grace period) and
+    /// removes every container of the deployment. Idempotent.
+    async fn remove_deployment(
+        &self,
+        node: &str,
+        deployment_id: &str,
+        grace_ms: u32,
+    ) -> Result<(), ClientError>;
     async fn info(&self, node: &str) -> Result<NodeCapacity, ClientError>;
 }
 
@@ -133,6 +142,8 @@ pub struct SwitchSpec {
     pub deployment_id: String,
     pub address: String,
     pub health_path: Option<String>,
+    /// Probe interval of the proxy's own health check (it passes once before the swap).
+    pub health_interval_ms: u32,
     pub drain_deadline_ms: u32,
     pub health_timeout_ms: u32,
 }

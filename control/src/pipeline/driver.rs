@@ -38,6 +38,8 @@ pub struct DriverConfig {
     pub lease: Duration,
     pub health_deadline_ms: u32,
     pub drain_deadline_ms: u32,
+    /// Grace period of the old container after the drain (0 = its own, 10 s by default).
+    pub stop_grace_ms: u32,
     pub build_timeout_s: u32,
     /// Attempts of a call whose daemon could not be reached, before the step fails.
     pub call_attempts: u32,
@@ -56,6 +58,7 @@ impl Default for DriverConfig {
             lease: Duration::from_secs(10),
             health_deadline_ms: 60_000,
             drain_deadline_ms: 30_000,
+            stop_grace_ms: 0,
             build_timeout_s: 900,
             call_attempts: 5,
             retry_backoff: Duration::from_millis(200),
@@ -380,7 +383,17 @@ impl Driver {
             );
         };
         self.store.record_node(d.id, self.owner, node.id).await?;
-        let env = self.store.service_env(service.id).await?;
+        let mut env: std::collections::BTreeMap<String, String> = self
+            .store
+            .service_env(service.id)
+            .await?
+            .into_iter()
+            .map(|(k, (v, _))| (k, v))
+            .collect();
+        // What every container can know about itself.
+        env.insert("STACKPAD_DEPLOYMENT_ID".into(), d.id.to_string());
+        env.insert("STACKPAD_SERVICE".into(), service.name.clone());
+        env.insert("PORT".into(), service.port.to_string());
         let port = u32::try_from(service.port).unwrap_or(8080);
         let spec = ContainerSpec {
             workload: Workload {
@@ -393,7 +406,9 @@ impl Driver {
                 service_kind: service.kind.clone(),
             },
             image,
-            env: env.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+            command: service.command.clone(),
+            args: service.args.clone(),
+            env,
             port,
             cpu_millis: cpu,
             memory_bytes: mem,
@@ -459,6 +474,7 @@ impl Driver {
             deployment_id: d.id.to_string(),
             address,
             health_path: health.and_then(|h| h.path.clone()),
+            health_interval_ms: health.and_then(|h| h.interval_ms).unwrap_or(250),
             drain_deadline_ms: self.config.drain_deadline_ms,
             health_timeout_ms: health
                 .and_then(|h| h.deadline_ms)
@@ -483,8 +499,9 @@ impl Driver {
         let node = self.store.node(node_id).await?;
         let node_client = self.clients.node.clone();
         let id = previous.id.to_string();
+        let grace = self.config.stop_grace_ms;
         match self
-            .retry(|| node_client.remove_deployment(&node.address, &id))
+            .retry(|| node_client.remove_deployment(&node.address, &id, grace))
             .await
         {
             Ok(()) => done,
@@ -502,8 +519,9 @@ impl Driver {
             let node = self.store.node(node_id).await?;
             let node_client = self.clients.node.clone();
             let id = d.id.to_string();
+            // It never served: no need to wait for it.
             if let Err(e) = self
-                .retry(|| node_client.remove_deployment(&node.address, &id))
+                .retry(|| node_client.remove_deployment(&node.address, &id, 1))
                 .await
             {
                 tracing::warn!(deployment = %d.id, error = %e, "removing the new container failed");

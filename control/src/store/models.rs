@@ -98,6 +98,9 @@ pub struct Service {
     pub port: i32,
     pub replicas: i32,
     pub domains: Vec<String>,
+    /// Replace the image's entrypoint / cmd when non-empty.
+    pub command: Vec<String>,
+    pub args: Vec<String>,
     pub env: BTreeMap<String, EnvVar>,
     pub has_webhook_secret: bool,
     pub current_deployment_id: Option<Uuid>,

@@ -28,6 +28,8 @@ pub struct NewService {
     pub port: i32,
     pub replicas: i32,
     pub domains: Vec<String>,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, String>,
     pub webhook_secret: Option<String>,
@@ -42,12 +44,14 @@ pub struct ServicePatch {
     pub port: Option<i32>,
     pub replicas: Option<i32>,
     pub domains: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
     /// Replaces every env var and secret when set.
     pub env: Option<(BTreeMap<String, String>, BTreeMap<String, String>)>,
 }
 
 const COLUMNS: &str = "id, project_id, environment_id, name, kind, image, git_url, git_subdirectory, build, \
-    resources, health_check, port, replicas, domains, webhook_secret_enc IS NOT NULL AS has_webhook_secret, \
+    resources, health_check, port, replicas, domains, command, args, webhook_secret_enc IS NOT NULL AS has_webhook_secret, \
     current_deployment_id, created_at";
 
 fn from_row(row: &PgRow) -> Result<Service> {
@@ -69,6 +73,8 @@ fn from_row(row: &PgRow) -> Result<Service> {
         port: row.try_get("port")?,
         replicas: row.try_get("replicas")?,
         domains: row.try_get("domains")?,
+        command: row.try_get("command")?,
+        args: row.try_get("args")?,
         env: BTreeMap::new(),
         has_webhook_secret: row.try_get("has_webhook_secret")?,
         current_deployment_id: row.try_get("current_deployment_id")?,
@@ -91,8 +97,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "INSERT INTO services (id, organization_id, project_id, environment_id, name, kind, image, git_url, \
-             git_subdirectory, build, resources, health_check, port, replicas, domains, webhook_secret_enc) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING {COLUMNS}"
+             git_subdirectory, build, resources, health_check, port, replicas, domains, webhook_secret_enc, command, args) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING {COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
@@ -115,6 +121,8 @@ impl Store {
                     .as_ref()
                     .map(|w| self.secrets().seal(&webhook_aad(id), w)),
             )
+            .bind(&s.command)
+            .bind(&s.args)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| {
@@ -262,7 +270,8 @@ impl Store {
         sqlx::query(
             "UPDATE services SET image = COALESCE($3, image), resources = COALESCE($4, resources), \
              health_check = COALESCE($5, health_check), port = COALESCE($6, port), \
-             replicas = COALESCE($7, replicas), domains = COALESCE($8, domains) \
+             replicas = COALESCE($7, replicas), domains = COALESCE($8, domains), \
+             command = COALESCE($9, command), args = COALESCE($10, args) \
              WHERE id = $1 AND organization_id = $2",
         )
         .bind(id)
@@ -273,6 +282,8 @@ impl Store {
         .bind(p.port)
         .bind(p.replicas)
         .bind(&p.domains)
+        .bind(&p.command)
+        .bind(&p.args)
         .execute(&mut *tx)
         .await?;
         if let Some((env, secrets)) = &p.env {

@@ -146,7 +146,12 @@ impl NodeClient for FakeNode {
             address: format!("10.0.0.1:{}", s.port),
         })
     }
-    async fn remove_deployment(&self, node: &str, deployment_id: &str) -> Result<(), ClientError> {
+    async fn remove_deployment(
+        &self,
+        node: &str,
+        deployment_id: &str,
+        _grace_ms: u32,
+    ) -> Result<(), ClientError> {
         self.log.lock().unwrap().push(Call::Remove {
             node: node.into(),
             deployment: deployment_id.into(),

@@ -1,0 +1,270 @@
+//! Deploy latency and throughput of the whole path with the real daemons on loopback: the
+//! control plane (in-process, real gRPC clients, real PostgreSQL), `stackpad-node` (containerd)
+//! and `stackpad-proxy` (HTTPS). Run by `bench/control/run`, which starts the daemons and passes
+//! their addresses in the environment:
+//!   NODE_ADDR, PROXY_ADMIN, PROXY_TOKEN, PROXY_HTTPS (host:port), REGISTRY, RUNS, SERVICES, SECS.
+//!
+//! 1. Time from `POST /services/{id}/deployments` to the proxy answering with the new version
+//!    (the container echoes `$STACKPAD_DEPLOYMENT_ID`), image already in the registry (no
+//!    build): median and p99 over RUNS deploys, against kamal's 1 s health-check interval.
+//! 2. Deploys queued and completed per minute with SERVICES services deploying at once.
+//!
+//! Every measured deploy replaces a running v1 in a project of its own: the node agent hands a
+//! freed container address out again at once, and a replacement landing on an address that
+//! served a moment ago was seen to miss its health deadline (reported to the node agent's
+//! owner); a fresh project network keeps that out of these numbers.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code, reason = "shared with the tests")]
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use common::{Harness, TestDb};
+use serde_json::json;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    let median = v[v.len() / 2];
+    let p99 = v[((v.len() * 99).div_ceil(100)).saturating_sub(1)];
+    (median, p99)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+type Times = (Duration, Duration);
+
+struct Bench {
+    h: Harness,
+    token: String,
+    proxy: SocketAddr,
+    registry: String,
+}
+
+impl Bench {
+    /// A project with one web service running busybox httpd, which serves its deployment id.
+    async fn service(&self, project: &str) -> anyhow::Result<(String, String)> {
+        let (status, p) = self
+            .h
+            .call(
+                "POST",
+                "/projects",
+                &self.token,
+                Some(json!({ "name": project })),
+            )
+            .await;
+        if status != 201 {
+            bail!("creating project {project}: {status} {p}");
+        }
+        let body = json!({
+            "name": "web",
+            "image": format!("{}/stackpad/busybox:1", self.registry),
+            "command": ["sh", "-c", "echo $STACKPAD_DEPLOYMENT_ID > /tmp/index.html && exec httpd -f -p 8080 -h /tmp"],
+            "port": 8080,
+            "resources": { "memory_bytes": 32u64 << 20 },
+            "health_check": { "path": "/index.html", "interval_ms": 20, "deadline_ms": 30000 }
+        });
+        let path = format!(
+            "/projects/{}/services",
+            p["id"].as_str().context("project id")?
+        );
+        let (status, s) = self.h.call("POST", &path, &self.token, Some(body)).await;
+        if status != 201 {
+            bail!("creating the service of {project}: {status} {s}");
+        }
+        let host = s["hosts"][0]
+            .as_str()
+            .context("service has no host")?
+            .to_owned();
+        Ok((s["id"].as_str().context("service id")?.to_owned(), host))
+    }
+
+    /// v1 deployed, then v2 deployed replacing it; returns v2's times, then v1's.
+    async fn version_pair(&self, project: &str) -> anyhow::Result<(Times, Times)> {
+        let (service, host) = self.service(project).await?;
+        let client = reqwest::Client::builder()
+            // Loopback only, self-signed certificate made by the run script.
+            .danger_accept_invalid_certs(true)
+            .resolve(&host, self.proxy)
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let v1 = self.deploy_and_time(&client, &service, &host).await?;
+        let v2 = self.deploy_and_time(&client, &service, &host).await?;
+        Ok((v2, v1))
+    }
+
+    async fn body(&self, client: &reqwest::Client, host: &str) -> Option<String> {
+        let url = format!("https://{host}:{}/index.html", self.proxy.port());
+        let resp = client.get(url).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.text().await.ok().map(|t| t.trim().to_owned())
+    }
+
+    /// Deploys; returns (API call -> new version answers through the proxy, -> ready).
+    async fn deploy_and_time(
+        &self,
+        client: &reqwest::Client,
+        service: &str,
+        host: &str,
+    ) -> anyhow::Result<Times> {
+        let started = Instant::now();
+        let id = self.h.deploy(&self.token, service, json!({})).await;
+        let deadline = started + Duration::from_secs(60);
+        while self.body(client, host).await.as_deref() != Some(id.as_str()) {
+            if Instant::now() > deadline {
+                let (_, d) = self
+                    .h
+                    .call("GET", &format!("/deployments/{id}"), &self.token, None)
+                    .await;
+                bail!("deployment {id} not serving after 60 s: {d}");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let serving = started.elapsed();
+        let d = self
+            .h
+            .wait_terminal(&self.token, &id, Duration::from_secs(60))
+            .await;
+        if d["state"] != "ready" {
+            bail!(
+                "deployment {id} ended {}: {}",
+                d["state"],
+                d["failure_reason"]
+            );
+        }
+        Ok((serving, started.elapsed()))
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let runs: usize = env("RUNS", "20").parse()?;
+    let services: usize = env("SERVICES", "20").parse()?;
+    let secs: u64 = env("SECS", "60").parse()?;
+    let node = std::env::var("NODE_ADDR").context("NODE_ADDR (run bench/control/run)")?;
+    let db = TestDb::create().await?;
+    let mut config = common::config(&db);
+    config.proxy_address = std::env::var("PROXY_ADMIN").context("PROXY_ADMIN")?;
+    config.proxy_token = std::env::var("PROXY_TOKEN").context("PROXY_TOKEN")?;
+    config.workers = services.clamp(1, 20);
+    config.drain_deadline_ms = 2_000;
+    config.stop_grace_ms = 500;
+    let clients = control::daemon::grpc_clients(&config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = control::daemon::start(&config, listener, clients).await?;
+    let url = format!("http://{}", running.address);
+    let h = Harness {
+        db,
+        running: Some(running),
+        url,
+        http: reqwest::Client::new(),
+    };
+    h.register_node("bench-node", "compute", &node).await;
+    let (_, token) = h.org("bench").await;
+    let bench = Arc::new(Bench {
+        h,
+        token,
+        proxy: std::env::var("PROXY_HTTPS")
+            .context("PROXY_HTTPS")?
+            .parse()?,
+        registry: env("REGISTRY", "127.0.0.1:5000"),
+    });
+
+    // Warm-up: the node pulls the image once.
+    bench
+        .version_pair("warmup")
+        .await
+        .context("warm-up deploys")?;
+    let mut serving = vec![];
+    let mut ready = vec![];
+    for i in 0..runs {
+        let ((s, r), _) = bench.version_pair(&format!("lat{i}")).await?;
+        serving.push(s);
+        ready.push(r);
+    }
+    let (med, p99) = stats(serving);
+    let (rmed, rp99) = stats(ready);
+    println!(
+        "API call -> new version answering through the proxy (image in the registry, no build), {runs} deploys:"
+    );
+    println!(
+        "  median {}  p99 {}   (target: median < 1000 ms; kamal's health-check interval alone is 1000 ms)",
+        ms(med),
+        ms(p99)
+    );
+    println!("  ratio median / 1 s = {:.2}", med.as_secs_f64());
+    println!(
+        "API call -> deployment ready (old drained and stopped): median {}  p99 {}",
+        ms(rmed),
+        ms(rp99)
+    );
+
+    // Throughput: SERVICES services at once, each deploying v1 then v2 (replacing v1), repeatedly.
+    let until = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..services)
+        .map(|i| {
+            let b = bench.clone();
+            tokio::spawn(async move {
+                let mut done = 0u32;
+                let mut round = 0;
+                while Instant::now() < until {
+                    b.version_pair(&format!("t{i}x{round}")).await?;
+                    done += 2;
+                    round += 1;
+                }
+                anyhow::Ok(done)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{services} services deploying at once for {elapsed:.0} s: {total} deploys queued and completed = {:.0} per minute",
+        total as f64 * 60.0 / elapsed
+    );
+    let bench = Arc::into_inner(bench).context("tasks ended")?;
+    bench.h.stop().await;
+    Ok(())
+}
+
+/// Removes every container the node agent runs for the bench (it has its own namespace).
+async fn remove_containers() -> anyhow::Result<usize> {
+    use proto::node::v1 as n;
+    let node = std::env::var("NODE_ADDR")?;
+    let mut client = n::node_agent_client::NodeAgentClient::connect(node).await?;
+    let list = client.list(n::ListRequest::default()).await?.into_inner();
+    let count = list.containers.len();
+    for c in list.containers {
+        client
+            .remove(n::RemoveRequest {
+                container_id: c.container_id,
+                force: true,
+            })
+            .await?;
+    }
+    Ok(count)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let result = run().await;
+    match remove_containers().await {
+        Ok(n) => eprintln!("removed {n} containers"),
+        Err(e) => eprintln!("removing the bench's containers failed: {e}"),
+    }
+    result
+}
