@@ -80,6 +80,30 @@ async fn services_of_a_project_reach_each_other_by_name_and_other_projects_not_a
     );
     assert!(!text.contains("rc=0"), "{text}");
 
+    // The host's own services are out of reach too (a listener on the project's gateway).
+    let gateway = std::net::Ipv4Addr::new(a[0], a[1], a[2], 1);
+    let host_service = tokio::net::TcpListener::bind((gateway, 0)).await?;
+    let port = host_service.local_addr()?.port();
+    let probe = node
+        .agent
+        .deploy(node.shell(
+            &project,
+            "prober",
+            &format!("nc -w 2 {gateway} {port} </dev/null; echo host_rc=$?; exec sleep 3600"),
+        ))
+        .await?;
+    let text = log_text(&node, &probe.container_id, "host_rc=").await?;
+    assert!(
+        !text.contains("host_rc=0"),
+        "container reached a host service: {text}"
+    );
+    let accepted = tokio::time::timeout(Duration::from_millis(100), host_service.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "the host service saw a connection from a container"
+    );
+    node.agent.remove(&probe.container_id, true).await?;
+
     // Names resolve only within the project: the stranger's hosts file has no "web".
     let hosts = std::fs::read_to_string(format!("/proc/{}/root/etc/hosts", stranger.pid))?;
     assert!(!hosts.contains("\tweb"), "{hosts}");

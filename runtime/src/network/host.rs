@@ -148,7 +148,8 @@ pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
 }
 
 /// The nftables rules every project bridge lives under: no forwarding between project
-/// bridges, nothing in from outside, and out to the world only when egress is allowed
+/// bridges, nothing in from outside, no new connections from containers to the host itself,
+/// and out to the world only when egress is allowed
 /// (masqueraded). Traffic inside one bridge passes: with `bridge-nf-call-iptables` on, bridged
 /// frames cross this forward hook too, so each bridge is listed in the `intra` set.
 /// Idempotent and safe to run while other agents add set elements (the set is never flushed).
@@ -160,8 +161,16 @@ pub fn firewall_rules(bridge_prefix: &str, pool: Subnet, allow_egress: bool) -> 
          add chain inet stackpad forward { type filter hook forward priority filter; policy accept; }\n\
          flush chain inet stackpad forward\n\
          add chain inet stackpad postrouting { type nat hook postrouting priority srcnat; policy accept; }\n\
-         flush chain inet stackpad postrouting\n",
+         flush chain inet stackpad postrouting\n\
+         add chain inet stackpad input { type filter hook input priority filter; policy accept; }\n\
+         flush chain inet stackpad input\n",
     );
+    // Containers reach none of the host's own services; answers to the host's connections
+    // (health checks, the proxy) pass.
+    out.push_str(&format!(
+        "add rule inet stackpad input iifname {p} ct state established,related accept\n\
+         add rule inet stackpad input iifname {p} drop\n"
+    ));
     let rule = |r: String| format!("add rule inet stackpad forward {r}\n");
     out.push_str(&rule("iifname . oifname @intra accept".into()));
     out.push_str(&rule(format!("iifname {p} oifname {p} drop")));
@@ -227,6 +236,7 @@ mod tests {
         );
         assert!(closed.contains("iifname \"spb*\" drop"));
         assert!(!closed.contains("masquerade"));
+        assert!(closed.contains("add rule inet stackpad input iifname \"spb*\" drop"));
         let open = firewall_rules("spb", pool, true);
         assert!(open.contains("ip saddr 10.200.0.0/16 oifname != \"spb*\" masquerade"));
         assert!(open.contains("iifname \"spb*\" accept"));
