@@ -165,3 +165,59 @@ async fn crash_loop_backs_off_and_gives_up_at_the_limit() -> anyhow::Result<()> 
     assert_eq!((done.restart_count, done.exit_code), (0, 0));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_removes_orphaned_endpoints_and_containers() -> anyhow::Result<()> {
+    let mut node = TestNode::start("orphan").await?;
+    let project = stackpad_tests::unique_name("p");
+    // An endpoint left by a deploy that died before creating its container.
+    let c = &node.config;
+    let networks = runtime::network::Networks::new(
+        &c.ipam_dir,
+        &c.run_dir,
+        &c.namespace,
+        c.pool()?,
+        c.subnet_prefix,
+    )?;
+    let ep = networks
+        .attach("sp-orphan0000000000000000", &project, "production", "ghost")
+        .await?;
+    assert!(std::path::Path::new(&ep.netns_path).exists());
+    // A container whose record containerd lost while its process ran.
+    let s = node.agent.deploy(node.web(&project, "web")).await?;
+    runtime::agent::task::kill_and_delete(node.agent.containerd(), &s.container_id).await?;
+    runtime::agent::task::delete_container(node.agent.containerd(), &s.container_id).await?;
+
+    let actions = node.restart_agent().await?;
+    assert!(
+        actions.contains(&Action::ReleaseLease {
+            id: "sp-orphan0000000000000000".into(),
+            bridge: ep.bridge.clone()
+        }),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&Action::ReleaseLease {
+            id: s.container_id.clone(),
+            bridge: s.bridge.clone()
+        }),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&Action::RemoveLogs(s.container_id.clone())),
+        "{actions:?}"
+    );
+    assert!(
+        !std::path::Path::new(&ep.netns_path).exists(),
+        "orphan netns left"
+    );
+    assert!(
+        !std::path::Path::new("/sys/class/net")
+            .join(&ep.bridge)
+            .exists(),
+        "orphan bridge left"
+    );
+    assert!(node.leases().is_empty(), "{:?}", node.leases());
+    assert!(node.agent.list(None, None).is_empty());
+    Ok(())
+}
