@@ -525,6 +525,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn isolation_can_live_in_the_agents_shared_mutex() {
+        // The runtime's `IsolationHook` is `Send + Sync`: it holds a `Mutex<Isolation>`.
+        fn send<T: Send>() {}
+        send::<Isolation>();
+    }
+
+    #[test]
     fn veth_names_are_checked() {
         check_veth("spv1234abcd").unwrap();
         for bad in [

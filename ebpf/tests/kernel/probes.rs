@@ -11,7 +11,8 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::netns::{Threads, in_ns};
 
-pub const TIMEOUT: Duration = Duration::from_millis(1000);
+/// Long enough for an allowed probe on a loaded 2-core machine; denied probes run in parallel.
+pub const TIMEOUT: Duration = Duration::from_millis(2000);
 
 /// TCP servers answering "ok" on each port, and a UDP echo on each UDP port, bound to `ip`.
 pub fn serve(threads: &mut Threads, ns: &str, ip: Ipv4Addr, tcp: &[u16], udp: &[u16]) {
