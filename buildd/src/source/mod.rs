@@ -274,9 +274,16 @@ pub async fn checkout(
     git.run("init", &["init", "-q", "--template="])
         .await
         .map_err(step_err)?;
-    git.run("remote add", &["remote", "add", "origin", &url])
-        .await
-        .map_err(step_err)?;
+    // Submodules with relative URLs resolve them against `origin`; otherwise the URL is fetched
+    // directly (one git process fewer).
+    let remote = if source.submodules {
+        git.run("remote add", &["remote", "add", "origin", &url])
+            .await
+            .map_err(step_err)?;
+        "origin"
+    } else {
+        url.as_str()
+    };
     let (want, what) = match (source.commit.as_str(), source.reference.as_str()) {
         ("", "") => ("HEAD".to_owned(), "HEAD".to_owned()),
         ("", reference) => (reference.to_owned(), format!("ref {reference:?}")),
@@ -292,7 +299,7 @@ pub async fn checkout(
             "1",
             "--no-tags",
             "--no-auto-maintenance",
-            "origin",
+            remote,
             &want,
         ],
     )
@@ -301,10 +308,16 @@ pub async fn checkout(
     git.run("checkout", &["checkout", "-q", "--detach", "FETCH_HEAD"])
         .await
         .map_err(step_err)?;
-    let commit = git
-        .run("rev-parse", &["rev-parse", "HEAD"])
-        .await
-        .map_err(step_err)?;
+    // FETCH_HEAD's first word is the fetched commit (what was just checked out).
+    let commit = std::fs::read_to_string(dest.join(".git/FETCH_HEAD"))
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c.len() >= 40 && c.chars().all(|ch| ch.is_ascii_hexdigit()))
+        .ok_or_else(|| SourceError::Git {
+            url: shown.clone(),
+            step: "read FETCH_HEAD",
+            detail: "no commit in .git/FETCH_HEAD".into(),
+        })?;
     log(format!("checked out {commit}"));
     if source.submodules {
         log("updating submodules (shallow)".to_owned());
