@@ -170,6 +170,12 @@ fn free_port() -> anyhow::Result<u16> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // RUST_LOG=runtime=debug shows each deploy's phases.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
     let runs = env_usize("RUNS", 50);
     let burst = env_usize("BURST", 50);
     let services = stackpad_tests::Services::from_env();

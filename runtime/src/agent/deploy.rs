@@ -57,20 +57,26 @@ impl Agent {
             &spec.workload.project_id,
             &spec.workload.environment_id,
         );
-        // The pull and the network endpoint do not depend on each other: do both at once.
+        // The network endpoint and the container record do not depend on each other (the
+        // spec names the netns and hosts file by path): build both at once.
         let w = &spec.workload;
-        let pull = async {
+        let record = async {
             let pulled = self.images.pull(&spec.image).await;
             self.metrics
                 .observe_pull(pull_started.elapsed(), pulled.is_ok());
-            pulled
+            let pulled = pulled?;
+            let rootfs = self.create_record(&id, &spec, &pulled, &bridge).await?;
+            Ok::<_, RuntimeError>((pulled, rootfs))
         };
         let attach = self
             .networks
             .attach(&id, &w.project_id, &w.environment_id, &w.service_name);
-        let (pulled, endpoint) = tokio::join!(pull, attach);
-        let created = match (pulled, endpoint) {
-            (Ok(pulled), Ok(ep)) => self.create_and_start(&id, &spec, &pulled, &ep).await,
+        let (record, endpoint) = tokio::join!(record, attach);
+        let prepared = started.elapsed();
+        let created = match (record, endpoint) {
+            (Ok((pulled, rootfs)), Ok(ep)) => {
+                self.start_first(&id, &spec, &pulled, &ep, rootfs).await
+            }
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
         let entry = match created {
@@ -86,7 +92,15 @@ impl Agent {
         self.insert_entry(&id, entry.clone());
         self.watch(&entry);
         drop(_op);
+        let running = started.elapsed();
         let result = self.await_health(&entry).await;
+        tracing::debug!(
+            container_id = %id,
+            pull_create_and_network_ms = prepared.as_millis() as u64,
+            task_started_ms = (running - prepared).as_millis() as u64,
+            healthy_ms = (started.elapsed() - running).as_millis() as u64,
+            "deploy phases"
+        );
         if result.is_ok() {
             self.metrics.observe_start(started.elapsed());
         } else {
@@ -95,30 +109,31 @@ impl Agent {
         result
     }
 
-    async fn create_and_start(
+    /// The container record and its rootfs snapshot.
+    async fn create_record(
         &self,
         id: &str,
         spec: &DeploySpec,
         pulled: &PulledImage,
-        ep: &Endpoint,
-    ) -> Result<Arc<Entry>> {
-        let hosts = ep.hosts_path.display().to_string();
+        bridge: &str,
+    ) -> Result<Vec<containerd_client::types::Mount>> {
+        let netns_path = crate::network::host::netns_path(id);
+        let hosts = self.networks.hosts_path(bridge).display().to_string();
         let oci = build_spec(&SpecInput {
             deploy: spec,
             image: &pulled.config,
             namespace: &self.config.namespace,
             container_id: id,
-            netns_path: &ep.netns_path,
+            netns_path: &netns_path,
             hosts_path: &hosts,
             memory_bytes: self.memory_of(spec),
             pids_limit: self.pids_of(spec),
         })?;
-        let created_ms = record::now_ms();
         task::create_container(
             &self.containerd,
             Container {
                 id: id.to_owned(),
-                labels: record::labels(spec, &ep.bridge, &pulled.digest, created_ms),
+                labels: record::labels(spec, bridge, &pulled.digest, record::now_ms()),
                 image: pulled.name.clone(),
                 runtime: task::runtime(&self.config.runtime),
                 spec: Some(spec_any(&oci)),
@@ -131,13 +146,24 @@ impl Agent {
         .await?;
         // Prepared after the container record exists: the record keeps the fresh snapshot from
         // the garbage collector (an unreferenced active snapshot is fair game for it).
-        let rootfs = task::prepare_rootfs(
+        task::prepare_rootfs(
             &self.containerd,
             &self.config.snapshotter,
             id,
             &pulled.chain_id,
         )
-        .await?;
+        .await
+    }
+
+    /// The first task of a new container, once its record and endpoint exist.
+    async fn start_first(
+        &self,
+        id: &str,
+        spec: &DeploySpec,
+        pulled: &PulledImage,
+        ep: &Endpoint,
+        rootfs: Vec<containerd_client::types::Mount>,
+    ) -> Result<Arc<Entry>> {
         let entry = Arc::new(Entry::new(Status {
             container_id: id.to_owned(),
             spec: spec.clone(),
@@ -149,7 +175,7 @@ impl Agent {
             oom_killed: false,
             restart_count: 0,
             message: String::new(),
-            created_ms,
+            created_ms: record::now_ms(),
             started_ms: 0,
             pid: 0,
             wanted_running: true,

@@ -88,7 +88,8 @@ impl Networks {
         })
     }
 
-    fn hosts_path(&self, bridge: &str) -> PathBuf {
+    /// The hosts file of a network (bind-mounted read-only at /etc/hosts).
+    pub fn hosts_path(&self, bridge: &str) -> PathBuf {
         self.run_dir.join(bridge).join("hosts")
     }
 
