@@ -17,7 +17,14 @@ pub enum RequestError {
     NoSource(String),
     #[error("build {0}: image {1:?} is invalid: expected registry/repository without a tag")]
     Image(String, String),
+    #[error(
+        "build {0}: memory_limit_bytes {1} is too small: use 0 (the node's default) or at least {MIN_MEMORY_BYTES}"
+    )]
+    Memory(String, u64),
 }
+
+/// The smallest memory limit a Node build can work in.
+pub const MIN_MEMORY_BYTES: u64 = 256 << 20;
 
 fn valid_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
@@ -47,6 +54,9 @@ pub fn parse_start(r: pb::StartBuildRequest) -> Result<BuildRequest, RequestErro
     }
     if !valid_image(&r.image) {
         return Err(RequestError::Image(r.build_id, r.image));
+    }
+    if r.memory_limit_bytes != 0 && r.memory_limit_bytes < MIN_MEMORY_BYTES {
+        return Err(RequestError::Memory(r.build_id, r.memory_limit_bytes));
     }
     let mut build_args: Vec<(String, String)> = r.build_args.into_iter().collect();
     build_args.sort();
@@ -180,5 +190,12 @@ mod tests {
                 "{image}"
             );
         }
+        let mut r = req();
+        r.memory_limit_bytes = 1 << 20;
+        let err = parse_start(r).unwrap_err().to_string();
+        assert!(
+            err.contains("memory_limit_bytes 1048576 is too small"),
+            "{err}"
+        );
     }
 }
