@@ -147,6 +147,107 @@ impl Bench {
     }
 }
 
+/// Redeploys under a bounded load (CLIENTS keep-alive clients, each request after the last) and
+/// checks: every response 2xx, no socket error, and each client sees v1 then v2, never back.
+async fn redeploy_under_load(b: &Bench, clients: usize) -> anyhow::Result<()> {
+    let (service, host) = b.service("underload").await?;
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .resolve(&host, b.proxy)
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    b.deploy_and_time(&client, &service, &host).await?;
+    let v1 = b.body(&client, &host).await.context("v1 answers")?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = format!("https://{host}:{}/index.html", b.proxy.port());
+    let load: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut bodies, mut non_2xx, mut errors) = (Vec::new(), 0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match client.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => match r.text().await {
+                            Ok(t) => bodies.push(t.trim().to_owned()),
+                            Err(_) => errors += 1,
+                        },
+                        Ok(_) => non_2xx += 1,
+                        Err(_) => errors += 1,
+                    }
+                }
+                (bodies, non_2xx, errors)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (serving, ready) = b.deploy_and_time(&client, &service, &host).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let v2 = b.body(&client, &host).await.context("v2 answers")?;
+    let (mut requests, mut non_2xx, mut errors, mut back) = (0, 0, 0, 0);
+    for task in load {
+        let (bodies, n, e) = task.await?;
+        requests += bodies.len() + n as usize + e as usize;
+        non_2xx += n;
+        errors += e;
+        // v1* then v2*: once v2 was seen, v1 never again.
+        let first_v2 = bodies.iter().position(|x| *x == v2).unwrap_or(bodies.len());
+        back += bodies[first_v2..].iter().filter(|x| **x != v2).count();
+        back += bodies[..first_v2].iter().filter(|x| **x != v1).count();
+    }
+    println!(
+        "redeploy under load ({clients} clients, {requests} requests, switch after {}, ready after {}): non-2xx {non_2xx}, socket errors {errors}, responses out of order {back}",
+        ms(serving),
+        ms(ready)
+    );
+    if non_2xx + errors > 0 || back > 0 {
+        bail!("redeploy under load was not clean");
+    }
+    Ok(())
+}
+
+/// A version whose health check fails: the deployment fails with the check's last answer and v1
+/// keeps serving.
+async fn failing_version_keeps_the_old(b: &Bench) -> anyhow::Result<()> {
+    let (service, host) = b.service("failing").await?;
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .resolve(&host, b.proxy)
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    b.deploy_and_time(&client, &service, &host).await?;
+    let v1 = b.body(&client, &host).await.context("v1 answers")?;
+    // v2 serves nothing at the checked path.
+    let patch = json!({ "command": ["sh", "-c", "exec httpd -f -p 8080 -h /etc"],
+        "health_check": { "path": "/index.html", "interval_ms": 50, "deadline_ms": 2000 } });
+    let (status, v) =
+        b.h.call(
+            "PATCH",
+            &format!("/services/{service}"),
+            &b.token,
+            Some(patch),
+        )
+        .await;
+    if status != 200 {
+        bail!("patching the service: {status} {v}");
+    }
+    let id = b.h.deploy(&b.token, &service, json!({})).await;
+    let d =
+        b.h.wait_terminal(&b.token, &id, Duration::from_secs(60))
+            .await;
+    let reason = d["failure_reason"].as_str().unwrap_or("").to_owned();
+    let still = b.body(&client, &host).await;
+    println!(
+        "failing version: state {}, old still serving: {}, reason: {reason}",
+        d["state"],
+        still.as_deref() == Some(v1.as_str())
+    );
+    if d["state"] != "failed" || still.as_deref() != Some(v1.as_str()) {
+        bail!("a failing version must fail and leave the old one serving");
+    }
+    Ok(())
+}
+
 async fn run() -> anyhow::Result<()> {
     let runs: usize = env("RUNS", "20").parse()?;
     let services: usize = env("SERVICES", "20").parse()?;
@@ -185,6 +286,8 @@ async fn run() -> anyhow::Result<()> {
         .version_pair("warmup")
         .await
         .context("warm-up deploys")?;
+    redeploy_under_load(&bench, env("CLIENTS", "8").parse()?).await?;
+    failing_version_keeps_the_old(&bench).await?;
     let mut serving = vec![];
     let mut ready = vec![];
     for i in 0..runs {
