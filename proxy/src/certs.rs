@@ -49,13 +49,41 @@ impl Certificates {
 #[derive(Debug, Default)]
 pub struct CertificateTable {
     current: ArcSwap<Certificates>,
+    /// Serializes writers (read-copy-update); handshakes never take it.
+    writer: std::sync::Mutex<()>,
 }
 
 impl CertificateTable {
     pub fn new(certs: Certificates) -> Self {
         Self {
             current: ArcSwap::from_pointee(certs),
+            writer: std::sync::Mutex::new(()),
         }
+    }
+
+    /// Serves `key` to clients whose name has no certificate of its own.
+    pub fn set_default(&self, key: Arc<CertifiedKey>) {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = Certificates::clone(&self.current.load());
+        next.default = Some(key);
+        self.current.store(Arc::new(next));
+    }
+
+    /// Serves `key` for `domain` (exact or `*.suffix`) from now on.
+    pub fn insert(&self, domain: &str, key: Arc<CertifiedKey>) {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = Certificates::clone(&self.current.load());
+        next.by_name.insert(domain.to_ascii_lowercase(), key);
+        self.current.store(Arc::new(next));
+    }
+
+    /// Stops serving `domain`'s own certificate; true when there was one.
+    pub fn remove(&self, domain: &str) -> bool {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = Certificates::clone(&self.current.load());
+        let removed = next.by_name.remove(&domain.to_ascii_lowercase()).is_some();
+        self.current.store(Arc::new(next));
+        removed
     }
 
     pub fn swap(&self, certs: Certificates) {
@@ -71,6 +99,33 @@ impl ResolvesServerCert for CertificateTable {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.current.load().lookup(hello.server_name())
     }
+}
+
+/// Builds a certified key from a PEM chain (leaf first) and a PEM private key in memory.
+pub fn certified_key_from_pem(chain: &str, key: &str) -> Result<CertifiedKey, CertError> {
+    let source = PathBuf::from("<pem>");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::Chain {
+            path: source.clone(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(CertError::Chain {
+            path: source,
+            message: "no certificate in it".into(),
+        });
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| CertError::Key {
+        path: source.clone(),
+        message: e.to_string(),
+    })?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| CertError::Key {
+            path: source,
+            message: e.to_string(),
+        })?;
+    Ok(CertifiedKey::new(certs, signing))
 }
 
 /// Loads a PEM chain (leaf first) and its private key.

@@ -47,6 +47,8 @@ pub struct ProxyConfig {
     /// Pingora's fd-handover socket for graceful binary upgrades.
     pub upgrade_sock: PathBuf,
     pub pid_file: PathBuf,
+    /// Shared certificate store and ACME; absent = certificates from files only.
+    pub acme: Option<crate::acme::AcmeSettings>,
 }
 
 impl Default for ProxyConfig {
@@ -75,6 +77,7 @@ impl Default for ProxyConfig {
             tls_read_buffer_bytes: 16 * 1024,
             upgrade_sock: "/tmp/stackpad-proxy-upgrade.sock".into(),
             pid_file: "/tmp/stackpad-proxy.pid".into(),
+            acme: None,
         }
     }
 }
@@ -121,6 +124,9 @@ impl ProxyConfig {
             }
         }
         addr("admin_listen", &self.admin_listen)?;
+        if let Some(acme) = &self.acme {
+            acme.validate().map_err(|(key, reason)| err(key, reason))?;
+        }
         if self.admin_token.trim().len() < 16 {
             return Err(err(
                 "admin_token",

@@ -15,6 +15,8 @@ use pingora::protocols::ALPN;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::acme::TlsState;
+use crate::acme::http01::{CHALLENGE_PATH, challenge_token};
 use crate::config::ProxyConfig;
 use crate::hardening::{self, HeadLimits};
 use crate::pages;
@@ -34,9 +36,21 @@ pub struct StackpadProxy {
     header_read_timeout: Duration,
     body_read_timeout: Duration,
     idle_timeout_secs: u64,
+    /// Certificates: answers http-01 requests from the shared store.
+    tls: Option<Arc<TlsState>>,
+    /// A TLS listener exists: plain requests to routes without `allow_plain_http` get a 308.
+    redirect_to_https: bool,
 }
 
 impl StackpadProxy {
+    /// Answers ACME http-01 requests from `tls` and, when `redirect_to_https`, sends plain
+    /// requests of routes that do not allow plain HTTP to HTTPS.
+    pub fn with_tls(mut self, tls: Arc<TlsState>, redirect_to_https: bool) -> Self {
+        self.tls = Some(tls);
+        self.redirect_to_https = redirect_to_https;
+        self
+    }
+
     pub fn new(state: Arc<ProxyState>, config: &ProxyConfig) -> Self {
         Self {
             state,
@@ -48,6 +62,8 @@ impl StackpadProxy {
             header_read_timeout: ProxyConfig::ms(config.header_read_timeout_ms),
             body_read_timeout: ProxyConfig::ms(config.body_read_timeout_ms),
             idle_timeout_secs: config.idle_timeout_ms.div_ceil(1000),
+            tls: None,
+            redirect_to_https: false,
         }
     }
 }
@@ -96,6 +112,65 @@ async fn respond(
         .write_response_header(Box::new(page.header), false)
         .await?;
     session.write_response_body(Some(page.body), true).await?;
+    Ok(true)
+}
+
+impl StackpadProxy {
+    /// `GET /.well-known/acme-challenge/<token>` on the plain listener: the key authorization
+    /// of a waiting order, from the shared store; 404 for anything else. Never routed upstream.
+    async fn answer_http01(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let path = session.req_header().uri.path().to_owned();
+        let answer = match (&self.tls, challenge_token(&path)) {
+            (Some(tls), Some(token)) => tls.http01_answer(token).await,
+            _ => None,
+        };
+        let Some(answer) = answer else {
+            return respond(
+                session,
+                ctx,
+                404,
+                "no ACME challenge waiting for this token",
+                false,
+            )
+            .await;
+        };
+        let mut header = ResponseHeader::build(200, Some(2))?;
+        header.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+        header.insert_header(http::header::CONTENT_LENGTH, answer.len().to_string())?;
+        ctx.own_status = Some(200);
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session
+            .write_response_body(Some(Bytes::from(answer)), true)
+            .await?;
+        Ok(true)
+    }
+}
+
+/// 308 to the same host and path over HTTPS (the method and body are kept by the client).
+async fn redirect_to_https(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    let host = request_host(session).unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            name
+        } else {
+            host
+        }
+    });
+    let target = session
+        .req_header()
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str());
+    let location = format!("https://{host}{target}");
+    let mut header = ResponseHeader::build(308, Some(3))?;
+    header.insert_header(http::header::LOCATION, location)?;
+    header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    ctx.own_status = Some(308);
+    session
+        .write_response_header(Box::new(header), true)
+        .await?;
     Ok(true)
 }
 
@@ -198,6 +273,14 @@ impl ProxyHttp for StackpadProxy {
         session.set_read_timeout(Some(self.body_read_timeout));
         session.set_keepalive(Some(self.idle_timeout_secs));
 
+        let plain = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_none();
+        if plain && session.req_header().uri.path().starts_with(CHALLENGE_PATH) {
+            return self.answer_http01(session, ctx).await;
+        }
+
         let (route, admission) = match self.route_request(session) {
             Routing::NoHost => {
                 return respond(session, ctx, 400, "the request has no Host", true).await;
@@ -214,6 +297,9 @@ impl ProxyHttp for StackpadProxy {
             Routing::Admitted(route, admission) => (route, admission),
         };
         ctx.route = Some(Arc::clone(&route));
+        if plain && self.redirect_to_https && !route.allow_plain_http {
+            return redirect_to_https(session, ctx).await;
+        }
         ctx.admission = Some(admission);
 
         let declared = session

@@ -11,7 +11,8 @@ use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 
-use crate::certs::{self, CertificateTable, Certificates};
+use crate::acme::TlsState;
+use crate::certs::{self, CertificateTable};
 use crate::config::{ConfigError, ProxyConfig};
 use crate::http::StackpadProxy;
 use crate::metrics::Metrics;
@@ -58,7 +59,18 @@ pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
     let routes = state.snapshot().routes.routes().len();
     tracing::info!(routes, state_file = %config.state_file.display(), "state restored");
 
-    start_admin(&runtime, &config, Arc::clone(&state), upgrade)?;
+    let table = Arc::new(CertificateTable::default());
+    let tls_state = TlsState::new(Arc::clone(&table));
+    if let Some(acme) = &config.acme {
+        tls_state.start(acme.clone(), runtime.handle());
+    }
+    start_admin(
+        &runtime,
+        &config,
+        Arc::clone(&state),
+        Arc::clone(&tls_state),
+        upgrade,
+    )?;
 
     let mut conf = ServerConf {
         threads: config.threads,
@@ -76,7 +88,8 @@ pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let app = StackpadProxy::new(Arc::clone(&state), &config);
+    let app = StackpadProxy::new(Arc::clone(&state), &config)
+        .with_tls(Arc::clone(&tls_state), config.tls_listen.is_some());
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, app);
     if let Some(logic) = service.app_logic_mut() {
         let mut options = HttpServerOptions::default();
@@ -95,11 +108,7 @@ pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
         &config.tls_cert_file,
         &config.tls_key_file,
     ) {
-        let default = certs::load_pem_files(cert, key)?;
-        let table = Arc::new(CertificateTable::new(Certificates {
-            default: Some(Arc::new(default)),
-            ..Default::default()
-        }));
+        table.set_default(Arc::new(certs::load_pem_files(cert, key)?));
         let mut tls = TlsSettings::intermediate("", "").expect("settings without files");
         tls.set_cert_resolver(table);
         tls.enable_h2();
@@ -120,6 +129,7 @@ fn start_admin(
     runtime: &tokio::runtime::Runtime,
     config: &ProxyConfig,
     state: Arc<ProxyState>,
+    tls: Arc<TlsState>,
     upgrade: bool,
 ) -> Result<(), StartError> {
     let addr = config.admin_listen.clone();
@@ -130,7 +140,7 @@ fn start_admin(
         runtime.spawn(async move {
             for _ in 0..1200 {
                 if let Ok(listener) = tokio::net::TcpListener::bind(&addr).await {
-                    if let Err(e) = crate::admin::serve(listener, state, token).await {
+                    if let Err(e) = crate::admin::serve(listener, state, tls, token).await {
                         tracing::error!(error = %e, "admin listener stopped");
                     }
                     return;
@@ -148,7 +158,7 @@ fn start_admin(
             source,
         })?;
     runtime.spawn(async move {
-        if let Err(e) = crate::admin::serve(listener, state, token).await {
+        if let Err(e) = crate::admin::serve(listener, state, tls, token).await {
             tracing::error!(error = %e, "admin listener stopped");
         }
     });

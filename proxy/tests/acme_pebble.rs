@@ -8,99 +8,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+mod common;
+
+use common::pebble::{self, Database, STORE_KEY, env, pebble};
 use proxy::acme::challtestsrv::ChallTestSrv;
 use proxy::acme::http01::{Http01Answers, challenge_token};
 use proxy::acme::policy::{Decision, OrderReason};
 use proxy::acme::seal::Sealer;
 use proxy::acme::{
-    AcmeConfig, CertStore, CertificateManager, CertificateSink, Issuer, ManagerConfig, Outcome,
+    CertStore, CertificateManager, CertificateSink, Issuer, ManagerConfig, Outcome,
     StoredCertificate,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const KEY: &str = "5a5b5c5d5e5f606162636465666768696a6b6c6d6e6f70717273747576777879";
-
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
 
 fn unique(prefix: &str) -> String {
     format!(
         "{prefix}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     )
-}
-
-fn pebble() -> AcmeConfig {
-    AcmeConfig {
-        directory_url: env("PEBBLE_DIRECTORY", "https://127.0.0.1:14000/dir"),
-        contact_email: Some("ops@stackpad.test".into()),
-        ca_roots: Some(
-            env(
-                "PEBBLE_LISTENER_CA",
-                "/var/lib/stackpad/services/pebble/config/listener-ca.pem",
-            )
-            .into(),
-        ),
-    }
-}
-
-/// A database of the test's own, dropped when the guard goes (even after a failure).
-struct Database {
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create() -> anyhow::Result<Self> {
-        use sqlx::Connection;
-        let admin_url = env(
-            "DATABASE_URL",
-            "postgres://stackpad:stackpad@127.0.0.1:5432/stackpad",
-        );
-        let name = unique("acme_test").replace('-', "_");
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .with_context(|| {
-                format!("PostgreSQL is not reachable at {admin_url}: run scripts/services up")
-            })?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await?;
-        let (base, _) = admin_url
-            .rsplit_once('/')
-            .context("DATABASE_URL has no database")?;
-        Ok(Self {
-            url: format!("{base}/{name}"),
-            name,
-        })
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let admin_url = env(
-            "DATABASE_URL",
-            "postgres://stackpad:stackpad@127.0.0.1:5432/stackpad",
-        );
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                use sqlx::Connection;
-                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await?;
-                anyhow::Ok(())
-            })
-        })
-        .join();
-    }
 }
 
 /// Stands in for the proxy's serving table: records what was installed.
@@ -139,8 +64,7 @@ impl Drop for Http01Server {
 }
 
 async fn serve_http01(answers: Http01Answers) -> anyhow::Result<Http01Server> {
-    let lock = std::fs::File::create("/tmp/stackpad-pebble-http01.lock")?;
-    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock)).await??;
+    let lock = pebble::lock_http01_port().await?;
     // The previous holder's listener closes when its test runtime shuts down, a moment after
     // its lock is released: retry briefly.
     let mut attempts = 0;
@@ -193,7 +117,7 @@ async fn serve_http01(answers: Http01Answers) -> anyhow::Result<Http01Server> {
 }
 
 async fn store(db: &Database) -> anyhow::Result<CertStore> {
-    Ok(CertStore::connect(&db.url, Sealer::from_hex(KEY)?).await?)
+    Ok(CertStore::connect(&db.url, Sealer::from_hex(STORE_KEY)?).await?)
 }
 
 fn manager(
@@ -213,24 +137,7 @@ fn manager(
 /// A TLS handshake with `certificate` served for `sni`, verified against Pebble's current root.
 async fn handshake_verifies(certificate: &StoredCertificate, sni: &str) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let management = env("PEBBLE_MANAGEMENT", "https://127.0.0.1:15000");
-    let ca = std::fs::read(pebble().ca_roots.unwrap())?;
-    let http = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
-        .build()?;
-    let root_pem = http
-        .get(format!("{management}/roots/0"))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut root_pem.as_bytes()) {
-        roots.add(cert?)?;
-    }
+    let roots = pebble::pebble_roots().await?;
     let chain = rustls_pemfile::certs(&mut certificate.chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()?;
     let key =

@@ -10,9 +10,13 @@ pub mod issuer;
 pub mod manager;
 pub mod policy;
 pub mod seal;
+pub mod service;
+pub mod settings;
 pub mod store;
 pub mod validity;
 
 pub use issuer::{AcmeConfig, AcmeError, DnsProvider, Issuer};
 pub use manager::{CertificateManager, CertificateSink, ManagerConfig, Outcome};
+pub use service::TlsState;
+pub use settings::AcmeSettings;
 pub use store::{CertStore, StoreError, StoredCertificate};

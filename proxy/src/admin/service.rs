@@ -7,6 +7,7 @@ use proto::proxy::v1::proxy_admin_server::{ProxyAdmin, ProxyAdminServer};
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::acme::{CertStore, StoreError, StoredCertificate, TlsState};
 use crate::state::{ProxyState, StateError};
 use crate::switch::SwitchError;
 
@@ -14,11 +15,56 @@ use crate::switch::SwitchError;
 #[derive(Debug, Clone)]
 pub struct AdminService {
     state: Arc<ProxyState>,
+    tls: Arc<TlsState>,
 }
 
 impl AdminService {
-    pub fn new(state: Arc<ProxyState>) -> Self {
-        Self { state }
+    pub fn new(state: Arc<ProxyState>, tls: Arc<TlsState>) -> Self {
+        Self { state, tls }
+    }
+
+    /// The shared store (waiting a little while it connects after start), or why there is none.
+    async fn store(&self) -> Result<&CertStore, Status> {
+        self.tls.wait_store(STORE_WAIT).await.ok_or_else(|| {
+            Status::failed_precondition(
+                "no certificate store: the proxy has no `acme` section, or its database is not reachable",
+            )
+        })
+    }
+}
+
+/// How long a certificate call waits for the store to connect after the proxy started.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn store_status(e: StoreError) -> Status {
+    if e.is_retryable() {
+        Status::unavailable(e.to_string())
+    } else {
+        Status::internal(e.to_string())
+    }
+}
+
+/// A domain as the allowed list and the certificate table hold it: lower case, no trailing dot.
+fn domain_name(raw: &str) -> Result<String, Status> {
+    let name = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let base = name.strip_prefix("*.").unwrap_or(&name);
+    let valid = !base.is_empty()
+        && base.len() <= 253
+        && base.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(name)
+    } else {
+        Err(Status::invalid_argument(format!(
+            "domain {raw:?} is not a DNS name"
+        )))
     }
 }
 
@@ -36,8 +82,6 @@ fn switch_status(e: SwitchError) -> Status {
         _ => Status::invalid_argument(e.to_string()),
     }
 }
-
-const CERTS_LATER: &str = "certificates and ACME domains arrive with issue #4";
 
 #[tonic::async_trait]
 impl ProxyAdmin for AdminService {
@@ -109,37 +153,98 @@ impl ProxyAdmin for AdminService {
 
     async fn put_certificate(
         &self,
-        _request: Request<pb::PutCertificateRequest>,
+        request: Request<pb::PutCertificateRequest>,
     ) -> Result<Response<pb::PutCertificateResponse>, Status> {
-        Err(Status::unimplemented(CERTS_LATER))
+        let request = request.into_inner();
+        let domain = domain_name(&request.domain)?;
+        let validity = crate::acme::validity::chain_validity(&request.certificate_chain_pem)
+            .map_err(|e| Status::invalid_argument(format!("certificate of {domain}: {e}")))?;
+        let key = crate::certs::certified_key_from_pem(
+            &request.certificate_chain_pem,
+            &request.private_key_pem,
+        )
+        .map_err(|e| Status::invalid_argument(format!("certificate of {domain}: {e}")))?;
+        if let Some(store) = self.tls.wait_store(STORE_WAIT).await {
+            let stored = StoredCertificate {
+                domain: domain.clone(),
+                chain_pem: request.certificate_chain_pem,
+                key_pem: request.private_key_pem,
+                validity,
+            };
+            store.put_certificate(&stored).await.map_err(store_status)?;
+        }
+        self.tls.table().insert(&domain, Arc::new(key));
+        let not_after = validity
+            .not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        Ok(Response::new(pb::PutCertificateResponse {
+            not_after_unix_ms: not_after,
+        }))
     }
 
     async fn remove_certificate(
         &self,
-        _request: Request<pb::RemoveCertificateRequest>,
+        request: Request<pb::RemoveCertificateRequest>,
     ) -> Result<Response<pb::RemoveCertificateResponse>, Status> {
-        Err(Status::unimplemented(CERTS_LATER))
+        let domain = domain_name(&request.into_inner().domain)?;
+        let mut removed = false;
+        if let Some(store) = self.tls.wait_store(STORE_WAIT).await {
+            removed |= store
+                .remove_certificate(&domain)
+                .await
+                .map_err(store_status)?;
+        }
+        removed |= self.tls.table().remove(&domain);
+        Ok(Response::new(pb::RemoveCertificateResponse { removed }))
     }
 
     async fn put_allowed_domain(
         &self,
-        _request: Request<pb::PutAllowedDomainRequest>,
+        request: Request<pb::PutAllowedDomainRequest>,
     ) -> Result<Response<pb::PutAllowedDomainResponse>, Status> {
-        Err(Status::unimplemented(CERTS_LATER))
+        let allowed = request
+            .into_inner()
+            .domain
+            .ok_or_else(|| Status::invalid_argument("domain is missing"))?;
+        let domain = domain_name(&allowed.domain)?;
+        self.store()
+            .await?
+            .put_allowed_domain(&domain, &allowed.service_id)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::PutAllowedDomainResponse {}))
     }
 
     async fn remove_allowed_domain(
         &self,
-        _request: Request<pb::RemoveAllowedDomainRequest>,
+        request: Request<pb::RemoveAllowedDomainRequest>,
     ) -> Result<Response<pb::RemoveAllowedDomainResponse>, Status> {
-        Err(Status::unimplemented(CERTS_LATER))
+        let domain = domain_name(&request.into_inner().domain)?;
+        let removed = self
+            .store()
+            .await?
+            .remove_allowed_domain(&domain)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::RemoveAllowedDomainResponse { removed }))
     }
 
     async fn list_allowed_domains(
         &self,
         _request: Request<pb::ListAllowedDomainsRequest>,
     ) -> Result<Response<pb::ListAllowedDomainsResponse>, Status> {
-        Err(Status::unimplemented(CERTS_LATER))
+        let domains = self
+            .store()
+            .await?
+            .allowed_domains()
+            .await
+            .map_err(store_status)?
+            .into_iter()
+            .map(|(domain, service_id)| pb::AllowedDomain { domain, service_id })
+            .collect();
+        Ok(Response::new(pb::ListAllowedDomainsResponse { domains }))
     }
 }
 
@@ -163,10 +268,11 @@ fn authorized(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ProxyState>,
+    tls: Arc<TlsState>,
     token: String,
 ) -> std::io::Result<()> {
     let grpc = ProxyAdminServer::with_interceptor(
-        AdminService::new(Arc::clone(&state)),
+        AdminService::new(Arc::clone(&state), tls),
         move |req: Request<()>| {
             if authorized(req.metadata().get("authorization"), &token) {
                 Ok(req)

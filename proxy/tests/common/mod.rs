@@ -3,6 +3,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod backend;
+pub mod pebble;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

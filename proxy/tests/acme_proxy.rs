@@ -1,0 +1,300 @@
+//! The real `stackpad-proxy` with its shared certificate store and Pebble: a domain the
+//! control plane allowed gets a certificate through http-01 answered on the proxy's own plain
+//! listener and serves verified HTTPS; plain HTTP redirects; a flood of handshakes for names
+//! nobody allowed orders nothing; after a restart with the CA unreachable the stored
+//! certificate still serves.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use common::pebble::{self, Database, HTTP01_PORT, STORE_KEY};
+use common::{Backend, TOKEN, authed, free_port};
+use proto::proxy::v1 as pb;
+use proto::proxy::v1::proxy_admin_client::ProxyAdminClient;
+use sqlx::Connection;
+
+/// `stackpad-proxy serve` with an `acme` section, killed on drop.
+struct AcmeProxy {
+    dir: std::path::PathBuf,
+    https: SocketAddr,
+    admin: SocketAddr,
+    child: Option<Child>,
+}
+
+impl AcmeProxy {
+    async fn start(db: &Database, directory_url: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(stackpad_tests::unique_name("acme-proxy"));
+        std::fs::create_dir_all(&dir)?;
+        let mut proxy = Self {
+            https: format!("127.0.0.1:{}", free_port()).parse()?,
+            admin: format!("127.0.0.1:{}", free_port()).parse()?,
+            child: None,
+            dir,
+        };
+        proxy.spawn(db, directory_url).await?;
+        Ok(proxy)
+    }
+
+    async fn spawn(&mut self, db: &Database, directory_url: &str) -> anyhow::Result<()> {
+        let d = |f: &str| self.dir.join(f).display().to_string();
+        std::fs::write(self.dir.join("token"), TOKEN)?;
+        let key = rcgen::KeyPair::generate()?;
+        let default =
+            rcgen::CertificateParams::new(vec!["default.invalid".into()])?.self_signed(&key)?;
+        std::fs::write(self.dir.join("default.pem"), default.pem())?;
+        std::fs::write(self.dir.join("default.key"), key.serialize_pem())?;
+        let config = serde_json::json!({
+            "http_listen": format!("127.0.0.1:{HTTP01_PORT}"),
+            "tls_listen": self.https.to_string(),
+            "tls_cert_file": d("default.pem"),
+            "tls_key_file": d("default.key"),
+            "admin_listen": self.admin.to_string(),
+            "admin_token_file": d("token"),
+            "state_file": d("state.json"),
+            "pid_file": d("pid"),
+            "upgrade_sock": d("upgrade.sock"),
+            "threads": 2,
+            "acme": {
+                "database_url": db.url,
+                "store_key": STORE_KEY,
+                "directory_url": directory_url,
+                "ca_roots_file": pebble::listener_ca(),
+                "interval_secs": 1,
+            }
+        });
+        std::fs::write(
+            self.dir.join("proxy.json"),
+            serde_json::to_vec_pretty(&config)?,
+        )?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("proxy.log"))?;
+        // The previous holder of Pebble's port may still be closing it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_stackpad-proxy"))
+                .args(["serve", "--config", &d("proxy.json")])
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log.try_clone()?)
+                .spawn()
+                .context("spawning stackpad-proxy")?;
+            let ready = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < ready {
+                if child.try_wait()?.is_some() {
+                    break;
+                }
+                let http = tokio::net::TcpStream::connect(("127.0.0.1", HTTP01_PORT))
+                    .await
+                    .is_ok();
+                let admin = tokio::net::TcpStream::connect(self.admin).await.is_ok();
+                if http && admin {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            if Instant::now() > deadline {
+                bail!("stackpad-proxy did not start; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn admin(&self) -> anyhow::Result<ProxyAdminClient<tonic::transport::Channel>> {
+        Ok(ProxyAdminClient::connect(format!("http://{}", self.admin)).await?)
+    }
+}
+
+impl Drop for AcmeProxy {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls until HTTPS for `name` verifies against Pebble's root and answers.
+async fn wait_for_https(proxy: &AcmeProxy, name: &str, within: Duration) -> anyhow::Result<String> {
+    let connector = pebble::pebble_client().await?;
+    let deadline = Instant::now() + within;
+    loop {
+        match pebble::https_get(&connector, proxy.https, name).await {
+            Ok(response) => return Ok(response),
+            Err(error) if Instant::now() > deadline => {
+                bail!(
+                    "no verified HTTPS for {name} after {within:?}: {error:#}\nproxy log:\n{}",
+                    proxy.log()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn orders(db: &Database) -> anyhow::Result<Vec<String>> {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT domain FROM stackpad_proxy.acme_events WHERE kind = 'ordered' ORDER BY id",
+    )
+    .fetch_all(&mut conn)
+    .await?;
+    Ok(rows.into_iter().map(|(d,)| d).collect())
+}
+
+#[tokio::test]
+async fn allowed_domains_get_certificates_and_nothing_else_is_ordered() -> anyhow::Result<()> {
+    let _port = pebble::lock_http01_port().await?;
+    let db = Database::create().await?;
+    let mut proxy = AcmeProxy::start(&db, &pebble::pebble().directory_url).await?;
+    let backend = Backend::start("app-v1").await;
+    let domain = format!("{}.apps.stackpad.test", stackpad_tests::unique_name("web"));
+
+    let mut admin = proxy.admin().await?;
+    let route = pb::Route {
+        route_id: "web".into(),
+        hosts: vec![domain.clone()],
+        service_id: "svc-web".into(),
+        ..Default::default()
+    };
+    admin
+        .upsert_route(authed(pb::UpsertRouteRequest { route: Some(route) }))
+        .await?;
+    let upstream = pb::Upstream {
+        address: backend.addr.to_string(),
+        deployment_id: "d1".into(),
+        weight: 1,
+    };
+    admin
+        .switch(authed(pb::SwitchRequest {
+            service_id: "svc-web".into(),
+            upstreams: vec![upstream],
+            skip_health_wait: true,
+            ..Default::default()
+        }))
+        .await?;
+    let allowed = pb::AllowedDomain {
+        domain: domain.clone(),
+        service_id: "svc-web".into(),
+    };
+    admin
+        .put_allowed_domain(authed(pb::PutAllowedDomainRequest {
+            domain: Some(allowed),
+        }))
+        .await?;
+
+    let response = wait_for_https(&proxy, &domain, Duration::from_secs(60)).await?;
+    ensure!(
+        response.starts_with("HTTP/1.1 200") && response.contains("app-v1"),
+        "{response}"
+    );
+
+    // Plain HTTP for a route that does not allow it: a redirect, the backend sees nothing more.
+    let seen = backend.requests();
+    let plain = common::raw(
+        format!("127.0.0.1:{HTTP01_PORT}").parse()?,
+        format!("GET /a?b=1 HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n").as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await?;
+    ensure!(plain.starts_with("HTTP/1.1 308"), "{plain}");
+    ensure!(
+        plain
+            .to_ascii_lowercase()
+            .contains(&format!("location: https://{domain}/a?b=1")),
+        "{plain}"
+    );
+    ensure!(backend.requests() == seen);
+
+    // A flood of handshakes for names nobody allowed: served the default certificate, never
+    // an order.
+    for i in 0..200 {
+        let socket = tokio::net::TcpStream::connect(proxy.https).await?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let name = rustls::pki_types::ServerName::try_from(format!(
+            "random{i}-{}.attacker.test",
+            i * 7919
+        ))?;
+        // Unverifiable (default certificate): the handshake fails on our side, as it should.
+        let _ = tokio::time::timeout(Duration::from_secs(2), connector.connect(name, socket)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ordered = orders(&db).await?;
+    ensure!(
+        ordered == vec![domain.clone()],
+        "orders placed: {ordered:?}"
+    );
+
+    // Restart with the CA unreachable: the stored certificate serves anyway.
+    proxy.kill();
+    proxy.spawn(&db, "https://127.0.0.1:9/dir").await?;
+    let response = wait_for_https(&proxy, &domain, Duration::from_secs(20)).await?;
+    ensure!(response.contains("app-v1"), "{response}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn certificate_admin_calls_refuse_bad_input_by_name() -> anyhow::Result<()> {
+    let _port = pebble::lock_http01_port().await?;
+    let db = Database::create().await?;
+    let proxy = AcmeProxy::start(&db, "").await?;
+    let mut admin = proxy.admin().await?;
+    // The store connects in the background: allow it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = admin
+            .list_allowed_domains(authed(pb::ListAllowedDomainsRequest {}))
+            .await;
+        if listed.is_ok() || Instant::now() > deadline {
+            listed?;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bad = pb::AllowedDomain {
+        domain: "not a domain!".into(),
+        service_id: String::new(),
+    };
+    let error = admin
+        .put_allowed_domain(authed(pb::PutAllowedDomainRequest { domain: Some(bad) }))
+        .await
+        .expect_err("a bad domain was accepted");
+    ensure!(
+        error.code() == tonic::Code::InvalidArgument && error.message().contains("not a domain"),
+        "{error:?}"
+    );
+    let error = admin
+        .put_certificate(authed(pb::PutCertificateRequest {
+            domain: "a.example.com".into(),
+            certificate_chain_pem: "garbage".into(),
+            private_key_pem: "garbage".into(),
+        }))
+        .await
+        .expect_err("a garbage certificate was accepted");
+    ensure!(
+        error.code() == tonic::Code::InvalidArgument && error.message().contains("a.example.com"),
+        "{error:?}"
+    );
+    Ok(())
+}
