@@ -19,6 +19,7 @@ mod cidr;
 mod config;
 mod counters;
 mod error;
+mod host;
 mod loader;
 mod maps;
 mod policy;

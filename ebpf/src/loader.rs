@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key};
-use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::links::FdLink;
 use aya::programs::{ProgramError, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 
@@ -13,6 +13,7 @@ use crate::cidr::{CidrAction, DenyList, TrieOp, plan_update};
 use crate::config::IsolationConfig;
 use crate::counters::Counters;
 use crate::error::Error;
+use crate::host::{attached_here, check_veth, ensure_bpffs_dir, ifindex, remove_pin};
 use crate::maps::{self, CountersValue, EndpointValue, IfaceValue, PairKey, ip_key};
 use crate::policy::{EndpointPolicy, PairRule};
 use crate::programs::{FROM_CONTAINER, ISOLATION, TO_CONTAINER};
@@ -432,92 +433,11 @@ where
     M::try_from(map).map_err(|source| Error::Map { map: name, source })
 }
 
-/// Whether a classifier named `program` is attached to `veth` in direction `dir`.
-fn attached_here(veth: &str, program: &str, dir: TcAttachType) -> Result<bool, Error> {
-    let (_, progs) = SchedClassifier::query_tcx(veth, dir).map_err(|source| Error::Attach {
-        program: if dir == TcAttachType::Ingress {
-            FROM_CONTAINER
-        } else {
-            TO_CONTAINER
-        },
-        veth: veth.to_owned(),
-        source: Box::new(source),
-    })?;
-    Ok(progs.iter().any(|p| p.name_as_str() == Some(program)))
-}
-
-fn remove_pin(path: &Path) -> Result<(), Error> {
-    match PinnedLink::from_pin(path) {
-        Ok(link) => {
-            link.unpin().map_err(|source| Error::Unpin {
-                path: path.to_owned(),
-                source,
-            })?;
-            Ok(())
-        }
-        Err(_) if !path.exists() => Ok(()),
-        Err(_) => std::fs::remove_file(path).map_err(|source| Error::Unpin {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
 fn ignore_missing(r: Result<(), aya::maps::MapError>, map: &'static str) -> Result<(), Error> {
     match r {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(source) => Err(Error::Map { map, source }),
     }
-}
-
-fn check_veth(veth: &str) -> Result<(), Error> {
-    let bad = |reason| {
-        Err(Error::InvalidInterface {
-            veth: veth.to_owned(),
-            reason,
-        })
-    };
-    if veth.is_empty() || veth.len() > 15 {
-        return bad("must be 1 to 15 bytes long");
-    }
-    // bpffs refuses names with '.', and the name becomes a directory of pinned links.
-    if !veth
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return bad("only letters, digits, '-' and '_' are allowed");
-    }
-    Ok(())
-}
-
-/// The index of `veth` in the calling thread's network namespace.
-fn ifindex(veth: &str) -> Result<u32, Error> {
-    nix::net::if_::if_nametoindex(veth).map_err(|errno| Error::Interface {
-        veth: veth.to_owned(),
-        source: std::io::Error::from(errno),
-    })
-}
-
-/// Creates `dir` (and parents) and checks it lies on a bpffs mount.
-fn ensure_bpffs_dir(dir: &Path) -> Result<(), Error> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(|source| Error::PinDir {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let on_bpffs = mounts.lines().any(|l| {
-        let mut f = l.split_whitespace();
-        let (_, mnt, fstype) = (f.next(), f.next(), f.next());
-        fstype == Some("bpf") && mnt.is_some_and(|m| dir.starts_with(m))
-    });
-    if !on_bpffs {
-        return Err(Error::NoBpffs {
-            path: dir.to_owned(),
-        });
-    }
-    std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
-        path: dir.to_owned(),
-        source,
-    })
 }
 
 #[cfg(test)]
@@ -529,20 +449,5 @@ mod tests {
         // The runtime's `IsolationHook` is `Send + Sync`: it holds a `Mutex<Isolation>`.
         fn send<T: Send>() {}
         send::<Isolation>();
-    }
-
-    #[test]
-    fn veth_names_are_checked() {
-        check_veth("spv1234abcd").unwrap();
-        for bad in [
-            "",
-            "a-name-longer-than-15",
-            "../etc",
-            "a b",
-            "..",
-            "eth0.100",
-        ] {
-            assert!(check_veth(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -178,6 +178,12 @@ fn counters_match_bytes_sent_and_survive_a_restart() -> anyhow::Result<()> {
         Err(Error::NotAttached { .. })
     ));
     assert_eq!(iso.attached()?.len(), 2);
-    let _: Counters = iso.counters(&b.veth)?;
+    let b_before: Counters = iso.counters(&b.veth)?;
+
+    // A container attached later starts from zero, even on the slot `a` left behind.
+    attach(&mut iso, &a, id)?;
+    let fresh = iso.counters(&a.veth)?;
+    assert_eq!((fresh.out_bytes, fresh.in_bytes), (0, 0), "{fresh:?}");
+    assert!(iso.counters(&b.veth)?.in_bytes >= b_before.in_bytes);
     Ok(())
 }
