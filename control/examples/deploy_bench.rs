@@ -15,7 +15,6 @@
 //! owner); a fresh project network keeps that out of these numbers.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, reason = "shared with the tests")]
 mod common;
 
 use std::net::SocketAddr;

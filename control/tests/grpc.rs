@@ -68,6 +68,8 @@ async fn grpc_clients_drive_build_deploy_switch_and_stop_old() -> anyhow::Result
         Some(proto::node::v1::health_check::Probe::Http(p)) if p.path == "/healthz" && p.port == 8080
     ));
     assert!(rec.routes[0].hosts.contains(&"shop.example.com".to_owned()));
+    // Certificates: the platform subdomain only; an unverified custom domain never.
+    assert_eq!(rec.allowed_domains, vec![rec.routes[0].hosts[0].clone()]);
     let switch = &rec.switches[0];
     assert_eq!(switch.upstreams[0].address, "127.0.0.1:8080");
     assert_eq!(switch.upstreams[0].deployment_id, d1);

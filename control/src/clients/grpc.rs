@@ -368,6 +368,25 @@ impl ProxyClient for GrpcProxy {
             .upsert_route(req)
             .await
             .map_err(|s| status_error(PROXY, &self.address, s))?;
+        for host in &route.certificate_hosts {
+            let req = self.request(p::PutAllowedDomainRequest {
+                domain: Some(p::AllowedDomain {
+                    domain: host.clone(),
+                    service_id: route.service_id.clone(),
+                }),
+            })?;
+            match self.client()?.put_allowed_domain(req).await {
+                Ok(_) => {}
+                // A proxy without a certificate store serves plain HTTP and its files' certificate.
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                    tracing::debug!(
+                        host,
+                        "proxy has no certificate store: no ACME for this host"
+                    );
+                }
+                Err(s) => return Err(status_error(PROXY, &self.address, s)),
+            }
+        }
         Ok(())
     }
 

@@ -134,6 +134,9 @@ pub struct RouteSpec {
     pub route_id: String,
     pub hosts: Vec<String>,
     pub service_id: String,
+    /// Hosts the proxy may order ACME certificates for: the platform subdomain (ours by
+    /// construction). Custom domains join once verified; the proxy never orders anything else.
+    pub certificate_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -449,16 +449,14 @@ impl Driver {
         };
         let (org, service) = self.store.service_unscoped(d.service_id).await?;
         let project = self.store.project(org, service.project_id).await?;
-        let mut hosts = vec![default_host(
-            &service.name,
-            &project.name,
-            &self.config.apps_domain,
-        )];
+        let platform_host = default_host(&service.name, &project.name, &self.config.apps_domain);
+        let mut hosts = vec![platform_host.clone()];
         hosts.extend(service.domains.iter().cloned());
         let route = RouteSpec {
             route_id: format!("{}/default", service.id),
             hosts,
             service_id: service.id.to_string(),
+            certificate_hosts: vec![platform_host],
         };
         let failed =
             |reason: String| Ok(Some((Event::SwitchFailed { reason }, StepData::default())));

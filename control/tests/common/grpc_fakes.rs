@@ -20,6 +20,8 @@ pub struct Recorded {
     pub stops: Vec<String>,
     pub removes: Vec<String>,
     pub routes: Vec<p::Route>,
+    /// Domains the control plane allowed the proxy to order certificates for.
+    pub allowed_domains: Vec<String>,
     pub switches: Vec<p::SwitchRequest>,
     pub bad_auth: u32,
 }
@@ -300,9 +302,12 @@ impl p::proxy_admin_server::ProxyAdmin for ProxyFake {
     }
     async fn put_allowed_domain(
         &self,
-        _: Request<p::PutAllowedDomainRequest>,
+        r: Request<p::PutAllowedDomainRequest>,
     ) -> Result<Response<p::PutAllowedDomainResponse>, Status> {
-        Err(Status::unimplemented("put_allowed_domain"))
+        self.check(&r)?;
+        let domain = r.into_inner().domain.unwrap_or_default().domain;
+        self.d.rec.lock().unwrap().allowed_domains.push(domain);
+        Ok(Response::new(p::PutAllowedDomainResponse {}))
     }
     async fn remove_allowed_domain(
         &self,
