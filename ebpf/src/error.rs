@@ -17,6 +17,13 @@ pub enum Error {
     #[error("{path} is not on a bpffs (mount it: mount -t bpf bpf /sys/fs/bpf)")]
     NoBpffs { path: PathBuf },
 
+    #[error("cannot read {path}: {source}")]
+    HostFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("cannot prepare pin directory {path}: {source}")]
     PinDir {
         path: PathBuf,

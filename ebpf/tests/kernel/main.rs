@@ -3,6 +3,7 @@
 //! TCP/UDP/ICMP traffic between them. Needs root and bpffs at /sys/fs/bpf.
 
 mod counters;
+mod host_access;
 mod live_policy;
 mod loading;
 mod metadata_spoof;

@@ -160,6 +160,12 @@ impl Threads {
         let stop = self.stop.clone();
         self.handles.push(in_ns(ns, move || f(stop)));
     }
+
+    /// Like `spawn`, in the test process's own (host) namespace.
+    pub fn spawn_host(&mut self, f: impl FnOnce(Arc<AtomicBool>) + Send + 'static) {
+        let stop = self.stop.clone();
+        self.handles.push(std::thread::spawn(move || f(stop)));
+    }
 }
 
 impl Drop for Threads {
