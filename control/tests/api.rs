@@ -273,6 +273,27 @@ async fn lists_paginate_and_creates_are_idempotent() -> anyhow::Result<()> {
     assert_eq!(v["error"]["field"], "Idempotency-Key");
     let (_, list) = h.call("GET", "/projects?limit=100", &a, None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 6);
+
+    // The same key sent five times at once creates one project.
+    let racing = futures::future::join_all((0..5).map(|_| post("k2", "race"))).await;
+    let mut ids = vec![];
+    for r in racing {
+        let r = r?;
+        let status = r.status().as_u16();
+        assert!(status == 201 || status == 409, "{status}");
+        if status == 201 {
+            ids.push(r.json::<serde_json::Value>().await?["id"].clone());
+        }
+    }
+    assert!(
+        !ids.is_empty() && ids.iter().all(|i| *i == ids[0]),
+        "{ids:?}"
+    );
+    // A create that failed (duplicate name) frees its key: the retry runs again.
+    assert_eq!(post("k3", "race").await?.status(), 409);
+    assert_eq!(post("k3", "race").await?.status(), 409);
+    let (_, list) = h.call("GET", "/projects?limit=100", &a, None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 7);
     h.stop().await;
     Ok(())
 }

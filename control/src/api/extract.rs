@@ -166,7 +166,10 @@ where
     hasher.update(what.as_bytes());
     hasher.update(serde_json::to_vec(request).unwrap_or_default());
     let hash = hasher.finalize().to_vec();
-    if let Some((stored_hash, status, body)) = state.store.idempotent_response(org.id, &key).await?
+    if let Some((stored_hash, status, body)) = state
+        .store
+        .reserve_idempotency_key(org.id, &key, &hash)
+        .await?
     {
         if stored_hash != hash {
             return Err(invalid(
@@ -174,13 +177,24 @@ where
                 "was already used for a different request",
             ));
         }
+        if status == 0 {
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still running; retry later".into(),
+            ));
+        }
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
         return Ok((status, axum::Json(body)));
     }
-    let body = create().await?;
+    let body = match create().await {
+        Ok(body) => body,
+        Err(e) => {
+            state.store.release_idempotency_key(org.id, &key).await?;
+            return Err(e);
+        }
+    };
     state
         .store
-        .store_idempotent_response(org.id, &key, &hash, StatusCode::CREATED.as_u16(), &body)
+        .complete_idempotency_key(org.id, &key, StatusCode::CREATED.as_u16(), &body)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(body)))
 }

@@ -90,7 +90,7 @@ pub async fn github(
             ),
         ));
     }
-    let d = state
+    let queued = state
         .store
         .create_deployment(
             org,
@@ -101,7 +101,18 @@ pub async fn github(
                 ..Default::default()
             },
         )
-        .await?;
+        .await;
+    let d = match queued {
+        Ok(d) => d,
+        Err(e) => {
+            // Forget the delivery so GitHub's redelivery is not ignored as a duplicate.
+            let _ = sqlx::query("DELETE FROM webhook_deliveries WHERE delivery_id = $1")
+                .bind(delivery)
+                .execute(&state.store.pool)
+                .await;
+            return Err(e.into());
+        }
+    };
     state.wake.notify_waiters();
     Ok((
         StatusCode::ACCEPTED,
