@@ -50,6 +50,12 @@ impl Daemon {
             path: config.work_dir.display().to_string(),
             source,
         })?;
+        // Checkouts left by a previous run that stopped mid-build: nothing else lives here.
+        if let Ok(entries) = std::fs::read_dir(&config.work_dir) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         let contexts = ContextServer::start(config.context_listen).await?;
         let buildkit = match config.buildkit.kind.as_str() {
             "buildkitd" => Endpoint::Buildkitd(config.buildkit.socket.clone()),

@@ -49,6 +49,9 @@ async fn the_binary_serves_the_builder_api() {
         sock = common::docker_socket().display()
     );
     let path = write_config(dir.path(), &config);
+    // A checkout left behind by a previous run is cleared at start.
+    let stale = dir.path().join("work/old-build-1234");
+    std::fs::create_dir_all(stale.join("src")).unwrap();
     let _daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_stackpad-buildd"))
             .arg("--config")
@@ -75,5 +78,6 @@ async fn the_binary_serves_the_builder_api() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(!stale.exists(), "stale checkout not removed");
     assert!(err.message().contains("unknown"), "{}", err.message());
 }
