@@ -37,17 +37,20 @@ pub struct IpamState {
 
 impl IpamState {
     /// The subnet of `bridge`, allocating the first free one of the pool if it has none.
+    /// `routed` are subnets the host already routes (from any source): never handed out.
     pub fn ensure_network(
         &mut self,
         bridge: &str,
         namespace: &str,
         pool: Subnet,
         prefix: u8,
+        routed: &[Subnet],
     ) -> Result<Subnet> {
         if let Some(n) = self.networks.get(bridge) {
             return Ok(n.subnet);
         }
-        let used: Vec<Subnet> = self.networks.values().map(|n| n.subnet).collect();
+        let mut used: Vec<Subnet> = self.networks.values().map(|n| n.subnet).collect();
+        used.extend_from_slice(routed);
         let free = (0..pool.children(prefix))
             .filter_map(|i| pool.nth_child(prefix, i))
             .find(|s| !used.iter().any(|u| u.overlaps(s)))
@@ -133,6 +136,28 @@ impl IpamState {
     }
 }
 
+/// Subnets in the host's IPv4 routing table (`/proc/net/route`), without the default route.
+pub fn routed_subnets() -> Vec<Subnet> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            let prefix = mask.count_ones() as u8;
+            if prefix == 0 || prefix > 30 {
+                return None;
+            }
+            format!("{}/{prefix}", Ipv4Addr::from(dest.to_le_bytes()))
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 /// The allocation table on disk, read-modify-written under an exclusive `flock`.
 #[derive(Debug, Clone)]
 pub struct IpamFile {
@@ -192,25 +217,36 @@ mod tests {
     #[test]
     fn networks_get_distinct_subnets_and_reuse_freed_ones() {
         let mut s = IpamState::default();
-        let a = s.ensure_network("a", "ns", pool(), 24).unwrap();
-        let b = s.ensure_network("b", "ns", pool(), 24).unwrap();
+        let a = s.ensure_network("a", "ns", pool(), 24, &[]).unwrap();
+        let b = s.ensure_network("b", "ns", pool(), 24, &[]).unwrap();
         assert_ne!(a, b);
-        assert_eq!(s.ensure_network("a", "ns", pool(), 24).unwrap(), a);
-        s.ensure_network("c", "ns", pool(), 24).unwrap();
-        s.ensure_network("d", "ns", pool(), 24).unwrap();
+        assert_eq!(s.ensure_network("a", "ns", pool(), 24, &[]).unwrap(), a);
+        s.ensure_network("c", "ns", pool(), 24, &[]).unwrap();
+        s.ensure_network("d", "ns", pool(), 24, &[]).unwrap();
         assert!(matches!(
-            s.ensure_network("e", "ns", pool(), 24),
+            s.ensure_network("e", "ns", pool(), 24, &[]),
             Err(RuntimeError::PoolExhausted { .. })
         ));
         assert!(s.drop_network_if_empty("b"));
-        assert_eq!(s.ensure_network("e", "ns", pool(), 24).unwrap(), b);
+        assert_eq!(s.ensure_network("e", "ns", pool(), 24, &[]).unwrap(), b);
+    }
+
+    #[test]
+    fn subnets_the_host_already_routes_are_skipped() {
+        let mut s = IpamState::default();
+        let routed: Vec<Subnet> = vec![
+            "10.200.0.0/24".parse().unwrap(),
+            "10.200.1.0/25".parse().unwrap(),
+        ];
+        let got = s.ensure_network("a", "ns", pool(), 24, &routed).unwrap();
+        assert_eq!(got.to_string(), "10.200.2.0/24");
     }
 
     #[test]
     fn addresses_are_unique_stable_and_released() {
         let mut s = IpamState::default();
         let p: Subnet = "10.200.0.0/16".parse().unwrap();
-        s.ensure_network("a", "ns", p, 29).unwrap();
+        s.ensure_network("a", "ns", p, 29, &[]).unwrap();
         let ips: Vec<_> = (0..5)
             .map(|i| s.lease("a", &format!("c{i}"), "svc").unwrap())
             .collect();
@@ -231,7 +267,7 @@ mod tests {
         let f = IpamFile::new(dir.path()).unwrap();
         let ip = f
             .update(|s| {
-                s.ensure_network("a", "ns", pool(), 24)?;
+                s.ensure_network("a", "ns", pool(), 24, &[])?;
                 s.lease("a", "c", "web")
             })
             .unwrap();

@@ -114,8 +114,10 @@ impl Networks {
         let bridge = bridge_name(&self.namespace, project, environment);
         let (subnet, ip, hosts) = {
             let _guard = self.bridges.lock().await;
+            let routed = ipam::routed_subnets();
             let (subnet, ip, hosts) = self.ipam.update(|s| {
-                let subnet = s.ensure_network(&bridge, &self.namespace, self.pool, self.prefix)?;
+                let subnet =
+                    s.ensure_network(&bridge, &self.namespace, self.pool, self.prefix, &routed)?;
                 let ip = s.lease(&bridge, container_id, hostname)?;
                 Ok((subnet, ip, s.hosts_file(&bridge)))
             })?;
