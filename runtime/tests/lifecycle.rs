@@ -51,6 +51,8 @@ async fn agent_restart_adopts_running_containers_without_restarting_them() -> an
         })
         .await?;
         assert_eq!(after.pid, before.pid, "container was restarted");
+        assert_eq!(after.created_ms, before.created_ms);
+        assert_eq!(after.image_digest, before.image_digest);
         assert_eq!(after.ip, before.ip);
         let (code, _) = http_get(after.ip.expect("ip"), 8080, "/").await?;
         assert_eq!(code, 200);

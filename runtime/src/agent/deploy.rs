@@ -60,12 +60,15 @@ impl Agent {
         // The network endpoint and the container record do not depend on each other (the
         // spec names the netns and hosts file by path): build both at once.
         let w = &spec.workload;
+        let created_ms = record::now_ms();
         let record = async {
             let pulled = self.images.pull(&spec.image).await;
             self.metrics
                 .observe_pull(pull_started.elapsed(), pulled.is_ok());
             let pulled = pulled?;
-            let rootfs = self.create_record(&id, &spec, &pulled, &bridge).await?;
+            let rootfs = self
+                .create_record(&id, &spec, &pulled, &bridge, created_ms)
+                .await?;
             Ok::<_, RuntimeError>((pulled, rootfs))
         };
         let attach = self
@@ -75,7 +78,8 @@ impl Agent {
         let prepared = started.elapsed();
         let created = match (record, endpoint) {
             (Ok((pulled, rootfs)), Ok(ep)) => {
-                self.start_first(&id, &spec, &pulled, &ep, rootfs).await
+                self.start_first(&id, &spec, &pulled, &ep, rootfs, created_ms)
+                    .await
             }
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
@@ -116,6 +120,7 @@ impl Agent {
         spec: &DeploySpec,
         pulled: &PulledImage,
         bridge: &str,
+        created_ms: i64,
     ) -> Result<Vec<containerd_client::types::Mount>> {
         let netns_path = crate::network::host::netns_path(id);
         let hosts = self.networks.hosts_path(bridge).display().to_string();
@@ -133,7 +138,7 @@ impl Agent {
             &self.containerd,
             Container {
                 id: id.to_owned(),
-                labels: record::labels(spec, bridge, &pulled.digest, record::now_ms()),
+                labels: record::labels(spec, bridge, &pulled.digest, created_ms),
                 image: pulled.name.clone(),
                 runtime: task::runtime(&self.config.runtime),
                 spec: Some(spec_any(&oci)),
@@ -163,6 +168,7 @@ impl Agent {
         pulled: &PulledImage,
         ep: &Endpoint,
         rootfs: Vec<containerd_client::types::Mount>,
+        created_ms: i64,
     ) -> Result<Arc<Entry>> {
         let entry = Arc::new(Entry::new(Status {
             container_id: id.to_owned(),
@@ -175,7 +181,7 @@ impl Agent {
             oom_killed: false,
             restart_count: 0,
             message: String::new(),
-            created_ms: record::now_ms(),
+            created_ms,
             started_ms: 0,
             pid: 0,
             wanted_running: true,

@@ -21,6 +21,8 @@ pub struct Observed {
     pub wanted_running: bool,
     pub bridge: String,
     pub task: TaskState,
+    pub image_digest: String,
+    pub created_ms: i64,
 }
 
 /// One step of the plan.
@@ -124,6 +126,16 @@ impl Agent {
                     .get(record::LABEL_BRIDGE)
                     .cloned()
                     .unwrap_or_default(),
+                image_digest: c
+                    .labels
+                    .get(record::LABEL_IMAGE_DIGEST)
+                    .cloned()
+                    .unwrap_or_default(),
+                created_ms: c
+                    .labels
+                    .get(record::LABEL_CREATED_MS)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
                 task: task::task_state(&self.containerd, &c.id).await?,
                 id: c.id,
             });
@@ -153,7 +165,7 @@ impl Agent {
                 let entry = Arc::new(Entry::new(Status {
                     container_id: id.clone(),
                     spec: spec.clone(),
-                    image_digest: String::new(),
+                    image_digest: o.image_digest.clone(),
                     state,
                     ip,
                     bridge: o.bridge.clone(),
@@ -161,7 +173,7 @@ impl Agent {
                     oom_killed: false,
                     restart_count: 0,
                     message: String::new(),
-                    created_ms: 0,
+                    created_ms: o.created_ms,
                     started_ms: 0,
                     pid,
                     wanted_running: o.wanted_running,
@@ -210,6 +222,8 @@ mod tests {
             wanted_running: wanted,
             bridge: "spb1".into(),
             task,
+            image_digest: String::new(),
+            created_ms: 0,
         }
     }
 
