@@ -247,6 +247,93 @@ async fn failing_version_keeps_the_old(b: &Bench) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The full path with the real buildd: a signed GitHub push webhook for a commit of a local git
+/// repository (the sample app), built by buildd with BuildKit, run by the node agent, answering
+/// over HTTPS through the proxy; then a second push with a new version replaces it.
+async fn full_path(b: &Bench, buildd: &str) -> anyhow::Result<()> {
+    let repo =
+        std::env::var("APP_REPO").context("APP_REPO (a git repository of examples/hello)")?;
+    b.h.register_node("bench-build", "build", buildd).await;
+    let (status, p) =
+        b.h.call(
+            "POST",
+            "/projects",
+            &b.token,
+            Some(json!({ "name": "fullpath" })),
+        )
+        .await;
+    if status != 201 {
+        bail!("creating the project: {status} {p}");
+    }
+    let secret = "bench-webhook-secret";
+    let body = json!({ "name": "hello", "git": { "url": repo }, "port": 3000,
+        "health_check": { "path": "/healthz", "interval_ms": 50 }, "webhook_secret": secret });
+    let path = format!(
+        "/projects/{}/services",
+        p["id"].as_str().context("project id")?
+    );
+    let (status, s) = b.h.call("POST", &path, &b.token, Some(body)).await;
+    if status != 201 {
+        bail!("creating the service: {status} {s}");
+    }
+    let service = s["id"].as_str().context("service id")?.to_owned();
+    let host = s["hosts"][0].as_str().context("host")?.to_owned();
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .resolve(&host, b.proxy)
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    for (n, commit_var) in [(1, "APP_COMMIT_1"), (2, "APP_COMMIT_2")] {
+        let commit = std::env::var(commit_var).context(commit_var)?;
+        let push = serde_json::to_vec(&json!({ "ref": "refs/heads/main", "after": commit }))?;
+        let started = Instant::now();
+        let resp =
+            b.h.http
+                .post(format!("{}/webhooks/github/{service}", b.h.url))
+                .header("x-github-event", "push")
+                .header("x-github-delivery", format!("bench-{n}"))
+                .header(
+                    "x-hub-signature-256",
+                    control::crypto::github_signature(secret.as_bytes(), &push),
+                )
+                .body(push)
+                .send()
+                .await?;
+        let answered = started.elapsed();
+        let v: serde_json::Value = resp.json().await?;
+        let id = v["deployment_id"]
+            .as_str()
+            .with_context(|| format!("webhook answer {v}"))?
+            .to_owned();
+        let d =
+            b.h.wait_terminal(&b.token, &id, Duration::from_secs(300))
+                .await;
+        if d["state"] != "ready" {
+            bail!(
+                "push {n}: deployment {id} ended {}: {}",
+                d["state"],
+                d["failure_reason"]
+            );
+        }
+        let page = b.body(&client, &host).await.unwrap_or_default();
+        let steps: Vec<String> = d["timeline"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["phase"].as_str().unwrap_or("").to_owned())
+            .collect();
+        println!(
+            "full path, push {n}: webhook answered in {}, ready after {}, steps {steps:?}, HTTPS answers {page:?}",
+            ms(answered),
+            ms(started.elapsed())
+        );
+        if !page.contains(&format!("version 1.0.{n}")) {
+            bail!("push {n}: HTTPS answered {page:?}, not version 1.0.{n}");
+        }
+    }
+    Ok(())
+}
+
 async fn run() -> anyhow::Result<()> {
     let runs: usize = env("RUNS", "20").parse()?;
     let services: usize = env("SERVICES", "20").parse()?;
@@ -285,6 +372,9 @@ async fn run() -> anyhow::Result<()> {
         .version_pair("warmup")
         .await
         .context("warm-up deploys")?;
+    if let Ok(buildd) = std::env::var("BUILDD_ADDR") {
+        full_path(&bench, &buildd).await?;
+    }
     redeploy_under_load(&bench, env("CLIENTS", "8").parse()?).await?;
     failing_version_keeps_the_old(&bench).await?;
     let mut serving = vec![];
