@@ -59,6 +59,15 @@ pub struct NodeConfig {
     pub log_files: u32,
     /// Longest log line kept whole; longer lines are cut and marked truncated.
     pub log_line_bytes: usize,
+    /// `ebpf`: per-project isolation by the `ebpf` crate's programs; `disabled`: bridges and
+    /// nftables forward rules only.
+    pub isolation: String,
+    /// Where the isolation maps and links are pinned (bpffs).
+    pub bpf_pin_dir: PathBuf,
+    /// ClickHouse's HTTP interface to ship container logs to; empty = logs stay on the node.
+    pub clickhouse_url: String,
+    /// ClickHouse database of the logs.
+    pub clickhouse_database: String,
 }
 
 impl Default for NodeConfig {
@@ -87,6 +96,10 @@ impl Default for NodeConfig {
             log_file_bytes: 10 << 20,
             log_files: 3,
             log_line_bytes: 16 << 10,
+            isolation: "ebpf".into(),
+            bpf_pin_dir: "/sys/fs/bpf/stackpad".into(),
+            clickhouse_url: String::new(),
+            clickhouse_database: "stackpad_logs".into(),
         }
     }
 }
@@ -108,6 +121,12 @@ impl NodeConfig {
 
     /// Refuses values the agent cannot run with, naming the key.
     pub fn validate(&self) -> Result<()> {
+        if !matches!(self.isolation.as_str(), "ebpf" | "disabled") {
+            return Err(RuntimeError::invalid(
+                "isolation",
+                format!("{:?} is neither \"ebpf\" nor \"disabled\"", self.isolation),
+            ));
+        }
         let pool = self.pool()?;
         let docker_pool: Subnet = "10.88.0.0/16".parse().expect("literal subnet");
         if pool.overlaps(&docker_pool) {

@@ -20,6 +20,8 @@ pub struct ContainerEndpoint {
     pub host_veth: String,
     pub bridge: String,
     pub ip: Ipv4Addr,
+    /// The port the service listens on (what the proxy and the health checks may reach).
+    pub service_port: Option<u16>,
 }
 
 /// Error from an isolation implementation.

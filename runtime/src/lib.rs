@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod health;
 pub mod image;
 pub mod isolation;
+pub mod isolation_ebpf;
 pub mod logs;
 pub mod logship;
 pub mod metrics;

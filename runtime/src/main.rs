@@ -4,8 +4,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use runtime::cli::{Command, USAGE, parse};
-use runtime::isolation::IsolationDisabled;
-use runtime::logs::NoShipping;
+use runtime::isolation::{IsolationDisabled, IsolationHook};
+use runtime::isolation_ebpf::EbpfIsolation;
+use runtime::logs::{LogSink, NoShipping};
+use runtime::logship::{ClickHouseShipper, ShipperConfig};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -36,12 +38,44 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The ebpf crate's hook and the ClickHouse shipper replace these when they are wired in.
-    match runtime.block_on(runtime::daemon::run(
-        config,
-        Arc::new(IsolationDisabled),
-        Arc::new(NoShipping),
-    )) {
+    let isolation: Arc<dyn IsolationHook> = if config.isolation == "ebpf" {
+        match EbpfIsolation::load(
+            config.bpf_pin_dir.clone(),
+            &config.subnet_pool,
+            config.subnet_prefix,
+        ) {
+            Ok(ebpf) => Arc::new(ebpf),
+            Err(e) => {
+                eprintln!("stackpad-node: {e} (set isolation = \"disabled\" to run without it)");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        Arc::new(IsolationDisabled)
+    };
+    let sink: Arc<dyn LogSink> = if config.clickhouse_url.is_empty() {
+        Arc::new(NoShipping)
+    } else {
+        let shipper = ShipperConfig {
+            clickhouse_url: config.clickhouse_url.clone(),
+            database: config.clickhouse_database.clone(),
+            node_id: config.node_id.clone(),
+            spool_dir: config.state_dir.join("log-spool"),
+            ..ShipperConfig::default()
+        };
+        if let Err(e) = shipper.validate() {
+            eprintln!("stackpad-node: {e}");
+            return ExitCode::FAILURE;
+        }
+        match runtime.block_on(async { ClickHouseShipper::start(shipper) }) {
+            Ok(shipper) => Arc::new(shipper),
+            Err(e) => {
+                eprintln!("stackpad-node: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    match runtime.block_on(runtime::daemon::run(config, isolation, sink)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stackpad-node: {e}");

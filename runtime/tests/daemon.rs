@@ -32,7 +32,7 @@ async fn binary_serves_with_file_env_and_flags_and_stops_on_sigterm() -> anyhow:
     std::fs::write(
         &config,
         format!(
-            "node_id = \"test-node\"\nstate_dir = \"{}\"\nrun_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n",
+            "node_id = \"test-node\"\nisolation = \"disabled\"\nstate_dir = \"{}\"\nrun_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n",
             dir.path().join("state").display(),
             dir.path().join("run").display()
         ),

@@ -4,29 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestNode;
-
-async fn log_text(node: &TestNode, id: &str, needle: &str) -> anyhow::Result<String> {
-    for _ in 0..150 {
-        let (lines, _) = node.agent.logs(id, 200, false)?;
-        let text: String = lines
-            .iter()
-            .map(|l| format!("{}\n", String::from_utf8_lossy(&l.line)))
-            .collect();
-        if text.contains(needle) {
-            return Ok(text);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (lines, _) = node.agent.logs(id, 200, false)?;
-    anyhow::bail!(
-        "{needle:?} never appeared: {:?}",
-        lines
-            .iter()
-            .map(|l| String::from_utf8_lossy(&l.line).into_owned())
-            .collect::<Vec<_>>()
-    )
-}
+use common::{TestNode, log_text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_of_a_project_reach_each_other_by_name_and_other_projects_not_at_all()

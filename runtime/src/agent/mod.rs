@@ -276,6 +276,11 @@ impl Agent {
             host_veth: crate::network::veth_name(&status.container_id),
             bridge: status.bridge.clone(),
             ip: status.ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            service_port: status
+                .spec
+                .ports
+                .first()
+                .and_then(|p| u16::try_from(p.container_port).ok()),
         }
     }
 

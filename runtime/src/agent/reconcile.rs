@@ -194,7 +194,14 @@ impl Agent {
                         self.start_new_task(&entry).await?;
                     }
                     Action::KeepStopped(_) => task::delete_task(&self.containerd, id).await?,
-                    _ => {}
+                    _ => {
+                        // Adopted while running: make sure its isolation is attached (a no-op
+                        // when the pinned programs already are: they outlive the agent).
+                        let endpoint = self.isolation_endpoint(&entry.status());
+                        if let Err(e) = self.isolation.attach(&endpoint) {
+                            tracing::warn!(container = %id, error = %e, "re-attaching isolation");
+                        }
+                    }
                 }
                 self.insert_entry(id, entry.clone());
                 self.watch(&entry);

@@ -12,7 +12,7 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     ApplyRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest,
-    DeleteRequest as DeleteLeaseRequest, Image, InfoRequest, ReadContentRequest,
+    DeleteRequest as DeleteLeaseRequest, GetImageRequest, Image, InfoRequest, ReadContentRequest,
     UpdateImageRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types::Descriptor as CdDescriptor;
@@ -68,6 +68,11 @@ impl ImageStore {
     pub async fn pull(&self, reference: &str) -> Result<PulledImage> {
         let image = ImageRef::parse(reference)?;
         let name = image.canonical();
+        // A digest names its content for good: when everything is here, the registry is not
+        // needed (deploys of pinned images survive a registry outage).
+        if let Some(local) = self.local(&image).await? {
+            return Ok(local);
+        }
         let (manifest_bytes, manifest_digest, manifest_mt, m) = self.resolve(&image).await?;
         let cached = self
             .known
@@ -139,6 +144,68 @@ impl ImageStore {
             .expect("image cache")
             .insert(manifest_digest, pulled.clone());
         Ok(pulled)
+    }
+
+    /// A digest-pinned image that is complete in containerd (record, manifest, config, unpacked
+    /// layers), without asking the registry. `None` when anything is missing.
+    async fn local(&self, image: &ImageRef) -> Result<Option<PulledImage>> {
+        let Some(digest) = image.digest.as_deref() else {
+            return Ok(None);
+        };
+        let name = image.canonical();
+        let cached = self
+            .known
+            .lock()
+            .expect("image cache")
+            .get(digest)
+            .filter(|k| k.name == name)
+            .cloned();
+        if let Some(known) = cached
+            && self.snapshot_exists(&known.chain_id).await?
+        {
+            return Ok(Some(PulledImage {
+                fetched: false,
+                ..known
+            }));
+        }
+        let Some(manifest_bytes) = self.read_content(digest).await? else {
+            return Ok(None);
+        };
+        let Ok(Document::Manifest(m)) = manifest::parse_document(&name, "", &manifest_bytes) else {
+            return Ok(None);
+        };
+        let Some(config_bytes) = self.read_content(&m.config.digest).await? else {
+            return Ok(None);
+        };
+        let config = manifest::parse_config(&name, &config_bytes, m.layers.len())?;
+        let Some(top) = super::chain_ids(&config.diff_ids).last().cloned() else {
+            return Ok(None);
+        };
+        if !self.snapshot_exists(&top).await? {
+            return Ok(None);
+        }
+        let record = self
+            .containerd
+            .images()
+            .get(self.containerd.req(GetImageRequest { name: name.clone() }))
+            .await;
+        match record {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+            Err(s) => return Err(RuntimeError::containerd("Images.Get", &name, s)),
+        }
+        let pulled = PulledImage {
+            name,
+            digest: digest.to_owned(),
+            config,
+            chain_id: top,
+            fetched: false,
+        };
+        self.known
+            .lock()
+            .expect("image cache")
+            .insert(digest.to_owned(), pulled.clone());
+        Ok(Some(pulled))
     }
 
     /// Fetches the manifest (through an index if there is one) for linux/amd64.

@@ -138,7 +138,7 @@ use std::sync::Arc;
 
 use runtime::NodeConfig;
 use runtime::agent::Agent;
-use runtime::isolation::IsolationDisabled;
+use runtime::isolation::{IsolationDisabled, IsolationHook};
 use runtime::logs::NoShipping;
 use runtime::spec::deploy::{PortSpec, Protocol, Resources};
 use runtime::spec::{DeploySpec, HealthSpec, Probe, RestartMode, RestartSpec, Workload};
@@ -148,6 +148,7 @@ use runtime::spec::{DeploySpec, HealthSpec, Probe, RestartMode, RestartSpec, Wor
 /// endpoint, bridge and address the test made, even when the test failed.
 pub struct TestNode {
     pub agent: Arc<Agent>,
+    pub isolation: Arc<dyn IsolationHook>,
     pub config: NodeConfig,
     pub ns: Namespace,
     pub dirs: tempfile::TempDir,
@@ -155,6 +156,14 @@ pub struct TestNode {
 
 impl TestNode {
     pub async fn start(prefix: &str) -> anyhow::Result<Self> {
+        Self::start_with(prefix, Arc::new(IsolationDisabled)).await
+    }
+
+    /// An agent whose containers are attached to `isolation`.
+    pub async fn start_with(
+        prefix: &str,
+        isolation: Arc<dyn IsolationHook>,
+    ) -> anyhow::Result<Self> {
         let ns = Namespace::new(prefix).await?;
         let dirs = tempfile::tempdir()?;
         let config = NodeConfig {
@@ -166,15 +175,11 @@ impl TestNode {
             metrics_listen: "127.0.0.1:0".parse()?,
             ..NodeConfig::default()
         };
-        let agent = Agent::new(
-            config.clone(),
-            Arc::new(IsolationDisabled),
-            Arc::new(NoShipping),
-        )
-        .await?;
+        let agent = Agent::new(config.clone(), isolation.clone(), Arc::new(NoShipping)).await?;
         agent.reconcile().await?;
         Ok(Self {
             agent,
+            isolation,
             config,
             ns,
             dirs,
@@ -188,7 +193,7 @@ impl TestNode {
         self.agent.detach_all();
         self.agent = Agent::new(
             self.config.clone(),
-            Arc::new(IsolationDisabled),
+            self.isolation.clone(),
             Arc::new(NoShipping),
         )
         .await?;
@@ -331,4 +336,27 @@ pub async fn http_get(
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((code, body))
+}
+
+/// The container's output once it contains `needle` (polled for 15 s).
+pub async fn log_text(node: &TestNode, id: &str, needle: &str) -> anyhow::Result<String> {
+    for _ in 0..150 {
+        let (lines, _) = node.agent.logs(id, 200, false)?;
+        let text: String = lines
+            .iter()
+            .map(|l| format!("{}\n", String::from_utf8_lossy(&l.line)))
+            .collect();
+        if text.contains(needle) {
+            return Ok(text);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (lines, _) = node.agent.logs(id, 200, false)?;
+    anyhow::bail!(
+        "{needle:?} never appeared: {:?}",
+        lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(&l.line).into_owned())
+            .collect::<Vec<_>>()
+    )
 }

@@ -1,0 +1,142 @@
+//! The isolation seam filled by the `ebpf` crate: tc programs on every container's host-side
+//! veth enforce per-project isolation from policy held in pinned BPF maps.
+//!
+//! Identities are `(project, environment)`. A `web` container is reachable by the proxy on its
+//! service port; the node (health checks) reaches any container on its service port. On one
+//! machine both connect from the project bridge's gateway address, so each gateway is
+//! registered with the PROXY and NODE roles when its first container attaches. The node's own
+//! addresses, 169.254.0.0/16 (cloud metadata) and the container pool are denied as destinations.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use ebpf::{Cidr, EndpointPolicy, Identity, Isolation, IsolationConfig, Roles};
+
+use crate::isolation::{ContainerEndpoint, IsolationError, IsolationHook};
+
+/// `stackpad.node.v1.ServiceType::Web`.
+const SERVICE_TYPE_WEB: i32 = 1;
+
+/// The identity of the node itself (bridge gateways: the proxy and the health checks).
+fn node_identity() -> Identity {
+    Identity::of("stackpad-node", "")
+}
+
+/// eBPF isolation, loaded once per agent.
+pub struct EbpfIsolation {
+    loader: Mutex<Isolation>,
+    subnet_prefix: u8,
+    gateways: Mutex<HashSet<Ipv4Addr>>,
+}
+
+impl std::fmt::Debug for EbpfIsolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EbpfIsolation")
+            .field("subnet_prefix", &self.subnet_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the programs could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("eBPF isolation: {0}")]
+pub struct LoadError(String);
+
+impl EbpfIsolation {
+    /// Loads (or reuses the pinned) programs and maps under `pin_dir`; `pool` is the container
+    /// address pool, cut into `/subnet_prefix` project subnets.
+    pub fn load(pin_dir: PathBuf, pool: &str, subnet_prefix: u8) -> Result<Self, LoadError> {
+        let pool: Cidr = pool
+            .parse()
+            .map_err(|e| LoadError(format!("subnet_pool {pool:?}: {e}")))?;
+        let mut deny_cidrs = vec![
+            Cidr::new(Ipv4Addr::new(169, 254, 0, 0), 16).map_err(|e| LoadError(e.to_string()))?,
+            pool,
+        ];
+        deny_cidrs.extend(ebpf::host_addresses().map_err(|e| LoadError(e.to_string()))?);
+        let config = IsolationConfig {
+            pin_dir,
+            deny_cidrs,
+            allow_cidrs: Vec::new(),
+        };
+        let loader = Isolation::load(&config).map_err(|e| LoadError(e.to_string()))?;
+        Ok(Self {
+            loader: Mutex::new(loader),
+            subnet_prefix,
+            gateways: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn gateway(&self, ip: Ipv4Addr) -> Ipv4Addr {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.subnet_prefix))
+            .unwrap_or(0);
+        Ipv4Addr::from((u32::from(ip) & mask) + 1)
+    }
+
+    fn loader(&self) -> std::sync::MutexGuard<'_, Isolation> {
+        self.loader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Traffic counters of a container's veth, in Prometheus text with its labels.
+    pub fn counters(&self, host_veth: &str) -> Option<ebpf::Counters> {
+        self.loader().counters(host_veth).ok()
+    }
+}
+
+impl IsolationHook for EbpfIsolation {
+    fn attach(&self, endpoint: &ContainerEndpoint) -> Result<(), IsolationError> {
+        let fail = |reason: String| IsolationError {
+            container_id: endpoint.container_id.clone(),
+            reason,
+        };
+        if endpoint.ip.is_unspecified() {
+            return Err(fail("the container has no address yet".into()));
+        }
+        let identity = Identity::of(&endpoint.project_id, &endpoint.environment_id);
+        let policy = match endpoint.service_port {
+            Some(port) if endpoint.service_type == SERVICE_TYPE_WEB => {
+                EndpointPolicy::web(identity, port)
+            }
+            port => EndpointPolicy {
+                service_port: port,
+                ..EndpointPolicy::member(identity)
+            },
+        };
+        let gateway = self.gateway(endpoint.ip);
+        let mut loader = self.loader();
+        let mut gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
+        if gateways.insert(gateway) {
+            let node = EndpointPolicy {
+                identity: node_identity(),
+                roles: Roles::PROXY | Roles::NODE,
+                service_port: None,
+            };
+            if let Err(e) = loader.set_endpoint(gateway, &node) {
+                gateways.remove(&gateway);
+                return Err(fail(format!("registering gateway {gateway}: {e}")));
+            }
+        }
+        let container = ebpf::ContainerEndpoint {
+            veth: endpoint.host_veth.clone(),
+            ip: endpoint.ip,
+            policy,
+        };
+        loader.attach(&container).map_err(|e| fail(e.to_string()))
+    }
+
+    fn detach(&self, endpoint: &ContainerEndpoint) -> Result<(), IsolationError> {
+        self.loader()
+            .detach(&endpoint.host_veth, endpoint.ip)
+            .map_err(|e| IsolationError {
+                container_id: endpoint.container_id.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn describe(&self) -> &'static str {
+        "eBPF isolation (tc programs per container veth, policy in pinned maps)"
+    }
+}
