@@ -1,12 +1,21 @@
-//! Compiles the subset of BuildKit's control API that buildd speaks.
+//! Compiles the subset of BuildKit's APIs that buildd speaks: the control API (client) and the
+//! session services buildd serves to BuildKit (file sync, health).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const FILES: [&str; 1] = ["proto/moby/buildkit/v1/control.proto"];
-    for file in FILES {
+    const CLIENT: [&str; 1] = ["proto/moby/buildkit/v1/control.proto"];
+    const SERVER: [&str; 3] = [
+        "proto/fsutil/types/wire.proto",
+        "proto/moby/filesync/v1/filesync.proto",
+        "proto/grpc/health/v1/health.proto",
+    ];
+    for file in CLIENT.iter().chain(SERVER.iter()) {
         println!("cargo:rerun-if-changed={file}");
     }
     tonic_prost_build::configure()
         .build_server(false)
-        .compile_protos(&FILES, &["proto"])?;
+        .compile_protos(&CLIENT, &["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .compile_protos(&SERVER, &["proto"])?;
     Ok(())
 }

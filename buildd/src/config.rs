@@ -24,6 +24,9 @@ pub struct Config {
     pub work_dir: PathBuf,
     /// Network of `RUN` steps: `none` (default), `host`, or `default` (BuildKit's own).
     pub network_mode: String,
+    /// How build contexts reach BuildKit: `session` (BuildKit's file sync over dockerd's
+    /// `/session`) or `http` (a tarball on `context_listen`; also for buildkitd).
+    pub context_transport: String,
     pub buildkit: BuildKitConfig,
     pub base_images: BaseImages,
 }
@@ -61,6 +64,7 @@ impl Default for Config {
             keep_ended_builds: 1000,
             work_dir: "/var/lib/stackpad/buildd".into(),
             network_mode: "none".into(),
+            context_transport: "session".into(),
             buildkit: BuildKitConfig::default(),
             base_images: BaseImages::default(),
         }
@@ -112,6 +116,9 @@ impl Config {
         }
         if !["none", "host", "default"].contains(&self.network_mode.as_str()) {
             return Err(err("network_mode", "must be none, host or default"));
+        }
+        if !["session", "http"].contains(&self.context_transport.as_str()) {
+            return Err(err("context_transport", "must be session or http"));
         }
         if !["dockerd", "buildkitd"].contains(&self.buildkit.kind.as_str()) {
             return Err(err("buildkit.kind", "must be dockerd or buildkitd"));

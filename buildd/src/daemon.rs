@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::build::Pipeline;
+use crate::build::{ContextTransport, Pipeline};
 use crate::buildkit::Endpoint;
 use crate::config::Config;
 use crate::context::ContextServer;
@@ -72,6 +72,10 @@ impl Daemon {
             bases: config.base_images.clone(),
             work_dir: config.work_dir.clone(),
             network_mode,
+            context_transport: match config.context_transport.as_str() {
+                "http" => ContextTransport::Http,
+                _ => ContextTransport::Session,
+            },
         };
         let builds = Builds::new(
             pipeline,

@@ -48,10 +48,12 @@ async fn express_builds_runs_and_a_source_change_reuses_the_dependency_layer() {
     }
 
     // Same repository, one source file changed: the install step comes from the cache.
+    // Unique per run, so no earlier run's cache can hold it.
+    let greeting = format!("hello again from express {}", unique("run"));
     let sha2 = commit_change(
         repo.path(),
         "greeting.js",
-        "exports.greeting = () => \"hello again from express\";\n",
+        &format!("exports.greeting = () => {greeting:?};\n"),
     );
     let id2 = unique("express-warm");
     let mut req2 = start_request(&id2, repo.path(), &sha2);
@@ -89,7 +91,7 @@ async fn express_builds_runs_and_a_source_change_reuses_the_dependency_layer() {
     let port2 = free_port();
     let _c = Container::run(&format!("{image_repo}@{}", status2.image_digest), port2);
     let (_, body) = http_get(port2, 20).await;
-    assert_eq!(body, "hello again from express");
+    assert_eq!(body, greeting);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,6 +143,30 @@ async fn a_repository_dockerfile_is_used_and_its_image_answers() {
         metrics.contains("stackpad_buildd_cache_hit_ratio"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_context_transport_builds_too() {
+    // Contexts as tarballs on buildd's loopback listener (the path for buildkitd nodes).
+    let mut d = daemon_with(4, "http").await;
+    let (repo, sha) = fixture_repo("express");
+    let id = unique("express-http");
+    let req = start_request(&id, repo.path(), &sha);
+    let image_repo = req.image.clone();
+    d.client.start_build(req).await.expect("start");
+    let events = watch_all(&mut d.client, &id).await;
+    let status = final_status(&events);
+    assert_eq!(status.state(), pb::BuildState::Succeeded, "{status:?}");
+    assert!(
+        steps(&events)
+            .iter()
+            .any(|s| s.name == "[internal] load remote build context"),
+        "the context came over HTTP"
+    );
+    let port = free_port();
+    let _c = Container::run(&format!("{image_repo}@{}", status.image_digest), port);
+    let (_, body) = http_get(port, 20).await;
+    assert_eq!(body, "hello from express");
 }
 
 async fn reqwest_get(addr: std::net::SocketAddr) -> String {

@@ -6,7 +6,7 @@
 
 mod pipeline;
 
-pub use pipeline::Pipeline;
+pub use pipeline::{ContextTransport, Pipeline};
 
 use std::future::Future;
 use std::time::Duration;

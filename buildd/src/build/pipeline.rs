@@ -1,5 +1,6 @@
 //! The real build: clone, detect, generate the Dockerfile, solve with BuildKit, push.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -8,7 +9,7 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 use super::{
     BuildError, BuildOutcome, BuildRequest, BuildRunner, BuildState, LogLine, Progress, now_nanos,
 };
-use crate::buildkit::{Endpoint, ProgressEvent, ProgressTracker, SolveSpec, solve};
+use crate::buildkit::{Endpoint, ProgressEvent, ProgressTracker, SolveSpec, session, solve};
 use crate::context::{ArchiveSpec, ContextServer, archive};
 use crate::detect::{Framework, RepoSnapshot, detect};
 use crate::dockerfile::{BaseImages, GENERATED_NAME, generate};
@@ -27,6 +28,17 @@ pub struct Pipeline {
     pub work_dir: PathBuf,
     /// Network of `RUN` steps: `none` keeps builds off the network.
     pub network_mode: String,
+    /// How the context reaches BuildKit.
+    pub context_transport: ContextTransport,
+}
+
+/// How a build's context reaches BuildKit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextTransport {
+    /// BuildKit's session on dockerd (`POST /session`): file sync straight from the checkout.
+    Session,
+    /// A tarball on buildd's loopback HTTP listener (works with any BuildKit on this node).
+    Http,
 }
 
 /// Removes a build's work folder when the build ends, however it ends.
@@ -126,19 +138,41 @@ impl BuildRunner for Pipeline {
         } else {
             "Dockerfile"
         };
-        let spec = ArchiveSpec {
-            repo: &co.repo,
-            subdirectory: &req.source.subdirectory,
-            generated: generated.as_deref().map(|t| (GENERATED_NAME, t)),
-            submodules: req.source.submodules,
+        let (served, session) = match (self.context_transport, &self.buildkit) {
+            (ContextTransport::Session, Endpoint::Dockerd(socket)) => {
+                if let Some(text) = &generated {
+                    std::fs::write(co.app_dir.join(GENERATED_NAME), text).map_err(work_err)?;
+                }
+                let dirs = HashMap::from([
+                    ("context".to_owned(), co.app_dir.clone()),
+                    ("dockerfile".to_owned(), co.app_dir.clone()),
+                ]);
+                // One key per app: BuildKit keeps what it copied under it for the next build.
+                let shared_key = format!("stackpad-{}", req.image);
+                let session = session::open(socket, &shared_key, dirs)
+                    .await
+                    .map_err(|e| BuildError::BuildKit {
+                        id: id.clone(),
+                        detail: format!("cannot open a session on dockerd: {e}"),
+                    })?;
+                (None, Some(session))
+            }
+            _ => {
+                let spec = ArchiveSpec {
+                    repo: &co.repo,
+                    subdirectory: &req.source.subdirectory,
+                    generated: generated.as_deref().map(|t| (GENERATED_NAME, t)),
+                    submodules: req.source.submodules,
+                };
+                let tar = archive(spec, &work.0)
+                    .await
+                    .map_err(|source| BuildError::Context {
+                        id: id.clone(),
+                        source,
+                    })?;
+                (Some(self.contexts.serve(tar)), None)
+            }
         };
-        let tar = archive(spec, &work.0)
-            .await
-            .map_err(|source| BuildError::Context {
-                id: id.clone(),
-                source,
-            })?;
-        let served = self.contexts.serve(tar);
 
         let _ = events.send(Progress::State(BuildState::Building));
         let client = self
@@ -166,7 +200,8 @@ impl BuildRunner for Pipeline {
                 "stackpad-{id}-{}",
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
-            context_url: served.url.clone(),
+            context_url: served.as_ref().map(|c| c.url.clone()).unwrap_or_default(),
+            session: session.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
             dockerfile: dockerfile.to_owned(),
             build_args,
             image_names: vec![image.clone(), cache_ref.clone()],
@@ -207,6 +242,7 @@ impl BuildRunner for Pipeline {
         let solved = solve(&client, &spec, status_tx).await;
         let _ = forward.await;
         drop(served);
+        drop(session);
         let (failed, (cached_steps, total_steps)) = match tracker.lock() {
             Ok(t) => (t.failed_step().cloned(), t.cache_counts()),
             Err(_) => (None, (0, 0)),

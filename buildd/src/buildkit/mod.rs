@@ -6,6 +6,7 @@
 //! that is what buildx's "docker" driver speaks. [`Endpoint::connect`] hides the difference.
 
 pub mod progress;
+pub mod session;
 pub mod solve;
 mod upgrade;
 

@@ -15,8 +15,11 @@ use super::control::{
 pub struct SolveSpec {
     /// BuildKit's job reference; unique per solve.
     pub reference: String,
-    /// URL of the context tarball.
+    /// URL of the context tarball; empty = the `context` and `dockerfile` local sources of
+    /// `session`.
     pub context_url: String,
+    /// The session BuildKit pulls local sources from; empty = none.
+    pub session: String,
     /// Path of the Dockerfile inside the context.
     pub dockerfile: String,
     pub build_args: Vec<(String, String)>,
@@ -48,10 +51,10 @@ pub async fn solve(
     spec: &SolveSpec,
     progress: mpsc::Sender<StatusResponse>,
 ) -> Result<HashMap<String, String>, SolveError> {
-    let mut frontend_attrs = HashMap::from([
-        ("context".to_owned(), spec.context_url.clone()),
-        ("filename".to_owned(), spec.dockerfile.clone()),
-    ]);
+    let mut frontend_attrs = HashMap::from([("filename".to_owned(), spec.dockerfile.clone())]);
+    if !spec.context_url.is_empty() {
+        frontend_attrs.insert("context".into(), spec.context_url.clone());
+    }
     for (k, v) in &spec.build_args {
         frontend_attrs.insert(format!("build-arg:{k}"), v.clone());
     }
@@ -95,7 +98,7 @@ pub async fn solve(
             }
             attrs
         },
-        session: String::new(),
+        session: spec.session.clone(),
         frontend: "dockerfile.v0".into(),
         frontend_attrs,
         cache: Some(CacheOptions { exports, imports }),

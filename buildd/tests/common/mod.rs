@@ -88,6 +88,11 @@ pub struct TestDaemon {
 }
 
 pub async fn daemon(max_concurrent_builds: usize) -> TestDaemon {
+    daemon_with(max_concurrent_builds, "session").await
+}
+
+/// A daemon whose contexts reach BuildKit by `transport` (`session` or `http`).
+pub async fn daemon_with(max_concurrent_builds: usize, transport: &str) -> TestDaemon {
     let work = tempfile::tempdir().unwrap();
     let socket = docker_socket();
     if !socket.exists() {
@@ -101,6 +106,7 @@ pub async fn daemon(max_concurrent_builds: usize) -> TestDaemon {
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
         work_dir: work.path().to_path_buf(),
         max_concurrent_builds,
+        context_transport: transport.to_owned(),
         ..Config::default()
     };
     config.buildkit.socket = socket.clone();
