@@ -28,6 +28,9 @@ pub struct ProxyConfig {
     pub state_file: PathBuf,
     /// Pingora worker threads.
     pub threads: usize,
+    /// Let idle Pingora threads steal work from busy ones (off: one single-threaded runtime
+    /// per thread, which wastes fewer wake-ups).
+    pub work_stealing: bool,
     pub access_log: bool,
     pub max_header_bytes: usize,
     pub max_headers: usize,
@@ -63,6 +66,7 @@ impl Default for ProxyConfig {
             admin_token: String::new(),
             state_file: "/var/lib/stackpad/proxy/state.json".into(),
             threads: 2,
+            work_stealing: false,
             access_log: true,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
