@@ -433,29 +433,36 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes every container the node agent runs for the bench (it has its own namespace).
-async fn remove_containers() -> anyhow::Result<usize> {
+/// Removes every container the node agent runs for the bench (it has its own namespace); goes
+/// on past a failed removal and says how many failed.
+async fn remove_containers() -> anyhow::Result<(usize, usize)> {
     use proto::node::v1 as n;
     let node = std::env::var("NODE_ADDR")?;
     let mut client = n::node_agent_client::NodeAgentClient::connect(node).await?;
     let list = client.list(n::ListRequest::default()).await?.into_inner();
-    let count = list.containers.len();
+    let (mut removed, mut failed) = (0, 0);
     for c in list.containers {
-        client
-            .remove(n::RemoveRequest {
-                container_id: c.container_id,
-                force: true,
-            })
-            .await?;
+        let id = c.container_id.clone();
+        let req = n::RemoveRequest {
+            container_id: c.container_id,
+            force: true,
+        };
+        match client.remove(req).await {
+            Ok(_) => removed += 1,
+            Err(e) => {
+                failed += 1;
+                eprintln!("removing container {id} failed: {}", e.message());
+            }
+        }
     }
-    Ok(count)
+    Ok((removed, failed))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let result = run().await;
     match remove_containers().await {
-        Ok(n) => eprintln!("removed {n} containers"),
+        Ok((removed, failed)) => eprintln!("removed {removed} containers ({failed} failed)"),
         Err(e) => eprintln!("removing the bench's containers failed: {e}"),
     }
     result
