@@ -77,3 +77,35 @@ async fn bad_deploys_fail_clearly_and_leave_nothing() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_check_that_never_passes_fails_the_deploy_and_stops_the_container()
+-> anyhow::Result<()> {
+    let node = TestNode::start("unhealthy").await?;
+    let project = stackpad_tests::unique_name("p");
+    let mut spec = node.web(&project, "web");
+    if let Some(h) = spec.health.as_mut() {
+        h.probe = runtime::spec::Probe::Tcp { port: 9999 };
+        h.deadline_ms = 1_000;
+    }
+    let id = spec.container_id();
+    let err = node
+        .agent
+        .deploy(spec)
+        .await
+        .expect_err("never healthy")
+        .to_string();
+    assert!(
+        err.contains("did not become healthy") && err.contains("9999"),
+        "{err}"
+    );
+    let s = node.agent.status(&id)?;
+    assert_eq!(s.state, runtime::agent::State::Failed, "{s:?}");
+    assert!(!s.wanted_running, "the restart policy must not revive it");
+    // Kept (stopped) for its logs until removed; removing releases everything.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(node.agent.status(&id)?.state, runtime::agent::State::Failed);
+    assert!(node.agent.remove(&id, false).await?);
+    assert!(leftovers(&node).is_empty(), "{:?}", leftovers(&node));
+    Ok(())
+}
