@@ -188,7 +188,10 @@ async fn kill_9_mid_deploy_then_restart_finishes_the_deployment() -> anyhow::Res
     .await?
     .json()
     .await?;
-    let token = org["token"]["secret"].as_str().unwrap().to_owned();
+    let token = org["token"]["secret"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("POST /organizations answered {org}"))?
+        .to_owned();
     let p: serde_json::Value = call(
         format!("{}/projects", control.url),
         &token,
