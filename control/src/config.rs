@@ -57,6 +57,9 @@ pub struct Config {
     pub build_timeout_s: u32,
     /// Nodes registered at start.
     pub nodes: Vec<NodeConfig>,
+    /// ClickHouse's HTTP interface holding the container logs; empty = no log search.
+    pub clickhouse_url: String,
+    pub clickhouse_database: String,
 }
 
 impl Default for Config {
@@ -79,6 +82,8 @@ impl Default for Config {
             stop_grace_ms: 0,
             build_timeout_s: 900,
             nodes: vec![],
+            clickhouse_url: String::new(),
+            clickhouse_database: "stackpad_logs".into(),
         }
     }
 }

@@ -94,12 +94,18 @@ pub async fn start(
     let wake = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
 
-    let state = AppState::new(
+    let mut state = AppState::new(
         store.clone(),
         wake.clone(),
         &config.admin_token,
         &config.apps_domain,
     );
+    if !config.clickhouse_url.is_empty() {
+        state = state.with_logs(crate::logsearch::LogSearch::new(
+            &config.clickhouse_url,
+            &config.clickhouse_database,
+        ));
+    }
     let app = api::router(state);
     let mut rx = shutdown_rx.clone();
     tasks.spawn(async move {

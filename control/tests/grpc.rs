@@ -126,6 +126,12 @@ impl Control {
         let mut child = Command::new(env!("CARGO_BIN_EXE_stackpad-control"))
             .arg("--config")
             .arg(config)
+            // The config file names the test's own database: the environment of
+            // `scripts/services env` (DATABASE_URL, ...) must not override it.
+            .env_remove("DATABASE_URL")
+            .env_remove("STACKPAD_ENCRYPTION_KEY")
+            .env_remove("STACKPAD_ADMIN_TOKEN")
+            .env_remove("STACKPAD_LISTEN")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

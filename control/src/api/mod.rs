@@ -5,6 +5,7 @@
 mod deployments;
 pub mod error;
 pub mod extract;
+mod logs;
 mod nodes;
 pub mod openapi;
 mod organizations;
@@ -37,6 +38,8 @@ pub struct AppState {
     /// SHA-256 of the operator token; `None` = no operator access.
     pub admin_token_sha256: Option<Vec<u8>>,
     pub apps_domain: String,
+    /// Container log search; `None` when no ClickHouse is configured.
+    pub logs: Option<crate::logsearch::LogSearch>,
 }
 
 impl AppState {
@@ -46,7 +49,14 @@ impl AppState {
             wake,
             admin_token_sha256: (!admin_token.is_empty()).then(|| crypto::hash_token(admin_token)),
             apps_domain: apps_domain.to_owned(),
+            logs: None,
         }
+    }
+
+    /// Serves `GET /services/{id}/logs` from `logs`.
+    pub fn with_logs(mut self, logs: crate::logsearch::LogSearch) -> Self {
+        self.logs = Some(logs);
+        self
     }
 }
 
@@ -74,6 +84,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/services/{id}"),
     ("get", "/services/{id}/deployments"),
     ("post", "/services/{id}/deployments"),
+    ("get", "/services/{id}/logs"),
+    ("get", "/services/{id}/logs/follow"),
     ("get", "/deployments/{id}"),
     ("post", "/deployments/{id}/rollback"),
     ("post", "/deployments/{id}/cancel"),
@@ -122,6 +134,8 @@ pub fn router(state: AppState) -> Router {
             "/services/{id}/deployments",
             get(deployments::list).post(deployments::create),
         )
+        .route("/services/{id}/logs", get(logs::search))
+        .route("/services/{id}/logs/follow", get(logs::follow))
         .route("/deployments/{id}", get(deployments::get))
         .route("/deployments/{id}/rollback", post(deployments::rollback))
         .route("/deployments/{id}/cancel", post(deployments::cancel))

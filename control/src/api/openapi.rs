@@ -76,6 +76,8 @@ pub fn document() -> Value {
                 "get": op("List deployments, newest first (limit, after)", None, "200"),
                 "post": op("Queue a deployment from a git ref/commit or an image; Idempotency-Key", Some("CreateDeployment"), "201")
             },
+            "/services/{id}/logs": { "get": op("Search the service's container logs, newest first (q, since, until, stream, deployment, limit, cursor); one line per line id", None, "200") },
+            "/services/{id}/logs/follow": { "get": op("Follow new log lines as server-sent events from a cursor (same filters)", None, "200") },
             "/deployments/{id}": { "get": op("Get a deployment with its step timeline", None, "200") },
             "/deployments/{id}/rollback": { "post": op("Queue a deployment of the image an earlier ready deployment ran", None, "201") },
             "/deployments/{id}/cancel": { "post": op("Cancel a deployment before its traffic switch", None, "200") },

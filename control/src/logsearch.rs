@@ -1,0 +1,276 @@
+//! Search over container logs in ClickHouse (written by the node agents' shippers, see
+//! `runtime::logship`): text match, time range, stream and deployment filters, newest first,
+//! with a cursor for the next page and for following live.
+//!
+//! Rows may be stored twice (a shipper retries a batch whose answer was lost); every query
+//! reads one row per `line_id`. Every query is scoped by the caller's organization.
+
+use serde::{Deserialize, Serialize};
+
+/// A position in a service's log: lines strictly older (pages) or newer (follow) than it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub ts_ns: i64,
+    pub line_id: u64,
+}
+
+impl Cursor {
+    /// `<ts_ns>-<line_id>`, as handed to API clients.
+    pub fn encode(self) -> String {
+        format!("{}-{}", self.ts_ns, self.line_id)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (ts, id) = text.split_once('-')?;
+        Some(Self {
+            ts_ns: ts.parse().ok()?,
+            line_id: id.parse().ok()?,
+        })
+    }
+}
+
+/// What to look for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    pub organization_id: String,
+    pub service_id: String,
+    /// Case-insensitive substring of the line.
+    pub text: Option<String>,
+    pub since_ns: Option<i64>,
+    pub until_ns: Option<i64>,
+    /// 1 stdout, 2 stderr.
+    pub stream: Option<u8>,
+    pub deployment_id: Option<String>,
+    pub limit: u32,
+}
+
+/// One line as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    pub timestamp_ns: i64,
+    pub stream: &'static str,
+    pub deployment_id: String,
+    pub container_id: String,
+    /// The bytes as UTF-8, invalid sequences replaced.
+    pub line: String,
+    pub truncated: bool,
+    pub cursor: String,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Row {
+    ts_ns: i64,
+    line_id: u64,
+    stream: u8,
+    deployment_id: String,
+    container_id: String,
+    #[serde(with = "serde_bytes")]
+    line: Vec<u8>,
+    truncated: u8,
+}
+
+impl From<Row> for LogLine {
+    fn from(r: Row) -> Self {
+        Self {
+            timestamp_ns: r.ts_ns,
+            stream: if r.stream == 2 { "stderr" } else { "stdout" },
+            deployment_id: r.deployment_id,
+            container_id: r.container_id,
+            line: String::from_utf8_lossy(&r.line).into_owned(),
+            truncated: r.truncated != 0,
+            cursor: Cursor {
+                ts_ns: r.ts_ns,
+                line_id: r.line_id,
+            }
+            .encode(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogSearchError {
+    #[error("log store (ClickHouse at {url}): {source}")]
+    ClickHouse {
+        url: String,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+}
+
+/// The log store.
+#[derive(Clone)]
+pub struct LogSearch {
+    client: clickhouse::Client,
+    url: String,
+    database: String,
+}
+
+impl std::fmt::Debug for LogSearch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSearch")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+/// Which direction from the cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Newest first, older than the cursor (search pages).
+    Older,
+    /// Oldest first, newer than the cursor (follow).
+    Newer,
+}
+
+impl LogSearch {
+    pub fn new(url: &str, database: &str) -> Self {
+        Self {
+            client: clickhouse::Client::default()
+                .with_url(url)
+                .with_validation(false),
+            url: url.to_owned(),
+            database: database.to_owned(),
+        }
+    }
+
+    /// Lines matching `query` on the given side of `cursor`.
+    pub async fn search(
+        &self,
+        query: &LogQuery,
+        cursor: Option<Cursor>,
+        direction: Direction,
+    ) -> Result<Vec<LogLine>, LogSearchError> {
+        let (sql, binds) = build_sql(&self.database, query, cursor, direction);
+        let mut q = self.client.query(&sql);
+        for bind in binds {
+            q = match bind {
+                Bind::Text(t) => q.bind(t),
+                Bind::Int(i) => q.bind(i),
+                Bind::UInt(u) => q.bind(u),
+            };
+        }
+        match q.fetch_all::<Row>().await {
+            Ok(rows) => Ok(rows.into_iter().map(LogLine::from).collect()),
+            // No line was ever shipped: the table does not exist yet.
+            Err(clickhouse::error::Error::BadResponse(m))
+                if m.contains("doesn't exist")
+                    || m.contains("UNKNOWN_TABLE")
+                    || m.contains("UNKNOWN_DATABASE") =>
+            {
+                Ok(Vec::new())
+            }
+            Err(source) => Err(LogSearchError::ClickHouse {
+                url: self.url.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Bind {
+    Text(String),
+    Int(i64),
+    UInt(u64),
+}
+
+/// The query and its bound values (pure, unit-tested).
+fn build_sql(
+    database: &str,
+    query: &LogQuery,
+    cursor: Option<Cursor>,
+    direction: Direction,
+) -> (String, Vec<Bind>) {
+    let mut filters = vec![
+        "organization_id = ?".to_owned(),
+        "service_id = ?".to_owned(),
+    ];
+    let mut binds = vec![
+        Bind::Text(query.organization_id.clone()),
+        Bind::Text(query.service_id.clone()),
+    ];
+    if let Some(since) = query.since_ns {
+        filters.push("ts_ns >= ?".into());
+        binds.push(Bind::Int(since));
+    }
+    if let Some(until) = query.until_ns {
+        filters.push("ts_ns < ?".into());
+        binds.push(Bind::Int(until));
+    }
+    if let Some(text) = query.text.as_ref().filter(|t| !t.is_empty()) {
+        filters.push("positionCaseInsensitive(line, ?) > 0".into());
+        binds.push(Bind::Text(text.clone()));
+    }
+    if let Some(stream) = query.stream {
+        filters.push("stream = ?".into());
+        binds.push(Bind::UInt(u64::from(stream)));
+    }
+    if let Some(deployment) = &query.deployment_id {
+        filters.push("deployment_id = ?".into());
+        binds.push(Bind::Text(deployment.clone()));
+    }
+    let order = match direction {
+        Direction::Older => "DESC",
+        Direction::Newer => "ASC",
+    };
+    if let Some(c) = cursor {
+        let op = if direction == Direction::Older {
+            "<"
+        } else {
+            ">"
+        };
+        filters.push(format!("(ts_ns, line_id) {op} (?, ?)"));
+        binds.push(Bind::Int(c.ts_ns));
+        binds.push(Bind::UInt(c.line_id));
+    }
+    let sql = format!(
+        "SELECT ts_ns, line_id, stream, deployment_id, container_id, line, truncated \
+         FROM {database}.container_logs WHERE {} \
+         ORDER BY ts_ns {order}, line_id {order} LIMIT 1 BY line_id LIMIT {}",
+        filters.join(" AND "),
+        query.limit.clamp(1, 1000)
+    );
+    (sql, binds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_scoped_filtered_and_paged() {
+        let query = LogQuery {
+            organization_id: "org".into(),
+            service_id: "svc".into(),
+            text: Some("error".into()),
+            stream: Some(2),
+            limit: 5000,
+            ..Default::default()
+        };
+        let cursor = Cursor {
+            ts_ns: 10,
+            line_id: 7,
+        };
+        let (sql, binds) = build_sql("logs", &query, Some(cursor), Direction::Older);
+        assert!(sql.starts_with("SELECT ts_ns, line_id"));
+        assert!(sql.contains("organization_id = ? AND service_id = ?"));
+        assert!(sql.contains("positionCaseInsensitive(line, ?) > 0"));
+        assert!(sql.contains("(ts_ns, line_id) < (?, ?)"));
+        assert!(sql.ends_with("ORDER BY ts_ns DESC, line_id DESC LIMIT 1 BY line_id LIMIT 1000"));
+        assert_eq!(binds[0], Bind::Text("org".into()));
+        assert_eq!(binds.last(), Some(&Bind::UInt(7)));
+        let (follow, _) = build_sql("logs", &query, Some(cursor), Direction::Newer);
+        assert!(follow.contains("(ts_ns, line_id) > (?, ?)") && follow.contains("ts_ns ASC"));
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        let c = Cursor {
+            ts_ns: 1_790_000_000_000_000_123,
+            line_id: u64::MAX,
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("x-1"), None);
+    }
+}
