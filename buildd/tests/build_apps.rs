@@ -179,3 +179,36 @@ async fn reqwest_get(addr: std::net::SocketAddr) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dockerignore_keeps_files_out_of_the_context() {
+    // Through the session (the default). The HTTP tarball transport does not apply
+    // .dockerignore: this same build fails there (checked by hand).
+    let mut d = daemon(4).await;
+    let dockerfile = format!(
+        "FROM {}/stackpad/busybox:1\nCOPY . /ctx/\nRUN test -e /ctx/keep.txt && test ! -e /ctx/secret.env && test ! -e /ctx/tmp/x\n",
+        registry()
+    );
+    let nonce = unique("n");
+    let (repo, sha) = repo_with(&[
+        ("Dockerfile", &dockerfile),
+        (".dockerignore", "*.env\ntmp\n"),
+        ("keep.txt", &nonce),
+        ("secret.env", "TOKEN=1\n"),
+        ("tmp/x", "x\n"),
+    ]);
+    let id = unique("dockerignore");
+    d.client
+        .start_build(start_request(&id, repo.path(), &sha))
+        .await
+        .expect("start");
+    let events = watch_all(&mut d.client, &id).await;
+    let status = final_status(&events);
+    assert_eq!(
+        status.state(),
+        pb::BuildState::Succeeded,
+        "{}\n{:#?}",
+        status.failure_reason,
+        log_lines(&events)
+    );
+}

@@ -5,6 +5,7 @@
 //! embedded BuildKit on `POST /grpc` of the docker socket, after an HTTP/1.1 upgrade to h2c:
 //! that is what buildx's "docker" driver speaks. [`Endpoint::connect`] hides the difference.
 
+mod ignore;
 pub mod progress;
 pub mod session;
 pub mod solve;

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::ignore::Excludes;
 use super::upgrade;
 
 /// The session services' generated code, in modules matching their packages.
@@ -101,8 +102,17 @@ fn go_mode(meta: &std::fs::Metadata) -> u32 {
 
 /// Walks `root` like Go's `filepath.Walk` (each directory's names sorted, a directory before its
 /// children), skipping `.git`; `only`, when set, keeps just those paths (and their parents).
-fn walk(root: &Path, only: &Option<Vec<String>>) -> std::io::Result<Vec<Entry>> {
-    fn visit(root: &Path, rel: &str, out: &mut Vec<Entry>) -> std::io::Result<()> {
+fn walk(
+    root: &Path,
+    only: &Option<Vec<String>>,
+    excludes: &Excludes,
+) -> std::io::Result<Vec<Entry>> {
+    fn visit(
+        root: &Path,
+        rel: &str,
+        excludes: &Excludes,
+        out: &mut Vec<Entry>,
+    ) -> std::io::Result<()> {
         let dir = if rel.is_empty() {
             root.to_path_buf()
         } else {
@@ -122,6 +132,9 @@ fn walk(root: &Path, only: &Option<Vec<String>>) -> std::io::Result<Vec<Entry>> 
             } else {
                 format!("{rel}/{name}")
             };
+            if excludes.excludes(&rel_path) {
+                continue;
+            }
             let meta = std::fs::symlink_metadata(&path)?;
             use std::os::unix::fs::MetadataExt;
             let linkname = if meta.file_type().is_symlink() {
@@ -142,13 +155,13 @@ fn walk(root: &Path, only: &Option<Vec<String>>) -> std::io::Result<Vec<Entry>> 
             let is_dir = meta.is_dir();
             out.push(Entry { stat, path });
             if is_dir {
-                visit(root, &rel_path, out)?;
+                visit(root, &rel_path, excludes, out)?;
             }
         }
         Ok(())
     }
     let mut all = Vec::new();
-    visit(root, "", &mut all)?;
+    visit(root, "", excludes, &mut all)?;
     if let Some(only) = only {
         all.retain(|e| only.iter().any(|o| wanted(&e.stat.path, o)));
     }
@@ -201,7 +214,13 @@ impl filesync::file_sync_server::FileSync for FileSync {
             }
         }
         let only = filter_from(only);
-        let entries = walk(&root, &only)
+        let excludes: Vec<String> = meta
+            .get_all("exclude-patterns")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        let excludes = Excludes::new(&excludes);
+        let entries = walk(&root, &only, &excludes)
             .map_err(|e| Status::internal(format!("walking {}: {e}", root.display())))?;
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<Packet, Status>>(64);
@@ -333,7 +352,7 @@ mod tests {
             std::fs::write(p, f).unwrap();
         }
         let paths = |only: Option<Vec<String>>| -> Vec<String> {
-            walk(dir.path(), &only)
+            walk(dir.path(), &only, &Excludes::default())
                 .unwrap()
                 .into_iter()
                 .map(|e| e.stat.path)
@@ -351,7 +370,7 @@ mod tests {
         assert_eq!(paths(filter_from(vec!["b.txt".into()])), ["b.txt"]);
         assert_eq!(filter_from(vec!["*.txt".into()]), None);
         assert_eq!(filter_from(vec![".".into(), "x".into()]), None);
-        let dir_stat = &walk(dir.path(), &None).unwrap()[0].stat;
+        let dir_stat = &walk(dir.path(), &None, &Excludes::default()).unwrap()[0].stat;
         assert_eq!(dir_stat.mode & GO_MODE_DIR, GO_MODE_DIR);
     }
 }
