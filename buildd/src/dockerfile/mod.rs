@@ -110,9 +110,11 @@ pub fn generate(d: &Detection, base: &BaseImages, build_args: &[String]) -> Opti
         let _ = writeln!(f, "COPY {dep} ./{dep}");
     }
     let cmd = if needs_build { &inst.all } else { &inst.prod };
+    // `mkdir -p`: an app without dependencies gets no node_modules from the install, and the
+    // runtime stage copies it.
     let _ = writeln!(
         f,
-        "RUN --mount=type=cache,id=stackpad-{},target={} {cmd}",
+        "RUN --mount=type=cache,id=stackpad-{},target={} {cmd} && mkdir -p node_modules",
         pm.name(),
         inst.cache
     );
