@@ -82,10 +82,16 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
-    /// A service's logs (needs the log search of issue #9).
+    /// A service's latest log lines, oldest first.
     Logs {
         #[arg(long)]
         service: String,
+        /// Only lines containing this text (case-insensitive).
+        #[arg(long)]
+        grep: Option<String>,
+        /// How many lines (1..=1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
 }
 
@@ -326,10 +332,36 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
                 return follow(&api, &id, w).await;
             }
         }
-        Command::Logs { .. } => {
-            return Err(CliError::Usage(
-                "logs are not available yet: log search lands with the logs issue (#9)".into(),
-            ));
+        Command::Logs {
+            service,
+            grep,
+            limit,
+        } => {
+            let mut path = format!("/services/{service}/logs?limit={limit}");
+            if let Some(text) = grep {
+                let encoded: String = text
+                    .bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                            (b as char).to_string()
+                        }
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect();
+                path.push_str(&format!("&q={encoded}"));
+            }
+            let page: Value = api.get(&path).await?;
+            let lines = page["lines"].as_array().cloned().unwrap_or_default();
+            for l in lines.iter().rev() {
+                out(
+                    w,
+                    format!(
+                        "{} {}",
+                        l["stream"].as_str().unwrap_or(""),
+                        l["line"].as_str().unwrap_or("")
+                    ),
+                );
+            }
         }
     }
     Ok(0)
