@@ -105,9 +105,10 @@ async fn login_create_deploy_list_and_rollback() -> anyhow::Result<()> {
     let (code, out) = stackpad(&config, &["rollback", &first]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("is ready"), "{out}");
+    // This control plane has no ClickHouse: the CLI says so (tests/logs.rs covers search).
     let (code, out) = stackpad(&config, &["logs", "--service", &service]).await;
-    assert_eq!(code, 2);
-    assert!(out.contains("not available yet"), "{out}");
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("log search is not configured"), "{out}");
     h.stop().await;
     Ok(())
 }
