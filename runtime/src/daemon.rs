@@ -35,7 +35,9 @@ pub fn render_metrics(agent: &Agent) -> String {
             }
         })
         .collect();
-    agent.metrics().render(&states, &usage)
+    let mut text = agent.metrics().render(&states, &usage);
+    text.push_str(&agent.traffic_metrics());
+    text
 }
 
 /// The metrics router (`GET /metrics`).

@@ -39,6 +39,11 @@ pub trait IsolationHook: Send + Sync + std::fmt::Debug {
     fn detach(&self, endpoint: &ContainerEndpoint) -> Result<(), IsolationError>;
     /// A name for the start-up log line.
     fn describe(&self) -> &'static str;
+    /// Per-container traffic counters in Prometheus text, for each `(host veth, labels)`;
+    /// empty when the implementation counts nothing.
+    fn traffic_metrics(&self, _containers: &[(String, Vec<(&'static str, String)>)]) -> String {
+        String::new()
+    }
 }
 
 /// Isolation disabled: containers are kept apart only by bridges and the nftables forward

@@ -139,4 +139,13 @@ impl IsolationHook for EbpfIsolation {
     fn describe(&self) -> &'static str {
         "eBPF isolation (tc programs per container veth, policy in pinned maps)"
     }
+
+    fn traffic_metrics(&self, containers: &[(String, Vec<(&'static str, String)>)]) -> String {
+        let loader = self.loader();
+        let rows: Vec<(Vec<(&str, String)>, ebpf::Counters)> = containers
+            .iter()
+            .filter_map(|(veth, labels)| Some((labels.clone(), loader.counters(veth).ok()?)))
+            .collect();
+        ebpf::render_prometheus(&rows)
+    }
 }

@@ -72,6 +72,17 @@ async fn projects_are_kept_apart_by_ebpf_and_the_node_still_reaches_its_web_serv
         counters.drops_out(ebpf::DropReason::Policy) > 0,
         "the stranger's packets were not dropped by the eBPF policy: {counters:?}"
     );
+    // The node's /metrics text carries the counters with the container's labels.
+    let metrics = runtime::daemon::render_metrics(&node.agent);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("stackpad_container_drops_total")
+                && l.contains(&stranger.container_id)
+                && l.contains("reason=\"policy\"")
+                && !l.ends_with(" 0")),
+        "no policy drops of the stranger in /metrics:\n{metrics}"
+    );
     for s in [&web, &friend, &stranger] {
         node.agent.remove(&s.container_id, true).await?;
     }

@@ -284,6 +284,26 @@ impl Agent {
         }
     }
 
+    /// Traffic counters of every container from the isolation programs (bytes, packets and
+    /// drops by reason, per direction), labelled with its project, environment and service.
+    pub fn traffic_metrics(&self) -> String {
+        let containers: Vec<(String, Vec<(&'static str, String)>)> = self
+            .list(None, None)
+            .into_iter()
+            .map(|s| {
+                let w = &s.spec.workload;
+                let labels = vec![
+                    ("project", w.project_id.clone()),
+                    ("environment", w.environment_id.clone()),
+                    ("service", w.service_name.clone()),
+                    ("container", s.container_id.clone()),
+                ];
+                (crate::network::veth_name(&s.container_id), labels)
+            })
+            .collect();
+        self.isolation.traffic_metrics(&containers)
+    }
+
     /// The containerd connection (tests and the daemon's node info use it).
     pub fn containerd(&self) -> &Containerd {
         &self.containerd
