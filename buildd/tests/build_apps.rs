@@ -13,15 +13,8 @@ async fn express_builds_runs_and_a_source_change_reuses_the_dependency_layer() {
     let id = unique("express");
     let req = start_request(&id, repo.path(), &sha);
     let image_repo = req.image.clone();
-    d.client.start_build(req).await.expect("start");
-    let events = watch_all(&mut d.client, &id).await;
-    let status = final_status(&events);
-    assert_eq!(
-        status.state(),
-        pb::BuildState::Succeeded,
-        "{status:?}\n{:#?}",
-        log_lines(&events)
-    );
+    let events = run_to_end(&mut d, req).await;
+    let status = succeeded(&events);
     assert_eq!(status.framework, "express");
     assert_eq!(status.container_port, 3000);
     assert_eq!(status.commit, sha);
@@ -58,10 +51,8 @@ async fn express_builds_runs_and_a_source_change_reuses_the_dependency_layer() {
     let id2 = unique("express-warm");
     let mut req2 = start_request(&id2, repo.path(), &sha2);
     req2.image = image_repo.clone();
-    d.client.start_build(req2).await.expect("start warm");
-    let events2 = watch_all(&mut d.client, &id2).await;
-    let status2 = final_status(&events2);
-    assert_eq!(status2.state(), pb::BuildState::Succeeded, "{status2:?}");
+    let events2 = run_to_end(&mut d, req2).await;
+    let status2 = succeeded(&events2);
     let install: Vec<_> = steps(&events2)
         .into_iter()
         .filter(|s| s.name.contains("npm ci") && s.completed_at_unix_ms > 0)
@@ -101,15 +92,8 @@ async fn a_repository_dockerfile_is_used_and_its_image_answers() {
     let id = unique("dockerfile");
     let req = start_request(&id, repo.path(), &sha);
     let image_repo = req.image.clone();
-    d.client.start_build(req).await.expect("start");
-    let events = watch_all(&mut d.client, &id).await;
-    let status = final_status(&events);
-    assert_eq!(
-        status.state(),
-        pb::BuildState::Succeeded,
-        "{status:?}\n{:#?}",
-        log_lines(&events)
-    );
+    let events = run_to_end(&mut d, req).await;
+    let status = succeeded(&events);
     assert_eq!(
         (status.framework.as_str(), status.container_port),
         ("dockerfile", 8080)
@@ -153,10 +137,8 @@ async fn the_http_context_transport_builds_too() {
     let id = unique("express-http");
     let req = start_request(&id, repo.path(), &sha);
     let image_repo = req.image.clone();
-    d.client.start_build(req).await.expect("start");
-    let events = watch_all(&mut d.client, &id).await;
-    let status = final_status(&events);
-    assert_eq!(status.state(), pb::BuildState::Succeeded, "{status:?}");
+    let events = run_to_end(&mut d, req).await;
+    let status = succeeded(&events);
     assert!(
         steps(&events)
             .iter()
@@ -198,17 +180,6 @@ async fn dockerignore_keeps_files_out_of_the_context() {
         ("tmp/x", "x\n"),
     ]);
     let id = unique("dockerignore");
-    d.client
-        .start_build(start_request(&id, repo.path(), &sha))
-        .await
-        .expect("start");
-    let events = watch_all(&mut d.client, &id).await;
-    let status = final_status(&events);
-    assert_eq!(
-        status.state(),
-        pb::BuildState::Succeeded,
-        "{}\n{:#?}",
-        status.failure_reason,
-        log_lines(&events)
-    );
+    let events = run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await;
+    succeeded(&events);
 }

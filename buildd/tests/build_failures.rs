@@ -11,12 +11,6 @@ fn busybox() -> String {
     format!("FROM {}/stackpad/busybox:1\n", registry())
 }
 
-async fn run_to_end(d: &mut TestDaemon, req: pb::StartBuildRequest) -> Vec<pb::build_event::Event> {
-    let id = req.build_id.clone();
-    d.client.start_build(req).await.expect("start");
-    watch_all(&mut d.client, &id).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_run_fails_the_build_and_the_log_shows_the_step() {
     let mut d = daemon(4).await;

@@ -163,6 +163,29 @@ pub async fn watch_all(
     events
 }
 
+/// Starts `req` and returns every event of the build until it ended.
+pub async fn run_to_end(
+    d: &mut TestDaemon,
+    req: pb::StartBuildRequest,
+) -> Vec<pb::build_event::Event> {
+    let id = req.build_id.clone();
+    d.client.start_build(req).await.expect("start");
+    watch_all(&mut d.client, &id).await
+}
+
+/// The final status of a build that must have succeeded (the log is printed if not).
+pub fn succeeded(events: &[pb::build_event::Event]) -> pb::BuildStatus {
+    let status = final_status(events);
+    assert_eq!(
+        status.state(),
+        pb::BuildState::Succeeded,
+        "{}\n{status:?}\n{:#?}",
+        status.failure_reason,
+        log_lines(events)
+    );
+    status
+}
+
 pub fn final_status(events: &[pb::build_event::Event]) -> pb::BuildStatus {
     match events.last() {
         Some(pb::build_event::Event::Status(s)) => s.clone(),
