@@ -5,24 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNode, http_get};
+use common::{TestNode, http_get, wait_until};
 use runtime::agent::State;
-
-async fn wait_until(
-    node: &TestNode,
-    id: &str,
-    what: &str,
-    ok: impl Fn(&runtime::agent::Status) -> bool,
-) -> anyhow::Result<runtime::agent::Status> {
-    for _ in 0..200 {
-        let s = node.agent.status(id)?;
-        if ok(&s) {
-            return Ok(s);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("{what} never happened: {:?}", node.agent.status(id))
-}
 
 /// Restarts the machine's containerd (SIGTERM, then `scripts/services up`) while a container
 /// runs: the container keeps running and the agent keeps managing it.

@@ -4,25 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNode, http_get};
+use common::{TestNode, http_get, wait_until};
 use runtime::agent::State;
 use runtime::agent::reconcile::Action;
-
-async fn wait_until(
-    node: &TestNode,
-    id: &str,
-    what: &str,
-    ok: impl Fn(&runtime::agent::Status) -> bool,
-) -> anyhow::Result<runtime::agent::Status> {
-    for _ in 0..200 {
-        let s = node.agent.status(id)?;
-        if ok(&s) {
-            return Ok(s);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("{what} never happened: {:?}", node.agent.status(id))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_restart_adopts_running_containers_without_restarting_them() -> anyhow::Result<()> {

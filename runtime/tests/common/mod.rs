@@ -360,3 +360,20 @@ pub async fn log_text(node: &TestNode, id: &str, needle: &str) -> anyhow::Result
             .collect::<Vec<_>>()
     )
 }
+
+/// The container's status once `ok` holds (polled every 50 ms for 10 s); `what` names it.
+pub async fn wait_until(
+    node: &TestNode,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&runtime::agent::Status) -> bool,
+) -> anyhow::Result<runtime::agent::Status> {
+    for _ in 0..200 {
+        let s = node.agent.status(id)?;
+        if ok(&s) {
+            return Ok(s);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{what} never happened: {:?}", node.agent.status(id))
+}
