@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared helpers for scripts/services and scripts/base-images. Source it; do not run it.
+# Shared helpers for scripts/services, scripts/platform, scripts/demo and scripts/base-images. Source it; do not run it.
 #
 # Everything the scripts create lives under $STACKPAD_HOME (default /var/lib/stackpad):
 #   $STACKPAD_HOME/services/<name>/{data,config,<name>.log,<name>.pid}
@@ -174,4 +174,25 @@ apt_ensure() {
     } >&2 || rc=$?
     [[ -n $tmp_policy ]] && rm -f "$tmp_policy"
     ((rc == 0)) || die "apt-get install failed (rc $rc) for: ${missing[*]}"
+}
+
+# ---------------------------------------------------------------- pebble
+
+# write_pebble_config FILE LISTEN MANAGEMENT HTTP_PORT TLS_PORT CERT KEY: the config of one
+# Pebble (the test CA of scripts/services, the platform CA of scripts/platform).
+write_pebble_config() {
+    cat >"$1" <<JSON
+{
+  "pebble": {
+    "listenAddress": "$2",
+    "managementListenAddress": "$3",
+    "certificate": "$6",
+    "privateKey": "$7",
+    "httpPort": $4,
+    "tlsPort": $5,
+    "ocspResponderURL": "",
+    "externalAccountBindingRequired": false
+  }
+}
+JSON
 }
