@@ -37,6 +37,7 @@ pub fn render_metrics(agent: &Agent) -> String {
         .collect();
     let mut text = agent.metrics().render(&states, &usage);
     text.push_str(&agent.traffic_metrics());
+    text.push_str(&agent.log_metrics());
     text
 }
 

@@ -284,6 +284,11 @@ impl Agent {
         }
     }
 
+    /// The log sink's series (lines shipped, dropped, spooled) for `/metrics`.
+    pub fn log_metrics(&self) -> String {
+        self.logs.sink_metrics()
+    }
+
     /// Traffic counters of every container from the isolation programs (bytes, packets and
     /// drops by reason, per direction), labelled with its project, environment and service.
     pub fn traffic_metrics(&self) -> String {

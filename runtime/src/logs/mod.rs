@@ -42,6 +42,9 @@ pub struct LogLabels {
 /// Where lines go besides the node's files. Must not block: buffer and ship elsewhere.
 pub trait LogSink: Send + Sync + std::fmt::Debug {
     fn ship(&self, labels: &LogLabels, line: &LogLine);
+
+    /// Appends the sink's own series to the node's `/metrics` text (none by default).
+    fn render_metrics(&self, _out: &mut String) {}
 }
 
 /// No shipping: logs stay on the node (files and the `Logs` stream).
@@ -177,6 +180,13 @@ impl Logs {
     pub fn remove(&self, container_id: &str) {
         self.close(container_id);
         let _ = std::fs::remove_dir_all(self.dir(container_id));
+    }
+
+    /// The sink's series for `/metrics`.
+    pub fn sink_metrics(&self) -> String {
+        let mut out = String::new();
+        self.sink.render_metrics(&mut out);
+        out
     }
 
     /// The last `n` lines on disk.

@@ -9,6 +9,7 @@
 //! dropped and counted. Every line carries an id assigned once, so a batch sent twice (sent,
 //! then the answer lost) yields duplicates only in storage: queries read `LIMIT 1 BY line_id`.
 
+mod metrics;
 mod row;
 mod schema;
 mod shipper;

@@ -86,6 +86,8 @@ impl ShipperConfig {
 /// Counters of the shipper, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct ShipperStats {
+    /// Every line handed to the shipper, shipped or not.
+    pub lines_received: AtomicU64,
     pub lines_shipped: AtomicU64,
     /// Dropped because the in-memory queue was full.
     pub lines_dropped_queue: AtomicU64,
@@ -137,6 +139,11 @@ impl ClickHouseShipper {
         self.spool.lines()
     }
 
+    /// Lines waiting in the in-memory queue.
+    pub fn queue_lines(&self) -> u64 {
+        (self.queue.max_capacity() - self.queue.capacity()) as u64
+    }
+
     fn row(&self, labels: &LogLabels, line: &LogLine) -> LogRow {
         let mut text = line.line.clone();
         let mut truncated = line.truncated;
@@ -178,11 +185,16 @@ impl ClickHouseShipper {
 
 impl LogSink for ClickHouseShipper {
     fn ship(&self, labels: &LogLabels, line: &LogLine) {
+        self.stats.lines_received.fetch_add(1, Ordering::Relaxed);
         if self.queue.try_send(self.row(labels, line)).is_err() {
             self.stats
                 .lines_dropped_queue
                 .fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        super::metrics::render(self, out);
     }
 }
 
