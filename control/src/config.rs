@@ -60,6 +60,14 @@ pub struct Config {
     /// ClickHouse's HTTP interface holding the container logs; empty = no log search.
     pub clickhouse_url: String,
     pub clickhouse_database: String,
+    /// Nameserver (`ip:port`, or `ip` for port 53) custom domains are resolved through;
+    /// empty = the system's (`/etc/resolv.conf`).
+    pub dns_resolver: String,
+    /// The proxy's public addresses, offered as A/AAAA records for custom domains (apex
+    /// domains cannot CNAME); empty = CNAME only.
+    pub ingress_ips: Vec<std::net::IpAddr>,
+    /// How often every custom domain is re-checked.
+    pub domain_check_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -84,6 +92,9 @@ impl Default for Config {
             nodes: vec![],
             clickhouse_url: String::new(),
             clickhouse_database: "stackpad_logs".into(),
+            dns_resolver: String::new(),
+            ingress_ips: vec![],
+            domain_check_interval_ms: 300_000,
         }
     }
 }
@@ -181,6 +192,10 @@ impl Config {
         if self.registry.is_empty() || self.registry.contains("://") {
             return Err(invalid("registry", "must be host:port, without a scheme"));
         }
+        self.dns_resolver_address()?;
+        if self.domain_check_interval_ms < 100 {
+            return Err(invalid("domain_check_interval_ms", "must be at least 100"));
+        }
         for node in &self.nodes {
             if !matches!(node.role.as_str(), "build" | "compute") {
                 return Err(invalid(
@@ -202,6 +217,18 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The nameserver for custom domains; `None` = the system's.
+    pub fn dns_resolver_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let v = self.dns_resolver.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse::<SocketAddr>()
+            .or_else(|_| v.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map(Some)
+            .map_err(|_| invalid("dns_resolver", format!("{v:?} is not ip:port or ip")))
     }
 
     pub fn lease(&self) -> Duration {
@@ -260,6 +287,20 @@ mod tests {
             ),
             (
                 Config {
+                    dns_resolver: "ns.example:53".into(),
+                    ..valid()
+                },
+                "dns_resolver",
+            ),
+            (
+                Config {
+                    domain_check_interval_ms: 0,
+                    ..valid()
+                },
+                "domain_check_interval_ms",
+            ),
+            (
+                Config {
                     nodes: vec![NodeConfig {
                         name: "n".into(),
                         role: "gpu".into(),
@@ -298,5 +339,21 @@ mod tests {
         assert_eq!(c.database_url, "postgres://other");
         c.validate().unwrap();
         assert!(toml::from_str::<Config>("nope = 1").is_err());
+    }
+
+    #[test]
+    fn dns_resolver_takes_ip_port_or_ip() {
+        let at = |v: &str| {
+            Config {
+                dns_resolver: v.into(),
+                ..valid()
+            }
+            .dns_resolver_address()
+            .unwrap()
+            .map(|a| a.to_string())
+        };
+        assert_eq!(at(""), None);
+        assert_eq!(at("127.0.0.1:8053").as_deref(), Some("127.0.0.1:8053"));
+        assert_eq!(at("192.0.2.53").as_deref(), Some("192.0.2.53:53"));
     }
 }

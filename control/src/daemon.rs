@@ -1,4 +1,5 @@
-//! `stackpad-control` assembled: the API server, the pipeline workers and the node monitor.
+//! `stackpad-control` assembled: the API server, the pipeline workers, the node monitor and the
+//! custom-domain verifier.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,8 @@ use crate::api::{self, AppState};
 use crate::clients::grpc::{GrpcBuilder, GrpcNode, GrpcProxy};
 use crate::config::Config;
 use crate::crypto::SecretBox;
+use crate::domains::resolver::{DnsLookup, HickoryLookup};
+use crate::domains::verifier::{DomainSettings, Verifier};
 use crate::pipeline::driver::{Clients, Driver, DriverConfig};
 use crate::pipeline::worker::run_worker;
 use crate::store::{Store, StoreError};
@@ -26,6 +29,8 @@ pub enum DaemonError {
         address: String,
         source: std::io::Error,
     },
+    #[error("config key dns_resolver: {0}")]
+    Resolver(String),
 }
 
 /// The real clients for a config.
@@ -106,6 +111,24 @@ pub async fn start(
             &config.clickhouse_database,
         ));
     }
+    let dns: Arc<dyn DnsLookup> = match config.dns_resolver_address()? {
+        Some(nameserver) => Arc::new(HickoryLookup::with_nameserver(nameserver)),
+        None => Arc::new(HickoryLookup::system().map_err(DaemonError::Resolver)?),
+    };
+    let verifier = Arc::new(Verifier::new(
+        store.clone(),
+        dns,
+        clients.proxy.clone(),
+        DomainSettings {
+            apps_domain: config.apps_domain.clone(),
+            ingress_ips: config.ingress_ips.clone(),
+        },
+    ));
+    state = state.with_domains(verifier.clone());
+    tasks.spawn(verifier.run(
+        Duration::from_millis(config.domain_check_interval_ms),
+        shutdown_rx.clone(),
+    ));
     let app = api::router(state);
     let mut rx = shutdown_rx.clone();
     tasks.spawn(async move {

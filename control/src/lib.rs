@@ -13,6 +13,7 @@ pub mod clients;
 pub mod config;
 pub mod crypto;
 pub mod daemon;
+pub mod domains;
 pub mod logsearch;
 pub mod pipeline;
 pub mod schedule;

@@ -2,7 +2,8 @@
 //! control plane allowed gets a certificate through http-01 answered on the proxy's own plain
 //! listener and serves verified HTTPS; plain HTTP redirects; a flood of handshakes for names
 //! nobody allowed orders nothing; after a restart with the CA unreachable the stored
-//! certificate still serves.
+//! certificate still serves; an instance killed with SIGKILL in the middle of an order loses
+//! its lease to the other instance, which finishes the domain.
 
 mod common;
 
@@ -20,18 +21,36 @@ use sqlx::Connection;
 /// `stackpad-proxy serve` with an `acme` section, killed on drop.
 struct AcmeProxy {
     dir: std::path::PathBuf,
+    /// The plain listener's port: Pebble's http-01 port unless the test says otherwise.
+    http: u16,
     https: SocketAddr,
     admin: SocketAddr,
+    /// This instance's name in order leases and how long its leases last.
+    instance: String,
+    lease_ttl_secs: u64,
     child: Option<Child>,
 }
 
 impl AcmeProxy {
     async fn start(db: &Database, directory_url: &str) -> anyhow::Result<Self> {
+        Self::start_as(db, directory_url, HTTP01_PORT, "", 30).await
+    }
+
+    async fn start_as(
+        db: &Database,
+        directory_url: &str,
+        http: u16,
+        instance: &str,
+        lease_ttl_secs: u64,
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(stackpad_tests::unique_name("acme-proxy"));
         std::fs::create_dir_all(&dir)?;
         let mut proxy = Self {
+            http,
             https: format!("127.0.0.1:{}", free_port()).parse()?,
             admin: format!("127.0.0.1:{}", free_port()).parse()?,
+            instance: instance.to_owned(),
+            lease_ttl_secs,
             child: None,
             dir,
         };
@@ -48,7 +67,7 @@ impl AcmeProxy {
         std::fs::write(self.dir.join("default.pem"), default.pem())?;
         std::fs::write(self.dir.join("default.key"), key.serialize_pem())?;
         let config = serde_json::json!({
-            "http_listen": format!("127.0.0.1:{HTTP01_PORT}"),
+            "http_listen": format!("127.0.0.1:{}", self.http),
             "tls_listen": self.https.to_string(),
             "tls_cert_file": d("default.pem"),
             "tls_key_file": d("default.key"),
@@ -64,6 +83,8 @@ impl AcmeProxy {
                 "directory_url": directory_url,
                 "ca_roots_file": pebble::listener_ca(),
                 "interval_secs": 1,
+                "instance": self.instance,
+                "lease_ttl_secs": self.lease_ttl_secs,
             }
         });
         std::fs::write(
@@ -89,7 +110,7 @@ impl AcmeProxy {
                 if child.try_wait()?.is_some() {
                     break;
                 }
-                let http = tokio::net::TcpStream::connect(("127.0.0.1", HTTP01_PORT))
+                let http = tokio::net::TcpStream::connect(("127.0.0.1", self.http))
                     .await
                     .is_ok();
                 let admin = tokio::net::TcpStream::connect(self.admin).await.is_ok();
@@ -149,28 +170,12 @@ async fn wait_for_https(proxy: &AcmeProxy, name: &str, within: Duration) -> anyh
     }
 }
 
-async fn orders(db: &Database) -> anyhow::Result<Vec<String>> {
-    let mut conn = sqlx::PgConnection::connect(&db.url).await?;
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT domain FROM stackpad_proxy.acme_events WHERE kind = 'ordered' ORDER BY id",
-    )
-    .fetch_all(&mut conn)
-    .await?;
-    Ok(rows.into_iter().map(|(d,)| d).collect())
-}
-
-#[tokio::test]
-async fn allowed_domains_get_certificates_and_nothing_else_is_ordered() -> anyhow::Result<()> {
-    let _port = pebble::lock_http01_port().await?;
-    let db = Database::create().await?;
-    let mut proxy = AcmeProxy::start(&db, &pebble::pebble().directory_url).await?;
-    let backend = Backend::start("app-v1").await;
-    let domain = format!("{}.apps.stackpad.test", stackpad_tests::unique_name("web"));
-
+/// Routes `domain` on `proxy` to `backend`.
+async fn route_to(proxy: &AcmeProxy, domain: &str, backend: &Backend) -> anyhow::Result<()> {
     let mut admin = proxy.admin().await?;
     let route = pb::Route {
         route_id: "web".into(),
-        hosts: vec![domain.clone()],
+        hosts: vec![domain.to_owned()],
         service_id: "svc-web".into(),
         ..Default::default()
     };
@@ -190,15 +195,45 @@ async fn allowed_domains_get_certificates_and_nothing_else_is_ordered() -> anyho
             ..Default::default()
         }))
         .await?;
+    Ok(())
+}
+
+/// Allows certificates for `domain` (what the control plane does for a service's hosts).
+async fn allow(proxy: &AcmeProxy, domain: &str) -> anyhow::Result<()> {
     let allowed = pb::AllowedDomain {
-        domain: domain.clone(),
+        domain: domain.to_owned(),
         service_id: "svc-web".into(),
     };
-    admin
+    proxy
+        .admin()
+        .await?
         .put_allowed_domain(authed(pb::PutAllowedDomainRequest {
             domain: Some(allowed),
         }))
         .await?;
+    Ok(())
+}
+
+async fn orders(db: &Database) -> anyhow::Result<Vec<String>> {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT domain FROM stackpad_proxy.acme_events WHERE kind = 'ordered' ORDER BY id",
+    )
+    .fetch_all(&mut conn)
+    .await?;
+    Ok(rows.into_iter().map(|(d,)| d).collect())
+}
+
+#[tokio::test]
+async fn allowed_domains_get_certificates_and_nothing_else_is_ordered() -> anyhow::Result<()> {
+    let _port = pebble::lock_http01_port().await?;
+    let db = Database::create().await?;
+    let mut proxy = AcmeProxy::start(&db, &pebble::pebble().directory_url).await?;
+    let backend = Backend::start("app-v1").await;
+    let domain = format!("{}.apps.stackpad.test", stackpad_tests::unique_name("web"));
+
+    route_to(&proxy, &domain, &backend).await?;
+    allow(&proxy, &domain).await?;
 
     let response = wait_for_https(&proxy, &domain, Duration::from_secs(60)).await?;
     ensure!(
@@ -296,5 +331,98 @@ async fn certificate_admin_calls_refuse_bad_input_by_name() -> anyhow::Result<()
         error.code() == tonic::Code::InvalidArgument && error.message().contains("a.example.com"),
         "{error:?}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_other_instance_finishes_a_domain_whose_lease_holder_was_killed() -> anyhow::Result<()>
+{
+    let _port = pebble::lock_http01_port().await?;
+    let db = Database::create().await?;
+    let directory = pebble::pebble().directory_url;
+    let domain = format!(
+        "{}.apps.stackpad.test",
+        stackpad_tests::unique_name("crash")
+    );
+
+    // Pebble validates http-01 on its port; while instance A orders, a listener there takes the
+    // validation connection and never answers, so A's order is still in flight when it dies.
+    let stall = tokio::net::TcpListener::bind(("127.0.0.1", HTTP01_PORT)).await?;
+    let stalled = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = stall.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut a = AcmeProxy::start_as(&db, &directory, free_port(), "proxy-a", 4).await?;
+    allow(&a, &domain).await?;
+
+    let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (holder, challenges): (Option<String>, i64) = sqlx::query_as(
+            "SELECT (SELECT holder FROM stackpad_proxy.order_leases WHERE domain = $1), \
+                    (SELECT count(*) FROM stackpad_proxy.http01_challenges)",
+        )
+        .bind(&domain)
+        .fetch_one(&mut conn)
+        .await?;
+        if holder.as_deref() == Some("proxy-a") && challenges > 0 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "instance A never got to the middle of an order (lease holder {holder:?}, \
+             {challenges} challenges)\nlog:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kill(); // SIGKILL: no release of the lease, no failure recorded
+    let (stored,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM stackpad_proxy.certificates WHERE domain = $1")
+            .bind(&domain)
+            .fetch_one(&mut conn)
+            .await?;
+    ensure!(stored == 0, "A finished its order before it was killed");
+    stalled.abort();
+    let _ = stalled.await;
+
+    // Instance B on Pebble's port: once A's lease expires it orders the domain and serves it.
+    let killed_at = Instant::now();
+    let b = AcmeProxy::start_as(&db, &directory, HTTP01_PORT, "proxy-b", 4).await?;
+    let backend = Backend::start("app-after-crash").await;
+    route_to(&b, &domain, &backend).await?;
+    let response = wait_for_https(&b, &domain, Duration::from_secs(90)).await?;
+    ensure!(response.contains("app-after-crash"), "{response}");
+    let took = killed_at.elapsed();
+
+    let ordered = orders(&db).await?;
+    ensure!(
+        ordered == vec![domain.clone(), domain.clone()],
+        "orders placed (A's unfinished one, then B's): {ordered:?}"
+    );
+    let (issued,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM stackpad_proxy.acme_events WHERE kind = 'issued' AND domain = $1",
+    )
+    .bind(&domain)
+    .fetch_one(&mut conn)
+    .await?;
+    ensure!(issued == 1, "{issued} certificates issued");
+    let metrics = reqwest::get(format!("http://{}/metrics", b.admin))
+        .await?
+        .text()
+        .await?;
+    for line in [
+        "stackpad_proxy_acme_orders_started_total 1",
+        "stackpad_proxy_acme_orders_completed_total{result=\"issued\"} 1",
+        "stackpad_proxy_certificates{state=\"valid\"} 1",
+    ] {
+        ensure!(
+            metrics.contains(line),
+            "B's /metrics lacks {line:?}:\n{metrics}"
+        );
+    }
+    eprintln!("taken over and served {took:?} after the kill");
     Ok(())
 }

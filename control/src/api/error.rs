@@ -24,6 +24,9 @@ pub enum ApiError {
     Invalid { field: String, message: String },
     #[error("internal error: {0}")]
     Internal(String),
+    /// A service this call depends on (DNS, the proxy) did not answer; retry later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

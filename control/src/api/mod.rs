@@ -3,6 +3,7 @@
 //! mutating call is written to the audit log.
 
 mod deployments;
+mod domains;
 pub mod error;
 pub mod extract;
 mod logs;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub apps_domain: String,
     /// Container log search; `None` when no ClickHouse is configured.
     pub logs: Option<crate::logsearch::LogSearch>,
+    /// Custom-domain checks; `None` = `verify` answers 503.
+    pub domains: Option<Arc<crate::domains::verifier::Verifier>>,
 }
 
 impl AppState {
@@ -50,7 +53,14 @@ impl AppState {
             admin_token_sha256: (!admin_token.is_empty()).then(|| crypto::hash_token(admin_token)),
             apps_domain: apps_domain.to_owned(),
             logs: None,
+            domains: None,
         }
+    }
+
+    /// Checks custom domains with `verifier`.
+    pub fn with_domains(mut self, verifier: Arc<crate::domains::verifier::Verifier>) -> Self {
+        self.domains = Some(verifier);
+        self
     }
 
     /// Serves `GET /services/{id}/logs` from `logs`.
@@ -84,6 +94,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/services/{id}"),
     ("get", "/services/{id}/deployments"),
     ("post", "/services/{id}/deployments"),
+    ("get", "/services/{id}/domains"),
+    ("post", "/services/{id}/domains"),
+    ("delete", "/services/{id}/domains/{domain}"),
+    ("post", "/services/{id}/domains/{domain}/verify"),
     ("get", "/services/{id}/logs"),
     ("get", "/services/{id}/logs/follow"),
     ("get", "/deployments/{id}"),
@@ -133,6 +147,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/services/{id}/deployments",
             get(deployments::list).post(deployments::create),
+        )
+        .route(
+            "/services/{id}/domains",
+            get(domains::list).post(domains::add),
+        )
+        .route(
+            "/services/{id}/domains/{domain}",
+            axum::routing::delete(domains::remove),
+        )
+        .route(
+            "/services/{id}/domains/{domain}/verify",
+            post(domains::verify),
         )
         .route("/services/{id}/logs", get(logs::search))
         .route("/services/{id}/logs/follow", get(logs::follow))

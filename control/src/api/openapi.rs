@@ -76,6 +76,12 @@ pub fn document() -> Value {
                 "get": op("List deployments, newest first (limit, after)", None, "200"),
                 "post": op("Queue a deployment from a git ref/commit or an image; Idempotency-Key", Some("CreateDeployment"), "201")
             },
+            "/services/{id}/domains": {
+                "get": op("List the service's custom domains with their status and the DNS records to create", None, "200"),
+                "post": op("Add a custom domain; answers the DNS record to create (CNAME to the service's platform host, or A/AAAA to the ingress addresses). Routed and given a certificate once verified; 409 when another service has it", Some("AddDomain"), "201")
+            },
+            "/services/{id}/domains/{domain}": { "delete": op("Remove a custom domain (its routing and certificate permission go with it)", None, "204") },
+            "/services/{id}/domains/{domain}/verify": { "post": op("Check the domain's DNS now: 200 once verified, 422 naming the record seen and the record expected, 503 when DNS did not answer", None, "200") },
             "/services/{id}/logs": { "get": op("Search the service's container logs, newest first (q, since, until, stream, deployment, limit, cursor); one line per line id", None, "200") },
             "/services/{id}/logs/follow": { "get": op("Follow new log lines as server-sent events from a cursor (same filters)", None, "200") },
             "/deployments/{id}": { "get": op("Get a deployment with its step timeline", None, "200") },
@@ -117,6 +123,7 @@ pub fn document() -> Value {
                     "command": { "type": "array", "items": s }, "args": { "type": "array", "items": s },
                     "env": map, "secrets": map
                 })),
+                "AddDomain": obj(&["domain"], json!({ "domain": s })),
                 "CreateDeployment": obj(&[], json!({ "git_ref": s, "git_commit": s, "image": s })),
                 "RegisterNode": obj(&["name", "role", "address"], json!({
                     "name": s, "role": { "enum": ["build", "compute", "proxy"] }, "address": s, "cpu_millis": i, "memory_bytes": i

@@ -390,6 +390,18 @@ impl ProxyClient for GrpcProxy {
         Ok(())
     }
 
+    async fn remove_allowed_domain(&self, domain: &str) -> Result<(), ClientError> {
+        let req = self.request(p::RemoveAllowedDomainRequest {
+            domain: domain.to_owned(),
+        })?;
+        match self.client()?.remove_allowed_domain(req).await {
+            Ok(_) => Ok(()),
+            // No certificate store: nothing was ever allowed.
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(()),
+            Err(s) => Err(status_error(PROXY, &self.address, s)),
+        }
+    }
+
     async fn switch(&self, spec: &SwitchSpec) -> Result<SwitchOutcome, ClientError> {
         let req = self.request(p::SwitchRequest {
             service_id: spec.service_id.clone(),

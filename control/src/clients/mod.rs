@@ -164,4 +164,7 @@ pub enum SwitchOutcome {
 pub trait ProxyClient: Send + Sync {
     async fn upsert_route(&self, route: &RouteSpec) -> Result<(), ClientError>;
     async fn switch(&self, spec: &SwitchSpec) -> Result<SwitchOutcome, ClientError>;
+    /// Takes a domain off the list the proxy may order certificates for (a custom domain that
+    /// stopped verifying or was removed). Removing an unknown domain succeeds.
+    async fn remove_allowed_domain(&self, domain: &str) -> Result<(), ClientError>;
 }

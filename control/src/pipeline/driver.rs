@@ -10,8 +10,9 @@ use uuid::Uuid;
 use super::machine::{self, Action, Event, InvalidTransition, Phase};
 use crate::clients::{
     BuildOutcome, BuildRequest, BuilderClient, ClientError, ContainerOutcome, ContainerSpec,
-    HealthProbe, NodeClient, ProxyClient, RouteSpec, SwitchOutcome, SwitchSpec, Workload,
+    HealthProbe, NodeClient, ProxyClient, SwitchOutcome, SwitchSpec, Workload,
 };
+use crate::domains::route::service_route;
 use crate::store::{Deployment, StepData, Store, StoreError};
 
 /// The three daemons the pipeline drives.
@@ -448,16 +449,8 @@ impl Driver {
             return Ok(Some((Event::Switched, StepData::default())));
         };
         let (org, service) = self.store.service_unscoped(d.service_id).await?;
-        let project = self.store.project(org, service.project_id).await?;
-        let platform_host = default_host(&service.name, &project.name, &self.config.apps_domain);
-        let mut hosts = vec![platform_host.clone()];
-        hosts.extend(service.domains.iter().cloned());
-        let route = RouteSpec {
-            route_id: format!("{}/default", service.id),
-            hosts,
-            service_id: service.id.to_string(),
-            certificate_hosts: vec![platform_host],
-        };
+        // The platform host plus the custom domains verified so far (crate::domains).
+        let route = service_route(&self.store, org, &service, &self.config.apps_domain).await?;
         let failed =
             |reason: String| Ok(Some((Event::SwitchFailed { reason }, StepData::default())));
         if let Err(e) = self.retry(|| proxy.upsert_route(&route)).await {

@@ -3,6 +3,7 @@
 //! at start. Every query on organization objects is scoped by organization id.
 
 mod deployments;
+mod domains;
 mod idempotency;
 mod models;
 mod nodes;
@@ -11,6 +12,7 @@ mod projects;
 mod services;
 
 pub use deployments::{Claimed, NewDeployment, StepData};
+pub use domains::{CustomDomain, DomainCheck};
 pub use models::*;
 pub use services::{NewService, ServicePatch};
 

@@ -35,6 +35,9 @@ pub enum Call {
         deployment: String,
         address: String,
     },
+    Disallow {
+        domain: String,
+    },
 }
 
 pub type Log = Arc<Mutex<Vec<Call>>>;
@@ -186,5 +189,11 @@ impl ProxyClient for FakeProxy {
             address: s.address.clone(),
         });
         Ok(SwitchOutcome::Switched)
+    }
+    async fn remove_allowed_domain(&self, domain: &str) -> Result<(), ClientError> {
+        self.log.lock().unwrap().push(Call::Disallow {
+            domain: domain.into(),
+        });
+        Ok(())
     }
 }

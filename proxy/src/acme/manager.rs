@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 
 use super::issuer::{AcmeError, Issuer};
+use super::metrics::AcmeMetrics;
 use super::policy::{AcmeEvent, Decision, IssuancePolicy, OrderReason};
 use super::store::{CertStore, StoreError, StoredCertificate};
 
@@ -55,7 +56,15 @@ impl Default for ManagerConfig {
     fn default() -> Self {
         Self {
             policy: IssuancePolicy::default(),
-            holder: format!("proxy-{}", std::process::id()),
+            // Unique across hosts sharing the store: two instances with one holder name would
+            // both believe they hold the lease.
+            holder: format!(
+                "{}-{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "proxy".into()),
+                std::process::id()
+            ),
             lease_ttl: Duration::from_secs(30),
             parallel_orders: 4,
             interval: Duration::from_secs(10),
@@ -69,6 +78,7 @@ pub struct CertificateManager {
     issuer: Option<Arc<Issuer>>,
     sink: Arc<dyn CertificateSink>,
     config: ManagerConfig,
+    metrics: Arc<AcmeMetrics>,
     /// `not_after` of what this instance installed, per domain, to notice newer stored ones.
     installed: Mutex<HashMap<String, SystemTime>>,
 }
@@ -96,8 +106,15 @@ impl CertificateManager {
             issuer,
             sink,
             config,
+            metrics: Arc::default(),
             installed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Counts orders, rate-limit refusals and installed certificates into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<AcmeMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Installs every stored certificate that is not expired. Needs only the database.
@@ -184,6 +201,9 @@ impl CertificateManager {
             history,
             now,
         );
+        if let (Decision::RateLimited { limit, .. }, Some(_)) = (&decision, &self.issuer) {
+            self.metrics.rate_limited(*limit);
+        }
         let (Decision::Order(reason), Some(issuer)) = (&decision, &self.issuer) else {
             return Ok(Outcome::Decided(decision));
         };
@@ -223,6 +243,7 @@ impl CertificateManager {
                 "",
             )
             .await?;
+        self.metrics.order_started();
         let renew_every = self.config.lease_ttl / 3;
         let issued = {
             let issue = issuer.issue(domain);
@@ -249,11 +270,13 @@ impl CertificateManager {
                         "",
                     )
                     .await?;
+                self.metrics.order_issued();
                 self.install(&certificate);
                 Ok(Outcome::Issued(reason))
             }
             Err(AcmeError::Store(error)) => Err(error),
             Err(error) => {
+                self.metrics.order_failed();
                 let detail = error.to_string();
                 self.store
                     .record(
@@ -283,6 +306,8 @@ impl CertificateManager {
     fn install(&self, certificate: &StoredCertificate) -> bool {
         match self.sink.install(certificate) {
             Ok(()) => {
+                self.metrics
+                    .served(&certificate.domain, certificate.validity);
                 if let Ok(mut installed) = self.installed.lock() {
                     installed.insert(certificate.domain.clone(), certificate.validity.not_after);
                 }

@@ -8,6 +8,7 @@ pub mod challtestsrv;
 pub mod http01;
 pub mod issuer;
 pub mod manager;
+pub mod metrics;
 pub mod policy;
 pub mod seal;
 pub mod service;
@@ -17,6 +18,7 @@ pub mod validity;
 
 pub use issuer::{AcmeConfig, AcmeError, DnsProvider, Issuer};
 pub use manager::{CertificateManager, CertificateSink, ManagerConfig, Outcome};
+pub use metrics::AcmeMetrics;
 pub use service::TlsState;
 pub use settings::AcmeSettings;
 pub use store::{CertStore, StoreError, StoredCertificate};

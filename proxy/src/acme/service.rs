@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::challtestsrv::ChallTestSrv;
 use super::issuer::{DnsProvider, Issuer};
 use super::manager::{CertificateManager, CertificateSink, ManagerConfig};
+use super::metrics::AcmeMetrics;
 use super::settings::AcmeSettings;
 use super::store::{CertStore, StoredCertificate};
 use crate::certs::CertificateTable;
@@ -26,6 +27,8 @@ pub struct TlsState {
     store: OnceLock<CertStore>,
     /// An `acme` section was given: the store is coming.
     configured: std::sync::atomic::AtomicBool,
+    metrics: Arc<AcmeMetrics>,
+    policy: super::policy::IssuancePolicy,
 }
 
 impl TlsState {
@@ -34,7 +37,20 @@ impl TlsState {
             table,
             store: OnceLock::new(),
             configured: Default::default(),
+            metrics: Arc::default(),
+            policy: Default::default(),
         })
+    }
+
+    /// Orders, rate-limit refusals and served certificates, for `/metrics`.
+    pub fn metrics(&self) -> &Arc<AcmeMetrics> {
+        &self.metrics
+    }
+
+    /// The Prometheus text of [`TlsState::metrics`] now.
+    pub fn render_metrics(&self) -> String {
+        self.metrics
+            .render(&self.policy, std::time::SystemTime::now())
     }
 
     pub fn table(&self) -> &Arc<CertificateTable> {
@@ -98,12 +114,15 @@ impl TlsState {
         let sink: Arc<dyn CertificateSink> = self.table.clone();
         let mut config = ManagerConfig {
             interval: settings.interval(),
+            lease_ttl: settings.lease_ttl(),
+            policy: self.policy.clone(),
             ..Default::default()
         };
         if !settings.instance.is_empty() {
             config.holder = settings.instance.clone();
         }
         match CertificateManager::new(store.clone(), None, sink.clone(), config.clone())
+            .with_metrics(Arc::clone(&self.metrics))
             .load_stored()
             .await
         {
@@ -129,7 +148,8 @@ impl TlsState {
             directory = acme.directory_url,
             "ordering certificates for allowed domains"
         );
-        let manager = CertificateManager::new(store, Some(Arc::new(issuer)), sink, config);
+        let manager = CertificateManager::new(store, Some(Arc::new(issuer)), sink, config)
+            .with_metrics(Arc::clone(&self.metrics));
         manager.run(std::future::pending()).await;
     }
 }

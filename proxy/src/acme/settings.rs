@@ -30,6 +30,9 @@ pub struct AcmeSettings {
     pub interval_secs: u64,
     /// This instance's name in order leases; empty = host name and pid.
     pub instance: String,
+    /// Seconds an order lease lasts unless renewed (renewed every third of it while ordering):
+    /// how long a crashed holder keeps other instances from taking its domains over.
+    pub lease_ttl_secs: u64,
 }
 
 impl Default for AcmeSettings {
@@ -44,6 +47,7 @@ impl Default for AcmeSettings {
             dns_provider_url: String::new(),
             interval_secs: 10,
             instance: String::new(),
+            lease_ttl_secs: 30,
         }
     }
 }
@@ -60,6 +64,15 @@ impl AcmeSettings {
         self.sealer()?;
         if self.interval_secs == 0 {
             return Err(("acme.interval_secs", "must be at least 1".into()));
+        }
+        if self.lease_ttl_secs < 3 {
+            return Err((
+                "acme.lease_ttl_secs",
+                format!(
+                    "{} is too short: at least 3 (renewed every third)",
+                    self.lease_ttl_secs
+                ),
+            ));
         }
         if !self.directory_url.is_empty() && !self.directory_url.starts_with("https://") {
             return Err((
@@ -101,5 +114,9 @@ impl AcmeSettings {
 
     pub fn interval(&self) -> Duration {
         Duration::from_secs(self.interval_secs)
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
     }
 }

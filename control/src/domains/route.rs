@@ -1,0 +1,53 @@
+//! The proxy route of a web service, the same whoever pushes it (the deploy pipeline at a
+//! switch, the domain verifier when a custom domain is verified or revoked): the platform host,
+//! the hosts set on the service, and the custom domains that passed verification. Certificates
+//! are allowed for the platform host and the verified custom domains only.
+
+use uuid::Uuid;
+
+use crate::clients::RouteSpec;
+use crate::pipeline::driver::default_host;
+use crate::store::{Result, Service, Store};
+
+/// Builds the route of `service` (of organization `org`) from the store.
+pub async fn service_route(
+    store: &Store,
+    org: Uuid,
+    service: &Service,
+    apps_domain: &str,
+) -> Result<RouteSpec> {
+    let project = store.project(org, service.project_id).await?;
+    let platform_host = default_host(&service.name, &project.name, apps_domain);
+    let verified = store.verified_domains(service.id).await?;
+    Ok(route_spec(org, service, &platform_host, &verified))
+}
+
+/// Pure: the route from its parts.
+pub fn route_spec(
+    org: Uuid,
+    service: &Service,
+    platform_host: &str,
+    verified: &[String],
+) -> RouteSpec {
+    let mut hosts = vec![platform_host.to_owned()];
+    let mut certificate_hosts = vec![platform_host.to_owned()];
+    for host in service.domains.iter().chain(verified) {
+        if !hosts.contains(host) {
+            hosts.push(host.clone());
+        }
+    }
+    for host in verified {
+        if !certificate_hosts.contains(host) {
+            certificate_hosts.push(host.clone());
+        }
+    }
+    RouteSpec {
+        route_id: format!("{}/default", service.id),
+        hosts,
+        service_id: service.id.to_string(),
+        certificate_hosts,
+        organization_id: org.to_string(),
+        project_id: service.project_id.to_string(),
+        environment_id: service.environment_id.to_string(),
+    }
+}
