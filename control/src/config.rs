@@ -226,7 +226,10 @@ impl Config {
             return Ok(None);
         }
         v.parse::<SocketAddr>()
-            .or_else(|_| v.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .or_else(|_| {
+                v.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            })
             .map(Some)
             .map_err(|_| invalid("dns_resolver", format!("{v:?} is not ip:port or ip")))
     }

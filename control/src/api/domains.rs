@@ -38,7 +38,9 @@ pub fn parse_domain(raw: &str, apps_domain: &str) -> ApiResult<String> {
     if domain == apps || domain.ends_with(&format!(".{apps}")) {
         return Err(invalid(
             "domain",
-            format!("{domain} is under the platform domain {apps}; only the platform assigns those"),
+            format!(
+                "{domain} is under the platform domain {apps}; only the platform assigns those"
+            ),
         ));
     }
     Ok(domain)
@@ -153,7 +155,11 @@ mod tests {
             "shop.example.com"
         );
         let refused = |raw: &str| parse_domain(raw, apps).unwrap_err().to_string();
-        assert!(refused("*.example.com").contains("wildcards"), "{}", refused("*.example.com"));
+        assert!(
+            refused("*.example.com").contains("wildcards"),
+            "{}",
+            refused("*.example.com")
+        );
         assert!(refused("localhost").starts_with("domain:"));
         assert!(refused("bad_name.example.com").contains("not a lower-case domain name"));
         assert!(refused("web-p.apps.example.net").contains("under the platform domain"));

@@ -66,7 +66,11 @@ impl Expectation {
             name: self.domain.clone(),
             value: self.cname_target.clone(),
         }];
-        records.extend(self.ingress_ips.iter().map(|ip| address_record(&self.domain, *ip)));
+        records.extend(
+            self.ingress_ips
+                .iter()
+                .map(|ip| address_record(&self.domain, *ip)),
+        );
         records
     }
 
@@ -134,7 +138,9 @@ impl Answer {
 pub enum Verdict {
     Matches,
     /// Names the record seen and the record expected.
-    Mismatch { message: String },
+    Mismatch {
+        message: String,
+    },
 }
 
 /// Lower case, without the root's trailing dot.

@@ -75,9 +75,7 @@ fn addresses_match_only_when_all_are_ingress_addresses() {
         &Answer::Addresses(vec![ip("192.0.2.10"), ip("198.51.100.7")]),
     ));
     assert!(
-        message.contains(
-            "found `shop.example.com A 192.0.2.10, shop.example.com A 198.51.100.7`"
-        ),
+        message.contains("found `shop.example.com A 192.0.2.10, shop.example.com A 198.51.100.7`"),
         "{message}"
     );
     assert!(

@@ -106,9 +106,7 @@ impl Verifier {
             Verdict::Matches => None,
             Verdict::Mismatch { message } => Some(message.clone()),
         };
-        let recorded = self
-            .record(d, to, Some(&seen), mismatch.as_deref())
-            .await?;
+        let recorded = self.record(d, to, Some(&seen), mismatch.as_deref()).await?;
         if let Err(e) = self.apply(d, change).await {
             // Back to the previous status: the next check applies the change again.
             let error = format!("{} was not applied: {e}", to.as_str());
@@ -157,9 +155,13 @@ impl Verifier {
             // Not deployed yet: its first switch pushes the route with every verified domain.
             Ok(s) if s.kind != "web" || s.current_deployment_id.is_none() => {}
             Ok(s) => {
-                let route =
-                    service_route(&self.store, d.organization_id, &s, &self.settings.apps_domain)
-                        .await?;
+                let route = service_route(
+                    &self.store,
+                    d.organization_id,
+                    &s,
+                    &self.settings.apps_domain,
+                )
+                .await?;
                 proxy.upsert_route(&route).await.map_err(proxy_error)?;
             }
             // Deleted with its service: nothing routes to it any more.
@@ -198,9 +200,13 @@ impl Verifier {
             match self.check(&d).await {
                 Ok(Checked {
                     mismatch: Some(m), ..
-                }) => tracing::debug!(domain = %d.domain, mismatch = m, "custom domain does not match"),
+                }) => {
+                    tracing::debug!(domain = %d.domain, mismatch = m, "custom domain does not match")
+                }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(domain = %d.domain, error = %e, "custom domain check failed"),
+                Err(e) => {
+                    tracing::warn!(domain = %d.domain, error = %e, "custom domain check failed")
+                }
             }
         }
     }
@@ -216,4 +222,3 @@ impl Verifier {
         }
     }
 }
-

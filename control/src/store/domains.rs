@@ -74,7 +74,11 @@ impl Store {
         }))
     }
 
-    pub async fn domains(&self, organization_id: Uuid, service_id: Uuid) -> Result<Vec<CustomDomain>> {
+    pub async fn domains(
+        &self,
+        organization_id: Uuid,
+        service_id: Uuid,
+    ) -> Result<Vec<CustomDomain>> {
         self.service(organization_id, service_id).await?;
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM custom_domains WHERE service_id = $1 AND organization_id = $2 ORDER BY domain"

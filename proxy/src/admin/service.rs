@@ -174,6 +174,7 @@ impl ProxyAdmin for AdminService {
             store.put_certificate(&stored).await.map_err(store_status)?;
         }
         self.tls.table().insert(&domain, Arc::new(key));
+        self.tls.metrics().served(&domain, validity);
         let not_after = validity
             .not_after
             .duration_since(std::time::UNIX_EPOCH)
@@ -197,6 +198,7 @@ impl ProxyAdmin for AdminService {
                 .map_err(store_status)?;
         }
         removed |= self.tls.table().remove(&domain);
+        self.tls.metrics().removed(&domain);
         Ok(Response::new(pb::RemoveCertificateResponse { removed }))
     }
 
@@ -272,7 +274,7 @@ pub async fn serve(
     token: String,
 ) -> std::io::Result<()> {
     let grpc = ProxyAdminServer::with_interceptor(
-        AdminService::new(Arc::clone(&state), tls),
+        AdminService::new(Arc::clone(&state), Arc::clone(&tls)),
         move |req: Request<()>| {
             if authorized(req.metadata().get("authorization"), &token) {
                 Ok(req)
@@ -282,14 +284,18 @@ pub async fn serve(
         },
     );
     let metrics_state = Arc::clone(&state);
+    let metrics_tls = Arc::clone(&tls);
     let router = tonic::service::Routes::new(grpc).into_axum_router().route(
         "/metrics",
         axum::routing::get(move || {
             let state = Arc::clone(&metrics_state);
+            let tls = Arc::clone(&metrics_tls);
             async move {
+                let mut text = state.metrics.render(&state.health());
+                text.push_str(&tls.render_metrics());
                 (
                     [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    state.metrics.render(&state.health()),
+                    text,
                 )
             }
         }),
