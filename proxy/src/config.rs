@@ -31,7 +31,10 @@ pub struct ProxyConfig {
     /// Let idle Pingora threads steal work from busy ones (off: one single-threaded runtime
     /// per thread, which wastes fewer wake-ups).
     pub work_stealing: bool,
+    /// One `tracing` line per request (target `stackpad_proxy::access`).
     pub access_log: bool,
+    /// One ClickHouse row per request (the store the control plane queries); absent = none.
+    pub access_log_clickhouse: Option<crate::access_log::AccessLogSettings>,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub header_read_timeout_ms: u64,
@@ -68,6 +71,7 @@ impl Default for ProxyConfig {
             threads: 2,
             work_stealing: false,
             access_log: true,
+            access_log_clickhouse: None,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             header_read_timeout_ms: 10_000,
@@ -130,6 +134,11 @@ impl ProxyConfig {
         addr("admin_listen", &self.admin_listen)?;
         if let Some(acme) = &self.acme {
             acme.validate().map_err(|(key, reason)| err(key, reason))?;
+        }
+        if let Some(access) = &self.access_log_clickhouse {
+            access
+                .validate()
+                .map_err(|(key, reason)| err(key, reason))?;
         }
         if self.admin_token.trim().len() < 16 {
             return Err(err(

@@ -15,6 +15,7 @@ use pingora::protocols::ALPN;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::access_log::{AccessEntry, AccessLog};
 use crate::acme::TlsState;
 use crate::acme::http01::{CHALLENGE_PATH, challenge_token};
 use crate::config::ProxyConfig;
@@ -40,6 +41,8 @@ pub struct StackpadProxy {
     tls: Option<Arc<TlsState>>,
     /// A TLS listener exists: plain requests to routes without `allow_plain_http` get a 308.
     redirect_to_https: bool,
+    /// ClickHouse access log rows (requests that matched a route).
+    access_rows: Option<Arc<AccessLog>>,
 }
 
 impl StackpadProxy {
@@ -48,6 +51,12 @@ impl StackpadProxy {
     pub fn with_tls(mut self, tls: Arc<TlsState>, redirect_to_https: bool) -> Self {
         self.tls = Some(tls);
         self.redirect_to_https = redirect_to_https;
+        self
+    }
+
+    /// Writes one access log row per routed request to `writer`.
+    pub fn with_access_log(mut self, writer: Option<Arc<AccessLog>>) -> Self {
+        self.access_rows = writer;
         self
     }
 
@@ -64,6 +73,7 @@ impl StackpadProxy {
             idle_timeout_secs: config.idle_timeout_ms.div_ceil(1000),
             tls: None,
             redirect_to_https: false,
+            access_rows: None,
         }
     }
 }
@@ -555,8 +565,55 @@ impl ProxyHttp for StackpadProxy {
                 error = e.map(|e| e.to_string()).unwrap_or_default(),
             );
         }
+        // Requests that matched no route have no owner to show them to: no row.
+        if let (Some(writer), Some(route)) = (&self.access_rows, &ctx.route) {
+            writer.record(access_entry(session, ctx, route, status, elapsed));
+        }
         ctx.upstream.take();
         ctx.admission.take();
+    }
+}
+
+/// The access log facts of a finished request.
+fn access_entry<'a>(
+    session: &'a Session,
+    ctx: &'a RequestCtx,
+    route: &'a RouteSpec,
+    status: u16,
+    elapsed: Duration,
+) -> AccessEntry<'a> {
+    let req = session.req_header();
+    let started = std::time::SystemTime::now()
+        .checked_sub(elapsed)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    let upstream = ctx.upstream.as_ref().map(|u| u.upstream());
+    AccessEntry {
+        ts_ns: i64::try_from(started.as_nanos()).unwrap_or(i64::MAX),
+        organization_id: &route.organization_id,
+        project_id: &route.project_id,
+        environment_id: &route.environment_id,
+        service_id: &route.service_id,
+        deployment_id: upstream.map_or("", |u| u.spec.deployment_id.as_str()),
+        route_id: &route.route_id,
+        method: req.method.as_str(),
+        host: request_host(session).unwrap_or(""),
+        path_and_query: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        status,
+        duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        request_bytes: session.body_bytes_read() as u64,
+        response_bytes: session.body_bytes_sent() as u64,
+        upstream: upstream.map(|u| u.addr.to_string()).unwrap_or_default(),
+        client_ip: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
+        request_id: req
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub upstream_connect_failures: AtomicU64,
     pub passive_ejections: AtomicU64,
     pub rejected_requests: AtomicU64,
+    /// The ClickHouse access log writer's counters (zero when it is not configured).
+    pub access_log: Arc<crate::access_log::AccessLogStats>,
 }
 
 /// One upstream's health, as rendered.
@@ -214,6 +216,7 @@ impl Metrics {
                 u8::from(h.healthy)
             );
         }
+        self.access_log.render(&mut out);
         out
     }
 }

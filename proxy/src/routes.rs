@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 100 * 1024 * 1024;
 
 /// One route as the admin API and the state file describe it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteSpec {
     pub route_id: String,
     pub hosts: Vec<String>,
@@ -23,6 +23,13 @@ pub struct RouteSpec {
     pub max_body_bytes: u64,
     #[serde(default)]
     pub allow_plain_http: bool,
+    /// Owner of the service, stored on the route's access log rows (scoping of queries).
+    #[serde(default)]
+    pub organization_id: String,
+    #[serde(default)]
+    pub project_id: String,
+    #[serde(default)]
+    pub environment_id: String,
 }
 
 fn default_max_body() -> u64 {

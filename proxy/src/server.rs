@@ -11,6 +11,7 @@ use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 
+use crate::access_log::AccessLog;
 use crate::acme::TlsState;
 use crate::certs::{self, CertificateTable};
 use crate::config::{ConfigError, ProxyConfig};
@@ -51,6 +52,14 @@ pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
         .build()
         .map_err(StartError::Runtime)?;
     let metrics = Arc::new(Metrics::default());
+    let access_log = config.access_log_clickhouse.clone().map(|settings| {
+        tracing::info!(url = %settings.clickhouse_url, database = %settings.database, "access log rows to ClickHouse");
+        Arc::new(AccessLog::start(
+            settings,
+            Arc::clone(&metrics.access_log),
+            runtime.handle(),
+        ))
+    });
     let state = ProxyState::restore(
         Some(StateFile::new(&config.state_file)),
         metrics,
@@ -90,7 +99,8 @@ pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
     server.bootstrap();
 
     let app = StackpadProxy::new(Arc::clone(&state), &config)
-        .with_tls(Arc::clone(&tls_state), config.tls_listen.is_some());
+        .with_tls(Arc::clone(&tls_state), config.tls_listen.is_some())
+        .with_access_log(access_log);
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, app);
     if let Some(logic) = service.app_logic_mut() {
         let mut options = HttpServerOptions::default();

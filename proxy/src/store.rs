@@ -128,6 +128,9 @@ mod tests {
                 service_id: "s".into(),
                 max_body_bytes: 10,
                 allow_plain_http: true,
+                organization_id: "o".into(),
+                project_id: "p".into(),
+                environment_id: "e".into(),
             }],
             services: vec![PersistedService {
                 service_id: "s".into(),

@@ -361,6 +361,9 @@ impl ProxyClient for GrpcProxy {
                 route_id: route.route_id.clone(),
                 hosts: route.hosts.clone(),
                 service_id: route.service_id.clone(),
+                organization_id: route.organization_id.clone(),
+                project_id: route.project_id.clone(),
+                environment_id: route.environment_id.clone(),
                 ..Default::default()
             }),
         })?;

@@ -137,6 +137,10 @@ pub struct RouteSpec {
     /// Hosts the proxy may order ACME certificates for: the platform subdomain (ours by
     /// construction). Custom domains join once verified; the proxy never orders anything else.
     pub certificate_hosts: Vec<String>,
+    /// Owner of the service, stored on the proxy's access log rows so queries are scoped.
+    pub organization_id: String,
+    pub project_id: String,
+    pub environment_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,9 @@ pub fn route_from_pb(r: pb::Route) -> RouteSpec {
         service_id: r.service_id,
         max_body_bytes: r.max_body_bytes,
         allow_plain_http: r.allow_plain_http,
+        organization_id: r.organization_id,
+        project_id: r.project_id,
+        environment_id: r.environment_id,
     }
 }
 
@@ -28,6 +31,9 @@ pub fn route_to_pb(r: &RouteSpec) -> pb::Route {
         service_id: r.service_id.clone(),
         max_body_bytes: r.max_body_bytes,
         allow_plain_http: r.allow_plain_http,
+        organization_id: r.organization_id.clone(),
+        project_id: r.project_id.clone(),
+        environment_id: r.environment_id.clone(),
     }
 }
 

@@ -8,6 +8,7 @@ fn route(id: &str, hosts: &[&str], prefix: &str, service: &str) -> RouteSpec {
         service_id: service.into(),
         max_body_bytes: 0,
         allow_plain_http: true,
+        ..RouteSpec::default()
     }
 }
 

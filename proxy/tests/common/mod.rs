@@ -235,6 +235,7 @@ impl Admin {
             service_id: service.into(),
             max_body_bytes: 0,
             allow_plain_http: true,
+            ..Default::default()
         };
         self.client
             .upsert_route(authed(pb::UpsertRouteRequest { route: Some(route) }))
