@@ -139,7 +139,7 @@ use std::sync::Arc;
 use runtime::NodeConfig;
 use runtime::agent::Agent;
 use runtime::isolation::{IsolationDisabled, IsolationHook};
-use runtime::logs::NoShipping;
+use runtime::logs::{LogSink, NoShipping};
 use runtime::spec::deploy::{PortSpec, Protocol, Resources};
 use runtime::spec::{DeploySpec, HealthSpec, Probe, RestartMode, RestartSpec, Workload};
 
@@ -152,6 +152,7 @@ pub struct TestNode {
     pub config: NodeConfig,
     pub ns: Namespace,
     pub dirs: tempfile::TempDir,
+    sink: Arc<dyn LogSink>,
 }
 
 impl TestNode {
@@ -164,6 +165,15 @@ impl TestNode {
         prefix: &str,
         isolation: Arc<dyn IsolationHook>,
     ) -> anyhow::Result<Self> {
+        Self::start_with_sink(prefix, isolation, Arc::new(NoShipping)).await
+    }
+
+    /// An agent that hands container log lines to `sink`.
+    pub async fn start_with_sink(
+        prefix: &str,
+        isolation: Arc<dyn IsolationHook>,
+        sink: Arc<dyn LogSink>,
+    ) -> anyhow::Result<Self> {
         let ns = Namespace::new(prefix).await?;
         let dirs = tempfile::tempdir()?;
         let config = NodeConfig {
@@ -175,7 +185,7 @@ impl TestNode {
             metrics_listen: "127.0.0.1:0".parse()?,
             ..NodeConfig::default()
         };
-        let agent = Agent::new(config.clone(), isolation.clone(), Arc::new(NoShipping)).await?;
+        let agent = Agent::new(config.clone(), isolation.clone(), sink.clone()).await?;
         agent.reconcile().await?;
         Ok(Self {
             agent,
@@ -183,6 +193,7 @@ impl TestNode {
             config,
             ns,
             dirs,
+            sink,
         })
     }
 
@@ -194,7 +205,7 @@ impl TestNode {
         self.agent = Agent::new(
             self.config.clone(),
             self.isolation.clone(),
-            Arc::new(NoShipping),
+            self.sink.clone(),
         )
         .await?;
         Ok(self.agent.reconcile().await?)
