@@ -8,6 +8,8 @@
 
 use std::fmt::Display;
 
+pub mod prometheus;
+
 /// How a newcomer brings every platform service up.
 pub const START_SERVICES: &str = "scripts/services up";
 
