@@ -60,6 +60,10 @@ pub struct Config {
     /// ClickHouse's HTTP interface holding the container logs; empty = no log search.
     pub clickhouse_url: String,
     pub clickhouse_database: String,
+    /// How often expired partitions of the log store (container and access logs) are dropped;
+    /// 0 = never (another control plane instance does it). Retention itself is stamped on each
+    /// row by its writer (the organization's plan in the node agent's and proxy's settings).
+    pub log_retention_interval_ms: u64,
     /// Nameserver (`ip:port`, or `ip` for port 53) custom domains are resolved through;
     /// empty = the system's (`/etc/resolv.conf`).
     pub dns_resolver: String,
@@ -92,6 +96,7 @@ impl Default for Config {
             nodes: vec![],
             clickhouse_url: String::new(),
             clickhouse_database: "stackpad_logs".into(),
+            log_retention_interval_ms: 3_600_000,
             dns_resolver: String::new(),
             ingress_ips: vec![],
             domain_check_interval_ms: 300_000,

@@ -129,6 +129,16 @@ pub async fn start(
         Duration::from_millis(config.domain_check_interval_ms),
         shutdown_rx.clone(),
     ));
+    if !config.clickhouse_url.is_empty() && config.log_retention_interval_ms > 0 {
+        let retention = crate::logretention::Retention::new(
+            &config.clickhouse_url,
+            &config.clickhouse_database,
+        );
+        tasks.spawn(retention.run(
+            Duration::from_millis(config.log_retention_interval_ms),
+            shutdown_rx.clone(),
+        ));
+    }
     let app = api::router(state);
     let mut rx = shutdown_rx.clone();
     tasks.spawn(async move {

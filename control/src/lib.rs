@@ -7,6 +7,7 @@
 //! Does not own: running anything itself; every effect on a node goes through a daemon's API.
 #![forbid(unsafe_code)]
 
+pub mod accesslogs;
 pub mod api;
 pub mod cli;
 pub mod clients;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod domains;
+pub mod logretention;
 pub mod logsearch;
 pub mod pipeline;
 pub mod schedule;

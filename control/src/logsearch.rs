@@ -152,19 +152,36 @@ impl LogSearch {
         }
         match q.fetch_all::<Row>().await {
             Ok(rows) => Ok(rows.into_iter().map(LogLine::from).collect()),
-            // No line was ever shipped: the table does not exist yet.
-            Err(clickhouse::error::Error::BadResponse(m))
+            Err(e) => self.empty_if_missing(e),
+        }
+    }
+
+    /// No row was ever written: the table does not exist yet, which reads as nothing.
+    pub(crate) fn empty_if_missing<T>(
+        &self,
+        error: clickhouse::error::Error,
+    ) -> Result<Vec<T>, LogSearchError> {
+        match error {
+            clickhouse::error::Error::BadResponse(m)
                 if m.contains("doesn't exist")
                     || m.contains("UNKNOWN_TABLE")
                     || m.contains("UNKNOWN_DATABASE") =>
             {
                 Ok(Vec::new())
             }
-            Err(source) => Err(LogSearchError::ClickHouse {
+            source => Err(LogSearchError::ClickHouse {
                 url: self.url.clone(),
                 source,
             }),
         }
+    }
+
+    pub(crate) fn client(&self) -> &clickhouse::Client {
+        &self.client
+    }
+
+    pub(crate) fn database(&self) -> &str {
+        &self.database
     }
 }
 

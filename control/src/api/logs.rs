@@ -44,7 +44,7 @@ pub struct LogsParams {
 /// How often a follow asks ClickHouse for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
-fn time_ns(field: &str, value: &str) -> ApiResult<i64> {
+pub(super) fn time_ns(field: &str, value: &str) -> ApiResult<i64> {
     if let Ok(ns) = value.parse::<i64>() {
         return Ok(ns);
     }

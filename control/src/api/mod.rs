@@ -2,6 +2,7 @@
 //! Token auth on everything but the OpenAPI document and webhooks (signed instead); every
 //! mutating call is written to the audit log.
 
+mod access_logs;
 mod deployments;
 mod domains;
 pub mod error;
@@ -100,6 +101,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/services/{id}/domains/{domain}/verify"),
     ("get", "/services/{id}/logs"),
     ("get", "/services/{id}/logs/follow"),
+    ("get", "/services/{id}/access-logs"),
     ("get", "/deployments/{id}"),
     ("post", "/deployments/{id}/rollback"),
     ("post", "/deployments/{id}/cancel"),
@@ -162,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/services/{id}/logs", get(logs::search))
         .route("/services/{id}/logs/follow", get(logs::follow))
+        .route("/services/{id}/access-logs", get(access_logs::search))
         .route("/deployments/{id}", get(deployments::get))
         .route("/deployments/{id}/rollback", post(deployments::rollback))
         .route("/deployments/{id}/cancel", post(deployments::cancel))

@@ -84,6 +84,7 @@ pub fn document() -> Value {
             "/services/{id}/domains/{domain}/verify": { "post": op("Check the domain's DNS now: 200 once verified, 422 naming the record seen and the record expected, 503 when DNS did not answer", None, "200") },
             "/services/{id}/logs": { "get": op("Search the service's container logs, newest first (q, since, until, stream, deployment, limit, cursor); one line per line id", None, "200") },
             "/services/{id}/logs/follow": { "get": op("Follow new log lines as server-sent events from a cursor (same filters)", None, "200") },
+            "/services/{id}/access-logs": { "get": op("Search the proxy's access log of the service, newest first (since, until, status as 5xx | 404 | 500-599 | a comma list, min_duration_ms, q = path text, deployment, limit, cursor)", None, "200") },
             "/deployments/{id}": { "get": op("Get a deployment with its step timeline", None, "200") },
             "/deployments/{id}/rollback": { "post": op("Queue a deployment of the image an earlier ready deployment ran", None, "201") },
             "/deployments/{id}/cancel": { "post": op("Cancel a deployment before its traffic switch", None, "200") },

@@ -82,16 +82,25 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
-    /// A service's latest log lines, oldest first.
+    /// A service's latest log lines (or, with --access, requests), oldest first.
     Logs {
         #[arg(long)]
         service: String,
-        /// Only lines containing this text (case-insensitive).
+        /// Only lines (with --access: paths) containing this text (case-insensitive).
         #[arg(long)]
         grep: Option<String>,
         /// How many lines (1..=1000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// The proxy's access log instead of the containers' output.
+        #[arg(long)]
+        access: bool,
+        /// With --access: `5xx`, `404`, `500-599` or a comma-separated list.
+        #[arg(long, requires = "access")]
+        status: Option<String>,
+        /// With --access: only requests that took at least this long.
+        #[arg(long, requires = "access")]
+        min_duration_ms: Option<u64>,
     },
 }
 
@@ -336,21 +345,29 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
             service,
             grep,
             limit,
+            access,
+            status,
+            min_duration_ms,
         } => {
-            let mut path = format!("/services/{service}/logs?limit={limit}");
+            let resource = if access { "access-logs" } else { "logs" };
+            let mut path = format!("/services/{service}/{resource}?limit={limit}");
             if let Some(text) = grep {
-                let encoded: String = text
-                    .bytes()
-                    .map(|b| match b {
-                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                            (b as char).to_string()
-                        }
-                        _ => format!("%{b:02X}"),
-                    })
-                    .collect();
-                path.push_str(&format!("&q={encoded}"));
+                path.push_str(&format!("&q={}", query_encode(&text)));
+            }
+            if let Some(status) = status {
+                path.push_str(&format!("&status={}", query_encode(&status)));
+            }
+            if let Some(ms) = min_duration_ms {
+                path.push_str(&format!("&min_duration_ms={ms}"));
             }
             let page: Value = api.get(&path).await?;
+            if access {
+                let requests = page["requests"].as_array().cloned().unwrap_or_default();
+                for r in requests.iter().rev() {
+                    out(w, access_line(r));
+                }
+                return Ok(0);
+            }
             let lines = page["lines"].as_array().cloned().unwrap_or_default();
             for l in lines.iter().rev() {
                 out(
@@ -365,6 +382,34 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
         }
     }
     Ok(0)
+}
+
+/// Percent-encodes a query parameter's value.
+fn query_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `<time> <status> <method> <host><path> <ms>ms <bytes>B`, one request per line.
+fn access_line(r: &Value) -> String {
+    let ts = r["timestamp_ns"].as_i64().unwrap_or(0);
+    let time = chrono::DateTime::from_timestamp_nanos(ts)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    format!(
+        "{time} {} {} {}{} {:.1}ms {}B",
+        r["status"].as_u64().unwrap_or(0),
+        r["method"].as_str().unwrap_or(""),
+        r["host"].as_str().unwrap_or(""),
+        r["path"].as_str().unwrap_or(""),
+        r["duration_ms"].as_f64().unwrap_or(0.0),
+        r["response_bytes"].as_u64().unwrap_or(0),
+    )
 }
 
 /// Prints each new step of the timeline until the deployment ends; exit code 1 unless ready.
