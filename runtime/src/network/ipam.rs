@@ -27,6 +27,11 @@ pub struct NetworkAlloc {
     pub namespace: String,
     /// container id -> lease
     pub leases: BTreeMap<String, Lease>,
+    /// Host index the next search starts at: addresses go round the subnet, so the address a
+    /// container just freed is the last one handed out again (peers' ARP caches and
+    /// connection tracking still point at the old container for a while).
+    #[serde(default)]
+    pub next: u64,
 }
 
 /// The whole allocation table: bridge name -> network.
@@ -64,6 +69,7 @@ impl IpamState {
                 subnet: free,
                 namespace: namespace.to_owned(),
                 leases: BTreeMap::new(),
+                next: 0,
             },
         );
         Ok(free)
@@ -80,13 +86,18 @@ impl IpamState {
         }
         let subnet = net.subnet;
         // .0 network, .1 gateway, last broadcast.
-        let ip = (2..subnet.size() - 1)
-            .filter_map(|i| subnet.host(i))
-            .find(|ip| !net.leases.values().any(|l| l.ip == *ip))
+        let first = 2;
+        let count = subnet.size().saturating_sub(3);
+        let start = net.next.max(first);
+        let (index, ip) = (0..count)
+            .map(|k| first + (start - first + k) % count)
+            .filter_map(|i| subnet.host(i).map(|ip| (i, ip)))
+            .find(|(_, ip)| !net.leases.values().any(|l| l.ip == *ip))
             .ok_or_else(|| RuntimeError::PoolExhausted {
                 pool: subnet.to_string(),
                 subject: container.to_owned(),
             })?;
+        net.next = index + 1;
         net.leases.insert(
             container.to_owned(),
             Lease {
@@ -259,6 +270,24 @@ mod tests {
         assert!(!s.release("a", "c2"));
         assert_eq!(s.lease("a", "c9", "svc").unwrap(), ips[2]);
         assert!(s.hosts_file("a").contains("10.200.0.2\tsvc"));
+    }
+
+    #[test]
+    fn a_freed_address_is_handed_out_last() {
+        let mut s = IpamState::default();
+        let p: Subnet = "10.200.0.0/16".parse().unwrap();
+        s.ensure_network("a", "ns", p, 29, &[]).unwrap();
+        let first = s.lease("a", "c0", "svc").unwrap();
+        let second = s.lease("a", "c1", "svc").unwrap();
+        s.release("a", "c0");
+        let third = s.lease("a", "c2", "svc").unwrap();
+        assert!(third != first && third != second, "{first} reused at once");
+        s.release("a", "c1");
+        let later: Vec<_> = (3..7)
+            .map(|i| s.lease("a", &format!("c{i}"), "svc").unwrap())
+            .collect();
+        // Only once the search wrapped round do the freed addresses come back.
+        assert_eq!(later[2..], [first, second]);
     }
 
     #[test]
