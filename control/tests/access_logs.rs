@@ -255,7 +255,59 @@ async fn access_logs_are_filtered_paged_and_scoped_to_the_organization() -> anyh
         assert!(status == 422 || status == 400, "{query}: {status} {body}");
         assert!(body.to_string().contains(name), "{query}: {body}");
     }
+
+    // The CLI: `stackpad logs --access` with filters, oldest first, one request per line.
+    let dir = tempfile::tempdir()?;
+    let cli_config = dir.path().join("cli.json");
+    let (code, out) = stackpad(
+        &cli_config,
+        &["login", "--url", &h.url, "--token", &token_a],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = stackpad(
+        &cli_config,
+        &[
+            "logs",
+            "--access",
+            "--service",
+            &service_a,
+            "--status",
+            "5xx",
+            "--min-duration-ms",
+            "400",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[0].ends_with(" 500 GET web.example.test/api/items/42 420.0ms 100B"),
+        "{out}"
+    );
+    // 42, 43, 47, 48: 5xx (i % 5 in {2, 3}) and at least 400 ms (i >= 40).
+    assert!(
+        lines[3].ends_with(" 503 GET web.example.test/api/items/48 480.0ms 100B"),
+        "{out}"
+    );
     Ok(())
+}
+
+async fn stackpad(config: &std::path::Path, args: &[&str]) -> (i32, String) {
+    use clap::Parser;
+    let mut argv = vec!["stackpad", "--config", config.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    let cli = control::cli::Cli::try_parse_from(argv).expect("arguments parse");
+    let mut out = Vec::new();
+    let code = match control::cli::run(cli, &mut out).await {
+        Ok(code) => code,
+        Err(e) => {
+            out.extend_from_slice(format!("error: {e}").as_bytes());
+            2
+        }
+    };
+    (code, String::from_utf8(out).unwrap())
 }
 
 #[tokio::test]
