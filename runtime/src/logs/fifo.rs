@@ -76,13 +76,14 @@ impl LineSplitter {
     }
 }
 
-/// Reads the FIFO until the task is gone for good (the reader is aborted); every line goes to
-/// `emit`. Opened read-write so it never sees end-of-file between task restarts.
+/// Reads the FIFO until the task is gone for good (the reader is aborted); the lines of each
+/// chunk read go to `emit` together. Opened read-write so it never sees end-of-file between
+/// task restarts.
 pub async fn pump(
     path: std::path::PathBuf,
     stream: Stream,
     max_line: usize,
-    mut emit: impl FnMut(LogLine) + Send,
+    mut emit: impl FnMut(Vec<LogLine>) + Send,
 ) -> std::io::Result<()> {
     let mut rx = tokio::net::unix::pipe::OpenOptions::new()
         .read_write(true)
@@ -96,13 +97,18 @@ pub async fn pump(
             continue;
         }
         let ts = now_nanos();
-        for (line, truncated) in splitter.feed(&buf[..n]) {
-            emit(LogLine {
+        let lines: Vec<LogLine> = splitter
+            .feed(&buf[..n])
+            .into_iter()
+            .map(|(line, truncated)| LogLine {
                 timestamp_nanos: ts,
                 stream,
                 line,
                 truncated,
-            });
+            })
+            .collect();
+        if !lines.is_empty() {
+            emit(lines);
         }
     }
 }

@@ -2,19 +2,22 @@
 //! at a size, a fixed number of rotated files kept, so each container has a size cap.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::{LogLine, Stream};
 
-/// Appends entries and rotates `container.log` -> `.1` -> `.2` ...
+/// Appends entries and rotates `container.log` -> `.1` -> `.2` ... Entries are buffered until
+/// [`RotatingFile::flush`] (the reader flushes after each chunk it read: one write per chunk,
+/// not per line).
 #[derive(Debug)]
 pub struct RotatingFile {
     dir: PathBuf,
-    file: Option<File>,
+    file: Option<BufWriter<File>>,
     size: u64,
     max_bytes: u64,
     keep: u32,
+    entry: Vec<u8>,
 }
 
 pub fn current(dir: &Path) -> PathBuf {
@@ -27,7 +30,15 @@ fn rotated(dir: &Path, n: u32) -> PathBuf {
 
 /// Serialises one entry (with its newline).
 pub fn encode(line: &LogLine) -> Vec<u8> {
-    let mut out = format!(
+    let mut out = Vec::with_capacity(line.line.len() + 25);
+    encode_into(line, &mut out);
+    out
+}
+
+/// Appends one entry (with its newline) to `out`.
+fn encode_into(line: &LogLine, out: &mut Vec<u8>) {
+    let _ = write!(
+        out,
         "{} {} {} ",
         line.timestamp_nanos,
         match line.stream {
@@ -35,11 +46,9 @@ pub fn encode(line: &LogLine) -> Vec<u8> {
             Stream::Stderr => 'e',
         },
         if line.truncated { 'T' } else { 'F' }
-    )
-    .into_bytes();
+    );
     out.extend_from_slice(&line.line);
     out.push(b'\n');
-    out
 }
 
 /// Parses one entry (without its newline); `None` for a damaged line.
@@ -76,29 +85,41 @@ impl RotatingFile {
             size,
             max_bytes,
             keep,
+            entry: Vec::new(),
         })
     }
 
+    /// Buffers one entry; [`RotatingFile::flush`] writes it.
     pub fn append(&mut self, line: &LogLine) -> std::io::Result<()> {
-        let bytes = encode(line);
-        if self.size > 0 && self.size + bytes.len() as u64 > self.max_bytes {
+        self.entry.clear();
+        encode_into(line, &mut self.entry);
+        let len = self.entry.len() as u64;
+        if self.size > 0 && self.size + len > self.max_bytes {
             self.rotate()?;
         }
         if self.file.is_none() {
-            self.file = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(current(&self.dir))?,
-            );
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(current(&self.dir))?;
+            self.file = Some(BufWriter::with_capacity(64 << 10, file));
         }
         let f = self.file.as_mut().expect("opened above");
-        f.write_all(&bytes)?;
-        self.size += bytes.len() as u64;
+        f.write_all(&self.entry)?;
+        self.size += len;
         Ok(())
     }
 
+    /// Writes the buffered entries to the file.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+
     fn rotate(&mut self) -> std::io::Result<()> {
+        self.flush()?;
         self.file = None;
         let _ = std::fs::remove_file(rotated(&self.dir, self.keep));
         for n in (1..self.keep).rev() {
@@ -156,6 +177,7 @@ mod tests {
         for i in 0..100 {
             f.append(&line(i)).unwrap();
         }
+        f.flush().unwrap();
         let total: u64 = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().metadata().unwrap().len())

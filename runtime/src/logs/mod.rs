@@ -43,6 +43,13 @@ pub struct LogLabels {
 pub trait LogSink: Send + Sync + std::fmt::Debug {
     fn ship(&self, labels: &LogLabels, line: &LogLine);
 
+    /// The lines of one read from a container's stream (a sink may share work across them).
+    fn ship_lines(&self, labels: &LogLabels, lines: &[LogLine]) {
+        for line in lines {
+            self.ship(labels, line);
+        }
+    }
+
     /// Appends the sink's own series to the node's `/metrics` text (none by default).
     fn render_metrics(&self, _out: &mut String) {}
 }
@@ -147,12 +154,21 @@ impl Logs {
             let max = self.line_bytes;
             readers.push(tokio::spawn(async move {
                 let shown = path.display().to_string();
-                let result = fifo::pump(path, stream, max, move |line| {
-                    if let Err(e) = writer.lock().expect("log writer").append(&line) {
-                        tracing::warn!(container_id = %labels.container_id, error = %e, "cannot write log file");
+                let result = fifo::pump(path, stream, max, move |lines| {
+                    {
+                        let mut file = writer.lock().expect("log writer");
+                        let written = lines
+                            .iter()
+                            .try_for_each(|line| file.append(line))
+                            .and_then(|()| file.flush());
+                        if let Err(e) = written {
+                            tracing::warn!(container_id = %labels.container_id, error = %e, "cannot write log file");
+                        }
                     }
-                    sink.ship(&labels, &line);
-                    let _ = live.send(line);
+                    sink.ship_lines(&labels, &lines);
+                    for line in lines {
+                        let _ = live.send(line);
+                    }
                 })
                 .await;
                 if let Err(e) = result {

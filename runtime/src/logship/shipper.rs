@@ -47,7 +47,7 @@ impl Default for ShipperConfig {
             clickhouse_url: "http://127.0.0.1:8123".into(),
             database: "stackpad_logs".into(),
             node_id: "node".into(),
-            batch_max_lines: 20_000,
+            batch_max_lines: 100_000,
             batch_max_delay: Duration::from_millis(500),
             queue_capacity: 500_000,
             spool_dir: PathBuf::from("/var/lib/stackpad/node/log-spool"),
@@ -95,10 +95,18 @@ pub struct ShipperStats {
     pub batches_failed: AtomicU64,
 }
 
+/// A line waiting in the queue; it becomes a [`LogRow`] on the sending side, off the
+/// container's reader.
+#[derive(Debug)]
+struct Pending {
+    labels: Arc<LogLabels>,
+    line: LogLine,
+}
+
 /// The node's log shipper.
 #[derive(Debug, Clone)]
 pub struct ClickHouseShipper {
-    queue: mpsc::Sender<LogRow>,
+    queue: mpsc::Sender<Pending>,
     stats: Arc<ShipperStats>,
     spool: Arc<Spool>,
     config: Arc<ShipperConfig>,
@@ -117,7 +125,7 @@ impl ClickHouseShipper {
             config: Arc::new(config),
             ids: Arc::new(LineIds::new()),
         };
-        tokio::spawn(Sender::new(&this).run(rows));
+        tokio::spawn(Sender::new(&this).run(rows, this.ids.clone()));
         Ok(this)
     }
 
@@ -144,52 +152,69 @@ impl ClickHouseShipper {
         (self.queue.max_capacity() - self.queue.capacity()) as u64
     }
 
-    fn row(&self, labels: &LogLabels, line: &LogLine) -> LogRow {
-        let mut text = line.line.clone();
-        let mut truncated = line.truncated;
-        if text.len() > self.config.max_line_bytes {
-            text.truncate(self.config.max_line_bytes);
-            truncated = true;
+    /// Queues one line, or drops and counts it when the queue is full.
+    fn enqueue(&self, labels: &Arc<LogLabels>, line: LogLine) {
+        self.stats.lines_received.fetch_add(1, Ordering::Relaxed);
+        let pending = Pending {
+            labels: labels.clone(),
+            line,
+        };
+        if self.queue.try_send(pending).is_err() {
+            self.stats
+                .lines_dropped_queue
+                .fetch_add(1, Ordering::Relaxed);
         }
-        if truncated {
-            self.stats.lines_truncated.fetch_add(1, Ordering::Relaxed);
-        }
-        let retention_days = self
-            .config
-            .retention_days_by_organization
-            .get(&labels.organization_id)
-            .copied()
-            .unwrap_or(self.config.default_retention_days);
-        LogRow {
-            date: u16::try_from(line.timestamp_nanos.max(0) / 86_400_000_000_000)
-                .unwrap_or(u16::MAX),
-            ts_ns: line.timestamp_nanos,
-            line_id: self.ids.next(&labels.container_id),
-            organization_id: labels.organization_id.clone(),
-            project_id: labels.project_id.clone(),
-            environment_id: labels.environment_id.clone(),
-            service_id: labels.service_id.clone(),
-            deployment_id: labels.deployment_id.clone(),
-            container_id: labels.container_id.clone(),
-            node_id: self.config.node_id.clone(),
-            stream: match line.stream {
-                Stream::Stdout => STREAM_STDOUT,
-                Stream::Stderr => STREAM_STDERR,
-            },
-            truncated: u8::from(truncated),
-            line: text,
-            retention_days,
-        }
+    }
+}
+
+/// A queued line as the row it is stored as: cut at the size limit, given its id and retention.
+fn row(config: &ShipperConfig, ids: &LineIds, stats: &ShipperStats, pending: Pending) -> LogRow {
+    let Pending { labels, line } = pending;
+    let mut text = line.line;
+    let mut truncated = line.truncated;
+    if text.len() > config.max_line_bytes {
+        text.truncate(config.max_line_bytes);
+        truncated = true;
+    }
+    if truncated {
+        stats.lines_truncated.fetch_add(1, Ordering::Relaxed);
+    }
+    let retention_days = config
+        .retention_days_by_organization
+        .get(&labels.organization_id)
+        .copied()
+        .unwrap_or(config.default_retention_days);
+    LogRow {
+        date: u16::try_from(line.timestamp_nanos.max(0) / 86_400_000_000_000).unwrap_or(u16::MAX),
+        ts_ns: line.timestamp_nanos,
+        line_id: ids.next(&labels.container_id),
+        organization_id: labels.organization_id.clone(),
+        project_id: labels.project_id.clone(),
+        environment_id: labels.environment_id.clone(),
+        service_id: labels.service_id.clone(),
+        deployment_id: labels.deployment_id.clone(),
+        container_id: labels.container_id.clone(),
+        node_id: config.node_id.clone(),
+        stream: match line.stream {
+            Stream::Stdout => STREAM_STDOUT,
+            Stream::Stderr => STREAM_STDERR,
+        },
+        truncated: u8::from(truncated),
+        line: text,
+        retention_days,
     }
 }
 
 impl LogSink for ClickHouseShipper {
     fn ship(&self, labels: &LogLabels, line: &LogLine) {
-        self.stats.lines_received.fetch_add(1, Ordering::Relaxed);
-        if self.queue.try_send(self.row(labels, line)).is_err() {
-            self.stats
-                .lines_dropped_queue
-                .fetch_add(1, Ordering::Relaxed);
+        self.enqueue(&Arc::new(labels.clone()), line.clone());
+    }
+
+    /// One copy of the labels per chunk, not per line: the reader stays fast.
+    fn ship_lines(&self, labels: &LogLabels, lines: &[LogLine]) {
+        let labels = Arc::new(labels.clone());
+        for line in lines {
+            self.enqueue(&labels, line.clone());
         }
     }
 
@@ -249,27 +274,27 @@ impl Sender {
         }
     }
 
-    async fn run(mut self, mut rows: mpsc::Receiver<LogRow>) {
-        let mut batch = Vec::with_capacity(self.config.batch_max_lines);
+    /// Delivers batches one at a time, in order, while [`collect`] gathers the next one (so
+    /// batching overlaps ClickHouse's work on the previous insert).
+    async fn run(mut self, queue: mpsc::Receiver<Pending>, ids: Arc<LineIds>) {
+        let (batches_tx, mut batches) = mpsc::channel(1);
+        tokio::spawn(collect(
+            queue,
+            batches_tx,
+            self.config.clone(),
+            ids,
+            self.stats.clone(),
+        ));
         loop {
-            // Wait for a first line; wake up anyway to drain the spool.
-            let first = tokio::time::timeout(self.config.retry_interval, rows.recv()).await;
-            match first {
-                Ok(Some(row)) => batch.push(row),
+            // Wake up without a batch too, to drain the spool.
+            match tokio::time::timeout(self.config.retry_interval, batches.recv()).await {
+                Ok(Some(batch)) => self.deliver(batch).await,
                 Ok(None) => {
-                    self.deliver(std::mem::take(&mut batch)).await;
+                    self.deliver(Vec::new()).await;
                     return;
                 }
-                Err(_) => {}
+                Err(_) => self.deliver(Vec::new()).await,
             }
-            let deadline = tokio::time::Instant::now() + self.config.batch_max_delay;
-            while !batch.is_empty() && batch.len() < self.config.batch_max_lines {
-                match tokio::time::timeout_at(deadline, rows.recv()).await {
-                    Ok(Some(row)) => batch.push(row),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            self.deliver(std::mem::take(&mut batch)).await;
         }
     }
 
@@ -341,6 +366,45 @@ impl Sender {
         }
         insert.end().await?;
         Ok(())
+    }
+}
+
+/// Cuts the queue into batches of rows: `batch_max_lines`, or what came within
+/// `batch_max_delay` of a batch's first line; ends (after handing over the last batch) when
+/// the queue closes.
+async fn collect(
+    mut queue: mpsc::Receiver<Pending>,
+    batches: mpsc::Sender<Vec<LogRow>>,
+    config: Arc<ShipperConfig>,
+    ids: Arc<LineIds>,
+    stats: Arc<ShipperStats>,
+) {
+    let max = config.batch_max_lines;
+    let mut received = Vec::with_capacity(max.min(4096));
+    loop {
+        let mut batch = Vec::with_capacity(max);
+        let mut deadline = None;
+        while batch.len() < max {
+            let want = (max - batch.len()).min(4096);
+            let got = match deadline {
+                None => queue.recv_many(&mut received, want).await,
+                Some(at) => tokio::time::timeout_at(at, queue.recv_many(&mut received, want))
+                    .await
+                    .unwrap_or(0),
+            };
+            batch.extend(received.drain(..).map(|p| row(&config, &ids, &stats, p)));
+            if got == 0 {
+                break;
+            }
+            deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.batch_max_delay);
+        }
+        let closed = batch.len() < max && queue.is_closed() && queue.is_empty();
+        if !batch.is_empty() && batches.send(batch).await.is_err() {
+            return;
+        }
+        if closed {
+            return;
+        }
     }
 }
 
