@@ -255,6 +255,16 @@ async fn every_routed_request_becomes_one_row_with_its_fields() -> anyhow::Resul
         metric(&text, "stackpad_proxy_access_log_rows_dropped_total"),
         0
     );
+    let ours: String = text
+        .lines()
+        .filter(|l| l.contains("stackpad_proxy_access_log_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(ours.lines().count(), 4 * 3, "{text}");
+    assert_eq!(
+        stackpad_tests::prometheus::convention_problems(&ours),
+        Vec::<String>::new()
+    );
     Ok(())
 }
 

@@ -68,6 +68,11 @@ pub struct NodeConfig {
     pub clickhouse_url: String,
     /// ClickHouse database of the logs.
     pub clickhouse_database: String,
+    /// Days container logs are kept, stamped on every row (the control plane's retention job
+    /// drops partitions past it)...
+    pub log_retention_days: u16,
+    /// ...or, for these organization ids, their plan's retention.
+    pub log_retention_days_by_organization: std::collections::BTreeMap<String, u16>,
 }
 
 impl Default for NodeConfig {
@@ -100,6 +105,8 @@ impl Default for NodeConfig {
             bpf_pin_dir: "/sys/fs/bpf/stackpad".into(),
             clickhouse_url: String::new(),
             clickhouse_database: "stackpad_logs".into(),
+            log_retention_days: 14,
+            log_retention_days_by_organization: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -121,6 +128,22 @@ impl NodeConfig {
 
     /// Refuses values the agent cannot run with, naming the key.
     pub fn validate(&self) -> Result<()> {
+        if self.log_retention_days == 0 {
+            return Err(RuntimeError::invalid(
+                "log_retention_days",
+                "must be at least 1",
+            ));
+        }
+        if let Some((org, _)) = self
+            .log_retention_days_by_organization
+            .iter()
+            .find(|(_, days)| **days == 0)
+        {
+            return Err(RuntimeError::invalid(
+                "log_retention_days_by_organization",
+                format!("{org}: must be at least 1"),
+            ));
+        }
         if !matches!(self.isolation.as_str(), "ebpf" | "disabled") {
             return Err(RuntimeError::invalid(
                 "isolation",
@@ -228,5 +251,22 @@ mod tests {
         let c: NodeConfig = toml::from_str("namespace = \"t1\"\nallow_egress = true").unwrap();
         assert_eq!(c.namespace, "t1");
         assert!(c.allow_egress);
+    }
+
+    #[test]
+    fn log_retention_by_plan_is_read_and_checked() {
+        let c: NodeConfig = toml::from_str(
+            "log_retention_days = 7\n[log_retention_days_by_organization]\n\"org-pro\" = 90\n",
+        )
+        .unwrap();
+        assert_eq!(c.log_retention_days, 7);
+        assert_eq!(c.log_retention_days_by_organization["org-pro"], 90);
+        c.validate().unwrap();
+        let c = NodeConfig {
+            log_retention_days: 0,
+            ..NodeConfig::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("log_retention_days"), "{err}");
     }
 }

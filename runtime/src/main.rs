@@ -61,6 +61,12 @@ fn main() -> ExitCode {
             database: config.clickhouse_database.clone(),
             node_id: config.node_id.clone(),
             spool_dir: config.state_dir.join("log-spool"),
+            default_retention_days: config.log_retention_days,
+            retention_days_by_organization: config
+                .log_retention_days_by_organization
+                .iter()
+                .map(|(org, days)| (org.clone(), *days))
+                .collect(),
             ..ShipperConfig::default()
         };
         if let Err(e) = shipper.validate() {
