@@ -127,8 +127,18 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE stackpad_buildd_cache_hit_ratio gauge");
         let _ = writeln!(out, "stackpad_buildd_cache_hit_ratio {ratio}");
-        let _ = writeln!(out, "stackpad_buildd_cached_steps_total {cached}");
-        let _ = writeln!(out, "stackpad_buildd_steps_total {total}");
+        let _ = writeln!(
+            out,
+            "# HELP stackpad_buildd_cached_steps_total Build steps served from cache, over successful builds.\n\
+             # TYPE stackpad_buildd_cached_steps_total counter\n\
+             stackpad_buildd_cached_steps_total {cached}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP stackpad_buildd_steps_total Build steps completed, over successful builds.\n\
+             # TYPE stackpad_buildd_steps_total counter\n\
+             stackpad_buildd_steps_total {total}"
+        );
         out
     }
 }
@@ -170,5 +180,6 @@ mod tests {
             text.contains("stackpad_buildd_cache_hit_ratio 0.75"),
             "{text}"
         );
+        stackpad_tests::prometheus::assert_conventions(&text);
     }
 }

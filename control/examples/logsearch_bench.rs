@@ -115,7 +115,8 @@ async fn main() -> anyhow::Result<()> {
             times.push(started.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(f64::total_cmp);
-        let pick = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+        let pick =
+            |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
         println!(
             "search {label:<12} {term:?}: {found} lines, p50 {:.1} ms, p99 {:.1} ms over {runs} runs",
             pick(0.5),

@@ -206,5 +206,26 @@ mod tests {
         assert!(text.contains("stackpad_node_pull_duration_seconds_bucket{le=\"0.05\"} 1"));
         assert!(text.contains("stackpad_node_deploy_duration_seconds_count 1"));
         assert!(text.contains("stackpad_node_container_memory_bytes{container_id=\"sp-1\",project_id=\"p\",service=\"web\"} 1024"));
+        stackpad_tests::prometheus::assert_conventions(&text);
+    }
+
+    /// The node's whole `/metrics`: these series, the eBPF traffic counters and the log
+    /// shipper's, follow Prometheus' naming conventions.
+    #[tokio::test]
+    async fn the_exposition_follows_prometheus_conventions() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipper = crate::logship::ClickHouseShipper::start(crate::logship::ShipperConfig {
+            clickhouse_url: "http://127.0.0.1:9".into(),
+            spool_dir: dir.path().to_owned(),
+            ..crate::logship::ShipperConfig::default()
+        })
+        .unwrap();
+        let mut text = Metrics::default().render(&[("healthy", 1)], &[]);
+        crate::logs::LogSink::render_metrics(&shipper, &mut text);
+        text.push_str(&ebpf::render_prometheus(&[(
+            vec![("container", "sp-1".to_owned())],
+            ebpf::Counters::default(),
+        )]));
+        stackpad_tests::prometheus::assert_conventions(&text);
     }
 }
