@@ -255,4 +255,23 @@ mod tests {
         ));
         assert!(text.contains("stackpad_proxy_upstream_healthy{service=\"web\",upstream=\"127.0.0.1:1\",state=\"active\"} 1"));
     }
+
+    /// Everything the admin listener's `/metrics` serves (this text, the access log writer's
+    /// and the certificates') follows Prometheus' naming conventions.
+    #[test]
+    fn the_exposition_follows_prometheus_conventions() {
+        let m = Metrics::default();
+        m.service("web").record(200, Duration::from_millis(2));
+        let mut text = m.render(&[UpstreamHealth {
+            service_id: "web".into(),
+            address: "127.0.0.1:1".into(),
+            healthy: false,
+            draining: true,
+        }]);
+        text.push_str(&crate::acme::metrics::AcmeMetrics::default().render(
+            &crate::acme::policy::IssuancePolicy::default(),
+            std::time::SystemTime::now(),
+        ));
+        stackpad_tests::prometheus::assert_conventions(&text);
+    }
 }
