@@ -72,6 +72,8 @@ pub struct Config {
     pub ingress_ips: Vec<std::net::IpAddr>,
     /// How often every custom domain is re-checked.
     pub domain_check_interval_ms: u64,
+    /// Prometheus `/metrics` listener; none = not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -100,6 +102,7 @@ impl Default for Config {
             dns_resolver: String::new(),
             ingress_ips: vec![],
             domain_check_interval_ms: 300_000,
+            metrics_listen: None,
         }
     }
 }

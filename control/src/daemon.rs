@@ -139,7 +139,30 @@ pub async fn start(
             shutdown_rx.clone(),
         ));
     }
-    let app = api::router(state);
+    let http_metrics = Arc::new(crate::metrics::HttpMetrics::default());
+    let app = api::router(state).layer(axum::middleware::from_fn_with_state(
+        http_metrics.clone(),
+        crate::metrics::track,
+    ));
+    if let Some(at) = config.metrics_listen {
+        let metrics_listener =
+            TcpListener::bind(at)
+                .await
+                .map_err(|source| DaemonError::Listen {
+                    address: at.to_string(),
+                    source,
+                })?;
+        let metrics = crate::metrics::router(store.clone(), http_metrics);
+        let mut rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(metrics_listener, metrics).with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
+    }
     let mut rx = shutdown_rx.clone();
     tasks.spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod domains;
 pub mod logretention;
 pub mod logsearch;
+pub mod metrics;
 pub mod pipeline;
 pub mod schedule;
 pub mod store;
