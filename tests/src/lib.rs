@@ -10,6 +10,9 @@ use std::fmt::Display;
 
 pub mod prometheus;
 
+#[cfg(feature = "acme")]
+pub mod acme;
+
 /// How a newcomer brings every platform service up.
 pub const START_SERVICES: &str = "scripts/services up";
 

@@ -107,8 +107,14 @@ impl Harness {
     }
 
     pub async fn start_on(db: TestDb, clients: Clients) -> anyhow::Result<Self> {
+        let config = config(&db);
+        Self::start_with(db, &config, clients).await
+    }
+
+    /// With a config of the test's own (made from [`config`]).
+    pub async fn start_with(db: TestDb, config: &Config, clients: Clients) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let running = daemon::start(&config(&db), listener, clients).await?;
+        let running = daemon::start(config, listener, clients).await?;
         let url = format!("http://{}", running.address);
         Ok(Self {
             db,
