@@ -34,10 +34,7 @@ async fn expositions() -> Vec<(&'static str, String)> {
         }],
     );
     node.push_str(&ebpf::render_prometheus(&[(
-        vec![
-            ("project", "p".to_owned()),
-            ("service", "web".to_owned()),
-        ],
+        vec![("project", "p".to_owned()), ("service", "web".to_owned())],
         ebpf::Counters::default(),
     )]));
     runtime::logs::LogSink::render_metrics(&shipper, &mut node);
