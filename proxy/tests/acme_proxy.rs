@@ -7,172 +7,47 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
-use common::pebble::{self, Database, HTTP01_PORT, STORE_KEY};
-use common::{Backend, TOKEN, authed, free_port};
+use anyhow::ensure;
+use common::pebble::{self, AcmeProxy, Database, HTTP01_PORT};
+use common::{Backend, authed, free_port};
 use proto::proxy::v1 as pb;
 use proto::proxy::v1::proxy_admin_client::ProxyAdminClient;
 use sqlx::Connection;
 
-/// `stackpad-proxy serve` with an `acme` section, killed on drop.
-struct AcmeProxy {
-    dir: std::path::PathBuf,
-    /// The plain listener's port: Pebble's http-01 port unless the test says otherwise.
+/// `stackpad-proxy serve` (this crate's binary) with an `acme` section, on Pebble's port.
+async fn start(db: &Database, directory_url: &str) -> anyhow::Result<AcmeProxy> {
+    AcmeProxy::start(BINARY.as_ref(), db, directory_url).await
+}
+
+async fn start_as(
+    db: &Database,
+    directory_url: &str,
     http: u16,
-    https: SocketAddr,
-    admin: SocketAddr,
-    /// This instance's name in order leases and how long its leases last.
-    instance: String,
+    instance: &str,
     lease_ttl_secs: u64,
-    child: Option<Child>,
+) -> anyhow::Result<AcmeProxy> {
+    AcmeProxy::start_as(
+        BINARY.as_ref(),
+        db,
+        directory_url,
+        http,
+        instance,
+        lease_ttl_secs,
+    )
+    .await
 }
 
-impl AcmeProxy {
-    async fn start(db: &Database, directory_url: &str) -> anyhow::Result<Self> {
-        Self::start_as(db, directory_url, HTTP01_PORT, "", 30).await
-    }
+const BINARY: &str = env!("CARGO_BIN_EXE_stackpad-proxy");
 
-    async fn start_as(
-        db: &Database,
-        directory_url: &str,
-        http: u16,
-        instance: &str,
-        lease_ttl_secs: u64,
-    ) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(stackpad_tests::unique_name("acme-proxy"));
-        std::fs::create_dir_all(&dir)?;
-        let mut proxy = Self {
-            http,
-            https: format!("127.0.0.1:{}", free_port()).parse()?,
-            admin: format!("127.0.0.1:{}", free_port()).parse()?,
-            instance: instance.to_owned(),
-            lease_ttl_secs,
-            child: None,
-            dir,
-        };
-        proxy.spawn(db, directory_url).await?;
-        Ok(proxy)
-    }
-
-    async fn spawn(&mut self, db: &Database, directory_url: &str) -> anyhow::Result<()> {
-        let d = |f: &str| self.dir.join(f).display().to_string();
-        std::fs::write(self.dir.join("token"), TOKEN)?;
-        let key = rcgen::KeyPair::generate()?;
-        let default =
-            rcgen::CertificateParams::new(vec!["default.invalid".into()])?.self_signed(&key)?;
-        std::fs::write(self.dir.join("default.pem"), default.pem())?;
-        std::fs::write(self.dir.join("default.key"), key.serialize_pem())?;
-        let config = serde_json::json!({
-            "http_listen": format!("127.0.0.1:{}", self.http),
-            "tls_listen": self.https.to_string(),
-            "tls_cert_file": d("default.pem"),
-            "tls_key_file": d("default.key"),
-            "admin_listen": self.admin.to_string(),
-            "admin_token_file": d("token"),
-            "state_file": d("state.json"),
-            "pid_file": d("pid"),
-            "upgrade_sock": d("upgrade.sock"),
-            "threads": 2,
-            "acme": {
-                "database_url": db.url,
-                "store_key": STORE_KEY,
-                "directory_url": directory_url,
-                "ca_roots_file": pebble::listener_ca(),
-                "interval_secs": 1,
-                "instance": self.instance,
-                "lease_ttl_secs": self.lease_ttl_secs,
-            }
-        });
-        std::fs::write(
-            self.dir.join("proxy.json"),
-            serde_json::to_vec_pretty(&config)?,
-        )?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("proxy.log"))?;
-        // The previous holder of Pebble's port may still be closing it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_stackpad-proxy"))
-                .args(["serve", "--config", &d("proxy.json")])
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log.try_clone()?)
-                .spawn()
-                .context("spawning stackpad-proxy")?;
-            let ready = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < ready {
-                if child.try_wait()?.is_some() {
-                    break;
-                }
-                let http = tokio::net::TcpStream::connect(("127.0.0.1", self.http))
-                    .await
-                    .is_ok();
-                let admin = tokio::net::TcpStream::connect(self.admin).await.is_ok();
-                if http && admin {
-                    self.child = Some(child);
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            if Instant::now() > deadline {
-                bail!("stackpad-proxy did not start; log:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn admin(&self) -> anyhow::Result<ProxyAdminClient<tonic::transport::Channel>> {
-        Ok(ProxyAdminClient::connect(format!("http://{}", self.admin)).await?)
-    }
-}
-
-impl Drop for AcmeProxy {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Polls until HTTPS for `name` verifies against Pebble's root and answers.
-async fn wait_for_https(proxy: &AcmeProxy, name: &str, within: Duration) -> anyhow::Result<String> {
-    let connector = pebble::pebble_client().await?;
-    let deadline = Instant::now() + within;
-    loop {
-        match pebble::https_get(&connector, proxy.https, name).await {
-            Ok(response) => return Ok(response),
-            Err(error) if Instant::now() > deadline => {
-                bail!(
-                    "no verified HTTPS for {name} after {within:?}: {error:#}\nproxy log:\n{}",
-                    proxy.log()
-                )
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+async fn admin(proxy: &AcmeProxy) -> anyhow::Result<ProxyAdminClient<tonic::transport::Channel>> {
+    Ok(ProxyAdminClient::connect(format!("http://{}", proxy.admin)).await?)
 }
 
 /// Routes `domain` on `proxy` to `backend`.
 async fn route_to(proxy: &AcmeProxy, domain: &str, backend: &Backend) -> anyhow::Result<()> {
-    let mut admin = proxy.admin().await?;
+    let mut admin = admin(proxy).await?;
     let route = pb::Route {
         route_id: "web".into(),
         hosts: vec![domain.to_owned()],
@@ -204,8 +79,7 @@ async fn allow(proxy: &AcmeProxy, domain: &str) -> anyhow::Result<()> {
         domain: domain.to_owned(),
         service_id: "svc-web".into(),
     };
-    proxy
-        .admin()
+    admin(proxy)
         .await?
         .put_allowed_domain(authed(pb::PutAllowedDomainRequest {
             domain: Some(allowed),
@@ -228,14 +102,16 @@ async fn orders(db: &Database) -> anyhow::Result<Vec<String>> {
 async fn allowed_domains_get_certificates_and_nothing_else_is_ordered() -> anyhow::Result<()> {
     let _port = pebble::lock_http01_port().await?;
     let db = Database::create().await?;
-    let mut proxy = AcmeProxy::start(&db, &pebble::pebble().directory_url).await?;
+    let mut proxy = start(&db, &pebble::pebble().directory_url).await?;
     let backend = Backend::start("app-v1").await;
     let domain = format!("{}.apps.stackpad.test", stackpad_tests::unique_name("web"));
 
     route_to(&proxy, &domain, &backend).await?;
     allow(&proxy, &domain).await?;
 
-    let response = wait_for_https(&proxy, &domain, Duration::from_secs(60)).await?;
+    let response = proxy
+        .wait_for_https(&domain, Duration::from_secs(60))
+        .await?;
     ensure!(
         response.starts_with("HTTP/1.1 200") && response.contains("app-v1"),
         "{response}"
@@ -284,7 +160,9 @@ async fn allowed_domains_get_certificates_and_nothing_else_is_ordered() -> anyho
     // Restart with the CA unreachable: the stored certificate serves anyway.
     proxy.kill();
     proxy.spawn(&db, "https://127.0.0.1:9/dir").await?;
-    let response = wait_for_https(&proxy, &domain, Duration::from_secs(20)).await?;
+    let response = proxy
+        .wait_for_https(&domain, Duration::from_secs(20))
+        .await?;
     ensure!(response.contains("app-v1"), "{response}");
     Ok(())
 }
@@ -293,8 +171,8 @@ async fn allowed_domains_get_certificates_and_nothing_else_is_ordered() -> anyho
 async fn certificate_admin_calls_refuse_bad_input_by_name() -> anyhow::Result<()> {
     let _port = pebble::lock_http01_port().await?;
     let db = Database::create().await?;
-    let proxy = AcmeProxy::start(&db, "").await?;
-    let mut admin = proxy.admin().await?;
+    let proxy = start(&db, "").await?;
+    let mut admin = admin(&proxy).await?;
     // The store connects in the background: allow it a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -354,7 +232,7 @@ async fn the_other_instance_finishes_a_domain_whose_lease_holder_was_killed() ->
             held.push(socket);
         }
     });
-    let mut a = AcmeProxy::start_as(&db, &directory, free_port(), "proxy-a", 4).await?;
+    let mut a = start_as(&db, &directory, free_port(), "proxy-a", 4).await?;
     allow(&a, &domain).await?;
 
     let mut conn = sqlx::PgConnection::connect(&db.url).await?;
@@ -390,10 +268,10 @@ async fn the_other_instance_finishes_a_domain_whose_lease_holder_was_killed() ->
 
     // Instance B on Pebble's port: once A's lease expires it orders the domain and serves it.
     let killed_at = Instant::now();
-    let b = AcmeProxy::start_as(&db, &directory, HTTP01_PORT, "proxy-b", 4).await?;
+    let b = start_as(&db, &directory, HTTP01_PORT, "proxy-b", 4).await?;
     let backend = Backend::start("app-after-crash").await;
     route_to(&b, &domain, &backend).await?;
-    let response = wait_for_https(&b, &domain, Duration::from_secs(90)).await?;
+    let response = b.wait_for_https(&domain, Duration::from_secs(90)).await?;
     ensure!(response.contains("app-after-crash"), "{response}");
     let took = killed_at.elapsed();
 

@@ -17,7 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use backend::Backend;
 
-pub const TOKEN: &str = "test-token-0123456789abcdef";
+/// The admin token of every proxy these tests start (the ACME ones too).
+pub const TOKEN: &str = stackpad_tests::acme::ADMIN_TOKEN;
 
 /// A free loopback port (bound and released; the proxy binds it right after).
 pub fn free_port() -> u16 {
