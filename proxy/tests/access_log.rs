@@ -147,6 +147,19 @@ async fn metrics(proxy: &ProxyProcess) -> anyhow::Result<String> {
     raw(proxy.admin, req.as_bytes(), Duration::from_secs(3)).await
 }
 
+/// The metrics once `name` reads `want` (or after 5 s): the last insert's answer may still be
+/// on its way to the writer when its rows already show in ClickHouse.
+async fn metrics_once(proxy: &ProxyProcess, name: &str, want: u64) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = metrics(proxy).await?;
+        if metric(&text, name) == want || Instant::now() > deadline {
+            return Ok(text);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -246,7 +259,12 @@ async fn every_routed_request_becomes_one_row_with_its_fields() -> anyhow::Resul
         "query strings are not stored by default"
     );
 
-    let text = metrics(&proxy).await?;
+    let text = metrics_once(
+        &proxy,
+        "stackpad_proxy_access_log_rows_sent_total",
+        (N + 2) as u64,
+    )
+    .await?;
     assert_eq!(
         metric(&text, "stackpad_proxy_access_log_rows_sent_total"),
         (N + 2) as u64
@@ -355,7 +373,7 @@ async fn requests_are_served_promptly_while_clickhouse_is_unreachable() -> anyho
         .await?;
     relay.abort();
     assert_eq!(rows.len() as u64, pending, "proxy log:\n{}", proxy.log());
-    let text = metrics(&proxy).await?;
+    let text = metrics_once(&proxy, "stackpad_proxy_access_log_rows_sent_total", pending).await?;
     assert_eq!(
         metric(&text, "stackpad_proxy_access_log_rows_sent_total"),
         pending
