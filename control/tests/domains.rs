@@ -21,7 +21,7 @@ use control::pipeline::driver::Clients;
 use proto::proxy::v1 as pb;
 use proto::proxy::v1::proxy_admin_client::ProxyAdminClient;
 use serde_json::{Value, json};
-use stackpad_tests::acme::{self, AcmeProxy, ChallTestSrv, Database};
+use stackpad_tests::acme::{self, AcmeProxy, ChallTestSrv, CnameGuard, Database};
 use stackpad_tests::unique_name;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -73,25 +73,6 @@ async fn backend(body: &'static str) -> anyhow::Result<SocketAddr> {
         }
     });
     Ok(addr)
-}
-
-/// Clears the test's CNAME from challtestsrv however the test ends.
-struct CnameGuard {
-    host: String,
-}
-
-impl Drop for CnameGuard {
-    fn drop(&mut self) {
-        let host = self.host.clone();
-        // A client of its own: the test's is bound to the runtime this drop is blocking.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(ChallTestSrv::default().clear_cname(&host))
-        })
-        .join();
-    }
 }
 
 async fn allowed_domains(proxy: &AcmeProxy) -> anyhow::Result<Vec<String>> {

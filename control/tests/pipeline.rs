@@ -76,7 +76,7 @@ async fn image_deploy_switches_traffic_and_replaces_the_old_version() -> anyhow:
     assert!(
         calls
             .iter()
-            .any(|c| matches!(c, Call::Route { hosts } if hosts[0].starts_with("web-")))
+            .any(|c| matches!(c, Call::Route { hosts, .. } if hosts[0].starts_with("web-")))
     );
     h.stop().await;
     Ok(())

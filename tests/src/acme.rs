@@ -204,6 +204,26 @@ impl ChallTestSrv {
     }
 }
 
+/// Clears `host`'s CNAME from challtestsrv when dropped, however the test ends.
+#[derive(Debug)]
+pub struct CnameGuard {
+    pub host: String,
+}
+
+impl Drop for CnameGuard {
+    fn drop(&mut self) {
+        let host = self.host.clone();
+        // A client of its own: the test's is bound to the runtime this drop may be blocking.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(ChallTestSrv::default().clear_cname(&host))
+        })
+        .join();
+    }
+}
+
 /// A free loopback port (bound and released; the daemon binds it right after).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

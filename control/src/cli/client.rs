@@ -64,4 +64,9 @@ impl ApiClient {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
     }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, CliError> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
 }

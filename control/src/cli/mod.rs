@@ -2,6 +2,7 @@
 //! parses arguments and calls [`run`].
 
 mod client;
+mod domains;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ pub enum Command {
     Projects(Projects),
     #[command(subcommand)]
     Services(Services),
+    /// A web service's custom domains.
+    #[command(subcommand)]
+    Domains(domains::Domains),
     /// Queue a deployment and follow its steps until it ends.
     Deploy {
         #[arg(long)]
@@ -198,6 +202,7 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
     let api = ApiClient::new(&login.url, &login.token);
     match cli.command {
         Command::Login { .. } => unreachable!("handled above"),
+        Command::Domains(cmd) => return domains::run(&api, cmd, w).await,
         Command::Projects(Projects::List) => {
             let page: Value = api.get("/projects?limit=200").await?;
             for p in page["items"].as_array().into_iter().flatten() {

@@ -29,6 +29,7 @@ pub enum Call {
     },
     Route {
         hosts: Vec<String>,
+        certificate_hosts: Vec<String>,
     },
     Switch {
         service: String,
@@ -179,6 +180,7 @@ impl ProxyClient for FakeProxy {
     async fn upsert_route(&self, r: &RouteSpec) -> Result<(), ClientError> {
         self.log.lock().unwrap().push(Call::Route {
             hosts: r.hosts.clone(),
+            certificate_hosts: r.certificate_hosts.clone(),
         });
         Ok(())
     }
