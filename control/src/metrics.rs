@@ -1,6 +1,7 @@
 //! The control plane's Prometheus metrics: REST requests by status class and their latency
-//! (counted by a middleware around the API router), and deployments and nodes by state, read
-//! from PostgreSQL at scrape time (so every control plane instance reports the same totals).
+//! (counted by a middleware around the API router), and deployments, nodes and custom domains by
+//! state, read from PostgreSQL at scrape time (so every control plane instance reports the same
+//! totals).
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -82,6 +83,8 @@ pub async fn track(
 pub struct StoreCounts {
     pub deployments: Vec<(String, i64)>,
     pub nodes: Vec<(String, String, i64)>,
+    /// Custom domains by verification status (pending, verified, failed).
+    pub domains: Vec<(String, i64)>,
 }
 
 /// Counts of the rows the dashboard shows; `None` when the database does not answer.
@@ -98,7 +101,17 @@ pub async fn store_counts(store: &Store) -> Option<StoreCounts> {
     .fetch_all(&store.pool)
     .await
     .ok()?;
-    Some(StoreCounts { deployments, nodes })
+    let domains = sqlx::query_as::<_, (String, i64)>(
+        "SELECT status, count(*) FROM custom_domains GROUP BY status ORDER BY status",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .ok()?;
+    Some(StoreCounts {
+        deployments,
+        nodes,
+        domains,
+    })
 }
 
 /// The exposition text.
@@ -134,6 +147,14 @@ pub fn render(http: &HttpMetrics, counts: Option<&StoreCounts>) -> String {
             escape(role),
             escape(status)
         );
+    }
+    let name = "stackpad_control_custom_domains";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Custom domains by DNS verification status (pending, verified, failed).\n# TYPE {name} gauge"
+    );
+    for (status, n) in &counts.domains {
+        let _ = writeln!(out, "{name}{{status=\"{}\"}} {n}", escape(status));
     }
     out
 }
@@ -176,6 +197,7 @@ mod tests {
         let counts = StoreCounts {
             deployments: vec![("ready".into(), 3), ("failed".into(), 1)],
             nodes: vec![("compute".into(), "up".into(), 2)],
+            domains: vec![("verified".into(), 2), ("failed".into(), 1)],
         };
         let text = render(&http, Some(&counts));
         assert!(text.contains("stackpad_control_http_requests_total{class=\"2xx\"} 1\n"));
@@ -187,6 +209,7 @@ mod tests {
         assert!(text.contains("stackpad_control_deployments{state=\"ready\"} 3\n"));
         assert!(text.contains("stackpad_control_nodes{role=\"compute\",status=\"up\"} 2\n"));
         assert!(text.contains("stackpad_control_store_up 1\n"));
+        assert!(text.contains("stackpad_control_custom_domains{status=\"failed\"} 1\n"));
         stackpad_tests::prometheus::assert_conventions(&text);
         stackpad_tests::prometheus::assert_conventions(&render(&http, None));
     }

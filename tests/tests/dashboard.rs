@@ -61,6 +61,7 @@ async fn expositions() -> Vec<(&'static str, String)> {
         Some(&control::metrics::StoreCounts {
             deployments: vec![("ready".into(), 1)],
             nodes: vec![("compute".into(), "up".into(), 1)],
+            domains: vec![("verified".into(), 1)],
         }),
     );
 
