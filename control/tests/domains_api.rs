@@ -1,16 +1,23 @@
 //! The custom domain API and CLI against a real control plane (real PostgreSQL, resolving
 //! through pebble-challtestsrv's DNS) with recording fakes of the daemons: names are validated
 //! and owned by one service; a verified domain joins the service's route and certificate hosts
-//! (also on the next deploy) and leaves both when removed.
+//! (also on the next deploy) and leaves both when removed; DNS without an answer changes no
+//! status, and a route change the proxy did not take is applied at the next check.
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
 use common::fakes::{Call, Fakes};
 use common::{Harness, TestDb, fake_clients};
 use control::cli::{Cli, run};
+use control::clients::{ClientError, ProxyClient, RouteSpec, SwitchOutcome, SwitchSpec};
+use control::domains::Answer;
+use control::domains::resolver::{DnsLookup, LookupError};
+use control::domains::verifier::{DomainSettings, Verifier};
 use serde_json::{Value, json};
 use stackpad_tests::acme::{ChallTestSrv, CnameGuard};
 use stackpad_tests::unique_name;
@@ -265,6 +272,173 @@ async fn a_verified_domain_joins_the_route_and_leaves_it_when_removed_through_th
         &Call::Disallow {
             domain: domain.clone()
         }
+    );
+    h.stop().await;
+    Ok(())
+}
+
+/// DNS answers scripted by the test.
+#[derive(Debug, Default)]
+struct ScriptedDns {
+    next: std::sync::Mutex<Option<Result<Answer, LookupError>>>,
+}
+
+#[async_trait::async_trait]
+impl DnsLookup for ScriptedDns {
+    async fn lookup(&self, _: &str) -> Result<Answer, LookupError> {
+        self.next
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("an answer scripted")
+    }
+}
+
+/// A proxy that fails every call while `down` is set.
+#[derive(Clone, Default)]
+struct FlakyProxy {
+    inner: common::fakes::FakeProxy,
+    down: Arc<AtomicBool>,
+}
+
+impl FlakyProxy {
+    fn check(&self) -> Result<(), ClientError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ClientError {
+                daemon: "proxy",
+                address: "test".into(),
+                message: "connection refused".into(),
+                retryable: true,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ProxyClient for FlakyProxy {
+    async fn upsert_route(&self, r: &RouteSpec) -> Result<(), ClientError> {
+        self.check()?;
+        self.inner.upsert_route(r).await
+    }
+    async fn switch(&self, s: &SwitchSpec) -> Result<SwitchOutcome, ClientError> {
+        self.check()?;
+        self.inner.switch(s).await
+    }
+    async fn remove_allowed_domain(&self, d: &str) -> Result<(), ClientError> {
+        self.check()?;
+        self.inner.remove_allowed_domain(d).await
+    }
+}
+
+#[tokio::test]
+async fn dns_without_an_answer_keeps_the_status_and_a_proxy_failure_is_retried_next_check()
+-> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let h = start(&fakes).await?;
+    h.register_node("n1", "compute", "http://127.0.0.1:9").await;
+    let (_, token) = h.org("org-verifier").await;
+    let (_, service) = h
+        .service(&token, json!({ "name": "web", "image": "i:1" }))
+        .await;
+    let d = h.deploy(&token, &service, json!({})).await;
+    let done = h.wait_terminal(&token, &d, Duration::from_secs(20)).await;
+    assert_eq!(done["state"], "ready", "{done}");
+    let domain = format!("{}.example.net", unique_name("api"));
+    let (status, added) = h
+        .call(
+            "POST",
+            &format!("/services/{service}/domains"),
+            &token,
+            Some(json!({ "domain": domain })),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let target = added["target"].as_str().unwrap().to_owned();
+
+    let dns = Arc::new(ScriptedDns::default());
+    let log = common::fakes::Log::default();
+    let proxy = FlakyProxy {
+        inner: common::fakes::FakeProxy { log: log.clone() },
+        ..FlakyProxy::default()
+    };
+    let verifier = Verifier::new(
+        h.store(),
+        dns.clone(),
+        Some(Arc::new(proxy.clone())),
+        DomainSettings {
+            apps_domain: target.split_once('.').unwrap().1.into(),
+            ingress_ips: vec![],
+        },
+    );
+    let row = || async {
+        h.store()
+            .all_domains()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|d| d.domain == domain)
+            .unwrap()
+    };
+    let answer = |a: Result<Answer, LookupError>| *dns.next.lock().unwrap() = Some(a);
+
+    answer(Ok(Answer::Cname(vec![format!("{target}.")])));
+    let checked = verifier.check(&row().await).await?;
+    assert_eq!(checked.domain.status, "verified");
+    assert!(checked.mismatch.is_none());
+
+    // DNS gives no answer: still verified, the error recorded, routing untouched.
+    let routes_before = log.lock().unwrap().len();
+    answer(Err(LookupError {
+        domain: domain.clone(),
+        message: "A query: request timed out".into(),
+    }));
+    assert!(verifier.check(&row().await).await.is_err());
+    let d = row().await;
+    assert_eq!(d.status, "verified");
+    assert!(
+        d.last_error
+            .as_deref()
+            .unwrap()
+            .contains("request timed out"),
+        "{d:?}"
+    );
+    assert_eq!(log.lock().unwrap().len(), routes_before);
+
+    // The record moves while the proxy is down: the revoke cannot be applied, so the domain
+    // stays verified (with the reason) and the next check revokes it.
+    answer(Ok(Answer::Cname(vec!["elsewhere.example.com.".into()])));
+    proxy.down.store(true, Ordering::SeqCst);
+    assert!(verifier.check(&row().await).await.is_err());
+    let d = row().await;
+    assert_eq!(d.status, "verified", "{d:?}");
+    assert!(
+        d.last_error
+            .as_deref()
+            .unwrap()
+            .contains("failed was not applied"),
+        "{d:?}"
+    );
+    proxy.down.store(false, Ordering::SeqCst);
+    let checked = verifier.check(&row().await).await?;
+    assert_eq!(checked.domain.status, "failed");
+    let mismatch = checked.mismatch.unwrap();
+    assert!(
+        mismatch.contains(&format!("found `{domain} CNAME elsewhere.example.com`"))
+            && mismatch.contains(&format!("expected `{domain} CNAME {target}`")),
+        "{mismatch}"
+    );
+    let calls = log.lock().unwrap().clone();
+    assert_eq!(
+        calls[calls.len() - 1],
+        Call::Disallow {
+            domain: domain.clone()
+        }
+    );
+    assert!(
+        matches!(&calls[calls.len() - 2], Call::Route { hosts, certificate_hosts }
+            if !hosts.contains(&domain) && !certificate_hosts.contains(&domain)),
+        "{calls:?}"
     );
     h.stop().await;
     Ok(())
