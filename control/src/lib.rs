@@ -2,6 +2,7 @@
 //!
 //! Owns: state in PostgreSQL (organizations to deployments, nodes, tokens, audit), the durable
 //! deploy queue and its state machine, scheduling of builds and containers, GitHub webhooks,
+//! custom-domain verification (which domains the proxy may route and certify, [`domains`]),
 //! and the `stackpad` CLI's client. Drives buildd, the node agents and the proxy over their
 //! `proto` APIs through narrow traits ([`clients`]).
 //! Does not own: running anything itself; every effect on a node goes through a daemon's API.
