@@ -26,8 +26,11 @@ async fn grpc_clients_drive_build_deploy_switch_and_stop_old() -> anyhow::Result
     h.register_node("n1", "compute", &address).await;
     let (org, a) = h.org("org-a").await;
     let (_, service) = h
-        .service(&a, json!({ "name": "web", "git": { "url": "file:///srv/app.git", "subdirectory": "app" },
-            "health_check": { "path": "/healthz" }, "env": { "MODE": "prod" }, "domains": ["shop.example.com"] }))
+        .service(
+            &a,
+            json!({ "name": "web", "git": { "url": "file:///srv/app.git", "subdirectory": "app" },
+            "health_check": { "path": "/healthz" }, "env": { "MODE": "prod" } }),
+        )
         .await;
     let commit = "abcdef0123456789abcdef0123456789abcdef01";
     let d1 = h
@@ -67,8 +70,8 @@ async fn grpc_clients_drive_build_deploy_switch_and_stop_old() -> anyhow::Result
         deploy.health_check.as_ref().and_then(|h| h.probe.clone()),
         Some(proto::node::v1::health_check::Probe::Http(p)) if p.path == "/healthz" && p.port == 8080
     ));
-    assert!(rec.routes[0].hosts.contains(&"shop.example.com".to_owned()));
-    // Certificates: the platform subdomain only; an unverified custom domain never.
+    // Routed and certified: the platform subdomain only (custom domains join once verified).
+    assert_eq!(rec.routes[0].hosts.len(), 1, "{:?}", rec.routes[0].hosts);
     assert_eq!(rec.allowed_domains, vec![rec.routes[0].hosts[0].clone()]);
     let switch = &rec.switches[0];
     assert_eq!(switch.upstreams[0].address, "127.0.0.1:8080");

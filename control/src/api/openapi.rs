@@ -114,13 +114,13 @@ pub fn document() -> Value {
                     "build": obj(&[], json!({ "build_args": map, "timeout_seconds": i })),
                     "resources": obj(&[], json!({ "cpu_millis": i, "memory_bytes": i })),
                     "health_check": obj(&[], json!({ "path": s, "interval_ms": i, "deadline_ms": i })),
-                    "port": i, "replicas": i, "domains": { "type": "array", "items": s },
+                    "port": i, "replicas": i,
                     "command": { "type": "array", "items": s }, "args": { "type": "array", "items": s },
                     "env": map, "secrets": map, "webhook_secret": s
                 })),
                 "UpdateService": obj(&[], json!({
                     "image": s, "resources": { "type": "object" }, "health_check": { "type": "object" },
-                    "port": i, "replicas": i, "domains": { "type": "array", "items": s },
+                    "port": i, "replicas": i,
                     "command": { "type": "array", "items": s }, "args": { "type": "array", "items": s },
                     "env": map, "secrets": map
                 })),

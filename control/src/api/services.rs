@@ -84,8 +84,16 @@ fn check_common(
     {
         return Err(invalid("replicas", "must be between 1 and 20"));
     }
-    for d in domains.unwrap_or_default() {
-        validate::domain("domains", d)?;
+    // Custom domains have one way in, the one that verifies them (a host routed on a mere
+    // claim could take traffic for a name its owner verified on another service).
+    if let Some(d) = domains.unwrap_or_default().first() {
+        return Err(invalid(
+            "domains",
+            format!(
+                "{d:?}: custom domains are added with POST /services/{{id}}/domains \
+                 (`stackpad domains add`) and routed once their DNS record is verified"
+            ),
+        ));
     }
     if let Some((env, secrets)) = env {
         for name in env.keys() {
@@ -115,7 +123,7 @@ async fn view(state: &AppState, org: Uuid, service: Service) -> ApiResult<Value>
             &project.name,
             &state.apps_domain,
         ));
-        hosts.extend(service.domains.iter().cloned());
+        hosts.extend(state.store.verified_domains(service.id).await?);
     }
     let mut v = json!(service);
     v["hosts"] = json!(hosts);

@@ -1,7 +1,8 @@
 //! The proxy route of a web service, the same whoever pushes it (the deploy pipeline at a
-//! switch, the domain verifier when a custom domain is verified or revoked): the platform host,
-//! the hosts set on the service, and the custom domains that passed verification. Certificates
-//! are allowed for the platform host and the verified custom domains only.
+//! switch, the domain verifier when a custom domain is verified or revoked): the platform host
+//! and the custom domains that passed verification, which are also the names certificates are
+//! allowed for. Nothing else is routed: an unverified name could take traffic meant for a
+//! domain verified on another service.
 
 use uuid::Uuid;
 
@@ -31,13 +32,9 @@ pub fn route_spec(
 ) -> RouteSpec {
     let mut hosts = vec![platform_host.to_owned()];
     let mut certificate_hosts = vec![platform_host.to_owned()];
-    for host in service.domains.iter().chain(verified) {
+    for host in verified {
         if !hosts.contains(host) {
             hosts.push(host.clone());
-        }
-    }
-    for host in verified {
-        if !certificate_hosts.contains(host) {
             certificate_hosts.push(host.clone());
         }
     }
