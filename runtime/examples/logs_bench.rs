@@ -68,14 +68,14 @@ fn spec(registry: &str, round: u64, lines: u64) -> DeploySpec {
 }
 
 /// One container's burst: (seconds from the first line read to the last one inserted or
-/// dropped, lines dropped).
+/// dropped, lines inserted, lines dropped).
 async fn round(
     agent: &Arc<Agent>,
     shipper: &ClickHouseShipper,
     registry: &str,
     round: u64,
     lines: u64,
-) -> anyhow::Result<(f64, u64)> {
+) -> anyhow::Result<(f64, u64, u64)> {
     let stats = shipper.stats();
     let dropped =
         || stats.lines_dropped_queue.load(Ordering::Relaxed) + shipper.lines_dropped_spool();
@@ -108,7 +108,16 @@ async fn round(
     }
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
     let _ = agent.remove(&status.container_id, true).await;
-    Ok((secs, dropped() - dropped0))
+    let shipped = stats.lines_shipped.load(Ordering::Relaxed) - shipped0;
+    let failed = stats.batches_failed.load(Ordering::Relaxed);
+    if dropped() > dropped0 || failed > 0 {
+        println!(
+            "  shipper so far: {} lines dropped at the queue, {} by the spool, {failed} failed inserts",
+            stats.lines_dropped_queue.load(Ordering::Relaxed),
+            shipper.lines_dropped_spool(),
+        );
+    }
+    Ok((secs, shipped, dropped() - dropped0))
 }
 
 #[tokio::main]
@@ -159,13 +168,14 @@ async fn main() -> anyhow::Result<()> {
     let mut outcome = Ok(Vec::new());
     for r in 0..rounds {
         match round(&agent, &shipper, &services.registry, r, lines).await {
-            Ok((secs, dropped)) => {
+            Ok((secs, shipped, dropped)) => {
                 println!(
-                    "e2e round {r}: {lines} lines in {secs:.2} s = {:.0} lines/s, {dropped} dropped",
-                    lines as f64 / secs
+                    "e2e round {r}: {lines} lines printed, {shipped} inserted in {secs:.2} s = \
+                     {:.0} lines/s shipped, {dropped} dropped",
+                    shipped as f64 / secs
                 );
                 if let Ok(v) = outcome.as_mut() {
-                    v.push(lines as f64 / secs);
+                    v.push(shipped as f64 / secs);
                 }
             }
             Err(e) => {
