@@ -16,6 +16,6 @@ mod shipper;
 mod spool;
 
 pub use row::{LogRow, STREAM_STDERR, STREAM_STDOUT};
-pub use schema::{SchemaError, ensure_schema, expire_partitions};
-pub use shipper::{ClickHouseShipper, ShipperConfig, ShipperStats, today};
+pub use schema::{SchemaError, ensure_schema};
+pub use shipper::{ClickHouseShipper, ShipperConfig, ShipperStats};
 pub use spool::{Spool, SpoolError};

@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -406,14 +406,4 @@ async fn collect(
             return;
         }
     }
-}
-
-/// Days since 1970-01-01 now, for [`expire_partitions`](super::expire_partitions).
-pub fn today() -> u16 {
-    let days = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-        / 86_400;
-    u16::try_from(days).unwrap_or(u16::MAX)
 }
