@@ -124,7 +124,9 @@ pub async fn start(
             ingress_ips: config.ingress_ips.clone(),
         },
     ));
-    state = state.with_domains(verifier.clone());
+    state = state
+        .with_domains(verifier.clone())
+        .with_teardown(clients.clone(), config.stop_grace_ms);
     tasks.spawn(verifier.run(
         Duration::from_millis(config.domain_check_interval_ms),
         shutdown_rx.clone(),

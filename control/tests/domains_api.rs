@@ -329,6 +329,10 @@ impl ProxyClient for FlakyProxy {
         self.check()?;
         self.inner.remove_allowed_domain(d).await
     }
+    async fn remove_route(&self, r: &str) -> Result<(), ClientError> {
+        self.check()?;
+        self.inner.remove_route(r).await
+    }
 }
 
 #[tokio::test]

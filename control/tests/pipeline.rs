@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::fakes::{Call, Fakes};
 use common::{Harness, TestDb, fake_clients, phases};
+use control::clients::{ClientError, ProxyClient, RouteSpec, SwitchOutcome, SwitchSpec};
 use control::pipeline::driver::{Driver, DriverConfig};
 use control::store::{NewDeployment, NewService, Store};
 use serde_json::json;
@@ -583,6 +584,123 @@ async fn a_worker_service_is_not_routed_and_down_nodes_get_nothing() -> anyhow::
             .iter()
             .any(|c| matches!(c, Call::Switch { .. }))
     );
+    h.stop().await;
+    Ok(())
+}
+
+/// The fake proxy, or, while `down` is set, a proxy that does not answer.
+struct TogglingProxy {
+    inner: common::fakes::FakeProxy,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TogglingProxy {
+    fn check(&self) -> Result<(), ClientError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ClientError {
+                daemon: "proxy",
+                address: "127.0.0.1:9".into(),
+                message: "connection refused".into(),
+                retryable: false,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ProxyClient for TogglingProxy {
+    async fn upsert_route(&self, r: &RouteSpec) -> Result<(), ClientError> {
+        self.check()?;
+        self.inner.upsert_route(r).await
+    }
+    async fn switch(&self, s: &SwitchSpec) -> Result<SwitchOutcome, ClientError> {
+        self.check()?;
+        self.inner.switch(s).await
+    }
+    async fn remove_allowed_domain(&self, d: &str) -> Result<(), ClientError> {
+        self.check()?;
+        self.inner.remove_allowed_domain(d).await
+    }
+    async fn remove_route(&self, r: &str) -> Result<(), ClientError> {
+        self.check()?;
+        self.inner.remove_route(r).await
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_service_takes_it_off_the_proxy_and_the_nodes_first() -> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = fake_clients(&fakes);
+    clients.proxy = Some(std::sync::Arc::new(TogglingProxy {
+        inner: fakes.proxy.clone(),
+        down: down.clone(),
+    }));
+    let h = Harness::start(clients).await?;
+    h.register_node("n1", "compute", "http://127.0.0.1:9").await;
+    let (_, a) = h.org("org-a").await;
+    let (_, service) = h
+        .service(
+            &a,
+            json!({ "name": "web", "image": "127.0.0.1:5000/app:v1" }),
+        )
+        .await;
+    for _ in 0..2 {
+        let d = h.deploy(&a, &service, json!({})).await;
+        assert_eq!(h.wait_terminal(&a, &d, LIMIT).await["state"], "ready");
+    }
+    let (_, s) = h
+        .call("GET", &format!("/services/{service}"), &a, None)
+        .await;
+    let host = s["hosts"][0].as_str().unwrap().to_owned();
+
+    // With the proxy down the delete is refused, naming the step, and the service is kept.
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = h
+        .call("DELETE", &format!("/services/{service}"), &a, None)
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("removing route"), "{body}");
+    let (status, _) = h
+        .call("GET", &format!("/services/{service}"), &a, None)
+        .await;
+    assert_eq!(status, 200, "the service was kept");
+
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let before = fakes.calls().len();
+    let (status, body) = h
+        .call("DELETE", &format!("/services/{service}"), &a, None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let calls = fakes.calls()[before..].to_vec();
+    let unroute = calls.iter().position(|c| {
+        *c == Call::Unroute {
+            route_id: format!("{service}/default"),
+        }
+    });
+    let disallow = calls.iter().position(|c| {
+        *c == Call::Disallow {
+            domain: host.clone(),
+        }
+    });
+    let removals = calls
+        .iter()
+        .filter(|c| matches!(c, Call::Remove { .. }))
+        .count();
+    assert!(
+        unroute.is_some() && disallow.is_some() && removals == 2,
+        "route, certificate permission and both deployments' containers removed: {calls:?}"
+    );
+    let first_removal = calls.iter().position(|c| matches!(c, Call::Remove { .. }));
+    assert!(
+        unroute < first_removal,
+        "traffic stops before containers go: {calls:?}"
+    );
+    let (status, _) = h
+        .call("GET", &format!("/services/{service}"), &a, None)
+        .await;
+    assert_eq!(status, 404);
     h.stop().await;
     Ok(())
 }

@@ -44,6 +44,8 @@ pub struct AppState {
     pub logs: Option<crate::logsearch::LogSearch>,
     /// Custom-domain checks; `None` = `verify` answers 503.
     pub domains: Option<Arc<crate::domains::verifier::Verifier>>,
+    /// The daemons a deleted service is taken off, and the grace its containers get.
+    pub teardown: Option<(crate::pipeline::driver::Clients, u32)>,
 }
 
 impl AppState {
@@ -55,7 +57,18 @@ impl AppState {
             apps_domain: apps_domain.to_owned(),
             logs: None,
             domains: None,
+            teardown: None,
         }
+    }
+
+    /// Takes deleted services off the proxy and the nodes through `clients`.
+    pub fn with_teardown(
+        mut self,
+        clients: crate::pipeline::driver::Clients,
+        grace_ms: u32,
+    ) -> Self {
+        self.teardown = Some((clients, grace_ms));
+        self
     }
 
     /// Checks custom domains with `verifier`.

@@ -70,7 +70,7 @@ pub fn document() -> Value {
             "/services/{id}": {
                 "get": op("Get a service (secrets masked)", None, "200"),
                 "patch": op("Change a service", Some("UpdateService"), "200"),
-                "delete": op("Delete a service", None, "204")
+                "delete": op("Delete a service: its route, certificate permission and containers go first (409 while a deployment is in progress, 503 naming the daemon that did not answer; the service is then kept)", None, "204")
             },
             "/services/{id}/deployments": {
                 "get": op("List deployments, newest first (limit, after)", None, "200"),

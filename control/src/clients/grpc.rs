@@ -405,6 +405,17 @@ impl ProxyClient for GrpcProxy {
         }
     }
 
+    async fn remove_route(&self, route_id: &str) -> Result<(), ClientError> {
+        let req = self.request(p::RemoveRouteRequest {
+            route_id: route_id.to_owned(),
+        })?;
+        self.client()?
+            .remove_route(req)
+            .await
+            .map_err(|s| status_error(PROXY, &self.address, s))?;
+        Ok(())
+    }
+
     async fn switch(&self, spec: &SwitchSpec) -> Result<SwitchOutcome, ClientError> {
         let req = self.request(p::SwitchRequest {
             service_id: spec.service_id.clone(),

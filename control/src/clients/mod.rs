@@ -171,4 +171,6 @@ pub trait ProxyClient: Send + Sync {
     /// Takes a domain off the list the proxy may order certificates for (a custom domain that
     /// stopped verifying or was removed). Removing an unknown domain succeeds.
     async fn remove_allowed_domain(&self, domain: &str) -> Result<(), ClientError>;
+    /// Stops routing `route_id` (a deleted service). Removing an unknown route succeeds.
+    async fn remove_route(&self, route_id: &str) -> Result<(), ClientError>;
 }

@@ -166,6 +166,20 @@ impl Store {
         Ok(page(rows, req, |d: &Deployment| d.id))
     }
 
+    /// Every deployment of a service with its state and the node it was placed on (any
+    /// organization: the caller checked the service's).
+    pub async fn service_deployment_nodes(
+        &self,
+        service_id: Uuid,
+    ) -> Result<Vec<(Uuid, String, Option<Uuid>)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, state, node_id FROM deployments WHERE service_id = $1 ORDER BY created_at",
+        )
+        .bind(service_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The step timeline.
     pub async fn deployment_events(
         &self,

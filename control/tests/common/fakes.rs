@@ -39,6 +39,9 @@ pub enum Call {
     Disallow {
         domain: String,
     },
+    Unroute {
+        route_id: String,
+    },
 }
 
 pub type Log = Arc<Mutex<Vec<Call>>>;
@@ -195,6 +198,12 @@ impl ProxyClient for FakeProxy {
     async fn remove_allowed_domain(&self, domain: &str) -> Result<(), ClientError> {
         self.log.lock().unwrap().push(Call::Disallow {
             domain: domain.into(),
+        });
+        Ok(())
+    }
+    async fn remove_route(&self, route_id: &str) -> Result<(), ClientError> {
+        self.log.lock().unwrap().push(Call::Unroute {
+            route_id: route_id.into(),
         });
         Ok(())
     }

@@ -1,0 +1,81 @@
+//! Deleting a service takes it off the platform before its rows go: the proxy stops routing
+//! it and may no longer order certificates for its names, then every container any of its
+//! deployments left on a node is removed. A call that fails leaves the service in place
+//! (nothing half-deleted that a retry could not finish): the caller answers 503 and the
+//! delete can be repeated; every step is idempotent.
+
+use uuid::Uuid;
+
+use super::driver::Clients;
+use crate::clients::ClientError;
+use crate::store::{Service, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TeardownError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// A deployment of the service is still on its way; deleting under it would race it.
+    #[error("deployment {0} is {1}: cancel it or wait for it to finish, then delete the service")]
+    InProgress(Uuid, String),
+    #[error("{what}: {source}")]
+    Call {
+        what: String,
+        #[source]
+        source: ClientError,
+    },
+}
+
+/// Takes `service` (of `org`) off the proxy and the nodes; the store rows are left to the caller.
+pub async fn tear_down(
+    store: &Store,
+    clients: &Clients,
+    apps_domain: &str,
+    org: Uuid,
+    service: &Service,
+    grace_ms: u32,
+) -> Result<(), TeardownError> {
+    let deployments = store.service_deployment_nodes(service.id).await?;
+    if let Some((id, state, _)) = deployments
+        .iter()
+        .find(|(_, state, _)| matches!(state.as_str(), "queued" | "building" | "deploying"))
+    {
+        return Err(TeardownError::InProgress(*id, state.clone()));
+    }
+    if service.kind == "web"
+        && let Some(proxy) = &clients.proxy
+    {
+        let route = crate::domains::route::service_route(store, org, service, apps_domain).await?;
+        proxy
+            .remove_route(&route.route_id)
+            .await
+            .map_err(|source| TeardownError::Call {
+                what: format!("removing route {} from the proxy", route.route_id),
+                source,
+            })?;
+        for host in &route.certificate_hosts {
+            proxy
+                .remove_allowed_domain(host)
+                .await
+                .map_err(|source| TeardownError::Call {
+                    what: format!("withdrawing certificates for {host} at the proxy"),
+                    source,
+                })?;
+        }
+    }
+    for (deployment, _, node) in deployments {
+        let Some(node) = node else { continue };
+        let node = store.node(node).await?;
+        clients
+            .node
+            .remove_deployment(&node.address, &deployment.to_string(), grace_ms)
+            .await
+            .map_err(|source| TeardownError::Call {
+                what: format!(
+                    "removing deployment {deployment} from node {} ({})",
+                    node.name, node.address
+                ),
+                source,
+            })?;
+    }
+    Ok(())
+}
