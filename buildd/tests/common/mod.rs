@@ -296,9 +296,15 @@ impl Drop for Container {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let _ = ctr(ns, &["containers", "delete", &self.id]);
-        let _ = ctr(ns, &["images", "rm", &self.image]);
-        let _ = ctr(ns, &["namespaces", "rm", ns]);
-        let _ = ctr("default", &["namespaces", "rm", ns]);
+        // `--sync` waits for containerd's garbage collection, which frees the snapshots: a
+        // namespace that still holds any cannot be removed.
+        let _ = ctr(ns, &["images", "rm", "--sync", &self.image]);
+        for _ in 0..30 {
+            if ctr("default", &["namespaces", "rm", ns]).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 }
 
