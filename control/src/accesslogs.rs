@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::logsearch::{Cursor, LogSearch, LogSearchError};
+use crate::logsearch::{Bind, Cursor, Filters, LogSearch, LogSearchError};
 
 /// Inclusive status ranges: `5xx`, `404`, `500-599`, or a comma-separated list of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,13 +125,6 @@ impl From<Row> for AccessLogEntry {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Bind {
-    Text(String),
-    Int(i64),
-    UInt(u64),
-}
-
 impl LogSearch {
     /// Requests matching `query` older than `cursor`, newest first.
     pub async fn access_logs(
@@ -140,15 +133,7 @@ impl LogSearch {
         cursor: Option<Cursor>,
     ) -> Result<Vec<AccessLogEntry>, LogSearchError> {
         let (sql, binds) = build_sql(self.database(), query, cursor);
-        let mut q = self.client().query(&sql);
-        for bind in binds {
-            q = match bind {
-                Bind::Text(t) => q.bind(t),
-                Bind::Int(i) => q.bind(i),
-                Bind::UInt(u) => q.bind(u),
-            };
-        }
-        match q.fetch_all::<Row>().await {
+        match self.bound(&sql, binds).fetch_all::<Row>().await {
             Ok(rows) => Ok(rows.into_iter().map(AccessLogEntry::from).collect()),
             Err(e) => self.empty_if_missing(e),
         }
@@ -157,56 +142,44 @@ impl LogSearch {
 
 /// The query and its bound values (pure, unit-tested).
 fn build_sql(database: &str, query: &AccessQuery, cursor: Option<Cursor>) -> (String, Vec<Bind>) {
-    let mut filters = vec![
-        "organization_id = ?".to_owned(),
-        "service_id = ?".to_owned(),
-    ];
-    let mut binds = vec![
-        Bind::Text(query.organization_id.clone()),
-        Bind::Text(query.service_id.clone()),
-    ];
-    if let Some(since) = query.since_ns {
-        filters.push("ts_ns >= ?".into());
-        binds.push(Bind::Int(since));
-    }
-    if let Some(until) = query.until_ns {
-        filters.push("ts_ns < ?".into());
-        binds.push(Bind::Int(until));
-    }
+    let mut f = Filters::scoped(
+        &query.organization_id,
+        &query.service_id,
+        query.since_ns,
+        query.until_ns,
+        query.deployment_id.as_deref(),
+    );
     if let Some(StatusFilter(ranges)) = &query.status {
         let any: Vec<&str> = ranges.iter().map(|_| "status BETWEEN ? AND ?").collect();
-        filters.push(format!("({})", any.join(" OR ")));
-        for (low, high) in ranges {
-            binds.push(Bind::UInt(u64::from(*low)));
-            binds.push(Bind::UInt(u64::from(*high)));
-        }
+        let bounds = ranges
+            .iter()
+            .flat_map(|(low, high)| [Bind::UInt(u64::from(*low)), Bind::UInt(u64::from(*high))]);
+        f.push(format!("({})", any.join(" OR ")), bounds);
     }
     if let Some(min) = query.min_duration_us {
-        filters.push("duration_us >= ?".into());
-        binds.push(Bind::UInt(min));
+        f.push("duration_us >= ?", [Bind::UInt(min)]);
     }
     if let Some(text) = query.path_text.as_ref().filter(|t| !t.is_empty()) {
-        filters.push("positionCaseInsensitive(path, ?) > 0".into());
-        binds.push(Bind::Text(text.clone()));
-    }
-    if let Some(deployment) = &query.deployment_id {
-        filters.push("deployment_id = ?".into());
-        binds.push(Bind::Text(deployment.clone()));
+        f.push(
+            "positionCaseInsensitive(path, ?) > 0",
+            [Bind::Text(text.clone())],
+        );
     }
     if let Some(c) = cursor {
-        filters.push("(ts_ns, row_id) < (?, ?)".into());
-        binds.push(Bind::Int(c.ts_ns));
-        binds.push(Bind::UInt(c.line_id));
+        f.push(
+            "(ts_ns, row_id) < (?, ?)",
+            [Bind::Int(c.ts_ns), Bind::UInt(c.line_id)],
+        );
     }
     let sql = format!(
         "SELECT ts_ns, row_id, method, host, path, status, duration_us, request_bytes, \
          response_bytes, upstream, deployment_id, client_ip, request_id \
          FROM {database}.access_logs WHERE {} \
          ORDER BY ts_ns DESC, row_id DESC LIMIT 1 BY row_id LIMIT {}",
-        filters.join(" AND "),
+        f.clause(),
         query.limit.clamp(1, 1000)
     );
-    (sql, binds)
+    (sql, f.binds)
 }
 
 #[cfg(test)]

@@ -142,15 +142,7 @@ impl LogSearch {
         direction: Direction,
     ) -> Result<Vec<LogLine>, LogSearchError> {
         let (sql, binds) = build_sql(&self.database, query, cursor, direction);
-        let mut q = self.client.query(&sql);
-        for bind in binds {
-            q = match bind {
-                Bind::Text(t) => q.bind(t),
-                Bind::Int(i) => q.bind(i),
-                Bind::UInt(u) => q.bind(u),
-            };
-        }
-        match q.fetch_all::<Row>().await {
+        match self.bound(&sql, binds).fetch_all::<Row>().await {
             Ok(rows) => Ok(rows.into_iter().map(LogLine::from).collect()),
             Err(e) => self.empty_if_missing(e),
         }
@@ -176,20 +168,80 @@ impl LogSearch {
         }
     }
 
-    pub(crate) fn client(&self) -> &clickhouse::Client {
-        &self.client
-    }
-
     pub(crate) fn database(&self) -> &str {
         &self.database
     }
 }
 
+/// A value bound to a `?` of a log query.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Bind {
+pub(crate) enum Bind {
     Text(String),
     Int(i64),
     UInt(u64),
+}
+
+/// The `WHERE` conditions of a log query (container or access logs) and their values in order.
+#[derive(Debug, Default)]
+pub(crate) struct Filters {
+    conditions: Vec<String>,
+    pub(crate) binds: Vec<Bind>,
+}
+
+impl Filters {
+    /// What every log query is limited to: the caller's organization and the service, and the
+    /// time range and deployment when given.
+    pub(crate) fn scoped(
+        organization_id: &str,
+        service_id: &str,
+        since_ns: Option<i64>,
+        until_ns: Option<i64>,
+        deployment_id: Option<&str>,
+    ) -> Self {
+        let mut f = Self::default();
+        f.push(
+            "organization_id = ?",
+            [Bind::Text(organization_id.to_owned())],
+        );
+        f.push("service_id = ?", [Bind::Text(service_id.to_owned())]);
+        if let Some(since) = since_ns {
+            f.push("ts_ns >= ?", [Bind::Int(since)]);
+        }
+        if let Some(until) = until_ns {
+            f.push("ts_ns < ?", [Bind::Int(until)]);
+        }
+        if let Some(deployment) = deployment_id {
+            f.push("deployment_id = ?", [Bind::Text(deployment.to_owned())]);
+        }
+        f
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        condition: impl Into<String>,
+        binds: impl IntoIterator<Item = Bind>,
+    ) {
+        self.conditions.push(condition.into());
+        self.binds.extend(binds);
+    }
+
+    /// The conditions joined with `AND`.
+    pub(crate) fn clause(&self) -> String {
+        self.conditions.join(" AND ")
+    }
+}
+
+impl LogSearch {
+    /// `sql` with `binds` bound to its `?`s in order.
+    pub(crate) fn bound(&self, sql: &str, binds: Vec<Bind>) -> clickhouse::query::Query {
+        binds
+            .into_iter()
+            .fold(self.client.query(sql), |q, bind| match bind {
+                Bind::Text(t) => q.bind(t),
+                Bind::Int(i) => q.bind(i),
+                Bind::UInt(u) => q.bind(u),
+            })
+    }
 }
 
 /// The query and its bound values (pure, unit-tested).
@@ -199,33 +251,21 @@ fn build_sql(
     cursor: Option<Cursor>,
     direction: Direction,
 ) -> (String, Vec<Bind>) {
-    let mut filters = vec![
-        "organization_id = ?".to_owned(),
-        "service_id = ?".to_owned(),
-    ];
-    let mut binds = vec![
-        Bind::Text(query.organization_id.clone()),
-        Bind::Text(query.service_id.clone()),
-    ];
-    if let Some(since) = query.since_ns {
-        filters.push("ts_ns >= ?".into());
-        binds.push(Bind::Int(since));
-    }
-    if let Some(until) = query.until_ns {
-        filters.push("ts_ns < ?".into());
-        binds.push(Bind::Int(until));
-    }
+    let mut f = Filters::scoped(
+        &query.organization_id,
+        &query.service_id,
+        query.since_ns,
+        query.until_ns,
+        query.deployment_id.as_deref(),
+    );
     if let Some(text) = query.text.as_ref().filter(|t| !t.is_empty()) {
-        filters.push("positionCaseInsensitive(line, ?) > 0".into());
-        binds.push(Bind::Text(text.clone()));
+        f.push(
+            "positionCaseInsensitive(line, ?) > 0",
+            [Bind::Text(text.clone())],
+        );
     }
     if let Some(stream) = query.stream {
-        filters.push("stream = ?".into());
-        binds.push(Bind::UInt(u64::from(stream)));
-    }
-    if let Some(deployment) = &query.deployment_id {
-        filters.push("deployment_id = ?".into());
-        binds.push(Bind::Text(deployment.clone()));
+        f.push("stream = ?", [Bind::UInt(u64::from(stream))]);
     }
     let order = match direction {
         Direction::Older => "DESC",
@@ -237,18 +277,19 @@ fn build_sql(
         } else {
             ">"
         };
-        filters.push(format!("(ts_ns, line_id) {op} (?, ?)"));
-        binds.push(Bind::Int(c.ts_ns));
-        binds.push(Bind::UInt(c.line_id));
+        f.push(
+            format!("(ts_ns, line_id) {op} (?, ?)"),
+            [Bind::Int(c.ts_ns), Bind::UInt(c.line_id)],
+        );
     }
     let sql = format!(
         "SELECT ts_ns, line_id, stream, deployment_id, container_id, line, truncated \
          FROM {database}.container_logs WHERE {} \
          ORDER BY ts_ns {order}, line_id {order} LIMIT 1 BY line_id LIMIT {}",
-        filters.join(" AND "),
+        f.clause(),
         query.limit.clamp(1, 1000)
     );
-    (sql, binds)
+    (sql, f.binds)
 }
 
 #[cfg(test)]
