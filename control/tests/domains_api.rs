@@ -7,14 +7,13 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Parser;
 use common::fakes::{Call, Fakes};
 use common::{Harness, TestDb, fake_clients};
 use control::cli::{Cli, run};
-use control::clients::{ClientError, ProxyClient, RouteSpec, SwitchOutcome, SwitchSpec};
 use control::domains::Answer;
 use control::domains::resolver::{DnsLookup, LookupError};
 use control::domains::verifier::{DomainSettings, Verifier};
@@ -294,47 +293,6 @@ impl DnsLookup for ScriptedDns {
     }
 }
 
-/// A proxy that fails every call while `down` is set.
-#[derive(Clone, Default)]
-struct FlakyProxy {
-    inner: common::fakes::FakeProxy,
-    down: Arc<AtomicBool>,
-}
-
-impl FlakyProxy {
-    fn check(&self) -> Result<(), ClientError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(ClientError {
-                daemon: "proxy",
-                address: "test".into(),
-                message: "connection refused".into(),
-                retryable: true,
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl ProxyClient for FlakyProxy {
-    async fn upsert_route(&self, r: &RouteSpec) -> Result<(), ClientError> {
-        self.check()?;
-        self.inner.upsert_route(r).await
-    }
-    async fn switch(&self, s: &SwitchSpec) -> Result<SwitchOutcome, ClientError> {
-        self.check()?;
-        self.inner.switch(s).await
-    }
-    async fn remove_allowed_domain(&self, d: &str) -> Result<(), ClientError> {
-        self.check()?;
-        self.inner.remove_allowed_domain(d).await
-    }
-    async fn remove_route(&self, r: &str) -> Result<(), ClientError> {
-        self.check()?;
-        self.inner.remove_route(r).await
-    }
-}
-
 #[tokio::test]
 async fn dns_without_an_answer_keeps_the_status_and_a_proxy_failure_is_retried_next_check()
 -> anyhow::Result<()> {
@@ -362,9 +320,9 @@ async fn dns_without_an_answer_keeps_the_status_and_a_proxy_failure_is_retried_n
 
     let dns = Arc::new(ScriptedDns::default());
     let log = common::fakes::Log::default();
-    let proxy = FlakyProxy {
+    let proxy = common::fakes::FlakyProxy {
         inner: common::fakes::FakeProxy { log: log.clone() },
-        ..FlakyProxy::default()
+        ..Default::default()
     };
     let verifier = Verifier::new(
         h.store(),

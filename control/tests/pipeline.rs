@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::fakes::{Call, Fakes};
 use common::{Harness, TestDb, fake_clients, phases};
-use control::clients::{ClientError, ProxyClient, RouteSpec, SwitchOutcome, SwitchSpec};
 use control::pipeline::driver::{Driver, DriverConfig};
 use control::store::{NewDeployment, NewService, Store};
 use serde_json::json;
@@ -588,52 +587,12 @@ async fn a_worker_service_is_not_routed_and_down_nodes_get_nothing() -> anyhow::
     Ok(())
 }
 
-/// The fake proxy, or, while `down` is set, a proxy that does not answer.
-struct TogglingProxy {
-    inner: common::fakes::FakeProxy,
-    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl TogglingProxy {
-    fn check(&self) -> Result<(), ClientError> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(ClientError {
-                daemon: "proxy",
-                address: "127.0.0.1:9".into(),
-                message: "connection refused".into(),
-                retryable: false,
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl ProxyClient for TogglingProxy {
-    async fn upsert_route(&self, r: &RouteSpec) -> Result<(), ClientError> {
-        self.check()?;
-        self.inner.upsert_route(r).await
-    }
-    async fn switch(&self, s: &SwitchSpec) -> Result<SwitchOutcome, ClientError> {
-        self.check()?;
-        self.inner.switch(s).await
-    }
-    async fn remove_allowed_domain(&self, d: &str) -> Result<(), ClientError> {
-        self.check()?;
-        self.inner.remove_allowed_domain(d).await
-    }
-    async fn remove_route(&self, r: &str) -> Result<(), ClientError> {
-        self.check()?;
-        self.inner.remove_route(r).await
-    }
-}
-
 #[tokio::test]
 async fn deleting_a_service_takes_it_off_the_proxy_and_the_nodes_first() -> anyhow::Result<()> {
     let fakes = Fakes::new();
     let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = fake_clients(&fakes);
-    clients.proxy = Some(std::sync::Arc::new(TogglingProxy {
+    clients.proxy = Some(std::sync::Arc::new(common::fakes::FlakyProxy {
         inner: fakes.proxy.clone(),
         down: down.clone(),
     }));

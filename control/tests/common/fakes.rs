@@ -208,3 +208,44 @@ impl ProxyClient for FakeProxy {
         Ok(())
     }
 }
+
+/// A proxy that fails every call while `down` is set.
+#[derive(Clone, Default)]
+pub struct FlakyProxy {
+    pub inner: FakeProxy,
+    pub down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FlakyProxy {
+    fn check(&self) -> Result<(), ClientError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ClientError {
+                daemon: "proxy",
+                address: "test".into(),
+                message: "connection refused".into(),
+                retryable: true,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProxyClient for FlakyProxy {
+    async fn upsert_route(&self, r: &RouteSpec) -> Result<(), ClientError> {
+        self.check()?;
+        self.inner.upsert_route(r).await
+    }
+    async fn switch(&self, s: &SwitchSpec) -> Result<SwitchOutcome, ClientError> {
+        self.check()?;
+        self.inner.switch(s).await
+    }
+    async fn remove_allowed_domain(&self, d: &str) -> Result<(), ClientError> {
+        self.check()?;
+        self.inner.remove_allowed_domain(d).await
+    }
+    async fn remove_route(&self, r: &str) -> Result<(), ClientError> {
+        self.check()?;
+        self.inner.remove_route(r).await
+    }
+}
