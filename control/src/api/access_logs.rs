@@ -11,9 +11,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult, invalid};
 use super::extract::Org;
-use super::logs::time_ns;
 use crate::accesslogs::{AccessQuery, StatusFilter};
-use crate::logsearch::Cursor;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,20 +46,16 @@ pub async fn search(
     Path(service_id): Path<Uuid>,
     Query(p): Query<AccessLogsParams>,
 ) -> ApiResult<Json<Value>> {
-    state.store.service(org.id, service_id).await?;
-    let logs = state.logs.clone().ok_or_else(|| {
-        ApiError::Internal("log search is not configured (clickhouse_url)".into())
-    })?;
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(invalid("limit", "must be between 1 and 1000"));
-    }
-    let cursor = match &p.cursor {
-        Some(c) => Some(
-            Cursor::decode(c).ok_or_else(|| invalid("cursor", format!("{c:?} is not a cursor")))?,
-        ),
-        None => None,
-    };
+    let scope = super::logs::scope(
+        &state,
+        &org,
+        service_id,
+        p.since.as_deref(),
+        p.until.as_deref(),
+        p.limit,
+        p.cursor.as_deref(),
+    )
+    .await?;
     let status = p
         .status
         .as_deref()
@@ -71,27 +65,20 @@ pub async fn search(
     let query = AccessQuery {
         organization_id: org.id.to_string(),
         service_id: service_id.to_string(),
-        since_ns: p
-            .since
-            .as_deref()
-            .map(|s| time_ns("since", s))
-            .transpose()?,
-        until_ns: p
-            .until
-            .as_deref()
-            .map(|s| time_ns("until", s))
-            .transpose()?,
+        since_ns: scope.since_ns,
+        until_ns: scope.until_ns,
         status,
         min_duration_us: p.min_duration_ms.map(|ms| ms.saturating_mul(1000)),
         path_text: p.q.clone(),
         deployment_id: p.deployment.map(|d| d.to_string()),
-        limit,
+        limit: scope.limit,
     };
-    let requests = logs
-        .access_logs(&query, cursor)
+    let requests = scope
+        .logs
+        .access_logs(&query, scope.cursor)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let next = (requests.len() == limit as usize)
+    let next = (requests.len() == scope.limit as usize)
         .then(|| requests.last().map(|r| r.cursor.clone()))
         .flatten();
     Ok(Json(json!({ "requests": requests, "next_cursor": next })))

@@ -59,16 +59,64 @@ pub(super) fn time_ns(field: &str, value: &str) -> ApiResult<i64> {
         })
 }
 
+/// What both log endpoints read the same way: the log store (once the service is known to be
+/// the caller's), the time range, the page size and the cursor.
+pub(super) struct Scope {
+    pub logs: LogSearch,
+    pub since_ns: Option<i64>,
+    pub until_ns: Option<i64>,
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
+pub(super) async fn scope(
+    state: &AppState,
+    org: &Org,
+    service_id: Uuid,
+    since: Option<&str>,
+    until: Option<&str>,
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> ApiResult<Scope> {
+    state.store.service(org.id, service_id).await?;
+    let logs = state.logs.clone().ok_or_else(|| {
+        ApiError::Internal("log search is not configured (clickhouse_url)".into())
+    })?;
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(invalid("limit", "must be between 1 and 1000"));
+    }
+    let cursor = match cursor {
+        Some(c) => Some(
+            Cursor::decode(c).ok_or_else(|| invalid("cursor", format!("{c:?} is not a cursor")))?,
+        ),
+        None => None,
+    };
+    Ok(Scope {
+        logs,
+        since_ns: since.map(|s| time_ns("since", s)).transpose()?,
+        until_ns: until.map(|s| time_ns("until", s)).transpose()?,
+        limit,
+        cursor,
+    })
+}
+
 async fn prepare(
     state: &AppState,
     org: &Org,
     service_id: Uuid,
     p: &LogsParams,
 ) -> ApiResult<(LogSearch, LogQuery, Option<Cursor>)> {
-    state.store.service(org.id, service_id).await?;
-    let logs = state.logs.clone().ok_or_else(|| {
-        ApiError::Internal("log search is not configured (clickhouse_url)".into())
-    })?;
+    let scope = scope(
+        state,
+        org,
+        service_id,
+        p.since.as_deref(),
+        p.until.as_deref(),
+        p.limit,
+        p.cursor.as_deref(),
+    )
+    .await?;
     let stream = match p.stream.as_deref() {
         None => None,
         Some("stdout") => Some(1),
@@ -80,35 +128,17 @@ async fn prepare(
             ));
         }
     };
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(invalid("limit", "must be between 1 and 1000"));
-    }
-    let cursor = match &p.cursor {
-        Some(c) => Some(
-            Cursor::decode(c).ok_or_else(|| invalid("cursor", format!("{c:?} is not a cursor")))?,
-        ),
-        None => None,
-    };
     let query = LogQuery {
         organization_id: org.id.to_string(),
         service_id: service_id.to_string(),
         text: p.q.clone(),
-        since_ns: p
-            .since
-            .as_deref()
-            .map(|s| time_ns("since", s))
-            .transpose()?,
-        until_ns: p
-            .until
-            .as_deref()
-            .map(|s| time_ns("until", s))
-            .transpose()?,
+        since_ns: scope.since_ns,
+        until_ns: scope.until_ns,
         stream,
         deployment_id: p.deployment.map(|d| d.to_string()),
-        limit,
+        limit: scope.limit,
     };
-    Ok((logs, query, cursor))
+    Ok((scope.logs, query, scope.cursor))
 }
 
 pub async fn search(
