@@ -272,9 +272,17 @@ impl Container {
             id: unique("app"),
             image: image.to_owned(),
         };
-        ctr(&c.namespace, &["images", "pull", "--plain-http", image]).unwrap_or_else(|e| {
-            panic!("containerd pull failed (is containerd up? `scripts/services up`): {e}")
-        });
+        // A read racing a push to the same repository can get a 500 "invalid checksum digest
+        // format" from the registry (distribution 2.8 writes its link files in place; seen once
+        // in a full run): retry a few times before calling it a failure.
+        let mut attempt = 1;
+        while let Err(e) = ctr(&c.namespace, &["images", "pull", "--plain-http", image]) {
+            if attempt == 5 {
+                panic!("containerd pull failed (is containerd up? `scripts/services up`): {e}");
+            }
+            attempt += 1;
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
         let env = format!("PORT={port}");
         ctr(
             &c.namespace,
