@@ -33,67 +33,9 @@ const MIGRATIONS: [(u32, &str); 1] = [(
 
 const COMPONENT: &str = "container_logs";
 
-#[derive(Debug, thiserror::Error)]
-pub enum SchemaError {
-    #[error("invalid ClickHouse database name {0:?}: use letters, digits and _")]
-    DatabaseName(String),
-    #[error("ClickHouse schema step {version} of {COMPONENT}: {source}")]
-    Step {
-        version: u32,
-        #[source]
-        source: clickhouse::error::Error,
-    },
-    #[error("ClickHouse: {0}")]
-    Query(#[from] clickhouse::error::Error),
-}
+pub use logstore::SchemaError;
 
-/// Creates the database and applies the steps not applied yet.
+/// Creates the database and applies this component's steps not applied yet.
 pub async fn ensure_schema(server: &Client, database: &str) -> Result<(), SchemaError> {
-    if database.is_empty()
-        || !database
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        return Err(SchemaError::DatabaseName(database.to_owned()));
-    }
-    server
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
-        .execute()
-        .await?;
-    server
-        .query(&format!(
-            "CREATE TABLE IF NOT EXISTS {database}.schema_migrations \
-             (component String, version UInt32, applied_at DateTime) \
-             ENGINE = MergeTree() ORDER BY (component, version)"
-        ))
-        .execute()
-        .await?;
-    for (version, sql) in MIGRATIONS {
-        let applied: u64 = server
-            .query(&format!(
-                "SELECT count() FROM {database}.schema_migrations WHERE component = ? AND version = ?"
-            ))
-            .bind(COMPONENT)
-            .bind(version)
-            .fetch_one()
-            .await?;
-        if applied > 0 {
-            continue;
-        }
-        server
-            .query(&sql.replace("{db}", database))
-            .execute()
-            .await
-            .map_err(|source| SchemaError::Step { version, source })?;
-        server
-            .query(&format!(
-                "INSERT INTO {database}.schema_migrations (component, version, applied_at) \
-                 VALUES (?, ?, now())"
-            ))
-            .bind(COMPONENT)
-            .bind(version)
-            .execute()
-            .await?;
-    }
-    Ok(())
+    logstore::apply(server, database, COMPONENT, &MIGRATIONS).await
 }
