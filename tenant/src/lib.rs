@@ -13,6 +13,7 @@
 
 pub mod address;
 pub mod git;
+pub mod image;
 pub mod path;
 pub mod source;
 
