@@ -10,11 +10,14 @@ mod nodes;
 mod orgs;
 mod projects;
 mod services;
+mod webhooks;
 
 pub use deployments::{Claimed, NewDeployment, StepData};
 pub use domains::{CustomDomain, DomainCheck};
 pub use models::*;
+pub use orgs::{NewToken, Role};
 pub use services::{NewService, ServicePatch};
+pub use webhooks::{Delivery, WebhookTarget};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use uuid::Uuid;

@@ -26,6 +26,9 @@ pub struct ApiToken {
     pub id: Uuid,
     pub organization_id: Uuid,
     pub name: String,
+    pub role: super::Role,
+    /// `None` = never expires.
+    pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 

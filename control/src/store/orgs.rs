@@ -1,12 +1,54 @@
-//! Organizations, their members and API tokens.
+//! Organizations, their members and API tokens (with a role and an optional expiry).
 
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ApiToken, Member, Organization, Result, Store, StoreError};
 use crate::crypto;
 
-/// id, organization, name, created at, hash.
-type TokenRow = (Uuid, Uuid, String, chrono::DateTime<chrono::Utc>, Vec<u8>);
+/// What a token may do, from least to most: the order is the rights order (`Owner` > `Deployer`
+/// > `ReadOnly`). The route matrix is `api::roles`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
+)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "token_role", rename_all = "snake_case")]
+pub enum Role {
+    /// Reads everything of its organization, changes nothing.
+    ReadOnly,
+    /// Deploys, rolls back, cancels, manages custom domains; changes no configuration.
+    Deployer,
+    /// Everything in its organization: configuration, secrets, tokens, members, webhooks.
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ReadOnly => "read_only",
+            Role::Deployer => "deployer",
+            Role::Owner => "owner",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A token to mint.
+#[derive(Debug, Clone)]
+pub struct NewToken<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    /// `None` = never expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+const TOKEN_COLUMNS: &str = "id, organization_id, name, role, expires_at, created_at";
 
 impl Store {
     pub async fn create_organization(&self, name: &str) -> Result<Organization> {
@@ -32,40 +74,37 @@ impl Store {
     pub async fn create_token(
         &self,
         organization_id: Uuid,
-        name: &str,
+        new: &NewToken<'_>,
     ) -> Result<(ApiToken, String)> {
         let secret = crypto::generate_token();
-        let token = sqlx::query_as(
-            "INSERT INTO api_tokens (id, organization_id, name, token_sha256) VALUES ($1, $2, $3, $4) \
-             RETURNING id, organization_id, name, created_at",
-        )
-        .bind(Uuid::new_v4())
-        .bind(organization_id)
-        .bind(name)
-        .bind(crypto::hash_token(&secret))
-        .fetch_one(&self.pool)
-        .await?;
+        let sql = format!(
+            "INSERT INTO api_tokens (id, organization_id, name, token_sha256, role, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {TOKEN_COLUMNS}"
+        );
+        let token = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(Uuid::new_v4())
+            .bind(organization_id)
+            .bind(new.name)
+            .bind(crypto::hash_token(&secret))
+            .bind(new.role)
+            .bind(new.expires_at)
+            .fetch_one(&self.pool)
+            .await?;
         Ok((token, secret))
     }
 
-    /// The token a secret belongs to, unless unknown or revoked.
+    /// The token a secret belongs to, unless unknown, revoked or expired.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<ApiToken>> {
         let hash = crypto::hash_token(secret);
-        let row: Option<TokenRow> = sqlx::query_as(
+        // The lookup is by hash (an index), so it cannot leak the secret through timing.
+        let sql = format!(
             "UPDATE api_tokens SET last_used_at = now() WHERE token_sha256 = $1 AND revoked_at IS NULL \
-             RETURNING id, organization_id, name, created_at, token_sha256",
-        )
-        .bind(&hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.filter(|r| crypto::constant_time_eq(&r.4, &hash)).map(
-            |(id, organization_id, name, created_at, _)| ApiToken {
-                id,
-                organization_id,
-                name,
-                created_at,
-            },
-        ))
+             AND (expires_at IS NULL OR expires_at > now()) RETURNING {TOKEN_COLUMNS}"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&hash)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     pub async fn revoke_token(&self, organization_id: Uuid, id: Uuid) -> Result<()> {

@@ -86,7 +86,7 @@ fn env_aad(service_id: Uuid, name: &str) -> String {
     format!("service/{service_id}/env/{name}")
 }
 
-fn webhook_aad(service_id: Uuid) -> String {
+pub(super) fn webhook_aad(service_id: Uuid) -> String {
     format!("service/{service_id}/webhook")
 }
 

@@ -1,0 +1,157 @@
+//! Webhook state: a service's signing secret (sealed like env vars, replaced by rotation), the
+//! deliveries seen (dedup by delivery id) and the bodies seen inside the replay window.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::services::webhook_aad;
+use super::{Result, Store, StoreError};
+
+/// Where a webhook for a service leads.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    pub organization_id: Uuid,
+    /// The environment's branch: pushes to it deploy.
+    pub branch: String,
+    /// The signing secret in clear; `None` = the service takes no webhooks.
+    pub secret: Option<String>,
+}
+
+/// What recording a signed delivery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Not seen before: process it.
+    First,
+    /// This delivery id was recorded already (GitHub's redelivery of a processed event).
+    DuplicateId,
+    /// The same body arrived under another delivery id inside the window: a replay.
+    ReplayedBody,
+}
+
+impl Store {
+    /// The organization, branch and secret of a service built from git; `None` when there is no
+    /// such service.
+    pub async fn webhook_target(&self, service_id: Uuid) -> Result<Option<WebhookTarget>> {
+        let row: Option<(Uuid, String, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT s.organization_id, e.branch, s.webhook_secret_enc FROM services s \
+             JOIN environments e ON e.id = s.environment_id WHERE s.id = $1 AND s.git_url IS NOT NULL",
+        )
+        .bind(service_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((organization_id, branch, enc)) = row else {
+            return Ok(None);
+        };
+        let secret = match enc {
+            Some(enc) => Some(self.secrets().open(&webhook_aad(service_id), &enc)?),
+            None => None,
+        };
+        Ok(Some(WebhookTarget {
+            organization_id,
+            branch,
+            secret,
+        }))
+    }
+
+    /// Replaces a git service's webhook secret (the old one stops working at once).
+    pub async fn set_webhook_secret(
+        &self,
+        organization_id: Uuid,
+        service_id: Uuid,
+        secret: &str,
+    ) -> Result<()> {
+        let git: Option<bool> = sqlx::query_scalar(
+            "SELECT git_url IS NOT NULL FROM services WHERE id = $1 AND organization_id = $2",
+        )
+        .bind(service_id)
+        .bind(organization_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match git {
+            None => return Err(StoreError::not_found("service", service_id)),
+            Some(false) => {
+                return Err(StoreError::Conflict(format!(
+                    "service {service_id} runs an image; only services built from git take webhooks"
+                )));
+            }
+            Some(true) => {}
+        }
+        sqlx::query(
+            "UPDATE services SET webhook_secret_enc = $3 WHERE id = $1 AND organization_id = $2",
+        )
+        .bind(service_id)
+        .bind(organization_id)
+        .bind(self.secrets().seal(&webhook_aad(service_id), secret))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a signed delivery: its id (dedup) and its body's hash (replay window). Nothing is
+    /// recorded unless it is [`Delivery::First`]. Rows older than `window` are pruned.
+    pub async fn record_delivery(
+        &self,
+        service_id: Uuid,
+        delivery_id: &str,
+        body_sha256: &[u8],
+        window: Duration,
+    ) -> Result<Delivery> {
+        let window_secs = window.as_secs_f64();
+        let mut tx = self.pool.begin().await?;
+        for table in ["webhook_deliveries", "webhook_bodies"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE service_id = $1 \
+                 AND received_at < now() - make_interval(secs => $2)"
+            )))
+            .bind(service_id)
+            .bind(window_secs)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let new_id = sqlx::query(
+            "INSERT INTO webhook_deliveries (delivery_id, service_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(delivery_id)
+        .bind(service_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !new_id {
+            return Ok(Delivery::DuplicateId);
+        }
+        let new_body = sqlx::query(
+            "INSERT INTO webhook_bodies (service_id, body_sha256, delivery_id) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(service_id)
+        .bind(body_sha256)
+        .bind(delivery_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !new_body {
+            return Ok(Delivery::ReplayedBody);
+        }
+        tx.commit().await?;
+        Ok(Delivery::First)
+    }
+
+    /// Forgets a delivery that could not be processed, so GitHub's redelivery is not refused.
+    pub async fn forget_delivery(&self, service_id: Uuid, delivery_id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["webhook_deliveries", "webhook_bodies"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE service_id = $1 AND delivery_id = $2"
+            )))
+            .bind(service_id)
+            .bind(delivery_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
