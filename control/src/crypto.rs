@@ -18,6 +18,13 @@ pub fn generate_token() -> String {
     format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
 }
 
+/// A new random webhook signing secret: 32 bytes from the OS, hex (shown once).
+pub fn generate_webhook_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 /// What is stored for a token.
 pub fn hash_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
@@ -171,5 +178,8 @@ mod tests {
         assert_eq!(hash_token(&a).len(), 32);
         assert!(constant_time_eq(&hash_token(&a), &hash_token(&a)));
         assert!(!constant_time_eq(&hash_token(&a), &hash_token(&b)));
+        let w = generate_webhook_secret();
+        assert_eq!(w.len(), 64);
+        assert_ne!(w, generate_webhook_secret());
     }
 }

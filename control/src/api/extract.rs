@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -12,15 +13,18 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, invalid};
-use crate::store::PageRequest;
+use crate::store::{PageRequest, Role};
 
-/// Who is calling, set by the auth middleware.
+/// Who is calling, set by the auth middleware (which also checked the role the route needs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
     Admin,
     Org {
         organization_id: Uuid,
         token_id: Uuid,
+        role: Role,
+        /// The token's expiry; `None` = never.
+        expires_at: Option<DateTime<Utc>>,
     },
 }
 
@@ -29,6 +33,8 @@ pub enum Caller {
 pub struct Org {
     pub id: Uuid,
     pub token_id: Uuid,
+    pub role: Role,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Org {
@@ -38,9 +44,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Org {
             Some(Caller::Org {
                 organization_id,
                 token_id,
+                role,
+                expires_at,
             }) => Ok(Org {
                 id: *organization_id,
                 token_id: *token_id,
+                role: *role,
+                expires_at: *expires_at,
             }),
             Some(Caller::Admin) => Err(ApiError::Forbidden(
                 "this call needs an organization token, not the operator token".into(),

@@ -1,6 +1,7 @@
 //! The REST API (axum, JSON): one file per resource, each turning requests into store calls.
-//! Token auth on everything but the OpenAPI document and webhooks (signed instead); every
-//! mutating call is written to the audit log.
+//! Token auth on everything but the OpenAPI document and webhooks (signed instead), with the
+//! role each route needs checked in one place ([`roles`]); every mutating call made with a token
+//! or a valid webhook signature is written to the audit log.
 
 mod access_logs;
 mod deployments;
@@ -12,8 +13,10 @@ mod nodes;
 pub mod openapi;
 mod organizations;
 mod projects;
+pub mod roles;
 mod services;
 mod validate;
+pub mod webhook_limit;
 mod webhooks;
 
 use std::sync::Arc;
@@ -23,7 +26,7 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use tokio::sync::Notify;
 
 use crate::crypto;
@@ -46,6 +49,8 @@ pub struct AppState {
     pub domains: Option<Arc<crate::domains::verifier::Verifier>>,
     /// The daemons a deleted service is taken off, and the grace its containers get.
     pub teardown: Option<(crate::pipeline::driver::Clients, u32)>,
+    /// Counts webhook calls that proved nothing (bad signature, unknown service).
+    pub webhook_limiter: Arc<webhook_limit::Limiter>,
 }
 
 impl AppState {
@@ -58,6 +63,7 @@ impl AppState {
             logs: None,
             domains: None,
             teardown: None,
+            webhook_limiter: Arc::new(webhook_limit::Limiter::new(Default::default())),
         }
     }
 
@@ -106,6 +112,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/services/{id}"),
     ("patch", "/services/{id}"),
     ("delete", "/services/{id}"),
+    ("patch", "/services/{id}/webhook"),
     ("get", "/services/{id}/deployments"),
     ("post", "/services/{id}/deployments"),
     ("get", "/services/{id}/domains"),
@@ -183,6 +190,7 @@ pub fn router(state: AppState) -> Router {
         .route("/deployments/{id}/cancel", post(deployments::cancel))
         .route("/nodes", get(nodes::list).post(nodes::register))
         .route("/nodes/{id}/heartbeat", post(nodes::heartbeat))
+        .route("/services/{id}/webhook", patch(webhooks::rotate))
         .route("/webhooks/github/{id}", post(webhooks::github))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn_with_state(
@@ -192,16 +200,30 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn is_public(path: &str) -> bool {
-    path == "/openapi.json" || path.starts_with("/webhooks/")
+/// Set on a response by a public route whose caller proved who it is another way (a webhook
+/// with a valid signature): the call is audited under that organization. Anonymous calls that
+/// proved nothing write no audit row.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditAs {
+    pub organization_id: uuid::Uuid,
 }
 
-/// Resolves the bearer token into a [`Caller`] (401 when missing or unknown), runs the handler,
-/// and records mutating calls in the audit log.
+/// Resolves the bearer token into a [`Caller`] (401 when missing, unknown, revoked or expired),
+/// checks the role the route needs ([`roles::need`], 403 naming it), runs the handler, and
+/// records mutating calls in the audit log.
 async fn auth_and_audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    let caller = if is_public(&path) {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let need = if roles::is_public(&path) {
+        roles::Need::Public
+    } else {
+        roles::need(method.as_str(), route.as_deref())
+    };
+    let caller = if need == roles::Need::Public {
         None
     } else {
         let token = req
@@ -210,22 +232,29 @@ async fn auth_and_audit(State(state): State<AppState>, mut req: Request, next: N
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_owned());
-        match authenticate(&state, token).await {
-            Ok(caller) => Some(caller),
+        let caller = match authenticate(&state, token).await {
+            Ok(caller) => caller,
             Err(e) => return e.into_response(),
+        };
+        if let Err(e) = authorize(need, caller) {
+            return e.into_response();
         }
+        Some(caller)
     };
     if let Some(caller) = caller {
         req.extensions_mut().insert(caller);
     }
     let response = next.run(req).await;
     if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        let (org, token) = match caller {
-            Some(Caller::Org {
+        let (org, token) = match (caller, response.extensions().get::<AuditAs>()) {
+            (Some(Caller::Org {
                 organization_id,
                 token_id,
-            }) => (Some(organization_id), Some(token_id)),
-            _ => (None, None),
+                ..
+            }), _) => (Some(organization_id), Some(token_id)),
+            (Some(Caller::Admin), _) => (None, None),
+            (None, Some(by)) => (Some(by.organization_id), None),
+            (None, None) => return response,
         };
         let status = response.status().as_u16();
         if let Err(e) = state
@@ -237,6 +266,20 @@ async fn auth_and_audit(State(state): State<AppState>, mut req: Request, next: N
         }
     }
     response
+}
+
+/// Whether `caller` may make a call that needs `need`. The operator token passes here for
+/// organization routes: their handlers refuse it (they need an organization).
+fn authorize(need: roles::Need, caller: Caller) -> Result<(), ApiError> {
+    match (need, caller) {
+        (roles::Need::Operator, Caller::Org { .. }) => Err(ApiError::Forbidden(
+            "this call needs the operator token".into(),
+        )),
+        (roles::Need::Role(need), Caller::Org { role, .. }) if role < need => {
+            Err(ApiError::Forbidden(roles::refusal(need, role)))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn authenticate(state: &AppState, token: Option<String>) -> Result<Caller, ApiError> {
@@ -251,6 +294,8 @@ async fn authenticate(state: &AppState, token: Option<String>) -> Result<Caller,
         Some(t) => Ok(Caller::Org {
             organization_id: t.organization_id,
             token_id: t.id,
+            role: t.role,
+            expires_at: t.expires_at,
         }),
         None => Err(ApiError::Unauthorized),
     }

@@ -35,6 +35,14 @@ pub fn document() -> Value {
     let s = json!({"type": "string"});
     let i = json!({"type": "integer"});
     let map = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    let webhook_answers = json!({
+        "202": { "description": "queued or ignored" },
+        "200": { "description": "duplicate delivery id or ping" },
+        "401": { "description": "bad or missing signature, unknown service, or the service has no usable secret (not audited)" },
+        "409": { "description": "the same body was already delivered under another delivery id within 24 h (a replay)" },
+        "422": { "description": "the push names a ref or commit that is not valid (field ref or after)" },
+        "429": { "description": "too many unauthenticated calls for this service or from this address; see Retry-After" }
+    });
     json!({
         "openapi": "3.1.0",
         "info": { "title": "Stackpad control plane", "version": env!("CARGO_PKG_VERSION") },
@@ -43,7 +51,7 @@ pub fn document() -> Value {
             "/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI" } } } },
             "/organizations": { "post": op("Create an organization and its first token (operator token)", Some("CreateOrganization"), "201") },
             "/organization": { "get": op("The caller's organization", None, "200") },
-            "/tokens": { "post": op("Create an API token (its secret is shown once)", Some("CreateToken"), "201") },
+            "/tokens": { "post": op("Create an API token (owner; its secret is shown once) with a role (default and at most the caller's) and an optional expiry (at most 366 days, never after the caller's)", Some("CreateToken"), "201") },
             "/tokens/{id}": { "delete": op("Revoke a token", None, "204") },
             "/members": {
                 "get": op("List members", None, "200"),
@@ -72,6 +80,7 @@ pub fn document() -> Value {
                 "patch": op("Change a service", Some("UpdateService"), "200"),
                 "delete": op("Delete a service: its route, certificate permission and containers go first (409 while a deployment is in progress, 503 naming the daemon that did not answer; the service is then kept)", None, "204")
             },
+            "/services/{id}/webhook": { "patch": op("Rotate a git service's webhook secret (owner): a generated one, or the one given (32 to 256 printable ASCII characters, 8 different at least); the old one stops working at once; the answer shows the secret, nothing shows it again", Some("RotateWebhookSecret"), "200") },
             "/services/{id}/deployments": {
                 "get": op("List deployments, newest first (limit, after)", None, "200"),
                 "post": op("Queue a deployment from a git ref/commit or an image; Idempotency-Key", Some("CreateDeployment"), "201")
@@ -96,7 +105,7 @@ pub fn document() -> Value {
             "/webhooks/github/{id}": { "post": {
                 "summary": "GitHub push webhook for a service, signed with X-Hub-Signature-256",
                 "security": [],
-                "responses": { "202": { "description": "queued or ignored" }, "200": { "description": "duplicate delivery or ping" }, "401": { "description": "bad signature" } }
+                "responses": webhook_answers
             } }
         },
         "components": {
@@ -104,7 +113,8 @@ pub fn document() -> Value {
             "responses": { "Error": { "description": "`{\"error\": {\"status\", \"message\", \"field\"}}`" } },
             "schemas": {
                 "CreateOrganization": obj(&["name"], json!({ "name": s })),
-                "CreateToken": obj(&["name"], json!({ "name": s })),
+                "CreateToken": obj(&["name"], json!({ "name": s, "role": { "enum": ["owner", "deployer", "read_only"] }, "expires_at": { "type": "string", "format": "date-time" } })),
+                "RotateWebhookSecret": obj(&[], json!({ "secret": s })),
                 "AddMember": obj(&["email", "role"], json!({ "email": s, "role": { "enum": ["owner", "admin", "developer", "viewer"] } })),
                 "CreateProject": obj(&["name"], json!({ "name": s })),
                 "CreateEnvironment": obj(&["name", "branch"], json!({ "name": s, "branch": s })),

@@ -1,16 +1,22 @@
-//! Organizations (created by the operator), tokens, members, the audit log.
+//! Organizations (created by the operator), tokens (with a role and an optional expiry),
+//! members, the audit log. Who may call what is decided in `roles`.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::{ApiResult, invalid};
+use super::error::{ApiError, ApiResult, invalid};
 use super::extract::{Admin, Body, Org};
 use super::validate;
+use crate::store::{NewToken, Role};
+
+/// The longest a token can live: a token for CI that leaks must stop working within a year.
+pub const MAX_TOKEN_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::days(366);
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -26,7 +32,12 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     validate::name("name", &req.name)?;
     let org = state.store.create_organization(&req.name).await?;
-    let (token, secret) = state.store.create_token(org.id, "initial").await?;
+    let initial = NewToken {
+        name: "initial",
+        role: Role::Owner,
+        expires_at: None,
+    };
+    let (token, secret) = state.store.create_token(org.id, &initial).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "organization": org, "token": { "id": token.id, "secret": secret } })),
@@ -41,19 +52,75 @@ pub async fn current(State(state): State<AppState>, org: Org) -> ApiResult<Json<
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub name: String,
+    /// Default: the caller's role. Never more than the caller's.
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// RFC 3339; default: the caller's expiry (none for a token that never expires). At most
+    /// [`MAX_TOKEN_LIFETIME`] ahead and never after the caller's own expiry.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// Mints a token: at most the caller's role and the caller's lifetime (a token cannot mint one
+/// with more rights than itself). Only owners reach this (see `roles`).
 pub async fn create_token(
     State(state): State<AppState>,
     org: Org,
     Body(req): Body<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     validate::non_empty("name", &req.name)?;
-    let (token, secret) = state.store.create_token(org.id, &req.name).await?;
+    validate::text("name", &req.name, 100)?;
+    let role = req.role.unwrap_or(org.role);
+    if role > org.role {
+        return Err(ApiError::Forbidden(format!(
+            "a {} token cannot mint a {role} token (role: at most {})",
+            org.role, org.role
+        )));
+    }
+    let expires_at = token_expiry(req.expires_at, org.expires_at, Utc::now())?;
+    let new = NewToken {
+        name: &req.name,
+        role,
+        expires_at,
+    };
+    let (token, secret) = state.store.create_token(org.id, &new).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "token": token, "secret": secret })),
     ))
+}
+
+/// The expiry of a new token: in the future, at most [`MAX_TOKEN_LIFETIME`] from `now`, and not
+/// after the minting token's own expiry (which is the default).
+pub fn token_expiry(
+    asked: Option<DateTime<Utc>>,
+    caller: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<DateTime<Utc>>> {
+    let Some(at) = asked else {
+        return Ok(caller);
+    };
+    if at <= now {
+        return Err(invalid("expires_at", "must be in the future"));
+    }
+    if at > now + MAX_TOKEN_LIFETIME {
+        return Err(invalid(
+            "expires_at",
+            format!(
+                "must be at most {} days ahead",
+                MAX_TOKEN_LIFETIME.num_days()
+            ),
+        ));
+    }
+    if let Some(limit) = caller
+        && at > limit
+    {
+        return Err(invalid(
+            "expires_at",
+            format!("must not be after this token's own expiry ({limit})"),
+        ));
+    }
+    Ok(Some(at))
 }
 
 pub async fn revoke_token(

@@ -1,19 +1,116 @@
-//! GitHub webhooks: `X-Hub-Signature-256` checked over the raw body, duplicate deliveries
-//! ignored, a push to the environment's branch queues a deployment of its commit. The answer
-//! comes at once; the pipeline workers do the work.
+//! GitHub webhooks: `X-Hub-Signature-256` checked over the raw body with the service's secret
+//! (>= 32 characters, generated when a git service is created without one, rotated with
+//! `PATCH /services/{id}/webhook`), duplicate deliveries ignored, the same body under a new
+//! delivery id inside [`REPLAY_WINDOW`] refused (409), unauthenticated calls rate-limited per
+//! service and source (429 + `Retry-After`) and never audited. A push to the environment's
+//! branch queues a deployment of its commit; the ref and commit are parsed with `tenant::git`
+//! first. The answer comes at once; the pipeline workers do the work.
 
-use axum::Json;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tenant::git::{CommitSha, GitRef};
 use uuid::Uuid;
 
-use super::AppState;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, invalid};
+use super::extract::{Body, Org};
+use super::{AppState, AuditAs};
 use crate::crypto;
-use crate::store::NewDeployment;
+use crate::store::{Delivery, NewDeployment};
+
+/// The same signed body under another delivery id inside this window is a replay.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// Bounds of a webhook secret given by the caller (a generated one is 64 hex characters).
+pub const MIN_SECRET_LEN: usize = 32;
+pub const MAX_SECRET_LEN: usize = 256;
+/// A given secret needs this many different characters (refuses `aaaa...`, `1212...`).
+const MIN_DISTINCT: usize = 8;
+
+/// Checks a webhook secret given by the caller; the error names `field` and never quotes it.
+pub fn check_secret(field: &str, secret: &str) -> ApiResult<()> {
+    if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&secret.len()) {
+        return Err(invalid(
+            field,
+            format!(
+                "must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} characters (leave it out to have \
+                 one generated)"
+            ),
+        ));
+    }
+    if !secret.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(invalid(field, "must be printable ASCII"));
+    }
+    let mut distinct: Vec<u8> = secret.bytes().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < MIN_DISTINCT {
+        return Err(invalid(
+            field,
+            format!("is too easy to guess: use at least {MIN_DISTINCT} different characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// The secret a new service gets: the one given (checked), else a generated one for a service
+/// built from git. The second value says whether it was generated (the create answer shows it,
+/// once).
+pub fn secret_for_new_service(
+    given: Option<&str>,
+    builds_from_git: bool,
+) -> ApiResult<Option<(String, bool)>> {
+    match given {
+        Some(secret) => {
+            check_secret("webhook_secret", secret)?;
+            Ok(Some((secret.to_owned(), false)))
+        }
+        None if builds_from_git => Ok(Some((crypto::generate_webhook_secret(), true))),
+        None => Ok(None),
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateWebhookSecret {
+    /// Default: a generated one.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// `PATCH /services/{id}/webhook`: a new secret (generated, or the one given); the old one
+/// stops working at once. The answer shows the secret; nothing shows it again.
+pub async fn rotate(
+    State(state): State<AppState>,
+    org: Org,
+    Path(service_id): Path<Uuid>,
+    Body(req): Body<RotateWebhookSecret>,
+) -> ApiResult<Json<Value>> {
+    let (secret, generated) = match req.secret {
+        Some(secret) => {
+            check_secret("secret", &secret)?;
+            (secret, false)
+        }
+        None => (crypto::generate_webhook_secret(), true),
+    };
+    state
+        .store
+        .set_webhook_secret(org.id, service_id, &secret)
+        .await?;
+    Ok(Json(json!({
+        "service_id": service_id,
+        "webhook_secret": secret,
+        "generated": generated,
+        "note": "the secret is shown only in this answer; set it in the repository's webhook settings",
+    })))
+}
 
 /// The part of a push event we use.
 #[derive(Debug, Deserialize)]
@@ -29,42 +126,92 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+fn too_many(retry_after: Duration) -> Response {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    let body = json!({ "error": {
+        "status": 429,
+        "message": format!("too many unauthenticated webhook calls; retry in {secs} s"),
+    }});
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    resp.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from_str(&secs.to_string()).expect("digits are a header value"),
+    );
+    resp
+}
+
 pub async fn github(
     State(state): State<AppState>,
     Path(service_id): Path<Uuid>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
+) -> Response {
+    let source: Option<IpAddr> = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let limiter = &state.webhook_limiter;
+    if let Err(wait) = limiter.check(service_id, source, Instant::now()) {
+        return too_many(wait);
+    }
+    // Unknown service, no (or a too short) secret and a bad signature all look the same.
+    let target = match state.store.webhook_target(service_id).await {
+        Ok(t) => t,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let signed = target.as_ref().filter(|t| {
+        let secret = t.secret.as_deref().unwrap_or_default();
+        secret.len() >= MIN_SECRET_LEN
+            && header(&headers, "x-hub-signature-256").is_some_and(|signature| {
+                crypto::verify_github_signature(secret.as_bytes(), &body, signature)
+            })
+    });
+    let Some(target) = signed else {
+        limiter.record(service_id, source, Instant::now());
+        return ApiError::Unauthorized.into_response();
+    };
+    let mut response = match process(&state, service_id, target, &headers, &body).await {
+        Ok(answer) => answer.into_response(),
+        Err(e) => e.into_response(),
+    };
+    response.extensions_mut().insert(AuditAs {
+        organization_id: target.organization_id,
+    });
+    response
+}
+
+/// A delivery whose signature checked out.
+async fn process(
+    state: &AppState,
+    service_id: Uuid,
+    target: &crate::store::WebhookTarget,
+    headers: &HeaderMap,
+    body: &[u8],
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    // Unknown service, no secret and bad signature all look the same to the caller.
-    let secret = state
-        .store
-        .webhook_secret(service_id)
-        .await
-        .ok()
-        .flatten()
-        .ok_or(ApiError::Unauthorized)?;
-    let signature = header(&headers, "x-hub-signature-256").ok_or(ApiError::Unauthorized)?;
-    if !crypto::verify_github_signature(secret.as_bytes(), &body, signature) {
-        return Err(ApiError::Unauthorized);
-    }
-    let delivery = header(&headers, "x-github-delivery")
+    let delivery = header(headers, "x-github-delivery")
         .filter(|d| !d.is_empty() && d.len() <= 100)
-        .ok_or_else(|| ApiError::BadRequest("missing X-GitHub-Delivery".into()))?;
-    let first = sqlx::query("INSERT INTO webhook_deliveries (delivery_id, service_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(delivery)
-        .bind(service_id)
-        .execute(&state.store.pool)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .rows_affected()
-        == 1;
-    if !first {
-        return Ok((
-            StatusCode::OK,
-            Json(json!({ "status": "duplicate delivery ignored" })),
-        ));
+        .ok_or_else(|| invalid("X-GitHub-Delivery", "missing or longer than 100 characters"))?;
+    let body_hash = Sha256::digest(body).to_vec();
+    match state
+        .store
+        .record_delivery(service_id, delivery, &body_hash, REPLAY_WINDOW)
+        .await?
+    {
+        Delivery::First => {}
+        Delivery::DuplicateId => {
+            return Ok((
+                StatusCode::OK,
+                Json(json!({ "status": "duplicate delivery ignored" })),
+            ));
+        }
+        Delivery::ReplayedBody => {
+            return Err(ApiError::Conflict(format!(
+                "this body was already delivered to this service under another delivery id \
+                 within the last {} h; a replay is not processed",
+                REPLAY_WINDOW.as_secs() / 3600
+            )));
+        }
     }
-    match header(&headers, "x-github-event") {
+    match header(headers, "x-github-event") {
         Some("push") => {}
         Some("ping") => return Ok((StatusCode::OK, Json(json!({ "status": "pong" })))),
         other => {
@@ -74,30 +221,28 @@ pub async fn github(
             ));
         }
     }
-    let push: Push = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("push payload: {e}")))?;
-    let (org, branch) = state
-        .store
-        .services_for_push(service_id)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
-    let pushed = push.git_ref.strip_prefix("refs/heads/");
-    if push.deleted || pushed != Some(branch.as_str()) || push.after.chars().all(|c| c == '0') {
+    let push: Push = serde_json::from_slice(body)
+        .map_err(|e| invalid("body", format!("not a push payload: {e}")))?;
+    let pushed = GitRef::parse(&push.git_ref).map_err(|e| invalid("ref", e.to_string()))?;
+    let commit = CommitSha::parse(&push.after).map_err(|e| invalid("after", e.to_string()))?;
+    let branch = &target.branch;
+    let to_branch = pushed.as_str().strip_prefix("refs/heads/") == Some(branch.as_str());
+    if push.deleted || !to_branch || commit.as_str().chars().all(|c| c == '0') {
         return Ok((
             StatusCode::ACCEPTED,
             Json(
-                json!({ "status": format!("push to {} ignored: the environment deploys {branch}", push.git_ref) }),
+                json!({ "status": format!("push to {} ignored: the environment deploys {branch}", pushed.as_str()) }),
             ),
         ));
     }
     let queued = state
         .store
         .create_deployment(
-            org,
+            target.organization_id,
             service_id,
             &NewDeployment {
-                git_ref: Some(branch),
-                git_commit: Some(push.after),
+                git_ref: Some(branch.clone()),
+                git_commit: Some(commit.as_str().to_owned()),
                 ..Default::default()
             },
         )
@@ -106,10 +251,9 @@ pub async fn github(
         Ok(d) => d,
         Err(e) => {
             // Forget the delivery so GitHub's redelivery is not ignored as a duplicate.
-            let _ = sqlx::query("DELETE FROM webhook_deliveries WHERE delivery_id = $1")
-                .bind(delivery)
-                .execute(&state.store.pool)
-                .await;
+            if let Err(f) = state.store.forget_delivery(service_id, delivery).await {
+                tracing::error!(error = %f, %service_id, "forgetting a failed webhook delivery");
+            }
             return Err(e.into());
         }
     };
@@ -118,4 +262,47 @@ pub async fn github(
         StatusCode::ACCEPTED,
         Json(json!({ "status": "queued", "deployment_id": d.id })),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_secrets_are_refused_naming_the_field_without_quoting_it() {
+        for weak in [
+            "",
+            "short",
+            "It's a Secret to Everybody",
+            &"a".repeat(40),
+            &"ab".repeat(20),
+            &"x".repeat(300),
+        ] {
+            let e = check_secret("webhook_secret", weak).unwrap_err();
+            match &e {
+                ApiError::Invalid { field, message } => {
+                    assert_eq!(field, "webhook_secret");
+                    assert!(weak.len() < 8 || !message.contains(weak), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let bad_char = format!("{}\n", "0123456789abcdefghij0123456789ab");
+        assert!(check_secret("secret", &bad_char).is_err());
+        assert!(check_secret("secret", "correct horse battery staple 2024!").is_ok());
+        assert!(check_secret("secret", &crypto::generate_webhook_secret()).is_ok());
+    }
+
+    #[test]
+    fn a_git_service_gets_a_generated_secret_an_image_service_none() {
+        let (s, generated) = secret_for_new_service(None, true).unwrap().unwrap();
+        assert!(generated && s.len() == 64);
+        assert!(secret_for_new_service(None, false).unwrap().is_none());
+        assert!(secret_for_new_service(Some(""), true).is_err());
+        let given = "correct horse battery staple 2024!";
+        assert_eq!(
+            secret_for_new_service(Some(given), false).unwrap(),
+            Some((given.to_owned(), false))
+        );
+    }
 }
