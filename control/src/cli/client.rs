@@ -65,6 +65,11 @@ impl ApiClient {
             .await
     }
 
+    pub async fn patch(&self, path: &str, body: &impl Serialize) -> Result<Value, CliError> {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<Value, CliError> {
         self.send(self.http.delete(format!("{}{path}", self.base)))
             .await

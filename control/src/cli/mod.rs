@@ -3,6 +3,7 @@
 
 mod client;
 mod domains;
+pub mod files;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -61,6 +62,12 @@ pub enum Command {
     /// A web service's custom domains.
     #[command(subcommand)]
     Domains(domains::Domains),
+    /// A git service's webhook secret.
+    #[command(subcommand)]
+    Webhook(Webhook),
+    /// API tokens of the organization (owner tokens only).
+    #[command(subcommand)]
+    Tokens(Tokens),
     /// Queue a deployment and follow its steps until it ends.
     Deploy {
         #[arg(long)]
@@ -142,6 +149,36 @@ pub enum Services {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum Webhook {
+    /// Replace the secret GitHub signs with (the old one stops working at once); prints the new
+    /// one, which is not shown again.
+    Rotate {
+        #[arg(long)]
+        service: String,
+        /// Use this secret (32 to 256 characters) instead of a generated one.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Tokens {
+    /// Mint a token; prints its secret, which is not shown again.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// owner, deployer or read_only (default: this token's role; never more).
+        #[arg(long)]
+        role: Option<String>,
+        /// RFC 3339 time after which the token stops working (at most 366 days ahead).
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Login {
     pub url: String,
@@ -178,14 +215,9 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
             url: url.clone(),
             token: token.clone(),
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| CliError::Io {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
+        // The token is a secret: 0600, written atomically (an older 0644 file is replaced).
         let text = serde_json::to_string_pretty(&login).expect("login serializes");
-        std::fs::write(&path, text).map_err(|source| CliError::Io {
+        files::write_private(&path, text.as_bytes()).map_err(|source| CliError::Io {
             path: path.display().to_string(),
             source,
         })?;
@@ -289,6 +321,65 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
             for h in s["hosts"].as_array().into_iter().flatten() {
                 out(w, format!("  https://{}", h.as_str().unwrap_or("")));
             }
+            if let Some(secret) = s["webhook_secret"].as_str() {
+                out(
+                    w,
+                    format!(
+                        "  webhook: POST /webhooks/github/{} signed with secret {secret} \
+                         (shown once; `stackpad webhook rotate` makes a new one)",
+                        s["id"].as_str().unwrap_or("")
+                    ),
+                );
+            }
+        }
+        Command::Webhook(Webhook::Rotate { service, secret }) => {
+            let body = match secret {
+                Some(s) => json!({ "secret": s }),
+                None => json!({}),
+            };
+            let v = api
+                .patch(&format!("/services/{service}/webhook"), &body)
+                .await?;
+            out(
+                w,
+                format!(
+                    "webhook secret of service {service} rotated: {}",
+                    v["webhook_secret"].as_str().unwrap_or("")
+                ),
+            );
+            out(
+                w,
+                "  shown once: set it in the repository's webhook settings now",
+            );
+        }
+        Command::Tokens(Tokens::Create {
+            name,
+            role,
+            expires_at,
+        }) => {
+            let mut body = json!({ "name": name });
+            if let Some(r) = role {
+                body["role"] = json!(r);
+            }
+            if let Some(t) = expires_at {
+                body["expires_at"] = json!(t);
+            }
+            let v = api.post("/tokens", &body).await?;
+            out(
+                w,
+                format!(
+                    "token {} ({}, role {}, expires {}): {}",
+                    name,
+                    v["token"]["id"].as_str().unwrap_or(""),
+                    v["token"]["role"].as_str().unwrap_or(""),
+                    v["token"]["expires_at"].as_str().unwrap_or("never"),
+                    v["secret"].as_str().unwrap_or("")
+                ),
+            );
+        }
+        Command::Tokens(Tokens::Revoke { id }) => {
+            api.delete(&format!("/tokens/{id}")).await?;
+            out(w, format!("token {id} revoked"));
         }
         Command::Deploy {
             service,
