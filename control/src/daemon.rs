@@ -167,6 +167,8 @@ pub async fn start(
     }
     let mut rx = shutdown_rx.clone();
     tasks.spawn(async move {
+        // The peer address is the source the webhook rate limit counts by.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = rx.wait_for(|s| *s).await;
         });
