@@ -381,7 +381,7 @@ async fn github_webhook_queues_a_push_to_the_branch_once() -> anyhow::Result<()>
     let h = Harness::start(fake_clients(&fakes)).await?;
     let (_, a) = h.org("org-a").await;
     let (_, service) = h
-        .service(&a, json!({ "name": "web", "git": { "url": "file:///srv/app.git" }, "webhook_secret": "It's a Secret to Everybody" }))
+        .service(&a, json!({ "name": "web", "git": { "url": "file:///srv/app.git" }, "webhook_secret": "It's a Secret to Everybody, 32 characters or more" }))
         .await;
     let commit = "0123456789abcdef0123456789abcdef01234567";
     let body = serde_json::to_vec(
@@ -396,7 +396,7 @@ async fn github_webhook_queues_a_push_to_the_branch_once() -> anyhow::Result<()>
             .body(body)
             .send()
     };
-    let secret = b"It's a Secret to Everybody";
+    let secret = b"It's a Secret to Everybody, 32 characters or more";
     let started = std::time::Instant::now();
     let resp = send(body.clone(), github_signature(secret, &body), "d-1").await?;
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
