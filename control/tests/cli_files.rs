@@ -45,7 +45,11 @@ async fn login_writes_the_token_0600_even_over_a_0644_file() -> anyhow::Result<(
     assert_eq!(mode(&old), 0o644);
     let (code, out) = stackpad(&old, &["login", "--url", &h.url, "--token", &token]).await;
     assert_eq!(code, 0, "{out}");
-    assert_eq!(mode(&old), 0o600, "the 0644 file was replaced by a 0600 one");
+    assert_eq!(
+        mode(&old),
+        0o600,
+        "the 0644 file was replaced by a 0600 one"
+    );
     let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&old)?)?;
     assert_eq!(saved["token"], token.as_str());
     let left: Vec<_> = std::fs::read_dir(dir.path())?
@@ -64,19 +68,36 @@ async fn the_cli_rotates_a_webhook_secret_and_mints_a_read_only_token() -> anyho
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("cli.json");
     assert_eq!(
-        stackpad(&config, &["login", "--url", &h.url, "--token", &token]).await.0,
+        stackpad(&config, &["login", "--url", &h.url, "--token", &token])
+            .await
+            .0,
         0
     );
     let (project, _) = h
-        .service(&token, json!({ "name": "seed", "image": "127.0.0.1:5000/x:1" }))
+        .service(
+            &token,
+            json!({ "name": "seed", "image": "127.0.0.1:5000/x:1" }),
+        )
         .await;
     let (code, out) = stackpad(
         &config,
-        &["services", "create", "--project", &project, "--name", "web", "--git", "file:///srv/app.git"],
+        &[
+            "services",
+            "create",
+            "--project",
+            &project,
+            "--name",
+            "web",
+            "--git",
+            "file:///srv/app.git",
+        ],
     )
     .await;
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("shown once"), "the generated secret is shown: {out}");
+    assert!(
+        out.contains("shown once"),
+        "the generated secret is shown: {out}"
+    );
     let service = out
         .split(['(', ')'])
         .nth(1)
@@ -93,17 +114,42 @@ async fn the_cli_rotates_a_webhook_secret_and_mints_a_read_only_token() -> anyho
     assert_eq!(secret.len(), 64, "{out}");
     let (code, out) = stackpad(
         &config,
-        &["webhook", "rotate", "--service", &service, "--secret", "short"],
+        &[
+            "webhook",
+            "rotate",
+            "--service",
+            &service,
+            "--secret",
+            "short",
+        ],
     )
     .await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("422") && out.contains("secret"), "{out}");
 
-    let (code, out) = stackpad(&config, &["tokens", "create", "--name", "viewer", "--role", "read_only"]).await;
+    let (code, out) = stackpad(
+        &config,
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "viewer",
+            "--role",
+            "read_only",
+        ],
+    )
+    .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("role read_only"), "{out}");
     let viewer = out.rsplit(' ').next().unwrap().trim().to_owned();
-    let (status, _) = h.call("POST", "/projects", &viewer, Some(json!({ "name": "nope" }))).await;
+    let (status, _) = h
+        .call(
+            "POST",
+            "/projects",
+            &viewer,
+            Some(json!({ "name": "nope" })),
+        )
+        .await;
     assert_eq!(status, 403);
     h.stop().await;
     Ok(())

@@ -47,7 +47,12 @@ async fn every_route_answers_each_role_as_the_matrix_says() -> anyhow::Result<()
     let mut tokens = vec![("owner".to_owned(), Some("owner"))];
     for role in ["deployer", "read_only"] {
         let (status, t) = h
-            .call("POST", "/tokens", &owner, Some(json!({ "name": role, "role": role })))
+            .call(
+                "POST",
+                "/tokens",
+                &owner,
+                Some(json!({ "name": role, "role": role })),
+            )
             .await;
         assert_eq!(status, 201, "{t}");
         assert_eq!(t["token"]["role"], role);
@@ -60,21 +65,30 @@ async fn every_route_answers_each_role_as_the_matrix_says() -> anyhow::Result<()
     let mut checked = 0;
     for (token, role) in &tokens {
         for (method, route) in control::api::ROUTES {
-            let path = route.replace("{id}", &id).replace("{domain}", "shop.example.com");
+            let path = route
+                .replace("{id}", &id)
+                .replace("{domain}", "shop.example.com");
             let (status, v) = h
                 .call(&method.to_uppercase(), &path, token, Some(json!({})))
                 .await;
             let want = allowed(*role, method, route);
             let who = role.unwrap_or("operator");
             if want {
-                assert_ne!(status, 403, "{who} must be let through {method} {route}: {v}");
+                assert_ne!(
+                    status, 403,
+                    "{who} must be let through {method} {route}: {v}"
+                );
                 if !PUBLIC.contains(&(method, route)) {
                     assert_ne!(status, 401, "{who} {method} {route}: {v}");
                 }
             } else if role.is_some() && !OPERATOR.contains(&(method, route)) {
                 assert_eq!(status, 403, "{who} must be refused {method} {route}: {v}");
                 let message = v["error"]["message"].as_str().unwrap_or_default();
-                let need = if DEPLOYER.contains(&(method, route)) { "deployer" } else { "owner" };
+                let need = if DEPLOYER.contains(&(method, route)) {
+                    "deployer"
+                } else {
+                    "owner"
+                };
                 assert!(
                     message.contains(&format!("needs the {need} role")) && message.contains(who),
                     "{who} {method} {route}: the 403 names the role needed: {message}"
@@ -92,25 +106,45 @@ async fn every_route_answers_each_role_as_the_matrix_says() -> anyhow::Result<()
 }
 
 #[tokio::test]
-async fn a_deployer_deploys_but_cannot_mint_tokens_add_members_or_change_config() -> anyhow::Result<()>
-{
+async fn a_deployer_deploys_but_cannot_mint_tokens_add_members_or_change_config()
+-> anyhow::Result<()> {
     let h = Harness::start(fake_clients(&Fakes::new())).await?;
     h.register_node("n1", "compute", "http://127.0.0.1:9").await;
     let (_, owner) = h.org("org-a").await;
     let (_, service) = h
-        .service(&owner, json!({ "name": "web", "image": "127.0.0.1:5000/x:1" }))
+        .service(
+            &owner,
+            json!({ "name": "web", "image": "127.0.0.1:5000/x:1" }),
+        )
         .await;
     let (_, t) = h
-        .call("POST", "/tokens", &owner, Some(json!({ "name": "ci", "role": "deployer" })))
+        .call(
+            "POST",
+            "/tokens",
+            &owner,
+            Some(json!({ "name": "ci", "role": "deployer" })),
+        )
         .await;
     let deployer = t["secret"].as_str().unwrap().to_owned();
 
     let d = h.deploy(&deployer, &service, json!({})).await;
     assert!(!d.is_empty());
     for (method, path, body) in [
-        ("POST", "/tokens".to_owned(), json!({ "name": "x", "role": "read_only" })),
-        ("POST", "/members".to_owned(), json!({ "email": "a@b.c", "role": "owner" })),
-        ("PATCH", format!("/services/{service}"), json!({ "port": 81 })),
+        (
+            "POST",
+            "/tokens".to_owned(),
+            json!({ "name": "x", "role": "read_only" }),
+        ),
+        (
+            "POST",
+            "/members".to_owned(),
+            json!({ "email": "a@b.c", "role": "owner" }),
+        ),
+        (
+            "PATCH",
+            format!("/services/{service}"),
+            json!({ "port": 81 }),
+        ),
         ("PATCH", format!("/services/{service}/webhook"), json!({})),
         ("POST", "/projects".to_owned(), json!({ "name": "more" })),
     ] {
@@ -139,14 +173,32 @@ async fn tokens_expire_and_never_outrank_or_outlive_their_minter() -> anyhow::Re
         (at(chrono::TimeDelta::days(400)), "beyond the maximum"),
     ] {
         let (status, v) = h
-            .call("POST", "/tokens", &owner, Some(json!({ "name": "x", "expires_at": expires })))
+            .call(
+                "POST",
+                "/tokens",
+                &owner,
+                Some(json!({ "name": "x", "expires_at": expires })),
+            )
             .await;
-        assert_eq!((status, v["error"]["field"].as_str()), (422, Some("expires_at")), "{why}: {v}");
+        assert_eq!(
+            (status, v["error"]["field"].as_str()),
+            (422, Some("expires_at")),
+            "{why}: {v}"
+        );
     }
     let (status, v) = h
-        .call("POST", "/tokens", &owner, Some(json!({ "name": "x", "role": "admin" })))
+        .call(
+            "POST",
+            "/tokens",
+            &owner,
+            Some(json!({ "name": "x", "role": "admin" })),
+        )
         .await;
-    assert_eq!((status, v["error"]["field"].as_str()), (422, Some("role")), "{v}");
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (422, Some("role")),
+        "{v}"
+    );
 
     // An owner token that expires in an hour.
     let (status, t) = h
@@ -170,9 +222,18 @@ async fn tokens_expire_and_never_outrank_or_outlive_their_minter() -> anyhow::Re
             Some(json!({ "name": "y", "expires_at": at(chrono::TimeDelta::hours(2)) })),
         )
         .await;
-    assert_eq!((status, v["error"]["field"].as_str()), (422, Some("expires_at")), "{v}");
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (422, Some("expires_at")),
+        "{v}"
+    );
     let (status, child) = h
-        .call("POST", "/tokens", &hour, Some(json!({ "name": "child", "role": "read_only" })))
+        .call(
+            "POST",
+            "/tokens",
+            &hour,
+            Some(json!({ "name": "child", "role": "read_only" })),
+        )
         .await;
     assert_eq!(status, 201, "{child}");
     assert_eq!(child["token"]["expires_at"], t["token"]["expires_at"]);
@@ -181,13 +242,20 @@ async fn tokens_expire_and_never_outrank_or_outlive_their_minter() -> anyhow::Re
     assert_eq!(h.call("GET", "/organization", &child, None).await.0, 200);
 
     // Once past its expiry it is 401 (moved into the past rather than waited for).
-    sqlx::query("UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = $1::uuid")
-        .bind(&hour_id)
-        .execute(&h.store().pool)
-        .await?;
+    sqlx::query(
+        "UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = $1::uuid",
+    )
+    .bind(&hour_id)
+    .execute(&h.store().pool)
+    .await?;
     let (status, v) = h.call("GET", "/organization", &hour, None).await;
     assert_eq!(status, 401, "{v}");
-    assert_eq!(h.call("POST", "/projects", &hour, Some(json!({ "name": "late" }))).await.0, 401);
+    assert_eq!(
+        h.call("POST", "/projects", &hour, Some(json!({ "name": "late" })))
+            .await
+            .0,
+        401
+    );
     assert_eq!(h.call("GET", "/organization", &owner, None).await.0, 200);
     h.stop().await;
     Ok(())

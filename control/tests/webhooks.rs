@@ -11,8 +11,10 @@ use serde_json::{Value, json};
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 fn push(git_ref: &str, after: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({ "ref": git_ref, "after": after, "repository": { "full_name": "acme/app" } }))
-        .unwrap()
+    serde_json::to_vec(
+        &json!({ "ref": git_ref, "after": after, "repository": { "full_name": "acme/app" } }),
+    )
+    .unwrap()
 }
 
 async fn send(
@@ -34,7 +36,10 @@ async fn send(
     let resp = req.send().await.expect("webhook request");
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 async fn audit_rows(h: &Harness) -> i64 {
@@ -46,7 +51,12 @@ async fn audit_rows(h: &Harness) -> i64 {
 
 async fn deployments(h: &Harness, token: &str, service: &str) -> usize {
     let (_, list) = h
-        .call("GET", &format!("/services/{service}/deployments"), token, None)
+        .call(
+            "GET",
+            &format!("/services/{service}/deployments"),
+            token,
+            None,
+        )
         .await;
     list["items"].as_array().unwrap().len()
 }
@@ -82,11 +92,17 @@ async fn weak_secrets_are_refused_and_a_generated_one_is_shown_once() -> anyhow:
     }
     let (status, s) = git_service(&h, &a, json!({})).await;
     assert_eq!(status, 201, "{s}");
-    let secret = s["webhook_secret"].as_str().expect("generated secret shown").to_owned();
+    let secret = s["webhook_secret"]
+        .as_str()
+        .expect("generated secret shown")
+        .to_owned();
     assert_eq!(secret.len(), 64);
     let id = s["id"].as_str().unwrap();
     let (_, again) = h.call("GET", &format!("/services/{id}"), &a, None).await;
-    assert!(again.get("webhook_secret").is_none(), "shown again: {again}");
+    assert!(
+        again.get("webhook_secret").is_none(),
+        "shown again: {again}"
+    );
     assert_eq!(again["has_webhook_secret"], true);
     assert!(!again.to_string().contains(&secret));
     let stored: Vec<u8> =
@@ -94,10 +110,20 @@ async fn weak_secrets_are_refused_and_a_generated_one_is_shown_once() -> anyhow:
             .bind(id)
             .fetch_one(&h.store().pool)
             .await?;
-    assert!(!stored.windows(16).any(|w| w == &secret.as_bytes()[..16]), "stored in clear");
+    assert!(
+        !stored.windows(16).any(|w| w == &secret.as_bytes()[..16]),
+        "stored in clear"
+    );
     // The generated secret signs a push that is queued.
     let body = push("refs/heads/main", COMMIT);
-    let (status, v) = send(&h, id, &body, Some(github_signature(secret.as_bytes(), &body)), "g-1").await;
+    let (status, v) = send(
+        &h,
+        id,
+        &body,
+        Some(github_signature(secret.as_bytes(), &body)),
+        "g-1",
+    )
+    .await;
     assert_eq!((status, v["status"].as_str()), (202, Some("queued")), "{v}");
     // An image service gets no secret.
     let (_, img) = h
@@ -118,32 +144,83 @@ async fn rotation_invalidates_the_old_secret() -> anyhow::Result<()> {
     let old = s["webhook_secret"].as_str().unwrap().to_owned();
 
     let (status, v) = h
-        .call("PATCH", &format!("/services/{id}/webhook"), &a, Some(json!({ "secret": "too short" })))
+        .call(
+            "PATCH",
+            &format!("/services/{id}/webhook"),
+            &a,
+            Some(json!({ "secret": "too short" })),
+        )
         .await;
-    assert_eq!((status, v["error"]["field"].as_str()), (422, Some("secret")), "{v}");
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (422, Some("secret")),
+        "{v}"
+    );
     let (status, r) = h
-        .call("PATCH", &format!("/services/{id}/webhook"), &a, Some(json!({})))
+        .call(
+            "PATCH",
+            &format!("/services/{id}/webhook"),
+            &a,
+            Some(json!({})),
+        )
         .await;
     assert_eq!(status, 200, "{r}");
     let new = r["webhook_secret"].as_str().unwrap().to_owned();
     assert_ne!(new, old);
 
     let body = push("refs/heads/main", COMMIT);
-    let (status, _) = send(&h, &id, &body, Some(github_signature(old.as_bytes(), &body)), "r-1").await;
+    let (status, _) = send(
+        &h,
+        &id,
+        &body,
+        Some(github_signature(old.as_bytes(), &body)),
+        "r-1",
+    )
+    .await;
     assert_eq!(status, 401, "the old secret no longer signs");
-    let (status, v) = send(&h, &id, &body, Some(github_signature(new.as_bytes(), &body)), "r-2").await;
+    let (status, v) = send(
+        &h,
+        &id,
+        &body,
+        Some(github_signature(new.as_bytes(), &body)),
+        "r-2",
+    )
+    .await;
     assert_eq!(status, 202, "{v}");
 
     // A given secret that passes the rules works the same way.
     let given = "correct horse battery staple, rotated 2026";
     let (status, r) = h
-        .call("PATCH", &format!("/services/{id}/webhook"), &a, Some(json!({ "secret": given })))
+        .call(
+            "PATCH",
+            &format!("/services/{id}/webhook"),
+            &a,
+            Some(json!({ "secret": given })),
+        )
         .await;
-    assert_eq!((status, r["webhook_secret"].as_str()), (200, Some(given)), "{r}");
+    assert_eq!(
+        (status, r["webhook_secret"].as_str()),
+        (200, Some(given)),
+        "{r}"
+    );
     let other = push("refs/heads/main", &COMMIT.replace('0', "f"));
-    let (status, _) = send(&h, &id, &other, Some(github_signature(new.as_bytes(), &other)), "r-3").await;
+    let (status, _) = send(
+        &h,
+        &id,
+        &other,
+        Some(github_signature(new.as_bytes(), &other)),
+        "r-3",
+    )
+    .await;
     assert_eq!(status, 401);
-    let (status, v) = send(&h, &id, &other, Some(github_signature(given.as_bytes(), &other)), "r-4").await;
+    let (status, v) = send(
+        &h,
+        &id,
+        &other,
+        Some(github_signature(given.as_bytes(), &other)),
+        "r-4",
+    )
+    .await;
     assert_eq!(status, 202, "{v}");
 
     // An image service has no webhook to rotate; another organization's service is not found.
@@ -151,12 +228,22 @@ async fn rotation_invalidates_the_old_secret() -> anyhow::Result<()> {
         .service(&a, json!({ "name": "img", "image": "127.0.0.1:5000/x:1" }))
         .await;
     let (status, _) = h
-        .call("PATCH", &format!("/services/{img}/webhook"), &a, Some(json!({})))
+        .call(
+            "PATCH",
+            &format!("/services/{img}/webhook"),
+            &a,
+            Some(json!({})),
+        )
         .await;
     assert_eq!(status, 409);
     let (_, b) = h.org("org-b").await;
     let (status, _) = h
-        .call("PATCH", &format!("/services/{id}/webhook"), &b, Some(json!({})))
+        .call(
+            "PATCH",
+            &format!("/services/{id}/webhook"),
+            &b,
+            Some(json!({})),
+        )
         .await;
     assert_eq!(status, 404);
     h.stop().await;
@@ -164,7 +251,8 @@ async fn rotation_invalidates_the_old_secret() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn a_signed_body_is_processed_once_and_authenticated_calls_are_audited() -> anyhow::Result<()> {
+async fn a_signed_body_is_processed_once_and_authenticated_calls_are_audited() -> anyhow::Result<()>
+{
     let h = Harness::start(fake_clients(&Fakes::new())).await?;
     let (_, a) = h.org("org-a").await;
     let (_, s) = git_service(&h, &a, json!({})).await;
@@ -177,10 +265,16 @@ async fn a_signed_body_is_processed_once_and_authenticated_calls_are_audited() -
     let (status, v) = send(&h, &id, &body, sig(), "d-1").await;
     assert_eq!(status, 202, "{v}");
     let (status, v) = send(&h, &id, &body, sig(), "d-1").await;
-    assert_eq!((status, v["status"].as_str()), (200, Some("duplicate delivery ignored")));
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("duplicate delivery ignored"))
+    );
     let (status, v) = send(&h, &id, &body, sig(), "d-2-replayed").await;
     assert_eq!(status, 409, "same body, new delivery id: {v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("replay"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("replay"),
+        "{v}"
+    );
     assert_eq!(deployments(&h, &a, &id).await, 1);
     // Each of the three signed calls is audited under the organization.
     let (_, audit) = h.call("GET", "/audit", &a, None).await;
@@ -209,7 +303,8 @@ async fn anonymous_calls_write_no_audit_rows_and_hit_the_rate_limit() -> anyhow:
     let mut first_limited = None;
     let started = std::time::Instant::now();
     for i in 0..200 {
-        let sig = (i % 2 == 0).then(|| github_signature(b"not the secret at all, 32+ chars", &body));
+        let sig =
+            (i % 2 == 0).then(|| github_signature(b"not the secret at all, 32+ chars", &body));
         let resp = h
             .http
             .post(format!("{}/webhooks/github/{id}", h.url))
@@ -235,7 +330,11 @@ async fn anonymous_calls_write_no_audit_rows_and_hit_the_rate_limit() -> anyhow:
         "200 anonymous calls in {elapsed:?}: {limited} limited, the first at call {first_limited:?}"
     );
     assert!(limited >= 150, "{limited} of 200 were limited");
-    assert_eq!(audit_rows(&h).await, before, "anonymous calls wrote audit rows");
+    assert_eq!(
+        audit_rows(&h).await,
+        before,
+        "anonymous calls wrote audit rows"
+    );
     // Unknown services are limited the same way and write nothing either.
     let (status, _) = send(&h, &uuid::Uuid::new_v4().to_string(), &body, None, "x").await;
     assert_eq!(status, 429, "this source is over its budget");
@@ -256,7 +355,10 @@ async fn a_push_naming_an_option_like_ref_or_a_short_commit_is_refused() -> anyh
         (push("refs/heads/-x", COMMIT), "ref"),
         (push("refs/heads/a..b", COMMIT), "ref"),
         (push("refs/heads/main", "0123456"), "after"),
-        (push("refs/heads/main", "--upload-pack=touch /tmp/x"), "after"),
+        (
+            push("refs/heads/main", "--upload-pack=touch /tmp/x"),
+            "after",
+        ),
     ];
     for (i, (body, field)) in cases.iter().enumerate() {
         let (status, v) = send(

@@ -247,11 +247,14 @@ async fn auth_and_audit(State(state): State<AppState>, mut req: Request, next: N
     let response = next.run(req).await;
     if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
         let (org, token) = match (caller, response.extensions().get::<AuditAs>()) {
-            (Some(Caller::Org {
-                organization_id,
-                token_id,
-                ..
-            }), _) => (Some(organization_id), Some(token_id)),
+            (
+                Some(Caller::Org {
+                    organization_id,
+                    token_id,
+                    ..
+                }),
+                _,
+            ) => (Some(organization_id), Some(token_id)),
             (Some(Caller::Admin), _) => (None, None),
             (None, Some(by)) => (Some(by.organization_id), None),
             (None, None) => return response,

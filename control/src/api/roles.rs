@@ -81,7 +81,10 @@ mod tests {
             let need = need(method, Some(route));
             if *method == "get" {
                 assert!(
-                    matches!(need, Need::Public | Need::Operator | Need::Role(Role::ReadOnly)),
+                    matches!(
+                        need,
+                        Need::Public | Need::Operator | Need::Role(Role::ReadOnly)
+                    ),
                     "{method} {route}: {need:?}"
                 );
             } else {
@@ -96,7 +99,10 @@ mod tests {
                 "{m} {r} is in the role table but not a route"
             );
         }
-        assert_eq!(need("PATCH", Some("/services/{id}")), Need::Role(Role::Owner));
+        assert_eq!(
+            need("PATCH", Some("/services/{id}")),
+            Need::Role(Role::Owner)
+        );
         assert_eq!(need("POST", Some("/tokens")), Need::Role(Role::Owner));
         assert_eq!(need("GET", None), Need::Role(Role::ReadOnly));
         assert!(Role::Owner > Role::Deployer && Role::Deployer > Role::ReadOnly);

@@ -116,10 +116,8 @@ impl Limiter {
                 let window = self.limits.window;
                 windows.retain(|_, w| now < w.start + window);
                 if windows.len() >= self.limits.max_keys
-                    && let Some(oldest) = windows
-                        .iter()
-                        .min_by_key(|(_, w)| w.start)
-                        .map(|(k, _)| *k)
+                    && let Some(oldest) =
+                        windows.iter().min_by_key(|(_, w)| w.start).map(|(k, _)| *k)
                 {
                     windows.remove(&oldest);
                 }
