@@ -35,6 +35,9 @@ pub struct NodeConfig {
     pub run_dir: PathBuf,
     /// Address allocations shared by every agent on this machine (the kernel's routes are).
     pub ipam_dir: PathBuf,
+    /// Host id ranges of the containers' user namespaces, shared by every agent on this
+    /// machine (host uids are machine-wide).
+    pub userns_dir: PathBuf,
     /// gRPC `NodeAgent` listener; loopback by default.
     pub listen: SocketAddr,
     /// Prometheus `/metrics` listener.
@@ -86,6 +89,7 @@ impl Default for NodeConfig {
             state_dir: "/var/lib/stackpad/node".into(),
             run_dir: "/run/stackpad/node".into(),
             ipam_dir: "/var/lib/stackpad/ipam".into(),
+            userns_dir: "/var/lib/stackpad/userns".into(),
             listen: "127.0.0.1:7070".parse().expect("literal address"),
             metrics_listen: "127.0.0.1:9101".parse().expect("literal address"),
             subnet_pool: "10.200.0.0/16".into(),

@@ -1,7 +1,7 @@
 //! The node agent (`stackpad-node`): runs a compute node's containers through containerd.
 //!
-//! Owns: image pulls into containerd, hardened container specs, per-project bridges and
-//! addresses, health checks, restart policy, container logs on disk, reconcile after a restart,
+//! Owns: image pulls into containerd, hardened container specs, per-project user namespaces
+//! (host id ranges and remapped snapshots), per-project bridges and addresses, health checks, restart policy, container logs on disk, reconcile after a restart,
 //! and the `stackpad.node.v1.NodeAgent` gRPC service. Attaches each container to the isolation
 //! programs through the [`isolation::IsolationHook`] seam (the `ebpf` crate fills it).
 //! Does not own: where containers run (the control plane schedules) or how traffic reaches them
@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod network;
 pub mod restart;
 pub mod spec;
+pub mod userns;
 
 pub use config::NodeConfig;
 pub use error::{Result, RuntimeError};

@@ -12,6 +12,14 @@ use crate::error::{Result, RuntimeError};
 use crate::image::PulledImage;
 use crate::network::Endpoint;
 use crate::spec::{DeploySpec, SpecInput, build_spec, spec_any};
+use crate::userns::IdMap;
+
+/// What the first task of a new container starts from.
+struct FirstTask {
+    rootfs: Vec<containerd_client::types::Mount>,
+    created_ms: i64,
+    id_map: IdMap,
+}
 
 impl Agent {
     /// Runs the deployment's container and waits for its health check. A retried call for the
@@ -66,10 +74,11 @@ impl Agent {
             self.metrics
                 .observe_pull(pull_started.elapsed(), pulled.is_ok());
             let pulled = pulled?;
+            let id_map = self.userns.ensure(&self.config.namespace, &w.project_id)?;
             let rootfs = self
-                .create_record(&id, &spec, &pulled, &bridge, created_ms)
+                .create_record(&id, &spec, &pulled, &bridge, created_ms, id_map)
                 .await?;
-            Ok::<_, RuntimeError>((pulled, rootfs))
+            Ok::<_, RuntimeError>((pulled, rootfs, id_map))
         };
         let attach = self
             .networks
@@ -77,9 +86,13 @@ impl Agent {
         let (record, endpoint) = tokio::join!(record, attach);
         let prepared = started.elapsed();
         let created = match (record, endpoint) {
-            (Ok((pulled, rootfs)), Ok(ep)) => {
-                self.start_first(&id, &spec, &pulled, &ep, rootfs, created_ms)
-                    .await
+            (Ok((pulled, rootfs, id_map)), Ok(ep)) => {
+                let first = FirstTask {
+                    rootfs,
+                    created_ms,
+                    id_map,
+                };
+                self.start_first(&id, &spec, &pulled, &ep, first).await
             }
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
@@ -113,7 +126,7 @@ impl Agent {
         result
     }
 
-    /// The container record and its rootfs snapshot.
+    /// The container record and its rootfs snapshot, on the image remapped into `id_map`.
     async fn create_record(
         &self,
         id: &str,
@@ -121,6 +134,7 @@ impl Agent {
         pulled: &PulledImage,
         bridge: &str,
         created_ms: i64,
+        id_map: IdMap,
     ) -> Result<Vec<containerd_client::types::Mount>> {
         let netns_path = crate::network::host::netns_path(id);
         let hosts = self.networks.hosts_path(bridge).display().to_string();
@@ -133,12 +147,13 @@ impl Agent {
             hosts_path: &hosts,
             memory_bytes: self.memory_of(spec),
             pids_limit: self.pids_of(spec),
+            id_map,
         })?;
         task::create_container(
             &self.containerd,
             Container {
                 id: id.to_owned(),
-                labels: record::labels(spec, bridge, &pulled.digest, created_ms),
+                labels: record::labels(spec, bridge, &pulled.digest, created_ms, id_map),
                 image: pulled.name.clone(),
                 runtime: task::runtime(&self.config.runtime),
                 spec: Some(spec_any(&oci)),
@@ -149,15 +164,10 @@ impl Agent {
             },
         )
         .await?;
+        let parent = self.remapper.remapped(pulled, id_map).await?;
         // Prepared after the container record exists: the record keeps the fresh snapshot from
         // the garbage collector (an unreferenced active snapshot is fair game for it).
-        task::prepare_rootfs(
-            &self.containerd,
-            &self.config.snapshotter,
-            id,
-            &pulled.chain_id,
-        )
-        .await
+        task::prepare_rootfs(&self.containerd, &self.config.snapshotter, id, &parent).await
     }
 
     /// The first task of a new container, once its record and endpoint exist.
@@ -167,9 +177,13 @@ impl Agent {
         spec: &DeploySpec,
         pulled: &PulledImage,
         ep: &Endpoint,
-        rootfs: Vec<containerd_client::types::Mount>,
-        created_ms: i64,
+        first: FirstTask,
     ) -> Result<Arc<Entry>> {
+        let FirstTask {
+            rootfs,
+            created_ms,
+            id_map,
+        } = first;
         let entry = Arc::new(Entry::new(Status {
             container_id: id.to_owned(),
             spec: spec.clone(),
@@ -186,6 +200,7 @@ impl Agent {
             pid: 0,
             wanted_running: true,
             generation: 0,
+            id_map: Some(id_map),
         }));
         self.run_task(&entry, rootfs).await?;
         Ok(entry)
@@ -208,7 +223,7 @@ impl Agent {
         let status = entry.status();
         let id = &status.container_id;
         let io = self.logs.open(&self.log_labels(id, &status.spec))?;
-        task::create_task(&self.containerd, id, rootfs, &io).await?;
+        task::create_task(&self.containerd, id, rootfs, &io, status.id_map).await?;
         let endpoint = self.isolation_endpoint(&status);
         let attached = self
             .isolation

@@ -23,6 +23,7 @@ use crate::logs::{LogLabels, LogSink, Logs};
 use crate::metrics::Metrics;
 use crate::network::Networks;
 use crate::spec::{DeploySpec, Limits};
+use crate::userns::{Remapper, UsernsFile};
 use record::Entry;
 
 /// What the node has and what its containers asked for.
@@ -46,6 +47,10 @@ pub struct Agent {
     pub(crate) logs: Logs,
     pub(crate) isolation: Arc<dyn IsolationHook>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Host id ranges per project (machine-wide table).
+    pub(crate) userns: UsernsFile,
+    /// Images remapped into those ranges.
+    pub(crate) remapper: Remapper,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     /// One operation at a time per container id.
     op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -100,6 +105,8 @@ impl Agent {
             pool,
             config.subnet_prefix,
         )?;
+        let userns = UsernsFile::new(&config.userns_dir)?;
+        let remapper = Remapper::new(containerd.clone(), &config.snapshotter, &config.run_dir);
         let images = ImageStore::new(
             containerd.clone(),
             RegistryClient::new(config.registries.clone())?,
@@ -130,6 +137,8 @@ impl Agent {
             logs,
             isolation,
             metrics: Arc::new(Metrics::default()),
+            userns,
+            remapper,
             entries: Mutex::new(HashMap::new()),
             op_locks: Mutex::new(HashMap::new()),
             limits,

@@ -12,6 +12,7 @@ use super::record::{self, Entry, State, Status};
 use super::task::{self, TaskState};
 use crate::error::Result;
 use crate::spec::DeploySpec;
+use crate::userns::IdMap;
 
 /// A container as found in containerd.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct Observed {
     pub task: TaskState,
     pub image_digest: String,
     pub created_ms: i64,
+    /// The host id range its labels name (`None`: made before user namespaces).
+    pub id_map: Option<IdMap>,
 }
 
 /// One step of the plan.
@@ -84,6 +87,7 @@ impl Agent {
         let observed = self.observe().await?;
         let leases = self.networks.leases()?;
         let actions = plan(&observed, &leases, &self.logs.known());
+        self.reconcile_ranges(&observed, &actions)?;
         for action in &actions {
             if let Err(e) = self.apply(action, &observed).await {
                 tracing::warn!(?action, error = %e, "reconcile step failed");
@@ -92,6 +96,30 @@ impl Agent {
             }
         }
         Ok(actions)
+    }
+
+    /// Keeps the id ranges the namespace's containers (those the plan keeps) carry, frees
+    /// the ranges of projects with none left.
+    fn reconcile_ranges(&self, observed: &[Observed], actions: &[Action]) -> Result<()> {
+        let removed: HashSet<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::RemoveContainer { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let in_use: Vec<(String, IdMap)> = observed
+            .iter()
+            .filter(|o| !removed.contains(o.id.as_str()))
+            .filter_map(|o| Some((o.spec.as_ref()?.workload.project_id.clone(), o.id_map?)))
+            .collect();
+        let freed = self
+            .userns
+            .update(|s| Ok(s.retain_in_use(&self.config.namespace, &in_use)))?;
+        for a in freed {
+            tracing::info!(project = %a.project, base = a.base, "id range freed: no container left");
+        }
+        Ok(())
     }
 
     async fn observe(&self) -> Result<Vec<Observed>> {
@@ -136,6 +164,7 @@ impl Agent {
                     .get(record::LABEL_CREATED_MS)
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
+                id_map: record::id_map_from_labels(&c.labels),
                 task: task::task_state(&self.containerd, &c.id).await?,
                 id: c.id,
             });
@@ -178,6 +207,7 @@ impl Agent {
                     pid,
                     wanted_running: o.wanted_running,
                     generation: 1,
+                    id_map: o.id_map,
                 }));
                 self.logs.open(&self.log_labels(id, &spec))?;
                 match action {
@@ -231,6 +261,7 @@ mod tests {
             task,
             image_digest: String::new(),
             created_ms: 0,
+            id_map: None,
         }
     }
 

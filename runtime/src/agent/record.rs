@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use tokio::sync::watch;
 
 use crate::spec::DeploySpec;
+use crate::userns::IdMap;
 
 pub const LABEL_MANAGED: &str = "stackpad.io/managed";
 pub const LABEL_PROJECT: &str = "stackpad.io/project";
@@ -18,6 +19,8 @@ pub const LABEL_BRIDGE: &str = "stackpad.io/bridge";
 pub const LABEL_IMAGE_DIGEST: &str = "stackpad.io/image-digest";
 pub const LABEL_DESIRED: &str = "stackpad.io/desired";
 pub const LABEL_CREATED_MS: &str = "stackpad.io/created-ms";
+/// Base of the host id range the container's user namespace maps to.
+pub const LABEL_USERNS_BASE: &str = "stackpad.io/userns-base";
 pub const EXT_DEPLOY: &str = "stackpad.io/deploy";
 pub const DEPLOY_TYPE_URL: &str = "stackpad.io/runtime/DeploySpec/v1";
 
@@ -83,6 +86,8 @@ pub struct Status {
     pub wanted_running: bool,
     /// Bumped each time a new task starts; the health loop restarts its count on a change.
     pub generation: u64,
+    /// The host range the container's ids map to (`None`: made before user namespaces).
+    pub id_map: Option<IdMap>,
 }
 
 /// A container the agent manages: its status and the tasks watching it.
@@ -138,6 +143,7 @@ pub fn labels(
     bridge: &str,
     image_digest: &str,
     created_ms: i64,
+    id_map: IdMap,
 ) -> HashMap<String, String> {
     let w = &spec.workload;
     HashMap::from([
@@ -150,6 +156,7 @@ pub fn labels(
         (LABEL_IMAGE_DIGEST.to_owned(), image_digest.to_owned()),
         (LABEL_DESIRED.to_owned(), "running".to_owned()),
         (LABEL_CREATED_MS.to_owned(), created_ms.to_string()),
+        (LABEL_USERNS_BASE.to_owned(), id_map.base.to_string()),
     ])
 }
 
@@ -166,6 +173,14 @@ pub fn spec_from_extensions(ext: &HashMap<String, prost_types::Any>) -> Option<D
     ext.get(EXT_DEPLOY)
         .filter(|a| a.type_url == DEPLOY_TYPE_URL)
         .and_then(|a| serde_json::from_slice(&a.value).ok())
+}
+
+/// The id range a container's labels name.
+pub fn id_map_from_labels(labels: &HashMap<String, String>) -> Option<IdMap> {
+    labels
+        .get(LABEL_USERNS_BASE)
+        .and_then(|v| v.parse().ok())
+        .map(|base| IdMap { base })
 }
 
 pub fn now_ms() -> i64 {

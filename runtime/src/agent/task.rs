@@ -18,6 +18,7 @@ use containerd_client::types::v1::Status as TaskStatus;
 use crate::containerd::Containerd;
 use crate::error::{Result, RuntimeError};
 use crate::logs::TaskIo;
+use crate::userns::IdMap;
 
 /// What containerd says about a container's task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,23 +162,69 @@ pub async fn set_labels(c: &Containerd, id: &str, labels: &[(&str, String)]) -> 
         .map_err(|s| RuntimeError::containerd("Containers.Update", id, s))
 }
 
+/// The runc shim's task options (`containerd.runc.v1.Options`), only the fields the agent
+/// sets: who owns the stdio pipes the shim makes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RuncOptions {
+    #[prost(uint32, tag = "4")]
+    io_uid: u32,
+    #[prost(uint32, tag = "5")]
+    io_gid: u32,
+}
+
+/// Task options giving the stdio pipes to the container's root (the range's base), so a
+/// process that reopens `/dev/stdout` (`/proc/self/fd/1`) may.
+fn task_options(id_map: Option<IdMap>) -> Option<prost_types::Any> {
+    let map = id_map?;
+    Some(prost_types::Any {
+        type_url: "containerd.runc.v1.Options".to_owned(),
+        value: prost::Message::encode_to_vec(&RuncOptions {
+            io_uid: map.base,
+            io_gid: map.base,
+        }),
+    })
+}
+
 /// Creates the task (the shim and the container's processes, not yet started); returns its pid.
-pub async fn create_task(c: &Containerd, id: &str, rootfs: Vec<Mount>, io: &TaskIo) -> Result<u32> {
-    c.tasks()
-        .create(c.req(CreateTaskRequest {
-            container_id: id.to_owned(),
-            rootfs,
-            stdin: String::new(),
-            stdout: io.stdout.display().to_string(),
-            stderr: io.stderr.display().to_string(),
-            terminal: false,
-            checkpoint: None,
-            options: None,
-            runtime_path: String::new(),
-        }))
-        .await
-        .map(|r| r.into_inner().pid)
-        .map_err(|s| RuntimeError::containerd("Tasks.Create", id, s))
+pub async fn create_task(
+    c: &Containerd,
+    id: &str,
+    rootfs: Vec<Mount>,
+    io: &TaskIo,
+    id_map: Option<IdMap>,
+) -> Result<u32> {
+    let req = CreateTaskRequest {
+        container_id: id.to_owned(),
+        rootfs,
+        stdin: String::new(),
+        stdout: io.stdout.display().to_string(),
+        stderr: io.stderr.display().to_string(),
+        terminal: false,
+        checkpoint: None,
+        options: task_options(id_map),
+        runtime_path: String::new(),
+    };
+    let mut attempt = 0;
+    loop {
+        match c.tasks().create(c.req(req.clone())).await {
+            Ok(r) => return Ok(r.into_inner().pid),
+            // The previous task's bundle is still being removed: containerd forgets a deleted
+            // task before its shim has removed the bundle directory, so when a stop and the
+            // exit waiter delete the same task, one returns early and a new task created at
+            // once finds the old directory ("file exists") or has its own new one removed
+            // under it ("options.json: no such file").
+            Err(s) if attempt < 40 && bundle_race(&s) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(s) => return Err(RuntimeError::containerd("Tasks.Create", id, s)),
+        }
+    }
+}
+
+fn bundle_race(s: &tonic::Status) -> bool {
+    let m = s.message();
+    m.contains("file exists") || (s.code() == tonic::Code::NotFound && m.contains("options.json"))
 }
 
 pub async fn start_task(c: &Containerd, id: &str) -> Result<u32> {

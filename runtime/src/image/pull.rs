@@ -30,6 +30,8 @@ use crate::error::{Result, RuntimeError};
 pub struct PulledImage {
     pub name: String,
     pub digest: String,
+    /// Digest of the config blob (it carries the labels that keep snapshots referenced).
+    pub config_digest: String,
     pub config: ImageConfig,
     pub chain_id: String,
     /// Whether anything had to be downloaded or unpacked.
@@ -135,6 +137,7 @@ impl ImageStore {
         let pulled = PulledImage {
             name,
             digest: manifest_digest.clone(),
+            config_digest: m.config.digest.clone(),
             config,
             chain_id: top,
             fetched,
@@ -197,6 +200,7 @@ impl ImageStore {
         let pulled = PulledImage {
             name,
             digest: digest.to_owned(),
+            config_digest: m.config.digest.clone(),
             config,
             chain_id: top,
             fetched: false,

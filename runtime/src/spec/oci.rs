@@ -1,7 +1,8 @@
 //! The OCI runtime spec of a container, built from scratch (not from a default): the
 //! process from the image config merged with the deploy, limits, seccomp, a minimal capability
 //! set, no new privileges, masked and read-only /proc paths, the project network's namespace
-//! and hosts file, and optionally a read-only root with a writable /tmp.
+//! and hosts file, a user namespace mapping the container's ids into its project's host range,
+//! and optionally a read-only root with a writable /tmp.
 
 use serde_json::{Value, json};
 
@@ -9,6 +10,7 @@ use super::deploy::DeploySpec;
 use super::seccomp;
 use crate::error::{Result, RuntimeError};
 use crate::image::ImageConfig;
+use crate::userns::IdMap;
 
 /// containerd's type URL for a runtime spec carried in a `google.protobuf.Any`.
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -66,6 +68,8 @@ pub struct SpecInput<'a> {
     /// Limits with the node defaults applied.
     pub memory_bytes: u64,
     pub pids_limit: u32,
+    /// The host range the container's uids and gids map to.
+    pub id_map: IdMap,
 }
 
 /// The process arguments: Docker's rules (a deploy command replaces the entrypoint and drops
@@ -152,7 +156,12 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value> {
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        // sysfs cannot be mounted from a user namespace that does not own the network
+        // namespace (the agent made it): the host's sysfs is bound read-only instead (moby
+        // does the same). Recursively: the kernel refuses a plain bind from a user namespace
+        // of a mount with locked submounts. Root inside is an unprivileged host uid, so the
+        // submounts give it what any unprivileged host user gets.
+        json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
         json!({"destination": "/etc/hosts", "type": "bind", "source": input.hosts_path, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}),
     ];
@@ -212,7 +221,10 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value> {
                 {"type": "mount"},
                 {"type": "cgroup"},
                 {"type": "network", "path": input.netns_path},
+                {"type": "user"},
             ],
+            "uidMappings": input.id_map.oci_mapping(),
+            "gidMappings": input.id_map.oci_mapping(),
             "seccomp": seccomp::default_profile(),
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
@@ -254,6 +266,7 @@ mod tests {
             hosts_path: "/run/stackpad/hosts",
             memory_bytes: 64 << 20,
             pids_limit: 128,
+            id_map: IdMap { base: 131_072 },
         })
         .unwrap()
     }
@@ -279,6 +292,18 @@ mod tests {
         assert_eq!(s["hostname"], "web");
         assert_eq!(s["linux"]["namespaces"][5]["path"], "/run/netns/sp-1");
         assert_eq!(s["root"]["readonly"], false);
+        assert_eq!(s["linux"]["namespaces"][6]["type"], "user");
+        let map = json!([{"containerID": 0, "hostID": 131_072, "size": 65_536}]);
+        assert_eq!(s["linux"]["uidMappings"], map);
+        assert_eq!(s["linux"]["gidMappings"], map);
+        let sys = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap();
+        assert_eq!(sys["type"], "bind");
+        assert!(sys["options"].as_array().unwrap().contains(&json!("ro")));
     }
 
     #[test]
@@ -332,6 +357,7 @@ mod tests {
             hosts_path: "/h",
             memory_bytes: 1,
             pids_limit: 1,
+            id_map: IdMap { base: 131_072 },
         })
         .unwrap_err();
         assert!(err.to_string().contains("command"));

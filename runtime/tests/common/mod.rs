@@ -318,6 +318,13 @@ impl Drop for TestNode {
                 for (bridge, id) in networks.leases().unwrap_or_default() {
                     let _ = networks.detach(&id, &bridge).await;
                 }
+                // The machine-wide id-range table forgets this agent's projects.
+                if let Ok(table) = runtime::userns::UsernsFile::new(&config.userns_dir) {
+                    let _ = table.update(|s| {
+                        s.release_namespace(&config.namespace);
+                        Ok(())
+                    });
+                }
             });
         })
         .join();
