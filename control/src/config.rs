@@ -74,6 +74,17 @@ pub struct Config {
     pub domain_check_interval_ms: u64,
     /// Prometheus `/metrics` listener; none = not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// Address blocks a tenant's git host may never resolve to, beyond the built-in private
+    /// and special ranges: the platform's own (e.g. `["203.0.113.0/24"]`). Wins over
+    /// `egress_allow`.
+    pub egress_deny: Vec<String>,
+    /// Address blocks opened to tenants' git hosts although they are private or special (an
+    /// internal git server). Empty by default.
+    pub egress_allow: Vec<String>,
+    /// Organizations (by name) whose services may build from a repository on the build node's
+    /// disk (`file://` or an absolute path). Empty by default: an operator setting for the
+    /// operator's own demo organization, never a tenant feature.
+    pub local_sources_organizations: Vec<String>,
 }
 
 impl Default for Config {
@@ -103,6 +114,9 @@ impl Default for Config {
             ingress_ips: vec![],
             domain_check_interval_ms: 300_000,
             metrics_listen: None,
+            egress_deny: vec![],
+            egress_allow: vec![],
+            local_sources_organizations: vec![],
         }
     }
 }
@@ -204,6 +218,15 @@ impl Config {
         if self.domain_check_interval_ms < 100 {
             return Err(invalid("domain_check_interval_ms", "must be at least 100"));
         }
+        self.address_policy()?;
+        for org in &self.local_sources_organizations {
+            if org.trim().is_empty() || org.len() > 200 {
+                return Err(invalid(
+                    "local_sources_organizations",
+                    format!("{org:?} is not an organization name"),
+                ));
+            }
+        }
         for node in &self.nodes {
             if !matches!(node.role.as_str(), "build" | "compute") {
                 return Err(invalid(
@@ -240,6 +263,22 @@ impl Config {
             })
             .map(Some)
             .map_err(|_| invalid("dns_resolver", format!("{v:?} is not ip:port or ip")))
+    }
+
+    /// The policy tenants' git hosts are checked with: `egress_deny` and `egress_allow` parsed.
+    pub fn address_policy(&self) -> Result<tenant::address::AddressPolicy, ConfigError> {
+        let blocks = |key: &'static str, values: &[String]| {
+            values
+                .iter()
+                .map(|v| {
+                    tenant::address::Cidr::parse(v.trim()).map_err(|e| invalid(key, e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(tenant::address::AddressPolicy {
+            deny: blocks("egress_deny", &self.egress_deny)?,
+            allow: blocks("egress_allow", &self.egress_allow)?,
+        })
     }
 
     pub fn lease(&self) -> Duration {
@@ -312,6 +351,27 @@ mod tests {
             ),
             (
                 Config {
+                    egress_deny: vec!["10.0.0.0/33".into()],
+                    ..valid()
+                },
+                "egress_deny",
+            ),
+            (
+                Config {
+                    egress_allow: vec!["not-a-block".into()],
+                    ..valid()
+                },
+                "egress_allow",
+            ),
+            (
+                Config {
+                    local_sources_organizations: vec!["".into()],
+                    ..valid()
+                },
+                "local_sources_organizations",
+            ),
+            (
+                Config {
                     nodes: vec![NodeConfig {
                         name: "n".into(),
                         role: "gpu".into(),
@@ -350,6 +410,21 @@ mod tests {
         assert_eq!(c.database_url, "postgres://other");
         c.validate().unwrap();
         assert!(toml::from_str::<Config>("nope = 1").is_err());
+    }
+
+    #[test]
+    fn egress_blocks_become_the_address_policy() {
+        let policy = Config {
+            egress_deny: vec!["203.0.113.0/24".into()],
+            egress_allow: vec!["10.9.0.0/16".into()],
+            ..valid()
+        }
+        .address_policy()
+        .unwrap();
+        assert!(policy.check("203.0.113.7".parse().unwrap()).is_err());
+        assert!(policy.check("10.9.1.1".parse().unwrap()).is_ok());
+        assert!(policy.check("10.8.1.1".parse().unwrap()).is_err());
+        assert!(policy.check("127.0.0.1".parse().unwrap()).is_err());
     }
 
     #[test]

@@ -125,6 +125,7 @@ pub async fn start(
         },
     ));
     state = state
+        .with_sources(crate::api::sources::SourcePolicy::from_config(config)?)
         .with_domains(verifier.clone())
         .with_teardown(clients.clone(), config.stop_grace_ms);
     tasks.spawn(verifier.run(

@@ -3,14 +3,14 @@
 //! organization (another's service is a 404, and rows are read with the caller's id).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, invalid};
-use super::extract::Org;
+use super::extract::{Org, PathId, Query};
 use crate::accesslogs::{AccessQuery, StatusFilter};
 
 #[derive(Debug, Deserialize)]
@@ -43,7 +43,7 @@ pub struct AccessLogsParams {
 pub async fn search(
     State(state): State<AppState>,
     org: Org,
-    Path(service_id): Path<Uuid>,
+    PathId(service_id): PathId,
     Query(p): Query<AccessLogsParams>,
 ) -> ApiResult<Json<Value>> {
     let scope = super::logs::scope(

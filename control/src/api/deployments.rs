@@ -1,17 +1,18 @@
 //! Deployments: queue one (git ref or image), list, get with its step timeline, rollback, cancel.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiResult, invalid};
-use super::extract::{Body, Org, PageQuery, idempotent};
-use super::validate;
+use super::extract::{Body, Org, PageQuery, PathId, Query, idempotent};
+use super::service_spec::image_ref;
+use super::validate::parsed;
 use crate::store::NewDeployment;
+use tenant::git::{CommitSha, GitRef};
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -19,7 +20,7 @@ pub struct CreateDeployment {
     /// Branch or tag to build (git services; default: the environment's branch).
     #[serde(default)]
     pub git_ref: Option<String>,
-    /// Commit to build; wins over `git_ref`.
+    /// Commit to build (40 or 64 hex digits); wins over `git_ref`.
     #[serde(default)]
     pub git_commit: Option<String>,
     /// Image to run instead of building (default for image services: the service's image).
@@ -30,42 +31,35 @@ pub struct CreateDeployment {
 pub async fn create(
     State(state): State<AppState>,
     org: Org,
-    Path(service_id): Path<Uuid>,
+    PathId(service_id): PathId,
     headers: HeaderMap,
     Body(req): Body<CreateDeployment>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    if let Some(c) = &req.git_commit
-        && !(7..=64).contains(&c.len())
-    {
-        return Err(invalid(
-            "git_commit",
-            "must be a 7 to 64 digit hex commit id",
-        ));
-    }
-    if let Some(c) = &req.git_commit
-        && !c.chars().all(|c| c.is_ascii_hexdigit())
-    {
-        return Err(invalid(
-            "git_commit",
-            "must be a 7 to 64 digit hex commit id",
-        ));
-    }
-    if let Some(r) = &req.git_ref {
-        validate::non_empty("git_ref", r)?;
-    }
-    if let Some(i) = &req.image {
-        validate::non_empty("image", i)?;
-    }
+    let git_ref = req
+        .git_ref
+        .as_deref()
+        .map(|r| parsed("git_ref", GitRef::parse(r)))
+        .transpose()?;
+    let git_commit = req
+        .git_commit
+        .as_deref()
+        .map(|c| parsed("git_commit", CommitSha::parse(c)))
+        .transpose()?;
+    let image = req
+        .image
+        .as_deref()
+        .map(|i| image_ref("image", i))
+        .transpose()?;
     let what = format!("POST /services/{service_id}/deployments");
     let response = idempotent(&state, org, &headers, &what, &req, || async {
         let service = state.store.service(org.id, service_id).await?;
-        let new = match (&service.git_url, &req.image) {
+        let new = match (&service.git_url, &image) {
             (_, Some(image)) => {
-                if req.git_ref.is_some() || req.git_commit.is_some() {
+                if git_ref.is_some() || git_commit.is_some() {
                     return Err(invalid("image", "give either an image or a git ref/commit"));
                 }
                 NewDeployment {
-                    image: Some(image.clone()),
+                    image: Some(image.to_string()),
                     ..Default::default()
                 }
             }
@@ -76,13 +70,13 @@ pub async fn create(
                     .await?
                     .branch;
                 NewDeployment {
-                    git_ref: Some(req.git_ref.clone().unwrap_or(branch)),
-                    git_commit: req.git_commit.clone(),
+                    git_ref: Some(git_ref.as_ref().map_or(branch, |r| r.as_str().to_owned())),
+                    git_commit: git_commit.as_ref().map(|c| c.as_str().to_owned()),
                     ..Default::default()
                 }
             }
             (None, None) => {
-                if req.git_ref.is_some() || req.git_commit.is_some() {
+                if git_ref.is_some() || git_commit.is_some() {
                     return Err(invalid(
                         "git_ref",
                         "this service runs an image; it has no git source",
@@ -108,7 +102,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     org: Org,
-    Path(service_id): Path<Uuid>,
+    PathId(service_id): PathId,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(json!(
@@ -122,7 +116,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     org: Org,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     let d = state.store.deployment(org.id, id).await?;
     let timeline = state.store.deployment_events(org.id, id).await?;
@@ -134,7 +128,7 @@ pub async fn get(
 pub async fn rollback(
     State(state): State<AppState>,
     org: Org,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
     headers: HeaderMap,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let what = format!("POST /deployments/{id}/rollback");
@@ -149,7 +143,7 @@ pub async fn rollback(
 pub async fn cancel(
     State(state): State<AppState>,
     org: Org,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(json!(
         state.store.cancel_deployment(org.id, id).await?

@@ -2,15 +2,14 @@
 //! remove. Routing and certificates follow verification (`crate::domains`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, invalid};
-use super::extract::{Body, Org};
+use super::extract::{Body, Org, PathDomain, PathId};
 use super::validate;
 use crate::domains::Expectation;
 use crate::domains::verifier::VerifyError;
@@ -66,7 +65,7 @@ fn view(state: &AppState, d: &CustomDomain) -> Value {
 pub async fn add(
     State(state): State<AppState>,
     org: Org,
-    Path(service_id): Path<Uuid>,
+    PathId(service_id): PathId,
     Body(req): Body<AddDomain>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let domain = parse_domain(&req.domain, &state.apps_domain)?;
@@ -92,7 +91,7 @@ pub async fn add(
 pub async fn list(
     State(state): State<AppState>,
     org: Org,
-    Path(service_id): Path<Uuid>,
+    PathId(service_id): PathId,
 ) -> ApiResult<Json<Value>> {
     let domains = state.store.domains(org.id, service_id).await?;
     let items: Vec<Value> = domains.iter().map(|d| view(&state, d)).collect();
@@ -104,7 +103,8 @@ pub async fn list(
 pub async fn verify(
     State(state): State<AppState>,
     org: Org,
-    Path((service_id, domain)): Path<(Uuid, String)>,
+    PathId(service_id): PathId,
+    PathDomain(domain): PathDomain,
 ) -> ApiResult<Json<Value>> {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     let d = state.store.domain(org.id, service_id, &domain).await?;
@@ -124,7 +124,8 @@ pub async fn verify(
 pub async fn remove(
     State(state): State<AppState>,
     org: Org,
-    Path((service_id, domain)): Path<(Uuid, String)>,
+    PathId(service_id): PathId,
+    PathDomain(domain): PathDomain,
 ) -> ApiResult<StatusCode> {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     let removed = state

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, invalid};
-use super::extract::Org;
+use super::extract::{Org, PathId, Query};
 use crate::logsearch::{Cursor, Direction, LogQuery, LogSearch};
 
 #[derive(Debug, Deserialize)]
@@ -80,7 +80,7 @@ pub(super) async fn scope(
 ) -> ApiResult<Scope> {
     state.store.service(org.id, service_id).await?;
     let logs = state.logs.clone().ok_or_else(|| {
-        ApiError::Internal("log search is not configured (clickhouse_url)".into())
+        ApiError::Unavailable("log search is not configured (clickhouse_url)".into())
     })?;
     let limit = limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -144,7 +144,7 @@ async fn prepare(
 pub async fn search(
     State(state): State<AppState>,
     org: Org,
-    Path(service_id): Path<Uuid>,
+    PathId(service_id): PathId,
     Query(p): Query<LogsParams>,
 ) -> ApiResult<Json<Value>> {
     let (logs, query, cursor) = prepare(&state, &org, service_id, &p).await?;
@@ -165,7 +165,7 @@ pub async fn search(
 pub async fn follow(
     State(state): State<AppState>,
     org: Org,
-    Path(service_id): Path<Uuid>,
+    PathId(service_id): PathId,
     Query(p): Query<LogsParams>,
 ) -> ApiResult<Sse<impl futures::Stream<Item = Result<Event, Infallible>>>> {
     let (logs, mut query, cursor) = prepare(&state, &org, service_id, &p).await?;

@@ -6,6 +6,7 @@
 mod access_logs;
 mod deployments;
 mod domains;
+mod edge;
 pub mod error;
 pub mod extract;
 mod logs;
@@ -14,7 +15,9 @@ pub mod openapi;
 mod organizations;
 mod projects;
 pub mod roles;
+pub mod service_spec;
 mod services;
+pub mod sources;
 mod validate;
 pub mod webhook_limit;
 mod webhooks;
@@ -51,6 +54,8 @@ pub struct AppState {
     pub teardown: Option<(crate::pipeline::driver::Clients, u32)>,
     /// Counts webhook calls that proved nothing (bad signature, unknown service).
     pub webhook_limiter: Arc<webhook_limit::Limiter>,
+    /// What a git source may point at (checked when a service is created).
+    pub sources: sources::SourcePolicy,
 }
 
 impl AppState {
@@ -64,7 +69,15 @@ impl AppState {
             domains: None,
             teardown: None,
             webhook_limiter: Arc::new(webhook_limit::Limiter::new(Default::default())),
+            sources: sources::SourcePolicy::default(),
         }
+    }
+
+    /// Checks git sources with `sources` (the operator's address blocks, local organizations
+    /// and resolver).
+    pub fn with_sources(mut self, sources: sources::SourcePolicy) -> Self {
+        self.sources = sources;
+        self
     }
 
     /// Takes deleted services off the proxy and the nodes through `clients`.
@@ -89,6 +102,9 @@ impl AppState {
         self
     }
 }
+
+/// The largest request body taken; a larger one is 413.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Every route: (method, path in OpenAPI form). The OpenAPI document is checked against it.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -197,6 +213,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth_and_audit,
         ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(edge::json_errors))
         .with_state(state)
 }
 

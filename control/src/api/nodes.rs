@@ -1,15 +1,14 @@
 //! Nodes (operator token): registration, list, heartbeat.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiResult, invalid};
-use super::extract::{Admin, Body};
+use super::extract::{Admin, Body, PathId};
 use super::validate;
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -54,7 +53,7 @@ pub async fn list(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Val
 pub async fn heartbeat(
     State(state): State<AppState>,
     _: Admin,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     state.store.node(id).await?;
     state.store.heartbeat(id, None).await?;

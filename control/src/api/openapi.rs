@@ -4,6 +4,8 @@
 use axum::Json;
 use serde_json::{Value, json};
 
+use super::service_spec as spec;
+
 pub async fn serve() -> Json<Value> {
     Json(document())
 }
@@ -27,6 +29,15 @@ fn op(summary: &str, body: Option<&str>, ok: &str) -> Value {
     v
 }
 
+/// An integer schema bounded by `range`, with its default.
+fn int<T: Into<u64> + Copy>(range: std::ops::RangeInclusive<T>, default: Option<u64>) -> Value {
+    let mut v = json!({ "type": "integer", "minimum": (*range.start()).into(), "maximum": (*range.end()).into() });
+    if let Some(d) = default {
+        v["default"] = json!(d);
+    }
+    v
+}
+
 fn obj(required: &[&str], props: Value) -> Value {
     json!({ "type": "object", "additionalProperties": false, "required": required, "properties": props })
 }
@@ -34,7 +45,51 @@ fn obj(required: &[&str], props: Value) -> Value {
 pub fn document() -> Value {
     let s = json!({"type": "string"});
     let i = json!({"type": "integer"});
-    let map = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    let uuid = json!({"type": "string", "format": "uuid"});
+    let name =
+        json!({"type": "string", "pattern": "^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$", "maxLength": 40});
+    let git_ref = json!({"type": "string", "maxLength": tenant::git::MAX_REF_LEN,
+        "description": "a branch or tag by git's check-ref-format rules; no part may start with '-'"});
+    let image = json!({"type": "string", "maxLength": 512,
+        "description": "an OCI image reference: [registry[:port]/]path[:tag][@sha256:hex], lower-case path, never starting with '-'"});
+    let git = obj(
+        &["url"],
+        json!({
+            "url": { "type": "string", "maxLength": tenant::source::MAX_URL_LEN,
+                "description": "https://host[:port]/path on a host resolving to public addresses only; file:// and absolute paths only for the organizations named in the operator's local_sources_organizations" },
+            "subdirectory": { "type": "string", "maxLength": 255, "description": "a relative folder inside the repository, without '..'" }
+        }),
+    );
+    let build = obj(
+        &[],
+        json!({
+            "build_args": { "type": "object", "maxProperties": spec::MAX_BUILD_ARGS,
+                "additionalProperties": { "type": "string", "maxLength": spec::MAX_ENV_VALUE } },
+            "timeout_seconds": int(spec::BUILD_TIMEOUT_SECONDS, None)
+        }),
+    );
+    let resources = obj(
+        &[],
+        json!({
+            "cpu_millis": int(spec::CPU_MILLIS, Some(u64::from(spec::DEFAULT_CPU_MILLIS))),
+            "memory_bytes": { "type": "integer", "minimum": spec::MEMORY_BYTES.start(), "maximum": spec::MEMORY_BYTES.end(),
+                "description": "default: the node's (256 MiB)" }
+        }),
+    );
+    let health = obj(
+        &[],
+        json!({
+            "path": { "type": "string", "pattern": "^/[\\x21-\\x7e]*$", "maxLength": 1024,
+                "description": "HTTP GET path: starts with '/', printable ASCII without spaces; absent = TCP connect" },
+            "interval_ms": int(spec::HEALTH_INTERVAL_MS, None),
+            "deadline_ms": int(spec::HEALTH_DEADLINE_MS, None)
+        }),
+    );
+    let argv = json!({ "type": "array", "maxItems": spec::MAX_ARGV_ITEMS,
+        "items": { "type": "string", "maxLength": spec::MAX_ARGV_ITEM } });
+    let env = json!({ "type": "object", "maxProperties": spec::MAX_ENV_VARS,
+        "propertyNames": { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "maxLength": super::validate::MAX_ENV_NAME },
+        "additionalProperties": { "type": "string", "maxLength": spec::MAX_ENV_VALUE } });
     let webhook_answers = json!({
         "202": { "description": "queued or ignored" },
         "200": { "description": "duplicate delivery id or ping" },
@@ -110,32 +165,35 @@ pub fn document() -> Value {
         },
         "components": {
             "securitySchemes": { "token": { "type": "http", "scheme": "bearer" } },
-            "responses": { "Error": { "description": "`{\"error\": {\"status\", \"message\", \"field\"}}`" } },
+            "responses": { "Error": { "description": "`{\"error\": {\"status\", \"message\", \"field\"?}}`: every error, including bad path and query values (422 naming the parameter), JSON syntax (400), bodies over 1 MiB (413) and a NUL in any string (422). Messages quote at most 64 characters of a refused value; a 500 shows only a request id" } },
             "schemas": {
                 "CreateOrganization": obj(&["name"], json!({ "name": s })),
                 "CreateToken": obj(&["name"], json!({ "name": s, "role": { "enum": ["owner", "deployer", "read_only"] }, "expires_at": { "type": "string", "format": "date-time" } })),
                 "RotateWebhookSecret": obj(&[], json!({ "secret": s })),
                 "AddMember": obj(&["email", "role"], json!({ "email": s, "role": { "enum": ["owner", "admin", "developer", "viewer"] } })),
-                "CreateProject": obj(&["name"], json!({ "name": s })),
-                "CreateEnvironment": obj(&["name", "branch"], json!({ "name": s, "branch": s })),
+                "CreateProject": obj(&["name"], json!({ "name": name })),
+                "CreateEnvironment": obj(&["name", "branch"], json!({ "name": name, "branch": git_ref })),
                 "CreateService": obj(&["name"], json!({
-                    "name": s, "environment_id": s, "kind": { "enum": ["web", "database", "cache", "worker"] },
-                    "image": s, "git": obj(&["url"], json!({ "url": s, "subdirectory": s })),
-                    "build": obj(&[], json!({ "build_args": map, "timeout_seconds": i })),
-                    "resources": obj(&[], json!({ "cpu_millis": i, "memory_bytes": i })),
-                    "health_check": obj(&[], json!({ "path": s, "interval_ms": i, "deadline_ms": i })),
-                    "port": i, "replicas": i,
-                    "command": { "type": "array", "items": s }, "args": { "type": "array", "items": s },
-                    "env": map, "secrets": map, "webhook_secret": s
+                    "name": name, "environment_id": uuid, "kind": { "enum": ["web", "database", "cache", "worker"], "default": "web" },
+                    "image": image, "git": git,
+                    "build": build, "resources": resources, "health_check": health,
+                    "port": int(spec::PORTS, Some(8080)), "replicas": int(spec::REPLICAS, Some(1)),
+                    "command": argv, "args": argv,
+                    "env": env, "secrets": env,
+                    "webhook_secret": { "type": "string", "maxLength": spec::MAX_WEBHOOK_SECRET }
                 })),
                 "UpdateService": obj(&[], json!({
-                    "image": s, "resources": { "type": "object" }, "health_check": { "type": "object" },
-                    "port": i, "replicas": i,
-                    "command": { "type": "array", "items": s }, "args": { "type": "array", "items": s },
-                    "env": map, "secrets": map
+                    "image": image, "resources": resources, "health_check": health,
+                    "port": int(spec::PORTS, None), "replicas": int(spec::REPLICAS, None),
+                    "command": argv, "args": argv,
+                    "env": env, "secrets": env
                 })),
                 "AddDomain": obj(&["domain"], json!({ "domain": s })),
-                "CreateDeployment": obj(&[], json!({ "git_ref": s, "git_commit": s, "image": s })),
+                "CreateDeployment": obj(&[], json!({
+                    "git_ref": git_ref,
+                    "git_commit": { "type": "string", "pattern": "^([0-9a-fA-F]{40}|[0-9a-fA-F]{64})$", "description": "a full commit id (40 or 64 hex digits); wins over git_ref" },
+                    "image": image
+                })),
                 "RegisterNode": obj(&["name", "role", "address"], json!({
                     "name": s, "role": { "enum": ["build", "compute", "proxy"] }, "address": s, "cpu_millis": i, "memory_bytes": i
                 }))

@@ -1,16 +1,15 @@
 //! Projects and environments.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiResult;
-use super::extract::{Body, Org, PageQuery, idempotent};
-use super::validate;
+use super::extract::{Body, Org, PageQuery, PathId, Query, idempotent};
+use super::validate::{self, parsed};
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +47,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     org: Org,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(json!(state.store.project(org.id, id).await?)))
 }
@@ -56,7 +55,7 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     org: Org,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
     state.store.delete_project(org.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -72,18 +71,18 @@ pub struct CreateEnvironment {
 pub async fn create_environment(
     State(state): State<AppState>,
     org: Org,
-    Path(project): Path<Uuid>,
+    PathId(project): PathId,
     headers: HeaderMap,
     Body(req): Body<CreateEnvironment>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     validate::name("name", &req.name)?;
-    validate::non_empty("branch", &req.branch)?;
+    let branch = parsed("branch", tenant::git::GitRef::parse(&req.branch))?;
     let what = format!("POST /projects/{project}/environments");
     idempotent(&state, org, &headers, &what, &req, || async {
         Ok(json!(
             state
                 .store
-                .create_environment(org.id, project, &req.name, &req.branch)
+                .create_environment(org.id, project, &req.name, branch.as_str())
                 .await?
         ))
     })
@@ -93,7 +92,7 @@ pub async fn create_environment(
 pub async fn environments(
     State(state): State<AppState>,
     org: Org,
-    Path(project): Path<Uuid>,
+    PathId(project): PathId,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
         json!({ "items": state.store.environments(org.id, project).await? }),
@@ -103,7 +102,7 @@ pub async fn environments(
 pub async fn environment(
     State(state): State<AppState>,
     org: Org,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(json!(state.store.environment(org.id, id).await?)))
 }
