@@ -254,7 +254,12 @@ mod tests {
                 Some("abc"),
             ),
             ("localhost/app", Some("localhost"), "app", None),
-            ("ghcr.io/a_b/c__d/e---f", Some("ghcr.io"), "a_b/c__d/e---f", None),
+            (
+                "ghcr.io/a_b/c__d/e---f",
+                Some("ghcr.io"),
+                "a_b/c__d/e---f",
+                None,
+            ),
             ("[::1]:5000/app:v1", Some("[::1]:5000"), "app", Some("v1")),
             ("i", None, "i", None),
         ] {
@@ -305,7 +310,10 @@ mod tests {
             "0_a.0/0",
         ] {
             let err = ImageRef::parse(bad).expect_err(bad).to_string();
-            assert!(!err.is_empty() && err.chars().all(|c| !c.is_control()), "{err}");
+            assert!(
+                !err.is_empty() && err.chars().all(|c| !c.is_control()),
+                "{err}"
+            );
         }
         let long_name = format!("a/{}", "b".repeat(MAX_NAME_LEN));
         assert!(ImageRef::parse(&long_name).is_err());
@@ -313,7 +321,11 @@ mod tests {
         assert!(ImageRef::parse(&long_tag).is_err());
         let huge = "a".repeat(1 << 20);
         let err = ImageRef::parse(&huge).unwrap_err().to_string();
-        assert!(err.len() < 200, "the message echoes a bounded part: {}", err.len());
+        assert!(
+            err.len() < 200,
+            "the message echoes a bounded part: {}",
+            err.len()
+        );
     }
 
     fn component() -> impl Strategy<Value = String> {
