@@ -46,8 +46,14 @@ pub async fn create(
             .check("git.url", &organization.name, url)
             .await?;
     }
+    // A git service gets a webhook secret: the one given (checked) or a generated one, shown in
+    // this answer only (not in the stored answer an Idempotency-Key replays).
+    let builds_from_git = matches!(spec.source, Source::Git { .. });
+    let webhook =
+        super::webhooks::secret_for_new_service(spec.webhook_secret.as_deref(), builds_from_git)?;
+    let shown = std::sync::Mutex::new(None::<String>);
     let what = format!("POST /projects/{project}/services");
-    idempotent(&state, org, &headers, &what, &req, || async {
+    let (status, Json(mut answer)) = idempotent(&state, org, &headers, &what, &req, || async {
         let environment_id = match spec.environment_id {
             Some(id) => {
                 let env = state.store.environment(org.id, id).await?;
@@ -72,11 +78,19 @@ pub async fn create(
                     .id
             }
         };
-        let new = spec.clone().into_new_service(environment_id);
+        let mut new = spec.clone().into_new_service(environment_id);
+        new.webhook_secret = webhook.as_ref().map(|(secret, _)| secret.clone());
         let service = state.store.create_service(org.id, &new).await?;
+        if let Some((secret, true)) = &webhook {
+            *shown.lock().unwrap_or_else(|e| e.into_inner()) = Some(secret.clone());
+        }
         view(&state, org.id, service).await
     })
-    .await
+    .await?;
+    if let Some(secret) = shown.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        answer["webhook_secret"] = json!(secret);
+    }
+    Ok((status, Json(answer)))
 }
 
 pub async fn list(
