@@ -36,6 +36,20 @@ svc_prepare() {
     chmod 755 "$STACKPAD_HOME" "$SERVICES_DIR" "$d"
 }
 
+# write_private FILE: stdin to FILE for files that hold a secret or a database URL. The temp file
+# is created 0600 in FILE's directory (mktemp), fsynced, then renamed over FILE, so FILE is never
+# seen half-written or readable by others; an older FILE with a wider mode is replaced.
+write_private() {
+    local tmp
+    tmp=$(mktemp "$1.tmp.XXXXXX") || return 1
+    if cat >"$tmp" && sync "$tmp" && mv -f "$tmp" "$1"; then
+        sync "$(dirname "$1")"
+    else
+        rm -f "$tmp"
+        return 1
+    fi
+}
+
 # ---------------------------------------------------------------- processes
 
 # pid_of NAME [CMD_SUBSTRING]: print the pid recorded for NAME if that process is alive
