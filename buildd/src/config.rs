@@ -29,6 +29,51 @@ pub struct Config {
     pub context_transport: String,
     pub buildkit: BuildKitConfig,
     pub base_images: BaseImages,
+    /// Folders under which `file://` and absolute-path sources may be fetched (an operator
+    /// setting, e.g. the platform's demo repository); empty = local sources are refused.
+    pub local_sources: Vec<PathBuf>,
+    /// The nameserver the fetch egress proxy asks (`host:port`); empty = the system resolver.
+    pub dns_resolver: String,
+    /// Address blocks git may never reach, whatever else allows them: the platform's own
+    /// addresses (e.g. `203.0.113.7/32`).
+    pub egress_deny: Vec<String>,
+    /// Address blocks opened on purpose beside public unicast (an internal git server, a test's
+    /// listener); never wins over `egress_deny`.
+    pub egress_allow: Vec<String>,
+    pub fetch_sandbox: FetchSandboxConfig,
+}
+
+/// The sandbox git runs in (see `source::sandbox`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchSandboxConfig {
+    /// The unprivileged uid and gid git runs as: not 0, and owning nothing of the platform.
+    pub uid: u32,
+    pub gid: u32,
+    /// A whole checkout (init, fetch, checkout, submodules) is killed after this long.
+    pub timeout_seconds: u64,
+    /// Size and file-count limits of the tmpfs a checkout is written to.
+    pub max_bytes: u64,
+    pub max_files: u64,
+    /// Extra CA certificates git trusts (PEM), e.g. an internal git server's; empty = none.
+    pub ca_file: PathBuf,
+    /// The program run inside the new namespaces (`<helper> __fetch-sandbox SPEC`); empty =
+    /// this binary.
+    pub helper: PathBuf,
+}
+
+impl Default for FetchSandboxConfig {
+    fn default() -> Self {
+        Self {
+            uid: 65532,
+            gid: 65532,
+            timeout_seconds: 600,
+            max_bytes: 2 << 30,
+            max_files: 200_000,
+            ca_file: PathBuf::new(),
+            helper: PathBuf::new(),
+        }
+    }
 }
 
 /// Where BuildKit is.
@@ -67,6 +112,11 @@ impl Default for Config {
             context_transport: "session".into(),
             buildkit: BuildKitConfig::default(),
             base_images: BaseImages::default(),
+            local_sources: Vec::new(),
+            dns_resolver: String::new(),
+            egress_deny: Vec::new(),
+            egress_allow: Vec::new(),
+            fetch_sandbox: FetchSandboxConfig::default(),
         }
     }
 }
@@ -129,7 +179,65 @@ impl Config {
         if self.base_images.static_server.trim().is_empty() {
             return Err(err("base_images.static_server", "must not be empty"));
         }
+        for root in &self.local_sources {
+            if !root.is_absolute()
+                || root.parent().is_none()
+                || root.components().any(|c| c.as_os_str() == "..")
+            {
+                return Err(err(
+                    "local_sources",
+                    format!(
+                        "{} must be an absolute folder below / without ..",
+                        root.display()
+                    ),
+                ));
+            }
+        }
+        if !self.dns_resolver.is_empty() && self.dns_resolver.parse::<SocketAddr>().is_err() {
+            return Err(err("dns_resolver", "must be an address like 127.0.0.1:53"));
+        }
+        for (key, blocks) in [
+            ("egress_deny", &self.egress_deny),
+            ("egress_allow", &self.egress_allow),
+        ] {
+            for block in blocks {
+                tenant::address::Cidr::parse(block).map_err(|e| err(key, e.to_string()))?;
+            }
+        }
+        let sandbox = &self.fetch_sandbox;
+        if sandbox.uid == 0 || sandbox.gid == 0 {
+            return Err(err(
+                "fetch_sandbox.uid",
+                "git must run as an unprivileged uid and gid, not 0",
+            ));
+        }
+        if sandbox.timeout_seconds == 0 {
+            return Err(err(
+                "fetch_sandbox.timeout_seconds",
+                "must be greater than 0",
+            ));
+        }
+        if sandbox.max_bytes < 1 << 20 {
+            return Err(err("fetch_sandbox.max_bytes", "must be at least 1 MiB"));
+        }
+        if sandbox.max_files < 100 {
+            return Err(err("fetch_sandbox.max_files", "must be at least 100"));
+        }
         Ok(())
+    }
+
+    /// The policy git's connections are checked against.
+    pub fn egress_policy(&self) -> tenant::address::AddressPolicy {
+        let parse = |blocks: &[String]| {
+            blocks
+                .iter()
+                .filter_map(|b| tenant::address::Cidr::parse(b).ok())
+                .collect()
+        };
+        tenant::address::AddressPolicy {
+            deny: parse(&self.egress_deny),
+            allow: parse(&self.egress_allow),
+        }
     }
 }
 
@@ -158,6 +266,11 @@ mod tests {
             ("network_mode = \"bridge\"", "network_mode"),
             ("[buildkit]\nkind = \"podman\"", "buildkit.kind"),
             ("nonsense = 1", "file"),
+            ("local_sources = [\"rel/x\"]", "local_sources"),
+            ("dns_resolver = \"resolver\"", "dns_resolver"),
+            ("egress_allow = [\"10.0.0.0/99\"]", "egress_allow"),
+            ("egress_deny = [\"x\"]", "egress_deny"),
+            ("[fetch_sandbox]\nuid = 0", "fetch_sandbox.uid"),
         ];
         for (text, key) in cases {
             let e = Config::from_toml(text).unwrap_err();

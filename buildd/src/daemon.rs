@@ -25,6 +25,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot find the fetch sandbox's helper (this executable): {0}")]
+    Helper(#[source] std::io::Error),
     #[error("cannot create work_dir {path}: {source}")]
     WorkDir {
         path: String,
@@ -51,6 +53,7 @@ impl Daemon {
             source,
         })?;
         // Checkouts left by a previous run that stopped mid-build: nothing else lives here.
+        crate::source::sandbox::unmount_stale(&config.work_dir);
         if let Ok(entries) = std::fs::read_dir(&config.work_dir) {
             for entry in entries.flatten() {
                 let _ = std::fs::remove_dir_all(entry.path());
@@ -65,7 +68,10 @@ impl Daemon {
             "default" => String::new(),
             other => other.to_owned(),
         };
+        let fetch =
+            crate::source::FetchSettings::from_config(&config).map_err(DaemonError::Helper)?;
         let pipeline = Pipeline {
+            fetch: Arc::new(fetch),
             buildkit,
             engine: Engine::new(&config.buildkit.docker_socket),
             contexts,

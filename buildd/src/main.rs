@@ -2,11 +2,23 @@
 //!
 //! Usage: `stackpad-buildd [--config FILE] [--listen ADDR]`; the file defaults to
 //! `$STACKPAD_BUILDD_CONFIG` and, without either, every key takes its default.
+//!
+//! `stackpad-buildd __fetch-sandbox SPEC` (hidden) is what buildd runs inside the fetch
+//! sandbox's namespaces: `buildd::source::inside`.
 
 use anyhow::Context as _;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(buildd::source::inside::HELPER_ARG) {
+        std::process::exit(buildd::source::inside::helper_main(&args[1..]));
+    }
+    tokio::runtime::Runtime::new()
+        .context("starting the Tokio runtime")?
+        .block_on(daemon())
+}
+
+async fn daemon() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

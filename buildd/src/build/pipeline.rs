@@ -14,7 +14,7 @@ use crate::context::{ArchiveSpec, ContextServer, archive};
 use crate::detect::{Framework, RepoSnapshot, detect};
 use crate::dockerfile::{BaseImages, GENERATED_NAME, generate};
 use crate::engine::Engine;
-use crate::source::checkout;
+use crate::source::{FetchSettings, checkout};
 
 /// Everything a build needs from the node.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct Pipeline {
     pub network_mode: String,
     /// How the context reaches BuildKit.
     pub context_transport: ContextTransport,
+    /// How sources are fetched (sandbox, egress policy, local roots).
+    pub fetch: Arc<FetchSettings>,
 }
 
 /// How a build's context reaches BuildKit.
@@ -78,7 +80,7 @@ impl BuildRunner for Pipeline {
 
         let _ = events.send(Progress::State(BuildState::Cloning));
         let clone_events = events.clone();
-        let co = checkout(&req.source, &work.0.join("src"), &mut |l| {
+        let co = checkout(&self.fetch, &req.source, &work.0.join("src"), &mut |l| {
             log(&clone_events, "clone", l)
         })
         .await

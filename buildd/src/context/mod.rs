@@ -98,7 +98,21 @@ pub async fn archive(spec: ArchiveSpec<'_>, scratch: &Path) -> Result<Bytes, Con
         cmd
     } else {
         let mut cmd = Command::new("git");
-        cmd.arg("-C").arg(repo).args(["archive", "--format=tar"]);
+        // The checkout belongs to the fetch sandbox's uid; buildd reads it as root, trusting
+        // nothing of its configuration that could run a program.
+        let mut safe = std::ffi::OsString::from("safe.directory=");
+        safe.push(repo);
+        cmd.arg("-C")
+            .arg(repo)
+            .arg("-c")
+            .arg(safe)
+            .args([
+                "-c",
+                "core.fsmonitor=false",
+                "-c",
+                "core.hooksPath=/dev/null",
+            ])
+            .args(["archive", "--format=tar"]);
         if let Some(path) = &generated_path {
             cmd.arg(format!("--add-file={}", path.display()));
         }

@@ -71,7 +71,8 @@ async fn context_of(app: &Path, submodules: bool) -> Vec<String> {
         submodules,
         ..GitSource::default()
     };
-    let co = checkout(&source, &dest.path().join("src"), &mut |_| {})
+    let settings = crate::source::tests::test_settings(&[&std::env::temp_dir()]);
+    let co = checkout(&settings, &source, &dest.path().join("src"), &mut |_| {})
         .await
         .unwrap();
     let spec = ArchiveSpec {

@@ -1,20 +1,37 @@
-//! Source checkout: the repository at the exact commit, shallow, through the git CLI.
+//! Source checkout: the repository at the exact commit, shallow, through the git CLI, inside the
+//! fetch sandbox.
+//!
+//! Every tenant value is parsed again here (defence in depth: control parses first): the URL with
+//! [`tenant::source::SourceUrl`] (`https://` for tenants; `file://` and absolute paths only under
+//! an operator's `local_sources` root), the ref with [`tenant::git::GitRef`], the commit with
+//! [`tenant::git::CommitSha`], the subdirectory with [`tenant::path::Subdirectory`]. Every git
+//! command line puts URLs and refs after `--end-of-options`. git runs in the sandbox
+//! (`sandbox.rs`, `inside.rs`) and reaches the network only through the egress proxy
+//! (`egress.rs`), which checks every address it connects to.
 //!
 //! Credentials for private repositories reach git through a credential helper that reads them
-//! from the git process's environment: they are never on a command line, in a URL, or logged.
+//! from the git process's environment, and answers only for the source's own host: they are
+//! never on a command line, in a URL, or logged.
 
+pub mod egress;
+pub mod inside;
+pub mod sandbox;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::sync::Arc;
 
-use tokio::process::Command;
+use tenant::git::{CommitSha, GitRef};
+use tenant::path::Subdirectory;
+use tenant::source::{Host, SourceUrl};
 
-/// Where to fetch from and what to check out.
+pub use sandbox::{CheckoutMount, FetchSettings, Sandbox};
+
+/// Where to fetch from and what to check out (as received; parsed by [`checkout`]).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct GitSource {
-    /// `https://...`, `http://...`, `file:///...` or an absolute local path.
+    /// `https://...`; `file:///...` or an absolute path only under an operator's local root.
     pub url: String,
     /// Branch or tag, used when `commit` is empty.
     pub reference: String,
@@ -48,8 +65,8 @@ impl std::fmt::Debug for GitSource {
     }
 }
 
-/// A checked-out source tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A checked-out source tree (on its own tmpfs, unmounted when the last clone is dropped).
+#[derive(Debug, Clone)]
 pub struct Checkout {
     /// The repository's work tree.
     pub repo: PathBuf,
@@ -57,21 +74,23 @@ pub struct Checkout {
     pub app_dir: PathBuf,
     /// The full sha checked out.
     pub commit: String,
+    pub mount: Arc<CheckoutMount>,
 }
 
 /// Why the source could not be checked out.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// A field of the source is not acceptable (parsed again here after control).
+    #[error("source.{field} refused: {reason}")]
+    Refused { field: &'static str, reason: String },
     #[error(
-        "unsupported repository url {url:?}: use https://, http://, file:// or an absolute path"
+        "source.url refused: local repository {path} is not under a local source root of this build node (an operator setting)"
     )]
-    UnsupportedUrl { url: String },
-    #[error("invalid commit {commit:?}: expected a full 40-character hex sha")]
-    InvalidCommit { commit: String },
-    #[error(
-        "invalid subdirectory {subdirectory:?}: must be relative and stay inside the repository"
-    )]
-    InvalidSubdirectory { subdirectory: String },
+    LocalNotAllowed { path: String },
+    /// The egress proxy refused a connection git asked for; says what was refused, nothing of
+    /// what is on the network.
+    #[error("repository {url} is unreachable: {detail}")]
+    EgressRefused { url: String, detail: String },
     #[error("repository {url} is unreachable: {detail}")]
     Unreachable { url: String, detail: String },
     #[error("{what} not found in {url}: {detail}")]
@@ -91,6 +110,14 @@ pub enum SourceError {
         step: &'static str,
         detail: String,
     },
+    #[error("checking out {url} took longer than {seconds}s: stopped")]
+    TimedOut { url: String, seconds: u64 },
+    #[error("the fetch sandbox could not {what}: {source}")]
+    Sandbox {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot run git: {0}")]
     Spawn(#[source] std::io::Error),
 }
@@ -109,36 +136,137 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-fn fetch_url(url: &str) -> Result<String, SourceError> {
-    let ok =
-        url.starts_with("https://") || url.starts_with("http://") || url.starts_with("file:///");
-    if ok {
-        Ok(url.to_owned())
-    } else if url.starts_with('/') {
-        // file:// makes git honour --depth for local repositories.
-        Ok(format!("file://{url}"))
-    } else {
-        Err(SourceError::UnsupportedUrl {
-            url: redact_url(url),
-        })
+/// What to fetch, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    Https(tenant::source::HttpsUrl),
+    /// An absolute path under one of the operator's roots.
+    Local(PathBuf),
+}
+
+impl Remote {
+    /// The URL git is given.
+    pub fn git_url(&self) -> String {
+        match self {
+            Remote::Https(u) => u.as_str().to_owned(),
+            // file:// makes git honour --depth for local repositories.
+            Remote::Local(p) => format!("file://{}", p.display()),
+        }
     }
 }
 
-fn valid_subdirectory(sub: &str) -> bool {
-    let path = Path::new(sub);
-    !path.is_absolute()
-        && path.components().all(|c| {
-            matches!(
-                c,
-                std::path::Component::Normal(_) | std::path::Component::CurDir
-            )
-        })
+/// Which revision to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Want {
+    Commit(CommitSha),
+    Ref(GitRef),
+    Head,
 }
 
-/// Runs git steps in one work tree with the source's credentials.
+/// A source with every tenant field parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub remote: Remote,
+    pub want: Want,
+    pub subdirectory: Subdirectory,
+}
+
+/// Parses `source`'s fields; local paths only under `local_roots`.
+pub fn parse_source(source: &GitSource, local_roots: &[PathBuf]) -> Result<Target, SourceError> {
+    let refused = |field: &'static str| {
+        move |e: tenant::Invalid| SourceError::Refused {
+            field,
+            reason: e.to_string(),
+        }
+    };
+    let remote = match SourceUrl::parse(&source.url).map_err(refused("url"))? {
+        SourceUrl::Https(u) => Remote::Https(u),
+        SourceUrl::Local(path) => Remote::Local(local_allowed(&path, local_roots)?),
+    };
+    let want = match (source.commit.as_str(), source.reference.as_str()) {
+        ("", "") => Want::Head,
+        ("", r) => Want::Ref(GitRef::parse(r).map_err(refused("reference"))?),
+        (c, _) => Want::Commit(CommitSha::parse(c).map_err(refused("commit"))?),
+    };
+    let subdirectory =
+        Subdirectory::parse(&source.subdirectory).map_err(refused("subdirectory"))?;
+    Ok(Target {
+        remote,
+        want,
+        subdirectory,
+    })
+}
+
+/// `path` if it lies under one of `roots`, both as written and once symlinks are resolved.
+pub fn local_allowed(path: &Path, roots: &[PathBuf]) -> Result<PathBuf, SourceError> {
+    let refuse = || SourceError::LocalNotAllowed {
+        path: path.display().to_string(),
+    };
+    if !roots.iter().any(|r| path.starts_with(r)) {
+        return Err(refuse());
+    }
+    if let Ok(real) = path.canonicalize() {
+        let inside = roots
+            .iter()
+            .filter_map(|r| r.canonicalize().ok())
+            .any(|r| real.starts_with(r));
+        if !inside {
+            return Err(refuse());
+        }
+    }
+    Ok(path.to_path_buf())
+}
+
+/// The `host[:port]` git's credential protocol names a URL's server by.
+fn credential_host(url: &tenant::source::HttpsUrl) -> String {
+    let host = match url.host() {
+        Host::Name(n) => n.clone(),
+        Host::Ip(ip) => ip.to_string(),
+    };
+    if url.port() == 443 {
+        host
+    } else {
+        format!("{host}:{}", url.port())
+    }
+}
+
+/// Answers git's `get` with the environment's credentials, for the source's host only.
+const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get || exit 0; h=; \
+    while IFS='=' read -r k v; do test \"$k\" = host && h=\"$v\"; done; \
+    test -n \"$h\" && test \"$h\" = \"$STACKPAD_GIT_HOST\" || exit 0; \
+    echo username=\"$STACKPAD_GIT_USERNAME\"; echo password=\"$STACKPAD_GIT_PASSWORD\"; }; f";
+
+/// git's whole configuration for a checkout; `local` when the operator's local sources (file
+/// protocol) are allowed.
+fn git_config(local: bool, with_credentials: bool) -> Vec<(String, String)> {
+    let mut config: Vec<(String, String)> = vec![
+        ("protocol.allow".into(), "never".into()),
+        ("protocol.https.allow".into(), "always".into()),
+        ("http.followRedirects".into(), "initial".into()),
+        ("core.hooksPath".into(), "/dev/null".into()),
+        ("credential.helper".into(), String::new()),
+        ("init.defaultBranch".into(), "main".into()),
+        ("advice.detachedHead".into(), "false".into()),
+        ("submodule.recurse".into(), "false".into()),
+    ];
+    if local {
+        config.push(("protocol.file.allow".into(), "always".into()));
+        // The operator's repositories (the only ones visible in the sandbox, read-only) are
+        // owned by another uid than the sandbox's.
+        config.push(("safe.directory".into(), "*".into()));
+    }
+    if with_credentials {
+        config.push(("credential.helper".into(), CREDENTIAL_HELPER.into()));
+    }
+    config
+}
+
+/// One checkout's git runs: each one in the sandbox, with the source's credentials.
 struct Git<'a> {
-    dir: &'a Path,
+    sandbox: &'a Sandbox,
     source: &'a GitSource,
+    config: Vec<(String, String)>,
+    host: String,
     url: String,
 }
 
@@ -148,39 +276,25 @@ impl Git<'_> {
         step: &'static str,
         args: &[&str],
     ) -> Result<String, (String, SourceError)> {
-        let mut cmd = Command::new("git");
-        cmd.arg("-C").arg(self.dir);
-        // Only our helper answers; no prompt ever blocks a build.
-        cmd.args([
-            "-c",
-            "credential.helper=",
-            "-c",
-            "protocol.file.allow=always",
-        ]);
-        if !self.source.password.is_empty() {
-            cmd.args([
-                "-c",
-                "credential.helper=!f() { test \"$1\" = get || exit 0; \
-                 echo username=\"$STACKPAD_GIT_USERNAME\"; echo password=\"$STACKPAD_GIT_PASSWORD\"; }; f",
-            ]);
-            let user = if self.source.username.is_empty() {
-                "x-access-token"
-            } else {
-                &self.source.username
-            };
-            cmd.env("STACKPAD_GIT_USERNAME", user)
-                .env("STACKPAD_GIT_PASSWORD", &self.source.password);
-        }
-        cmd.args(args)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_ASKPASS", "/bin/false")
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let out = cmd
-            .output()
+        let user = if self.source.username.is_empty() {
+            "x-access-token"
+        } else {
+            &self.source.username
+        };
+        let env: Vec<(&str, &str)> = if self.source.password.is_empty() {
+            vec![]
+        } else {
+            vec![
+                ("STACKPAD_GIT_HOST", self.host.as_str()),
+                ("STACKPAD_GIT_USERNAME", user),
+                ("STACKPAD_GIT_PASSWORD", self.source.password.as_str()),
+            ]
+        };
+        let out = self
+            .sandbox
+            .git(args, &self.config, &env)
             .await
-            .map_err(|e| (String::new(), SourceError::Spawn(e)))?;
+            .map_err(|e| (String::new(), e))?;
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         let stderr = if self.source.password.is_empty() {
             stderr
@@ -189,6 +303,24 @@ impl Git<'_> {
         };
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+        }
+        if out.status.code() == Some(125)
+            && let Some(what) = stderr.strip_prefix("fetch sandbox: ")
+        {
+            let err = SourceError::Sandbox {
+                what: "start".into(),
+                source: std::io::Error::other(what.to_owned()),
+            };
+            return Err((String::new(), err));
+        }
+        // A connection the proxy refused explains the failure; git's own words (which could
+        // tell an open port from a closed one) are not shown.
+        if let Some(detail) = self.sandbox.events().iter().find_map(|e| e.explain()) {
+            let err = SourceError::EgressRefused {
+                url: self.url.clone(),
+                detail,
+            };
+            return Err((String::new(), err));
         }
         let err = SourceError::Git {
             url: self.url.clone(),
@@ -210,6 +342,9 @@ fn last_line(text: &str) -> String {
 }
 
 fn classify_fetch(stderr: &str, url: &str, what: String, err: SourceError) -> SourceError {
+    if !matches!(err, SourceError::Git { .. }) {
+        return err;
+    }
     let lower = stderr.to_lowercase();
     let detail = last_line(stderr);
     if lower.contains("couldn't find remote ref")
@@ -226,9 +361,6 @@ fn classify_fetch(stderr: &str, url: &str, what: String, err: SourceError) -> So
         }
     } else if lower.contains("could not read from remote")
         || lower.contains("does not appear to be a git repository")
-        || lower.contains("could not resolve host")
-        || lower.contains("failed to connect")
-        || lower.contains("connection refused")
         || lower.contains("not found")
         || lower.contains("authentication failed")
         || lower.contains("could not read username")
@@ -242,32 +374,83 @@ fn classify_fetch(stderr: &str, url: &str, what: String, err: SourceError) -> So
     }
 }
 
-/// Checks `source` out into `dest` (created, must not exist or be empty) at the exact commit:
-/// a shallow fetch of that one commit (or of `reference`), submodules only when asked.
-/// `log` receives git's progress lines (never credentials).
+/// `git fetch` of one revision, shallow, with `remote` and `want` after `--end-of-options` so
+/// neither can ever be read as an option (whatever reached here).
+pub fn fetch_args<'a>(remote: &'a str, want: &'a str) -> Vec<&'a str> {
+    vec![
+        "fetch",
+        "-q",
+        "--depth",
+        "1",
+        "--no-tags",
+        "--no-auto-maintenance",
+        "--no-recurse-submodules",
+        "--end-of-options",
+        remote,
+        want,
+    ]
+}
+
+/// The lowest level of a fetch: `git fetch` of `want` from `remote` as they are, in an
+/// initialised repository in `sandbox`'s checkout. Unchecked strings are safe here too: they
+/// come after `--end-of-options`.
+pub async fn fetch_unchecked(
+    sandbox: &Sandbox,
+    remote: &str,
+    want: &str,
+) -> Result<std::process::Output, SourceError> {
+    let config = git_config(sandbox.allows_local(), false);
+    sandbox.git(&fetch_args(remote, want), &config, &[]).await
+}
+
+/// Checks `source` out into `dest` (created; must not exist or be empty) at the exact commit:
+/// a shallow fetch of that one commit (or of `reference`), submodules only when asked, all in
+/// the fetch sandbox within `settings.timeout`. `log` receives progress lines (never
+/// credentials).
 pub async fn checkout(
+    settings: &Arc<FetchSettings>,
     source: &GitSource,
     dest: &Path,
     log: &mut (dyn FnMut(String) + Send),
 ) -> Result<Checkout, SourceError> {
-    let url = fetch_url(&source.url)?;
+    let target = parse_source(source, &settings.local_roots)?;
     let shown = redact_url(&source.url);
-    let full_sha =
-        source.commit.len() == 40 && source.commit.chars().all(|c| c.is_ascii_hexdigit());
-    if !source.commit.is_empty() && !full_sha {
-        return Err(SourceError::InvalidCommit {
-            commit: source.commit.clone(),
-        });
+    match tokio::time::timeout(
+        settings.timeout,
+        run_checkout(settings, source, &target, dest, log),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(SourceError::TimedOut {
+            url: shown,
+            seconds: settings.timeout.as_secs(),
+        }),
     }
-    if !valid_subdirectory(&source.subdirectory) {
-        return Err(SourceError::InvalidSubdirectory {
-            subdirectory: source.subdirectory.clone(),
-        });
-    }
-    std::fs::create_dir_all(dest).map_err(SourceError::Spawn)?;
+}
+
+async fn run_checkout(
+    settings: &Arc<FetchSettings>,
+    source: &GitSource,
+    target: &Target,
+    dest: &Path,
+    log: &mut (dyn FnMut(String) + Send),
+) -> Result<Checkout, SourceError> {
+    let shown = redact_url(&source.url);
+    let url = target.remote.git_url();
+    let (sandbox, mount) = Sandbox::open(settings.clone(), dest)?;
+    let host = match &target.remote {
+        Remote::Https(u) => credential_host(u),
+        Remote::Local(_) => String::new(),
+    };
     let git = Git {
-        dir: dest,
+        sandbox: &sandbox,
         source,
+        config: git_config(
+            matches!(target.remote, Remote::Local(_)),
+            !source.password.is_empty(),
+        ),
+        host,
         url: shown.clone(),
     };
     let step_err = |(_, e): (String, SourceError)| e;
@@ -277,47 +460,41 @@ pub async fn checkout(
     // Submodules with relative URLs resolve them against `origin`; otherwise the URL is fetched
     // directly (one git process fewer).
     let remote = if source.submodules {
-        git.run("remote add", &["remote", "add", "origin", &url])
-            .await
-            .map_err(step_err)?;
+        git.run(
+            "remote add",
+            &["remote", "add", "--end-of-options", "origin", &url],
+        )
+        .await
+        .map_err(step_err)?;
         "origin"
     } else {
         url.as_str()
     };
-    let (want, what) = match (source.commit.as_str(), source.reference.as_str()) {
-        ("", "") => ("HEAD".to_owned(), "HEAD".to_owned()),
-        ("", reference) => (reference.to_owned(), format!("ref {reference:?}")),
-        (commit, _) => (commit.to_owned(), format!("commit {commit}")),
+    let (want, what) = match &target.want {
+        Want::Head => ("HEAD".to_owned(), "HEAD".to_owned()),
+        Want::Ref(r) => (r.as_str().to_owned(), format!("ref {:?}", r.as_str())),
+        Want::Commit(c) => (c.as_str().to_owned(), format!("commit {c}")),
     };
-    log(format!("fetching {what} from {shown} (shallow)"));
-    git.run(
-        "fetch",
-        &[
-            "fetch",
-            "-q",
-            "--depth",
-            "1",
-            "--no-tags",
-            "--no-auto-maintenance",
-            remote,
-            &want,
-        ],
-    )
-    .await
-    .map_err(|(stderr, e)| classify_fetch(&stderr, &shown, what.clone(), e))?;
+    log(format!("fetching {what} from {shown} (shallow, sandboxed)"));
+    git.run("fetch", &fetch_args(remote, &want))
+        .await
+        .map_err(|(stderr, e)| classify_fetch(&stderr, &shown, what.clone(), e))?;
     git.run("checkout", &["checkout", "-q", "--detach", "FETCH_HEAD"])
         .await
         .map_err(step_err)?;
-    // FETCH_HEAD's first word is the fetched commit (what was just checked out).
+    // FETCH_HEAD's first word is the fetched commit (what was just checked out): a ref is
+    // resolved to this sha before anything is built.
     let commit = std::fs::read_to_string(dest.join(".git/FETCH_HEAD"))
         .ok()
         .and_then(|t| t.split_whitespace().next().map(str::to_owned))
-        .filter(|c| c.len() >= 40 && c.chars().all(|ch| ch.is_ascii_hexdigit()))
+        .and_then(|c| CommitSha::parse(&c).ok())
         .ok_or_else(|| SourceError::Git {
             url: shown.clone(),
             step: "read FETCH_HEAD",
             detail: "no commit in .git/FETCH_HEAD".into(),
-        })?;
+        })?
+        .as_str()
+        .to_owned();
     log(format!("checked out {commit}"));
     if source.submodules {
         log("updating submodules (shallow)".to_owned());
@@ -335,10 +512,10 @@ pub async fn checkout(
         .await
         .map_err(step_err)?;
     }
-    let app_dir = if source.subdirectory.is_empty() {
+    let app_dir = if target.subdirectory.is_root() {
         dest.to_path_buf()
     } else {
-        dest.join(&source.subdirectory)
+        dest.join(target.subdirectory.as_str())
     };
     if !app_dir.is_dir() {
         return Err(SourceError::MissingSubdirectory {
@@ -350,5 +527,6 @@ pub async fn checkout(
         repo: dest.to_path_buf(),
         app_dir,
         commit,
+        mount: Arc::new(mount),
     })
 }

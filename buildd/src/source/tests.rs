@@ -1,185 +1,294 @@
-//! Real git against repositories the tests create.
+//! What is decided before git runs: every tenant field parsed, local roots, the proxy's request
+//! parsing and address checks, the messages tenants see. (git itself, the sandbox and the proxy
+//! on the network are tested in `tests/fetch_sandbox.rs` against the real kernel and git.)
 
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use super::egress::{Egress, EgressEvent, Resolver, decide, parse_connect};
 use super::*;
+use tenant::address::AddressPolicy;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .output()
-        .expect("git");
+/// Settings for unit tests that run real checkouts: the helper is the `stackpad-buildd` that
+/// `cargo test -p stackpad-buildd` builds beside the test binaries.
+pub(crate) fn test_settings(local_roots: &[&Path]) -> Arc<FetchSettings> {
+    let exe = std::env::current_exe().unwrap();
+    let helper = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("stackpad-buildd"))
+        .unwrap();
     assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        helper.exists(),
+        "the fetch sandbox's helper {} is missing: run `cargo test -p stackpad-buildd` (it builds the binary) or `cargo build -p stackpad-buildd`",
+        helper.display()
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    Arc::new(FetchSettings {
+        helper,
+        uid: 65532,
+        gid: 65532,
+        timeout: Duration::from_secs(60),
+        max_bytes: 256 << 20,
+        max_files: 20_000,
+        ca_file: None,
+        local_roots: local_roots.iter().map(|p| p.to_path_buf()).collect(),
+        egress: Egress {
+            policy: AddressPolicy::default(),
+            resolver: Resolver::System,
+        },
+    })
 }
 
-/// A repository with two commits; returns (dir, first sha, second sha).
-fn two_commit_repo() -> (tempfile::TempDir, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    std::fs::create_dir(dir.path().join("app")).unwrap();
-    std::fs::write(dir.path().join("app/v.txt"), "one").unwrap();
-    git(dir.path(), &["add", "."]);
-    git(dir.path(), &["commit", "-q", "-m", "one"]);
-    let first = git(dir.path(), &["rev-parse", "HEAD"]);
-    std::fs::write(dir.path().join("app/v.txt"), "two").unwrap();
-    git(dir.path(), &["commit", "-q", "-am", "two"]);
-    let second = git(dir.path(), &["rev-parse", "HEAD"]);
-    (dir, first, second)
-}
-
-async fn run(
-    source: &GitSource,
-) -> (
-    tempfile::TempDir,
-    Result<Checkout, SourceError>,
-    Vec<String>,
-) {
-    let dest = tempfile::tempdir().unwrap();
-    let mut lines = Vec::new();
-    let result = checkout(source, &dest.path().join("src"), &mut |l| lines.push(l)).await;
-    (dest, result, lines)
-}
-
-#[tokio::test]
-async fn checks_out_the_exact_older_commit_shallow() {
-    let (repo, first, _second) = two_commit_repo();
-    let source = GitSource {
-        url: repo.path().display().to_string(),
-        commit: first.clone(),
-        subdirectory: "app".into(),
+fn source(url: &str, reference: &str, commit: &str) -> GitSource {
+    GitSource {
+        url: url.into(),
+        reference: reference.into(),
+        commit: commit.into(),
         ..GitSource::default()
-    };
-    let (_dest, result, lines) = run(&source).await;
-    let co = result.unwrap();
-    assert_eq!(co.commit, first);
+    }
+}
+
+fn refused_field(result: Result<Target, SourceError>) -> &'static str {
+    match result {
+        Err(SourceError::Refused { field, .. }) => field,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+#[test]
+fn option_looking_and_malformed_refs_are_refused() {
+    let url = "https://git.example.com/a/b.git";
+    for reference in [
+        "--upload-pack=touch /tmp/canary",
+        "-x",
+        "feature/-x",
+        "a..b",
+        "main\r\nx",
+        "main\nx",
+        "ma\0in",
+        "refs/heads/",
+        "@{-1}",
+    ] {
+        let field = refused_field(parse_source(&source(url, reference, ""), &[]));
+        assert_eq!(field, "reference", "{reference:?}");
+    }
+    for commit in [
+        "--upload-pack=x",
+        "abc",
+        "0123456789abcdef0123456789abcdef0123456g",
+        "0123456789abcdef0123456789abcdef01234567\n",
+    ] {
+        let field = refused_field(parse_source(&source(url, "", commit), &[]));
+        assert_eq!(field, "commit", "{commit:?}");
+    }
+    let ok = parse_source(&source(url, "feature/x", ""), &[]).unwrap();
+    assert_eq!(ok.want, Want::Ref(GitRef::parse("feature/x").unwrap()));
+    let sha = "0123456789ABCDEF0123456789abcdef01234567";
+    let ok = parse_source(&source(url, "main", sha), &[]).unwrap();
     assert_eq!(
-        std::fs::read_to_string(co.app_dir.join("v.txt")).unwrap(),
-        "one"
+        ok.want,
+        Want::Commit(CommitSha::parse(&sha.to_lowercase()).unwrap()),
+        "the commit wins and is lower-cased"
     );
-    assert_eq!(
-        git(&co.repo, &["rev-list", "--count", "HEAD"]),
-        "1",
-        "shallow"
-    );
-    assert!(lines.iter().any(|l| l.contains(&first)), "{lines:?}");
 }
 
-#[tokio::test]
-async fn a_branch_ref_and_file_urls_work() {
-    let (repo, _first, second) = two_commit_repo();
-    let source = GitSource {
-        url: format!("file://{}", repo.path().display()),
-        reference: "main".into(),
-        ..GitSource::default()
-    };
-    let (_dest, result, _) = run(&source).await;
-    assert_eq!(result.unwrap().commit, second);
-}
-
-#[tokio::test]
-async fn unknown_commit_is_revision_not_found() {
-    let (repo, _, _) = two_commit_repo();
-    let source = GitSource {
-        url: repo.path().display().to_string(),
-        commit: "0123456789abcdef0123456789abcdef01234567".into(),
-        ..GitSource::default()
-    };
-    let (_dest, result, _) = run(&source).await;
-    let err = result.unwrap_err();
+#[test]
+fn urls_other_than_public_https_are_refused() {
+    for url in [
+        "http://git.example.com/a.git",
+        "ssh://git@git.example.com/a.git",
+        "git@github.com:a/b.git",
+        "git://git.example.com/a.git",
+        "ext::sh -c touch% /tmp/canary",
+        "--upload-pack=touch /tmp/canary",
+        "https://127.0.0.1/a.git",
+        "https://[::1]/a.git",
+        "https://10.0.0.1/a.git",
+        "https://169.254.169.254/latest/meta-data",
+        "https://user:pw@git.example.com/a.git",
+        "https://localhost/a.git",
+    ] {
+        let field = refused_field(parse_source(&source(url, "", ""), &[]));
+        assert_eq!(field, "url", "{url}");
+    }
+    let err = parse_source(&source("https://169.254.169.254/x", "", ""), &[]).unwrap_err();
+    assert!(err.to_string().contains("169.254.169.254"), "{err}");
+    let ok = parse_source(&source("https://git.example.com/a.git", "", ""), &[]).unwrap();
+    assert!(matches!(ok.remote, Remote::Https(_)));
+    assert_eq!(ok.want, Want::Head);
+    let err = parse_source(
+        &GitSource {
+            subdirectory: "../etc".into(),
+            ..source("https://git.example.com/a.git", "", "")
+        },
+        &[],
+    )
+    .unwrap_err();
     assert!(
-        matches!(err, SourceError::RevisionNotFound { .. }),
+        matches!(
+            err,
+            SourceError::Refused {
+                field: "subdirectory",
+                ..
+            }
+        ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("commit 0123456789abcdef"), "{err}");
 }
 
-#[tokio::test]
-async fn unreachable_repository_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("no-such-repo").display().to_string();
-    let source = GitSource {
-        url: missing.clone(),
-        ..GitSource::default()
-    };
-    let (_dest, result, _) = run(&source).await;
-    let err = result.unwrap_err();
-    assert!(matches!(err, SourceError::Unreachable { .. }), "{err:?}");
-    assert!(err.to_string().contains("no-such-repo"), "{err}");
-}
+#[test]
+fn local_sources_only_under_a_configured_root() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = root.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let url = repo.display().to_string();
+    let file_url = format!("file://{url}");
 
-#[tokio::test]
-async fn unreachable_https_host_on_loopback() {
-    // A loopback port nobody listens on: connection refused, quickly.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let source = GitSource {
-        url: format!("http://user:s3cret@127.0.0.1:{port}/repo.git"),
-        password: "hunter2".into(),
-        ..GitSource::default()
-    };
-    let (_dest, result, lines) = run(&source).await;
-    let err = result.unwrap_err();
-    let text = format!("{err} {err:?} {lines:?} {source:?}");
-    assert!(matches!(err, SourceError::Unreachable { .. }), "{text}");
+    // Off by default: no root, no local source.
+    for u in [&url, &file_url, &"/etc".to_owned()] {
+        let err = parse_source(&source(u, "", ""), &[]).unwrap_err();
+        assert!(
+            matches!(err, SourceError::LocalNotAllowed { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("local source root"), "{err}");
+    }
+    let roots = [root.path().to_path_buf()];
+    for u in [&url, &file_url] {
+        let t = parse_source(&source(u, "", ""), &roots).unwrap();
+        assert_eq!(t.remote, Remote::Local(repo.clone()));
+        assert_eq!(t.remote.git_url(), file_url);
+    }
+    // Outside every root, by path or through a symlink inside the root.
+    let outside = other.path().display().to_string();
+    let err = parse_source(&source(&outside, "", ""), &roots).unwrap_err();
     assert!(
-        !text.contains("s3cret") && !text.contains("hunter2"),
-        "credentials leaked: {text}"
+        matches!(err, SourceError::LocalNotAllowed { .. }),
+        "{err:?}"
+    );
+    std::os::unix::fs::symlink(other.path(), root.path().join("link")).unwrap();
+    let link = root.path().join("link").display().to_string();
+    let err = parse_source(&source(&link, "", ""), &roots).unwrap_err();
+    assert!(
+        matches!(err, SourceError::LocalNotAllowed { .. }),
+        "{err:?}"
+    );
+    // `..` never gets as far as the roots.
+    let dotdot = format!("{}/../x", root.path().display());
+    assert_eq!(
+        refused_field(parse_source(&source(&dotdot, "", ""), &roots)),
+        "url"
     );
 }
 
-#[tokio::test]
-async fn bad_inputs_are_refused_before_git_runs() {
-    let cases = [
-        GitSource {
-            url: "git@github.com:a/b.git".into(),
-            ..GitSource::default()
-        },
-        GitSource {
-            url: "/x".into(),
-            commit: "abc".into(),
-            ..GitSource::default()
-        },
-        GitSource {
-            url: "/x".into(),
-            subdirectory: "../etc".into(),
-            ..GitSource::default()
-        },
-    ];
-    for source in cases {
-        let (_dest, result, _) = run(&source).await;
-        assert!(
-            matches!(
-                result,
-                Err(SourceError::UnsupportedUrl { .. }
-                    | SourceError::InvalidCommit { .. }
-                    | SourceError::InvalidSubdirectory { .. })
-            ),
-            "{source:?}: {result:?}"
-        );
+#[test]
+fn git_fetch_puts_remote_and_revision_after_end_of_options() {
+    let args = fetch_args("--upload-pack=touch /tmp/x", "-x");
+    let end = args.iter().position(|a| *a == "--end-of-options").unwrap();
+    assert_eq!(&args[end + 1..], ["--upload-pack=touch /tmp/x", "-x"]);
+}
+
+#[test]
+fn connect_requests_are_parsed_strictly() {
+    assert_eq!(
+        parse_connect("CONNECT git.example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n"),
+        Some(("git.example.com".into(), 443))
+    );
+    assert_eq!(
+        parse_connect("CONNECT [::1]:8443 HTTP/1.1\r\n\r\n"),
+        Some(("::1".into(), 8443))
+    );
+    assert_eq!(
+        parse_connect("CONNECT Git.Example.com:443 HTTP/1.0\r\n\r\n"),
+        Some(("git.example.com".into(), 443))
+    );
+    for bad in [
+        "GET http://x/ HTTP/1.1\r\n\r\n",
+        "CONNECT x HTTP/1.1\r\n\r\n",
+        "CONNECT x:0 HTTP/1.1\r\n\r\n",
+        "CONNECT x:99999 HTTP/1.1\r\n\r\n",
+        "CONNECT a b:443 HTTP/1.1\r\n\r\n",
+        "CONNECT a/b:443 HTTP/1.1\r\n\r\n",
+        "CONNECT x:443 SPDY/3\r\n\r\n",
+    ] {
+        assert_eq!(parse_connect(bad), None, "{bad:?}");
     }
 }
 
 #[tokio::test]
-async fn missing_subdirectory_names_the_commit() {
-    let (repo, _, second) = two_commit_repo();
-    let source = GitSource {
-        url: repo.path().display().to_string(),
-        subdirectory: "web".into(),
-        ..GitSource::default()
+async fn the_proxy_refuses_private_addresses_and_honours_allow_and_deny() {
+    let egress = |allow: &[&str], deny: &[&str]| Egress {
+        policy: AddressPolicy {
+            allow: allow
+                .iter()
+                .map(|c| tenant::address::Cidr::parse(c).unwrap())
+                .collect(),
+            deny: deny
+                .iter()
+                .map(|c| tenant::address::Cidr::parse(c).unwrap())
+                .collect(),
+        },
+        resolver: Resolver::System,
     };
-    let (_dest, result, _) = run(&source).await;
-    let err = result.unwrap_err().to_string();
-    assert!(err.contains("\"web\"") && err.contains(&second), "{err}");
+    let default = egress(&[], &[]);
+    for ip in [
+        "127.0.0.1",
+        "::1",
+        "10.0.0.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "::ffff:127.0.0.1",
+    ] {
+        match decide(&default, ip).await {
+            Err(EgressEvent::Refused { refused, .. }) => {
+                assert_eq!(refused.ip, ip.parse::<IpAddr>().unwrap().to_canonical())
+            }
+            other => panic!("{ip}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        decide(&default, "203.0.114.1").await,
+        Ok(vec!["203.0.114.1".parse().unwrap()])
+    );
+    let opened = egress(&["127.0.0.2/32"], &[]);
+    assert!(decide(&opened, "127.0.0.2").await.is_ok());
+    assert!(decide(&opened, "127.0.0.1").await.is_err());
+    // deny (the platform's own addresses) wins over allow.
+    let both = egress(&["127.0.0.0/8"], &["127.0.0.2/32", "203.0.114.0/24"]);
+    assert!(decide(&both, "127.0.0.2").await.is_err());
+    assert!(decide(&both, "203.0.114.9").await.is_err());
+    assert!(decide(&both, "127.0.0.3").await.is_ok());
+}
+
+#[test]
+fn tenants_are_told_what_was_refused_and_nothing_else() {
+    let refused = AddressPolicy::default()
+        .check("127.0.0.1".parse().unwrap())
+        .unwrap_err();
+    let named = EgressEvent::Refused {
+        host: "git.example.com".into(),
+        refused: refused.clone(),
+    };
+    assert_eq!(
+        named.explain().unwrap(),
+        "address 127.0.0.1 of git.example.com is loopback: refused"
+    );
+    let literal = EgressEvent::Refused {
+        host: "127.0.0.1".into(),
+        refused,
+    };
+    assert_eq!(
+        literal.explain().unwrap(),
+        "address 127.0.0.1 is loopback: refused"
+    );
+    let connected = EgressEvent::Connected {
+        host: "git.example.com".into(),
+        addr: "203.0.114.1:443".parse().unwrap(),
+    };
+    assert_eq!(connected.explain(), None);
 }
 
 #[test]
@@ -189,4 +298,27 @@ fn urls_are_redacted() {
         "https://<redacted>@host/x.git"
     );
     assert_eq!(redact_url("https://host/x.git"), "https://host/x.git");
+}
+
+#[test]
+fn settings_come_from_the_config() {
+    let mut config = crate::config::Config {
+        local_sources: vec![PathBuf::from("/var/lib/stackpad/platform/demo")],
+        dns_resolver: "127.0.0.1:8053".into(),
+        egress_allow: vec!["127.0.0.2/32".into()],
+        ..crate::config::Config::default()
+    };
+    config.fetch_sandbox.helper = "/usr/local/bin/stackpad-buildd".into();
+    let s = FetchSettings::from_config(&config).unwrap();
+    assert_eq!(s.local_roots, config.local_sources);
+    assert_eq!(s.helper, PathBuf::from("/usr/local/bin/stackpad-buildd"));
+    assert!(matches!(s.egress.resolver, Resolver::Nameserver(_)));
+    assert_eq!(s.egress.policy.allow.len(), 1);
+    assert_eq!(s.uid, 65532);
+    let default = FetchSettings::from_config(&crate::config::Config::default()).unwrap();
+    assert!(
+        default.local_roots.is_empty(),
+        "local sources are off by default"
+    );
+    assert_eq!(default.helper, std::env::current_exe().unwrap());
 }

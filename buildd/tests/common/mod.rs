@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod fetch;
+
 pub fn fixture_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
@@ -109,6 +111,9 @@ pub async fn daemon_with(max_concurrent_builds: usize, transport: &str) -> TestD
         context_transport: transport.to_owned(),
         ..Config::default()
     };
+    // The tests' repositories live in temporary folders: the operator setting lets them in.
+    config.local_sources = vec![std::env::temp_dir()];
+    config.fetch_sandbox.helper = fetch::helper();
     config.buildkit.socket = socket.clone();
     config.buildkit.docker_socket = socket;
     config.base_images.node = format!("{}/stackpad/node:20", registry());
