@@ -173,8 +173,16 @@ async fn main() -> anyhow::Result<()> {
         listen: "127.0.0.1:0".parse()?,
         metrics_listen: "127.0.0.1:0".parse()?,
         work_dir: scratch.path().join("work"),
+        local_sources: vec![scratch.path().to_path_buf()],
         ..Config::default()
     };
+    // git runs inside the fetch sandbox through stackpad-buildd's hidden subcommand (built
+    // beside this example by bench/buildd/run).
+    config.fetch_sandbox.helper = std::env::current_exe()?
+        .parent()
+        .and_then(|examples| examples.parent())
+        .map(|profile| profile.join("stackpad-buildd"))
+        .unwrap_or_default();
     let socket: PathBuf = std::env::var("DOCKER_HOST")
         .unwrap_or_else(|_| "unix:///run/docker.sock".into())
         .trim_start_matches("unix://")
