@@ -128,7 +128,7 @@ pub fn document() -> Value {
             "/environments/{id}": { "get": op("Get an environment", None, "200") },
             "/projects/{id}/services": {
                 "get": op("List services (limit, after)", None, "200"),
-                "post": op("Create a service; Idempotency-Key", Some("CreateService"), "201")
+                "post": op("Create a service; Idempotency-Key. A git service given no webhook_secret gets a generated one, shown once in this answer (webhook_secret) and never again (a replay of the Idempotency-Key does not show it; rotate with PATCH /services/{id}/webhook). A given webhook_secret must be 32 to 256 printable ASCII characters with 8 different at least", Some("CreateService"), "201")
             },
             "/services/{id}": {
                 "get": op("Get a service (secrets masked)", None, "200"),
@@ -180,7 +180,7 @@ pub fn document() -> Value {
                     "port": int(spec::PORTS, Some(8080)), "replicas": int(spec::REPLICAS, Some(1)),
                     "command": argv, "args": argv,
                     "env": env, "secrets": env,
-                    "webhook_secret": { "type": "string", "maxLength": spec::MAX_WEBHOOK_SECRET }
+                    "webhook_secret": { "type": "string", "minLength": super::webhooks::MIN_SECRET_LEN, "maxLength": super::webhooks::MAX_SECRET_LEN }
                 })),
                 "UpdateService": obj(&[], json!({
                     "image": image, "resources": resources, "health_check": health,
