@@ -258,6 +258,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_the_defaults() {
+        let example = Config::from_toml(include_str!("../buildd.example.toml")).unwrap();
+        assert_eq!(example, Config::default());
+        assert!(
+            example.local_sources.is_empty(),
+            "local sources are off by default"
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let cases = [
             ("max_concurrent_builds = 0", "max_concurrent_builds"),

@@ -173,7 +173,9 @@ fn tmpfs(target: &Path, options: &str) -> Result<(), HelperError> {
 }
 
 /// Binds `source` at `target` (created as a folder or an empty file), read-only unless `write`.
-fn bind(source: &Path, target: &Path, write: bool) -> Result<(), HelperError> {
+/// Only the system folders bring their submounts along (`recursive`): a local root's submounts
+/// (another build's checkout, say) would keep their own, writable, flags.
+fn bind(source: &Path, target: &Path, write: bool, recursive: bool) -> Result<(), HelperError> {
     if source.is_dir() {
         std::fs::create_dir_all(target).map_err(io(format!("mkdir {}", target.display())))?;
     } else {
@@ -182,14 +184,12 @@ fn bind(source: &Path, target: &Path, write: bool) -> Result<(), HelperError> {
         }
         std::fs::File::create(target).map_err(io(format!("create {}", target.display())))?;
     }
-    mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(mount_err("bind", source))?;
+    let mut bind_flags = MsFlags::MS_BIND;
+    if recursive {
+        bind_flags |= MsFlags::MS_REC;
+    }
+    mount(Some(source), target, None::<&str>, bind_flags, None::<&str>)
+        .map_err(mount_err("bind", source))?;
     let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID;
     // The device files bound into /dev (null, zero, random...) must stay usable.
     if !source.starts_with("/dev") {
@@ -216,7 +216,7 @@ fn mirror(path: &str, root: &Path) -> Result<(), HelperError> {
             std::os::unix::fs::symlink(link, &target)
                 .map_err(io(format!("symlink {}", target.display())))
         }
-        Ok(_) => bind(source, &target, false),
+        Ok(_) => bind(source, &target, false, true),
         Err(_) => Ok(()),
     }
 }
@@ -270,11 +270,13 @@ fn build_root(spec: &Spec) -> Result<(), HelperError> {
         &spec.checkout,
         &root.join(WORK.trim_start_matches('/')),
         true,
+        false,
     )?;
     bind(
         &spec.egress,
         &root.join(EGRESS_DIR.trim_start_matches('/')),
         true,
+        false,
     )?;
     for local in &spec.local_roots {
         if local.exists() {
@@ -282,11 +284,17 @@ fn build_root(spec: &Spec) -> Result<(), HelperError> {
                 local,
                 &root.join(local.strip_prefix("/").unwrap_or(local)),
                 false,
+                false,
             )?;
         }
     }
     if let Some(ca) = &spec.ca_file {
-        bind(ca, &root.join(CA_FILE.trim_start_matches('/')), false)?;
+        bind(
+            ca,
+            &root.join(CA_FILE.trim_start_matches('/')),
+            false,
+            false,
+        )?;
     }
     Ok(())
 }
