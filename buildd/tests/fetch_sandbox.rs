@@ -448,3 +448,51 @@ async fn a_checkout_larger_than_the_limit_fails_and_leaves_nothing_mounted() {
     );
     assert!(!mounted(&dest.path().join("src")));
 }
+
+/// Removes a folder on drop.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn the_demo_layout_works_a_root_under_the_hidden_platform_state() {
+    // As scripts/demo: a root-owned repository under /var/lib/stackpad/platform/demo, the
+    // operator root being that folder; everything else of /var/lib/stackpad stays hidden.
+    let base = Path::new("/var/lib/stackpad").join(unique("buildd-test-demo"));
+    let _cleanup = RemoveDir(base.clone());
+    let demo = base.join("platform/demo");
+    let hello = demo.join("hello");
+    std::fs::create_dir_all(&hello).unwrap();
+    std::fs::write(hello.join("server.js"), "1\n").unwrap();
+    git(&hello, &["init", "-q", "-b", "main"]);
+    git(&hello, &["add", "."]);
+    git(&hello, &["commit", "-q", "-m", "hello"]);
+    let sha = git(&hello, &["rev-parse", "HEAD"]);
+    std::fs::write(base.join("secret"), "x").unwrap();
+
+    let settings = shared(settings(&[&demo], &[]));
+    let source = GitSource {
+        url: hello.display().to_string(),
+        commit: sha.clone(),
+        ..GitSource::default()
+    };
+    let (_dest, result, _) = run(&settings, &source).await;
+    let co = result.unwrap();
+    assert_eq!(co.commit, sha);
+    assert!(co.app_dir.join("server.js").exists());
+
+    // The folder above the root is not a source.
+    let above = GitSource {
+        url: base.display().to_string(),
+        ..GitSource::default()
+    };
+    let err = run(&settings, &above).await.1.unwrap_err();
+    assert!(
+        matches!(err, SourceError::LocalNotAllowed { .. }),
+        "{err:?}"
+    );
+}
