@@ -63,6 +63,11 @@ impl Remapper {
     /// The key of `image`'s snapshot remapped into `map`, built if it does not exist yet.
     pub async fn remapped(&self, image: &PulledImage, map: IdMap) -> Result<String> {
         let key = remapped_key(&image.chain_id, map);
+        // Referenced first: from here on the collector keeps it (whether it exists yet or not).
+        self.reference(image, map, &key).await?;
+        if self.exists(&key).await? {
+            return Ok(key);
+        }
         let lock = self
             .building
             .lock()
@@ -71,8 +76,6 @@ impl Remapper {
             .or_default()
             .clone();
         let _building = lock.lock().await;
-        // Referenced first: from here on the collector keeps it (whether it exists yet or not).
-        self.reference(image, map, &key).await?;
         if !self.exists(&key).await? {
             let started = Instant::now();
             self.build(&image.chain_id, map, &key).await?;
