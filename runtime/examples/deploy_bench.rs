@@ -1,6 +1,9 @@
 //! Benchmark driver for `bench/runtime/run`: time from a `Deploy` call (over gRPC on loopback)
 //! to its healthy answer, for a cached busybox httpd image, side by side with `ctr run -d` +
-//! first HTTP 200 for the same image; then a burst of concurrent deploys.
+//! first HTTP 200 for the same image; then a burst of concurrent deploys. Containers run in
+//! user namespaces (ctr's do not): the runs above share one project, whose remapped snapshot
+//! is built at the warm-up; `FIRST_RUNS` (default 10) deploys of a new project each show the
+//! first-deploy cost, and the remapped snapshot's build time is shown per base image.
 //!
 //! Traffic stays on loopback and inside the network namespaces this program creates. Bounded:
 //! `RUNS` sequential runs per side (default 50) and one burst of `BURST` (default 50).
@@ -13,9 +16,14 @@ use proto::node::v1 as pb;
 use proto::node::v1::node_agent_client::NodeAgentClient;
 use runtime::NodeConfig;
 use runtime::agent::Agent;
+use runtime::image::{ImageStore, RegistryClient};
 use runtime::isolation::IsolationDisabled;
 use runtime::logs::NoShipping;
+use runtime::userns::{Remapper, UsernsFile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Base images whose remapped snapshot build is timed (`scripts/base-images`).
+const REMAP_IMAGES: [&str; 2] = ["busybox:1", "node:20"];
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -206,16 +214,25 @@ async fn main() -> anyhow::Result<()> {
             ctr_remove(&ns, id);
         }
     }
-    let _ = ctr(
-        &ns,
-        &[
-            "image",
-            "rm",
-            "--sync",
-            &format!("{registry}/stackpad/busybox:1"),
-        ],
-    );
+    for image in REMAP_IMAGES {
+        let _ = ctr(
+            &ns,
+            &[
+                "image",
+                "rm",
+                "--sync",
+                &format!("{registry}/stackpad/{image}"),
+            ],
+        );
+    }
     let _ = ctr(&ns, &["namespaces", "rm", &ns]);
+    // The id ranges of the bench's projects.
+    if let Ok(table) = UsernsFile::new(&agent.config().userns_dir) {
+        let _ = table.update(|s| {
+            s.release_namespace(&ns);
+            Ok(())
+        });
+    }
     let _ = std::process::Command::new("ctr")
         .args(["namespaces", "rm", &ns])
         .output();
@@ -274,6 +291,26 @@ async fn bench(
             .await?;
     }
 
+    // A new project's first deploy: its id range is allocated and the image remapped into it.
+    let mut firsts = Vec::new();
+    for i in 0..env_usize("FIRST_RUNS", 10) {
+        let fresh = stackpad_tests::unique_name("bf");
+        let t = Instant::now();
+        let status = client
+            .deploy(request(&registry, &fresh, &format!("first-{i}")))
+            .await?
+            .into_inner()
+            .container
+            .expect("status");
+        firsts.push(t.elapsed());
+        client
+            .remove(pb::RemoveRequest {
+                container_id: status.container_id,
+                force: true,
+            })
+            .await?;
+    }
+
     // The peer: ctr run -d (host network: ctr sets up none) + first HTTP 200.
     let image = format!("{registry}/stackpad/busybox:1");
     let pulled = ctr(&ns, &["image", "pull", "--plain-http", &image])?;
@@ -294,6 +331,9 @@ async fn bench(
     println!("deploy-to-healthy, cached busybox httpd image, {runs} sequential runs each");
     let (m_ours, p_ours) = stats("stackpad Deploy -> healthy", ours);
     let (m_ctr, p_ctr) = stats("ctr run -d -> first 200", theirs);
+    if !firsts.is_empty() {
+        stats("  first deploy of a project", firsts);
+    }
     println!(
         "ratio stackpad/ctr: median {:.2}x   p99 {:.2}x   (target <= 1.2x, median < 200 ms)",
         m_ours / m_ctr,
@@ -377,7 +417,39 @@ async fn bench(
         "burst ratio stackpad/ctr (wall time): {:.2}x",
         wall.as_secs_f64() / ctr_wall.as_secs_f64()
     );
+    remap_cost(&agent, &registry, &ns).await?;
     let _ = stop_tx.send(());
     let _ = server.await;
+    Ok(())
+}
+
+/// The one-off cost of a project's first container of an image: its remapped snapshot
+/// (every file chowned into the range, copied up by overlayfs), per base image; then the
+/// cost of finding it again.
+async fn remap_cost(agent: &Agent, registry: &str, ns: &str) -> anyhow::Result<()> {
+    let c = agent.containerd().clone();
+    let config = agent.config();
+    let store = ImageStore::new(
+        c.clone(),
+        RegistryClient::new(Vec::new())?,
+        &config.snapshotter,
+    );
+    let remapper = Remapper::new(c, &config.snapshotter, &config.run_dir);
+    let table = UsernsFile::new(&config.userns_dir)?;
+    for image in REMAP_IMAGES {
+        let reference = format!("{registry}/stackpad/{image}");
+        let pulled = store.pull(&reference).await?;
+        let map = table.ensure(ns, &format!("remap-{image}"))?;
+        let t = Instant::now();
+        remapper.remapped(&pulled, map).await?;
+        let built = t.elapsed();
+        let t = Instant::now();
+        remapper.remapped(&pulled, map).await?;
+        println!(
+            "remapped snapshot of {image:<10} built in {:7.1} ms, found again in {:5.1} ms",
+            built.as_secs_f64() * 1000.0,
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     Ok(())
 }
