@@ -339,6 +339,55 @@ async fn anonymous_calls_write_no_audit_rows_and_hit_the_rate_limit() -> anyhow:
     let (status, _) = send(&h, &uuid::Uuid::new_v4().to_string(), &body, None, "x").await;
     assert_eq!(status, 429, "this source is over its budget");
     assert_eq!(audit_rows(&h).await, before);
+
+    // Other sources (other loopback addresses) have budgets of their own, until the service's
+    // budget (120 a minute) is used up; another service is still reachable then.
+    let (_, other) = git_service(&h, &a, json!({})).await;
+    let other = other["id"].as_str().unwrap().to_owned();
+    let before = audit_rows(&h).await;
+    let mut statuses = vec![];
+    for n in 2..=6u8 {
+        let from = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, n]))
+            .build()?;
+        let mut last = 0;
+        for i in 0..30 {
+            last = from
+                .post(format!("{}/webhooks/github/{id}", h.url))
+                .header("x-github-delivery", format!("src-{n}-{i}"))
+                .body(body.clone())
+                .send()
+                .await?
+                .status()
+                .as_u16();
+            if n == 2 && i == 0 {
+                assert_eq!(last, 401, "127.0.0.2 is not limited by 127.0.0.1's calls");
+            }
+        }
+        let to_other = from
+            .post(format!("{}/webhooks/github/{other}", h.url))
+            .body(body.clone())
+            .send()
+            .await?
+            .status()
+            .as_u16();
+        statuses.push((n, last, to_other));
+    }
+    // 127.0.0.1 spent 30 of the service's 120: sources .2 to .4 spend the other 90, so .5 and
+    // .6 find the service limited; each source's first call to the other service is refused
+    // as unsigned (401) until that source's own budget is gone.
+    assert_eq!(
+        statuses,
+        [
+            (2, 401, 429),
+            (3, 401, 429),
+            (4, 401, 429),
+            (5, 429, 401),
+            (6, 429, 401)
+        ],
+        "(source, last call to the service, then a call to another service)"
+    );
+    assert_eq!(audit_rows(&h).await, before);
     h.stop().await;
     Ok(())
 }

@@ -73,8 +73,9 @@ impl Limiter {
         }
     }
 
-    fn keys(service: Uuid, source: Option<IpAddr>) -> impl Iterator<Item = (Key, bool)> {
-        [(Key::Service(service), true)]
+    fn keys(service: Option<Uuid>, source: Option<IpAddr>) -> impl Iterator<Item = (Key, bool)> {
+        service
+            .map(|s| (Key::Service(s), true))
             .into_iter()
             .chain(source.map(|ip| (Key::Source(source_key(ip)), false)))
     }
@@ -96,7 +97,7 @@ impl Limiter {
     ) -> Result<(), Duration> {
         let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let mut wait = None::<Duration>;
-        for (key, is_service) in Self::keys(service, source) {
+        for (key, is_service) in Self::keys(Some(service), source) {
             if let Some(w) = windows.get(&key) {
                 let end = w.start + self.limits.window;
                 if now < end && w.count >= self.limit(is_service) {
@@ -108,8 +109,10 @@ impl Limiter {
         wait.map_or(Ok(()), Err)
     }
 
-    /// Counts one unauthenticated call against the service and the source.
-    pub fn record(&self, service: Uuid, source: Option<IpAddr>, now: Instant) {
+    /// Counts one unauthenticated call against the source and, when `service` exists, against
+    /// it (calls naming made-up services count against their source only, so they cannot fill
+    /// the map with keys of their own choosing).
+    pub fn record(&self, service: Option<Uuid>, source: Option<IpAddr>, now: Instant) {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         for (key, _) in Self::keys(service, source) {
             if !windows.contains_key(&key) && windows.len() >= self.limits.max_keys {
@@ -166,7 +169,7 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..3 {
             assert!(l.check(svc, ip, t0).is_ok());
-            l.record(svc, ip, t0);
+            l.record(Some(svc), ip, t0);
         }
         let wait = l.check(svc, ip, t0 + Duration::from_secs(4)).unwrap_err();
         assert_eq!(wait, Duration::from_secs(6));
@@ -174,8 +177,8 @@ mod tests {
         let other = Some("192.0.2.2".parse().unwrap());
         assert!(l.check(svc, other, t0).is_ok());
         // ...until the service's own budget is used up.
-        l.record(svc, other, t0);
-        l.record(svc, other, t0);
+        l.record(Some(svc), other, t0);
+        l.record(Some(svc), other, t0);
         assert!(l.check(svc, other, t0).is_err());
         assert!(l.check(Uuid::new_v4(), other, t0).is_ok());
         assert!(l.check(svc, ip, t0 + Duration::from_secs(10)).is_ok());
@@ -188,7 +191,7 @@ mod tests {
         let t0 = Instant::now();
         for i in 1..=3u16 {
             let ip = format!("2001:db8::{i:x}").parse().ok();
-            l.record(svc, ip, t0);
+            l.record(Some(svc), ip, t0);
         }
         assert!(l.check(svc, "2001:db8::ffff".parse().ok(), t0).is_err());
         assert!(l.check(svc, "2001:db8:0:1::1".parse().ok(), t0).is_ok());
@@ -200,8 +203,20 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..100u8 {
             let ip = Some(IpAddr::from([198, 51, 100, i]));
-            l.record(Uuid::new_v4(), ip, t0 + Duration::from_millis(i.into()));
+            l.record(
+                Some(Uuid::new_v4()),
+                ip,
+                t0 + Duration::from_millis(i.into()),
+            );
             assert!(l.len() <= 4, "{} keys", l.len());
         }
+        // Made-up services add no keys; their source is still counted.
+        let l = Limiter::new(limits());
+        let ip = Some(IpAddr::from([203, 0, 113, 7]));
+        for _ in 0..3 {
+            l.record(None, ip, t0);
+        }
+        assert_eq!(l.len(), 1);
+        assert!(l.check(Uuid::new_v4(), ip, t0).is_err());
     }
 }

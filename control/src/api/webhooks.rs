@@ -166,7 +166,8 @@ pub async fn github(
             })
     });
     let Some(target) = signed else {
-        limiter.record(service_id, source, Instant::now());
+        let known = target.is_some().then_some(service_id);
+        limiter.record(known, source, Instant::now());
         return ApiError::Unauthorized.into_response();
     };
     let mut response = match process(&state, service_id, target, &headers, &body).await {
