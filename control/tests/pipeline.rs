@@ -251,7 +251,12 @@ async fn setup(store: &Store, image: &str) -> anyhow::Result<(Uuid, Uuid)> {
         .await?;
     let project = store.create_project(org.id, "app").await?;
     let env = store
-        .create_environment(org.id, project.id, "production", "main")
+        .create_environment(
+            org.id,
+            project.id,
+            "production",
+            &tenant::git::GitRef::parse("main")?,
+        )
         .await?;
     let service = store
         .create_service(
@@ -260,7 +265,7 @@ async fn setup(store: &Store, image: &str) -> anyhow::Result<(Uuid, Uuid)> {
                 environment_id: env.id,
                 name: "web".into(),
                 kind: "web".into(),
-                image: Some(image.into()),
+                image: Some(tenant::image::ImageRef::parse(image)?),
                 port: 8080,
                 replicas: 1,
                 ..Default::default()

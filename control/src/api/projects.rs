@@ -6,10 +6,17 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use tenant::git::GitRef;
+
 use super::AppState;
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Org, PageQuery, PathId, Query, idempotent};
 use super::validate::{self, parsed};
+
+/// The branch a new project's production environment deploys.
+fn main_branch() -> ApiResult<GitRef> {
+    GitRef::parse("main").map_err(|e| ApiError::Internal(format!("the default branch: {e}")))
+}
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +36,7 @@ pub async fn create(
         // Every project starts with a production environment deploying the main branch.
         state
             .store
-            .create_environment(org.id, project.id, "production", "main")
+            .create_environment(org.id, project.id, "production", &main_branch()?)
             .await?;
         Ok(json!(project))
     })
@@ -76,13 +83,13 @@ pub async fn create_environment(
     Body(req): Body<CreateEnvironment>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     validate::name("name", &req.name)?;
-    let branch = parsed("branch", tenant::git::GitRef::parse(&req.branch))?;
+    let branch = parsed("branch", GitRef::parse(&req.branch))?;
     let what = format!("POST /projects/{project}/environments");
     idempotent(&state, org, &headers, &what, &req, || async {
         Ok(json!(
             state
                 .store
-                .create_environment(org.id, project, &req.name, branch.as_str())
+                .create_environment(org.id, project, &req.name, &branch)
                 .await?
         ))
     })

@@ -353,12 +353,8 @@ impl ServiceSpec {
     /// What the store is given, in `environment_id`.
     pub fn into_new_service(self, environment_id: Uuid) -> NewService {
         let (image, git_url, git_subdirectory) = match self.source {
-            Source::Image(image) => (Some(image.to_string()), None, String::new()),
-            Source::Git { url, subdirectory } => (
-                None,
-                Some(source_text(&url)),
-                subdirectory.as_str().to_owned(),
-            ),
+            Source::Image(image) => (Some(image), None, Subdirectory::default()),
+            Source::Git { url, subdirectory } => (None, Some(url), subdirectory),
         };
         NewService {
             environment_id,
@@ -379,14 +375,6 @@ impl ServiceSpec {
             secrets: self.secrets,
             webhook_secret: self.webhook_secret,
         }
-    }
-}
-
-/// The source as stored: the URL as given, or `file://` + the path for a local repository.
-fn source_text(url: &SourceUrl) -> String {
-    match url {
-        SourceUrl::Https(u) => u.as_str().to_owned(),
-        SourceUrl::Local(path) => format!("file://{}", path.display()),
     }
 }
 
@@ -431,7 +419,7 @@ impl UpdateService {
             image: self
                 .image
                 .as_deref()
-                .map(|i| image_ref("image", i).map(|i| i.to_string()))
+                .map(|i| image_ref("image", i))
                 .transpose()?,
             resources: self
                 .resources

@@ -16,7 +16,7 @@ pub use deployments::{Claimed, NewDeployment, StepData};
 pub use domains::{CustomDomain, DomainCheck};
 pub use models::*;
 pub use orgs::{NewToken, Role};
-pub use services::{NewService, ServicePatch};
+pub use services::{NewService, ServicePatch, source_text};
 pub use webhooks::{Delivery, WebhookTarget};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

@@ -1,5 +1,6 @@
 //! Projects and their environments.
 
+use tenant::git::GitRef;
 use uuid::Uuid;
 
 use super::{Environment, Page, PageRequest, Project, Result, Store, StoreError, page};
@@ -60,7 +61,7 @@ impl Store {
         organization_id: Uuid,
         project_id: Uuid,
         name: &str,
-        branch: &str,
+        branch: &GitRef,
     ) -> Result<Environment> {
         self.project(organization_id, project_id).await?;
         sqlx::query_as(
@@ -71,7 +72,7 @@ impl Store {
         .bind(organization_id)
         .bind(project_id)
         .bind(name)
-        .bind(branch)
+        .bind(branch.as_str())
         .fetch_one(&self.pool)
         .await
         .map_err(|e| StoreError::unique(e, || format!("environment {name:?} already exists")))

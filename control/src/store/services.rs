@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
+use tenant::image::ImageRef;
+use tenant::path::Subdirectory;
+use tenant::source::SourceUrl;
 use uuid::Uuid;
 
 use super::{
@@ -13,15 +16,16 @@ use super::{
     StoreError, page,
 };
 
-/// A service to create; validated by the API before it gets here.
+/// A service to create; validated by the API before it gets here (the values a command line,
+/// a host path or the network sees are domain types).
 #[derive(Debug, Clone, Default)]
 pub struct NewService {
     pub environment_id: Uuid,
     pub name: String,
     pub kind: String,
-    pub image: Option<String>,
-    pub git_url: Option<String>,
-    pub git_subdirectory: String,
+    pub image: Option<ImageRef>,
+    pub git_url: Option<SourceUrl>,
+    pub git_subdirectory: Subdirectory,
     pub build: BuildSettings,
     pub resources: Resources,
     pub health_check: Option<HealthCheck>,
@@ -38,7 +42,7 @@ pub struct NewService {
 /// Fields to change; `None` keeps the current value.
 #[derive(Debug, Clone, Default)]
 pub struct ServicePatch {
-    pub image: Option<String>,
+    pub image: Option<ImageRef>,
     pub resources: Option<Resources>,
     pub health_check: Option<HealthCheck>,
     pub port: Option<i32>,
@@ -82,6 +86,15 @@ fn from_row(row: &PgRow) -> Result<Service> {
     })
 }
 
+/// A git source as stored (and handed to buildd): the https URL as given, or `file://` + the
+/// path of a local repository.
+pub fn source_text(url: &SourceUrl) -> String {
+    match url {
+        SourceUrl::Https(u) => u.as_str().to_owned(),
+        SourceUrl::Local(path) => format!("file://{}", path.display()),
+    }
+}
+
 fn env_aad(service_id: Uuid, name: &str) -> String {
     format!("service/{service_id}/env/{name}")
 }
@@ -107,9 +120,9 @@ impl Store {
             .bind(env.id)
             .bind(&s.name)
             .bind(&s.kind)
-            .bind(&s.image)
-            .bind(&s.git_url)
-            .bind(&s.git_subdirectory)
+            .bind(s.image.as_ref().map(ImageRef::to_string))
+            .bind(s.git_url.as_ref().map(source_text))
+            .bind(s.git_subdirectory.as_str())
             .bind(Json(&s.build))
             .bind(Json(&s.resources))
             .bind(s.health_check.as_ref().map(Json))
@@ -276,7 +289,7 @@ impl Store {
         )
         .bind(id)
         .bind(organization_id)
-        .bind(&p.image)
+        .bind(p.image.as_ref().map(ImageRef::to_string))
         .bind(p.resources.as_ref().map(Json))
         .bind(p.health_check.as_ref().map(Json))
         .bind(p.port)
