@@ -496,3 +496,68 @@ async fn the_demo_layout_works_a_root_under_the_hidden_platform_state() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn submodule_urls_go_through_the_same_egress_and_file_is_off_for_https_sources() {
+    // An HTTPS repository whose submodules point at a name resolving to loopback, and at a
+    // local path.
+    let canary = Canary::new();
+    let loopback_name = unique_name("submodule");
+    let (_lib, lib_sha) = repo_with(&[("lib.js", "1\n")]);
+    let cases = [
+        (
+            format!("https://{loopback_name}:{}/lib.git", canary.port),
+            "of ".to_owned() + &loopback_name + " is loopback: refused",
+        ),
+        (
+            format!("file://{}", std::env::temp_dir().display()),
+            "transport 'file' not allowed".to_owned(),
+        ),
+    ];
+    for (url, expected) in cases {
+        let (repo, _) = repo_with(&[(
+            ".gitmodules",
+            &format!("[submodule \"lib\"]\n\tpath = lib\n\turl = {url}\n"),
+        )]);
+        git(
+            repo.path(),
+            &[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("160000,{lib_sha},lib"),
+            ],
+        );
+        git(repo.path(), &["commit", "-q", "-m", "submodule"]);
+        let name = unique_name("super");
+        let _record = ARecord::add(&name, "127.0.0.2");
+        let ca = TestCa::new(&name);
+        let server = GitServer::start(
+            "127.0.0.2".parse().unwrap(),
+            &ca,
+            repo.path().parent().unwrap(),
+            &[],
+        );
+        let settings = Arc::new(FetchSettings {
+            ca_file: Some(ca.ca()),
+            ..settings(&[], &["127.0.0.2/32"])
+        });
+        let source = GitSource {
+            url: format!(
+                "https://{name}:{}/{}",
+                server.port,
+                repo.path().file_name().unwrap().to_str().unwrap()
+            ),
+            reference: "main".into(),
+            submodules: true,
+            ..GitSource::default()
+        };
+        let err = run(&settings, &source).await.1.unwrap_err();
+        assert!(err.to_string().contains(&expected), "{url}: {err}");
+    }
+    assert_eq!(
+        canary.connections(),
+        0,
+        "a submodule fetch reached the listener"
+    );
+}
