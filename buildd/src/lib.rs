@@ -1,6 +1,7 @@
 //! The build node (`stackpad-buildd`): turns a git commit into an image in the registry.
 //!
-//! Owns: cloning, framework detection, Dockerfile generation, BuildKit solves over its gRPC
+//! Owns: cloning (in the fetch sandbox: own namespaces, unprivileged uid, egress only through a
+//! proxy that checks every address; `source/`), framework detection, Dockerfile generation, BuildKit solves over its gRPC
 //! control API, the push and the layer cache, the per-node build queue (at most 4 at once by
 //! default), build logs, and the `stackpad.build.v1.Builder` gRPC service.
 //! Does not own: which build runs where (the control plane schedules) or running the image.

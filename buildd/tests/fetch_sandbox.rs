@@ -561,3 +561,26 @@ async fn submodule_urls_go_through_the_same_egress_and_file_is_off_for_https_sou
         "a submodule fetch reached the listener"
     );
 }
+
+#[tokio::test]
+async fn one_refused_address_refuses_the_name_even_beside_an_allowed_one() {
+    let allowed = Canary::on("127.0.0.2");
+    let name = unique_name("mixed");
+    let _record = ARecord::add_all(&name, &["127.0.0.2", "127.0.0.1"]);
+    let settings = shared(settings(&[], &["127.0.0.2/32"]));
+    let source = GitSource {
+        url: format!("https://{name}:{}/r.git", allowed.port),
+        ..GitSource::default()
+    };
+    let err = run(&settings, &source).await.1.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("address 127.0.0.1 of {name} is loopback: refused")),
+        "{err}"
+    );
+    assert_eq!(
+        allowed.connections(),
+        0,
+        "connected to the allowed address anyway"
+    );
+}

@@ -203,9 +203,14 @@ pub struct ARecord(String);
 
 impl ARecord {
     pub fn add(name: &str, ip: &str) -> ARecord {
+        ARecord::add_all(name, &[ip])
+    }
+
+    pub fn add_all(name: &str, ips: &[&str]) -> ARecord {
+        let list: Vec<String> = ips.iter().map(|ip| format!("\"{ip}\"")).collect();
         challtestsrv(
             "/add-a",
-            &format!(r#"{{"host":"{name}.","addresses":["{ip}"]}}"#),
+            &format!(r#"{{"host":"{name}.","addresses":[{}]}}"#, list.join(",")),
         );
         ARecord(name.to_owned())
     }
@@ -217,7 +222,7 @@ impl Drop for ARecord {
     }
 }
 
-/// A listener on 127.0.0.1 that accepts nothing; `connections()` counts what reached it.
+/// A listener on loopback that accepts nothing; `connections()` counts what reached it.
 pub struct Canary {
     listener: TcpListener,
     pub port: u16,
@@ -225,7 +230,11 @@ pub struct Canary {
 
 impl Canary {
     pub fn new() -> Canary {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Canary::on("127.0.0.1")
+    }
+
+    pub fn on(ip: &str) -> Canary {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         Canary { listener, port }
