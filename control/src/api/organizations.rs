@@ -172,3 +172,31 @@ pub async fn audit(State(state): State<AppState>, org: Org) -> ApiResult<Json<Va
         json!({ "items": state.store.audit_entries(org.id, 200).await? }),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    #[test]
+    fn a_new_token_expires_in_the_future_within_the_maximum_and_the_minters_expiry() {
+        let now = Utc::now();
+        let hour = now + TimeDelta::hours(1);
+        assert_eq!(token_expiry(None, None, now).unwrap(), None);
+        assert_eq!(token_expiry(None, Some(hour), now).unwrap(), Some(hour));
+        assert_eq!(token_expiry(Some(hour), None, now).unwrap(), Some(hour));
+        let refused = [
+            (Some(now), None),
+            (Some(now - TimeDelta::seconds(1)), None),
+            (Some(now + MAX_TOKEN_LIFETIME + TimeDelta::seconds(1)), None),
+            (Some(hour + TimeDelta::seconds(1)), Some(hour)),
+        ];
+        for (asked, caller) in refused {
+            match token_expiry(asked, caller, now) {
+                Err(ApiError::Invalid { field, .. }) => assert_eq!(field, "expires_at"),
+                other => panic!("{asked:?} with {caller:?}: {other:?}"),
+            }
+        }
+    }
+}
