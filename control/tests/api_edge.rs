@@ -437,3 +437,32 @@ async fn paths_queries_and_bodies_answer_json_errors() -> anyhow::Result<()> {
     h.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn services_from_before_the_default_get_a_cpu_limit() -> anyhow::Result<()> {
+    let h = start(&[]).await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+        .fetch_all(&h.store().pool)
+        .await?;
+    assert!(applied.contains(&5), "{applied:?}");
+    // A row as the API wrote it before: no CPU limit.
+    let (_, t) = h.org("tenant-e").await;
+    let (_, service) = h
+        .service(
+            &t,
+            json!({ "name": "old", "image": "127.0.0.1:5000/o/old:v1" }),
+        )
+        .await;
+    sqlx::query("UPDATE services SET resources = '{\"cpu_millis\": 0, \"memory_bytes\": 0}'")
+        .execute(&h.store().pool)
+        .await?;
+    sqlx::raw_sql(include_str!("../migrations/0005_default_cpu_limit.sql"))
+        .execute(&h.store().pool)
+        .await?;
+    let (_, v) = h
+        .call("GET", &format!("/services/{service}"), &t, None)
+        .await;
+    assert_eq!(v["resources"]["cpu_millis"], 500, "{v}");
+    h.stop().await;
+    Ok(())
+}
