@@ -1,7 +1,9 @@
 //! The control plane (`stackpad-control`): the public REST API and the deploy pipeline.
 //!
-//! Owns: state in PostgreSQL (organizations to deployments, nodes, tokens, audit), the durable
-//! deploy queue and its state machine, scheduling of builds and containers, GitHub webhooks,
+//! Owns: state in PostgreSQL (organizations to deployments, nodes, tokens with their roles and
+//! expiry, audit), who may call which route ([`api::roles`]), the durable deploy queue and its
+//! state machine, scheduling of builds and containers, GitHub webhooks (signed, replay-checked,
+//! rate-limited),
 //! custom-domain verification (which domains the proxy may route and certify, [`domains`]),
 //! and the `stackpad` CLI's client. Drives buildd, the node agents and the proxy over their
 //! `proto` APIs through narrow traits ([`clients`]).
