@@ -277,7 +277,7 @@ async fn setup(store: &Store, image: &str) -> anyhow::Result<(Uuid, Uuid)> {
 
 fn image(i: &str) -> NewDeployment {
     NewDeployment {
-        image: Some(i.into()),
+        image: Some(tenant::image::ImageRef::parse(i).expect("a test image reference")),
         ..Default::default()
     }
 }

@@ -59,7 +59,7 @@ pub async fn create(
                     return Err(invalid("image", "give either an image or a git ref/commit"));
                 }
                 NewDeployment {
-                    image: Some(image.to_string()),
+                    image: Some(image.clone()),
                     ..Default::default()
                 }
             }
@@ -69,9 +69,20 @@ pub async fn create(
                     .environment(org.id, service.environment_id)
                     .await?
                     .branch;
+                let git_ref = match &git_ref {
+                    Some(r) => r.clone(),
+                    None => GitRef::parse(&branch).map_err(|e| {
+                        invalid(
+                            "git_ref",
+                            format!(
+                                "the environment's branch cannot be built ({e}); name a git_ref"
+                            ),
+                        )
+                    })?,
+                };
                 NewDeployment {
-                    git_ref: Some(git_ref.as_ref().map_or(branch, |r| r.as_str().to_owned())),
-                    git_commit: git_commit.as_ref().map(|c| c.as_str().to_owned()),
+                    git_ref: Some(git_ref),
+                    git_commit: git_commit.clone(),
                     ..Default::default()
                 }
             }
@@ -82,8 +93,13 @@ pub async fn create(
                         "this service runs an image; it has no git source",
                     ));
                 }
+                let image = service
+                    .image
+                    .as_deref()
+                    .map(|i| image_ref("image", i))
+                    .transpose()?;
                 NewDeployment {
-                    image: service.image.clone(),
+                    image,
                     ..Default::default()
                 }
             }

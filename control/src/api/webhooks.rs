@@ -242,8 +242,8 @@ async fn process(
             target.organization_id,
             service_id,
             &NewDeployment {
-                git_ref: Some(branch.clone()),
-                git_commit: Some(commit.as_str().to_owned()),
+                git_ref: Some(GitRef::parse(branch).map_err(|e| invalid("ref", e.to_string()))?),
+                git_commit: Some(commit.clone()),
                 ..Default::default()
             },
         )

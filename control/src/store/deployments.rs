@@ -3,17 +3,19 @@
 
 use std::time::Duration;
 
+use tenant::git::{CommitSha, GitRef};
+use tenant::image::ImageRef;
 use uuid::Uuid;
 
 use super::{Deployment, DeploymentEvent, Page, PageRequest, Result, Store, StoreError, page};
 use crate::pipeline::machine::{self, Event, Phase, Transition};
 
-/// What a deployment deploys: a git ref/commit (built first) or an image.
+/// What a deployment deploys: a git ref/commit (built first) or an image, parsed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewDeployment {
-    pub git_ref: Option<String>,
-    pub git_commit: Option<String>,
-    pub image: Option<String>,
+    pub git_ref: Option<GitRef>,
+    pub git_commit: Option<CommitSha>,
+    pub image: Option<ImageRef>,
     pub rollback_of: Option<Uuid>,
 }
 
@@ -112,9 +114,9 @@ impl Store {
         .bind(id)
         .bind(organization_id)
         .bind(service_id)
-        .bind(&d.git_ref)
-        .bind(&d.git_commit)
-        .bind(&d.image)
+        .bind(d.git_ref.as_ref().map(GitRef::as_str))
+        .bind(d.git_commit.as_ref().map(CommitSha::as_str))
+        .bind(d.image.as_ref().map(ImageRef::to_string))
         .bind(d.rollback_of)
         .execute(&mut *tx)
         .await?;
@@ -218,12 +220,21 @@ impl Store {
                 )));
             }
         };
+        let image = ImageRef::parse(&image).map_err(|e| {
+            StoreError::Conflict(format!(
+                "deployment {target} ran an image that cannot be deployed again: {e}"
+            ))
+        })?;
         self.create_deployment(
             organization_id,
             d.service_id,
             &NewDeployment {
                 image: Some(image),
-                git_commit: d.git_commit.clone(),
+                // What was built, for the record; a legacy abbreviated id is left out.
+                git_commit: d
+                    .git_commit
+                    .as_deref()
+                    .and_then(|c| CommitSha::parse(c).ok()),
                 rollback_of: Some(target),
                 ..Default::default()
             },
