@@ -423,9 +423,9 @@ async fn bench(
     Ok(())
 }
 
-/// The one-off cost of a project's first container of an image: its remapped snapshot
-/// (every file chowned into the range, copied up by overlayfs), per base image; then the
-/// cost of finding it again.
+/// The one-off cost of a project's first container of an image: its remapped layers (each
+/// unpacked again and chowned into the range), per base image; then the cost of finding
+/// them again.
 async fn remap_cost(agent: &Agent, registry: &str, ns: &str) -> anyhow::Result<()> {
     let c = agent.containerd().clone();
     let config = agent.config();
@@ -434,7 +434,7 @@ async fn remap_cost(agent: &Agent, registry: &str, ns: &str) -> anyhow::Result<(
         RegistryClient::new(Vec::new())?,
         &config.snapshotter,
     );
-    let remapper = Remapper::new(c, &config.snapshotter, &config.run_dir);
+    let remapper = Remapper::new(c, &config.snapshotter);
     let table = UsernsFile::new(&config.userns_dir)?;
     for image in REMAP_IMAGES {
         let reference = format!("{registry}/stackpad/{image}");

@@ -106,7 +106,7 @@ impl Agent {
             config.subnet_prefix,
         )?;
         let userns = UsernsFile::new(&config.userns_dir)?;
-        let remapper = Remapper::new(containerd.clone(), &config.snapshotter, &config.run_dir);
+        let remapper = Remapper::new(containerd.clone(), &config.snapshotter);
         let images = ImageStore::new(
             containerd.clone(),
             RegistryClient::new(config.registries.clone())?,

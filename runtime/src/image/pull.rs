@@ -32,6 +32,8 @@ pub struct PulledImage {
     pub digest: String,
     /// Digest of the config blob (it carries the labels that keep snapshots referenced).
     pub config_digest: String,
+    /// The layers, bottom first (their blobs stay in Content while the image exists).
+    pub layers: Vec<Descriptor>,
     pub config: ImageConfig,
     pub chain_id: String,
     /// Whether anything had to be downloaded or unpacked.
@@ -138,6 +140,7 @@ impl ImageStore {
             name,
             digest: manifest_digest.clone(),
             config_digest: m.config.digest.clone(),
+            layers: m.layers.clone(),
             config,
             chain_id: top,
             fetched,
@@ -201,6 +204,7 @@ impl ImageStore {
             name,
             digest: digest.to_owned(),
             config_digest: m.config.digest.clone(),
+            layers: m.layers.clone(),
             config,
             chain_id: top,
             fetched: false,

@@ -1,16 +1,19 @@
-//! Remapped snapshots (what containerd's Go client calls `WithRemappedSnapshot`): a snapshot
-//! of the image's committed chain whose every file is owned by a range's ids, committed as
-//! `<chainID>-remap-<base>` and shared by every container of that range, whose own active
-//! snapshot is prepared on top of it.
+//! Remapped snapshots (what containerd's Go client calls `WithRemappedSnapshot`, built layer
+//! by layer): for each layer of the image, a snapshot `<chainID>-remap-<base>` on the one
+//! below it holding the layer unpacked again with every file owned by the range's ids. The
+//! top one is the parent of every container of that range; the lower ones are shared with
+//! every other image on the same base layers, so a new build of an app only remaps its new
+//! layers.
 //!
-//! Built once per image and range: an active snapshot on the chain (under a lease, so the
-//! garbage collector leaves it alone) is mounted on the agent's run directory, shifted
-//! ([`super::shift`]), unmounted and committed. The image's config blob carries a
-//! `containerd.io/gc.ref.snapshot.<snapshotter>/remap-<base>` label, so the remapped snapshot
-//! lives exactly as long as the image does (or a container on it).
+//! One layer: an active snapshot on the remapped layer below (under a lease, so the garbage
+//! collector leaves it alone), `Diff.Apply` of the layer's blob onto it, a shift
+//! ([`super::shift`]) of the snapshot's own upper directory only (no overlay copy-up of the
+//! layers below), commit. The image's config blob carries a
+//! `containerd.io/gc.ref.snapshot.<snapshotter>/remap-<base>` label naming the top one, so the
+//! remapped chain lives exactly as long as the image does (or a container on it).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,23 +21,22 @@ use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest, Info as ContentInfo,
-    UpdateRequest as UpdateContentRequest,
+    ApplyRequest, CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest,
+    Info as ContentInfo, UpdateRequest as UpdateContentRequest,
 };
-use containerd_client::types::Mount;
+use containerd_client::types::{Descriptor as CdDescriptor, Mount};
 
 use super::IdMap;
 use crate::containerd::Containerd;
 use crate::error::{Result, RuntimeError};
 use crate::image::PulledImage;
+use crate::image::manifest::Descriptor;
 
 /// Builds and finds remapped snapshots; one build per snapshot at a time.
 #[derive(Debug)]
 pub struct Remapper {
     containerd: Containerd,
     snapshotter: String,
-    /// Where work snapshots are mounted while they are shifted.
-    work_dir: PathBuf,
     building: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -51,11 +53,10 @@ fn nanos() -> u128 {
 }
 
 impl Remapper {
-    pub fn new(containerd: Containerd, snapshotter: &str, run_dir: &Path) -> Self {
+    pub fn new(containerd: Containerd, snapshotter: &str) -> Self {
         Self {
             containerd,
             snapshotter: snapshotter.to_owned(),
-            work_dir: run_dir.join("remap"),
             building: Mutex::new(HashMap::new()),
         }
     }
@@ -78,7 +79,7 @@ impl Remapper {
         let _building = lock.lock().await;
         if !self.exists(&key).await? {
             let started = Instant::now();
-            self.build(&image.chain_id, map, &key).await?;
+            self.build(image, map).await?;
             tracing::info!(
                 snapshot = %key,
                 image = %image.name,
@@ -130,7 +131,7 @@ impl Remapper {
             .map_err(|s| RuntimeError::containerd("Content.Update", &image.config_digest, s))
     }
 
-    async fn build(&self, chain_id: &str, map: IdMap, key: &str) -> Result<()> {
+    async fn build(&self, image: &PulledImage, map: IdMap) -> Result<()> {
         let lease = format!("stackpad-remap-{}", nanos());
         let expire = SystemTime::now() + std::time::Duration::from_secs(3600);
         self.containerd
@@ -147,7 +148,7 @@ impl Remapper {
             )
             .await
             .map_err(|s| RuntimeError::containerd("Leases.Create", &lease, s))?;
-        let built = self.build_leased(chain_id, map, key, &lease).await;
+        let built = self.build_layers(image, map, &lease).await;
         let _ = self
             .containerd
             .leases()
@@ -159,7 +160,40 @@ impl Remapper {
         built
     }
 
-    async fn build_leased(&self, chain_id: &str, map: IdMap, key: &str, lease: &str) -> Result<()> {
+    /// Each missing remapped layer, bottom up.
+    async fn build_layers(&self, image: &PulledImage, map: IdMap, lease: &str) -> Result<()> {
+        let chains = crate::image::chain_ids(&image.config.diff_ids);
+        if chains.len() != image.layers.len() {
+            return Err(RuntimeError::Image {
+                reference: image.name.clone(),
+                reason: format!(
+                    "{} layers but {} diff ids",
+                    image.layers.len(),
+                    chains.len()
+                ),
+            });
+        }
+        let mut parent = String::new();
+        for (i, layer) in image.layers.iter().enumerate() {
+            let key = remapped_key(&chains[i], map);
+            if !self.exists(&key).await? {
+                self.build_layer(layer, &image.config.diff_ids[i], &parent, &key, map, lease)
+                    .await?;
+            }
+            parent = key;
+        }
+        Ok(())
+    }
+
+    async fn build_layer(
+        &self,
+        layer: &Descriptor,
+        diff_id: &str,
+        parent: &str,
+        key: &str,
+        map: IdMap,
+        lease: &str,
+    ) -> Result<()> {
         let work = format!("{key}-work-{}", nanos());
         let mounts = self
             .containerd
@@ -168,7 +202,7 @@ impl Remapper {
                 PrepareSnapshotRequest {
                     snapshotter: self.snapshotter.clone(),
                     key: work.clone(),
-                    parent: chain_id.to_owned(),
+                    parent: parent.to_owned(),
                     labels: HashMap::new(),
                 },
                 lease,
@@ -177,16 +211,12 @@ impl Remapper {
             .map_err(|s| RuntimeError::containerd("Snapshots.Prepare", &work, s))?
             .into_inner()
             .mounts;
-        let target = self.work_dir.join(nanos().to_string());
-        let shifted = tokio::task::spawn_blocking({
-            let target = target.clone();
-            move || shift_mounted(&mounts, &target, map)
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(format!("shift task: {e}"))));
-        if let Err(e) = shifted {
+        let done = self
+            .apply_and_shift(layer, diff_id, mounts, map, lease)
+            .await;
+        if let Err(e) = done {
             self.remove(&work).await;
-            return Err(RuntimeError::io(&target, e));
+            return Err(e);
         }
         let committed = self
             .containerd
@@ -215,6 +245,58 @@ impl Remapper {
         }
     }
 
+    /// Unpacks the layer onto the work snapshot, then shifts what it wrote.
+    async fn apply_and_shift(
+        &self,
+        layer: &Descriptor,
+        diff_id: &str,
+        mounts: Vec<Mount>,
+        map: IdMap,
+        lease: &str,
+    ) -> Result<()> {
+        let upper = upper_dir(&mounts).ok_or_else(|| RuntimeError::Image {
+            reference: layer.digest.clone(),
+            reason: format!("no upper directory in the snapshot's mounts {mounts:?}"),
+        })?;
+        let applied = self
+            .containerd
+            .diff()
+            .apply(self.containerd.leased(
+                ApplyRequest {
+                    diff: Some(CdDescriptor {
+                        media_type: layer.media_type.clone(),
+                        digest: layer.digest.clone(),
+                        size: layer.size,
+                        annotations: HashMap::new(),
+                    }),
+                    mounts,
+                    payloads: HashMap::new(),
+                    sync_fs: false,
+                },
+                lease,
+            ))
+            .await
+            .map_err(|s| RuntimeError::containerd("Diff.Apply", &layer.digest, s))?;
+        let got = applied
+            .into_inner()
+            .applied
+            .map(|d| d.digest)
+            .unwrap_or_default();
+        if got != diff_id {
+            return Err(RuntimeError::Image {
+                reference: layer.digest.clone(),
+                reason: format!("layer unpacked to {got}, config says {diff_id}"),
+            });
+        }
+        let shifted = tokio::task::spawn_blocking({
+            let upper = upper.clone();
+            move || super::shift::shift_tree(&upper, map)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("shift task: {e}"))));
+        shifted.map(|_| ()).map_err(|e| RuntimeError::io(&upper, e))
+    }
+
     async fn remove(&self, key: &str) {
         let _ = self
             .containerd
@@ -227,61 +309,50 @@ impl Remapper {
     }
 }
 
-/// Mounts a snapshot's mounts on `target`, shifts the tree, unmounts (also on failure).
-fn shift_mounted(mounts: &[Mount], target: &Path, map: IdMap) -> std::io::Result<()> {
-    let [m] = mounts else {
-        return Err(std::io::Error::other(format!(
-            "expected one mount for the snapshot, got {}",
-            mounts.len()
-        )));
-    };
-    std::fs::create_dir_all(target)?;
-    let mounted = mount_one(m, target);
-    let result = mounted.and_then(|()| {
-        let out = super::shift::shift_tree(target, map);
-        let unmounted = nix::mount::umount(target).map_err(std::io::Error::from);
-        out.and(unmounted)
-    });
-    let _ = std::fs::remove_dir(target);
-    result
+/// The directory a snapshot's own changes land in: the bind source of a snapshot with no
+/// parent, the `upperdir` of an overlay.
+fn upper_dir(mounts: &[Mount]) -> Option<PathBuf> {
+    let [m] = mounts else { return None };
+    match m.r#type.as_str() {
+        "bind" => Some(PathBuf::from(&m.source)),
+        "overlay" => m
+            .options
+            .iter()
+            .find_map(|o| o.strip_prefix("upperdir="))
+            .map(PathBuf::from),
+        _ => None,
+    }
 }
 
-/// One containerd mount (`bind` or `overlay`) at `target`.
-fn mount_one(m: &Mount, target: &Path) -> std::io::Result<()> {
-    use nix::mount::MsFlags;
-    let mut flags = MsFlags::empty();
-    let mut data: Vec<&str> = Vec::new();
-    for o in &m.options {
-        match o.as_str() {
-            "ro" => flags |= MsFlags::MS_RDONLY,
-            "rw" => {}
-            "bind" => flags |= MsFlags::MS_BIND,
-            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
-            "nosuid" => flags |= MsFlags::MS_NOSUID,
-            "nodev" => flags |= MsFlags::MS_NODEV,
-            "noexec" => flags |= MsFlags::MS_NOEXEC,
-            other => data.push(other),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_dir_of_bind_and_overlay_mounts() {
+        let bind = Mount {
+            r#type: "bind".into(),
+            source: "/s/1/fs".into(),
+            target: String::new(),
+            options: vec!["rw".into(), "rbind".into()],
+        };
+        assert_eq!(upper_dir(&[bind]), Some(PathBuf::from("/s/1/fs")));
+        let overlay = Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options: vec![
+                "index=off".into(),
+                "workdir=/s/2/work".into(),
+                "upperdir=/s/2/fs".into(),
+                "lowerdir=/s/1/fs".into(),
+            ],
+        };
+        assert_eq!(upper_dir(&[overlay]), Some(PathBuf::from("/s/2/fs")));
+        assert_eq!(upper_dir(&[]), None);
+        assert_eq!(
+            remapped_key("sha256:ab", IdMap { base: 131_072 }),
+            "sha256:ab-remap-131072"
+        );
     }
-    let data = data.join(",");
-    // The kernel takes one page of mount data: a very deep image's lowerdir list does not fit.
-    if data.len() >= 4096 {
-        return Err(std::io::Error::other(format!(
-            "mount options of {} bytes exceed a page (image has too many layers)",
-            data.len()
-        )));
-    }
-    let fstype = if flags.contains(MsFlags::MS_BIND) {
-        None
-    } else {
-        Some(m.r#type.as_str())
-    };
-    nix::mount::mount(
-        Some(m.source.as_str()),
-        target,
-        fstype,
-        flags,
-        (!data.is_empty()).then_some(data.as_str()),
-    )
-    .map_err(|e| std::io::Error::other(format!("mount {} on {}: {e}", m.r#type, target.display())))
 }
