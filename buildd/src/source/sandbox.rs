@@ -11,6 +11,7 @@
 //! A timeout kills `unshare`, which kills the namespace's first process, which takes every
 //! process of the namespace with it.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::Arc;
@@ -135,8 +136,11 @@ pub fn unmount_stale(dir: &Path) {
 #[derive(Debug)]
 pub struct Sandbox {
     settings: Arc<FetchSettings>,
-    /// `<checkout>.fetch`: `root/` (empty on the host) and `egress/` (the proxy's socket).
+    /// `<checkout>.fetch`: `root/` (empty on the host).
     dir: PathBuf,
+    /// The proxy's socket's folder: a short path of its own under the temp dir (0700), since a
+    /// Unix socket's path must fit in 108 bytes and the work dir may be deep.
+    egress: PathBuf,
     checkout: PathBuf,
     proxy: EgressProxy,
 }
@@ -144,6 +148,7 @@ pub struct Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.egress);
     }
 }
 
@@ -161,30 +166,33 @@ impl Sandbox {
         let mut dir = dest.as_os_str().to_owned();
         dir.push(".fetch");
         let dir = PathBuf::from(dir);
-        for sub in ["root", "egress"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(sandbox_err(format!("create {}", dir.join(sub).display())))?;
-        }
-        std::fs::set_permissions(
-            dir.join("egress"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .map_err(sandbox_err("chmod egress"))?;
-        let proxy = EgressProxy::start(
-            settings.egress.clone(),
-            &dir.join("egress").join(EGRESS_SOCKET),
-        )
-        .map_err(sandbox_err("start the egress proxy"))?;
-        let mount = CheckoutMount::mount(dest, &settings)?;
-        Ok((
-            Self {
-                settings,
-                dir,
-                checkout: dest.to_path_buf(),
-                proxy,
-            },
-            mount,
-        ))
+        std::fs::create_dir_all(dir.join("root")).map_err(sandbox_err(format!(
+            "create {}",
+            dir.join("root").display()
+        )))?;
+        let egress =
+            std::env::temp_dir().join(format!("stackpad-egress-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&egress)
+            .map_err(sandbox_err(format!("create {}", egress.display())))?;
+        let proxy = match EgressProxy::start(settings.egress.clone(), &egress.join(EGRESS_SOCKET)) {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&egress);
+                return Err(sandbox_err("start the egress proxy")(e));
+            }
+        };
+        let sandbox = Self {
+            settings,
+            dir,
+            egress,
+            checkout: dest.to_path_buf(),
+            proxy,
+        };
+        // A failed mount drops the sandbox, which removes its folders.
+        let mount = CheckoutMount::mount(dest, &sandbox.settings)?;
+        Ok((sandbox, mount))
     }
 
     /// Whether the operator allowed local sources (the file protocol).
@@ -208,7 +216,7 @@ impl Sandbox {
         let spec = Spec {
             root: self.dir.join("root"),
             checkout: self.checkout.clone(),
-            egress: self.dir.join("egress"),
+            egress: self.egress.clone(),
             local_roots: self.settings.local_roots.clone(),
             ca_file: self.settings.ca_file.clone(),
             uid: self.settings.uid,
