@@ -428,7 +428,7 @@ async fn a_checkout_larger_than_the_limit_fails_and_leaves_nothing_mounted() {
         .map(|_| uuid::Uuid::new_v4().simple().to_string())
         .collect();
     let (repo, sha) = repo_with(&[("big.txt", &random)]);
-    let settings = Arc::new(FetchSettings {
+    let small = Arc::new(FetchSettings {
         max_bytes: 1 << 20,
         ..settings(&[&std::env::temp_dir()], &[])
     });
@@ -437,12 +437,44 @@ async fn a_checkout_larger_than_the_limit_fails_and_leaves_nothing_mounted() {
         commit: sha,
         ..GitSource::default()
     };
-    let (dest, result, _) = run(&settings, &source).await;
+    let (dest, result, _) = run(&small, &source).await;
     let err = result.unwrap_err();
     assert!(
         matches!(
             err,
             SourceError::Git { .. } | SourceError::Unreachable { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(!mounted(&dest.path().join("src")));
+
+    // The file count is bounded too: 300 files against 150 inodes.
+    let files: Vec<(String, String)> = (0..300)
+        .map(|i| (format!("f/{i}.txt"), format!("{i}\n")))
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_str()))
+        .collect();
+    let (many, sha) = repo_with(&refs);
+    let few_files = Arc::new(FetchSettings {
+        max_files: 150,
+        ..settings(&[&std::env::temp_dir()], &[])
+    });
+    let source = GitSource {
+        url: url_of(many.path()),
+        commit: sha,
+        ..GitSource::default()
+    };
+    let (dest, result, _) = run(&few_files, &source).await;
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SourceError::Git {
+                step: "checkout",
+                ..
+            }
         ),
         "{err:?}"
     );

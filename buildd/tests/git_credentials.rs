@@ -89,3 +89,59 @@ async fn a_private_repository_is_cloned_with_the_request_credentials_never_logge
     assert!(matches!(err, SourceError::Unreachable { .. }), "{err:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn credentials_are_given_to_the_source_host_only_not_to_a_redirect_target() {
+    let (repo, sha) = fixture_repo("dockerfile");
+    let source_name = unique_name("source");
+    let other_name = unique_name("elsewhere");
+    let _records = (
+        ARecord::add(&source_name, "127.0.0.2"),
+        ARecord::add(&other_name, "127.0.0.2"),
+    );
+    let ca = common::fetch::TestCa::for_names(&[&source_name, &other_name]);
+    let password = unique("pw-secret");
+    let root = repo.path().parent().unwrap();
+    let repo_name = repo.path().file_name().unwrap().to_str().unwrap();
+    // The other host asks for the same credentials; the source host redirects there.
+    let other = GitServer::start(
+        "127.0.0.2".parse().unwrap(),
+        &ca,
+        root,
+        &["--auth", "deployer", &password],
+    );
+    let redirect = format!("https://{other_name}:{}", other.port);
+    let redirector = GitServer::start(
+        "127.0.0.2".parse().unwrap(),
+        &ca,
+        root,
+        &["--redirect", &redirect],
+    );
+    let settings = Arc::new(FetchSettings {
+        ca_file: Some(ca.ca()),
+        ..settings(&[], &["127.0.0.2/32"])
+    });
+    let source = GitSource {
+        url: format!("https://{source_name}:{}/{repo_name}", redirector.port),
+        commit: sha.clone(),
+        username: "deployer".into(),
+        password: password.clone(),
+        ..GitSource::default()
+    };
+    let dest = tempfile::tempdir().unwrap();
+    let err = checkout(&settings, &source, &dest.path().join("r"), &mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SourceError::Unreachable { .. }), "{err:?}");
+    assert!(!err.to_string().contains(&password), "{err}");
+
+    // The control: the same credentials straight to that host do work.
+    let direct = GitSource {
+        url: format!("https://{other_name}:{}/{repo_name}", other.port),
+        ..source
+    };
+    let co = checkout(&settings, &direct, &dest.path().join("d"), &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(co.commit, sha);
+}

@@ -67,6 +67,12 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new(name: &str) -> TestCa {
+        TestCa::for_names(&[name])
+    }
+
+    /// One server certificate valid for every name in `names`.
+    pub fn for_names(names: &[&str]) -> TestCa {
+        let name = names[0];
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let run = |args: &[&str]| {
@@ -98,7 +104,12 @@ impl TestCa {
             "-subj",
             "/CN=buildd test CA",
         ]);
-        std::fs::write(d.join("ext.cnf"), format!("subjectAltName=DNS:{name}\n")).unwrap();
+        let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+        std::fs::write(
+            d.join("ext.cnf"),
+            format!("subjectAltName={}\n", sans.join(",")),
+        )
+        .unwrap();
         run(&[
             "req",
             "-newkey",
