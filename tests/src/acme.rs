@@ -202,6 +202,20 @@ impl ChallTestSrv {
         self.post("/clear-cname", serde_json::json!({ "host": host }))
             .await
     }
+
+    /// `host A addresses` (replacing the default answer, 127.0.0.1, for that name).
+    pub async fn set_a(&self, host: &str, addresses: &[&str]) -> anyhow::Result<()> {
+        self.post(
+            "/add-a",
+            serde_json::json!({ "host": host, "addresses": addresses }),
+        )
+        .await
+    }
+
+    pub async fn clear_a(&self, host: &str) -> anyhow::Result<()> {
+        self.post("/clear-a", serde_json::json!({ "host": host }))
+            .await
+    }
 }
 
 /// Clears `host`'s CNAME from challtestsrv when dropped, however the test ends.

@@ -8,6 +8,7 @@
 
 use std::fmt::Display;
 
+pub mod daemon;
 pub mod prometheus;
 
 #[cfg(feature = "acme")]

@@ -1,0 +1,86 @@
+//! A Stackpad daemon binary started by a test: its own directory, its output in a log file,
+//! killed on drop (also when the test fails, and then the tail of its log is printed).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A running daemon process, killed on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    pub name: String,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Daemon {
+    /// Starts `binary args` in `dir`, writing its output to `dir/<name>.log`.
+    pub fn spawn(name: &str, binary: &Path, args: &[&str], dir: &Path) -> anyhow::Result<Self> {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).with_context(|| format!("creating {log:?}"))?;
+        let child = Command::new(binary)
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Self {
+            name: name.to_owned(),
+            log,
+            child,
+        })
+    }
+
+    /// The last `lines` lines of the daemon's output.
+    pub fn tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Waits until `address` accepts TCP connections; fails with the log's tail if the process
+    /// exits or `within` passes first.
+    pub async fn wait_for_tcp(&mut self, address: &str, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if tokio::net::TcpStream::connect(address).await.is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{} exited ({status}) before listening on {address}:\n{}",
+                    self.name,
+                    self.tail(40)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not listen on {address} within {within:?}:\n{}",
+                    self.name,
+                    self.tail(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- last lines of {} ({})\n{}",
+                self.name,
+                self.log.display(),
+                self.tail(60)
+            );
+        }
+    }
+}
