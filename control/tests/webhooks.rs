@@ -335,6 +335,9 @@ async fn anonymous_calls_write_no_audit_rows_and_hit_the_rate_limit() -> anyhow:
         before,
         "anonymous calls wrote audit rows"
     );
+    // A limited caller is answered before its body is read: a 2 MiB body gets 429, not 413.
+    let (status, _) = send(&h, &id, &vec![b'x'; 2 << 20], None, "big").await;
+    assert_eq!(status, 429);
     // Unknown services are limited the same way and write nothing either.
     let (status, _) = send(&h, &uuid::Uuid::new_v4().to_string(), &body, None, "x").await;
     assert_eq!(status, 429, "this source is over its budget");
@@ -387,6 +390,16 @@ async fn anonymous_calls_write_no_audit_rows_and_hit_the_rate_limit() -> anyhow:
         ],
         "(source, last call to the service, then a call to another service)"
     );
+    // A source within its budget sending more than the API takes gets 413 (and it counts).
+    let fresh = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 7]))
+        .build()?;
+    let resp = fresh
+        .post(format!("{}/webhooks/github/{other}", h.url))
+        .body(vec![b'x'; 2 << 20])
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 413);
     assert_eq!(audit_rows(&h).await, before);
     h.stop().await;
     Ok(())

@@ -9,8 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -141,18 +140,31 @@ fn too_many(retry_after: Duration) -> Response {
     resp
 }
 
+/// The limit is checked before the body is read, so a limited caller costs no upload and no
+/// database query.
 pub async fn github(
     State(state): State<AppState>,
     Path(service_id): Path<Uuid>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
     let source: Option<IpAddr> = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
     let limiter = &state.webhook_limiter;
     if let Err(wait) = limiter.check(service_id, source, Instant::now()) {
         return too_many(wait);
     }
+    let body = match axum::body::to_bytes(request.into_body(), super::MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            limiter.record(None, source, Instant::now());
+            return ApiError::TooLarge(format!(
+                "the body is larger than the API takes ({} bytes) or could not be read",
+                super::MAX_BODY_BYTES
+            ))
+            .into_response();
+        }
+    };
     // Unknown service, no (or a too short) secret and a bad signature all look the same.
     let target = match state.store.webhook_target(service_id).await {
         Ok(t) => t,
