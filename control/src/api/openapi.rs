@@ -96,7 +96,8 @@ pub fn document() -> Value {
         "401": { "description": "bad or missing signature, unknown service, or the service has no usable secret (not audited)" },
         "409": { "description": "the same body was already delivered under another delivery id within 24 h (a replay)" },
         "422": { "description": "the push names a ref or commit that is not valid (field ref or after)" },
-        "429": { "description": "too many unauthenticated calls for this service or from this address; see Retry-After" }
+        "413": { "description": "a body over 1 MiB (counted against the source like a bad signature)" },
+        "429": { "description": "too many unauthenticated calls for this service or from this address (checked before the body is read); see Retry-After" }
     });
     json!({
         "openapi": "3.1.0",
