@@ -616,3 +616,25 @@ async fn one_refused_address_refuses_the_name_even_beside_an_allowed_one() {
         "connected to the allowed address anyway"
     );
 }
+
+#[tokio::test]
+async fn a_deep_work_dir_still_fetches() {
+    // The proxy's Unix socket path must stay short whatever the checkout's path is.
+    let (repo, sha, _) = two_commit_repo();
+    let dest = tempfile::tempdir().unwrap();
+    let deep = dest
+        .path()
+        .join("d".repeat(120))
+        .join("build-0123456789abcdef")
+        .join("src");
+    assert!(deep.as_os_str().len() > 108);
+    let source = GitSource {
+        url: url_of(repo.path()),
+        commit: sha.clone(),
+        ..GitSource::default()
+    };
+    let co = checkout(&tmp_root(), &source, &deep, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(co.commit, sha);
+}
