@@ -212,7 +212,7 @@ pub async fn create_task(
             // task before its shim has removed the bundle directory, so when a stop and the
             // exit waiter delete the same task, one returns early and a new task created at
             // once finds the old directory ("file exists") or has its own new one removed
-            // under it ("options.json: no such file").
+            // under it ("options.json: no such file", the shim's "getwd: no such file").
             Err(s) if attempt < 40 && bundle_race(&s) => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(25)).await;
@@ -224,7 +224,9 @@ pub async fn create_task(
 
 fn bundle_race(s: &tonic::Status) -> bool {
     let m = s.message();
-    m.contains("file exists") || (s.code() == tonic::Code::NotFound && m.contains("options.json"))
+    m.contains("file exists")
+        || (s.code() == tonic::Code::NotFound && m.contains("options.json"))
+        || m.contains("getwd: no such file")
 }
 
 pub async fn start_task(c: &Containerd, id: &str) -> Result<u32> {
