@@ -197,3 +197,170 @@ async fn project_range_survives_an_agent_restart() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A two-layer image in the local registry: stackpad/busybox:1's layer plus one layer holding
+/// `home/f` owned by 1000:1000. Same bytes every run (a fixed name, nothing piles up).
+async fn push_layered_image(registry: &str) -> anyhow::Result<(String, Vec<String>)> {
+    use sha2::{Digest, Sha256};
+    let digest = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
+    let http = reqwest::Client::new();
+    let base = format!("http://{registry}/v2");
+    let oci_manifest = "application/vnd.oci.image.manifest.v1+json";
+    let manifest: serde_json::Value = http
+        .get(format!("{base}/stackpad/busybox/manifests/1"))
+        .header("Accept", oci_manifest)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest");
+    let mut config: serde_json::Value = http
+        .get(format!("{base}/stackpad/busybox/blobs/{config_digest}"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let layer = tar(&[
+        ("home/", b"".as_slice(), 0o755, b'5'),
+        ("home/f", b"hello\n".as_slice(), 0o644, b'0'),
+    ]);
+    let layer_digest = digest(&layer);
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .expect("diff ids")
+        .push(layer_digest.clone().into());
+    let config_bytes = serde_json::to_vec(&config)?;
+    let repo = "stackpad/test-userns-layers";
+    let upload = |bytes: Vec<u8>| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let d = digest(&bytes);
+            let start = http
+                .post(format!("{base}/{repo}/blobs/uploads/"))
+                .send()
+                .await?
+                .error_for_status()?;
+            let location = start
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .ok_or_else(|| anyhow::anyhow!("upload without a location"))?
+                .to_owned();
+            let url = if location.starts_with("http") {
+                location
+            } else {
+                format!("http://{registry}{location}")
+            };
+            let sep = if url.contains('?') { '&' } else { '?' };
+            http.put(format!("{url}{sep}digest={d}"))
+                .body(bytes)
+                .send()
+                .await?
+                .error_for_status()?;
+            anyhow::Ok(d)
+        }
+    };
+    let bottom = &manifest["layers"][0];
+    http.post(format!(
+        "{base}/{repo}/blobs/uploads/?mount={}&from=stackpad/busybox",
+        bottom["digest"].as_str().expect("layer digest")
+    ))
+    .send()
+    .await?
+    .error_for_status()?;
+    upload(layer.clone()).await?;
+    let config_digest = upload(config_bytes.clone()).await?;
+    let new_manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": oci_manifest,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config_bytes.len()},
+        "layers": [bottom, {"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                            "digest": layer_digest, "size": layer.len()}],
+    });
+    http.put(format!("{base}/{repo}/manifests/1"))
+        .header("Content-Type", oci_manifest)
+        .body(serde_json::to_vec(&new_manifest)?)
+        .send()
+        .await?
+        .error_for_status()?;
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .expect("diff ids")
+        .iter()
+        .map(|d| d.as_str().unwrap_or_default().to_owned())
+        .collect();
+    Ok((format!("{registry}/{repo}:1"), diff_ids))
+}
+
+/// A ustar archive of `(path, content, mode, type)` entries owned by 1000:1000, mtime 0.
+fn tar(entries: &[(&str, &[u8], u32, u8)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, content, mode, kind) in entries {
+        let mut h = [0u8; 512];
+        let mut field = |at: usize, len: usize, v: &[u8]| {
+            h[at..at + v.len().min(len)].copy_from_slice(&v[..v.len().min(len)])
+        };
+        field(0, 100, path.as_bytes());
+        field(100, 8, format!("{mode:07o}\0").as_bytes());
+        field(108, 8, b"0001750\0");
+        field(116, 8, b"0001750\0");
+        field(124, 12, format!("{:011o}\0", content.len()).as_bytes());
+        field(136, 12, b"00000000000\0");
+        field(148, 8, b"        ");
+        field(156, 1, &[*kind]);
+        field(257, 8, b"ustar\x0000");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(content);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layered_image_is_remapped_layer_by_layer() -> anyhow::Result<()> {
+    let node = TestNode::start("usernsl").await?;
+    let (image, diff_ids) = push_layered_image(&node.ns.services.registry).await?;
+    let project = stackpad_tests::unique_name("p");
+    let mut spec = node.shell(&project, "l", "ls -ln /home/f; echo done; exec sleep 3600");
+    spec.image = image;
+    let status = node.agent.deploy(spec).await?;
+    let log = log_text(&node, &status.container_id, "done").await?;
+    assert!(log.contains(" 1000 ") && log.contains("/home/f"), "{log}");
+    let map = status.id_map.expect("user namespace");
+    let pid = node.agent.status(&status.container_id)?.pid;
+    let f = std::fs::metadata(format!("/proc/{pid}/root/home/f"))?;
+    assert_eq!((f.uid(), f.gid()), (map.base + 1000, map.base + 1000));
+    let bin = std::fs::symlink_metadata(format!("/proc/{pid}/root/bin"))?;
+    assert_eq!(bin.uid(), map.base, "the lower layer is shifted too");
+
+    // One remapped snapshot per layer, each on the one below.
+    let c = node.agent.containerd();
+    let chains = runtime::image::chain_ids(&diff_ids);
+    let mut parent = String::new();
+    for chain in &chains {
+        let key = runtime::userns::snapshot::remapped_key(chain, map);
+        let info = c
+            .snapshots()
+            .stat(c.req(
+                containerd_client::services::v1::snapshots::StatSnapshotRequest {
+                    snapshotter: node.config.snapshotter.clone(),
+                    key: key.clone(),
+                },
+            ))
+            .await?
+            .into_inner()
+            .info
+            .expect("snapshot info");
+        assert_eq!(info.parent, parent, "{key}");
+        parent = key;
+    }
+    Ok(())
+}
