@@ -34,7 +34,8 @@ async fn root_inside_is_an_unprivileged_uid_of_the_projects_range() -> anyhow::R
     // stackpad/busybox:1 has no USER: it runs as root inside.
     // Reopening /dev/stdout (/proc/self/fd/1) needs the log pipe to belong to root inside.
     let script = "echo uid=$(id -u) gid=$(id -g); mkdir /data && chown 1000:1000 /data \
-                  && echo chown_rc=$?; echo reopened > /dev/stdout; echo done; exec sleep 3600";
+                  && echo chown_rc=$?; echo reopened > /dev/stdout; echo bpf=$(ls -A /sys/fs/bpf | wc -l); \
+                  echo net=$(ls /sys/class/net | wc -l); echo done; exec sleep 3600";
     let a = node.agent.deploy(node.shell(&p1, "a", script)).await?;
     let b = node.agent.deploy(node.shell(&p2, "b", script)).await?;
     let log = log_text(&node, &a.container_id, "done").await?;
@@ -44,6 +45,8 @@ async fn root_inside_is_an_unprivileged_uid_of_the_projects_range() -> anyhow::R
         "root inside chowns its files: {log}"
     );
     assert!(log.contains("reopened"), "{log}");
+    assert!(log.contains("bpf=0"), "bpffs is masked: {log}");
+    assert!(!log.contains("net=0"), "/sys is there: {log}");
 
     let map_a = a.id_map.expect("container a has a user namespace");
     let map_b = b.id_map.expect("container b has a user namespace");

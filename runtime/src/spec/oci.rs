@@ -30,7 +30,8 @@ pub const CAPABILITIES: &[&str] = &[
     "CAP_SYS_CHROOT",
 ];
 
-/// Paths hidden from the container (moby's list).
+/// Paths hidden from the container (moby's list, plus bpffs: /sys is the host's, bound, and
+/// the isolation programs' pinned maps live there).
 pub const MASKED_PATHS: &[&str] = &[
     "/proc/asound",
     "/proc/acpi",
@@ -43,6 +44,7 @@ pub const MASKED_PATHS: &[&str] = &[
     "/proc/scsi",
     "/sys/firmware",
     "/sys/devices/virtual/powercap",
+    "/sys/fs/bpf",
 ];
 
 /// Paths the container sees read-only.
