@@ -1,8 +1,8 @@
 //! User namespaces: every container's uid/gid 0..65535 map to an unprivileged host range of
 //! its project. The ranges are handed out from a table shared by every agent of the machine
-//! (host ids are machine-wide, like routes), and each image is given to a range as a remapped
-//! snapshot: the image's files chowned by the range's base, committed once per image and
-//! range and shared by every container of that range.
+//! (host ids are machine-wide, like routes), and each image is given to a range as remapped
+//! snapshots: each layer unpacked again with its files chowned by the range's base, committed
+//! once per layer and range and shared by every container (and image) of that range.
 
 pub mod shift;
 pub mod snapshot;
