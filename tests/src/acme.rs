@@ -227,15 +227,42 @@ pub struct CnameGuard {
 impl Drop for CnameGuard {
     fn drop(&mut self) {
         let host = self.host.clone();
-        // A client of its own: the test's is bound to the runtime this drop may be blocking.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(ChallTestSrv::default().clear_cname(&host))
-        })
-        .join();
+        on_own_runtime(async move { ChallTestSrv::default().clear_cname(&host).await });
     }
+}
+
+/// `host A addresses` in challtestsrv, cleared when dropped, however the test ends.
+#[derive(Debug)]
+pub struct ARecordGuard {
+    pub host: String,
+}
+
+impl ARecordGuard {
+    pub async fn set(host: &str, addresses: &[&str]) -> anyhow::Result<Self> {
+        ChallTestSrv::default().set_a(host, addresses).await?;
+        Ok(Self {
+            host: host.to_owned(),
+        })
+    }
+}
+
+impl Drop for ARecordGuard {
+    fn drop(&mut self) {
+        let host = self.host.clone();
+        on_own_runtime(async move { ChallTestSrv::default().clear_a(&host).await });
+    }
+}
+
+/// Runs `work` to its end on a runtime and thread of its own: a guard's drop may be blocking
+/// the test's runtime, and the test's clients are bound to it.
+fn on_own_runtime(work: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(work)
+    })
+    .join();
 }
 
 /// A free loopback port (bound and released; the daemon binds it right after).

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use stackpad_tests::acme::{ChallTestSrv, Database, cargo_binary, free_port};
+use stackpad_tests::acme::{ARecordGuard, ChallTestSrv, Database, cargo_binary, free_port};
 use stackpad_tests::daemon::Daemon;
 use stackpad_tests::unique_name;
 
@@ -39,33 +39,6 @@ impl Tripwire {
 
     fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
-    }
-}
-
-/// A name in challtestsrv's DNS answering `addresses`, cleared on drop.
-struct ARecord {
-    host: String,
-}
-
-impl ARecord {
-    async fn set(host: &str, addresses: &[&str]) -> anyhow::Result<Self> {
-        ChallTestSrv::default().set_a(host, addresses).await?;
-        Ok(Self {
-            host: host.to_owned(),
-        })
-    }
-}
-
-impl Drop for ARecord {
-    fn drop(&mut self) {
-        let host = self.host.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(ChallTestSrv::default().clear_a(&host))
-        })
-        .join();
     }
 }
 
@@ -387,7 +360,7 @@ async fn a_tenant_cannot_reach_a_shell_option_a_host_file_or_a_private_address()
     // A service whose host passes the create-time check (it resolves to 192.0.2.10, opened for
     // control only) and resolves to the test's loopback listener by the time buildd fetches.
     let rebind = format!("{}.tenant.stackpad.test", unique_name("rebind"));
-    let record = ARecord::set(&rebind, &["192.0.2.10"]).await?;
+    let record = ARecordGuard::set(&rebind, &["192.0.2.10"]).await?;
     // Webhook secrets anyone could guess.
     for secret in ["", "short"] {
         let mut body = git_service(&format!("https://{rebind}:{port}/shop.git"));
@@ -442,7 +415,7 @@ async fn a_tenant_cannot_reach_a_shell_option_a_host_file_or_a_private_address()
 
     // Rebind: the name now answers the loopback listener's address.
     drop(record);
-    let _record = ARecord::set(&rebind, &["127.0.0.1"]).await?;
+    let _record = ARecordGuard::set(&rebind, &["127.0.0.1"]).await?;
     let (status, deployment) = platform
         .call(
             "POST",
