@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod network;
 pub mod restart;
 pub mod spec;
+pub mod state_file;
 pub mod userns;
 
 pub use config::NodeConfig;

@@ -5,6 +5,7 @@ pub mod manifest;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod unpack;
 
 pub use manifest::ImageConfig;
 pub use pull::{ImageStore, PulledImage};

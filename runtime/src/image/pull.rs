@@ -7,12 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use containerd_client::services::v1::snapshots::{
-    CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
-};
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest,
-    DeleteRequest as DeleteLeaseRequest, GetImageRequest, Image, InfoRequest, ReadContentRequest,
+    CreateImageRequest, GetImageRequest, Image, InfoRequest, ReadContentRequest,
     UpdateImageRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types::Descriptor as CdDescriptor;
@@ -22,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::manifest::{self, Descriptor, Document, ImageConfig};
 use super::reference::ImageRef;
 use super::registry::RegistryClient;
+use super::unpack::{self, LayerUnpack, Snapshots, nanos};
 use crate::containerd::Containerd;
 use crate::error::{Result, RuntimeError};
 
@@ -45,24 +42,17 @@ pub struct PulledImage {
 pub struct ImageStore {
     containerd: Containerd,
     registry: RegistryClient,
-    snapshotter: String,
+    snapshots: Snapshots,
     /// Manifest digest -> image (configs never change for a digest).
     known: Mutex<HashMap<String, PulledImage>>,
-}
-
-fn nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
 }
 
 impl ImageStore {
     pub fn new(containerd: Containerd, registry: RegistryClient, snapshotter: &str) -> Self {
         Self {
+            snapshots: Snapshots::new(containerd.clone(), snapshotter),
             containerd,
             registry,
-            snapshotter: snapshotter.to_owned(),
             known: Mutex::new(HashMap::new()),
         }
     }
@@ -87,7 +77,7 @@ impl ImageStore {
             .cloned();
         // Trust the cache only while the unpacked layers are still there.
         if let Some(known) = cached
-            && self.snapshot_exists(&known.chain_id).await?
+            && self.snapshots.exists(&known.chain_id).await?
         {
             return Ok(PulledImage {
                 fetched: false,
@@ -102,18 +92,7 @@ impl ImageStore {
         let chains = super::chain_ids(&config.diff_ids);
         let top = chains.last().cloned().expect("manifest has layers");
 
-        let lease = format!("stackpad-pull-{}", nanos());
-        let mut labels = HashMap::new();
-        let expire = SystemTime::now() + std::time::Duration::from_secs(3600);
-        labels.insert("containerd.io/gc.expire".to_owned(), rfc3339(expire));
-        self.containerd
-            .leases()
-            .create(self.containerd.req(CreateLeaseRequest {
-                id: lease.clone(),
-                labels,
-            }))
-            .await
-            .map_err(|e| RuntimeError::containerd("Leases.Create", &lease, e))?;
+        let lease = unpack::create_lease(&self.containerd, "pull").await?;
         let outcome = self
             .store(
                 &image,
@@ -127,14 +106,7 @@ impl ImageStore {
                 &config_bytes,
             )
             .await;
-        let _ = self
-            .containerd
-            .leases()
-            .delete(self.containerd.req(DeleteLeaseRequest {
-                id: lease.clone(),
-                sync: false,
-            }))
-            .await;
+        unpack::delete_lease(&self.containerd, &lease).await;
         let fetched = outcome?;
         let pulled = PulledImage {
             name,
@@ -167,7 +139,7 @@ impl ImageStore {
             .filter(|k| k.name == name)
             .cloned();
         if let Some(known) = cached
-            && self.snapshot_exists(&known.chain_id).await?
+            && self.snapshots.exists(&known.chain_id).await?
         {
             return Ok(Some(PulledImage {
                 fetched: false,
@@ -187,7 +159,7 @@ impl ImageStore {
         let Some(top) = super::chain_ids(&config.diff_ids).last().cloned() else {
             return Ok(None);
         };
-        if !self.snapshot_exists(&top).await? {
+        if !self.snapshots.exists(&top).await? {
             return Ok(None);
         }
         let record = self
@@ -262,10 +234,10 @@ impl ImageStore {
     ) -> Result<bool> {
         let mut fetched = false;
         let top = chains.last().expect("layers");
-        let snapshot_ready = self.snapshot_exists(top).await?;
+        let snapshot_ready = self.snapshots.exists(top).await?;
         if !snapshot_ready {
             for (i, layer) in m.layers.iter().enumerate() {
-                if self.snapshot_exists(&chains[i]).await? {
+                if self.snapshots.exists(&chains[i]).await? {
                     continue;
                 }
                 fetched = true;
@@ -282,15 +254,24 @@ impl ImageStore {
                 } else {
                     chains[i - 1].clone()
                 };
-                self.unpack(lease, layer, &config.diff_ids[i], &chains[i], &parent)
-                    .await?;
+                let u = LayerUnpack {
+                    layer,
+                    diff_id: &config.diff_ids[i],
+                    parent: &parent,
+                    work: format!("extract-{}-{}", nanos(), chains[i]),
+                    key: &chains[i],
+                };
+                self.snapshots.unpack(lease, u, None).await?;
             }
         }
         // Config and manifest, with the labels that keep layers and snapshots referenced.
         if self.read_info(&m.config.digest).await?.is_none() {
             let mut labels = HashMap::new();
             labels.insert(
-                format!("containerd.io/gc.ref.snapshot.{}", self.snapshotter),
+                format!(
+                    "containerd.io/gc.ref.snapshot.{}",
+                    self.snapshots.snapshotter()
+                ),
                 top.clone(),
             );
             self.write_bytes(lease, &m.config.digest, config_bytes, labels)
@@ -361,22 +342,6 @@ impl ImageStore {
             }
         }
         Ok(fetched)
-    }
-
-    async fn snapshot_exists(&self, chain_id: &str) -> Result<bool> {
-        let r = self
-            .containerd
-            .snapshots()
-            .stat(self.containerd.req(StatSnapshotRequest {
-                snapshotter: self.snapshotter.clone(),
-                key: chain_id.to_owned(),
-            }))
-            .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
-            Err(s) => Err(RuntimeError::containerd("Snapshots.Stat", chain_id, s)),
-        }
     }
 
     async fn read_info(&self, digest: &str) -> Result<Option<()>> {
@@ -584,106 +549,6 @@ impl ImageStore {
                 Err(s) => return Err(RuntimeError::containerd("Content.Write", digest, s)),
             }
         }
-    }
-
-    /// Applies one layer onto a fresh snapshot and commits it under its chain id.
-    async fn unpack(
-        &self,
-        lease: &str,
-        layer: &Descriptor,
-        diff_id: &str,
-        chain_id: &str,
-        parent: &str,
-    ) -> Result<()> {
-        let key = format!("extract-{}-{chain_id}", nanos());
-        let mounts = self
-            .containerd
-            .snapshots()
-            .prepare(self.containerd.leased(
-                PrepareSnapshotRequest {
-                    snapshotter: self.snapshotter.clone(),
-                    key: key.clone(),
-                    parent: parent.to_owned(),
-                    labels: HashMap::new(),
-                },
-                lease,
-            ))
-            .await
-            .map_err(|e| RuntimeError::containerd("Snapshots.Prepare", &key, e))?
-            .into_inner()
-            .mounts;
-        let applied = self
-            .containerd
-            .diff()
-            .apply(self.containerd.leased(
-                ApplyRequest {
-                    diff: Some(CdDescriptor {
-                        media_type: layer.media_type.clone(),
-                        digest: layer.digest.clone(),
-                        size: layer.size,
-                        annotations: HashMap::new(),
-                    }),
-                    mounts,
-                    payloads: HashMap::new(),
-                    sync_fs: false,
-                },
-                lease,
-            ))
-            .await;
-        let result = match applied {
-            Ok(r) => {
-                let got = r.into_inner().applied.map(|d| d.digest).unwrap_or_default();
-                if got != diff_id {
-                    Err(RuntimeError::Image {
-                        reference: layer.digest.clone(),
-                        reason: format!("layer unpacked to {got}, config says {diff_id}"),
-                    })
-                } else {
-                    Ok(())
-                }
-            }
-            Err(e) => Err(RuntimeError::containerd("Diff.Apply", &layer.digest, e)),
-        };
-        if let Err(e) = result {
-            self.remove_snapshot(&key).await;
-            return Err(e);
-        }
-        let committed = self
-            .containerd
-            .snapshots()
-            .commit(self.containerd.leased(
-                CommitSnapshotRequest {
-                    snapshotter: self.snapshotter.clone(),
-                    name: chain_id.to_owned(),
-                    key: key.clone(),
-                    labels: HashMap::new(),
-                },
-                lease,
-            ))
-            .await;
-        match committed {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                // Another pull committed the same layer first.
-                self.remove_snapshot(&key).await;
-                Ok(())
-            }
-            Err(s) => {
-                self.remove_snapshot(&key).await;
-                Err(RuntimeError::containerd("Snapshots.Commit", chain_id, s))
-            }
-        }
-    }
-
-    async fn remove_snapshot(&self, key: &str) {
-        let _ = self
-            .containerd
-            .snapshots()
-            .remove(self.containerd.req(RemoveSnapshotRequest {
-                snapshotter: self.snapshotter.clone(),
-                key: key.to_owned(),
-            }))
-            .await;
     }
 }
 

@@ -183,37 +183,10 @@ impl IpamFile {
         })
     }
 
-    /// Runs `f` on the table with the machine-wide lock held and saves what it leaves.
+    /// Runs `f` on the table with the machine-wide lock held and saves what it leaves
+    /// ([`crate::state_file::update`]).
     pub fn update<T>(&self, f: impl FnOnce(&mut IpamState) -> Result<T>) -> Result<T> {
-        let lock_path = self.dir.join("ipam.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| RuntimeError::io(&lock_path, e))?;
-        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| RuntimeError::io(&lock_path, e.into()))?;
-        let path = self.dir.join("ipam.json");
-        let mut state: IpamState = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                RuntimeError::io(
-                    &path,
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => IpamState::default(),
-            Err(e) => return Err(RuntimeError::io(&path, e)),
-        };
-        let before = state.clone();
-        let out = f(&mut state)?;
-        if state != before {
-            let tmp = self.dir.join("ipam.json.tmp");
-            let bytes = serde_json::to_vec_pretty(&state).expect("ipam state serializes");
-            std::fs::write(&tmp, bytes).map_err(|e| RuntimeError::io(&tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| RuntimeError::io(&path, e))?;
-        }
-        Ok(out)
+        crate::state_file::update(&self.dir.join("ipam.json"), f)
     }
 }
 

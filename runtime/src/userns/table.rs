@@ -1,10 +1,9 @@
 //! The id-range table: which host range each project of each agent (containerd namespace)
 //! holds. Shared by every agent of the machine, read-modify-written under an exclusive
-//! `flock`, saved by write + fsync + rename, so a range is never handed out twice and an agent
-//! finds its projects' ranges again after a restart.
+//! `flock`, saved by write + fsync + rename ([`crate::state_file`]), so a range is never
+//! handed out twice and an agent finds its projects' ranges again after a restart.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -165,49 +164,10 @@ impl UsernsFile {
         self.update(|s| s.ensure(namespace, project, floor))
     }
 
-    /// Runs `f` on the table with the machine-wide lock held and saves what it leaves.
+    /// Runs `f` on the table with the machine-wide lock held and saves what it leaves
+    /// ([`crate::state_file::update`]).
     pub fn update<T>(&self, f: impl FnOnce(&mut UsernsState) -> Result<T>) -> Result<T> {
-        let lock_path = self.dir.join("userns.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| RuntimeError::io(&lock_path, e))?;
-        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| RuntimeError::io(&lock_path, e.into()))?;
-        let path = self.dir.join("userns.json");
-        let mut state: UsernsState = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                RuntimeError::io(
-                    &path,
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => UsernsState::default(),
-            Err(e) => return Err(RuntimeError::io(&path, e)),
-        };
-        let before = state.clone();
-        let out = f(&mut state)?;
-        if state != before {
-            self.save(&path, &state)?;
-        }
-        Ok(out)
-    }
-
-    /// Write to a temporary file, fsync, rename over the table, fsync the directory: a crash
-    /// leaves the old table or the new one, never a torn one.
-    fn save(&self, path: &Path, state: &UsernsState) -> Result<()> {
-        let tmp = self.dir.join("userns.json.tmp");
-        let bytes = serde_json::to_vec_pretty(state).expect("userns table serializes");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| RuntimeError::io(&tmp, e))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| RuntimeError::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io(path, e))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| RuntimeError::io(&self.dir, e))
+        crate::state_file::update(&self.dir.join("userns.json"), f)
     }
 }
 
