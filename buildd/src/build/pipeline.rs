@@ -142,12 +142,20 @@ impl BuildRunner for Pipeline {
         };
         let (served, session) = match (self.context_transport, &self.buildkit) {
             (ContextTransport::Session, Endpoint::Dockerd(socket)) => {
-                if let Some(text) = &generated {
-                    std::fs::write(co.app_dir.join(GENERATED_NAME), text).map_err(work_err)?;
-                }
+                // The generated Dockerfile goes to a folder of buildd's own beside the checkout,
+                // never into the checkout: a name there may be a tenant's symlink to a host file.
+                let dockerfile_dir = match &generated {
+                    Some(text) => {
+                        let gen_dir = work.0.join("generated");
+                        std::fs::create_dir_all(&gen_dir).map_err(work_err)?;
+                        std::fs::write(gen_dir.join(GENERATED_NAME), text).map_err(work_err)?;
+                        gen_dir
+                    }
+                    None => co.app_dir.clone(),
+                };
                 let dirs = HashMap::from([
                     ("context".to_owned(), co.app_dir.clone()),
-                    ("dockerfile".to_owned(), co.app_dir.clone()),
+                    ("dockerfile".to_owned(), dockerfile_dir),
                 ]);
                 // One key per app: BuildKit keeps what it copied under it for the next build.
                 let shared_key = format!("stackpad-{}", req.image);

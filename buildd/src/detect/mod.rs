@@ -51,6 +51,28 @@ pub enum DetectError {
          dependency, no \"start\" script, no \"main\" entry, and there is no server.js or index.js"
     )]
     NoStartCommand { dir: String },
+    #[error(
+        "package.json in {dir}: {what} {value:?} holds a control character \
+         (newline, tab, escape...), which is not allowed in a generated Dockerfile"
+    )]
+    ControlCharacter {
+        dir: String,
+        what: String,
+        value: String,
+    },
+}
+
+/// Refuses a value read from the repository that would reach the generated Dockerfile's text
+/// holding a control character (a newline there would add Dockerfile instructions).
+fn refuse_control(dir: &str, what: &str, value: &str) -> Result<(), DetectError> {
+    if value.chars().any(char::is_control) {
+        return Err(DetectError::ControlCharacter {
+            dir: dir.to_owned(),
+            what: what.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// The parts of `package.json` detection reads.
@@ -117,13 +139,16 @@ pub fn detect(repo: &RepoSnapshot) -> Result<Detection, DetectError> {
             });
         }
     };
-    let local_dependencies = pkg
-        .dependencies
-        .values()
-        .chain(pkg.dev_dependencies.values())
-        .filter_map(|v| v.as_str()?.strip_prefix("file:"))
-        .map(|p| p.trim_start_matches("./").to_owned())
-        .collect();
+    let mut local_dependencies = Vec::new();
+    for (name, value) in pkg.dependencies.iter().chain(pkg.dev_dependencies.iter()) {
+        if let Some(path) = value.as_str().and_then(|v| v.strip_prefix("file:")) {
+            refuse_control(&repo.dir, &format!("dependency {name:?}"), path)?;
+            local_dependencies.push(path.trim_start_matches("./").to_owned());
+        }
+    }
+    for word in &start {
+        refuse_control(&repo.dir, "start command", word)?;
+    }
     Ok(Detection {
         framework,
         package_manager: Some(package_manager),

@@ -156,3 +156,26 @@ fn next_without_standalone_output_runs_next_start() {
     let d = detect(&repo).unwrap();
     assert_eq!(d.framework, Framework::NextJs { standalone: false });
 }
+
+#[test]
+fn a_file_dependency_with_a_newline_is_refused_naming_the_dependency() {
+    let pkg = r#"{"dependencies": {"evil": "file:x\nRUN touch /pwned"}, "main": "server.js"}"#;
+    let err = detect(&snapshot(pkg, &["package.json"])).unwrap_err();
+    assert!(
+        matches!(err, DetectError::ControlCharacter { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("dependency \"evil\""), "{text}");
+    assert!(text.contains("control character"), "{text}");
+}
+
+#[test]
+fn a_start_command_with_a_control_character_is_refused() {
+    let pkg = r#"{"main": "server.js\nUSER root"}"#;
+    let err = detect(&snapshot(pkg, &["package.json"])).unwrap_err();
+    assert!(err.to_string().contains("start command"), "{err}");
+    let pkg = r#"{"scripts": {"start": "node a.js\u001b[2J"}}"#;
+    let err = detect(&snapshot(pkg, &["package.json"])).unwrap_err();
+    assert!(err.to_string().contains("start command"), "{err}");
+}

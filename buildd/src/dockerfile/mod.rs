@@ -107,7 +107,9 @@ pub fn generate(d: &Detection, base: &BaseImages, build_args: &[String]) -> Opti
     manifests.extend(d.lock_file.iter().cloned());
     let _ = writeln!(f, "COPY {} ./", manifests.join(" "));
     for dep in &d.local_dependencies {
-        let _ = writeln!(f, "COPY {dep} ./{dep}");
+        // JSON form: a path with spaces or quotes stays one path (detection refused control
+        // characters already).
+        let _ = writeln!(f, "COPY [{}, {}]", json(dep), json(&format!("./{dep}")));
     }
     let cmd = if needs_build { &inst.all } else { &inst.prod };
     // `mkdir -p`: an app without dependencies gets no node_modules from the install, and the
@@ -182,12 +184,17 @@ fn runtime_stage(f: &mut String, d: &Detection, base: &BaseImages, needs_build: 
             }
         }
     }
-    let cmd: Vec<String> = d.start.iter().map(|w| format!("{w:?}")).collect();
+    let cmd: Vec<String> = d.start.iter().map(|w| json(w)).collect();
     let _ = writeln!(
         f,
         "USER {APP_USER}\nEXPOSE {port}\nCMD [{}]",
         cmd.join(", ")
     );
+}
+
+/// `value` as a JSON string (the quoting of Dockerfile exec and JSON forms).
+fn json(value: &str) -> String {
+    serde_json::Value::from(value).to_string()
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ fn express_installs_prod_deps_from_manifest_and_lock_only_before_the_source() {
     let copy_manifests = line_of(&f, "COPY package.json package-lock.json ./");
     let vendored = line_of(
         &f,
-        "COPY vendor/express-4.21.2.tgz ./vendor/express-4.21.2.tgz",
+        r#"COPY ["vendor/express-4.21.2.tgz", "./vendor/express-4.21.2.tgz"]"#,
     );
     let install = line_of(
         &f,
@@ -124,4 +124,21 @@ fn default_bases_are_the_official_images() {
     let b = BaseImages::default();
     assert!(b.node.starts_with("node:20"));
     assert!(b.static_server.starts_with("busybox:"));
+}
+
+#[test]
+fn detected_paths_and_commands_are_json_quoted_in_the_dockerfile() {
+    let snap = RepoSnapshot {
+        dir: "/src/app".into(),
+        files: ["package.json".to_owned()].into_iter().collect(),
+        package_json: Some(
+            r#"{"dependencies": {"a": "file:./we ird\"/x"}, "main": "s \"q\".js"}"#.into(),
+        ),
+        dockerfile: None,
+        next_config: None,
+    };
+    let d = detect(&snap).unwrap();
+    let f = generate(&d, &BaseImages::default(), &[]).unwrap();
+    assert!(f.contains(r#"COPY ["we ird\"/x", "./we ird\"/x"]"#), "{f}");
+    assert!(f.contains(r#"CMD ["node", "s \"q\".js"]"#), "{f}");
 }
