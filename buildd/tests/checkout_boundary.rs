@@ -67,3 +67,79 @@ async fn a_file_dependency_with_a_newline_fails_the_build_naming_the_dependency(
         status.failure_reason
     );
 }
+
+/// A folder outside every checkout holding a buildable app (what a symlink would expose).
+fn host_app() -> tempfile::TempDir {
+    let host = tempfile::tempdir().unwrap();
+    std::fs::create_dir(host.path().join("inner")).unwrap();
+    for (name, content) in NODE_APP {
+        std::fs::write(host.path().join("inner").join(name), content).unwrap();
+    }
+    host
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subdirectory_through_a_symlink_is_refused_not_read_from_the_host() {
+    let host = host_app();
+    let (repo, sha) = repo_with_links(&[("README.md", "x\n")], &[("app", host.path())]);
+    let mut d = daemon(1).await;
+    for sub in ["app/inner", "app"] {
+        let id = unique("sub-link");
+        let mut req = start_request(&id, repo.path(), &sha);
+        req.source.as_mut().unwrap().subdirectory = sub.into();
+        let events = run_to_end(&mut d, req).await;
+        let status = final_status(&events);
+        assert_eq!(status.state(), pb::BuildState::Failed, "{sub}");
+        assert!(
+            status.failure_reason.contains("app is a symlink"),
+            "{sub}: {}",
+            status.failure_reason
+        );
+    }
+    // A real subdirectory still builds.
+    let (repo, sha) = repo_with(&[
+        ("svc/package.json", NODE_APP[0].1),
+        ("svc/server.js", NODE_APP[1].1),
+    ]);
+    let id = unique("sub-real");
+    let mut req = start_request(&id, repo.path(), &sha);
+    req.source.as_mut().unwrap().subdirectory = "svc".into();
+    succeeded(&run_to_end(&mut d, req).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detection_does_not_follow_symlinks_out_of_the_checkout() {
+    let host = host_app();
+    let mut d = daemon(1).await;
+    for (name, file) in [
+        ("package.json", "package.json"),
+        ("Dockerfile", "package.json"),
+    ] {
+        let target = host.path().join("inner").join(file);
+        let (repo, sha) = repo_with_links(&[("server.js", "1\n")], &[(name, &target)]);
+        let id = unique("detect-link");
+        let events = run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await;
+        let status = final_status(&events);
+        assert_eq!(status.state(), pb::BuildState::Failed, "{name}");
+        assert!(
+            status
+                .failure_reason
+                .contains(&format!("cannot read {name}"))
+                && status
+                    .failure_reason
+                    .contains("is a symlink that points outside the checkout"),
+            "{name}: {}",
+            status.failure_reason
+        );
+    }
+    // A symlink inside the checkout is fine.
+    let (repo, sha) = repo_with_links(
+        &[
+            ("real/package.json", NODE_APP[0].1),
+            ("server.js", NODE_APP[1].1),
+        ],
+        &[("package.json", Path::new("real/package.json"))],
+    );
+    let id = unique("detect-inner-link");
+    succeeded(&run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await);
+}

@@ -95,7 +95,10 @@ impl BuildRunner for Pipeline {
             framework: String::new(),
             port: 0,
         });
-        let snapshot = RepoSnapshot::read(&co.app_dir).map_err(work_err)?;
+        let snapshot = RepoSnapshot::read(&co.app_dir).map_err(|source| BuildError::Detect {
+            id: id.clone(),
+            source,
+        })?;
         let detection = detect(&snapshot).map_err(|source| BuildError::Detect {
             id: id.clone(),
             source,

@@ -51,6 +51,12 @@ pub enum DetectError {
          dependency, no \"start\" script, no \"main\" entry, and there is no server.js or index.js"
     )]
     NoStartCommand { dir: String },
+    #[error("cannot read {file} in {dir}: {reason}")]
+    Unreadable {
+        dir: String,
+        file: String,
+        reason: String,
+    },
     #[error(
         "package.json in {dir}: {what} {value:?} holds a control character \
          (newline, tab, escape...), which is not allowed in a generated Dockerfile"

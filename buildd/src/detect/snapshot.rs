@@ -3,6 +3,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use super::DetectError;
+use crate::source::files::read_checkout_file;
+
 /// What detection needs to know about a checkout: its top-level names and the few files whose
 /// content matters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,18 +20,39 @@ pub struct RepoSnapshot {
     pub next_config: Option<String>,
 }
 
+/// Largest file detection reads.
+const MAX_FILE: u64 = 1024 * 1024;
+
 impl RepoSnapshot {
-    /// Reads the snapshot of the app in `dir`.
-    pub fn read(dir: &Path) -> std::io::Result<Self> {
+    /// Reads the snapshot of the app in `dir` (an app directory already checked to be inside
+    /// its checkout). Files are read without following symlinks out of `dir`.
+    pub fn read(dir: &Path) -> Result<Self, DetectError> {
+        let unreadable = |file: &str, e: std::io::Error| DetectError::Unreadable {
+            dir: dir.display().to_string(),
+            file: file.to_owned(),
+            reason: e.to_string(),
+        };
         let mut files = BTreeSet::new();
-        for entry in std::fs::read_dir(dir)? {
-            files.insert(entry?.file_name().to_string_lossy().into_owned());
+        for entry in std::fs::read_dir(dir).map_err(|e| unreadable(".", e))? {
+            let entry = entry.map_err(|e| unreadable(".", e))?;
+            files.insert(entry.file_name().to_string_lossy().into_owned());
         }
-        let read = |name: &str| -> std::io::Result<Option<String>> {
-            if files.contains(name) {
-                std::fs::read_to_string(dir.join(name)).map(Some)
-            } else {
-                Ok(None)
+        let read = |name: &str| -> Result<Option<String>, DetectError> {
+            if !files.contains(name) {
+                return Ok(None);
+            }
+            match read_checkout_file(dir, Path::new(name), MAX_FILE) {
+                Ok(Some(data)) => {
+                    String::from_utf8(data)
+                        .map(Some)
+                        .map_err(|_| DetectError::Unreadable {
+                            dir: dir.display().to_string(),
+                            file: name.to_owned(),
+                            reason: "it is not UTF-8".into(),
+                        })
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(unreadable(name, e)),
             }
         };
         let mut next_config = None;

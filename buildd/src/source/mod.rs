@@ -14,6 +14,7 @@
 //! never on a command line, in a URL, or logged.
 
 pub mod egress;
+pub mod files;
 pub mod inside;
 pub mod sandbox;
 #[cfg(test)]
@@ -103,6 +104,12 @@ pub enum SourceError {
     MissingSubdirectory {
         subdirectory: String,
         commit: String,
+    },
+    #[error("subdirectory {subdirectory:?} at commit {commit} is refused: {reason}")]
+    UnsafeSubdirectory {
+        subdirectory: String,
+        commit: String,
+        reason: String,
     },
     #[error("git {step} failed for {url}: {detail}")]
     Git {
@@ -484,9 +491,16 @@ async fn run_checkout(
         .map_err(step_err)?;
     // FETCH_HEAD's first word is the fetched commit (what was just checked out): a ref is
     // resolved to this sha before anything is built.
-    let commit = std::fs::read_to_string(dest.join(".git/FETCH_HEAD"))
+    // Read without following a symlink out of the checkout, and bounded.
+    let commit = files::read_checkout_file(dest, Path::new(".git/FETCH_HEAD"), 64 * 1024)
         .ok()
-        .and_then(|t| t.split_whitespace().next().map(str::to_owned))
+        .flatten()
+        .and_then(|t| {
+            String::from_utf8_lossy(&t)
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
         .and_then(|c| CommitSha::parse(&c).ok())
         .ok_or_else(|| SourceError::Git {
             url: shown.clone(),
@@ -512,17 +526,28 @@ async fn run_checkout(
         .await
         .map_err(step_err)?;
     }
+    // The subdirectory is walked without following symlinks: `app -> /` with subdirectory
+    // `app/etc` would otherwise make a host folder the build context.
     let app_dir = if target.subdirectory.is_root() {
         dest.to_path_buf()
     } else {
-        dest.join(target.subdirectory.as_str())
+        match files::app_dir_inside(dest, Path::new(target.subdirectory.as_str())) {
+            Ok(Some(dir)) => dir,
+            Ok(None) => {
+                return Err(SourceError::MissingSubdirectory {
+                    subdirectory: source.subdirectory.clone(),
+                    commit,
+                });
+            }
+            Err(e) => {
+                return Err(SourceError::UnsafeSubdirectory {
+                    subdirectory: source.subdirectory.clone(),
+                    commit,
+                    reason: e.to_string(),
+                });
+            }
+        }
     };
-    if !app_dir.is_dir() {
-        return Err(SourceError::MissingSubdirectory {
-            subdirectory: source.subdirectory.clone(),
-            commit,
-        });
-    }
     Ok(Checkout {
         repo: dest.to_path_buf(),
         app_dir,
