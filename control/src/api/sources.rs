@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::config::ResolverConfig;
 use tenant::address::AddressPolicy;
 use tenant::source::{Host, SourceUrl};
 
 use super::error::{ApiError, ApiResult, invalid};
 use crate::config::{Config, ConfigError};
+use crate::domains::resolver;
 
 /// How long resolving a source's host may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,22 +63,13 @@ pub struct HickoryHosts {
 
 impl HickoryHosts {
     pub fn new(config: ResolverConfig) -> Self {
-        let mut opts = ResolverOpts::default();
-        opts.cache_size = 0;
-        opts.timeout = Duration::from_secs(2);
-        opts.attempts = 2;
-        let resolver =
-            TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-                .with_options(opts)
-                .build();
-        Self { resolver }
+        Self {
+            resolver: resolver::uncached(config, Duration::from_secs(2)),
+        }
     }
 
     pub fn with_nameserver(nameserver: std::net::SocketAddr) -> Self {
-        let mut config = ResolverConfig::new();
-        config.add_name_server(NameServerConfig::new(nameserver, Protocol::Udp));
-        config.add_name_server(NameServerConfig::new(nameserver, Protocol::Tcp));
-        Self::new(config)
+        Self::new(resolver::nameserver_config(nameserver))
     }
 }
 
@@ -133,8 +123,8 @@ impl SourcePolicy {
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let hosts: Arc<dyn HostLookup> = match config.dns_resolver_address()? {
             Some(nameserver) => Arc::new(HickoryHosts::with_nameserver(nameserver)),
-            None => match hickory_resolver::system_conf::read_system_conf() {
-                Ok((resolv, _)) => Arc::new(HickoryHosts::new(resolv)),
+            None => match resolver::system_config() {
+                Ok(resolv) => Arc::new(HickoryHosts::new(resolv)),
                 Err(_) => Arc::new(SystemLookup),
             },
         };

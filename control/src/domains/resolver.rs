@@ -40,29 +40,18 @@ pub struct HickoryLookup {
 impl HickoryLookup {
     /// Asks `nameserver` (UDP, falling back to TCP for truncated answers).
     pub fn with_nameserver(nameserver: SocketAddr) -> Self {
-        let mut config = ResolverConfig::new();
-        config.add_name_server(NameServerConfig::new(nameserver, Protocol::Udp));
-        config.add_name_server(NameServerConfig::new(nameserver, Protocol::Tcp));
-        Self::build(config)
+        Self::build(nameserver_config(nameserver))
     }
 
     /// Asks the nameservers of `/etc/resolv.conf`.
     pub fn system() -> Result<Self, String> {
-        let (config, _) = hickory_resolver::system_conf::read_system_conf()
-            .map_err(|e| format!("reading the system's resolver configuration: {e}"))?;
-        Ok(Self::build(config))
+        system_config().map(Self::build)
     }
 
     fn build(config: ResolverConfig) -> Self {
-        let mut opts = ResolverOpts::default();
-        opts.cache_size = 0;
-        opts.timeout = Duration::from_secs(3);
-        opts.attempts = 2;
-        let resolver =
-            TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-                .with_options(opts)
-                .build();
-        Self { resolver }
+        Self {
+            resolver: uncached(config, Duration::from_secs(3)),
+        }
     }
 
     /// `Ok(None)` for "no such name / no such records".
@@ -82,6 +71,33 @@ impl HickoryLookup {
             }),
         }
     }
+}
+
+/// Asks `nameserver` over UDP, falling back to TCP for truncated answers.
+pub(crate) fn nameserver_config(nameserver: SocketAddr) -> ResolverConfig {
+    let mut config = ResolverConfig::new();
+    config.add_name_server(NameServerConfig::new(nameserver, Protocol::Udp));
+    config.add_name_server(NameServerConfig::new(nameserver, Protocol::Tcp));
+    config
+}
+
+/// The nameservers of `/etc/resolv.conf`.
+pub(crate) fn system_config() -> Result<ResolverConfig, String> {
+    hickory_resolver::system_conf::read_system_conf()
+        .map(|(config, _)| config)
+        .map_err(|e| format!("reading the system's resolver configuration: {e}"))
+}
+
+/// A resolver without a cache (every lookup sees the current records), two attempts of
+/// `timeout` each. Domain verification and the source-host check both build theirs here.
+pub(crate) fn uncached(config: ResolverConfig, timeout: Duration) -> TokioResolver {
+    let mut opts = ResolverOpts::default();
+    opts.cache_size = 0;
+    opts.timeout = timeout;
+    opts.attempts = 2;
+    TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+        .with_options(opts)
+        .build()
 }
 
 fn empty(e: &ResolveError) -> bool {
