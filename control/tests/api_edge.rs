@@ -466,3 +466,49 @@ async fn services_from_before_the_default_get_a_cpu_limit() -> anyhow::Result<()
     h.stop().await;
     Ok(())
 }
+
+/// PATCH goes through the same parsers and bounds as create: every field it can change is
+/// refused the same way, and the fields it cannot change (the git source) are refused by name.
+#[tokio::test]
+async fn patch_is_held_to_the_same_checks_as_create() -> anyhow::Result<()> {
+    let h = start(&[]).await?;
+    let (_, t) = h.org("edge-patch").await;
+    let (_, service) = h
+        .service(&t, json!({ "name": "web", "image": "nginx:1" }))
+        .await;
+    let path = format!("/services/{service}");
+    let (_, before) = h.call("GET", &path, &t, None).await;
+    let cases = [
+        (json!({ "image": "--help" }), "image"),
+        (
+            json!({ "health_check": { "path": "/a\r\nHost: evil" } }),
+            "health_check.path",
+        ),
+        (
+            json!({ "resources": { "cpu_millis": 4e9 } }),
+            "resources.cpu_millis",
+        ),
+        (
+            json!({ "resources": { "cpu_millis": 4_000_000_000u64 } }),
+            "resources.cpu_millis",
+        ),
+        (
+            json!({ "git": { "url": "https://example.com/a.git", "subdirectory": "../../etc" } }),
+            "git",
+        ),
+        (
+            json!({ "git": { "url": "https://127.0.0.1/a.git" } }),
+            "git",
+        ),
+        (json!({ "command": ["a\u{0}b"] }), "command[0]"),
+        (json!({ "env": { "1BAD": "x" } }), "env"),
+    ];
+    for (body, field) in cases {
+        let (status, v) = h.call("PATCH", &path, &t, Some(body.clone())).await;
+        assert_error(status, &v, 422, Some(field), &body.to_string());
+    }
+    let (_, after) = h.call("GET", &path, &t, None).await;
+    assert_eq!(before, after, "a refused PATCH changed the service");
+    h.stop().await;
+    Ok(())
+}
