@@ -176,6 +176,7 @@ impl BuildRunner for Pipeline {
                     subdirectory: &req.source.subdirectory,
                     generated: generated.as_deref().map(|t| (GENERATED_NAME, t)),
                     submodules: req.source.submodules,
+                    sandbox: &co.sandbox,
                 };
                 let tar = archive(spec, &work.0)
                     .await

@@ -100,6 +100,26 @@ fn go_mode(meta: &std::fs::Metadata) -> u32 {
     }
 }
 
+/// The contents of the regular file at `path`, never through a symlink (BuildKit asks for data
+/// of regular files only; symlinks are sent as symlinks, by their stat's `linkname`).
+async fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .await?;
+    if !file.metadata().await?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut data = Vec::new();
+    file.read_to_end(&mut data).await?;
+    Ok(data)
+}
+
 /// Walks `root` like Go's `filepath.Walk` (each directory's names sorted, a directory before its
 /// children), skipping `.git`; `only`, when set, keeps just those paths (and their parents).
 fn walk(
@@ -249,7 +269,7 @@ impl filesync::file_sync_server::FileSync for FileSync {
                         let Some(e) = entries.get(p.id as usize) else {
                             return;
                         };
-                        let data = match tokio::fs::read(&e.path).await {
+                        let data = match read_no_follow(&e.path).await {
                             Ok(d) => d,
                             Err(err) => {
                                 let msg = format!("reading {}: {err}", e.stat.path);
@@ -372,5 +392,40 @@ mod tests {
         assert_eq!(filter_from(vec![".".into(), "x".into()]), None);
         let dir_stat = &walk(dir.path(), &None, &Excludes::default()).unwrap()[0].stat;
         assert_eq!(dir_stat.mode & GO_MODE_DIR, GO_MODE_DIR);
+    }
+
+    #[tokio::test]
+    async fn symlinks_are_sent_as_symlinks_and_never_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "host").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "mine").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("s")).unwrap();
+        let entries = walk(dir.path(), &None, &Excludes::default()).unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.stat.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["d", "f", "s"],
+            "nothing under the linked folder is walked"
+        );
+        for e in entries.iter().filter(|e| e.stat.path != "f") {
+            assert_eq!(
+                e.stat.mode & GO_MODE_SYMLINK,
+                GO_MODE_SYMLINK,
+                "{}",
+                e.stat.path
+            );
+            assert!(
+                e.stat
+                    .linkname
+                    .starts_with(&*outside.path().to_string_lossy())
+            );
+            assert!(read_no_follow(&e.path).await.is_err(), "{}", e.stat.path);
+        }
+        assert_eq!(
+            read_no_follow(&dir.path().join("f")).await.unwrap(),
+            b"mine"
+        );
     }
 }

@@ -18,6 +18,8 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use tokio::process::Command;
 
+use crate::source::Sandbox;
+
 /// Why a context could not be made or served.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -52,6 +54,9 @@ pub struct ArchiveSpec<'a> {
     pub generated: Option<(&'a str, &'a str)>,
     /// Include checked-out submodules (`git archive` leaves them out).
     pub submodules: bool,
+    /// The checkout's fetch sandbox: `git archive` runs in it, never as root on the host (git
+    /// reads the checkout's `.git/config`, which sandboxed code could have written).
+    pub sandbox: &'a Sandbox,
 }
 
 /// Tars the app folder as of the checked-out commit (tracked files only, no `.git`), adding the
@@ -64,6 +69,37 @@ pub async fn archive(spec: ArchiveSpec<'_>, scratch: &Path) -> Result<Bytes, Con
         commit: "HEAD".into(),
         detail,
     };
+    if !spec.submodules {
+        // In the sandbox, as its uid, with the checkout at its `/work`; the generated file is
+        // given on the command line, and a committed file of the same name is left out.
+        let mut args: Vec<String> = vec!["archive".into(), "--format=tar".into()];
+        if let Some((name, content)) = spec.generated {
+            args.push(format!("--add-virtual-file={name}:{content}"));
+        }
+        args.push(if spec.subdirectory.is_empty() {
+            "HEAD".into()
+        } else {
+            format!("HEAD:{}", spec.subdirectory)
+        });
+        if let Some((name, _)) = spec.generated {
+            args.push("--".into());
+            args.push(format!(":(exclude,literal){name}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let config = [
+            ("core.hooksPath".to_owned(), "/dev/null".to_owned()),
+            ("core.fsmonitor".to_owned(), "false".to_owned()),
+        ];
+        let out = spec
+            .sandbox
+            .git(&args, &config, &[])
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !out.status.success() {
+            return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        }
+        return Ok(Bytes::from(out.stdout));
+    }
     let generated_path = match spec.generated {
         Some((name, content)) => {
             let path = scratch.join(name);
@@ -75,54 +111,27 @@ pub async fn archive(spec: ArchiveSpec<'_>, scratch: &Path) -> Result<Bytes, Con
         }
         None => None,
     };
-    let mut cmd = if spec.submodules {
-        let mut cmd = Command::new("tar");
-        cmd.args([
-            "--sort=name",
-            "--mtime=@0",
-            "--owner=0",
-            "--group=0",
-            "--numeric-owner",
-            "--exclude=.git",
-            "-cf",
-            "-",
-            "-C",
-        ])
-        .arg(repo.join(spec.subdirectory))
-        .arg(".");
-        if let Some(path) = &generated_path {
-            cmd.arg("-C")
-                .arg(scratch)
-                .arg(path.file_name().unwrap_or_default());
-        }
-        cmd
-    } else {
-        let mut cmd = Command::new("git");
-        // The checkout belongs to the fetch sandbox's uid; buildd reads it as root, trusting
-        // nothing of its configuration that could run a program.
-        let mut safe = std::ffi::OsString::from("safe.directory=");
-        safe.push(repo);
+    // With submodules: the work tree (tar archives symlinks as symlinks and runs nothing of the
+    // checkout's), the generated file from buildd's own scratch folder.
+    let mut cmd = Command::new("tar");
+    cmd.args([
+        "--sort=name",
+        "--mtime=@0",
+        "--owner=0",
+        "--group=0",
+        "--numeric-owner",
+        "--exclude=.git",
+        "-cf",
+        "-",
+        "-C",
+    ])
+    .arg(repo.join(spec.subdirectory))
+    .arg(".");
+    if let Some(path) = &generated_path {
         cmd.arg("-C")
-            .arg(repo)
-            .arg("-c")
-            .arg(safe)
-            .args([
-                "-c",
-                "core.fsmonitor=false",
-                "-c",
-                "core.hooksPath=/dev/null",
-            ])
-            .args(["archive", "--format=tar"]);
-        if let Some(path) = &generated_path {
-            cmd.arg(format!("--add-file={}", path.display()));
-        }
-        if spec.subdirectory.is_empty() {
-            cmd.arg("HEAD");
-        } else {
-            cmd.arg(format!("HEAD:{}", spec.subdirectory));
-        }
-        cmd
-    };
+            .arg(scratch)
+            .arg(path.file_name().unwrap_or_default());
+    }
     let out = cmd
         .kill_on_drop(true)
         .output()

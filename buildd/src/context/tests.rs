@@ -80,6 +80,7 @@ async fn context_of(app: &Path, submodules: bool) -> Vec<String> {
         subdirectory: "web",
         generated: Some(("Dockerfile.stackpad", "FROM scratch\n")),
         submodules,
+        sandbox: &co.sandbox,
     };
     let mut names = tar_names(&archive(spec, dest.path()).await.unwrap());
     names.sort();
@@ -134,4 +135,64 @@ async fn served_contexts_are_fetched_by_url_and_gone_after_drop() {
     let url = served.url.clone();
     drop(served);
     assert!(get(url).await.starts_with("HTTP/1.0 404"));
+}
+
+#[tokio::test]
+async fn git_archive_runs_in_the_sandbox_not_as_root_with_the_checkouts_config() {
+    // A committed `.gitattributes` naming a filter, and (as if sandboxed code had written it)
+    // the checkout's `.git/config` defining that filter's command.
+    let host = tempfile::tempdir().unwrap();
+    let marker = host.path().join("ran-as");
+    let app = tempfile::tempdir().unwrap();
+    std::fs::write(app.path().join(".gitattributes"), "* filter=x\n").unwrap();
+    std::fs::write(app.path().join("server.js"), "1\n").unwrap();
+    std::fs::write(app.path().join("Dockerfile.stackpad"), "FROM tenant\n").unwrap();
+    git(app.path(), &["init", "-q", "-b", "main"]);
+    git(app.path(), &["add", "."]);
+    git(app.path(), &["commit", "-q", "-m", "app"]);
+    let dest = tempfile::tempdir().unwrap();
+    let source = GitSource {
+        url: app.path().display().to_string(),
+        ..GitSource::default()
+    };
+    let settings = crate::source::tests::test_settings(&[&std::env::temp_dir()]);
+    let co = checkout(&settings, &source, &dest.path().join("src"), &mut |_| {})
+        .await
+        .unwrap();
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(co.repo.join(".git/config"))
+        .unwrap();
+    use std::io::Write as _;
+    write!(
+        config,
+        "[filter \"x\"]\n\tsmudge = \"id -u > {} ; cat\"\n\tclean = cat\n",
+        marker.display()
+    )
+    .unwrap();
+    drop(config);
+    let spec = ArchiveSpec {
+        repo: &co.repo,
+        subdirectory: "",
+        generated: Some(("Dockerfile.stackpad", "FROM generated\n")),
+        submodules: false,
+        sandbox: &co.sandbox,
+    };
+    let tar = archive(spec, dest.path()).await.unwrap();
+    assert!(
+        !marker.exists(),
+        "the checkout's filter ran on the host as uid {}",
+        std::fs::read_to_string(&marker).unwrap_or_default().trim()
+    );
+    // The generated Dockerfile is in the context, the committed one of the same name is not.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.tar"), &tar).unwrap();
+    let out = std::process::Command::new("tar")
+        .args(["-xOf"])
+        .arg(dir.path().join("c.tar"))
+        .arg("Dockerfile.stackpad")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "FROM generated\n");
+    assert!(tar_names(&tar).contains(&"server.js".to_owned()));
 }

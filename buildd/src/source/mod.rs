@@ -76,6 +76,10 @@ pub struct Checkout {
     /// The full sha checked out.
     pub commit: String,
     pub mount: Arc<CheckoutMount>,
+    /// The fetch sandbox, kept for the git steps that read the checkout after the fetch (the
+    /// context archive): git reads the checkout's own `.git/config`, which only the sandbox's
+    /// uid may act on.
+    pub sandbox: Arc<Sandbox>,
 }
 
 /// Why the source could not be checked out.
@@ -553,5 +557,6 @@ async fn run_checkout(
         app_dir,
         commit,
         mount: Arc::new(mount),
+        sandbox: Arc::new(sandbox),
     })
 }
