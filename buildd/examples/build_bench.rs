@@ -200,8 +200,13 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let detection = buildd::detect::detect(&buildd::detect::RepoSnapshot::read(&repo)?)?;
-    let dockerfile = buildd::dockerfile::generate(&detection, &bases, &["NODE_OPTIONS".into()])
-        .context("express gets a generated Dockerfile")?;
+    let dockerfile = buildd::dockerfile::generate(
+        &detection,
+        &bases,
+        &["NODE_OPTIONS".into()],
+        &buildd::dockerfile::cache_key(&format!("{}/bench/buildd", registry())),
+    )
+    .context("express gets a generated Dockerfile")?;
 
     let (mut b_clean, mut b_warm, mut d_clean, mut d_warm, mut dp_clean, mut dp_warm) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);

@@ -12,7 +12,7 @@ use super::{
 use crate::buildkit::{Endpoint, ProgressEvent, ProgressTracker, SolveSpec, session, solve};
 use crate::context::{ArchiveSpec, ContextServer, archive};
 use crate::detect::{Framework, RepoSnapshot, detect};
-use crate::dockerfile::{BaseImages, GENERATED_NAME, generate};
+use crate::dockerfile::{BaseImages, GENERATED_NAME, cache_key, generate};
 use crate::engine::Engine;
 use crate::source::{FetchSettings, checkout};
 
@@ -132,7 +132,7 @@ impl BuildRunner for Pipeline {
             ));
         }
         let arg_names: Vec<String> = build_args.iter().map(|(k, _)| k.clone()).collect();
-        let generated = generate(&detection, &self.bases, &arg_names);
+        let generated = generate(&detection, &self.bases, &arg_names, &cache_key(&req.image));
         if let Some(text) = &generated {
             for line in text.lines() {
                 log(&events, "dockerfile", line);

@@ -83,7 +83,14 @@ fn install(pm: PackageManager, locked: bool) -> Install {
 
 /// Generates the Dockerfile for a detected app; `None` for a repository with its own Dockerfile.
 /// `build_args` are declared in the build stage so `--build-arg` values reach the build script.
-pub fn generate(d: &Detection, base: &BaseImages, build_args: &[String]) -> Option<String> {
+/// `cache_key` (see [`cache_key`]) names the package manager's cache mount, so that apps (and
+/// tenants) never share a package cache.
+pub fn generate(
+    d: &Detection,
+    base: &BaseImages,
+    build_args: &[String],
+    cache_key: &str,
+) -> Option<String> {
     let pm = d.package_manager?;
     if d.framework == Framework::Dockerfile {
         return None;
@@ -116,7 +123,7 @@ pub fn generate(d: &Detection, base: &BaseImages, build_args: &[String]) -> Opti
     // runtime stage copies it.
     let _ = writeln!(
         f,
-        "RUN --mount=type=cache,id=stackpad-{},target={} {cmd} && mkdir -p node_modules",
+        "RUN --mount=type=cache,id=stackpad-{}-{cache_key},target={} {cmd} && mkdir -p node_modules",
         pm.name(),
         inst.cache
     );
@@ -190,6 +197,28 @@ fn runtime_stage(f: &mut String, d: &Detection, base: &BaseImages, needs_build: 
         "USER {APP_USER}\nEXPOSE {port}\nCMD [{}]",
         cmd.join(", ")
     );
+}
+
+/// The cache key of the image repository `image` (`<registry>/<org>/<service>[:tag]`, the tag
+/// dropped): one key per repository, so one per organization's app. Escaped injectively into
+/// `[a-z0-9.]` and `_xx` (hex), which is safe inside a `--mount` option list.
+pub fn cache_key(image: &str) -> String {
+    let repository = match image.rsplit_once('/') {
+        Some((head, last)) => {
+            let last = last.split(['@', ':']).next().unwrap_or(last);
+            format!("{head}/{last}")
+        }
+        None => image.split(['@', ':']).next().unwrap_or(image).to_owned(),
+    };
+    let mut key = String::with_capacity(repository.len());
+    for b in repository.bytes() {
+        if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' {
+            key.push(char::from(b));
+        } else {
+            let _ = write!(key, "_{b:02x}");
+        }
+    }
+    key
 }
 
 /// `value` as a JSON string (the quoting of Dockerfile exec and JSON forms).

@@ -12,7 +12,13 @@ fn generated(fixture: &str) -> String {
         node: "reg/node:20".into(),
         static_server: "reg/busybox:1".into(),
     };
-    generate(&d, &base, &["API_URL".into()]).expect("a generated Dockerfile")
+    generate(
+        &d,
+        &base,
+        &["API_URL".into()],
+        &cache_key("reg:5000/acme/web:v1"),
+    )
+    .expect("a generated Dockerfile")
 }
 
 /// Line index of the first line containing `needle`.
@@ -32,7 +38,7 @@ fn express_installs_prod_deps_from_manifest_and_lock_only_before_the_source() {
     );
     let install = line_of(
         &f,
-        "RUN --mount=type=cache,id=stackpad-npm,target=/root/.npm npm ci --omit=dev",
+        "RUN --mount=type=cache,id=stackpad-npm-reg_3a5000_2facme_2fweb,target=/root/.npm npm ci --omit=dev",
     );
     let source = line_of(&f, "COPY --chown=1000:1000 . .");
     assert!(
@@ -82,7 +88,7 @@ fn nextjs_standalone_copies_only_the_standalone_output() {
 #[test]
 fn vite_static_site_is_served_by_busybox_httpd() {
     let f = generated("vite-static");
-    assert!(f.contains("RUN --mount=type=cache,id=stackpad-pnpm,target=/pnpm/store corepack enable && pnpm install --frozen-lockfile"), "{f}");
+    assert!(f.contains("RUN --mount=type=cache,id=stackpad-pnpm-reg_3a5000_2facme_2fweb,target=/pnpm/store corepack enable && pnpm install --frozen-lockfile"), "{f}");
     assert!(f.contains("COPY package.json pnpm-lock.yaml ./"), "{f}");
     assert!(
         f.contains("FROM reg/busybox:1\nCOPY --from=build --chown=1000:1000 /app/dist /www"),
@@ -116,7 +122,7 @@ fn nuxt_and_yarn() {
 fn a_repository_dockerfile_is_not_generated() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/dockerfile");
     let d = detect(&RepoSnapshot::read(&dir).unwrap()).unwrap();
-    assert_eq!(generate(&d, &BaseImages::default(), &[]), None);
+    assert_eq!(generate(&d, &BaseImages::default(), &[], "k"), None);
 }
 
 #[test]
@@ -138,7 +144,30 @@ fn detected_paths_and_commands_are_json_quoted_in_the_dockerfile() {
         next_config: None,
     };
     let d = detect(&snap).unwrap();
-    let f = generate(&d, &BaseImages::default(), &[]).unwrap();
+    let f = generate(&d, &BaseImages::default(), &[], "k").unwrap();
     assert!(f.contains(r#"COPY ["we ird\"/x", "./we ird\"/x"]"#), "{f}");
     assert!(f.contains(r#"CMD ["node", "s \"q\".js"]"#), "{f}");
+}
+
+#[test]
+fn package_caches_are_keyed_by_image_repository() {
+    assert_eq!(
+        cache_key("127.0.0.1:5000/acme/web"),
+        "127.0.0.1_3a5000_2facme_2fweb"
+    );
+    assert_eq!(cache_key("reg/acme/web:v2"), cache_key("reg/acme/web"));
+    assert_eq!(
+        cache_key("reg/acme/web@sha256:ab"),
+        cache_key("reg/acme/web")
+    );
+    // Different tenants or apps never share a key, even with look-alike names.
+    assert_ne!(cache_key("reg/a-b/c"), cache_key("reg/a/b-c"));
+    assert_ne!(cache_key("reg/acme/web"), cache_key("reg/other/web"));
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/express");
+    let d = detect(&RepoSnapshot::read(&dir).unwrap()).unwrap();
+    let base = BaseImages::default();
+    let a = generate(&d, &base, &[], &cache_key("reg/acme/web")).unwrap();
+    let b = generate(&d, &base, &[], &cache_key("reg/evil/web")).unwrap();
+    assert!(a.contains("id=stackpad-npm-reg_2facme_2fweb,"), "{a}");
+    assert!(b.contains("id=stackpad-npm-reg_2fevil_2fweb,"), "{b}");
 }
