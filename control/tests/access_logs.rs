@@ -75,16 +75,10 @@ async fn access_logs_are_filtered_paged_and_scoped_to_the_organization() -> anyh
     let (org_a, token_a) = h.org("access-a").await;
     let (org_b, token_b) = h.org("access-b").await;
     let (_, service_a) = h
-        .service(
-            &token_a,
-            json!({ "name": "web", "image": "127.0.0.1:5000/x:1" }),
-        )
+        .service(&token_a, json!({ "name": "web", "image": "x:1" }))
         .await;
     let (_, service_b) = h
-        .service(
-            &token_b,
-            json!({ "name": "web", "image": "127.0.0.1:5000/x:1" }),
-        )
+        .service(&token_b, json!({ "name": "web", "image": "x:1" }))
         .await;
 
     // The proxy's writer: 50 requests of A's service, 5 of B's, and one row that names A's

@@ -450,7 +450,7 @@ async fn services_from_before_the_default_get_a_cpu_limit() -> anyhow::Result<()
     let (_, service) = h
         .service(
             &t,
-            json!({ "name": "old", "image": "127.0.0.1:5000/o/old:v1" }),
+            json!({ "name": "old", "image": "o/old:v1" }),
         )
         .await;
     sqlx::query("UPDATE services SET resources = '{\"cpu_millis\": 0, \"memory_bytes\": 0}'")

@@ -64,7 +64,7 @@ async fn login_create_deploy_list_and_rollback() -> anyhow::Result<()> {
             "--name",
             "web",
             "--image",
-            "127.0.0.1:5000/shop:v1",
+            "shop:v1",
             "--port",
             "8080",
             "--health-path",
@@ -86,13 +86,7 @@ async fn login_create_deploy_list_and_rollback() -> anyhow::Result<()> {
     let first = id_in(&out);
     let (code, out) = stackpad(
         &config,
-        &[
-            "deploy",
-            "--service",
-            &service,
-            "--image",
-            "127.0.0.1:5000/shop:unhealthy",
-        ],
+        &["deploy", "--service", &service, "--image", "shop:unhealthy"],
     )
     .await;
     assert_eq!(code, 1, "a failed deployment exits 1: {out}");

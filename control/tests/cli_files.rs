@@ -74,10 +74,7 @@ async fn the_cli_rotates_a_webhook_secret_and_mints_a_read_only_token() -> anyho
         0
     );
     let (project, _) = h
-        .service(
-            &token,
-            json!({ "name": "seed", "image": "127.0.0.1:5000/x:1" }),
-        )
+        .service(&token, json!({ "name": "seed", "image": "x:1" }))
         .await;
     let (code, out) = stackpad(
         &config,

@@ -123,10 +123,7 @@ async fn a_custom_domain_is_verified_served_over_https_and_revoked_when_its_reco
     h.register_node("n1", "compute", "http://127.0.0.1:9").await;
     let (_, token) = h.org("org-domains").await;
     let (_, service) = h
-        .service(
-            &token,
-            json!({ "name": "web", "image": "registry.test/app:1" }),
-        )
+        .service(&token, json!({ "name": "web", "image": "app:1" }))
         .await;
     let deployment = h.deploy(&token, &service, json!({})).await;
     let d = h

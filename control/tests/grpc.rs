@@ -94,11 +94,7 @@ async fn grpc_clients_drive_build_deploy_switch_and_stop_old() -> anyhow::Result
     assert_eq!(rec.removes, [format!("sp-{d1}")]);
 
     let d3 = h
-        .deploy(
-            &a,
-            &service,
-            json!({ "image": "127.0.0.1:5000/app:unhealthy" }),
-        )
+        .deploy(&a, &service, json!({ "image": "app:unhealthy" }))
         .await;
     let v3 = h.wait_terminal(&a, &d3, Duration::from_secs(20)).await;
     assert_eq!(v3["state"], "failed");
@@ -216,7 +212,7 @@ async fn kill_9_mid_deploy_then_restart_finishes_the_deployment() -> anyhow::Res
             p["id"].as_str().unwrap()
         ),
         &token,
-        Some(json!({ "name": "web", "image": "127.0.0.1:5000/shop:v1" })),
+        Some(json!({ "name": "web", "image": "shop:v1" })),
     )
     .await?
     .json()

@@ -73,10 +73,7 @@ async fn logs_are_searched_paged_followed_and_scoped_to_the_organization() -> an
     let (org_a, token_a) = h.org("logs-a").await;
     let (_, token_b) = h.org("logs-b").await;
     let (_, service) = h
-        .service(
-            &token_a,
-            json!({ "name": "web", "image": "127.0.0.1:5000/x:1" }),
-        )
+        .service(&token_a, json!({ "name": "web", "image": "x:1" }))
         .await;
 
     let spool = tempfile::tempdir()?;

@@ -23,7 +23,7 @@ async fn image_deploy_switches_traffic_and_replaces_the_old_version() -> anyhow:
     let (_, service) = h
         .service(
             &a,
-            json!({ "name": "web", "image": "127.0.0.1:5000/app:v1", "port": 8080,
+            json!({ "name": "web", "image": "app:v1", "port": 8080,
             "health_check": { "path": "/healthz" }, "secrets": { "TOKEN": "s3" } }),
         )
         .await;
@@ -35,7 +35,7 @@ async fn image_deploy_switches_traffic_and_replaces_the_old_version() -> anyhow:
         ["queued", "starting", "switching", "stopping_old", "ready"]
     );
     let d2 = h
-        .deploy(&a, &service, json!({ "image": "127.0.0.1:5000/app:v2" }))
+        .deploy(&a, &service, json!({ "image": "app:v2" }))
         .await;
     let v2 = h.wait_terminal(&a, &d2, LIMIT).await;
     assert_eq!(v2["state"], "ready", "{v2}");
@@ -165,7 +165,7 @@ async fn failed_health_check_keeps_the_old_version_and_rollback_works() -> anyho
     let (_, service) = h
         .service(
             &a,
-            json!({ "name": "web", "image": "127.0.0.1:5000/app:v1" }),
+            json!({ "name": "web", "image": "app:v1" }),
         )
         .await;
     let d1 = h.deploy(&a, &service, json!({})).await;
@@ -175,7 +175,7 @@ async fn failed_health_check_keeps_the_old_version_and_rollback_works() -> anyho
         .deploy(
             &a,
             &service,
-            json!({ "image": "127.0.0.1:5000/app:unhealthy" }),
+            json!({ "image": "app:unhealthy" }),
         )
         .await;
     let v2 = h.wait_terminal(&a, &d2, LIMIT).await;
@@ -224,7 +224,7 @@ async fn failed_health_check_keeps_the_old_version_and_rollback_works() -> anyho
         "a failed deployment is no rollback target: {v}"
     );
     let d3 = h
-        .deploy(&a, &service, json!({ "image": "127.0.0.1:5000/app:v3" }))
+        .deploy(&a, &service, json!({ "image": "app:v3" }))
         .await;
     assert_eq!(h.wait_terminal(&a, &d3, LIMIT).await["state"], "ready");
     let (status, r) = h
@@ -235,7 +235,7 @@ async fn failed_health_check_keeps_the_old_version_and_rollback_works() -> anyho
     let vr = h.wait_terminal(&a, &r, LIMIT).await;
     assert_eq!(vr["state"], "ready", "{vr}");
     assert_eq!(vr["rollback_of"], d1.as_str());
-    assert_eq!(vr["image"], "127.0.0.1:5000/app:v1");
+    assert_eq!(vr["image"], "app:v1");
     let (_, s) = h
         .call("GET", &format!("/services/{service}"), &a, None)
         .await;
@@ -607,7 +607,7 @@ async fn deleting_a_service_takes_it_off_the_proxy_and_the_nodes_first() -> anyh
     let (_, service) = h
         .service(
             &a,
-            json!({ "name": "web", "image": "127.0.0.1:5000/app:v1" }),
+            json!({ "name": "web", "image": "app:v1" }),
         )
         .await;
     for _ in 0..2 {

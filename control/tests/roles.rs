@@ -112,10 +112,7 @@ async fn a_deployer_deploys_but_cannot_mint_tokens_add_members_or_change_config(
     h.register_node("n1", "compute", "http://127.0.0.1:9").await;
     let (_, owner) = h.org("org-a").await;
     let (_, service) = h
-        .service(
-            &owner,
-            json!({ "name": "web", "image": "127.0.0.1:5000/x:1" }),
-        )
+        .service(&owner, json!({ "name": "web", "image": "x:1" }))
         .await;
     let (_, t) = h
         .call(

@@ -13,6 +13,7 @@ use super::service_spec::image_ref;
 use super::validate::parsed;
 use crate::store::NewDeployment;
 use tenant::git::{CommitSha, GitRef};
+use tenant::image::ImageRef;
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +51,9 @@ pub async fn create(
         .as_deref()
         .map(|i| image_ref("image", i))
         .transpose()?;
+    if let Some(image) = &image {
+        state.sources.check_image("image", org.id, image).await?;
+    }
     let what = format!("POST /services/{service_id}/deployments");
     let response = idempotent(&state, org, &headers, &what, &req, || async {
         let service = state.store.service(org.id, service_id).await?;
@@ -98,6 +102,10 @@ pub async fn create(
                     .as_deref()
                     .map(|i| image_ref("image", i))
                     .transpose()?;
+                // Stored before the registry rules: checked again rather than pulled.
+                if let Some(image) = &image {
+                    state.sources.check_image("image", org.id, image).await?;
+                }
                 NewDeployment {
                     image,
                     ..Default::default()
@@ -149,6 +157,16 @@ pub async fn rollback(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let what = format!("POST /deployments/{id}/rollback");
     let response = idempotent(&state, org, &headers, &what, &(), || async {
+        // The image rolled back to keeps its registry and path (only the tag becomes the
+        // digest), so the target's image is what the registry rules are checked on.
+        let target = state.store.deployment(org.id, id).await?;
+        if let Some(image) = target
+            .image
+            .as_deref()
+            .and_then(|i| ImageRef::parse(i).ok())
+        {
+            state.sources.check_image("image", org.id, &image).await?;
+        }
         Ok(json!(state.store.rollback(org.id, id).await?))
     })
     .await?;

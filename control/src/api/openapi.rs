@@ -51,7 +51,7 @@ pub fn document() -> Value {
     let git_ref = json!({"type": "string", "maxLength": tenant::git::MAX_REF_LEN,
         "description": "a branch or tag by git's check-ref-format rules; no part may start with '-'"});
     let image = json!({"type": "string", "maxLength": 512,
-        "description": "an OCI image reference: [registry[:port]/]path[:tag][@sha256:hex], lower-case path, never starting with '-'"});
+        "description": "an OCI image reference: [registry[:port]/]path[:tag][@sha256:hex], lower-case path, never starting with '-'; in the platform's registry only the organization's own builds (<registry>/<organization id>/...), any other registry must be a public host (422 on image otherwise, also when a stored image is deployed or rolled back to)"});
     let git = obj(
         &["url"],
         json!({

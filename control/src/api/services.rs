@@ -1,6 +1,6 @@
 //! Services: create (image or git source), list, get, update, delete. Bodies are parsed in
 //! `service_spec.rs`; a git source is checked against the organization and the address policy
-//! (`sources.rs`) before anything is stored.
+//! (`sources.rs`) before anything is stored, and so is an image's registry (create and update).
 
 use axum::Json;
 use axum::extract::State;
@@ -39,12 +39,15 @@ pub async fn create(
     Body(req): Body<CreateService>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let spec = req.parse()?;
-    if let Source::Git { url, .. } = &spec.source {
-        let organization = state.store.organization(org.id).await?;
-        state
-            .sources
-            .check("git.url", &organization.name, url)
-            .await?;
+    match &spec.source {
+        Source::Git { url, .. } => {
+            let organization = state.store.organization(org.id).await?;
+            state
+                .sources
+                .check("git.url", &organization.name, url)
+                .await?;
+        }
+        Source::Image(image) => state.sources.check_image("image", org.id, image).await?,
     }
     // A git service gets a webhook secret: the one given (checked) or a generated one, shown in
     // this answer only (not in the stored answer an Idempotency-Key replays).
@@ -120,6 +123,9 @@ pub async fn update(
     Body(req): Body<UpdateService>,
 ) -> ApiResult<Json<Value>> {
     let patch = req.parse()?;
+    if let Some(image) = &patch.image {
+        state.sources.check_image("image", org.id, image).await?;
+    }
     let service = state
         .store
         .update_service(org.id, id, &patch)

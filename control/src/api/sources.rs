@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::ResolverConfig;
 use tenant::address::AddressPolicy;
+use tenant::image::ImageRef;
 use tenant::source::{Host, SourceUrl};
+use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, invalid};
 use crate::config::{Config, ConfigError};
@@ -97,6 +99,9 @@ pub struct SourcePolicy {
     addresses: AddressPolicy,
     local_organizations: Arc<Vec<String>>,
     hosts: Arc<dyn HostLookup>,
+    /// The platform's own registry (`host:port`), where builds are pushed as
+    /// `<registry>/<organization id>/<service id>`.
+    registry: Arc<str>,
 }
 
 impl Default for SourcePolicy {
@@ -116,7 +121,14 @@ impl SourcePolicy {
             addresses,
             local_organizations: Arc::new(local_organizations),
             hosts,
+            registry: Config::default().registry.into(),
         }
+    }
+
+    /// Names the platform's registry (`config.registry`).
+    pub fn with_registry(mut self, registry: &str) -> Self {
+        self.registry = registry.into();
+        self
     }
 
     /// From `egress_deny`, `egress_allow`, `local_sources_organizations` and `dns_resolver`.
@@ -132,7 +144,45 @@ impl SourcePolicy {
             config.address_policy()?,
             config.local_sources_organizations.clone(),
             hosts,
-        ))
+        )
+        .with_registry(&config.registry))
+    }
+
+    /// Refuses an image `organization_id` may not run, with a 422 naming `field`: one in the
+    /// platform's registry outside `<organization id>/`, or one in a registry whose host fails
+    /// the address policy (the compute node would pull from it). Docker Hub names (no registry
+    /// part) pass. 503 when DNS did not answer.
+    pub async fn check_image(
+        &self,
+        field: &str,
+        organization_id: Uuid,
+        image: &ImageRef,
+    ) -> ApiResult<()> {
+        let Some(registry) = image.registry() else {
+            return Ok(());
+        };
+        if registry.eq_ignore_ascii_case(&self.registry) {
+            let own = format!("{organization_id}/");
+            return if image.path().starts_with(&own) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    field,
+                    format!(
+                        "images in the platform registry {registry} must be this organization's \
+                         own builds ({registry}/{organization_id}/...)"
+                    ),
+                ))
+            };
+        }
+        let host = registry_host(registry);
+        self.check_host(
+            field,
+            &host,
+            "registry ",
+            "only public registries may be pulled from",
+        )
+        .await
     }
 
     /// Refuses `url` for `organization` (its name) with a 422 naming `field`; 503 when DNS did
@@ -153,7 +203,14 @@ impl SourcePolicy {
             }
             SourceUrl::Https(https) => https,
         };
-        let ips = match https.host() {
+        self.check_host(field, https.host(), "", "only public hosts may be fetched")
+            .await
+    }
+
+    /// Resolves `host` (an IP literal is taken as is) and checks every address; `what` (empty or
+    /// ending in a space) and `hint` go into the message.
+    async fn check_host(&self, field: &str, host: &Host, what: &str, hint: &str) -> ApiResult<()> {
+        let ips = match host {
             Host::Ip(ip) => vec![*ip],
             Host::Name(name) => {
                 match tokio::time::timeout(LOOKUP_TIMEOUT, self.hosts.addresses(name)).await {
@@ -163,25 +220,31 @@ impl SourcePolicy {
                         )));
                     }
                     Ok(Err(e @ LookupError::NoAddress { .. })) => {
-                        return Err(invalid(field, e.to_string()));
+                        return Err(invalid(field, format!("{what}{e}")));
                     }
                     Ok(Err(e)) => return Err(ApiError::Unavailable(e.to_string())),
                     Ok(Ok(ips)) if ips.is_empty() => {
-                        return Err(invalid(field, format!("{name} has no address")));
+                        return Err(invalid(field, format!("{what}{name} has no address")));
                     }
                     Ok(Ok(ips)) => ips,
                 }
             }
         };
         self.addresses.check_all(&ips).map_err(|refused| {
-            invalid(
-                field,
-                format!(
-                    "{} resolves to {refused}; only public hosts may be fetched",
-                    https.host()
-                ),
-            )
+            invalid(field, format!("{what}{host} resolves to {refused}; {hint}"))
         })
+    }
+}
+
+/// The host of a registry's `host[:port]` (`[v6]` unbracketed).
+fn registry_host(registry: &str) -> Host {
+    let host = match registry.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(h, _)| h),
+        None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
+    };
+    match host.parse::<IpAddr>() {
+        Ok(ip) => Host::Ip(ip),
+        Err(_) => Host::Name(host.to_ascii_lowercase()),
     }
 }
 
