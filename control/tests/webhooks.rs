@@ -438,3 +438,93 @@ async fn a_push_naming_an_option_like_ref_or_a_short_commit_is_refused() -> anyh
     h.stop().await;
     Ok(())
 }
+
+/// Anonymous calls from many sources use up the service's budget, yet a correctly signed
+/// delivery is still taken: the service's budget is only charged and checked for calls that
+/// failed the signature check.
+#[tokio::test]
+async fn anonymous_calls_never_hold_up_a_signed_delivery() -> anyhow::Result<()> {
+    let h = Harness::start(fake_clients(&Fakes::new())).await?;
+    let (_, a) = h.org("org-a").await;
+    let (_, s) = git_service(&h, &a, json!({})).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let secret = s["webhook_secret"].as_str().unwrap().as_bytes().to_vec();
+    let body = push("refs/heads/main", COMMIT);
+    let from = |n: u8| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 1, n]))
+            .build()
+    };
+    // 200 unsigned calls, 20 from each of ten sources (each within its own budget of 30).
+    let mut limited = 0;
+    for n in 1..=10u8 {
+        let client = from(n)?;
+        for i in 0..20 {
+            let status = client
+                .post(format!("{}/webhooks/github/{id}", h.url))
+                .header("x-github-event", "push")
+                .header("x-github-delivery", format!("flood-{n}-{i}"))
+                .body(body.clone())
+                .send()
+                .await?
+                .status()
+                .as_u16();
+            match status {
+                401 => {}
+                429 => limited += 1,
+                other => panic!("unsigned call {n}/{i}: {other}"),
+            }
+        }
+    }
+    assert_eq!(limited, 80, "the service's budget is 120 a minute");
+    // A fresh anonymous source finds the service limited...
+    let status = from(11)?
+        .post(format!("{}/webhooks/github/{id}", h.url))
+        .body(body.clone())
+        .send()
+        .await?
+        .status()
+        .as_u16();
+    assert_eq!(status, 429);
+    // ...but the signed delivery goes through, and is processed.
+    let sig = github_signature(&secret, &body);
+    let resp = from(12)?
+        .post(format!("{}/webhooks/github/{id}", h.url))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "genuine-1")
+        .header("x-hub-signature-256", sig)
+        .body(body.clone())
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 202, "{}", resp.text().await?);
+    assert_eq!(deployments(&h, &a, &id).await, 1);
+    h.stop().await;
+    Ok(())
+}
+
+/// A secret stored before the rules (long enough but all one character) verifies nothing.
+#[tokio::test]
+async fn a_stored_legacy_secret_that_breaks_the_rules_is_not_accepted() -> anyhow::Result<()> {
+    let h = Harness::start(fake_clients(&Fakes::new())).await?;
+    let (org, a) = h.org("org-a").await;
+    let (_, s) = git_service(&h, &a, json!({})).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    // Written by the store directly, as before the API checked secrets.
+    let weak = "a".repeat(40);
+    h.store()
+        .set_webhook_secret(org.parse()?, id.parse()?, &weak)
+        .await?;
+    let body = push("refs/heads/main", COMMIT);
+    let (status, v) = send(
+        &h,
+        &id,
+        &body,
+        Some(github_signature(weak.as_bytes(), &body)),
+        "legacy-1",
+    )
+    .await;
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(deployments(&h, &a, &id).await, 0);
+    h.stop().await;
+    Ok(())
+}

@@ -151,7 +151,7 @@ pub async fn add_member(
     if !req.email.contains('@') || req.email.len() > 254 {
         return Err(invalid(
             "email",
-            format!("{:?} is not an email address", req.email),
+            format!("{} is not an email address", tenant::echo(&req.email)),
         ));
     }
     if !matches!(

@@ -1,6 +1,8 @@
 //! Rate limit of webhook calls that did not prove who they are (no or a wrong signature, an
 //! unknown service): per service and per source address, in fixed windows, in a bounded map.
-//! A call with a valid signature is never counted. Pure: the caller passes the time.
+//! A call with a valid signature is never counted. The source's budget is checked before any
+//! work; the service's only once a call failed the signature check, so anonymous callers can
+//! never make a correctly signed delivery wait. Pure: the caller passes the time.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,7 +16,7 @@ use uuid::Uuid;
 pub struct Limits {
     /// Per service (whatever the source).
     pub per_service: u32,
-    /// Per source address (an IPv6 source counts by its /64).
+    /// Per source address (an IPv6 source counts by its /48, a typical site's allocation).
     pub per_source: u32,
     pub window: Duration,
     /// Most keys remembered; past it, expired windows go first, then the oldest.
@@ -57,7 +59,7 @@ fn source_key(ip: IpAddr) -> IpAddr {
             Some(v4) => IpAddr::V4(v4),
             None => {
                 let mut o = v6.octets();
-                o[8..].fill(0);
+                o[6..].fill(0);
                 IpAddr::V6(o.into())
             }
         },
@@ -95,9 +97,29 @@ impl Limiter {
         source: Option<IpAddr>,
         now: Instant,
     ) -> Result<(), Duration> {
+        self.check_keys(Some(service), source, now)
+    }
+
+    /// `Err(retry_after)` when the source used up its window (checked before any work).
+    pub fn check_source(&self, source: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
+        self.check_keys(None, source, now)
+    }
+
+    /// `Err(retry_after)` when the service used up its window (checked only for a call that
+    /// failed the signature check).
+    pub fn check_service(&self, service: Uuid, now: Instant) -> Result<(), Duration> {
+        self.check_keys(Some(service), None, now)
+    }
+
+    fn check_keys(
+        &self,
+        service: Option<Uuid>,
+        source: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<(), Duration> {
         let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let mut wait = None::<Duration>;
-        for (key, is_service) in Self::keys(Some(service), source) {
+        for (key, is_service) in Self::keys(service, source) {
             if let Some(w) = windows.get(&key) {
                 let end = w.start + self.limits.window;
                 if now < end && w.count >= self.limit(is_service) {
@@ -185,16 +207,38 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_sources_count_by_their_64() {
+    fn ipv6_sources_count_by_their_48() {
         let l = Limiter::new(limits());
         let svc = Uuid::new_v4();
         let t0 = Instant::now();
         for i in 1..=3u16 {
-            let ip = format!("2001:db8::{i:x}").parse().ok();
-            l.record(Some(svc), ip, t0);
+            // Three different /64s of one /48.
+            let ip = format!("2001:db8:0:{i:x}::1").parse().ok();
+            l.record(None, ip, t0);
         }
-        assert!(l.check(svc, "2001:db8::ffff".parse().ok(), t0).is_err());
-        assert!(l.check(svc, "2001:db8:0:1::1".parse().ok(), t0).is_ok());
+        assert!(
+            l.check_source("2001:db8:0:ffff::9".parse().ok(), t0)
+                .is_err()
+        );
+        assert!(l.check(svc, "2001:db8:1::1".parse().ok(), t0).is_ok());
+    }
+
+    #[test]
+    fn the_service_budget_is_apart_from_the_source_budget() {
+        let l = Limiter::new(limits());
+        let svc = Uuid::new_v4();
+        let t0 = Instant::now();
+        // Two sources within their budgets (3) use up the service's (5).
+        for n in [1u8, 1, 2, 2, 2] {
+            l.record(Some(svc), Some(IpAddr::from([192, 0, 2, n])), t0);
+        }
+        let fresh = Some(IpAddr::from([192, 0, 2, 200]));
+        assert!(
+            l.check_source(fresh, t0).is_ok(),
+            "a new source may still call"
+        );
+        assert!(l.check_service(svc, t0).is_err(), "the service is used up");
+        assert!(l.check_service(Uuid::new_v4(), t0).is_ok());
     }
 
     #[test]

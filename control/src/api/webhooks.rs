@@ -151,7 +151,9 @@ pub async fn github(
 ) -> Response {
     let source: Option<IpAddr> = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
     let limiter = &state.webhook_limiter;
-    if let Err(wait) = limiter.check(service_id, source, Instant::now()) {
+    // Only the source's budget here: the service's is charged (and checked) once a call failed
+    // the signature check, so anonymous calls never hold up a signed delivery.
+    if let Err(wait) = limiter.check_source(source, Instant::now()) {
         return too_many(wait);
     }
     let body = match axum::body::to_bytes(request.into_body(), super::MAX_BODY_BYTES).await {
@@ -171,14 +173,20 @@ pub async fn github(
         Err(e) => return ApiError::from(e).into_response(),
     };
     let signed = target.as_ref().filter(|t| {
+        // A secret stored before the rules (a legacy one) must meet them too.
         let secret = t.secret.as_deref().unwrap_or_default();
-        secret.len() >= MIN_SECRET_LEN
+        check_secret("webhook_secret", secret).is_ok()
             && header(&headers, "x-hub-signature-256").is_some_and(|signature| {
                 crypto::verify_github_signature(secret.as_bytes(), &body, signature)
             })
     });
     let Some(target) = signed else {
         let known = target.is_some().then_some(service_id);
+        if known.is_some()
+            && let Err(wait) = limiter.check_service(service_id, Instant::now())
+        {
+            return too_many(wait);
+        }
         limiter.record(known, source, Instant::now());
         return ApiError::Unauthorized.into_response();
     };
