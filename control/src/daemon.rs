@@ -124,8 +124,10 @@ pub async fn start(
             ingress_ips: config.ingress_ips.clone(),
         },
     ));
+    // The same rules for git sources at the API edge and when the pipeline builds one.
+    let sources = crate::api::sources::SourcePolicy::from_config(config)?;
     state = state
-        .with_sources(crate::api::sources::SourcePolicy::from_config(config)?)
+        .with_sources(sources.clone())
         .with_domains(verifier.clone())
         .with_teardown(clients.clone(), config.stop_grace_ms);
     tasks.spawn(verifier.run(
@@ -180,7 +182,8 @@ pub async fn start(
 
     let dconfig = driver_config(config);
     for _ in 0..config.workers {
-        let driver = Driver::new(store.clone(), clients.clone(), dconfig.clone());
+        let driver = Driver::new(store.clone(), clients.clone(), dconfig.clone())
+            .with_sources(sources.clone());
         tasks.spawn(run_worker(
             driver,
             wake.clone(),

@@ -34,9 +34,7 @@ async fn image_deploy_switches_traffic_and_replaces_the_old_version() -> anyhow:
         phases(&v1),
         ["queued", "starting", "switching", "stopping_old", "ready"]
     );
-    let d2 = h
-        .deploy(&a, &service, json!({ "image": "app:v2" }))
-        .await;
+    let d2 = h.deploy(&a, &service, json!({ "image": "app:v2" })).await;
     let v2 = h.wait_terminal(&a, &d2, LIMIT).await;
     assert_eq!(v2["state"], "ready", "{v2}");
     let (_, v1) = h.call("GET", &format!("/deployments/{d1}"), &a, None).await;
@@ -163,20 +161,13 @@ async fn failed_health_check_keeps_the_old_version_and_rollback_works() -> anyho
     h.register_node("n1", "compute", "http://127.0.0.1:9").await;
     let (_, a) = h.org("org-a").await;
     let (_, service) = h
-        .service(
-            &a,
-            json!({ "name": "web", "image": "app:v1" }),
-        )
+        .service(&a, json!({ "name": "web", "image": "app:v1" }))
         .await;
     let d1 = h.deploy(&a, &service, json!({})).await;
     assert_eq!(h.wait_terminal(&a, &d1, LIMIT).await["state"], "ready");
 
     let d2 = h
-        .deploy(
-            &a,
-            &service,
-            json!({ "image": "app:unhealthy" }),
-        )
+        .deploy(&a, &service, json!({ "image": "app:unhealthy" }))
         .await;
     let v2 = h.wait_terminal(&a, &d2, LIMIT).await;
     assert_eq!(v2["state"], "failed", "{v2}");
@@ -223,9 +214,7 @@ async fn failed_health_check_keeps_the_old_version_and_rollback_works() -> anyho
         status, 409,
         "a failed deployment is no rollback target: {v}"
     );
-    let d3 = h
-        .deploy(&a, &service, json!({ "image": "app:v3" }))
-        .await;
+    let d3 = h.deploy(&a, &service, json!({ "image": "app:v3" })).await;
     assert_eq!(h.wait_terminal(&a, &d3, LIMIT).await["state"], "ready");
     let (status, r) = h
         .call("POST", &format!("/deployments/{d1}/rollback"), &a, None)
@@ -605,10 +594,7 @@ async fn deleting_a_service_takes_it_off_the_proxy_and_the_nodes_first() -> anyh
     h.register_node("n1", "compute", "http://127.0.0.1:9").await;
     let (_, a) = h.org("org-a").await;
     let (_, service) = h
-        .service(
-            &a,
-            json!({ "name": "web", "image": "app:v1" }),
-        )
+        .service(&a, json!({ "name": "web", "image": "app:v1" }))
         .await;
     for _ in 0..2 {
         let d = h.deploy(&a, &service, json!({})).await;
@@ -665,6 +651,42 @@ async fn deleting_a_service_takes_it_off_the_proxy_and_the_nodes_first() -> anyh
         .call("GET", &format!("/services/{service}"), &a, None)
         .await;
     assert_eq!(status, 404);
+    h.stop().await;
+    Ok(())
+}
+
+/// A local git source stored before #13 (or for an organization since taken off
+/// `local_sources_organizations`) fails its deployment before buildd is called.
+#[tokio::test]
+async fn a_stored_local_source_of_an_organization_not_allowed_fails_before_building()
+-> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let h = Harness::start(fake_clients(&fakes)).await?;
+    h.register_node("b1", "build", "http://127.0.0.1:7").await;
+    let (_, b) = h.org("org-not-listed").await;
+    let (_, service) = h
+        .service(&b, json!({ "name": "web", "image": "nginx:1" }))
+        .await;
+    // As stored before the API refused local sources for this organization.
+    sqlx::query(
+        "UPDATE services SET image = NULL, git_url = '/srv/other-org.git' WHERE id = $1::uuid",
+    )
+    .bind(&service)
+    .execute(&h.store().pool)
+    .await?;
+    let d = h.deploy(&b, &service, json!({ "git_ref": "main" })).await;
+    let v = h.wait_terminal(&b, &d, LIMIT).await;
+    assert_eq!(v["state"], "failed", "{v}");
+    let reason = v["failure_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("local_sources_organizations"), "{reason}");
+    assert!(
+        !fakes
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Build { .. })),
+        "buildd was called: {:?}",
+        fakes.calls()
+    );
     h.stop().await;
     Ok(())
 }

@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tenant::source::SourceUrl;
 use uuid::Uuid;
 
 use super::machine::{self, Action, Event, InvalidTransition, Phase};
+use crate::api::sources::SourcePolicy;
 use crate::clients::{
     BuildOutcome, BuildRequest, BuilderClient, ClientError, ContainerOutcome, ContainerSpec,
     HealthProbe, NodeClient, ProxyClient, SwitchOutcome, SwitchSpec, Workload,
@@ -93,6 +95,8 @@ pub struct Driver {
     pub clients: Clients,
     pub config: DriverConfig,
     pub owner: Uuid,
+    /// What a stored git source may still point at when it is built (the API's rules).
+    pub sources: SourcePolicy,
 }
 
 type Step = Option<(Event, StepData)>;
@@ -104,7 +108,14 @@ impl Driver {
             clients,
             config,
             owner: Uuid::new_v4(),
+            sources: SourcePolicy::default(),
         }
+    }
+
+    /// Checks stored git sources with `sources` (the operator's settings) before each build.
+    pub fn with_sources(mut self, sources: SourcePolicy) -> Self {
+        self.sources = sources;
+        self
     }
 
     /// Drives a claimed deployment until it reaches a terminal phase; returns that phase. The
@@ -233,6 +244,26 @@ impl Driver {
         }
     }
 
+    /// `Ok(Err(reason))` when the stored `git_url` may not be built for `organization_id`: not
+    /// a source URL, a local repository outside `local_sources_organizations`, or an https host
+    /// the address policy refuses.
+    async fn source_allowed(
+        &self,
+        organization_id: Uuid,
+        git_url: &str,
+    ) -> Result<Result<(), String>, DriverError> {
+        let url = match SourceUrl::parse(git_url) {
+            Ok(url) => url,
+            Err(e) => return Ok(Err(format!("the service's git source is refused: {e}"))),
+        };
+        let organization = self.store.organization(organization_id).await?;
+        Ok(self
+            .sources
+            .check("git.url", &organization.name, &url)
+            .await
+            .map_err(|e| format!("the service's git source is refused: {e}")))
+    }
+
     async fn cancelled(&self, id: Uuid) -> Result<bool, DriverError> {
         Ok(self.store.deployment_unscoped(id).await?.cancel_requested)
     }
@@ -244,6 +275,11 @@ impl Driver {
         let Some(git_url) = service.git_url.clone() else {
             return failed(format!("service {} has no git source to build", service.id));
         };
+        // A source stored before the API checked it (or under settings since changed) is held to
+        // today's rules before buildd is asked to fetch it.
+        if let Err(reason) = self.source_allowed(d.organization_id, &git_url).await? {
+            return failed(reason);
+        }
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(self.config.build_timeout_s.into());
         let node = loop {
