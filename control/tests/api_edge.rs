@@ -448,10 +448,7 @@ async fn services_from_before_the_default_get_a_cpu_limit() -> anyhow::Result<()
     // A row as the API wrote it before: no CPU limit.
     let (_, t) = h.org("tenant-e").await;
     let (_, service) = h
-        .service(
-            &t,
-            json!({ "name": "old", "image": "o/old:v1" }),
-        )
+        .service(&t, json!({ "name": "old", "image": "o/old:v1" }))
         .await;
     sqlx::query("UPDATE services SET resources = '{\"cpu_millis\": 0, \"memory_bytes\": 0}'")
         .execute(&h.store().pool)

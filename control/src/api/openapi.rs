@@ -97,7 +97,7 @@ pub fn document() -> Value {
         "409": { "description": "the same body was already delivered under another delivery id within 24 h (a replay)" },
         "422": { "description": "the push names a ref or commit that is not valid (field ref or after)" },
         "413": { "description": "a body over 1 MiB (counted against the source like a bad signature)" },
-        "429": { "description": "too many unauthenticated calls for this service or from this address (checked before the body is read); see Retry-After" }
+        "429": { "description": "too many unauthenticated calls from this address (checked before the body is read) or, once a signature failed, for this service (a correctly signed call is never refused for the service); see Retry-After" }
     });
     json!({
         "openapi": "3.1.0",
