@@ -254,28 +254,42 @@ async fn a_tenant_cannot_reach_a_shell_option_a_host_file_or_a_private_address()
             json!({ "name": "web", "image": "--help", "port": 8080 }),
             "image",
         ),
+        // Another organization's build in the platform registry, and registries on private
+        // or metadata addresses the compute node would be made to call.
+        (
+            json!({ "name": "web", "image": format!("127.0.0.1:5000/{}/web:1", uuid::Uuid::new_v4()), "port": 8080 }),
+            "image",
+        ),
+        (
+            json!({ "name": "web", "image": "10.0.0.1:5000/a/b:1", "port": 8080 }),
+            "image",
+        ),
+        (
+            json!({ "name": "web", "image": "169.254.169.254:80/a/b:1", "port": 8080 }),
+            "image",
+        ),
         (
             json!({ "name": "web", "git": { "url": "https://git.example.com/a/b.git", "subdirectory": "../../etc" }, "port": 8080 }),
             "git.subdirectory",
         ),
         (
-            json!({ "name": "web", "image": "127.0.0.1:5000/x:1", "port": 8080, "health_check": { "path": "/h\r\nHost: evil" } }),
+            json!({ "name": "web", "image": "app:1", "port": 8080, "health_check": { "path": "/h\r\nHost: evil" } }),
             "health_check.path",
         ),
         (
-            json!({ "name": "web", "image": "127.0.0.1:5000/x:1", "port": 8080, "resources": { "cpu_millis": 4e9 } }),
+            json!({ "name": "web", "image": "app:1", "port": 8080, "resources": { "cpu_millis": 4e9 } }),
             "resources.cpu_millis",
         ),
         (
-            json!({ "name": "web", "image": "127.0.0.1:5000/x:1", "port": 8080, "resources": { "memory_bytes": 1 } }),
+            json!({ "name": "web", "image": "app:1", "port": 8080, "resources": { "memory_bytes": 1 } }),
             "resources.memory_bytes",
         ),
         (
-            json!({ "name": "web\u{0}x", "image": "127.0.0.1:5000/x:1", "port": 8080 }),
+            json!({ "name": "web\u{0}x", "image": "app:1", "port": 8080 }),
             "name",
         ),
         (
-            json!({ "name": "web", "image": "127.0.0.1:5000/x:1", "port": 8080, "build": { "timeout_seconds": 100_000_000 } }),
+            json!({ "name": "web", "image": "app:1", "port": 8080, "build": { "timeout_seconds": 100_000_000 } }),
             "build.timeout_seconds",
         ),
     ];
@@ -291,7 +305,7 @@ async fn a_tenant_cannot_reach_a_shell_option_a_host_file_or_a_private_address()
             "POST",
             &services,
             &token,
-            Some(json!({ "name": huge_name, "image": "127.0.0.1:5000/x:1" })),
+            Some(json!({ "name": huge_name, "image": "app:1" })),
         )
         .await?;
     assert_refused("a 1 MB name", &answer, 422, "name");
@@ -329,7 +343,7 @@ async fn a_tenant_cannot_reach_a_shell_option_a_host_file_or_a_private_address()
         .to_owned();
     let (status, _) = platform.call("GET", &services, &read_only, None).await?;
     assert_eq!(status, 200, "a read-only token reads");
-    let image_service = json!({ "name": "web", "image": "127.0.0.1:5000/x:1", "port": 8080 });
+    let image_service = json!({ "name": "web", "image": "app:1", "port": 8080 });
     let (status, body) = platform
         .call("POST", &services, &read_only, Some(image_service.clone()))
         .await?;
