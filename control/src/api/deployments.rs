@@ -46,14 +46,7 @@ pub async fn create(
         .as_deref()
         .map(|c| parsed("git_commit", CommitSha::parse(c)))
         .transpose()?;
-    let image = req
-        .image
-        .as_deref()
-        .map(|i| image_ref("image", i))
-        .transpose()?;
-    if let Some(image) = &image {
-        state.sources.check_image("image", org.id, image).await?;
-    }
+    let image = checked_image(&state, org.id, req.image.as_deref()).await?;
     let what = format!("POST /services/{service_id}/deployments");
     let response = idempotent(&state, org, &headers, &what, &req, || async {
         let service = state.store.service(org.id, service_id).await?;
@@ -97,15 +90,8 @@ pub async fn create(
                         "this service runs an image; it has no git source",
                     ));
                 }
-                let image = service
-                    .image
-                    .as_deref()
-                    .map(|i| image_ref("image", i))
-                    .transpose()?;
                 // Stored before the registry rules: checked again rather than pulled.
-                if let Some(image) = &image {
-                    state.sources.check_image("image", org.id, image).await?;
-                }
+                let image = checked_image(&state, org.id, service.image.as_deref()).await?;
                 NewDeployment {
                     image,
                     ..Default::default()
@@ -160,13 +146,7 @@ pub async fn rollback(
         // The image rolled back to keeps its registry and path (only the tag becomes the
         // digest), so the target's image is what the registry rules are checked on.
         let target = state.store.deployment(org.id, id).await?;
-        if let Some(image) = target
-            .image
-            .as_deref()
-            .and_then(|i| ImageRef::parse(i).ok())
-        {
-            state.sources.check_image("image", org.id, &image).await?;
-        }
+        checked_image(&state, org.id, target.image.as_deref()).await?;
         Ok(json!(state.store.rollback(org.id, id).await?))
     })
     .await?;
@@ -182,4 +162,19 @@ pub async fn cancel(
     Ok(Json(json!(
         state.store.cancel_deployment(org.id, id).await?
     )))
+}
+
+/// `value` parsed as an image reference and held to the registry rules for organization `org`
+/// (a given image, or one stored before the rules, checked again rather than pulled).
+async fn checked_image(
+    state: &AppState,
+    org: uuid::Uuid,
+    value: Option<&str>,
+) -> ApiResult<Option<ImageRef>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let image = image_ref("image", value)?;
+    state.sources.check_image("image", org, &image).await?;
+    Ok(Some(image))
 }
