@@ -1,6 +1,10 @@
 //! The connection to containerd: one channel, one namespace, typed service clients.
 
 use containerd_client::services::v1::{
+    DeleteContainerRequest, DeleteImageRequest, DeleteNamespaceRequest, DeleteTaskRequest,
+    KillRequest, ListContainersRequest, ListImagesRequest,
+};
+use containerd_client::services::v1::{
     containers_client::ContainersClient, content_client::ContentClient, diff_client::DiffClient,
     images_client::ImagesClient, introspection_client::IntrospectionClient,
     leases_client::LeasesClient, snapshots::snapshots_client::SnapshotsClient,
@@ -31,6 +35,85 @@ impl Containerd {
             channel,
             namespace: namespace.to_owned(),
         })
+    }
+
+    /// Kills and deletes every task, container and image of this namespace, then the namespace
+    /// itself (best effort, each step ignoring what is already gone). For tests and test harnesses
+    /// that own a namespace; the agent itself never calls it.
+    pub async fn purge_namespace(&self) {
+        let c = self;
+        let containers = c
+            .containers()
+            .list(c.req(ListContainersRequest { filters: vec![] }))
+            .await
+            .map(|r| r.into_inner().containers)
+            .unwrap_or_default();
+        for ct in containers {
+            let _ = c
+                .tasks()
+                .kill(c.req(KillRequest {
+                    container_id: ct.id.clone(),
+                    exec_id: String::new(),
+                    signal: 9,
+                    all: true,
+                }))
+                .await;
+            for _ in 0..50 {
+                let r = c
+                    .tasks()
+                    .delete(c.req(DeleteTaskRequest {
+                        container_id: ct.id.clone(),
+                    }))
+                    .await;
+                match r {
+                    Ok(_) => break,
+                    Err(s) if s.code() == tonic::Code::NotFound => break,
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                }
+            }
+            let _ = c
+                .containers()
+                .delete(c.req(DeleteContainerRequest { id: ct.id.clone() }))
+                .await;
+            let _ = c
+                .snapshots()
+                .remove(c.req(
+                    containerd_client::services::v1::snapshots::RemoveSnapshotRequest {
+                        snapshotter: "overlayfs".into(),
+                        key: ct.snapshot_key.clone(),
+                    },
+                ))
+                .await;
+        }
+        let images = c
+            .images()
+            .list(c.req(ListImagesRequest { filters: vec![] }))
+            .await
+            .map(|r| r.into_inner().images)
+            .unwrap_or_default();
+        for img in images {
+            let _ = c
+                .images()
+                .delete(c.req(DeleteImageRequest {
+                    name: img.name,
+                    sync: true,
+                    target: None,
+                }))
+                .await;
+        }
+        // The namespace empties once the garbage collector has taken its blobs and snapshots.
+        for _ in 0..40 {
+            let deleted = c
+                .namespaces()
+                .delete(DeleteNamespaceRequest {
+                    name: c.namespace().to_owned(),
+                })
+                .await;
+            if deleted.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     pub fn namespace(&self) -> &str {

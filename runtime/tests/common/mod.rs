@@ -1,10 +1,6 @@
 //! Test helpers: a containerd namespace of the test's own, emptied and deleted on drop.
 #![allow(dead_code, reason = "each test file uses a subset")]
 
-use containerd_client::services::v1::{
-    DeleteContainerRequest, DeleteImageRequest, DeleteNamespaceRequest, DeleteTaskRequest,
-    KillRequest, ListContainersRequest, ListImagesRequest,
-};
 use runtime::containerd::Containerd;
 use stackpad_tests::{Services, service_down, unique_name};
 
@@ -35,78 +31,7 @@ impl Namespace {
 
 /// Kills and deletes every task, container and image of the namespace, then the namespace.
 pub async fn purge(c: &Containerd) {
-    let containers = c
-        .containers()
-        .list(c.req(ListContainersRequest { filters: vec![] }))
-        .await
-        .map(|r| r.into_inner().containers)
-        .unwrap_or_default();
-    for ct in containers {
-        let _ = c
-            .tasks()
-            .kill(c.req(KillRequest {
-                container_id: ct.id.clone(),
-                exec_id: String::new(),
-                signal: 9,
-                all: true,
-            }))
-            .await;
-        for _ in 0..50 {
-            let r = c
-                .tasks()
-                .delete(c.req(DeleteTaskRequest {
-                    container_id: ct.id.clone(),
-                }))
-                .await;
-            match r {
-                Ok(_) => break,
-                Err(s) if s.code() == tonic::Code::NotFound => break,
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-            }
-        }
-        let _ = c
-            .containers()
-            .delete(c.req(DeleteContainerRequest { id: ct.id.clone() }))
-            .await;
-        let _ = c
-            .snapshots()
-            .remove(c.req(
-                containerd_client::services::v1::snapshots::RemoveSnapshotRequest {
-                    snapshotter: "overlayfs".into(),
-                    key: ct.snapshot_key.clone(),
-                },
-            ))
-            .await;
-    }
-    let images = c
-        .images()
-        .list(c.req(ListImagesRequest { filters: vec![] }))
-        .await
-        .map(|r| r.into_inner().images)
-        .unwrap_or_default();
-    for img in images {
-        let _ = c
-            .images()
-            .delete(c.req(DeleteImageRequest {
-                name: img.name,
-                sync: true,
-                target: None,
-            }))
-            .await;
-    }
-    // The namespace empties once the garbage collector has taken its blobs and snapshots.
-    for _ in 0..40 {
-        let deleted = c
-            .namespaces()
-            .delete(DeleteNamespaceRequest {
-                name: c.namespace().to_owned(),
-            })
-            .await;
-        if deleted.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    c.purge_namespace().await;
 }
 
 impl Drop for Namespace {
