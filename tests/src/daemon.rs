@@ -12,28 +12,69 @@ use anyhow::{Context, bail};
 pub struct Daemon {
     pub name: String,
     pub log: PathBuf,
+    binary: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
     child: Child,
 }
 
 impl Daemon {
     /// Starts `binary args` in `dir`, writing its output to `dir/<name>.log`.
     pub fn spawn(name: &str, binary: &Path, args: &[&str], dir: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with_env(name, binary, args, &[], dir)
+    }
+
+    /// Like [`Daemon::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        binary: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
         let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).with_context(|| format!("creating {log:?}"))?;
-        let child = Command::new(binary)
-            .args(args)
-            .current_dir(dir)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+        std::fs::File::create(&log).with_context(|| format!("creating {log:?}"))?;
+        let binary = binary.to_owned();
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let child = start(&binary, &args, &env, dir, &log)?;
         Ok(Self {
             name: name.to_owned(),
             log,
+            binary,
+            args,
+            env,
+            dir: dir.to_owned(),
             child,
         })
+    }
+
+    /// The process id of the running process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would: no shutdown code runs.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child
+            .kill()
+            .with_context(|| format!("killing {}", self.name))?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts the same binary with the same arguments again (after [`Daemon::kill9`]); its
+    /// output goes on at the end of the same log.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_none() {
+            bail!("{} is still running: kill it first", self.name);
+        }
+        self.child = start(&self.binary, &self.args, &self.env, &self.dir, &self.log)?;
+        Ok(())
     }
 
     /// The last `lines` lines of the daemon's output.
@@ -68,6 +109,29 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+fn start(
+    binary: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    dir: &Path,
+    log: &Path,
+) -> anyhow::Result<Child> {
+    let out = std::fs::OpenOptions::new()
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {log:?}"))?;
+    Command::new(binary)
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))
 }
 
 impl Drop for Daemon {

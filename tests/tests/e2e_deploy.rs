@@ -1,0 +1,239 @@
+//! The product as shipped, end to end, through the real daemons (`harness::Platform`): a signed
+//! GitHub push of the sample app's local repository is built by buildd, run by the node agent
+//! under its default eBPF isolation and served by the proxy over HTTPS with a certificate from
+//! the platform's ACME CA; then a redeploy under load drops no request, a version whose health
+//! check fails leaves the old one serving and says why, a rollback serves the old version again,
+//! and deleting the service leaves nothing behind.
+
+mod harness;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use harness::{AppRepo, Platform, webhook_push};
+use serde_json::json;
+
+const BUILD_AND_DEPLOY: Duration = Duration::from_secs(300);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_build_deploy_https_redeploy_rollback_delete() -> anyhow::Result<()> {
+    let platform = Platform::start("e2e-deploy").await?;
+    let tenant = platform.organization("e2e").await?;
+    let repo = AppRepo::sample(&platform, "hello", "1.0.0")?;
+    let project = platform
+        .expect(
+            201,
+            "POST",
+            "/projects",
+            &tenant.token,
+            Some(json!({ "name": "shop" })),
+        )
+        .await?;
+    let project_id = project["id"].as_str().context("project id")?;
+    let service = platform
+        .expect(
+            201,
+            "POST",
+            &format!("/projects/{project_id}/services"),
+            &tenant.token,
+            Some(json!({
+                "name": "hello", "kind": "web", "git": { "url": repo.url() }, "port": 3000,
+                "health_check": { "path": "/healthz", "interval_ms": 100 },
+            })),
+        )
+        .await?;
+    let service_id = service["id"].as_str().context("service id")?.to_owned();
+    let secret = service["webhook_secret"]
+        .as_str()
+        .context("a git service gets a webhook secret, shown once")?
+        .to_owned();
+    let host = platform.host("hello", "shop");
+    let head = repo.head()?;
+
+    // 1. A signed push: build, deploy, HTTPS with the platform CA's certificate.
+    let (status, queued) = webhook_push(&platform, &service_id, &secret, &head).await?;
+    ensure!(status == 202, "webhook push: {status} {queued}");
+    let v1 = queued["deployment_id"]
+        .as_str()
+        .context("deployment id")?
+        .to_owned();
+    let d = platform
+        .wait_deployment(&tenant, &v1, BUILD_AND_DEPLOY)
+        .await?;
+    ensure!(d["state"] == "ready", "first deployment: {d}");
+    ensure!(
+        d["git_commit"] == head.as_str(),
+        "built another commit: {d}"
+    );
+    platform
+        .wait_for_https(&host, "version 1.0.0", Duration::from_secs(90))
+        .await?;
+
+    // 2. A redeploy under bounded load: every request answers 200, from one version or the
+    //    other.
+    let load = Load::start(&platform, &host)?;
+    let v2_commit = repo.set_version("1.0.1")?;
+    let (status, queued) = webhook_push(&platform, &service_id, &secret, &v2_commit).await?;
+    ensure!(status == 202, "second push: {status} {queued}");
+    let v2 = queued["deployment_id"].as_str().context("id")?.to_owned();
+    let d = platform
+        .wait_deployment(&tenant, &v2, BUILD_AND_DEPLOY)
+        .await?;
+    ensure!(d["state"] == "ready", "second deployment: {d}");
+    platform
+        .wait_for_https(&host, "version 1.0.1", Duration::from_secs(10))
+        .await?;
+    let (ok, failed, errors) = load.stop().await;
+    ensure!(
+        ok >= 20,
+        "the load made too few requests to mean anything: {ok}"
+    );
+    ensure!(
+        failed == 0,
+        "{failed} of {} requests failed during the redeploy: {errors:?}",
+        ok + failed
+    );
+
+    // 3. A version whose health check fails: failed, with the reason; the old one serves.
+    let broken = repo.break_health()?;
+    let (status, queued) = webhook_push(&platform, &service_id, &secret, &broken).await?;
+    ensure!(status == 202, "third push: {status} {queued}");
+    let v3 = queued["deployment_id"].as_str().context("id")?.to_owned();
+    let d = platform
+        .wait_deployment(&tenant, &v3, BUILD_AND_DEPLOY)
+        .await?;
+    ensure!(
+        d["state"] == "failed",
+        "a failing health check deployed: {d}"
+    );
+    let reason = d["failure_reason"].as_str().unwrap_or_default();
+    ensure!(
+        reason.contains("health"),
+        "the failure does not say the health check failed: {d}"
+    );
+    let (status, body) = platform.https_get(&host, "/").await?;
+    ensure!(
+        status == 200 && body.contains("version 1.0.1"),
+        "the old version stopped serving: {status} {body}"
+    );
+
+    // 4. Rollback to the first deployment.
+    let rollback = platform
+        .expect(
+            201,
+            "POST",
+            &format!("/deployments/{v1}/rollback"),
+            &tenant.token,
+            None,
+        )
+        .await?;
+    let r = rollback["id"].as_str().context("rollback id")?.to_owned();
+    let d = platform
+        .wait_deployment(&tenant, &r, BUILD_AND_DEPLOY)
+        .await?;
+    ensure!(d["state"] == "ready", "rollback: {d}");
+    platform
+        .wait_for_https(&host, "version 1.0.0", Duration::from_secs(10))
+        .await?;
+    let before = platform.containers().await?;
+    ensure!(!before.is_empty(), "no container runs the service");
+
+    // 5. Deleting the service leaves no container, route or container snapshot.
+    platform
+        .expect(
+            204,
+            "DELETE",
+            &format!("/services/{service_id}"),
+            &tenant.token,
+            None,
+        )
+        .await?;
+    let left = platform.containers().await?;
+    ensure!(left.is_empty(), "containers left after delete: {left:?}");
+    let snapshots = platform.snapshots().await?;
+    let kept: Vec<_> = snapshots
+        .iter()
+        .filter(|s| before.iter().any(|c| s.contains(c.as_str())))
+        .collect();
+    ensure!(kept.is_empty(), "container snapshots left: {kept:?}");
+    match platform.https_get(&host, "/").await {
+        Ok((200, body)) if body.contains("Hello") => {
+            anyhow::bail!("the deleted service still answers: {body}")
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Requests one after another on two connections' worth of clients until stopped (at most
+/// 20 000 requests, at most 10 minutes).
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(platform: &Platform, host: &str) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let started = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let client = platform.https_client(host)?;
+            let url = format!("https://{host}:{}/", platform.https.port());
+            let (stop, ok, failed, errors) =
+                (stop.clone(), ok.clone(), failed.clone(), errors.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst)
+                    && ok.load(Ordering::SeqCst) + failed.load(Ordering::SeqCst) < 20_000
+                    && started.elapsed() < Duration::from_secs(600)
+                {
+                    let outcome = match client.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => match r.text().await {
+                            Ok(body) if body.contains("Hello from Stackpad") => Ok(()),
+                            Ok(body) => Err(format!("200 with {body:?}")),
+                            Err(e) => Err(format!("body: {e}")),
+                        },
+                        Ok(r) => Err(format!("status {}", r.status())),
+                        Err(e) => Err(format!("{e:#}")),
+                    };
+                    match outcome {
+                        Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
+                        Err(e) => {
+                            errors.lock().expect("errors").push(e);
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }));
+        }
+        Ok(Self {
+            stop,
+            ok,
+            failed,
+            errors,
+            tasks,
+        })
+    }
+
+    async fn stop(self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let errors = self.errors.lock().expect("errors").clone();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            errors,
+        )
+    }
+}
