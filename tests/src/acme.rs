@@ -437,27 +437,48 @@ pub fn proxy_binary() -> anyhow::Result<PathBuf> {
 
 /// Builds `bin` of workspace package `package` with the cargo running the tests; its path.
 pub fn cargo_binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
+    Ok(cargo_binaries(&[(package, bin)])?.remove(0))
+}
+
+/// Builds several `(package, bin)` in one `cargo build` (one feature resolution, so the next
+/// call finds them fresh); their paths, in order.
+pub fn cargo_binaries(wanted: &[(&str, &str)]) -> anyhow::Result<Vec<PathBuf>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(&cargo)
-        .args(["build", "--quiet", "--message-format=json", "-p", package])
-        .args(["--bin", bin])
+    let mut command = Command::new(&cargo);
+    command.args(["build", "--quiet", "--message-format=json"]);
+    for (package, bin) in wanted {
+        command.args(["-p", package, "--bin", bin]);
+    }
+    let output = command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit())
         .output()
-        .with_context(|| format!("running {cargo} build -p {package}"))?;
+        .with_context(|| format!("running {cargo} build {wanted:?}"))?;
     if !output.status.success() {
-        bail!("cargo build -p {package} --bin {bin} failed");
+        bail!("cargo build of {wanted:?} failed");
     }
+    let mut found = vec![None; wanted.len()];
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if message["reason"] == "compiler-artifact"
-            && message["target"]["name"] == bin
-            && let Some(path) = message["executable"].as_str()
-        {
-            return Ok(PathBuf::from(path));
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let Some(path) = message["executable"].as_str() else {
+            continue;
+        };
+        for (i, (_, bin)) in wanted.iter().enumerate() {
+            if message["target"]["name"] == *bin {
+                found[i] = Some(PathBuf::from(path));
+            }
         }
     }
-    bail!("cargo build -p {package} named no executable {bin}")
+    found
+        .into_iter()
+        .zip(wanted)
+        .map(|(path, (package, bin))| {
+            path.with_context(|| format!("cargo build -p {package} named no executable {bin}"))
+        })
+        .collect()
 }

@@ -122,9 +122,19 @@ fn start(
         .append(true)
         .open(log)
         .with_context(|| format!("opening {log:?}"))?;
+    // A daemon sees only what the test gives it: the services' `STACKPAD_*` and `DATABASE_URL`
+    // variables of the test's environment override config files and would point it at the
+    // shared platform's database.
     Command::new(binary)
         .args(args)
         .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "HOME",
+            std::env::var_os("HOME").unwrap_or_else(|| "/root".into()),
+        )
+        .env("RUST_BACKTRACE", "1")
         .env("RUST_LOG", "info")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
