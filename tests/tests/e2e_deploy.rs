@@ -12,53 +12,30 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use harness::{AppRepo, Platform, webhook_push};
-use serde_json::json;
+use harness::{AppRepo, Platform};
 
 const BUILD_AND_DEPLOY: Duration = Duration::from_secs(300);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_build_deploy_https_redeploy_rollback_delete() -> anyhow::Result<()> {
-    let platform = Platform::start("e2e-deploy").await?;
+    let mut platform = Platform::start("e2e-deploy").await?;
+    let outcome = scenario(&mut platform).await;
+    platform.report(outcome)
+}
+
+async fn scenario(platform: &mut Platform) -> anyhow::Result<()> {
     let tenant = platform.organization("e2e").await?;
     let repo = AppRepo::sample(&platform, "hello", "1.0.0")?;
-    let project = platform
-        .expect(
-            201,
-            "POST",
-            "/projects",
-            &tenant.token,
-            Some(json!({ "name": "shop" })),
-        )
-        .await?;
-    let project_id = project["id"].as_str().context("project id")?;
+    let project_id = platform.project(&tenant, "shop").await?;
     let service = platform
-        .expect(
-            201,
-            "POST",
-            &format!("/projects/{project_id}/services"),
-            &tenant.token,
-            Some(json!({
-                "name": "hello", "kind": "web", "git": { "url": repo.url() }, "port": 3000,
-                "health_check": { "path": "/healthz", "interval_ms": 100 },
-            })),
-        )
+        .git_service(&tenant, (&project_id, "shop"), "hello", &repo)
         .await?;
-    let service_id = service["id"].as_str().context("service id")?.to_owned();
-    let secret = service["webhook_secret"]
-        .as_str()
-        .context("a git service gets a webhook secret, shown once")?
-        .to_owned();
-    let host = platform.host("hello", "shop");
+    let service_id = service.id.clone();
+    let host = service.host.clone();
     let head = repo.head()?;
 
     // 1. A signed push: build, deploy, HTTPS with the platform CA's certificate.
-    let (status, queued) = webhook_push(&platform, &service_id, &secret, &head).await?;
-    ensure!(status == 202, "webhook push: {status} {queued}");
-    let v1 = queued["deployment_id"]
-        .as_str()
-        .context("deployment id")?
-        .to_owned();
+    let v1 = platform.push(&service, &head).await?;
     let d = platform
         .wait_deployment(&tenant, &v1, BUILD_AND_DEPLOY)
         .await?;
@@ -75,9 +52,7 @@ async fn push_build_deploy_https_redeploy_rollback_delete() -> anyhow::Result<()
     //    other.
     let load = Load::start(&platform, &host)?;
     let v2_commit = repo.set_version("1.0.1")?;
-    let (status, queued) = webhook_push(&platform, &service_id, &secret, &v2_commit).await?;
-    ensure!(status == 202, "second push: {status} {queued}");
-    let v2 = queued["deployment_id"].as_str().context("id")?.to_owned();
+    let v2 = platform.push(&service, &v2_commit).await?;
     let d = platform
         .wait_deployment(&tenant, &v2, BUILD_AND_DEPLOY)
         .await?;
@@ -98,9 +73,7 @@ async fn push_build_deploy_https_redeploy_rollback_delete() -> anyhow::Result<()
 
     // 3. A version whose health check fails: failed, with the reason; the old one serves.
     let broken = repo.break_health()?;
-    let (status, queued) = webhook_push(&platform, &service_id, &secret, &broken).await?;
-    ensure!(status == 202, "third push: {status} {queued}");
-    let v3 = queued["deployment_id"].as_str().context("id")?.to_owned();
+    let v3 = platform.push(&service, &broken).await?;
     let d = platform
         .wait_deployment(&tenant, &v3, BUILD_AND_DEPLOY)
         .await?;

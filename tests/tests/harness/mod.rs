@@ -22,7 +22,7 @@ use anyhow::{Context, bail, ensure};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use stackpad_tests::acme::{Database, cargo_binary, free_port};
+use stackpad_tests::acme::{Database, cargo_binaries, free_port};
 use stackpad_tests::daemon::Daemon;
 use stackpad_tests::{Services, service_down, unique_ident, unique_name};
 
@@ -56,6 +56,9 @@ pub struct Platform {
     pub clickhouse_url: String,
     pub clickhouse_database: String,
     pub node_metrics: String,
+    /// Where each daemon listens (control's API, buildd's and the node's gRPC, the proxy's
+    /// admin), to wait for a restarted one.
+    addresses: [(Role, String); 4],
     client: reqwest::Client,
     control: Option<Daemon>,
     buildd: Option<Daemon>,
@@ -271,6 +274,12 @@ impl Platform {
             clickhouse_url: services.clickhouse_url.clone(),
             clickhouse_database,
             node_metrics,
+            addresses: [
+                (Role::Control, api_addr.clone()),
+                (Role::Buildd, buildd_addr),
+                (Role::Node, node_addr),
+                (Role::Proxy, admin),
+            ],
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
@@ -303,9 +312,34 @@ impl Platform {
         self.daemon(role).kill9()
     }
 
-    /// Starts a killed daemon again with the same configuration.
-    pub fn restart(&mut self, role: Role) -> anyhow::Result<()> {
-        self.daemon(role).restart()
+    /// Starts a killed daemon again with the same configuration and waits until it listens.
+    pub async fn restart(&mut self, role: Role) -> anyhow::Result<()> {
+        let address = self
+            .addresses
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, a)| a.clone())
+            .expect("every role has an address");
+        let daemon = self.daemon(role);
+        daemon.restart()?;
+        daemon.wait_for_tcp(&address, Duration::from_secs(60)).await
+    }
+
+    /// Passes a scenario's outcome through; when it failed, prints the tail of every daemon's
+    /// log first (the daemons print theirs on their own only when the test panics).
+    pub fn report<T>(&mut self, outcome: anyhow::Result<T>) -> anyhow::Result<T> {
+        if outcome.is_err() {
+            for role in [Role::Control, Role::Buildd, Role::Node, Role::Proxy] {
+                let daemon = self.daemon(role);
+                eprintln!(
+                    "---- last lines of {} ({})\n{}",
+                    daemon.name,
+                    daemon.log.display(),
+                    daemon.tail(60)
+                );
+            }
+        }
+        outcome
     }
 
     /// A daemon's log so far.
@@ -381,6 +415,96 @@ impl Platform {
                 .context("token secret")?
                 .to_owned(),
         })
+    }
+
+    /// A new project of `tenant`; its id.
+    pub async fn project(&self, tenant: &Tenant, name: &str) -> anyhow::Result<String> {
+        let project = self
+            .expect(
+                201,
+                "POST",
+                "/projects",
+                &tenant.token,
+                Some(json!({ "name": name })),
+            )
+            .await?;
+        Ok(project["id"].as_str().context("project id")?.to_owned())
+    }
+
+    /// A web service of `project` built from `repo` (the sample app: port 3000, `/healthz`).
+    pub async fn git_service(
+        &self,
+        tenant: &Tenant,
+        (project_id, project): (&str, &str),
+        name: &str,
+        repo: &AppRepo,
+    ) -> anyhow::Result<Service> {
+        let service = self
+            .expect(
+                201,
+                "POST",
+                &format!("/projects/{project_id}/services"),
+                &tenant.token,
+                Some(json!({
+                    "name": name, "kind": "web", "git": { "url": repo.url() }, "port": 3000,
+                    "health_check": { "path": "/healthz", "interval_ms": 100 },
+                })),
+            )
+            .await?;
+        Ok(Service {
+            id: service["id"].as_str().context("service id")?.to_owned(),
+            webhook_secret: service["webhook_secret"]
+                .as_str()
+                .context("a git service gets a webhook secret, shown once")?
+                .to_owned(),
+            host: self.host(name, project),
+        })
+    }
+
+    /// A signed push of `commit` to the service's branch; the deployment it queued.
+    pub async fn push(&self, service: &Service, commit: &str) -> anyhow::Result<String> {
+        let (status, queued) =
+            webhook_push(self, &service.id, &service.webhook_secret, commit).await?;
+        ensure!(status == 202, "webhook push of {commit}: {status} {queued}");
+        Ok(queued["deployment_id"]
+            .as_str()
+            .context("the push queued no deployment")?
+            .to_owned())
+    }
+
+    /// Waits until a deployment is in `state` (or has ended, which fails).
+    pub async fn wait_state(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        state: &str,
+        within: Duration,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let d = self
+                .expect(
+                    200,
+                    "GET",
+                    &format!("/deployments/{id}"),
+                    &tenant.token,
+                    None,
+                )
+                .await?;
+            let now = d["state"].as_str().unwrap_or_default();
+            if now == state {
+                return Ok(d);
+            }
+            ensure!(
+                !matches!(now, "ready" | "failed" | "cancelled" | "superseded"),
+                "deployment {id} ended ({now}) before it was {state}: {d}"
+            );
+            ensure!(
+                Instant::now() < deadline,
+                "deployment {id} not {state} within {within:?}: {d}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The platform host of a service.
@@ -607,6 +731,15 @@ impl Cleanup {
     }
 }
 
+/// A service made by [`Platform::git_service`].
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub id: String,
+    pub webhook_secret: String,
+    /// Its platform host.
+    pub host: String,
+}
+
 /// A tenant: an organization and its owner token.
 #[derive(Debug, Clone)]
 pub struct Tenant {
@@ -737,11 +870,19 @@ impl Binaries {
         BINARIES
             .get_or_init(|| {
                 let build = || -> anyhow::Result<Binaries> {
+                    let mut paths = cargo_binaries(&[
+                        ("stackpad-control", "stackpad-control"),
+                        ("stackpad-buildd", "stackpad-buildd"),
+                        ("stackpad-runtime", "stackpad-node"),
+                        ("stackpad-proxy", "stackpad-proxy"),
+                    ])?
+                    .into_iter();
+                    let mut next = || paths.next().expect("one path per binary");
                     Ok(Binaries {
-                        control: cargo_binary("stackpad-control", "stackpad-control")?,
-                        buildd: cargo_binary("stackpad-buildd", "stackpad-buildd")?,
-                        node: cargo_binary("stackpad-runtime", "stackpad-node")?,
-                        proxy: cargo_binary("stackpad-proxy", "stackpad-proxy")?,
+                        control: next(),
+                        buildd: next(),
+                        node: next(),
+                        proxy: next(),
                     })
                 };
                 build().map_err(|e| format!("{e:#}"))
