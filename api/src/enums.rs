@@ -1,0 +1,319 @@
+//! The closed sets the API and the database share. Each enum has one spelling per value, used
+//! by serde, `Display`/`FromStr`, `as_str` and (feature `sqlx`) the database column (text).
+//! An unknown spelling is an [`UnknownValue`] naming the set and the value.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A spelling that is not one of a closed set's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {set} {value:?} (expected one of: {expected})")]
+pub struct UnknownValue {
+    /// Which set, e.g. "service kind".
+    pub set: &'static str,
+    /// The spelling that was given.
+    pub value: String,
+    /// The valid spellings, comma separated.
+    pub expected: String,
+}
+
+macro_rules! closed_set {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $set:literal {
+            $( $(#[$vmeta:meta])* $variant:ident = $spelling:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant ),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The one spelling of this value (API JSON, database text, CLI output).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $spelling),+
+                }
+            }
+
+            /// The value spelled `name`, if any.
+            pub fn parse(name: &str) -> Option<Self> {
+                match name {
+                    $($spelling => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownValue;
+
+            fn from_str(s: &str) -> Result<Self, UnknownValue> {
+                Self::parse(s).ok_or_else(|| UnknownValue {
+                    set: $set,
+                    value: s.to_owned(),
+                    expected: [$($spelling),+].join(", "),
+                })
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "a {}", $set)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
+                        $name::parse(v).ok_or_else(|| {
+                            E::unknown_variant(v, &[$($spelling),+])
+                        })
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+
+        #[cfg(feature = "sqlx")]
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        #[cfg(feature = "sqlx")]
+        impl sqlx::Encode<'_, sqlx::Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+
+        #[cfg(feature = "sqlx")]
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let s = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(s.parse::<$name>()?)
+            }
+        }
+    };
+}
+
+closed_set! {
+    /// What a service runs (`services.kind`, API `kind`).
+    ServiceKind, "service kind" {
+        Web = "web",
+        Database = "database",
+        Cache = "cache",
+        Worker = "worker",
+    }
+}
+
+closed_set! {
+    /// Where a deployment is in the pipeline (`deployments.phase`, `deployment_steps.phase`).
+    Phase, "deployment phase" {
+        Queued = "queued",
+        Building = "building",
+        /// The container is being started beside the old one and waited on for health.
+        Starting = "starting",
+        /// The proxy moves the service's traffic to the new container.
+        Switching = "switching",
+        /// The new version serves; the old container is stopped after its drain.
+        StoppingOld = "stopping_old",
+        /// The new container is removed, then the deployment is `failed`.
+        CleanupThenFailed = "cleanup_then_failed",
+        /// The new container is removed, then the deployment is `cancelled`.
+        CleanupThenCancelled = "cleanup_then_cancelled",
+        Ready = "ready",
+        Failed = "failed",
+        Superseded = "superseded",
+        Cancelled = "cancelled",
+    }
+}
+
+closed_set! {
+    /// The deployment state users see (`deployments.state`, API `state`).
+    DeploymentState, "deployment state" {
+        Queued = "queued",
+        Building = "building",
+        Deploying = "deploying",
+        Ready = "ready",
+        Failed = "failed",
+        Superseded = "superseded",
+        Cancelled = "cancelled",
+    }
+}
+
+impl Phase {
+    /// The state users see for this phase.
+    pub const fn state(self) -> DeploymentState {
+        match self {
+            Phase::Queued => DeploymentState::Queued,
+            Phase::Building => DeploymentState::Building,
+            Phase::Starting
+            | Phase::Switching
+            | Phase::StoppingOld
+            | Phase::CleanupThenFailed
+            | Phase::CleanupThenCancelled => DeploymentState::Deploying,
+            Phase::Ready => DeploymentState::Ready,
+            Phase::Failed => DeploymentState::Failed,
+            Phase::Superseded => DeploymentState::Superseded,
+            Phase::Cancelled => DeploymentState::Cancelled,
+        }
+    }
+
+    /// Whether the deployment has ended.
+    pub const fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Phase::Ready | Phase::Failed | Phase::Superseded | Phase::Cancelled
+        )
+    }
+}
+
+closed_set! {
+    /// What a node does (`nodes.role`, API `role`).
+    NodeRole, "node role" {
+        Build = "build",
+        Compute = "compute",
+        Proxy = "proxy",
+    }
+}
+
+closed_set! {
+    /// Whether a node answers (`nodes.status`).
+    NodeStatus, "node status" {
+        Up = "up",
+        Down = "down",
+    }
+}
+
+closed_set! {
+    /// A custom domain's verification state (`custom_domains.status`).
+    DomainStatus, "domain status" {
+        Pending = "pending",
+        Verified = "verified",
+        Failed = "failed",
+    }
+}
+
+closed_set! {
+    /// What an API token may do (`api_tokens.role`; PostgreSQL type `token_role`, so the
+    /// `sqlx` impl binds text: cast with `$1::token_role` / `role::text` in queries).
+    TokenRole, "token role" {
+        Owner = "owner",
+        Deployer = "deployer",
+        ReadOnly = "read_only",
+    }
+}
+
+closed_set! {
+    /// An organization member's role (`members.role`).
+    MemberRole, "member role" {
+        Owner = "owner",
+        Admin = "admin",
+        Developer = "developer",
+        Viewer = "viewer",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T>(all: &[T])
+    where
+        T: Copy + fmt::Debug + PartialEq + fmt::Display + FromStr<Err = UnknownValue>,
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        for &v in all {
+            let text = v.to_string();
+            assert_eq!(text.parse::<T>().unwrap(), v);
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<T>(&json).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn every_value_round_trips_through_display_fromstr_and_serde() {
+        round_trip(ServiceKind::ALL);
+        round_trip(Phase::ALL);
+        round_trip(DeploymentState::ALL);
+        round_trip(NodeRole::ALL);
+        round_trip(NodeStatus::ALL);
+        round_trip(DomainStatus::ALL);
+        round_trip(TokenRole::ALL);
+        round_trip(MemberRole::ALL);
+    }
+
+    #[test]
+    fn spellings_are_todays() {
+        let kinds: Vec<_> = ServiceKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(kinds, ["web", "database", "cache", "worker"]);
+        let phases: Vec<_> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(
+            phases,
+            [
+                "queued",
+                "building",
+                "starting",
+                "switching",
+                "stopping_old",
+                "cleanup_then_failed",
+                "cleanup_then_cancelled",
+                "ready",
+                "failed",
+                "superseded",
+                "cancelled"
+            ]
+        );
+        let roles: Vec<_> = NodeRole::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(roles, ["build", "compute", "proxy"]);
+        assert_eq!(TokenRole::ReadOnly.as_str(), "read_only");
+        assert_eq!(Phase::StoppingOld.state(), DeploymentState::Deploying);
+        assert!(Phase::Cancelled.is_terminal() && !Phase::Switching.is_terminal());
+    }
+
+    #[test]
+    fn unknown_values_are_errors_naming_the_value() {
+        let e = "lambda".parse::<ServiceKind>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown service kind \"lambda\" (expected one of: web, database, cache, worker)"
+        );
+        let e = "Up".parse::<NodeStatus>().unwrap_err();
+        assert!(e.to_string().contains("\"Up\""), "{e}");
+        let e = serde_json::from_str::<NodeRole>("\"storage\"").unwrap_err();
+        assert!(e.to_string().contains("storage"), "{e}");
+        assert!(e.to_string().contains("build"), "{e}");
+        // Spellings are exact: no case folding, no whitespace trimming.
+        assert!("Web".parse::<ServiceKind>().is_err());
+        assert!(" web".parse::<ServiceKind>().is_err());
+    }
+}

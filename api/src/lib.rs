@@ -1,0 +1,13 @@
+//! The REST API's vocabulary, shared by control (server, database) and the `stackpad` CLI.
+//!
+//! This crate links serde (and, behind the `sqlx` feature, sqlx's traits): no axum, no
+//! pipeline, no containerd code, so the CLI can depend on it without pulling the server in.
+
+#![forbid(unsafe_code)]
+
+pub mod enums;
+
+pub use enums::{
+    DeploymentState, DomainStatus, MemberRole, NodeRole, NodeStatus, Phase, ServiceKind, TokenRole,
+    UnknownValue,
+};
