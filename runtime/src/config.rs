@@ -21,6 +21,17 @@ pub struct RegistryConfig {
     pub token: Option<String>,
 }
 
+/// How containers of different projects are kept apart (`isolation` in the TOML).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Per-project isolation by the `ebpf` crate's programs.
+    #[default]
+    Ebpf,
+    /// Bridges and nftables forward rules only.
+    Disabled,
+}
+
 /// Everything `stackpad-node` needs to run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -64,7 +75,7 @@ pub struct NodeConfig {
     pub log_line_bytes: usize,
     /// `ebpf`: per-project isolation by the `ebpf` crate's programs; `disabled`: bridges and
     /// nftables forward rules only.
-    pub isolation: String,
+    pub isolation: Isolation,
     /// Where the isolation maps and links are pinned (bpffs).
     pub bpf_pin_dir: PathBuf,
     /// ClickHouse's HTTP interface to ship container logs to; empty = logs stay on the node.
@@ -105,7 +116,7 @@ impl Default for NodeConfig {
             log_file_bytes: 10 << 20,
             log_files: 3,
             log_line_bytes: 16 << 10,
-            isolation: "ebpf".into(),
+            isolation: Isolation::Ebpf,
             bpf_pin_dir: "/sys/fs/bpf/stackpad".into(),
             clickhouse_url: String::new(),
             clickhouse_database: "stackpad_logs".into(),
@@ -146,12 +157,6 @@ impl NodeConfig {
             return Err(RuntimeError::invalid(
                 "log_retention_days_by_organization",
                 format!("{org}: must be at least 1"),
-            ));
-        }
-        if !matches!(self.isolation.as_str(), "ebpf" | "disabled") {
-            return Err(RuntimeError::invalid(
-                "isolation",
-                format!("{:?} is neither \"ebpf\" nor \"disabled\"", self.isolation),
             ));
         }
         let pool = self.pool()?;
@@ -255,6 +260,29 @@ mod tests {
         let c: NodeConfig = toml::from_str("namespace = \"t1\"\nallow_egress = true").unwrap();
         assert_eq!(c.namespace, "t1");
         assert!(c.allow_egress);
+    }
+
+    #[test]
+    fn isolation_is_read_by_its_spelling_and_unknown_values_are_refused() {
+        let c: NodeConfig = toml::from_str("isolation = \"disabled\"").unwrap();
+        assert_eq!(c.isolation, Isolation::Disabled);
+        let c: NodeConfig = toml::from_str("isolation = \"ebpf\"").unwrap();
+        assert_eq!(c.isolation, Isolation::Ebpf);
+        assert_eq!(NodeConfig::default().isolation, Isolation::Ebpf);
+        let dir = std::env::temp_dir().join(format!("stackpad-node-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.toml");
+        std::fs::write(&path, "isolation = \"bpf\"\n").unwrap();
+        let err = NodeConfig::from_file(&path).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("isolation"), "{err}");
+        assert!(err.contains("ebpf") && err.contains("disabled"), "{err}");
+        let written = toml::to_string(&NodeConfig {
+            isolation: Isolation::Disabled,
+            ..NodeConfig::default()
+        })
+        .unwrap();
+        assert!(written.contains("isolation = \"disabled\""), "{written}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use runtime::cli::{Command, USAGE, parse};
+use runtime::config::Isolation;
 use runtime::isolation::{IsolationDisabled, IsolationHook};
 use runtime::isolation_ebpf::EbpfIsolation;
 use runtime::logs::{LogSink, NoShipping};
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let isolation: Arc<dyn IsolationHook> = if config.isolation == "ebpf" {
+    let isolation: Arc<dyn IsolationHook> = if config.isolation == Isolation::Ebpf {
         match EbpfIsolation::load(
             config.bpf_pin_dir.clone(),
             &config.subnet_pool,
