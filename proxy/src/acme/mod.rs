@@ -17,7 +17,9 @@ pub mod store;
 pub mod validity;
 
 pub use issuer::{AcmeConfig, AcmeError, DnsProvider, Issuer};
-pub use manager::{CertificateManager, CertificateSink, ManagerConfig, Outcome};
+pub use manager::{
+    Ca, CertRepository, CertificateManager, CertificateSink, ManagerConfig, Outcome,
+};
 pub use metrics::AcmeMetrics;
 pub use service::TlsState;
 pub use settings::AcmeSettings;
