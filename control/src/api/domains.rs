@@ -12,8 +12,8 @@ use super::error::{ApiError, ApiResult, invalid};
 use super::extract::{Body, Org, PathDomain, PathId};
 use super::validate;
 use crate::domains::Expectation;
+use crate::domains::route::default_host;
 use crate::domains::verifier::VerifyError;
-use crate::pipeline::driver::default_host;
 use crate::store::CustomDomain;
 
 #[derive(Debug, Deserialize, Serialize)]

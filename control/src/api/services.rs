@@ -12,19 +12,16 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, invalid};
 use super::extract::{Body, Org, PageQuery, PathId, Query, idempotent};
 use super::service_spec::{CreateService, Source, UpdateService};
-use crate::pipeline::driver::default_host;
+use crate::domains::route::{default_host, service_hosts};
 use crate::store::Service;
 
 async fn view(state: &AppState, org: Uuid, service: Service) -> ApiResult<Value> {
     let project = state.store.project(org, service.project_id).await?;
     let mut hosts = vec![];
     if service.kind == "web" {
-        hosts.push(default_host(
-            &service.name,
-            &project.name,
-            &state.apps_domain,
-        ));
-        hosts.extend(state.store.verified_domains(service.id).await?);
+        let platform_host = default_host(&service.name, &project.name, &state.apps_domain);
+        let verified = state.store.verified_domains(service.id).await?;
+        hosts = service_hosts(&platform_host, &verified);
     }
     let mut v = json!(service);
     v["hosts"] = json!(hosts);

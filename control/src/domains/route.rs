@@ -7,8 +7,24 @@
 use uuid::Uuid;
 
 use crate::clients::RouteSpec;
-use crate::pipeline::driver::default_host;
 use crate::store::{Result, Service, Store};
+
+/// The host name every web service gets: `<service>-<project>.<apps_domain>`.
+pub fn default_host(service: &str, project: &str, apps_domain: &str) -> String {
+    format!("{service}-{project}.{apps_domain}").to_ascii_lowercase()
+}
+
+/// Pure: the host names of a web service, the one list the API shows and the proxy routes:
+/// the platform host first, then each verified custom domain once.
+pub fn service_hosts(platform_host: &str, verified: &[String]) -> Vec<String> {
+    let mut hosts = vec![platform_host.to_owned()];
+    for host in verified {
+        if !hosts.contains(host) {
+            hosts.push(host.clone());
+        }
+    }
+    hosts
+}
 
 /// Builds the route of `service` (of organization `org`) from the store.
 pub async fn service_route(
@@ -30,19 +46,12 @@ pub fn route_spec(
     platform_host: &str,
     verified: &[String],
 ) -> RouteSpec {
-    let mut hosts = vec![platform_host.to_owned()];
-    let mut certificate_hosts = vec![platform_host.to_owned()];
-    for host in verified {
-        if !hosts.contains(host) {
-            hosts.push(host.clone());
-            certificate_hosts.push(host.clone());
-        }
-    }
+    let hosts = service_hosts(platform_host, verified);
     RouteSpec {
+        certificate_hosts: hosts.clone(),
         route_id: format!("{}/default", service.id),
         hosts,
         service_id: service.id.to_string(),
-        certificate_hosts,
         organization_id: org.to_string(),
         project_id: service.project_id.to_string(),
         environment_id: service.environment_id.to_string(),

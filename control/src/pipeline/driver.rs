@@ -83,11 +83,6 @@ pub enum DriverError {
     UnknownPhase { deployment: Uuid, phase: String },
 }
 
-/// The host name every web service gets: `<service>-<project>.<apps_domain>`.
-pub fn default_host(service: &str, project: &str, apps_domain: &str) -> String {
-    format!("{service}-{project}.{apps_domain}").to_ascii_lowercase()
-}
-
 /// Drives deployments for one worker (one lease owner).
 #[derive(Debug, Clone)]
 pub struct Driver {
