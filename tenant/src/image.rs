@@ -121,6 +121,22 @@ impl ImageRef {
     }
 }
 
+/// `image` pinned to `digest` (`sha256:<hex>`, as a registry reports it): the tag, if any, is
+/// replaced by `@<digest>`. An image already pinned, or no digest (absent or empty), gives
+/// `image` back unchanged. Works on the text, so a stored image is pinned the way it was stored.
+pub fn pin_to_digest(image: &str, digest: Option<&str>) -> String {
+    match digest {
+        Some(digest) if !digest.is_empty() && !image.contains('@') => {
+            let repo = image
+                .rsplit_once(':')
+                .filter(|(_, tag)| !tag.contains('/'))
+                .map_or(image, |(repo, _)| repo);
+            format!("{repo}@{digest}")
+        }
+        _ => image.to_owned(),
+    }
+}
+
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(registry) = &self.registry {
@@ -382,5 +398,22 @@ mod tests {
                 prop_assert!(s.bytes().all(|b| b.is_ascii_graphic()));
             }
         }
+    }
+
+    #[test]
+    fn pin_to_digest_replaces_the_tag_keeps_the_port_and_leaves_pinned_images() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(
+            pin_to_digest("127.0.0.1:5000/o/app:v1", Some(&d)),
+            format!("127.0.0.1:5000/o/app@{d}")
+        );
+        assert_eq!(
+            pin_to_digest("127.0.0.1:5000/o/app", Some(&d)),
+            format!("127.0.0.1:5000/o/app@{d}")
+        );
+        let pinned = format!("r.io/a:v1@{d}");
+        assert_eq!(pin_to_digest(&pinned, Some(&d)), pinned);
+        assert_eq!(pin_to_digest("nginx:1", None), "nginx:1");
+        assert_eq!(pin_to_digest("nginx:1", Some("")), "nginx:1");
     }
 }
