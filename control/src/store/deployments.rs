@@ -205,16 +205,9 @@ impl Store {
                 "deployment {target} never became ready; only ready deployments can be rolled back to"
             )));
         }
-        let image = match (&d.image, &d.image_digest) {
-            (Some(image), Some(digest)) if !digest.is_empty() && !image.contains('@') => {
-                let repo = image
-                    .rsplit_once(':')
-                    .filter(|(_, tag)| !tag.contains('/'))
-                    .map_or(image.as_str(), |(r, _)| r);
-                format!("{repo}@{digest}")
-            }
-            (Some(image), _) => image.clone(),
-            (None, _) => {
+        let image = match &d.image {
+            Some(image) => tenant::image::pin_to_digest(image, d.image_digest.as_deref()),
+            None => {
                 return Err(StoreError::Conflict(format!(
                     "deployment {target} has no image to roll back to"
                 )));
