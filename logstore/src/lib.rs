@@ -1,7 +1,11 @@
-//! Versioned schema steps for the ClickHouse log store, shared by its writers: the node agent
-//! (`container_logs`) and the proxy (`access_logs`). Each writer owns its component's steps;
-//! this applies the ones not applied yet and records them in `<database>.schema_migrations`.
-//! Idempotent, and safe when two writers start at once (every step is `IF NOT EXISTS`).
+//! The ClickHouse log store's contract between its writers (the node agent writes
+//! [`container_logs`], the proxy [`access_logs`]) and its reader (the control plane): each
+//! table's name, row type, column names and versioned schema steps. [`apply`] applies the steps
+//! not applied yet and records them in `<database>.schema_migrations`; idempotent, and safe
+//! when two writers start at once (every step is `IF NOT EXISTS`).
+
+pub mod access_logs;
+pub mod container_logs;
 
 use clickhouse::Client;
 

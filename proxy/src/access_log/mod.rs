@@ -25,11 +25,11 @@
 //! drops partitions whose time has passed.
 
 mod row;
-mod schema;
 mod settings;
 mod writer;
 
+pub use logstore::SchemaError;
+pub use logstore::access_logs::{TABLE, ensure_schema};
 pub use row::{AccessEntry, AccessRow, MAX_PATH_BYTES};
-pub use schema::{SchemaError, TABLE, ensure_schema};
 pub use settings::AccessLogSettings;
 pub use writer::{AccessLog, AccessLogStats};

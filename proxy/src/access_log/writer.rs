@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::row::{AccessEntry, AccessRow};
-use super::schema::{TABLE, ensure_schema};
 use super::settings::AccessLogSettings;
+use logstore::access_logs::{TABLE, ensure_schema};
 
 /// Counters of the writer, rendered on the proxy's `/metrics`.
 #[derive(Debug, Default)]

@@ -10,12 +10,10 @@
 //! then the answer lost) yields duplicates only in storage: queries read `LIMIT 1 BY line_id`.
 
 mod metrics;
-mod row;
-mod schema;
 mod shipper;
 mod spool;
 
-pub use row::{LogRow, STREAM_STDERR, STREAM_STDOUT};
-pub use schema::{SchemaError, ensure_schema};
+pub use logstore::SchemaError;
+pub use logstore::container_logs::{LogRow, STREAM_STDERR, STREAM_STDOUT, ensure_schema};
 pub use shipper::{ClickHouseShipper, ShipperConfig, ShipperStats};
 pub use spool::{Spool, SpoolError};

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use logstore::container_logs::{LogRow, STREAM_STDERR, STREAM_STDOUT, ensure_schema};
 use tokio::sync::mpsc;
 
-use super::row::{LogRow, STREAM_STDERR, STREAM_STDOUT};
-use super::schema::ensure_schema;
 use super::spool::{Spool, SpoolError};
 use crate::logs::{LogLabels, LogLine, LogSink, Stream};
 

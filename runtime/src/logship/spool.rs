@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::row::LogRow;
+use logstore::container_logs::LogRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {

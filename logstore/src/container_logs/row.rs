@@ -1,4 +1,4 @@
-//! The row a log line becomes, and its compact encoding in the spool.
+//! The row a log line becomes, and its compact encoding in the node agent's spool.
 
 use serde::{Deserialize, Serialize};
 

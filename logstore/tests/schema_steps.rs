@@ -1,0 +1,173 @@
+//! The contract's schema steps against the real ClickHouse (`CLICKHOUSE_URL`, default
+//! `http://127.0.0.1:8123`), in a database of the test's own, dropped even when it fails.
+
+use logstore::{access_logs, container_logs};
+
+fn clickhouse_url() -> String {
+    std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+/// A database of this test's own, dropped on drop.
+struct Database {
+    name: String,
+}
+
+impl Database {
+    fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Self {
+            name: format!("logstore_test_{tag}_{}_{nanos}", std::process::id()),
+        }
+    }
+
+    /// A client as the writers make one: the 18.16 server knows no `RowBinaryWithNamesAndTypes`.
+    fn server(&self) -> clickhouse::Client {
+        clickhouse::Client::default()
+            .with_url(clickhouse_url())
+            .with_validation(false)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let client = self.server();
+        let sql = format!("DROP DATABASE IF EXISTS {}", self.name);
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(client.query(&sql).execute())?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .join();
+    }
+}
+
+async fn applied_versions(server: &clickhouse::Client, db: &str, component: &str) -> Vec<u32> {
+    server
+        .query(&format!(
+            "SELECT version FROM {db}.schema_migrations WHERE component = ? ORDER BY version"
+        ))
+        .bind(component)
+        .fetch_all::<u32>()
+        .await
+        .expect("ClickHouse must be up at CLICKHOUSE_URL (scripts/services start clickhouse)")
+}
+
+#[tokio::test]
+async fn both_tables_are_created_once_and_take_their_rows() {
+    let db = Database::new("steps");
+    let server = db.server();
+    for _ in 0..2 {
+        container_logs::ensure_schema(&server, &db.name)
+            .await
+            .expect("ClickHouse must be up at CLICKHOUSE_URL (scripts/services start clickhouse)");
+        access_logs::ensure_schema(&server, &db.name).await.unwrap();
+    }
+    // Each step is recorded once, under its table's component, however often it is applied.
+    assert_eq!(
+        applied_versions(&server, &db.name, container_logs::COMPONENT).await,
+        [1]
+    );
+    assert_eq!(
+        applied_versions(&server, &db.name, access_logs::COMPONENT).await,
+        [1]
+    );
+
+    let log = container_logs::LogRow {
+        date: 20_000,
+        ts_ns: 1_728_000_000_000_000_000,
+        line_id: 7,
+        organization_id: "org".into(),
+        project_id: "p".into(),
+        environment_id: "e".into(),
+        service_id: "s".into(),
+        deployment_id: "d".into(),
+        container_id: "c".into(),
+        node_id: "n".into(),
+        stream: container_logs::STREAM_STDERR,
+        truncated: 0,
+        line: vec![0xff, b'x'],
+        retention_days: 14,
+    };
+    let mut insert = server
+        .clone()
+        .with_database(&db.name)
+        .insert::<container_logs::LogRow>(container_logs::TABLE)
+        .await
+        .unwrap();
+    insert.write(&log).await.unwrap();
+    insert.end().await.unwrap();
+    let read: Vec<container_logs::LogRow> = server
+        .query(&format!(
+            "SELECT ?fields FROM {}.{}",
+            db.name,
+            container_logs::TABLE
+        ))
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(read, [log]);
+
+    let access = access_logs::AccessRow {
+        date: 20_000,
+        ts_ns: 1_728_000_000_000_000_000,
+        row_id: 9,
+        organization_id: "org".into(),
+        service_id: "s".into(),
+        method: "GET".into(),
+        host: "app.example.test".into(),
+        path: "/".into(),
+        status: 200,
+        duration_us: 1_500,
+        retention_days: 7,
+        ..access_row_defaults()
+    };
+    let mut insert = server
+        .clone()
+        .with_database(&db.name)
+        .insert::<access_logs::AccessRow>(access_logs::TABLE)
+        .await
+        .unwrap();
+    insert.write(&access).await.unwrap();
+    insert.end().await.unwrap();
+    // The readers' column names select what the writer wrote.
+    use access_logs::columns::{ROW_ID, STATUS};
+    let (row_id, status): (u64, u16) = server
+        .query(&format!(
+            "SELECT {ROW_ID}, {STATUS} FROM {}.{}",
+            db.name,
+            access_logs::TABLE
+        ))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!((row_id, status), (9, 200));
+}
+
+fn access_row_defaults() -> access_logs::AccessRow {
+    access_logs::AccessRow {
+        date: 0,
+        ts_ns: 0,
+        row_id: 0,
+        organization_id: String::new(),
+        project_id: String::new(),
+        environment_id: String::new(),
+        service_id: String::new(),
+        deployment_id: String::new(),
+        route_id: String::new(),
+        method: String::new(),
+        host: String::new(),
+        path: String::new(),
+        status: 0,
+        duration_us: 0,
+        request_bytes: 0,
+        response_bytes: 0,
+        upstream: String::new(),
+        client_ip: String::new(),
+        request_id: String::new(),
+        retention_days: 0,
+    }
+}
