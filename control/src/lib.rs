@@ -4,15 +4,14 @@
 //! expiry, audit), who may call which route ([`api::roles`]), the durable deploy queue and its
 //! state machine, scheduling of builds and containers, GitHub webhooks (signed, replay-checked,
 //! rate-limited),
-//! custom-domain verification (which domains the proxy may route and certify, [`domains`]),
-//! and the `stackpad` CLI's client. Drives buildd, the node agents and the proxy over their
+//! custom-domain verification (which domains the proxy may route and certify, [`domains`]).
+//! Drives buildd, the node agents and the proxy over their
 //! `proto` APIs through narrow traits ([`clients`]).
 //! Does not own: running anything itself; every effect on a node goes through a daemon's API.
 #![forbid(unsafe_code)]
 
 pub mod accesslogs;
 pub mod api;
-pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod crypto;

@@ -292,9 +292,9 @@ async fn stackpad(config: &std::path::Path, args: &[&str]) -> (i32, String) {
     use clap::Parser;
     let mut argv = vec!["stackpad", "--config", config.to_str().unwrap()];
     argv.extend_from_slice(args);
-    let cli = control::cli::Cli::try_parse_from(argv).expect("arguments parse");
+    let cli = cli::Cli::try_parse_from(argv).expect("arguments parse");
     let mut out = Vec::new();
-    let code = match control::cli::run(cli, &mut out).await {
+    let code = match cli::run(cli, &mut out).await {
         Ok(code) => code,
         Err(e) => {
             out.extend_from_slice(format!("error: {e}").as_bytes());

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use common::fakes::{Call, Fakes};
 use common::{Harness, TestDb, fake_clients};
-use control::cli::{Cli, run};
+use cli::{Cli, run};
 use control::domains::Answer;
 use control::domains::resolver::{DnsLookup, LookupError};
 use control::domains::verifier::{DomainSettings, Verifier};

@@ -1,13 +1,14 @@
 //! The `stackpad` CLI's files at rest: the login (API URL and token) is 0600 and replaced
 //! atomically, whatever mode an older file had; the webhook secret is rotated from the CLI.
 
+#[path = "../../control/tests/common/mod.rs"]
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
 use clap::Parser;
+use cli::{Cli, run};
 use common::{Harness, fake_clients, fakes::Fakes};
-use control::cli::{Cli, run};
 use serde_json::json;
 
 async fn stackpad(config: &std::path::Path, args: &[&str]) -> (i32, String) {

@@ -1,5 +1,7 @@
-//! The `stackpad` CLI: subcommands over the REST API. `main` in `src/bin/stackpad.rs` only
+//! The `stackpad` CLI: subcommands over the REST API. `main` in `src/main.rs` only
 //! parses arguments and calls [`run`].
+
+#![forbid(unsafe_code)]
 
 mod client;
 mod domains;

@@ -1,11 +1,12 @@
 //! The `stackpad` CLI against a real control plane on 127.0.0.1:0 (pipeline behind recording
 //! fakes of the daemons).
 
+#[path = "../../control/tests/common/mod.rs"]
 mod common;
 
 use clap::Parser;
+use cli::{Cli, run};
 use common::{Harness, fake_clients, fakes::Fakes};
-use control::cli::{Cli, run};
 
 async fn stackpad(config: &std::path::Path, args: &[&str]) -> (i32, String) {
     let mut argv = vec!["stackpad", "--config", config.to_str().unwrap()];
