@@ -396,12 +396,16 @@ async fn a_driver_killed_mid_step_is_resumed_by_another_from_postgres() -> anyho
     assert_eq!(phase.as_str(), "ready");
     let done = store.deployment(org, d.id).await?;
     assert_eq!(done.attempts, 2);
-    let timeline: Vec<String> = store
-        .deployment_events(org, d.id)
-        .await?
-        .into_iter()
-        .map(|e| e.phase)
-        .collect();
+    assert_eq!(
+        done.failure_reason, None,
+        "the takeover left a failure reason behind"
+    );
+    let events = store.deployment_events(org, d.id).await?;
+    assert!(
+        !events.iter().any(|e| e.phase == "failed"),
+        "the takeover left a failure event behind: {events:?}"
+    );
+    let timeline: Vec<String> = events.into_iter().map(|e| e.phase).collect();
     assert_eq!(
         timeline,
         ["queued", "starting", "switching", "stopping_old", "ready"]
@@ -426,16 +430,19 @@ async fn a_stale_worker_cannot_record_a_step_after_losing_its_lease() -> anyhow:
         .claim(stale, Duration::from_millis(500))
         .await?
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
     let fresh = Uuid::new_v4();
-    assert_eq!(
-        store
-            .claim(fresh, Duration::from_secs(30))
-            .await?
-            .unwrap()
-            .id,
-        d.id
-    );
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let claimed = loop {
+        if let Some(c) = store.claim(fresh, Duration::from_secs(30)).await? {
+            break c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stale worker's lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(claimed.id, d.id);
     let t = control::pipeline::machine::decide(
         control::pipeline::machine::Phase::Queued,
         &control::pipeline::machine::Event::Claimed { needs_build: false },
@@ -531,13 +538,21 @@ async fn silent_nodes_are_marked_down_and_come_back_on_heartbeat() -> anyhow::Re
     let n = store
         .register_node("n1", "compute", "http://127.0.0.1:9", 0, 0)
         .await?;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        store
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let down = store
             .mark_silent_nodes_down(Duration::from_millis(10))
-            .await?,
-        vec![n.id]
-    );
+            .await?;
+        if !down.is_empty() {
+            assert_eq!(down, vec![n.id]);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the silent node was never marked down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(store.node(n.id).await?.status, "down");
     store.heartbeat(n.id, Some((2000, 1 << 30))).await?;
     let n = store.node(n.id).await?;
