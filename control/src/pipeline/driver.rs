@@ -389,16 +389,9 @@ impl Driver {
                 },
             )))
         };
-        let image = match (&d.image, &d.image_digest) {
-            (Some(image), Some(digest)) if !image.contains('@') => {
-                let repo = image
-                    .rsplit_once(':')
-                    .filter(|(_, tag)| !tag.contains('/'))
-                    .map_or(image.as_str(), |(r, _)| r);
-                format!("{repo}@{digest}")
-            }
-            (Some(image), _) => image.clone(),
-            (None, _) => return failed("deployment has no image to run".into(), None),
+        let image = match &d.image {
+            Some(image) => tenant::image::pin_to_digest(image, d.image_digest.as_deref()),
+            None => return failed("deployment has no image to run".into(), None),
         };
         let cpu = service.resources.cpu_millis;
         let mem = service.resources.memory_bytes;
