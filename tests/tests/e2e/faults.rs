@@ -3,12 +3,10 @@
 //! a build and of control in the middle of a deploy. Each deployment ends ready or cleanly
 //! failed (with its reason), never stuck, and the service keeps one serving container.
 
-mod harness;
-
 use std::time::Duration;
 
+use crate::harness::{AppRepo, Platform, Role, Service};
 use anyhow::ensure;
-use harness::{AppRepo, Platform, Role, Service};
 
 const END: Duration = Duration::from_secs(300);
 
@@ -99,6 +97,10 @@ async fn ended_cleanly(
     new: &str,
     old: &str,
 ) -> anyhow::Result<()> {
+    eprintln!(
+        "after the crash the deployment ended {} ({})",
+        d["state"], d["failure_reason"]
+    );
     let expected = match d["state"].as_str() {
         Some("ready") => new,
         Some("failed") => {

@@ -5,14 +5,12 @@
 //! check fails leaves the old one serving and says why, a rollback serves the old version again,
 //! and deleting the service leaves nothing behind.
 
-mod harness;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::harness::{AppRepo, Platform};
 use anyhow::{Context, ensure};
-use harness::{AppRepo, Platform};
 
 const BUILD_AND_DEPLOY: Duration = Duration::from_secs(300);
 
