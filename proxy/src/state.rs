@@ -14,6 +14,9 @@ use crate::store::{PersistedService, PersistedState, StateFile, StoreError};
 use crate::switch::{self, DrainStep, SwitchCommand, SwitchError};
 use crate::upstream::{UpstreamError, UpstreamSet, validate_upstreams};
 
+/// How long sessions cut at the drain deadline get to end before the old set is stopped.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
 /// What requests are routed by: immutable, replaced as a whole.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -293,20 +296,21 @@ impl ProxyState {
 
     async fn drain(&self, old: &Arc<UpstreamSet>, deadline: Duration) -> (Duration, usize) {
         use std::sync::atomic::Ordering::Relaxed;
-        let start = Instant::now();
+        // tokio's clock, so paused-time tests drive the deadline and the grace.
+        let start = tokio::time::Instant::now();
         let deadline = start + deadline;
         let mut closed = 0;
         loop {
-            match switch::drain_step(old.in_flight(), Instant::now(), deadline) {
+            let now = tokio::time::Instant::now();
+            match switch::drain_step(old.in_flight(), now.into_std(), deadline.into_std()) {
                 DrainStep::Done => break,
-                DrainStep::Wait => tokio::time::sleep(Duration::from_millis(1)).await,
+                DrainStep::Wait => {
+                    old.wait_drained(deadline).await;
+                }
                 DrainStep::CloseAtDeadline => {
                     closed = old.close_long_lived().max(old.in_flight());
                     // Give the cut sessions a moment to end before the caller stops the backend.
-                    let grace = Instant::now() + Duration::from_secs(2);
-                    while old.in_flight() > 0 && Instant::now() < grace {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
+                    old.wait_drained(now + DRAIN_GRACE).await;
                     break;
                 }
             }

@@ -121,6 +121,8 @@ pub struct UpstreamSet {
     total_weight: u64,
     next: AtomicU64,
     in_flight: AtomicUsize,
+    /// Woken when `in_flight` drops to zero (a drain waits on it instead of polling).
+    drained: tokio::sync::Notify,
     /// Set (SeqCst) by the switch after the swap; an admission that sees it retries on the new set.
     retired: AtomicBool,
     /// Set at the drain deadline: streaming bodies still running are cut.
@@ -165,6 +167,7 @@ impl UpstreamSet {
             total_weight,
             next: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            drained: tokio::sync::Notify::new(),
             retired: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -187,6 +190,22 @@ impl UpstreamSet {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until nothing is in flight or `until` passes; true when nothing is in flight.
+    pub async fn wait_drained(&self, until: tokio::time::Instant) -> bool {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drop to zero in between is not missed.
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.in_flight() == 0;
+            }
+        }
     }
 
     /// Admits one request (or long-lived connection) to this set. `None` when the set was
@@ -304,7 +323,9 @@ impl Drop for SetGuard {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
         }
-        self.set.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.set.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.set.drained.notify_waiters();
+        }
     }
 }
 

@@ -94,3 +94,40 @@ fn bad_upstreams_are_refused() {
         1
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_wakes_when_the_last_request_ends() {
+    let s = set(LoadBalancing::RoundRobin, &[1]);
+    let (a, b) = (s.admit().unwrap(), s.admit().unwrap());
+    s.retire();
+    let start = tokio::time::Instant::now();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        drop(a);
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        drop(b);
+    });
+    assert!(
+        s.wait_drained(start + std::time::Duration::from_secs(30))
+            .await
+    );
+    assert_eq!(start.elapsed(), std::time::Duration::from_secs(3));
+    assert_eq!(s.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_gives_up_at_its_deadline() {
+    let s = set(LoadBalancing::RoundRobin, &[1]);
+    let guard = s.admit().unwrap();
+    let start = tokio::time::Instant::now();
+    assert!(
+        !s.wait_drained(start + std::time::Duration::from_secs(2))
+            .await
+    );
+    assert_eq!(start.elapsed(), std::time::Duration::from_secs(2));
+    drop(guard);
+    assert!(
+        s.wait_drained(tokio::time::Instant::now()).await,
+        "drained now"
+    );
+}
