@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Parser;
+use cli::{Cli, run};
 use common::fakes::{Call, Fakes};
 use common::{Harness, TestDb, fake_clients};
-use cli::{Cli, run};
 use control::domains::Answer;
 use control::domains::resolver::{DnsLookup, LookupError};
 use control::domains::verifier::{DomainSettings, Verifier};
