@@ -23,7 +23,7 @@ async fn push_build_deploy_https_redeploy_rollback_delete() -> anyhow::Result<()
 
 async fn scenario(platform: &mut Platform) -> anyhow::Result<()> {
     let tenant = platform.organization("e2e").await?;
-    let repo = AppRepo::sample(&platform, "hello", "1.0.0")?;
+    let repo = AppRepo::sample(platform, "hello", "1.0.0")?;
     let project_id = platform.project(&tenant, "shop").await?;
     let service = platform
         .git_service(&tenant, (&project_id, "shop"), "hello", &repo)
@@ -48,7 +48,7 @@ async fn scenario(platform: &mut Platform) -> anyhow::Result<()> {
 
     // 2. A redeploy under bounded load: every request answers 200, from one version or the
     //    other.
-    let load = Load::start(&platform, &host)?;
+    let load = Load::start(platform, &host)?;
     let v2_commit = repo.set_version("1.0.1")?;
     let v2 = platform.push(&service, &v2_commit).await?;
     let d = platform

@@ -19,7 +19,7 @@ async fn kill9_of_node_agent_buildd_and_control_mid_deploy() -> anyhow::Result<(
 
 async fn scenario(platform: &mut Platform) -> anyhow::Result<()> {
     let tenant = platform.organization("e2e").await?;
-    let repo = AppRepo::sample(&platform, "hello", "2.0.0")?;
+    let repo = AppRepo::sample(platform, "hello", "2.0.0")?;
     let project = platform.project(&tenant, "crash").await?;
     let service = platform
         .git_service(&tenant, (&project, "crash"), "hello", &repo)
@@ -68,7 +68,7 @@ async fn scenario(platform: &mut Platform) -> anyhow::Result<()> {
     platform.kill9(Role::Buildd)?;
     platform.restart(Role::Buildd).await?;
     let d = platform.wait_deployment(&tenant, &building, END).await?;
-    ended_cleanly(&platform, &service, &d, "2.0.1", "2.0.0").await?;
+    ended_cleanly(platform, &service, &d, "2.0.1", "2.0.0").await?;
     let serving = if d["state"] == "ready" {
         "2.0.1"
     } else {
@@ -84,7 +84,7 @@ async fn scenario(platform: &mut Platform) -> anyhow::Result<()> {
     platform.kill9(Role::Control)?;
     platform.restart(Role::Control).await?;
     let d = platform.wait_deployment(&tenant, &deploying, END).await?;
-    ended_cleanly(&platform, &service, &d, "2.0.2", serving).await?;
+    ended_cleanly(platform, &service, &d, "2.0.2", serving).await?;
     Ok(())
 }
 

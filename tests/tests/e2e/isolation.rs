@@ -22,8 +22,8 @@ async fn scenario(platform: &mut Platform) -> anyhow::Result<()> {
     let other = platform.organization("e2e-other").await?;
     let shop_project = platform.project(&shop, "shop").await?;
     let other_project = platform.project(&other, "other").await?;
-    let shop_repo = AppRepo::sample(&platform, "shop", "3.0.0")?;
-    let other_repo = AppRepo::sample(&platform, "other", "3.0.0")?;
+    let shop_repo = AppRepo::sample(platform, "shop", "3.0.0")?;
+    let other_repo = AppRepo::sample(platform, "other", "3.0.0")?;
     let web = platform
         .git_service(&shop, (&shop_project, "shop"), "web", &shop_repo)
         .await?;
@@ -33,9 +33,9 @@ async fn scenario(platform: &mut Platform) -> anyhow::Result<()> {
     let foreign = platform
         .git_service(&other, (&other_project, "other"), "hello", &other_repo)
         .await?;
-    let web_at = deploy(&platform, &shop, &web, &shop_repo).await?;
-    let api_at = deploy(&platform, &shop, &api, &shop_repo).await?;
-    let foreign_at = deploy(&platform, &other, &foreign, &other_repo).await?;
+    let web_at = deploy(platform, &shop, &web, &shop_repo).await?;
+    let api_at = deploy(platform, &shop, &api, &shop_repo).await?;
+    let foreign_at = deploy(platform, &other, &foreign, &other_repo).await?;
 
     let web_container = container_at(platform, &web_at).await?;
     // Positive control: the same project's other service answers.
