@@ -89,12 +89,91 @@ pub(crate) fn ip_from_key(key: u32) -> Ipv4Addr {
 mod tests {
     use super::*;
 
+    /// The layout the C compiler gives `programs/isolation.h`: a small host program including
+    /// the header prints every size, offset and shared constant, and each must equal Rust's.
     #[test]
     fn layouts_match_the_c_header() {
-        assert_eq!(size_of::<EndpointValue>(), 16);
-        assert_eq!(size_of::<IfaceValue>(), 24);
-        assert_eq!(size_of::<PairKey>(), 24);
-        assert_eq!(size_of::<CountersValue>(), 8 * (4 + 2 * DROP_REASONS));
+        use std::mem::offset_of;
+        let probe = r#"
+#include <stddef.h>
+#include <stdio.h>
+#include "isolation.h"
+#define SIZE(t) printf(#t " %zu\n", sizeof(struct t))
+#define OFF(t, f) printf(#t "." #f " %zu\n", offsetof(struct t, f))
+int main(void) {
+    SIZE(endpoint); OFF(endpoint, identity); OFF(endpoint, service_port); OFF(endpoint, roles);
+    SIZE(iface); OFF(iface, ip); OFF(iface, slot); OFF(iface, self);
+    SIZE(pair_key); OFF(pair_key, src); OFF(pair_key, dst); OFF(pair_key, port);
+    OFF(pair_key, proto);
+    SIZE(counters); OFF(counters, out_bytes); OFF(counters, out_packets);
+    OFF(counters, in_bytes); OFF(counters, in_packets); OFF(counters, drops_out);
+    OFF(counters, drops_in);
+    printf("DROP_REASONS %d\nMAX_IFACES %d\nCIDR_ALLOW %d\nCIDR_DENY %d\n",
+           DROP_REASONS, MAX_IFACES, CIDR_ALLOW, CIDR_DENY);
+    return 0;
+}
+"#;
+        let dir = std::env::temp_dir().join(format!("ebpf-layout-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("probe.c"), probe).unwrap();
+        let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".to_owned());
+        let programs = concat!(env!("CARGO_MANIFEST_DIR"), "/programs");
+        let built = std::process::Command::new(&clang)
+            .args(["-I", programs, "-I/usr/include/x86_64-linux-gnu", "-o"])
+            .arg(dir.join("probe"))
+            .arg(dir.join("probe.c"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {clang} (install clang): {e}"));
+        assert!(
+            built.status.success(),
+            "compiling the layout probe: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let run = std::process::Command::new(dir.join("probe"))
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let printed = String::from_utf8(run.stdout).unwrap();
+        let c: std::collections::BTreeMap<&str, usize> = printed
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k, v.parse().unwrap()))
+            .collect();
+        let rust: std::collections::BTreeMap<&str, usize> = [
+            ("endpoint", size_of::<EndpointValue>()),
+            ("endpoint.identity", offset_of!(EndpointValue, identity)),
+            (
+                "endpoint.service_port",
+                offset_of!(EndpointValue, service_port),
+            ),
+            ("endpoint.roles", offset_of!(EndpointValue, roles)),
+            ("iface", size_of::<IfaceValue>()),
+            ("iface.ip", offset_of!(IfaceValue, ip)),
+            ("iface.slot", offset_of!(IfaceValue, slot)),
+            ("iface.self", offset_of!(IfaceValue, endpoint)),
+            ("pair_key", size_of::<PairKey>()),
+            ("pair_key.src", offset_of!(PairKey, src)),
+            ("pair_key.dst", offset_of!(PairKey, dst)),
+            ("pair_key.port", offset_of!(PairKey, port)),
+            ("pair_key.proto", offset_of!(PairKey, proto)),
+            ("counters", size_of::<CountersValue>()),
+            ("counters.out_bytes", offset_of!(CountersValue, out_bytes)),
+            (
+                "counters.out_packets",
+                offset_of!(CountersValue, out_packets),
+            ),
+            ("counters.in_bytes", offset_of!(CountersValue, in_bytes)),
+            ("counters.in_packets", offset_of!(CountersValue, in_packets)),
+            ("counters.drops_out", offset_of!(CountersValue, drops_out)),
+            ("counters.drops_in", offset_of!(CountersValue, drops_in)),
+            ("DROP_REASONS", DROP_REASONS),
+            ("MAX_IFACES", MAX_IFACES as usize),
+            ("CIDR_ALLOW", usize::from(CIDR_ALLOW)),
+            ("CIDR_DENY", usize::from(CIDR_DENY)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(c, rust, "C (left) and Rust (right) disagree");
     }
 
     #[test]
