@@ -46,13 +46,22 @@ async fn wait_for_log(node: &TestNode, id: &str, needle: &str) -> anyhow::Result
 async fn process_is_confined_and_mount_unshare_are_refused() -> anyhow::Result<()> {
     let node = TestNode::start("harden").await?;
     let project = stackpad_tests::unique_name("p");
-    let script = "mkdir -p /mnt/x; mount -t tmpfs none /mnt/x; echo mount_rc=$?; \
-                  unshare -n true; echo unshare_rc=$?; echo done; exec sleep 3600";
+    // Each refusal is checked by its own error message, next to a positive control showing the
+    // tool itself works (so a missing binary or a broken shell cannot pass for a refusal).
+    let script = "mkdir -p /mnt/x; mount >/dev/null; echo mount_list_rc=$?; \
+                  mount -t tmpfs none /mnt/x 2>&1; echo mount_rc=$?; \
+                  command -v unshare >/dev/null; echo unshare_present=$?; \
+                  unshare -n true 2>&1; echo unshare_rc=$?; echo done; exec sleep 3600";
     let status = node
         .agent
         .deploy(node.shell(&project, "probe", script))
         .await?;
     let lines = wait_for_log(&node, &status.container_id, "done").await?;
+    let has = |wanted: &str| lines.iter().any(|l| l == wanted);
+    assert!(
+        has("mount_list_rc=0") && has("unshare_present=0"),
+        "positive controls failed: {lines:?}"
+    );
     assert!(
         lines
             .iter()
@@ -60,10 +69,21 @@ async fn process_is_confined_and_mount_unshare_are_refused() -> anyhow::Result<(
         "{lines:?}"
     );
     assert!(
+        lines.iter().any(|l| l.starts_with("mount:")
+            && (l.contains("permission denied") || l.contains("not permitted"))),
+        "mount failed for another reason than a refusal: {lines:?}"
+    );
+    assert!(
         lines
             .iter()
             .any(|l| l.starts_with("unshare_rc=") && l != "unshare_rc=0"),
         "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("unshare:") && l.contains("not permitted")),
+        "unshare failed for another reason than a refusal: {lines:?}"
     );
 
     // The container's process as the host sees it (pid 1 inside = the task pid).
@@ -133,7 +153,7 @@ async fn read_only_root_keeps_tmp_writable() -> anyhow::Result<()> {
     let mut spec = node.shell(
         &project,
         "ro",
-        "touch /etc/x 2>/dev/null; echo etc_rc=$?; touch /tmp/x; echo tmp_rc=$?; echo done; exec sleep 3600",
+        "touch /etc/x 2>&1; echo etc_rc=$?; touch /tmp/x; echo tmp_rc=$?; echo done; exec sleep 3600",
     );
     spec.read_only_rootfs = true;
     let status = node.agent.deploy(spec).await?;
@@ -143,6 +163,12 @@ async fn read_only_root_keeps_tmp_writable() -> anyhow::Result<()> {
             .iter()
             .any(|l| l.starts_with("etc_rc=") && l != "etc_rc=0"),
         "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("touch:") && l.contains("Read-only file system")),
+        "/etc/x was refused for another reason than the read-only root: {lines:?}"
     );
     assert!(lines.iter().any(|l| l == "tmp_rc=0"), "{lines:?}");
     assert!(node.agent.remove(&status.container_id, true).await?);

@@ -133,6 +133,21 @@ impl Database {
             .collect())
     }
 
+    /// On the raw table (no de-duplication): rows, distinct line ids, distinct (line id, time,
+    /// text).
+    async fn raw_counts(&self, container: &str) -> anyhow::Result<(u64, u64, u64)> {
+        Ok(self
+            .client()
+            .query(&format!(
+                "SELECT count(), uniqExact(line_id), uniqExact(line_id, ts_ns, line) \
+                 FROM {}.container_logs WHERE container_id = ?",
+                self.name
+            ))
+            .bind(container)
+            .fetch_one()
+            .await?)
+    }
+
     async fn stored_rows(&self, container: &str) -> anyhow::Result<u64> {
         Ok(self
             .client()
@@ -308,6 +323,14 @@ async fn an_outage_loses_nothing_and_a_lost_answer_duplicates_nothing() -> anyho
     ensure!(
         lines.windows(2).all(|w| w[0].0 < w[1].0),
         "lines out of order or duplicated"
+    );
+    // On the raw table, not through the de-duplicating query: the re-sent batches are the only
+    // duplicates, each an exact copy of its line (same id, time and text), and no line is lost.
+    let (rows, ids, distinct) = db.raw_counts("c-outage").await?;
+    ensure!(
+        ids == 3101 && distinct == 3101 && rows >= 3101,
+        "raw table: {rows} rows, {ids} line ids, {distinct} distinct lines (want 3101 ids, each \
+         duplicate an exact copy)"
     );
     // The last rows can show in ClickHouse a moment before the shipper has read the insert's
     // answer and removed their spool segment.

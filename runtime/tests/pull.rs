@@ -16,6 +16,10 @@ async fn pull_unpacks_layers_and_skips_what_is_present() -> anyhow::Result<()> {
     let first = store.pull(&image).await?;
     assert!(first.digest.starts_with("sha256:"));
     assert_eq!(first.config.diff_ids.len(), 1);
+    assert!(
+        first.fetched,
+        "the first pull into a fresh namespace fetched nothing: the test proves nothing"
+    );
     // A second store (as after an agent restart) finds everything present.
     let store2 = ImageStore::new(
         ns.containerd.clone(),
