@@ -1,7 +1,7 @@
 //! The real `stackpad-proxy` with its shared certificate store and Pebble: a domain the
 //! control plane allowed gets a certificate through http-01 answered on the proxy's own plain
 //! listener and serves verified HTTPS; plain HTTP redirects; a flood of handshakes for names
-//! nobody allowed orders nothing; after a restart with the CA unreachable the stored
+//! nobody allowed is shown the default certificate and orders nothing; after a restart with the CA unreachable the stored
 //! certificate still serves; an instance killed with SIGKILL in the middle of an order loses
 //! its lease to the other instance, which finishes the domain.
 
@@ -14,6 +14,7 @@ use common::pebble::{self, AcmeProxy, Database, HTTP01_PORT};
 use common::{Backend, authed, free_port};
 use proto::proxy::v1 as pb;
 use proto::proxy::v1::proxy_admin_client::ProxyAdminClient;
+use rustls::pki_types::pem::PemObject;
 use sqlx::Connection;
 
 /// `stackpad-proxy serve` (this crate's binary) with an `acme` section, on Pebble's port.
@@ -98,6 +99,78 @@ async fn orders(db: &Database) -> anyhow::Result<Vec<String>> {
     Ok(rows.into_iter().map(|(d,)| d).collect())
 }
 
+/// Completes a TLS handshake with `name` as SNI and returns the end-entity certificate the
+/// proxy showed (DER), whatever it is.
+async fn shown_certificate(address: std::net::SocketAddr, name: &str) -> anyhow::Result<Vec<u8>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let config = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let socket = tokio::net::TcpStream::connect(address).await?;
+    let server = rustls::pki_types::ServerName::try_from(name.to_owned())?;
+    tokio::time::timeout(Duration::from_secs(5), connector.connect(server, socket)).await??;
+    let shown = recorder.shown.lock().expect("recorder").take();
+    shown.ok_or_else(|| anyhow::anyhow!("the handshake completed without a certificate"))
+}
+
+/// A certificate verifier that accepts what it is shown and keeps it (signatures are still
+/// checked, so the server does hold the key).
+#[derive(Debug, Default)]
+struct Recorder {
+    shown: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.shown.lock().expect("recorder") = Some(end_entity.to_vec());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 #[tokio::test]
 async fn allowed_domains_get_certificates_and_nothing_else_is_ordered() -> anyhow::Result<()> {
     let _port = pebble::lock_http01_port().await?;
@@ -134,26 +207,44 @@ async fn allowed_domains_get_certificates_and_nothing_else_is_ordered() -> anyho
     );
     ensure!(backend.requests() == seen);
 
-    // A flood of handshakes for names nobody allowed: served the default certificate, never
-    // an order.
+    // A flood of handshakes for names nobody allowed: every handshake completes and is shown
+    // the default certificate (a client that records what it was shown, instead of one that
+    // fails on anything), and none leads to an order.
+    let default = rustls::pki_types::CertificateDer::from_pem_file(proxy.dir.join("default.pem"))?;
     for i in 0..200 {
-        let socket = tokio::net::TcpStream::connect(proxy.https).await?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-        let name = rustls::pki_types::ServerName::try_from(format!(
-            "random{i}-{}.attacker.test",
-            i * 7919
-        ))?;
-        // Unverifiable (default certificate): the handshake fails on our side, as it should.
-        let _ = tokio::time::timeout(Duration::from_secs(2), connector.connect(name, socket)).await;
+        let name = format!("random{i}-{}.attacker.test", i * 7919);
+        let shown = shown_certificate(proxy.https, &name)
+            .await
+            .map_err(|e| anyhow::anyhow!("handshake for {name}: {e:#}"))?;
+        ensure!(
+            shown == default.as_ref(),
+            "{name} was shown a certificate other than the default"
+        );
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let ordered = orders(&db).await?;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+    let (allowed,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM stackpad_proxy.allowed_domains WHERE domain LIKE '%.attacker.test'",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    ensure!(allowed == 0, "handshakes allowed {allowed} names");
+    // Waiting on the store, not a sleep: a name allowed after the flood is ordered by a later
+    // pass, which would also have ordered any name a handshake had put in the way.
+    let marker = format!(
+        "{}.apps.stackpad.test",
+        stackpad_tests::unique_name("marker")
+    );
+    allow(&proxy, &marker).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ordered = loop {
+        let ordered = orders(&db).await?;
+        if ordered.contains(&marker) || Instant::now() > deadline {
+            break ordered;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     ensure!(
-        ordered == vec![domain.clone()],
+        ordered == vec![domain.clone(), marker.clone()],
         "orders placed: {ordered:?}"
     );
 
