@@ -348,3 +348,40 @@ fn header(response: &reqwest::Response, name: &str) -> anyhow::Result<String> {
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
+
+/// `scripts/base-images` promises deterministic images: built twice, every image has the same
+/// digest (the digests it prints, which are what it pushed).
+#[test]
+fn base_images_rebuild_to_the_same_digests() -> anyhow::Result<()> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/base-images");
+    let build = || -> anyhow::Result<Vec<String>> {
+        let home = tempfile::tempdir()?;
+        let out = std::process::Command::new(script)
+            .env("STACKPAD_HOME", home.path())
+            .output()
+            .context("running scripts/base-images")?;
+        ensure!(
+            out.status.success(),
+            "scripts/base-images failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut digests: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("@sha256:"))
+            .map(str::to_owned)
+            .collect();
+        digests.sort();
+        Ok(digests)
+    };
+    let first = build()?;
+    let second = build()?;
+    ensure!(
+        first.len() >= 3,
+        "scripts/base-images printed too few digests: {first:?}"
+    );
+    ensure!(
+        first == second,
+        "the rebuilt images differ:\n{first:#?}\n{second:#?}"
+    );
+    Ok(())
+}
