@@ -480,31 +480,15 @@ impl Platform {
         state: &str,
         within: Duration,
     ) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            let d = self
-                .expect(
-                    200,
-                    "GET",
-                    &format!("/deployments/{id}"),
-                    &tenant.token,
-                    None,
-                )
-                .await?;
-            let now = d["state"].as_str().unwrap_or_default();
-            if now == state {
-                return Ok(d);
-            }
-            ensure!(
-                !matches!(now, "ready" | "failed" | "cancelled" | "superseded"),
-                "deployment {id} ended ({now}) before it was {state}: {d}"
-            );
-            ensure!(
-                Instant::now() < deadline,
-                "deployment {id} not {state} within {within:?}: {d}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let d = self
+            .poll_deployment(tenant, id, within, |now| now == state || ended(now))
+            .await?;
+        let now = d["state"].as_str().unwrap_or_default();
+        ensure!(
+            now == state,
+            "deployment {id} ended ({now}) before it was {state}: {d}"
+        );
+        Ok(d)
     }
 
     /// The platform host of a service.
@@ -561,37 +545,47 @@ impl Platform {
         id: &str,
         within: Duration,
     ) -> anyhow::Result<Value> {
+        self.poll_deployment(tenant, id, within, ended).await
+    }
+
+    /// `GET /deployments/{id}` until `done(state)` holds; fails after `within`.
+    async fn poll_deployment(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        within: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Value> {
         let deadline = Instant::now() + within;
         loop {
-            let d = self
-                .expect(
-                    200,
-                    "GET",
-                    &format!("/deployments/{id}"),
-                    &tenant.token,
-                    None,
-                )
-                .await?;
+            let path = format!("/deployments/{id}");
+            let d = self.expect(200, "GET", &path, &tenant.token, None).await?;
             let state = d["state"].as_str().unwrap_or_default();
-            if matches!(state, "ready" | "failed" | "cancelled" | "superseded") {
+            if done(state) {
                 return Ok(d);
             }
-            if Instant::now() > deadline {
-                bail!("deployment {id} still {state} after {within:?}: {d}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            ensure!(
+                Instant::now() < deadline,
+                "deployment {id} still {state} after {within:?}: {d}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// containerd, in this platform's namespace.
+    async fn containerd(&self) -> anyhow::Result<runtime::containerd::Containerd> {
+        let services = Services::from_env();
+        Ok(runtime::containerd::Containerd::connect(
+            services.containerd_socket.as_ref(),
+            &self.namespace,
+        )
+        .await?)
     }
 
     /// The containers (ids) the node agent has in this platform's namespace, through
     /// containerd itself.
     pub async fn containers(&self) -> anyhow::Result<Vec<String>> {
-        let services = Services::from_env();
-        let c = runtime::containerd::Containerd::connect(
-            services.containerd_socket.as_ref(),
-            &self.namespace,
-        )
-        .await?;
+        let c = self.containerd().await?;
         let list = c
             .containers()
             .list(c.req(containerd_client::services::v1::ListContainersRequest { filters: vec![] }))
@@ -603,12 +597,7 @@ impl Platform {
 
     /// The snapshot keys in this platform's namespace.
     pub async fn snapshots(&self) -> anyhow::Result<Vec<String>> {
-        let services = Services::from_env();
-        let c = runtime::containerd::Containerd::connect(
-            services.containerd_socket.as_ref(),
-            &self.namespace,
-        )
-        .await?;
+        let c = self.containerd().await?;
         let mut stream = c
             .snapshots()
             .list(c.req(
@@ -628,12 +617,7 @@ impl Platform {
 
     /// The host pid of a container's task.
     pub async fn task_pid(&self, container: &str) -> anyhow::Result<u32> {
-        let services = Services::from_env();
-        let c = runtime::containerd::Containerd::connect(
-            services.containerd_socket.as_ref(),
-            &self.namespace,
-        )
-        .await?;
+        let c = self.containerd().await?;
         let task = c
             .tasks()
             .get(c.req(containerd_client::services::v1::GetRequest {
@@ -729,6 +713,11 @@ impl Cleanup {
         });
         drop(self.database);
     }
+}
+
+/// Whether a deployment state is final.
+fn ended(state: &str) -> bool {
+    matches!(state, "ready" | "failed" | "cancelled" | "superseded")
 }
 
 /// A service made by [`Platform::git_service`].
