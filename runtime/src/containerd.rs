@@ -5,6 +5,9 @@ use containerd_client::services::v1::{
     KillRequest, ListContainersRequest, ListImagesRequest,
 };
 use containerd_client::services::v1::{
+    DeleteRequest as DeleteLeaseRequest, ListRequest as ListLeasesRequest,
+};
+use containerd_client::services::v1::{
     containers_client::ContainersClient, content_client::ContentClient, diff_client::DiffClient,
     images_client::ImagesClient, introspection_client::IntrospectionClient,
     leases_client::LeasesClient, snapshots::snapshots_client::SnapshotsClient,
@@ -83,6 +86,23 @@ impl Containerd {
                         key: ct.snapshot_key.clone(),
                     },
                 ))
+                .await;
+        }
+        // Leases an agent killed in the middle of a pull left (they would keep their content
+        // and snapshots, and with them the namespace, for their hour).
+        let leases = c
+            .leases()
+            .list(c.req(ListLeasesRequest { filters: vec![] }))
+            .await
+            .map(|r| r.into_inner().leases)
+            .unwrap_or_default();
+        for lease in leases {
+            let _ = c
+                .leases()
+                .delete(c.req(DeleteLeaseRequest {
+                    id: lease.id,
+                    sync: true,
+                }))
                 .await;
         }
         let images = c
