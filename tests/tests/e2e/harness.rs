@@ -342,11 +342,6 @@ impl Platform {
         outcome
     }
 
-    /// A daemon's log so far.
-    pub fn log(&mut self, role: Role) -> String {
-        std::fs::read_to_string(&self.daemon(role).log).unwrap_or_default()
-    }
-
     /// One REST call; the status and the JSON body (`null` when there is none).
     pub async fn call(
         &self,
@@ -884,7 +879,7 @@ impl Binaries {
 /// Every service the platform needs answers, or the test fails naming the missing one.
 async fn check_services(services: &Services) -> anyhow::Result<()> {
     ensure!(
-        nix_is_root(),
+        is_root(),
         "the end-to-end tests need root (containerd, network namespaces, eBPF)"
     );
     for (name, address) in [
@@ -911,7 +906,7 @@ async fn check_services(services: &Services) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn nix_is_root() -> bool {
+fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
