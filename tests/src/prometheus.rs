@@ -167,6 +167,150 @@ pub fn defined_names(text: &str) -> BTreeSet<String> {
     names
 }
 
+/// What a scraper takes from an exposition text: each family's type and help, and each
+/// sample's value by name and (sorted, unescaped) labels. Sample order, label order, number
+/// spelling (`7` and `7.0`) and `# EOF` do not count, so two renderers can be compared.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Scrape {
+    /// Family name -> (type, help).
+    pub families: BTreeMap<String, (String, String)>,
+    /// `name{labels}` (labels sorted) -> value.
+    pub samples: BTreeMap<String, f64>,
+}
+
+/// Parses an exposition text into what a scraper keeps; a line it cannot read is an error.
+pub fn scrape(text: &str) -> Result<Scrape, String> {
+    let mut out = Scrape::default();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, doc) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.families.entry(name.to_owned()).or_default().1 = doc.to_owned();
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.families.entry(name.to_owned()).or_default().0 = kind.to_owned();
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let at = |what: &str| format!("line {}: {what}: {line:?}", n + 1);
+        let (series, value) = line.rsplit_once(' ').ok_or_else(|| at("not a sample"))?;
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().map_err(|_| at("value is not a number"))?,
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series, Vec::new()),
+            Some((name, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .ok_or_else(|| at("labels not closed"))?;
+                (name, parse_labels(body).map_err(|e| at(&e))?)
+            }
+        };
+        let mut labels = labels;
+        labels.sort();
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        let key = format!("{name}{{{}}}", labels.join(","));
+        if out.samples.insert(key.clone(), value).is_some() {
+            return Err(at(&format!("{key} sampled twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// `k="v",k2="v2"` with the format's escapes (`\\`, `\"`, `\n`) undone.
+fn parse_labels(body: &str) -> Result<Vec<(String, String)>, String> {
+    let mut labels = Vec::new();
+    let mut chars = body.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        if chars.next() != Some('"') {
+            return Err(format!("label {key} has no quoted value"));
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next() {
+                None => return Err(format!("label {key}'s value is not closed")),
+                Some('"') => break,
+                Some('\\') => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(c @ ('\\' | '"')) => value.push(c),
+                    other => return Err(format!("label {key}: bad escape {other:?}")),
+                },
+                Some(c) => value.push(c),
+            }
+        }
+        labels.push((key.trim_start_matches(',').to_owned(), value));
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    Ok(labels)
+}
+
+/// Panics naming every difference a scraper would see between `before` and `after`: a family
+/// added, dropped or retyped, a help text changed, a sample added, dropped or of another value
+/// (relative tolerance 1e-9, for sums kept in another unit).
+pub fn assert_same_scrape(before: &str, after: &str) {
+    let (b, a) = match (scrape(before), scrape(after)) {
+        (Ok(b), Ok(a)) => (b, a),
+        (b, a) => panic!(
+            "unreadable exposition: before {:?}, after {:?}\n{after}",
+            b.err(),
+            a.err()
+        ),
+    };
+    let mut diffs = Vec::new();
+    for name in b
+        .families
+        .keys()
+        .chain(a.families.keys())
+        .collect::<BTreeSet<_>>()
+    {
+        if b.families.get(name) != a.families.get(name) {
+            diffs.push(format!(
+                "family {name}: {:?} -> {:?}",
+                b.families.get(name),
+                a.families.get(name)
+            ));
+        }
+    }
+    for key in b
+        .samples
+        .keys()
+        .chain(a.samples.keys())
+        .collect::<BTreeSet<_>>()
+    {
+        let same = match (b.samples.get(key), a.samples.get(key)) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
+            _ => false,
+        };
+        if !same {
+            diffs.push(format!(
+                "sample {key}: {:?} -> {:?}",
+                b.samples.get(key),
+                a.samples.get(key)
+            ));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "a scraper would see {} differences:\n  {}\n--- after ---\n{after}",
+        diffs.len(),
+        diffs.join("\n  ")
+    );
+}
+
 /// Panics with every problem when `text` breaks a convention (for unit tests).
 pub fn assert_conventions(text: &str) {
     let problems = convention_problems(text);
@@ -192,6 +336,23 @@ mod tests {
                     # HELP stackpad_x_spool_bytes Size.\n# TYPE stackpad_x_spool_bytes gauge\nstackpad_x_spool_bytes 10\n";
         assert_eq!(convention_problems(text), Vec::<String>::new());
         assert!(defined_names(text).contains("stackpad_x_request_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn a_scrape_ignores_order_spelling_and_eof_and_unescapes_labels() {
+        let before = "# HELP stackpad_x_total X.\n# TYPE stackpad_x_total counter\n\
+                      stackpad_x_total{b=\"2\",a=\"q\\\"\\\\\\n\"} 7\nstackpad_x_total{a=\"1\",b=\"2\"} 0.5\n";
+        let after = "# TYPE stackpad_x_total counter\n# HELP stackpad_x_total X.\n\
+                     stackpad_x_total{a=\"1\",b=\"2\"} 0.5\nstackpad_x_total{a=\"q\\\"\\\\\\n\",b=\"2\"} 7.0\n# EOF\n";
+        assert_same_scrape(before, after);
+        let s = scrape(before).unwrap();
+        assert!(
+            s.samples
+                .contains_key("stackpad_x_total{a=\"q\\\"\\\\\\n\",b=\"2\"}"),
+            "{s:?}"
+        );
+        let changed = after.replace("0.5", "0.6");
+        assert!(std::panic::catch_unwind(|| assert_same_scrape(before, &changed)).is_err());
     }
 
     #[test]
