@@ -7,10 +7,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 mod common;
 
-use common::pebble::{self, Database, STORE_KEY, env, pebble};
+use common::pebble::{self, PostgresDb, STORE_KEY, env, pebble};
 use proxy::acme::challtestsrv::ChallTestSrv;
 use proxy::acme::http01::{Http01Answers, challenge_token};
 use proxy::acme::policy::{Decision, OrderReason};
@@ -116,8 +116,8 @@ async fn serve_http01(answers: Http01Answers) -> anyhow::Result<Http01Server> {
     Ok(Http01Server { task, _lock: lock })
 }
 
-async fn store(db: &Database) -> anyhow::Result<CertStore> {
-    Ok(CertStore::connect(&db.url, Sealer::from_hex(STORE_KEY)?).await?)
+async fn store(db: &PostgresDb) -> anyhow::Result<CertStore> {
+    Ok(CertStore::connect(db.url(), Sealer::from_hex(STORE_KEY)?).await?)
 }
 
 fn manager(
@@ -174,7 +174,7 @@ async fn handshake_verifies(certificate: &StoredCertificate, sni: &str) -> anyho
 
 #[tokio::test]
 async fn http01_certificate_for_an_allowed_domain_serves_verified_https() -> anyhow::Result<()> {
-    let db = Database::create().await?;
+    let db = PostgresDb::create("acme_test").await?;
     let store = store(&db).await?;
     let _http01 = serve_http01(Http01Answers::new(store.clone())).await?;
     let issuer = Arc::new(Issuer::connect(&pebble(), store.clone(), None).await?);
@@ -211,7 +211,7 @@ async fn http01_certificate_for_an_allowed_domain_serves_verified_https() -> any
 
 #[tokio::test]
 async fn wildcard_certificate_through_dns01() -> anyhow::Result<()> {
-    let db = Database::create().await?;
+    let db = PostgresDb::create("acme_test").await?;
     let store = store(&db).await?;
     let dns = Arc::new(ChallTestSrv::new(env(
         "CHALLTESTSRV_URL",
@@ -236,7 +236,7 @@ async fn wildcard_certificate_through_dns01() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_wildcard_without_a_dns_provider_fails_with_a_reason_and_backs_off() -> anyhow::Result<()>
 {
-    let db = Database::create().await?;
+    let db = PostgresDb::create("acme_test").await?;
     let store = store(&db).await?;
     let issuer = Arc::new(Issuer::connect(&pebble(), store.clone(), None).await?);
     let manager = manager(&store, Some(issuer), Arc::new(Installed::default()), "a");
@@ -244,7 +244,7 @@ async fn a_wildcard_without_a_dns_provider_fails_with_a_reason_and_backs_off() -
     store.put_allowed_domain(&wildcard, "svc").await?;
     let outcomes = manager.run_once().await?;
     let [(_, Outcome::Failed(reason))] = outcomes.as_slice() else {
-        anyhow::bail!("expected one failure: {outcomes:?}");
+        bail!("expected one failure: {outcomes:?}");
     };
     ensure!(
         reason.contains("dns-01") && reason.contains(&wildcard),
@@ -264,7 +264,7 @@ async fn a_wildcard_without_a_dns_provider_fails_with_a_reason_and_backs_off() -
 #[tokio::test]
 async fn one_order_per_domain_between_instances_and_an_expired_lease_is_taken_over()
 -> anyhow::Result<()> {
-    let db = Database::create().await?;
+    let db = PostgresDb::create("acme_test").await?;
     let store = store(&db).await?;
     let _http01 = serve_http01(Http01Answers::new(store.clone())).await?;
     let issuer = Arc::new(Issuer::connect(&pebble(), store.clone(), None).await?);
@@ -297,25 +297,33 @@ async fn one_order_per_domain_between_instances_and_an_expired_lease_is_taken_ov
     // A holder that died mid-order: its lease blocks others until it expires.
     let orphan = format!("{}.apps.stackpad.test", unique("orphan"));
     store.put_allowed_domain(&orphan, "svc").await?;
+    let leased = std::time::Instant::now();
     ensure!(
         store
             .try_lease(&orphan, "crashed-instance", Duration::from_secs(2))
             .await?
     );
-    let blocked = a.run_once().await?;
+    // Every pass is blocked until the lease expires, then the next pass orders.
+    let mut blocked_passes = 0;
+    loop {
+        let outcomes = a.run_once().await?;
+        let orphan_outcome = outcomes.iter().find(|(d, _)| d == &orphan).map(|(_, o)| o);
+        match orphan_outcome {
+            Some(Outcome::LeasedElsewhere) => blocked_passes += 1,
+            Some(Outcome::Issued(OrderReason::Missing)) => break,
+            other => bail!("unexpected outcome for the orphaned domain: {other:?} in {outcomes:?}"),
+        }
+        ensure!(
+            leased.elapsed() < Duration::from_secs(15),
+            "the dead holder's 2 s lease still blocked the order after 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(blocked_passes > 0, "the first pass ignored a live lease");
     ensure!(
-        blocked
-            .iter()
-            .any(|(d, o)| d == &orphan && *o == Outcome::LeasedElsewhere),
-        "{blocked:?}"
-    );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let taken = a.run_once().await?;
-    ensure!(
-        taken
-            .iter()
-            .any(|(d, o)| d == &orphan && *o == Outcome::Issued(OrderReason::Missing)),
-        "{taken:?}"
+        leased.elapsed() >= Duration::from_millis(1900),
+        "ordered {:?} after a 2 s lease was taken",
+        leased.elapsed()
     );
     Ok(())
 }
@@ -323,7 +331,7 @@ async fn one_order_per_domain_between_instances_and_an_expired_lease_is_taken_ov
 #[tokio::test]
 async fn stored_certificates_serve_with_no_ca_and_nothing_unallowed_is_ordered()
 -> anyhow::Result<()> {
-    let db = Database::create().await?;
+    let db = PostgresDb::create("acme_test").await?;
     let store = store(&db).await?;
     let _http01 = serve_http01(Http01Answers::new(store.clone())).await?;
     let issuer = Arc::new(Issuer::connect(&pebble(), store.clone(), None).await?);

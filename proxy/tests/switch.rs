@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,7 +24,26 @@ struct Sample {
     outcome: Result<(u16, String), String>,
 }
 
-async fn load(url: String, host: &'static str, stop: Arc<AtomicBool>) -> Vec<Sample> {
+/// Waits until the load tasks have completed `n` more requests (at most 10 s).
+async fn more_requests(done: &AtomicUsize, n: usize) -> anyhow::Result<()> {
+    let want = done.load(Ordering::SeqCst) + n;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while done.load(Ordering::SeqCst) < want {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the load made no progress in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+async fn load(
+    url: String,
+    host: &'static str,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+) -> Vec<Sample> {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build_http();
@@ -51,6 +70,7 @@ async fn load(url: String, host: &'static str, stop: Arc<AtomicBool>) -> Vec<Sam
             }
         };
         samples.push(Sample { start, outcome });
+        done.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     samples
@@ -66,10 +86,15 @@ async fn a_hundred_switches_under_load_lose_no_request() -> anyhow::Result<()> {
     admin.switch("svc", &[&blue], 1_000).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..LOAD_TASKS)
-        .map(|_| tokio::spawn(load(proxy.url("/"), "switch.test", stop.clone())))
+        .map(|_| {
+            let load = load(proxy.url("/"), "switch.test", stop.clone(), done.clone());
+            tokio::spawn(load)
+        })
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The load is flowing before the first switch, between switches and after the last.
+    more_requests(&done, LOAD_TASKS * 10).await?;
 
     // (call started, call returned, name of the new set)
     let mut switches: Vec<(Instant, Instant, String)> = Vec::new();
@@ -90,10 +115,10 @@ async fn a_hundred_switches_under_load_lose_no_request() -> anyhow::Result<()> {
         switches.push((call, returned, to.name.clone()));
         // Like a deploy: once the switch returns, the old container is stopped.
         from.stop().await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        more_requests(&done, LOAD_TASKS).await?;
     }
     let elapsed = started.elapsed();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    more_requests(&done, LOAD_TASKS * 10).await?;
     stop.store(true, Ordering::Relaxed);
     let mut samples = Vec::new();
     for w in workers {

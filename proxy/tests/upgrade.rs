@@ -25,13 +25,16 @@ async fn a_graceful_upgrade_loses_no_request() -> anyhow::Result<()> {
         // of the two processes.
         let http = proxy.http;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
         let load = {
-            let stop = stop.clone();
+            let (stop, done) = (stop.clone(), done.clone());
             tokio::spawn(async move {
                 let (mut ok, mut failed) = (0u32, Vec::new());
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let req = b"GET / HTTP/1.1\r\nHost: upgrade.test\r\nConnection: close\r\n\r\n";
-                    match common::raw(http, req, Duration::from_secs(5)).await {
+                    let outcome = common::raw(http, req, Duration::from_secs(5)).await;
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    match outcome {
                         Ok(r) if r.starts_with("HTTP/1.1 200") => ok += 1,
                         Ok(r) => {
                             failed.push(r.lines().next().unwrap_or("empty response").to_owned())
@@ -43,9 +46,25 @@ async fn a_graceful_upgrade_loses_no_request() -> anyhow::Result<()> {
                 (ok, failed)
             })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Requests flow before, during and after the hand-over.
+        let more = |n: u32| {
+            let done = done.clone();
+            async move {
+                let want = done.load(std::sync::atomic::Ordering::SeqCst) + n;
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while done.load(std::sync::atomic::Ordering::SeqCst) < want {
+                    anyhow::ensure!(
+                        std::time::Instant::now() < deadline,
+                        "the load made no progress in 10 s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                anyhow::Ok(())
+            }
+        };
+        more(30).await?;
         proxy.graceful_upgrade().await?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        more(30).await?;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (ok, failed) = load.await?;
         assert!(

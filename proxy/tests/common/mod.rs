@@ -6,7 +6,7 @@ pub mod backend;
 pub mod pebble;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -109,16 +109,17 @@ impl ProxyProcess {
         let sock = self.dir.join("upgrade.sock");
         let _ = std::fs::remove_file(&sock);
         self.child = Some(self.spawn_child(true)?);
+        // The old process hands its sockets over only to a listening upgrade socket: wait for
+        // the kernel to list it as listening (a connect would be taken for the hand-over).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
+        while !unix_listening(&sock)? {
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "the new process never opened {}",
+                "the new process never listened on {}",
                 sock.display()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
         let status = Command::new("kill")
             .args(["-QUIT", &old.id().to_string()])
             .status()?;
@@ -296,4 +297,17 @@ pub async fn get(proxy: &ProxyProcess, host: &str, path: &str) -> anyhow::Result
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Whether a Unix socket bound at `path` is listening (`__SO_ACCEPTCON` in /proc/net/unix).
+fn unix_listening(path: &Path) -> anyhow::Result<bool> {
+    const ACCEPTCON: u32 = 0x0001_0000;
+    let table = std::fs::read_to_string("/proc/net/unix")?;
+    let path = path.to_string_lossy();
+    Ok(table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8
+            && fields[7] == path
+            && u32::from_str_radix(fields[3], 16).is_ok_and(|flags| flags & ACCEPTCON != 0)
+    }))
 }
