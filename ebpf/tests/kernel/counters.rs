@@ -30,6 +30,25 @@ fn send_udp(from: &Node, to: Ipv4Addr, count: u64) {
     });
 }
 
+/// The counters of `veth` once they stop moving (two reads 50 ms apart agree; at most 5 s): the
+/// kernel counts a packet in softirq, a moment after the sender's call has returned.
+fn settled(iso: &Isolation, veth: &str) -> anyhow::Result<Counters> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut last = iso.counters(veth)?;
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = iso.counters(veth)?;
+        if now == last {
+            return Ok(now);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the counters of {veth} still move after 5 s: {now:?}"
+        );
+        last = now;
+    }
+}
+
 fn within_1pct(what: &str, got: u64, want: u64) {
     let diff = got.abs_diff(want) as f64 / want as f64;
     assert!(
@@ -81,9 +100,8 @@ fn counters_match_bytes_sent_and_survive_a_restart() -> anyhow::Result<()> {
     let b0 = iso.counters(&b.veth)?;
     let rx0 = iface_stat(&a.veth, "rx_bytes");
     send_udp(&a, b.ip, DATAGRAMS);
-    std::thread::sleep(Duration::from_millis(200));
-    let a1 = iso.counters(&a.veth)?;
-    let b1 = iso.counters(&b.veth)?;
+    let a1 = settled(&iso, &a.veth)?;
+    let b1 = settled(&iso, &b.veth)?;
     let sent = DATAGRAMS * (PAYLOAD + FRAME_OVERHEAD);
     within_1pct("a out_bytes", a1.out_bytes - a0.out_bytes, sent);
     within_1pct("a out_packets", a1.out_packets - a0.out_packets, DATAGRAMS);
@@ -116,8 +134,7 @@ fn counters_match_bytes_sent_and_survive_a_restart() -> anyhow::Result<()> {
         }
         s.shutdown(std::net::Shutdown::Write)
     })?;
-    std::thread::sleep(Duration::from_millis(300));
-    let a2 = iso.counters(&a.veth)?;
+    let a2 = settled(&iso, &a.veth)?;
     let counted = a2.out_bytes - a1.out_bytes;
     within_1pct(
         "tcp vs host veth rx_bytes",
@@ -162,8 +179,7 @@ fn counters_match_bytes_sent_and_survive_a_restart() -> anyhow::Result<()> {
     );
     assert_eq!(iso.attached()?.len(), 3);
     send_udp(&a, b.ip, DATAGRAMS / 4);
-    std::thread::sleep(Duration::from_millis(200));
-    let a4 = iso.counters(&a.veth)?;
+    let a4 = settled(&iso, &a.veth)?;
     within_1pct(
         "after restart",
         a4.out_bytes - a3.out_bytes,
