@@ -286,6 +286,15 @@ async fn main() -> anyhow::Result<()> {
         "warm / clean (buildd) = {:.0}% (target <= 25%)",
         100.0 * bw.as_secs_f64() / bc.as_secs_f64()
     );
+    // Read by bench/lib.sh (`--check`).
+    println!(
+        "target warm_buildd/docker_build {:.3} <= 1.1",
+        bw.as_secs_f64() / dw.as_secs_f64()
+    );
+    println!(
+        "target warm/clean_buildd_percent {:.1} <= 25",
+        100.0 * bw.as_secs_f64() / bc.as_secs_f64()
+    );
     println!("{cache_line}");
     Ok(())
 }

@@ -339,6 +339,12 @@ async fn bench(
         m_ours / m_ctr,
         p_ours / p_ctr
     );
+    // Read by bench/lib.sh (`--check`).
+    println!(
+        "target stackpad/ctr_median_ratio {:.3} <= 1.2",
+        m_ours / m_ctr
+    );
+    println!("target stackpad_median_ms {m_ours:.1} < 200");
 
     // Burst: `burst` concurrent deploys.
     let t = Instant::now();
