@@ -1,9 +1,15 @@
-//! Build metrics in Prometheus' text format: builds by outcome, queue length, running builds,
-//! a duration histogram and the cache hit ratio (steps served from cache / completed steps).
+//! Build metrics, served with `prometheus-client`: builds by outcome, queue length, running
+//! builds, a duration histogram and the cache hit ratio (steps served from cache / completed
+//! steps).
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// How a build ended, for the outcome counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,131 +20,123 @@ pub enum Outcome {
     Cancelled,
 }
 
-const OUTCOMES: [(Outcome, &str); 4] = [
-    (Outcome::Succeeded, "succeeded"),
-    (Outcome::Failed, "failed"),
-    (Outcome::TimedOut, "timed_out"),
-    (Outcome::Cancelled, "cancelled"),
-];
+impl Outcome {
+    const ALL: [Outcome; 4] = [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::TimedOut,
+        Outcome::Cancelled,
+    ];
+
+    /// The `outcome` label's value.
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
 
 /// Upper bounds (seconds) of the duration histogram's buckets.
 const BUCKETS: [f64; 10] = [
     5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
 ];
 
-/// Counters, updated lock-free.
-#[derive(Debug, Default)]
+type Labels = [(&'static str, &'static str); 1];
+
+/// The daemon's counters and histogram; the queue's load is read at scrape time.
+#[derive(Debug)]
 pub struct Metrics {
-    outcomes: [AtomicU64; 4],
-    buckets: [AtomicU64; BUCKETS.len()],
-    duration_count: AtomicU64,
-    duration_sum_ms: AtomicU64,
-    cached_steps: AtomicU64,
-    total_steps: AtomicU64,
+    outcomes: Family<Labels, Counter>,
+    durations: Histogram,
+    cached_steps: Counter,
+    total_steps: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let outcomes = Family::default();
+        for outcome in Outcome::ALL {
+            let _ = outcomes.get_or_create(&[("outcome", outcome.as_str())]);
+        }
+        Self {
+            outcomes,
+            durations: Histogram::new(BUCKETS),
+            cached_steps: Counter::default(),
+            total_steps: Counter::default(),
+        }
+    }
 }
 
 impl Metrics {
     pub fn record_outcome(&self, outcome: Outcome, ran_for: Option<Duration>) {
-        let i = OUTCOMES
-            .iter()
-            .position(|(o, _)| *o == outcome)
-            .unwrap_or(1);
-        self.outcomes[i].fetch_add(1, Ordering::Relaxed);
+        self.outcomes
+            .get_or_create(&[("outcome", outcome.as_str())])
+            .inc();
         if let Some(d) = ran_for {
-            let secs = d.as_secs_f64();
-            for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
-                if secs <= bound {
-                    bucket.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            self.duration_count.fetch_add(1, Ordering::Relaxed);
-            self.duration_sum_ms
-                .fetch_add(d.as_millis() as u64, Ordering::Relaxed);
+            self.durations.observe(d.as_secs_f64());
         }
     }
 
     pub fn record_steps(&self, cached: u32, total: u32) {
-        self.cached_steps
-            .fetch_add(u64::from(cached), Ordering::Relaxed);
-        self.total_steps
-            .fetch_add(u64::from(total), Ordering::Relaxed);
+        self.cached_steps.inc_by(u64::from(cached));
+        self.total_steps.inc_by(u64::from(total));
     }
 
-    /// The exposition text, with the queue's current load.
+    /// The exposition text (Prometheus text format 0.0.4), with the queue's current load.
     pub fn render(&self, running: usize, waiting: usize) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP stackpad_buildd_builds_total Builds that ended, by outcome."
+        let mut registry = Registry::default();
+        registry.register(
+            "stackpad_buildd_builds",
+            "Builds that ended, by outcome",
+            self.outcomes.clone(),
         );
-        let _ = writeln!(out, "# TYPE stackpad_buildd_builds_total counter");
-        for (i, (_, name)) in OUTCOMES.iter().enumerate() {
-            let v = self.outcomes[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "stackpad_buildd_builds_total{{outcome=\"{name}\"}} {v}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP stackpad_buildd_queue_length Builds waiting for a slot."
+        let gauge = |v: usize| {
+            let g = Gauge::<i64>::default();
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            g
+        };
+        registry.register(
+            "stackpad_buildd_queue_length",
+            "Builds waiting for a slot",
+            gauge(waiting),
         );
-        let _ = writeln!(out, "# TYPE stackpad_buildd_queue_length gauge");
-        let _ = writeln!(out, "stackpad_buildd_queue_length {waiting}");
-        let _ = writeln!(
-            out,
-            "# HELP stackpad_buildd_running_builds Builds running now."
+        registry.register(
+            "stackpad_buildd_running_builds",
+            "Builds running now",
+            gauge(running),
         );
-        let _ = writeln!(out, "# TYPE stackpad_buildd_running_builds gauge");
-        let _ = writeln!(out, "stackpad_buildd_running_builds {running}");
-        let _ = writeln!(
-            out,
-            "# HELP stackpad_buildd_build_duration_seconds Wall time of builds that ran."
+        registry.register(
+            "stackpad_buildd_build_duration_seconds",
+            "Wall time of builds that ran",
+            self.durations.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# TYPE stackpad_buildd_build_duration_seconds histogram"
-        );
-        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
-            let v = bucket.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "stackpad_buildd_build_duration_seconds_bucket{{le=\"{bound}\"}} {v}"
-            );
-        }
-        let count = self.duration_count.load(Ordering::Relaxed);
-        let sum = self.duration_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0;
-        let _ = writeln!(
-            out,
-            "stackpad_buildd_build_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(out, "stackpad_buildd_build_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "stackpad_buildd_build_duration_seconds_count {count}");
-        let cached = self.cached_steps.load(Ordering::Relaxed);
-        let total = self.total_steps.load(Ordering::Relaxed);
-        let ratio = if total == 0 {
+        let (cached, total) = (self.cached_steps.get(), self.total_steps.get());
+        let ratio = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        ratio.set(if total == 0 {
             0.0
         } else {
             cached as f64 / total as f64
-        };
-        let _ = writeln!(
-            out,
-            "# HELP stackpad_buildd_cache_hit_ratio Build steps served from cache / completed steps, over successful builds."
+        });
+        registry.register(
+            "stackpad_buildd_cache_hit_ratio",
+            "Build steps served from cache / completed steps, over successful builds",
+            ratio,
         );
-        let _ = writeln!(out, "# TYPE stackpad_buildd_cache_hit_ratio gauge");
-        let _ = writeln!(out, "stackpad_buildd_cache_hit_ratio {ratio}");
-        let _ = writeln!(
-            out,
-            "# HELP stackpad_buildd_cached_steps_total Build steps served from cache, over successful builds.\n\
-             # TYPE stackpad_buildd_cached_steps_total counter\n\
-             stackpad_buildd_cached_steps_total {cached}"
+        registry.register(
+            "stackpad_buildd_cached_steps",
+            "Build steps served from cache, over successful builds",
+            self.cached_steps.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP stackpad_buildd_steps_total Build steps completed, over successful builds.\n\
-             # TYPE stackpad_buildd_steps_total counter\n\
-             stackpad_buildd_steps_total {total}"
+        registry.register(
+            "stackpad_buildd_steps",
+            "Build steps completed, over successful builds",
+            self.total_steps.clone(),
         );
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
         out
     }
 }
