@@ -3,66 +3,65 @@
 //! state, read from PostgreSQL at scrape time (so every control plane instance reports the same
 //! totals).
 
-use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::store::Store;
 
 /// Upper bounds of the request latency histogram, in seconds.
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
-/// REST request counters, updated lock-free.
-#[derive(Debug, Default)]
+/// The status classes counted, `1xx` to `5xx`.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// REST request counters.
+#[derive(Debug)]
 pub struct HttpMetrics {
-    by_class: [AtomicU64; 5],
-    buckets: [AtomicU64; BUCKETS.len()],
-    sum_micros: AtomicU64,
-    count: AtomicU64,
+    by_class: Family<[(&'static str, &'static str); 1], Counter>,
+    durations: Histogram,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        let by_class = Family::default();
+        for class in CLASSES {
+            let _ = by_class.get_or_create(&[("class", class)]);
+        }
+        Self {
+            by_class,
+            durations: Histogram::new(BUCKETS),
+        }
+    }
 }
 
 impl HttpMetrics {
     pub fn record(&self, status: u16, took: Duration) {
-        let class = usize::from((status / 100).clamp(1, 5)) - 1;
-        self.by_class[class].fetch_add(1, Ordering::Relaxed);
-        let secs = took.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        let class = CLASSES[usize::from((status / 100).clamp(1, 5)) - 1];
+        self.by_class.get_or_create(&[("class", class)]).inc();
+        self.durations.observe(took.as_secs_f64());
     }
 
-    fn render(&self, out: &mut String) {
-        let name = "stackpad_control_http_requests_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} REST API responses, by status class.\n# TYPE {name} counter"
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "stackpad_control_http_requests",
+            "REST API responses, by status class",
+            self.by_class.clone(),
         );
-        for (i, c) in self.by_class.iter().enumerate() {
-            let v = c.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}{{class=\"{}xx\"}} {v}", i + 1);
-        }
-        let name = "stackpad_control_http_request_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} REST API request to response.\n# TYPE {name} histogram"
+        registry.register(
+            "stackpad_control_http_request_duration_seconds",
+            "REST API request to response",
+            self.durations.clone(),
         );
-        let mut cumulative = 0;
-        for (bound, b) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += b.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
     }
 }
 
@@ -114,55 +113,53 @@ pub async fn store_counts(store: &Store) -> Option<StoreCounts> {
     })
 }
 
-/// The exposition text.
+/// The exposition text (Prometheus text format 0.0.4).
 pub fn render(http: &HttpMetrics, counts: Option<&StoreCounts>) -> String {
-    let mut out = String::new();
-    http.render(&mut out);
-    let name = "stackpad_control_store_up";
-    let _ = writeln!(
-        out,
-        "# HELP {name} 1 when PostgreSQL answered this scrape.\n# TYPE {name} gauge\n{name} {}",
-        u8::from(counts.is_some())
+    let mut registry = Registry::default();
+    http.register(&mut registry);
+    let up = Gauge::<i64>::default();
+    up.set(i64::from(counts.is_some()));
+    registry.register(
+        "stackpad_control_store_up",
+        "1 when PostgreSQL answered this scrape",
+        up,
     );
-    let Some(counts) = counts else {
-        return out;
-    };
-    let name = "stackpad_control_deployments";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Deployments by state (queued, building, deploying, ready, failed, superseded, cancelled).\n# TYPE {name} gauge"
-    );
-    for (state, n) in &counts.deployments {
-        let _ = writeln!(out, "{name}{{state=\"{}\"}} {n}", escape(state));
-    }
-    let name = "stackpad_control_nodes";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Registered nodes by role and status.\n# TYPE {name} gauge"
-    );
-    for (role, status, n) in &counts.nodes {
-        let _ = writeln!(
-            out,
-            "{name}{{role=\"{}\",status=\"{}\"}} {n}",
-            escape(role),
-            escape(status)
+    if let Some(counts) = counts {
+        let deployments = Family::<[(&str, String); 1], Gauge>::default();
+        for (state, n) in &counts.deployments {
+            deployments
+                .get_or_create(&[("state", state.clone())])
+                .set(*n);
+        }
+        registry.register(
+            "stackpad_control_deployments",
+            "Deployments by state (queued, building, deploying, ready, failed, superseded, cancelled)",
+            deployments,
+        );
+        let nodes = Family::<[(&str, String); 2], Gauge>::default();
+        for (role, status, n) in &counts.nodes {
+            nodes
+                .get_or_create(&[("role", role.clone()), ("status", status.clone())])
+                .set(*n);
+        }
+        registry.register(
+            "stackpad_control_nodes",
+            "Registered nodes by role and status",
+            nodes,
+        );
+        let domains = Family::<[(&str, String); 1], Gauge>::default();
+        for (status, n) in &counts.domains {
+            domains.get_or_create(&[("status", status.clone())]).set(*n);
+        }
+        registry.register(
+            "stackpad_control_custom_domains",
+            "Custom domains by DNS verification status (pending, verified, failed)",
+            domains,
         );
     }
-    let name = "stackpad_control_custom_domains";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Custom domains by DNS verification status (pending, verified, failed).\n# TYPE {name} gauge"
-    );
-    for (status, n) in &counts.domains {
-        let _ = writeln!(out, "{name}{{status=\"{}\"}} {n}", escape(status));
-    }
+    let mut out = String::new();
+    prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// `GET /metrics` on its own listener.
