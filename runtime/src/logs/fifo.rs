@@ -77,8 +77,9 @@ impl LineSplitter {
 }
 
 /// Reads the FIFO until the task is gone for good (the reader is aborted); the lines of each
-/// chunk read go to `emit` together. Opened read-write so it never sees end-of-file between
-/// task restarts.
+/// chunk read go to `emit` together. Each read waits on the FIFO's readiness (epoll through
+/// tokio's pipe support), no timer. Opened read-write, so this end always holds a writer:
+/// it never sees end-of-file, also between task restarts when the shim's write end closes.
 pub async fn pump(
     path: std::path::PathBuf,
     stream: Stream,
@@ -93,8 +94,11 @@ pub async fn pump(
     loop {
         let n = rx.read(&mut buf).await?;
         if n == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
+            // Cannot happen while this end holds a writer; end the reader rather than spin.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "end of file on a fifo opened read-write",
+            ));
         }
         let ts = now_nanos();
         let lines: Vec<LogLine> = splitter
@@ -116,6 +120,8 @@ pub async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::time::Duration;
 
     #[test]
     fn splits_and_truncates() {
@@ -127,5 +133,44 @@ mod tests {
         );
         assert_eq!(s.feed(b"0123456789"), vec![(b"01234".to_vec(), true)]);
         assert_eq!(s.feed(b"xx\nok\n"), vec![(b"ok".to_vec(), false)]);
+    }
+
+    /// One writer after another (a task, then its restart) on the same FIFO: the reader sees
+    /// every line, and the lines of one write arrive together, woken by the data itself.
+    #[tokio::test]
+    async fn reads_across_writers_without_end_of_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stdout");
+        ensure_fifo(&path).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(pump(path.clone(), Stream::Stdout, 1024, move |lines| {
+            let _ = tx.send(lines);
+        }));
+        let text = |lines: Vec<LogLine>| -> Vec<String> {
+            lines
+                .into_iter()
+                .map(|l| String::from_utf8(l.line).unwrap())
+                .collect()
+        };
+        for round in 0..2 {
+            // Opening for writing blocks until a reader has the FIFO open: the pump's task.
+            let p = path.clone();
+            let mut writer = tokio::task::spawn_blocking(move || {
+                std::fs::OpenOptions::new().write(true).open(p).unwrap()
+            })
+            .await
+            .unwrap();
+            writer
+                .write_all(format!("a{round}\nb{round}\n").as_bytes())
+                .unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("lines within 10 s")
+                .expect("reader running");
+            assert_eq!(text(got), [format!("a{round}"), format!("b{round}")]);
+            drop(writer);
+        }
+        assert!(!reader.is_finished(), "the reader ended: {reader:?}");
+        reader.abort();
     }
 }
