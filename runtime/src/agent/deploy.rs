@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use containerd_client::services::v1::Container;
 
 use super::record::{self, Entry, State, Status};
-use super::{Agent, task};
+use super::{Agent, ContainerEngine, task};
 use crate::error::{Result, RuntimeError};
 use crate::image::PulledImage;
-use crate::network::Endpoint;
+use crate::network::{ContainerNetwork, Endpoint};
 use crate::spec::{DeploySpec, SpecInput, build_spec, spec_any};
 use crate::userns::IdMap;
 
@@ -21,7 +21,7 @@ struct FirstTask {
     id_map: IdMap,
 }
 
-impl Agent {
+impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
     /// Runs the deployment's container and waits for its health check. A retried call for the
     /// same deployment returns the container it already made.
     pub async fn deploy(self: &Arc<Self>, spec: DeploySpec) -> Result<Status> {
@@ -40,12 +40,9 @@ impl Agent {
                 s.wanted_running = true;
                 s.restart_count = 0;
             });
-            task::set_labels(
-                &self.containerd,
-                &id,
-                &[(record::LABEL_DESIRED, "running".into())],
-            )
-            .await?;
+            self.engine
+                .set_labels(&id, &[(record::LABEL_DESIRED, "running".into())])
+                .await?;
             self.start_new_task(&entry).await?;
             drop(_op);
             return self.await_health(&entry).await;
@@ -70,7 +67,7 @@ impl Agent {
         let w = &spec.workload;
         let created_ms = record::now_ms();
         let record = async {
-            let pulled = self.images.pull(&spec.image).await;
+            let pulled = self.engine.pull(&spec.image).await;
             self.metrics
                 .observe_pull(pull_started.elapsed(), pulled.is_ok());
             let pulled = pulled?;
@@ -149,9 +146,8 @@ impl Agent {
             pids_limit: self.pids_of(spec),
             id_map,
         })?;
-        task::create_container(
-            &self.containerd,
-            Container {
+        self.engine
+            .create_container(Container {
                 id: id.to_owned(),
                 labels: record::labels(spec, bridge, &pulled.digest, created_ms, id_map),
                 image: pulled.name.clone(),
@@ -161,13 +157,12 @@ impl Agent {
                 snapshot_key: id.to_owned(),
                 extensions: [(record::EXT_DEPLOY.to_owned(), record::spec_extension(spec))].into(),
                 ..Default::default()
-            },
-        )
-        .await?;
-        let parent = self.remapper.remapped(pulled, id_map).await?;
+            })
+            .await?;
+        let parent = self.engine.remapped(pulled, id_map).await?;
         // Prepared after the container record exists: the record keeps the fresh snapshot from
         // the garbage collector (an unreferenced active snapshot is fair game for it).
-        task::prepare_rootfs(&self.containerd, &self.config.snapshotter, id, &parent).await
+        self.engine.prepare_rootfs(id, &parent).await
     }
 
     /// The first task of a new container, once its record and endpoint exist.
@@ -209,8 +204,8 @@ impl Agent {
     /// Creates and starts a task for a container whose previous task is gone.
     pub(crate) async fn start_new_task(&self, entry: &Arc<Entry>) -> Result<()> {
         let id = entry.status().container_id;
-        task::delete_task(&self.containerd, &id).await?;
-        let rootfs = task::rootfs_mounts(&self.containerd, &self.config.snapshotter, &id).await?;
+        self.engine.delete_task(&id).await?;
+        let rootfs = self.engine.rootfs_mounts(&id).await?;
         self.run_task(entry, rootfs).await
     }
 
@@ -223,14 +218,16 @@ impl Agent {
         let status = entry.status();
         let id = &status.container_id;
         let io = self.logs.open(&self.log_labels(id, &status.spec))?;
-        task::create_task(&self.containerd, id, rootfs, &io, status.id_map).await?;
+        self.engine
+            .create_task(id, rootfs, &io, status.id_map)
+            .await?;
         let endpoint = self.isolation_endpoint(&status);
         let attached = self
             .isolation
             .attach(&endpoint)
             .map_err(|e| RuntimeError::network(id.clone(), e.to_string()));
         let started = match attached {
-            Ok(()) => task::start_task(&self.containerd, id).await,
+            Ok(()) => self.engine.start_task(id).await,
             Err(e) => Err(e),
         };
         match started {
@@ -250,7 +247,7 @@ impl Agent {
                 Ok(())
             }
             Err(e) => {
-                let _ = task::kill_and_delete(&self.containerd, id).await;
+                let _ = self.engine.kill_and_delete(id).await;
                 Err(e)
             }
         }
@@ -305,13 +302,14 @@ impl Agent {
                         st.wanted_running = false;
                         st.message = reason.clone();
                     });
-                    let _ = task::set_labels(
-                        &self.containerd,
-                        &s.container_id,
-                        &[(record::LABEL_DESIRED, "stopped".into())],
-                    )
-                    .await;
-                    let _ = task::kill(&self.containerd, &s.container_id, 9).await;
+                    let _ = self
+                        .engine
+                        .set_labels(
+                            &s.container_id,
+                            &[(record::LABEL_DESIRED, "stopped".into())],
+                        )
+                        .await;
+                    let _ = self.engine.kill(&s.container_id, 9).await;
                     entry.update(|st| st.state = State::Failed);
                     return Err(RuntimeError::Unhealthy {
                         container_id: s.container_id,

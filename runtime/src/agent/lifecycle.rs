@@ -4,16 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use containerd_client::services::v1::GetContainerRequest;
-
 use super::record::{self, Entry, State, Status};
-use super::{Agent, task};
+use super::{Agent, ContainerEngine, task};
 use crate::error::{Result, RuntimeError};
+use crate::network::ContainerNetwork;
 
 const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
 
-impl Agent {
+impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
     /// Stops the container's process; its restart policy no longer applies until a deploy.
     pub async fn stop(&self, container_id: &str, grace: Option<Duration>) -> Result<Status> {
         let entry = self
@@ -31,23 +30,20 @@ impl Agent {
     async fn stop_entry(&self, entry: &Arc<Entry>, grace: Duration) -> Result<()> {
         let id = entry.status().container_id;
         entry.update(|s| s.wanted_running = false);
-        task::set_labels(
-            &self.containerd,
-            &id,
-            &[(record::LABEL_DESIRED, "stopped".into())],
-        )
-        .await?;
+        self.engine
+            .set_labels(&id, &[(record::LABEL_DESIRED, "stopped".into())])
+            .await?;
         if matches!(
-            task::task_state(&self.containerd, &id).await?,
+            self.engine.task_state(&id).await?,
             task::TaskState::Running { .. }
         ) {
-            task::kill(&self.containerd, &id, SIGTERM).await?;
+            self.engine.kill(&id, SIGTERM).await?;
             if !self.wait_gone(&id, grace).await? {
-                task::kill(&self.containerd, &id, SIGKILL).await?;
+                self.engine.kill(&id, SIGKILL).await?;
                 self.wait_gone(&id, Duration::from_secs(10)).await?;
             }
         }
-        task::delete_task(&self.containerd, &id).await?;
+        self.engine.delete_task(&id).await?;
         entry.update(|s| {
             if s.state != State::Failed {
                 s.state = State::Stopped;
@@ -59,12 +55,12 @@ impl Agent {
 
     /// Waits up to `limit` for the task to stop running; true when it did.
     async fn wait_gone(&self, id: &str, limit: Duration) -> Result<bool> {
-        let wait = task::wait(&self.containerd, id);
+        let wait = self.engine.wait(id);
         match tokio::time::timeout(limit, wait).await {
             Ok(Ok(_)) => Ok(true),
             Ok(Err(e)) if e.is_not_found() => Ok(true),
             // The exit waiter deleted the task meanwhile (its shim closed the connection).
-            Ok(Err(e)) => match task::task_state(&self.containerd, id).await? {
+            Ok(Err(e)) => match self.engine.task_state(id).await? {
                 task::TaskState::Running { .. } => Err(e),
                 _ => Ok(true),
             },
@@ -101,30 +97,19 @@ impl Agent {
 
     /// The bridge label of a container containerd has but the agent does not track.
     async fn stored_bridge(&self, id: &str) -> Result<Option<String>> {
-        let r = self
-            .containerd
-            .containers()
-            .get(
-                self.containerd
-                    .req(GetContainerRequest { id: id.to_owned() }),
-            )
-            .await;
-        match r {
-            Ok(r) => Ok(r
-                .into_inner()
-                .container
-                .and_then(|c| c.labels.get(record::LABEL_BRIDGE).cloned())),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => Err(RuntimeError::containerd("Containers.Get", id, s)),
-        }
+        Ok(self
+            .engine
+            .container(id)
+            .await?
+            .and_then(|c| c.labels.get(record::LABEL_BRIDGE).cloned()))
     }
 
     /// Deletes every part of a container that exists; idempotent, used by remove, failed
     /// deploys and reconcile.
     pub(crate) async fn teardown(&self, id: &str, bridge: &str) -> Result<()> {
-        task::kill_and_delete(&self.containerd, id).await?;
-        task::delete_container(&self.containerd, id).await?;
-        task::remove_rootfs(&self.containerd, &self.config.snapshotter, id).await?;
+        self.engine.kill_and_delete(id).await?;
+        self.engine.delete_container(id).await?;
+        self.engine.remove_rootfs(id).await?;
         self.logs.remove(id);
         self.networks.detach(id, bridge).await?;
         Ok(())

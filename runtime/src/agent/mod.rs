@@ -1,29 +1,37 @@
 //! The agent: deploys, stops, removes and watches containers, and adopts them after a restart.
 //! Decisions (restart policy, health thresholds, reconcile plan) are pure functions elsewhere;
-//! this module carries them out against containerd, the network and the log files.
+//! this module carries them out through two seams: the container engine
+//! ([`ContainerEngine`], containerd) and the container network ([`ContainerNetwork`]), plus
+//! the log files and the isolation hook.
 
 mod deploy;
+pub mod engine;
+#[cfg(test)]
+mod fakes;
 mod lifecycle;
 pub mod reconcile;
 pub mod record;
 mod supervise;
 pub mod task;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+pub use engine::{ContainerEngine, ContainerdEngine};
 pub use record::{State, Status};
 
 use crate::config::NodeConfig;
 use crate::containerd::Containerd;
 use crate::error::{Result, RuntimeError};
-use crate::image::{ImageStore, RegistryClient};
+use crate::image::RegistryClient;
 use crate::isolation::{ContainerEndpoint, IsolationHook};
 use crate::logs::{LogLabels, LogSink, Logs};
 use crate::metrics::Metrics;
-use crate::network::Networks;
+use crate::network::{ContainerNetwork, Networks};
 use crate::spec::{DeploySpec, Limits};
-use crate::userns::{Remapper, UsernsFile};
+use crate::userns::UsernsFile;
 use record::Entry;
 
 /// What the node has and what its containers asked for.
@@ -37,20 +45,18 @@ pub struct Capacity {
     pub containers_max: u32,
 }
 
-/// The node agent.
+/// The node agent, over a container engine `E` and a container network `N` (containerd and
+/// the node's bridges in production, recording fakes in its unit tests).
 #[derive(Debug)]
-pub struct Agent {
+pub struct Agent<E = ContainerdEngine, N = Networks> {
     pub(crate) config: NodeConfig,
-    pub(crate) containerd: Containerd,
-    pub(crate) images: ImageStore,
-    pub(crate) networks: Networks,
+    pub(crate) engine: E,
+    pub(crate) networks: N,
     pub(crate) logs: Logs,
     pub(crate) isolation: Arc<dyn IsolationHook>,
     pub(crate) metrics: Arc<Metrics>,
     /// Host id ranges per project (machine-wide table).
     pub(crate) userns: UsernsFile,
-    /// Images remapped into those ranges.
-    pub(crate) remapper: Remapper,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     /// One operation at a time per container id.
     op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -87,10 +93,6 @@ impl Agent {
             transfer_service = transfer,
             "connected to containerd; pulls go through Content/Diff (works with and without Transfer)"
         );
-        tracing::info!(isolation = isolation.describe(), "isolation hook");
-        for dir in [&config.state_dir, &config.run_dir] {
-            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
-        }
         let pool = config.pool()?;
         crate::network::host::install_firewall(
             crate::network::BRIDGE_PREFIX,
@@ -105,13 +107,36 @@ impl Agent {
             pool,
             config.subnet_prefix,
         )?;
-        let userns = UsernsFile::new(&config.userns_dir)?;
-        let remapper = Remapper::new(containerd.clone(), &config.snapshotter);
-        let images = ImageStore::new(
-            containerd.clone(),
+        let engine = ContainerdEngine::new(
+            containerd,
             RegistryClient::new(config.registries.clone())?,
             &config.snapshotter,
         );
+        Self::with_parts(config, engine, networks, isolation, sink)
+    }
+
+    /// The containerd connection (tests and the daemon's node info use it).
+    pub fn containerd(&self) -> &Containerd {
+        self.engine.containerd()
+    }
+}
+
+impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
+    /// An agent on the given engine and network; makes its directories (state, run, id
+    /// ranges, logs) and nothing else. [`Agent::new`] builds the real parts.
+    pub fn with_parts(
+        config: NodeConfig,
+        engine: E,
+        networks: N,
+        isolation: Arc<dyn IsolationHook>,
+        sink: Arc<dyn LogSink>,
+    ) -> Result<Arc<Self>> {
+        config.validate()?;
+        tracing::info!(isolation = isolation.describe(), "isolation hook");
+        for dir in [&config.state_dir, &config.run_dir] {
+            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
+        }
+        let userns = UsernsFile::new(&config.userns_dir)?;
         let logs = Logs::new(
             &config.run_dir,
             &config.state_dir,
@@ -131,14 +156,12 @@ impl Agent {
         };
         Ok(Arc::new(Self {
             config,
-            containerd,
-            images,
+            engine,
             networks,
             logs,
             isolation,
             metrics: Arc::new(Metrics::default()),
             userns,
-            remapper,
             entries: Mutex::new(HashMap::new()),
             op_locks: Mutex::new(HashMap::new()),
             limits,
@@ -316,11 +339,6 @@ impl Agent {
             })
             .collect();
         self.isolation.traffic_metrics(&containers)
-    }
-
-    /// The containerd connection (tests and the daemon's node info use it).
-    pub fn containerd(&self) -> &Containerd {
-        &self.containerd
     }
 
     /// Lines from the container's log: the last `tail` on disk, then a live receiver.

@@ -5,12 +5,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use containerd_client::services::v1::ListContainersRequest;
-
-use super::Agent;
 use super::record::{self, Entry, State, Status};
-use super::task::{self, TaskState};
+use super::task::TaskState;
+use super::{Agent, ContainerEngine};
 use crate::error::Result;
+use crate::network::ContainerNetwork;
 use crate::spec::DeploySpec;
 use crate::userns::IdMap;
 
@@ -81,7 +80,7 @@ pub fn plan(
     actions
 }
 
-impl Agent {
+impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
     /// Observes, plans and carries out the plan; returns what was done.
     pub async fn reconcile(self: &Arc<Self>) -> Result<Vec<Action>> {
         let observed = self.observe().await?;
@@ -123,23 +122,7 @@ impl Agent {
     }
 
     async fn observe(&self) -> Result<Vec<Observed>> {
-        let list = self
-            .containerd
-            .containers()
-            .list(
-                self.containerd
-                    .req(ListContainersRequest { filters: vec![] }),
-            )
-            .await
-            .map_err(|s| {
-                crate::error::RuntimeError::containerd(
-                    "Containers.List",
-                    self.containerd.namespace(),
-                    s,
-                )
-            })?
-            .into_inner()
-            .containers;
+        let list = self.engine.containers().await?;
         let mut out = Vec::new();
         for c in list {
             if c.labels.get(record::LABEL_MANAGED).map(String::as_str) != Some("true") {
@@ -165,7 +148,7 @@ impl Agent {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
                 id_map: record::id_map_from_labels(&c.labels),
-                task: task::task_state(&self.containerd, &c.id).await?,
+                task: self.engine.task_state(&c.id).await?,
                 id: c.id,
             });
         }
@@ -213,7 +196,7 @@ impl Agent {
                 match action {
                     Action::Restart(_) => {
                         // The network namespace does not survive a reboot: plug it in again.
-                        if !std::path::Path::new(&crate::network::host::netns_path(id)).exists() {
+                        if !self.networks.is_plugged_in(id) {
                             let w = &spec.workload;
                             let ep = self
                                 .networks
@@ -223,7 +206,7 @@ impl Agent {
                         }
                         self.start_new_task(&entry).await?;
                     }
-                    Action::KeepStopped(_) => task::delete_task(&self.containerd, id).await?,
+                    Action::KeepStopped(_) => self.engine.delete_task(id).await?,
                     _ => {
                         // Adopted while running: make sure its isolation is attached (a no-op
                         // when the pinned programs already are: they outlive the agent).

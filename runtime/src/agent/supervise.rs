@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::record::{Entry, State};
-use super::{Agent, task};
-use crate::health::{self, Thresholds, Verdict};
+use super::{Agent, ContainerEngine};
+use crate::health::{Thresholds, Verdict};
+use crate::network::ContainerNetwork;
 use crate::restart::{self, AfterExit, Exit};
 
-impl Agent {
+impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
     /// Starts the exit waiter and the health loop of a container.
     pub(crate) fn watch(self: &Arc<Self>, entry: &Arc<Entry>) {
         let supervisor = tokio::spawn(self.clone().supervise(entry.clone()));
-        let health = tokio::spawn(health_loop(entry.clone()));
+        let health = tokio::spawn(self.clone().health_loop(entry.clone()));
         let mut w = entry.watchers.lock().expect("watchers lock");
         w.push(supervisor);
         w.push(health);
@@ -21,7 +22,6 @@ impl Agent {
 
     async fn supervise(self: Arc<Self>, entry: Arc<Entry>) {
         let id = entry.status().container_id;
-        let ns = self.config.namespace.clone();
         let mut changes = entry.subscribe();
         loop {
             if !entry.status().state.is_running() {
@@ -31,7 +31,7 @@ impl Agent {
                 }
                 continue;
             }
-            let code = match task::wait(&self.containerd, &id).await {
+            let code = match self.engine.wait(&id).await {
                 Ok(code) => code,
                 Err(e) if e.is_not_found() => {
                     // The task vanished (deleted behind our back): count it as a failure.
@@ -45,10 +45,10 @@ impl Agent {
                     continue;
                 }
             };
-            let oom = task::oom_killed(&ns, &id);
+            let oom = self.engine.oom_killed(&id);
             let status = entry.status();
             let endpoint = self.isolation_endpoint(&status);
-            if let Err(e) = task::delete_task(&self.containerd, &id).await {
+            if let Err(e) = self.engine.delete_task(&id).await {
                 tracing::warn!(container_id = %id, error = %e, "cannot delete exited task");
             }
             let _ = self.isolation.detach(&endpoint);
@@ -111,57 +111,75 @@ impl Agent {
             }
         }
     }
-}
 
-/// Probes while a process runs. Before the first healthy verdict it probes quickly (2 ms,
-/// doubling up to the interval) so a deploy sees its container healthy soon after it listens.
-async fn health_loop(entry: Arc<Entry>) {
-    let spec = entry.status().spec;
-    let Some(h) = spec.health else { return };
-    let interval = Duration::from_millis(u64::from(h.interval_ms));
-    let mut changes = entry.subscribe();
-    let mut generation = u64::MAX;
-    let mut thresholds = Thresholds::new(&h);
-    let mut fast = Duration::from_millis(2);
-    loop {
-        let s = entry.status();
-        if !s.state.is_running() {
-            if changes.changed().await.is_err() {
-                return;
+    /// Probes while a process runs. Before the first healthy verdict it probes quickly (2 ms,
+    /// doubling up to the interval) so a deploy sees its container healthy soon after it
+    /// listens. Between probes it waits for the next probe's time or a change of the
+    /// container's status (an exit, a stop, a new task), whichever comes first; while no
+    /// process runs it waits for a change only. Timers are tokio's (paused-time tests).
+    async fn health_loop(self: Arc<Self>, entry: Arc<Entry>) {
+        let spec = entry.status().spec;
+        let Some(h) = spec.health else { return };
+        let interval = Duration::from_millis(u64::from(h.interval_ms));
+        let mut changes = entry.subscribe();
+        let mut generation = u64::MAX;
+        let mut thresholds = Thresholds::new(&h);
+        let mut fast = Duration::from_millis(2);
+        loop {
+            // Every status change bumps this count: what is read below is seen.
+            let seen = *changes.borrow_and_update();
+            let s = entry.status();
+            if !s.state.is_running() {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+                continue;
             }
-            continue;
+            if s.generation != generation {
+                generation = s.generation;
+                thresholds = Thresholds::new(&h);
+                fast = Duration::from_millis(2);
+            }
+            let Some(ip) = s.ip else { return };
+            let result = self.networks.probe(ip, &h).await;
+            let verdict = thresholds.observe(result.is_ok());
+            let state = match verdict {
+                Verdict::Starting => State::Starting,
+                Verdict::Healthy => State::Healthy,
+                Verdict::Unhealthy => State::Unhealthy,
+            };
+            let current = entry.status();
+            let message = result.err().unwrap_or_default();
+            let mut ours = 0;
+            if current.generation == generation
+                && current.state.is_running()
+                && (current.state != state || current.message != message)
+            {
+                entry.update(|st| {
+                    st.state = state;
+                    st.message = message;
+                });
+                ours = 1;
+            }
+            let delay = if verdict == Verdict::Starting {
+                let d = fast.min(interval);
+                fast = (fast * 2).min(interval);
+                d
+            } else {
+                interval
+            };
+            // A change made by someone else since `seen` is news: look at it now.
+            if *changes.borrow_and_update() != seen + ours {
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
         }
-        if s.generation != generation {
-            generation = s.generation;
-            thresholds = Thresholds::new(&h);
-            fast = Duration::from_millis(2);
-        }
-        let Some(ip) = s.ip else { return };
-        let result = health::probe(ip, &h).await;
-        let verdict = thresholds.observe(result.is_ok());
-        let state = match verdict {
-            Verdict::Starting => State::Starting,
-            Verdict::Healthy => State::Healthy,
-            Verdict::Unhealthy => State::Unhealthy,
-        };
-        let current = entry.status();
-        let message = result.err().unwrap_or_default();
-        if current.generation == generation
-            && current.state.is_running()
-            && (current.state != state || current.message != message)
-        {
-            entry.update(|st| {
-                st.state = state;
-                st.message = message;
-            });
-        }
-        let delay = if verdict == Verdict::Starting {
-            let d = fast.min(interval);
-            fast = (fast * 2).min(interval);
-            d
-        } else {
-            interval
-        };
-        tokio::time::sleep(delay).await;
     }
 }

@@ -6,6 +6,7 @@ pub mod host;
 pub mod ipam;
 pub mod subnet;
 
+use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ pub use ipam::{IpamFile, IpamState};
 pub use subnet::Subnet;
 
 use crate::error::{Result, RuntimeError};
+use crate::spec::HealthSpec;
 
 /// Every bridge this agent family creates starts with this (the firewall matches on it).
 pub const BRIDGE_PREFIX: &str = "spb";
@@ -218,6 +220,73 @@ impl Networks {
     /// The pool subnets are cut from.
     pub fn pool(&self) -> Subnet {
         self.pool
+    }
+}
+
+/// What the agent asks of the node's network for its containers: plug one in and out, the
+/// addresses it holds, and reaching it for its health check. [`Networks`] is the real one
+/// (bridges, veths and namespaces through iproute2, the machine-wide address table, TCP/HTTP
+/// probes); the agent's unit tests use a recording fake.
+pub trait ContainerNetwork: Send + Sync + std::fmt::Debug + 'static {
+    /// Gives the container an address on its project network and plugs it in (idempotent).
+    fn attach(
+        &self,
+        container_id: &str,
+        project: &str,
+        environment: &str,
+        hostname: &str,
+    ) -> impl Future<Output = Result<Endpoint>> + Send;
+    /// Unplugs the container and frees its address (absent parts are fine).
+    fn detach(&self, container_id: &str, bridge: &str) -> impl Future<Output = Result<()>> + Send;
+    /// The hosts file of a network (bind-mounted read-only at /etc/hosts).
+    fn hosts_path(&self, bridge: &str) -> PathBuf;
+    /// The address a container holds, if any.
+    fn address_of(&self, bridge: &str, container_id: &str) -> Result<Option<Ipv4Addr>>;
+    /// Leases this agent's namespace holds: (bridge, container id).
+    fn leases(&self) -> Result<Vec<(String, String)>>;
+    /// Whether the container's network namespace exists (it does not survive a reboot).
+    fn is_plugged_in(&self, container_id: &str) -> bool;
+    /// One health probe of the container at `ip`; `Err` says what was seen.
+    fn probe(
+        &self,
+        ip: Ipv4Addr,
+        spec: &HealthSpec,
+    ) -> impl Future<Output = std::result::Result<(), String>> + Send;
+}
+
+impl ContainerNetwork for Networks {
+    async fn attach(
+        &self,
+        container_id: &str,
+        project: &str,
+        environment: &str,
+        hostname: &str,
+    ) -> Result<Endpoint> {
+        Networks::attach(self, container_id, project, environment, hostname).await
+    }
+
+    async fn detach(&self, container_id: &str, bridge: &str) -> Result<()> {
+        Networks::detach(self, container_id, bridge).await
+    }
+
+    fn hosts_path(&self, bridge: &str) -> PathBuf {
+        Networks::hosts_path(self, bridge)
+    }
+
+    fn address_of(&self, bridge: &str, container_id: &str) -> Result<Option<Ipv4Addr>> {
+        Networks::address_of(self, bridge, container_id)
+    }
+
+    fn leases(&self) -> Result<Vec<(String, String)>> {
+        Networks::leases(self)
+    }
+
+    fn is_plugged_in(&self, container_id: &str) -> bool {
+        Path::new(&host::netns_path(container_id)).exists()
+    }
+
+    async fn probe(&self, ip: Ipv4Addr, spec: &HealthSpec) -> std::result::Result<(), String> {
+        crate::health::probe(ip, spec).await
     }
 }
 
