@@ -102,9 +102,13 @@ async fn a_health_check_that_never_passes_fails_the_deploy_and_stops_the_contain
     let s = node.agent.status(&id)?;
     assert_eq!(s.state, runtime::agent::State::Failed, "{s:?}");
     assert!(!s.wanted_running, "the restart policy must not revive it");
-    // Kept (stopped) for its logs until removed; removing releases everything.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(node.agent.status(&id)?.state, runtime::agent::State::Failed);
+    // Kept (stopped) for its logs until removed, and not revived: watched over 300 ms (an
+    // absence has no event to wait on); then removing releases everything.
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let s = node.agent.status(&id)?;
+        assert_eq!(s.state, runtime::agent::State::Failed, "{s:?}");
+    }
     assert!(node.agent.remove(&id, false).await?);
     assert!(leftovers(&node).is_empty(), "{:?}", leftovers(&node));
     Ok(())

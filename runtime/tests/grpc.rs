@@ -74,8 +74,31 @@ async fn node_agent_over_grpc_deploys_logs_and_removes() -> anyhow::Result<()> {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("env"), "{}", err.message());
 
-    // Logs: tail, then follow.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Logs: tail (once both start-up lines are in the log, so the tail has them to give), then
+    // follow.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = client
+            .logs(pb::LogsRequest {
+                container_id: id.clone(),
+                tail_lines: 100,
+                follow: false,
+            })
+            .await?
+            .into_inner();
+        let mut tail = Vec::new();
+        while let Some(e) = stream.next().await {
+            tail.push(String::from_utf8_lossy(&e?.line).into_owned());
+        }
+        if tail.iter().any(|l| l == "hello-out") && tail.iter().any(|l| l == "hello-err") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the start-up lines never reached the log: {tail:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut logs = client
         .logs(pb::LogsRequest {
             container_id: id.clone(),

@@ -91,7 +91,7 @@ async fn logs_keep_flowing_across_an_agent_restart() -> anyhow::Result<()> {
             "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done",
         ))
         .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    common::log_text(&node, &s.container_id, "tick-2").await?;
     let (before, _) = node.agent.logs(&s.container_id, 1000, false)?;
     assert!(before.len() >= 2, "{before:?}");
     node.restart_agent().await?;
