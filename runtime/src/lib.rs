@@ -2,8 +2,10 @@
 //!
 //! Owns: image pulls into containerd, hardened container specs, per-project user namespaces
 //! (host id ranges and remapped snapshots), per-project bridges and addresses, health checks, restart policy, container logs on disk, reconcile after a restart,
-//! and the `stackpad.node.v1.NodeAgent` gRPC service. Attaches each container to the isolation
-//! programs through the [`isolation::IsolationHook`] seam (the `ebpf` crate fills it).
+//! and the `stackpad.node.v1.NodeAgent` gRPC service. The agent acts through seams: the
+//! container engine ([`agent::ContainerEngine`], containerd), the container network
+//! ([`network::ContainerNetwork`], bridges and addresses, health probes) and the isolation
+//! programs ([`isolation::IsolationHook`], the `ebpf` crate fills it).
 //! Does not own: where containers run (the control plane schedules) or how traffic reaches them
 //! (the proxy routes).
 #![forbid(unsafe_code)]
