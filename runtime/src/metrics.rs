@@ -1,53 +1,44 @@
-//! The agent's Prometheus metrics: containers by state, starts and failures, pull and start
-//! durations, and per-container CPU and memory read from the cgroups.
+//! The agent's Prometheus metrics, served with `prometheus-client`: containers by state, starts
+//! and failures, pull and start durations, and per-container CPU and memory read from the
+//! cgroups at scrape time.
 
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Histogram buckets in seconds.
 const BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 10.0, 60.0];
 
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn observe(&mut self, d: Duration) {
-        let s = d.as_secs_f64();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if s <= *b {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += s;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", self.counts[i]);
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", self.sum, self.count);
-    }
-}
-
 /// Counters and histograms the agent updates as it works.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    starts: AtomicU64,
-    failures: AtomicU64,
-    exits: AtomicU64,
-    oom_kills: AtomicU64,
-    pull_errors: AtomicU64,
-    pulls: Mutex<Histogram>,
-    deploys: Mutex<Histogram>,
+    starts: Counter,
+    failures: Counter,
+    exits: Counter,
+    oom_kills: Counter,
+    pull_errors: Counter,
+    pulls: Histogram,
+    deploys: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            starts: Counter::default(),
+            failures: Counter::default(),
+            exits: Counter::default(),
+            oom_kills: Counter::default(),
+            pull_errors: Counter::default(),
+            pulls: Histogram::new(BUCKETS),
+            deploys: Histogram::new(BUCKETS),
+        }
+    }
 }
 
 /// One container's resource use, for the per-container series.
@@ -60,105 +51,116 @@ pub struct ContainerUsage {
     pub memory_bytes: u64,
 }
 
+/// The labels of the per-container series.
+type ContainerLabels = [(&'static str, String); 3];
+
+impl ContainerUsage {
+    fn labels(&self) -> ContainerLabels {
+        [
+            ("container_id", self.container_id.clone()),
+            ("project_id", self.project_id.clone()),
+            ("service", self.service.clone()),
+        ]
+    }
+}
+
 impl Metrics {
     pub fn count_start(&self) {
-        self.starts.fetch_add(1, Ordering::Relaxed);
+        self.starts.inc();
     }
     pub fn count_failure(&self) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.failures.inc();
     }
     pub fn count_exit(&self, oom: bool) {
-        self.exits.fetch_add(1, Ordering::Relaxed);
+        self.exits.inc();
         if oom {
-            self.oom_kills.fetch_add(1, Ordering::Relaxed);
+            self.oom_kills.inc();
         }
     }
     pub fn observe_pull(&self, d: Duration, ok: bool) {
         if ok {
-            self.pulls.lock().expect("metrics lock").observe(d);
+            self.pulls.observe(d.as_secs_f64());
         } else {
-            self.pull_errors.fetch_add(1, Ordering::Relaxed);
+            self.pull_errors.inc();
         }
     }
     pub fn observe_start(&self, d: Duration) {
-        self.deploys.lock().expect("metrics lock").observe(d);
+        self.deploys.observe(d.as_secs_f64());
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self, states: &[(&str, u64)], usage: &[ContainerUsage]) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP stackpad_node_containers Containers by state.\n# TYPE stackpad_node_containers gauge"
-        );
+        let mut registry = Registry::default();
+        let containers = Family::<[(&str, String); 1], Gauge>::default();
         for (state, n) in states {
-            let _ = writeln!(out, "stackpad_node_containers{{state=\"{state}\"}} {n}");
+            containers
+                .get_or_create(&[("state", (*state).to_owned())])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
-        for (name, help, v) in [
+        registry.register(
+            "stackpad_node_containers",
+            "Containers by state",
+            containers,
+        );
+        for (name, help, counter) in [
             (
-                "stackpad_node_container_starts_total",
-                "Processes started (first starts and restarts).",
+                "stackpad_node_container_starts",
+                "Processes started (first starts and restarts)",
                 &self.starts,
             ),
             (
-                "stackpad_node_deploy_failures_total",
-                "Deploys that failed.",
+                "stackpad_node_deploy_failures",
+                "Deploys that failed",
                 &self.failures,
             ),
             (
-                "stackpad_node_container_exits_total",
-                "Container processes that exited.",
+                "stackpad_node_container_exits",
+                "Container processes that exited",
                 &self.exits,
             ),
             (
-                "stackpad_node_container_oom_kills_total",
-                "Container processes killed for memory.",
+                "stackpad_node_container_oom_kills",
+                "Container processes killed for memory",
                 &self.oom_kills,
             ),
             (
-                "stackpad_node_pull_errors_total",
-                "Image pulls that failed.",
+                "stackpad_node_pull_errors",
+                "Image pulls that failed",
                 &self.pull_errors,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
+            registry.register(name, help, counter.clone());
         }
-        self.pulls.lock().expect("metrics lock").render(
-            &mut out,
+        registry.register(
             "stackpad_node_pull_duration_seconds",
-            "Image pull (resolve, fetch, unpack) time.",
+            "Image pull (resolve, fetch, unpack) time",
+            self.pulls.clone(),
         );
-        self.deploys.lock().expect("metrics lock").render(
-            &mut out,
+        registry.register(
             "stackpad_node_deploy_duration_seconds",
-            "Deploy call to healthy.",
+            "Deploy call to healthy",
+            self.deploys.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP stackpad_node_container_cpu_seconds_total CPU time of the container's cgroup.\n# TYPE stackpad_node_container_cpu_seconds_total counter"
-        );
+        let cpu = Family::<ContainerLabels, Counter<f64, AtomicU64>>::default();
+        let memory = Family::<ContainerLabels, Gauge>::default();
         for u in usage {
-            let _ = writeln!(
-                out,
-                "stackpad_node_container_cpu_seconds_total{{container_id=\"{}\",project_id=\"{}\",service=\"{}\"}} {}",
-                u.container_id, u.project_id, u.service, u.cpu_seconds
-            );
+            cpu.get_or_create(&u.labels()).inc_by(u.cpu_seconds);
+            memory
+                .get_or_create(&u.labels())
+                .set(i64::try_from(u.memory_bytes).unwrap_or(i64::MAX));
         }
-        let _ = writeln!(
-            out,
-            "# HELP stackpad_node_container_memory_bytes Memory in use by the container's cgroup.\n# TYPE stackpad_node_container_memory_bytes gauge"
+        registry.register(
+            "stackpad_node_container_cpu_seconds",
+            "CPU time of the container's cgroup",
+            cpu,
         );
-        for u in usage {
-            let _ = writeln!(
-                out,
-                "stackpad_node_container_memory_bytes{{container_id=\"{}\",project_id=\"{}\",service=\"{}\"}} {}",
-                u.container_id, u.project_id, u.service, u.memory_bytes
-            );
-        }
+        registry.register(
+            "stackpad_node_container_memory_bytes",
+            "Memory in use by the container's cgroup",
+            memory,
+        );
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
         out
     }
 }

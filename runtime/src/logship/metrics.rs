@@ -1,72 +1,80 @@
 //! The shipper's series on the node's `/metrics`: lines in, shipped, dropped (by where), cut,
-//! failed inserts, and what waits in memory and on disk.
+//! failed inserts, and what waits in memory and on disk; read at scrape time and encoded with
+//! `prometheus-client`.
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use super::shipper::ClickHouseShipper;
 
 /// Appends the shipper's series to `out`.
 pub(super) fn render(shipper: &ClickHouseShipper, out: &mut String) {
     let stats = shipper.stats();
-    let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
-    let mut series = |name: &str, kind: &str, help: &str, values: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in values {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
+    let counter = |v: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        c
     };
-    series(
-        "stackpad_node_log_lines_received_total",
-        "counter",
-        "Container log lines handed to the shipper.",
-        &[("", load(&stats.lines_received))],
+    let gauge = |v: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        g
+    };
+    let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+    let mut registry = Registry::default();
+    registry.register(
+        "stackpad_node_log_lines_received",
+        "Container log lines handed to the shipper",
+        counter(load(&stats.lines_received)),
     );
-    series(
-        "stackpad_node_log_lines_shipped_total",
-        "counter",
-        "Log lines inserted into ClickHouse.",
-        &[("", load(&stats.lines_shipped))],
+    registry.register(
+        "stackpad_node_log_lines_shipped",
+        "Log lines inserted into ClickHouse",
+        counter(load(&stats.lines_shipped)),
     );
-    series(
-        "stackpad_node_log_lines_dropped_total",
-        "counter",
-        "Log lines lost: the in-memory queue was full (queue) or the disk spool was (spool).",
-        &[
-            ("{reason=\"queue\"}", load(&stats.lines_dropped_queue)),
-            ("{reason=\"spool\"}", shipper.lines_dropped_spool()),
-        ],
+    let dropped = Family::<[(&str, &str); 1], Counter>::default();
+    dropped
+        .get_or_create(&[("reason", "queue")])
+        .inc_by(load(&stats.lines_dropped_queue));
+    dropped
+        .get_or_create(&[("reason", "spool")])
+        .inc_by(shipper.lines_dropped_spool());
+    registry.register(
+        "stackpad_node_log_lines_dropped",
+        "Log lines lost: the in-memory queue was full (queue) or the disk spool was (spool)",
+        dropped,
     );
-    series(
-        "stackpad_node_log_lines_truncated_total",
-        "counter",
-        "Log lines cut at the line size limit.",
-        &[("", load(&stats.lines_truncated))],
+    registry.register(
+        "stackpad_node_log_lines_truncated",
+        "Log lines cut at the line size limit",
+        counter(load(&stats.lines_truncated)),
     );
-    series(
-        "stackpad_node_log_insert_failures_total",
-        "counter",
-        "ClickHouse inserts that failed or timed out (their lines were spooled).",
-        &[("", load(&stats.batches_failed))],
+    registry.register(
+        "stackpad_node_log_insert_failures",
+        "ClickHouse inserts that failed or timed out (their lines were spooled)",
+        counter(load(&stats.batches_failed)),
     );
-    series(
+    registry.register(
         "stackpad_node_log_queue_lines",
-        "gauge",
-        "Log lines waiting in memory for the sender.",
-        &[("", shipper.queue_lines())],
+        "Log lines waiting in memory for the sender",
+        gauge(shipper.queue_lines()),
     );
-    series(
+    registry.register(
         "stackpad_node_log_spool_lines",
-        "gauge",
-        "Log lines waiting on disk for ClickHouse.",
-        &[("", shipper.spool_lines())],
+        "Log lines waiting on disk for ClickHouse",
+        gauge(shipper.spool_lines()),
     );
-    series(
+    registry.register(
         "stackpad_node_log_spool_bytes",
-        "gauge",
-        "Size of the on-disk spool.",
-        &[("", shipper.spool_bytes())],
+        "Size of the on-disk spool",
+        gauge(shipper.spool_bytes()),
     );
+    prometheus_text::encode(out, &registry).expect("writing to a String cannot fail");
 }
 
 #[cfg(test)]
