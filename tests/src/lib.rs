@@ -1,5 +1,7 @@
 //! Helpers for Stackpad's black-box tests: where the platform services listen, names a test can
-//! own, and errors that say which service is missing and how to start it.
+//! own, errors that say which service is missing and how to start it, and the guards every
+//! crate's tests share: databases of the test's own ([`db`]) and the deletion of what a test
+//! pushed to the registry ([`registry`]), both also when the test fails.
 //!
 //! Owns: nothing of the product. The tests under `tests/` drive the real daemons and services
 //! (containerd, PostgreSQL, ClickHouse, the registry, Pebble, BuildKit, the kernel); a service
@@ -7,9 +9,13 @@
 #![forbid(unsafe_code)]
 
 use std::fmt::Display;
+use std::future::Future;
 
 pub mod daemon;
+pub mod db;
 pub mod prometheus;
+#[cfg(feature = "registry")]
+pub mod registry;
 
 #[cfg(feature = "acme")]
 pub mod acme;
@@ -81,4 +87,25 @@ pub fn unique_name(prefix: &str) -> String {
 /// Like [`unique_name`] but with `_`, for SQL identifiers.
 pub fn unique_ident(prefix: &str) -> String {
     unique_name(prefix).replace('-', "_")
+}
+
+/// Runs `work` to completion on a thread with a runtime of its own and waits for it: for the
+/// `Drop` of a guard, which may run inside a test's runtime (where blocking on it would panic)
+/// or outside any. A failure is printed, naming `what`; it does not fail the test.
+pub fn on_own_thread<F>(what: &str, work: F)
+where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let outcome = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(work)
+    })
+    .join();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("{what}: {e:#}"),
+        Err(_) => eprintln!("{what}: the cleanup thread panicked"),
+    }
 }
