@@ -134,6 +134,13 @@ closed_set! {
     }
 }
 
+impl Default for ServiceKind {
+    /// A service created without a `kind` is a web service.
+    fn default() -> Self {
+        ServiceKind::Web
+    }
+}
+
 closed_set! {
     /// Where a deployment is in the pipeline (`deployments.phase`, `deployment_steps.phase`).
     Phase, "deployment phase" {
@@ -216,8 +223,11 @@ closed_set! {
 closed_set! {
     /// A custom domain's verification state (`custom_domains.status`).
     DomainStatus, "domain status" {
+        /// Added, never matched yet: not routed.
         Pending = "pending",
+        /// The record matched at the last check: routed, certificate allowed.
         Verified = "verified",
+        /// It matched once and stopped: routing and the certificate were revoked.
         Failed = "failed",
     }
 }
@@ -276,6 +286,7 @@ mod tests {
     fn spellings_are_todays() {
         let kinds: Vec<_> = ServiceKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(kinds, ["web", "database", "cache", "worker"]);
+        assert_eq!(ServiceKind::default(), ServiceKind::Web);
         let phases: Vec<_> = Phase::ALL.iter().map(|p| p.as_str()).collect();
         assert_eq!(
             phases,

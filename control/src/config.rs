@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use ::api::NodeRole;
 use serde::{Deserialize, Serialize};
 
 /// A daemon the control plane knows at start (registered or updated in the `nodes` table).
@@ -19,6 +20,23 @@ pub struct NodeConfig {
     pub cpu_millis: i32,
     #[serde(default)]
     pub memory_bytes: i64,
+}
+
+impl NodeConfig {
+    /// The node's role: a configured node is `build` or `compute` (proxies register over the
+    /// API).
+    pub fn role(&self) -> Result<NodeRole, ConfigError> {
+        match self.role.parse::<NodeRole>() {
+            Ok(role @ (NodeRole::Build | NodeRole::Compute)) => Ok(role),
+            _ => Err(invalid(
+                "nodes.role",
+                format!(
+                    "node {}: {:?} is not build or compute",
+                    self.name, self.role
+                ),
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,15 +246,7 @@ impl Config {
             }
         }
         for node in &self.nodes {
-            if !matches!(node.role.as_str(), "build" | "compute") {
-                return Err(invalid(
-                    "nodes.role",
-                    format!(
-                        "node {}: {:?} is not build or compute",
-                        node.name, node.role
-                    ),
-                ));
-            }
+            node.role()?;
             if !node.address.starts_with("http://") && !node.address.starts_with("https://") {
                 return Err(invalid(
                     "nodes.address",

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::api::NodeRole;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -86,7 +87,7 @@ pub async fn start(
     let store = Store::connect(&config.database_url, secrets).await?;
     for n in &config.nodes {
         store
-            .register_node(&n.name, &n.role, &n.address, n.cpu_millis, n.memory_bytes)
+            .register_node(&n.name, n.role()?, &n.address, n.cpu_millis, n.memory_bytes)
             .await?;
     }
     let address = listener
@@ -218,13 +219,13 @@ async fn monitor_nodes(
     loop {
         if let Ok(nodes) = store.nodes().await {
             for node in nodes {
-                let answer = match node.role.as_str() {
-                    "compute" => clients.node.info(&node.address).await.map(|c| {
+                let answer = match node.role {
+                    NodeRole::Compute => clients.node.info(&node.address).await.map(|c| {
                         Some((c.cpu_millis_total as i64, c.memory_bytes_total as i64))
                             .filter(|c| c.0 > 0 || c.1 > 0)
                     }),
-                    "build" => clients.builder.ping(&node.address).await.map(|_| None),
-                    _ => continue,
+                    NodeRole::Build => clients.builder.ping(&node.address).await.map(|_| None),
+                    NodeRole::Proxy => continue,
                 };
                 match answer {
                     Ok(capacity) => {

@@ -346,7 +346,7 @@ async fn dns_without_an_answer_keeps_the_status_and_a_proxy_failure_is_retried_n
 
     answer(Ok(Answer::Cname(vec![format!("{target}.")])));
     let checked = verifier.check(&row().await).await?;
-    assert_eq!(checked.domain.status, "verified");
+    assert_eq!(checked.domain.status.as_str(), "verified");
     assert!(checked.mismatch.is_none());
 
     // DNS gives no answer: still verified, the error recorded, routing untouched.
@@ -357,7 +357,7 @@ async fn dns_without_an_answer_keeps_the_status_and_a_proxy_failure_is_retried_n
     }));
     assert!(verifier.check(&row().await).await.is_err());
     let d = row().await;
-    assert_eq!(d.status, "verified");
+    assert_eq!(d.status.as_str(), "verified");
     assert!(
         d.last_error
             .as_deref()
@@ -373,7 +373,7 @@ async fn dns_without_an_answer_keeps_the_status_and_a_proxy_failure_is_retried_n
     proxy.down.store(true, Ordering::SeqCst);
     assert!(verifier.check(&row().await).await.is_err());
     let d = row().await;
-    assert_eq!(d.status, "verified", "{d:?}");
+    assert_eq!(d.status.as_str(), "verified", "{d:?}");
     assert!(
         d.last_error
             .as_deref()
@@ -383,7 +383,7 @@ async fn dns_without_an_answer_keeps_the_status_and_a_proxy_failure_is_retried_n
     );
     proxy.down.store(false, Ordering::SeqCst);
     let checked = verifier.check(&row().await).await?;
-    assert_eq!(checked.domain.status, "failed");
+    assert_eq!(checked.domain.status.as_str(), "failed");
     let mismatch = checked.mismatch.unwrap();
     assert!(
         mismatch.contains(&format!("found `{domain} CNAME elsewhere.example.com`"))

@@ -253,7 +253,7 @@ async fn setup(store: &Store, image: &str) -> anyhow::Result<(Uuid, Uuid)> {
             &NewService {
                 environment_id: env.id,
                 name: "web".into(),
-                kind: "web".into(),
+                kind: api::ServiceKind::Web,
                 image: Some(tenant::image::ImageRef::parse(image)?),
                 port: 8080,
                 replicas: 1,
@@ -279,13 +279,13 @@ async fn a_newer_deployment_supersedes_a_queued_one_and_queued_ones_cancel() -> 
     let d1 = store.create_deployment(org, service, &image("i:1")).await?;
     let d2 = store.create_deployment(org, service, &image("i:2")).await?;
     let d1 = store.deployment(org, d1.id).await?;
-    assert_eq!(d1.state, "superseded");
+    assert_eq!(d1.state.as_str(), "superseded");
     assert_eq!(
         d1.failure_reason.as_deref(),
         Some(&*format!("superseded by deployment {}", d2.id))
     );
     let d2 = store.cancel_deployment(org, d2.id).await?;
-    assert_eq!(d2.state, "cancelled");
+    assert_eq!(d2.state.as_str(), "cancelled");
     assert!(
         store.cancel_deployment(org, d2.id).await.is_err(),
         "a cancelled deployment cannot be cancelled"
@@ -344,7 +344,13 @@ async fn a_driver_killed_mid_step_is_resumed_by_another_from_postgres() -> anyho
     let db = TestDb::create().await?;
     let store = db.store().await?;
     store
-        .register_node("n1", "compute", "http://127.0.0.1:9", 4000, 8 << 30)
+        .register_node(
+            "n1",
+            api::NodeRole::Compute,
+            "http://127.0.0.1:9",
+            4000,
+            8 << 30,
+        )
         .await?;
     let (org, service) = setup(&store, "i:1").await?;
     let d = store.create_deployment(org, service, &image("i:1")).await?;
@@ -372,7 +378,10 @@ async fn a_driver_killed_mid_step_is_resumed_by_another_from_postgres() -> anyho
     }
     task.abort();
     let _ = task.await;
-    assert_eq!(store.deployment(org, d.id).await?.phase, "starting");
+    assert_eq!(
+        store.deployment(org, d.id).await?.phase.as_str(),
+        "starting"
+    );
 
     // Worker B: claims once A's lease expired and finishes.
     let fakes = Fakes::new();
@@ -402,10 +411,10 @@ async fn a_driver_killed_mid_step_is_resumed_by_another_from_postgres() -> anyho
     );
     let events = store.deployment_events(org, d.id).await?;
     assert!(
-        !events.iter().any(|e| e.phase == "failed"),
+        !events.iter().any(|e| e.phase.as_str() == "failed"),
         "the takeover left a failure event behind: {events:?}"
     );
-    let timeline: Vec<String> = events.into_iter().map(|e| e.phase).collect();
+    let timeline: Vec<&str> = events.iter().map(|e| e.phase.as_str()).collect();
     assert_eq!(
         timeline,
         ["queued", "starting", "switching", "stopping_old", "ready"]
@@ -478,10 +487,10 @@ async fn build_nodes_never_take_more_than_four_builds() -> anyhow::Result<()> {
     let db = TestDb::create().await?;
     let store = db.store().await?;
     store
-        .register_node("b1", "build", "http://127.0.0.1:7", 0, 0)
+        .register_node("b1", api::NodeRole::Build, "http://127.0.0.1:7", 0, 0)
         .await?;
     store
-        .register_node("b2", "build", "http://127.0.0.1:8", 0, 0)
+        .register_node("b2", api::NodeRole::Build, "http://127.0.0.1:8", 0, 0)
         .await?;
     let mut ids = vec![];
     for i in 0..10 {
@@ -536,7 +545,7 @@ async fn silent_nodes_are_marked_down_and_come_back_on_heartbeat() -> anyhow::Re
     let db = TestDb::create().await?;
     let store = db.store().await?;
     let n = store
-        .register_node("n1", "compute", "http://127.0.0.1:9", 0, 0)
+        .register_node("n1", api::NodeRole::Compute, "http://127.0.0.1:9", 0, 0)
         .await?;
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
@@ -553,7 +562,7 @@ async fn silent_nodes_are_marked_down_and_come_back_on_heartbeat() -> anyhow::Re
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(store.node(n.id).await?.status, "down");
+    assert_eq!(store.node(n.id).await?.status.as_str(), "down");
     store.heartbeat(n.id, Some((2000, 1 << 30))).await?;
     let n = store.node(n.id).await?;
     assert_eq!((n.status.as_str(), n.cpu_millis), ("up", 2000));

@@ -1,6 +1,7 @@
 //! Custom domains of a web service: add (answers the DNS record to create), list, verify now,
 //! remove. Routing and certificates follow verification (`crate::domains`).
 
+use ::api::ServiceKind;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -70,7 +71,7 @@ pub async fn add(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let domain = parse_domain(&req.domain, &state.apps_domain)?;
     let service = state.store.service(org.id, service_id).await?;
-    if service.kind != "web" {
+    if service.kind != ServiceKind::Web {
         return Err(invalid(
             "domain",
             format!(

@@ -1,5 +1,6 @@
 //! Nodes (operator token): registration, list, heartbeat.
 
+use ::api::NodeRole;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -31,9 +32,10 @@ pub async fn register(
     Body(req): Body<RegisterNode>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     validate::name("name", &req.name)?;
-    if !matches!(req.role.as_str(), "build" | "compute" | "proxy") {
-        return Err(invalid("role", "must be build, compute or proxy"));
-    }
+    let role: NodeRole = req
+        .role
+        .parse()
+        .map_err(|_| invalid("role", "must be build, compute or proxy"))?;
     if !(req.address.starts_with("http://") || req.address.starts_with("https://")) {
         return Err(invalid("address", "must start with http:// or https://"));
     }
@@ -41,7 +43,7 @@ pub async fn register(
     let mem = i64::try_from(req.memory_bytes).map_err(|_| invalid("memory_bytes", "too large"))?;
     let node = state
         .store
-        .register_node(&req.name, &req.role, &req.address, cpu, mem)
+        .register_node(&req.name, role, &req.address, cpu, mem)
         .await?;
     Ok((StatusCode::CREATED, Json(json!(node))))
 }

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
+use ::api::ServiceKind;
 use serde::{Deserialize, Serialize};
 use tenant::image::ImageRef;
 use tenant::path::{HealthPath, Subdirectory};
@@ -188,11 +189,10 @@ pub fn image_ref(field: &str, value: &str) -> ApiResult<ImageRef> {
     parsed(field, ImageRef::parse(value))
 }
 
-pub fn kind(value: &str) -> ApiResult<&'static str> {
-    ["web", "database", "cache", "worker"]
-        .into_iter()
-        .find(|k| *k == value)
-        .ok_or_else(|| invalid("kind", "must be web, database, cache or worker"))
+pub fn kind(value: &str) -> ApiResult<ServiceKind> {
+    value
+        .parse()
+        .map_err(|_| invalid("kind", "must be web, database, cache or worker"))
 }
 
 pub fn port(value: u32) -> ApiResult<i32> {
@@ -294,7 +294,7 @@ pub struct CreateService {
 }
 
 fn web() -> String {
-    "web".into()
+    ServiceKind::default().as_str().into()
 }
 
 /// A service to create, every field parsed and bounded.
@@ -302,7 +302,7 @@ fn web() -> String {
 pub struct ServiceSpec {
     pub name: String,
     pub environment_id: Option<Uuid>,
-    pub kind: &'static str,
+    pub kind: ServiceKind,
     pub source: Source,
     pub build: BuildSettings,
     pub resources: Resources,
@@ -359,7 +359,7 @@ impl ServiceSpec {
         NewService {
             environment_id,
             name: self.name,
-            kind: self.kind.to_owned(),
+            kind: self.kind,
             image,
             git_url,
             git_subdirectory,

@@ -21,7 +21,10 @@ fn defaults_give_every_container_a_cpu_limit() {
     let spec = create(json!({ "name": "web", "image": "127.0.0.1:5000/o/app:v1" })).unwrap();
     assert_eq!(spec.resources.cpu_millis, DEFAULT_CPU_MILLIS);
     assert_eq!(spec.resources.memory_bytes, 0, "the node's default");
-    assert_eq!((spec.port, spec.replicas, spec.kind), (8080, 1, "web"));
+    assert_eq!(
+        (spec.port, spec.replicas, spec.kind.as_str()),
+        (8080, 1, "web")
+    );
     let new = spec.into_new_service(Uuid::nil());
     assert_eq!(
         new.image.map(|i| i.to_string()).as_deref(),

@@ -2,6 +2,7 @@
 //! `service_spec.rs`; a git source is checked against the organization and the address policy
 //! (`sources.rs`) before anything is stored, and so is an image's registry (create and update).
 
+use ::api::ServiceKind;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -18,7 +19,7 @@ use crate::store::Service;
 async fn view(state: &AppState, org: Uuid, service: Service) -> ApiResult<Value> {
     let project = state.store.project(org, service.project_id).await?;
     let mut hosts = vec![];
-    if service.kind == "web" {
+    if service.kind == ServiceKind::Web {
         let platform_host = default_host(&service.name, &project.name, &state.apps_domain);
         let verified = state.store.verified_domains(service.id).await?;
         hosts = service_hosts(&platform_host, &verified);

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use ::api::ServiceKind;
 use async_trait::async_trait;
 use proto::build::v1 as b;
 use proto::node::v1 as n;
@@ -167,13 +168,12 @@ pub struct GrpcNode {
 
 const NODE: &str = "node agent";
 
-fn service_type(kind: &str) -> i32 {
+fn service_type(kind: ServiceKind) -> i32 {
     (match kind {
-        "web" => n::ServiceType::Web,
-        "database" => n::ServiceType::Database,
-        "cache" => n::ServiceType::Cache,
-        "worker" => n::ServiceType::Worker,
-        _ => n::ServiceType::Unspecified,
+        ServiceKind::Web => n::ServiceType::Web,
+        ServiceKind::Database => n::ServiceType::Database,
+        ServiceKind::Cache => n::ServiceType::Cache,
+        ServiceKind::Worker => n::ServiceType::Worker,
     }) as i32
 }
 
@@ -187,7 +187,7 @@ fn deploy_request(s: &ContainerSpec) -> n::DeployRequest {
             service_id: w.service_id.clone(),
             service_name: w.service_name.clone(),
             deployment_id: w.deployment_id.clone(),
-            service_type: service_type(&w.service_kind),
+            service_type: service_type(w.service_kind),
         }),
         image: s.image.clone(),
         command: s.command.clone(),

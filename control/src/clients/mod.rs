@@ -5,6 +5,7 @@ pub mod grpc;
 
 use std::collections::BTreeMap;
 
+use ::api::ServiceKind;
 use async_trait::async_trait;
 
 /// A failed call to another daemon. `retryable` is true when the daemon could not be reached or
@@ -57,7 +58,7 @@ pub trait BuilderClient: Send + Sync {
     async fn ping(&self, node: &str) -> Result<(), ClientError>;
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
     pub organization_id: String,
     pub project_id: String,
@@ -65,8 +66,7 @@ pub struct Workload {
     pub service_id: String,
     pub service_name: String,
     pub deployment_id: String,
-    /// web, database, cache or worker.
-    pub service_kind: String,
+    pub service_kind: ServiceKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -175,36 +175,8 @@ pub fn check(expect: &Expectation, answer: &Answer) -> Verdict {
     }
 }
 
-/// A custom domain's verification status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Added, never matched yet: not routed.
-    Pending,
-    /// The record matched at the last check: routed, certificate allowed.
-    Verified,
-    /// It matched once and stopped: routing and the certificate were revoked.
-    Failed,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Verified => "verified",
-            Status::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "pending" => Some(Status::Pending),
-            "verified" => Some(Status::Verified),
-            "failed" => Some(Status::Failed),
-            _ => None,
-        }
-    }
-}
+/// A custom domain's verification status (one definition, in the `api` crate).
+pub use ::api::DomainStatus;
 
 /// What a check does to the service's route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,13 +190,15 @@ pub enum RouteChange {
 
 /// The status after a check with `verdict`, and what it does to routing. A lookup that failed
 /// (timeout, SERVFAIL) is not a verdict: the caller keeps the status and records the error.
-pub fn next(status: Status, verdict: &Verdict) -> (Status, RouteChange) {
+pub fn next(status: DomainStatus, verdict: &Verdict) -> (DomainStatus, RouteChange) {
     match (status, verdict) {
-        (Status::Verified, Verdict::Matches) => (Status::Verified, RouteChange::Keep),
-        (Status::Pending | Status::Failed, Verdict::Matches) => {
-            (Status::Verified, RouteChange::Add)
+        (DomainStatus::Verified, Verdict::Matches) => (DomainStatus::Verified, RouteChange::Keep),
+        (DomainStatus::Pending | DomainStatus::Failed, Verdict::Matches) => {
+            (DomainStatus::Verified, RouteChange::Add)
         }
-        (Status::Verified, Verdict::Mismatch { .. }) => (Status::Failed, RouteChange::Revoke),
+        (DomainStatus::Verified, Verdict::Mismatch { .. }) => {
+            (DomainStatus::Failed, RouteChange::Revoke)
+        }
         (other, Verdict::Mismatch { .. }) => (other, RouteChange::Keep),
     }
 }

@@ -117,8 +117,8 @@ fn status_moves_and_routing_follows() {
         message: "x".into(),
     };
     let ok = Verdict::Matches;
+    use DomainStatus::*;
     use RouteChange::*;
-    use Status::*;
     assert_eq!(next(Pending, &ok), (Verified, Add));
     assert_eq!(next(Pending, &m), (Pending, Keep));
     assert_eq!(next(Verified, &ok), (Verified, Keep));
@@ -126,7 +126,7 @@ fn status_moves_and_routing_follows() {
     assert_eq!(next(Failed, &m), (Failed, Keep));
     assert_eq!(next(Failed, &ok), (Verified, Add));
     for s in [Pending, Verified, Failed] {
-        assert_eq!(Status::parse(s.as_str()), Some(s));
+        assert_eq!(DomainStatus::parse(s.as_str()), Some(s));
     }
 }
 

@@ -7,11 +7,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::api::ServiceKind;
 use tokio::sync::watch;
 
 use super::resolver::{DnsLookup, LookupError};
 use super::route::service_route;
-use super::{Expectation, RouteChange, Status, Verdict, check, next};
+use super::{DomainStatus, Expectation, RouteChange, Verdict, check, next};
 use crate::clients::{ClientError, ProxyClient};
 use crate::store::{CustomDomain, DomainCheck, Store, StoreError};
 
@@ -90,7 +91,7 @@ impl Verifier {
 
     /// Checks one domain now and applies the result.
     pub async fn check(&self, d: &CustomDomain) -> Result<Checked, VerifyError> {
-        let status = Status::parse(&d.status).unwrap_or(Status::Pending);
+        let status = d.status;
         let answer = match self.dns.lookup(&d.domain).await {
             Ok(answer) => answer,
             Err(e) => {
@@ -125,12 +126,12 @@ impl Verifier {
     async fn record(
         &self,
         d: &CustomDomain,
-        status: Status,
+        status: DomainStatus,
         seen: Option<&str>,
         error: Option<&str>,
     ) -> Result<CustomDomain, StoreError> {
         let check = DomainCheck {
-            status: status.as_str(),
+            status,
             last_seen: seen,
             last_error: error,
         };
@@ -153,7 +154,7 @@ impl Verifier {
         let service = self.store.service(d.organization_id, d.service_id).await;
         match service {
             // Not deployed yet: its first switch pushes the route with every verified domain.
-            Ok(s) if s.kind != "web" || s.current_deployment_id.is_none() => {}
+            Ok(s) if s.kind != ServiceKind::Web || s.current_deployment_id.is_none() => {}
             Ok(s) => {
                 let route = service_route(
                     &self.store,
@@ -179,7 +180,7 @@ impl Verifier {
 
     /// After `d` was deleted: a verified domain leaves the route and the allowed list.
     pub async fn removed(&self, d: &CustomDomain) -> Result<(), VerifyError> {
-        let change = if d.status == Status::Verified.as_str() {
+        let change = if d.status == DomainStatus::Verified {
             RouteChange::Revoke
         } else {
             RouteChange::Keep

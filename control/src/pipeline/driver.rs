@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::api::{NodeRole, ServiceKind};
 use tenant::source::SourceUrl;
 use uuid::Uuid;
 
@@ -79,8 +80,6 @@ pub enum DriverError {
         deployment: Uuid,
         source: InvalidTransition,
     },
-    #[error("deployment {deployment} has an unknown phase {phase:?}")]
-    UnknownPhase { deployment: Uuid, phase: String },
 }
 
 /// Drives deployments for one worker (one lease owner).
@@ -132,10 +131,7 @@ impl Driver {
 
     async fn run(&self, claimed: Deployment) -> Result<Phase, DriverError> {
         let id = claimed.id;
-        let mut phase = Phase::parse(&claimed.phase).ok_or_else(|| DriverError::UnknownPhase {
-            deployment: id,
-            phase: claimed.phase.clone(),
-        })?;
+        let mut phase = claimed.phase;
         let mut actions = if phase == Phase::Queued {
             let event = Event::Claimed {
                 needs_build: claimed.image.is_none(),
@@ -281,7 +277,13 @@ impl Driver {
             if let Some(node) = self.store.take_build_slot(d.id, &git_url).await? {
                 break node;
             }
-            if self.store.nodes().await?.iter().all(|n| n.role != "build") {
+            if self
+                .store
+                .nodes()
+                .await?
+                .iter()
+                .all(|n| n.role != NodeRole::Build)
+            {
                 return failed("no build node is registered".into());
             }
             if tokio::time::Instant::now() > deadline {
@@ -428,7 +430,7 @@ impl Driver {
                 service_id: service.id.to_string(),
                 service_name: service.name.clone(),
                 deployment_id: d.id.to_string(),
-                service_kind: service.kind.clone(),
+                service_kind: service.kind,
             },
             image,
             command: service.command.clone(),
@@ -454,7 +456,7 @@ impl Driver {
                 address,
             }) => Ok(Some((
                 Event::ContainerHealthy {
-                    routed: service.kind == "web" && self.clients.proxy.is_some(),
+                    routed: service.kind == ServiceKind::Web && self.clients.proxy.is_some(),
                 },
                 StepData {
                     node_id: Some(node.id),

@@ -113,7 +113,7 @@ fn health_failure_removes_the_new_container_and_never_serves() {
     assert_eq!(t.reason.as_deref(), Some("health check GET /healthz: 500"));
     assert_eq!(
         t.to.state(),
-        State::Deploying,
+        DeploymentState::Deploying,
         "failed only after the cleanup"
     );
 }
@@ -165,7 +165,7 @@ fn newer_deployment_supersedes_only_a_queued_one() {
         decide(Phase::Queued, &Event::NewerQueued).unwrap().to,
         Phase::Superseded
     );
-    for phase in ALL_PHASES.into_iter().filter(|p| *p != Phase::Queued) {
+    for phase in Phase::ALL.iter().copied().filter(|p| *p != Phase::Queued) {
         assert!(
             decide(phase, &Event::NewerQueued).is_err(),
             "{phase:?} must not be superseded by a newer queued deployment"
@@ -219,7 +219,7 @@ fn terminal_phases_accept_no_event() {
         Event::CancelRequested,
         Event::NewerQueued,
     ];
-    for phase in ALL_PHASES.into_iter().filter(|p| p.is_terminal()) {
+    for phase in Phase::ALL.iter().copied().filter(|p| p.is_terminal()) {
         assert!(resume(phase).is_empty());
         for event in &events {
             assert!(
@@ -264,7 +264,7 @@ fn every_phase_that_is_not_queued_or_terminal_resumes_with_its_entry_action() {
 
 #[test]
 fn phase_names_round_trip() {
-    for phase in ALL_PHASES {
+    for &phase in Phase::ALL {
         assert_eq!(Phase::parse(phase.as_str()), Some(phase));
     }
     assert_eq!(Phase::parse("nope"), None);

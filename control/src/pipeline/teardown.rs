@@ -4,6 +4,7 @@
 //! (nothing half-deleted that a retry could not finish): the caller answers 503 and the
 //! delete can be repeated; every step is idempotent.
 
+use ::api::{DeploymentState, ServiceKind};
 use uuid::Uuid;
 
 use super::driver::Clients;
@@ -16,7 +17,7 @@ pub enum TeardownError {
     Store(#[from] StoreError),
     /// A deployment of the service is still on its way; deleting under it would race it.
     #[error("deployment {0} is {1}: cancel it or wait for it to finish, then delete the service")]
-    InProgress(Uuid, String),
+    InProgress(Uuid, DeploymentState),
     #[error("{what}: {source}")]
     Call {
         what: String,
@@ -35,13 +36,15 @@ pub async fn tear_down(
     grace_ms: u32,
 ) -> Result<(), TeardownError> {
     let deployments = store.service_deployment_nodes(service.id).await?;
-    if let Some((id, state, _)) = deployments
-        .iter()
-        .find(|(_, state, _)| matches!(state.as_str(), "queued" | "building" | "deploying"))
-    {
-        return Err(TeardownError::InProgress(*id, state.clone()));
+    if let Some(d) = deployments.iter().find(|d| {
+        matches!(
+            d.state,
+            DeploymentState::Queued | DeploymentState::Building | DeploymentState::Deploying
+        )
+    }) {
+        return Err(TeardownError::InProgress(d.id, d.state));
     }
-    if service.kind == "web"
+    if service.kind == ServiceKind::Web
         && let Some(proxy) = &clients.proxy
     {
         let route = crate::domains::route::service_route(store, org, service, apps_domain).await?;
@@ -62,8 +65,9 @@ pub async fn tear_down(
                 })?;
         }
     }
-    for (deployment, _, node) in deployments {
-        let Some(node) = node else { continue };
+    for d in deployments {
+        let deployment = d.id;
+        let Some(node) = d.node_id else { continue };
         let node = store.node(node).await?;
         clients
             .node

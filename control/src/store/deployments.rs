@@ -8,7 +8,7 @@ use tenant::image::ImageRef;
 use uuid::Uuid;
 
 use super::{Deployment, DeploymentEvent, Page, PageRequest, Result, Store, StoreError, page};
-use crate::pipeline::machine::{self, Event, Phase, Transition};
+use crate::pipeline::machine::{self, DeploymentState, Event, Phase, Transition};
 
 /// What a deployment deploys: a git ref/commit (built first) or an image, parsed.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,6 +33,23 @@ pub struct StepData {
 
 /// A deployment a worker holds the lease of.
 pub type Claimed = Deployment;
+
+/// A deployment's state and the node it was placed on.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Placement {
+    pub id: Uuid,
+    pub state: DeploymentState,
+    pub node_id: Option<Uuid>,
+}
+
+/// What a transaction reads of the deployment row it locks (columns by name: an unknown phase
+/// is an error naming the column and the value).
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct Lock {
+    pub(super) phase: Phase,
+    lease_owner: Option<Uuid>,
+    service_id: Uuid,
+}
 
 const COLUMNS: &str = "id, organization_id, service_id, state, phase, git_ref, git_commit, image, image_digest, \
     rollback_of, previous_deployment_id, build_node_id, node_id, container_id, upstream_address, failure_reason, \
@@ -170,10 +187,7 @@ impl Store {
 
     /// Every deployment of a service with its state and the node it was placed on (any
     /// organization: the caller checked the service's).
-    pub async fn service_deployment_nodes(
-        &self,
-        service_id: Uuid,
-    ) -> Result<Vec<(Uuid, String, Option<Uuid>)>> {
+    pub async fn service_deployment_nodes(&self, service_id: Uuid) -> Result<Vec<Placement>> {
         Ok(sqlx::query_as(
             "SELECT id, state, node_id FROM deployments WHERE service_id = $1 ORDER BY created_at",
         )
@@ -239,15 +253,18 @@ impl Store {
     /// at the next step boundary (refused after the switch).
     pub async fn cancel_deployment(&self, organization_id: Uuid, id: Uuid) -> Result<Deployment> {
         let mut tx = self.pool.begin().await?;
-        let row: Option<(String, Option<Uuid>)> = sqlx::query_as(
-            "SELECT phase, lease_owner FROM deployments WHERE id = $1 AND organization_id = $2 FOR UPDATE",
+        let row: Option<Lock> = sqlx::query_as(
+            "SELECT phase, lease_owner, service_id FROM deployments WHERE id = $1 AND organization_id = $2 FOR UPDATE",
         )
         .bind(id)
         .bind(organization_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let (phase, owner) = row.ok_or_else(|| StoreError::not_found("deployment", id))?;
-        let phase = Phase::parse(&phase).unwrap_or(Phase::Failed);
+        let Lock {
+            phase,
+            lease_owner: owner,
+            ..
+        } = row.ok_or_else(|| StoreError::not_found("deployment", id))?;
         match phase {
             Phase::Queued if owner.is_none() => {
                 let t =
@@ -317,17 +334,16 @@ impl Store {
         data: &StepData,
     ) -> Result<Deployment> {
         let mut tx = self.pool.begin().await?;
-        let current: Option<(String, Uuid)> = sqlx::query_as(
-            "SELECT phase, service_id FROM deployments WHERE id = $1 AND lease_owner = $2 FOR UPDATE",
+        let current: Option<Lock> = sqlx::query_as(
+            "SELECT phase, lease_owner, service_id FROM deployments WHERE id = $1 AND lease_owner = $2 FOR UPDATE",
         )
         .bind(id)
         .bind(owner)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((phase, service_id)) = current.filter(|(p, _)| p == from.as_str()) else {
+        let Some(Lock { service_id, .. }) = current.filter(|l| l.phase == from) else {
             return Err(StoreError::LeaseLost { deployment: id });
         };
-        debug_assert_eq!(phase, from.as_str());
         sqlx::query(
             "UPDATE deployments SET build_node_id = COALESCE($2, build_node_id), git_commit = COALESCE($3, git_commit), \
              image = COALESCE($4, image), image_digest = COALESCE($5, image_digest), node_id = COALESCE($6, node_id), \

@@ -1,5 +1,6 @@
 //! Custom domains of services and the result of their last DNS check.
 
+use ::api::DomainStatus;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -12,8 +13,7 @@ pub struct CustomDomain {
     #[serde(skip)]
     pub organization_id: Uuid,
     pub service_id: Uuid,
-    /// pending, verified or failed.
-    pub status: String,
+    pub status: DomainStatus,
     /// The CNAME target expected.
     pub target: String,
     pub last_seen: Option<String>,
@@ -26,7 +26,7 @@ pub struct CustomDomain {
 /// The result of one check, to record.
 #[derive(Debug, Clone)]
 pub struct DomainCheck<'a> {
-    pub status: &'a str,
+    pub status: DomainStatus,
     pub last_seen: Option<&'a str>,
     pub last_error: Option<&'a str>,
 }

@@ -12,7 +12,7 @@ mod projects;
 mod services;
 mod webhooks;
 
-pub use deployments::{Claimed, NewDeployment, StepData};
+pub use deployments::{Claimed, NewDeployment, Placement, StepData};
 pub use domains::{CustomDomain, DomainCheck};
 pub use models::*;
 pub use orgs::{NewToken, Role};
@@ -153,3 +153,7 @@ impl Store {
         .await?)
     }
 }
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod decode_tests;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use ::api::{DeploymentState, NodeRole, NodeStatus, Phase, ServiceKind};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -91,7 +92,7 @@ pub struct Service {
     pub project_id: Uuid,
     pub environment_id: Uuid,
     pub name: String,
-    pub kind: String,
+    pub kind: ServiceKind,
     pub image: Option<String>,
     pub git_url: Option<String>,
     pub git_subdirectory: String,
@@ -115,8 +116,8 @@ pub struct Deployment {
     pub id: Uuid,
     pub organization_id: Uuid,
     pub service_id: Uuid,
-    pub state: String,
-    pub phase: String,
+    pub state: DeploymentState,
+    pub phase: Phase,
     pub git_ref: Option<String>,
     pub git_commit: Option<String>,
     pub image: Option<String>,
@@ -139,7 +140,7 @@ pub struct Deployment {
 /// One step of a deployment's timeline.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DeploymentEvent {
-    pub phase: String,
+    pub phase: Phase,
     pub detail: String,
     pub at: DateTime<Utc>,
 }
@@ -148,12 +149,12 @@ pub struct DeploymentEvent {
 pub struct Node {
     pub id: Uuid,
     pub name: String,
-    pub role: String,
+    pub role: NodeRole,
     pub address: String,
     pub cpu_millis: i32,
     pub memory_bytes: i64,
     pub build_slots: i32,
-    pub status: String,
+    pub status: NodeStatus,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }

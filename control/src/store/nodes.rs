@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use ::api::{NodeRole, NodeStatus};
 use uuid::Uuid;
 
 use super::{Node, Result, Store, StoreError};
@@ -9,9 +10,9 @@ use crate::schedule::{self, BuildNodeView, ComputeNodeView, HeartbeatView};
 
 type Time = chrono::DateTime<chrono::Utc>;
 /// id, status, last heartbeat, registered at, now.
-type HeartbeatRow = (Uuid, String, Option<Time>, Time, Time);
+type HeartbeatRow = (Uuid, NodeStatus, Option<Time>, Time, Time);
 /// id, status, slots, builds running, builds of the repo, last build of the repo.
-type BuildNodeRow = (Uuid, String, i32, i64, Option<i32>, Option<Time>);
+type BuildNodeRow = (Uuid, NodeStatus, i32, i64, Option<i32>, Option<Time>);
 
 const COLUMNS: &str = "id, name, role, address, cpu_millis, memory_bytes, build_slots, status, last_heartbeat_at, created_at";
 
@@ -20,7 +21,7 @@ impl Store {
     pub async fn register_node(
         &self,
         name: &str,
-        role: &str,
+        role: NodeRole,
         address: &str,
         cpu_millis: i32,
         memory_bytes: i64,
@@ -84,7 +85,7 @@ impl Store {
             .into_iter()
             .map(|(id, status, last, created, _)| HeartbeatView {
                 id,
-                up: status == "up",
+                up: status == NodeStatus::Up,
                 last_heartbeat: last,
                 registered_at: created,
             })
@@ -131,7 +132,7 @@ impl Store {
             .into_iter()
             .map(|(id, status, slots, running, builds, last)| BuildNodeView {
                 id,
-                up: status == "up",
+                up: status == NodeStatus::Up,
                 slots: slots.max(0) as u32,
                 builds_running: running as u32,
                 repo_builds: builds.unwrap_or(0).max(0) as u32,
@@ -192,7 +193,7 @@ impl Store {
             return self.node(node).await.map(Some);
         }
         // What occupies a node: deployments in progress or serving.
-        let rows: Vec<(Uuid, String, i32, i64, i64, i64, i64)> = sqlx::query_as(
+        let rows: Vec<(Uuid, NodeStatus, i32, i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT n.id, n.status, n.cpu_millis, n.memory_bytes, \
                COALESCE(SUM((s.resources->>'cpu_millis')::bigint), 0)::bigint, \
                COALESCE(SUM((s.resources->>'memory_bytes')::bigint), 0)::bigint, \
@@ -212,7 +213,7 @@ impl Store {
                 |(id, status, cpu_total, mem_total, cpu_used, mem_used, replicas)| {
                     ComputeNodeView {
                         id,
-                        up: status == "up",
+                        up: status == NodeStatus::Up,
                         cpu_millis_total: cpu_total.max(0) as u64,
                         cpu_millis_allocated: cpu_used.max(0) as u64,
                         memory_bytes_total: mem_total.max(0) as u64,

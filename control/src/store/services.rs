@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use ::api::ServiceKind;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -22,7 +23,7 @@ use super::{
 pub struct NewService {
     pub environment_id: Uuid,
     pub name: String,
-    pub kind: String,
+    pub kind: ServiceKind,
     pub image: Option<ImageRef>,
     pub git_url: Option<SourceUrl>,
     pub git_subdirectory: Subdirectory,
@@ -58,7 +59,7 @@ const COLUMNS: &str = "id, project_id, environment_id, name, kind, image, git_ur
     resources, health_check, port, replicas, domains, command, args, webhook_secret_enc IS NOT NULL AS has_webhook_secret, \
     current_deployment_id, created_at";
 
-fn from_row(row: &PgRow) -> Result<Service> {
+pub(super) fn from_row(row: &PgRow) -> Result<Service> {
     let build: Json<BuildSettings> = row.try_get("build")?;
     let resources: Json<Resources> = row.try_get("resources")?;
     let health: Option<Json<HealthCheck>> = row.try_get("health_check")?;
@@ -119,7 +120,7 @@ impl Store {
             .bind(env.project_id)
             .bind(env.id)
             .bind(&s.name)
-            .bind(&s.kind)
+            .bind(s.kind)
             .bind(s.image.as_ref().map(ImageRef::to_string))
             .bind(s.git_url.as_ref().map(source_text))
             .bind(s.git_subdirectory.as_str())
