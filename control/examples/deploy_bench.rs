@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use common::{Harness, TestDb};
+use common::{Harness};
 use serde_json::json;
 
 fn env(name: &str, default: &str) -> String {
@@ -339,7 +339,7 @@ async fn run() -> anyhow::Result<()> {
     let services: usize = env("SERVICES", "20").parse()?;
     let secs: u64 = env("SECS", "60").parse()?;
     let node = std::env::var("NODE_ADDR").context("NODE_ADDR (run bench/control/run)")?;
-    let db = TestDb::create().await?;
+    let db = common::database().await?;
     let mut config = common::config(&db);
     config.proxy_address = std::env::var("PROXY_ADMIN").context("PROXY_ADMIN")?;
     config.proxy_token = std::env::var("PROXY_TOKEN").context("PROXY_TOKEN")?;

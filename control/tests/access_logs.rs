@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Harness, TestDb, fake_clients, fakes::Fakes};
+use common::{Harness, fake_clients, fakes::Fakes};
 use proxy::access_log::{AccessEntry, AccessLog, AccessLogSettings, AccessLogStats, AccessRow};
 use serde_json::{Value, json};
 
@@ -58,7 +58,7 @@ fn statuses(page: &Value) -> Vec<u64> {
 #[tokio::test]
 async fn access_logs_are_filtered_paged_and_scoped_to_the_organization() -> anyhow::Result<()> {
     let log_db = LogDb(stackpad_tests::unique_ident("access_api"));
-    let db = TestDb::create().await?;
+    let db = common::database().await?;
     let mut config = common::config(&db);
     config.clickhouse_url = clickhouse_url();
     config.clickhouse_database = log_db.0.clone();

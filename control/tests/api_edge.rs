@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Harness, TestDb, fake_clients, fakes::Fakes};
+use common::{Harness, fake_clients, fakes::Fakes};
 use serde_json::{Value, json};
 use stackpad_tests::acme::ChallTestSrv;
 
@@ -13,7 +13,7 @@ use stackpad_tests::acme::ChallTestSrv;
 const OPERATOR_ORG: &str = "edge-operator";
 
 async fn start(egress_allow: &[&str]) -> anyhow::Result<Harness> {
-    let db = TestDb::create().await?;
+    let db = common::database().await?;
     let mut config = common::config(&db);
     config.local_sources_organizations = vec![OPERATOR_ORG.into()];
     config.dns_resolver = ChallTestSrv::default().dns;

@@ -14,14 +14,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use async_trait::async_trait;
-use common::{Harness, TestDb, fakes::Fakes};
+use common::{Harness, fakes::Fakes};
 use control::clients::grpc::GrpcProxy;
 use control::clients::*;
 use control::pipeline::driver::Clients;
 use proto::proxy::v1 as pb;
 use proto::proxy::v1::proxy_admin_client::ProxyAdminClient;
 use serde_json::{Value, json};
-use stackpad_tests::acme::{self, AcmeProxy, ChallTestSrv, CnameGuard, Database};
+use stackpad_tests::acme::{self, AcmeProxy, ChallTestSrv, CnameGuard};
+use stackpad_tests::db::PostgresDb;
 use stackpad_tests::unique_name;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -98,12 +99,12 @@ async fn a_custom_domain_is_verified_served_over_https_and_revoked_when_its_reco
 -> anyhow::Result<()> {
     let binary = acme::proxy_binary()?;
     let _port = acme::lock_http01_port().await?;
-    let certs_db = Database::create().await?;
+    let certs_db = PostgresDb::create("acme_test").await?;
     let proxy = AcmeProxy::start(&binary, &certs_db, &acme::directory_url()).await?;
     let app = backend("hello from the custom domain").await?;
     let dns = ChallTestSrv::default();
 
-    let db = TestDb::create().await?;
+    let db = common::database().await?;
     let mut config = common::config(&db);
     config.apps_domain = format!("{}.stackpad.test", unique_name("apps"));
     config.proxy_address = format!("http://{}", proxy.admin);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use cli::{Cli, run};
 use common::fakes::{Call, Fakes};
-use common::{Harness, TestDb, fake_clients};
+use common::{Harness, fake_clients};
 use control::domains::Answer;
 use control::domains::resolver::{DnsLookup, LookupError};
 use control::domains::verifier::{DomainSettings, Verifier};
@@ -22,7 +22,7 @@ use stackpad_tests::acme::{ChallTestSrv, CnameGuard};
 use stackpad_tests::unique_name;
 
 async fn start(fakes: &Fakes) -> anyhow::Result<Harness> {
-    let db = TestDb::create().await?;
+    let db = common::database().await?;
     let mut config = common::config(&db);
     config.apps_domain = format!("{}.stackpad.test", unique_name("apps"));
     config.dns_resolver = ChallTestSrv::default().dns;

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::grpc_fakes::Daemons;
-use common::{ADMIN, Harness, KEY, TestDb, phases};
+use common::{ADMIN, Harness, KEY, phases};
 use serde_json::json;
 
 const PROXY_TOKEN: &str = "proxy-admin-token";
@@ -17,7 +17,7 @@ const PROXY_TOKEN: &str = "proxy-admin-token";
 async fn grpc_clients_drive_build_deploy_switch_and_stop_old() -> anyhow::Result<()> {
     let daemons = Daemons::default();
     let address = daemons.serve(PROXY_TOKEN).await?;
-    let db = TestDb::create().await?;
+    let db = common::database().await?;
     let mut config = common::config(&db);
     config.proxy_address = address.clone();
     config.proxy_token = PROXY_TOKEN.into();
@@ -164,7 +164,7 @@ async fn kill_9_mid_deploy_then_restart_finishes_the_deployment() -> anyhow::Res
     let daemons = Daemons::default();
     *daemons.first_deploy_delay.lock().unwrap() = Duration::from_secs(30);
     let address = daemons.serve(PROXY_TOKEN).await?;
-    let db = TestDb::create().await?;
+    let db = common::database().await?;
     let dir = tempfile::tempdir()?;
     let config_path = dir.path().join("control.toml");
     std::fs::write(
@@ -173,7 +173,7 @@ async fn kill_9_mid_deploy_then_restart_finishes_the_deployment() -> anyhow::Res
             "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\nencryption_key = \"{KEY}\"\nadmin_token = \"{ADMIN}\"\n\
              proxy_address = \"{address}\"\nproxy_token = \"{PROXY_TOKEN}\"\nlease_ms = 1000\nworkers = 2\n\
              [[nodes]]\nname = \"n1\"\nrole = \"compute\"\naddress = \"{address}\"\n",
-            db.url
+            db.url()
         ),
     )?;
     let http = reqwest::Client::new();

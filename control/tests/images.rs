@@ -5,12 +5,12 @@
 
 mod common;
 
-use common::{Harness, TestDb, fake_clients, fakes::Fakes};
+use common::{Harness, fake_clients, fakes::Fakes};
 use serde_json::{Value, json};
 use stackpad_tests::acme::ChallTestSrv;
 
 async fn start() -> anyhow::Result<Harness> {
-    let db = TestDb::create().await?;
+    let db = common::database().await?;
     let mut config = common::config(&db);
     config.dns_resolver = ChallTestSrv::default().dns;
     Harness::start_with(db, &config, fake_clients(&Fakes::new())).await

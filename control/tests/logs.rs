@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Harness, TestDb, fake_clients, fakes::Fakes};
+use common::{Harness, fake_clients, fakes::Fakes};
 use runtime::logs::{LogLabels, LogLine, LogSink, Stream};
 use runtime::logship::{ClickHouseShipper, ShipperConfig};
 use serde_json::{Value, json};
@@ -57,7 +57,7 @@ async fn lines(h: &Harness, token: &str, query: &str) -> (u16, Value) {
 #[tokio::test]
 async fn logs_are_searched_paged_followed_and_scoped_to_the_organization() -> anyhow::Result<()> {
     let log_db = LogDb(stackpad_tests::unique_ident("logs_api"));
-    let db = TestDb::create().await?;
+    let db = common::database().await?;
     let mut config = common::config(&db);
     config.clickhouse_url = clickhouse_url();
     config.clickhouse_database = log_db.0.clone();

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::fakes::{Call, Fakes};
-use common::{Harness, TestDb, fake_clients, phases};
+use common::{Harness, fake_clients, phases};
 use control::pipeline::driver::{Driver, DriverConfig};
 use control::store::{NewDeployment, NewService, Store};
 use serde_json::json;
@@ -273,8 +273,8 @@ fn image(i: &str) -> NewDeployment {
 
 #[tokio::test]
 async fn a_newer_deployment_supersedes_a_queued_one_and_queued_ones_cancel() -> anyhow::Result<()> {
-    let db = TestDb::create().await?;
-    let store = db.store().await?;
+    let db = common::database().await?;
+    let store = common::store(&db).await?;
     let (org, service) = setup(&store, "i:1").await?;
     let d1 = store.create_deployment(org, service, &image("i:1")).await?;
     let d2 = store.create_deployment(org, service, &image("i:2")).await?;
@@ -302,8 +302,8 @@ async fn a_newer_deployment_supersedes_a_queued_one_and_queued_ones_cancel() -> 
 
 #[tokio::test]
 async fn queue_claims_each_deployment_once_and_one_per_service_at_a_time() -> anyhow::Result<()> {
-    let db = TestDb::create().await?;
-    let store = db.store().await?;
+    let db = common::database().await?;
+    let store = common::store(&db).await?;
     let mut ids = vec![];
     for i in 0..6 {
         let (org, service) = setup(&store, "i").await?;
@@ -341,8 +341,8 @@ fn fast_config() -> DriverConfig {
 
 #[tokio::test]
 async fn a_driver_killed_mid_step_is_resumed_by_another_from_postgres() -> anyhow::Result<()> {
-    let db = TestDb::create().await?;
-    let store = db.store().await?;
+    let db = common::database().await?;
+    let store = common::store(&db).await?;
     store
         .register_node(
             "n1",
@@ -430,8 +430,8 @@ async fn a_driver_killed_mid_step_is_resumed_by_another_from_postgres() -> anyho
 
 #[tokio::test]
 async fn a_stale_worker_cannot_record_a_step_after_losing_its_lease() -> anyhow::Result<()> {
-    let db = TestDb::create().await?;
-    let store = db.store().await?;
+    let db = common::database().await?;
+    let store = common::store(&db).await?;
     let (org, service) = setup(&store, "i:1").await?;
     let d = store.create_deployment(org, service, &image("i:1")).await?;
     let stale = Uuid::new_v4();
@@ -484,8 +484,8 @@ async fn a_stale_worker_cannot_record_a_step_after_losing_its_lease() -> anyhow:
 
 #[tokio::test]
 async fn build_nodes_never_take_more_than_four_builds() -> anyhow::Result<()> {
-    let db = TestDb::create().await?;
-    let store = db.store().await?;
+    let db = common::database().await?;
+    let store = common::store(&db).await?;
     store
         .register_node("b1", api::NodeRole::Build, "http://127.0.0.1:7", 0, 0)
         .await?;
@@ -542,8 +542,8 @@ async fn build_nodes_never_take_more_than_four_builds() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn silent_nodes_are_marked_down_and_come_back_on_heartbeat() -> anyhow::Result<()> {
-    let db = TestDb::create().await?;
-    let store = db.store().await?;
+    let db = common::database().await?;
+    let store = common::store(&db).await?;
     let n = store
         .register_node("n1", api::NodeRole::Compute, "http://127.0.0.1:9", 0, 0)
         .await?;

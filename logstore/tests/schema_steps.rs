@@ -2,48 +2,7 @@
 //! `http://127.0.0.1:8123`), in a database of the test's own, dropped even when it fails.
 
 use logstore::{access_logs, container_logs};
-
-fn clickhouse_url() -> String {
-    std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
-
-/// A database of this test's own, dropped on drop.
-struct Database {
-    name: String,
-}
-
-impl Database {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        Self {
-            name: format!("logstore_test_{tag}_{}_{nanos}", std::process::id()),
-        }
-    }
-
-    /// A client as the writers make one: the 18.16 server knows no `RowBinaryWithNamesAndTypes`.
-    fn server(&self) -> clickhouse::Client {
-        clickhouse::Client::default()
-            .with_url(clickhouse_url())
-            .with_validation(false)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let client = self.server();
-        let sql = format!("DROP DATABASE IF EXISTS {}", self.name);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(client.query(&sql).execute())?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        })
-        .join();
-    }
-}
+use stackpad_tests::db::ClickHouseDb;
 
 async fn applied_versions(server: &clickhouse::Client, db: &str, component: &str) -> Vec<u32> {
     server
@@ -58,21 +17,25 @@ async fn applied_versions(server: &clickhouse::Client, db: &str, component: &str
 
 #[tokio::test]
 async fn both_tables_are_created_once_and_take_their_rows() {
-    let db = Database::new("steps");
-    let server = db.server();
+    let db = ClickHouseDb::create("logstore_steps")
+        .await
+        .expect("a ClickHouse database of the test's own");
+    let server = db.client();
     for _ in 0..2 {
-        container_logs::ensure_schema(&server, &db.name)
+        container_logs::ensure_schema(&server, db.name())
             .await
             .expect("ClickHouse must be up at CLICKHOUSE_URL (scripts/services start clickhouse)");
-        access_logs::ensure_schema(&server, &db.name).await.unwrap();
+        access_logs::ensure_schema(&server, db.name())
+            .await
+            .unwrap();
     }
     // Each step is recorded once, under its table's component, however often it is applied.
     assert_eq!(
-        applied_versions(&server, &db.name, container_logs::COMPONENT).await,
+        applied_versions(&server, db.name(), container_logs::COMPONENT).await,
         [1]
     );
     assert_eq!(
-        applied_versions(&server, &db.name, access_logs::COMPONENT).await,
+        applied_versions(&server, db.name(), access_logs::COMPONENT).await,
         [1]
     );
 
@@ -94,7 +57,7 @@ async fn both_tables_are_created_once_and_take_their_rows() {
     };
     let mut insert = server
         .clone()
-        .with_database(&db.name)
+        .with_database(db.name())
         .insert::<container_logs::LogRow>(container_logs::TABLE)
         .await
         .unwrap();
@@ -103,7 +66,7 @@ async fn both_tables_are_created_once_and_take_their_rows() {
     let read: Vec<container_logs::LogRow> = server
         .query(&format!(
             "SELECT ?fields FROM {}.{}",
-            db.name,
+            db.name(),
             container_logs::TABLE
         ))
         .fetch_all()
@@ -127,7 +90,7 @@ async fn both_tables_are_created_once_and_take_their_rows() {
     };
     let mut insert = server
         .clone()
-        .with_database(&db.name)
+        .with_database(db.name())
         .insert::<access_logs::AccessRow>(access_logs::TABLE)
         .await
         .unwrap();
@@ -138,7 +101,7 @@ async fn both_tables_are_created_once_and_take_their_rows() {
     let (row_id, status): (u64, u16) = server
         .query(&format!(
             "SELECT {ROW_ID}, {STATUS} FROM {}.{}",
-            db.name,
+            db.name(),
             access_logs::TABLE
         ))
         .fetch_one()

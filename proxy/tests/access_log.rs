@@ -11,67 +11,40 @@ use anyhow::Context;
 use common::{Backend, ProxyProcess, authed, free_port, raw};
 use proto::proxy::v1 as pb;
 use proxy::access_log::AccessRow;
+use stackpad_tests::db::ClickHouseDb;
 
 fn clickhouse_url() -> String {
     stackpad_tests::Services::from_env().clickhouse_url
 }
 
-/// The test's own ClickHouse database, dropped at the end.
-struct LogDb(String);
-
-impl LogDb {
-    fn new() -> Self {
-        Self(stackpad_tests::unique_ident("access_test"))
-    }
-
-    async fn rows(&self) -> anyhow::Result<Vec<AccessRow>> {
-        let client = clickhouse::Client::default()
-            .with_url(clickhouse_url())
-            .with_validation(false);
-        let sql = format!(
-            "SELECT * FROM {}.access_logs ORDER BY ts_ns LIMIT 1 BY row_id",
-            self.0
-        );
-        match client.query(&sql).fetch_all::<AccessRow>().await {
-            Ok(rows) => Ok(rows),
-            Err(e) if e.to_string().contains("doesn't exist") => Ok(Vec::new()),
-            Err(e) => Err(e).with_context(|| {
-                format!(
-                    "ClickHouse at {}: run scripts/services up",
-                    clickhouse_url()
-                )
-            }),
-        }
-    }
-
-    async fn wait_for_rows(&self, n: usize, within: Duration) -> anyhow::Result<Vec<AccessRow>> {
-        let deadline = Instant::now() + within;
-        loop {
-            let rows = self.rows().await?;
-            if rows.len() >= n || Instant::now() > deadline {
-                return Ok(rows);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+/// Rows of `db.access_logs` as readers see them (one per row id), oldest first; none before
+/// the proxy made the table.
+async fn rows(db: &ClickHouseDb) -> anyhow::Result<Vec<AccessRow>> {
+    let sql = format!(
+        "SELECT * FROM {}.access_logs ORDER BY ts_ns LIMIT 1 BY row_id",
+        db.name()
+    );
+    match db.client().query(&sql).fetch_all::<AccessRow>().await {
+        Ok(rows) => Ok(rows),
+        Err(e) if e.to_string().contains("doesn't exist") => Ok(Vec::new()),
+        Err(e) => {
+            Err(e).with_context(|| format!("ClickHouse at {}: run scripts/services up", db.url()))
         }
     }
 }
 
-impl Drop for LogDb {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {}", self.0);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(
-                clickhouse::Client::default()
-                    .with_url(clickhouse_url())
-                    .query(&sql)
-                    .execute(),
-            )?;
-            anyhow::Ok(())
-        })
-        .join();
+async fn wait_for_rows(
+    db: &ClickHouseDb,
+    n: usize,
+    within: Duration,
+) -> anyhow::Result<Vec<AccessRow>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let rows = rows(db).await?;
+        if rows.len() >= n || Instant::now() > deadline {
+            return Ok(rows);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -168,11 +141,11 @@ fn metric(text: &str, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_routed_request_becomes_one_row_with_its_fields() -> anyhow::Result<()> {
-    let db = LogDb::new();
+    let db = ClickHouseDb::create("access_test").await?;
     let app = Backend::start("deploy-1").await;
     let (proxy, _dir) = proxy_with(serde_json::json!({
         "clickhouse_url": clickhouse_url(),
-        "database": db.0,
+        "database": db.name(),
         "batch_max_delay_ms": 200,
         "retention_days_by_organization": { "org-a": 30 },
     }))
@@ -196,7 +169,7 @@ async fn every_routed_request_becomes_one_row_with_its_fields() -> anyhow::Resul
     let unknown = "GET / HTTP/1.1\r\nHost: nobody.example.test\r\n";
     assert_eq!(request(&proxy, unknown, "").await?, 404);
 
-    let rows = db.wait_for_rows(N + 2, Duration::from_secs(10)).await?;
+    let rows = wait_for_rows(&db, N + 2, Duration::from_secs(10)).await?;
     assert_eq!(rows.len(), N + 2, "{rows:#?}\nproxy log:\n{}", proxy.log());
     let gets: Vec<&AccessRow> = rows.iter().filter(|r| r.method == "GET").collect();
     for i in 0..N {
@@ -307,13 +280,13 @@ async fn relay_to_clickhouse(port: u16) -> anyhow::Result<tokio::task::JoinHandl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_served_promptly_while_clickhouse_is_unreachable() -> anyhow::Result<()> {
-    let db = LogDb::new();
+    let db = ClickHouseDb::create("access_test").await?;
     let app = Backend::start("deploy-1").await;
     // Nothing listens there until the relay starts.
     let port = free_port();
     let (proxy, _dir) = proxy_with(serde_json::json!({
         "clickhouse_url": format!("http://127.0.0.1:{port}"),
-        "database": db.0,
+        "database": db.name(),
         "batch_max_rows": 5,
         "batch_max_delay_ms": 50,
         "queue_capacity": 10,
@@ -368,9 +341,7 @@ async fn requests_are_served_promptly_while_clickhouse_is_unreachable() -> anyho
 
     // ClickHouse back: the rows kept are delivered by the retries, nothing else is lost.
     let relay = relay_to_clickhouse(port).await?;
-    let rows = db
-        .wait_for_rows(pending as usize, Duration::from_secs(10))
-        .await?;
+    let rows = wait_for_rows(&db, pending as usize, Duration::from_secs(10)).await?;
     relay.abort();
     assert_eq!(rows.len() as u64, pending, "proxy log:\n{}", proxy.log());
     let text = metrics_once(&proxy, "stackpad_proxy_access_log_rows_sent_total", pending).await?;

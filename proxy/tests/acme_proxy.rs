@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use common::pebble::{self, AcmeProxy, Database, HTTP01_PORT};
+use common::pebble::{self, AcmeProxy, HTTP01_PORT, PostgresDb};
 use common::{Backend, authed, free_port};
 use proto::proxy::v1 as pb;
 use proto::proxy::v1::proxy_admin_client::ProxyAdminClient;
@@ -18,12 +18,12 @@ use rustls::pki_types::pem::PemObject;
 use sqlx::Connection;
 
 /// `stackpad-proxy serve` (this crate's binary) with an `acme` section, on Pebble's port.
-async fn start(db: &Database, directory_url: &str) -> anyhow::Result<AcmeProxy> {
+async fn start(db: &PostgresDb, directory_url: &str) -> anyhow::Result<AcmeProxy> {
     AcmeProxy::start(BINARY.as_ref(), db, directory_url).await
 }
 
 async fn start_as(
-    db: &Database,
+    db: &PostgresDb,
     directory_url: &str,
     http: u16,
     instance: &str,
@@ -89,8 +89,8 @@ async fn allow(proxy: &AcmeProxy, domain: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn orders(db: &Database) -> anyhow::Result<Vec<String>> {
-    let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+async fn orders(db: &PostgresDb) -> anyhow::Result<Vec<String>> {
+    let mut conn = sqlx::PgConnection::connect(db.url()).await?;
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT domain FROM stackpad_proxy.acme_events WHERE kind = 'ordered' ORDER BY id",
     )
@@ -174,7 +174,7 @@ impl rustls::client::danger::ServerCertVerifier for Recorder {
 #[tokio::test]
 async fn allowed_domains_get_certificates_and_nothing_else_is_ordered() -> anyhow::Result<()> {
     let _port = pebble::lock_http01_port().await?;
-    let db = Database::create().await?;
+    let db = PostgresDb::create("acme_test").await?;
     let mut proxy = start(&db, &pebble::pebble().directory_url).await?;
     let backend = Backend::start("app-v1").await;
     let domain = format!("{}.apps.stackpad.test", stackpad_tests::unique_name("web"));
@@ -221,7 +221,7 @@ async fn allowed_domains_get_certificates_and_nothing_else_is_ordered() -> anyho
             "{name} was shown a certificate other than the default"
         );
     }
-    let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+    let mut conn = sqlx::PgConnection::connect(db.url()).await?;
     let (allowed,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM stackpad_proxy.allowed_domains WHERE domain LIKE '%.attacker.test'",
     )
@@ -261,7 +261,7 @@ async fn allowed_domains_get_certificates_and_nothing_else_is_ordered() -> anyho
 #[tokio::test]
 async fn certificate_admin_calls_refuse_bad_input_by_name() -> anyhow::Result<()> {
     let _port = pebble::lock_http01_port().await?;
-    let db = Database::create().await?;
+    let db = PostgresDb::create("acme_test").await?;
     let proxy = start(&db, "").await?;
     let mut admin = admin(&proxy).await?;
     // The store connects in the background: allow it a moment.
@@ -307,7 +307,7 @@ async fn certificate_admin_calls_refuse_bad_input_by_name() -> anyhow::Result<()
 async fn the_other_instance_finishes_a_domain_whose_lease_holder_was_killed() -> anyhow::Result<()>
 {
     let _port = pebble::lock_http01_port().await?;
-    let db = Database::create().await?;
+    let db = PostgresDb::create("acme_test").await?;
     let directory = pebble::pebble().directory_url;
     let domain = format!(
         "{}.apps.stackpad.test",
@@ -326,7 +326,7 @@ async fn the_other_instance_finishes_a_domain_whose_lease_holder_was_killed() ->
     let mut a = start_as(&db, &directory, free_port(), "proxy-a", 4).await?;
     allow(&a, &domain).await?;
 
-    let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+    let mut conn = sqlx::PgConnection::connect(db.url()).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (holder, challenges): (Option<String>, i64) = sqlx::query_as(

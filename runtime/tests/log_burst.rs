@@ -18,6 +18,7 @@ use runtime::agent::State;
 use runtime::isolation::IsolationDisabled;
 use runtime::logs::{LogLabels, LogLine, LogSink, NoShipping};
 use runtime::logship::{ClickHouseShipper, ShipperConfig};
+use stackpad_tests::db::ClickHouseDb;
 
 /// Lines the container prints on stdout; one more on stderr carries its own timing.
 const LINES: u64 = 300_000;
@@ -46,39 +47,6 @@ impl LogSink for SwitchSink {
     fn render_metrics(&self, out: &mut String) {
         let sink = self.0.lock().expect("sink lock").clone();
         sink.render_metrics(out);
-    }
-}
-
-/// A ClickHouse database of the test's own, dropped at the end (even on failure).
-struct Database {
-    name: String,
-    url: String,
-}
-
-impl Database {
-    fn client(&self) -> clickhouse::Client {
-        clickhouse::Client::default()
-            .with_url(&self.url)
-            .with_validation(false)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let (client, name) = (self.client(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            rt.block_on(async move {
-                let _ = client
-                    .query(&format!("DROP DATABASE IF EXISTS {name}"))
-                    .execute()
-                    .await;
-            });
-        })
-        .join();
     }
 }
 
@@ -152,16 +120,7 @@ fn metric(text: &str, series: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_is_not_slowed_by_shipping_and_every_line_is_stored_or_counted()
 -> anyhow::Result<()> {
-    let services = stackpad_tests::Services::from_env();
-    let db = Database {
-        name: stackpad_tests::unique_ident("logs_burst"),
-        url: services.clickhouse_url.clone(),
-    };
-    db.client()
-        .query("SELECT 1")
-        .execute()
-        .await
-        .map_err(|e| stackpad_tests::service_down("clickhouse", &services.clickhouse_url, e))?;
+    let db = ClickHouseDb::create("logs_burst").await?;
 
     let switch = Arc::new(SwitchSink(Mutex::new(Arc::new(NoShipping))));
     let node =
@@ -188,8 +147,8 @@ async fn a_burst_is_not_slowed_by_shipping_and_every_line_is_stored_or_counted()
         baseline = baseline.min(t);
 
         let shipper = ClickHouseShipper::start(ShipperConfig {
-            clickhouse_url: services.clickhouse_url.clone(),
-            database: db.name.clone(),
+            clickhouse_url: db.url().to_owned(),
+            database: db.name().to_owned(),
             node_id: "burst-test".into(),
             spool_dir: spool.path().join(format!("ok-{round}")),
             ..ShipperConfig::default()
@@ -206,7 +165,7 @@ async fn a_burst_is_not_slowed_by_shipping_and_every_line_is_stored_or_counted()
             .query(&format!(
                 "SELECT uniqExact(line_id), uniqExact(line) FROM {}.container_logs \
                  WHERE container_id = ?",
-                db.name
+                db.name()
             ))
             .bind(&container)
             .fetch_one()
@@ -237,7 +196,7 @@ async fn a_burst_is_not_slowed_by_shipping_and_every_line_is_stored_or_counted()
 
         let stuck = ClickHouseShipper::start(ShipperConfig {
             clickhouse_url: stall_url.clone(),
-            database: db.name.clone(),
+            database: db.name().to_owned(),
             node_id: "burst-test".into(),
             spool_dir: spool.path().join(format!("stalled-{round}")),
             queue_capacity: 50_000,

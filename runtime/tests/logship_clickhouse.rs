@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use runtime::logs::{LogLabels, LogLine, LogSink, Stream};
 use runtime::logship::{ClickHouseShipper, ShipperConfig};
+use stackpad_tests::db::ClickHouseDb;
 use tokio::io::AsyncWriteExt;
 
 const UP: u8 = 0;
@@ -82,104 +83,62 @@ async fn relay() -> anyhow::Result<Relay> {
     Ok(Relay { url, mode, task })
 }
 
-/// A database of the test's own, dropped at the end.
-struct Database {
-    name: String,
+/// Lines of `container` as queries see them: one per line id, in time order.
+async fn stored_lines(db: &ClickHouseDb, container: &str) -> anyhow::Result<Vec<(i64, String)>> {
+    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
+    struct Line {
+        ts_ns: i64,
+        #[serde(with = "serde_bytes")]
+        line: Vec<u8>,
+    }
+    let rows: Vec<Line> = db
+        .client()
+        .query(&format!(
+            "SELECT ts_ns, line FROM {}.container_logs WHERE container_id = ? \
+             ORDER BY ts_ns, line_id LIMIT 1 BY line_id",
+            db.name()
+        ))
+        .bind(container)
+        .fetch_all()
+        .await
+        .with_context(|| format!("ClickHouse at {}: run scripts/services up", db.url()))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.ts_ns, String::from_utf8_lossy(&r.line).into_owned()))
+        .collect())
 }
 
-impl Database {
-    fn new() -> Self {
-        Self {
-            name: format!(
-                "logs_test_{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..10]
-            ),
-        }
-    }
-
-    fn client(&self) -> clickhouse::Client {
-        clickhouse::Client::default()
-            .with_url(clickhouse_url())
-            .with_validation(false)
-    }
-
-    /// Lines of `container` as queries see them: one per line id, in time order.
-    async fn lines(&self, container: &str) -> anyhow::Result<Vec<(i64, String)>> {
-        #[derive(Debug, clickhouse::Row, serde::Deserialize)]
-        struct Line {
-            ts_ns: i64,
-            #[serde(with = "serde_bytes")]
-            line: Vec<u8>,
-        }
-        let rows: Vec<Line> = self
-            .client()
-            .query(&format!(
-                "SELECT ts_ns, line FROM {}.container_logs WHERE container_id = ? \
-                 ORDER BY ts_ns, line_id LIMIT 1 BY line_id",
-                self.name
-            ))
-            .bind(container)
-            .fetch_all()
-            .await
-            .with_context(|| {
-                format!(
-                    "ClickHouse at {}: run scripts/services up",
-                    clickhouse_url()
-                )
-            })?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.ts_ns, String::from_utf8_lossy(&r.line).into_owned()))
-            .collect())
-    }
-
-    /// On the raw table (no de-duplication): rows, distinct line ids, distinct (line id, time,
-    /// text).
-    async fn raw_counts(&self, container: &str) -> anyhow::Result<(u64, u64, u64)> {
-        Ok(self
-            .client()
-            .query(&format!(
-                "SELECT count(), uniqExact(line_id), uniqExact(line_id, ts_ns, line) \
-                 FROM {}.container_logs WHERE container_id = ?",
-                self.name
-            ))
-            .bind(container)
-            .fetch_one()
-            .await?)
-    }
-
-    async fn stored_rows(&self, container: &str) -> anyhow::Result<u64> {
-        Ok(self
-            .client()
-            .query(&format!(
-                "SELECT count() FROM {}.container_logs WHERE container_id = ?",
-                self.name
-            ))
-            .bind(container)
-            .fetch_one()
-            .await?)
-    }
+/// On the raw table (no de-duplication): rows, distinct line ids, distinct (line id, time,
+/// text).
+async fn raw_counts(db: &ClickHouseDb, container: &str) -> anyhow::Result<(u64, u64, u64)> {
+    Ok(db
+        .client()
+        .query(&format!(
+            "SELECT count(), uniqExact(line_id), uniqExact(line_id, ts_ns, line) \
+             FROM {}.container_logs WHERE container_id = ?",
+            db.name()
+        ))
+        .bind(container)
+        .fetch_one()
+        .await?)
 }
 
-impl Drop for Database {
-    fn drop(&mut self) {
-        let client = self.client();
-        let sql = format!("DROP DATABASE IF EXISTS {}", self.name);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(client.query(&sql).execute())?;
-            anyhow::Ok(())
-        })
-        .join();
-    }
+async fn stored_rows(db: &ClickHouseDb, container: &str) -> anyhow::Result<u64> {
+    Ok(db
+        .client()
+        .query(&format!(
+            "SELECT count() FROM {}.container_logs WHERE container_id = ?",
+            db.name()
+        ))
+        .bind(container)
+        .fetch_one()
+        .await?)
 }
 
-fn config(db: &Database, url: &str, spool: &std::path::Path) -> ShipperConfig {
+fn config(db: &ClickHouseDb, url: &str, spool: &std::path::Path) -> ShipperConfig {
     ShipperConfig {
         clickhouse_url: url.to_owned(),
-        database: db.name.clone(),
+        database: db.name().to_owned(),
         node_id: "node-test".into(),
         batch_max_lines: 1000,
         batch_max_delay: Duration::from_millis(100),
@@ -212,14 +171,14 @@ fn line(i: i64, text: String) -> LogLine {
 }
 
 async fn wait_for(
-    db: &Database,
+    db: &ClickHouseDb,
     container: &str,
     count: usize,
     within: Duration,
 ) -> anyhow::Result<Vec<(i64, String)>> {
     let deadline = Instant::now() + within;
     loop {
-        let lines = db.lines(container).await.unwrap_or_default();
+        let lines = stored_lines(db, container).await.unwrap_or_default();
         if lines.len() >= count || Instant::now() > deadline {
             return Ok(lines);
         }
@@ -236,7 +195,7 @@ fn spool_dir(name: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn lines_arrive_in_order_with_their_labels() -> anyhow::Result<()> {
-    let db = Database::new();
+    let db = ClickHouseDb::create("logs_test").await?;
     let spool = spool_dir("order");
     let shipper = ClickHouseShipper::start(config(&db, &clickhouse_url(), &spool))?;
     let n = 10_000;
@@ -260,7 +219,7 @@ async fn lines_arrive_in_order_with_their_labels() -> anyhow::Result<()> {
         .query(&format!(
             "SELECT count() FROM {}.container_logs WHERE organization_id = 'org-a' AND project_id = 'proj' \
              AND environment_id = 'prod' AND service_id = 'web' AND deployment_id = 'dep-1' AND node_id = 'node-test'",
-            db.name
+            db.name()
         ))
         .fetch_one()
         .await?;
@@ -271,7 +230,7 @@ async fn lines_arrive_in_order_with_their_labels() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn an_outage_loses_nothing_and_a_lost_answer_duplicates_nothing() -> anyhow::Result<()> {
-    let db = Database::new();
+    let db = ClickHouseDb::create("logs_test").await?;
     let relay = relay().await?;
     let spool = spool_dir("outage");
     let shipper = ClickHouseShipper::start(config(&db, &relay.url, &spool))?;
@@ -301,7 +260,7 @@ async fn an_outage_loses_nothing_and_a_lost_answer_duplicates_nothing() -> anyho
     relay.set(LOSE_ANSWERS);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Rows landed although the shipper saw its sends fail: it will send them again.
-    let landed = db.stored_rows("c-outage").await?;
+    let landed = stored_rows(&db, "c-outage").await?;
     ensure!(
         landed > 1,
         "no send reached ClickHouse while its answers were lost"
@@ -326,7 +285,7 @@ async fn an_outage_loses_nothing_and_a_lost_answer_duplicates_nothing() -> anyho
     );
     // On the raw table, not through the de-duplicating query: the re-sent batches are the only
     // duplicates, each an exact copy of its line (same id, time and text), and no line is lost.
-    let (rows, ids, distinct) = db.raw_counts("c-outage").await?;
+    let (rows, ids, distinct) = raw_counts(&db, "c-outage").await?;
     ensure!(
         ids == 3101 && distinct == 3101 && rows >= 3101,
         "raw table: {rows} rows, {ids} line ids, {distinct} distinct lines (want 3101 ids, each \
@@ -351,7 +310,7 @@ async fn an_outage_loses_nothing_and_a_lost_answer_duplicates_nothing() -> anyho
 #[tokio::test]
 async fn a_full_spool_stays_bounded_and_counts_drops_and_long_lines_are_cut() -> anyhow::Result<()>
 {
-    let db = Database::new();
+    let db = ClickHouseDb::create("logs_test").await?;
     let relay = relay().await?;
     relay.set(DOWN);
     let spool = spool_dir("full");
@@ -399,7 +358,7 @@ async fn a_full_spool_stays_bounded_and_counts_drops_and_long_lines_are_cut() ->
         .client()
         .query(&format!(
             "SELECT count() FROM {}.container_logs WHERE container_id = 'c-huge' AND truncated = 1",
-            db.name
+            db.name()
         ))
         .fetch_one()
         .await?;

@@ -1,7 +1,7 @@
 //! Pebble, pebble-challtestsrv and the real `stackpad-proxy` with ACME, for the certificate
-//! tests of the proxy and the custom-domain tests of the control plane (feature `acme`): a
-//! database of the test's own for the shared certificate store, the lock on Pebble's http-01
-//! port, TLS clients trusting Pebble's current root, challtestsrv's mock DNS records, and the
+//! tests of the proxy and the custom-domain tests of the control plane (feature `acme`): the
+//! proxy on a certificate store in a [`PostgresDb`] of the test's own, the lock on Pebble's
+//! http-01 port, TLS clients trusting Pebble's current root, challtestsrv's mock DNS records, and the
 //! proxy binary.
 
 use std::net::SocketAddr;
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{service_down, unique_ident, unique_name, var};
+use crate::db::PostgresDb;
+use crate::{service_down, unique_name, var};
 
 /// The port Pebble validates http-01 on (its `httpPort` in scripts/services).
 pub const HTTP01_PORT: u16 = 5002;
@@ -33,64 +34,6 @@ pub fn listener_ca() -> String {
 
 pub fn directory_url() -> String {
     var("PEBBLE_DIRECTORY", "https://127.0.0.1:14000/dir")
-}
-
-fn admin_url() -> String {
-    var(
-        "DATABASE_URL",
-        "postgres://stackpad:stackpad@127.0.0.1:5432/stackpad",
-    )
-}
-
-/// A PostgreSQL database of the test's own, dropped when the guard goes (even after a failure).
-#[derive(Debug)]
-pub struct Database {
-    pub name: String,
-    pub url: String,
-}
-
-impl Database {
-    pub async fn create() -> anyhow::Result<Self> {
-        use sqlx::Connection;
-        let admin_url = admin_url();
-        let name = unique_ident("acme_test");
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .map_err(|e| service_down("PostgreSQL", &admin_url, e))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await?;
-        let (base, _) = admin_url
-            .rsplit_once('/')
-            .context("DATABASE_URL has no database")?;
-        Ok(Self {
-            url: format!("{base}/{name}"),
-            name,
-        })
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let admin_url = admin_url();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                use sqlx::Connection;
-                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await?;
-                anyhow::Ok(())
-            })
-        })
-        .join();
-    }
 }
 
 /// Holds Pebble's http-01 port for one test at a time, across test binaries.
@@ -291,13 +234,17 @@ pub struct AcmeProxy {
 
 impl AcmeProxy {
     /// On Pebble's http-01 port (hold [`lock_http01_port`]).
-    pub async fn start(binary: &Path, db: &Database, directory_url: &str) -> anyhow::Result<Self> {
+    pub async fn start(
+        binary: &Path,
+        db: &PostgresDb,
+        directory_url: &str,
+    ) -> anyhow::Result<Self> {
         Self::start_as(binary, db, directory_url, HTTP01_PORT, "", 30).await
     }
 
     pub async fn start_as(
         binary: &Path,
-        db: &Database,
+        db: &PostgresDb,
         directory_url: &str,
         http: u16,
         instance: &str,
@@ -320,7 +267,7 @@ impl AcmeProxy {
     }
 
     /// Starts the process (again, after [`AcmeProxy::kill`]) with the same ports and files.
-    pub async fn spawn(&mut self, db: &Database, directory_url: &str) -> anyhow::Result<()> {
+    pub async fn spawn(&mut self, db: &PostgresDb, directory_url: &str) -> anyhow::Result<()> {
         let d = |f: &str| self.dir.join(f).display().to_string();
         std::fs::write(self.dir.join("token"), ADMIN_TOKEN)?;
         let key = rcgen::KeyPair::generate()?;
@@ -340,7 +287,7 @@ impl AcmeProxy {
             "upgrade_sock": d("upgrade.sock"),
             "threads": 2,
             "acme": {
-                "database_url": db.url,
+                "database_url": db.url(),
                 "store_key": STORE_KEY,
                 "directory_url": directory_url,
                 "ca_roots_file": listener_ca(),

@@ -5,7 +5,9 @@
 
 use anyhow::{Context, ensure};
 use sha2::{Digest, Sha256};
-use stackpad_tests::{Services, service_down, unique_ident, unique_name};
+use stackpad_tests::db::{ClickHouseDb, PostgresDb};
+use stackpad_tests::registry::PushedImages;
+use stackpad_tests::{Services, service_down, unique_name};
 
 #[tokio::test]
 async fn containerd_answers_version_and_namespaces() -> anyhow::Result<()> {
@@ -37,45 +39,25 @@ async fn containerd_answers_version_and_namespaces() -> anyhow::Result<()> {
 #[tokio::test]
 async fn postgres_runs_queries_in_a_database_of_our_own() -> anyhow::Result<()> {
     use sqlx::{Connection, Executor, Row};
-    let services = Services::from_env();
-    let url = &services.database_url;
-    let mut admin = sqlx::PgConnection::connect(url)
-        .await
-        .map_err(|e| service_down("PostgreSQL", url, e))?;
-    let database = unique_ident("test_services");
-    admin
-        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+    let db = PostgresDb::create("test_services").await?;
+    let mut conn = sqlx::PgConnection::connect(db.url()).await?;
+    conn.execute("CREATE TABLE t (id bigint PRIMARY KEY, name text NOT NULL)")
         .await?;
-    let outcome = async {
-        let (base, _) = url
-            .rsplit_once('/')
-            .context("DATABASE_URL has no database part")?;
-        let mut conn = sqlx::PgConnection::connect(&format!("{base}/{database}")).await?;
-        conn.execute("CREATE TABLE t (id bigint PRIMARY KEY, name text NOT NULL)")
-            .await?;
-        sqlx::query("INSERT INTO t VALUES ($1, $2), ($3, $4)")
-            .bind(1_i64)
-            .bind("one")
-            .bind(2_i64)
-            .bind("two")
-            .execute(&mut conn)
-            .await?;
-        let row =
-            sqlx::query("SELECT count(*) AS n, string_agg(name, ',' ORDER BY id) AS names FROM t")
-                .fetch_one(&mut conn)
-                .await?;
-        ensure!(row.get::<i64, _>("n") == 2);
-        ensure!(row.get::<String, _>("names") == "one,two");
-        conn.close().await?;
-        anyhow::Ok(())
-    }
-    .await;
-    admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-        )))
+    sqlx::query("INSERT INTO t VALUES ($1, $2), ($3, $4)")
+        .bind(1_i64)
+        .bind("one")
+        .bind(2_i64)
+        .bind("two")
+        .execute(&mut conn)
         .await?;
-    outcome
+    let row =
+        sqlx::query("SELECT count(*) AS n, string_agg(name, ',' ORDER BY id) AS names FROM t")
+            .fetch_one(&mut conn)
+            .await?;
+    ensure!(row.get::<i64, _>("n") == 2);
+    ensure!(row.get::<String, _>("names") == "one,two");
+    conn.close().await?;
+    Ok(())
 }
 
 #[tokio::test]
@@ -85,50 +67,32 @@ async fn clickhouse_round_trips_rows() -> anyhow::Result<()> {
         seq: u64,
         text: String,
     }
-    let services = Services::from_env();
-    let url = &services.clickhouse_url;
-    let server = clickhouse::Client::default()
-        .with_url(url)
-        .with_validation(false);
-    let database = unique_ident("test_services");
-    server
-        .query(&format!("CREATE DATABASE {database}"))
-        .execute()
-        .await
-        .map_err(|e| service_down("ClickHouse", url, e))?;
-    let client = server.clone().with_database(&database);
-    let outcome = async {
-        client
-            .query("CREATE TABLE lines (seq UInt64, text String) ENGINE = MergeTree ORDER BY seq")
-            .execute()
-            .await?;
-        let written: Vec<Line> = (0..100)
-            .map(|seq| Line {
-                seq,
-                text: format!("line {seq} \u{e9}"),
-            })
-            .collect();
-        let mut insert = client.insert::<Line>("lines").await?;
-        for line in &written {
-            insert.write(line).await?;
-        }
-        insert.end().await?;
-        let read = client
-            .query("SELECT seq, text FROM lines ORDER BY seq")
-            .fetch_all::<Line>()
-            .await?;
-        ensure!(
-            read == written,
-            "ClickHouse returned other rows than were inserted"
-        );
-        anyhow::Ok(())
-    }
-    .await;
-    server
-        .query(&format!("DROP DATABASE IF EXISTS {database}"))
+    let db = ClickHouseDb::create("test_services").await?;
+    let client = db.client().with_database(db.name());
+    client
+        .query("CREATE TABLE lines (seq UInt64, text String) ENGINE = MergeTree ORDER BY seq")
         .execute()
         .await?;
-    outcome
+    let written: Vec<Line> = (0..100)
+        .map(|seq| Line {
+            seq,
+            text: format!("line {seq} \u{e9}"),
+        })
+        .collect();
+    let mut insert = client.insert::<Line>("lines").await?;
+    for line in &written {
+        insert.write(line).await?;
+    }
+    insert.end().await?;
+    let read = client
+        .query("SELECT seq, text FROM lines ORDER BY seq")
+        .fetch_all::<Line>()
+        .await?;
+    ensure!(
+        read == written,
+        "ClickHouse returned other rows than were inserted"
+    );
+    Ok(())
 }
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -165,6 +129,9 @@ async fn registry_serves_the_base_image_and_takes_a_push() -> anyhow::Result<()>
 
     // Push it under a repository of our own: mount its blobs, then put the manifest.
     let repo = format!("tests/{}", unique_name("push"));
+    // Emptied at the end even when a check below fails.
+    let pushed = PushedImages::new();
+    pushed.track(&repo);
     let mut blobs = vec![
         parsed["config"]["digest"]
             .as_str()

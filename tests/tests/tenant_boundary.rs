@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use stackpad_tests::acme::{ARecordGuard, ChallTestSrv, Database, cargo_binary, free_port};
+use stackpad_tests::acme::{ARecordGuard, ChallTestSrv, cargo_binary, free_port};
 use stackpad_tests::daemon::Daemon;
+use stackpad_tests::db::PostgresDb;
 use stackpad_tests::unique_name;
 
 /// A loopback listener owned by the test that counts every connection it gets.
@@ -50,7 +51,7 @@ struct Platform {
     buildd_addr: String,
     _control: Daemon,
     _buildd: Daemon,
-    _db: Database,
+    _db: PostgresDb,
     _dir: tempfile::TempDir,
 }
 
@@ -61,7 +62,7 @@ impl Platform {
         let dir = tempfile::Builder::new()
             .prefix("tenant-boundary-")
             .tempdir()?;
-        let db = Database::create().await?;
+        let db = PostgresDb::create("tenant_boundary").await?;
         let dns = ChallTestSrv::default().dns;
 
         let buildd_addr = format!("127.0.0.1:{}", free_port());
@@ -96,7 +97,7 @@ impl Platform {
              dns_resolver = \"{dns}\"\negress_allow = [\"192.0.2.0/24\"]\n\
              heartbeat_interval_ms = 200\nnode_down_after_ms = 5000\nbuild_timeout_s = 60\n\
              [[nodes]]\nname = \"build-1\"\nrole = \"build\"\naddress = \"http://{buildd_addr}\"\n",
-            db.url
+            db.url()
         );
         std::fs::write(dir.path().join("control.toml"), control_toml)?;
         let mut control = Daemon::spawn(

@@ -8,80 +8,31 @@ pub mod grpc_fakes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use control::config::Config;
 use control::crypto::SecretBox;
 use control::daemon::{self, Running};
 use control::pipeline::driver::Clients;
 use control::store::Store;
 use serde_json::{Value, json};
-use stackpad_tests::{Services, service_down, unique_ident};
+use stackpad_tests::db::PostgresDb;
+use stackpad_tests::unique_ident;
 
 pub const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 pub const ADMIN: &str = "admin-token-for-tests-0123456789";
 
-/// A database of its own, dropped on drop.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-    admin_url: String,
+/// The control plane's database in a test: a PostgreSQL database of the test's own.
+pub async fn database() -> anyhow::Result<PostgresDb> {
+    PostgresDb::create("control").await
 }
 
-impl TestDb {
-    pub async fn create() -> anyhow::Result<Self> {
-        let base = Services::from_env().database_url;
-        let (prefix, _) = base
-            .rsplit_once('/')
-            .context("DATABASE_URL has no database name")?;
-        let admin_url = format!("{prefix}/postgres");
-        let name = unique_ident("control");
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
-            .await
-            .map_err(|e| service_down("PostgreSQL", &admin_url, e))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await?;
-        Ok(Self {
-            url: format!("{prefix}/{name}"),
-            name,
-            admin_url,
-        })
-    }
-
-    pub async fn store(&self) -> anyhow::Result<Store> {
-        Ok(Store::connect(&self.url, SecretBox::from_hex(KEY)?).await?)
-    }
+/// A store on `db`, opened as the daemon opens it.
+pub async fn store(db: &PostgresDb) -> anyhow::Result<Store> {
+    Ok(Store::connect(db.url(), SecretBox::from_hex(KEY)?).await?)
 }
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime: use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) =
-                    <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await
-                {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-pub fn config(db: &TestDb) -> Config {
+pub fn config(db: &PostgresDb) -> Config {
     Config {
-        database_url: db.url.clone(),
+        database_url: db.url().to_owned(),
         encryption_key: KEY.into(),
         admin_token: ADMIN.into(),
         workers: 2,
@@ -97,7 +48,7 @@ pub fn config(db: &TestDb) -> Config {
 
 /// A control plane on 127.0.0.1:0 with the given clients.
 pub struct Harness {
-    pub db: TestDb,
+    pub db: PostgresDb,
     pub running: Option<Running>,
     pub url: String,
     pub http: reqwest::Client,
@@ -105,17 +56,21 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(clients: Clients) -> anyhow::Result<Self> {
-        let db = TestDb::create().await?;
+        let db = database().await?;
         Self::start_on(db, clients).await
     }
 
-    pub async fn start_on(db: TestDb, clients: Clients) -> anyhow::Result<Self> {
+    pub async fn start_on(db: PostgresDb, clients: Clients) -> anyhow::Result<Self> {
         let config = config(&db);
         Self::start_with(db, &config, clients).await
     }
 
     /// With a config of the test's own (made from [`config`]).
-    pub async fn start_with(db: TestDb, config: &Config, clients: Clients) -> anyhow::Result<Self> {
+    pub async fn start_with(
+        db: PostgresDb,
+        config: &Config,
+        clients: Clients,
+    ) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let running = daemon::start(config, listener, clients).await?;
         let url = format!("http://{}", running.address);
