@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -253,28 +252,19 @@ impl ProxyHttp for StackpadProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        self.state
-            .metrics
-            .active_requests
-            .fetch_add(1, Ordering::Relaxed);
+        self.state.metrics.active_requests.inc();
         ctx.counted = true;
         // Hardening of the raw HTTP/1 head (HTTP/2 framing is checked by the h2 codec).
         if let Some(h1) = session.as_downstream().as_http1() {
             let raw = h1.get_headers_raw_bytes();
             if let Err(r) = hardening::check_head(&raw, self.limits) {
-                self.state
-                    .metrics
-                    .rejected_requests
-                    .fetch_add(1, Ordering::Relaxed);
+                self.state.metrics.rejected_requests.inc();
                 return respond(session, ctx, r.status, r.reason, true).await;
             }
             if let Some(age) = connection_age(session).filter(|_| !ctx.reused_connection)
                 && age > self.header_read_timeout
             {
-                self.state
-                    .metrics
-                    .rejected_requests
-                    .fetch_add(1, Ordering::Relaxed);
+                self.state.metrics.rejected_requests.inc();
                 return respond(session, ctx, 408, "request header took too long", true).await;
             }
         } else if session.req_header().headers.len() > self.limits.max_headers {
@@ -375,17 +365,11 @@ impl ProxyHttp for StackpadProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        self.state
-            .metrics
-            .upstream_connect_failures
-            .fetch_add(1, Ordering::Relaxed);
+        self.state.metrics.upstream_connect_failures.inc();
         if let Some(up) = ctx.upstream.take()
             && up.upstream().eject()
         {
-            self.state
-                .metrics
-                .passive_ejections
-                .fetch_add(1, Ordering::Relaxed);
+            self.state.metrics.passive_ejections.inc();
             tracing::warn!(upstream = %peer, "upstream ejected after a connect failure");
         }
         // Nothing was sent yet: another upstream of the same set may take the request.
@@ -410,10 +394,7 @@ impl ProxyHttp for StackpadProxy {
             admission.register_long_lived(fd);
             if !ctx.upgraded_counted {
                 ctx.upgraded_counted = true;
-                self.state
-                    .metrics
-                    .active_upgraded
-                    .fetch_add(1, Ordering::Relaxed);
+                self.state.metrics.active_upgraded.inc();
             }
         }
         Ok(())
@@ -529,16 +510,10 @@ impl ProxyHttp for StackpadProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if ctx.upgraded_counted {
-            self.state
-                .metrics
-                .active_upgraded
-                .fetch_sub(1, Ordering::Relaxed);
+            self.state.metrics.active_upgraded.dec();
         }
         if ctx.counted {
-            self.state
-                .metrics
-                .active_requests
-                .fetch_sub(1, Ordering::Relaxed);
+            self.state.metrics.active_requests.dec();
         }
         let status = session
             .response_written()

@@ -1,61 +1,128 @@
-//! Prometheus metrics: counters and histograms kept in atomics, rendered as text.
+//! Prometheus metrics, kept in `prometheus-client` counters, gauges and histograms and encoded
+//! in the Prometheus text format by the crate.
 //!
-//! Hot-path updates touch only atomics: each upstream set holds its service's
-//! [`ServiceMetrics`], so no map is consulted per request.
+//! Each upstream set holds its service's [`ServiceMetrics`] (handles into the families), so no
+//! map is consulted per request.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds of the latency histogram, in seconds.
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-/// Per-service request counters and latency histogram.
-#[derive(Debug, Default)]
+/// The status classes counted, `1xx` to `5xx`.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+type RequestLabels = [(&'static str, String); 2];
+type ServiceLabel = [(&'static str, String); 1];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// One service's request counters (by status class) and latency histogram.
+#[derive(Debug)]
 pub struct ServiceMetrics {
-    /// Responses by status class 1xx..5xx.
-    by_class: [AtomicU64; 5],
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_sum_us: AtomicU64,
-    latency_count: AtomicU64,
+    by_class: [Counter; 5],
+    latency: Histogram,
+}
+
+/// Counters of their own, outside any family (for tests of what holds them).
+impl Default for ServiceMetrics {
+    fn default() -> Self {
+        Self {
+            by_class: Default::default(),
+            latency: latency_histogram(),
+        }
+    }
 }
 
 impl ServiceMetrics {
     pub fn record(&self, status: u16, latency: Duration) {
-        let class = usize::from((status / 100).clamp(1, 5)) - 1;
-        self.by_class[class].fetch_add(1, Ordering::Relaxed);
-        let secs = latency.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.by_class[usize::from((status / 100).clamp(1, 5)) - 1].inc();
+        self.latency.observe(latency.as_secs_f64());
+    }
+}
+
+/// The per-service families every [`ServiceMetrics`] is a view of.
+#[derive(Debug)]
+struct ServiceFamilies {
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<ServiceLabel, Histogram, fn() -> Histogram>,
+}
+
+impl ServiceFamilies {
+    fn service(&self, service_id: &str) -> ServiceMetrics {
+        let class = |c: &str| {
+            self.requests
+                .get_or_create_owned(&[("service", service_id.to_owned()), ("class", c.to_owned())])
+        };
+        ServiceMetrics {
+            by_class: CLASSES.map(class),
+            latency: self
+                .durations
+                .get_or_create_owned(&[("service", service_id.to_owned())]),
         }
-        self.latency_sum_us
-            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// Everything the proxy counts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
+    families: ServiceFamilies,
     services: RwLock<BTreeMap<String, Arc<ServiceMetrics>>>,
-    /// Requests that matched no route or were refused before routing.
+    /// Requests that matched no route or were refused before routing (service `""`).
     pub unrouted: ServiceMetrics,
-    pub active_requests: AtomicI64,
-    pub active_upgraded: AtomicI64,
-    pub switches_ok: AtomicU64,
-    pub switches_failed: AtomicU64,
-    pub drains: AtomicU64,
-    pub drain_closed_at_deadline: AtomicU64,
-    pub drain_micros: AtomicU64,
-    pub upstream_connect_failures: AtomicU64,
-    pub passive_ejections: AtomicU64,
-    pub rejected_requests: AtomicU64,
+    pub active_requests: Gauge,
+    pub active_upgraded: Gauge,
+    pub switches_ok: Counter,
+    pub switches_failed: Counter,
+    pub drains: Counter,
+    pub drain_closed_at_deadline: Counter,
+    /// Seconds spent draining old sets.
+    pub drain_seconds: Counter<f64, AtomicU64>,
+    pub upstream_connect_failures: Counter,
+    pub passive_ejections: Counter,
+    pub rejected_requests: Counter,
     /// The ClickHouse access log writer's counters (zero when it is not configured).
     pub access_log: Arc<crate::access_log::AccessLogStats>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let families = ServiceFamilies {
+            requests: Family::default(),
+            durations: Family::new_with_constructor(latency_histogram),
+        };
+        let unrouted = families.service("");
+        Self {
+            families,
+            services: RwLock::default(),
+            unrouted,
+            active_requests: Gauge::default(),
+            active_upgraded: Gauge::default(),
+            switches_ok: Counter::default(),
+            switches_failed: Counter::default(),
+            drains: Counter::default(),
+            drain_closed_at_deadline: Counter::default(),
+            drain_seconds: Counter::default(),
+            upstream_connect_failures: Counter::default(),
+            passive_ejections: Counter::default(),
+            rejected_requests: Counter::default(),
+            access_log: Arc::default(),
+        }
+    }
 }
 
 /// One upstream's health, as rendered.
@@ -79,152 +146,97 @@ impl Metrics {
             return Arc::clone(m);
         }
         let mut map = self.services.write().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(map.entry(service_id.to_owned()).or_default())
+        Arc::clone(
+            map.entry(service_id.to_owned())
+                .or_insert_with(|| Arc::new(self.families.service(service_id))),
+        )
     }
 
-    /// Prometheus text exposition format.
+    /// Prometheus text exposition format (0.0.4).
     pub fn render(&self, health: &[UpstreamHealth]) -> String {
-        let mut out = String::with_capacity(4096);
-        let services = self.services.read().unwrap_or_else(|e| e.into_inner());
-        let all = services.iter().map(|(k, v)| (k.as_str(), v.as_ref()));
-        let all: Vec<(&str, &ServiceMetrics)> =
-            all.chain(std::iter::once(("", &self.unrouted))).collect();
-
-        out.push_str(
-            "# HELP stackpad_proxy_requests_total Responses sent, by service and status class.\n",
+        let mut registry = Registry::default();
+        registry.register(
+            "stackpad_proxy_requests",
+            "Responses sent, by service and status class",
+            self.families.requests.clone(),
         );
-        out.push_str("# TYPE stackpad_proxy_requests_total counter\n");
-        for (service, m) in &all {
-            for (i, c) in m.by_class.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "stackpad_proxy_requests_total{{service=\"{}\",class=\"{}xx\"}} {}",
-                    escape(service),
-                    i + 1,
-                    c.load(Ordering::Relaxed)
-                );
-            }
-        }
-        out.push_str(
-            "# HELP stackpad_proxy_request_duration_seconds Time from request to response end.\n",
+        registry.register(
+            "stackpad_proxy_request_duration_seconds",
+            "Time from request to response end",
+            self.families.durations.clone(),
         );
-        out.push_str("# TYPE stackpad_proxy_request_duration_seconds histogram\n");
-        for (service, m) in &all {
-            let service = escape(service);
-            let mut cumulative = 0;
-            for (bound, b) in LATENCY_BUCKETS.iter().zip(&m.buckets) {
-                cumulative += b.load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "stackpad_proxy_request_duration_seconds_bucket{{service=\"{service}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let count = m.latency_count.load(Ordering::Relaxed);
-            let sum = m.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "stackpad_proxy_request_duration_seconds_bucket{{service=\"{service}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "stackpad_proxy_request_duration_seconds_sum{{service=\"{service}\"}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "stackpad_proxy_request_duration_seconds_count{{service=\"{service}\"}} {count}"
-            );
-        }
-        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let v = v.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        gauge(
-            &mut out,
+        registry.register(
             "stackpad_proxy_active_requests",
-            "Requests being proxied now.",
-            self.active_requests.load(Ordering::Relaxed),
+            "Requests being proxied now",
+            self.active_requests.clone(),
         );
-        gauge(
-            &mut out,
+        registry.register(
             "stackpad_proxy_active_upgraded_connections",
-            "Upgraded (websocket) connections open now.",
-            self.active_upgraded.load(Ordering::Relaxed),
+            "Upgraded (websocket) connections open now",
+            self.active_upgraded.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP stackpad_proxy_switches_total Upstream switches, by result.\n# TYPE stackpad_proxy_switches_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "stackpad_proxy_switches_total{{result=\"ok\"}} {}",
-            self.switches_ok.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "stackpad_proxy_switches_total{{result=\"failed\"}} {}",
-            self.switches_failed.load(Ordering::Relaxed)
-        );
-        counter(
-            &mut out,
-            "stackpad_proxy_drains_total",
-            "Old upstream sets drained after a switch.",
-            &self.drains,
-        );
-        counter(
-            &mut out,
-            "stackpad_proxy_drain_closed_at_deadline_total",
-            "Connections closed at a drain deadline.",
-            &self.drain_closed_at_deadline,
-        );
-        let secs = self.drain_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "# HELP stackpad_proxy_drain_seconds_total Time spent draining old sets.\n# TYPE stackpad_proxy_drain_seconds_total counter\nstackpad_proxy_drain_seconds_total {secs}"
-        );
-        counter(
-            &mut out,
-            "stackpad_proxy_upstream_connect_failures_total",
-            "Failed connects to upstreams.",
-            &self.upstream_connect_failures,
-        );
-        counter(
-            &mut out,
-            "stackpad_proxy_passive_ejections_total",
-            "Upstreams ejected after a connect failure.",
-            &self.passive_ejections,
-        );
-        counter(
-            &mut out,
-            "stackpad_proxy_rejected_requests_total",
-            "Requests refused by hardening rules.",
-            &self.rejected_requests,
-        );
-        out.push_str("# HELP stackpad_proxy_upstream_healthy 1 when the upstream passes its checks.\n# TYPE stackpad_proxy_upstream_healthy gauge\n");
-        for h in health {
-            let _ = writeln!(
-                out,
-                "stackpad_proxy_upstream_healthy{{service=\"{}\",upstream=\"{}\",state=\"{}\"}} {}",
-                escape(&h.service_id),
-                escape(&h.address),
-                if h.draining { "draining" } else { "active" },
-                u8::from(h.healthy)
-            );
+        let switches = Family::<[(&str, &str); 1], Counter>::default();
+        for (result, counter) in [("ok", &self.switches_ok), ("failed", &self.switches_failed)] {
+            switches
+                .get_or_create(&[("result", result)])
+                .inc_by(counter.get());
         }
-        self.access_log.render(&mut out);
+        registry.register(
+            "stackpad_proxy_switches",
+            "Upstream switches, by result",
+            switches,
+        );
+        registry.register(
+            "stackpad_proxy_drains",
+            "Old upstream sets drained after a switch",
+            self.drains.clone(),
+        );
+        registry.register(
+            "stackpad_proxy_drain_closed_at_deadline",
+            "Connections closed at a drain deadline",
+            self.drain_closed_at_deadline.clone(),
+        );
+        registry.register(
+            "stackpad_proxy_drain_seconds",
+            "Time spent draining old sets",
+            self.drain_seconds.clone(),
+        );
+        registry.register(
+            "stackpad_proxy_upstream_connect_failures",
+            "Failed connects to upstreams",
+            self.upstream_connect_failures.clone(),
+        );
+        registry.register(
+            "stackpad_proxy_passive_ejections",
+            "Upstreams ejected after a connect failure",
+            self.passive_ejections.clone(),
+        );
+        registry.register(
+            "stackpad_proxy_rejected_requests",
+            "Requests refused by hardening rules",
+            self.rejected_requests.clone(),
+        );
+        let healthy = Family::<[(&str, String); 3], Gauge>::default();
+        for h in health {
+            let state = if h.draining { "draining" } else { "active" };
+            healthy
+                .get_or_create(&[
+                    ("service", h.service_id.clone()),
+                    ("upstream", h.address.clone()),
+                    ("state", state.to_owned()),
+                ])
+                .set(i64::from(h.healthy));
+        }
+        registry.register(
+            "stackpad_proxy_upstream_healthy",
+            "1 when the upstream passes its checks",
+            healthy,
+        );
+        self.access_log.register(&mut registry);
+        let mut out = String::with_capacity(4096);
+        prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
         out
     }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -205,7 +205,7 @@ impl ProxyState {
         } else {
             &self.metrics.switches_failed
         };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counter.inc();
         result
     }
 
@@ -295,7 +295,6 @@ impl ProxyState {
     }
 
     async fn drain(&self, old: &Arc<UpstreamSet>, deadline: Duration) -> (Duration, usize) {
-        use std::sync::atomic::Ordering::Relaxed;
         // tokio's clock, so paused-time tests drive the deadline and the grace.
         let start = tokio::time::Instant::now();
         let deadline = start + deadline;
@@ -321,13 +320,9 @@ impl ProxyState {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|s| !Arc::ptr_eq(s, old));
         let took = start.elapsed();
-        self.metrics.drains.fetch_add(1, Relaxed);
-        self.metrics
-            .drain_closed_at_deadline
-            .fetch_add(closed as u64, Relaxed);
-        self.metrics
-            .drain_micros
-            .fetch_add(took.as_micros() as u64, Relaxed);
+        self.metrics.drains.inc();
+        self.metrics.drain_closed_at_deadline.inc_by(closed as u64);
+        self.metrics.drain_seconds.inc_by(took.as_secs_f64());
         tracing::info!(service_id = %old.service_id, generation = old.generation, drain_ms = took.as_millis() as u64, closed_at_deadline = closed, "old upstream set drained");
         (took, closed)
     }

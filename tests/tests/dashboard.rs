@@ -49,10 +49,17 @@ async fn expositions() -> Vec<(&'static str, String)> {
         healthy: true,
         draining: false,
     }]);
-    proxy.push_str(&proxy::acme::metrics::AcmeMetrics::default().render(
-        &proxy::acme::policy::IssuancePolicy::default(),
-        SystemTime::now(),
-    ));
+    // A family without samples is not written at all: one served certificate.
+    let acme = proxy::acme::metrics::AcmeMetrics::default();
+    let now = SystemTime::now();
+    acme.served(
+        "example.com",
+        proxy::acme::policy::CertificateValidity {
+            not_before: now,
+            not_after: now + Duration::from_secs(86_400),
+        },
+    );
+    proxy.push_str(&acme.render(&proxy::acme::policy::IssuancePolicy::default(), now));
 
     let http = control::metrics::HttpMetrics::default();
     http.record(200, Duration::from_millis(4));

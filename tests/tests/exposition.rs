@@ -4,7 +4,6 @@
 //! `tests/fixtures/metrics/` were rendered by the old code from the same inputs as below.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
 use stackpad_tests::prometheus::{assert_conventions, assert_same_scrape};
@@ -85,20 +84,20 @@ fn the_proxy_serves_what_it_served() {
     m.service("web").record(101, Duration::from_micros(300));
     m.service("a\"p\\i").record(404, Duration::from_millis(30));
     m.unrouted.record(421, Duration::from_millis(1));
-    m.active_requests.fetch_add(3, Relaxed);
-    m.active_upgraded.fetch_add(1, Relaxed);
-    m.switches_ok.fetch_add(2, Relaxed);
-    m.switches_failed.fetch_add(1, Relaxed);
-    m.drains.fetch_add(2, Relaxed);
-    m.drain_closed_at_deadline.fetch_add(4, Relaxed);
-    m.drain_micros.fetch_add(1_500_000, Relaxed);
-    m.upstream_connect_failures.fetch_add(5, Relaxed);
-    m.passive_ejections.fetch_add(6, Relaxed);
-    m.rejected_requests.fetch_add(7, Relaxed);
-    m.access_log.rows_sent.fetch_add(8, Relaxed);
-    m.access_log.rows_dropped.fetch_add(9, Relaxed);
-    m.access_log.insert_failures.fetch_add(10, Relaxed);
-    m.access_log.rows_pending.fetch_add(11, Relaxed);
+    m.active_requests.inc_by(3);
+    m.active_upgraded.inc_by(1);
+    m.switches_ok.inc_by(2);
+    m.switches_failed.inc_by(1);
+    m.drains.inc_by(2);
+    m.drain_closed_at_deadline.inc_by(4);
+    m.drain_seconds.inc_by(1.5);
+    m.upstream_connect_failures.inc_by(5);
+    m.passive_ejections.inc_by(6);
+    m.rejected_requests.inc_by(7);
+    m.access_log.rows_sent.inc_by(8);
+    m.access_log.rows_dropped.inc_by(9);
+    m.access_log.insert_failures.inc_by(10);
+    m.access_log.rows_pending.inc_by(11);
     let mut text = m.render(&[
         proxy::metrics::UpstreamHealth {
             service_id: "web".into(),

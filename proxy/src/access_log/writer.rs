@@ -1,10 +1,13 @@
 //! The writer: [`AccessLog::record`] on the request path (never blocks), a batching task on
 //! the admin runtime.
 
-use std::fmt::Write;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -17,45 +20,43 @@ use logstore::access_logs::{TABLE, ensure_schema};
 #[derive(Debug, Default)]
 pub struct AccessLogStats {
     /// Rows ClickHouse accepted.
-    pub rows_sent: AtomicU64,
+    pub rows_sent: Counter,
     /// Rows dropped because the channel was full (ClickHouse slow or down).
-    pub rows_dropped: AtomicU64,
+    pub rows_dropped: Counter,
     /// Insert attempts that failed (each is retried).
-    pub insert_failures: AtomicU64,
+    pub insert_failures: Counter,
     /// Rows recorded and not yet accepted.
-    pub rows_pending: AtomicI64,
+    pub rows_pending: Gauge,
 }
 
 impl AccessLogStats {
-    /// Prometheus text of the counters.
-    pub fn render(&self, out: &mut String) {
-        for (name, help, value) in [
+    /// Adds the writer's series to the proxy's registry.
+    pub fn register(&self, registry: &mut Registry) {
+        for (name, help, counter) in [
             (
-                "stackpad_proxy_access_log_rows_sent_total",
-                "Access log rows ClickHouse accepted.",
-                self.rows_sent.load(Ordering::Relaxed),
+                "stackpad_proxy_access_log_rows_sent",
+                "Access log rows ClickHouse accepted",
+                &self.rows_sent,
             ),
             (
-                "stackpad_proxy_access_log_rows_dropped_total",
-                "Access log rows dropped because the writer's queue was full.",
-                self.rows_dropped.load(Ordering::Relaxed),
+                "stackpad_proxy_access_log_rows_dropped",
+                "Access log rows dropped because the writer's queue was full",
+                &self.rows_dropped,
             ),
             (
-                "stackpad_proxy_access_log_insert_failures_total",
-                "Failed access log inserts into ClickHouse (each batch is retried).",
-                self.insert_failures.load(Ordering::Relaxed),
+                "stackpad_proxy_access_log_insert_failures",
+                "Failed access log inserts into ClickHouse (each batch is retried)",
+                &self.insert_failures,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+            registry.register(name, help, counter.clone());
         }
-        let name = "stackpad_proxy_access_log_rows_pending";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Access log rows waiting for ClickHouse.\n# TYPE {name} gauge\n{name} {}",
-            self.rows_pending.load(Ordering::Relaxed).max(0)
+        let pending = Gauge::<i64>::default();
+        pending.set(self.rows_pending.get().max(0));
+        registry.register(
+            "stackpad_proxy_access_log_rows_pending",
+            "Access log rows waiting for ClickHouse",
+            pending,
         );
     }
 }
@@ -97,10 +98,10 @@ impl AccessLog {
         let row = entry.into_row(self.next_id(), retention, self.settings.include_query);
         match self.queue.try_send(row) {
             Ok(()) => {
-                self.stats.rows_pending.fetch_add(1, Ordering::Relaxed);
+                self.stats.rows_pending.inc();
             }
             Err(_) => {
-                self.stats.rows_dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.rows_dropped.inc();
             }
         }
     }
@@ -204,10 +205,8 @@ impl Writer {
                     self.failing = false;
                 }
                 let n = rows.len() as u64;
-                self.stats.rows_sent.fetch_add(n, Ordering::Relaxed);
-                self.stats
-                    .rows_pending
-                    .fetch_sub(n as i64, Ordering::Relaxed);
+                self.stats.rows_sent.inc_by(n);
+                self.stats.rows_pending.dec_by(n as i64);
                 true
             }
             failure => {
@@ -223,7 +222,7 @@ impl Writer {
                     );
                     self.failing = true;
                 }
-                self.stats.insert_failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.insert_failures.inc();
                 false
             }
         }

@@ -4,10 +4,14 @@
 //! the installed validities at scrape time.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use super::policy::{CertificateValidity, IssuancePolicy, Limit, renewal_point};
 
@@ -24,34 +28,63 @@ const LIMITS: [(Limit, &str); 4] = [
     ),
 ];
 
+type Labels = [(&'static str, &'static str); 1];
+
 /// Certificate and ACME counters of one proxy instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AcmeMetrics {
-    orders_started: AtomicU64,
-    orders_issued: AtomicU64,
-    orders_failed: AtomicU64,
-    rate_limited: [AtomicU64; 4],
+    orders_started: Counter,
+    /// Orders finished, by `result` (issued, failed).
+    orders_completed: Family<Labels, Counter>,
+    /// Due orders held back, by `limit`.
+    rate_limited: Family<Labels, Counter>,
     /// Validity of the certificate served per domain.
     served: Mutex<BTreeMap<String, CertificateValidity>>,
 }
 
+impl Default for AcmeMetrics {
+    fn default() -> Self {
+        let orders_completed = Family::default();
+        for result in ["issued", "failed"] {
+            let _ = orders_completed.get_or_create(&[("result", result)]);
+        }
+        let rate_limited = Family::default();
+        for (_, name) in LIMITS {
+            let _ = rate_limited.get_or_create(&[("limit", name)]);
+        }
+        Self {
+            orders_started: Counter::default(),
+            orders_completed,
+            rate_limited,
+            served: Mutex::default(),
+        }
+    }
+}
+
 impl AcmeMetrics {
     pub fn order_started(&self) {
-        self.orders_started.fetch_add(1, Ordering::Relaxed);
+        self.orders_started.inc();
     }
 
     pub fn order_issued(&self) {
-        self.orders_issued.fetch_add(1, Ordering::Relaxed);
+        self.orders_completed
+            .get_or_create(&[("result", "issued")])
+            .inc();
     }
 
     pub fn order_failed(&self) {
-        self.orders_failed.fetch_add(1, Ordering::Relaxed);
+        self.orders_completed
+            .get_or_create(&[("result", "failed")])
+            .inc();
     }
 
     /// A due order was held back by `limit` (counted once per certificate pass).
     pub fn rate_limited(&self, limit: Limit) {
-        let index = LIMITS.iter().position(|(l, _)| *l == limit).unwrap_or(0);
-        self.rate_limited[index].fetch_add(1, Ordering::Relaxed);
+        let name = LIMITS
+            .iter()
+            .find(|(l, _)| *l == limit)
+            .map_or(LIMITS[0].1, |(_, name)| *name);
+        self.rate_limited.get_or_create(&[("limit", name)]).inc();
     }
 
     /// `domain` is served with a certificate of `validity` from now on.
@@ -68,85 +101,59 @@ impl AcmeMetrics {
         }
     }
 
-    /// The Prometheus text of these metrics at `now`.
+    /// The Prometheus text (format 0.0.4) of these metrics at `now`.
     pub fn render(&self, policy: &IssuancePolicy, now: SystemTime) -> String {
-        let mut out = String::new();
         let served = self.served.lock().map(|s| s.clone()).unwrap_or_default();
-        let (mut valid, mut renewal_due, mut expired) = (0u64, 0u64, 0u64);
-        for validity in served.values() {
-            if validity.not_after <= now {
-                expired += 1;
-            } else if renewal_point(policy, *validity) <= now {
-                renewal_due += 1;
-            } else {
-                valid += 1;
-            }
+        let by_state = Family::<Labels, Gauge>::default();
+        for state in ["valid", "renewal_due", "expired"] {
+            let _ = by_state.get_or_create(&[("state", state)]);
         }
-        out.push_str(
-            "# HELP stackpad_proxy_certificates Certificates served, by state (renewal_due: past \
-             2/3 of their lifetime).\n# TYPE stackpad_proxy_certificates gauge\n",
-        );
-        for (state, count) in [
-            ("valid", valid),
-            ("renewal_due", renewal_due),
-            ("expired", expired),
-        ] {
-            let _ = writeln!(
-                out,
-                "stackpad_proxy_certificates{{state=\"{state}\"}} {count}"
-            );
-        }
-        out.push_str(
-            "# HELP stackpad_proxy_certificate_expiry_seconds Seconds until the served \
-             certificate of a domain expires (negative once expired).\n\
-             # TYPE stackpad_proxy_certificate_expiry_seconds gauge\n",
-        );
+        let expiry = Family::<[(&str, String); 1], Gauge>::default();
         for (domain, validity) in &served {
+            let state = if validity.not_after <= now {
+                "expired"
+            } else if renewal_point(policy, *validity) <= now {
+                "renewal_due"
+            } else {
+                "valid"
+            };
+            by_state.get_or_create(&[("state", state)]).inc();
             let seconds = match validity.not_after.duration_since(now) {
                 Ok(left) => left.as_secs_f64(),
                 Err(past) => -past.duration().as_secs_f64(),
             };
-            let _ = writeln!(
-                out,
-                "stackpad_proxy_certificate_expiry_seconds{{domain=\"{}\"}} {seconds:.0}",
-                domain.replace(['\\', '"', '\n'], "_")
-            );
+            expiry
+                .get_or_create(&[("domain", domain.replace(['\\', '"', '\n'], "_"))])
+                .set(seconds.round() as i64);
         }
-        out.push_str(
-            "# HELP stackpad_proxy_acme_orders_started_total ACME orders this instance placed.\n\
-             # TYPE stackpad_proxy_acme_orders_started_total counter\n",
+        let mut registry = Registry::default();
+        registry.register(
+            "stackpad_proxy_certificates",
+            "Certificates served, by state (renewal_due: past 2/3 of their lifetime)",
+            by_state,
         );
-        let _ = writeln!(
-            out,
-            "stackpad_proxy_acme_orders_started_total {}",
-            self.orders_started.load(Ordering::Relaxed)
+        registry.register(
+            "stackpad_proxy_certificate_expiry_seconds",
+            "Seconds until the served certificate of a domain expires (negative once expired)",
+            expiry,
         );
-        out.push_str(
-            "# HELP stackpad_proxy_acme_orders_completed_total ACME orders this instance \
-             finished, by result.\n# TYPE stackpad_proxy_acme_orders_completed_total counter\n",
+        registry.register(
+            "stackpad_proxy_acme_orders_started",
+            "ACME orders this instance placed",
+            self.orders_started.clone(),
         );
-        for (result, count) in [
-            ("issued", &self.orders_issued),
-            ("failed", &self.orders_failed),
-        ] {
-            let _ = writeln!(
-                out,
-                "stackpad_proxy_acme_orders_completed_total{{result=\"{result}\"}} {}",
-                count.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str(
-            "# HELP stackpad_proxy_acme_rate_limited_total Certificate passes in which a due \
-             order was held back by a rate limit, by limit.\n\
-             # TYPE stackpad_proxy_acme_rate_limited_total counter\n",
+        registry.register(
+            "stackpad_proxy_acme_orders_completed",
+            "ACME orders this instance finished, by result",
+            self.orders_completed.clone(),
         );
-        for (index, (_, name)) in LIMITS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "stackpad_proxy_acme_rate_limited_total{{limit=\"{name}\"}} {}",
-                self.rate_limited[index].load(Ordering::Relaxed)
-            );
-        }
+        registry.register(
+            "stackpad_proxy_acme_rate_limited",
+            "Certificate passes in which a due order was held back by a rate limit, by limit",
+            self.rate_limited.clone(),
+        );
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
         out
     }
 }
