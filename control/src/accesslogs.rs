@@ -1,11 +1,39 @@
 //! Search over the proxy's access logs in ClickHouse (`<database>.access_logs`, written by
 //! `proxy::access_log`): time range, status and latency filters, path text, newest first with
 //! a cursor. Scoped by the caller's organization like container logs; rows a retried batch
-//! stored twice are read once (`LIMIT 1 BY row_id`).
+//! stored twice are read once (`LIMIT 1 BY row_id`). Table and column names come from the log
+//! store's contract (`logstore`).
 
+use logstore::access_logs::{self, columns as col};
 use serde::{Deserialize, Serialize};
 
-use crate::logsearch::{Bind, Cursor, Filters, LogSearch, LogSearchError};
+use crate::logsearch::{Bind, Cursor, Filters, LogSearch, LogSearchError, LogTable};
+
+const ACCESS_LOGS: LogTable = LogTable {
+    name: access_logs::TABLE,
+    organization_id: col::ORGANIZATION_ID,
+    service_id: col::SERVICE_ID,
+    deployment_id: col::DEPLOYMENT_ID,
+    ts_ns: col::TS_NS,
+    row_id: col::ROW_ID,
+};
+
+/// The columns a search reads, in [`Row`]'s order.
+const ROW_COLUMNS: [&str; 13] = [
+    col::TS_NS,
+    col::ROW_ID,
+    col::METHOD,
+    col::HOST,
+    col::PATH,
+    col::STATUS,
+    col::DURATION_US,
+    col::REQUEST_BYTES,
+    col::RESPONSE_BYTES,
+    col::UPSTREAM,
+    col::DEPLOYMENT_ID,
+    col::CLIENT_IP,
+    col::REQUEST_ID,
+];
 
 /// Inclusive status ranges: `5xx`, `404`, `500-599`, or a comma-separated list of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -142,7 +170,9 @@ impl LogSearch {
 
 /// The query and its bound values (pure, unit-tested).
 fn build_sql(database: &str, query: &AccessQuery, cursor: Option<Cursor>) -> (String, Vec<Bind>) {
+    let table = &ACCESS_LOGS;
     let mut f = Filters::scoped(
+        table,
         &query.organization_id,
         &query.service_id,
         query.since_ns,
@@ -150,32 +180,33 @@ fn build_sql(database: &str, query: &AccessQuery, cursor: Option<Cursor>) -> (St
         query.deployment_id.as_deref(),
     );
     if let Some(StatusFilter(ranges)) = &query.status {
-        let any: Vec<&str> = ranges.iter().map(|_| "status BETWEEN ? AND ?").collect();
+        let any: Vec<String> = ranges
+            .iter()
+            .map(|_| format!("{} BETWEEN ? AND ?", col::STATUS))
+            .collect();
         let bounds = ranges
             .iter()
             .flat_map(|(low, high)| [Bind::UInt(u64::from(*low)), Bind::UInt(u64::from(*high))]);
         f.push(format!("({})", any.join(" OR ")), bounds);
     }
     if let Some(min) = query.min_duration_us {
-        f.push("duration_us >= ?", [Bind::UInt(min)]);
+        f.push(format!("{} >= ?", col::DURATION_US), [Bind::UInt(min)]);
     }
     if let Some(text) = query.path_text.as_ref().filter(|t| !t.is_empty()) {
         f.push(
-            "positionCaseInsensitive(path, ?) > 0",
+            format!("positionCaseInsensitive({}, ?) > 0", col::PATH),
             [Bind::Text(text.clone())],
         );
     }
     if let Some(c) = cursor {
-        f.push(
-            "(ts_ns, row_id) < (?, ?)",
-            [Bind::Int(c.ts_ns), Bind::UInt(c.line_id)],
-        );
+        f.push_cursor(table, "<", c);
     }
+    let (ts, id) = (table.ts_ns, table.row_id);
     let sql = format!(
-        "SELECT ts_ns, row_id, method, host, path, status, duration_us, request_bytes, \
-         response_bytes, upstream, deployment_id, client_ip, request_id \
-         FROM {database}.access_logs WHERE {} \
-         ORDER BY ts_ns DESC, row_id DESC LIMIT 1 BY row_id LIMIT {}",
+        "SELECT {} FROM {database}.{} WHERE {} \
+         ORDER BY {ts} DESC, {id} DESC LIMIT 1 BY {id} LIMIT {}",
+        ROW_COLUMNS.join(", "),
+        table.name,
         f.clause(),
         query.limit.clamp(1, 1000)
     );
@@ -232,5 +263,15 @@ mod tests {
             ]
         );
         assert_eq!(binds.last(), Some(&Bind::UInt(7)));
+        assert_eq!(
+            sql,
+            "SELECT ts_ns, row_id, method, host, path, status, duration_us, request_bytes, \
+             response_bytes, upstream, deployment_id, client_ip, request_id \
+             FROM logs.access_logs WHERE organization_id = ? AND service_id = ? \
+             AND (status BETWEEN ? AND ? OR status BETWEEN ? AND ?) AND duration_us >= ? \
+             AND positionCaseInsensitive(path, ?) > 0 AND (ts_ns, row_id) < (?, ?) \
+             ORDER BY ts_ns DESC, row_id DESC LIMIT 1 BY row_id LIMIT 1000",
+            "the query text written out by hand before the contract named the columns"
+        );
     }
 }

@@ -3,8 +3,10 @@
 //! with a cursor for the next page and for following live.
 //!
 //! Rows may be stored twice (a shipper retries a batch whose answer was lost); every query
-//! reads one row per `line_id`. Every query is scoped by the caller's organization.
+//! reads one row per `line_id`. Every query is scoped by the caller's organization. Table and
+//! column names come from the log store's contract (`logstore`).
 
+use logstore::container_logs::{self, STREAM_STDERR, columns as col};
 use serde::{Deserialize, Serialize};
 
 /// A position in a service's log: lines strictly older (pages) or newer (follow) than it.
@@ -57,6 +59,17 @@ pub struct LogLine {
     pub cursor: String,
 }
 
+/// The columns a search reads, in [`Row`]'s order.
+const ROW_COLUMNS: [&str; 7] = [
+    col::TS_NS,
+    col::LINE_ID,
+    col::STREAM,
+    col::DEPLOYMENT_ID,
+    col::CONTAINER_ID,
+    col::LINE,
+    col::TRUNCATED,
+];
+
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct Row {
     ts_ns: i64,
@@ -73,7 +86,11 @@ impl From<Row> for LogLine {
     fn from(r: Row) -> Self {
         Self {
             timestamp_ns: r.ts_ns,
-            stream: if r.stream == 2 { "stderr" } else { "stdout" },
+            stream: if r.stream == STREAM_STDERR {
+                "stderr"
+            } else {
+                "stdout"
+            },
             deployment_id: r.deployment_id,
             container_id: r.container_id,
             line: String::from_utf8_lossy(&r.line).into_owned(),
@@ -173,6 +190,28 @@ impl LogSearch {
     }
 }
 
+/// What a log query needs to know of its table: its name and the columns it is scoped and
+/// paged by, as the table's contract in `logstore` names them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogTable {
+    pub(crate) name: &'static str,
+    pub(crate) organization_id: &'static str,
+    pub(crate) service_id: &'static str,
+    pub(crate) deployment_id: &'static str,
+    pub(crate) ts_ns: &'static str,
+    /// Equal ids are the same row (stored twice by a retried batch).
+    pub(crate) row_id: &'static str,
+}
+
+pub(crate) const CONTAINER_LOGS: LogTable = LogTable {
+    name: container_logs::TABLE,
+    organization_id: col::ORGANIZATION_ID,
+    service_id: col::SERVICE_ID,
+    deployment_id: col::DEPLOYMENT_ID,
+    ts_ns: col::TS_NS,
+    row_id: col::LINE_ID,
+};
+
 /// A value bound to a `?` of a log query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Bind {
@@ -189,9 +228,10 @@ pub(crate) struct Filters {
 }
 
 impl Filters {
-    /// What every log query is limited to: the caller's organization and the service, and the
-    /// time range and deployment when given.
+    /// What every log query of `table` is limited to: the caller's organization and the
+    /// service, and the time range and deployment when given.
     pub(crate) fn scoped(
+        table: &LogTable,
         organization_id: &str,
         service_id: &str,
         since_ns: Option<i64>,
@@ -200,20 +240,34 @@ impl Filters {
     ) -> Self {
         let mut f = Self::default();
         f.push(
-            "organization_id = ?",
+            format!("{} = ?", table.organization_id),
             [Bind::Text(organization_id.to_owned())],
         );
-        f.push("service_id = ?", [Bind::Text(service_id.to_owned())]);
+        f.push(
+            format!("{} = ?", table.service_id),
+            [Bind::Text(service_id.to_owned())],
+        );
         if let Some(since) = since_ns {
-            f.push("ts_ns >= ?", [Bind::Int(since)]);
+            f.push(format!("{} >= ?", table.ts_ns), [Bind::Int(since)]);
         }
         if let Some(until) = until_ns {
-            f.push("ts_ns < ?", [Bind::Int(until)]);
+            f.push(format!("{} < ?", table.ts_ns), [Bind::Int(until)]);
         }
         if let Some(deployment) = deployment_id {
-            f.push("deployment_id = ?", [Bind::Text(deployment.to_owned())]);
+            f.push(
+                format!("{} = ?", table.deployment_id),
+                [Bind::Text(deployment.to_owned())],
+            );
         }
         f
+    }
+
+    /// Rows of `table` strictly older (`<`) or newer (`>`) than `cursor`.
+    pub(crate) fn push_cursor(&mut self, table: &LogTable, op: &str, cursor: Cursor) {
+        self.push(
+            format!("({}, {}) {op} (?, ?)", table.ts_ns, table.row_id),
+            [Bind::Int(cursor.ts_ns), Bind::UInt(cursor.line_id)],
+        );
     }
 
     pub(crate) fn push(
@@ -251,7 +305,9 @@ fn build_sql(
     cursor: Option<Cursor>,
     direction: Direction,
 ) -> (String, Vec<Bind>) {
+    let table = &CONTAINER_LOGS;
     let mut f = Filters::scoped(
+        table,
         &query.organization_id,
         &query.service_id,
         query.since_ns,
@@ -260,12 +316,15 @@ fn build_sql(
     );
     if let Some(text) = query.text.as_ref().filter(|t| !t.is_empty()) {
         f.push(
-            "positionCaseInsensitive(line, ?) > 0",
+            format!("positionCaseInsensitive({}, ?) > 0", col::LINE),
             [Bind::Text(text.clone())],
         );
     }
     if let Some(stream) = query.stream {
-        f.push("stream = ?", [Bind::UInt(u64::from(stream))]);
+        f.push(
+            format!("{} = ?", col::STREAM),
+            [Bind::UInt(u64::from(stream))],
+        );
     }
     let order = match direction {
         Direction::Older => "DESC",
@@ -277,15 +336,14 @@ fn build_sql(
         } else {
             ">"
         };
-        f.push(
-            format!("(ts_ns, line_id) {op} (?, ?)"),
-            [Bind::Int(c.ts_ns), Bind::UInt(c.line_id)],
-        );
+        f.push_cursor(table, op, c);
     }
+    let (ts, id) = (table.ts_ns, table.row_id);
     let sql = format!(
-        "SELECT ts_ns, line_id, stream, deployment_id, container_id, line, truncated \
-         FROM {database}.container_logs WHERE {} \
-         ORDER BY ts_ns {order}, line_id {order} LIMIT 1 BY line_id LIMIT {}",
+        "SELECT {} FROM {database}.{} WHERE {} \
+         ORDER BY {ts} {order}, {id} {order} LIMIT 1 BY {id} LIMIT {}",
+        ROW_COLUMNS.join(", "),
+        table.name,
         f.clause(),
         query.limit.clamp(1, 1000)
     );
@@ -320,6 +378,34 @@ mod tests {
         assert_eq!(binds.last(), Some(&Bind::UInt(7)));
         let (follow, _) = build_sql("logs", &query, Some(cursor), Direction::Newer);
         assert!(follow.contains("(ts_ns, line_id) > (?, ?)") && follow.contains("ts_ns ASC"));
+    }
+
+    #[test]
+    fn the_query_text_is_the_one_written_out_by_hand_before_the_contract_named_the_columns() {
+        let query = LogQuery {
+            organization_id: "org".into(),
+            service_id: "svc".into(),
+            text: Some("error".into()),
+            since_ns: Some(1),
+            until_ns: Some(2),
+            stream: Some(2),
+            deployment_id: Some("d".into()),
+            limit: 10,
+        };
+        let cursor = Cursor {
+            ts_ns: 10,
+            line_id: 7,
+        };
+        let (sql, _) = build_sql("logs", &query, Some(cursor), Direction::Newer);
+        assert_eq!(
+            sql,
+            "SELECT ts_ns, line_id, stream, deployment_id, container_id, line, truncated \
+             FROM logs.container_logs WHERE organization_id = ? AND service_id = ? \
+             AND ts_ns >= ? AND ts_ns < ? AND deployment_id = ? \
+             AND positionCaseInsensitive(line, ?) > 0 AND stream = ? \
+             AND (ts_ns, line_id) > (?, ?) \
+             ORDER BY ts_ns ASC, line_id ASC LIMIT 1 BY line_id LIMIT 10"
+        );
     }
 
     #[test]
