@@ -8,7 +8,11 @@
 //! new batches queue behind it so order is kept. When the spool is full the oldest segments are
 //! dropped and counted. Every line carries an id assigned once, so a batch sent twice (sent,
 //! then the answer lost) yields duplicates only in storage: queries read `LIMIT 1 BY line_id`.
+//!
+//! The sender reaches ClickHouse through the `Inserter` seam (`inserter.rs`); its timing
+//! (batch delay, insert timeout, retry) is on tokio's clock.
 
+mod inserter;
 mod metrics;
 mod shipper;
 mod spool;

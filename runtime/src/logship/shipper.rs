@@ -1,15 +1,19 @@
 //! The shipper: a [`LogSink`] that never blocks, batching into ClickHouse with a disk spool.
+//! Its timing (batch delay, insert timeout, retry) is on tokio's clock, so paused time drives
+//! it in the unit tests (`logship/tests.rs`).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use logstore::container_logs::{LogRow, STREAM_STDERR, STREAM_STDOUT, ensure_schema};
+use logstore::container_logs::{LogRow, STREAM_STDERR, STREAM_STDOUT};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use super::inserter::{ClickHouseInserter, Inserter};
 use super::spool::{Spool, SpoolError};
 use crate::logs::{LogLabels, LogLine, LogSink, Stream};
 
@@ -115,6 +119,16 @@ pub struct ClickHouseShipper {
 impl ClickHouseShipper {
     /// Opens the spool and starts the sending task on the current runtime.
     pub fn start(config: ShipperConfig) -> Result<Self, SpoolError> {
+        let inserter = ClickHouseInserter::new(&config.clickhouse_url, &config.database);
+        Self::start_with(config, inserter)
+    }
+
+    /// [`start`](Self::start) with any [`Inserter`] (`config.clickhouse_url` and `database`
+    /// are then unused).
+    pub(super) fn start_with(
+        config: ShipperConfig,
+        inserter: impl Inserter,
+    ) -> Result<Self, SpoolError> {
         let spool = Arc::new(Spool::open(&config.spool_dir, config.spool_max_bytes)?);
         let (queue, rows) = mpsc::channel(config.queue_capacity.max(1));
         let this = Self {
@@ -124,7 +138,7 @@ impl ClickHouseShipper {
             config: Arc::new(config),
             ids: Arc::new(LineIds::new()),
         };
-        tokio::spawn(Sender::new(&this).run(rows, this.ids.clone()));
+        tokio::spawn(Sender::new(&this, inserter).run(rows, this.ids.clone()));
         Ok(this)
     }
 
@@ -247,28 +261,23 @@ impl LineIds {
 }
 
 /// The background task: batches, inserts, spools.
-struct Sender {
-    client: clickhouse::Client,
-    server: clickhouse::Client,
+struct Sender<I> {
+    inserter: I,
     config: Arc<ShipperConfig>,
     spool: Arc<Spool>,
     stats: Arc<ShipperStats>,
-    schema_ready: bool,
+    /// Set by a failed insert, cleared by a successful one. While set, new batches queue
+    /// behind the spool, and the spool is not tried again before this time.
     retry_at: Option<Instant>,
 }
 
-impl Sender {
-    fn new(shipper: &ClickHouseShipper) -> Self {
-        let server = clickhouse::Client::default()
-            .with_url(&shipper.config.clickhouse_url)
-            .with_validation(false);
+impl<I: Inserter> Sender<I> {
+    fn new(shipper: &ClickHouseShipper, inserter: I) -> Self {
         Self {
-            client: server.clone().with_database(&shipper.config.database),
-            server,
+            inserter,
             config: shipper.config.clone(),
             spool: shipper.spool.clone(),
             stats: shipper.stats.clone(),
-            schema_ready: false,
             retry_at: None,
         }
     }
@@ -324,7 +333,8 @@ impl Sender {
     }
 
     async fn insert(&mut self, rows: &[LogRow]) -> bool {
-        let result = tokio::time::timeout(self.config.insert_timeout, self.try_insert(rows)).await;
+        let result =
+            tokio::time::timeout(self.config.insert_timeout, self.inserter.insert(rows)).await;
         match result {
             Ok(Ok(())) => {
                 self.retry_at = None;
@@ -349,22 +359,6 @@ impl Sender {
                 false
             }
         }
-    }
-
-    async fn try_insert(
-        &mut self,
-        rows: &[LogRow],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if !self.schema_ready {
-            ensure_schema(&self.server, &self.config.database).await?;
-            self.schema_ready = true;
-        }
-        let mut insert = self.client.insert::<LogRow>("container_logs").await?;
-        for row in rows {
-            insert.write(row).await?;
-        }
-        insert.end().await?;
-        Ok(())
     }
 }
 
@@ -395,7 +389,7 @@ async fn collect(
             if got == 0 {
                 break;
             }
-            deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.batch_max_delay);
+            deadline.get_or_insert_with(|| Instant::now() + config.batch_max_delay);
         }
         let closed = batch.len() < max && queue.is_closed() && queue.is_empty();
         if !batch.is_empty() && batches.send(batch).await.is_err() {
