@@ -12,10 +12,14 @@
 //! The sender reaches ClickHouse through the `Inserter` seam (`inserter.rs`); its timing
 //! (batch delay, insert timeout, retry) is on tokio's clock.
 
+#[cfg(test)]
+mod fake;
 mod inserter;
 mod metrics;
 mod shipper;
 mod spool;
+#[cfg(test)]
+mod tests;
 
 pub use logstore::SchemaError;
 pub use logstore::container_logs::{LogRow, STREAM_STDERR, STREAM_STDOUT, ensure_schema};
