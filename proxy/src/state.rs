@@ -228,7 +228,11 @@ impl ProxyState {
             self.metrics.service(&plan.service_id),
         ));
         self.spawn_health_checks(&new_set);
-        if plan.wait_for_health && !wait_healthy(&new_set, plan.health_timeout).await {
+        if plan.wait_for_health
+            && !new_set
+                .wait_healthy(tokio::time::Instant::now() + plan.health_timeout)
+                .await
+        {
             new_set.stop();
             let unhealthy = new_set
                 .upstreams
@@ -378,15 +382,4 @@ impl ProxyState {
         }
         out
     }
-}
-
-async fn wait_healthy(set: &UpstreamSet, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if set.all_healthy() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    set.all_healthy()
 }

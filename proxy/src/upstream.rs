@@ -80,6 +80,8 @@ pub struct Upstream {
     counter: Mutex<HealthCounter>,
     /// Requests currently proxied to it (for least-connections).
     active: AtomicUsize,
+    /// The set's, woken whenever this upstream's health flips.
+    health_changed: Arc<tokio::sync::Notify>,
 }
 
 impl Upstream {
@@ -96,6 +98,9 @@ impl Upstream {
         let mut counter = self.counter.lock().unwrap_or_else(|e| e.into_inner());
         let changed = counter.observe(passed, spec);
         self.healthy.store(counter.healthy, Ordering::Release);
+        if changed.is_some() {
+            self.health_changed.notify_waiters();
+        }
         changed
     }
 
@@ -104,6 +109,9 @@ impl Upstream {
         let mut counter = self.counter.lock().unwrap_or_else(|e| e.into_inner());
         let changed = counter.eject();
         self.healthy.store(false, Ordering::Release);
+        if changed {
+            self.health_changed.notify_waiters();
+        }
         changed
     }
 }
@@ -123,6 +131,8 @@ pub struct UpstreamSet {
     in_flight: AtomicUsize,
     /// Woken when `in_flight` drops to zero (a drain waits on it instead of polling).
     drained: tokio::sync::Notify,
+    /// Woken when an upstream's health flips (a switch waits on it for the new set's health).
+    health_changed: Arc<tokio::sync::Notify>,
     /// Set (SeqCst) by the switch after the swap; an admission that sees it retries on the new set.
     retired: AtomicBool,
     /// Set at the drain deadline: streaming bodies still running are cut.
@@ -146,6 +156,7 @@ impl UpstreamSet {
         metrics: Arc<ServiceMetrics>,
     ) -> Self {
         let total_weight = upstreams.iter().map(|(s, _)| u64::from(s.weight)).sum();
+        let health_changed = Arc::new(tokio::sync::Notify::new());
         Self {
             service_id,
             generation,
@@ -158,6 +169,7 @@ impl UpstreamSet {
                         healthy: AtomicBool::new(healthy),
                         counter: Mutex::new(HealthCounter::new(healthy)),
                         active: AtomicUsize::new(0),
+                        health_changed: Arc::clone(&health_changed),
                     })
                 })
                 .collect(),
@@ -168,6 +180,7 @@ impl UpstreamSet {
             next: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             drained: tokio::sync::Notify::new(),
+            health_changed,
             retired: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -204,6 +217,22 @@ impl UpstreamSet {
             }
             if tokio::time::timeout_at(until, notified).await.is_err() {
                 return self.in_flight() == 0;
+            }
+        }
+    }
+
+    /// Waits until every upstream is healthy or `until` passes; true when all are healthy.
+    pub async fn wait_healthy(&self, until: tokio::time::Instant) -> bool {
+        loop {
+            let notified = self.health_changed.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a flip in between is not missed.
+            notified.as_mut().enable();
+            if self.all_healthy() {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.all_healthy();
             }
         }
     }

@@ -131,3 +131,66 @@ async fn a_drain_gives_up_at_its_deadline() {
         "drained now"
     );
 }
+
+/// A set whose upstreams start unhealthy, as a switch's new set does.
+fn unhealthy_set(n: usize) -> Arc<UpstreamSet> {
+    let specs = (0..n)
+        .map(|i| UpstreamSpec {
+            address: format!("127.0.0.1:{}", 2000 + i),
+            deployment_id: format!("d{i}"),
+            weight: 1,
+        })
+        .collect();
+    Arc::new(UpstreamSet::new(
+        "s".into(),
+        2,
+        validate_upstreams(specs).unwrap(),
+        LoadBalancing::RoundRobin,
+        HealthCheckSpec::default(),
+        false,
+        Default::default(),
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_health_wait_wakes_when_the_last_upstream_turns_healthy() {
+    let s = unhealthy_set(2);
+    let spec = HealthCheckSpec::default();
+    let start = tokio::time::Instant::now();
+    let checker = Arc::clone(&s);
+    tokio::spawn(async move {
+        // Two passes each (the default threshold): one upstream after 1 s, the other after 3 s.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        checker.upstreams[0].observe(true, &spec);
+        checker.upstreams[0].observe(true, &spec);
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        checker.upstreams[1].observe(true, &spec);
+        assert!(!checker.all_healthy(), "one pass is below the threshold");
+        checker.upstreams[1].observe(true, &spec);
+    });
+    assert!(
+        s.wait_healthy(start + std::time::Duration::from_secs(30))
+            .await
+    );
+    assert_eq!(start.elapsed(), std::time::Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_health_wait_gives_up_at_its_deadline() {
+    let s = unhealthy_set(2);
+    let spec = HealthCheckSpec::default();
+    s.upstreams[0].observe(true, &spec);
+    s.upstreams[0].observe(true, &spec);
+    let start = tokio::time::Instant::now();
+    assert!(
+        !s.wait_healthy(start + std::time::Duration::from_secs(2))
+            .await
+    );
+    assert_eq!(start.elapsed(), std::time::Duration::from_secs(2));
+    s.upstreams[1].observe(true, &spec);
+    s.upstreams[1].observe(true, &spec);
+    assert!(
+        s.wait_healthy(tokio::time::Instant::now()).await,
+        "healthy now"
+    );
+}
