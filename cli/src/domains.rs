@@ -5,31 +5,45 @@ use std::io::Write;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::{ApiClient, CliError, out};
+use super::commands::Context;
+use super::output::Printer;
+use super::resolve::ServiceArgs;
+use super::{CliError, exit};
 
 #[derive(Debug, Subcommand)]
 pub enum Domains {
     /// Add a custom domain; prints the DNS record to create.
+    #[command(after_help = "Example:\n  stackpad domains add --service shop/web www.shop.example")]
     Add {
-        #[arg(long)]
-        service: String,
+        #[command(flatten)]
+        target: ServiceArgs,
+        /// The domain, e.g. `www.shop.example`.
         domain: String,
     },
     /// The service's custom domains with their status.
+    #[command(after_help = "Example:\n  stackpad domains list --service shop/web --json")]
     List {
-        #[arg(long)]
-        service: String,
+        #[command(flatten)]
+        target: ServiceArgs,
     },
     /// Check the domain's DNS record now (exit 1 when it does not match yet).
+    #[command(
+        after_help = "Example:\n  stackpad domains verify --service shop/web www.shop.example"
+    )]
     Verify {
-        #[arg(long)]
-        service: String,
+        #[command(flatten)]
+        target: ServiceArgs,
+        /// The domain, e.g. `www.shop.example`.
         domain: String,
     },
     /// Remove a custom domain (routing and certificate go with it).
+    #[command(
+        after_help = "Example:\n  stackpad domains remove --service shop/web www.shop.example"
+    )]
     Remove {
-        #[arg(long)]
-        service: String,
+        #[command(flatten)]
+        target: ServiceArgs,
+        /// The domain, e.g. `www.shop.example`.
         domain: String,
     },
 }
@@ -56,59 +70,77 @@ fn line(d: &Value) -> String {
     text
 }
 
-pub async fn run(api: &ApiClient, cmd: Domains, w: &mut impl Write) -> Result<i32, CliError> {
+pub async fn run(
+    ctx: &Context<'_>,
+    cmd: Domains,
+    p: &mut Printer<'_, impl Write>,
+) -> Result<i32, CliError> {
     match cmd {
-        Domains::Add { service, domain } => {
-            let d = api
+        Domains::Add { target, domain } => {
+            let s = ctx.names.service(&target).await?;
+            let d = ctx
+                .api
                 .post(
-                    &format!("/services/{service}/domains"),
+                    &format!("/services/{}/domains", s.service.id),
                     &json!({ "domain": domain }),
                 )
                 .await?;
-            out(
-                w,
-                format!("added {} (pending)", d["domain"].as_str().unwrap_or("")),
-            );
+            p.line(format!(
+                "added {} (pending)",
+                d["domain"].as_str().unwrap_or("")
+            ));
             let records = d["records"].as_array().cloned().unwrap_or_default();
-            out(
-                w,
-                "create this DNS record, then run `stackpad domains verify`:",
-            );
+            p.line("create this DNS record, then run `stackpad domains verify`:");
             if let Some(first) = records.first() {
-                out(w, format!("  {}", record(first)));
+                p.line(format!("  {}", record(first)));
             }
             if records.len() > 1 {
-                out(w, "or, for an apex domain, these:");
+                p.line("or, for an apex domain, these:");
                 for r in &records[1..] {
-                    out(w, format!("  {}", record(r)));
+                    p.line(format!("  {}", record(r)));
                 }
             }
+            p.object(&d);
         }
-        Domains::List { service } => {
-            let list: Value = api.get(&format!("/services/{service}/domains")).await?;
-            for d in list["items"].as_array().into_iter().flatten() {
-                out(w, line(d));
+        Domains::List { target } => {
+            let s = ctx.names.service(&target).await?;
+            let list: Value = ctx
+                .api
+                .get(&format!("/services/{}/domains", s.service.id))
+                .await?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            for d in &items {
+                p.line(line(d));
             }
+            p.object(&json!(items));
         }
-        Domains::Verify { service, domain } => {
-            let path = format!("/services/{service}/domains/{domain}/verify");
-            match api.post(&path, &json!({})).await {
-                Ok(d) => out(w, line(&d)),
+        Domains::Verify { target, domain } => {
+            let s = ctx.names.service(&target).await?;
+            let path = format!("/services/{}/domains/{domain}/verify", s.service.id);
+            match ctx.api.post(&path, &json!({})).await {
+                Ok(d) => {
+                    p.line(line(&d));
+                    p.object(&d);
+                }
                 Err(CliError::Api {
                     status: 422,
                     message,
                 }) => {
-                    out(w, format!("not verified: {message}"));
-                    return Ok(1);
+                    p.line(format!("not verified: {message}"));
+                    p.object(&json!({ "domain": domain, "verified": false, "message": message }));
+                    return Ok(exit::OTHER);
                 }
                 Err(e) => return Err(e),
             }
         }
-        Domains::Remove { service, domain } => {
-            api.delete(&format!("/services/{service}/domains/{domain}"))
+        Domains::Remove { target, domain } => {
+            let s = ctx.names.service(&target).await?;
+            ctx.api
+                .delete(&format!("/services/{}/domains/{domain}", s.service.id))
                 .await?;
-            out(w, format!("removed {domain}"));
+            p.line(format!("removed {domain}"));
+            p.object(&json!({ "removed": domain }));
         }
     }
-    Ok(0)
+    Ok(exit::OK)
 }

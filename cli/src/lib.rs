@@ -1,49 +1,80 @@
-//! The `stackpad` CLI: subcommands over the REST API. `main` in `src/main.rs` only
-//! parses arguments and calls [`run`].
+//! The `stackpad` CLI: subcommands over the REST API. `main` in `src/main.rs` only parses
+//! arguments, decides colours and interactivity, and calls [`run`]. Names become ids in one
+//! place (`resolve`), with the linked directory (`link`) as the default; results print for
+//! people or, with `--json`, as the API's objects (`output`); each failure class has its exit
+//! code (`error::exit`).
 
 #![forbid(unsafe_code)]
 
 mod client;
+mod commands;
 mod domains;
+pub mod error;
 pub mod files;
+pub mod link;
+pub mod output;
+pub mod resolve;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 pub use client::ApiClient;
+pub use error::{CliError, exit};
+use resolve::{ProjectArgs, ServiceArgs};
 
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("not logged in: run `stackpad login --url URL --token TOKEN` first ({0})")]
-    NotLoggedIn(String),
-    #[error("{0}")]
-    Usage(String),
-    #[error("request failed: {0}")]
-    Http(String),
-    #[error("the API answered {status}: {message}")]
-    Api { status: u16, message: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-}
+const AFTER_HELP: &str = "\
+Names: projects, environments and services are named by name or id: `--service web`,
+`--service shop/web`, `--service shop/staging/web`, or `--project shop --environment staging
+--service web`. In a directory linked with `stackpad link` (or below it) they may be left out.
+
+Output: lines for people; `--json` prints the API's objects (lists as a JSON array) for scripts.
+Colours only on a terminal, never with NO_COLOR set.
+
+Exit codes:
+  0  ok
+  1  anything else (network, the API's own failure, local files)
+  2  usage: a bad command line, no target named, an ambiguous name, not logged in
+  3  the API refused the request (4xx other than 404)
+  4  not found (no such name or id)
+  5  a followed deployment failed (or was cancelled or superseded)
+
+Examples:
+  stackpad login --url https://api.stackpad.example --token sp_...
+  stackpad link --service shop/web
+  stackpad deploy
+  stackpad deployments --json | jq '.[0].state'";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "stackpad",
     version,
-    about = "Deploy and manage apps on Stackpad"
+    about = "Deploy and manage apps on Stackpad",
+    long_about = "Deploy and manage apps on Stackpad: projects, environments, services, \
+                  deployments, domains, logs and tokens through the control plane's REST API.",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
-    /// Where login stores the API URL and token (default ~/.config/stackpad/cli.json).
-    #[arg(long, env = "STACKPAD_CLI_CONFIG", global = true)]
+    /// Where login stores the API URL and token (default ~/.config/stackpad/cli.json), e.g.
+    /// `--config ./ci.json`.
+    #[arg(long, env = "STACKPAD_CLI_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Print the API's objects as JSON (lists as an array) instead of lines for people, e.g.
+    /// `stackpad services list --json`.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Run as if started in this directory (where `.stackpad.json` is looked for), e.g.
+    /// `-C ~/src/shop`.
+    #[arg(short = 'C', long = "dir", global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Colours in human output; set by `main` (a terminal, and `NO_COLOR` unset).
+    #[arg(skip)]
+    pub colour: bool,
+    /// Whether a question may be asked on stdin (a terminal); set by `main`.
+    #[arg(skip)]
+    pub interactive: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -51,103 +82,255 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Store the API URL and a token (checked against the API).
+    #[command(after_help = "Example:\n  stackpad login --url http://127.0.0.1:8080 --token sp_...")]
     Login {
+        /// The control plane's API, e.g. `--url https://api.stackpad.example`.
         #[arg(long)]
         url: String,
+        /// An API token (`stackpad tokens create` mints one), e.g. `--token sp_...`.
         #[arg(long, env = "STACKPAD_TOKEN")]
         token: String,
     },
-    #[command(subcommand)]
+    /// Link this directory to a project (and environment, service): commands run here or
+    /// below need no --project/--service. Without flags: show the current link.
+    #[command(
+        long_about = "Link this directory to a project and, optionally, an environment and a \
+                      service, by writing .stackpad.json here (names and ids, no secret; it may \
+                      be committed). Commands run in this directory or below it use the link \
+                      when no flag names another target. Without flags: show the link in force.",
+        after_help = "Examples:\n  stackpad link --service shop/production/web\n  \
+                      stackpad link --project shop --service web\n  stackpad link --project shop\n  \
+                      stackpad link"
+    )]
+    Link {
+        #[command(flatten)]
+        target: LinkArgs,
+    },
+    /// Remove this directory's link (the nearest .stackpad.json at or above it).
+    #[command(after_help = "Example:\n  stackpad unlink")]
+    Unlink,
+    /// Projects of the organization: list, create, delete.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  stackpad projects list\n  stackpad projects create shop"
+    )]
     Projects(Projects),
-    #[command(subcommand)]
+    /// A project's environments (each deploys its own branch): list, create.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  stackpad environments list --project shop\n  \
+                      stackpad environments create staging --branch develop"
+    )]
+    Environments(Environments),
+    /// Services of a project: list, create, delete.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  stackpad services list --project shop\n  \
+                      stackpad services create --project shop --name web --image nginx:1.27"
+    )]
     Services(Services),
-    /// A web service's custom domains.
-    #[command(subcommand)]
+    /// A web service's custom domains: add, list, verify, remove.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  stackpad domains add --service shop/web www.shop.example\n  \
+                      stackpad domains verify www.shop.example"
+    )]
     Domains(domains::Domains),
     /// A git service's webhook secret.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  stackpad webhook rotate --service shop/web"
+    )]
     Webhook(Webhook),
     /// API tokens of the organization (owner tokens only).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  stackpad tokens create --name ci --role deployer\n  \
+                      stackpad tokens revoke 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6"
+    )]
     Tokens(Tokens),
-    /// Queue a deployment and follow its steps until it ends.
+    /// Queue a deployment and follow its steps until it ends (exit 5 unless it ends ready).
+    #[command(after_help = "Examples:\n  stackpad deploy --service shop/web\n  \
+                      stackpad deploy --image registry.example/shop:v2 --no-wait\n  \
+                      stackpad deploy --ref main")]
     Deploy {
-        #[arg(long)]
-        service: String,
+        #[command(flatten)]
+        target: ServiceArgs,
+        /// Deploy this image instead of the service's, e.g. `--image shop:v2`.
         #[arg(long, conflicts_with_all = ["git_ref", "commit"])]
         image: Option<String>,
+        /// Build this branch or tag of a git service, e.g. `--ref main`.
         #[arg(long = "ref")]
         git_ref: Option<String>,
+        /// Build this exact commit of a git service, e.g. `--commit 3f2a9c1...`.
         #[arg(long)]
         commit: Option<String>,
-        /// Return once queued.
+        /// Return once queued instead of following the steps.
         #[arg(long)]
         no_wait: bool,
     },
     /// List a service's deployments, newest first.
+    #[command(
+        after_help = "Examples:\n  stackpad deployments --service shop/web\n  stackpad deployments --json"
+    )]
     Deployments {
-        #[arg(long)]
-        service: String,
+        #[command(flatten)]
+        target: ServiceArgs,
     },
     /// Deploy again what an earlier ready deployment ran, and follow it.
+    #[command(after_help = "Example:\n  stackpad rollback 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6")]
     Rollback {
+        /// The id of the earlier deployment (`stackpad deployments` lists them).
         deployment: String,
+        /// Return once queued instead of following the steps.
         #[arg(long)]
         no_wait: bool,
     },
     /// A service's latest log lines (or, with --access, requests), oldest first.
+    #[command(
+        after_help = "Examples:\n  stackpad logs --service shop/web --grep error\n  \
+                      stackpad logs --access --status 5xx --min-duration-ms 500"
+    )]
     Logs {
-        #[arg(long)]
-        service: String,
-        /// Only lines (with --access: paths) containing this text (case-insensitive).
+        #[command(flatten)]
+        target: ServiceArgs,
+        /// Only lines (with --access: paths) containing this text (case-insensitive), e.g.
+        /// `--grep timeout`.
         #[arg(long)]
         grep: Option<String>,
-        /// How many lines (1..=1000).
+        /// How many lines (1..=1000), e.g. `--limit 20`.
         #[arg(long, default_value_t = 100)]
         limit: u32,
         /// The proxy's access log instead of the containers' output.
         #[arg(long)]
         access: bool,
-        /// With --access: `5xx`, `404`, `500-599` or a comma-separated list.
+        /// With --access: `5xx`, `404`, `500-599` or a comma-separated list, e.g. `--status 5xx`.
         #[arg(long, requires = "access")]
         status: Option<String>,
-        /// With --access: only requests that took at least this long.
+        /// With --access: only requests that took at least this long, e.g. `--min-duration-ms 500`.
         #[arg(long, requires = "access")]
         min_duration_ms: Option<u64>,
     },
 }
 
+/// What `stackpad link` links to.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LinkArgs {
+    /// The project, by name or id, e.g. `--project shop`.
+    #[arg(long, value_name = "PROJECT")]
+    pub project: Option<String>,
+    /// The environment, by name or id (default with --service: the service's), e.g.
+    /// `--environment staging`.
+    #[arg(long, value_name = "ENVIRONMENT")]
+    pub environment: Option<String>,
+    /// The service: `web`, `shop/web`, `shop/production/web` or its id, e.g.
+    /// `--service shop/web`.
+    #[arg(long, value_name = "SERVICE")]
+    pub service: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Projects {
+    /// The organization's projects.
+    #[command(after_help = "Example:\n  stackpad projects list --json")]
     List,
-    Create { name: String },
+    /// Create a project (with a production environment deploying `main`).
+    #[command(after_help = "Example:\n  stackpad projects create shop")]
+    Create {
+        /// Lower-case letters, digits and '-', starting with a letter, e.g. `shop`.
+        name: String,
+    },
+    /// Delete a project: its services first (containers stopped, routes removed), then the
+    /// project with its environments. Asks to type the name unless --yes.
+    #[command(
+        after_help = "Examples:\n  stackpad projects delete shop\n  stackpad projects delete shop --yes"
+    )]
+    Delete {
+        /// The project, by name or id, e.g. `shop`.
+        project: String,
+        /// Do not ask (for scripts; without a terminal --yes is required).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Environments {
+    /// The project's environments.
+    #[command(after_help = "Example:\n  stackpad environments list --project shop")]
+    List {
+        /// The project, by name or id (default: the linked directory's), e.g. `--project shop`.
+        #[arg(long, value_name = "PROJECT")]
+        project: Option<String>,
+    },
+    /// Create an environment that deploys a branch.
+    #[command(
+        after_help = "Example:\n  stackpad environments create staging --branch develop --project shop"
+    )]
+    Create {
+        /// Lower-case letters, digits and '-', starting with a letter, e.g. `staging`.
+        name: String,
+        /// The git branch it deploys, e.g. `--branch develop`.
+        #[arg(long)]
+        branch: String,
+        /// The project, by name or id (default: the linked directory's), e.g. `--project shop`.
+        #[arg(long, value_name = "PROJECT")]
+        project: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Services {
+    /// A project's services (of one environment with --environment or a linked one).
+    #[command(after_help = "Examples:\n  stackpad services list --project shop\n  \
+                            stackpad services list --project shop --environment staging --json")]
     List {
-        #[arg(long)]
-        project: String,
+        #[command(flatten)]
+        target: ProjectArgs,
     },
+    /// Create a service from an image or a git repository.
+    #[command(
+        after_help = "Examples:\n  stackpad services create --project shop --name web --image nginx:1.27 --port 80\n  \
+                            stackpad services create --name api --git https://github.com/acme/api --env MODE=prod"
+    )]
     Create {
-        #[arg(long)]
-        project: String,
+        #[command(flatten)]
+        target: ProjectArgs,
+        /// The service's name, e.g. `--name web`.
         #[arg(long)]
         name: String,
+        /// The image to run, e.g. `--image nginx:1.27`.
         #[arg(long, conflicts_with = "git")]
         image: Option<String>,
+        /// A git repository to build, e.g. `--git https://github.com/acme/shop`.
         #[arg(long)]
         git: Option<String>,
+        /// The port the app listens on (default 8080), e.g. `--port 3000`.
         #[arg(long)]
         port: Option<u32>,
-        /// HTTP health check path, e.g. /healthz.
+        /// HTTP health check path, e.g. `--health-path /healthz`.
         #[arg(long)]
         health_path: Option<String>,
-        /// NAME=VALUE, repeatable.
+        /// NAME=VALUE, repeatable, e.g. `--env MODE=prod --env LOG=info`.
         #[arg(long = "env")]
         env: Vec<String>,
+        /// The secret GitHub signs webhooks with (default: a generated one), e.g.
+        /// `--webhook-secret "$SECRET"`.
         #[arg(long)]
         webhook_secret: Option<String>,
+    },
+    /// Delete a service: its containers stop, its routes and domains go. Asks to type its
+    /// name unless --yes.
+    #[command(
+        after_help = "Examples:\n  stackpad services delete --service shop/web\n  \
+                            stackpad services delete --yes   # the linked service"
+    )]
+    Delete {
+        #[command(flatten)]
+        target: ServiceArgs,
+        /// Do not ask (for scripts; without a terminal --yes is required).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -155,10 +338,12 @@ pub enum Services {
 pub enum Webhook {
     /// Replace the secret GitHub signs with (the old one stops working at once); prints the new
     /// one, which is not shown again.
+    #[command(after_help = "Example:\n  stackpad webhook rotate --service shop/web")]
     Rotate {
-        #[arg(long)]
-        service: String,
-        /// Use this secret (32 to 256 characters) instead of a generated one.
+        #[command(flatten)]
+        target: ServiceArgs,
+        /// Use this secret (32 to 256 characters) instead of a generated one, e.g.
+        /// `--secret "$(openssl rand -hex 32)"`.
         #[arg(long)]
         secret: Option<String>,
     },
@@ -167,18 +352,30 @@ pub enum Webhook {
 #[derive(Debug, Subcommand)]
 pub enum Tokens {
     /// Mint a token; prints its secret, which is not shown again.
+    #[command(
+        after_help = "Example:\n  stackpad tokens create --name ci --role deployer --expires-at 2027-01-01T00:00:00Z"
+    )]
     Create {
+        /// What the token is for, e.g. `--name ci`.
         #[arg(long)]
         name: String,
-        /// owner, deployer or read_only (default: this token's role; never more).
+        /// owner, deployer or read_only (default: this token's role; never more), e.g.
+        /// `--role deployer`.
         #[arg(long)]
         role: Option<String>,
-        /// RFC 3339 time after which the token stops working (at most 366 days ahead).
+        /// RFC 3339 time after which the token stops working (at most 366 days ahead), e.g.
+        /// `--expires-at 2027-01-01T00:00:00Z`.
         #[arg(long)]
         expires_at: Option<String>,
     },
     /// Revoke a token by id.
-    Revoke { id: String },
+    #[command(
+        after_help = "Example:\n  stackpad tokens revoke 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6"
+    )]
+    Revoke {
+        /// The token's id (shown when it was created).
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,352 +400,77 @@ fn load_login(path: &PathBuf) -> Result<Login, CliError> {
         .map_err(|e| CliError::NotLoggedIn(format!("{}: {e}", path.display())))
 }
 
-fn out(w: &mut impl Write, line: impl AsRef<str>) {
-    let _ = writeln!(w, "{}", line.as_ref());
+/// The directory commands run in: `-C DIR`, else the current one.
+fn work_dir(cli: &Cli) -> Result<PathBuf, CliError> {
+    match &cli.dir {
+        Some(d) => Ok(d.clone()),
+        None => std::env::current_dir().map_err(|source| CliError::Io {
+            path: ".".into(),
+            source,
+        }),
+    }
 }
 
-/// Runs a command; returns the process exit code (1 when a followed deployment failed).
+/// Runs a command; returns the process exit code (`exit::DEPLOYMENT_FAILED` when a followed
+/// deployment did not end ready). An error's code is [`CliError::exit_code`].
 pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
     let path = config_path(&cli)?;
+    let dir = work_dir(&cli)?;
+    let mut p = output::Printer::new(w, cli.json, cli.colour);
     if let Command::Login { url, token } = &cli.command {
-        let api = ApiClient::new(url, token);
-        let org: Value = api.get("/organization").await?;
-        let login = Login {
-            url: url.clone(),
-            token: token.clone(),
-        };
-        // The token is a secret: 0600, written atomically (an older 0644 file is replaced).
-        let text = serde_json::to_string_pretty(&login).expect("login serializes");
-        files::write_private(&path, text.as_bytes()).map_err(|source| CliError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        out(
-            w,
-            format!(
-                "logged in to {url} as organization {}",
-                org["name"].as_str().unwrap_or("?")
-            ),
-        );
-        return Ok(0);
+        return commands::login(&path, url, token, &mut p).await;
+    }
+    if let Command::Unlink = &cli.command {
+        return commands::unlink(&dir, &mut p);
     }
     let login = load_login(&path)?;
     let api = ApiClient::new(&login.url, &login.token);
+    let linked = link::load(&dir)?;
+    let names = resolve::Resolver::new(&api, linked.as_ref().map(|(_, l)| l.clone()));
+    let ctx = commands::Context {
+        api: &api,
+        names: &names,
+        interactive: cli.interactive,
+    };
     match cli.command {
-        Command::Login { .. } => unreachable!("handled above"),
-        Command::Domains(cmd) => return domains::run(&api, cmd, w).await,
-        Command::Projects(Projects::List) => {
-            let page: Value = api.get("/projects?limit=200").await?;
-            for p in page["items"].as_array().into_iter().flatten() {
-                out(
-                    w,
-                    format!(
-                        "{}  {}",
-                        p["id"].as_str().unwrap_or(""),
-                        p["name"].as_str().unwrap_or("")
-                    ),
-                );
-            }
+        Command::Login { .. } | Command::Unlink => unreachable!("handled above"),
+        Command::Link { target } => commands::link(&ctx, &dir, linked, target, &mut p).await,
+        Command::Domains(cmd) => domains::run(&ctx, cmd, &mut p).await,
+        Command::Projects(cmd) => commands::projects(&ctx, cmd, &mut p).await,
+        Command::Environments(cmd) => commands::environments(&ctx, cmd, &mut p).await,
+        Command::Services(cmd) => commands::services(&ctx, cmd, &mut p).await,
+        Command::Webhook(Webhook::Rotate { target, secret }) => {
+            commands::webhook_rotate(&ctx, target, secret, &mut p).await
         }
-        Command::Projects(Projects::Create { name }) => {
-            let p = api.post("/projects", &json!({ "name": name })).await?;
-            out(
-                w,
-                format!(
-                    "created project {} ({})",
-                    name,
-                    p["id"].as_str().unwrap_or("")
-                ),
-            );
-        }
-        Command::Services(Services::List { project }) => {
-            let page: Value = api
-                .get(&format!("/projects/{project}/services?limit=200"))
-                .await?;
-            for s in page["items"].as_array().into_iter().flatten() {
-                out(
-                    w,
-                    format!(
-                        "{}  {}  {}",
-                        s["id"].as_str().unwrap_or(""),
-                        s["name"].as_str().unwrap_or(""),
-                        s["image"].as_str().or(s["git_url"].as_str()).unwrap_or("")
-                    ),
-                );
-            }
-        }
-        Command::Services(Services::Create {
-            project,
-            name,
-            image,
-            git,
-            port,
-            health_path,
-            env,
-            webhook_secret,
-        }) => {
-            let mut env_map = serde_json::Map::new();
-            for kv in env {
-                let (k, v) = kv
-                    .split_once('=')
-                    .ok_or_else(|| CliError::Usage(format!("--env {kv:?}: expected NAME=VALUE")))?;
-                env_map.insert(k.to_owned(), json!(v));
-            }
-            let mut body = json!({ "name": name, "env": env_map });
-            if let Some(i) = image {
-                body["image"] = json!(i);
-            }
-            if let Some(g) = git {
-                body["git"] = json!({ "url": g });
-            }
-            if let Some(p) = port {
-                body["port"] = json!(p);
-            }
-            if let Some(h) = health_path {
-                body["health_check"] = json!({ "path": h });
-            }
-            if let Some(s) = webhook_secret {
-                body["webhook_secret"] = json!(s);
-            }
-            let s = api
-                .post(&format!("/projects/{project}/services"), &body)
-                .await?;
-            out(
-                w,
-                format!(
-                    "created service {name} ({})",
-                    s["id"].as_str().unwrap_or("")
-                ),
-            );
-            for h in s["hosts"].as_array().into_iter().flatten() {
-                out(w, format!("  https://{}", h.as_str().unwrap_or("")));
-            }
-            if let Some(secret) = s["webhook_secret"].as_str() {
-                out(
-                    w,
-                    format!(
-                        "  webhook: POST /webhooks/github/{} signed with secret {secret} \
-                         (shown once; `stackpad webhook rotate` makes a new one)",
-                        s["id"].as_str().unwrap_or("")
-                    ),
-                );
-            }
-        }
-        Command::Webhook(Webhook::Rotate { service, secret }) => {
-            let body = match secret {
-                Some(s) => json!({ "secret": s }),
-                None => json!({}),
-            };
-            let v = api
-                .patch(&format!("/services/{service}/webhook"), &body)
-                .await?;
-            out(
-                w,
-                format!(
-                    "webhook secret of service {service} rotated: {}",
-                    v["webhook_secret"].as_str().unwrap_or("")
-                ),
-            );
-            out(
-                w,
-                "  shown once: set it in the repository's webhook settings now",
-            );
-        }
-        Command::Tokens(Tokens::Create {
-            name,
-            role,
-            expires_at,
-        }) => {
-            let mut body = json!({ "name": name });
-            if let Some(r) = role {
-                body["role"] = json!(r);
-            }
-            if let Some(t) = expires_at {
-                body["expires_at"] = json!(t);
-            }
-            let v = api.post("/tokens", &body).await?;
-            out(
-                w,
-                format!(
-                    "token {} ({}, role {}, expires {}): {}",
-                    name,
-                    v["token"]["id"].as_str().unwrap_or(""),
-                    v["token"]["role"].as_str().unwrap_or(""),
-                    v["token"]["expires_at"].as_str().unwrap_or("never"),
-                    v["secret"].as_str().unwrap_or("")
-                ),
-            );
-        }
-        Command::Tokens(Tokens::Revoke { id }) => {
-            api.delete(&format!("/tokens/{id}")).await?;
-            out(w, format!("token {id} revoked"));
-        }
+        Command::Tokens(cmd) => commands::tokens(&ctx, cmd, &mut p).await,
         Command::Deploy {
-            service,
+            target,
             image,
             git_ref,
             commit,
             no_wait,
-        } => {
-            let mut body = json!({});
-            if let Some(i) = image {
-                body["image"] = json!(i);
-            }
-            if let Some(r) = git_ref {
-                body["git_ref"] = json!(r);
-            }
-            if let Some(c) = commit {
-                body["git_commit"] = json!(c);
-            }
-            let d = api
-                .post(&format!("/services/{service}/deployments"), &body)
-                .await?;
-            let id = d["id"].as_str().unwrap_or("").to_owned();
-            out(w, format!("deployment {id} queued"));
-            if !no_wait {
-                return follow(&api, &id, w).await;
-            }
-        }
-        Command::Deployments { service } => {
-            let page: Value = api
-                .get(&format!("/services/{service}/deployments?limit=50"))
-                .await?;
-            for d in page["items"].as_array().into_iter().flatten() {
-                out(
-                    w,
-                    format!(
-                        "{}  {:<10}  {}  {}",
-                        d["id"].as_str().unwrap_or(""),
-                        d["state"].as_str().unwrap_or(""),
-                        d["created_at"].as_str().unwrap_or(""),
-                        d["failure_reason"].as_str().unwrap_or("")
-                    ),
-                );
-            }
-        }
+        } => commands::deploy(&ctx, target, image, git_ref, commit, no_wait, &mut p).await,
+        Command::Deployments { target } => commands::deployments(&ctx, target, &mut p).await,
         Command::Rollback {
             deployment,
             no_wait,
-        } => {
-            let d = api
-                .post(&format!("/deployments/{deployment}/rollback"), &json!({}))
-                .await?;
-            let id = d["id"].as_str().unwrap_or("").to_owned();
-            out(w, format!("rollback deployment {id} queued"));
-            if !no_wait {
-                return follow(&api, &id, w).await;
-            }
-        }
+        } => commands::rollback(&ctx, &deployment, no_wait, &mut p).await,
         Command::Logs {
-            service,
+            target,
             grep,
             limit,
             access,
             status,
             min_duration_ms,
         } => {
-            let resource = if access { "access-logs" } else { "logs" };
-            let mut path = format!("/services/{service}/{resource}?limit={limit}");
-            if let Some(text) = grep {
-                path.push_str(&format!("&q={}", query_encode(&text)));
-            }
-            if let Some(status) = status {
-                path.push_str(&format!("&status={}", query_encode(&status)));
-            }
-            if let Some(ms) = min_duration_ms {
-                path.push_str(&format!("&min_duration_ms={ms}"));
-            }
-            let page: Value = api.get(&path).await?;
-            if access {
-                let requests = page["requests"].as_array().cloned().unwrap_or_default();
-                for r in requests.iter().rev() {
-                    out(w, access_line(r));
-                }
-                return Ok(0);
-            }
-            let lines = page["lines"].as_array().cloned().unwrap_or_default();
-            for l in lines.iter().rev() {
-                out(
-                    w,
-                    format!(
-                        "{} {}",
-                        l["stream"].as_str().unwrap_or(""),
-                        l["line"].as_str().unwrap_or("")
-                    ),
-                );
-            }
-        }
-    }
-    Ok(0)
-}
-
-/// Percent-encodes a query parameter's value.
-fn query_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// `<time> <status> <method> <host><path> <ms>ms <bytes>B`, one request per line.
-fn access_line(r: &Value) -> String {
-    let ts = r["timestamp_ns"].as_i64().unwrap_or(0);
-    let time = chrono::DateTime::from_timestamp_nanos(ts)
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    format!(
-        "{time} {} {} {}{} {:.1}ms {}B",
-        r["status"].as_u64().unwrap_or(0),
-        r["method"].as_str().unwrap_or(""),
-        r["host"].as_str().unwrap_or(""),
-        r["path"].as_str().unwrap_or(""),
-        r["duration_ms"].as_f64().unwrap_or(0.0),
-        r["response_bytes"].as_u64().unwrap_or(0),
-    )
-}
-
-/// Prints each new step of the timeline until the deployment ends; exit code 1 unless ready.
-async fn follow(api: &ApiClient, id: &str, w: &mut impl Write) -> Result<i32, CliError> {
-    let mut shown = 0;
-    loop {
-        let d: Value = api.get(&format!("/deployments/{id}")).await?;
-        let timeline = d["timeline"].as_array().cloned().unwrap_or_default();
-        for step in timeline.iter().skip(shown) {
-            let detail = step["detail"].as_str().unwrap_or("");
-            out(
-                w,
-                format!(
-                    "  {}  {}{}",
-                    step["at"].as_str().unwrap_or(""),
-                    step["phase"].as_str().unwrap_or(""),
-                    if detail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {detail}")
-                    }
-                ),
-            );
-        }
-        shown = shown.max(timeline.len());
-        match d["state"].as_str() {
-            Some("ready") => {
-                out(w, format!("deployment {id} is ready"));
-                return Ok(0);
-            }
-            Some(state @ ("failed" | "cancelled" | "superseded")) => {
-                out(
-                    w,
-                    format!(
-                        "deployment {id} {state}: {}",
-                        d["failure_reason"].as_str().unwrap_or("")
-                    ),
-                );
-                return Ok(1);
-            }
-            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+            let query = commands::LogQuery {
+                grep,
+                limit,
+                access,
+                status,
+                min_duration_ms,
+            };
+            commands::logs(&ctx, target, query, &mut p).await
         }
     }
 }

@@ -90,7 +90,7 @@ async fn login_create_deploy_list_and_rollback() -> anyhow::Result<()> {
         &["deploy", "--service", &service, "--image", "shop:unhealthy"],
     )
     .await;
-    assert_eq!(code, 1, "a failed deployment exits 1: {out}");
+    assert_eq!(code, 5, "a failed deployment exits 5: {out}");
     assert!(out.contains("failed") && out.contains("boom"), "{out}");
 
     let (_, out) = stackpad(&config, &["deployments", "--service", &service]).await;
