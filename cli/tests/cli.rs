@@ -1,12 +1,22 @@
 //! The `stackpad` CLI against a real control plane on 127.0.0.1:0 (pipeline behind recording
-//! fakes of the daemons).
+//! fakes of the daemons): deploys and rollbacks; custom domains added, verified through
+//! pebble-challtestsrv's DNS and removed; access logs searched in a ClickHouse database of the
+//! test's own.
 
 #[path = "../../control/tests/common/mod.rs"]
 mod common;
 
+use std::time::Duration;
+
 use clap::Parser;
 use cli::{Cli, run};
-use common::{Harness, fake_clients, fakes::Fakes};
+use common::fakes::{Call, Fakes};
+use common::log_rows::{requests, write_access_logs};
+use common::{Harness, fake_clients};
+use serde_json::json;
+use stackpad_tests::acme::{ChallTestSrv, CnameGuard};
+use stackpad_tests::db::ClickHouseDb;
+use stackpad_tests::unique_name;
 
 async fn stackpad(config: &std::path::Path, args: &[&str]) -> (i32, String) {
     let mut argv = vec!["stackpad", "--config", config.to_str().unwrap()];
@@ -104,6 +114,162 @@ async fn login_create_deploy_list_and_rollback() -> anyhow::Result<()> {
     let (code, out) = stackpad(&config, &["logs", "--service", &service]).await;
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("log search is not configured"), "{out}");
+    h.stop().await;
+    Ok(())
+}
+
+fn routes(fakes: &Fakes) -> Vec<(Vec<String>, Vec<String>)> {
+    fakes
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Route {
+                hosts,
+                certificate_hosts,
+            } => Some((hosts, certificate_hosts)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_verified_domain_joins_the_route_and_leaves_it_when_removed_through_the_cli()
+-> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let h = Harness::start_for_domains(fake_clients(&fakes)).await?;
+    h.register_node("n1", "compute", "http://127.0.0.1:9").await;
+    let (_, token) = h.org("org-routes").await;
+    let (_, service) = h
+        .service(&token, json!({ "name": "web", "image": "i:1" }))
+        .await;
+    let d = h.deploy(&token, &service, json!({})).await;
+    let done = h.wait_terminal(&token, &d, Duration::from_secs(20)).await;
+    assert_eq!(done["state"], "ready", "{done}");
+    let (_, s) = h
+        .call("GET", &format!("/services/{service}"), &token, None)
+        .await;
+    let platform_host = s["hosts"][0].as_str().unwrap().to_owned();
+    assert_eq!(
+        routes(&fakes).last().unwrap(),
+        &(vec![platform_host.clone()], vec![platform_host.clone()])
+    );
+
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("cli.json");
+    let (code, out) = stackpad(&config, &["login", "--url", &h.url, "--token", &token]).await;
+    assert_eq!(code, 0, "{out}");
+    let domain = format!("{}.example.org", unique_name("www"));
+    let _cleanup = CnameGuard {
+        host: domain.clone(),
+    };
+    let (code, out) = stackpad(&config, &["domains", "add", "--service", &service, &domain]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("{domain}  CNAME  {platform_host}")),
+        "{out}"
+    );
+    let (code, out) = stackpad(
+        &config,
+        &["domains", "verify", "--service", &service, &domain],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("not verified")
+            && out.contains(&format!("expected `{domain} CNAME {platform_host}`")),
+        "{out}"
+    );
+    let before = routes(&fakes).len();
+
+    ChallTestSrv::default()
+        .set_cname(&domain, &platform_host)
+        .await?;
+    let (code, out) = stackpad(
+        &config,
+        &["domains", "verify", "--service", &service, &domain],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified"), "{out}");
+    let both = vec![platform_host.clone(), domain.clone()];
+    let after = routes(&fakes);
+    assert_eq!(after.len(), before + 1, "one route push on verification");
+    assert_eq!(after.last().unwrap(), &(both.clone(), both.clone()));
+    let (_, out) = stackpad(&config, &["domains", "list", "--service", &service]).await;
+    assert!(out.contains(&domain) && out.contains("verified"), "{out}");
+
+    // The next deployment's switch keeps it.
+    let d = h.deploy(&token, &service, json!({})).await;
+    let done = h.wait_terminal(&token, &d, Duration::from_secs(20)).await;
+    assert_eq!(done["state"], "ready", "{done}");
+    assert_eq!(routes(&fakes).last().unwrap(), &(both.clone(), both));
+
+    let (code, out) = stackpad(
+        &config,
+        &["domains", "remove", "--service", &service, &domain],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        routes(&fakes).last().unwrap(),
+        &(vec![platform_host.clone()], vec![platform_host.clone()])
+    );
+    assert_eq!(
+        fakes.calls().last().unwrap(),
+        &Call::Disallow {
+            domain: domain.clone()
+        }
+    );
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn logs_access_filters_and_prints_one_request_per_line_oldest_first() -> anyhow::Result<()> {
+    let log_db = ClickHouseDb::create("cli_access").await?;
+    let db = common::database().await?;
+    let mut config = common::config(&db);
+    config.clickhouse_url = log_db.url().to_owned();
+    config.clickhouse_database = log_db.name().to_owned();
+    config.log_retention_interval_ms = 0;
+    let h = Harness::start_with(db, &config, fake_clients(&Fakes::new())).await?;
+    let (org, token) = h.org("access-a").await;
+    let (_, service) = h
+        .service(&token, json!({ "name": "web", "image": "x:1" }))
+        .await;
+    write_access_logs(&log_db, &requests(&org, &service)).await?;
+
+    // `stackpad logs --access` with filters, oldest first, one request per line.
+    let dir = tempfile::tempdir()?;
+    let cli_config = dir.path().join("cli.json");
+    let (code, out) = stackpad(&cli_config, &["login", "--url", &h.url, "--token", &token]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = stackpad(
+        &cli_config,
+        &[
+            "logs",
+            "--access",
+            "--service",
+            &service,
+            "--status",
+            "5xx",
+            "--min-duration-ms",
+            "400",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[0].ends_with(" 500 GET web.example.test/api/items/42 420.0ms 100B"),
+        "{out}"
+    );
+    // 42, 43, 47, 48: 5xx (i % 5 in {2, 3}) and at least 400 ms (i >= 40).
+    assert!(
+        lines[3].ends_with(" 503 GET web.example.test/api/items/48 480.0ms 100B"),
+        "{out}"
+    );
     h.stop().await;
     Ok(())
 }

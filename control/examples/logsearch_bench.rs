@@ -2,7 +2,7 @@
 //! (default 10M), p50/p99 over `RUNS` (default 50) queries per term.
 //!
 //! The rows are made in ClickHouse itself (`INSERT ... SELECT FROM numbers()`), in the schema
-//! the node's shipper creates (`runtime::logship::ensure_schema`): one organization, 10
+//! of the log store's contract (`logstore::container_logs::ensure_schema`): one organization, 10
 //! services, 10 ms apart, realistic access-log-like text. The query is the one the API runs
 //! (`LogSearch::search`: organization + service + case-insensitive text, newest first, one row
 //! per line id, 100 lines). Terms: a rare one (a single request id: the whole service is
@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let server = clickhouse::Client::default()
         .with_url(&url)
         .with_validation(false);
-    runtime::logship::ensure_schema(&server, &database)
+    logstore::container_logs::ensure_schema(&server, &database)
         .await
         .context("ClickHouse (scripts/services up)")?;
     let have: u64 = server

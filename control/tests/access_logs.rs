@@ -1,48 +1,21 @@
-//! Access log search and log retention over the real ClickHouse: rows written by the proxy's
-//! real access log writer are filtered by status and latency, paged newest first, and another
-//! organization can read none of them; the retention job drops an expired partition of both
-//! log tables and keeps the others.
+//! Access log search and log retention over the real ClickHouse: rows written as the proxy
+//! writes them (the `logstore` contract's `access_logs` table) are filtered by status and
+//! latency, paged newest first, and another organization can read none of them; the retention
+//! job drops an expired partition of both log tables and keeps the others.
 
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
+use common::log_rows::{
+    NS_PER_DAY, T0, access_row, log_row, requests, write_access_logs, write_container_logs,
+};
 use common::{Harness, fake_clients, fakes::Fakes};
-use proxy::access_log::{AccessEntry, AccessLog, AccessLogSettings, AccessLogStats, AccessRow};
+use logstore::access_logs::AccessRow;
+use logstore::container_logs::{LogRow, STREAM_STDOUT};
+use logstore::{access_logs, container_logs};
 use serde_json::{Value, json};
-
-fn clickhouse_url() -> String {
-    std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
-
-fn clickhouse() -> clickhouse::Client {
-    clickhouse::Client::default()
-        .with_url(clickhouse_url())
-        .with_validation(false)
-}
-
-/// The test's own ClickHouse database, dropped at the end.
-struct LogDb(String);
-
-impl Drop for LogDb {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {}", self.0);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(clickhouse().query(&sql).execute())?;
-            anyhow::Ok(())
-        })
-        .join();
-    }
-}
-
-const T0: i64 = 1_790_000_000_000_000_000;
-const STATUSES: [u16; 5] = [200, 404, 500, 503, 201];
+use stackpad_tests::db::ClickHouseDb;
 
 async fn search(h: &Harness, token: &str, query: &str) -> (u16, Value) {
     h.call("GET", query, token, None).await
@@ -57,11 +30,11 @@ fn statuses(page: &Value) -> Vec<u64> {
 
 #[tokio::test]
 async fn access_logs_are_filtered_paged_and_scoped_to_the_organization() -> anyhow::Result<()> {
-    let log_db = LogDb(stackpad_tests::unique_ident("access_api"));
+    let log_db = ClickHouseDb::create("access_api").await?;
     let db = common::database().await?;
     let mut config = common::config(&db);
-    config.clickhouse_url = clickhouse_url();
-    config.clickhouse_database = log_db.0.clone();
+    config.clickhouse_url = log_db.url().to_owned();
+    config.clickhouse_database = log_db.name().to_owned();
     config.log_retention_interval_ms = 0;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let fakes = Fakes::new();
@@ -81,67 +54,23 @@ async fn access_logs_are_filtered_paged_and_scoped_to_the_organization() -> anyh
         .service(&token_b, json!({ "name": "web", "image": "x:1" }))
         .await;
 
-    // The proxy's writer: 50 requests of A's service, 5 of B's, and one row that names A's
-    // service but B's organization (what a misconfigured route would write): A must not see it.
-    let stats = Arc::new(AccessLogStats::default());
-    let writer = AccessLog::start(
-        AccessLogSettings {
-            clickhouse_url: clickhouse_url(),
-            database: log_db.0.clone(),
-            batch_max_delay_ms: 50,
-            ..AccessLogSettings::default()
-        },
-        Arc::clone(&stats),
-        &tokio::runtime::Handle::current(),
-    );
-    let paths: Vec<String> = (0..50)
-        .map(|i| {
-            if i % 2 == 0 {
-                format!("/api/items/{i}")
-            } else {
-                format!("/static/{i}.css")
-            }
-        })
-        .collect();
-    for (i, path) in paths.iter().enumerate() {
-        writer.record(AccessEntry {
-            ts_ns: T0 + i as i64 * 1_000_000,
-            organization_id: &org_a,
-            service_id: &service_a,
-            deployment_id: "d1",
-            method: "GET",
-            host: "web.example.test",
-            path_and_query: path,
-            status: STATUSES[i % 5],
-            // 0, 10, .., 490 ms
-            duration_us: i as u64 * 10_000,
-            response_bytes: 100,
-            upstream: "10.200.0.2:3000".into(),
-            client_ip: "203.0.113.9".into(),
-            ..AccessEntry::default()
-        });
-    }
+    // 50 requests of A's service, 5 of B's, and one row that names A's service but B's
+    // organization (what a misconfigured route would write): A must not see it.
+    let mut rows = requests(&org_a, &service_a);
     for (i, (org, service)) in [(&org_b, &service_b); 5]
         .into_iter()
         .chain([(&org_b, &service_a)])
         .enumerate()
     {
-        writer.record(AccessEntry {
-            ts_ns: T0 + 100_000_000 + i as i64,
-            organization_id: org,
-            service_id: service,
-            method: "POST",
-            path_and_query: "/b-only",
+        rows.push(AccessRow {
+            method: "POST".into(),
+            path: "/b-only".into(),
             status: 500,
             duration_us: 900_000,
-            ..AccessEntry::default()
+            ..access_row(T0 + 100_000_000 + i as i64, 100 + i as u64, org, service)
         });
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stats.rows_sent.load(Ordering::Relaxed) < 56 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(stats.rows_sent.load(Ordering::Relaxed), 56);
+    write_access_logs(&log_db, &rows).await?;
 
     let path = format!("/services/{service_a}/access-logs");
     let (status, all) = search(&h, &token_a, &format!("{path}?limit=1000")).await;
@@ -250,124 +179,55 @@ async fn access_logs_are_filtered_paged_and_scoped_to_the_organization() -> anyh
         assert!(body.to_string().contains(name), "{query}: {body}");
     }
 
-    // The CLI: `stackpad logs --access` with filters, oldest first, one request per line.
-    let dir = tempfile::tempdir()?;
-    let cli_config = dir.path().join("cli.json");
-    let (code, out) = stackpad(
-        &cli_config,
-        &["login", "--url", &h.url, "--token", &token_a],
-    )
-    .await;
-    assert_eq!(code, 0, "{out}");
-    let (code, out) = stackpad(
-        &cli_config,
-        &[
-            "logs",
-            "--access",
-            "--service",
-            &service_a,
-            "--status",
-            "5xx",
-            "--min-duration-ms",
-            "400",
-        ],
-    )
-    .await;
-    assert_eq!(code, 0, "{out}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 4, "{out}");
-    assert!(
-        lines[0].ends_with(" 500 GET web.example.test/api/items/42 420.0ms 100B"),
-        "{out}"
-    );
-    // 42, 43, 47, 48: 5xx (i % 5 in {2, 3}) and at least 400 ms (i >= 40).
-    assert!(
-        lines[3].ends_with(" 503 GET web.example.test/api/items/48 480.0ms 100B"),
-        "{out}"
-    );
     Ok(())
-}
-
-async fn stackpad(config: &std::path::Path, args: &[&str]) -> (i32, String) {
-    use clap::Parser;
-    let mut argv = vec!["stackpad", "--config", config.to_str().unwrap()];
-    argv.extend_from_slice(args);
-    let cli = cli::Cli::try_parse_from(argv).expect("arguments parse");
-    let mut out = Vec::new();
-    let code = match cli::run(cli, &mut out).await {
-        Ok(code) => code,
-        Err(e) => {
-            out.extend_from_slice(format!("error: {e}").as_bytes());
-            2
-        }
-    };
-    (code, String::from_utf8(out).unwrap())
 }
 
 #[tokio::test]
 async fn the_retention_job_drops_expired_partitions_of_both_log_tables() -> anyhow::Result<()> {
-    let log_db = LogDb(stackpad_tests::unique_ident("retention"));
-    let ch = clickhouse();
-    runtime::logship::ensure_schema(&ch, &log_db.0).await?;
-    proxy::access_log::ensure_schema(&ch, &log_db.0).await?;
+    let log_db = ClickHouseDb::create("retention").await?;
+    let ch = log_db.client();
     let today = control::logretention::today();
     // (days ago, retention days): only the first has outlived its retention.
     let partitions: [(u16, u16); 3] = [(20, 14), (5, 14), (20, 30)];
-
-    let mut insert = ch
-        .clone()
-        .with_database(&log_db.0)
-        .insert::<AccessRow>("access_logs")
-        .await?;
-    for (i, (ago, days)) in partitions.iter().enumerate() {
-        let date = today - ago;
-        insert
-            .write(
-                &AccessEntry {
-                    ts_ns: i64::from(date) * 86_400_000_000_000 + 1,
-                    organization_id: "org",
-                    service_id: "svc",
-                    ..AccessEntry::default()
-                }
-                .into_row(i as u64, *days, false),
+    let at = |ago: u16| i64::from(today - ago) * NS_PER_DAY + 1;
+    let requests: Vec<AccessRow> = partitions
+        .iter()
+        .enumerate()
+        .map(|(i, &(ago, days))| AccessRow {
+            retention_days: days,
+            ..access_row(at(ago), i as u64, "org", "svc")
+        })
+        .collect();
+    write_access_logs(&log_db, &requests).await?;
+    let lines: Vec<LogRow> = partitions
+        .iter()
+        .enumerate()
+        .map(|(i, &(ago, days))| LogRow {
+            deployment_id: "d".into(),
+            container_id: "c".into(),
+            node_id: "n".into(),
+            retention_days: days,
+            ..log_row(
+                at(ago),
+                i as u64,
+                "org",
+                "svc",
+                STREAM_STDOUT,
+                &format!("line {i}"),
             )
-            .await?;
-    }
-    insert.end().await?;
-    let mut insert = ch
-        .clone()
-        .with_database(&log_db.0)
-        .insert::<runtime::logship::LogRow>("container_logs")
-        .await?;
-    for (i, (ago, days)) in partitions.iter().enumerate() {
-        let date = today - ago;
-        insert
-            .write(&runtime::logship::LogRow {
-                date,
-                ts_ns: i64::from(date) * 86_400_000_000_000 + 1,
-                line_id: i as u64,
-                organization_id: "org".into(),
-                project_id: "p".into(),
-                environment_id: "e".into(),
-                service_id: "svc".into(),
-                deployment_id: "d".into(),
-                container_id: "c".into(),
-                node_id: "n".into(),
-                stream: 1,
-                truncated: 0,
-                line: format!("line {i}").into_bytes(),
-                retention_days: *days,
-            })
-            .await?;
-    }
-    insert.end().await?;
+        })
+        .collect();
+    write_container_logs(&log_db, &lines).await?;
 
-    let retention = control::logretention::Retention::new(&clickhouse_url(), &log_db.0);
+    let retention = control::logretention::Retention::new(log_db.url(), log_db.name());
     let dropped = retention.expire(today).await?;
     assert_eq!(dropped, vec![("container_logs", 1), ("access_logs", 1)]);
-    for (table, id) in [("container_logs", "line_id"), ("access_logs", "row_id")] {
+    for (table, id) in [
+        (container_logs::TABLE, container_logs::columns::LINE_ID),
+        (access_logs::TABLE, access_logs::columns::ROW_ID),
+    ] {
         let mut kept: Vec<u64> = ch
-            .query(&format!("SELECT {id} FROM {}.{table}", log_db.0))
+            .query(&format!("SELECT {id} FROM {}.{table}", log_db.name()))
             .fetch_all()
             .await?;
         kept.sort_unstable();
@@ -379,7 +239,7 @@ async fn the_retention_job_drops_expired_partitions_of_both_log_tables() -> anyh
         vec![("container_logs", 0), ("access_logs", 0)]
     );
     let empty = control::logretention::Retention::new(
-        &clickhouse_url(),
+        log_db.url(),
         &stackpad_tests::unique_ident("no_such_db"),
     );
     assert_eq!(

@@ -1,8 +1,8 @@
-//! The custom domain API and CLI against a real control plane (real PostgreSQL, resolving
-//! through pebble-challtestsrv's DNS) with recording fakes of the daemons: names are validated
-//! and owned by one service; a verified domain joins the service's route and certificate hosts
-//! (also on the next deploy) and leaves both when removed; DNS without an answer changes no
-//! status, and a route change the proxy did not take is applied at the next check.
+//! The custom domain API against a real control plane (real PostgreSQL, resolving through
+//! pebble-challtestsrv's DNS) with recording fakes of the daemons: names are validated and
+//! owned by one service; DNS without an answer changes no status, and a route change the proxy
+//! did not take is applied at the next check. (A verified domain joining the route and leaving
+//! it, driven through the CLI, is in cli/tests/cli.rs.)
 
 mod common;
 
@@ -10,24 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use clap::Parser;
-use cli::{Cli, run};
 use common::fakes::{Call, Fakes};
 use common::{Harness, fake_clients};
 use control::domains::Answer;
 use control::domains::resolver::{DnsLookup, LookupError};
 use control::domains::verifier::{DomainSettings, Verifier};
 use serde_json::{Value, json};
-use stackpad_tests::acme::{ChallTestSrv, CnameGuard};
 use stackpad_tests::unique_name;
-
-async fn start(fakes: &Fakes) -> anyhow::Result<Harness> {
-    let db = common::database().await?;
-    let mut config = common::config(&db);
-    config.apps_domain = format!("{}.stackpad.test", unique_name("apps"));
-    config.dns_resolver = ChallTestSrv::default().dns;
-    Harness::start_with(db, &config, fake_clients(fakes)).await
-}
 
 fn refused(status: u16, v: &Value, code: u16, field: &str, text: &str) {
     assert_eq!(status, code, "{v}");
@@ -44,7 +33,7 @@ fn refused(status: u16, v: &Value, code: u16, field: &str, text: &str) {
 #[tokio::test]
 async fn domains_are_validated_owned_by_one_service_and_listed() -> anyhow::Result<()> {
     let fakes = Fakes::new();
-    let h = start(&fakes).await?;
+    let h = Harness::start_for_domains(fake_clients(&fakes)).await?;
     let (_, a) = h.org("org-a").await;
     let (_, b) = h.org("org-b").await;
     let (_, web) = h.service(&a, json!({ "name": "web", "image": "i" })).await;
@@ -155,127 +144,6 @@ async fn domains_are_validated_owned_by_one_service_and_listed() -> anyhow::Resu
     Ok(())
 }
 
-fn routes(fakes: &Fakes) -> Vec<(Vec<String>, Vec<String>)> {
-    fakes
-        .calls()
-        .into_iter()
-        .filter_map(|c| match c {
-            Call::Route {
-                hosts,
-                certificate_hosts,
-            } => Some((hosts, certificate_hosts)),
-            _ => None,
-        })
-        .collect()
-}
-
-async fn stackpad(config: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let mut argv = vec!["stackpad", "--config", config.to_str().unwrap()];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv).expect("arguments parse");
-    let mut out = Vec::new();
-    let code = match run(cli, &mut out).await {
-        Ok(code) => code,
-        Err(e) => {
-            out.extend_from_slice(format!("error: {e}").as_bytes());
-            2
-        }
-    };
-    (code, String::from_utf8(out).unwrap())
-}
-
-#[tokio::test]
-async fn a_verified_domain_joins_the_route_and_leaves_it_when_removed_through_the_cli()
--> anyhow::Result<()> {
-    let fakes = Fakes::new();
-    let h = start(&fakes).await?;
-    h.register_node("n1", "compute", "http://127.0.0.1:9").await;
-    let (_, token) = h.org("org-routes").await;
-    let (_, service) = h
-        .service(&token, json!({ "name": "web", "image": "i:1" }))
-        .await;
-    let d = h.deploy(&token, &service, json!({})).await;
-    let done = h.wait_terminal(&token, &d, Duration::from_secs(20)).await;
-    assert_eq!(done["state"], "ready", "{done}");
-    let (_, s) = h
-        .call("GET", &format!("/services/{service}"), &token, None)
-        .await;
-    let platform_host = s["hosts"][0].as_str().unwrap().to_owned();
-    assert_eq!(
-        routes(&fakes).last().unwrap(),
-        &(vec![platform_host.clone()], vec![platform_host.clone()])
-    );
-
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("cli.json");
-    let (code, out) = stackpad(&config, &["login", "--url", &h.url, "--token", &token]).await;
-    assert_eq!(code, 0, "{out}");
-    let domain = format!("{}.example.org", unique_name("www"));
-    let _cleanup = CnameGuard {
-        host: domain.clone(),
-    };
-    let (code, out) = stackpad(&config, &["domains", "add", "--service", &service, &domain]).await;
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains(&format!("{domain}  CNAME  {platform_host}")),
-        "{out}"
-    );
-    let (code, out) = stackpad(
-        &config,
-        &["domains", "verify", "--service", &service, &domain],
-    )
-    .await;
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("not verified")
-            && out.contains(&format!("expected `{domain} CNAME {platform_host}`")),
-        "{out}"
-    );
-    let before = routes(&fakes).len();
-
-    ChallTestSrv::default()
-        .set_cname(&domain, &platform_host)
-        .await?;
-    let (code, out) = stackpad(
-        &config,
-        &["domains", "verify", "--service", &service, &domain],
-    )
-    .await;
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("verified"), "{out}");
-    let both = vec![platform_host.clone(), domain.clone()];
-    let after = routes(&fakes);
-    assert_eq!(after.len(), before + 1, "one route push on verification");
-    assert_eq!(after.last().unwrap(), &(both.clone(), both.clone()));
-    let (_, out) = stackpad(&config, &["domains", "list", "--service", &service]).await;
-    assert!(out.contains(&domain) && out.contains("verified"), "{out}");
-
-    // The next deployment's switch keeps it.
-    let d = h.deploy(&token, &service, json!({})).await;
-    let done = h.wait_terminal(&token, &d, Duration::from_secs(20)).await;
-    assert_eq!(done["state"], "ready", "{done}");
-    assert_eq!(routes(&fakes).last().unwrap(), &(both.clone(), both));
-
-    let (code, out) = stackpad(
-        &config,
-        &["domains", "remove", "--service", &service, &domain],
-    )
-    .await;
-    assert_eq!(code, 0, "{out}");
-    assert_eq!(
-        routes(&fakes).last().unwrap(),
-        &(vec![platform_host.clone()], vec![platform_host.clone()])
-    );
-    assert_eq!(
-        fakes.calls().last().unwrap(),
-        &Call::Disallow {
-            domain: domain.clone()
-        }
-    );
-    h.stop().await;
-    Ok(())
-}
-
 /// DNS answers scripted by the test.
 #[derive(Debug, Default)]
 struct ScriptedDns {
@@ -297,7 +165,7 @@ impl DnsLookup for ScriptedDns {
 async fn dns_without_an_answer_keeps_the_status_and_a_proxy_failure_is_retried_next_check()
 -> anyhow::Result<()> {
     let fakes = Fakes::new();
-    let h = start(&fakes).await?;
+    let h = Harness::start_for_domains(fake_clients(&fakes)).await?;
     h.register_node("n1", "compute", "http://127.0.0.1:9").await;
     let (_, token) = h.org("org-verifier").await;
     let (_, service) = h

@@ -1,53 +1,26 @@
-//! Log search over the real ClickHouse: lines written by the node agent's real shipper are
-//! found by text, paged newest first with a cursor, followed live from a cursor, and another
-//! organization cannot read them.
+//! Log search over the real ClickHouse: lines written as the node agents write them (rows of
+//! the `logstore` contract's `container_logs` table) are found by text, paged newest first with
+//! a cursor, followed live from a cursor, and another organization cannot read them.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::log_rows::{log_row, write_container_logs};
 use common::{Harness, fake_clients, fakes::Fakes};
-use runtime::logs::{LogLabels, LogLine, LogSink, Stream};
-use runtime::logship::{ClickHouseShipper, ShipperConfig};
+use logstore::container_logs::{LogRow, STREAM_STDERR, STREAM_STDOUT};
 use serde_json::{Value, json};
+use stackpad_tests::db::ClickHouseDb;
 
-fn clickhouse_url() -> String {
-    std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
-
-/// The test's own ClickHouse database, dropped at the end.
-struct LogDb(String);
-
-impl Drop for LogDb {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {}", self.0);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(
-                clickhouse::Client::default()
-                    .with_url(clickhouse_url())
-                    .query(&sql)
-                    .execute(),
-            )?;
-            anyhow::Ok(())
-        })
-        .join();
-    }
-}
-
-fn line(i: i64, text: String) -> LogLine {
-    LogLine {
-        timestamp_nanos: 1_790_000_000_000_000_000 + i * 1000,
-        stream: if text.starts_with("ERROR") {
-            Stream::Stderr
-        } else {
-            Stream::Stdout
-        },
-        line: text.into_bytes(),
-        truncated: false,
-    }
+/// Line `i` of `service`, one microsecond after line `i - 1`; `ERROR` lines on stderr.
+fn line(organization_id: &str, service_id: &str, i: i64, text: &str) -> LogRow {
+    let stream = if text.starts_with("ERROR") {
+        STREAM_STDERR
+    } else {
+        STREAM_STDOUT
+    };
+    let ts_ns = 1_790_000_000_000_000_000 + i * 1000;
+    log_row(ts_ns, i as u64, organization_id, service_id, stream, text)
 }
 
 async fn lines(h: &Harness, token: &str, query: &str) -> (u16, Value) {
@@ -56,11 +29,11 @@ async fn lines(h: &Harness, token: &str, query: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn logs_are_searched_paged_followed_and_scoped_to_the_organization() -> anyhow::Result<()> {
-    let log_db = LogDb(stackpad_tests::unique_ident("logs_api"));
+    let log_db = ClickHouseDb::create("logs_api").await?;
     let db = common::database().await?;
     let mut config = common::config(&db);
-    config.clickhouse_url = clickhouse_url();
-    config.clickhouse_database = log_db.0.clone();
+    config.clickhouse_url = log_db.url().to_owned();
+    config.clickhouse_database = log_db.name().to_owned();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let fakes = Fakes::new();
     let running = control::daemon::start(&config, listener, fake_clients(&fakes)).await?;
@@ -76,42 +49,22 @@ async fn logs_are_searched_paged_followed_and_scoped_to_the_organization() -> an
         .service(&token_a, json!({ "name": "web", "image": "x:1" }))
         .await;
 
-    let spool = tempfile::tempdir()?;
-    let shipper = ClickHouseShipper::start(ShipperConfig {
-        clickhouse_url: clickhouse_url(),
-        database: log_db.0.clone(),
-        spool_dir: spool.path().to_owned(),
-        batch_max_delay: Duration::from_millis(50),
-        ..ShipperConfig::default()
-    })?;
-    let labels = LogLabels {
-        container_id: "c1".into(),
-        organization_id: org_a.clone(),
-        project_id: "p".into(),
-        environment_id: "e".into(),
-        service_id: service.clone(),
-        deployment_id: "d1".into(),
-    };
-    for i in 0..300 {
-        let text = if i % 10 == 0 {
-            format!("ERROR request {i} failed")
-        } else {
-            format!("ok {i}")
-        };
-        shipper.ship(&labels, &line(i, text));
-    }
+    let rows: Vec<LogRow> = (0..300)
+        .map(|i| {
+            let text = if i % 10 == 0 {
+                format!("ERROR request {i} failed")
+            } else {
+                format!("ok {i}")
+            };
+            line(&org_a, &service, i, &text)
+        })
+        .collect();
+    write_container_logs(&log_db, &rows).await?;
 
-    // All 300 searchable within a few seconds, newest first.
+    // All 300 searchable, newest first.
     let path = format!("/services/{service}/logs");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let page = loop {
-        let (status, page) = lines(&h, &token_a, &format!("{path}?limit=1000")).await;
-        assert_eq!(status, 200, "{page}");
-        if page["lines"].as_array().map_or(0, Vec::len) == 300 || Instant::now() > deadline {
-            break page;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (status, page) = lines(&h, &token_a, &format!("{path}?limit=1000")).await;
+    assert_eq!(status, 200, "{page}");
     let all = page["lines"].as_array().expect("lines");
     assert_eq!(all.len(), 300, "{page}");
     assert_eq!(all[0]["line"], "ok 299");
@@ -167,9 +120,10 @@ async fn logs_are_searched_paged_followed_and_scoped_to_the_organization() -> an
         .send()
         .await?;
     assert_eq!(response.status(), 200);
-    for i in 300..305 {
-        shipper.ship(&labels, &line(i, format!("live {i}")));
-    }
+    let live: Vec<LogRow> = (300..305)
+        .map(|i| line(&org_a, &service, i, &format!("live {i}")))
+        .collect();
+    write_container_logs(&log_db, &live).await?;
     let mut body = response.bytes_stream();
     let mut text = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -1,9 +1,11 @@
-//! Shared by the control plane's integration tests: a PostgreSQL database per test (dropped
-//! even when the test fails), recording fakes of the three daemons, and a running control plane.
+//! Shared by the control plane's integration tests (and the CLI's): a PostgreSQL database per
+//! test (dropped even when the test fails), recording fakes of the three daemons, a running
+//! control plane, and the log tables filled as their writers fill them.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 pub mod fakes;
 pub mod grpc_fakes;
+pub mod log_rows;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +16,9 @@ use control::daemon::{self, Running};
 use control::pipeline::driver::Clients;
 use control::store::Store;
 use serde_json::{Value, json};
+use stackpad_tests::acme::ChallTestSrv;
 use stackpad_tests::db::PostgresDb;
-use stackpad_tests::unique_ident;
+use stackpad_tests::{unique_ident, unique_name};
 
 pub const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 pub const ADMIN: &str = "admin-token-for-tests-0123456789";
@@ -62,6 +65,16 @@ impl Harness {
 
     pub async fn start_on(db: PostgresDb, clients: Clients) -> anyhow::Result<Self> {
         let config = config(&db);
+        Self::start_with(db, &config, clients).await
+    }
+
+    /// With the platform's names under an apps domain of the test's own, resolved through
+    /// pebble-challtestsrv's DNS (the custom domain tests).
+    pub async fn start_for_domains(clients: Clients) -> anyhow::Result<Self> {
+        let db = database().await?;
+        let mut config = config(&db);
+        config.apps_domain = format!("{}.stackpad.test", unique_name("apps"));
+        config.dns_resolver = ChallTestSrv::default().dns;
         Self::start_with(db, &config, clients).await
     }
 
