@@ -11,7 +11,7 @@ async fn express_builds_runs_and_a_source_change_reuses_the_dependency_layer() {
     let mut d = daemon(4).await;
     let (repo, sha) = fixture_repo("express");
     let id = unique("express");
-    let req = start_request(&id, repo.path(), &sha);
+    let req = d.start_request(&id, repo.path(), &sha);
     let image_repo = req.image.clone();
     let events = run_to_end(&mut d, req).await;
     let status = succeeded(&events);
@@ -49,7 +49,7 @@ async fn express_builds_runs_and_a_source_change_reuses_the_dependency_layer() {
         &format!("exports.greeting = () => {greeting:?};\n"),
     );
     let id2 = unique("express-warm");
-    let mut req2 = start_request(&id2, repo.path(), &sha2);
+    let mut req2 = d.start_request(&id2, repo.path(), &sha2);
     req2.image = image_repo.clone();
     let events2 = run_to_end(&mut d, req2).await;
     let status2 = succeeded(&events2);
@@ -90,7 +90,7 @@ async fn a_repository_dockerfile_is_used_and_its_image_answers() {
     let mut d = daemon(4).await;
     let (repo, sha) = fixture_repo("dockerfile");
     let id = unique("dockerfile");
-    let req = start_request(&id, repo.path(), &sha);
+    let req = d.start_request(&id, repo.path(), &sha);
     let image_repo = req.image.clone();
     let events = run_to_end(&mut d, req).await;
     let status = succeeded(&events);
@@ -135,7 +135,7 @@ async fn the_http_context_transport_builds_too() {
     let mut d = daemon_with(4, "http").await;
     let (repo, sha) = fixture_repo("express");
     let id = unique("express-http");
-    let req = start_request(&id, repo.path(), &sha);
+    let req = d.start_request(&id, repo.path(), &sha);
     let image_repo = req.image.clone();
     let events = run_to_end(&mut d, req).await;
     let status = succeeded(&events);
@@ -180,6 +180,7 @@ async fn dockerignore_keeps_files_out_of_the_context() {
         ("tmp/x", "x\n"),
     ]);
     let id = unique("dockerignore");
-    let events = run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await;
+    let req = d.start_request(&id, repo.path(), &sha);
+    let events = run_to_end(&mut d, req).await;
     succeeded(&events);
 }

@@ -18,7 +18,8 @@ async fn a_failing_run_fails_the_build_and_the_log_shows_the_step() {
     let dockerfile = format!("{}RUN echo before-failure-{nonce} && exit 3\n", busybox());
     let (repo, sha) = repo_with(&[("Dockerfile", &dockerfile)]);
     let id = unique("failing-run");
-    let events = run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await;
+    let req = d.start_request(&id, repo.path(), &sha);
+    let events = run_to_end(&mut d, req).await;
     let status = final_status(&events);
     assert_eq!(status.state(), pb::BuildState::Failed);
     assert!(
@@ -53,7 +54,8 @@ async fn a_dockerfile_syntax_error_fails_with_the_line() {
     let dockerfile = format!("{}RUNN echo nope\n", busybox());
     let (repo, sha) = repo_with(&[("Dockerfile", &dockerfile)]);
     let id = unique("syntax");
-    let events = run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await;
+    let req = d.start_request(&id, repo.path(), &sha);
+    let events = run_to_end(&mut d, req).await;
     let status = final_status(&events);
     assert_eq!(status.state(), pb::BuildState::Failed);
     assert!(
@@ -80,7 +82,8 @@ async fn bad_inputs_fail_with_clear_reasons() {
     let missing = tempfile::tempdir().unwrap();
     let url = missing.path().join("gone");
     let id = unique("unreachable");
-    let events = run_to_end(&mut d, start_request(&id, &url, "")).await;
+    let req = d.start_request(&id, &url, "");
+    let events = run_to_end(&mut d, req).await;
     let reason = final_status(&events).failure_reason;
     assert!(
         reason.contains("is unreachable") && reason.contains("gone"),
@@ -90,11 +93,8 @@ async fn bad_inputs_fail_with_clear_reasons() {
     // Unknown commit.
     let (repo, _) = fixture_repo("dockerfile");
     let id = unique("unknown-commit");
-    let events = run_to_end(
-        &mut d,
-        start_request(&id, repo.path(), "1111111111111111111111111111111111111111"),
-    )
-    .await;
+    let req = d.start_request(&id, repo.path(), "1111111111111111111111111111111111111111");
+    let events = run_to_end(&mut d, req).await;
     let reason = final_status(&events).failure_reason;
     assert!(
         reason.contains("commit 1111111111111111111111111111111111111111 not found"),
@@ -104,7 +104,8 @@ async fn bad_inputs_fail_with_clear_reasons() {
     // Neither package.json nor Dockerfile.
     let (repo, sha) = repo_with(&[("README.md", "hi\n")]);
     let id = unique("nothing");
-    let events = run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await;
+    let req = d.start_request(&id, repo.path(), &sha);
+    let events = run_to_end(&mut d, req).await;
     let status = final_status(&events);
     assert_eq!(status.state(), pb::BuildState::Failed);
     assert!(
@@ -120,7 +121,7 @@ async fn bad_inputs_fail_with_clear_reasons() {
     );
 
     // A request that cannot be a build at all is refused up front.
-    let mut bad = start_request("bad id", repo.path(), &sha);
+    let mut bad = d.start_request("bad id", repo.path(), &sha);
     bad.image = "nope".into();
     let err = d.client.start_build(bad).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -157,7 +158,7 @@ async fn cancel_stops_the_solve() {
     let (repo, sha) = repo_with(&[("Dockerfile", &format!("{}RUN {marker}\n", busybox()))]);
     let id = unique("cancel");
     d.client
-        .start_build(start_request(&id, repo.path(), &sha))
+        .start_build(d.start_request(&id, repo.path(), &sha))
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -193,7 +194,7 @@ async fn timeout_fails_with_a_message() {
     let secs = 200_000 + u32::from_str_radix(&unique("s")[2..6], 16).unwrap();
     let (repo, sha) = repo_with(&[("Dockerfile", &format!("{}RUN sleep {secs}\n", busybox()))]);
     let id = unique("timeout");
-    let mut req = start_request(&id, repo.path(), &sha);
+    let mut req = d.start_request(&id, repo.path(), &sha);
     req.timeout_seconds = 3;
     let events = run_to_end(&mut d, req).await;
     let status = final_status(&events);
@@ -224,7 +225,7 @@ async fn six_builds_at_once_never_more_than_four_run_and_all_finish() {
         let id = unique(&format!("six-{i}"));
         let accepted = d
             .client
-            .start_build(start_request(&id, repo.path(), &sha))
+            .start_build(d.start_request(&id, repo.path(), &sha))
             .await
             .unwrap()
             .into_inner();

@@ -41,7 +41,8 @@ async fn a_committed_generated_dockerfile_symlink_does_not_make_buildd_write_a_h
     for transport in ["session", "http"] {
         let mut d = daemon_with(1, transport).await;
         let id = unique("gen-link");
-        let events = run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await;
+        let req = d.start_request(&id, repo.path(), &sha);
+        let events = run_to_end(&mut d, req).await;
         assert!(
             std::fs::symlink_metadata(&target).is_err(),
             "{transport}: buildd wrote the host file {} through the tenant's symlink",
@@ -57,7 +58,8 @@ async fn a_file_dependency_with_a_newline_fails_the_build_naming_the_dependency(
     let (repo, sha) = repo_with(&[("package.json", pkg), ("server.js", "1\n")]);
     let mut d = daemon(1).await;
     let id = unique("dep-newline");
-    let events = run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await;
+    let req = d.start_request(&id, repo.path(), &sha);
+    let events = run_to_end(&mut d, req).await;
     let status = final_status(&events);
     assert_eq!(status.state(), pb::BuildState::Failed);
     assert!(
@@ -85,7 +87,7 @@ async fn a_subdirectory_through_a_symlink_is_refused_not_read_from_the_host() {
     let mut d = daemon(1).await;
     for sub in ["app/inner", "app"] {
         let id = unique("sub-link");
-        let mut req = start_request(&id, repo.path(), &sha);
+        let mut req = d.start_request(&id, repo.path(), &sha);
         req.source.as_mut().unwrap().subdirectory = sub.into();
         let events = run_to_end(&mut d, req).await;
         let status = final_status(&events);
@@ -102,7 +104,7 @@ async fn a_subdirectory_through_a_symlink_is_refused_not_read_from_the_host() {
         ("svc/server.js", NODE_APP[1].1),
     ]);
     let id = unique("sub-real");
-    let mut req = start_request(&id, repo.path(), &sha);
+    let mut req = d.start_request(&id, repo.path(), &sha);
     req.source.as_mut().unwrap().subdirectory = "svc".into();
     succeeded(&run_to_end(&mut d, req).await);
 }
@@ -118,7 +120,8 @@ async fn detection_does_not_follow_symlinks_out_of_the_checkout() {
         let target = host.path().join("inner").join(file);
         let (repo, sha) = repo_with_links(&[("server.js", "1\n")], &[(name, &target)]);
         let id = unique("detect-link");
-        let events = run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await;
+        let req = d.start_request(&id, repo.path(), &sha);
+        let events = run_to_end(&mut d, req).await;
         let status = final_status(&events);
         assert_eq!(status.state(), pb::BuildState::Failed, "{name}");
         assert!(
@@ -141,5 +144,6 @@ async fn detection_does_not_follow_symlinks_out_of_the_checkout() {
         &[("package.json", Path::new("real/package.json"))],
     );
     let id = unique("detect-inner-link");
-    succeeded(&run_to_end(&mut d, start_request(&id, repo.path(), &sha)).await);
+    let req = d.start_request(&id, repo.path(), &sha);
+    succeeded(&run_to_end(&mut d, req).await);
 }

@@ -80,12 +80,15 @@ use buildd::config::Config;
 use buildd::daemon::Daemon;
 use proto::build::v1 as pb;
 use proto::build::v1::builder_client::BuilderClient;
+use stackpad_tests::registry::PushedImages;
 use tonic::transport::Channel;
 
-/// A daemon on loopback ports of its own, with the local base images, and its work folder.
+/// A daemon on loopback ports of its own, with the local base images, and its work folder;
+/// the repositories its requests push to are emptied when it goes (also when the test fails).
 pub struct TestDaemon {
     pub daemon: Daemon,
     pub client: BuilderClient<Channel>,
+    pushed: PushedImages,
     _work: tempfile::TempDir,
 }
 
@@ -125,27 +128,32 @@ pub async fn daemon_with(max_concurrent_builds: usize, transport: &str) -> TestD
     TestDaemon {
         daemon,
         client,
+        pushed: PushedImages::new(),
         _work: work,
     }
 }
 
-/// A StartBuild request for the repository at `repo` and commit `sha`, pushing to a unique
-/// repository under `tests/`.
-pub fn start_request(id: &str, repo: &Path, sha: &str) -> pb::StartBuildRequest {
-    pb::StartBuildRequest {
-        build_id: id.to_owned(),
-        source: Some(pb::GitSource {
-            url: repo.display().to_string(),
-            commit: sha.to_owned(),
+impl TestDaemon {
+    /// A StartBuild request for the repository at `repo` and commit `sha`, pushing to a unique
+    /// repository under `tests/` that this daemon empties when it goes.
+    pub fn start_request(&self, id: &str, repo: &Path, sha: &str) -> pb::StartBuildRequest {
+        let image = format!("{}/tests/{}", registry(), unique("buildd"));
+        self.pushed.track(&image);
+        pb::StartBuildRequest {
+            build_id: id.to_owned(),
+            source: Some(pb::GitSource {
+                url: repo.display().to_string(),
+                commit: sha.to_owned(),
+                ..Default::default()
+            }),
+            image,
+            build_args: [(
+                "BASE".to_owned(),
+                format!("{}/stackpad/busybox:1", registry()),
+            )]
+            .into(),
             ..Default::default()
-        }),
-        image: format!("{}/tests/{}", registry(), unique("buildd")),
-        build_args: [(
-            "BASE".to_owned(),
-            format!("{}/stackpad/busybox:1", registry()),
-        )]
-        .into(),
-        ..Default::default()
+        }
     }
 }
 
