@@ -1,7 +1,11 @@
 //! The daemon's configuration sources, in order: defaults, the TOML file (`--config` or
-//! `STACKPAD_NODE_CONFIG`), environment variables, flags. Validated once at the end.
+//! `STACKPAD_NODE_CONFIG`), environment variables, flags. Validated once at the end. The flags
+//! are parsed by clap ([`Args`]); the environment is read through the function `parse` is given.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser};
 
 use crate::config::NodeConfig;
 use crate::error::{Result, RuntimeError};
@@ -11,42 +15,85 @@ use crate::error::{Result, RuntimeError};
 pub enum Command {
     Run(Box<NodeConfig>),
     Version,
-    Help,
+    /// `--help`: the text to print.
+    Help(String),
 }
 
-pub const USAGE: &str = "usage: stackpad-node [--config FILE] [--listen ADDR] [--metrics-listen ADDR] \
-[--namespace NS] [--containerd SOCKET] [--state-dir DIR] [--run-dir DIR] [--allow-egress] | --version
-environment: STACKPAD_NODE_CONFIG, CONTAINERD_ADDRESS, STACKPAD_NODE_LISTEN, STACKPAD_NODE_METRICS_LISTEN, STACKPAD_NODE_NAMESPACE";
+/// The environment variables read, in `--help`.
+const ENVIRONMENT: &str = "environment: STACKPAD_NODE_CONFIG, CONTAINERD_ADDRESS, \
+STACKPAD_NODE_LISTEN, STACKPAD_NODE_METRICS_LISTEN, STACKPAD_NODE_NAMESPACE";
 
-fn parse_addr(key: &str, v: &str) -> Result<std::net::SocketAddr> {
+/// `stackpad-node`'s flags; each overrides the file and the environment.
+#[derive(Debug, Default, PartialEq, Eq, Parser)]
+#[command(
+    name = "stackpad-node",
+    version,
+    about = "Stackpad's node agent: containers through containerd, networks, health, logs",
+    after_help = ENVIRONMENT,
+    args_override_self = true
+)]
+pub struct Args {
+    /// TOML config file (default: $STACKPAD_NODE_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The NodeAgent gRPC address.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// The `/metrics` address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// containerd namespace of the node's containers.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// containerd's socket.
+    #[arg(long, value_name = "SOCKET")]
+    pub containerd: Option<PathBuf>,
+    /// Directory of the node's state (kept across restarts).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Directory of the node's runtime files (log FIFOs, sockets).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Let containers reach addresses outside the node.
+    #[arg(long)]
+    pub allow_egress: bool,
+}
+
+/// The one-line usage, printed after an error.
+pub fn usage() -> String {
+    Args::command().render_usage().to_string()
+}
+
+fn parse_addr(key: &str, v: &str) -> Result<SocketAddr> {
     v.parse()
         .map_err(|_| RuntimeError::invalid(key, format!("{v:?} is not host:port")))
 }
 
 /// Builds the configuration from `args` (without the program name) and `env`.
 pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command> {
-    let mut config_file: Option<PathBuf> = env("STACKPAD_NODE_CONFIG").map(PathBuf::from);
-    let mut flags: Vec<(String, Option<String>)> = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--version" => return Ok(Command::Version),
-            "-h" | "--help" => return Ok(Command::Help),
-            "--allow-egress" => flags.push((a.clone(), None)),
-            "--config" | "--listen" | "--metrics-listen" | "--namespace" | "--containerd"
-            | "--state-dir" | "--run-dir" => {
-                let v = it
-                    .next()
-                    .ok_or_else(|| RuntimeError::invalid(a.clone(), "needs a value"))?;
-                if a == "--config" {
-                    config_file = Some(PathBuf::from(v));
-                } else {
-                    flags.push((a.clone(), Some(v.clone())));
+    let argv = std::iter::once("stackpad-node").chain(args.iter().map(String::as_str));
+    let flags = match Args::try_parse_from(argv) {
+        Ok(flags) => flags,
+        Err(e) => {
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayVersion => Ok(Command::Version),
+                clap::error::ErrorKind::DisplayHelp => Ok(Command::Help(e.to_string())),
+                _ => {
+                    // clap's first line, without its "error: " and the usage printed anyway.
+                    let text = e.to_string();
+                    let first = text.lines().next().unwrap_or_default();
+                    Err(RuntimeError::invalid(
+                        "arguments",
+                        first.trim_start_matches("error: "),
+                    ))
                 }
-            }
-            other => return Err(RuntimeError::invalid(other, "unknown argument")),
+            };
         }
-    }
+    };
+    let config_file = flags
+        .config
+        .clone()
+        .or_else(|| env("STACKPAD_NODE_CONFIG").map(PathBuf::from));
     let mut c = match &config_file {
         Some(p) => NodeConfig::from_file(p)?,
         None => NodeConfig::default(),
@@ -63,18 +110,36 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     if let Some(v) = env("STACKPAD_NODE_NAMESPACE") {
         c.namespace = v;
     }
-    for (flag, value) in flags {
-        let v = value.unwrap_or_default();
-        match flag.as_str() {
-            "--allow-egress" => c.allow_egress = true,
-            "--listen" => c.listen = parse_addr("--listen", &v)?,
-            "--metrics-listen" => c.metrics_listen = parse_addr("--metrics-listen", &v)?,
-            "--namespace" => c.namespace = v,
-            "--containerd" => c.containerd_socket = v.into(),
-            "--state-dir" => c.state_dir = v.into(),
-            "--run-dir" => c.run_dir = v.into(),
-            _ => {}
-        }
+    let Args {
+        config: _,
+        listen,
+        metrics_listen,
+        namespace,
+        containerd,
+        state_dir,
+        run_dir,
+        allow_egress,
+    } = flags;
+    if allow_egress {
+        c.allow_egress = true;
+    }
+    if let Some(v) = listen {
+        c.listen = v;
+    }
+    if let Some(v) = metrics_listen {
+        c.metrics_listen = v;
+    }
+    if let Some(v) = namespace {
+        c.namespace = v;
+    }
+    if let Some(v) = containerd {
+        c.containerd_socket = v;
+    }
+    if let Some(v) = state_dir {
+        c.state_dir = v;
+    }
+    if let Some(v) = run_dir {
+        c.run_dir = v;
     }
     c.validate()?;
     Ok(Command::Run(Box::new(c)))
@@ -123,5 +188,65 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("namespace"), "{err}");
+    }
+
+    #[test]
+    fn todays_flag_set_parses() {
+        let argv = args(&[
+            "--config",
+            "/etc/stackpad/node.toml",
+            "--listen",
+            "127.0.0.1:9101",
+            "--metrics-listen",
+            "127.0.0.1:9102",
+            "--namespace",
+            "ns1",
+            "--containerd",
+            "/run/c.sock",
+            "--state-dir",
+            "/var/lib/sp",
+            "--run-dir",
+            "/run/sp",
+            "--allow-egress",
+        ]);
+        let argv = std::iter::once("stackpad-node").chain(argv.iter().map(String::as_str));
+        assert_eq!(
+            Args::try_parse_from(argv).unwrap(),
+            Args {
+                config: Some("/etc/stackpad/node.toml".into()),
+                listen: Some("127.0.0.1:9101".parse().unwrap()),
+                metrics_listen: Some("127.0.0.1:9102".parse().unwrap()),
+                namespace: Some("ns1".into()),
+                containerd: Some("/run/c.sock".into()),
+                state_dir: Some("/var/lib/sp".into()),
+                run_dir: Some("/run/sp".into()),
+                allow_egress: true,
+            }
+        );
+        let Command::Run(c) = parse(
+            &args(&[
+                "--containerd",
+                "/run/c.sock",
+                "--state-dir",
+                "/var/lib/sp",
+                "--run-dir",
+                "/run/sp",
+                "--metrics-listen",
+                "127.0.0.1:9102",
+            ]),
+            &|k| (k == "CONTAINERD_ADDRESS").then(|| "unix:///env.sock".to_owned()),
+        )
+        .unwrap() else {
+            panic!("expected run")
+        };
+        assert_eq!(c.containerd_socket, PathBuf::from("/run/c.sock"));
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/sp"));
+        assert_eq!(c.run_dir, PathBuf::from("/run/sp"));
+        assert_eq!(c.metrics_listen.port(), 9102);
+        let Command::Help(help) = parse(&args(&["--help"]), &|_| None).unwrap() else {
+            panic!("expected help")
+        };
+        assert!(help.contains("--allow-egress") && help.contains("STACKPAD_NODE_CONFIG"));
+        assert!(parse(&args(&["--config"]), &|_| None).is_err());
     }
 }

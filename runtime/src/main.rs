@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use runtime::cli::{Command, USAGE, parse};
+use runtime::cli::{Command, parse, usage};
 use runtime::config::Isolation;
 use runtime::isolation::{IsolationDisabled, IsolationHook};
 use runtime::isolation_ebpf::EbpfIsolation;
@@ -23,12 +23,12 @@ fn main() -> ExitCode {
             println!("stackpad-node {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Ok(Command::Help) => {
-            println!("{USAGE}");
+        Ok(Command::Help(help)) => {
+            print!("{help}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("stackpad-node: {e}\n{USAGE}");
+            eprintln!("stackpad-node: {e}\n{}", usage());
             return ExitCode::from(2);
         }
     };
