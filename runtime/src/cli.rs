@@ -48,10 +48,10 @@ pub struct Args {
     /// containerd's socket.
     #[arg(long, value_name = "SOCKET")]
     pub containerd: Option<PathBuf>,
-    /// Directory of the node's state (kept across restarts).
+    /// Persistent state (logs).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Directory of the node's runtime files (log FIFOs, sockets).
+    /// Volatile state (log FIFOs, hosts files).
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// Let containers reach addresses outside the node.
