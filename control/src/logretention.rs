@@ -14,7 +14,10 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 /// The tables whose partitions expire.
-pub const TABLES: [&str; 2] = ["container_logs", "access_logs"];
+pub const TABLES: [&str; 2] = [
+    logstore::container_logs::TABLE,
+    logstore::access_logs::TABLE,
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("log retention (ClickHouse at {url}, table {table}): {source}")]
