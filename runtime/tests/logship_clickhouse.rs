@@ -258,13 +258,15 @@ async fn an_outage_loses_nothing_and_a_lost_answer_duplicates_nothing() -> anyho
 
     // The first sends after the outage reach ClickHouse but their answers are lost: retried.
     relay.set(LOSE_ANSWERS);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    // Rows landed although the shipper saw its sends fail: it will send them again.
-    let landed = stored_rows(&db, "c-outage").await?;
-    ensure!(
-        landed > 1,
-        "no send reached ClickHouse while its answers were lost"
-    );
+    // Rows land although the shipper sees its sends fail: it will send them again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stored_rows(&db, "c-outage").await? <= 1 {
+        ensure!(
+            Instant::now() < deadline,
+            "no send reached ClickHouse in 15 s while its answers were lost"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     ensure!(
         shipper.spool_lines() > 0,
         "the spool forgot batches whose answers were lost"
