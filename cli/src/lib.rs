@@ -59,7 +59,13 @@ Examples:
 pub struct Cli {
     /// Where login stores the API URL and token (default ~/.config/stackpad/cli.json), e.g.
     /// `--config ./ci.json`.
-    #[arg(long, env = "STACKPAD_CLI_CONFIG", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "STACKPAD_CLI_CONFIG",
+        hide_env_values = true,
+        global = true,
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
     /// Print the API's objects as JSON (lists as an array) instead of lines for people, e.g.
     /// `stackpad services list --json`.
@@ -88,7 +94,7 @@ pub enum Command {
         #[arg(long)]
         url: String,
         /// An API token (`stackpad tokens create` mints one), e.g. `--token sp_...`.
-        #[arg(long, env = "STACKPAD_TOKEN")]
+        #[arg(long, env = "STACKPAD_TOKEN", hide_env_values = true)]
         token: String,
     },
     /// Link this directory to a project (and environment, service): commands run here or
@@ -210,6 +216,18 @@ pub enum Command {
         /// With --access: only requests that took at least this long, e.g. `--min-duration-ms 500`.
         #[arg(long, requires = "access")]
         min_duration_ms: Option<u64>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(
+        long_about = "Print a completion script for the shell, generated from the same \
+                      definitions as this help. Load it from the shell's startup file.",
+        after_help = "Examples:\n  stackpad completions bash > ~/.local/share/bash-completion/completions/stackpad\n  \
+                      stackpad completions zsh > \"${fpath[1]}/_stackpad\"\n  \
+                      stackpad completions fish > ~/.config/fish/completions/stackpad.fish"
+    )]
+    Completions {
+        /// The shell, e.g. `bash`.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -414,6 +432,11 @@ fn work_dir(cli: &Cli) -> Result<PathBuf, CliError> {
 /// Runs a command; returns the process exit code (`exit::DEPLOYMENT_FAILED` when a followed
 /// deployment did not end ready). An error's code is [`CliError::exit_code`].
 pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
+    if let Command::Completions { shell } = cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "stackpad", w);
+        return Ok(exit::OK);
+    }
     let path = config_path(&cli)?;
     let dir = work_dir(&cli)?;
     let mut p = output::Printer::new(w, cli.json, cli.colour);
@@ -433,7 +456,9 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
         interactive: cli.interactive,
     };
     match cli.command {
-        Command::Login { .. } | Command::Unlink => unreachable!("handled above"),
+        Command::Login { .. } | Command::Unlink | Command::Completions { .. } => {
+            unreachable!("handled above")
+        }
         Command::Link { target } => commands::link(&ctx, &dir, linked, target, &mut p).await,
         Command::Domains(cmd) => domains::run(&ctx, cmd, &mut p).await,
         Command::Projects(cmd) => commands::projects(&ctx, cmd, &mut p).await,
