@@ -208,6 +208,18 @@ pub async fn start(
     })
 }
 
+/// Marks down the nodes silent for longer than `down_after`
+/// ([`crate::schedule::nodes_to_mark_down`] decides); returns their ids.
+pub async fn mark_silent_nodes_down(
+    store: &Store,
+    down_after: Duration,
+) -> Result<Vec<uuid::Uuid>, StoreError> {
+    let (nodes, now) = store.heartbeats().await?;
+    let down = crate::schedule::nodes_to_mark_down(&nodes, now, down_after);
+    store.mark_nodes_down(&down).await?;
+    Ok(down)
+}
+
 /// Asks every node for a sign of life each interval; marks silent ones down.
 async fn monitor_nodes(
     store: Store,
@@ -235,7 +247,7 @@ async fn monitor_nodes(
                 }
             }
         }
-        match store.mark_silent_nodes_down(down_after).await {
+        match mark_silent_nodes_down(&store, down_after).await {
             Ok(down) if !down.is_empty() => tracing::warn!(?down, "nodes marked down"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "marking silent nodes down failed"),

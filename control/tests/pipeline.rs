@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::fakes::{Call, Fakes};
 use common::{Harness, fake_clients, phases};
+use control::daemon::mark_silent_nodes_down;
 use control::pipeline::driver::{Driver, DriverConfig};
+use control::pipeline::queue::take_build_slot;
 use control::store::{NewDeployment, NewService, Store};
 use serde_json::json;
 use uuid::Uuid;
@@ -504,7 +506,7 @@ async fn build_nodes_never_take_more_than_four_builds() -> anyhow::Result<()> {
     }
     let taken = futures::future::join_all(ids.iter().map(|id| {
         let store = store.clone();
-        async move { store.take_build_slot(*id, "file:///r.git").await }
+        async move { take_build_slot(&store, *id, "file:///r.git").await }
     }))
     .await;
     let nodes: Vec<String> = taken
@@ -515,7 +517,7 @@ async fn build_nodes_never_take_more_than_four_builds() -> anyhow::Result<()> {
     assert_eq!(nodes.len(), 8, "two nodes, four slots each: {nodes:?}");
     assert_eq!(nodes.iter().filter(|n| *n == "b1").count(), 4);
     // Taking again for a deployment that holds a slot returns the same node (idempotent).
-    let again = store.take_build_slot(ids[0], "file:///r.git").await?;
+    let again = take_build_slot(&store, ids[0], "file:///r.git").await?;
     assert!(again.is_some());
     // A freed slot on the node that built the repo: the next build of it goes there.
     let holder: Uuid =
@@ -532,8 +534,7 @@ async fn build_nodes_never_take_more_than_four_builds() -> anyhow::Result<()> {
     .bind(&ids)
     .fetch_one(&store.pool)
     .await?;
-    let next = store
-        .take_build_slot(waiting, "file:///r.git")
+    let next = take_build_slot(&store, waiting, "file:///r.git")
         .await?
         .unwrap();
     assert_eq!(next.id, holder);
@@ -549,9 +550,7 @@ async fn silent_nodes_are_marked_down_and_come_back_on_heartbeat() -> anyhow::Re
         .await?;
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
-        let down = store
-            .mark_silent_nodes_down(Duration::from_millis(10))
-            .await?;
+        let down = mark_silent_nodes_down(&store, Duration::from_millis(10)).await?;
         if !down.is_empty() {
             assert_eq!(down, vec![n.id]);
             break;

@@ -1,21 +1,22 @@
 //! Performs the pipeline's actions: asks buildd, the node agent and the proxy through the client
-//! seams, turns their answers into [`Event`]s, and records every transition in PostgreSQL under
-//! the worker's lease. A deployment taken over after a crash resumes with [`machine::resume`].
+//! seams, turns their answers into [`Event`]s, asks [`machine::decide`] (once per event) what
+//! follows, and records every transition in the [`DeploymentQueue`] under the worker's lease.
+//! A deployment taken over after a crash resumes with [`machine::resume`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::api::{NodeRole, ServiceKind};
+use ::api::ServiceKind;
 use tenant::source::SourceUrl;
 use uuid::Uuid;
 
-use super::machine::{self, Action, Event, InvalidTransition, Phase};
+use super::machine::{self, Action, Event, InvalidTransition, Phase, Transition};
+use super::queue::{self, DeploymentQueue};
 use crate::api::sources::SourcePolicy;
 use crate::clients::{
     BuildOutcome, BuildRequest, BuilderClient, ClientError, ContainerOutcome, ContainerSpec,
     HealthProbe, NodeClient, ProxyClient, SwitchOutcome, SwitchSpec, Workload,
 };
-use crate::domains::route::service_route;
 use crate::store::{Deployment, StepData, Store, StoreError};
 
 /// The three daemons the pipeline drives.
@@ -82,10 +83,11 @@ pub enum DriverError {
     },
 }
 
-/// Drives deployments for one worker (one lease owner).
+/// Drives deployments for one worker (one lease owner), on `Q` (PostgreSQL's [`Store`] in the
+/// daemon).
 #[derive(Debug, Clone)]
-pub struct Driver {
-    pub store: Store,
+pub struct Driver<Q = Store> {
+    pub queue: Q,
     pub clients: Clients,
     pub config: DriverConfig,
     pub owner: Uuid,
@@ -95,10 +97,10 @@ pub struct Driver {
 
 type Step = Option<(Event, StepData)>;
 
-impl Driver {
-    pub fn new(store: Store, clients: Clients, config: DriverConfig) -> Self {
+impl<Q: DeploymentQueue> Driver<Q> {
+    pub fn new(queue: Q, clients: Clients, config: DriverConfig) -> Self {
         Self {
-            store,
+            queue,
             clients,
             config,
             owner: Uuid::new_v4(),
@@ -117,7 +119,7 @@ impl Driver {
     /// renewal, so another worker takes over once the lease expires.
     pub async fn drive(&self, claimed: Deployment) -> Result<Phase, DriverError> {
         let renew = renew_lease(
-            self.store.clone(),
+            self.queue.clone(),
             claimed.id,
             self.owner,
             self.config.lease,
@@ -136,24 +138,21 @@ impl Driver {
             let event = Event::Claimed {
                 needs_build: claimed.image.is_none(),
             };
-            phase = self.apply(id, phase, &event, &StepData::default()).await?;
-            machine::decide(Phase::Queued, &event)
-                .map_err(|source| DriverError::Transition {
-                    deployment: id,
-                    source,
-                })?
-                .actions
+            let t = self.apply(id, phase, &event, &StepData::default()).await?;
+            phase = t.to;
+            t.actions
         } else {
             tracing::info!(deployment = %id, phase = phase.as_str(), "resuming deployment");
             machine::resume(phase)
         };
         while !phase.is_terminal() {
-            let d = self.store.deployment_unscoped(id).await?;
-            if d.cancel_requested && matches!(phase, Phase::Building | Phase::Starting) {
-                let t = self.transition(id, phase, &Event::CancelRequested)?;
-                phase = self
-                    .apply(id, phase, &Event::CancelRequested, &StepData::default())
-                    .await?;
+            let d = self.queue.deployment(id).await?;
+            // A cancel request applies where the machine accepts one (before the switch).
+            if d.cancel_requested
+                && let Ok(t) = machine::decide(phase, &Event::CancelRequested)
+            {
+                self.record(id, phase, &t, &StepData::default()).await?;
+                phase = t.to;
                 actions = t.actions;
             }
             let mut step: Step = None;
@@ -166,38 +165,43 @@ impl Driver {
                 // Only side actions (cancel a build) ran: the phase was already terminal.
                 break;
             };
-            let t = self.transition(id, phase, &event)?;
-            phase = self.apply(id, phase, &event, &data).await?;
+            let t = self.apply(id, phase, &event, &data).await?;
+            phase = t.to;
             actions = t.actions;
         }
         Ok(phase)
     }
 
-    fn transition(
-        &self,
-        id: Uuid,
-        phase: Phase,
-        event: &Event,
-    ) -> Result<machine::Transition, DriverError> {
-        machine::decide(phase, event).map_err(|source| DriverError::Transition {
-            deployment: id,
-            source,
-        })
-    }
-
+    /// Decides what `event` does to a deployment in `phase` and records it; returns the
+    /// transition (its actions are the next step).
     async fn apply(
         &self,
         id: Uuid,
         phase: Phase,
         event: &Event,
         data: &StepData,
-    ) -> Result<Phase, DriverError> {
-        let t = self.transition(id, phase, event)?;
-        self.store
-            .apply_transition(id, self.owner, phase, &t, data)
+    ) -> Result<Transition, DriverError> {
+        let t = machine::decide(phase, event).map_err(|source| DriverError::Transition {
+            deployment: id,
+            source,
+        })?;
+        self.record(id, phase, &t, data).await?;
+        Ok(t)
+    }
+
+    /// Records `t` out of `phase` (fenced by the lease).
+    async fn record(
+        &self,
+        id: Uuid,
+        phase: Phase,
+        t: &Transition,
+        data: &StepData,
+    ) -> Result<(), DriverError> {
+        self.queue
+            .transition(id, self.owner, phase, t, data)
             .await?;
         tracing::info!(deployment = %id, from = phase.as_str(), to = t.to.as_str(), reason = t.reason.as_deref().unwrap_or(""), "deployment step");
-        Ok(t.to)
+        Ok(())
     }
 
     async fn perform(&self, action: Action, d: &Deployment) -> Result<Step, DriverError> {
@@ -247,20 +251,20 @@ impl Driver {
             Ok(url) => url,
             Err(e) => return Ok(Err(format!("the service's git source is refused: {e}"))),
         };
-        let organization = self.store.organization(organization_id).await?;
+        let organization = self.queue.organization_name(organization_id).await?;
         Ok(self
             .sources
-            .check("git.url", &organization.name, &url)
+            .check("git.url", &organization, &url)
             .await
             .map_err(|e| format!("the service's git source is refused: {e}")))
     }
 
     async fn cancelled(&self, id: Uuid) -> Result<bool, DriverError> {
-        Ok(self.store.deployment_unscoped(id).await?.cancel_requested)
+        Ok(self.queue.deployment(id).await?.cancel_requested)
     }
 
     async fn build(&self, d: &Deployment) -> Result<Step, DriverError> {
-        let (_, service) = self.store.service_unscoped(d.service_id).await?;
+        let (_, service) = self.queue.service(d.service_id).await?;
         let failed =
             |reason: String| Ok(Some((Event::BuildFailed { reason }, StepData::default())));
         let Some(git_url) = service.git_url.clone() else {
@@ -274,16 +278,10 @@ impl Driver {
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(self.config.build_timeout_s.into());
         let node = loop {
-            if let Some(node) = self.store.take_build_slot(d.id, &git_url).await? {
+            if let Some(node) = queue::take_build_slot(&self.queue, d.id, &git_url).await? {
                 break node;
             }
-            if self
-                .store
-                .nodes()
-                .await?
-                .iter()
-                .all(|n| n.role != NodeRole::Build)
-            {
+            if self.queue.build_nodes(&git_url).await?.is_empty() {
                 return failed("no build node is registered".into());
             }
             if tokio::time::Instant::now() > deadline {
@@ -317,7 +315,7 @@ impl Driver {
                 outcome = &mut call => break outcome,
                 _ = tokio::time::sleep(self.config.poll) => {
                     if self.cancelled(d.id).await? {
-                        self.store.release_build_slot(d.id, None).await?;
+                        self.queue.release_build_slot(d.id, None).await?;
                         return Ok(Some((Event::CancelRequested, StepData::default())));
                     }
                 }
@@ -328,7 +326,7 @@ impl Driver {
             ..StepData::default()
         };
         let succeeded = matches!(outcome, Ok(BuildOutcome::Succeeded { .. }));
-        self.store
+        self.queue
             .release_build_slot(d.id, succeeded.then_some(git_url.as_str()))
             .await?;
         Ok(Some(match outcome {
@@ -364,10 +362,10 @@ impl Driver {
 
     async fn cancel_build(&self, d: &Deployment) -> Result<(), DriverError> {
         let node = match d.build_node_id {
-            Some(id) => Some(self.store.node(id).await?),
+            Some(id) => Some(self.queue.node(id).await?),
             None => None,
         };
-        self.store.release_build_slot(d.id, None).await?;
+        self.queue.release_build_slot(d.id, None).await?;
         if let Some(node) = node
             && let Err(e) = self
                 .clients
@@ -381,7 +379,7 @@ impl Driver {
     }
 
     async fn start_container(&self, d: &Deployment) -> Result<Step, DriverError> {
-        let (org, service) = self.store.service_unscoped(d.service_id).await?;
+        let (org, service) = self.queue.service(d.service_id).await?;
         let failed = |reason: String, node_id: Option<Uuid>| {
             Ok(Some((
                 Event::ContainerFailed { reason },
@@ -397,11 +395,18 @@ impl Driver {
         };
         let cpu = service.resources.cpu_millis;
         let mem = service.resources.memory_bytes;
-        let Some(node) = self
-            .store
-            .pick_compute_node(d.id, service.id, cpu.into(), mem)
-            .await?
-        else {
+        // Its own earlier pick if it has one (a resumed deployment asks the same node again).
+        let node = match d.node_id {
+            Some(node) => Some(self.queue.node(node).await?),
+            None => {
+                let nodes = self.queue.compute_nodes(service.id).await?;
+                match crate::schedule::pick_compute_node(&nodes, cpu.into(), mem) {
+                    Some(id) => Some(self.queue.node(id).await?),
+                    None => None,
+                }
+            }
+        };
+        let Some(node) = node else {
             return failed(
                 format!(
                     "no compute node is up with room for {cpu} cpu millis and {mem} bytes of memory"
@@ -409,14 +414,8 @@ impl Driver {
                 None,
             );
         };
-        self.store.record_node(d.id, self.owner, node.id).await?;
-        let mut env: std::collections::BTreeMap<String, String> = self
-            .store
-            .service_env(service.id)
-            .await?
-            .into_iter()
-            .map(|(k, (v, _))| (k, v))
-            .collect();
+        self.queue.record_node(d.id, self.owner, node.id).await?;
+        let mut env = self.queue.service_env(service.id).await?;
         // What every container can know about itself.
         env.insert("STACKPAD_DEPLOYMENT_ID".into(), d.id.to_string());
         env.insert("STACKPAD_SERVICE".into(), service.name.clone());
@@ -474,9 +473,12 @@ impl Driver {
         let Some(proxy) = self.clients.proxy.clone() else {
             return Ok(Some((Event::Switched, StepData::default())));
         };
-        let (org, service) = self.store.service_unscoped(d.service_id).await?;
+        let (org, service) = self.queue.service(d.service_id).await?;
         // The platform host plus the custom domains verified so far (crate::domains).
-        let route = service_route(&self.store, org, &service, &self.config.apps_domain).await?;
+        let route = self
+            .queue
+            .service_route(org, &service, &self.config.apps_domain)
+            .await?;
         let failed =
             |reason: String| Ok(Some((Event::SwitchFailed { reason }, StepData::default())));
         if let Err(e) = self.retry(|| proxy.upsert_route(&route)).await {
@@ -509,11 +511,11 @@ impl Driver {
         let Some(previous) = d.previous_deployment_id.filter(|p| *p != d.id) else {
             return done;
         };
-        let previous = self.store.deployment_unscoped(previous).await?;
+        let previous = self.queue.deployment(previous).await?;
         let Some(node_id) = previous.node_id else {
             return done;
         };
-        let node = self.store.node(node_id).await?;
+        let node = self.queue.node(node_id).await?;
         let node_client = self.clients.node.clone();
         let id = previous.id.to_string();
         let grace = self.config.stop_grace_ms;
@@ -533,7 +535,7 @@ impl Driver {
 
     async fn remove_new(&self, d: &Deployment) -> Result<Step, DriverError> {
         if let Some(node_id) = d.node_id {
-            let node = self.store.node(node_id).await?;
+            let node = self.queue.node(node_id).await?;
             let node_client = self.clients.node.clone();
             let id = d.id.to_string();
             // It never served: no need to wait for it.
@@ -550,15 +552,15 @@ impl Driver {
 
 /// Renews the lease every third of its length; once it is lost, waits forever (the transition
 /// that follows fails with `LeaseLost`).
-async fn renew_lease(
-    store: Store,
+async fn renew_lease<Q: DeploymentQueue>(
+    queue: Q,
     id: Uuid,
     owner: Uuid,
     lease: Duration,
 ) -> std::convert::Infallible {
     loop {
         tokio::time::sleep(lease / 3).await;
-        match store.renew_lease(id, owner, lease).await {
+        match queue.renew_lease(id, owner, lease).await {
             Ok(true) => {}
             Ok(false) => return std::future::pending().await,
             Err(e) => tracing::warn!(deployment = %id, error = %e, "renewing the lease failed"),

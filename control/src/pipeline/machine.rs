@@ -46,7 +46,9 @@ pub enum Event {
     NewRemoved,
     CancelRequested,
     /// A newer deployment of the same service was queued.
-    NewerQueued,
+    NewerQueued {
+        by: uuid::Uuid,
+    },
 }
 
 /// An effect the driver performs. Every one is idempotent (keyed by the deployment id), so a
@@ -112,7 +114,9 @@ pub fn decide(phase: Phase, event: &Event) -> Result<Transition, InvalidTransiti
         (P::Queued, E::Claimed { needs_build: false }) => {
             Transition::to(P::Starting, &[A::StartContainer])
         }
-        (P::Queued, E::NewerQueued) => Transition::to(P::Superseded, &[]),
+        (P::Queued, E::NewerQueued { by }) => {
+            Transition::to(P::Superseded, &[]).because(&format!("superseded by deployment {by}"))
+        }
         (P::Queued, E::CancelRequested) => Transition::to(P::Cancelled, &[]),
 
         (P::Building, E::BuildSucceeded) => Transition::to(P::Starting, &[A::StartContainer]),
@@ -158,6 +162,29 @@ pub fn decide(phase: Phase, event: &Event) -> Result<Transition, InvalidTransiti
         }
     };
     Ok(t)
+}
+
+/// What a cancel request does to a deployment in `phase`; `claimed`: a worker holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// Nobody drives it yet: it ends now with this transition.
+    Now(Transition),
+    /// Its worker cancels it at the next step boundary (the deployment is flagged).
+    AtNextStep,
+    /// Too late (after the switch) or already ended.
+    Refused,
+}
+
+/// The pipeline's answer to a cancel request.
+pub fn cancel(phase: Phase, claimed: bool) -> Cancel {
+    match phase {
+        Phase::Queued if !claimed => match decide(phase, &Event::CancelRequested) {
+            Ok(t) => Cancel::Now(t),
+            Err(_) => Cancel::Refused,
+        },
+        Phase::Queued | Phase::Building | Phase::Starting => Cancel::AtNextStep,
+        _ => Cancel::Refused,
+    }
 }
 
 /// The actions to perform again when a worker takes over a deployment left in `phase` (after a

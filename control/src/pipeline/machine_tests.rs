@@ -162,12 +162,25 @@ fn failing_to_stop_old_still_ends_ready() {
 #[test]
 fn newer_deployment_supersedes_only_a_queued_one() {
     assert_eq!(
-        decide(Phase::Queued, &Event::NewerQueued).unwrap().to,
+        decide(
+            Phase::Queued,
+            &Event::NewerQueued {
+                by: uuid::Uuid::nil()
+            }
+        )
+        .unwrap()
+        .to,
         Phase::Superseded
     );
     for phase in Phase::ALL.iter().copied().filter(|p| *p != Phase::Queued) {
         assert!(
-            decide(phase, &Event::NewerQueued).is_err(),
+            decide(
+                phase,
+                &Event::NewerQueued {
+                    by: uuid::Uuid::nil()
+                }
+            )
+            .is_err(),
             "{phase:?} must not be superseded by a newer queued deployment"
         );
     }
@@ -217,7 +230,9 @@ fn terminal_phases_accept_no_event() {
         },
         Event::NewRemoved,
         Event::CancelRequested,
-        Event::NewerQueued,
+        Event::NewerQueued {
+            by: uuid::Uuid::nil(),
+        },
     ];
     for phase in Phase::ALL.iter().copied().filter(|p| p.is_terminal()) {
         assert!(resume(phase).is_empty());
@@ -268,4 +283,32 @@ fn phase_names_round_trip() {
         assert_eq!(Phase::parse(phase.as_str()), Some(phase));
     }
     assert_eq!(Phase::parse("nope"), None);
+}
+
+#[test]
+fn a_cancel_ends_an_unclaimed_queued_deployment_now_flags_a_running_one_and_is_refused_after_the_switch()
+ {
+    let Cancel::Now(t) = cancel(Phase::Queued, false) else {
+        panic!("an unclaimed queued deployment is cancelled at once");
+    };
+    assert_eq!((t.to, t.actions), (Phase::Cancelled, vec![]));
+    for phase in [Phase::Queued, Phase::Building, Phase::Starting] {
+        assert_eq!(cancel(phase, true), Cancel::AtNextStep, "{phase:?}");
+    }
+    for &phase in Phase::ALL {
+        if !matches!(phase, Phase::Queued | Phase::Building | Phase::Starting) {
+            assert_eq!(cancel(phase, true), Cancel::Refused, "{phase:?}");
+            assert_eq!(cancel(phase, false), Cancel::Refused, "{phase:?}");
+        }
+    }
+}
+
+#[test]
+fn a_superseded_deployment_names_the_newer_one() {
+    let by = uuid::Uuid::from_u128(7);
+    let t = decide(Phase::Queued, &Event::NewerQueued { by }).unwrap();
+    assert_eq!(
+        t.reason.as_deref(),
+        Some(&*format!("superseded by deployment {by}"))
+    );
 }

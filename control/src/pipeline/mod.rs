@@ -1,8 +1,10 @@
 //! The deploy pipeline: the pure state machine ([`machine`]), the driver that performs its
-//! actions through the client seams ([`driver`]) and the workers that claim deployments from
-//! the durable queue ([`worker`]); and the removal of a deleted service ([`teardown`]).
+//! actions through the client seams ([`driver`]) on the durable queue ([`queue`], PostgreSQL's
+//! `Store` behind the `DeploymentQueue` trait), the workers that claim deployments from it
+//! ([`worker`]); and the removal of a deleted service ([`teardown`]).
 
 pub mod driver;
 pub mod machine;
+pub mod queue;
 pub mod teardown;
 pub mod worker;

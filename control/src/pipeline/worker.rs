@@ -6,11 +6,12 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::driver::Driver;
+use super::queue::DeploymentQueue;
 
 /// Runs one worker: claims the oldest claimable deployment, drives it, repeats. Sleeps until
 /// `wake` is notified (a deployment was queued in this process) or `poll` passed.
-pub async fn run_worker(
-    driver: Driver,
+pub async fn run_worker<Q: DeploymentQueue>(
+    driver: Driver<Q>,
     wake: Arc<Notify>,
     poll: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -19,7 +20,7 @@ pub async fn run_worker(
         if *shutdown.borrow() {
             return;
         }
-        match driver.store.claim(driver.owner, driver.config.lease).await {
+        match driver.queue.claim(driver.owner, driver.config.lease).await {
             Ok(Some(d)) => {
                 let id = d.id;
                 tokio::select! {
@@ -29,7 +30,7 @@ pub async fn run_worker(
                     },
                     _ = shutdown.changed() => {
                         // Hand it back: another worker (or the next start) resumes it.
-                        let _ = driver.store.release(id, driver.owner).await;
+                        let _ = driver.queue.release(id, driver.owner).await;
                         return;
                     }
                 }

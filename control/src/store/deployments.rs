@@ -8,7 +8,7 @@ use tenant::image::ImageRef;
 use uuid::Uuid;
 
 use super::{Deployment, DeploymentEvent, Page, PageRequest, Result, Store, StoreError, page};
-use crate::pipeline::machine::{self, DeploymentState, Event, Phase, Transition};
+use crate::pipeline::machine::{self, Cancel, DeploymentState, Event, Phase, Transition};
 
 /// What a deployment deploys: a git ref/commit (built first) or an image, parsed.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -116,13 +116,10 @@ impl Store {
         .await?;
         let id = Uuid::new_v4();
         for old in older {
-            let t =
-                machine::decide(Phase::Queued, &Event::NewerQueued).expect("queued accepts newer");
-            let t = Transition {
-                reason: Some(format!("superseded by deployment {id}")),
-                ..t
-            };
-            set_phase(&mut tx, old, &t).await?;
+            match machine::decide(Phase::Queued, &Event::NewerQueued { by: id }) {
+                Ok(t) => set_phase(&mut tx, old, &t).await?,
+                Err(e) => return Err(StoreError::Conflict(e.to_string())),
+            }
         }
         sqlx::query(
             "INSERT INTO deployments (id, organization_id, service_id, state, phase, git_ref, git_commit, image, rollback_of) \
@@ -265,19 +262,15 @@ impl Store {
             lease_owner: owner,
             ..
         } = row.ok_or_else(|| StoreError::not_found("deployment", id))?;
-        match phase {
-            Phase::Queued if owner.is_none() => {
-                let t =
-                    machine::decide(phase, &Event::CancelRequested).expect("queued accepts cancel");
-                set_phase(&mut tx, id, &t).await?;
-            }
-            Phase::Queued | Phase::Building | Phase::Starting => {
+        match machine::cancel(phase, owner.is_some()) {
+            Cancel::Now(t) => set_phase(&mut tx, id, &t).await?,
+            Cancel::AtNextStep => {
                 sqlx::query("UPDATE deployments SET cancel_requested = true WHERE id = $1")
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
             }
-            _ => {
+            Cancel::Refused => {
                 return Err(StoreError::Conflict(format!(
                     "deployment {id} is {} and can no longer be cancelled",
                     phase.as_str()

@@ -1,18 +1,44 @@
-//! Nodes, heartbeats, build slots and the views the scheduler decides on.
-
-use std::time::Duration;
+//! Nodes, heartbeats, build slots and the views the scheduler decides on. The decisions are
+//! `crate::schedule`'s; this module reads the views and carries the decisions out.
 
 use ::api::{NodeRole, NodeStatus};
 use uuid::Uuid;
 
 use super::{Node, Result, Store, StoreError};
-use crate::schedule::{self, BuildNodeView, ComputeNodeView, HeartbeatView};
+use crate::schedule::{BuildNodeView, ComputeNodeView, HeartbeatView};
 
 type Time = chrono::DateTime<chrono::Utc>;
-/// id, status, last heartbeat, registered at, now.
-type HeartbeatRow = (Uuid, NodeStatus, Option<Time>, Time, Time);
-/// id, status, slots, builds running, builds of the repo, last build of the repo.
-type BuildNodeRow = (Uuid, NodeStatus, i32, i64, Option<i32>, Option<Time>);
+
+// Rows decoded by column name: an unknown status is an error naming the column and the value.
+
+#[derive(sqlx::FromRow)]
+struct HeartbeatRow {
+    id: Uuid,
+    status: NodeStatus,
+    last_heartbeat_at: Option<Time>,
+    created_at: Time,
+}
+
+#[derive(sqlx::FromRow)]
+struct BuildNodeRow {
+    id: Uuid,
+    status: NodeStatus,
+    build_slots: i32,
+    running: i64,
+    builds: Option<i32>,
+    last_built_at: Option<Time>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ComputeNodeRow {
+    id: Uuid,
+    status: NodeStatus,
+    cpu_millis: i32,
+    memory_bytes: i64,
+    cpu_used: i64,
+    memory_used: i64,
+    replicas: i64,
+}
 
 const COLUMNS: &str = "id, name, role, address, cpu_millis, memory_bytes, build_slots, status, last_heartbeat_at, created_at";
 
@@ -72,83 +98,111 @@ impl Store {
         Ok(())
     }
 
-    /// Marks down the nodes silent for longer than `down_after`; returns their ids.
-    pub async fn mark_silent_nodes_down(&self, down_after: Duration) -> Result<Vec<Uuid>> {
+    /// Every node as [`crate::schedule::nodes_to_mark_down`] sees it, and the database's now.
+    pub async fn heartbeats(&self) -> Result<(Vec<HeartbeatView>, Time)> {
+        let now: Time = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&self.pool)
+            .await?;
         let rows: Vec<HeartbeatRow> =
-            sqlx::query_as("SELECT id, status, last_heartbeat_at, created_at, now() FROM nodes")
+            sqlx::query_as("SELECT id, status, last_heartbeat_at, created_at FROM nodes")
                 .fetch_all(&self.pool)
                 .await?;
-        let Some(now) = rows.first().map(|r| r.4) else {
-            return Ok(vec![]);
-        };
-        let views: Vec<HeartbeatView> = rows
+        let views = rows
             .into_iter()
-            .map(|(id, status, last, created, _)| HeartbeatView {
-                id,
-                up: status == NodeStatus::Up,
-                last_heartbeat: last,
-                registered_at: created,
+            .map(|r| HeartbeatView {
+                id: r.id,
+                up: r.status == NodeStatus::Up,
+                last_heartbeat: r.last_heartbeat_at,
+                registered_at: r.created_at,
             })
             .collect();
-        let down = schedule::nodes_to_mark_down(&views, now, down_after);
-        if !down.is_empty() {
-            sqlx::query("UPDATE nodes SET status = 'down' WHERE id = ANY($1)")
-                .bind(&down)
+        Ok((views, now))
+    }
+
+    /// Marks the nodes down.
+    pub async fn mark_nodes_down(&self, ids: &[Uuid]) -> Result<()> {
+        if !ids.is_empty() {
+            sqlx::query("UPDATE nodes SET status = $2 WHERE id = ANY($1)")
+                .bind(ids)
+                .bind(NodeStatus::Down)
                 .execute(&self.pool)
                 .await?;
         }
-        Ok(down)
+        Ok(())
     }
 
-    /// Picks a build node for the deployment and takes one of its slots, atomically (node rows
-    /// are locked so concurrent claims never overfill a node). Idempotent per deployment.
-    pub async fn take_build_slot(
-        &self,
-        deployment_id: Uuid,
-        repository: &str,
-    ) -> Result<Option<Node>> {
-        let mut tx = self.pool.begin().await?;
+    /// The build node whose slot the deployment holds, if any.
+    pub async fn held_build_slot(&self, deployment_id: Uuid) -> Result<Option<Node>> {
         let held: Option<Uuid> =
             sqlx::query_scalar("SELECT node_id FROM build_slots WHERE deployment_id = $1")
                 .bind(deployment_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&self.pool)
                 .await?;
-        if let Some(node) = held {
-            tx.commit().await?;
-            return self.node(node).await.map(Some);
+        match held {
+            Some(node) => self.node(node).await.map(Some),
+            None => Ok(None),
         }
-        sqlx::query("SELECT id FROM nodes WHERE role = 'build' FOR UPDATE")
-            .fetch_all(&mut *tx)
-            .await?;
+    }
+
+    /// Every build node with its slots, the builds it runs and its cache of `repository`.
+    pub async fn build_nodes(&self, repository: &str) -> Result<Vec<BuildNodeView>> {
         let rows: Vec<BuildNodeRow> = sqlx::query_as(
             "SELECT n.id, n.status, n.build_slots, \
-             (SELECT count(*) FROM build_slots s WHERE s.node_id = n.id), c.builds, c.last_built_at \
-             FROM nodes n LEFT JOIN build_cache c ON c.node_id = n.id AND c.repository = $1 WHERE n.role = 'build'",
+             (SELECT count(*) FROM build_slots s WHERE s.node_id = n.id) AS running, \
+             c.builds, c.last_built_at \
+             FROM nodes n LEFT JOIN build_cache c ON c.node_id = n.id AND c.repository = $1 WHERE n.role = $2",
         )
         .bind(repository)
-        .fetch_all(&mut *tx)
+        .bind(NodeRole::Build)
+        .fetch_all(&self.pool)
         .await?;
-        let views: Vec<BuildNodeView> = rows
+        Ok(rows
             .into_iter()
-            .map(|(id, status, slots, running, builds, last)| BuildNodeView {
-                id,
-                up: status == NodeStatus::Up,
-                slots: slots.max(0) as u32,
-                builds_running: running as u32,
-                repo_builds: builds.unwrap_or(0).max(0) as u32,
-                repo_last_built: last,
+            .map(|r| BuildNodeView {
+                id: r.id,
+                up: r.status == NodeStatus::Up,
+                slots: r.build_slots.max(0) as u32,
+                builds_running: r.running as u32,
+                repo_builds: r.builds.unwrap_or(0).max(0) as u32,
+                repo_last_built: r.last_built_at,
             })
-            .collect();
-        let Some(node) = schedule::pick_build_node(&views) else {
-            return Ok(None);
-        };
+            .collect())
+    }
+
+    /// Takes a slot of build node `node` for the deployment, under the node's row lock, if the
+    /// node still runs `seen_running` builds (what the pick saw); false otherwise. Concurrent
+    /// takers never overfill a node.
+    pub async fn reserve_build_slot(
+        &self,
+        deployment_id: Uuid,
+        node: Uuid,
+        seen_running: u32,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let locked: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM nodes WHERE id = $1 AND role = $2 FOR UPDATE")
+                .bind(node)
+                .bind(NodeRole::Build)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if locked.is_none() {
+            return Ok(false);
+        }
+        let running: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM build_slots WHERE node_id = $1")
+                .bind(node)
+                .fetch_one(&mut *tx)
+                .await?;
+        if running != i64::from(seen_running) {
+            return Ok(false);
+        }
         sqlx::query("INSERT INTO build_slots (deployment_id, node_id) VALUES ($1, $2)")
             .bind(deployment_id)
             .bind(node)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.node(node).await.map(Some)
+        Ok(true)
     }
 
     /// Frees the build slot; after a successful build the node's cache counts as warm.
@@ -176,56 +230,35 @@ impl Store {
         Ok(())
     }
 
-    /// Picks the compute node for a deployment's container (its own earlier pick if it has one).
-    pub async fn pick_compute_node(
-        &self,
-        deployment_id: Uuid,
-        service_id: Uuid,
-        cpu: u64,
-        mem: u64,
-    ) -> Result<Option<Node>> {
-        let existing: Option<Option<Uuid>> =
-            sqlx::query_scalar("SELECT node_id FROM deployments WHERE id = $1")
-                .bind(deployment_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        if let Some(Some(node)) = existing {
-            return self.node(node).await.map(Some);
-        }
-        // What occupies a node: deployments in progress or serving.
-        let rows: Vec<(Uuid, NodeStatus, i32, i64, i64, i64, i64)> = sqlx::query_as(
+    /// Every compute node with what occupies it (deployments in progress or serving) and how
+    /// many containers of `service_id` it runs.
+    pub async fn compute_nodes(&self, service_id: Uuid) -> Result<Vec<ComputeNodeView>> {
+        let rows: Vec<ComputeNodeRow> = sqlx::query_as(
             "SELECT n.id, n.status, n.cpu_millis, n.memory_bytes, \
-               COALESCE(SUM((s.resources->>'cpu_millis')::bigint), 0)::bigint, \
-               COALESCE(SUM((s.resources->>'memory_bytes')::bigint), 0)::bigint, \
-               COUNT(d.id) FILTER (WHERE d.service_id = $1) \
+               COALESCE(SUM((s.resources->>'cpu_millis')::bigint), 0)::bigint AS cpu_used, \
+               COALESCE(SUM((s.resources->>'memory_bytes')::bigint), 0)::bigint AS memory_used, \
+               COUNT(d.id) FILTER (WHERE d.service_id = $1) AS replicas \
              FROM nodes n \
              LEFT JOIN deployments d ON d.node_id = n.id AND (d.phase IN ('starting', 'switching', 'stopping_old') \
                 OR d.id IN (SELECT current_deployment_id FROM services WHERE current_deployment_id IS NOT NULL)) \
              LEFT JOIN services s ON s.id = d.service_id \
-             WHERE n.role = 'compute' GROUP BY n.id",
+             WHERE n.role = $2 GROUP BY n.id",
         )
         .bind(service_id)
+        .bind(NodeRole::Compute)
         .fetch_all(&self.pool)
         .await?;
-        let views: Vec<ComputeNodeView> = rows
+        Ok(rows
             .into_iter()
-            .map(
-                |(id, status, cpu_total, mem_total, cpu_used, mem_used, replicas)| {
-                    ComputeNodeView {
-                        id,
-                        up: status == NodeStatus::Up,
-                        cpu_millis_total: cpu_total.max(0) as u64,
-                        cpu_millis_allocated: cpu_used.max(0) as u64,
-                        memory_bytes_total: mem_total.max(0) as u64,
-                        memory_bytes_allocated: mem_used.max(0) as u64,
-                        replicas_of_service: replicas as u32,
-                    }
-                },
-            )
-            .collect();
-        match schedule::pick_compute_node(&views, cpu, mem) {
-            Some(id) => self.node(id).await.map(Some),
-            None => Ok(None),
-        }
+            .map(|r| ComputeNodeView {
+                id: r.id,
+                up: r.status == NodeStatus::Up,
+                cpu_millis_total: r.cpu_millis.max(0) as u64,
+                cpu_millis_allocated: r.cpu_used.max(0) as u64,
+                memory_bytes_total: r.memory_bytes.max(0) as u64,
+                memory_bytes_allocated: r.memory_used.max(0) as u64,
+                replicas_of_service: r.replicas as u32,
+            })
+            .collect())
     }
 }
