@@ -567,3 +567,7 @@ async fn renew_lease<Q: DeploymentQueue>(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

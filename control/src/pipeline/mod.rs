@@ -4,6 +4,8 @@
 //! ([`worker`]); and the removal of a deleted service ([`teardown`]).
 
 pub mod driver;
+#[cfg(test)]
+mod fakes;
 pub mod machine;
 pub mod queue;
 pub mod teardown;

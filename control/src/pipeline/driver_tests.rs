@@ -1,0 +1,254 @@
+//! The driver on a recording fake queue and fake daemons, on paused time: what it records, in
+//! which order, what it stops at, and how long it waits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::api::{DeploymentState, Phase};
+use tenant::address::AddressPolicy;
+use tokio::time::Instant;
+
+use super::*;
+use crate::api::sources::{SourcePolicy, SystemLookup};
+use crate::pipeline::fakes::{
+    Call, CallLog, FakeBuilder, FakeNode, FakeProxy, FakeQueue, Write, healthy_daemons, unreachable,
+};
+
+fn driver(q: &FakeQueue, daemons: (FakeBuilder, FakeNode, FakeProxy)) -> Driver<FakeQueue> {
+    let (builder, node, proxy) = daemons;
+    let clients = Clients {
+        builder: Arc::new(builder),
+        node: Arc::new(node),
+        proxy: Some(Arc::new(proxy)),
+    };
+    let config = DriverConfig {
+        lease: Duration::from_secs(3),
+        retry_backoff: Duration::from_millis(200),
+        ..DriverConfig::default()
+    };
+    // The fake service builds a local repository of organization "acme": allowed.
+    let sources = SourcePolicy::new(
+        AddressPolicy::default(),
+        vec!["acme".into()],
+        Arc::new(SystemLookup),
+    );
+    Driver::new(q.clone(), clients, config).with_sources(sources)
+}
+
+fn calls(log: &CallLog) -> Vec<Call> {
+    log.lock().unwrap().iter().map(|(_, c)| c.clone()).collect()
+}
+
+async fn claim(d: &Driver<FakeQueue>) -> Deployment {
+    d.queue
+        .claim(d.owner, d.config.lease)
+        .await
+        .unwrap()
+        .expect("a queued deployment")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_git_deployment_is_claimed_built_deployed_and_ready_with_each_transition_once_in_order() {
+    let (q, service) = FakeQueue::new();
+    let id = q.queue(service, None);
+    let log = CallLog::default();
+    let d = driver(&q, healthy_daemons(&log));
+    let phase = d.drive(claim(&d).await).await.unwrap();
+    assert_eq!(phase, Phase::Ready);
+    assert_eq!(
+        q.transitions(),
+        [
+            (Phase::Queued, Phase::Building),
+            (Phase::Building, Phase::Starting),
+            (Phase::Starting, Phase::Switching),
+            (Phase::Switching, Phase::StoppingOld),
+            (Phase::StoppingOld, Phase::Ready),
+        ]
+    );
+    let states: Vec<DeploymentState> = q.transitions().iter().map(|(_, to)| to.state()).collect();
+    assert_eq!(
+        states,
+        [
+            DeploymentState::Building,
+            DeploymentState::Deploying,
+            DeploymentState::Deploying,
+            DeploymentState::Deploying,
+            DeploymentState::Ready
+        ]
+    );
+    // The queue's other writes sit where the steps make them: the slot is taken before the
+    // build and freed (warm) with it, the node recorded before the container starts.
+    let writes: Vec<Write> = q
+        .writes()
+        .into_iter()
+        .filter(|w| !matches!(w, Write::RenewLease))
+        .collect();
+    let build_node = uuid::Uuid::from_u128(0xb1);
+    let compute_node = uuid::Uuid::from_u128(0xc1);
+    assert_eq!(writes[1], Write::TakeBuildSlot(build_node));
+    assert_eq!(writes[2], Write::ReleaseBuildSlot { warm: true });
+    assert!(matches!(
+        writes[3],
+        Write::Transition {
+            from: Phase::Building,
+            to: Phase::Starting,
+            ..
+        }
+    ));
+    assert_eq!(writes[4], Write::RecordNode(compute_node));
+    assert_eq!(writes.len(), 8, "{writes:#?}");
+    // The container runs the pushed image pinned to its digest; traffic moves to it.
+    assert_eq!(
+        calls(&log),
+        [
+            Call::Build {
+                build_id: id.to_string()
+            },
+            Call::Deploy {
+                image: "127.0.0.1:5000/acme/web@sha256:feed".into()
+            },
+            Call::UpsertRoute {
+                hosts: vec!["web-shop.stackpad.localhost".into()]
+            },
+            Call::Switch {
+                address: "10.0.0.2:8080".into()
+            },
+        ]
+    );
+    let done = q.deployment_now(id);
+    assert_eq!(done.state, DeploymentState::Ready);
+    assert_eq!(done.node_id, Some(compute_node));
+    assert_eq!(done.build_node_id, Some(build_node));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_lease_stops_the_driver_without_a_further_write_or_call() {
+    let (q, service) = FakeQueue::new();
+    let id = q.queue(service, Some("127.0.0.1:5000/acme/web:v1"));
+    let log = CallLog::default();
+    let (builder, mut node, proxy) = healthy_daemons(&log);
+    // While the container starts, another worker takes the deployment over.
+    let stolen = q.clone();
+    node.deploy.on_call = Box::new(move || stolen.steal_lease(id));
+    let d = driver(&q, (builder, node, proxy));
+    let err = d.drive(claim(&d).await).await.unwrap_err();
+    assert!(
+        matches!(err, DriverError::Store(StoreError::LeaseLost { deployment }) if deployment == id),
+        "{err}"
+    );
+    // Claimed -> starting was recorded, and the node before the deploy; nothing after.
+    assert_eq!(q.transitions(), [(Phase::Queued, Phase::Starting)]);
+    assert!(matches!(q.writes().last(), Some(Write::RecordNode(_))));
+    assert_eq!(
+        calls(&log),
+        [Call::Deploy {
+            image: "127.0.0.1:5000/acme/web:v1".into()
+        }],
+        "no switch after the lease was lost"
+    );
+    assert_eq!(q.deployment_now(id).phase, Phase::Starting);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_node_is_called_again_after_the_backoff_which_doubles() {
+    let (q, service) = FakeQueue::new();
+    q.queue(service, Some("127.0.0.1:5000/acme/web:v1"));
+    let log = CallLog::default();
+    let (builder, node, proxy) = healthy_daemons(&log);
+    node.deploy.answers.lock().unwrap().extend([
+        Err(unreachable("node agent")),
+        Err(unreachable("node agent")),
+    ]);
+    let d = driver(&q, (builder, node, proxy));
+    assert_eq!(d.drive(claim(&d).await).await.unwrap(), Phase::Ready);
+    let deploys: Vec<Instant> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, c)| matches!(c, Call::Deploy { .. }))
+        .map(|(at, _)| *at)
+        .collect();
+    assert_eq!(deploys.len(), 3);
+    // retry_backoff = 200 ms, then twice that.
+    assert_eq!(deploys[1] - deploys[0], Duration::from_millis(200));
+    assert_eq!(deploys[2] - deploys[1], Duration::from_millis(400));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_unreachable_for_every_attempt_fails_the_step_and_removes_the_new_container() {
+    let (q, service) = FakeQueue::new();
+    let id = q.queue(service, Some("127.0.0.1:5000/acme/web:v1"));
+    let log = CallLog::default();
+    let (builder, mut node, proxy) = healthy_daemons(&log);
+    node.deploy.otherwise = Err(unreachable("node agent"));
+    let d = driver(&q, (builder, node, proxy));
+    let started = Instant::now();
+    assert_eq!(d.drive(claim(&d).await).await.unwrap(), Phase::Failed);
+    // call_attempts = 5: four waits of 200, 400, 800 and 1600 ms.
+    assert_eq!(started.elapsed(), Duration::from_millis(3000));
+    assert_eq!(
+        q.transitions(),
+        [
+            (Phase::Queued, Phase::Starting),
+            (Phase::Starting, Phase::CleanupThenFailed),
+            (Phase::CleanupThenFailed, Phase::Failed),
+        ]
+    );
+    let failed = q.deployment_now(id);
+    assert!(
+        failed
+            .failure_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("connection refused")),
+        "{failed:?}"
+    );
+    assert!(calls(&log).contains(&Call::Remove {
+        deployment: id.to_string()
+    }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_renewed_every_third_of_its_length_while_a_step_runs() {
+    let (q, service) = FakeQueue::new();
+    q.queue(service, None);
+    let log = CallLog::default();
+    let (mut builder, node, proxy) = healthy_daemons(&log);
+    builder.build.delay = Duration::from_millis(10_500);
+    let d = driver(&q, (builder, node, proxy));
+    assert_eq!(d.drive(claim(&d).await).await.unwrap(), Phase::Ready);
+    // lease = 3 s: renewed at 1 s, 2 s, ... 10 s of the 10.5 s build.
+    let renewals = q
+        .writes()
+        .iter()
+        .filter(|w| matches!(w, Write::RenewLease))
+        .count();
+    assert_eq!(renewals, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_requested_during_the_build_cancels_it_and_ends_cancelled() {
+    let (q, service) = FakeQueue::new();
+    let id = q.queue(service, None);
+    let log = CallLog::default();
+    let (mut builder, node, proxy) = healthy_daemons(&log);
+    builder.build.delay = Duration::from_secs(60);
+    let d = driver(&q, (builder, node, proxy));
+    let claimed = claim(&d).await;
+    let canceller = q.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        canceller.request_cancel(id);
+    });
+    let started = Instant::now();
+    assert_eq!(d.drive(claimed).await.unwrap(), Phase::Cancelled);
+    // Seen at the first poll (every 500 ms) after the request, not at the build's end.
+    assert!(started.elapsed() <= Duration::from_millis(2500));
+    assert_eq!(
+        q.transitions(),
+        [
+            (Phase::Queued, Phase::Building),
+            (Phase::Building, Phase::Cancelled)
+        ]
+    );
+    assert!(!calls(&log).iter().any(|c| matches!(c, Call::Deploy { .. })));
+}
