@@ -1,22 +1,17 @@
 //! `stackpad-proxy routes list|set|switch|remove`: a client of the admin API.
 
-use std::path::PathBuf;
-
-use anyhow::{Context, bail};
+use anyhow::Context;
 use proto::proxy::v1 as pb;
 use proto::proxy::v1::proxy_admin_client::ProxyAdminClient;
 use tonic::Request;
 
-use crate::args::{Flags, USAGE, token};
+use crate::args::{RoutesArgs, RoutesCommand, token};
 
-pub fn routes(argv: &[String]) -> anyhow::Result<()> {
-    let Some(command) = argv.first() else {
-        bail!("routes needs a command\n{USAGE}")
-    };
+pub fn routes(args: &RoutesArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(command, &argv[1..]))
+    runtime.block_on(run(args))
 }
 
 struct Conn {
@@ -40,97 +35,15 @@ impl Conn {
     }
 }
 
-async fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
-    let mut flags = Flags::new(argv);
-    let mut admin = "127.0.0.1:9180".to_owned();
-    let mut token_file: Option<PathBuf> = None;
-    let mut route = pb::Route::default();
-    let mut switch = pb::SwitchRequest::default();
-    let mut health = pb::HealthCheck::default();
-    let mut health_set = false;
-    while let Some(flag) = flags.next_flag()? {
-        match flag {
-            "--admin" => admin = flags.value(flag)?.into(),
-            "--token-file" => token_file = Some(flags.value(flag)?.into()),
-            "--id" => route.route_id = flags.value(flag)?.into(),
-            "--host" => route.hosts.push(flags.value(flag)?.into()),
-            "--prefix" => route.path_prefix = flags.value(flag)?.into(),
-            "--service" => {
-                let v = flags.value(flag)?;
-                route.service_id = v.into();
-                switch.service_id = v.into();
-            }
-            "--max-body" => {
-                route.max_body_bytes = flags.value(flag)?.parse().context("--max-body")?
-            }
-            "--plain-http" => route.allow_plain_http = true,
-            "--upstream" => {
-                // ADDR[=DEPLOYMENT[=WEIGHT]]
-                let v = flags.value(flag)?;
-                let mut parts = v.splitn(3, '=');
-                let address = parts.next().unwrap_or_default().into();
-                let deployment_id = parts.next().unwrap_or_default().into();
-                let weight = parts
-                    .next()
-                    .map(str::parse)
-                    .transpose()
-                    .context("--upstream weight")?
-                    .unwrap_or(1);
-                switch.upstreams.push(pb::Upstream {
-                    address,
-                    deployment_id,
-                    weight,
-                });
-            }
-            "--drain-ms" => {
-                switch.drain_deadline_ms = flags.value(flag)?.parse().context("--drain-ms")?
-            }
-            "--skip-health" => switch.skip_health_wait = true,
-            "--health-timeout-ms" => {
-                switch.health_timeout_ms =
-                    flags.value(flag)?.parse().context("--health-timeout-ms")?
-            }
-            "--health-path" => {
-                health.path = flags.value(flag)?.into();
-                health_set = true;
-            }
-            "--health-interval-ms" => {
-                health.interval_ms = flags.value(flag)?.parse().context("--health-interval-ms")?;
-                health_set = true;
-            }
-            "--healthy-threshold" => {
-                health.healthy_threshold =
-                    flags.value(flag)?.parse().context("--healthy-threshold")?;
-                health_set = true;
-            }
-            "--unhealthy-threshold" => {
-                health.unhealthy_threshold = flags
-                    .value(flag)?
-                    .parse()
-                    .context("--unhealthy-threshold")?;
-                health_set = true;
-            }
-            "--lb" => {
-                let lb = match flags.value(flag)? {
-                    "round-robin" => pb::LoadBalancing::RoundRobin,
-                    "least-connections" => pb::LoadBalancing::LeastConnections,
-                    other => bail!("--lb {other:?}: use round-robin or least-connections"),
-                };
-                switch.set_load_balancing(lb);
-            }
-            other => bail!("unknown flag {other}\n{USAGE}"),
-        }
-    }
-    if health_set {
-        switch.health_check = Some(health);
-    }
+async fn run(args: &RoutesArgs) -> anyhow::Result<()> {
+    let (route, switch) = args.requests();
     let conn = Conn {
-        admin,
-        token: token(token_file.as_ref())?,
+        admin: args.admin.clone(),
+        token: token(args.token_file.as_ref())?,
     };
     let mut client = conn.client().await?;
-    match command {
-        "list" => {
+    match args.command {
+        RoutesCommand::List => {
             let list = client
                 .list_routes(conn.request(pb::ListRoutesRequest {})?)
                 .await?
@@ -161,14 +74,14 @@ async fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
                 );
             }
         }
-        "set" => {
+        RoutesCommand::Set => {
             let r = client
                 .upsert_route(conn.request(pb::UpsertRouteRequest { route: Some(route) })?)
                 .await?;
             let r = r.into_inner().route.unwrap_or_default();
             println!("route {} set", r.route_id);
         }
-        "remove" => {
+        RoutesCommand::Remove => {
             let removed = client
                 .remove_route(conn.request(pb::RemoveRouteRequest {
                     route_id: route.route_id.clone(),
@@ -182,7 +95,7 @@ async fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
                 if removed { "removed" } else { "was not there" }
             );
         }
-        "switch" => {
+        RoutesCommand::Switch => {
             let out = client.switch(conn.request(switch)?).await?.into_inner();
             println!(
                 "switched: generation={} swap_after_us={} drained_after_us={} closed_at_deadline={}",
@@ -192,7 +105,6 @@ async fn run(command: &str, argv: &[String]) -> anyhow::Result<()> {
                 out.connections_closed_at_deadline
             );
         }
-        other => bail!("unknown routes command {other:?}\n{USAGE}"),
     }
     Ok(())
 }

@@ -1,25 +1,36 @@
-//! `stackpad-proxy`: parses its arguments and runs the daemon or the `routes` admin client
-//! from the `proxy` library.
+//! `stackpad-proxy`: parses its arguments (clap) and runs the daemon or the `routes` admin
+//! client from the `proxy` library.
 
 mod args;
 mod cli;
 
-fn main() -> std::process::ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let result = match argv.first().map(String::as_str) {
-        Some("--version") => {
-            println!("stackpad-proxy {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print and succeed; a bad or missing argument fails with 1, as
+        // every other error does.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
         }
-        Some("serve") => args::serve(&argv[1..]),
-        Some("routes") => cli::routes(&argv[1..]),
-        _ => Err(anyhow::anyhow!("{}", args::USAGE)),
+    };
+    let result = match &cli.command {
+        args::Command::Serve(serve) => args::serve(serve),
+        args::Command::Routes(routes) => cli::routes(routes),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stackpad-proxy: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
