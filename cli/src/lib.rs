@@ -9,6 +9,7 @@
 mod client;
 mod commands;
 mod domains;
+mod env;
 pub mod error;
 pub mod files;
 pub mod link;
@@ -142,6 +143,14 @@ pub enum Command {
                       stackpad domains verify www.shop.example"
     )]
     Domains(domains::Domains),
+    /// A service's environment variables and secrets: list (secrets masked), set, unset.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  stackpad env list --service shop/web\n  \
+                      stackpad env set MODE=prod\n  stackpad env set --secret API_KEY=...\n  \
+                      stackpad env unset MODE"
+    )]
+    Env(env::Env),
     /// A git service's webhook secret.
     #[command(
         subcommand,
@@ -461,6 +470,7 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
         }
         Command::Link { target } => commands::link(&ctx, &dir, linked, target, &mut p).await,
         Command::Domains(cmd) => domains::run(&ctx, cmd, &mut p).await,
+        Command::Env(cmd) => env::run(&ctx, cmd, &mut p).await,
         Command::Projects(cmd) => commands::projects(&ctx, cmd, &mut p).await,
         Command::Environments(cmd) => commands::environments(&ctx, cmd, &mut p).await,
         Command::Services(cmd) => commands::services(&ctx, cmd, &mut p).await,

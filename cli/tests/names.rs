@@ -496,3 +496,70 @@ async fn json_output_is_the_apis_objects_and_exit_codes_follow_the_failure_class
     h.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn env_vars_are_listed_with_secrets_masked_set_and_unset_without_losing_a_secret()
+-> anyhow::Result<()> {
+    let (h, config, _dir) = logged_in("env-org").await?;
+    let c = config.as_path();
+    ok(c, &["projects", "create", "shop"]).await;
+    ok(
+        c,
+        &[
+            "services",
+            "create",
+            "--project",
+            "shop",
+            "--name",
+            "web",
+            "--image",
+            "shop:v1",
+            "--env",
+            "MODE=prod",
+        ],
+    )
+    .await;
+    let t = ["--service", "shop/web"];
+    let out = ok(
+        c,
+        &[&["env", "set", "LOG=info", "MODE=dev"][..], &t].concat(),
+    )
+    .await;
+    assert!(
+        out.contains("LOG=info\nMODE=dev\n") && out.contains("next deployment"),
+        "{out}"
+    );
+    let out = ok(
+        c,
+        &[&["env", "set", "--secret", "API_KEY=s3cret"][..], &t].concat(),
+    )
+    .await;
+    assert!(
+        out.contains("API_KEY=********  (secret)") && !out.contains("s3cret"),
+        "{out}"
+    );
+    let listed = json(c, &[&["env", "list"][..], &t].concat(), 0).await;
+    assert_eq!(
+        listed["API_KEY"],
+        serde_json::json!({ "value": null, "secret": true })
+    );
+    assert_eq!(listed["MODE"]["value"], "dev");
+    // Changing a plain var would have to resend the secret: refused, nothing changed.
+    let (code, out) = stackpad(c, &[&["env", "unset", "LOG"][..], &t].concat()).await;
+    assert_eq!(code, exit::USAGE, "{out}");
+    assert!(out.contains("drop the secrets API_KEY"), "{out}");
+    let (code, out) = stackpad(c, &[&["env", "unset", "MOD"][..], &t].concat()).await;
+    assert_eq!(code, exit::NOT_FOUND, "{out}");
+    assert!(out.contains("did you mean MODE?"), "{out}");
+    let out = ok(c, &[&["env", "unset", "API_KEY", "LOG"][..], &t].concat()).await;
+    assert_eq!(out.lines().next(), Some("MODE=dev"), "{out}");
+    let listed = json(c, &[&["env", "list"][..], &t].concat(), 0).await;
+    assert_eq!(
+        listed,
+        serde_json::json!({ "MODE": { "value": "dev", "secret": false } })
+    );
+    let (code, out) = stackpad(c, &[&["env", "set", "NOEQUALS"][..], &t].concat()).await;
+    assert_eq!(code, exit::USAGE, "{out}");
+    h.stop().await;
+    Ok(())
+}
