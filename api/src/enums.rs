@@ -234,11 +234,15 @@ closed_set! {
 
 closed_set! {
     /// What an API token may do (`api_tokens.role`; PostgreSQL type `token_role`, so the
-    /// `sqlx` impl binds text: cast with `$1::token_role` / `role::text` in queries).
+    /// `sqlx` impl binds text: cast with `$1::token_role` / `role::text` in queries). Declared
+    /// from least to most: the order (`Ord`) is the rights order, `Owner > Deployer > ReadOnly`.
     TokenRole, "token role" {
-        Owner = "owner",
-        Deployer = "deployer",
+        /// Reads everything of its organization, changes nothing.
         ReadOnly = "read_only",
+        /// Deploys, rolls back, cancels, manages custom domains; changes no configuration.
+        Deployer = "deployer",
+        /// Everything in its organization: configuration, secrets, tokens, members, webhooks.
+        Owner = "owner",
     }
 }
 
@@ -307,6 +311,9 @@ mod tests {
         let roles: Vec<_> = NodeRole::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(roles, ["build", "compute", "proxy"]);
         assert_eq!(TokenRole::ReadOnly.as_str(), "read_only");
+        assert!(
+            TokenRole::Owner > TokenRole::Deployer && TokenRole::Deployer > TokenRole::ReadOnly
+        );
         assert_eq!(Phase::StoppingOld.state(), DeploymentState::Deploying);
         assert!(Phase::Cancelled.is_terminal() && !Phase::Switching.is_terminal());
     }

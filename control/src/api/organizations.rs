@@ -154,16 +154,11 @@ pub async fn add_member(
             format!("{} is not an email address", tenant::echo(&req.email)),
         ));
     }
-    if !matches!(
-        req.role.as_str(),
-        "owner" | "admin" | "developer" | "viewer"
-    ) {
-        return Err(invalid("role", "must be owner, admin, developer or viewer"));
-    }
-    let member = state
-        .store
-        .add_member(org.id, &req.email, &req.role)
-        .await?;
+    let role: ::api::MemberRole = req
+        .role
+        .parse()
+        .map_err(|_| invalid("role", "must be owner, admin, developer or viewer"))?;
+    let member = state.store.add_member(org.id, &req.email, role).await?;
     Ok((StatusCode::CREATED, Json(json!(member))))
 }
 

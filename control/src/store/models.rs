@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ::api::{DeploymentState, NodeRole, NodeStatus, Phase, ServiceKind};
+use ::api::{DeploymentState, MemberRole, NodeRole, NodeStatus, Phase, ServiceKind};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -18,7 +18,7 @@ pub struct Organization {
 pub struct Member {
     pub id: Uuid,
     pub email: String,
-    pub role: String,
+    pub role: MemberRole,
     pub created_at: DateTime<Utc>,
 }
 

@@ -1,43 +1,16 @@
 //! Organizations, their members and API tokens (with a role and an optional expiry).
 
+use ::api::MemberRole;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ApiToken, Member, Organization, Result, Store, StoreError};
 use crate::crypto;
 
-/// What a token may do, from least to most: the order is the rights order (`Owner` > `Deployer`
-/// > `ReadOnly`). The route matrix is `api::roles`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
-)]
-#[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "token_role", rename_all = "snake_case")]
-pub enum Role {
-    /// Reads everything of its organization, changes nothing.
-    ReadOnly,
-    /// Deploys, rolls back, cancels, manages custom domains; changes no configuration.
-    Deployer,
-    /// Everything in its organization: configuration, secrets, tokens, members, webhooks.
-    Owner,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::ReadOnly => "read_only",
-            Role::Deployer => "deployer",
-            Role::Owner => "owner",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// What a token may do (one definition, in the `api` crate); its order is the rights order
+/// (`Owner` > `Deployer` > `ReadOnly`). The route matrix is `api::roles`. The column is of the
+/// PostgreSQL type `token_role`: queries bind `$n::token_role` and read `role::text`.
+pub use ::api::TokenRole as Role;
 
 /// A token to mint.
 #[derive(Debug, Clone)]
@@ -48,7 +21,7 @@ pub struct NewToken<'a> {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-const TOKEN_COLUMNS: &str = "id, organization_id, name, role, expires_at, created_at";
+const TOKEN_COLUMNS: &str = "id, organization_id, name, role::text AS role, expires_at, created_at";
 
 impl Store {
     pub async fn create_organization(&self, name: &str) -> Result<Organization> {
@@ -79,7 +52,7 @@ impl Store {
         let secret = crypto::generate_token();
         let sql = format!(
             "INSERT INTO api_tokens (id, organization_id, name, token_sha256, role, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {TOKEN_COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5::token_role, $6) RETURNING {TOKEN_COLUMNS}"
         );
         let token = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(Uuid::new_v4())
@@ -125,7 +98,7 @@ impl Store {
         &self,
         organization_id: Uuid,
         email: &str,
-        role: &str,
+        role: MemberRole,
     ) -> Result<Member> {
         sqlx::query_as(
             "INSERT INTO members (id, organization_id, email, role) VALUES ($1, $2, $3, $4) \
