@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document served at `/openapi.json`, written by hand and kept in sync with
 //! [`super::ROUTES`] by a test.
 
+use ::api::{MemberRole, NodeRole, ServiceKind, TokenRole};
 use axum::Json;
 use serde_json::{Value, json};
 
@@ -8,6 +9,11 @@ use super::service_spec as spec;
 
 pub async fn serve() -> Json<Value> {
     Json(document())
+}
+
+/// The spellings of a closed set (the `api` crate's), for a schema's `enum`.
+fn spellings<T: Copy + std::fmt::Display>(all: &[T]) -> Vec<String> {
+    all.iter().map(T::to_string).collect()
 }
 
 fn op(summary: &str, body: Option<&str>, ok: &str) -> Value {
@@ -45,6 +51,8 @@ fn obj(required: &[&str], props: Value) -> Value {
 pub fn document() -> Value {
     let s = json!({"type": "string"});
     let i = json!({"type": "integer"});
+    // Most rights first, as the document always listed them.
+    let token_roles: Vec<String> = spellings(TokenRole::ALL).into_iter().rev().collect();
     let uuid = json!({"type": "string", "format": "uuid"});
     let name =
         json!({"type": "string", "pattern": "^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$", "maxLength": 40});
@@ -169,13 +177,13 @@ pub fn document() -> Value {
             "responses": { "Error": { "description": "`{\"error\": {\"status\", \"message\", \"field\"?}}`: every error, including bad path and query values (422 naming the parameter), JSON syntax (400), bodies over 1 MiB (413) and a NUL in any string (422). Messages quote at most 64 characters of a refused value; a 500 shows only a request id" } },
             "schemas": {
                 "CreateOrganization": obj(&["name"], json!({ "name": s })),
-                "CreateToken": obj(&["name"], json!({ "name": s, "role": { "enum": ["owner", "deployer", "read_only"] }, "expires_at": { "type": "string", "format": "date-time" } })),
+                "CreateToken": obj(&["name"], json!({ "name": s, "role": { "enum": token_roles }, "expires_at": { "type": "string", "format": "date-time" } })),
                 "RotateWebhookSecret": obj(&[], json!({ "secret": s })),
-                "AddMember": obj(&["email", "role"], json!({ "email": s, "role": { "enum": ["owner", "admin", "developer", "viewer"] } })),
+                "AddMember": obj(&["email", "role"], json!({ "email": s, "role": { "enum": spellings(MemberRole::ALL) } })),
                 "CreateProject": obj(&["name"], json!({ "name": name })),
                 "CreateEnvironment": obj(&["name", "branch"], json!({ "name": name, "branch": git_ref })),
                 "CreateService": obj(&["name"], json!({
-                    "name": name, "environment_id": uuid, "kind": { "enum": ["web", "database", "cache", "worker"], "default": "web" },
+                    "name": name, "environment_id": uuid, "kind": { "enum": spellings(ServiceKind::ALL), "default": ServiceKind::default() },
                     "image": image, "git": git,
                     "build": build, "resources": resources, "health_check": health,
                     "port": int(spec::PORTS, Some(8080)), "replicas": int(spec::REPLICAS, Some(1)),
@@ -196,7 +204,7 @@ pub fn document() -> Value {
                     "image": image
                 })),
                 "RegisterNode": obj(&["name", "role", "address"], json!({
-                    "name": s, "role": { "enum": ["build", "compute", "proxy"] }, "address": s, "cpu_millis": i, "memory_bytes": i
+                    "name": s, "role": { "enum": spellings(NodeRole::ALL) }, "address": s, "cpu_millis": i, "memory_bytes": i
                 }))
             }
         }
@@ -206,6 +214,30 @@ pub fn document() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closed_sets_are_listed_with_todays_spellings_in_todays_order() {
+        let doc = document();
+        let schema = |name: &str, field: &str| {
+            doc["components"]["schemas"][name]["properties"][field].clone()
+        };
+        assert_eq!(
+            schema("CreateToken", "role"),
+            json!({ "enum": ["owner", "deployer", "read_only"] })
+        );
+        assert_eq!(
+            schema("AddMember", "role"),
+            json!({ "enum": ["owner", "admin", "developer", "viewer"] })
+        );
+        assert_eq!(
+            schema("CreateService", "kind"),
+            json!({ "enum": ["web", "database", "cache", "worker"], "default": "web" })
+        );
+        assert_eq!(
+            schema("RegisterNode", "role"),
+            json!({ "enum": ["build", "compute", "proxy"] })
+        );
+    }
 
     #[test]
     fn document_lists_exactly_the_routes() {
