@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use common::Harness;
-use stackpad_tests::registry::{PushedImages, Registry};
 use serde_json::json;
+use stackpad_tests::registry::{PushedImages, Registry};
 
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())

@@ -212,6 +212,73 @@ impl Registry {
         }
     }
 
+    /// Puts the image `from:from_tag` (one platform's manifest, as scripts/base-images pushes
+    /// them) under `to:to_tag` too: its blobs are mounted across repositories (nothing is
+    /// uploaded), then its manifest is put byte for byte, so the copy has the same digest, which
+    /// is returned. A test tracks `to` in a `PushedImages` to have it deleted.
+    pub async fn copy(
+        &self,
+        from: &str,
+        from_tag: &str,
+        to: &str,
+        to_tag: &str,
+    ) -> anyhow::Result<String> {
+        #[derive(serde::Deserialize)]
+        struct Blob {
+            digest: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Manifest {
+            config: Blob,
+            layers: Vec<Blob>,
+        }
+        let url = self.url(&format!("{from}/manifests/{from_tag}"));
+        let response = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, MANIFEST_TYPES.join(", "))
+            .send()
+            .await
+            .map_err(|e| service_down("the registry", &self.address, e))?
+            .error_for_status()
+            .with_context(|| format!("GET {url} (the base images: scripts/base-images)"))?;
+        let media_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = response.bytes().await?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{from}:{from_tag} is not a single-platform manifest"))?;
+        for blob in manifest.layers.iter().chain([&manifest.config]) {
+            let mount = self.url(&format!(
+                "{to}/blobs/uploads/?mount={}&from={from}",
+                blob.digest
+            ));
+            let mounted = self.http.post(&mount).send().await?;
+            if mounted.status() != StatusCode::CREATED {
+                bail!("POST {mount}: {} (blob not mounted)", mounted.status());
+            }
+        }
+        let put = self.url(&format!("{to}/manifests/{to_tag}"));
+        let response = self
+            .http
+            .put(&put)
+            .header(reqwest::header::CONTENT_TYPE, media_type)
+            .body(bytes)
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("PUT {put}"))?;
+        response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .with_context(|| format!("PUT {put}: no Docker-Content-Digest"))
+    }
+
     /// The repository of `image` in this registry: `<address>/<repository>[:tag][@digest]` or a
     /// bare repository.
     pub fn repository_of<'a>(&self, image: &'a str) -> &'a str {

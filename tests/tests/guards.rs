@@ -2,12 +2,10 @@
 //! ClickHouse database, and the images a test pushed to the registry (every tag of each tracked
 //! repository, and every repository under a tracked prefix).
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use stackpad_tests::db::{ClickHouseDb, PostgresDb};
 use stackpad_tests::registry::{PushedImages, Registry};
 use stackpad_tests::{Services, unique_name};
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 #[tokio::test]
 async fn a_postgres_database_is_gone_after_its_guard() -> anyhow::Result<()> {
@@ -49,45 +47,6 @@ async fn a_clickhouse_database_is_gone_after_its_guard() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Puts stackpad/busybox:1 under `repository:tag` (its blobs mounted, its manifest copied).
-async fn push_busybox(registry: &str, repository: &str, tag: &str) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let base = format!("http://{registry}/v2");
-    let manifest = http
-        .get(format!("{base}/stackpad/busybox/manifests/1"))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await?
-        .error_for_status()
-        .context("stackpad/busybox:1 (run scripts/base-images)")?
-        .bytes()
-        .await?;
-    let parsed: serde_json::Value = serde_json::from_slice(&manifest)?;
-    let layers = parsed["layers"].as_array().context("no layers")?;
-    let blobs = layers
-        .iter()
-        .chain([&parsed["config"]])
-        .map(|b| b["digest"].as_str().context("a blob without digest"));
-    for blob in blobs {
-        let blob = blob?;
-        let mounted = http
-            .post(format!(
-                "{base}/{repository}/blobs/uploads/?mount={blob}&from=stackpad/busybox"
-            ))
-            .send()
-            .await?;
-        ensure!(mounted.status() == 201, "mounting {blob}: {}", mounted.status());
-    }
-    http.put(format!("{base}/{repository}/manifests/{tag}"))
-        .header("content-type", OCI_MANIFEST)
-        .body(manifest)
-        .send()
-        .await?
-        .error_for_status()
-        .with_context(|| format!("pushing {repository}:{tag}"))?;
-    Ok(())
-}
-
 #[tokio::test]
 async fn pushed_images_are_deleted_with_their_guard() -> anyhow::Result<()> {
     let address = Services::from_env().registry;
@@ -99,14 +58,22 @@ async fn pushed_images_are_deleted_with_their_guard() -> anyhow::Result<()> {
     {
         let pushed = PushedImages::on(registry.clone());
         // Two tags naming one manifest, tracked by its full image reference.
-        push_busybox(&address, &tracked, "v1").await?;
-        push_busybox(&address, &tracked, "v2").await?;
+        registry
+            .copy("stackpad/busybox", "1", &tracked, "v1")
+            .await?;
+        registry
+            .copy("stackpad/busybox", "1", &tracked, "v2")
+            .await?;
         pushed.track(&format!("{address}/{tracked}:v1"));
         for repository in &under_prefix {
-            push_busybox(&address, repository, "1").await?;
+            registry
+                .copy("stackpad/busybox", "1", repository, "1")
+                .await?;
         }
         pushed.track_prefix(&prefix);
-        push_busybox(&address, &untouched, "1").await?;
+        registry
+            .copy("stackpad/busybox", "1", &untouched, "1")
+            .await?;
         ensure!(registry.tags(&tracked).await?.len() == 2);
     }
     for repository in under_prefix.iter().chain([&tracked]) {
