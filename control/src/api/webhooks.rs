@@ -281,7 +281,7 @@ async fn process(
     state.wake.notify_waiters();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "status": "queued", "deployment_id": d.id })),
+        Json(json!({ "status": d.state, "deployment_id": d.id })),
     ))
 }
 
