@@ -545,6 +545,8 @@ pub struct LogQuery {
     pub grep: Option<String>,
     pub limit: u32,
     pub access: bool,
+    /// New lines as they come, after the latest `limit`.
+    pub follow: bool,
     pub status: Option<String>,
     pub min_duration_ms: Option<u64>,
 }
@@ -558,8 +560,9 @@ pub async fn logs(
     let s = ctx.names.service(&target).await?;
     let resource = if q.access { "access-logs" } else { "logs" };
     let mut path = format!("/services/{}/{resource}?limit={}", s.service.id, q.limit);
-    if let Some(text) = q.grep {
-        path.push_str(&format!("&q={}", query_encode(&text)));
+    let grep = q.grep.as_deref().map(|t| format!("&q={}", query_encode(t)));
+    if let Some(g) = &grep {
+        path.push_str(g);
     }
     if let Some(status) = q.status {
         path.push_str(&format!("&status={}", query_encode(&status)));
@@ -568,8 +571,8 @@ pub async fn logs(
         path.push_str(&format!("&min_duration_ms={ms}"));
     }
     let page: Value = ctx.api.get(&path).await?;
-    p.object(&page);
     if q.access {
+        p.object(&page);
         let requests = page["requests"].as_array().cloned().unwrap_or_default();
         for r in requests.iter().rev() {
             p.line(access_line(r));
@@ -577,10 +580,48 @@ pub async fn logs(
         return Ok(exit::OK);
     }
     let lines = page["lines"].as_array().cloned().unwrap_or_default();
+    if !q.follow {
+        p.object(&page);
+    }
     for l in lines.iter().rev() {
+        if q.follow {
+            log_line(l, p);
+        } else {
+            p.line(format!("{} {}", str_of(l, "stream"), str_of(l, "line")));
+        }
+    }
+    if !q.follow {
+        return Ok(exit::OK);
+    }
+    // From the newest line shown (nothing between the search and the follow is missed), else
+    // from now; the server ends the stream only when it goes away.
+    let mut follow = format!(
+        "/services/{}/logs/follow?{}",
+        s.service.id,
+        grep.unwrap_or_default().trim_start_matches('&')
+    );
+    if let Some(cursor) = page["follow_cursor"].as_str() {
+        follow.push_str(&format!("&cursor={}", query_encode(cursor)));
+    }
+    ctx.api
+        .events(&follow, |l| {
+            log_line(&l, p);
+            true
+        })
+        .await?;
+    Err(CliError::Http(format!(
+        "the log stream of {} ended: the API closed it",
+        s.path()
+    )))
+}
+
+/// `<stream> <line>` for people; with `--json` (following) the line's object on one line.
+fn log_line(l: &Value, p: &mut Printer<'_, impl Write>) {
+    if p.json {
+        p.compact(l);
+    } else {
         p.line(format!("{} {}", str_of(l, "stream"), str_of(l, "line")));
     }
-    Ok(exit::OK)
 }
 
 /// Percent-encodes a query parameter's value.

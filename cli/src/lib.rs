@@ -204,6 +204,7 @@ pub enum Command {
     /// A service's latest log lines (or, with --access, requests), oldest first.
     #[command(
         after_help = "Examples:\n  stackpad logs --service shop/web --grep error\n  \
+                      stackpad logs --follow --grep error\n  \
                       stackpad logs --access --status 5xx --min-duration-ms 500"
     )]
     Logs {
@@ -219,6 +220,10 @@ pub enum Command {
         /// The proxy's access log instead of the containers' output.
         #[arg(long)]
         access: bool,
+        /// Keep printing new lines as they come (until interrupted); with --json one JSON
+        /// object per line.
+        #[arg(long, short = 'f', conflicts_with = "access")]
+        follow: bool,
         /// With --access: `5xx`, `404`, `500-599` or a comma-separated list, e.g. `--status 5xx`.
         #[arg(long, requires = "access")]
         status: Option<String>,
@@ -495,6 +500,7 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
             grep,
             limit,
             access,
+            follow,
             status,
             min_duration_ms,
         } => {
@@ -502,6 +508,7 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
                 grep,
                 limit,
                 access,
+                follow,
                 status,
                 min_duration_ms,
             };

@@ -42,6 +42,13 @@ impl<'w, W: Write> Printer<'w, W> {
         }
     }
 
+    /// One object on one line (a stream of them, as `logs --follow --json` prints).
+    pub fn compact(&mut self, v: &Value) {
+        if self.json {
+            let _ = writeln!(self.w, "{v}");
+        }
+    }
+
     /// A deployment state coloured by outcome (green ready, red failed, yellow otherwise).
     pub fn state(&self, state: &str) -> String {
         if !self.colour {
