@@ -252,3 +252,32 @@ async fn a_cancel_requested_during_the_build_cancels_it_and_ends_cancelled() {
     );
     assert!(!calls(&log).iter().any(|c| matches!(c, Call::Deploy { .. })));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_shut_down_mid_step_hands_the_deployment_back_for_another_to_resume() {
+    let (q, service) = FakeQueue::new();
+    let id = q.queue(service, Some("127.0.0.1:5000/acme/web:v1"));
+    let log = CallLog::default();
+    let (builder, mut node, proxy) = healthy_daemons(&log);
+    node.deploy.delay = Duration::from_secs(60);
+    let d = driver(&q, (builder, node, proxy));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(crate::pipeline::worker::run_worker(
+        d,
+        Arc::new(tokio::sync::Notify::new()),
+        Duration::from_millis(500),
+        stopped,
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(calls(&log).len(), 1, "the worker is in its deploy step");
+    stop.send(true).unwrap();
+    worker.await.unwrap();
+    // Handed back at once (no wait for the lease to expire): another worker claims it where it
+    // was, in `starting`.
+    let other = q
+        .claim(uuid::Uuid::new_v4(), Duration::from_secs(3))
+        .await
+        .unwrap()
+        .expect("the deployment was released");
+    assert_eq!((other.id, other.phase), (id, Phase::Starting));
+}
