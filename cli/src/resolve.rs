@@ -278,6 +278,21 @@ impl<'a> Resolver<'a> {
                 )));
             }
         };
+        // A flag may repeat what the path says, not contradict it.
+        let clash = |flag: &str, from_path: Option<&String>, from_flag: &Option<String>| match (
+            from_path, from_flag,
+        ) {
+            (Some(p), Some(f)) if p != f => Err(CliError::Usage(format!(
+                "--service {given:?} and {flag} {f:?} name different targets; give one"
+            ))),
+            _ => Ok(()),
+        };
+        if parts.len() >= 2 {
+            clash("--project", project.as_ref(), &args.project)?;
+        }
+        if parts.len() == 3 {
+            clash("--environment", environment.as_ref(), &args.environment)?;
+        }
         // Which projects to look in: the one named, else the linked one, else all.
         let projects = match project {
             Some(p) => vec![self.project_named(&p).await?],

@@ -250,6 +250,13 @@ async fn names_and_ids_address_the_same_service_and_wrong_names_get_close_matche
     .await;
     assert_eq!(code, exit::NOT_FOUND, "{out}");
     assert!(!out.to_lowercase().contains("uuid"), "{out}");
+    let (code, out) = stackpad(
+        c,
+        &["deployments", "--service", "shop/web", "--project", "blog"],
+    )
+    .await;
+    assert_eq!(code, exit::USAGE, "{out}");
+    assert!(out.contains("name different targets"), "{out}");
     let (code, out) = stackpad(c, &["deployments", "--service", "a/b/c/d"]).await;
     assert_eq!(code, exit::USAGE, "{out}");
     // Nothing named and no link (the temp dir is not linked).
