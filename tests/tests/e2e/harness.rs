@@ -22,9 +22,12 @@ use anyhow::{Context, bail, ensure};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use stackpad_tests::acme::{Database, cargo_binaries, free_port};
+use stackpad_tests::acme::{cargo_binaries, free_port};
 use stackpad_tests::daemon::Daemon;
-use stackpad_tests::{Services, service_down, unique_ident, unique_name};
+use stackpad_tests::db::{ClickHouseDb, PostgresDb};
+use stackpad_tests::registry::PushedImages;
+use stackpad_tests::rest::Rest;
+use stackpad_tests::{Services, service_down, unique_name};
 
 /// The daemons of one platform, by role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +62,8 @@ pub struct Platform {
     /// Where each daemon listens (control's API, buildd's and the node's gRPC, the proxy's
     /// admin), to wait for a restarted one.
     addresses: [(Role, String); 4],
-    client: reqwest::Client,
+    /// Control's REST API.
+    rest: Rest,
     control: Option<Daemon>,
     buildd: Option<Daemon>,
     node: Option<Daemon>,
@@ -73,9 +77,10 @@ struct Cleanup {
     namespace: String,
     run_dir: PathBuf,
     pin_dir: PathBuf,
-    database: Option<Database>,
-    clickhouse_url: String,
-    clickhouse_database: String,
+    database: Option<PostgresDb>,
+    clickhouse: Option<ClickHouseDb>,
+    /// The organizations' builds (`<organization id>/...` in the platform registry).
+    pushed: Option<PushedImages>,
 }
 
 impl Platform {
@@ -95,17 +100,19 @@ impl Platform {
         let namespace = format!("e2e-{}", &id[id.len() - 12..]);
         let pin_dir = PathBuf::from(&services.bpffs).join(&namespace);
         let run_dir = PathBuf::from("/run/stackpad").join(&namespace);
-        let clickhouse_database = unique_ident("e2e_logs");
         let mut cleanup = Cleanup {
             namespace: namespace.clone(),
             run_dir: run_dir.clone(),
             pin_dir: pin_dir.clone(),
             database: None,
-            clickhouse_url: services.clickhouse_url.clone(),
-            clickhouse_database: clickhouse_database.clone(),
+            clickhouse: None,
+            pushed: Some(PushedImages::new()),
         };
-        let database = Database::create().await?;
-        let database_url = database.url.clone();
+        let clickhouse = ClickHouseDb::create("e2e_logs").await?;
+        let clickhouse_database = clickhouse.name().to_owned();
+        cleanup.clickhouse = Some(clickhouse);
+        let database = PostgresDb::create("e2e").await?;
+        let database_url = database.url().to_owned();
         cleanup.database = Some(database);
         let dns = "127.0.0.1:8053";
         let listener = Path::new(&services.pebble_listener_ca)
@@ -280,9 +287,12 @@ impl Platform {
                 (Role::Node, node_addr),
                 (Role::Proxy, admin),
             ],
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?,
+            rest: Rest::with_client(
+                &format!("http://{api_addr}"),
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()?,
+            ),
             control: Some(control),
             buildd: Some(buildd),
             node: Some(node),
@@ -342,7 +352,7 @@ impl Platform {
         outcome
     }
 
-    /// One REST call; the status and the JSON body (`null` when there is none).
+    /// A REST call to control: its status and body.
     pub async fn call(
         &self,
         method: &str,
@@ -350,25 +360,7 @@ impl Platform {
         token: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut request = self
-            .client
-            .request(method.parse()?, format!("{}{path}", self.api))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = response.status().as_u16();
-        let text = response.text().await?;
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Ok((status, value))
+        self.rest.call(method, path, token, body).await
     }
 
     /// A REST call that must answer `expected`.
@@ -380,12 +372,7 @@ impl Platform {
         token: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let (status, value) = self.call(method, path, token, body).await?;
-        ensure!(
-            status == expected,
-            "{method} {path}: expected {expected}, got {status}: {value}"
-        );
-        Ok(value)
+        self.rest.expect(expected, method, path, token, body).await
     }
 
     /// A new organization (`e2e` and `e2e-other` may build local repositories) and its owner
@@ -400,11 +387,16 @@ impl Platform {
                 Some(json!({ "name": name })),
             )
             .await?;
+        let id = created["organization"]["id"]
+            .as_str()
+            .context("organization id")?
+            .to_owned();
+        if let Some(pushed) = &self.cleanup.pushed {
+            // Its builds are deleted from the registry with the platform.
+            pushed.track_prefix(&format!("{id}/"));
+        }
         Ok(Tenant {
-            id: created["organization"]["id"]
-                .as_str()
-                .context("organization id")?
-                .to_owned(),
+            id,
             token: created["token"]["secret"]
                 .as_str()
                 .context("token secret")?
@@ -649,8 +641,8 @@ impl Drop for Platform {
                 run_dir: PathBuf::new(),
                 pin_dir: PathBuf::new(),
                 database: None,
-                clickhouse_url: String::new(),
-                clickhouse_database: String::new(),
+                clickhouse: None,
+                pushed: None,
             },
         );
         let _ = std::thread::spawn(move || cleanup.run()).join();
@@ -697,15 +689,9 @@ impl Cleanup {
             }
             let _ = std::fs::remove_dir_all(&self.pin_dir);
             let _ = std::fs::remove_dir_all(&self.run_dir);
-            let _ = reqwest::Client::new()
-                .post(&self.clickhouse_url)
-                .body(format!(
-                    "DROP DATABASE IF EXISTS {}",
-                    self.clickhouse_database
-                ))
-                .send()
-                .await;
         });
+        drop(self.pushed);
+        drop(self.clickhouse);
         drop(self.database);
     }
 }
