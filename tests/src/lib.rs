@@ -16,6 +16,8 @@ pub mod db;
 pub mod prometheus;
 #[cfg(feature = "registry")]
 pub mod registry;
+#[cfg(feature = "rest")]
+pub mod rest;
 
 #[cfg(feature = "acme")]
 pub mod acme;

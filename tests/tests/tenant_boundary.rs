@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use stackpad_tests::acme::{ARecordGuard, ChallTestSrv, cargo_binary, free_port};
 use stackpad_tests::daemon::Daemon;
 use stackpad_tests::db::PostgresDb;
+use stackpad_tests::rest::Rest;
 use stackpad_tests::unique_name;
 
 /// A loopback listener owned by the test that counts every connection it gets.
@@ -45,9 +46,8 @@ impl Tripwire {
 
 /// stackpad-control + stackpad-buildd, each in a directory and on ports of the test's own.
 struct Platform {
-    api: String,
+    rest: Rest,
     admin_token: String,
-    http: reqwest::Client,
     buildd_addr: String,
     _control: Daemon,
     _buildd: Daemon,
@@ -110,9 +110,8 @@ impl Platform {
             .wait_for_tcp(&api_addr, Duration::from_secs(30))
             .await?;
         Ok(Self {
-            api: format!("http://{api_addr}"),
+            rest: Rest::new(&format!("http://{api_addr}")),
             admin_token,
-            http: reqwest::Client::new(),
             buildd_addr,
             _control: control,
             _buildd: buildd,
@@ -128,21 +127,7 @@ impl Platform {
         token: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut req = self
-            .http
-            .request(method.parse()?, format!("{}{path}", self.api))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = res.status().as_u16();
-        let text = res.text().await?;
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok((status, value))
+        self.rest.call(method, path, token, body).await
     }
 
     async fn raw(
@@ -152,18 +137,7 @@ impl Platform {
         token: &str,
         body: Vec<u8>,
     ) -> anyhow::Result<(u16, Value)> {
-        let res = self
-            .http
-            .request(method.parse()?, format!("{}{path}", self.api))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await?;
-        let status = res.status().as_u16();
-        let text = res.text().await?;
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok((status, value))
+        self.rest.raw(method, path, token, body).await
     }
 
     /// An organization of its own and its first (owner) token.

@@ -106,21 +106,10 @@ impl Harness {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self
-            .http
-            .request(m, format!("{}{path}", self.url))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request to the control plane");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        stackpad_tests::rest::Rest::with_client(&self.url, self.http.clone())
+            .call(method, path, token, body)
+            .await
+            .expect("request to the control plane")
     }
 
     /// Creates an organization; returns (id, token).
