@@ -663,23 +663,22 @@ async fn follow(
     loop {
         let d: Value = api.get(&format!("/deployments/{id}")).await?;
         let timeline = d["timeline"].as_array().cloned().unwrap_or_default();
-        for step in timeline.iter().skip(shown) {
-            let detail = str_of(step, "detail");
-            p.line(format!(
-                "  {}  {}{}",
-                str_of(step, "at"),
-                str_of(step, "phase"),
-                if detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {detail}")
-                }
-            ));
+        for (i, step) in timeline.iter().enumerate().skip(shown) {
+            let previous = i.checked_sub(1).and_then(|j| timeline[j]["at"].as_str());
+            p.line(step_line(step, previous));
         }
         shown = shown.max(timeline.len());
         match d["state"].as_str() {
             Some("ready") => {
                 p.line(format!("deployment {id} is {}", p.state("ready")));
+                if !p.json {
+                    let service: Value = api
+                        .get(&format!("/services/{}", str_of(&d, "service_id")))
+                        .await?;
+                    for h in service["hosts"].as_array().into_iter().flatten() {
+                        p.line(format!("  https://{}", h.as_str().unwrap_or("")));
+                    }
+                }
                 p.object(&d);
                 return Ok(exit::OK);
             }
@@ -694,5 +693,50 @@ async fn follow(
             }
             _ => tokio::time::sleep(Duration::from_millis(300)).await,
         }
+    }
+}
+
+/// `  <at>  <phase>[: detail]  (+<seconds since the previous step>s)`, one timeline step.
+fn step_line(step: &Value, previous_at: Option<&str>) -> String {
+    let at = str_of(step, "at");
+    let detail = str_of(step, "detail");
+    let mut line = format!("  {at}  {}", str_of(step, "phase"));
+    if !detail.is_empty() {
+        line.push_str(": ");
+        line.push_str(detail);
+    }
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    if let (Some(now), Some(then)) = (parse(at), previous_at.and_then(parse)) {
+        let ms = (now - then).num_milliseconds().max(0);
+        line.push_str(&format!("  (+{}.{:02}s)", ms / 1000, ms % 1000 / 10));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeline_renders_each_step_with_the_time_since_the_one_before() {
+        let steps = json!([
+            { "phase": "queued", "detail": "", "at": "2026-12-06T18:00:00.000Z" },
+            { "phase": "starting", "detail": "n1", "at": "2026-12-06T18:00:01.250Z" },
+            { "phase": "ready", "detail": "", "at": "2026-12-06T18:00:03.007Z" },
+        ]);
+        let steps = steps.as_array().unwrap();
+        let lines: Vec<String> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| step_line(s, i.checked_sub(1).and_then(|j| steps[j]["at"].as_str())))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "  2026-12-06T18:00:00.000Z  queued",
+                "  2026-12-06T18:00:01.250Z  starting: n1  (+1.25s)",
+                "  2026-12-06T18:00:03.007Z  ready  (+1.75s)",
+            ]
+        );
     }
 }

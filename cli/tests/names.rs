@@ -310,6 +310,18 @@ async fn a_linked_directory_and_those_below_it_need_no_flags() -> anyhow::Result
 
     let out = ok(c, &["-C", below, "deploy"]).await;
     assert!(out.contains("is ready"), "{out}");
+    assert!(
+        out.contains("(+") && out.contains("s)"),
+        "steps with durations: {out}"
+    );
+    assert!(
+        out.trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("  https://web-shop."),
+        "ends with the URL: {out}"
+    );
     let listed = json(c, &["-C", below, "deployments"], 0).await;
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     // A flag names another target than the link's.
