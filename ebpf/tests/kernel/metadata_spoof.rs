@@ -102,8 +102,7 @@ fn spoofed_source_addresses_are_dropped() -> anyhow::Result<()> {
         send_raw_udp(own, dst, 7000, b"end")
     })?;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !got.lock().unwrap().iter().any(|p| p == b"end") && std::time::Instant::now() < deadline
-    {
+    while !got.lock().unwrap().iter().any(|p| p == b"end") && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let got: Vec<String> = got
