@@ -521,6 +521,48 @@ pub async fn deployments(
     Ok(exit::OK)
 }
 
+/// One deployment: its state, timeline and failure.
+fn show_deployment(d: &Value, p: &mut Printer<'_, impl Write>) {
+    p.line(format!(
+        "deployment {}  {}  image {}",
+        str_of(d, "id"),
+        p.state(str_of(d, "state")),
+        d["image"].as_str().unwrap_or("-")
+    ));
+    let timeline = d["timeline"].as_array().cloned().unwrap_or_default();
+    for (i, step) in timeline.iter().enumerate() {
+        let previous = i.checked_sub(1).and_then(|j| timeline[j]["at"].as_str());
+        p.line(step_line(step, previous));
+    }
+    if let Some(reason) = d["failure_reason"].as_str() {
+        p.line(format!("  failure: {reason}"));
+    }
+    p.object(d);
+}
+
+pub async fn deployment(
+    ctx: &Context<'_>,
+    id: &str,
+    p: &mut Printer<'_, impl Write>,
+) -> Result<i32, CliError> {
+    let d: Value = ctx.api.get(&format!("/deployments/{id}")).await?;
+    show_deployment(&d, p);
+    Ok(exit::OK)
+}
+
+pub async fn cancel(
+    ctx: &Context<'_>,
+    id: &str,
+    p: &mut Printer<'_, impl Write>,
+) -> Result<i32, CliError> {
+    let d = ctx
+        .api
+        .post(&format!("/deployments/{id}/cancel"), &json!({}))
+        .await?;
+    show_deployment(&d, p);
+    Ok(exit::OK)
+}
+
 pub async fn rollback(
     ctx: &Context<'_>,
     deployment: &str,

@@ -184,13 +184,22 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
-    /// List a service's deployments, newest first.
+    /// List a service's deployments, newest first; or show one with its timeline.
     #[command(
-        after_help = "Examples:\n  stackpad deployments --service shop/web\n  stackpad deployments --json"
+        after_help = "Examples:\n  stackpad deployments --service shop/web\n  stackpad deployments --json\n  \
+                            stackpad deployments 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6"
     )]
     Deployments {
         #[command(flatten)]
         target: ServiceArgs,
+        /// Show this deployment (its id) with its timeline instead of listing.
+        deployment: Option<String>,
+    },
+    /// Cancel a deployment that has not finished (the running one stays).
+    #[command(after_help = "Example:\n  stackpad cancel 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6")]
+    Cancel {
+        /// The deployment's id (`stackpad deployments` lists them).
+        deployment: String,
     },
     /// Deploy again what an earlier ready deployment ran, and follow it.
     #[command(after_help = "Example:\n  stackpad rollback 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6")]
@@ -490,7 +499,15 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
             commit,
             no_wait,
         } => commands::deploy(&ctx, target, image, git_ref, commit, no_wait, &mut p).await,
-        Command::Deployments { target } => commands::deployments(&ctx, target, &mut p).await,
+        Command::Deployments {
+            target,
+            deployment: None,
+        } => commands::deployments(&ctx, target, &mut p).await,
+        Command::Deployments {
+            deployment: Some(id),
+            ..
+        } => commands::deployment(&ctx, &id, &mut p).await,
+        Command::Cancel { deployment } => commands::cancel(&ctx, &deployment, &mut p).await,
         Command::Rollback {
             deployment,
             no_wait,

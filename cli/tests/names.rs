@@ -427,6 +427,17 @@ async fn json_output_is_the_apis_objects_and_exit_codes_follow_the_failure_class
         .map(|d| d["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["failed", "ready"]);
+    // One deployment with its timeline; a finished one cannot be cancelled (refused: 3).
+    let failed_id = failed["id"].as_str().unwrap();
+    let out = ok(c, &["deployments", failed_id]).await;
+    assert!(
+        out.contains("failed") && out.contains("failure: ") && out.contains("boom"),
+        "{out}"
+    );
+    let shown = json(c, &["deployments", failed_id], 0).await;
+    assert_eq!(shown["timeline"][0]["phase"], "queued", "{shown}");
+    let (code, out) = stackpad(c, &["cancel", ready["id"].as_str().unwrap()]).await;
+    assert_eq!(code, exit::REFUSED, "{out}");
     let envs = json(c, &["environments", "list", "--project", "shop"], 0).await;
     assert_eq!(envs[0]["name"], "production", "{envs}");
 
