@@ -294,10 +294,16 @@ impl<'a> Resolver<'a> {
             clash("--environment", environment.as_ref(), &args.environment)?;
         }
         // Which projects to look in: the one named, else the linked one, else all.
+        // In a linked directory a bare name is looked for in the linked project, and an error
+        // names it so (`shop/api`).
+        let mut shown = given.clone();
         let projects = match project {
             Some(p) => vec![self.project_named(&p).await?],
             None => match &self.link {
-                Some(link) => vec![link.project.clone()],
+                Some(link) => {
+                    shown = format!("{}/{given}", link.project.name);
+                    vec![link.project.clone()]
+                }
                 None => self.projects().await?.iter().map(Named::of).collect(),
             },
         };
@@ -342,7 +348,7 @@ impl<'a> Resolver<'a> {
             [one] => Ok((*one).clone()),
             [] => Err(not_found(
                 "service",
-                &given,
+                &shown,
                 name,
                 scope.iter().map(|s| s.service.name.as_str()),
             )),

@@ -341,6 +341,12 @@ async fn a_linked_directory_and_those_below_it_need_no_flags() -> anyhow::Result
     .await;
     let listed = json(c, &["-C", below, "deployments", "--service", "api"], 0).await;
     assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
+    let (code, out) = stackpad(c, &["-C", below, "deployments", "--service", "apj"]).await;
+    assert_eq!(code, exit::NOT_FOUND, "{out}");
+    assert!(
+        out.contains("no service named \"shop/apj\"; did you mean api?"),
+        "{out}"
+    );
 
     // A project-only link: services are created in and looked up in it.
     ok(c, &["-C", app_dir, "link", "--project", "shop"]).await;
