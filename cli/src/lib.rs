@@ -8,11 +8,13 @@
 
 mod client;
 mod commands;
+mod deployments;
 mod domains;
 mod env;
 pub mod error;
 pub mod files;
 pub mod link;
+mod logs;
 pub mod output;
 pub mod resolve;
 
@@ -498,20 +500,20 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
             git_ref,
             commit,
             no_wait,
-        } => commands::deploy(&ctx, target, image, git_ref, commit, no_wait, &mut p).await,
+        } => deployments::deploy(&ctx, target, image, git_ref, commit, no_wait, &mut p).await,
         Command::Deployments {
             target,
             deployment: None,
-        } => commands::deployments(&ctx, target, &mut p).await,
+        } => deployments::deployments(&ctx, target, &mut p).await,
         Command::Deployments {
             deployment: Some(id),
             ..
-        } => commands::deployment(&ctx, &id, &mut p).await,
-        Command::Cancel { deployment } => commands::cancel(&ctx, &deployment, &mut p).await,
+        } => deployments::deployment(&ctx, &id, &mut p).await,
+        Command::Cancel { deployment } => deployments::cancel(&ctx, &deployment, &mut p).await,
         Command::Rollback {
             deployment,
             no_wait,
-        } => commands::rollback(&ctx, &deployment, no_wait, &mut p).await,
+        } => deployments::rollback(&ctx, &deployment, no_wait, &mut p).await,
         Command::Logs {
             target,
             grep,
@@ -521,7 +523,7 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
             status,
             min_duration_ms,
         } => {
-            let query = commands::LogQuery {
+            let query = logs::LogQuery {
                 grep,
                 limit,
                 access,
@@ -529,7 +531,7 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
                 status,
                 min_duration_ms,
             };
-            commands::logs(&ctx, target, query, &mut p).await
+            logs::run(&ctx, target, query, &mut p).await
         }
     }
 }
