@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
+use api::DeploymentState;
 use serde_json::{Value, json};
 
 use crate::commands::{Context, str_of};
@@ -148,9 +149,12 @@ async fn follow(
             p.line(step_line(step, previous));
         }
         shown = shown.max(timeline.len());
-        match d["state"].as_str() {
-            Some("ready") => {
-                p.line(format!("deployment {id} is {}", p.state("ready")));
+        let state: DeploymentState = str_of(&d, "state")
+            .parse()
+            .map_err(|e| CliError::Http(format!("deployment {id}: {e}")))?;
+        match state {
+            DeploymentState::Ready => {
+                p.line(format!("deployment {id} is {}", p.state(state.as_str())));
                 if !p.json {
                     let service: Value = api
                         .get(&format!("/services/{}", str_of(&d, "service_id")))
@@ -162,16 +166,18 @@ async fn follow(
                 p.object(&d);
                 return Ok(exit::OK);
             }
-            Some(state @ ("failed" | "cancelled" | "superseded")) => {
+            DeploymentState::Failed | DeploymentState::Cancelled | DeploymentState::Superseded => {
                 p.line(format!(
                     "deployment {id} {}: {}",
-                    p.state(state),
+                    p.state(state.as_str()),
                     str_of(&d, "failure_reason")
                 ));
                 p.object(&d);
                 return Ok(exit::DEPLOYMENT_FAILED);
             }
-            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+            DeploymentState::Queued | DeploymentState::Building | DeploymentState::Deploying => {
+                tokio::time::sleep(Duration::from_millis(300)).await
+            }
         }
     }
 }

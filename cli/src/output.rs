@@ -4,6 +4,7 @@
 
 use std::io::Write;
 
+use api::DeploymentState;
 use serde_json::Value;
 
 /// Where and how a command prints.
@@ -54,10 +55,10 @@ impl<'w, W: Write> Printer<'w, W> {
         if !self.colour {
             return state.to_owned();
         }
-        let code = match state {
-            "ready" => "32",
-            "failed" | "cancelled" => "31",
-            "superseded" => "2",
+        let code = match DeploymentState::parse(state) {
+            Some(DeploymentState::Ready) => "32",
+            Some(DeploymentState::Failed | DeploymentState::Cancelled) => "31",
+            Some(DeploymentState::Superseded) => "2",
             _ => "33",
         };
         format!("\x1b[{code}m{state}\x1b[0m")
