@@ -2,7 +2,8 @@
 //! control plane (in-process, real gRPC clients, real PostgreSQL), `stackpad-node` (containerd)
 //! and `stackpad-proxy` (HTTPS). Run by `bench/control/run`, which starts the daemons and passes
 //! their addresses in the environment:
-//!   NODE_ADDR, PROXY_ADMIN, PROXY_TOKEN, PROXY_HTTPS (host:port), REGISTRY, RUNS, SERVICES, SECS.
+//!   NODE_ADDR, PROXY_ADMIN, PROXY_TOKEN, PROXY_HTTPS (host:port), REGISTRY, RUNS, SERVICES, SECS;
+//!   TIMELINES=1 prints each measured deployment's timeline (where the time goes).
 //!
 //! 1. Time from `POST /services/{id}/deployments` to the proxy answering with the new version
 //!    (the container echoes `$STACKPAD_DEPLOYMENT_ID`), image already in the registry (no
@@ -149,6 +150,9 @@ impl Bench {
                 d["state"],
                 d["failure_reason"]
             );
+        }
+        if std::env::var_os("TIMELINES").is_some() {
+            println!("{id}: serving after {}: {}", ms(serving), d["timeline"]);
         }
         Ok((serving, started.elapsed()))
     }
