@@ -86,7 +86,7 @@ async fn both_tables_are_created_once_and_take_their_rows() {
         status: 200,
         duration_us: 1_500,
         retention_days: 7,
-        ..access_row_defaults()
+        ..access_logs::AccessRow::default()
     };
     let mut insert = server
         .clone()
@@ -108,29 +108,4 @@ async fn both_tables_are_created_once_and_take_their_rows() {
         .await
         .unwrap();
     assert_eq!((row_id, status), (9, 200));
-}
-
-fn access_row_defaults() -> access_logs::AccessRow {
-    access_logs::AccessRow {
-        date: 0,
-        ts_ns: 0,
-        row_id: 0,
-        organization_id: String::new(),
-        project_id: String::new(),
-        environment_id: String::new(),
-        service_id: String::new(),
-        deployment_id: String::new(),
-        route_id: String::new(),
-        method: String::new(),
-        host: String::new(),
-        path: String::new(),
-        status: 0,
-        duration_us: 0,
-        request_bytes: 0,
-        response_bytes: 0,
-        upstream: String::new(),
-        client_ip: String::new(),
-        request_id: String::new(),
-        retention_days: 0,
-    }
 }

@@ -49,22 +49,9 @@ pub fn access_row(ts_ns: i64, row_id: u64, organization_id: &str, service_id: &s
         ts_ns,
         row_id,
         organization_id: organization_id.to_owned(),
-        project_id: String::new(),
-        environment_id: String::new(),
         service_id: service_id.to_owned(),
-        deployment_id: String::new(),
-        route_id: String::new(),
-        method: String::new(),
-        host: String::new(),
-        path: String::new(),
-        status: 0,
-        duration_us: 0,
-        request_bytes: 0,
-        response_bytes: 0,
-        upstream: String::new(),
-        client_ip: String::new(),
-        request_id: String::new(),
         retention_days: 14,
+        ..AccessRow::default()
     }
 }
 

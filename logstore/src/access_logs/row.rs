@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One row of `access_logs` (column order matters: RowBinary follows it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row)]
 pub struct AccessRow {
     /// Days since 1970-01-01 (ClickHouse `Date`) of the request's start.
     pub date: u16,
