@@ -8,6 +8,8 @@
 //! bench/lib.sh: >= 100k lines/s while shipping or stalled, and at most 1.5x the time without
 //! shipping.
 
+#[path = "../tests/common/burst.rs"]
+mod burst;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -18,8 +20,8 @@ async fn main() -> anyhow::Result<()> {
         .map(|r| r.parse())
         .transpose()?
         .unwrap_or(3);
-    let t = common::burst::rounds(rounds).await?;
-    let lines = common::burst::LINES as f64;
+    let t = burst::rounds(rounds).await?;
+    let lines = burst::LINES as f64;
     println!(
         "burst of {lines} lines, fastest of {rounds}: no shipping {:.2} s, shipping {:.2} s \
          ({:.2}x), ClickHouse stalled {:.2} s ({:.2}x); {} lines stored",

@@ -4,15 +4,17 @@
 //! node's `/metrics`. Whether shipping slows the container is measured by `bench/logs/run`
 //! (`examples/log_burst_bench.rs`, the same bursts), not asserted here.
 
+#[path = "common/burst.rs"]
+mod burst;
 mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_is_shipped_or_spooled_or_counted_line_by_line() -> anyhow::Result<()> {
-    let t = common::burst::rounds(1).await?;
+    let t = burst::rounds(1).await?;
     println!(
         "{} lines: no shipping {:.2} s, shipping {:.2} s, ClickHouse stalled {:.2} s; {} lines \
          stored (speed is bench/logs/run's to judge)",
-        common::burst::LINES,
+        burst::LINES,
         t.baseline,
         t.shipping,
         t.stalled,

@@ -2,7 +2,8 @@
 //! agent's log path, with and without shipping, and with a ClickHouse that stalls: every line is
 //! accounted for (stored in ClickHouse or, while it stalls, spooled on disk, or counted as
 //! dropped on the node's `/metrics`). Run by `tests/log_burst.rs` (the accounting) and by
-//! `examples/log_burst_bench.rs` for `bench/logs/run` (whether shipping slows the container).
+//! `examples/log_burst_bench.rs` for `bench/logs/run` (whether shipping slows the container),
+//! each including it next to `common` (`#[path]`), so other tests do not build it.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use runtime::logs::{LogLabels, LogLine, LogSink, NoShipping};
 use runtime::logship::{ClickHouseShipper, ShipperConfig};
 use stackpad_tests::db::ClickHouseDb;
 
-use super::TestNode;
+use crate::common::TestNode;
 
 /// Lines the container prints on stdout; one more on stderr carries its own timing.
 pub const LINES: u64 = 300_000;

@@ -1,8 +1,6 @@
 //! Test helpers: a containerd namespace of the test's own, emptied and deleted on drop.
 #![allow(dead_code, reason = "each test file uses a subset")]
 
-pub mod burst;
-
 use runtime::containerd::Containerd;
 use stackpad_tests::{Services, service_down, unique_name};
 
