@@ -109,3 +109,58 @@ async fn both_tables_are_created_once_and_take_their_rows() {
         .unwrap();
     assert_eq!((row_id, status), (9, 200));
 }
+
+#[tokio::test]
+async fn build_logs_are_created_once_and_a_line_written_twice_reads_once() {
+    use logstore::build_logs::{self, BuildLogRow, columns as col};
+    let db = ClickHouseDb::create("logstore_build_steps")
+        .await
+        .expect("a ClickHouse database of the test's own");
+    let server = db.client();
+    for _ in 0..2 {
+        build_logs::ensure_schema(&server, db.name())
+            .await
+            .expect("ClickHouse must be up at CLICKHOUSE_URL (scripts/services start clickhouse)");
+    }
+    assert_eq!(
+        applied_versions(&server, db.name(), build_logs::COMPONENT).await,
+        [1]
+    );
+    let row = BuildLogRow {
+        date: 20_000,
+        ts_ns: 1_728_000_000_000_000_000,
+        organization_id: "org".into(),
+        deployment_id: "d".into(),
+        build_id: "d".into(),
+        line_number: 3,
+        step: "[build 2/3] RUN npm run build".into(),
+        stream: build_logs::STREAM_STDOUT,
+        line: "compiled".into(),
+        retention_days: 14,
+        ..BuildLogRow::default()
+    };
+    // A watch taken again replays the build: the same line is written twice.
+    for _ in 0..2 {
+        let mut insert = server
+            .clone()
+            .with_database(db.name())
+            .insert::<BuildLogRow>(build_logs::TABLE)
+            .await
+            .unwrap();
+        insert.write(&row).await.unwrap();
+        insert.end().await.unwrap();
+    }
+    let read: Vec<BuildLogRow> = server
+        .query(&format!(
+            "SELECT ?fields FROM {}.{} WHERE {} = ? LIMIT 1 BY {}",
+            db.name(),
+            build_logs::TABLE,
+            col::DEPLOYMENT_ID,
+            col::LINE_NUMBER,
+        ))
+        .bind("d")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(read, [row]);
+}
