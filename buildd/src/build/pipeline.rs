@@ -217,6 +217,7 @@ impl BuildRunner for Pipeline {
             context_url: served.as_ref().map(|c| c.url.clone()).unwrap_or_default(),
             session: session.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
             dockerfile: dockerfile.to_owned(),
+            named_contexts: Vec::new(),
             build_args,
             image_names: vec![image.clone(), cache_ref.clone()],
             cache_imports: vec![cache_ref.clone()],
