@@ -142,6 +142,48 @@ impl Default for ServiceKind {
 }
 
 closed_set! {
+    /// The engine of a managed service (`services.engine`, API `engine`): Stackpad picks its
+    /// image, generates its credentials and probes it with the engine's own check. The version
+    /// is fixed per engine ([`Engine::version`]).
+    Engine, "engine" {
+        /// PostgreSQL 15, a `database`.
+        Postgres = "postgres",
+        /// MariaDB 10.11, a `database`.
+        Mariadb = "mariadb",
+        /// Redis 7, a `cache`.
+        Redis = "redis",
+    }
+}
+
+impl Engine {
+    /// The service kind this engine is managed as.
+    pub const fn kind(self) -> ServiceKind {
+        match self {
+            Engine::Postgres | Engine::Mariadb => ServiceKind::Database,
+            Engine::Redis => ServiceKind::Cache,
+        }
+    }
+
+    /// The engine version its image carries (also the image tag).
+    pub const fn version(self) -> &'static str {
+        match self {
+            Engine::Postgres => "15",
+            Engine::Mariadb => "10.11",
+            Engine::Redis => "7",
+        }
+    }
+
+    /// The engines a kind can be managed with (none for `web` and `worker`).
+    pub fn for_kind(kind: ServiceKind) -> Vec<Engine> {
+        Engine::ALL
+            .iter()
+            .copied()
+            .filter(|e| e.kind() == kind)
+            .collect()
+    }
+}
+
+closed_set! {
     /// Where a deployment is in the pipeline (`deployments.phase`, `deployment_steps.phase`).
     Phase, "deployment phase" {
         Queued = "queued",
@@ -284,6 +326,19 @@ mod tests {
         round_trip(DomainStatus::ALL);
         round_trip(TokenRole::ALL);
         round_trip(MemberRole::ALL);
+        round_trip(Engine::ALL);
+    }
+
+    #[test]
+    fn engines_belong_to_one_kind_with_a_fixed_version() {
+        assert_eq!(
+            Engine::for_kind(ServiceKind::Database),
+            [Engine::Postgres, Engine::Mariadb]
+        );
+        assert_eq!(Engine::for_kind(ServiceKind::Cache), [Engine::Redis]);
+        assert!(Engine::for_kind(ServiceKind::Web).is_empty());
+        assert_eq!(Engine::Mariadb.version(), "10.11");
+        assert_eq!(Engine::Redis.kind(), ServiceKind::Cache);
     }
 
     #[test]

@@ -8,6 +8,6 @@
 pub mod enums;
 
 pub use enums::{
-    DeploymentState, DomainStatus, MemberRole, NodeRole, NodeStatus, Phase, ServiceKind, TokenRole,
-    UnknownValue,
+    DeploymentState, DomainStatus, Engine, MemberRole, NodeRole, NodeStatus, Phase, ServiceKind,
+    TokenRole, UnknownValue,
 };
