@@ -35,6 +35,15 @@ pub enum RuntimeError {
         container_id: String,
         reason: String,
     },
+    #[error(
+        "volume {volume} is held by running container {container_id}: stop it before another container mounts it"
+    )]
+    VolumeBusy {
+        volume: String,
+        container_id: String,
+    },
+    #[error("volume {volume}: {reason}")]
+    Volume { volume: String, reason: String },
     #[error("node is full: {reason}")]
     Capacity { reason: String },
     #[error("{path}: {source}")]

@@ -29,6 +29,7 @@ pub mod restart;
 pub mod spec;
 pub mod state_file;
 pub mod userns;
+pub mod volume;
 
 pub use config::NodeConfig;
 pub use error::{Result, RuntimeError};

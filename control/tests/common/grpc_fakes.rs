@@ -19,6 +19,8 @@ pub struct Recorded {
     pub deploys: Vec<n::DeployRequest>,
     pub stops: Vec<String>,
     pub removes: Vec<String>,
+    /// RemoveVolume calls: (service id, name; empty = all).
+    pub volume_removals: Vec<(String, String)>,
     pub routes: Vec<p::Route>,
     /// Domains the control plane allowed the proxy to order certificates for.
     pub allowed_domains: Vec<String>,
@@ -225,6 +227,24 @@ impl n::node_agent_server::NodeAgent for Daemons {
             memory_bytes_total: 8 << 30,
             ..Default::default()
         }))
+    }
+    async fn remove_volume(
+        &self,
+        r: Request<n::RemoveVolumeRequest>,
+    ) -> Result<Response<n::RemoveVolumeResponse>, Status> {
+        let r = r.into_inner();
+        self.rec
+            .lock()
+            .unwrap()
+            .volume_removals
+            .push((r.service_id, r.name));
+        Ok(Response::new(n::RemoveVolumeResponse::default()))
+    }
+    async fn list_volumes(
+        &self,
+        _: Request<n::ListVolumesRequest>,
+    ) -> Result<Response<n::ListVolumesResponse>, Status> {
+        Ok(Response::new(n::ListVolumesResponse::default()))
     }
 }
 

@@ -28,6 +28,9 @@ impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
         spec.validate(&self.limits())?;
         let id = spec.container_id();
         let _op = self.op_lock(&id).await;
+        // Held until this container is tracked: two deploys of one service cannot both find
+        // its volumes free.
+        let _volumes = self.claim_volumes(&id, &spec).await?;
         let started = Instant::now();
         if let Some(entry) = self.entry(&id) {
             let current = entry.status();
@@ -105,6 +108,7 @@ impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
         };
         self.insert_entry(&id, entry.clone());
         self.watch(&entry);
+        drop(_volumes);
         drop(_op);
         let running = started.elapsed();
         let result = self.await_health(&entry).await;
@@ -145,6 +149,7 @@ impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
             memory_bytes: self.memory_of(spec),
             pids_limit: self.pids_of(spec),
             id_map,
+            volumes: &self.volumes,
         })?;
         self.engine
             .create_container(Container {
@@ -217,6 +222,7 @@ impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
     ) -> Result<()> {
         let status = entry.status();
         let id = &status.container_id;
+        self.mount_volumes(&status).await?;
         let io = self.logs.open(&self.log_labels(id, &status.spec))?;
         self.engine
             .create_task(id, rootfs, &io, status.id_map)

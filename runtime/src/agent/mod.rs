@@ -15,12 +15,14 @@ mod supervise;
 pub mod task;
 #[cfg(test)]
 mod tests;
+mod volumes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub use engine::{ContainerEngine, ContainerdEngine};
 pub use record::{State, Status};
+pub use volumes::VolumeState;
 
 use crate::config::NodeConfig;
 use crate::containerd::Containerd;
@@ -32,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::network::{ContainerNetwork, Networks};
 use crate::spec::{DeploySpec, Limits};
 use crate::userns::UsernsFile;
+use crate::volume::Volumes;
 use record::Entry;
 
 /// What the node has and what its containers asked for.
@@ -57,6 +60,8 @@ pub struct Agent<E = ContainerdEngine, N = Networks> {
     pub(crate) metrics: Arc<Metrics>,
     /// Host id ranges per project (machine-wide table).
     pub(crate) userns: UsernsFile,
+    /// The services' persistent volumes on this node.
+    pub(crate) volumes: Volumes,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     /// One operation at a time per container id.
     op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -98,6 +103,7 @@ impl Agent {
             crate::network::BRIDGE_PREFIX,
             pool,
             config.allow_egress,
+            config.cluster.as_ref(),
         )
         .await?;
         let networks = Networks::new(
@@ -137,6 +143,7 @@ impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
             std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
         }
         let userns = UsernsFile::new(&config.userns_dir)?;
+        let volumes = Volumes::under_state_dir(&config.state_dir);
         let logs = Logs::new(
             &config.run_dir,
             &config.state_dir,
@@ -162,6 +169,7 @@ impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
             isolation,
             metrics: Arc::new(Metrics::default()),
             userns,
+            volumes,
             entries: Mutex::new(HashMap::new()),
             op_locks: Mutex::new(HashMap::new()),
             limits,

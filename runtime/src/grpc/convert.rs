@@ -8,7 +8,7 @@ use proto::node::v1 as pb;
 use crate::agent::{State, Status};
 use crate::error::RuntimeError;
 use crate::spec::deploy::{PortSpec, Protocol, Resources};
-use crate::spec::{DeploySpec, HealthSpec, Probe, RestartMode, RestartSpec, Workload};
+use crate::spec::{DeploySpec, HealthSpec, Probe, RestartMode, RestartSpec, VolumeSpec, Workload};
 
 fn or(v: u32, default: u32) -> u32 {
     if v == 0 { default } else { v }
@@ -104,6 +104,15 @@ pub fn deploy_spec(req: pb::DeployRequest) -> Result<DeploySpec, RuntimeError> {
         },
         read_only_rootfs: req.read_only_rootfs,
         stop_grace_ms: or(req.stop_grace_period_ms, 10_000),
+        volumes: req
+            .volumes
+            .into_iter()
+            .map(|v| VolumeSpec {
+                name: v.name,
+                mount_path: v.mount_path,
+                size_bytes: v.size_bytes,
+            })
+            .collect(),
     })
 }
 
@@ -169,9 +178,9 @@ pub fn error(e: RuntimeError) -> tonic::Status {
         RuntimeError::Image { .. } if msg.contains("not found") => tonic::Status::not_found(msg),
         RuntimeError::Image { .. } => tonic::Status::invalid_argument(msg),
         RuntimeError::NotFound { .. } => tonic::Status::not_found(msg),
-        RuntimeError::Running { .. } | RuntimeError::Unhealthy { .. } => {
-            tonic::Status::failed_precondition(msg)
-        }
+        RuntimeError::Running { .. }
+        | RuntimeError::Unhealthy { .. }
+        | RuntimeError::VolumeBusy { .. } => tonic::Status::failed_precondition(msg),
         RuntimeError::Capacity { .. } | RuntimeError::PoolExhausted { .. } => {
             tonic::Status::resource_exhausted(msg)
         }

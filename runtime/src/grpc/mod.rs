@@ -188,4 +188,40 @@ impl NodeAgent for NodeAgentService {
             containers_max: cap.containers_max,
         }))
     }
+
+    async fn remove_volume(
+        &self,
+        request: Request<pb::RemoveVolumeRequest>,
+    ) -> Result<Response<pb::RemoveVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let name = (!req.name.is_empty()).then_some(req.name.as_str());
+        let removed = self
+            .agent
+            .remove_volumes(&req.service_id, name)
+            .await
+            .map_err(convert::error)?;
+        Ok(Response::new(pb::RemoveVolumeResponse { removed }))
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        let req = request.into_inner();
+        let service = (!req.service_id.is_empty()).then_some(req.service_id.as_str());
+        let volumes = self
+            .agent
+            .volumes(service)
+            .map_err(convert::error)?
+            .into_iter()
+            .map(|v| pb::VolumeStatus {
+                service_id: v.info.service_id,
+                name: v.info.name,
+                size_bytes: v.info.size_bytes,
+                used_bytes: v.info.used_bytes,
+                held_by: v.held_by.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListVolumesResponse { volumes }))
+    }
 }

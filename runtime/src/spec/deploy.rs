@@ -74,6 +74,17 @@ pub struct RestartSpec {
     pub max_restarts: u32,
 }
 
+/// A persistent volume of the service, mounted read-write at `mount_path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub mount_path: String,
+    pub size_bytes: u64,
+}
+
+/// Where a volume may not be mounted: the kernel's and the agent's own mounts.
+const RESERVED_MOUNTS: &[&str] = &["/proc", "/sys", "/dev", "/etc/hosts"];
+
 /// One deploy, parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploySpec {
@@ -89,6 +100,9 @@ pub struct DeploySpec {
     pub restart: RestartSpec,
     pub read_only_rootfs: bool,
     pub stop_grace_ms: u32,
+    /// Absent in the records of containers made before volumes existed.
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
 }
 
 /// The node's limits a deploy is checked against.
@@ -137,6 +151,37 @@ fn check_port(field: &str, port: u32) -> Result<()> {
             field,
             format!("port {port} is out of range 1..=65535"),
         ));
+    }
+    Ok(())
+}
+
+/// Whether `path` is `dir` or inside it (both normalized absolute paths).
+fn is_under(path: &str, dir: &str) -> bool {
+    path == dir || dir == "/" || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+}
+
+/// An absolute, normalized path (no `.`, `..`, `//` or trailing `/`), not `/` and not on the
+/// kernel's or the agent's mounts.
+fn check_mount_path(path: &str) -> Result<()> {
+    let bad = |reason: String| Err(RuntimeError::invalid("volumes.mount_path", reason));
+    if !path.starts_with('/') || path == "/" {
+        return bad(format!("{path:?} must be an absolute path other than /"));
+    }
+    if path.len() > 1024 || path.chars().any(|c| c.is_control()) {
+        return bad(format!(
+            "{path:?} must be at most 1024 printable characters"
+        ));
+    }
+    if path[1..]
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return bad(format!(
+            "{path:?} must be normalized (no ., .., // or trailing /)"
+        ));
+    }
+    if let Some(r) = RESERVED_MOUNTS.iter().find(|r| is_under(path, r)) {
+        return bad(format!("{path:?} is under {r}, which the platform mounts"));
     }
     Ok(())
 }
@@ -268,6 +313,60 @@ impl DeploySpec {
                 ));
             }
         }
+        self.validate_volumes()
+    }
+
+    fn validate_volumes(&self) -> Result<()> {
+        use crate::volume::{MAX_SIZE_BYTES, MAX_VOLUMES, MIN_SIZE_BYTES};
+        if self.volumes.is_empty() {
+            return Ok(());
+        }
+        if self.workload.service_id.is_empty() {
+            return Err(RuntimeError::invalid(
+                "workload.service_id",
+                "is required with volumes (a volume belongs to its service)",
+            ));
+        }
+        if self.volumes.len() > MAX_VOLUMES {
+            return Err(RuntimeError::invalid(
+                "volumes",
+                format!("{} volumes; at most {MAX_VOLUMES}", self.volumes.len()),
+            ));
+        }
+        for (i, v) in self.volumes.iter().enumerate() {
+            if !is_dns_label(&v.name) {
+                return Err(RuntimeError::invalid(
+                    "volumes.name",
+                    format!("{:?} must be a DNS label (1-63 of [a-z0-9-])", v.name),
+                ));
+            }
+            check_mount_path(&v.mount_path)?;
+            if !(MIN_SIZE_BYTES..=MAX_SIZE_BYTES).contains(&v.size_bytes) {
+                return Err(RuntimeError::invalid(
+                    "volumes.size_bytes",
+                    format!(
+                        "{} bytes for {}: must be {MIN_SIZE_BYTES}..={MAX_SIZE_BYTES}",
+                        v.size_bytes, v.name
+                    ),
+                ));
+            }
+            for other in &self.volumes[..i] {
+                if other.name == v.name {
+                    return Err(RuntimeError::invalid(
+                        "volumes.name",
+                        format!("{:?} is given twice", v.name),
+                    ));
+                }
+                if is_under(&v.mount_path, &other.mount_path)
+                    || is_under(&other.mount_path, &v.mount_path)
+                {
+                    return Err(RuntimeError::invalid(
+                        "volumes.mount_path",
+                        format!("{} and {} overlap", other.mount_path, v.mount_path),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -323,6 +422,7 @@ pub(crate) mod tests {
             },
             read_only_rootfs: false,
             stop_grace_ms: 10_000,
+            volumes: vec![],
         }
     }
 
@@ -391,9 +491,84 @@ pub(crate) mod tests {
                 }),
                 "health_check.tcp.port",
             ),
+            (
+                Box::new(|s| s.volumes[0].mount_path = "data".into()),
+                "volumes.mount_path",
+            ),
+            (
+                Box::new(|s| s.volumes[0].mount_path = "/a/../etc".into()),
+                "volumes.mount_path",
+            ),
+            (
+                Box::new(|s| s.volumes[0].mount_path = "/proc/x".into()),
+                "volumes.mount_path",
+            ),
+            (
+                Box::new(|s| s.volumes[0].mount_path = "/sys".into()),
+                "volumes.mount_path",
+            ),
+            (
+                Box::new(|s| s.volumes[0].mount_path = "/".into()),
+                "volumes.mount_path",
+            ),
+            (
+                Box::new(|s| s.volumes[0].mount_path = "/data/".into()),
+                "volumes.mount_path",
+            ),
+            (
+                Box::new(|s| s.volumes[0].size_bytes = 1 << 20),
+                "volumes.size_bytes",
+            ),
+            (
+                Box::new(|s| s.volumes[0].size_bytes = 4 << 40),
+                "volumes.size_bytes",
+            ),
+            (
+                Box::new(|s| s.volumes[0].name = "Data".into()),
+                "volumes.name",
+            ),
+            (
+                Box::new(|s| s.workload.service_id.clear()),
+                "workload.service_id",
+            ),
+            (
+                Box::new(|s| {
+                    let mut v = s.volumes[0].clone();
+                    v.name = "other".into();
+                    v.mount_path = "/data/sub".into();
+                    s.volumes.push(v);
+                }),
+                "volumes.mount_path",
+            ),
+            (
+                Box::new(|s| {
+                    let mut v = s.volumes[0].clone();
+                    v.mount_path = "/other".into();
+                    s.volumes.push(v);
+                }),
+                "volumes.name",
+            ),
+            (
+                Box::new(|s| {
+                    s.volumes = (0..9)
+                        .map(|i| VolumeSpec {
+                            name: format!("v{i}"),
+                            mount_path: format!("/v{i}"),
+                            size_bytes: 16 << 20,
+                        })
+                        .collect()
+                }),
+                "volumes",
+            ),
         ];
         for (mutate, field) in cases {
             let mut s = sample();
+            s.volumes = vec![VolumeSpec {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                size_bytes: 64 << 20,
+            }];
+            s.validate(&LIMITS).unwrap();
             mutate(&mut s);
             let err = s.validate(&LIMITS).unwrap_err().to_string();
             assert!(err.contains(field), "expected {field} in {err:?}");

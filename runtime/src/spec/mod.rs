@@ -6,6 +6,7 @@ pub mod oci;
 pub mod seccomp;
 
 pub use deploy::{
-    DeploySpec, HealthSpec, Limits, Probe, RestartMode, RestartSpec, Workload, container_id,
+    DeploySpec, HealthSpec, Limits, Probe, RestartMode, RestartSpec, VolumeSpec, Workload,
+    container_id,
 };
 pub use oci::{SpecInput, build_spec, spec_any};

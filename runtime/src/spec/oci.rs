@@ -11,6 +11,7 @@ use super::seccomp;
 use crate::error::{Result, RuntimeError};
 use crate::image::ImageConfig;
 use crate::userns::IdMap;
+use crate::volume::Volumes;
 
 /// containerd's type URL for a runtime spec carried in a `google.protobuf.Any`.
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -72,6 +73,8 @@ pub struct SpecInput<'a> {
     pub pids_limit: u32,
     /// The host range the container's uids and gids map to.
     pub id_map: IdMap,
+    /// The node's volumes (where each of the deploy's volumes is mounted on the host).
+    pub volumes: &'a Volumes,
 }
 
 /// The process arguments: Docker's rules (a deploy command replaces the entrypoint and drops
@@ -167,6 +170,13 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value> {
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
         json!({"destination": "/etc/hosts", "type": "bind", "source": input.hosts_path, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}),
     ];
+    // The service's volumes, bound from their host mounts; a parent before what is under it.
+    let mut volumes: Vec<_> = d.volumes.iter().collect();
+    volumes.sort_by_key(|v| v.mount_path.matches('/').count());
+    for v in volumes {
+        let source = input.volumes.mount_path(&d.workload.service_id, &v.name);
+        mounts.push(json!({"destination": v.mount_path, "type": "bind", "source": source, "options": ["rbind", "rw", "nosuid", "nodev"]}));
+    }
     if d.read_only_rootfs {
         mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", "size=65536k"]}));
     }
@@ -269,8 +279,38 @@ mod tests {
             memory_bytes: 64 << 20,
             pids_limit: 128,
             id_map: IdMap { base: 131_072 },
+            volumes: &Volumes::new("/var/lib/stackpad/node/volumes"),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn volumes_are_bound_from_their_host_mounts() {
+        let mut d = sample();
+        for (name, path) in [("logs", "/var/log/app"), ("data", "/data")] {
+            d.volumes.push(crate::spec::VolumeSpec {
+                name: name.into(),
+                mount_path: path.into(),
+                size_bytes: 64 << 20,
+            });
+        }
+        let s = build(&d);
+        let binds: Vec<&Value> = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["source"].as_str().unwrap().contains("/volumes/"))
+            .collect();
+        assert_eq!(binds.len(), 2);
+        assert_eq!(binds[0]["destination"], "/data", "shallower first");
+        assert_eq!(
+            binds[0]["source"],
+            "/var/lib/stackpad/node/volumes/s1/data/mnt"
+        );
+        assert_eq!(
+            binds[1]["options"],
+            json!(["rbind", "rw", "nosuid", "nodev"])
+        );
     }
 
     #[test]
@@ -360,6 +400,7 @@ mod tests {
             memory_bytes: 1,
             pids_limit: 1,
             id_map: IdMap { base: 131_072 },
+            volumes: &Volumes::new("/v"),
         })
         .unwrap_err();
         assert!(err.to_string().contains("command"));

@@ -191,6 +191,7 @@ impl TestNode {
             },
             read_only_rootfs: false,
             stop_grace_ms: 2_000,
+            volumes: vec![],
         }
     }
 
@@ -221,6 +222,8 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         self.agent.detach_all();
         let config = self.config.clone();
+        // Volumes are loop mounts under the test's directory: unmounted before it goes.
+        runtime::volume::Volumes::under_state_dir(&config.state_dir).unmount_all();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
