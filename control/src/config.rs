@@ -78,6 +78,8 @@ pub struct Config {
     /// ClickHouse's HTTP interface holding the container logs; empty = no log search.
     pub clickhouse_url: String,
     pub clickhouse_database: String,
+    /// Days build logs are kept (the `build_logs` rows' retention; dropped by the same job).
+    pub build_log_retention_days: u16,
     /// How often expired partitions of the log store (container and access logs) are dropped;
     /// 0 = never (another control plane instance does it). Retention itself is stamped on each
     /// row by its writer (the organization's plan in the node agent's and proxy's settings).
@@ -127,6 +129,7 @@ impl Default for Config {
             nodes: vec![],
             clickhouse_url: String::new(),
             clickhouse_database: "stackpad_logs".into(),
+            build_log_retention_days: 14,
             log_retention_interval_ms: 3_600_000,
             dns_resolver: String::new(),
             ingress_ips: vec![],

@@ -106,11 +106,21 @@ pub async fn start(
         &config.admin_token,
         &config.apps_domain,
     );
+    let build_logs = (!config.clickhouse_url.is_empty()).then(|| {
+        crate::buildlogs::BuildLogStore::new(
+            &config.clickhouse_url,
+            &config.clickhouse_database,
+            config.build_log_retention_days,
+        )
+    });
     if !config.clickhouse_url.is_empty() {
         state = state.with_logs(crate::logsearch::LogSearch::new(
             &config.clickhouse_url,
             &config.clickhouse_database,
         ));
+    }
+    if let Some(build_logs) = &build_logs {
+        state = state.with_build_logs(build_logs.clone());
     }
     let dns: Arc<dyn DnsLookup> = match config.dns_resolver_address()? {
         Some(nameserver) => Arc::new(HickoryLookup::with_nameserver(nameserver)),
@@ -183,8 +193,11 @@ pub async fn start(
 
     let dconfig = driver_config(config);
     for _ in 0..config.workers {
-        let driver = Driver::new(store.clone(), clients.clone(), dconfig.clone())
+        let mut driver = Driver::new(store.clone(), clients.clone(), dconfig.clone())
             .with_sources(sources.clone());
+        if let Some(build_logs) = &build_logs {
+            driver = driver.with_build_logs(build_logs.clone());
+        }
         tasks.spawn(run_worker(
             driver,
             wake.clone(),

@@ -12,6 +12,7 @@
 
 pub mod accesslogs;
 pub mod api;
+pub mod buildlogs;
 pub mod clients;
 pub mod config;
 pub mod crypto;

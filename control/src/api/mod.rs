@@ -4,6 +4,7 @@
 //! or a valid webhook signature is written to the audit log.
 
 mod access_logs;
+mod build_logs;
 mod deployments;
 mod domains;
 mod edge;
@@ -49,6 +50,8 @@ pub struct AppState {
     /// Container log search; `None` when no ClickHouse is configured.
     pub logs: Option<crate::logsearch::LogSearch>,
     /// Custom-domain checks; `None` = `verify` answers 503.
+    /// Build logs; `None` when no ClickHouse is configured.
+    pub build_logs: Option<crate::buildlogs::BuildLogStore>,
     pub domains: Option<Arc<crate::domains::verifier::Verifier>>,
     /// The daemons a deleted service is taken off, and the grace its containers get.
     pub teardown: Option<(crate::pipeline::driver::Clients, u32)>,
@@ -67,6 +70,7 @@ impl AppState {
             apps_domain: apps_domain.to_owned(),
             logs: None,
             domains: None,
+            build_logs: None,
             teardown: None,
             webhook_limiter: Arc::new(webhook_limit::Limiter::new(Default::default())),
             sources: sources::SourcePolicy::default(),
@@ -97,6 +101,12 @@ impl AppState {
     }
 
     /// Serves `GET /services/{id}/logs` from `logs`.
+    /// Serves `GET /deployments/{id}/build-logs` from `build_logs`.
+    pub fn with_build_logs(mut self, build_logs: crate::buildlogs::BuildLogStore) -> Self {
+        self.build_logs = Some(build_logs);
+        self
+    }
+
     pub fn with_logs(mut self, logs: crate::logsearch::LogSearch) -> Self {
         self.logs = Some(logs);
         self
@@ -143,6 +153,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/deployments/{id}/cancel"),
     ("get", "/nodes"),
     ("post", "/nodes"),
+    ("get", "/deployments/{id}/build-logs"),
     ("post", "/nodes/{id}/heartbeat"),
     ("post", "/webhooks/github/{id}"),
 ];
@@ -215,6 +226,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(edge::json_errors))
+        .route("/deployments/{id}/build-logs", get(build_logs::get))
         .with_state(state)
 }
 

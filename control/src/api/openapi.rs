@@ -72,8 +72,12 @@ pub fn document() -> Value {
         &[],
         json!({
             "build_args": { "type": "object", "maxProperties": spec::MAX_BUILD_ARGS,
-                "additionalProperties": { "type": "string", "maxLength": spec::MAX_ENV_VALUE } },
-            "timeout_seconds": int(spec::BUILD_TIMEOUT_SECONDS, None)
+                "additionalProperties": { "type": "string", "maxLength": spec::MAX_ENV_VALUE },
+                "description": "passed to the Dockerfile as build arguments (ARG); visible in the image's history: never put a secret here" },
+            "secrets": { "type": "array", "maxItems": spec::MAX_BUILD_ARGS, "items": { "type": "string" },
+                "description": "names of the service's secrets the build gets as BuildKit secrets (RUN --mount=type=secret,id=NAME reads /run/secrets/NAME): never in the image, its history or the build log" },
+            "timeout_seconds": { "type": "integer", "minimum": spec::BUILD_TIMEOUT_SECONDS.start(), "maximum": spec::BUILD_TIMEOUT_SECONDS.end(),
+                "description": "the build time limit; default: the operator's build_timeout_s. A build that reaches it is cancelled and the deployment fails naming the limit" }
         }),
     );
     let resources = obj(
@@ -164,6 +168,7 @@ pub fn document() -> Value {
             "/nodes": {
                 "get": op("List nodes (operator token)", None, "200"),
                 "post": op("Register or update a node (operator token)", Some("RegisterNode"), "201")
+            "/deployments/{id}/build-logs": { "get": op("The deployment's build log, oldest line first (after = a line_number or next_cursor, limit 1..=1000 default 500, tail = the last limit lines); follow=true: server-sent events of the lines after `after`, then an `end` event with the deployment's state once the build is over. Known secret values read [redacted]", None, "200") },
             },
             "/nodes/{id}/heartbeat": { "post": op("Record a heartbeat (operator token)", None, "200") },
             "/webhooks/github/{id}": { "post": {

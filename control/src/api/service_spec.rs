@@ -124,6 +124,9 @@ pub struct BuildInput {
     #[serde(default)]
     pub build_args: BTreeMap<String, String>,
     #[serde(default)]
+    /// Names of the service's secrets offered to the build as BuildKit secrets.
+    #[serde(default)]
+    pub secrets: Vec<String>,
     pub timeout_seconds: Option<u64>,
 }
 
@@ -140,8 +143,27 @@ impl BuildInput {
             validate::text(&format!("build.build_args.{name}"), value, MAX_ENV_VALUE)?;
         }
         Ok(BuildSettings {
+        if self.secrets.len() > MAX_BUILD_ARGS {
+            return Err(invalid(
+                "build.secrets",
+                format!("at most {MAX_BUILD_ARGS} build secrets"),
+            ));
+        }
+        for name in &self.secrets {
+            validate::env_name("build.secrets", name)?;
+            if self.build_args.contains_key(name) {
+                return Err(invalid(
+                    "build.secrets",
+                    format!("{name} is also a build arg: a secret never goes as a build arg"),
+                ));
+            }
+        }
+        let mut secrets = self.secrets.clone();
+        secrets.sort();
+        secrets.dedup();
             build_args: self.build_args.clone(),
             timeout_seconds: self
+            secrets,
                 .timeout_seconds
                 .map(|t| within("build.timeout_seconds", t, BUILD_TIMEOUT_SECONDS))
                 .transpose()?

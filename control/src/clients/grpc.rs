@@ -78,7 +78,12 @@ fn build_outcome(status: &b::BuildStatus) -> Option<BuildOutcome> {
 
 #[async_trait]
 impl BuilderClient for GrpcBuilder {
-    async fn build(&self, node: &str, r: &BuildRequest) -> Result<BuildOutcome, ClientError> {
+    async fn build(
+        &self,
+        node: &str,
+        r: &BuildRequest,
+        log: &BuildLogSender,
+    ) -> Result<BuildOutcome, ClientError> {
         let err = |s| status_error(BUILDD, node, s);
         let mut client = b::builder_client::BuilderClient::new(self.channels.get(BUILDD, node)?);
         let started = client
@@ -93,6 +98,8 @@ impl BuilderClient for GrpcBuilder {
                 }),
                 image: r.image_repository.clone(),
                 timeout_seconds: r.timeout_seconds,
+                build_args: r.build_args.clone().into_iter().collect(),
+                secrets: r.secrets.clone().into_iter().collect(),
                 ..Default::default()
             })
             .await
@@ -108,11 +115,31 @@ impl BuilderClient for GrpcBuilder {
             .await
             .map_err(err)?
             .into_inner();
+        let mut number = 0;
         while let Some(event) = stream.message().await.map_err(err)? {
-            if let Some(b::build_event::Event::Status(status)) = event.event
-                && let Some(done) = build_outcome(&status)
-            {
-                return Ok(done);
+            match event.event {
+                Some(b::build_event::Event::Status(status)) => {
+                    if let Some(done) = build_outcome(&status) {
+                        return Ok(done);
+                    }
+                }
+                Some(b::build_event::Event::Log(line)) => {
+                    number += 1;
+                    // The receiver gone (the pipeline stopped waiting) only loses the lines.
+                    let _ = log.send(BuildLogLine {
+                        number,
+                        timestamp_ns: line.timestamp_unix_nanos,
+                        // buildd reports how the build ended as the step `result`.
+                        stream: if line.step == "result" {
+                            logstore::build_logs::STREAM_STDERR
+                        } else {
+                            logstore::build_logs::STREAM_STDOUT
+                        },
+                        step: line.step,
+                        line: line.line,
+                    });
+                }
+                _ => {}
             }
         }
         // The stream ended without a final status: ask once more.

@@ -30,6 +30,11 @@ pub struct BuildRequest {
     /// Repository to push to, without tag.
     pub image_repository: String,
     pub timeout_seconds: u32,
+    /// Passed to the Dockerfile as build arguments (`ARG`).
+    pub build_args: BTreeMap<String, String>,
+    /// Offered to the build as BuildKit secrets (`RUN --mount=type=secret,id=NAME`): never a
+    /// build argument, never in the image or its history.
+    pub secrets: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,11 +53,34 @@ pub enum BuildOutcome {
     Cancelled,
 }
 
+/// A line of a build's log as the build client saw it go by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildLogLine {
+    /// Place in the build's log, from 1 (a watch taken again starts at 1 again: the same
+    /// numbers for the same lines).
+    pub number: u32,
+    pub timestamp_ns: i64,
+    /// E.g. `clone`, `[build 3/5] RUN npm run build`, `result` (how the build ended).
+    pub step: String,
+    /// `logstore::build_logs::STREAM_STDOUT` or `STREAM_STDERR`.
+    pub stream: u8,
+    pub line: String,
+}
+
+/// Where a build client hands the lines of the build it waits for.
+pub type BuildLogSender = tokio::sync::mpsc::UnboundedSender<BuildLogLine>;
+
 /// buildd (`stackpad.build.v1.Builder`) on one build node.
 #[async_trait]
 pub trait BuilderClient: Send + Sync {
-    /// Starts the build (or finds the one already started under that id) and waits for its end.
-    async fn build(&self, node: &str, request: &BuildRequest) -> Result<BuildOutcome, ClientError>;
+    /// Starts the build (or finds the one already started under that id) and waits for its end;
+    /// every log line of the build goes to `log` meanwhile (replayed from its first line).
+    async fn build(
+        &self,
+        node: &str,
+        request: &BuildRequest,
+        log: &BuildLogSender,
+    ) -> Result<BuildOutcome, ClientError>;
     async fn cancel(&self, node: &str, build_id: &str) -> Result<(), ClientError>;
     /// Answers when the daemon is alive.
     async fn ping(&self, node: &str) -> Result<(), ClientError>;

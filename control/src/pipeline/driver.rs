@@ -3,6 +3,7 @@
 //! follows, and records every transition in the [`DeploymentQueue`] under the worker's lease.
 //! A deployment taken over after a crash resumes with [`machine::resume`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use uuid::Uuid;
 use super::machine::{self, Action, Event, InvalidTransition, Phase, Transition};
 use super::queue::{self, DeploymentQueue};
 use crate::api::sources::SourcePolicy;
+use crate::buildlogs::{BuildLabels, BuildLogStore, FLUSH_EVERY, Recorder, Redactor};
 use crate::clients::{
     BuildOutcome, BuildRequest, BuilderClient, ClientError, ContainerOutcome, ContainerSpec,
     HealthProbe, NodeClient, ProxyClient, SwitchOutcome, SwitchSpec, Workload,
@@ -93,6 +95,8 @@ pub struct Driver<Q = Store> {
     pub owner: Uuid,
     /// What a stored git source may still point at when it is built (the API's rules).
     pub sources: SourcePolicy,
+    /// Where build log lines are stored; `None`: not stored (a failure still shows its tail).
+    pub build_logs: Option<BuildLogStore>,
 }
 
 type Step = Option<(Event, StepData)>;
@@ -105,7 +109,14 @@ impl<Q: DeploymentQueue> Driver<Q> {
             config,
             owner: Uuid::new_v4(),
             sources: SourcePolicy::default(),
+            build_logs: None,
         }
+    }
+
+    /// Stores every build's log lines in `store`.
+    pub fn with_build_logs(mut self, store: BuildLogStore) -> Self {
+        self.build_logs = Some(store);
+        self
     }
 
     /// Checks stored git sources with `sources` (the operator's settings) before each build.
@@ -292,6 +303,24 @@ impl<Q: DeploymentQueue> Driver<Q> {
             }
             tokio::time::sleep(self.config.poll).await;
         };
+        let env = self.queue.service_env(service.id).await?;
+        // The service's secrets: values to redact from the log; the ones the build asks for
+        // (`build.secrets`) reach it as BuildKit secrets.
+        let secret_values: BTreeMap<&str, &str> = env
+            .iter()
+            .filter(|(name, _)| service.env.get(*name).is_some_and(|v| v.secret))
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let mut secrets = BTreeMap::new();
+        for name in &service.build.secrets {
+            let Some(value) = secret_values.get(name.as_str()) else {
+                return failed(format!(
+                    "build.secrets names {name}, which is not a secret of service {}",
+                    service.name
+                ));
+            };
+            secrets.insert(name.clone(), (*value).to_owned());
+        }
         let request = BuildRequest {
             build_id: d.id.to_string(),
             git_url: git_url.clone(),
@@ -306,21 +335,53 @@ impl<Q: DeploymentQueue> Driver<Q> {
                 .build
                 .timeout_seconds
                 .unwrap_or(self.config.build_timeout_s),
+            build_args: service.build.build_args.clone(),
+            secrets,
         };
+        let mut log = Recorder::new(
+            self.build_logs.clone(),
+            BuildLabels {
+                organization_id: d.organization_id.to_string(),
+                project_id: service.project_id.to_string(),
+                environment_id: service.environment_id.to_string(),
+                service_id: service.id.to_string(),
+                deployment_id: d.id.to_string(),
+                build_id: request.build_id.clone(),
+            },
+            Redactor::new(secret_values.values().copied()),
+        );
+        let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel();
         let builder = self.clients.builder.clone();
-        let call = self.retry(|| builder.build(&node.address, &request));
+        let call = self.retry(|| builder.build(&node.address, &request, &log_tx));
         tokio::pin!(call);
+        let start = tokio::time::Instant::now();
+        let mut poll = tokio::time::interval_at(start + self.config.poll, self.config.poll);
+        let mut flush = tokio::time::interval_at(start + FLUSH_EVERY, FLUSH_EVERY);
         let outcome = loop {
             tokio::select! {
                 outcome = &mut call => break outcome,
-                _ = tokio::time::sleep(self.config.poll) => {
+                Some(line) = log_rx.recv() => {
+                    log.push(line);
+                    if log.due() {
+                        log.flush().await;
+                    }
+                }
+                _ = flush.tick() => log.flush().await,
+                _ = poll.tick() => {
                     if self.cancelled(d.id).await? {
+                        log.flush().await;
                         self.queue.release_build_slot(d.id, None).await?;
                         return Ok(Some((Event::CancelRequested, StepData::default())));
                     }
                 }
             }
         };
+        // Every line is stored before the end is recorded: a follower that sees the deployment
+        // leave `building` has read them all.
+        while let Ok(line) = log_rx.try_recv() {
+            log.push(line);
+        }
+        log.flush().await;
         let data = StepData {
             build_node_id: Some(node.id),
             ..StepData::default()
@@ -346,14 +407,14 @@ impl<Q: DeploymentQueue> Driver<Q> {
             ),
             Ok(BuildOutcome::Failed { reason }) => (
                 Event::BuildFailed {
-                    reason: format!("build on {}: {reason}", node.name),
+                    reason: failure_with_tail(&format!("build on {}: {reason}", node.name), &log),
                 },
                 data,
             ),
             Ok(BuildOutcome::Cancelled) => (Event::CancelRequested, data),
             Err(e) => (
                 Event::BuildFailed {
-                    reason: e.to_string(),
+                    reason: failure_with_tail(&e.to_string(), &log),
                 },
                 data,
             ),
@@ -567,6 +628,16 @@ async fn renew_lease<Q: DeploymentQueue>(
         }
     }
 }
+/// A failed build's reason followed by the last lines it printed (redacted), if any.
+fn failure_with_tail(reason: &str, log: &Recorder) -> String {
+    let tail = log.tail();
+    if tail.is_empty() {
+        reason.to_owned()
+    } else {
+        format!("{reason}\nlast lines of the build log:{tail}")
+    }
+}
+
 
 #[cfg(test)]
 #[path = "driver_tests.rs"]

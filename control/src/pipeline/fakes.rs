@@ -451,7 +451,12 @@ fn record(log: &CallLog, call: Call) {
 
 #[async_trait]
 impl BuilderClient for FakeBuilder {
-    async fn build(&self, _node: &str, r: &BuildRequest) -> Result<BuildOutcome, ClientError> {
+    async fn build(
+        &self,
+        _node: &str,
+        r: &BuildRequest,
+        _log: &BuildLogSender,
+    ) -> Result<BuildOutcome, ClientError> {
         record(
             &self.log,
             Call::Build {

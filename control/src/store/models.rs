@@ -56,6 +56,9 @@ pub struct BuildSettings {
     pub build_args: BTreeMap<String, String>,
     pub timeout_seconds: Option<u32>,
 }
+    /// Names of the service's secrets the build gets as BuildKit secrets
+    /// (`RUN --mount=type=secret,id=NAME`); never build arguments.
+    pub secrets: Vec<String>,
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -85,7 +85,12 @@ pub struct FakeBuilder {
 
 #[async_trait]
 impl BuilderClient for FakeBuilder {
-    async fn build(&self, node: &str, r: &BuildRequest) -> Result<BuildOutcome, ClientError> {
+    async fn build(
+        &self,
+        node: &str,
+        r: &BuildRequest,
+        _log: &BuildLogSender,
+    ) -> Result<BuildOutcome, ClientError> {
         self.log.lock().unwrap().push(Call::Build {
             node: node.into(),
             build_id: r.build_id.clone(),
