@@ -1,6 +1,7 @@
 //! `stackpad deploy`, `deployments`, `cancel` and `rollback`: queue a deployment and follow
-//! its timeline (steps with the time each took, ending with the service's URLs), list and show
-//! deployments.
+//! it (its build log live, then its timeline: steps with the time each took, ending with the
+//! service's URLs), list and show deployments, and print a deployment's build log
+//! (`deployments logs ID [--follow]`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -43,7 +44,124 @@ pub async fn deploy(
         p.object(&d);
         return Ok(exit::OK);
     }
+    if !p.json {
+        live_build_log(ctx.api, &id, p).await?;
+    }
     follow(ctx.api, &id, p).await
+}
+
+/// Prints the build log as it is written until the build is over. A control plane without a
+/// build log store (503) shows none; the timeline follows either way.
+async fn live_build_log(
+    api: &ApiClient,
+    id: &str,
+    p: &mut Printer<'_, impl Write>,
+) -> Result<(), CliError> {
+    let mut last_step = String::new();
+    match api
+        .events(&format!("/deployments/{id}/build-logs?follow=true"), |l| {
+            if is_end(&l) {
+                return false;
+            }
+            build_line(&l, &mut last_step, p);
+            true
+        })
+        .await
+    {
+        Err(CliError::Api { status: 503, .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// The `end` event of a build log follow (`{"state": ...}`), not a line.
+fn is_end(event: &Value) -> bool {
+    event.get("line_number").is_none() && event.get("state").is_some()
+}
+
+/// One build log line for people: the step's name when it changes, then the line indented;
+/// with `--json`, the line's object on one line.
+fn build_line(l: &Value, last_step: &mut String, p: &mut Printer<'_, impl Write>) {
+    if p.json {
+        p.compact(l);
+        return;
+    }
+    let step = str_of(l, "step");
+    if step != last_step {
+        p.line(p.bold(&format!("==> {step}")));
+        *last_step = step.to_owned();
+    }
+    p.line(format!("    {}", str_of(l, "line")));
+}
+
+/// `stackpad deployments logs ID [--follow]`: the whole build log, oldest line first; with
+/// `--follow`, then the lines as they are written until the build is over, and then the
+/// deployment's end (exit 5 unless it ends ready).
+pub async fn build_logs(
+    ctx: &Context<'_>,
+    id: &str,
+    follow_it: bool,
+    p: &mut Printer<'_, impl Write>,
+) -> Result<i32, CliError> {
+    let mut after = 0u64;
+    let mut last_step = String::new();
+    loop {
+        let page: Value = ctx
+            .api
+            .get(&format!(
+                "/deployments/{id}/build-logs?after={after}&limit=1000"
+            ))
+            .await?;
+        let lines = page["lines"].as_array().cloned().unwrap_or_default();
+        for l in &lines {
+            build_line(l, &mut last_step, p);
+        }
+        after = lines
+            .last()
+            .and_then(|l| l["line_number"].as_u64())
+            .unwrap_or(after);
+        if page["next_cursor"].is_null() {
+            break;
+        }
+    }
+    if !follow_it {
+        return Ok(exit::OK);
+    }
+    ctx.api
+        .events(
+            &format!("/deployments/{id}/build-logs?follow=true&after={after}"),
+            |l| {
+                if is_end(&l) {
+                    return false;
+                }
+                build_line(&l, &mut last_step, p);
+                true
+            },
+        )
+        .await?;
+    // The build is over; the deployment may still be starting its container.
+    loop {
+        let d: Value = ctx.api.get(&format!("/deployments/{id}")).await?;
+        let state: DeploymentState = str_of(&d, "state")
+            .parse()
+            .map_err(|e| CliError::Http(format!("deployment {id}: {e}")))?;
+        match state {
+            DeploymentState::Queued | DeploymentState::Building | DeploymentState::Deploying => {
+                tokio::time::sleep(Duration::from_millis(300)).await
+            }
+            DeploymentState::Ready => {
+                p.line(format!("deployment {id} is {}", p.state(state.as_str())));
+                return Ok(exit::OK);
+            }
+            DeploymentState::Failed | DeploymentState::Cancelled | DeploymentState::Superseded => {
+                p.line(format!(
+                    "deployment {id} {}: {}",
+                    p.state(state.as_str()),
+                    str_of(&d, "failure_reason")
+                ));
+                return Ok(exit::DEPLOYMENT_FAILED);
+            }
+        }
+    }
 }
 
 pub async fn deployments(

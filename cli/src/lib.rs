@@ -196,6 +196,8 @@ pub enum Command {
         target: ServiceArgs,
         /// Show this deployment (its id) with its timeline instead of listing.
         deployment: Option<String>,
+        #[command(subcommand)]
+        command: Option<DeploymentCommand>,
     },
     /// Cancel a deployment that has not finished (the running one stays).
     #[command(after_help = "Example:\n  stackpad cancel 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6")]
@@ -253,6 +255,23 @@ pub enum Command {
     Completions {
         /// The shell, e.g. `bash`.
         shell: clap_complete::Shell,
+    },
+}
+
+/// What `stackpad deployments` does to one deployment.
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCommand {
+    /// A deployment's build log, oldest line first; with --follow, new lines as the build
+    /// prints them, until the deployment ends (exit 5 unless it ends ready).
+    #[command(after_help = "Examples:\n  stackpad deployments logs 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6\n  \
+                      stackpad deployments logs 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6 --follow --json")]
+    Logs {
+        /// The deployment's id (`stackpad deployments` lists them).
+        deployment: String,
+        /// Keep printing lines as the build prints them, until the deployment ends; with
+        /// --json one JSON object per line.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
 }
 
@@ -502,11 +521,17 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
             no_wait,
         } => deployments::deploy(&ctx, target, image, git_ref, commit, no_wait, &mut p).await,
         Command::Deployments {
+            command: Some(DeploymentCommand::Logs { deployment, follow }),
+            ..
+        } => deployments::build_logs(&ctx, &deployment, follow, &mut p).await,
+        Command::Deployments {
             target,
             deployment: None,
+            command: None,
         } => deployments::deployments(&ctx, target, &mut p).await,
         Command::Deployments {
             deployment: Some(id),
+            command: None,
             ..
         } => deployments::deployment(&ctx, &id, &mut p).await,
         Command::Cancel { deployment } => deployments::cancel(&ctx, &deployment, &mut p).await,
