@@ -298,6 +298,18 @@ closed_set! {
     }
 }
 
+closed_set! {
+    /// What became of a webhook delivery (`webhook_delivery_log.outcome`, API `outcome`).
+    WebhookOutcome, "webhook outcome" {
+        /// A deployment was queued.
+        Deployed = "deployed",
+        /// Understood and nothing to do (another branch, another event, a duplicate).
+        Ignored = "ignored",
+        /// Not processed: bad signature, a replay, a payload that could not be read.
+        Refused = "refused",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +338,7 @@ mod tests {
         round_trip(DomainStatus::ALL);
         round_trip(TokenRole::ALL);
         round_trip(MemberRole::ALL);
+        round_trip(WebhookOutcome::ALL);
         round_trip(Engine::ALL);
     }
 

@@ -9,5 +9,5 @@ pub mod enums;
 
 pub use enums::{
     DeploymentState, DomainStatus, Engine, MemberRole, NodeRole, NodeStatus, Phase, ServiceKind,
-    TokenRole, UnknownValue,
+    TokenRole, UnknownValue, WebhookOutcome,
 };
