@@ -136,13 +136,11 @@ impl CertificateAuthority {
     /// CA's choice (`identity`, `validity`), whatever the CSR asks for.
     pub fn sign_csr(
         &self,
-        csr_pem: &str,
+        csr: &Csr,
         identity: &PeerIdentity,
         validity: Duration,
     ) -> Result<String, PkiError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| PkiError::invalid("csr", e))?;
-        self.sign(&csr.public_key, identity, validity)
+        self.sign(&csr.0.public_key, identity, validity)
     }
 
     /// A new key and its certificate (control's own, or a test's).
@@ -171,6 +169,23 @@ impl CertificateAuthority {
     }
 }
 
+/// A certificate signing request whose signature was checked (the sender holds the key).
+pub struct Csr(CertificateSigningRequestParams);
+
+impl std::fmt::Debug for Csr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Csr(..)")
+    }
+}
+
+impl Csr {
+    pub fn from_pem(pem: &str) -> Result<Self, PkiError> {
+        CertificateSigningRequestParams::from_pem(pem)
+            .map(Self)
+            .map_err(|e| PkiError::invalid("csr", e))
+    }
+}
+
 /// A new node key and a CSR for it (PEM both). The CSR carries no name that matters: the CA
 /// writes the identity.
 pub fn new_key_and_csr() -> Result<(String, String), PkiError> {
@@ -192,6 +207,7 @@ mod tests {
         let ca = CertificateAuthority::generate("test ca").unwrap();
         let ca = CertificateAuthority::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
         let (_key, csr) = new_key_and_csr().unwrap();
+        let csr = Csr::from_pem(&csr).unwrap();
         let identity = PeerIdentity::Node {
             id: uuid::Uuid::new_v4(),
             role: NodeRole::Compute,
@@ -208,10 +224,7 @@ mod tests {
             PeerIdentity::from_cert_der(&pem_der(&control.cert_pem)).unwrap(),
             PeerIdentity::Control
         );
-        assert!(
-            ca.sign_csr("not a csr", &identity, Duration::from_secs(1))
-                .is_err()
-        );
+        assert!(Csr::from_pem("not a csr").is_err());
     }
 
     fn pem_der(pem: &str) -> Vec<u8> {

@@ -16,11 +16,11 @@ mod material;
 mod transport;
 mod verify;
 
-pub use ca::{CertificateAuthority, IssuedKey, new_key_and_csr};
+pub use ca::{CertificateAuthority, Csr, IssuedKey, new_key_and_csr};
 pub use identity::{IdentityError, PeerIdentity, TRUST_DOMAIN};
 pub use listen::{ListenError, require_tls_off_loopback};
 pub use material::{Material, TlsFiles};
-pub use transport::{Conn, TlsConnector, channel, incoming};
+pub use transport::{ClientConfigSource, Conn, TlsConnector, channel, incoming};
 pub use verify::{Accept, ServerCheck, client_config, server_config};
 
 /// Everything that can go wrong with certificates and keys.

@@ -55,7 +55,8 @@ pub(crate) struct Loaded {
     pub(crate) identity: PeerIdentity,
 }
 
-type Stamp = Vec<Option<(SystemTime, u64)>>;
+/// Per file: modification time, length and inode (a file renamed over it is a new inode).
+type Stamp = Vec<Option<(SystemTime, u64, u64)>>;
 
 struct Watched {
     files: TlsFiles,
@@ -89,9 +90,14 @@ fn stamp(files: &TlsFiles) -> Stamp {
     [&files.cert, &files.key, &files.ca]
         .iter()
         .map(|p| {
-            std::fs::metadata(p)
-                .ok()
-                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+            std::fs::metadata(p).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (
+                    m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    m.len(),
+                    m.ino(),
+                )
+            })
         })
         .collect()
 }

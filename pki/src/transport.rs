@@ -153,11 +153,27 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
+/// The client config of each new connection, chosen when it is made (the identity expected of
+/// the server may come from a database, the client certificate may have been renewed).
+pub trait ClientConfigSource: Send + Sync {
+    fn client_config(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<ClientConfig>>> + Send + '_>>;
+}
+
+impl ClientConfigSource for Arc<ClientConfig> {
+    fn client_config(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<ClientConfig>>> + Send + '_>> {
+        Box::pin(std::future::ready(Ok(self.clone())))
+    }
+}
+
 /// Connects a tonic channel over TCP then TLS with a client config of [`crate::client_config`].
 /// The URI's host is only the TCP destination: the certificate's identity is what is checked.
 #[derive(Clone)]
 pub struct TlsConnector {
-    config: Arc<ClientConfig>,
+    source: Arc<dyn ClientConfigSource>,
 }
 
 impl std::fmt::Debug for TlsConnector {
@@ -167,8 +183,8 @@ impl std::fmt::Debug for TlsConnector {
 }
 
 impl TlsConnector {
-    pub fn new(config: Arc<ClientConfig>) -> Self {
-        Self { config }
+    pub fn new(source: Arc<dyn ClientConfigSource>) -> Self {
+        Self { source }
     }
 }
 
@@ -188,8 +204,9 @@ impl tower::Service<http::Uri> for TlsConnector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let config = self.config.clone();
+        let source = self.source.clone();
         Box::pin(async move {
+            let config = source.client_config().await?;
             let host = uri
                 .host()
                 .ok_or_else(|| {
@@ -215,7 +232,7 @@ impl tower::Service<http::Uri> for TlsConnector {
 /// `http://` plain text.
 pub fn channel(
     address: &str,
-    tls: Option<Arc<ClientConfig>>,
+    tls: Option<Arc<dyn ClientConfigSource>>,
     connect_timeout: Duration,
 ) -> Result<Channel, PkiError> {
     let endpoint = Endpoint::from_shared(address.to_owned())
