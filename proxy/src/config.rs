@@ -44,8 +44,12 @@ pub struct ProxyConfig {
     pub upstream_idle_timeout_ms: u64,
     /// Further upstreams tried after a connect failure.
     pub connect_retries: usize,
-    /// Seconds Pingora waits for connections at shutdown/upgrade.
+    /// Seconds Pingora waits for connections at shutdown/upgrade (the process exits earlier,
+    /// as soon as none is left).
     pub grace_period_secs: u64,
+    /// At shutdown/upgrade, idle keep-alive connections are closed after this many
+    /// milliseconds; a request already on its way is still answered (with `Connection: close`).
+    pub shutdown_idle_close_ms: u64,
     /// Read buffer per downstream connection on the plain listener (0 = none).
     pub plain_read_buffer_bytes: usize,
     /// Read buffer per downstream connection on the TLS listener (a TLS record is 16 KiB).
@@ -81,6 +85,7 @@ impl Default for ProxyConfig {
             upstream_idle_timeout_ms: 60_000,
             connect_retries: 2,
             grace_period_secs: 30,
+            shutdown_idle_close_ms: 200,
             plain_read_buffer_bytes: 0,
             tls_read_buffer_bytes: 16 * 1024,
             upgrade_sock: "/tmp/stackpad-proxy-upgrade.sock".into(),

@@ -18,6 +18,7 @@ use crate::access_log::{AccessEntry, AccessLog};
 use crate::acme::TlsState;
 use crate::acme::http01::{CHALLENGE_PATH, challenge_token};
 use crate::config::ProxyConfig;
+use crate::drain::Drain;
 use crate::hardening::{self, HeadLimits};
 use crate::pages;
 use crate::routes::RouteSpec;
@@ -42,6 +43,8 @@ pub struct StackpadProxy {
     redirect_to_https: bool,
     /// ClickHouse access log rows (requests that matched a route).
     access_rows: Option<Arc<AccessLog>>,
+    /// Shutdown or upgrade in progress: responses close their connection.
+    drain: Arc<Drain>,
 }
 
 impl StackpadProxy {
@@ -59,6 +62,12 @@ impl StackpadProxy {
         self
     }
 
+    /// Closes each connection after its response once `drain` is draining.
+    pub fn with_drain(mut self, drain: Arc<Drain>) -> Self {
+        self.drain = drain;
+        self
+    }
+
     pub fn new(state: Arc<ProxyState>, config: &ProxyConfig) -> Self {
         Self {
             state,
@@ -73,6 +82,7 @@ impl StackpadProxy {
             tls: None,
             redirect_to_https: false,
             access_rows: None,
+            drain: Arc::default(),
         }
     }
 }
@@ -271,7 +281,12 @@ impl ProxyHttp for StackpadProxy {
             return respond(session, ctx, 431, "too many request header fields", true).await;
         }
         session.set_read_timeout(Some(self.body_read_timeout));
-        session.set_keepalive(Some(self.idle_timeout_secs));
+        // Pingora turns keep-alive off for requests read after a shutdown began; keep it off.
+        if session.get_keepalive().is_some() && !self.drain.is_draining() {
+            session.set_keepalive(Some(self.idle_timeout_secs));
+        } else {
+            session.set_keepalive(None);
+        }
 
         let plain = session
             .digest()
@@ -453,6 +468,19 @@ impl ProxyHttp for StackpadProxy {
         }
         if ctx.admission.as_ref().is_some_and(|a| a.set().is_closing()) {
             return Error::e_explain(ConnectionClosed, "drain deadline of the old upstream set");
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // A request read before a shutdown or upgrade began: its answer ends the connection.
+        if self.drain.is_draining() {
+            session.set_keepalive(None);
         }
         Ok(())
     }

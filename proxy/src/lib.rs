@@ -13,6 +13,7 @@ pub mod acme;
 pub mod admin;
 pub mod certs;
 pub mod config;
+pub mod drain;
 pub mod hardening;
 pub mod health;
 pub mod http;

@@ -10,11 +10,13 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
+use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
 use crate::acme::TlsState;
 use crate::certs::{self, CertificateTable};
 use crate::config::{ConfigError, ProxyConfig};
+use crate::drain::{Drain, GracefulApp, OnDrained};
 use crate::http::StackpadProxy;
 use crate::metrics::Metrics;
 use crate::state::{ProxyState, StateError};
@@ -98,15 +100,25 @@ pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    let drain = Arc::new(Drain::default());
     let app = StackpadProxy::new(Arc::clone(&state), &config)
         .with_tls(Arc::clone(&tls_state), config.tls_listen.is_some())
-        .with_access_log(access_log);
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, app);
-    if let Some(logic) = service.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        logic.server_options = Some(options);
-    }
+        .with_access_log(access_log)
+        .with_drain(Arc::clone(&drain));
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, app);
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    proxy.server_options = Some(options);
+    // Pingora sleeps out the whole grace period after a shutdown or upgrade; the drain exits
+    // as soon as the last connection has been answered.
+    let exit: OnDrained = Box::new(|| std::process::exit(0));
+    let app = GracefulApp::new(
+        proxy,
+        drain,
+        ProxyConfig::ms(config.shutdown_idle_close_ms),
+        exit,
+    );
+    let mut service = Service::new("stackpad-proxy".to_owned(), app);
     // Pingora's default 64 KiB read buffer per connection costs ~64 KiB of RSS per idle
     // keep-alive connection; plain HTTP reads into the parser's own buffer anyway.
     let plain_buffer = L4BufferSettings::new(config.plain_read_buffer_bytes, 1460);

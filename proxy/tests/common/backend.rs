@@ -1,5 +1,5 @@
 //! A real HTTP backend on 127.0.0.1: answers every request with its name, serves `/health`
-//! (switchable), echoes websocket-style upgraded bytes, counts what it saw, and can be stopped
+//! (switchable) and `/slow?ms=N` (answers after N ms), echoes websocket-style upgraded bytes, counts what it saw, and can be stopped
 //! and restarted on the same port (like a container being replaced).
 
 use std::convert::Infallible;
@@ -132,6 +132,18 @@ async fn handle(
             .header("content-type", "text/event-stream")
             .body(StreamBody::new(events).boxed())
             .unwrap());
+    }
+    if req.uri().path() == "/slow" {
+        // Answers after `?ms=N` milliseconds (a request in flight for a while).
+        let ms = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("ms="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        seen.requests.fetch_add(1, Ordering::SeqCst);
+        return Ok(Response::new(full(Bytes::from(name))));
     }
     if req.uri().path() == "/health" {
         let ok = healthy.load(Ordering::SeqCst);

@@ -104,8 +104,10 @@ impl ProxyProcess {
 
     /// Pingora's graceful upgrade: a new process started with `--upgrade` takes the listening
     /// sockets from the old one (SIGQUIT), which then finishes its connections and exits.
-    pub async fn graceful_upgrade(&mut self) -> anyhow::Result<()> {
-        let mut old = self.child.take().context("no running proxy")?;
+    /// Returns when the new process is ready; `Upgraded` tells when the old one was signalled
+    /// and when it exited.
+    pub async fn graceful_upgrade(&mut self) -> anyhow::Result<Upgraded> {
+        let old = self.child.take().context("no running proxy")?;
         let sock = self.dir.join("upgrade.sock");
         let _ = std::fs::remove_file(&sock);
         self.child = Some(self.spawn_child(true)?);
@@ -120,13 +122,20 @@ impl ProxyProcess {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let status = Command::new("kill")
-            .args(["-QUIT", &old.id().to_string()])
-            .status()?;
-        anyhow::ensure!(status.success(), "kill -QUIT failed");
-        let exited = tokio::task::spawn_blocking(move || old.wait()).await??;
-        tracing_free_log(&format!("old proxy exited with {exited}"));
-        self.wait_ready().await
+        let (signalled, exited, status) = signal_and_wait(old, "-QUIT").await?;
+        tracing_free_log(&format!("old proxy exited with {status}"));
+        anyhow::ensure!(status.success(), "the old proxy exited with {status}");
+        self.wait_ready().await?;
+        Ok(Upgraded { signalled, exited })
+    }
+
+    /// Graceful shutdown (SIGTERM); returns when the process has exited, with when it was
+    /// signalled and when it exited.
+    pub async fn terminate(&mut self) -> anyhow::Result<Upgraded> {
+        let child = self.child.take().context("no running proxy")?;
+        let (signalled, exited, status) = signal_and_wait(child, "-TERM").await?;
+        anyhow::ensure!(status.success(), "the proxy exited with {status}");
+        Ok(Upgraded { signalled, exited })
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
@@ -177,6 +186,30 @@ impl ProxyProcess {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
+}
+
+/// When a process was told to stop and when it had exited.
+#[derive(Debug, Clone, Copy)]
+pub struct Upgraded {
+    pub signalled: Instant,
+    pub exited: Instant,
+}
+
+async fn signal_and_wait(
+    mut child: Child,
+    signal: &str,
+) -> anyhow::Result<(Instant, Instant, std::process::ExitStatus)> {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()?;
+    let signalled = Instant::now();
+    if !status.success() {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("kill {signal} failed");
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    Ok((signalled, Instant::now(), status))
 }
 
 fn tracing_free_log(msg: &str) {

@@ -1,0 +1,205 @@
+//! Graceful shutdown and upgrade of the downstream side.
+//!
+//! Pingora, on SIGTERM (shutdown) or SIGQUIT (upgrade, after handing the listening sockets to
+//! the new process), stops accepting, sends h2 connections a GOAWAY, and turns keep-alive off
+//! for HTTP/1 requests whose head it reads from then on; it then sleeps the whole grace period
+//! and cuts whatever is left. [`GracefulApp`] wraps the proxy application to finish the job:
+//!
+//! - every response from the start of the drain carries `Connection: close` (the proxy's
+//!   filters ask [`Drain::is_draining`]), so a request already in flight on a keep-alive
+//!   connection is answered and that connection ends there;
+//! - idle connections are closed once `idle_close` has passed (Pingora's own wake-up of the
+//!   connections waiting for their next request, and ours of new plain connections waiting for
+//!   their first byte): a request already on its way when the drain starts is still answered;
+//! - once no connection is left, `on_drained` runs (the daemon exits), instead of sleeping out
+//!   the grace period, which stays the upper bound.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use tokio::sync::Notify;
+
+/// The drain state shared by the application wrapper and the proxy's filters.
+#[derive(Debug, Default)]
+pub struct Drain {
+    draining: AtomicBool,
+    idle_closed: AtomicBool,
+    idle_close: Notify,
+    open: AtomicUsize,
+    empty: Notify,
+}
+
+impl Drain {
+    /// True from the start of a shutdown or upgrade: responses close their connection.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Downstream connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn connection(&self) -> OpenConnection<'_> {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        OpenConnection(self)
+    }
+
+    fn close_idle(&self) {
+        self.idle_closed.store(true, Ordering::Release);
+        self.idle_close.notify_waiters();
+    }
+
+    /// Resolves once idle connections are to be closed.
+    async fn idle_closed(&self) {
+        wait_until(&self.idle_close, || {
+            self.idle_closed.load(Ordering::Acquire)
+        })
+        .await;
+    }
+
+    /// Resolves once no connection is open.
+    async fn empty(&self) {
+        wait_until(&self.empty, || self.open.load(Ordering::Acquire) == 0).await;
+    }
+}
+
+/// Waits for `done` to hold; `notify` is woken (notify_waiters) each time it may have become
+/// true. The waiter is registered before the check so no wake-up is missed.
+async fn wait_until(notify: &Notify, done: impl Fn() -> bool) {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if done() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// Counts one downstream connection while it is held.
+struct OpenConnection<'a>(&'a Drain);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.empty.notify_waiters();
+        }
+    }
+}
+
+/// Runs once the drain has ended: no connection is left.
+pub type OnDrained = Box<dyn Fn() + Send + Sync>;
+
+/// Wraps a Pingora application (the proxy) with the drain described in the module docs.
+pub struct GracefulApp<A> {
+    inner: Arc<A>,
+    drain: Arc<Drain>,
+    idle_close: Duration,
+    on_drained: OnDrained,
+}
+
+impl<A> std::fmt::Debug for GracefulApp<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GracefulApp")
+            .field("drain", &self.drain)
+            .field("idle_close", &self.idle_close)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A> GracefulApp<A> {
+    pub fn new(inner: A, drain: Arc<Drain>, idle_close: Duration, on_drained: OnDrained) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            drain,
+            idle_close,
+            on_drained,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for GracefulApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let _open = self.drain.connection();
+        // A new plain connection waits for its first byte here, where the drain can close it;
+        // Pingora would wait in its h2c preface peek, which nothing wakes. (TLS connections
+        // have sent their handshake; Pingora's request read is woken by the drain.)
+        if stream.get_ssl_digest().is_none() {
+            let mut first = [0u8; 1];
+            tokio::select! {
+                biased;
+                read = stream.try_peek(&mut first) => read.ok()?,
+                () = self.drain.idle_closed() => return None,
+            };
+        }
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    /// Called by Pingora once the listeners stopped accepting (shutdown or upgrade).
+    async fn cleanup(&self) {
+        self.drain.draining.store(true, Ordering::Relaxed);
+        tracing::info!(
+            connections = self.drain.open_connections(),
+            "draining: responses close their connection"
+        );
+        tokio::time::sleep(self.idle_close).await;
+        self.drain.close_idle();
+        // Wakes the keep-alive connections Pingora holds waiting for a request: they close.
+        self.inner.cleanup().await;
+        self.drain.empty().await;
+        tracing::info!("drained: no connection left");
+        (self.on_drained)();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn empty_resolves_when_the_last_connection_ends() {
+        let drain = Drain::default();
+        drain.empty().await;
+        let a = drain.connection();
+        let b = drain.connection();
+        assert_eq!(drain.open_connections(), 2);
+        let waiter = async {
+            drain.empty().await;
+            drain.open_connections()
+        };
+        let closer = async {
+            tokio::task::yield_now().await;
+            drop(a);
+            tokio::task::yield_now().await;
+            drop(b);
+        };
+        let (left, ()) = tokio::join!(waiter, closer);
+        assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn idle_close_wakes_waiters_and_later_callers() {
+        let drain = Drain::default();
+        assert!(!drain.is_draining());
+        let waiter = drain.idle_closed();
+        let closer = async {
+            tokio::task::yield_now().await;
+            drain.close_idle();
+        };
+        tokio::join!(waiter, closer);
+        // A connection arriving afterwards does not wait.
+        drain.idle_closed().await;
+    }
+}
