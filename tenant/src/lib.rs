@@ -15,6 +15,7 @@ pub mod address;
 pub mod git;
 pub mod image;
 pub mod path;
+pub mod redact;
 pub mod source;
 
 /// A tenant value that was refused, with a lower-case message saying why.
