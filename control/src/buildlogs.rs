@@ -4,14 +4,13 @@
 //! The writer is a [`Recorder`] per build: lines come from the build client numbered by their
 //! place in the build's log (a watch taken again replays from line 1, and lines already seen
 //! are skipped; the table keeps one row per number anyway), known secret values are replaced
-//! by [`REDACTED`] before anything is kept, rows are inserted in batches (every
+//! by [`REDACTED`] (`tenant::redact`) before anything is kept, rows are inserted in batches (every
 //! [`FLUSH_EVERY`] or [`BATCH_LINES`] lines, and once more when the build ends, before the
 //! pipeline records the end, so a follower that sees the deployment past `building` has every
 //! line), and the last lines are kept in memory for a failed build's message. Without a
 //! ClickHouse the recorder still keeps that tail. Reads are scoped by organization and
 //! deployment and paged by line number.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +19,10 @@ use logstore::build_logs::{self, BuildLogRow, columns as col};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+pub use tenant::redact::{REDACTED, Redactor};
+
 use crate::clients::BuildLogLine;
 
-/// What a secret value is replaced with.
-pub const REDACTED: &str = "[redacted]";
-/// Secret values (or lines of multi-line ones) shorter than this are not redacted: a secret of
-/// one to three characters would blank out every word that contains it.
-pub const MIN_REDACTED_LEN: usize = 4;
 /// How often a running build's lines are inserted.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Lines that make an insert before [`FLUSH_EVERY`].
@@ -37,40 +33,6 @@ const MAX_PENDING: usize = 100_000;
 pub const TAIL_LINES: usize = 15;
 /// The longest line kept (bytes); longer ones are cut at a character boundary.
 const MAX_LINE: usize = 16 * 1024;
-
-/// Replaces known secret values in log lines.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    /// Longest first, so a secret containing another is replaced whole.
-    values: Vec<String>,
-}
-
-impl Redactor {
-    /// Redacts each of `secrets` (and each line of a multi-line one) of at least
-    /// [`MIN_REDACTED_LEN`] characters.
-    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut values: Vec<String> = secrets
-            .into_iter()
-            .flat_map(|s| std::iter::once(s).chain(s.lines()))
-            .map(|s| s.trim_end_matches(['\r', '\n']))
-            .filter(|s| s.chars().count() >= MIN_REDACTED_LEN)
-            .map(str::to_owned)
-            .collect();
-        values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        values.dedup();
-        Self { values }
-    }
-
-    pub fn redact<'a>(&self, line: &'a str) -> Cow<'a, str> {
-        let mut out = Cow::Borrowed(line);
-        for v in &self.values {
-            if out.contains(v.as_str()) {
-                out = Cow::Owned(out.replace(v.as_str(), REDACTED));
-            }
-        }
-        out
-    }
-}
 
 /// Who a build's lines belong to (stamped on every row).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -379,25 +341,6 @@ mod tests {
             stream: build_logs::STREAM_STDOUT,
             line: text.into(),
         }
-    }
-
-    #[test]
-    fn secrets_are_redacted_longest_first_and_line_by_line() {
-        let r = Redactor::new([
-            "hunter2-token",
-            "hunter2-token-long",
-            "abc",
-            "line one\nline two",
-        ]);
-        assert_eq!(
-            r.redact("got hunter2-token-long and hunter2-token"),
-            "got [redacted] and [redacted]"
-        );
-        // Too short to redact without blanking out words.
-        assert_eq!(r.redact("abcdef"), "abcdef");
-        // Each line of a multi-line secret, as build output splits it.
-        assert_eq!(r.redact("x line two y"), "x [redacted] y");
-        assert!(matches!(r.redact("nothing here"), Cow::Borrowed(_)));
     }
 
     #[test]

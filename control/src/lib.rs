@@ -9,6 +9,8 @@
 //! `proto` APIs through narrow traits ([`clients`]).
 //! Does not own: running anything itself; every effect on a node goes through a daemon's API.
 #![forbid(unsafe_code)]
+// The OpenAPI document is one `json!` literal, deeper than the default limit of 128.
+#![recursion_limit = "256"]
 
 pub mod accesslogs;
 pub mod api;
