@@ -1,7 +1,8 @@
 //! Graceful restart: a new binary takes the listening sockets over through Pingora's fd
 //! handover while clients keep requesting (a new connection per request, and many keep-alive
 //! connections); no request fails, routes survive, and the old process exits as soon as its
-//! last connection is answered. The same drain serves a plain shutdown (SIGTERM).
+//! last connection is answered. The same drain serves a plain shutdown (SIGTERM): HTTP/1
+//! requests in flight are answered with `Connection: close`, h2 streams finish after GOAWAY.
 
 mod common;
 
@@ -308,6 +309,26 @@ async fn a_shutdown_answers_requests_in_flight_and_closes_idle_connections() -> 
                 (r, Instant::now())
             }));
         }
+        // HTTP/2 (h2c): streams in flight on one connection.
+        let (sender, h2_conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(TcpStream::connect(proxy.http).await?),
+        )
+        .await?;
+        let h2_conn = tokio::spawn(h2_conn);
+        let mut streams = Vec::new();
+        for _ in 0..4 {
+            let mut sender = sender.clone();
+            let req = hyper::Request::get("http://upgrade.test/slow?ms=600")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+            streams.push(tokio::spawn(async move {
+                let resp = sender.send_request(req).await?;
+                let status = resp.status().as_u16();
+                let body = http_body_util::BodyExt::collect(resp.into_body()).await?;
+                anyhow::Ok((status, body.to_bytes(), Instant::now()))
+            }));
+        }
+        drop(sender);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let stopped = proxy.terminate().await?;
         let mut last = stopped.signalled;
@@ -320,6 +341,20 @@ async fn a_shutdown_answers_requests_in_flight_and_closes_idle_connections() -> 
             );
             last = last.max(at);
         }
+        for s in streams {
+            let (status, body, at) = s.await??;
+            assert_eq!(
+                (status, &body[..]),
+                (200, &b"app"[..]),
+                "an h2 stream in flight"
+            );
+            last = last.max(at);
+        }
+        // GOAWAY, then the connection ends cleanly once its streams are done.
+        tokio::time::timeout(Duration::from_secs(1), h2_conn)
+            .await
+            .context("the h2 connection stayed open")??
+            .context("the h2 connection ended with an error")?;
         for mut c in idle {
             let mut buf = [0u8; 1];
             let n = tokio::time::timeout(Duration::from_secs(1), c.read(&mut buf))
