@@ -1,6 +1,6 @@
 //! The node agent's configuration: a TOML file, overridden by environment and flags.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,50 @@ pub enum Isolation {
     Ebpf,
     /// Bridges and nftables forward rules only.
     Disabled,
+}
+
+/// This node's place in a cluster (#15): the private interface (WireGuard) the proxies and the
+/// other nodes reach its containers over. Absent: a node alone, reached on its own bridges only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The interface of the private network, e.g. `wg0`.
+    pub interface: String,
+    /// Addresses the proxies connect from: they reach web containers on their service port.
+    pub proxy_addresses: Vec<Ipv4Addr>,
+    /// The other nodes' container pools, routed over `interface`: containers may open
+    /// connections to them (the isolation policy of the receiving node decides).
+    pub subnets: Vec<Subnet>,
+}
+
+impl ClusterConfig {
+    fn validate(&self, pool: &Subnet) -> Result<()> {
+        let name_ok = !self.interface.is_empty()
+            && self.interface.len() <= 15
+            && self
+                .interface
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !name_ok {
+            return Err(RuntimeError::invalid(
+                "cluster.interface",
+                "must be an interface name: 1-15 of [A-Za-z0-9_.-]",
+            ));
+        }
+        if let Some(s) = self.subnets.iter().find(|s| s.overlaps(pool)) {
+            return Err(RuntimeError::invalid(
+                "cluster.subnets",
+                format!("{s} overlaps this node's own subnet_pool {pool}"),
+            ));
+        }
+        if let Some(a) = self.proxy_addresses.iter().find(|a| pool.contains(**a)) {
+            return Err(RuntimeError::invalid(
+                "cluster.proxy_addresses",
+                format!("{a} is inside this node's own subnet_pool {pool}"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Everything `stackpad-node` needs to run.
@@ -87,6 +131,12 @@ pub struct NodeConfig {
     pub log_retention_days: u16,
     /// ...or, for these organization ids, their plan's retention.
     pub log_retention_days_by_organization: std::collections::BTreeMap<String, u16>,
+    /// Membership of a cluster: see [`ClusterConfig`].
+    pub cluster: Option<ClusterConfig>,
+    /// mTLS of the gRPC listener (`[tls]`: `cert`, `key`, `ca` PEM files, written by
+    /// `stackpad-node join`): only `stackpad-control`'s certificate of the platform CA is
+    /// accepted; the files are reloaded when they change. Required off loopback.
+    pub tls: Option<pki::TlsFiles>,
 }
 
 impl Default for NodeConfig {
@@ -122,6 +172,8 @@ impl Default for NodeConfig {
             clickhouse_database: "stackpad_logs".into(),
             log_retention_days: 14,
             log_retention_days_by_organization: std::collections::BTreeMap::new(),
+            cluster: None,
+            tls: None,
         }
     }
 }
@@ -173,6 +225,15 @@ impl NodeConfig {
                 format!("must be between the pool's /{} and /28", pool.prefix),
             ));
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(&pool)?;
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()
+                .map_err(|e| RuntimeError::invalid("tls", e))?;
+        }
+        pki::require_tls_off_loopback("listen", self.listen, "tls", self.tls.is_some())
+            .map_err(|e| RuntimeError::invalid("tls", e.to_string()))?;
         let ns_ok = !self.namespace.is_empty()
             && self.namespace.len() <= 40
             && self
@@ -283,6 +344,41 @@ mod tests {
         })
         .unwrap();
         assert!(written.contains("isolation = \"disabled\""), "{written}");
+    }
+
+    #[test]
+    fn cluster_membership_is_read_and_checked() {
+        let text = "subnet_pool = \"10.96.16.0/20\"\n[cluster]\ninterface = \"spk0w2\"\n\
+                    proxy_addresses = [\"10.77.0.1\"]\nsubnets = [\"10.96.32.0/20\"]\n";
+        let c: NodeConfig = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        let cluster = c.cluster.as_ref().unwrap();
+        assert_eq!(cluster.interface, "spk0w2");
+        assert_eq!(cluster.proxy_addresses, vec![Ipv4Addr::new(10, 77, 0, 1)]);
+        assert_eq!(cluster.subnets, vec!["10.96.32.0/20".parse().unwrap()]);
+        assert_eq!(NodeConfig::default().cluster, None);
+
+        let overlapping = text.replace("10.96.32.0/20", "10.96.16.0/24");
+        let err = toml::from_str::<NodeConfig>(&overlapping)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cluster.subnets") && err.contains("10.96.16.0/24"),
+            "{err}"
+        );
+        let bad_name = text.replace("spk0w2", "a-name-far-too-long");
+        let err = toml::from_str::<NodeConfig>(&bad_name)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cluster.interface"), "{err}");
+        let err = toml::from_str::<NodeConfig>(&text.replace("10.77.0.1", "ten"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy_addresses"), "{err}");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! Identities are `(project, environment)`. A `web` container is reachable by the proxy on its
 //! service port; the node (health checks) reaches any container on its service port. On one
 //! machine both connect from the project bridge's gateway address, so each gateway is
-//! registered with the PROXY and NODE roles when its first container attaches. The node's own
-//! addresses, 169.254.0.0/16 (cloud metadata) and the container pool are denied as destinations.
+//! registered with the PROXY and NODE roles when its first container attaches. In a cluster the
+//! proxies connect over the private network from their own addresses (`cluster.proxy_addresses`):
+//! those are registered with the PROXY role at start. The node's own addresses, 169.254.0.0/16
+//! (cloud metadata) and the container pool are denied as destinations.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -67,6 +69,23 @@ impl EbpfIsolation {
             subnet_prefix,
             gateways: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Registers the addresses the proxies of a cluster connect from: they reach web containers
+    /// on their service port, nothing else (idempotent).
+    pub fn register_proxies(&self, proxies: &[Ipv4Addr]) -> Result<(), LoadError> {
+        let proxy = EndpointPolicy {
+            identity: node_identity(),
+            roles: Roles::PROXY,
+            service_port: None,
+        };
+        let mut loader = self.loader();
+        for address in proxies {
+            loader
+                .set_endpoint(*address, &proxy)
+                .map_err(|e| LoadError(format!("registering proxy {address}: {e}")))?;
+        }
+        Ok(())
     }
 
     fn gateway(&self, ip: Ipv4Addr) -> Ipv4Addr {

@@ -44,7 +44,15 @@ fn main() -> ExitCode {
             config.bpf_pin_dir.clone(),
             &config.subnet_pool,
             config.subnet_prefix,
-        ) {
+        )
+        .and_then(|ebpf| {
+            let proxies = config
+                .cluster
+                .as_ref()
+                .map(|c| c.proxy_addresses.as_slice());
+            ebpf.register_proxies(proxies.unwrap_or_default())?;
+            Ok(ebpf)
+        }) {
             Ok(ebpf) => Arc::new(ebpf),
             Err(e) => {
                 eprintln!("stackpad-node: {e} (set isolation = \"disabled\" to run without it)");

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 
 use super::Subnet;
+use crate::config::ClusterConfig;
 use crate::error::{Result, RuntimeError};
 
 /// Where a container's network endpoint lives.
@@ -51,8 +52,26 @@ async fn run(program: &str, args: &[&str], stdin: &str, subject: &str) -> Result
     Ok(())
 }
 
+/// Names of the links of the calling thread's network namespace. `/proc/self/net/dev` follows
+/// the namespace the agent runs in; `/sys/class/net` shows the one sysfs was mounted in, which is
+/// not the agent's when it is started with `nsenter --net` (a node of `scripts/cluster`).
+fn link_names() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/net/dev")
+        .map(|text| parse_net_dev(&text))
+        .unwrap_or_default()
+}
+
+/// The interface names of a `/proc/net/dev` table (two header lines, then `name: counters`).
+fn parse_net_dev(text: &str) -> Vec<String> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| Some(line.split_once(':')?.0.trim().to_owned()))
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
 fn link_exists(name: &str) -> bool {
-    std::path::Path::new("/sys/class/net").join(name).exists()
+    link_names().iter().any(|n| n == name)
 }
 
 pub fn netns_path(netns: &str) -> String {
@@ -127,11 +146,8 @@ pub async fn delete_endpoint(netns: &str, host_veth: &str) -> Result<()> {
 
 /// Names of links (bridges, veths) starting with `prefix`.
 pub fn links_with_prefix(prefix: &str) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    link_names()
+        .into_iter()
         .filter(|n| n.starts_with(prefix))
         .collect()
 }
@@ -153,7 +169,17 @@ pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
 /// (masqueraded). Traffic inside one bridge passes: with `bridge-nf-call-iptables` on, bridged
 /// frames cross this forward hook too, so each bridge is listed in the `intra` set.
 /// Idempotent and safe to run while other agents add set elements (the set is never flushed).
-pub fn firewall_rules(bridge_prefix: &str, pool: Subnet, allow_egress: bool) -> String {
+///
+/// In a cluster (`cluster`), connections from the private interface may reach the project
+/// bridges (the proxies and other nodes' containers: the eBPF programs on each container's veth
+/// decide who may reach whom), replies go back over it, and containers may open connections
+/// to the other nodes' container pools, nothing else over it.
+pub fn firewall_rules(
+    bridge_prefix: &str,
+    pool: Subnet,
+    allow_egress: bool,
+    cluster: Option<&ClusterConfig>,
+) -> String {
     let p = format!("\"{bridge_prefix}*\"");
     let mut out = String::from(
         "add table inet stackpad\n\
@@ -177,6 +203,20 @@ pub fn firewall_rules(bridge_prefix: &str, pool: Subnet, allow_egress: bool) -> 
     out.push_str(&rule(format!(
         "oifname {p} ct state established,related accept"
     )));
+    if let Some(cluster) = cluster {
+        let wg = format!("\"{}\"", cluster.interface);
+        out.push_str(&rule(format!("iifname {wg} oifname {p} accept")));
+        out.push_str(&rule(format!(
+            "iifname {p} oifname {wg} ct state established,related accept"
+        )));
+        if !cluster.subnets.is_empty() {
+            let subnets: Vec<String> = cluster.subnets.iter().map(|s| s.to_string()).collect();
+            out.push_str(&rule(format!(
+                "iifname {p} oifname {wg} ip daddr {{ {} }} accept",
+                subnets.join(", ")
+            )));
+        }
+    }
     out.push_str(&rule(format!("oifname {p} drop")));
     if allow_egress {
         out.push_str(&rule(format!("iifname {p} accept")));
@@ -203,9 +243,14 @@ pub async fn allow_intra_bridge(bridge: &str) -> Result<()> {
 }
 
 /// Installs [`firewall_rules`], lists every existing project bridge in the `intra` set, and,
-/// with egress, turns on IPv4 forwarding.
-pub async fn install_firewall(bridge_prefix: &str, pool: Subnet, allow_egress: bool) -> Result<()> {
-    let mut rules = firewall_rules(bridge_prefix, pool, allow_egress);
+/// with egress or in a cluster, turns on IPv4 forwarding.
+pub async fn install_firewall(
+    bridge_prefix: &str,
+    pool: Subnet,
+    allow_egress: bool,
+    cluster: Option<&ClusterConfig>,
+) -> Result<()> {
+    let mut rules = firewall_rules(bridge_prefix, pool, allow_egress, cluster);
     for bridge in links_with_prefix(bridge_prefix) {
         rules.push_str(&format!(
             "add element inet stackpad intra {}\n",
@@ -213,7 +258,7 @@ pub async fn install_firewall(bridge_prefix: &str, pool: Subnet, allow_egress: b
         ));
     }
     run("nft", &["-f", "-"], &rules, "nftables table inet stackpad").await?;
-    if allow_egress {
+    if allow_egress || cluster.is_some() {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| RuntimeError::io("/proc/sys/net/ipv4/ip_forward", e))?;
     }
@@ -227,7 +272,7 @@ mod tests {
     #[test]
     fn firewall_drops_cross_project_and_egress_by_default() {
         let pool: Subnet = "10.200.0.0/16".parse().unwrap();
-        let closed = firewall_rules("spb", pool, false);
+        let closed = firewall_rules("spb", pool, false, None);
         assert!(closed.contains("iifname \"spb*\" oifname \"spb*\" drop"));
         let intra = closed.find("@intra accept").unwrap();
         assert!(
@@ -237,8 +282,45 @@ mod tests {
         assert!(closed.contains("iifname \"spb*\" drop"));
         assert!(!closed.contains("masquerade"));
         assert!(closed.contains("add rule inet stackpad input iifname \"spb*\" drop"));
-        let open = firewall_rules("spb", pool, true);
+        let open = firewall_rules("spb", pool, true, None);
         assert!(open.contains("ip saddr 10.200.0.0/16 oifname != \"spb*\" masquerade"));
         assert!(open.contains("iifname \"spb*\" accept"));
+        assert!(!closed.contains("wg0"));
+    }
+
+    #[test]
+    fn in_a_cluster_the_private_interface_reaches_the_bridges_and_the_other_pools_only() {
+        let pool: Subnet = "10.96.16.0/20".parse().unwrap();
+        let cluster = ClusterConfig {
+            interface: "wg0".into(),
+            proxy_addresses: vec![Ipv4Addr::new(10, 77, 0, 1)],
+            subnets: vec!["10.96.32.0/20".parse().unwrap()],
+        };
+        let rules = firewall_rules("spb", pool, false, Some(&cluster));
+        let inbound = rules
+            .find("iifname \"wg0\" oifname \"spb*\" accept")
+            .expect("the private interface reaches the bridges");
+        assert!(inbound < rules.find("forward oifname \"spb*\" drop").unwrap());
+        let out = rules
+            .find("iifname \"spb*\" oifname \"wg0\" ip daddr { 10.96.32.0/20 } accept")
+            .expect("containers reach the other pools");
+        assert!(
+            out < rules
+                .find("add rule inet stackpad forward iifname \"spb*\" drop")
+                .unwrap()
+        );
+        assert!(
+            rules.contains("iifname \"spb*\" oifname \"wg0\" ct state established,related accept")
+        );
+        assert!(!rules.contains("masquerade"));
+    }
+
+    #[test]
+    fn link_names_come_from_the_namespace_table() {
+        let table = "Inter-|   Receive                 |  Transmit\n \
+                     face |bytes    packets errs drop|bytes    packets\n    \
+                     lo: 1 2 3 4 5 6\n spk0w2: 7 8 9 1 2 3\nspb1234567890a:1 2 3 4 5 6\n";
+        assert_eq!(parse_net_dev(table), vec!["lo", "spk0w2", "spb1234567890a"]);
+        assert!(link_names().iter().any(|n| n == "lo"));
     }
 }
