@@ -78,17 +78,24 @@ pub async fn serve(
     let metrics_addr = metrics_listener
         .local_addr()
         .map_err(|e| RuntimeError::io("metrics listener", e))?;
+    // mTLS when configured (files reloaded on change); plain text only on loopback
+    // (`NodeConfig::validate`).
+    let tls = match &config.tls {
+        Some(files) => Some(pki::server_config(
+            pki::Material::from_files(files)
+                .map_err(|e| RuntimeError::invalid("tls", e.to_string()))?,
+            pki::Accept::control(),
+        )),
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
     let mut metrics_stop = stop_rx;
     let grpc = tonic::transport::Server::builder()
         .add_service(NodeAgentService::new(agent.clone()).server())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-            async move {
-                let _ = grpc_stop.wait_for(|v| *v).await;
-            },
-        );
+        .serve_with_incoming_shutdown(pki::incoming(grpc_listener, tls), async move {
+            let _ = grpc_stop.wait_for(|v| *v).await;
+        });
     let metrics = axum::serve(metrics_listener, metrics_router(agent.clone()))
         .with_graceful_shutdown(async move {
             let _ = metrics_stop.wait_for(|v| *v).await;
