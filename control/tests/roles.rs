@@ -22,7 +22,14 @@ const OPERATOR: &[(&str, &str)] = &[
     ("post", "/nodes"),
     ("post", "/nodes/{id}/heartbeat"),
 ];
-const PUBLIC: &[(&str, &str)] = &[("get", "/openapi.json"), ("post", "/webhooks/github/{id}")];
+const PUBLIC: &[(&str, &str)] = &[
+    ("get", "/openapi.json"),
+    ("post", "/webhooks/github/{id}"),
+    // Dashboard sign-in: a session cookie, not a bearer token (tests/dashboard_session.rs).
+    ("get", "/session"),
+    ("post", "/session"),
+    ("delete", "/session"),
+];
 
 /// Whether `role` (None = the operator token) may call `method route`.
 fn allowed(role: Option<&str>, method: &str, route: &str) -> bool {

@@ -18,6 +18,7 @@ mod projects;
 pub mod roles;
 pub mod service_spec;
 mod services;
+pub mod session;
 pub mod sources;
 mod validate;
 pub mod webhook_limit;
@@ -119,6 +120,9 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Every route: (method, path in OpenAPI form). The OpenAPI document is checked against it.
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
+    ("get", "/session"),
+    ("post", "/session"),
+    ("delete", "/session"),
     ("post", "/organizations"),
     ("get", "/organization"),
     ("post", "/tokens"),
@@ -161,6 +165,12 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi::serve))
+        .route(
+            "/session",
+            get(session::current)
+                .post(session::create)
+                .delete(session::delete),
+        )
         .route("/organizations", post(organizations::create))
         .route("/organization", get(organizations::current))
         .route("/tokens", post(organizations::create_token))
@@ -227,6 +237,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(edge::json_errors))
         .route("/deployments/{id}/build-logs", get(build_logs::get))
+        // The dashboard's pages: public files; what they show comes through the routes above.
+        .merge(crate::dashboard::router())
         .with_state(state)
 }
 
@@ -262,7 +274,12 @@ async fn auth_and_audit(State(state): State<AppState>, mut req: Request, next: N
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_owned());
-        let caller = match authenticate(&state, token).await {
+        let caller = match token {
+            Some(_) => authenticate(&state, token).await,
+            // No bearer token: a dashboard session cookie, whose changes need its CSRF token.
+            None => session_caller(&state, req.headers(), &method).await,
+        };
+        let caller = match caller {
             Ok(caller) => caller,
             Err(e) => return e.into_response(),
         };
@@ -313,6 +330,32 @@ fn authorize(need: roles::Need, caller: Caller) -> Result<(), ApiError> {
         }
         _ => Ok(()),
     }
+}
+
+/// The caller a dashboard session stands for (the token it was opened with); 401 without a
+/// live session, 403 for a change without the session's CSRF token.
+async fn session_caller(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    method: &Method,
+) -> Result<Caller, ApiError> {
+    let session = session::lookup(state, headers)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        && !session::csrf_ok(headers, &session)
+    {
+        return Err(session::csrf_refused());
+    }
+    Ok(match session.owner {
+        crate::store::SessionOwner::Token(t) => Caller::Org {
+            organization_id: t.organization_id,
+            token_id: t.id,
+            role: t.role,
+            expires_at: t.expires_at,
+        },
+        crate::store::SessionOwner::Operator { .. } => Caller::Admin,
+    })
 }
 
 async fn authenticate(state: &AppState, token: Option<String>) -> Result<Caller, ApiError> {

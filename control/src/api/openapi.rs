@@ -117,6 +117,13 @@ pub fn document() -> Value {
         "security": [{ "token": [] }],
         "paths": {
             "/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI" } } } },
+            "/session": {
+                "get": { "summary": "The dashboard session of the cookie: its kind (organization or operator), organization, role, expiry and CSRF token (401 without a live session)", "security": [], "responses": { "200": { "description": "the session" }, "401": { "$ref": "#/components/responses/Error" } } },
+                "post": { "summary": "Sign in to the dashboard: exchanges an API token (or the operator token) for a session cookie (HttpOnly, Secure, SameSite=Strict; at most 12 h and never past the token's expiry; revoking the token ends it). Calls with the cookie act as that token; every change also needs the session's CSRF token in X-CSRF-Token (403 without it)", "security": [],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SignIn" } } } },
+                    "responses": { "201": { "description": "the session, and its cookie" }, "401": { "$ref": "#/components/responses/Error" } } },
+                "delete": { "summary": "Sign out (needs X-CSRF-Token); the cookie is cleared", "security": [], "responses": { "204": { "description": "signed out" }, "401": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" } } }
+            },
             "/organizations": { "post": op("Create an organization and its first token (operator token)", Some("CreateOrganization"), "201") },
             "/organization": { "get": op("The caller's organization", None, "200") },
             "/tokens": { "post": op("Create an API token (owner; its secret is shown once) with a role (default and at most the caller's) and an optional expiry (at most 366 days, never after the caller's)", Some("CreateToken"), "201") },
@@ -181,6 +188,7 @@ pub fn document() -> Value {
             "securitySchemes": { "token": { "type": "http", "scheme": "bearer" } },
             "responses": { "Error": { "description": "`{\"error\": {\"status\", \"message\", \"field\"?}}`: every error, including bad path and query values (422 naming the parameter), JSON syntax (400), bodies over 1 MiB (413) and a NUL in any string (422). Messages quote at most 64 characters of a refused value; a 500 shows only a request id" } },
             "schemas": {
+                "SignIn": obj(&["token"], json!({ "token": s })),
                 "CreateOrganization": obj(&["name"], json!({ "name": s })),
                 "CreateToken": obj(&["name"], json!({ "name": s, "role": { "enum": token_roles }, "expires_at": { "type": "string", "format": "date-time" } })),
                 "RotateWebhookSecret": obj(&[], json!({ "secret": s })),

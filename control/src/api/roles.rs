@@ -41,7 +41,7 @@ const DEPLOYER: &[(&str, &str)] = &[
 
 /// Whether `path` is served without a token.
 pub fn is_public(path: &str) -> bool {
-    path == "/openapi.json" || path.starts_with("/webhooks/")
+    path == "/openapi.json" || path == "/session" || path.starts_with("/webhooks/")
 }
 
 /// What `method` on `route` (the route's pattern, e.g. `/services/{id}`) needs. `None` for the

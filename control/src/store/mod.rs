@@ -10,12 +10,14 @@ mod nodes;
 mod orgs;
 mod projects;
 mod services;
+mod sessions;
 mod webhooks;
 
 pub use deployments::{Claimed, NewDeployment, Placement, StepData};
 pub use domains::{CustomDomain, DomainCheck};
 pub use models::*;
 pub use orgs::{NewToken, Role};
+pub use sessions::{NewSession, SESSION_LIFETIME_HOURS, Session, SessionOwner};
 pub use services::{NewService, ServicePatch, source_text};
 pub use webhooks::{Delivery, WebhookTarget};
 
