@@ -19,6 +19,7 @@ pub mod clients;
 pub mod config;
 pub mod crypto;
 pub mod daemon;
+pub mod dashboard;
 pub mod domains;
 pub mod logretention;
 pub mod logsearch;

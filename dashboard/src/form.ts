@@ -1,0 +1,117 @@
+// Forms whose API errors are shown next to the field the API names (or above the buttons).
+
+import { ApiError } from "./api";
+import { h } from "./dom";
+
+export interface Field {
+  name: string;
+  label: string;
+  type?: string;
+  placeholder?: string;
+  required?: boolean;
+  value?: string;
+  options?: string[];
+  hint?: string;
+}
+
+export function form(
+  fields: Field[],
+  submit: string,
+  onSubmit: (values: Record<string, string>) => Promise<void>,
+  opts: { inline?: boolean; danger?: boolean } = {},
+): HTMLFormElement {
+  const errors = new Map<string, HTMLElement>();
+  const general = h("p", { class: "error", role: "alert", hidden: true });
+  const button = h("button", { type: "submit", class: opts.danger ? "danger" : "primary" }, submit);
+  const rows = fields.map((f) => {
+    const id = `f-${f.name}-${Math.random().toString(36).slice(2, 8)}`;
+    const err = h("span", { class: "field-error", id: `${id}-err`, role: "alert", hidden: true });
+    errors.set(f.name, err);
+    const input = f.options
+      ? h(
+          "select",
+          { id, name: f.name, "aria-describedby": `${id}-err` },
+          f.options.map((o) => h("option", { value: o, selected: o === f.value }, o || "—")),
+        )
+      : h("input", {
+          id,
+          name: f.name,
+          type: f.type ?? "text",
+          placeholder: f.placeholder,
+          required: f.required,
+          value: f.value,
+          autocomplete: f.type === "password" ? "current-password" : "off",
+          "aria-describedby": `${id}-err`,
+        });
+    return h(
+      "div",
+      { class: "field" },
+      h("label", { for: id }, f.label),
+      input,
+      f.hint ? h("small", { class: "hint" }, f.hint) : null,
+      err,
+    );
+  });
+  const el = h(
+    "form",
+    { class: opts.inline ? "form inline" : "form", novalidate: true },
+    rows,
+    general,
+    h("div", { class: "actions" }, button),
+  );
+  el.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    for (const e of errors.values()) e.hidden = true;
+    general.hidden = true;
+    const values: Record<string, string> = {};
+    for (const f of fields) {
+      const input = el.elements.namedItem(f.name) as HTMLInputElement | HTMLSelectElement;
+      values[f.name] = input.value.trim();
+      if (f.required && !values[f.name]) {
+        show(errors.get(f.name)!, `${f.label} is required`);
+        input.focus();
+        return;
+      }
+    }
+    button.disabled = true;
+    try {
+      await onSubmit(values);
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      const field = e instanceof ApiError ? e.field : undefined;
+      const target = field ? errors.get(field.split(/[.[]/)[0]) : undefined;
+      show(target ?? general, msg);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return el;
+}
+
+function show(el: HTMLElement, msg: string): void {
+  el.textContent = msg;
+  el.hidden = false;
+}
+
+/** A button that runs `action` and shows its error beside it. */
+export function action(
+  label: string,
+  run: () => Promise<void>,
+  opts: { danger?: boolean; confirm?: string } = {},
+): HTMLSpanElement {
+  const err = h("span", { class: "field-error", role: "alert", hidden: true });
+  const b = h("button", { type: "button", class: opts.danger ? "danger" : "" }, label);
+  b.addEventListener("click", async () => {
+    if (opts.confirm && !window.confirm(opts.confirm)) return;
+    err.hidden = true;
+    b.disabled = true;
+    try {
+      await run();
+    } catch (e) {
+      show(err, e instanceof Error ? e.message : String(e));
+    } finally {
+      b.disabled = false;
+    }
+  });
+  return h("span", { class: "action" }, b, err);
+}

@@ -1,0 +1,170 @@
+// The organization's projects, and a project: its environments and its stack as a graph
+// (web services and workers on the left, the databases and caches they use on the right).
+
+import { Environment, Page, Project, Service, SessionInfo, get, post } from "./api";
+import { ago, h } from "./dom";
+import { form } from "./form";
+
+export async function overviewPage(main: HTMLElement, _p: string[], session: SessionInfo): Promise<void> {
+  if (session.kind === "operator") {
+    location.hash = "#/operator";
+    return;
+  }
+  const page = await get<Page<Project>>("/projects?limit=200");
+  main.append(
+    h("div", { class: "title" }, h("h1", {}, session.organization?.name ?? "Projects")),
+    page.items.length === 0
+      ? h("p", { class: "empty" }, "No project yet. Create the first one below.")
+      : h(
+          "ul",
+          { class: "cards" },
+          page.items.map((p) =>
+            h(
+              "li",
+              { class: "card" },
+              h("a", { href: `#/projects/${p.id}`, class: "card-link" }, h("h2", {}, p.name)),
+              h("p", { class: "muted" }, `created ${ago(p.created_at)}`),
+            ),
+          ),
+        ),
+    h(
+      "section",
+      { class: "card" },
+      h("h2", {}, "New project"),
+      form([{ name: "name", label: "Name", required: true, placeholder: "shop" }], "Create project", async (v) => {
+        const p = await post<Project>("/projects", { name: v.name });
+        location.hash = `#/projects/${p.id}`;
+      }, { inline: true }),
+    ),
+  );
+}
+
+/** Names a service's variables reference (`${{ db.DATABASE_URL }}` -> db). */
+export function references(s: Service): string[] {
+  const out = new Set<string>();
+  for (const v of Object.values(s.env ?? {})) {
+    for (const m of (v.value ?? "").matchAll(/\$\{\{\s*([a-z0-9-]+)\./g)) out.add(m[1]);
+  }
+  return [...out];
+}
+
+function stackGraph(services: Service[]): HTMLElement {
+  const data = services.filter((s) => s.kind === "database" || s.kind === "cache");
+  const apps = services.filter((s) => !data.includes(s));
+  const node = (s: Service) =>
+    h(
+      "a",
+      { href: `#/services/${s.id}`, class: `node k-${s.kind}`, id: `node-${s.name}` },
+      h("strong", {}, s.name),
+      h("span", { class: "muted" }, s.engine ? `${s.kind} · ${s.engine}` : s.kind),
+    );
+  const edges = apps.flatMap((a) =>
+    references(a)
+      .filter((n) => data.some((d) => d.name === n))
+      .map((n) => h("li", {}, `${a.name} → ${n}`)),
+  );
+  return h(
+    "section",
+    { class: "graph", "aria-label": "The stack" },
+    h("div", { class: "col" }, h("h3", {}, "Apps"), apps.length ? apps.map(node) : h("p", { class: "muted" }, "none")),
+    h("div", { class: "arrow", "aria-hidden": "true" }, "→"),
+    h("div", { class: "col" }, h("h3", {}, "Data"), data.length ? data.map(node) : h("p", { class: "muted" }, "none")),
+    h("div", { class: "edges" }, h("h3", {}, "Uses"), edges.length ? h("ul", {}, edges) : h("p", { class: "muted" }, "no references")),
+  );
+}
+
+export async function projectPage(main: HTMLElement, [id]: string[]): Promise<void> {
+  const [project, envs, services] = await Promise.all([
+    get<Project>(`/projects/${id}`),
+    get<{ items: Environment[] }>(`/projects/${id}/environments`),
+    get<Page<Service>>(`/projects/${id}/services?limit=200`),
+  ]);
+  const wanted = new URLSearchParams(location.hash.split("?")[1] ?? "").get("env");
+  const env = envs.items.find((e) => e.name === wanted) ?? envs.items.find((e) => e.name === "production") ?? envs.items[0];
+  const inEnv = services.items.filter((s) => !env || s.environment_id === env.id);
+  const tabs = h(
+    "nav",
+    { class: "tabs", "aria-label": "Environments" },
+    envs.items.map((e) =>
+      h(
+        "a",
+        { href: `#/projects/${id}?env=${encodeURIComponent(e.name)}`, "aria-current": e.id === env?.id ? "page" : undefined },
+        e.name,
+        h("small", { class: "muted" }, ` ${e.branch}`),
+      ),
+    ),
+  );
+  main.append(
+    h("div", { class: "title" }, h("h1", {}, project.name), h("span", { class: "muted" }, `${services.items.length} services`)),
+    tabs,
+    stackGraph(inEnv),
+    h(
+      "table",
+      { class: "list" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Service"), h("th", {}, "Kind"), h("th", {}, "Address"), h("th", {}, "Deployed"))),
+      h(
+        "tbody",
+        {},
+        inEnv.map((s) =>
+          h(
+            "tr",
+            {},
+            h("td", {}, h("a", { href: `#/services/${s.id}` }, s.name)),
+            h("td", {}, s.engine ? `${s.kind} (${s.engine})` : s.kind),
+            h("td", { class: "mono" }, s.hosts?.[0] ?? s.internal_host ?? ""),
+            h("td", {}, s.current_deployment_id ? "yes" : h("span", { class: "muted" }, "not yet")),
+          ),
+        ),
+      ),
+    ),
+    h(
+      "div",
+      { class: "two" },
+      h(
+        "section",
+        { class: "card" },
+        h("h2", {}, "New service"),
+        form(
+          [
+            { name: "name", label: "Name", required: true, placeholder: "web" },
+            { name: "kind", label: "Kind", options: ["web", "worker", "database", "cache"], value: "web" },
+            { name: "engine", label: "Engine (database, cache)", options: ["", "postgres", "mariadb", "redis"], value: "" },
+            { name: "image", label: "Image", placeholder: "registry/app:tag", hint: "or a git repository below" },
+            { name: "git", label: "Git repository", placeholder: "https://…" },
+            { name: "port", label: "Port", type: "number", placeholder: "8080" },
+          ],
+          "Create service",
+          async (v) => {
+            const body: Record<string, unknown> = { name: v.name, kind: v.kind };
+            if (env) body.environment_id = env.id;
+            if (v.engine) body.engine = v.engine;
+            if (v.image) body.image = v.image;
+            if (v.git) body.git = { url: v.git };
+            if (v.port) body.port = Number(v.port);
+            const s = await post<Service>(`/projects/${id}/services`, body);
+            location.hash = `#/services/${s.id}`;
+          },
+        ),
+      ),
+      h(
+        "section",
+        { class: "card" },
+        h("h2", {}, "New environment"),
+        form(
+          [
+            { name: "name", label: "Name", required: true, placeholder: "staging" },
+            { name: "branch", label: "Branch", required: true, placeholder: "staging" },
+            { name: "from", label: "Copy services from", options: ["", ...envs.items.map((e) => e.name)], value: "" },
+          ],
+          "Create environment",
+          async (v) => {
+            const body: Record<string, unknown> = { name: v.name, branch: v.branch };
+            if (v.from) body.from = v.from;
+            await post(`/projects/${id}/environments`, body);
+            location.hash = `#/projects/${id}?env=${encodeURIComponent(v.name)}`;
+          },
+        ),
+      ),
+    ),
+  );
+}

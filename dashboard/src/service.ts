@@ -1,0 +1,255 @@
+// A service: what runs, its deployments (live), variables, domains, logs and metrics.
+
+import { Deployment, Domain, Environment, FINISHED, Page, Service, SessionInfo, del, get, patch, post } from "./api";
+import { ago, badge, clear, h, short } from "./dom";
+import { action, form } from "./form";
+import { logsTab } from "./logs";
+import type { Cleanup } from "./main";
+import { metricsTab } from "./metrics";
+
+const TABS = ["deployments", "variables", "domains", "logs", "metrics"] as const;
+
+export async function servicePage(main: HTMLElement, [id, tab]: string[], session: SessionInfo): Promise<Cleanup | void> {
+  const service = await get<Service>(`/services/${id}`);
+  const current = tab ?? "deployments";
+  const canChange = session.role !== "read_only";
+  main.append(
+    h(
+      "div",
+      { class: "title" },
+      h("h1", {}, service.name),
+      h("span", { class: "muted" }, service.engine ? `${service.kind} · ${service.engine} ${service.engine_version ?? ""}` : service.kind),
+      h("a", { href: `#/projects/${service.project_id}`, class: "muted" }, "← project"),
+    ),
+    h(
+      "dl",
+      { class: "facts" },
+      h("dt", {}, "Runs"),
+      h("dd", { class: "mono" }, service.image ?? service.git_url ?? "a managed image"),
+      service.hosts?.length
+        ? [h("dt", {}, "URL"), h("dd", {}, service.hosts.map((host) => h("a", { href: `https://${host}/`, class: "mono host", rel: "noopener", target: "_blank" }, host)))]
+        : null,
+      service.internal_host ? [h("dt", {}, "Inside the project"), h("dd", { class: "mono" }, service.internal_host)] : null,
+      h("dt", {}, "Replicas"),
+      h("dd", {}, String(service.replicas)),
+    ),
+    h(
+      "nav",
+      { class: "tabs", "aria-label": "Service" },
+      TABS.map((t) => h("a", { href: `#/services/${id}/${t}`, "aria-current": t === current ? "page" : undefined }, t)),
+    ),
+  );
+  const body = h("div", { class: "tab-body" });
+  main.append(body);
+  switch (current) {
+    case "variables":
+      return variablesTab(body, service, canChange);
+    case "domains":
+      return domainsTab(body, service, canChange);
+    case "logs":
+      return logsTab(body, service);
+    case "metrics":
+      return metricsTab(body, service);
+    default:
+      return deploymentsTab(body, service, canChange);
+  }
+}
+
+function deploymentRow(d: Deployment, serviceCurrent: string | null, canChange: boolean): HTMLTableRowElement {
+  const what = d.git_commit ? d.git_commit.slice(0, 12) : d.git_ref ?? d.image ?? "";
+  return h(
+    "tr",
+    { "data-id": d.id },
+    h("td", {}, h("a", { href: `#/deployments/${d.id}`, class: "mono" }, short(d.id))),
+    h("td", {}, badge(d.state), d.id === serviceCurrent ? h("small", { class: "muted" }, " live") : null),
+    h("td", { class: "mono clip" }, what, d.rollback_of ? h("small", { class: "muted" }, ` rollback of ${short(d.rollback_of)}`) : null),
+    h("td", {}, ago(d.created_at)),
+    h(
+      "td",
+      {},
+      canChange && d.state === "ready" && d.id !== serviceCurrent
+        ? action("Roll back", async () => {
+            const n = await post<Deployment>(`/deployments/${d.id}/rollback`);
+            location.hash = `#/deployments/${n.id}`;
+          })
+        : null,
+    ),
+  );
+}
+
+async function deploymentsTab(body: HTMLElement, service: Service, canChange: boolean): Promise<Cleanup> {
+  const tbody = h("tbody", {});
+  const draw = async () => {
+    const [s, page] = await Promise.all([
+      get<Service>(`/services/${service.id}`),
+      get<Page<Deployment>>(`/services/${service.id}/deployments?limit=20`),
+    ]);
+    clear(tbody);
+    tbody.append(...page.items.map((d) => deploymentRow(d, s.current_deployment_id, canChange)));
+    if (!page.items.length) tbody.append(h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No deployment yet.")));
+  };
+  await draw();
+  if (canChange) {
+    const fields = service.git_url
+      ? [{ name: "git_ref", label: "Branch, tag or commit", placeholder: "main" }]
+      : [{ name: "image", label: "Image", placeholder: service.image ?? "registry/app:tag", value: service.image ?? "" }];
+    body.append(
+      h(
+        "section",
+        { class: "card" },
+        h("h2", {}, "Deploy"),
+        form(fields, "Deploy", async (v) => {
+          const req: Record<string, string> = {};
+          if (v.git_ref) req[/^[0-9a-f]{40}$/.test(v.git_ref) ? "git_commit" : "git_ref"] = v.git_ref;
+          if (v.image) req.image = v.image;
+          const d = await post<Deployment>(`/services/${service.id}/deployments`, req);
+          location.hash = `#/deployments/${d.id}`;
+        }, { inline: true }),
+      ),
+    );
+  }
+  body.append(
+    h(
+      "table",
+      { class: "list deployments" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Deployment"), h("th", {}, "State"), h("th", {}, "Source"), h("th", {}, "Created"), h("th", {}, ""))),
+      tbody,
+    ),
+  );
+  // Live: while something is on its way, redraw every 2 s.
+  const timer = window.setInterval(() => {
+    const busy = [...tbody.querySelectorAll(".badge")].some((b) => !FINISHED.has(b.textContent ?? ""));
+    if (busy) void draw().catch(() => {});
+  }, 2000);
+  return () => window.clearInterval(timer);
+}
+
+async function variablesTab(body: HTMLElement, service: Service, canChange: boolean): Promise<void> {
+  const env = await get<Environment>(`/environments/${service.environment_id}`);
+  const table = (vars: Record<string, { value?: string | null; secret: boolean }>, edit: boolean) =>
+    h(
+      "table",
+      { class: "list" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Value"), h("th", {}, ""))),
+      h(
+        "tbody",
+        {},
+        Object.keys(vars).length === 0
+          ? h("tr", {}, h("td", { colspan: 3, class: "muted" }, "None."))
+          : Object.entries(vars).map(([k, v]) =>
+              h(
+                "tr",
+                {},
+                h("td", { class: "mono" }, k),
+                h("td", { class: "mono clip" }, v.secret ? h("span", { class: "masked", title: "secret: never shown" }, "••••••••") : v.value ?? ""),
+                h(
+                  "td",
+                  {},
+                  edit && canChange
+                    ? action("Remove", async () => {
+                        await patch(`/environments/${env.id}`, { unset: [k] });
+                        window.dispatchEvent(new HashChangeEvent("hashchange"));
+                      }, { danger: true, confirm: `Remove ${k} from ${env.name}?` })
+                    : null,
+                ),
+              ),
+            ),
+      ),
+    );
+  body.append(
+    h("section", {}, h("h2", {}, "This service's variables"), table(service.env ?? {}, false),
+      h("p", { class: "muted" }, "Set with the CLI: stackpad env set, or PATCH /services/{id}.")),
+    h(
+      "section",
+      {},
+      h("h2", {}, `Environment ${env.name}`),
+      h("p", { class: "muted" }, "These go to every service of the environment, over a service's own of the same name, from its next deployment."),
+      table(env.env ?? {}, true),
+      canChange
+        ? form(
+            [
+              { name: "name", label: "Name", required: true, placeholder: "LOG_LEVEL" },
+              { name: "value", label: "Value", required: true },
+              { name: "secret", label: "Kind", options: ["plain", "secret"], value: "plain" },
+            ],
+            "Set",
+            async (v) => {
+              const vars = { [v.name]: v.value };
+              await patch(`/environments/${env.id}`, v.secret === "secret" ? { secrets: vars } : { env: vars });
+              window.dispatchEvent(new HashChangeEvent("hashchange"));
+            },
+            { inline: true },
+          )
+        : null,
+    ),
+  );
+}
+
+function record(d: Domain): HTMLElement {
+  const recs = d.records ?? [];
+  return h(
+    "div",
+    { class: "records" },
+    recs.map((r) =>
+      h("code", { class: "record" }, Object.values(r).filter((x) => typeof x === "string" || typeof x === "number").join("  ")),
+    ),
+  );
+}
+
+async function domainsTab(body: HTMLElement, service: Service, canChange: boolean): Promise<void> {
+  const list = await get<{ items: Domain[] }>(`/services/${service.id}/domains`);
+  const refresh = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
+  body.append(
+    h(
+      "table",
+      { class: "list" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Domain"), h("th", {}, "Status"), h("th", {}, "DNS record to create"), h("th", {}, ""))),
+      h(
+        "tbody",
+        {},
+        list.items.length === 0
+          ? h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No custom domain."))
+          : list.items.map((d) =>
+              h(
+                "tr",
+                {},
+                h("td", { class: "mono" }, d.domain),
+                h("td", {}, badge(d.status), d.last_error ? h("small", { class: "error" }, ` ${d.last_error}`) : null),
+                h("td", {}, record(d)),
+                h(
+                  "td",
+                  {},
+                  canChange
+                    ? [
+                        action("Verify", async () => {
+                          await post(`/services/${service.id}/domains/${encodeURIComponent(d.domain)}/verify`);
+                          refresh();
+                        }),
+                        action("Remove", async () => {
+                          await del(`/services/${service.id}/domains/${encodeURIComponent(d.domain)}`);
+                          refresh();
+                        }, { danger: true, confirm: `Remove ${d.domain}?` }),
+                      ]
+                    : null,
+                ),
+              ),
+            ),
+      ),
+    ),
+    h(
+      "div",
+      {},
+      canChange
+      ? h(
+          "section",
+          { class: "card" },
+          h("h2", {}, "Add a domain"),
+          form([{ name: "domain", label: "Domain", required: true, placeholder: "www.example.com" }], "Add", async (v) => {
+            await post(`/services/${service.id}/domains`, { domain: v.domain });
+            refresh();
+          }, { inline: true }),
+        )
+      : null,
+    ),
+  );
+}
