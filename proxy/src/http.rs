@@ -105,6 +105,9 @@ pub struct RequestCtx {
     reused_connection: bool,
     /// Status of a response the proxy wrote itself.
     own_status: Option<u16>,
+    /// The start of a chunked request body read before the upstream was chosen, when
+    /// Pingora's retry buffer could not keep all of it: sent ahead of the next body chunk.
+    body_prefix: Option<Bytes>,
 }
 
 impl Drop for RequestCtx {
@@ -164,6 +167,82 @@ impl StackpadProxy {
             .write_response_body(Some(Bytes::from(answer)), true)
             .await?;
         Ok(true)
+    }
+}
+
+/// How much of a chunked request body is read (and its framing checked) before an upstream
+/// is chosen: Pingora's retry buffer, which sends it ahead of the rest.
+const PREREAD_BYTES: usize = 64 * 1024;
+
+impl StackpadProxy {
+    /// Reads the start of a chunked HTTP/1 request body before any upstream is chosen, so a
+    /// body whose chunk framing is broken (a size that is not hex or overflows, data longer
+    /// than its chunk size, garbage where a CRLF belongs) is refused with 400 before a byte of
+    /// the request leaves the proxy. A body longer than `PREREAD_BYTES` is checked up to
+    /// there; the rest streams (and a later framing error ends the upstream request unfinished).
+    /// Requests sending `Expect: 100-continue` wait for the upstream's 100 and are not read
+    /// ahead. Content-Length bodies need no read-ahead: their framing is the header alone,
+    /// checked by `hardening::check_head`, and bytes past it are the next request.
+    async fn preread_chunked_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        max_body: u64,
+    ) -> Result<bool> {
+        let headers = &session.req_header().headers;
+        let chunked = headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .any(|v| {
+                v.as_bytes()
+                    .windows(7)
+                    .any(|w| w.eq_ignore_ascii_case(b"chunked"))
+            });
+        let expect = headers.contains_key(http::header::EXPECT);
+        if !chunked || expect || session.as_downstream().as_http1().is_none() {
+            return Ok(false);
+        }
+        // Everything read from here is kept by Pingora and sent upstream first.
+        session.enable_retry_buffering();
+        let mut read: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        while total < PREREAD_BYTES {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    total += chunk.len();
+                    read.push(chunk);
+                    if total as u64 > max_body {
+                        let detail = format!("request body above {max_body} bytes");
+                        return respond(session, ctx, 413, &detail, true).await;
+                    }
+                    // The chunk that ends the body comes with no data, so stopping here means
+                    // the body is not finished: Pingora reads on, and the next chunk carries
+                    // what the retry buffer could not hold.
+                    if session.retry_buffer_truncated() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.state.metrics.rejected_requests.inc();
+                    let (status, detail) = if matches!(e.etype(), ReadTimedout) {
+                        (408, "request body took too long")
+                    } else {
+                        (400, "malformed chunked request body")
+                    };
+                    return respond(session, ctx, status, detail, true).await;
+                }
+            }
+        }
+        if session.retry_buffer_truncated() {
+            if session.is_body_done() {
+                // Pingora would send nothing of a finished body it could not buffer.
+                let detail = "the request body could not be kept for the upstream";
+                return respond(session, ctx, 500, detail, true).await;
+            }
+            ctx.body_prefix = Some(read.concat().into());
+        }
+        Ok(false)
     }
 }
 
@@ -258,6 +337,7 @@ impl ProxyHttp for StackpadProxy {
             reused_connection: false,
             upgraded_counted: false,
             own_status: None,
+            body_prefix: None,
         }
     }
 
@@ -329,8 +409,10 @@ impl ProxyHttp for StackpadProxy {
         }
         if session.is_upgrade_req() {
             ctx.upgraded = true;
+            return Ok(false);
         }
-        Ok(false)
+        self.preread_chunked_body(session, ctx, route.max_body_bytes)
+            .await
     }
 
     fn persist_connection_context(
@@ -456,6 +538,12 @@ impl ProxyHttp for StackpadProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(prefix) = ctx.body_prefix.take() {
+            *body = Some(match body.take() {
+                Some(rest) => [prefix, rest].concat().into(),
+                None => prefix,
+            });
+        }
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
             let limit = ctx.route.as_ref().map_or(u64::MAX, |r| r.max_body_bytes);

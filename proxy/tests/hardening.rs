@@ -1,10 +1,12 @@
 //! Each hardening rule with a raw-socket request: the proxy answers 4xx (and closes where the
-//! framing is broken), and the backend sees nothing.
+//! framing is broken), and the backend sees nothing (for body framing: not one byte, counted
+//! by a raw-socket backend).
 
 mod common;
 
 use std::time::Duration;
 
+use common::raw_backend::RawBackend;
 use common::{Backend, ProxyProcess, authed, raw};
 use proto::proxy::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -96,8 +98,8 @@ async fn header_limits_give_431_and_body_limit_413() -> anyhow::Result<()> {
     let resp = raw(proxy.http, req.as_bytes(), Duration::from_secs(3)).await?;
     assert_eq!(status(&resp), "413", "body too large: {resp:?}");
     assert_eq!(app.requests(), 0, "the backend saw a refused request");
-    // Chunked bodies are counted as they stream: the proxy cuts them at the limit with 413
-    // (the backend may have seen the head by then).
+    // Chunked bodies are counted as they are read (the first 64 KiB before an upstream is
+    // chosen): the proxy cuts them at the limit with 413.
     let chunk = format!("{:x}\r\n{}\r\n", 1_500, "c".repeat(1_500));
     let req = format!(
         "POST / HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}0\r\n\r\n"
@@ -161,4 +163,128 @@ async fn slow_headers_and_idle_connections_are_cut() -> anyhow::Result<()> {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// A route to a raw backend that records every byte it gets; bodies up to 1 MB.
+async fn setup_raw() -> anyhow::Result<(RawBackend, ProxyProcess)> {
+    let backend = RawBackend::start().await;
+    let proxy = ProxyProcess::start().await?;
+    let mut admin = proxy.admin().await?;
+    let route = pb::Route {
+        route_id: "raw".into(),
+        hosts: vec!["h.test".into()],
+        service_id: "raw".into(),
+        max_body_bytes: 1_000_000,
+        allow_plain_http: true,
+        ..Default::default()
+    };
+    admin
+        .client
+        .upsert_route(authed(pb::UpsertRouteRequest { route: Some(route) }))
+        .await?;
+    let switch = pb::SwitchRequest {
+        service_id: "raw".into(),
+        upstreams: vec![pb::Upstream {
+            address: backend.addr.to_string(),
+            deployment_id: "raw".into(),
+            weight: 1,
+        }],
+        health_timeout_ms: 5_000,
+        health_check: Some(common::fast_health()),
+        ..Default::default()
+    };
+    admin.client.switch(authed(switch)).await?;
+    Ok((backend, proxy))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_body_framing_is_refused_before_any_byte_reaches_the_upstream() -> anyhow::Result<()>
+{
+    let (backend, proxy) = setup_raw().await?;
+    let chunked = |body: &str| {
+        format!("POST / HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n{body}")
+    };
+    let cases = [
+        ("chunk size not hex", chunked("zz\r\nhello\r\n0\r\n\r\n")),
+        (
+            "chunk size overflows",
+            chunked("fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+        ),
+        (
+            "chunk data longer than its size",
+            chunked("5\r\nhello, world\r\n0\r\n\r\n"),
+        ),
+        (
+            "garbage where the chunk's CRLF belongs",
+            chunked("5\r\nhelloXX0\r\n\r\n"),
+        ),
+        (
+            "a good chunk, then a broken one",
+            chunked("5\r\nhello\r\nxyz\r\nabc\r\n0\r\n\r\n"),
+        ),
+        (
+            "Content-Length and Transfer-Encoding",
+            "POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                .to_owned(),
+        ),
+    ];
+    for (name, req) in &cases {
+        let resp = raw(proxy.http, req.as_bytes(), Duration::from_secs(3)).await?;
+        assert_eq!(status(&resp), "400", "{name}: {resp:?}");
+        assert_eq!(
+            backend.bytes(),
+            0,
+            "{name}: the upstream received {:?}",
+            backend.received()
+        );
+    }
+
+    // A body longer than its Content-Length: the request is its first 5 bytes; the bytes
+    // after it are dropped with the connection (Pingora does not pipeline), and none of them
+    // goes upstream.
+    let req = b"POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 5\r\n\r\nhelloGARBAGE\r\n\r\n";
+    let started = std::time::Instant::now();
+    let resp = raw(proxy.http, req, Duration::from_secs(5)).await?;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the connection stayed open after the extra bytes"
+    );
+    let got = backend.received();
+    assert_eq!(got.requests.len(), 1, "{got:?}");
+    assert_eq!(got.requests[0].1, b"hello");
+    assert!(got.stray.is_empty(), "{got:?}");
+
+    // Good chunked bodies pass whole: a small one, and one larger than the 64 KiB read before
+    // the upstream is chosen (the part read ahead is sent first, then the rest).
+    let resp = raw(
+        proxy.http,
+        chunked("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await?;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
+    let parts: Vec<String> = (0..5u8)
+        .map(|i| char::from(b'a' + i).to_string().repeat(40 * 1024))
+        .collect();
+    let body: String = parts
+        .iter()
+        .map(|p| format!("{:x}\r\n{p}\r\n", p.len()))
+        .chain(["0\r\n\r\n".to_owned()])
+        .collect();
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+    );
+    let resp = raw(proxy.http, req.as_bytes(), Duration::from_secs(5)).await?;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
+    let got = backend.received();
+    assert_eq!(got.requests.len(), 3, "{got:?}");
+    assert_eq!(got.requests[1].1, b"hello world");
+    assert_eq!(
+        got.requests[2].1,
+        parts.concat().into_bytes(),
+        "the large body arrived changed"
+    );
+    assert!(got.stray.is_empty());
+    Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod pebble;
+pub mod raw_backend;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
