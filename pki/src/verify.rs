@@ -215,6 +215,10 @@ pub fn server_config(material: Arc<Material>, accept: Accept) -> Arc<ServerConfi
         .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(CurrentCert(material)));
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // No resumption: every connection shows its certificate to the verifier of the moment (a
+    // resumed session would skip it, and outlive a rotated CA).
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Arc::new(config)
 }
 
@@ -233,5 +237,6 @@ pub fn client_config(material: Arc<Material>, check: ServerCheck) -> Arc<ClientC
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(Arc::new(CurrentCert(material)));
     config.alpn_protocols = vec![b"h2".to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
