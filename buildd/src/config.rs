@@ -41,6 +41,10 @@ pub struct Config {
     /// listener); never wins over `egress_deny`.
     pub egress_allow: Vec<String>,
     pub fetch_sandbox: FetchSandboxConfig,
+    /// mTLS of the gRPC listener (`[tls]`: `cert`, `key`, `ca` PEM files from the node's join):
+    /// only `stackpad-control`'s certificate of the platform CA is accepted; the files are
+    /// reloaded when they change. Required when `listen` is off loopback.
+    pub tls: Option<pki::TlsFiles>,
 }
 
 /// The sandbox git runs in (see `source::sandbox`).
@@ -117,6 +121,7 @@ impl Default for Config {
             egress_deny: Vec::new(),
             egress_allow: Vec::new(),
             fetch_sandbox: FetchSandboxConfig::default(),
+            tls: None,
         }
     }
 }
@@ -161,6 +166,11 @@ impl Config {
                 "must be a loopback address: BuildKit runs on this node and contexts are not authenticated",
             ));
         }
+        if let Some(tls) = &self.tls {
+            tls.validate().map_err(|e| err("tls", e))?;
+        }
+        pki::require_tls_off_loopback("listen", self.listen, "tls", self.tls.is_some())
+            .map_err(|e| err("tls", e.to_string()))?;
         if !self.work_dir.is_absolute() {
             return Err(err("work_dir", "must be an absolute path"));
         }

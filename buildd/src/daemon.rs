@@ -109,6 +109,18 @@ impl Daemon {
             what: "metrics_listen",
             source,
         })?;
+        // mTLS when configured (files reloaded on change); plain text only on loopback
+        // (`Config::validate`).
+        let tls = match &config.tls {
+            Some(files) => Some(pki::server_config(
+                pki::Material::from_files(files).map_err(|e| crate::config::ConfigError {
+                    key: "tls",
+                    reason: e.to_string(),
+                })?,
+                pki::Accept::control(),
+            )),
+            None => None,
+        };
         let service = BuilderService::new(builds.clone()).into_server();
         let metrics_builds = Arc::new(builds.clone());
         let metrics_app = axum::Router::new().route(
@@ -124,10 +136,9 @@ impl Daemon {
         let server = tokio::spawn(async move {
             let grpc = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming(
-                    // No Nagle: small status/log messages must not wait for delayed ACKs.
-                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                );
+                // No Nagle (pki::incoming sets it): small status/log messages must not wait
+                // for delayed ACKs.
+                .serve_with_incoming(pki::incoming(grpc, tls));
             let metrics = axum::serve(metrics, metrics_app);
             tokio::select! {
                 r = grpc => if let Err(e) = r { tracing::error!(error = %e, "gRPC server stopped") },
