@@ -1,0 +1,465 @@
+//! A cluster of the test's own (`scripts/cluster up --name <unique>`, torn down by `Drop` with
+//! `scripts/cluster down`, also when the test fails) and the host side of the platform: the real
+//! `stackpad-control` and `stackpad-proxy` binaries on loopback with a PostgreSQL database of the
+//! test's own. The script joins each compute node to this control plane as an operator's machine
+//! would (join token, CSR, certificate of the platform CA); the agents serve mTLS on their
+//! WireGuard addresses.
+#![allow(dead_code, reason = "each test file uses a subset")]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use serde_json::{Value, json};
+use stackpad_tests::acme::{cargo_binaries, free_port};
+use stackpad_tests::daemon::Daemon;
+use stackpad_tests::db::PostgresDb;
+use stackpad_tests::registry::{PushedImages, Registry};
+use stackpad_tests::rest::Rest;
+use stackpad_tests::{Services, service_down, unique_name};
+
+/// The daemons' binaries, built once per test binary (debug, the workspace's target dir).
+pub struct Binaries {
+    pub control: PathBuf,
+    pub proxy: PathBuf,
+    pub node: PathBuf,
+}
+
+impl Binaries {
+    pub fn get() -> anyhow::Result<&'static Binaries> {
+        static BINARIES: std::sync::OnceLock<Result<Binaries, String>> = std::sync::OnceLock::new();
+        BINARIES
+            .get_or_init(|| {
+                let build = || -> anyhow::Result<Binaries> {
+                    let mut paths = cargo_binaries(&[
+                        ("stackpad-control", "stackpad-control"),
+                        ("stackpad-proxy", "stackpad-proxy"),
+                        ("stackpad-runtime", "stackpad-node"),
+                    ])?
+                    .into_iter();
+                    let mut next = || paths.next().expect("one path per binary");
+                    Ok(Binaries {
+                        control: next(),
+                        proxy: next(),
+                        node: next(),
+                    })
+                };
+                build().map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("building the daemons: {e}"))
+    }
+}
+
+/// One compute node of a cluster, as `scripts/cluster env` describes it.
+#[derive(Debug, Clone)]
+pub struct ComputeNode {
+    /// `compute-1`, ...
+    pub name: String,
+    /// The agent's gRPC address over WireGuard, `http://10.77.K.n:7100`.
+    pub agent: String,
+    /// Its container pool.
+    pub pool: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its id in control (from the join).
+    pub id: String,
+}
+
+/// A cluster made by `scripts/cluster` for one test; `Drop` removes it.
+pub struct Cluster {
+    pub name: String,
+    pub compute: Vec<ComputeNode>,
+    /// The host's WireGuard address (what the proxy connects from).
+    pub host_wg: String,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster")
+}
+
+fn run_script(args: &[&str], bin_dir: &Path) -> anyhow::Result<String> {
+    let out = Command::new(script())
+        .args(args)
+        .env("STACKPAD_BIN", bin_dir)
+        .output()
+        .with_context(|| format!("running scripts/cluster {args:?}"))?;
+    ensure!(
+        out.status.success(),
+        "scripts/cluster {args:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Cluster {
+    /// `scripts/cluster up --name <unique> --compute <compute>` with the freshly built node
+    /// agent, joining `platform`'s control. The guard exists before `up` runs, so a half-made
+    /// cluster is removed too.
+    pub fn up(compute: u32, platform: &HostPlatform) -> anyhow::Result<Self> {
+        ensure!(
+            is_root(),
+            "the cluster tests need root (network namespaces, WireGuard, containerd, eBPF)"
+        );
+        let bins = Binaries::get()?;
+        let bin_dir = bins.node.parent().context("node binary has no folder")?;
+        let mut cluster = Self {
+            name: unique_name("t"),
+            compute: Vec::new(),
+            host_wg: String::new(),
+        };
+        let token_file = platform.dir.path().join("operator-token");
+        std::fs::write(&token_file, &platform.operator_token)?;
+        run_script(
+            &[
+                "up",
+                "--name",
+                &cluster.name,
+                "--compute",
+                &compute.to_string(),
+                "--control",
+                platform.rest.base(),
+                "--token-file",
+                &token_file.to_string_lossy(),
+            ],
+            bin_dir,
+        )?;
+        let env = run_script(&["env", "--name", &cluster.name], bin_dir)?;
+        let vars: std::collections::HashMap<&str, &str> = env
+            .lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+            .collect();
+        cluster.host_wg = vars
+            .get("STACKPAD_CLUSTER_HOST_WG")
+            .context("scripts/cluster env: no STACKPAD_CLUSTER_HOST_WG")?
+            .to_string();
+        for n in 1..=compute {
+            let var = |what: &str| -> anyhow::Result<String> {
+                let key = format!("STACKPAD_CLUSTER_COMPUTE_{n}_{what}");
+                Ok(vars
+                    .get(key.as_str())
+                    .with_context(|| format!("scripts/cluster env: no {key}"))?
+                    .to_string())
+            };
+            cluster.compute.push(ComputeNode {
+                name: format!("compute-{n}"),
+                agent: var("AGENT")?,
+                pool: var("POOL")?,
+                netns: var("NETNS")?,
+                id: var("ID")?,
+            });
+        }
+        Ok(cluster)
+    }
+
+    /// `scripts/cluster status` of this cluster: one line per node.
+    pub fn status(&self) -> anyhow::Result<String> {
+        let bins = Binaries::get()?;
+        run_script(
+            &["status", "--name", &self.name],
+            bins.node.parent().context("node binary has no folder")?,
+        )
+    }
+
+    /// The end of a compute node's agent log.
+    pub fn agent_log(&self, node: &str, lines: usize) -> String {
+        let path = format!(
+            "/var/lib/stackpad/cluster/{}/{node}-agent/{node}-agent.log",
+            self.name
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let out = Command::new(script())
+            .args(["down", "--name", &self.name])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "scripts/cluster down --name {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("scripts/cluster down --name {}: {e}", self.name),
+        }
+    }
+}
+
+/// Control and the proxy on the host, for one test.
+pub struct HostPlatform {
+    pub dir: tempfile::TempDir,
+    pub operator_token: String,
+    pub apps_domain: String,
+    /// The proxy's plain HTTP listener.
+    pub http: SocketAddr,
+    pub rest: Rest,
+    control: Option<Daemon>,
+    proxy: Option<Daemon>,
+    pushed: Option<PushedImages>,
+    database: Option<PostgresDb>,
+}
+
+/// A tenant: an organization and its owner token.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: String,
+    pub token: String,
+}
+
+impl HostPlatform {
+    pub async fn start(name: &str) -> anyhow::Result<Self> {
+        let services = Services::from_env();
+        tokio::net::TcpStream::connect(&services.registry)
+            .await
+            .map_err(|e| service_down("the registry", &services.registry, e))?;
+        let bins = Binaries::get()?;
+        let id = unique_name(name);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{id}-"))
+            .tempdir()?;
+        let home = dir.path().to_owned();
+        let database = PostgresDb::create("cluster").await?;
+        let database_url = database.url().to_owned();
+
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let admin = format!("127.0.0.1:{}", free_port());
+        let proxy_token = unique_name("proxy-token");
+        std::fs::write(home.join("proxy-token"), &proxy_token)?;
+        let proxy_json = json!({
+            "http_listen": http.to_string(),
+            "admin_listen": admin,
+            "admin_token_file": home.join("proxy-token"),
+            "state_file": home.join("proxy-state.json"),
+            "upgrade_sock": home.join("proxy-upgrade.sock"),
+            "pid_file": home.join("proxy.pid"),
+        });
+        std::fs::write(home.join("proxy.json"), proxy_json.to_string())?;
+        let mut proxy = Daemon::spawn(
+            "stackpad-proxy",
+            &bins.proxy,
+            &["serve", "--config", "proxy.json"],
+            &home,
+        )?;
+        proxy.wait_for_tcp(&admin, Duration::from_secs(30)).await?;
+
+        let api_addr = format!("127.0.0.1:{}", free_port());
+        let operator_token = unique_name("operator");
+        let apps_domain = format!("{}.cluster.stackpad.test", &id[id.len() - 12..]);
+        let key: String = (0..2)
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect();
+        let control_toml = format!(
+            "listen = \"{api_addr}\"\ndatabase_url = \"{database_url}\"\n\
+             encryption_key = \"{key}\"\nadmin_token = \"{operator_token}\"\n\
+             proxy_address = \"http://{admin}\"\nproxy_token = \"{proxy_token}\"\n\
+             registry = \"{}\"\napps_domain = \"{apps_domain}\"\n",
+            services.registry,
+        );
+        std::fs::write(home.join("control.toml"), control_toml)?;
+        let mut control = Daemon::spawn(
+            "stackpad-control",
+            &bins.control,
+            &["--config", "control.toml"],
+            &home,
+        )?;
+        control
+            .wait_for_tcp(&api_addr, Duration::from_secs(60))
+            .await?;
+        Ok(Self {
+            dir,
+            operator_token,
+            apps_domain,
+            http,
+            rest: Rest::with_client(
+                &format!("http://{api_addr}"),
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()?,
+            ),
+            control: Some(control),
+            proxy: Some(proxy),
+            pushed: Some(PushedImages::new()),
+            database: Some(database),
+        })
+    }
+
+    /// A REST call that must answer `expected`.
+    pub async fn expect(
+        &self,
+        expected: u16,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        self.rest.expect(expected, method, path, token, body).await
+    }
+
+    /// A new organization and its owner token; its images are deleted with the platform.
+    pub async fn organization(&self, name: &str) -> anyhow::Result<Tenant> {
+        let created = self
+            .expect(
+                201,
+                "POST",
+                "/organizations",
+                &self.operator_token,
+                Some(json!({ "name": name })),
+            )
+            .await?;
+        let id = created["organization"]["id"]
+            .as_str()
+            .context("organization id")?
+            .to_owned();
+        if let Some(pushed) = &self.pushed {
+            pushed.track_prefix(&format!("{id}/"));
+        }
+        Ok(Tenant {
+            id,
+            token: created["token"]["secret"]
+                .as_str()
+                .context("token secret")?
+                .to_owned(),
+        })
+    }
+
+    /// `stackpad/busybox:1` (httpd, /www) copied under the organization's own repository.
+    pub async fn busybox_image(&self, tenant: &Tenant) -> anyhow::Result<String> {
+        let registry = Registry::platform();
+        let services = Services::from_env();
+        let repository = format!("{}/web", tenant.id);
+        registry
+            .copy("stackpad/busybox", "1", &repository, "1")
+            .await?;
+        Ok(format!("{}/{repository}:1", services.registry))
+    }
+
+    /// A project and a web service running busybox httpd on 8080 from `image`; its id and its
+    /// platform host (as the API shows it).
+    pub async fn web_service(
+        &self,
+        tenant: &Tenant,
+        project: &str,
+        image: &str,
+        replicas: u32,
+    ) -> anyhow::Result<(String, String)> {
+        let p = self
+            .expect(
+                201,
+                "POST",
+                "/projects",
+                &tenant.token,
+                Some(json!({ "name": project })),
+            )
+            .await?;
+        let project_id = p["id"].as_str().context("project id")?;
+        let s = self
+            .expect(
+                201,
+                "POST",
+                &format!("/projects/{project_id}/services"),
+                &tenant.token,
+                Some(json!({
+                    "name": "web", "kind": "web", "image": image, "port": 8080,
+                    "replicas": replicas,
+                    "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+                    "health_check": { "path": "/", "interval_ms": 100 },
+                })),
+            )
+            .await?;
+        Ok((
+            s["id"].as_str().context("service id")?.to_owned(),
+            s["hosts"][0]
+                .as_str()
+                .context("a web service shows its platform host")?
+                .to_owned(),
+        ))
+    }
+
+    /// Deploys the service's image; the deployment once it ended (ready, or the error).
+    pub async fn deploy(
+        &self,
+        tenant: &Tenant,
+        service: &str,
+        within: Duration,
+    ) -> anyhow::Result<Value> {
+        let created = self
+            .expect(
+                201,
+                "POST",
+                &format!("/services/{service}/deployments"),
+                &tenant.token,
+                Some(json!({})),
+            )
+            .await?;
+        let id = created["id"].as_str().context("deployment id")?.to_owned();
+        let deadline = Instant::now() + within;
+        loop {
+            let d = self
+                .expect(
+                    200,
+                    "GET",
+                    &format!("/deployments/{id}"),
+                    &tenant.token,
+                    None,
+                )
+                .await?;
+            match d["state"].as_str().unwrap_or_default() {
+                "ready" => return Ok(d),
+                s @ ("failed" | "cancelled" | "superseded") => bail!("deployment {id} {s}: {d}"),
+                s => ensure!(
+                    Instant::now() < deadline,
+                    "deployment {id} still {s} after {within:?}: {d}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// GET `http://host/path` through the proxy.
+    pub async fn get(&self, host: &str, path: &str) -> anyhow::Result<(u16, String)> {
+        let client = reqwest::Client::builder()
+            .resolve(host, self.http)
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let response = client
+            .get(format!("http://{host}:{}{path}", self.http.port()))
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    /// The tail of control's and the proxy's logs, for a failed scenario.
+    pub fn logs(&self) -> String {
+        [&self.control, &self.proxy]
+            .into_iter()
+            .flatten()
+            .map(|d| format!("---- {} ({})\n{}", d.name, d.log.display(), d.tail(40)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for HostPlatform {
+    fn drop(&mut self) {
+        // Control first, so nothing acts while the proxy goes.
+        drop(self.control.take());
+        drop(self.proxy.take());
+        drop(self.pushed.take());
+        drop(self.database.take());
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}

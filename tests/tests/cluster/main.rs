@@ -1,0 +1,6 @@
+//! A Stackpad cluster on this machine (#15): `scripts/cluster` namespaces joined by WireGuard,
+//! control and the proxy on the host. A binary of its own, so it runs beside the other suites;
+//! every test owns its cluster (a unique `--name`) and removes it on drop.
+
+mod harness;
+mod routing;
