@@ -32,6 +32,11 @@ pub enum Conn {
 }
 
 impl Conn {
+    /// The client's address.
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.tcp().peer_addr()
+    }
+
     fn tcp(&self) -> &TcpStream {
         match self {
             Self::Plain(s) => s,

@@ -21,6 +21,10 @@ pub struct ProxyConfig {
     pub tls_key_file: Option<PathBuf>,
     /// Admin gRPC (`ProxyAdmin`) and `/metrics`.
     pub admin_listen: String,
+    /// mTLS of the admin listener (`{"cert", "key", "ca"}` PEM files of the platform CA, from the
+    /// node's join): only `stackpad-control`'s certificate is accepted, the bearer token is
+    /// still checked; the files are reloaded when they change. Required off loopback.
+    pub admin_tls: Option<pki::TlsFiles>,
     /// File holding the admin bearer token (alternative: env `STACKPAD_PROXY_TOKEN`).
     pub admin_token_file: Option<PathBuf>,
     #[serde(skip_serializing)]
@@ -69,6 +73,7 @@ impl Default for ProxyConfig {
             tls_cert_file: None,
             tls_key_file: None,
             admin_listen: "127.0.0.1:9180".into(),
+            admin_tls: None,
             admin_token_file: None,
             admin_token: String::new(),
             state_file: "/var/lib/stackpad/proxy/state.json".into(),
@@ -137,6 +142,18 @@ impl ProxyConfig {
             }
         }
         addr("admin_listen", &self.admin_listen)?;
+        if let Some(tls) = &self.admin_tls {
+            tls.validate().map_err(|e| err("admin_tls", e))?;
+        }
+        if let Ok(at) = self.admin_listen.parse::<SocketAddr>() {
+            pki::require_tls_off_loopback(
+                "admin_listen",
+                at,
+                "admin_tls",
+                self.admin_tls.is_some(),
+            )
+            .map_err(|e| err("admin_tls", e.to_string()))?;
+        }
         if let Some(acme) = &self.acme {
             acme.validate().map_err(|(key, reason)| err(key, reason))?;
         }

@@ -38,6 +38,8 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("config key admin_tls: {0}")]
+    AdminTls(pki::PkiError),
 }
 
 /// Starts everything and serves until the process is told to stop (SIGTERM: graceful
@@ -157,13 +159,17 @@ fn start_admin(
 ) -> Result<(), StartError> {
     let addr = config.admin_listen.clone();
     let token = config.admin_token.clone();
+    let admin_tls =
+        crate::admin::admin_tls(config.admin_tls.as_ref()).map_err(StartError::AdminTls)?;
     if upgrade {
         // During a graceful upgrade the old process holds the admin port until it exits:
         // bind in the background, retrying, so the listener handover is not held up.
         runtime.spawn(async move {
             for _ in 0..1200 {
                 if let Ok(listener) = tokio::net::TcpListener::bind(&addr).await {
-                    if let Err(e) = crate::admin::serve(listener, state, tls, token).await {
+                    if let Err(e) =
+                        crate::admin::serve(listener, state, tls, token, admin_tls).await
+                    {
                         tracing::error!(error = %e, "admin listener stopped");
                     }
                     return;
@@ -181,7 +187,7 @@ fn start_admin(
             source,
         })?;
     runtime.spawn(async move {
-        if let Err(e) = crate::admin::serve(listener, state, tls, token).await {
+        if let Err(e) = crate::admin::serve(listener, state, tls, token, admin_tls).await {
             tracing::error!(error = %e, "admin listener stopped");
         }
     });

@@ -3,4 +3,4 @@
 pub mod convert;
 mod service;
 
-pub use service::{AdminService, serve};
+pub use service::{AdminService, admin_tls, serve};

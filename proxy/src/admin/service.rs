@@ -265,14 +265,61 @@ fn authorized(
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The admin listener's connections: plain, or those that passed the platform mTLS handshake
+/// (`pki::incoming`).
+struct AdminListener {
+    connections: tokio::sync::mpsc::Receiver<std::io::Result<pki::Conn>>,
+    local: std::net::SocketAddr,
+}
+
+impl axum::serve::Listener for AdminListener {
+    type Io = pki::Conn;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (pki::Conn, std::net::SocketAddr) {
+        loop {
+            match self.connections.recv().await {
+                Some(Ok(conn)) => match conn.peer_addr() {
+                    Ok(peer) => return (conn, peer),
+                    Err(_) => continue,
+                },
+                Some(Err(e)) => tracing::warn!(error = %e, "admin accept failed"),
+                // The accept loop ends only with the listener: nothing more will come.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// The admin listener's mTLS: control's certificate of the platform CA only.
+pub fn admin_tls(
+    files: Option<&pki::TlsFiles>,
+) -> Result<Option<Arc<rustls::ServerConfig>>, pki::PkiError> {
+    files
+        .map(|f| {
+            pki::Material::from_files(f).map(|m| pki::server_config(m, pki::Accept::control()))
+        })
+        .transpose()
+}
+
 /// Serves `ProxyAdmin` (token required) and `GET /metrics` on `listener` until the future is
-/// dropped.
+/// dropped; over mTLS when `admin_tls` is given ([`admin_tls`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ProxyState>,
     tls: Arc<TlsState>,
     token: String,
+    admin_tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    let listener = AdminListener {
+        connections: pki::incoming(listener, admin_tls).into_inner(),
+        local,
+    };
     let grpc = ProxyAdminServer::with_interceptor(
         AdminService::new(Arc::clone(&state), Arc::clone(&tls)),
         move |req: Request<()>| {
