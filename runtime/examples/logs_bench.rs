@@ -64,6 +64,7 @@ fn spec(registry: &str, round: u64, lines: u64) -> DeploySpec {
         },
         read_only_rootfs: false,
         stop_grace_ms: 100,
+        volumes: vec![],
     }
 }
 

@@ -173,6 +173,16 @@ fn reshift(root: &Path, from: IdMap, to: IdMap) -> std::io::Result<u64> {
     Ok(changed)
 }
 
+/// Removes an empty lost+found from an unmounted image: it would make the volume non-empty
+/// (initdb, for one, refuses that); e2fsck makes it again when it needs it. One that holds
+/// recovered files stays.
+fn remove_lost_found(image: &Path) {
+    let _ = Command::new("debugfs")
+        .args(["-w", "-R", "rmdir lost+found"])
+        .arg(image)
+        .output();
+}
+
 impl Volumes {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
@@ -250,6 +260,14 @@ impl Volumes {
                 ),
             ));
         }
+        if size_bytes > meta.size_bytes {
+            // Offline: online growth needs CAP_SYS_RESOURCE, which a node in a container may
+            // lack; no container holds the volume while a task is being started for it.
+            self.unmount(service_id, name)?;
+            self.grow(service_id, name, &image, size_bytes)?;
+            meta.size_bytes = size_bytes;
+            self.write_meta(service_id, name, meta)?;
+        }
         if mounted_source(&mnt).is_none() {
             run(
                 service_id,
@@ -260,11 +278,6 @@ impl Volumes {
                     .arg(&mnt),
             )?;
             tracing::info!(service_id, name, "volume mounted");
-        }
-        if size_bytes > meta.size_bytes {
-            self.grow(service_id, name, &image, &mnt, size_bytes)?;
-            meta.size_bytes = size_bytes;
-            self.write_meta(service_id, name, meta)?;
         }
         if meta.base != id_map.base {
             let changed = reshift(&mnt, IdMap { base: meta.base }, id_map)
@@ -308,29 +321,13 @@ impl Volumes {
                 .arg(format!("root_owner={root}:{root}"))
                 .arg(&tmp),
         )?;
-        // lost+found would make the volume non-empty (initdb, for one, refuses that); e2fsck
-        // makes it again when it needs it.
-        run(
-            service_id,
-            name,
-            Command::new("debugfs")
-                .args(["-w", "-R", "rmdir lost+found"])
-                .arg(&tmp),
-        )?;
+        remove_lost_found(&tmp);
         std::fs::rename(&tmp, image).map_err(|e| RuntimeError::io(image, e))
     }
 
-    /// Grows a mounted volume's file and filesystem online.
-    fn grow(
-        &self,
-        service_id: &str,
-        name: &str,
-        image: &Path,
-        mnt: &Path,
-        size_bytes: u64,
-    ) -> Result<()> {
-        let device =
-            mounted_source(mnt).ok_or_else(|| volume_err(service_id, name, "not mounted"))?;
+    /// Grows an unmounted volume's file, then its filesystem (checked first, as resize2fs
+    /// asks).
+    fn grow(&self, service_id: &str, name: &str, image: &Path, size_bytes: u64) -> Result<()> {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(image)
@@ -338,12 +335,25 @@ impl Volumes {
         file.set_len(size_bytes)
             .map_err(|e| RuntimeError::io(image, e))?;
         drop(file);
-        run(
-            service_id,
-            name,
-            Command::new("losetup").arg("-c").arg(&device),
-        )?;
-        run(service_id, name, Command::new("resize2fs").arg(&device))?;
+        // Exit 1: it fixed something, e.g. made lost+found again.
+        let checked = Command::new("e2fsck")
+            .args(["-f", "-p"])
+            .arg(image)
+            .output()
+            .map_err(|e| volume_err(service_id, name, format!("e2fsck: {e}")))?;
+        if !matches!(checked.status.code(), Some(0 | 1)) {
+            return Err(volume_err(
+                service_id,
+                name,
+                format!(
+                    "e2fsck found errors it could not fix ({}): {}",
+                    checked.status,
+                    String::from_utf8_lossy(&checked.stdout).trim()
+                ),
+            ));
+        }
+        run(service_id, name, Command::new("resize2fs").arg(image))?;
+        remove_lost_found(image);
         tracing::info!(service_id, name, size_bytes, "volume grown");
         Ok(())
     }
@@ -415,7 +425,7 @@ impl Volumes {
                 let mounted = mounted_source(&mnt).is_some();
                 let used_bytes = if mounted {
                     nix::sys::statvfs::statvfs(&mnt)
-                        .map(|s| (s.blocks() - s.blocks_free()) as u64 * s.fragment_size() as u64)
+                        .map(|s| (s.blocks() - s.blocks_free()) * s.fragment_size())
                         .unwrap_or(0)
                 } else {
                     0
