@@ -18,6 +18,7 @@ use crate::build::{
 use crate::buildkit::Step;
 use crate::metrics::{Metrics, Outcome};
 use crate::queue::{BuildQueue, QueueAction};
+use tenant::redact::Redactor;
 
 /// A build's status as callers see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -294,6 +295,8 @@ impl<R: BuildRunner> Builds<R> {
         let this = self.clone();
         tokio::spawn(async move {
             let timeout = request.timeout;
+            // What the build reports never carries a secret's value (a step that prints one).
+            let redactor = Redactor::new(request.secrets.iter().map(|(_, v)| v.as_str()));
             let (tx, mut rx) = mpsc::unbounded_channel();
             let run = tokio::time::timeout(timeout, this.inner.runner.run(request, tx));
             tokio::pin!(run);
@@ -301,10 +304,10 @@ impl<R: BuildRunner> Builds<R> {
             let end = loop {
                 tokio::select! {
                     biased;
-                    Some(p) = rx.recv() => this.apply(&id, p),
+                    Some(p) = rx.recv() => this.apply(&id, redacted(&redactor, p)),
                     r = &mut run => break match r {
                         Ok(Ok(outcome)) => End::Done(outcome),
-                        Ok(Err(e)) => End::Failed(e.to_string()),
+                        Ok(Err(e)) => End::Failed(redactor.redact(&e.to_string()).into_owned()),
                         Err(_) => End::TimedOut(timeout),
                     },
                     Ok(()) = &mut cancel_rx => break End::Cancelled,
@@ -312,7 +315,7 @@ impl<R: BuildRunner> Builds<R> {
             };
             // Dropping `run` above (on cancel/timeout) stopped the solve; keep what it said.
             while let Ok(p) = rx.try_recv() {
-                this.apply(&id, p);
+                this.apply(&id, redacted(&redactor, p));
             }
             this.finish(&id, end);
         });
@@ -342,7 +345,10 @@ impl<R: BuildRunner> Builds<R> {
             End::Failed(reason) => (Outcome::Failed, reason.clone()),
             End::TimedOut(after) => (
                 Outcome::TimedOut,
-                format!("build {id} timed out after {}s", after.as_secs()),
+                format!(
+                    "build {id} reached its time limit of {}s and was cancelled",
+                    after.as_secs()
+                ),
             ),
             End::Cancelled => (Outcome::Cancelled, format!("build {id} was cancelled")),
         };
@@ -408,6 +414,27 @@ impl<R: BuildRunner> Builds<R> {
             }
         };
         self.perform(actions);
+    }
+}
+
+/// `p` with every secret value in its text replaced.
+fn redacted(redactor: &Redactor, p: Progress) -> Progress {
+    if redactor.is_empty() {
+        return p;
+    }
+    let r = |text: &str| redactor.redact(text).into_owned();
+    match p {
+        Progress::Log(line) => Progress::Log(LogLine {
+            step: r(&line.step),
+            line: r(&line.line),
+            ..line
+        }),
+        Progress::Step(step) => Progress::Step(Step {
+            name: r(&step.name),
+            error: step.error.as_deref().map(r),
+            ..step
+        }),
+        other => other,
     }
 }
 

@@ -201,7 +201,7 @@ async fn timeout_fails_with_a_message() {
     assert_eq!(status.state(), pb::BuildState::Failed);
     assert_eq!(
         status.failure_reason,
-        format!("build {id} timed out after 3s")
+        format!("build {id} reached its time limit of 3s and was cancelled")
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while sleeping(&format!("sleep {secs}")) > 0 {

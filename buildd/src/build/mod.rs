@@ -28,6 +28,9 @@ pub struct BuildRequest {
     pub image: String,
     pub build_args: Vec<(String, String)>,
     /// Registry reference the layer cache is imported from and exported to.
+    /// BuildKit secrets by id (`RUN --mount=type=secret,id=NAME`), served on the build's session;
+    /// their values are redacted from everything the build reports.
+    pub secrets: Vec<(String, String)>,
     pub cache_ref: String,
     pub timeout: Duration,
     pub memory_limit_bytes: u64,

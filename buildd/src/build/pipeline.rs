@@ -162,7 +162,12 @@ impl BuildRunner for Pipeline {
                 ]);
                 // One key per app: BuildKit keeps what it copied under it for the next build.
                 let shared_key = format!("stackpad-{}", req.image);
-                let session = session::open(socket, &shared_key, dirs)
+                let secrets = req
+                    .secrets
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                    .collect();
+                let session = session::open(socket, &shared_key, dirs, secrets)
                     .await
                     .map_err(|e| BuildError::BuildKit {
                         id: id.clone(),

@@ -1,7 +1,9 @@
 //! A BuildKit session hosted by buildd: dockerd's `POST /session` upgraded to h2c, on which
 //! buildd is the gRPC *server* and BuildKit the client. buildd serves the file sync BuildKit
-//! pulls local sources with (`moby.filesync.v1.FileSync/DiffCopy`, fsutil's packet protocol)
-//! and the health check BuildKit probes sessions with.
+//! pulls local sources with (`moby.filesync.v1.FileSync/DiffCopy`, fsutil's packet protocol),
+//! the build's secrets (`moby.buildkit.secrets.v1.Secrets/GetSecret`: what a
+//! `RUN --mount=type=secret,id=NAME` reads at /run/secrets/NAME, held in memory only, never a
+//! build argument or a layer) and the health check BuildKit probes sessions with.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,13 @@ pub mod wire {
         }
     }
     pub mod moby {
+        pub mod buildkit {
+            pub mod secrets {
+                pub mod v1 {
+                    tonic::include_proto!("moby.buildkit.secrets.v1");
+                }
+            }
+        }
         pub mod filesync {
             pub mod v1 {
                 tonic::include_proto!("moby.filesync.v1");
@@ -42,6 +51,7 @@ pub mod wire {
 
 use wire::fsutil::types::{Packet, Stat, packet::PacketType};
 use wire::grpc::health::v1 as health;
+use wire::moby::buildkit::secrets::v1 as secrets;
 use wire::moby::filesync::v1 as filesync;
 
 /// Go's `os.ModeDir` and `os.ModeSymlink` bits in fsutil's `Stat.mode`.
@@ -66,6 +76,29 @@ impl Drop for Session {
 #[derive(Debug, Clone)]
 struct FileSync {
     dirs: Arc<HashMap<String, PathBuf>>,
+}
+
+/// The build's secrets by id; an unknown id is NotFound (BuildKit then fails a `required`
+/// mount and leaves an optional one empty).
+#[derive(Clone)]
+struct Secrets {
+    values: Arc<HashMap<String, Vec<u8>>>,
+}
+
+#[tonic::async_trait]
+impl secrets::secrets_server::Secrets for Secrets {
+    async fn get_secret(
+        &self,
+        request: Request<secrets::GetSecretRequest>,
+    ) -> Result<Response<secrets::GetSecretResponse>, Status> {
+        let id = request.into_inner().id;
+        match self.values.get(&id) {
+            Some(data) => Ok(Response::new(secrets::GetSecretResponse {
+                data: data.clone(),
+            })),
+            None => Err(Status::not_found(format!("secret {id} not found"))),
+        }
+    }
 }
 
 struct Health;
@@ -320,12 +353,13 @@ impl filesync::file_sync_server::FileSync for FileSync {
     }
 }
 
-/// Opens a session on dockerd offering `dirs` by name. `shared_key` lets BuildKit reuse what it
-/// already copied from an earlier session with the same key.
+/// Opens a session on dockerd offering `dirs` by name, and `secrets` by id. `shared_key` lets
+/// BuildKit reuse what it already copied from an earlier session with the same key.
 pub async fn open(
     docker_socket: &Path,
     shared_key: &str,
     dirs: HashMap<String, PathBuf>,
+    secrets: HashMap<String, Vec<u8>>,
 ) -> std::io::Result<Session> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let headers = [
@@ -338,6 +372,10 @@ pub async fn open(
         ),
         (
             "X-Docker-Expose-Session-Grpc-Method",
+            "/moby.buildkit.secrets.v1.Secrets/GetSecret".to_owned(),
+        ),
+        (
+            "X-Docker-Expose-Session-Grpc-Method",
             "/grpc.health.v1.Health/Check".to_owned(),
         ),
     ];
@@ -345,10 +383,14 @@ pub async fn open(
     let sync = FileSync {
         dirs: Arc::new(dirs),
     };
+    let secrets = Secrets {
+        values: Arc::new(secrets),
+    };
     let task = tokio::spawn(async move {
         let incoming = futures::stream::once(async move { Ok::<_, std::io::Error>(stream) });
         let served = tonic::transport::Server::builder()
             .add_service(filesync::file_sync_server::FileSyncServer::new(sync))
+            .add_service(secrets::secrets_server::SecretsServer::new(secrets))
             .add_service(health::health_server::HealthServer::new(Health))
             .serve_with_incoming(incoming)
             .await;

@@ -40,13 +40,22 @@ impl BuildRunner for Arc<FakeRunner> {
             step: "fake".into(),
             line: format!("building {}", req.id),
         }));
+        // A step that prints its secrets (e.g. `cat /run/secrets/NAME`).
+        for (name, value) in &req.secrets {
+            let _ = events.send(Progress::Log(LogLine {
+                timestamp_nanos: 2,
+                step: "fake".into(),
+                line: format!("{name}={value}"),
+            }));
+        }
         let secs: u64 = req.source.reference.parse().unwrap_or(10);
         tokio::time::sleep(Duration::from_secs(secs)).await;
         guard.1 = true;
         if req.id.contains("fail") {
+            let printed: String = req.secrets.iter().map(|(_, v)| format!(" {v}")).collect();
             return Err(BuildError::Solve {
                 id: req.id,
-                message: "boom".into(),
+                message: format!("boom{printed}"),
             });
         }
         Ok(BuildOutcome {
@@ -132,7 +141,10 @@ async fn a_build_past_its_timeout_fails_with_a_message_and_frees_its_slot() {
     b.start(request("next", 1));
     let st = wait_final(&b, "slow").await;
     assert_eq!(st.state, BuildState::Failed);
-    assert_eq!(st.failure_reason, "build slow timed out after 10s");
+    assert_eq!(
+        st.failure_reason,
+        "build slow reached its time limit of 10s and was cancelled"
+    );
     assert!(
         runner.dropped_unfinished.load(Ordering::SeqCst),
         "the run was stopped"
@@ -214,4 +226,25 @@ async fn only_the_newest_ended_builds_are_kept() {
             BuildState::Succeeded
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn secret_values_never_leave_in_log_lines_or_the_failure() {
+    let (b, _) = builds(4);
+    let mut r = request("fail-secret", 1);
+    r.secrets = vec![("NPM_TOKEN".into(), "npm_s3cr3t_value".into())];
+    b.start(r);
+    let mut rx = b.watch("fail-secret").unwrap();
+    let mut seen = Vec::new();
+    while let Some(ev) = rx.recv().await {
+        seen.push(format!("{ev:?}"));
+    }
+    let all = seen.join("\n");
+    assert!(!all.contains("npm_s3cr3t_value"), "{all}");
+    assert!(all.contains("NPM_TOKEN=[redacted]"), "{all}");
+    let st = b.get("fail-secret").unwrap();
+    assert_eq!(
+        st.failure_reason,
+        "build fail-secret: BuildKit solve failed: boom [redacted]"
+    );
 }

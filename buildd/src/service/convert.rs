@@ -21,6 +21,10 @@ pub enum RequestError {
         "build {0}: memory_limit_bytes {1} is too small: use 0 (the node's default) or at least {MIN_MEMORY_BYTES}"
     )]
     Memory(String, u64),
+    #[error(
+        "build {0}: secret id {1:?} is invalid: use 1-128 characters of a-z, A-Z, 0-9, '.', '_', '-'"
+    )]
+    SecretId(String, String),
 }
 
 /// The smallest memory limit a Node build can work in.
@@ -31,6 +35,11 @@ fn valid_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A secret's id names a file under /run/secrets: no `/`, no `..`.
+fn valid_secret_id(id: &str) -> bool {
+    valid_id(id) && id != "." && id != ".."
 }
 
 fn valid_image(image: &str) -> bool {
@@ -60,6 +69,11 @@ pub fn parse_start(r: pb::StartBuildRequest) -> Result<BuildRequest, RequestErro
     }
     let mut build_args: Vec<(String, String)> = r.build_args.into_iter().collect();
     build_args.sort();
+    let mut secrets: Vec<(String, String)> = r.secrets.into_iter().collect();
+    secrets.sort();
+    if let Some((name, _)) = secrets.iter().find(|(name, _)| !valid_secret_id(name)) {
+        return Err(RequestError::SecretId(r.build_id, name.clone()));
+    }
     Ok(BuildRequest {
         id: r.build_id,
         source: GitSource {
@@ -73,6 +87,7 @@ pub fn parse_start(r: pb::StartBuildRequest) -> Result<BuildRequest, RequestErro
         },
         image: r.image,
         build_args,
+        secrets,
         cache_ref: r.cache_ref,
         timeout: Duration::from_secs(u64::from(r.timeout_seconds)),
         memory_limit_bytes: r.memory_limit_bytes,
@@ -190,6 +205,12 @@ mod tests {
                 "{image}"
             );
         }
+        let mut r = req();
+        r.secrets.insert("../x".into(), "v".into());
+        assert_eq!(
+            parse_start(r).unwrap_err().to_string(),
+            "build dep-1: secret id \"../x\" is invalid: use 1-128 characters of a-z, A-Z, 0-9, '.', '_', '-'"
+        );
         let mut r = req();
         r.memory_limit_bytes = 1 << 20;
         let err = parse_start(r).unwrap_err().to_string();
