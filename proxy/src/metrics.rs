@@ -2,18 +2,20 @@
 //! in the Prometheus text format by the crate.
 //!
 //! Each upstream set holds its service's [`ServiceMetrics`] (handles into the families), so no
-//! map is consulted per request.
+//! map is consulted per request, and recording a request takes no lock: the latency histogram
+//! is [`LatencyHistogram`], atomics encoded by prometheus-client (its own `Histogram` takes a
+//! mutex on every observation).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Upper bounds of the latency histogram, in seconds.
@@ -27,15 +29,59 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 type RequestLabels = [(&'static str, String); 2];
 type ServiceLabel = [(&'static str, String); 1];
 
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
+/// A histogram of durations over [`LATENCY_BUCKETS`], kept in atomics: an observation is two
+/// relaxed additions (its bucket and the sum), with no lock. Clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct LatencyHistogram(Arc<LatencyCounts>);
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        // The count is the buckets' total, so the two always agree in one scrape.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// One service's request counters (by status class) and latency histogram.
 #[derive(Debug)]
 pub struct ServiceMetrics {
     by_class: [Counter; 5],
-    latency: Histogram,
+    latency: LatencyHistogram,
 }
 
 /// Counters of their own, outside any family (for tests of what holds them).
@@ -43,7 +89,7 @@ impl Default for ServiceMetrics {
     fn default() -> Self {
         Self {
             by_class: Default::default(),
-            latency: latency_histogram(),
+            latency: LatencyHistogram::default(),
         }
     }
 }
@@ -51,7 +97,7 @@ impl Default for ServiceMetrics {
 impl ServiceMetrics {
     pub fn record(&self, status: u16, latency: Duration) {
         self.by_class[usize::from((status / 100).clamp(1, 5)) - 1].inc();
-        self.latency.observe(latency.as_secs_f64());
+        self.latency.observe(latency);
     }
 }
 
@@ -59,7 +105,7 @@ impl ServiceMetrics {
 #[derive(Debug)]
 struct ServiceFamilies {
     requests: Family<RequestLabels, Counter>,
-    durations: Family<ServiceLabel, Histogram, fn() -> Histogram>,
+    durations: Family<ServiceLabel, LatencyHistogram>,
 }
 
 impl ServiceFamilies {
@@ -103,7 +149,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let families = ServiceFamilies {
             requests: Family::default(),
-            durations: Family::new_with_constructor(latency_histogram),
+            durations: Family::default(),
         };
         let unrouted = families.service("");
         Self {
