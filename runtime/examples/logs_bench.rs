@@ -45,6 +45,7 @@ fn spec(registry: &str, round: u64, lines: u64) -> DeploySpec {
             service_name: "logs".into(),
             deployment_id: format!("{}-{round}", stackpad_tests::unique_name("dep")),
             service_type: 2,
+            environment_name: "production".into(),
         },
         image: format!("{registry}/stackpad/busybox:1"),
         command: vec!["sh".into(), "-c".into(), script],

@@ -80,6 +80,9 @@ async fn probe_once(ip: Ipv4Addr, probe: &Probe) -> Result<(), String> {
                 .map(|_| ())
                 .map_err(|e| format!("tcp connect {addr}: {e}"))
         }
+        Probe::Exec { .. } => {
+            Err("an exec probe runs inside the container, not over the network".into())
+        }
         Probe::Http { path, port } => {
             let addr = SocketAddr::from((ip, *port as u16));
             let mut s = TcpStream::connect(addr)

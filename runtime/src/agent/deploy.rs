@@ -80,9 +80,10 @@ impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
                 .await?;
             Ok::<_, RuntimeError>((pulled, rootfs, id_map))
         };
+        let host_names = w.host_names();
         let attach = self
             .networks
-            .attach(&id, &w.project_id, &w.environment_id, &w.service_name);
+            .attach(&id, &w.project_id, &w.environment_id, &host_names);
         let (record, endpoint) = tokio::join!(record, attach);
         let prepared = started.elapsed();
         let created = match (record, endpoint) {

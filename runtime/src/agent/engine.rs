@@ -5,6 +5,7 @@
 //! (`runtime/tests/`).
 
 use std::future::Future;
+use std::time::Duration;
 
 use containerd_client::services::v1::{Container, GetContainerRequest, ListContainersRequest};
 use containerd_client::types::Mount;
@@ -72,6 +73,14 @@ pub trait ContainerEngine: Send + Sync + std::fmt::Debug + 'static {
     fn kill_and_delete(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
     /// Whether the container's last task was killed for running out of memory.
     fn oom_killed(&self, id: &str) -> bool;
+    /// Runs `command` inside the running container as its health probe (`agent::exec`: in
+    /// its namespaces, as its user, with its environment); `Err` says what was seen.
+    fn exec_probe(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> impl Future<Output = std::result::Result<(), String>> + Send;
 }
 
 /// The engine the node runs: containerd over its socket, in the agent's namespace, with the
@@ -191,5 +200,19 @@ impl ContainerEngine for ContainerdEngine {
 
     fn oom_killed(&self, id: &str) -> bool {
         task::oom_killed(self.containerd.namespace(), id)
+    }
+
+    async fn exec_probe(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> std::result::Result<(), String> {
+        let pid = match task::task_state(&self.containerd, id).await {
+            Ok(TaskState::Running { pid }) => pid,
+            Ok(other) => return Err(format!("the container's task is not running ({other:?})")),
+            Err(e) => return Err(e.to_string()),
+        };
+        super::exec::probe(&self.containerd, id, pid, command, timeout).await
     }
 }

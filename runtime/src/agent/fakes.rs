@@ -321,6 +321,17 @@ impl ContainerEngine for FakeEngine {
     fn oom_killed(&self, _id: &str) -> bool {
         false
     }
+
+    /// Exec probes pass (their dispatch is what the agent tests look at; the real exec is
+    /// tested against containerd in runtime/tests/engines.rs).
+    async fn exec_probe(
+        &self,
+        _id: &str,
+        _command: &[String],
+        _timeout: std::time::Duration,
+    ) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// One call the agent made to the network.

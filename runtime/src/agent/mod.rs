@@ -6,6 +6,7 @@
 
 mod deploy;
 pub mod engine;
+pub mod exec;
 #[cfg(test)]
 mod fakes;
 mod lifecycle;

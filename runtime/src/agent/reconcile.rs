@@ -200,7 +200,7 @@ impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
                             let w = &spec.workload;
                             let ep = self
                                 .networks
-                                .attach(id, &w.project_id, &w.environment_id, &w.service_name)
+                                .attach(id, &w.project_id, &w.environment_id, &w.host_names())
                                 .await?;
                             entry.update(|s| s.ip = Some(ep.ip));
                         }

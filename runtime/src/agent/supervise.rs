@@ -141,7 +141,15 @@ impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
                 fast = Duration::from_millis(2);
             }
             let Some(ip) = s.ip else { return };
-            let result = self.networks.probe(ip, &h).await;
+            let result = match &h.probe {
+                crate::spec::Probe::Exec { command } => {
+                    let timeout = Duration::from_millis(u64::from(h.timeout_ms));
+                    self.engine
+                        .exec_probe(&s.container_id, command, timeout)
+                        .await
+                }
+                _ => self.networks.probe(ip, &h).await,
+            };
             let verdict = thresholds.observe(result.is_ok());
             let state = match verdict {
                 Verdict::Starting => State::Starting,

@@ -33,10 +33,11 @@ pub fn deploy_spec(req: pb::DeployRequest) -> Result<DeploySpec, RuntimeError> {
                     port: p.port,
                 },
                 Some(pb::health_check::Probe::Tcp(p)) => Probe::Tcp { port: p.port },
+                Some(pb::health_check::Probe::Exec(p)) => Probe::Exec { command: p.command },
                 None => {
                     return Err(RuntimeError::invalid(
                         "health_check",
-                        "needs an http or tcp probe",
+                        "needs an http, tcp or exec probe",
                     ));
                 }
             };
@@ -85,6 +86,7 @@ pub fn deploy_spec(req: pb::DeployRequest) -> Result<DeploySpec, RuntimeError> {
             service_name: w.service_name,
             deployment_id: w.deployment_id,
             service_type: w.service_type,
+            environment_name: w.environment_name,
         },
         image: req.image,
         command: req.command,
@@ -141,6 +143,7 @@ pub fn status(s: Status) -> pb::ContainerStatus {
             service_name: w.service_name,
             deployment_id: w.deployment_id,
             service_type: w.service_type,
+            environment_name: w.environment_name,
         }),
         image: s.spec.image,
         image_digest: s.image_digest,

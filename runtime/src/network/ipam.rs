@@ -132,7 +132,8 @@ impl IpamState {
         false
     }
 
-    /// The hosts-file lines of a network: `ip hostname` per lease.
+    /// The hosts-file lines of a network: `ip hostname` per lease (a lease's hostname may be
+    /// several names separated by spaces: the name and its aliases).
     pub fn hosts_file(&self, bridge: &str) -> String {
         let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
         if let Some(n) = self.networks.get(bridge) {

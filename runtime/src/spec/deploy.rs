@@ -19,6 +19,25 @@ pub struct Workload {
     pub deployment_id: String,
     /// `stackpad.node.v1.ServiceType` as a number.
     pub service_type: i32,
+    /// The environment's name: the container is also `<service_name>.<environment_name>.internal`
+    /// in its network's hosts file. Empty (and in records from before it) = no such alias.
+    #[serde(default)]
+    pub environment_name: String,
+}
+
+impl Workload {
+    /// The names the container has in its network's hosts file: the service's name, then
+    /// `<service>.<environment>.internal` when the environment is named (#14).
+    pub fn host_names(&self) -> String {
+        if self.environment_name.is_empty() {
+            self.service_name.clone()
+        } else {
+            format!(
+                "{0} {0}.{1}.internal",
+                self.service_name, self.environment_name
+            )
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,8 +64,17 @@ pub struct Resources {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Probe {
-    Http { path: String, port: u32 },
-    Tcp { port: u32 },
+    Http {
+        path: String,
+        port: u32,
+    },
+    Tcp {
+        port: u32,
+    },
+    /// A command run inside the container (`agent::exec`); exit 0 passes.
+    Exec {
+        command: Vec<String>,
+    },
 }
 
 /// A health check with its defaults applied.
@@ -222,6 +250,15 @@ impl DeploySpec {
                 ),
             ));
         }
+        if !w.environment_name.is_empty() && !is_dns_label(&w.environment_name) {
+            return Err(RuntimeError::invalid(
+                "workload.environment_name",
+                format!(
+                    "{:?} must be a DNS label (1-63 of [a-z0-9-]) or empty",
+                    w.environment_name
+                ),
+            ));
+        }
         if self.image.is_empty() {
             return Err(RuntimeError::invalid("image", "must not be empty"));
         }
@@ -305,6 +342,20 @@ impl DeploySpec {
                     }
                 }
                 Probe::Tcp { port } => check_port("health_check.tcp.port", *port)?,
+                Probe::Exec { command } => {
+                    if command.is_empty() || command.len() > 64 {
+                        return Err(RuntimeError::invalid(
+                            "health_check.exec.command",
+                            "needs 1 to 64 items",
+                        ));
+                    }
+                    if command.iter().any(|a| a.contains('\0') || a.len() > 4096) {
+                        return Err(RuntimeError::invalid(
+                            "health_check.exec.command",
+                            "items must be at most 4096 bytes without NUL",
+                        ));
+                    }
+                }
             }
             if h.interval_ms < 10 || h.timeout_ms < 10 {
                 return Err(RuntimeError::invalid(
@@ -389,6 +440,7 @@ pub(crate) mod tests {
                 service_name: "web".into(),
                 deployment_id: "d1".into(),
                 service_type: 1,
+                environment_name: "production".into(),
             },
             image: "127.0.0.1:5000/stackpad/busybox:1".into(),
             command: vec![],

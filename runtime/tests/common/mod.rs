@@ -151,6 +151,7 @@ impl TestNode {
                 service_name: service.into(),
                 deployment_id: stackpad_tests::unique_name("dep"),
                 service_type: 1,
+                environment_name: "production".into(),
             },
             image: self.image("busybox:1"),
             command: vec![

@@ -1,0 +1,97 @@
+//! A command run inside a running container: the health check of managed engines
+//! (`pg_isready`, `mariadb-admin ping`, `redis-cli ping`; #14). Exit status 0 passes; past
+//! its timeout the process is killed.
+//!
+//! Why not containerd's exec: runc 1.1 (this machine's 1.1.5) joins the container's user
+//! namespace before its network namespace, and the agent makes the network namespace in the
+//! host's user namespace (iproute2), so `setns` into it fails with EPERM ("error executing
+//! setns process"; runc#4390, fixed in runc 1.2). The agent instead runs `nsenter` as host
+//! root into the task's namespaces (user, mount, uts, ipc, net; root and working directory):
+//! nsenter joins the network namespace before giving up its host rights, then enters the user
+//! namespace as the container's user, with the container's environment, and execs the command
+//! from the container's filesystem. Not joined: the pid and cgroup namespaces (nsenter would
+//! fork and a timeout could not kill the command), so the probe is not charged to the
+//! container's cgroup, and it runs without the container's seccomp filter and capability
+//! bounding set. Only Stackpad's fixed engine probes use it: tenants cannot set exec probes
+//! (the API's health check has no such field).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use containerd_client::services::v1::GetContainerRequest;
+
+use crate::containerd::Containerd;
+
+/// Runs `argv` in container `id` (its task's pid `pid`); `Err` says what was seen.
+pub async fn probe(
+    c: &Containerd,
+    id: &str,
+    pid: u32,
+    argv: &[String],
+    timeout: Duration,
+) -> Result<(), String> {
+    if argv.is_empty() {
+        return Err("the exec probe has no command".into());
+    }
+    let process = process_spec(c, id).await?;
+    let uid = process["user"]["uid"].as_u64().unwrap_or(0);
+    let gid = process["user"]["gid"].as_u64().unwrap_or(0);
+    let mut cmd = tokio::process::Command::new("nsenter");
+    cmd.arg(format!("--target={pid}"))
+        .args(["--user", "--mount", "--uts", "--ipc", "--net"])
+        .args(["--root", "--wd"])
+        .arg(format!("--setuid={uid}"))
+        .arg(format!("--setgid={gid}"))
+        .arg("--")
+        .args(argv)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for pair in process["env"].as_array().into_iter().flatten() {
+        if let Some((k, v)) = pair.as_str().and_then(|p| p.split_once('=')) {
+            cmd.env(k, v);
+        }
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run nsenter: {e}"))?;
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => Err(format!(
+            "{} did not finish within {} ms",
+            argv[0],
+            timeout.as_millis()
+        )),
+        Ok(Err(e)) => Err(format!("waiting for {}: {e}", argv[0])),
+        Ok(Ok(out)) if out.status.success() => Ok(()),
+        Ok(Ok(out)) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let last = stderr.lines().last().unwrap_or("").trim();
+            let mut what = format!("{} exited with {}", argv[0], out.status);
+            if !last.is_empty() {
+                what.push_str(": ");
+                what.extend(last.chars().take(200));
+            }
+            Err(what)
+        }
+    }
+}
+
+/// The container's OCI process spec (user, env).
+async fn process_spec(c: &Containerd, id: &str) -> Result<serde_json::Value, String> {
+    let container = c
+        .containers()
+        .get(c.req(GetContainerRequest { id: id.to_owned() }))
+        .await
+        .map_err(|s| format!("containerd Containers.Get: {}", s.message()))?
+        .into_inner()
+        .container
+        .ok_or("containerd returned no container")?;
+    let spec = container.spec.ok_or("the container has no OCI spec")?;
+    let spec: serde_json::Value = serde_json::from_slice(&spec.value)
+        .map_err(|e| format!("the container's OCI spec is not JSON: {e}"))?;
+    spec.get("process")
+        .cloned()
+        .ok_or_else(|| "the container's OCI spec has no process".into())
+}
