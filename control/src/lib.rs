@@ -23,6 +23,7 @@ pub mod dashboard;
 pub mod domains;
 pub mod logretention;
 pub mod logsearch;
+pub mod managed;
 pub mod metrics;
 pub mod pipeline;
 pub mod schedule;

@@ -7,13 +7,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::{ApiResult, invalid};
+use super::error::{ApiError, ApiResult, invalid};
 use super::extract::{Body, Org, PageQuery, PathId, Query, idempotent};
 use super::service_spec::image_ref;
 use super::validate::parsed;
 use crate::store::NewDeployment;
 use tenant::git::{CommitSha, GitRef};
 use tenant::image::ImageRef;
+use uuid::Uuid;
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +51,15 @@ pub async fn create(
     let what = format!("POST /services/{service_id}/deployments");
     let response = idempotent(&state, org, &headers, &what, &req, || async {
         let service = state.store.service(org.id, service_id).await?;
+        if state.store.managed_engine(service_id).await?.is_some() {
+            if image.is_some() || git_ref.is_some() || git_commit.is_some() {
+                return Err(invalid(
+                    "image",
+                    "a managed service runs the image Stackpad picks for its engine",
+                ));
+            }
+            return Ok(json!(managed_deployment(&state, org.id, &service).await?));
+        }
         let new = match (&service.git_url, &image) {
             (_, Some(image)) => {
                 if git_ref.is_some() || git_commit.is_some() {
@@ -107,6 +117,34 @@ pub async fn create(
     .await?;
     state.wake.notify_waiters();
     Ok(response)
+}
+
+/// A deployment of a managed service: its engine image as stored (the platform's own, so not
+/// held to the organization's registry rules).
+async fn managed_deployment(
+    state: &AppState,
+    org: Uuid,
+    service: &crate::store::Service,
+) -> ApiResult<crate::store::Deployment> {
+    let image = service
+        .image
+        .as_deref()
+        .map(tenant::image::ImageRef::parse)
+        .transpose()
+        .map_err(|e| ApiError::Internal(format!("stored engine image: {e}")))?;
+    let new = NewDeployment {
+        image,
+        ..Default::default()
+    };
+    Ok(state.store.create_deployment(org, service.id, &new).await?)
+}
+
+/// Queues a deployment of a managed service (after its password was rotated).
+pub async fn redeploy(state: &AppState, org: Uuid, service_id: Uuid) -> ApiResult<Value> {
+    let service = state.store.service(org, service_id).await?;
+    let d = managed_deployment(state, org, &service).await?;
+    state.wake.notify_waiters();
+    Ok(json!(d))
 }
 
 pub async fn list(

@@ -140,6 +140,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/projects/{id}/services"),
     ("post", "/projects/{id}/services"),
     ("get", "/services/{id}"),
+    ("post", "/services/{id}/credentials/rotate"),
     ("patch", "/services/{id}"),
     ("delete", "/services/{id}"),
     ("patch", "/services/{id}/webhook"),
@@ -202,6 +203,10 @@ pub fn router(state: AppState) -> Router {
             get(services::get)
                 .patch(services::update)
                 .delete(services::delete),
+        )
+        .route(
+            "/services/{id}/credentials/rotate",
+            axum::routing::post(services::rotate_credentials),
         )
         .route(
             "/services/{id}/deployments",

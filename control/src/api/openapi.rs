@@ -156,6 +156,7 @@ pub fn document() -> Value {
                 "delete": op("Delete a service: its route, certificate permission and containers go first (409 while a deployment is in progress, 503 naming the daemon that did not answer; the service is then kept)", None, "204")
             },
             "/services/{id}/webhook": { "patch": op("Rotate a git service's webhook secret (owner): a generated one, or the one given (32 to 256 printable ASCII characters, 8 different at least); the old one stops working at once; the answer shows the secret, nothing shows it again", Some("RotateWebhookSecret"), "200") },
+            "/services/{id}/credentials/rotate": { "post": op("Rotate a managed database's or cache's generated password (owner): sealed at once, a deployment of the engine is queued (its entrypoint applies the new password at start); services referencing its variables (`${{ db.DATABASE_URL }}`) get it on their next deploy. 409 for a service without an engine", None, "200") },
             "/services/{id}/deployments": {
                 "get": op("List deployments, newest first (limit, after)", None, "200"),
                 "post": op("Queue a deployment from a git ref/commit or an image; Idempotency-Key", Some("CreateDeployment"), "201")
@@ -197,6 +198,7 @@ pub fn document() -> Value {
                 "CreateEnvironment": obj(&["name", "branch"], json!({ "name": name, "branch": git_ref })),
                 "CreateService": obj(&["name"], json!({
                     "name": name, "environment_id": uuid, "kind": { "enum": spellings(ServiceKind::ALL), "default": ServiceKind::default() },
+                    "engine": { "enum": spellings(::api::Engine::ALL), "description": "a managed service: postgres (15) or mariadb (10.11) for kind database, redis (7) for kind cache. Stackpad picks the image, port, probe and credentials (no image, git, command, args, port, health_check or domains); other services of the environment reach it at <service>.<environment>.internal and take its variables by reference: an env value `${{ <service>.DATABASE_URL }}` (postgres/mariadb: DATABASE_URL, PGHOST.. / MYSQL_HOST..; redis: REDIS_URL, REDIS_HOST, REDIS_PORT, REDIS_PASSWORD) is resolved at each deploy" },
                     "image": image, "git": git,
                     "build": build, "resources": resources, "health_check": health,
                     "port": int(spec::PORTS, Some(8080)), "replicas": int(spec::REPLICAS, Some(1)),

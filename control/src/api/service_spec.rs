@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-use ::api::ServiceKind;
+use ::api::{Engine, ServiceKind};
 use serde::{Deserialize, Serialize};
 use tenant::image::ImageRef;
 use tenant::path::{HealthPath, Subdirectory};
@@ -114,6 +114,7 @@ impl From<Health> for HealthCheck {
             path: h.path.map(|p| p.as_str().to_owned()),
             interval_ms: h.interval_ms,
             deadline_ms: h.deadline_ms,
+            exec: None,
         }
     }
 }
@@ -287,6 +288,10 @@ pub struct CreateService {
     pub environment_id: Option<Uuid>,
     #[serde(default = "web")]
     pub kind: String,
+    /// A managed database or cache (`crate::managed`): postgres or mariadb for `database`,
+    /// redis for `cache`. Stackpad then picks the image, port, probe and credentials.
+    #[serde(default)]
+    pub engine: Option<String>,
     #[serde(default)]
     pub image: Option<String>,
     #[serde(default)]
@@ -325,6 +330,8 @@ pub struct ServiceSpec {
     pub name: String,
     pub environment_id: Option<Uuid>,
     pub kind: ServiceKind,
+    /// Set for managed services (built by `crate::managed::spec::parse`).
+    pub engine: Option<Engine>,
     pub source: Source,
     pub build: BuildSettings,
     pub resources: Resources,
@@ -342,6 +349,12 @@ impl CreateService {
     pub fn parse(&self) -> ApiResult<ServiceSpec> {
         validate::name("name", &self.name)?;
         let kind = kind(&self.kind)?;
+        if self.engine.is_some() {
+            return Err(invalid(
+                "engine",
+                "a managed service is parsed by crate::managed::spec",
+            ));
+        }
         let source = Source::parse(self.image.as_deref(), self.git.as_ref())?;
         no_domains(&self.domains)?;
         let (env, secrets) = env_vars(&self.env, &self.secrets)?;
@@ -352,6 +365,7 @@ impl CreateService {
             name: self.name.clone(),
             environment_id: self.environment_id,
             kind,
+            engine: None,
             source,
             build: self.build.parse()?,
             resources: self.resources.parse()?,
@@ -378,16 +392,21 @@ impl ServiceSpec {
             Source::Image(image) => (Some(image), None, Subdirectory::default()),
             Source::Git { url, subdirectory } => (None, Some(url), subdirectory),
         };
+        let mut health_check = self.health.map(HealthCheck::from);
+        if let (Some(engine), Some(h)) = (self.engine, health_check.as_mut()) {
+            h.exec = Some(crate::managed::probe(engine));
+        }
         NewService {
             environment_id,
             name: self.name,
             kind: self.kind,
+            engine: self.engine,
             image,
             git_url,
             git_subdirectory,
             build: self.build,
             resources: self.resources,
-            health_check: self.health.map(HealthCheck::from),
+            health_check,
             port: self.port,
             replicas: self.replicas,
             domains: vec![],

@@ -24,8 +24,19 @@ async fn view(state: &AppState, org: Uuid, service: Service) -> ApiResult<Value>
         let verified = state.store.verified_domains(service.id).await?;
         hosts = service_hosts(&platform_host, &verified);
     }
+    let engine = state.store.managed_engine(service.id).await?;
     let mut v = json!(service);
     v["hosts"] = json!(hosts);
+    v["engine"] = json!(engine);
+    if let Some(engine) = engine {
+        // Where the other services of its environment reach it (no public host).
+        let environment = state.store.environment(org, service.environment_id).await?;
+        v["internal_host"] = json!(crate::managed::internal_host(
+            &service.name,
+            &environment.name
+        ));
+        v["engine_version"] = json!(engine.version());
+    }
     Ok(v)
 }
 
@@ -36,8 +47,13 @@ pub async fn create(
     headers: HeaderMap,
     Body(req): Body<CreateService>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let spec = req.parse()?;
+    let spec = match crate::managed::spec::engine(&req.kind, req.engine.as_deref())? {
+        Some(engine) => crate::managed::spec::parse(&req, engine, state.sources.registry())?,
+        None => req.parse()?,
+    };
     match &spec.source {
+        // The platform's own engine image, picked by Stackpad.
+        Source::Image(_) if spec.engine.is_some() => {}
         Source::Git { url, .. } => {
             let organization = state.store.organization(org.id).await?;
             state
@@ -121,6 +137,9 @@ pub async fn update(
     Body(req): Body<UpdateService>,
 ) -> ApiResult<Json<Value>> {
     let patch = req.parse()?;
+    if let Some(engine) = state.store.managed_engine(id).await? {
+        crate::managed::spec::check_patch(&req, engine)?;
+    }
     if let Some(image) = &patch.image {
         state.sources.check_image("image", org.id, image).await?;
     }
@@ -133,6 +152,31 @@ pub async fn update(
             other => ApiError::from(other),
         })?;
     Ok(Json(view(&state, org.id, service).await?))
+}
+
+/// `POST /services/{id}/credentials/rotate`: a new generated password for a managed database or
+/// cache. The engine applies it when it next starts (a deployment of it is queued here);
+/// services referencing its variables get it on their next deploy.
+pub async fn rotate_credentials(
+    State(state): State<AppState>,
+    org: Org,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    let engine = state
+        .store
+        .rotate_password(org.id, id)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(m) => ApiError::Conflict(m),
+            other => ApiError::from(other),
+        })?;
+    let deployment = super::deployments::redeploy(&state, org.id, id).await?;
+    Ok(Json(json!({
+        "engine": engine,
+        "rotated": true,
+        "deployment": deployment,
+        "note": "services referencing this service's variables get the new password on their next deploy",
+    })))
 }
 
 pub async fn delete(

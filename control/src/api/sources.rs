@@ -131,6 +131,11 @@ impl SourcePolicy {
         self
     }
 
+    /// The platform's registry (`host:port`): where managed engines' images are pulled from.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
     /// From `egress_deny`, `egress_allow`, `local_sources_organizations` and `dns_resolver`.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let hosts: Arc<dyn HostLookup> = match config.dns_resolver_address()? {

@@ -215,6 +215,7 @@ fn deploy_request(s: &ContainerSpec) -> n::DeployRequest {
             service_name: w.service_name.clone(),
             deployment_id: w.deployment_id.clone(),
             service_type: service_type(w.service_kind),
+            environment_name: w.environment_name.clone(),
         }),
         image: s.image.clone(),
         command: s.command.clone(),
@@ -232,6 +233,9 @@ fn deploy_request(s: &ContainerSpec) -> n::DeployRequest {
         }),
         health_check: s.health.as_ref().map(|h| n::HealthCheck {
             probe: Some(match &h.http_path {
+                _ if !h.exec.is_empty() => n::health_check::Probe::Exec(n::ExecProbe {
+                    command: h.exec.clone(),
+                }),
                 Some(path) => n::health_check::Probe::Http(n::HttpProbe {
                     path: path.clone(),
                     port: h.port,

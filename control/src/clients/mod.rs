@@ -95,6 +95,8 @@ pub struct Workload {
     pub service_name: String,
     pub deployment_id: String,
     pub service_kind: ServiceKind,
+    /// The environment's name: the container is also `<service>.<environment>.internal`.
+    pub environment_name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +106,8 @@ pub struct HealthProbe {
     pub port: u32,
     pub interval_ms: u32,
     pub deadline_ms: u32,
+    /// A command run inside the container instead (non-empty: an exec probe; exit 0 passes).
+    pub exec: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

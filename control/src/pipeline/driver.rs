@@ -456,6 +456,16 @@ impl<Q: DeploymentQueue> Driver<Q> {
         };
         let cpu = service.resources.cpu_millis;
         let mem = service.resources.memory_bytes;
+        let mut env = self.queue.service_env(service.id).await?;
+        // References to other services' variables (`${{ db.DATABASE_URL }}`) take their value
+        // now: a rotated password reaches this service at this deploy (crate::managed::refs).
+        let exports = self
+            .queue
+            .environment_exports(service.environment_id)
+            .await?;
+        if let Err(e) = crate::managed::refs::resolve_env(&mut env, &exports) {
+            return failed(e.to_string(), None);
+        }
         // Its own earlier pick if it has one (a resumed deployment asks the same node again).
         let node = match d.node_id {
             Some(node) => Some(self.queue.node(node).await?),
@@ -476,11 +486,13 @@ impl<Q: DeploymentQueue> Driver<Q> {
             );
         };
         self.queue.record_node(d.id, self.owner, node.id).await?;
-        let mut env = self.queue.service_env(service.id).await?;
         // What every container can know about itself.
         env.insert("STACKPAD_DEPLOYMENT_ID".into(), d.id.to_string());
         env.insert("STACKPAD_SERVICE".into(), service.name.clone());
         env.insert("PORT".into(), service.port.to_string());
+        if mem > 0 {
+            env.insert("STACKPAD_MEMORY_LIMIT_BYTES".into(), mem.to_string());
+        }
         let port = u32::try_from(service.port).unwrap_or(8080);
         let spec = ContainerSpec {
             workload: Workload {
@@ -491,6 +503,7 @@ impl<Q: DeploymentQueue> Driver<Q> {
                 service_name: service.name.clone(),
                 deployment_id: d.id.to_string(),
                 service_kind: service.kind,
+                environment_name: self.queue.environment_name(service.environment_id).await?,
             },
             image,
             command: service.command.clone(),
@@ -504,6 +517,7 @@ impl<Q: DeploymentQueue> Driver<Q> {
                 port,
                 interval_ms: h.interval_ms.unwrap_or(100),
                 deadline_ms: h.deadline_ms.unwrap_or(self.config.health_deadline_ms),
+                exec: h.exec.clone().unwrap_or_default(),
             }),
         };
         let node_client = self.clients.node.clone();
@@ -637,7 +651,6 @@ fn failure_with_tail(reason: &str, log: &Recorder) -> String {
         format!("{reason}\nlast lines of the build log:{tail}")
     }
 }
-
 
 #[cfg(test)]
 #[path = "driver_tests.rs"]

@@ -45,6 +45,18 @@ pub trait DeploymentQueue: Clone + Send + Sync + 'static {
     async fn organization_name(&self, id: Uuid) -> Result<String>;
     /// The service's env vars and secrets in clear, for its container.
     async fn service_env(&self, service: Uuid) -> Result<BTreeMap<String, String>>;
+    /// An environment's name (the `.internal` names of its services); empty by default.
+    async fn environment_name(&self, _environment: Uuid) -> Result<String> {
+        Ok(String::new())
+    }
+    /// What each service of an environment offers to `${{ service.VAR }}` references, by
+    /// service name (`crate::managed::refs`). None by default.
+    async fn environment_exports(
+        &self,
+        _environment: Uuid,
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+        Ok(BTreeMap::new())
+    }
     /// The service's proxy route as of now (platform host and verified custom domains).
     async fn service_route(
         &self,
@@ -113,6 +125,17 @@ impl DeploymentQueue for Store {
 
     async fn organization_name(&self, id: Uuid) -> Result<String> {
         Ok(self.organization(id).await?.name)
+    }
+
+    async fn environment_exports(
+        &self,
+        environment: Uuid,
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+        Store::environment_exports(self, environment).await
+    }
+
+    async fn environment_name(&self, environment: Uuid) -> Result<String> {
+        Store::environment_name(self, environment).await
     }
 
     async fn service_env(&self, service: Uuid) -> Result<BTreeMap<String, String>> {

@@ -5,6 +5,7 @@
 mod deployments;
 mod domains;
 mod idempotency;
+mod managed;
 mod models;
 mod nodes;
 mod orgs;

@@ -80,6 +80,10 @@ pub struct HealthCheck {
     /// How long the new version may take to become healthy.
     #[serde(default)]
     pub deadline_ms: Option<u32>,
+    /// A command run inside the container instead of an HTTP/TCP probe (managed engines:
+    /// `pg_isready`, `mariadb-admin ping`, `redis-cli ping`); exit 0 passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<Vec<String>>,
 }
 
 /// An env var as shown: secrets never leave the store in clear.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ::api::ServiceKind;
+use ::api::{Engine, ServiceKind};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -24,6 +24,8 @@ pub struct NewService {
     pub environment_id: Uuid,
     pub name: String,
     pub kind: ServiceKind,
+    /// A managed database or cache (`crate::managed`); recorded in `managed_services`.
+    pub engine: Option<Engine>,
     pub image: Option<ImageRef>,
     pub git_url: Option<SourceUrl>,
     pub git_subdirectory: Subdirectory,
@@ -96,7 +98,7 @@ pub fn source_text(url: &SourceUrl) -> String {
     }
 }
 
-fn env_aad(service_id: Uuid, name: &str) -> String {
+pub(super) fn env_aad(service_id: Uuid, name: &str) -> String {
     format!("service/{service_id}/env/{name}")
 }
 
@@ -143,6 +145,13 @@ impl Store {
                 StoreError::unique(e, || format!("service {:?} already exists", s.name))
             })?;
         self.write_env(&mut tx, id, &s.env, &s.secrets).await?;
+        if let Some(engine) = s.engine {
+            sqlx::query("INSERT INTO managed_services (service_id, engine) VALUES ($1, $2)")
+                .bind(id)
+                .bind(engine)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         let mut service = from_row(&row)?;
         service.env = self.env_view(id).await?;
