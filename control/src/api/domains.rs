@@ -13,7 +13,7 @@ use super::error::{ApiError, ApiResult, invalid};
 use super::extract::{Body, Org, PathDomain, PathId};
 use super::validate;
 use crate::domains::Expectation;
-use crate::domains::route::default_host;
+use crate::domains::route::platform_hosts;
 use crate::domains::verifier::VerifyError;
 use crate::store::CustomDomain;
 
@@ -80,8 +80,14 @@ pub async fn add(
             ),
         ));
     }
-    let project = state.store.project(org.id, service.project_id).await?;
-    let target = default_host(&service.name, &project.name, &state.apps_domain);
+    // The CNAME target: the service's primary platform host.
+    let target = platform_hosts(&state.store, org.id, &service, &state.apps_domain)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            ApiError::Internal(format!("web service {service_id} has no platform host"))
+        })?;
     let added = state
         .store
         .add_domain(org.id, service_id, &domain, &target)

@@ -13,16 +13,15 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, invalid};
 use super::extract::{Body, Org, PageQuery, PathId, Query, idempotent};
 use super::service_spec::{CreateService, Source, UpdateService};
-use crate::domains::route::{default_host, service_hosts};
+use crate::domains::route::service_route;
 use crate::store::Service;
 
 async fn view(state: &AppState, org: Uuid, service: Service) -> ApiResult<Value> {
-    let project = state.store.project(org, service.project_id).await?;
     let mut hosts = vec![];
     if service.kind == ServiceKind::Web {
-        let platform_host = default_host(&service.name, &project.name, &state.apps_domain);
-        let verified = state.store.verified_domains(service.id).await?;
-        hosts = service_hosts(&platform_host, &verified);
+        hosts = service_route(&state.store, org, &service, &state.apps_domain)
+            .await?
+            .hosts;
     }
     let engine = state.store.managed_engine(service.id).await?;
     let mut v = json!(service);

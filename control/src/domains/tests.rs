@@ -129,23 +129,3 @@ fn status_moves_and_routing_follows() {
         assert_eq!(DomainStatus::parse(s.as_str()), Some(s));
     }
 }
-
-#[test]
-fn a_service_lists_its_platform_host_first_then_each_verified_domain_once() {
-    let platform = route::default_host("Web", "Shop", "apps.example.net");
-    assert_eq!(platform, "web-shop.apps.example.net");
-    let verified = vec![
-        "shop.example.com".to_owned(),
-        platform.clone(),
-        "shop.example.com".to_owned(),
-        "www.example.com".to_owned(),
-    ];
-    assert_eq!(
-        route::service_hosts(&platform, &verified),
-        [
-            "web-shop.apps.example.net",
-            "shop.example.com",
-            "www.example.com"
-        ]
-    );
-}

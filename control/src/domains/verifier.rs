@@ -19,7 +19,7 @@ use crate::store::{CustomDomain, DomainCheck, Store, StoreError};
 /// What the verifier needs to know of the platform.
 #[derive(Debug, Clone, Default)]
 pub struct DomainSettings {
-    /// Platform hosts are `<service>-<project>.<apps_domain>`; custom domains CNAME to them.
+    /// Platform hosts are `<label>.<apps_domain>` (see `route`); custom domains CNAME to them.
     pub apps_domain: String,
     /// The proxy's public addresses, accepted as A/AAAA records; empty = CNAME only.
     pub ingress_ips: Vec<IpAddr>,

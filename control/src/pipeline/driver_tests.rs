@@ -108,7 +108,7 @@ async fn a_git_deployment_is_claimed_built_deployed_and_ready_with_each_transiti
                 image: "127.0.0.1:5000/acme/web@sha256:feed".into()
             },
             Call::UpsertRoute {
-                hosts: vec!["web-shop.stackpad.localhost".into()]
+                hosts: vec!["web-shop-acme.stackpad.localhost".into()]
             },
             Call::Switch {
                 address: "10.0.0.2:8080".into()

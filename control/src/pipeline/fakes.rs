@@ -301,13 +301,15 @@ impl DeploymentQueue for FakeQueue {
         service: &Service,
         apps_domain: &str,
     ) -> Result<RouteSpec> {
-        let host = crate::domains::route::default_host(&service.name, "shop", apps_domain);
-        Ok(crate::domains::route::route_spec(
-            organization,
-            service,
-            &host,
-            &[],
-        ))
+        use crate::domains::route::{HostNames, host, primary_label, route_spec};
+        let names = HostNames {
+            organization: "acme",
+            project: "shop",
+            environment: "production",
+            service: &service.name,
+        };
+        let host = host(&primary_label(&names), apps_domain);
+        Ok(route_spec(organization, service, &[host], &[]))
     }
 
     async fn node(&self, id: Uuid) -> Result<Node> {

@@ -4,6 +4,7 @@
 
 mod deployments;
 mod domains;
+mod hosts;
 mod idempotency;
 mod managed;
 mod models;
@@ -16,6 +17,7 @@ mod webhooks;
 
 pub use deployments::{Claimed, NewDeployment, Placement, StepData};
 pub use domains::{CustomDomain, DomainCheck};
+pub use hosts::HostNameParts;
 pub use models::*;
 pub use orgs::{NewToken, Role};
 pub use sessions::{NewSession, SESSION_LIFETIME_HOURS, Session, SessionOwner};

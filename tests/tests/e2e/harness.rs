@@ -44,7 +44,7 @@ pub struct Platform {
     /// `http://127.0.0.1:<port>`: the REST API.
     pub api: String,
     pub operator_token: String,
-    /// The apps domain: services answer at `<service>-<project>.<apps_domain>`.
+    /// The apps domain: services answer at `<service>-<project>-<org>.<apps_domain>`.
     pub apps_domain: String,
     /// The proxy's HTTPS listener.
     pub https: SocketAddr,
@@ -422,7 +422,7 @@ impl Platform {
     pub async fn git_service(
         &self,
         tenant: &Tenant,
-        (project_id, project): (&str, &str),
+        (project_id, _project): (&str, &str),
         name: &str,
         repo: &AppRepo,
     ) -> anyhow::Result<Service> {
@@ -444,7 +444,11 @@ impl Platform {
                 .as_str()
                 .context("a git service gets a webhook secret, shown once")?
                 .to_owned(),
-            host: self.host(name, project),
+            // The platform host the API shows (`<service>-<project>-<org>.<apps_domain>`).
+            host: service["hosts"][0]
+                .as_str()
+                .context("a web service shows its platform host")?
+                .to_owned(),
         })
     }
 
@@ -476,11 +480,6 @@ impl Platform {
             "deployment {id} ended ({now}) before it was {state}: {d}"
         );
         Ok(d)
-    }
-
-    /// The platform host of a service.
-    pub fn host(&self, service: &str, project: &str) -> String {
-        format!("{service}-{project}.{}", self.apps_domain)
     }
 
     /// GET `https://host/path` through the proxy, verifying the certificate against this
