@@ -10,10 +10,8 @@ use serde_json::{Value, json};
 
 use crate::link::{self, Link};
 use crate::output::Printer;
-use crate::resolve::{ProjectArgs, Resolver, ServiceArgs, ServiceRef};
-use crate::{
-    ApiClient, CliError, Environments, LinkArgs, Login, Projects, Services, Tokens, exit, files,
-};
+use crate::resolve::{Resolver, ServiceArgs, ServiceRef};
+use crate::{ApiClient, CliError, LinkArgs, Login, Projects, Services, Tokens, exit, files};
 
 /// What every command after login is given.
 pub struct Context<'a> {
@@ -161,7 +159,12 @@ pub fn unlink(dir: &Path, p: &mut Printer<'_, impl Write>) -> Result<i32, CliErr
 
 /// Asks to type `name` again unless `yes`; refuses without a terminal to ask on. `what` is
 /// shown, e.g. `service shop/production/web`.
-fn confirm(ctx: &Context<'_>, yes: bool, what: &str, name: &str) -> Result<(), CliError> {
+pub(crate) fn confirm(
+    ctx: &Context<'_>,
+    yes: bool,
+    what: &str,
+    name: &str,
+) -> Result<(), CliError> {
     if yes {
         return Ok(());
     }
@@ -227,61 +230,6 @@ pub async fn projects(
             ctx.api.delete(&format!("/projects/{}", project.id)).await?;
             p.line(format!("deleted project {} ({})", project.name, project.id));
             p.object(&json!({ "deleted": project, "services_deleted": services.len() }));
-        }
-    }
-    Ok(exit::OK)
-}
-
-pub async fn environments(
-    ctx: &Context<'_>,
-    cmd: Environments,
-    p: &mut Printer<'_, impl Write>,
-) -> Result<i32, CliError> {
-    match cmd {
-        Environments::List { project } => {
-            let project = ctx
-                .names
-                .project(&ProjectArgs {
-                    project,
-                    environment: None,
-                })
-                .await?;
-            let items = ctx.names.environments_of(&project).await?;
-            for e in &items {
-                p.line(format!(
-                    "{}  {}  {}",
-                    str_of(e, "id"),
-                    str_of(e, "name"),
-                    str_of(e, "branch")
-                ));
-            }
-            p.object(&json!(items));
-        }
-        Environments::Create {
-            name,
-            branch,
-            project,
-        } => {
-            let project = ctx
-                .names
-                .project(&ProjectArgs {
-                    project,
-                    environment: None,
-                })
-                .await?;
-            let v = ctx
-                .api
-                .post(
-                    &format!("/projects/{}/environments", project.id),
-                    &json!({ "name": name, "branch": branch }),
-                )
-                .await?;
-            p.line(format!(
-                "created environment {}/{name} deploying {branch} ({})",
-                project.name,
-                str_of(&v, "id")
-            ));
-            p.object(&v);
         }
     }
     Ok(exit::OK)
@@ -422,6 +370,51 @@ pub async fn webhook_rotate(
     ));
     p.line("  shown once: set it in the repository's webhook settings now");
     p.object(&v);
+    Ok(exit::OK)
+}
+
+/// The deliveries of the project (or of the service `--service` names), newest first.
+pub async fn webhook_deliveries(
+    ctx: &Context<'_>,
+    target: ServiceArgs,
+    limit: u32,
+    p: &mut Printer<'_, impl Write>,
+) -> Result<i32, CliError> {
+    let (project, filter) = if target.service.is_some() {
+        let s = ctx.names.service(&target).await?;
+        (s.project, format!("&service={}", s.service.id))
+    } else {
+        let project = ctx
+            .names
+            .project(&crate::resolve::ProjectArgs {
+                project: target.project,
+                environment: None,
+            })
+            .await?;
+        (project, String::new())
+    };
+    let v: Value = ctx
+        .api
+        .get(&format!(
+            "/projects/{}/webhook-deliveries?limit={limit}{filter}",
+            project.id
+        ))
+        .await?;
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        p.line(format!("no webhook deliveries to project {}", project.name));
+    }
+    for d in &items {
+        p.line(format!(
+            "{}  {}  {}  {}  {}",
+            str_of(d, "received_at"),
+            str_of(d, "service_name"),
+            str_of(d, "event"),
+            str_of(d, "outcome"),
+            str_of(d, "reason")
+        ));
+    }
+    p.object(&json!(items));
     Ok(exit::OK)
 }
 

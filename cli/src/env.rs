@@ -91,7 +91,8 @@ pub fn plan(
     Ok((env, secrets))
 }
 
-fn pairs(items: &[String]) -> Result<Vars, CliError> {
+/// `NAME=VALUE` items as a map; an item without `=` is a usage error naming it.
+pub(crate) fn pairs(items: &[String]) -> Result<Vars, CliError> {
     items
         .iter()
         .map(|kv| {

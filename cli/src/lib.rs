@@ -11,6 +11,7 @@ mod commands;
 mod deployments;
 mod domains;
 mod env;
+mod environments;
 pub mod error;
 pub mod files;
 pub mod link;
@@ -124,13 +125,16 @@ pub enum Command {
         after_help = "Examples:\n  stackpad projects list\n  stackpad projects create shop"
     )]
     Projects(Projects),
-    /// A project's environments (each deploys its own branch): list, create.
+    /// A project's environments (each deploys its own branch): list, show, create (a copy of
+    /// another with --from), set (branch, variables), delete.
     #[command(
         subcommand,
         after_help = "Examples:\n  stackpad environments list --project shop\n  \
-                      stackpad environments create staging --branch develop"
+                      stackpad environments create staging --branch develop --from production\n  \
+                      stackpad environments set staging MODE=staging\n  \
+                      stackpad environments delete staging --yes"
     )]
-    Environments(Environments),
+    Environments(environments::Environments),
     /// Services of a project: list, create, delete.
     #[command(
         subcommand,
@@ -153,7 +157,7 @@ pub enum Command {
                       stackpad env unset MODE"
     )]
     Env(env::Env),
-    /// A git service's webhook secret.
+    /// A git service's webhook secret, and the deliveries webhooks received.
     #[command(
         subcommand,
         after_help = "Example:\n  stackpad webhook rotate --service shop/web"
@@ -263,8 +267,10 @@ pub enum Command {
 pub enum DeploymentCommand {
     /// A deployment's build log, oldest line first; with --follow, new lines as the build
     /// prints them, until the deployment ends (exit 5 unless it ends ready).
-    #[command(after_help = "Examples:\n  stackpad deployments logs 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6\n  \
-                      stackpad deployments logs 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6 --follow --json")]
+    #[command(
+        after_help = "Examples:\n  stackpad deployments logs 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6\n  \
+                      stackpad deployments logs 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6 --follow --json"
+    )]
     Logs {
         /// The deployment's id (`stackpad deployments` lists them).
         deployment: String,
@@ -313,31 +319,6 @@ pub enum Projects {
         /// Do not ask (for scripts; without a terminal --yes is required).
         #[arg(long)]
         yes: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Environments {
-    /// The project's environments.
-    #[command(after_help = "Example:\n  stackpad environments list --project shop")]
-    List {
-        /// The project, by name or id (default: the linked directory's), e.g. `--project shop`.
-        #[arg(long, value_name = "PROJECT")]
-        project: Option<String>,
-    },
-    /// Create an environment that deploys a branch.
-    #[command(
-        after_help = "Example:\n  stackpad environments create staging --branch develop --project shop"
-    )]
-    Create {
-        /// Lower-case letters, digits and '-', starting with a letter, e.g. `staging`.
-        name: String,
-        /// The git branch it deploys, e.g. `--branch develop`.
-        #[arg(long)]
-        branch: String,
-        /// The project, by name or id (default: the linked directory's), e.g. `--project shop`.
-        #[arg(long, value_name = "PROJECT")]
-        project: Option<String>,
     },
 }
 
@@ -408,6 +389,19 @@ pub enum Webhook {
         /// `--secret "$(openssl rand -hex 32)"`.
         #[arg(long)]
         secret: Option<String>,
+    },
+    /// Recent deliveries to a project's webhooks (or one service's with --service), newest
+    /// first, and what became of each: deployed, ignored and why, refused and why.
+    #[command(
+        after_help = "Examples:\n  stackpad webhook deliveries --project shop\n  \
+                      stackpad webhook deliveries --service shop/web --limit 5"
+    )]
+    Deliveries {
+        #[command(flatten)]
+        target: ServiceArgs,
+        /// At most this many (1 to 200), e.g. `--limit 5`.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
     },
 }
 
@@ -507,10 +501,13 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
         Command::Domains(cmd) => domains::run(&ctx, cmd, &mut p).await,
         Command::Env(cmd) => env::run(&ctx, cmd, &mut p).await,
         Command::Projects(cmd) => commands::projects(&ctx, cmd, &mut p).await,
-        Command::Environments(cmd) => commands::environments(&ctx, cmd, &mut p).await,
+        Command::Environments(cmd) => environments::run(&ctx, cmd, &mut p).await,
         Command::Services(cmd) => commands::services(&ctx, cmd, &mut p).await,
         Command::Webhook(Webhook::Rotate { target, secret }) => {
             commands::webhook_rotate(&ctx, target, secret, &mut p).await
+        }
+        Command::Webhook(Webhook::Deliveries { target, limit }) => {
+            commands::webhook_deliveries(&ctx, target, limit, &mut p).await
         }
         Command::Tokens(cmd) => commands::tokens(&ctx, cmd, &mut p).await,
         Command::Deploy {

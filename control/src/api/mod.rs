@@ -8,6 +8,7 @@ mod build_logs;
 mod deployments;
 mod domains;
 mod edge;
+mod environments;
 pub mod error;
 pub mod extract;
 mod logs;
@@ -137,6 +138,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/projects/{id}/environments"),
     ("post", "/projects/{id}/environments"),
     ("get", "/environments/{id}"),
+    ("patch", "/environments/{id}"),
+    ("delete", "/environments/{id}"),
     ("get", "/projects/{id}/services"),
     ("post", "/projects/{id}/services"),
     ("get", "/services/{id}"),
@@ -144,6 +147,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("patch", "/services/{id}"),
     ("delete", "/services/{id}"),
     ("patch", "/services/{id}/webhook"),
+    ("get", "/projects/{id}/webhook-deliveries"),
     ("get", "/services/{id}/deployments"),
     ("post", "/services/{id}/deployments"),
     ("get", "/services/{id}/domains"),
@@ -191,9 +195,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/projects/{id}/environments",
-            get(projects::environments).post(projects::create_environment),
+            get(environments::list).post(environments::create),
         )
-        .route("/environments/{id}", get(projects::environment))
+        .route(
+            "/environments/{id}",
+            get(environments::get)
+                .patch(environments::update)
+                .delete(environments::delete),
+        )
         .route(
             "/projects/{id}/services",
             get(services::list).post(services::create),
@@ -233,6 +242,10 @@ pub fn router(state: AppState) -> Router {
         .route("/nodes", get(nodes::list).post(nodes::register))
         .route("/nodes/{id}/heartbeat", post(nodes::heartbeat))
         .route("/services/{id}/webhook", patch(webhooks::rotate))
+        .route(
+            "/projects/{id}/webhook-deliveries",
+            get(webhooks::deliveries),
+        )
         .route("/webhooks/github/{id}", post(webhooks::github))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn_with_state(

@@ -139,13 +139,20 @@ pub fn document() -> Value {
             },
             "/projects/{id}": {
                 "get": op("Get a project", None, "200"),
-                "delete": op("Delete a project and everything in it", None, "204")
+                "delete": op("Delete a project and everything in it: every service of every environment is taken off the proxy and the nodes first (409 while a deployment of one is on its way, 503 naming the daemon that did not answer: nothing is deleted then)", None, "204")
             },
             "/projects/{id}/environments": {
-                "get": op("List environments", None, "200"),
-                "post": op("Create an environment; Idempotency-Key", Some("CreateEnvironment"), "201")
+                "get": op("List environments, with their variables (secrets masked)", None, "200"),
+                "post": op("Create an environment; Idempotency-Key. With from (an environment of the project, by id or name) a copy: its services with their settings, variables and secrets, and its variables, env and secrets applied over them; never custom domains, deployments or hosts", Some("CreateEnvironment"), "201")
             },
-            "/environments/{id}": { "get": op("Get an environment", None, "200") },
+            "/projects/{id}/webhook-deliveries": {
+                "get": op(&format!("The project's recent webhook deliveries (the newest {keep} are kept), newest first: service, delivery id, event, outcome ({}), reason (why), the HTTP status answered and the deployment queued. Query: service (an id), limit (1..={keep}, default 50)", spellings(::api::WebhookOutcome::ALL).join(", "), keep = crate::store::DELIVERY_LOG_KEEP), None, "200")
+            },
+            "/environments/{id}": {
+                "get": op("Get an environment", None, "200"),
+                "patch": op("Change an environment's branch or variables (env and secrets set those names, unset removes names; the others are kept). Its variables go to every service in it, over the service's own of the same name, from the next deployment", Some("UpdateEnvironment"), "200"),
+                "delete": op("Delete an environment: every service is taken off the proxy and the nodes first, as a service delete does (409 while a deployment is on its way, and for the production environment)", None, "204")
+            },
             "/projects/{id}/services": {
                 "get": op("List services (limit, after)", None, "200"),
                 "post": op("Create a service; Idempotency-Key. A git service given no webhook_secret gets a generated one, shown once in this answer (webhook_secret) and never again (a replay of the Idempotency-Key does not show it; rotate with PATCH /services/{id}/webhook). A given webhook_secret must be 32 to 256 printable ASCII characters with 8 different at least", Some("CreateService"), "201")
@@ -195,7 +202,15 @@ pub fn document() -> Value {
                 "RotateWebhookSecret": obj(&[], json!({ "secret": s })),
                 "AddMember": obj(&["email", "role"], json!({ "email": s, "role": { "enum": spellings(MemberRole::ALL) } })),
                 "CreateProject": obj(&["name"], json!({ "name": name })),
-                "CreateEnvironment": obj(&["name", "branch"], json!({ "name": name, "branch": git_ref })),
+                "CreateEnvironment": obj(&["name", "branch"], json!({
+                    "name": name, "branch": git_ref,
+                    "from": { "type": "string", "description": "the environment to copy: an id or a name in the same project" },
+                    "env": env, "secrets": env
+                })),
+                "UpdateEnvironment": obj(&[], json!({
+                    "branch": git_ref, "env": env, "secrets": env,
+                    "unset": { "type": "array", "items": { "type": "string" } }
+                })),
                 "CreateService": obj(&["name"], json!({
                     "name": name, "environment_id": uuid, "kind": { "enum": spellings(ServiceKind::ALL), "default": ServiceKind::default() },
                     "engine": { "enum": spellings(::api::Engine::ALL), "description": "a managed service: postgres (15) or mariadb (10.11) for kind database, redis (7) for kind cache. Stackpad picks the image, port, probe and credentials (no image, git, command, args, port, health_check or domains); other services of the environment reach it at <service>.<environment>.internal and take its variables by reference: an env value `${{ <service>.DATABASE_URL }}` (postgres/mariadb: DATABASE_URL, PGHOST.. / MYSQL_HOST..; redis: REDIS_URL, REDIS_HOST, REDIS_PORT, REDIS_PASSWORD) is resolved at each deploy" },

@@ -1,4 +1,5 @@
-//! Projects and environments.
+//! Projects (their environments are in `environments.rs`). Deleting a project tears down
+//! every service of every environment first, as a service delete does.
 
 use axum::Json;
 use axum::extract::State;
@@ -11,7 +12,7 @@ use tenant::git::GitRef;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Org, PageQuery, PathId, Query, idempotent};
-use super::validate::{self, parsed};
+use super::validate;
 
 /// The branch a new project's production environment deploys.
 fn main_branch() -> ApiResult<GitRef> {
@@ -64,52 +65,9 @@ pub async fn delete(
     org: Org,
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
+    // Every service of every environment leaves the proxy and the nodes before the rows go.
+    let services = state.store.services_to_tear_down(org.id, id, None).await?;
+    super::environments::tear_down(&state, org.id, &services, "project").await?;
     state.store.delete_project(org.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateEnvironment {
-    pub name: String,
-    pub branch: String,
-}
-
-pub async fn create_environment(
-    State(state): State<AppState>,
-    org: Org,
-    PathId(project): PathId,
-    headers: HeaderMap,
-    Body(req): Body<CreateEnvironment>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    validate::name("name", &req.name)?;
-    let branch = parsed("branch", GitRef::parse(&req.branch))?;
-    let what = format!("POST /projects/{project}/environments");
-    idempotent(&state, org, &headers, &what, &req, || async {
-        Ok(json!(
-            state
-                .store
-                .create_environment(org.id, project, &req.name, &branch)
-                .await?
-        ))
-    })
-    .await
-}
-
-pub async fn environments(
-    State(state): State<AppState>,
-    org: Org,
-    PathId(project): PathId,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(
-        json!({ "items": state.store.environments(org.id, project).await? }),
-    ))
-}
-
-pub async fn environment(
-    State(state): State<AppState>,
-    org: Org,
-    PathId(id): PathId,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(state.store.environment(org.id, id).await?)))
 }

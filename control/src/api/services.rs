@@ -184,25 +184,8 @@ pub async fn delete(
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
     let service = state.store.service(org.id, id).await?;
-    if let Some((clients, grace_ms)) = &state.teardown {
-        use crate::pipeline::teardown::{TeardownError, tear_down};
-        tear_down(
-            &state.store,
-            clients,
-            &state.apps_domain,
-            org.id,
-            &service,
-            *grace_ms,
-        )
-        .await
-        .map_err(|e| match e {
-            TeardownError::Store(e) => ApiError::from(e),
-            TeardownError::InProgress(..) => ApiError::Conflict(e.to_string()),
-            TeardownError::Call { .. } => ApiError::Unavailable(format!(
-                "{e}; the service is kept, delete it again once that answers"
-            )),
-        })?;
-    }
+    super::environments::tear_down(&state, org.id, std::slice::from_ref(&service), "service")
+        .await?;
     state.store.delete_service(org.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,7 +4,9 @@
 //! delivery id inside [`REPLAY_WINDOW`] refused (409), unauthenticated calls rate-limited per
 //! service and source (429 + `Retry-After`) and never audited. A push to the environment's
 //! branch queues a deployment of its commit; the ref and commit are parsed with `tenant::git`
-//! first. The answer comes at once; the pipeline workers do the work.
+//! first. The answer comes at once; the pipeline workers do the work. Every delivery to a
+//! known service (signed or not, inside the rate limits) is logged with what became of it
+//! (deployed, ignored and why, refused and why): `GET /projects/{id}/webhook-deliveries`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -20,10 +22,11 @@ use tenant::git::{CommitSha, GitRef};
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, invalid};
-use super::extract::{Body, Org};
+use super::extract::{Body, Org, PathId, Query};
 use super::{AppState, AuditAs};
 use crate::crypto;
-use crate::store::{Delivery, NewDeployment};
+use crate::store::{DELIVERY_LOG_KEEP, Delivery, LoggedDelivery, NewDeployment};
+use ::api::WebhookOutcome;
 
 /// The same signed body under another delivery id inside this window is a replay.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -188,16 +191,100 @@ pub async fn github(
             return too_many(wait);
         }
         limiter.record(known, source, Instant::now());
+        if known.is_some() {
+            // Inside the limits: the owner sees that deliveries arrive but do not verify.
+            let refused = Err(ApiError::Unauthorized);
+            log(
+                &state,
+                service_id,
+                &headers,
+                &refused,
+                "the signature is missing or does not match the service's webhook secret",
+            )
+            .await;
+        }
         return ApiError::Unauthorized.into_response();
     };
-    let mut response = match process(&state, service_id, target, &headers, &body).await {
-        Ok(answer) => answer.into_response(),
+    let processed = process(&state, service_id, target, &headers, &body).await;
+    log(&state, service_id, &headers, &processed, "").await;
+    let mut response = match processed {
+        Ok(answer) => (answer.status, Json(answer.body)).into_response(),
         Err(e) => e.into_response(),
     };
     response.extensions_mut().insert(AuditAs {
         organization_id: target.organization_id,
     });
     response
+}
+
+/// What a processed delivery answers, and what became of it.
+#[derive(Debug)]
+struct Processed {
+    status: StatusCode,
+    /// `status` says what was done or why nothing was.
+    body: Value,
+    outcome: WebhookOutcome,
+    deployment: Option<Uuid>,
+}
+
+fn ignored(status: StatusCode, why: String) -> Processed {
+    Processed {
+        status,
+        body: json!({ "status": why }),
+        outcome: WebhookOutcome::Ignored,
+        deployment: None,
+    }
+}
+
+/// Writes what became of a delivery to the project's delivery log (a failure to write is
+/// logged, never the caller's error). `why` replaces an error's message when given.
+async fn log(
+    state: &AppState,
+    service_id: Uuid,
+    headers: &HeaderMap,
+    result: &ApiResult<Processed>,
+    why: &str,
+) {
+    let delivery_id = header(headers, "x-github-delivery").map(|d| truncated(d, 100));
+    let event = header(headers, "x-github-event").map(|e| truncated(e, 100));
+    let (outcome, reason, http_status, deployment_id) = match result {
+        Ok(p) => (
+            p.outcome,
+            p.body
+                .get("reason")
+                .or(p.body.get("status"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            p.status,
+            p.deployment,
+        ),
+        Err(e) => {
+            let reason = if why.is_empty() {
+                e.to_string()
+            } else {
+                why.to_owned()
+            };
+            (WebhookOutcome::Refused, reason, e.status(), None)
+        }
+    };
+    let entry = LoggedDelivery {
+        service_id,
+        delivery_id: delivery_id.as_deref(),
+        event: event.as_deref(),
+        outcome,
+        reason: &reason,
+        http_status: http_status.as_u16(),
+        deployment_id,
+    };
+    if let Err(e) = state.store.log_delivery(&entry).await {
+        tracing::error!(error = %e, %service_id, "logging a webhook delivery");
+    }
+}
+
+/// At most `max` characters of a header the caller chose.
+fn truncated(value: &str, max: usize) -> String {
+    value.chars().take(max).collect()
 }
 
 /// A delivery whose signature checked out.
@@ -207,7 +294,7 @@ async fn process(
     target: &crate::store::WebhookTarget,
     headers: &HeaderMap,
     body: &[u8],
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<Processed> {
     let delivery = header(headers, "x-github-delivery")
         .filter(|d| !d.is_empty() && d.len() <= 100)
         .ok_or_else(|| invalid("X-GitHub-Delivery", "missing or longer than 100 characters"))?;
@@ -219,10 +306,7 @@ async fn process(
     {
         Delivery::First => {}
         Delivery::DuplicateId => {
-            return Ok((
-                StatusCode::OK,
-                Json(json!({ "status": "duplicate delivery ignored" })),
-            ));
+            return Ok(ignored(StatusCode::OK, "duplicate delivery ignored".into()));
         }
         Delivery::ReplayedBody => {
             return Err(ApiError::Conflict(format!(
@@ -234,11 +318,11 @@ async fn process(
     }
     match header(headers, "x-github-event") {
         Some("push") => {}
-        Some("ping") => return Ok((StatusCode::OK, Json(json!({ "status": "pong" })))),
+        Some("ping") => return Ok(ignored(StatusCode::OK, "pong".into())),
         other => {
-            return Ok((
+            return Ok(ignored(
                 StatusCode::ACCEPTED,
-                Json(json!({ "status": format!("event {:?} ignored", other.unwrap_or("")) })),
+                format!("event {:?} ignored", other.unwrap_or("")),
             ));
         }
     }
@@ -249,10 +333,11 @@ async fn process(
     let branch = &target.branch;
     let to_branch = pushed.as_str().strip_prefix("refs/heads/") == Some(branch.as_str());
     if push.deleted || !to_branch || commit.as_str().chars().all(|c| c == '0') {
-        return Ok((
+        return Ok(ignored(
             StatusCode::ACCEPTED,
-            Json(
-                json!({ "status": format!("push to {} ignored: the environment deploys {branch}", pushed.as_str()) }),
+            format!(
+                "push to {} ignored: the environment deploys {branch}",
+                pushed.as_str()
             ),
         ));
     }
@@ -279,10 +364,40 @@ async fn process(
         }
     };
     state.wake.notify_waiters();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "status": d.state, "deployment_id": d.id })),
-    ))
+    Ok(Processed {
+        status: StatusCode::ACCEPTED,
+        body: json!({ "status": d.state, "deployment_id": d.id,
+            "reason": format!("push of {} to {branch} queued deployment {}", commit.as_str(), d.id) }),
+        outcome: WebhookOutcome::Deployed,
+        deployment: Some(d.id),
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesQuery {
+    /// Of this service only.
+    #[serde(default)]
+    pub service: Option<Uuid>,
+    /// At most this many, newest first (default 50, at most the kept [`DELIVERY_LOG_KEEP`]).
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// `GET /projects/{id}/webhook-deliveries`: the project's recent deliveries, newest first,
+/// each with its outcome (deployed, ignored, refused) and why.
+pub async fn deliveries(
+    State(state): State<AppState>,
+    org: Org,
+    PathId(project): PathId,
+    Query(q): Query<DeliveriesQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = super::validate::within("limit", q.limit.unwrap_or(50), 1..=DELIVERY_LOG_KEEP)?;
+    let items = state
+        .store
+        .delivery_log(org.id, project, q.service, limit)
+        .await?;
+    Ok(Json(json!({ "items": items })))
 }
 
 #[cfg(test)]

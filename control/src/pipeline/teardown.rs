@@ -2,7 +2,9 @@
 //! it and may no longer order certificates for its names, then every container any of its
 //! deployments left on a node is removed. A call that fails leaves the service in place
 //! (nothing half-deleted that a retry could not finish): the caller answers 503 and the
-//! delete can be repeated; every step is idempotent.
+//! delete can be repeated; every step is idempotent. Deleting an environment or a project
+//! tears down each of its services the same way ([`tear_down_all`]), after checking that none
+//! has a deployment on its way, so a refused delete touched nothing.
 
 use ::api::{DeploymentState, ServiceKind};
 use uuid::Uuid;
@@ -16,7 +18,7 @@ pub enum TeardownError {
     #[error("{0}")]
     Store(#[from] StoreError),
     /// A deployment of the service is still on its way; deleting under it would race it.
-    #[error("deployment {0} is {1}: cancel it or wait for it to finish, then delete the service")]
+    #[error("deployment {0} is {1}: cancel it or wait for it to finish, then delete again")]
     InProgress(Uuid, DeploymentState),
     #[error("{what}: {source}")]
     Call {
@@ -26,8 +28,34 @@ pub enum TeardownError {
     },
 }
 
-/// Takes `service` (of `org`) off the proxy and the nodes; the store rows are left to the caller.
-pub async fn tear_down(
+/// Takes every one of `services` (of `org`) off the proxy and the nodes, once none of them has
+/// a deployment on its way; the store rows are left to the caller.
+pub async fn tear_down_all(
+    store: &Store,
+    clients: &Clients,
+    apps_domain: &str,
+    org: Uuid,
+    services: &[Service],
+    grace_ms: u32,
+) -> Result<(), TeardownError> {
+    for service in services {
+        let deployments = store.service_deployment_nodes(service.id).await?;
+        if let Some(d) = deployments.iter().find(|d| {
+            matches!(
+                d.state,
+                DeploymentState::Queued | DeploymentState::Building | DeploymentState::Deploying
+            )
+        }) {
+            return Err(TeardownError::InProgress(d.id, d.state));
+        }
+    }
+    for service in services {
+        take_off(store, clients, apps_domain, org, service, grace_ms).await?;
+    }
+    Ok(())
+}
+
+async fn take_off(
     store: &Store,
     clients: &Clients,
     apps_domain: &str,
@@ -36,14 +64,6 @@ pub async fn tear_down(
     grace_ms: u32,
 ) -> Result<(), TeardownError> {
     let deployments = store.service_deployment_nodes(service.id).await?;
-    if let Some(d) = deployments.iter().find(|d| {
-        matches!(
-            d.state,
-            DeploymentState::Queued | DeploymentState::Building | DeploymentState::Deploying
-        )
-    }) {
-        return Err(TeardownError::InProgress(d.id, d.state));
-    }
     if service.kind == ServiceKind::Web
         && let Some(proxy) = &clients.proxy
     {

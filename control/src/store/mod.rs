@@ -4,6 +4,7 @@
 
 mod deployments;
 mod domains;
+mod environments;
 mod hosts;
 mod idempotency;
 mod managed;
@@ -17,12 +18,13 @@ mod webhooks;
 
 pub use deployments::{Claimed, NewDeployment, Placement, StepData};
 pub use domains::{CustomDomain, DomainCheck};
+pub use environments::VarChange;
 pub use hosts::HostNameParts;
 pub use models::*;
 pub use orgs::{NewToken, Role};
 pub use sessions::{NewSession, SESSION_LIFETIME_HOURS, Session, SessionOwner};
 pub use services::{NewService, ServicePatch, source_text};
-pub use webhooks::{Delivery, WebhookTarget};
+pub use webhooks::{DELIVERY_LOG_KEEP, Delivery, DeliveryEntry, LoggedDelivery, WebhookTarget};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use uuid::Uuid;

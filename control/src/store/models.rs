@@ -47,6 +47,8 @@ pub struct Environment {
     pub project_id: Uuid,
     pub name: String,
     pub branch: String,
+    /// The environment this one was copied from.
+    pub created_from: Option<Uuid>,
     pub created_at: DateTime<Utc>,
 }
 

@@ -1,9 +1,8 @@
-//! Projects and their environments.
+//! Projects (their environments are in `environments.rs`).
 
-use tenant::git::GitRef;
 use uuid::Uuid;
 
-use super::{Environment, Page, PageRequest, Project, Result, Store, StoreError, page};
+use super::{Page, PageRequest, Project, Result, Store, StoreError, page};
 
 impl Store {
     pub async fn create_project(&self, organization_id: Uuid, name: &str) -> Result<Project> {
@@ -54,54 +53,5 @@ impl Store {
             return Err(StoreError::not_found("project", id));
         }
         Ok(())
-    }
-
-    pub async fn create_environment(
-        &self,
-        organization_id: Uuid,
-        project_id: Uuid,
-        name: &str,
-        branch: &GitRef,
-    ) -> Result<Environment> {
-        self.project(organization_id, project_id).await?;
-        sqlx::query_as(
-            "INSERT INTO environments (id, organization_id, project_id, name, branch) VALUES ($1, $2, $3, $4, $5) \
-             RETURNING id, project_id, name, branch, created_at",
-        )
-        .bind(Uuid::new_v4())
-        .bind(organization_id)
-        .bind(project_id)
-        .bind(name)
-        .bind(branch.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| StoreError::unique(e, || format!("environment {name:?} already exists")))
-    }
-
-    pub async fn environment(&self, organization_id: Uuid, id: Uuid) -> Result<Environment> {
-        sqlx::query_as(
-            "SELECT id, project_id, name, branch, created_at FROM environments WHERE id = $1 AND organization_id = $2",
-        )
-        .bind(id)
-        .bind(organization_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::not_found("environment", id))
-    }
-
-    pub async fn environments(
-        &self,
-        organization_id: Uuid,
-        project_id: Uuid,
-    ) -> Result<Vec<Environment>> {
-        self.project(organization_id, project_id).await?;
-        Ok(sqlx::query_as(
-            "SELECT id, project_id, name, branch, created_at FROM environments \
-             WHERE project_id = $1 AND organization_id = $2 ORDER BY created_at, id",
-        )
-        .bind(project_id)
-        .bind(organization_id)
-        .fetch_all(&self.pool)
-        .await?)
     }
 }

@@ -98,7 +98,7 @@ pub fn source_text(url: &SourceUrl) -> String {
     }
 }
 
-pub(super) fn env_aad(service_id: Uuid, name: &str) -> String {
+pub(super) pub(super) fn env_aad(service_id: Uuid, name: &str) -> String {
     format!("service/{service_id}/env/{name}")
 }
 
@@ -186,10 +186,10 @@ impl Store {
         Ok(())
     }
 
-    /// Env vars decrypted, secrets masked.
+    /// The service's own env vars decrypted, secrets masked.
     async fn env_view(&self, service_id: Uuid) -> Result<BTreeMap<String, EnvVar>> {
         Ok(self
-            .service_env(service_id)
+            .own_env(service_id)
             .await?
             .into_iter()
             .map(|(name, (value, secret))| {
@@ -199,8 +199,15 @@ impl Store {
             .collect())
     }
 
-    /// Every env var and secret in clear, for the container (never for the API).
+    /// Every env var and secret in clear, for the container (never for the API): the
+    /// service's own, overridden by its environment's of the same name.
     pub async fn service_env(&self, service_id: Uuid) -> Result<BTreeMap<String, (String, bool)>> {
+        let mut vars = self.own_env(service_id).await?;
+        vars.extend(self.service_environment_vars(service_id).await?);
+        Ok(vars)
+    }
+
+    async fn own_env(&self, service_id: Uuid) -> Result<BTreeMap<String, (String, bool)>> {
         let rows: Vec<(String, Vec<u8>, bool)> = sqlx::query_as(
             "SELECT name, value_enc, secret FROM service_env WHERE service_id = $1 ORDER BY name",
         )

@@ -1,8 +1,12 @@
 //! Webhook state: a service's signing secret (sealed like env vars, replaced by rotation), the
-//! deliveries seen (dedup by delivery id) and the bodies seen inside the replay window.
+//! deliveries seen (dedup by delivery id), the bodies seen inside the replay window, and the
+//! log of recent deliveries per project with what became of each (shown to the user).
 
 use std::time::Duration;
 
+use ::api::WebhookOutcome;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::services::webhook_aad;
@@ -153,5 +157,93 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// How many deliveries a project keeps in its log (the newest).
+pub const DELIVERY_LOG_KEEP: i64 = 200;
+
+/// A delivery as logged for the user: what came and what became of it.
+#[derive(Debug, Clone)]
+pub struct LoggedDelivery<'a> {
+    pub service_id: Uuid,
+    pub delivery_id: Option<&'a str>,
+    pub event: Option<&'a str>,
+    pub outcome: WebhookOutcome,
+    pub reason: &'a str,
+    pub http_status: u16,
+    pub deployment_id: Option<Uuid>,
+}
+
+/// A logged delivery as the API shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeliveryEntry {
+    pub id: i64,
+    pub service_id: Option<Uuid>,
+    pub service_name: String,
+    pub delivery_id: Option<String>,
+    pub event: Option<String>,
+    pub outcome: WebhookOutcome,
+    pub reason: String,
+    pub http_status: i32,
+    pub deployment_id: Option<Uuid>,
+    pub received_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Logs a delivery to a service (nothing when the service is gone) and keeps the newest
+    /// [`DELIVERY_LOG_KEEP`] of its project.
+    pub async fn log_delivery(&self, d: &LoggedDelivery<'_>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let project: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO webhook_delivery_log (organization_id, project_id, service_id, service_name, \
+             delivery_id, event, outcome, reason, http_status, deployment_id) \
+             SELECT organization_id, project_id, id, name, $2, $3, $4, $5, $6, $7 FROM services WHERE id = $1 \
+             RETURNING project_id",
+        )
+        .bind(d.service_id)
+        .bind(d.delivery_id)
+        .bind(d.event)
+        .bind(d.outcome)
+        .bind(d.reason)
+        .bind(i32::from(d.http_status))
+        .bind(d.deployment_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(project) = project {
+            sqlx::query(
+                "DELETE FROM webhook_delivery_log WHERE project_id = $1 AND id <= \
+                 (SELECT id FROM webhook_delivery_log WHERE project_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)",
+            )
+            .bind(project)
+            .bind(DELIVERY_LOG_KEEP)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A project's logged deliveries, newest first; of one service when `service` is given.
+    pub async fn delivery_log(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+        service: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryEntry>> {
+        self.project(organization_id, project_id).await?;
+        Ok(sqlx::query_as(
+            "SELECT id, service_id, service_name, delivery_id, event, outcome, reason, http_status, \
+             deployment_id, received_at FROM webhook_delivery_log \
+             WHERE organization_id = $1 AND project_id = $2 AND ($3::uuid IS NULL OR service_id = $3) \
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(organization_id)
+        .bind(project_id)
+        .bind(service)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

@@ -1,0 +1,330 @@
+//! Environments of a project: their branch, their variables (sealed like a service's, given to
+//! every service in the environment over the service's own of the same name), copies of
+//! another environment (its services, their settings, variables and secrets, re-sealed for
+//! the copy; never its custom domains, deployments or hosts), and their removal.
+
+use std::collections::BTreeMap;
+
+use sqlx::PgConnection;
+use tenant::git::GitRef;
+use uuid::Uuid;
+
+use super::services::{env_aad, webhook_aad};
+use super::{EnvVar, Environment, Result, Service, Store, StoreError};
+
+const COLUMNS: &str = "id, project_id, name, branch, created_from, created_at";
+
+/// Variables to change: `set` (name -> value, secret) replaces those names, `unset` removes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VarChange {
+    pub set: BTreeMap<String, (String, bool)>,
+    pub unset: Vec<String>,
+}
+
+fn environment_aad(environment_id: Uuid, name: &str) -> String {
+    format!("environment/{environment_id}/env/{name}")
+}
+
+impl Store {
+    pub async fn create_environment(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+        name: &str,
+        branch: &GitRef,
+    ) -> Result<Environment> {
+        self.new_environment(
+            organization_id,
+            project_id,
+            name,
+            branch,
+            None,
+            &VarChange::default(),
+        )
+        .await
+    }
+
+    /// A new environment, a copy of `from` (an environment of the same project) when given,
+    /// with `vars` applied over the copied variables; all in one transaction.
+    pub async fn new_environment(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+        name: &str,
+        branch: &GitRef,
+        from: Option<Uuid>,
+        vars: &VarChange,
+    ) -> Result<Environment> {
+        self.project(organization_id, project_id).await?;
+        if let Some(from) = from {
+            let template = self.environment(organization_id, from).await?;
+            if template.project_id != project_id {
+                return Err(StoreError::Conflict(format!(
+                    "environment {from} belongs to another project"
+                )));
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "INSERT INTO environments (id, organization_id, project_id, name, branch, created_from) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+        );
+        let env: Environment = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(Uuid::new_v4())
+            .bind(organization_id)
+            .bind(project_id)
+            .bind(name)
+            .bind(branch.as_str())
+            .bind(from)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| {
+                StoreError::unique(e, || format!("environment {name:?} already exists"))
+            })?;
+        if let Some(from) = from {
+            let vars = self.environment_vars_in(&mut tx, from).await?;
+            self.change_vars(
+                &mut tx,
+                env.id,
+                &VarChange {
+                    set: vars,
+                    unset: vec![],
+                },
+            )
+            .await?;
+            self.copy_services(&mut tx, from, env.id).await?;
+        }
+        self.change_vars(&mut tx, env.id, vars).await?;
+        tx.commit().await?;
+        Ok(env)
+    }
+
+    /// Copies every service of `from` into `to`: every column (so settings added later are
+    /// copied too) but the id, the environment, custom domains and the serving deployment;
+    /// variables, secrets and the webhook secret re-sealed for the copy.
+    async fn copy_services(&self, tx: &mut PgConnection, from: Uuid, to: Uuid) -> Result<()> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM services WHERE environment_id = $1 ORDER BY created_at, id",
+        )
+        .bind(from)
+        .fetch_all(&mut *tx)
+        .await?;
+        for old in ids {
+            let new = Uuid::new_v4();
+            sqlx::query(
+                "INSERT INTO services SELECT (jsonb_populate_record(NULL::services, to_jsonb(s) \
+                 || jsonb_build_object('id', $2::uuid, 'environment_id', $3::uuid, 'domains', '{}'::text[], \
+                 'current_deployment_id', NULL, 'webhook_secret_enc', NULL, 'created_at', clock_timestamp()))).* \
+                 FROM services s WHERE s.id = $1",
+            )
+            .bind(old)
+            .bind(new)
+            .bind(to)
+            .execute(&mut *tx)
+            .await?;
+            let webhook: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT webhook_secret_enc FROM services WHERE id = $1")
+                    .bind(old)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if let Some(enc) = webhook {
+                let secret = self.secrets().open(&webhook_aad(old), &enc)?;
+                sqlx::query("UPDATE services SET webhook_secret_enc = $2 WHERE id = $1")
+                    .bind(new)
+                    .bind(self.secrets().seal(&webhook_aad(new), &secret))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let rows: Vec<(String, Vec<u8>, bool)> = sqlx::query_as(
+                "SELECT name, value_enc, secret FROM service_env WHERE service_id = $1",
+            )
+            .bind(old)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (name, enc, secret) in rows {
+                let value = self.secrets().open(&env_aad(old, &name), &enc)?;
+                sqlx::query(
+                    "INSERT INTO service_env (service_id, name, value_enc, secret) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(new)
+                .bind(&name)
+                .bind(self.secrets().seal(&env_aad(new, &name), &value))
+                .bind(secret)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn change_vars(
+        &self,
+        tx: &mut PgConnection,
+        env: Uuid,
+        change: &VarChange,
+    ) -> Result<()> {
+        for name in &change.unset {
+            sqlx::query("DELETE FROM environment_env WHERE environment_id = $1 AND name = $2")
+                .bind(env)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (name, (value, secret)) in &change.set {
+            sqlx::query(
+                "INSERT INTO environment_env (environment_id, name, value_enc, secret) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (environment_id, name) DO UPDATE SET value_enc = EXCLUDED.value_enc, secret = EXCLUDED.secret",
+            )
+            .bind(env)
+            .bind(name)
+            .bind(self.secrets().seal(&environment_aad(env, name), value))
+            .bind(secret)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn environment_vars_in(
+        &self,
+        conn: &mut PgConnection,
+        env: Uuid,
+    ) -> Result<BTreeMap<String, (String, bool)>> {
+        let rows: Vec<(String, Vec<u8>, bool)> = sqlx::query_as(
+            "SELECT name, value_enc, secret FROM environment_env WHERE environment_id = $1 ORDER BY name",
+        )
+        .bind(env)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.into_iter()
+            .map(|(name, enc, secret)| {
+                let value = self.secrets().open(&environment_aad(env, &name), &enc)?;
+                Ok((name, (value, secret)))
+            })
+            .collect()
+    }
+
+    /// An environment's variables in clear (for its services' containers, never the API).
+    pub async fn environment_vars(&self, env: Uuid) -> Result<BTreeMap<String, (String, bool)>> {
+        let mut conn = self.pool.acquire().await?;
+        self.environment_vars_in(&mut conn, env).await
+    }
+
+    /// An environment's variables as the API shows them: secrets masked.
+    pub async fn environment_vars_view(&self, env: Uuid) -> Result<BTreeMap<String, EnvVar>> {
+        Ok(self
+            .environment_vars(env)
+            .await?
+            .into_iter()
+            .map(|(name, (value, secret))| {
+                let value = (!secret).then_some(value);
+                (name, EnvVar { value, secret })
+            })
+            .collect())
+    }
+
+    /// The variables of the environment `service_id` runs in.
+    pub async fn service_environment_vars(
+        &self,
+        service_id: Uuid,
+    ) -> Result<BTreeMap<String, (String, bool)>> {
+        let env: Option<Uuid> =
+            sqlx::query_scalar("SELECT environment_id FROM services WHERE id = $1")
+                .bind(service_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        match env {
+            Some(env) => self.environment_vars(env).await,
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Changes an environment's branch (when given) and variables.
+    pub async fn update_environment(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        branch: Option<&GitRef>,
+        vars: &VarChange,
+    ) -> Result<Environment> {
+        self.environment(organization_id, id).await?;
+        let mut tx = self.pool.begin().await?;
+        if let Some(branch) = branch {
+            sqlx::query(
+                "UPDATE environments SET branch = $3 WHERE id = $1 AND organization_id = $2",
+            )
+            .bind(id)
+            .bind(organization_id)
+            .bind(branch.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        self.change_vars(&mut tx, id, vars).await?;
+        tx.commit().await?;
+        self.environment(organization_id, id).await
+    }
+
+    pub async fn environment(&self, organization_id: Uuid, id: Uuid) -> Result<Environment> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM environments WHERE id = $1 AND organization_id = $2");
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(organization_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("environment", id))
+    }
+
+    pub async fn environments(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+    ) -> Result<Vec<Environment>> {
+        self.project(organization_id, project_id).await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM environments WHERE project_id = $1 AND organization_id = $2 \
+             ORDER BY created_at, id"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(project_id)
+            .bind(organization_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Every service of an environment (`Some`) or of a whole project, for a teardown.
+    pub async fn services_to_tear_down(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+        environment_id: Option<Uuid>,
+    ) -> Result<Vec<Service>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM services WHERE organization_id = $1 AND project_id = $2 \
+             AND ($3::uuid IS NULL OR environment_id = $3) ORDER BY created_at, id",
+        )
+        .bind(organization_id)
+        .bind(project_id)
+        .bind(environment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut services = Vec::with_capacity(ids.len());
+        for id in ids {
+            services.push(self.service(organization_id, id).await?);
+        }
+        Ok(services)
+    }
+
+    /// Deletes an environment and, through the schema, its services and their deployments.
+    pub async fn delete_environment(&self, organization_id: Uuid, id: Uuid) -> Result<()> {
+        let done = sqlx::query("DELETE FROM environments WHERE id = $1 AND organization_id = $2")
+            .bind(id)
+            .bind(organization_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("environment", id));
+        }
+        Ok(())
+    }
+}
