@@ -90,6 +90,22 @@ pub fn pick_compute_node(
         .map(|n| n.id)
 }
 
+/// Where a container of a service goes: the node holding the service's volumes when it has one
+/// (the volumes live there; its old container is stopped before the new one starts, so its
+/// share frees first and room is not asked), else [`pick_compute_node`]. `None` when that node
+/// is not up.
+pub fn place_container(
+    nodes: &[ComputeNodeView],
+    cpu_millis: u64,
+    memory_bytes: u64,
+    volume_node: Option<Uuid>,
+) -> Option<Uuid> {
+    match volume_node {
+        Some(pinned) => nodes.iter().find(|n| n.id == pinned && n.up).map(|n| n.id),
+        None => pick_compute_node(nodes, cpu_millis, memory_bytes),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeartbeatView {
     pub id: Uuid,

@@ -4,6 +4,24 @@ fn id(n: u128) -> Uuid {
     Uuid::from_u128(n)
 }
 
+#[test]
+fn a_service_with_volumes_goes_to_the_node_holding_them_or_nowhere() {
+    let nodes = [
+        compute(1, (4000, 0), (8 << 30, 0), 0),
+        compute(2, (4000, 4000), (8 << 30, 8 << 30), 1),
+    ];
+    assert_eq!(place_container(&nodes, 500, 1 << 30, None), Some(id(1)));
+    // Full, but the old container's share frees before the new one starts.
+    assert_eq!(
+        place_container(&nodes, 500, 1 << 30, Some(id(2))),
+        Some(id(2))
+    );
+    let mut down = nodes.clone();
+    down[1].up = false;
+    assert_eq!(place_container(&down, 500, 1 << 30, Some(id(2))), None);
+    assert_eq!(place_container(&nodes, 500, 1 << 30, Some(id(9))), None);
+}
+
 fn build(n: u128, running: u32, repo_builds: u32, last: Option<i64>) -> BuildNodeView {
     BuildNodeView {
         id: id(n),

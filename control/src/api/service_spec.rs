@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::error::{ApiResult, invalid};
 use super::validate::{self, parsed, within};
-use crate::store::{BuildSettings, HealthCheck, NewService, Resources, ServicePatch};
+use crate::store::{BuildSettings, HealthCheck, NewService, Resources, ServicePatch, Volume};
 
 pub const PORTS: RangeInclusive<u32> = 1..=65535;
 pub const REPLICAS: RangeInclusive<u32> = 1..=20;
@@ -124,10 +124,10 @@ impl From<Health> for HealthCheck {
 pub struct BuildInput {
     #[serde(default)]
     pub build_args: BTreeMap<String, String>,
-    #[serde(default)]
     /// Names of the service's secrets offered to the build as BuildKit secrets.
     #[serde(default)]
     pub secrets: Vec<String>,
+    #[serde(default)]
     pub timeout_seconds: Option<u64>,
 }
 
@@ -143,7 +143,6 @@ impl BuildInput {
             validate::env_name("build.build_args", name)?;
             validate::text(&format!("build.build_args.{name}"), value, MAX_ENV_VALUE)?;
         }
-        Ok(BuildSettings {
         if self.secrets.len() > MAX_BUILD_ARGS {
             return Err(invalid(
                 "build.secrets",
@@ -162,9 +161,10 @@ impl BuildInput {
         let mut secrets = self.secrets.clone();
         secrets.sort();
         secrets.dedup();
+        Ok(BuildSettings {
             build_args: self.build_args.clone(),
-            timeout_seconds: self
             secrets,
+            timeout_seconds: self
                 .timeout_seconds
                 .map(|t| within("build.timeout_seconds", t, BUILD_TIMEOUT_SECONDS))
                 .transpose()?
@@ -318,6 +318,108 @@ pub struct CreateService {
     pub secrets: BTreeMap<String, String>,
     #[serde(default)]
     pub webhook_secret: Option<String>,
+    /// Persistent volumes (#14); a service with volumes deploys stop-old-then-start-new.
+    #[serde(default)]
+    pub volumes: Vec<VolumeInput>,
+}
+
+/// A volume as sent: `{"name": "data", "mount_path": "/var/lib/data", "size_bytes": 1073741824}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeInput {
+    pub name: String,
+    pub mount_path: String,
+    pub size_bytes: u64,
+}
+
+/// Volumes one service may have, and the sizes one may be (the node agent holds the same
+/// bounds: ext4 needs a few MiB of its own).
+pub const MAX_VOLUMES: usize = 8;
+pub const VOLUME_SIZE_BYTES: RangeInclusive<u64> = (16 << 20)..=(1 << 40);
+const MAX_MOUNT_PATH: usize = 1024;
+/// Where a volume may not be mounted: the kernel's and the platform's own mounts.
+const RESERVED_MOUNTS: &[&str] = &["/proc", "/sys", "/dev", "/etc/hosts"];
+
+/// Whether `path` is `dir` or inside it (both normalized absolute paths).
+fn is_under(path: &str, dir: &str) -> bool {
+    path == dir || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+}
+
+/// An absolute, normalized mount path (no `.`, `..`, `//`, trailing `/`), not `/`, not on
+/// the platform's mounts.
+fn mount_path(field: &str, path: &str) -> ApiResult<()> {
+    validate::text(field, path, MAX_MOUNT_PATH)?;
+    let shown = tenant::echo(path);
+    if !path.starts_with('/') || path == "/" {
+        return Err(invalid(
+            field,
+            format!("{shown} must be an absolute path other than /"),
+        ));
+    }
+    if path.chars().any(char::is_control)
+        || path[1..]
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        return Err(invalid(
+            field,
+            format!("{shown} must be a plain path (no . or .. parts, no // or trailing /)"),
+        ));
+    }
+    if let Some(r) = RESERVED_MOUNTS.iter().find(|r| is_under(path, r)) {
+        return Err(invalid(
+            field,
+            format!("{shown} is under {r}, which the platform mounts"),
+        ));
+    }
+    Ok(())
+}
+
+/// A service's volumes: each named (DNS label) once, at its own path, sized within bounds.
+pub fn volumes(given: &[VolumeInput]) -> ApiResult<Vec<Volume>> {
+    if given.len() > MAX_VOLUMES {
+        return Err(invalid(
+            "volumes",
+            format!("{} volumes: at most {MAX_VOLUMES}", given.len()),
+        ));
+    }
+    let mut out: Vec<Volume> = Vec::with_capacity(given.len());
+    for (i, v) in given.iter().enumerate() {
+        validate::name(&format!("volumes[{i}].name"), &v.name)?;
+        mount_path(&format!("volumes[{i}].mount_path"), &v.mount_path)?;
+        validate::within(
+            &format!("volumes[{i}].size_bytes"),
+            v.size_bytes,
+            VOLUME_SIZE_BYTES,
+        )?;
+        for other in &out {
+            if other.name == v.name {
+                return Err(invalid(
+                    &format!("volumes[{i}].name"),
+                    format!("{} is given twice", v.name),
+                ));
+            }
+            if is_under(&v.mount_path, &other.mount_path)
+                || is_under(&other.mount_path, &v.mount_path)
+            {
+                return Err(invalid(
+                    &format!("volumes[{i}].mount_path"),
+                    format!(
+                        "{} overlaps volume {} at {}",
+                        tenant::echo(&v.mount_path),
+                        other.name,
+                        other.mount_path
+                    ),
+                ));
+            }
+        }
+        out.push(Volume {
+            name: v.name.clone(),
+            mount_path: v.mount_path.clone(),
+            size_bytes: v.size_bytes,
+        });
+    }
+    Ok(out)
 }
 
 fn web() -> String {
@@ -343,6 +445,7 @@ pub struct ServiceSpec {
     pub env: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, String>,
     pub webhook_secret: Option<String>,
+    pub volumes: Vec<Volume>,
 }
 
 impl CreateService {
@@ -381,6 +484,7 @@ impl CreateService {
             env,
             secrets,
             webhook_secret: self.webhook_secret.clone(),
+            volumes: volumes(&self.volumes)?,
         })
     }
 }
@@ -415,6 +519,7 @@ impl ServiceSpec {
             env: self.env,
             secrets: self.secrets,
             webhook_secret: self.webhook_secret,
+            volumes: self.volumes,
         }
     }
 }

@@ -207,6 +207,15 @@ fn service_type(kind: ServiceKind) -> i32 {
 fn deploy_request(s: &ContainerSpec) -> n::DeployRequest {
     let w = &s.workload;
     n::DeployRequest {
+        volumes: s
+            .volumes
+            .iter()
+            .map(|v| n::Volume {
+                name: v.name.clone(),
+                mount_path: v.mount_path.clone(),
+                size_bytes: v.size_bytes,
+            })
+            .collect(),
         workload: Some(n::Workload {
             organization_id: w.organization_id.clone(),
             project_id: w.project_id.clone(),

@@ -122,6 +122,8 @@ pub struct ContainerSpec {
     pub cpu_millis: u32,
     pub memory_bytes: u64,
     pub health: Option<HealthProbe>,
+    /// The service's persistent volumes (mounted where the node holds them).
+    pub volumes: Vec<crate::store::Volume>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

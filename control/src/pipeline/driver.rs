@@ -11,7 +11,7 @@ use ::api::ServiceKind;
 use tenant::source::SourceUrl;
 use uuid::Uuid;
 
-use super::machine::{self, Action, Event, InvalidTransition, Phase, Transition};
+use super::machine::{self, Action, Event, InvalidTransition, Phase, Strategy, Transition};
 use super::queue::{self, DeploymentQueue};
 use crate::api::sources::SourcePolicy;
 use crate::buildlogs::{BuildLabels, BuildLogStore, FLUSH_EVERY, Recorder, Redactor};
@@ -466,17 +466,31 @@ impl<Q: DeploymentQueue> Driver<Q> {
         if let Err(e) = crate::managed::refs::resolve_env(&mut env, &exports) {
             return failed(e.to_string(), None);
         }
+        let strategy = machine::strategy(!service.volumes.is_empty());
+        // The volumes live on the node of the deployment this one replaces.
+        let volume_node = match d.previous_deployment_id {
+            Some(p) if strategy == Strategy::StopOldThenStart => {
+                self.queue.deployment(p).await?.node_id
+            }
+            _ => None,
+        };
         // Its own earlier pick if it has one (a resumed deployment asks the same node again).
         let node = match d.node_id {
             Some(node) => Some(self.queue.node(node).await?),
             None => {
                 let nodes = self.queue.compute_nodes(service.id).await?;
-                match crate::schedule::pick_compute_node(&nodes, cpu.into(), mem) {
+                match crate::schedule::place_container(&nodes, cpu.into(), mem, volume_node) {
                     Some(id) => Some(self.queue.node(id).await?),
                     None => None,
                 }
             }
         };
+        if let (None, Some(pinned)) = (&node, volume_node) {
+            return failed(
+                format!("node {pinned}, which holds the service's volumes, is not up"),
+                None,
+            );
+        }
         let Some(node) = node else {
             return failed(
                 format!(
@@ -506,6 +520,7 @@ impl<Q: DeploymentQueue> Driver<Q> {
                 environment_name: self.queue.environment_name(service.environment_id).await?,
             },
             image,
+            volumes: service.volumes.clone(),
             command: service.command.clone(),
             args: service.args.clone(),
             env,
@@ -520,6 +535,11 @@ impl<Q: DeploymentQueue> Driver<Q> {
                 exec: h.exec.clone().unwrap_or_default(),
             }),
         };
+        if strategy == Strategy::StopOldThenStart
+            && let Err(reason) = self.remove_previous(d).await?
+        {
+            return failed(reason, Some(node.id));
+        }
         let node_client = self.clients.node.clone();
         match self
             .retry(|| node_client.deploy(&node.address, &spec))
@@ -582,30 +602,31 @@ impl<Q: DeploymentQueue> Driver<Q> {
     }
 
     async fn stop_old(&self, d: &Deployment) -> Result<Step, DriverError> {
-        let done = Ok(Some((Event::OldStopped, StepData::default())));
+        let event = match self.remove_previous(d).await? {
+            Ok(()) => Event::OldStopped,
+            Err(reason) => Event::StopOldFailed { reason },
+        };
+        Ok(Some((event, StepData::default())))
+    }
+
+    /// Stops (SIGTERM, the grace period, SIGKILL) and removes the container of the deployment
+    /// this one replaces, if there is one; idempotent. The inner error says why it was not.
+    async fn remove_previous(&self, d: &Deployment) -> Result<Result<(), String>, DriverError> {
         let Some(previous) = d.previous_deployment_id.filter(|p| *p != d.id) else {
-            return done;
+            return Ok(Ok(()));
         };
         let previous = self.queue.deployment(previous).await?;
         let Some(node_id) = previous.node_id else {
-            return done;
+            return Ok(Ok(()));
         };
         let node = self.queue.node(node_id).await?;
         let node_client = self.clients.node.clone();
         let id = previous.id.to_string();
         let grace = self.config.stop_grace_ms;
-        match self
+        Ok(self
             .retry(|| node_client.remove_deployment(&node.address, &id, grace))
             .await
-        {
-            Ok(()) => done,
-            Err(e) => Ok(Some((
-                Event::StopOldFailed {
-                    reason: format!("old deployment {id} was not stopped: {e}"),
-                },
-                StepData::default(),
-            ))),
-        }
+            .map_err(|e| format!("old deployment {id} was not stopped: {e}")))
     }
 
     async fn remove_new(&self, d: &Deployment) -> Result<Step, DriverError> {
@@ -625,6 +646,16 @@ impl<Q: DeploymentQueue> Driver<Q> {
     }
 }
 
+/// A failed build's reason followed by the last lines it printed (redacted), if any.
+fn failure_with_tail(reason: &str, log: &Recorder) -> String {
+    let tail = log.tail();
+    if tail.is_empty() {
+        reason.to_owned()
+    } else {
+        format!("{reason}\nlast lines of the build log:{tail}")
+    }
+}
+
 /// Renews the lease every third of its length; once it is lost, waits forever (the transition
 /// that follows fails with `LeaseLost`).
 async fn renew_lease<Q: DeploymentQueue>(
@@ -640,15 +671,6 @@ async fn renew_lease<Q: DeploymentQueue>(
             Ok(false) => return std::future::pending().await,
             Err(e) => tracing::warn!(deployment = %id, error = %e, "renewing the lease failed"),
         }
-    }
-}
-/// A failed build's reason followed by the last lines it printed (redacted), if any.
-fn failure_with_tail(reason: &str, log: &Recorder) -> String {
-    let tail = log.tail();
-    if tail.is_empty() {
-        reason.to_owned()
-    } else {
-        format!("{reason}\nlast lines of the build log:{tail}")
     }
 }
 

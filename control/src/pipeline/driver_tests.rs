@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use super::*;
 use crate::api::sources::{SourcePolicy, SystemLookup};
 use crate::pipeline::fakes::{
-    Call, CallLog, FakeBuilder, FakeNode, FakeProxy, FakeQueue, Write, healthy_daemons, unreachable,
+    COMPUTE_NODE, Call, CallLog, FakeBuilder, FakeNode, FakeProxy, FakeQueue, Write,
+    healthy_daemons, unreachable,
 };
 
 fn driver(q: &FakeQueue, daemons: (FakeBuilder, FakeNode, FakeProxy)) -> Driver<FakeQueue> {
@@ -33,6 +34,45 @@ fn driver(q: &FakeQueue, daemons: (FakeBuilder, FakeNode, FakeProxy)) -> Driver<
         Arc::new(SystemLookup),
     );
     Driver::new(q.clone(), clients, config).with_sources(sources)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_with_volumes_stops_the_old_container_before_starting_the_new_on_its_node() {
+    for with_volume in [true, false] {
+        let (q, service) = FakeQueue::new();
+        if with_volume {
+            q.add_volume(service);
+        }
+        let old = q.serving(service);
+        let id = q.queue(service, Some("127.0.0.1:5000/acme/web:2"));
+        let log = CallLog::default();
+        let d = driver(&q, healthy_daemons(&log));
+        assert_eq!(d.drive(claim(&d).await).await.unwrap(), Phase::Ready);
+        let calls = calls(&log);
+        let old_removed = calls
+            .iter()
+            .position(|c| {
+                *c == Call::Remove {
+                    deployment: old.to_string(),
+                }
+            })
+            .expect("the old container is removed");
+        let deployed = calls
+            .iter()
+            .position(|c| matches!(c, Call::Deploy { .. }))
+            .expect("the new container is started");
+        let switched = calls
+            .iter()
+            .position(|c| matches!(c, Call::Switch { .. }))
+            .expect("traffic switched");
+        if with_volume {
+            assert!(old_removed < deployed, "stop old, then start: {calls:?}");
+        } else {
+            assert!(deployed < switched && switched < old_removed, "{calls:?}");
+        }
+        assert_eq!(q.deployment_now(id).node_id, Some(COMPUTE_NODE));
+        assert_eq!(q.deployment_now(id).previous_deployment_id, Some(old));
+    }
 }
 
 fn calls(log: &CallLog) -> Vec<Call> {

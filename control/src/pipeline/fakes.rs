@@ -18,7 +18,7 @@ use super::queue::DeploymentQueue;
 use crate::clients::*;
 use crate::schedule::{BuildNodeView, ComputeNodeView};
 use crate::store::{
-    BuildSettings, Deployment, Node, Resources, Result, Service, StepData, StoreError,
+    BuildSettings, Deployment, Node, Resources, Result, Service, StepData, StoreError, Volume,
 };
 
 /// A write the driver made through the queue, in order.
@@ -53,6 +53,8 @@ pub struct FakeQueue {
 }
 
 pub const ORG: Uuid = Uuid::from_u128(0x0a);
+/// The fake's one compute node.
+pub const COMPUTE_NODE: Uuid = Uuid::from_u128(0xc1);
 
 impl FakeQueue {
     /// A queue with one build node, one compute node and a web service of organization
@@ -110,6 +112,37 @@ impl FakeQueue {
             ready_at: None,
         };
         self.state.lock().unwrap().deployments.insert(id, d);
+        id
+    }
+
+    /// Gives the service a volume (#14).
+    pub fn add_volume(&self, service: Uuid) {
+        let mut s = self.state.lock().unwrap();
+        s.services
+            .get_mut(&service)
+            .unwrap()
+            .1
+            .volumes
+            .push(Volume {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                size_bytes: 1 << 30,
+            });
+    }
+
+    /// A ready deployment of the service on the compute node, serving it; its id.
+    pub fn serving(&self, service: Uuid) -> Uuid {
+        let id = self.queue(service, Some("127.0.0.1:5000/acme/web:1"));
+        let mut s = self.state.lock().unwrap();
+        let d = s.deployments.get_mut(&id).unwrap();
+        d.phase = Phase::Ready;
+        d.state = Phase::Ready.state();
+        d.node_id = Some(COMPUTE_NODE);
+        s.services
+            .get_mut(&service)
+            .unwrap()
+            .1
+            .current_deployment_id = Some(id);
         id
     }
 
@@ -178,6 +211,7 @@ fn web_service(id: Uuid) -> Service {
         command: vec![],
         args: vec![],
         env: BTreeMap::new(),
+        volumes: vec![],
         has_webhook_secret: false,
         current_deployment_id: None,
         created_at: Utc::now(),
@@ -234,6 +268,16 @@ impl DeploymentQueue for FakeQueue {
         let d = s.deployments.get_mut(&id).unwrap();
         if d.phase != from {
             return Err(StoreError::LeaseLost { deployment: id });
+        }
+        let service = d.service_id;
+        let serving = s
+            .services
+            .get(&service)
+            .and_then(|(_, v)| v.current_deployment_id);
+        let d = s.deployments.get_mut(&id).unwrap();
+        if from == Phase::Queued {
+            // As the store: the deployment replaces the one serving when it leaves the queue.
+            d.previous_deployment_id = serving;
         }
         let keep = |new: &Option<String>, old: &mut Option<String>| {
             if new.is_some() {

@@ -164,6 +164,25 @@ pub fn decide(phase: Phase, event: &Event) -> Result<Transition, InvalidTransiti
     Ok(t)
 }
 
+/// How a new version of a service replaces the running one (#14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Start the new container beside the old, switch traffic, then stop the old: no gap.
+    StartBesideThenSwitch,
+    /// Stop the old container (SIGTERM, its grace, SIGKILL), then start the new one on the same
+    /// node: two processes never write one volume. A gap of the old's stop plus the new's start.
+    StopOldThenStart,
+}
+
+/// The strategy of a service: stop-old-then-start-new when it has volumes.
+pub fn strategy(has_volumes: bool) -> Strategy {
+    if has_volumes {
+        Strategy::StopOldThenStart
+    } else {
+        Strategy::StartBesideThenSwitch
+    }
+}
+
 /// What a cancel request does to a deployment in `phase`; `claimed`: a worker holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cancel {

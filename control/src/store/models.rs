@@ -56,11 +56,11 @@ pub struct Environment {
 #[serde(deny_unknown_fields, default)]
 pub struct BuildSettings {
     pub build_args: BTreeMap<String, String>,
-    pub timeout_seconds: Option<u32>,
-}
     /// Names of the service's secrets the build gets as BuildKit secrets
     /// (`RUN --mount=type=secret,id=NAME`); never build arguments.
     pub secrets: Vec<String>,
+    pub timeout_seconds: Option<u32>,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -86,6 +86,16 @@ pub struct HealthCheck {
     /// `pg_isready`, `mariadb-admin ping`, `redis-cli ping`); exit 0 passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<Vec<String>>,
+}
+
+/// A persistent volume of a service (#14), as the API validated it: the node holding it
+/// mounts it at `mount_path` and enforces `size_bytes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    pub name: String,
+    pub mount_path: String,
+    pub size_bytes: u64,
 }
 
 /// An env var as shown: secrets never leave the store in clear.
@@ -115,6 +125,9 @@ pub struct Service {
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub env: BTreeMap<String, EnvVar>,
+    /// Persistent volumes: the service runs on the node holding them, one container at a
+    /// time (stop the old, then start the new).
+    pub volumes: Vec<Volume>,
     pub has_webhook_secret: bool,
     pub current_deployment_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     BuildSettings, EnvVar, HealthCheck, Page, PageRequest, Resources, Result, Service, Store,
-    StoreError, page,
+    StoreError, Volume, page,
 };
 
 /// A service to create; validated by the API before it gets here (the values a command line,
@@ -40,6 +40,7 @@ pub struct NewService {
     pub env: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, String>,
     pub webhook_secret: Option<String>,
+    pub volumes: Vec<Volume>,
 }
 
 /// Fields to change; `None` keeps the current value.
@@ -59,12 +60,13 @@ pub struct ServicePatch {
 
 const COLUMNS: &str = "id, project_id, environment_id, name, kind, image, git_url, git_subdirectory, build, \
     resources, health_check, port, replicas, domains, command, args, webhook_secret_enc IS NOT NULL AS has_webhook_secret, \
-    current_deployment_id, created_at";
+    volumes, current_deployment_id, created_at";
 
 pub(super) fn from_row(row: &PgRow) -> Result<Service> {
     let build: Json<BuildSettings> = row.try_get("build")?;
     let resources: Json<Resources> = row.try_get("resources")?;
     let health: Option<Json<HealthCheck>> = row.try_get("health_check")?;
+    let volumes: Json<Vec<Volume>> = row.try_get("volumes")?;
     Ok(Service {
         id: row.try_get("id")?,
         project_id: row.try_get("project_id")?,
@@ -83,6 +85,7 @@ pub(super) fn from_row(row: &PgRow) -> Result<Service> {
         command: row.try_get("command")?,
         args: row.try_get("args")?,
         env: BTreeMap::new(),
+        volumes: volumes.0,
         has_webhook_secret: row.try_get("has_webhook_secret")?,
         current_deployment_id: row.try_get("current_deployment_id")?,
         created_at: row.try_get("created_at")?,
@@ -98,7 +101,7 @@ pub fn source_text(url: &SourceUrl) -> String {
     }
 }
 
-pub(super) pub(super) fn env_aad(service_id: Uuid, name: &str) -> String {
+pub(super) fn env_aad(service_id: Uuid, name: &str) -> String {
     format!("service/{service_id}/env/{name}")
 }
 
@@ -113,8 +116,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "INSERT INTO services (id, organization_id, project_id, environment_id, name, kind, image, git_url, \
-             git_subdirectory, build, resources, health_check, port, replicas, domains, webhook_secret_enc, command, args) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING {COLUMNS}"
+             git_subdirectory, build, resources, health_check, port, replicas, domains, webhook_secret_enc, command, args, volumes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING {COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
@@ -139,6 +142,7 @@ impl Store {
             )
             .bind(&s.command)
             .bind(&s.args)
+            .bind(Json(&s.volumes))
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| {

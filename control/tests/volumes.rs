@@ -1,0 +1,155 @@
+//! Service volumes (#14) through the API on a real PostgreSQL: stored and shown as given,
+//! refused with the field named (and nothing stored) when they are bad, and sent to the node
+//! agent with every deployment of the service (the real tonic client against an in-process
+//! node agent).
+
+mod common;
+
+use std::time::Duration;
+
+use common::grpc_fakes::Daemons;
+use common::{Harness, fake_clients, fakes::Fakes};
+use serde_json::{Value, json};
+
+const PROXY_TOKEN: &str = "proxy-admin-token";
+
+fn volume(name: &str, path: &str, size: u64) -> Value {
+    json!({ "name": name, "mount_path": path, "size_bytes": size })
+}
+
+async fn services(h: &Harness) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM services")
+        .fetch_one(&h.store().pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn volumes_are_stored_and_bad_ones_are_refused_by_field() -> anyhow::Result<()> {
+    let h = Harness::start(fake_clients(&Fakes::new())).await?;
+    let (_, t) = h.org("vol-a").await;
+    let data = volume("data", "/var/lib/data", 1 << 30);
+    let (pid, id) = h
+        .service(
+            &t,
+            json!({ "name": "db", "kind": "database", "image": "o/db:1", "volumes": [data] }),
+        )
+        .await;
+    let (status, v) = h.call("GET", &format!("/services/{id}"), &t, None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["volumes"], json!([data]), "{v}");
+
+    let path = format!("/projects/{pid}/services");
+    let gib = 1u64 << 30;
+    let many: Vec<Value> = (0..9)
+        .map(|i| volume(&format!("v{i}"), &format!("/v{i}"), gib))
+        .collect();
+    let cases = [
+        (
+            json!([volume("data", "data", gib)]),
+            "volumes[0].mount_path",
+        ),
+        (
+            json!([volume("data", "/srv/../etc", gib)]),
+            "volumes[0].mount_path",
+        ),
+        (
+            json!([volume("data", "/proc/self", gib)]),
+            "volumes[0].mount_path",
+        ),
+        (
+            json!([volume("data", "/dev", gib)]),
+            "volumes[0].mount_path",
+        ),
+        (json!([volume("data", "/", gib)]), "volumes[0].mount_path"),
+        (
+            json!([volume("data", "/srv//x", gib)]),
+            "volumes[0].mount_path",
+        ),
+        (
+            json!([volume("data", "/data", 1 << 20)]),
+            "volumes[0].size_bytes",
+        ),
+        (
+            json!([volume("data", "/data", 4 << 40)]),
+            "volumes[0].size_bytes",
+        ),
+        (json!([volume("Data_1", "/data", gib)]), "volumes[0].name"),
+        (
+            json!([volume("a", "/data", gib), volume("a", "/other", gib)]),
+            "volumes[1].name",
+        ),
+        (
+            json!([volume("a", "/data", gib), volume("b", "/data/sub", gib)]),
+            "volumes[1].mount_path",
+        ),
+        (json!(many), "volumes"),
+        (
+            json!([{ "name": "a", "mount_path": "/a", "size_bytes": gib, "host_path": "/etc" }]),
+            "",
+        ),
+    ];
+    let before = services(&h).await;
+    for (volumes, field) in cases {
+        let body = json!({ "name": "bad", "image": "o/db:1", "volumes": volumes });
+        let (status, v) = h.call("POST", &path, &t, Some(body)).await;
+        assert!(status == 400 || status == 422, "{volumes}: {status} {v}");
+        if !field.is_empty() {
+            assert_eq!(v["error"]["field"], field, "{volumes}: {v}");
+        }
+    }
+    assert_eq!(
+        services(&h).await,
+        before,
+        "a refused service is not stored"
+    );
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_deployment_of_a_service_with_volumes_carries_them_to_the_node() -> anyhow::Result<()>
+{
+    let daemons = Daemons::default();
+    let address = daemons.serve(PROXY_TOKEN).await?;
+    let db = common::database().await?;
+    let mut config = common::config(&db);
+    config.proxy_address = address.clone();
+    config.proxy_token = PROXY_TOKEN.into();
+    let h = Harness::start_on(db, control::daemon::grpc_clients(&config)).await?;
+    h.register_node("n1", "compute", &address).await;
+    let (_, t) = h.org("vol-b").await;
+    let (_, service) = h
+        .service(
+            &t,
+            json!({ "name": "db", "kind": "database", "image": "o/db:1",
+                    "volumes": [volume("data", "/var/lib/data", 64 << 20)] }),
+        )
+        .await;
+    for _ in 0..2 {
+        let d = h.deploy(&t, &service, json!({})).await;
+        let v = h.wait_terminal(&t, &d, Duration::from_secs(20)).await;
+        assert_eq!(v["state"], "ready", "{v}");
+    }
+    let rec = daemons.recorded();
+    assert_eq!(rec.deploys.len(), 2);
+    for deploy in &rec.deploys {
+        assert_eq!(
+            deploy.volumes,
+            [proto::node::v1::Volume {
+                name: "data".into(),
+                mount_path: "/var/lib/data".into(),
+                size_bytes: 64 << 20,
+            }]
+        );
+    }
+    // The first deployment's container went before (or while) the second started.
+    let first = rec.deploys[0].workload.clone().unwrap().deployment_id;
+    assert!(
+        rec.removes.iter().any(|c| c.contains(&first)),
+        "{:?}",
+        rec.removes
+    );
+    h.stop().await;
+    Ok(())
+}
