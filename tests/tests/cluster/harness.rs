@@ -165,6 +165,33 @@ impl Cluster {
         )
     }
 
+    /// The containers of a compute node, from that node's own containerd.
+    pub fn containers(&self, node: &str) -> anyhow::Result<Vec<String>> {
+        let socket = format!("/run/stackpad/cluster/{}/{node}/containerd.sock", self.name);
+        let namespace = format!("cluster-{}-{node}", self.name);
+        let out = Command::new("ctr")
+            .args([
+                "--address",
+                &socket,
+                "-n",
+                &namespace,
+                "containers",
+                "ls",
+                "-q",
+            ])
+            .output()
+            .context("running ctr")?;
+        ensure!(
+            out.status.success(),
+            "ctr containers ls on {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// The end of a compute node's agent log.
     pub fn agent_log(&self, node: &str, lines: usize) -> String {
         let path = format!(

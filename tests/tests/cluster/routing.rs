@@ -10,9 +10,12 @@ use crate::harness::{Cluster, HostPlatform};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_web_service_on_a_compute_node_answers_through_the_proxy_over_wireguard()
 -> anyhow::Result<()> {
+    // Built before the clock starts: a build is not the cluster's time.
+    crate::harness::Binaries::get()?;
     let started = Instant::now();
     let platform = HostPlatform::start("cluster-routing").await?;
     let cluster = Cluster::up(2, &platform)?;
+    let cluster_up = started.elapsed();
     let status = cluster.status()?;
     ensure!(
         status
@@ -26,9 +29,11 @@ async fn a_web_service_on_a_compute_node_answers_through_the_proxy_over_wireguar
         let tenant = platform.organization("cluster-routing").await?;
         let image = platform.busybox_image(&tenant).await?;
         let (service, host) = platform.web_service(&tenant, "shop", &image, 1).await?;
+        let deploying = Instant::now();
         let deployment = platform
             .deploy(&tenant, &service, Duration::from_secs(60))
             .await?;
+        let deployed = deploying.elapsed();
         let node_id = deployment["node_id"]
             .as_str()
             .context("a ready deployment names its node")?;
@@ -51,8 +56,19 @@ async fn a_web_service_on_a_compute_node_answers_through_the_proxy_over_wireguar
             status == 200 && body.contains("Hello from stackpad/busybox"),
             "http://{host}/ through the proxy (container on {node}): {status} {body}"
         );
+        // The container runs in that node's own containerd, not the host's.
+        let containers = cluster.containers(node)?;
+        ensure!(
+            containers.len() == 1,
+            "{node}'s containerd holds {containers:?}"
+        );
+        for other in cluster.compute.iter().filter(|n| &n.name != node) {
+            let theirs = cluster.containers(&other.name)?;
+            ensure!(theirs.is_empty(), "{} holds {theirs:?}", other.name);
+        }
         eprintln!(
-            "served from {node} over WireGuard, {:?} after the cluster started",
+            "platform + cluster up in {cluster_up:?}, deployed to {node} in {deployed:?}, \
+             served through the proxy over WireGuard {:?} after the start",
             started.elapsed()
         );
         anyhow::Ok(())
