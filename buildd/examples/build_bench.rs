@@ -205,6 +205,8 @@ async fn main() -> anyhow::Result<()> {
         &bases,
         &["NODE_OPTIONS".into()],
         &buildd::dockerfile::cache_key(&format!("{}/bench/buildd", registry())),
+        // The Express fixture's only dependency is vendored: nothing is fetched.
+        buildd::dockerfile::Served::default(),
     )
     .context("express gets a generated Dockerfile")?;
 

@@ -56,6 +56,10 @@ impl Daemon {
         crate::source::sandbox::unmount_stale(&config.work_dir);
         if let Ok(entries) = std::fs::read_dir(&config.work_dir) {
             for entry in entries.flatten() {
+                // The dependency cache is kept: a restart re-downloads nothing.
+                if entry.file_name() == crate::source::deps::DEPS_DIR {
+                    continue;
+                }
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }

@@ -17,6 +17,7 @@ use crate::buildkit::Step;
 use crate::context::ContextError;
 use crate::detect::DetectError;
 use crate::engine::PushError;
+use crate::source::deps::DepsError;
 use crate::source::{GitSource, SourceError};
 
 /// What to build.
@@ -27,10 +28,10 @@ pub struct BuildRequest {
     /// Repository to push to, without tag; the tag is the commit.
     pub image: String,
     pub build_args: Vec<(String, String)>,
-    /// Registry reference the layer cache is imported from and exported to.
     /// BuildKit secrets by id (`RUN --mount=type=secret,id=NAME`), served on the build's session;
     /// their values are redacted from everything the build reports.
     pub secrets: Vec<(String, String)>,
+    /// Registry reference the layer cache is imported from and exported to.
     pub cache_ref: String,
     pub timeout: Duration,
     pub memory_limit_bytes: u64,
@@ -109,6 +110,12 @@ pub enum BuildError {
         id: String,
         #[source]
         source: DetectError,
+    },
+    #[error("build {id}: dependencies: {source}")]
+    Dependencies {
+        id: String,
+        #[source]
+        source: DepsError,
     },
     #[error("build {id}: {source}")]
     Context {

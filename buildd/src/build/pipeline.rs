@@ -11,10 +11,16 @@ use super::{
 };
 use crate::buildkit::{Endpoint, ProgressEvent, ProgressTracker, SolveSpec, session, solve};
 use crate::context::{ArchiveSpec, ContextServer, archive};
-use crate::detect::{Framework, RepoSnapshot, detect};
-use crate::dockerfile::{BaseImages, GENERATED_NAME, cache_key, generate};
+use crate::detect::Detection;
+use crate::detect::{Framework, PackageManager, RepoSnapshot, detect};
+use crate::dockerfile::{
+    BaseImages, DEPS_TAR, GENERATED_NAME, STATIC_SERVER, STATIC_SERVER_SOURCE, Served, cache_key,
+    generate,
+};
 use crate::engine::Engine;
-use crate::source::{FetchSettings, checkout};
+use crate::source::deps::{self, DepsCache, DepsError, Fetched, Platform};
+use crate::source::files::read_checkout_file;
+use crate::source::{Checkout, FetchSettings, checkout};
 
 /// Everything a build needs from the node.
 #[derive(Debug, Clone)]
@@ -58,6 +64,69 @@ fn log(events: &UnboundedSender<Progress>, step: &str, line: impl Into<String>) 
         step: step.to_owned(),
         line: line.into(),
     }));
+}
+
+/// Largest lock file read.
+const MAX_LOCK_FILE: u64 = 64 * 1024 * 1024;
+
+impl Pipeline {
+    /// Fetches the app's registry dependencies into its dependency cache (see
+    /// [`crate::source::deps`]); `None` when there is nothing to fetch.
+    async fn fetch_dependencies(
+        &self,
+        co: &Checkout,
+        snapshot: &RepoSnapshot,
+        detection: &Detection,
+        image: &str,
+        events: &UnboundedSender<Progress>,
+    ) -> Result<Option<Fetched>, DepsError> {
+        let (Some(pm), Some(package_json)) = (detection.package_manager, &snapshot.package_json)
+        else {
+            return Ok(None);
+        };
+        if detection.framework == Framework::Dockerfile {
+            return Ok(None);
+        }
+        let Some(lock_file) = &detection.lock_file else {
+            return if deps::declares_dependencies(package_json) {
+                Err(DepsError::NoLockFile)
+            } else {
+                Ok(None)
+            };
+        };
+        if pm != PackageManager::Npm {
+            return Err(DepsError::Unsupported {
+                manager: pm.name().to_owned(),
+            });
+        }
+        let lock = read_checkout_file(&co.app_dir, std::path::Path::new(lock_file), MAX_LOCK_FILE)
+            .map_err(|source| DepsError::Cache {
+                what: format!("read {lock_file}"),
+                source,
+            })?
+            .unwrap_or_default();
+        let lock = String::from_utf8(lock).map_err(|_| DepsError::InvalidLock {
+            file: lock_file.clone(),
+            reason: "it is not UTF-8".into(),
+        })?;
+        let platform = Platform::host();
+        let plan = deps::plan_npm(package_json, &lock, &platform)?;
+        if plan.specs.is_empty() {
+            return Ok(None);
+        }
+        let cache = DepsCache {
+            root: self.work_dir.join(deps::DEPS_DIR),
+            timeout: self.fetch.timeout,
+            platform,
+            owner: (self.fetch.uid, self.fetch.gid),
+        };
+        let log_events = events.clone();
+        let mut log_line = move |l: String| log(&log_events, "dependencies", l);
+        cache
+            .fetch_npm(&co.sandbox, &cache_key(image), &lock, &plan, &mut log_line)
+            .await
+            .map(Some)
+    }
 }
 
 impl BuildRunner for Pipeline {
@@ -131,8 +200,39 @@ impl BuildRunner for Pipeline {
                 format!("--max-old-space-size={heap_mib}"),
             ));
         }
+        let fetched = self
+            .fetch_dependencies(&co, &snapshot, &detection, &req.image, &events)
+            .await
+            .map_err(|source| BuildError::Dependencies {
+                id: id.clone(),
+                source,
+            })?;
+        // Served on the context listener while this build runs; BuildKit fetches them itself.
+        let deps_served = fetched.as_ref().map(|f| {
+            self.contexts.serve_file(
+                &format!("deps:{}", f.dir.display()),
+                f.dir.join(DEPS_TAR),
+                DEPS_TAR,
+            )
+        });
+        let static_served = detection.framework.serves_spa().then(|| {
+            self.contexts.serve_bytes(
+                STATIC_SERVER,
+                bytes::Bytes::from_static(STATIC_SERVER_SOURCE.as_bytes()),
+                STATIC_SERVER,
+            )
+        });
         let arg_names: Vec<String> = build_args.iter().map(|(k, _)| k.clone()).collect();
-        let generated = generate(&detection, &self.bases, &arg_names, &cache_key(&req.image));
+        let generated = generate(
+            &detection,
+            &self.bases,
+            &arg_names,
+            &cache_key(&req.image),
+            Served {
+                deps: deps_served.as_ref().map(|s| s.url.as_str()),
+                static_server: static_served.as_ref().map(|s| s.url.as_str()),
+            },
+        );
         if let Some(text) = &generated {
             for line in text.lines() {
                 log(&events, "dockerfile", line);
@@ -222,7 +322,6 @@ impl BuildRunner for Pipeline {
             context_url: served.as_ref().map(|c| c.url.clone()).unwrap_or_default(),
             session: session.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
             dockerfile: dockerfile.to_owned(),
-            named_contexts: Vec::new(),
             build_args,
             image_names: vec![image.clone(), cache_ref.clone()],
             cache_imports: vec![cache_ref.clone()],

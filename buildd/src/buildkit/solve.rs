@@ -22,9 +22,6 @@ pub struct SolveSpec {
     pub session: String,
     /// Path of the Dockerfile inside the context.
     pub dockerfile: String,
-    /// Named contexts (`--build-context NAME=VALUE`), e.g. `local:NAME` for a folder of the
-    /// session: the Dockerfile reaches them with `--from=NAME`.
-    pub named_contexts: Vec<(String, String)>,
     pub build_args: Vec<(String, String)>,
     /// Names the exporter gives the image (`registry/repo:tag`).
     pub image_names: Vec<String>,
@@ -60,9 +57,6 @@ pub async fn solve(
     }
     for (k, v) in &spec.build_args {
         frontend_attrs.insert(format!("build-arg:{k}"), v.clone());
-    }
-    for (name, value) in &spec.named_contexts {
-        frontend_attrs.insert(format!("context:{name}"), value.clone());
     }
     if !spec.network_mode.is_empty() {
         frontend_attrs.insert("force-network-mode".into(), spec.network_mode.clone());

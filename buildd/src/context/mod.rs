@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path as UrlPath, State};
@@ -143,16 +143,26 @@ pub async fn archive(spec: ArchiveSpec<'_>, scratch: &Path) -> Result<Bytes, Con
     Ok(Bytes::from(out.stdout))
 }
 
-type Contexts = Arc<Mutex<HashMap<String, Bytes>>>;
+/// What a URL serves: bytes held here, or a file read when asked for.
+#[derive(Debug, Clone)]
+enum Served {
+    Bytes(Bytes),
+    File(PathBuf),
+}
+
+/// Token -> (what it serves, how many guards serve it).
+type Contexts = Arc<Mutex<HashMap<String, (Served, usize)>>>;
 
 /// The loopback HTTP listener BuildKit fetches contexts from.
 #[derive(Debug, Clone)]
 pub struct ContextServer {
     addr: SocketAddr,
     contexts: Contexts,
+    /// Makes stable tokens unguessable (random per process).
+    secret: String,
 }
 
-/// A context being served; dropping it stops serving it.
+/// A context being served; dropping it stops serving it (when no other guard serves it).
 #[derive(Debug)]
 pub struct ServedContext {
     pub url: String,
@@ -162,8 +172,13 @@ pub struct ServedContext {
 
 impl Drop for ServedContext {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.contexts.lock() {
-            map.remove(&self.token);
+        if let Ok(mut map) = self.contexts.lock()
+            && let Some((_, count)) = map.get_mut(&self.token)
+        {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.token);
+            }
         }
     }
 }
@@ -171,18 +186,33 @@ impl Drop for ServedContext {
 async fn serve_one(
     State(contexts): State<Contexts>,
     UrlPath(token): UrlPath<String>,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     let token = token.trim_end_matches(".tar").to_owned();
-    let body = contexts.lock().ok().and_then(|m| m.get(&token).cloned());
-    match body {
-        Some(body) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/x-tar")],
-            body,
-        )
-            .into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
+    let served = contexts
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&token).map(|(s, _)| s.clone()));
+    let body = match served {
+        Some(Served::Bytes(body)) => body,
+        Some(Served::File(path)) => match tokio::fs::read(&path).await {
+            Ok(data) => Bytes::from(data),
+            Err(_) => return StatusCode::NOT_FOUND.into_response(),
+        },
+        None => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        body,
+    )
+        .into_response()
+}
+
+async fn serve_named(
+    state: State<Contexts>,
+    UrlPath((token, _name)): UrlPath<(String, String)>,
+) -> axum::response::Response {
+    serve_one(state, UrlPath(token)).await
 }
 
 impl ContextServer {
@@ -197,6 +227,7 @@ impl ContextServer {
         let contexts: Contexts = Arc::default();
         let app = axum::Router::new()
             .route("/contexts/{token}", axum::routing::get(serve_one))
+            .route("/contexts/{token}/{name}", axum::routing::get(serve_named))
             .with_state(contexts.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -206,6 +237,7 @@ impl ContextServer {
         Ok(Self {
             addr: local,
             contexts,
+            secret: uuid::Uuid::new_v4().simple().to_string(),
         })
     }
 
@@ -216,11 +248,45 @@ impl ContextServer {
     /// Serves `tar` under a fresh unguessable URL until the returned guard is dropped.
     pub fn serve(&self, tar: Bytes) -> ServedContext {
         let token = uuid::Uuid::new_v4().simple().to_string();
+        let url = format!("http://{}/contexts/{token}.tar", self.addr);
+        self.insert(token, url, Served::Bytes(tar))
+    }
+
+    /// Serves the file at `path` (read when asked for) as `.../<token>/<name>`, where the token
+    /// is unguessable and the same for the same `key` while this process runs: a Dockerfile
+    /// `ADD` of the URL is the same instruction from build to build, so BuildKit's cache keeps
+    /// what follows it. Several guards may serve one key; it is served until the last goes.
+    pub fn serve_file(&self, key: &str, path: PathBuf, name: &str) -> ServedContext {
+        self.serve_stable(key, Served::File(path), name)
+    }
+
+    /// Like [`ContextServer::serve_file`], for bytes held in memory.
+    pub fn serve_bytes(&self, key: &str, data: Bytes, name: &str) -> ServedContext {
+        self.serve_stable(key, Served::Bytes(data), name)
+    }
+
+    fn serve_stable(&self, key: &str, served: Served, name: &str) -> ServedContext {
+        use sha2::Digest as _;
+        let mut digest = sha2::Sha256::new();
+        digest.update(self.secret.as_bytes());
+        digest.update([0]);
+        digest.update(key.as_bytes());
+        let token = hex::encode(&digest.finalize()[..16]);
+        let url = format!("http://{}/contexts/{token}/{name}", self.addr);
+        self.insert(token, url, served)
+    }
+
+    fn insert(&self, token: String, url: String, served: Served) -> ServedContext {
         if let Ok(mut map) = self.contexts.lock() {
-            map.insert(token.clone(), tar);
+            map.entry(token.clone())
+                .and_modify(|(s, count)| {
+                    *s = served.clone();
+                    *count += 1;
+                })
+                .or_insert((served, 1));
         }
         ServedContext {
-            url: format!("http://{}/contexts/{token}.tar", self.addr),
+            url,
             token,
             contexts: self.contexts.clone(),
         }

@@ -54,7 +54,7 @@ impl Framework {
         }
     }
 
-    /// Whether the image serves static files (no Node at run time).
+    /// Whether the image serves static files (no app server at run time).
     pub fn is_static(self) -> bool {
         matches!(
             self,
@@ -62,6 +62,12 @@ impl Framework {
                 | Framework::Astro { server: false }
                 | Framework::SvelteKit { server: false }
         )
+    }
+
+    /// Whether the static files are a single-page app, served by buildd's Node static server
+    /// (which falls back to `index.html`); other static sites get busybox `httpd`.
+    pub fn serves_spa(self) -> bool {
+        self == Framework::ViteStatic
     }
 
     /// Folder the build writes the static files to.
@@ -167,6 +173,9 @@ pub(super) fn start_command(
     pkg: &PackageJson,
     repo: &RepoSnapshot,
 ) -> Option<Vec<String>> {
+    if framework.serves_spa() {
+        return Some(exec(&["node", "/app/static-server.mjs"]));
+    }
     if framework.is_static() {
         let port = STATIC_PORT.to_string();
         return Some(exec(&["httpd", "-f", "-v", "-p", &port, "-h", "/www"]));

@@ -32,6 +32,23 @@ impl Default for BaseImages {
 /// Name of the generated Dockerfile inside the build context.
 pub const GENERATED_NAME: &str = "Dockerfile.stackpad";
 
+/// The static server of single-page apps: its file name and its source.
+pub const STATIC_SERVER: &str = "static-server.mjs";
+pub const STATIC_SERVER_SOURCE: &str = include_str!("static-server.mjs");
+/// The file name of the dependency cache's tarball.
+pub const DEPS_TAR: &str = "deps.tar";
+
+/// What buildd serves a build beside its context, on its loopback context listener (URLs the
+/// Dockerfile `ADD`s: BuildKit fetches them itself, so `RUN` steps keep network `none`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Served<'a> {
+    /// The dependencies buildd fetched (`source::deps`), a tarball of npm's cache: the install
+    /// step unpacks it on a tmpfs and installs from it offline.
+    pub deps: Option<&'a str>,
+    /// The static server of single-page apps ([`STATIC_SERVER_SOURCE`]).
+    pub static_server: Option<&'a str>,
+}
+
 /// The uid:gid the app runs as (the official node images' `node` user).
 const APP_USER: &str = "1000:1000";
 
@@ -43,14 +60,20 @@ struct Install {
     run_build: &'static str,
 }
 
-fn install(pm: PackageManager, locked: bool) -> Install {
+fn install(pm: PackageManager, locked: bool, fetched: bool) -> Install {
     match pm {
         PackageManager::Npm => {
             let verb = if locked { "ci" } else { "install" };
+            // Fetched dependencies: installed offline from the mounted cache.
+            let from = if fetched {
+                " --offline --cache /deps/npm"
+            } else {
+                ""
+            };
             Install {
                 cache: "/root/.npm",
-                all: format!("npm {verb} --no-audit --no-fund"),
-                prod: format!("npm {verb} --omit=dev --no-audit --no-fund"),
+                all: format!("npm {verb}{from} --no-audit --no-fund"),
+                prod: format!("npm {verb}{from} --omit=dev --no-audit --no-fund"),
                 prune: Some("npm prune --omit=dev --no-audit --no-fund"),
                 run_build: "npm run build",
             }
@@ -84,18 +107,19 @@ fn install(pm: PackageManager, locked: bool) -> Install {
 /// Generates the Dockerfile for a detected app; `None` for a repository with its own Dockerfile.
 /// `build_args` are declared in the build stage so `--build-arg` values reach the build script.
 /// `cache_key` (see [`cache_key`]) names the package manager's cache mount, so that apps (and
-/// tenants) never share a package cache.
+/// tenants) never share a package cache. `served`: what buildd serves the build.
 pub fn generate(
     d: &Detection,
     base: &BaseImages,
     build_args: &[String],
     cache_key: &str,
+    served: Served<'_>,
 ) -> Option<String> {
     let pm = d.package_manager?;
     if d.framework == Framework::Dockerfile {
         return None;
     }
-    let inst = install(pm, d.lock_file.is_some());
+    let inst = install(pm, d.lock_file.is_some(), served.deps.is_some());
     let needs_build = d.has_build_script
         || !matches!(
             d.framework,
@@ -108,6 +132,10 @@ pub fn generate(
         d.framework.name(),
         pm.name()
     );
+    if let Some(url) = served.deps {
+        // Fetched by BuildKit itself; its cache key is the tarball's content.
+        let _ = writeln!(f, "FROM scratch AS fetched\nADD {url} /{DEPS_TAR}\n");
+    }
     // deps: keyed only by the manifest, the lock file and local file: dependencies.
     let _ = writeln!(f, "FROM {} AS deps\nWORKDIR /app", base.node);
     let mut manifests = vec!["package.json".to_owned()];
@@ -121,32 +149,65 @@ pub fn generate(
     let cmd = if needs_build { &inst.all } else { &inst.prod };
     // `mkdir -p`: an app without dependencies gets no node_modules from the install, and the
     // runtime stage copies it.
-    let _ = writeln!(
-        f,
-        "RUN --mount=type=cache,id=stackpad-{}-{cache_key},target={} {cmd} && mkdir -p node_modules",
-        pm.name(),
-        inst.cache
-    );
+    if served.deps.is_some() {
+        let _ = writeln!(
+            f,
+            "RUN --mount=type=bind,from=fetched,target=/fetched --mount=type=tmpfs,target=/deps \
+             tar -xf /fetched/{DEPS_TAR} -C /deps && {cmd} && mkdir -p node_modules"
+        );
+    } else {
+        let _ = writeln!(
+            f,
+            "RUN --mount=type=cache,id=stackpad-{}-{cache_key},target={} {cmd} && mkdir -p node_modules",
+            pm.name(),
+            inst.cache
+        );
+    }
     if needs_build {
         let _ = writeln!(f, "\nFROM deps AS build");
         for arg in build_args {
             let _ = writeln!(f, "ARG {arg}");
         }
-        let _ = writeln!(f, "ENV NODE_ENV=production\nCOPY . .");
+        let _ = writeln!(f, "ENV NODE_ENV=production");
+        if matches!(d.framework, Framework::NextJs { .. }) {
+            let _ = writeln!(f, "ENV NEXT_TELEMETRY_DISABLED=1");
+        }
+        let _ = writeln!(f, "COPY . .");
         if d.has_build_script {
             let _ = writeln!(f, "RUN {}", inst.run_build);
         }
         if let (Some(prune), false) = (inst.prune, d.framework.is_static()) {
             let _ = writeln!(f, "RUN {prune}");
         }
+        if d.framework == (Framework::NextJs { standalone: false }) {
+            // The build's own cache has no place in the image.
+            let _ = writeln!(f, "RUN rm -rf .next/cache");
+        }
     }
-    runtime_stage(&mut f, d, base, needs_build);
+    runtime_stage(&mut f, d, base, needs_build, served);
     Some(f)
 }
 
-fn runtime_stage(f: &mut String, d: &Detection, base: &BaseImages, needs_build: bool) {
+fn runtime_stage(
+    f: &mut String,
+    d: &Detection,
+    base: &BaseImages,
+    needs_build: bool,
+    served: Served<'_>,
+) {
     let port = d.port;
-    if d.framework.is_static() {
+    if let (true, Some(url)) = (d.framework.serves_spa(), served.static_server) {
+        // Node's built-ins serve the files, with the fallback to index.html a router needs.
+        // The files stay root's (read-only to the app); ADD of a URL makes a 0600 file.
+        let _ = writeln!(f, "\nFROM {}\nWORKDIR /app", base.node);
+        let _ = writeln!(f, "ENV NODE_ENV=production PORT={port}");
+        let _ = writeln!(
+            f,
+            "ADD --chown={APP_USER} {url} /app/{STATIC_SERVER}\n\
+             COPY --from=build /app/{} /app/www",
+            d.framework.static_dir()
+        );
+    } else if d.framework.is_static() {
         let _ = writeln!(f, "\nFROM {}", base.static_server);
         let _ = writeln!(
             f,

@@ -17,6 +17,10 @@ fn generated(fixture: &str) -> String {
         &base,
         &["API_URL".into()],
         &cache_key("reg:5000/acme/web:v1"),
+        Served {
+            deps: None,
+            static_server: Some("http://127.0.0.1:9/contexts/t/static-server.mjs"),
+        },
     )
     .expect("a generated Dockerfile")
 }
@@ -72,7 +76,7 @@ fn nextjs_standalone_copies_only_the_standalone_output() {
     );
     assert!(
         f.contains(
-            "FROM deps AS build\nARG API_URL\nENV NODE_ENV=production\nCOPY . .\nRUN npm run build"
+            "FROM deps AS build\nARG API_URL\nENV NODE_ENV=production\nENV NEXT_TELEMETRY_DISABLED=1\nCOPY . .\nRUN npm run build"
         ),
         "{f}"
     );
@@ -86,16 +90,57 @@ fn nextjs_standalone_copies_only_the_standalone_output() {
 }
 
 #[test]
-fn vite_static_site_is_served_by_busybox_httpd() {
+fn vite_single_page_app_is_served_by_the_node_static_server_from_root_owned_files() {
     let f = generated("vite-static");
     assert!(f.contains("RUN --mount=type=cache,id=stackpad-pnpm-reg_3a5000_2facme_2fweb,target=/pnpm/store corepack enable && pnpm install --frozen-lockfile"), "{f}");
     assert!(f.contains("COPY package.json pnpm-lock.yaml ./"), "{f}");
     assert!(
-        f.contains("FROM reg/busybox:1\nCOPY --from=build --chown=1000:1000 /app/dist /www"),
+        f.contains(
+            "FROM reg/node:20\nWORKDIR /app\nENV NODE_ENV=production PORT=8080\n\
+             ADD --chown=1000:1000 http://127.0.0.1:9/contexts/t/static-server.mjs /app/static-server.mjs\n\
+             COPY --from=build /app/dist /app/www\nUSER 1000:1000\nEXPOSE 8080\n\
+             CMD [\"node\", \"/app/static-server.mjs\"]"
+        ),
         "{f}"
     );
-    assert!(f.contains("EXPOSE 8080"), "{f}");
     assert!(!f.contains("prune"), "{f}");
+}
+
+/// The generator-made Next.js example (`examples/nextjs`), its dependencies fetched by buildd.
+#[test]
+fn fetched_dependencies_are_installed_offline_from_the_mounted_cache() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/nextjs");
+    let d = detect(&RepoSnapshot::read(&dir).unwrap()).unwrap();
+    assert_eq!(d.framework, Framework::NextJs { standalone: false });
+    let served = Served {
+        deps: Some("http://127.0.0.1:9/contexts/t/deps.tar"),
+        static_server: None,
+    };
+    let f = generate(&d, &BaseImages::default(), &[], "k", served).unwrap();
+    assert!(
+        f.contains(
+            "FROM scratch AS fetched\nADD http://127.0.0.1:9/contexts/t/deps.tar /deps.tar\n"
+        ),
+        "{f}"
+    );
+    let install = line_of(
+        &f,
+        "RUN --mount=type=bind,from=fetched,target=/fetched --mount=type=tmpfs,target=/deps \
+         tar -xf /fetched/deps.tar -C /deps && npm ci --offline --cache /deps/npm --no-audit --no-fund",
+    );
+    let build = line_of(&f, "RUN npm run build");
+    let prune = line_of(&f, "RUN npm prune --omit=dev");
+    let drop_cache = line_of(&f, "RUN rm -rf .next/cache");
+    assert!(
+        install < build && build < prune && prune < drop_cache,
+        "{f}"
+    );
+    assert!(!f.contains("type=cache"), "{f}");
+    assert!(
+        f.trim_end()
+            .ends_with(r#"CMD ["node_modules/.bin/next", "start"]"#),
+        "{f}"
+    );
 }
 
 #[test]
@@ -122,7 +167,10 @@ fn nuxt_and_yarn() {
 fn a_repository_dockerfile_is_not_generated() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/dockerfile");
     let d = detect(&RepoSnapshot::read(&dir).unwrap()).unwrap();
-    assert_eq!(generate(&d, &BaseImages::default(), &[], "k"), None);
+    assert_eq!(
+        generate(&d, &BaseImages::default(), &[], "k", Served::default()),
+        None
+    );
 }
 
 #[test]
@@ -144,7 +192,7 @@ fn detected_paths_and_commands_are_json_quoted_in_the_dockerfile() {
         next_config: None,
     };
     let d = detect(&snap).unwrap();
-    let f = generate(&d, &BaseImages::default(), &[], "k").unwrap();
+    let f = generate(&d, &BaseImages::default(), &[], "k", Served::default()).unwrap();
     assert!(f.contains(r#"COPY ["we ird\"/x", "./we ird\"/x"]"#), "{f}");
     assert!(f.contains(r#"CMD ["node", "s \"q\".js"]"#), "{f}");
 }
@@ -166,8 +214,22 @@ fn package_caches_are_keyed_by_image_repository() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/express");
     let d = detect(&RepoSnapshot::read(&dir).unwrap()).unwrap();
     let base = BaseImages::default();
-    let a = generate(&d, &base, &[], &cache_key("reg/acme/web")).unwrap();
-    let b = generate(&d, &base, &[], &cache_key("reg/evil/web")).unwrap();
+    let a = generate(
+        &d,
+        &base,
+        &[],
+        &cache_key("reg/acme/web"),
+        Served::default(),
+    )
+    .unwrap();
+    let b = generate(
+        &d,
+        &base,
+        &[],
+        &cache_key("reg/evil/web"),
+        Served::default(),
+    )
+    .unwrap();
     assert!(a.contains("id=stackpad-npm-reg_2facme_2fweb,"), "{a}");
     assert!(b.contains("id=stackpad-npm-reg_2fevil_2fweb,"), "{b}");
 }

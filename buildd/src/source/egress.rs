@@ -91,6 +91,12 @@ pub enum EgressEvent {
         host: String,
         port: u16,
     },
+    /// `host` is not one of the hosts this proxy serves (a dependency fetch reaches the package
+    /// registry and nothing else).
+    HostNotAllowed {
+        host: String,
+        allowed: Vec<String>,
+    },
     /// Not a CONNECT the proxy understands.
     BadRequest,
     Connected {
@@ -114,7 +120,13 @@ impl EgressEvent {
             EgressEvent::Unreachable { host, port } => {
                 Some(format!("could not connect to {host} port {port}"))
             }
-            EgressEvent::BadRequest => Some("git made a request the egress proxy refuses".into()),
+            EgressEvent::HostNotAllowed { host, allowed } => Some(format!(
+                "{host} is not an allowed host (only {}): refused",
+                allowed.join(", ")
+            )),
+            EgressEvent::BadRequest => {
+                Some("the sandbox made a request the egress proxy refuses".into())
+            }
             EgressEvent::Connected { .. } => None,
         }
     }
@@ -136,11 +148,23 @@ impl Drop for EgressProxy {
 impl EgressProxy {
     /// Listens on `socket` (a new path; mode 0600, owned by buildd).
     pub fn start(egress: Egress, socket: &Path) -> std::io::Result<Self> {
+        Self::start_for_hosts(egress, None, socket)
+    }
+
+    /// Like [`EgressProxy::start`], serving only the names in `hosts` (exact, lowercase) when
+    /// given: any other name, and any IP literal, is refused before it is resolved. The address
+    /// policy still checks every address of an allowed name.
+    pub fn start_for_hosts(
+        egress: Egress,
+        hosts: Option<Vec<String>>,
+        socket: &Path,
+    ) -> std::io::Result<Self> {
         let listener = UnixListener::bind(socket)?;
         std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         let events = Arc::new(Mutex::new(Vec::new()));
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let egress = Arc::new(egress);
+        let hosts = Arc::new(hosts);
         let task = {
             let events = events.clone();
             tokio::spawn(async move {
@@ -148,14 +172,14 @@ impl EgressProxy {
                     let Ok(slot) = slots.clone().acquire_owned().await else {
                         return;
                     };
-                    let (egress, events) = (egress.clone(), events.clone());
+                    let (egress, events, hosts) = (egress.clone(), events.clone(), hosts.clone());
                     tokio::spawn(async move {
                         let record = |event: EgressEvent| {
                             if let Ok(mut e) = events.lock() {
                                 e.push(event);
                             }
                         };
-                        serve(&egress, conn, record).await;
+                        serve(&egress, hosts.as_deref(), conn, record).await;
                         drop(slot);
                     });
                 }
@@ -215,12 +239,19 @@ pub async fn decide(egress: &Egress, host: &str) -> Result<Vec<IpAddr>, EgressEv
 
 /// Serves one connection; `record` gets its event before git gets the answer, so the event is
 /// there when git exits.
-async fn serve(egress: &Egress, mut conn: UnixStream, record: impl FnOnce(EgressEvent)) {
+async fn serve(
+    egress: &Egress,
+    hosts: Option<&[String]>,
+    mut conn: UnixStream,
+    record: impl FnOnce(EgressEvent),
+) {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         match tokio::time::timeout(CONNECT_TIMEOUT, conn.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 && head.len() + n <= HEAD_LIMIT => head.extend_from_slice(&buf[..n]),
+            // A connection closed before asking anything (a client's spare one) asked nothing.
+            Ok(Ok(0)) if head.is_empty() => return,
             _ => return record(EgressEvent::BadRequest),
         }
     }
@@ -231,6 +262,16 @@ async fn serve(egress: &Egress, mut conn: UnixStream, record: impl FnOnce(Egress
             .await;
         return;
     };
+    if let Some(allowed) = hosts.filter(|h| !h.contains(&host)) {
+        record(EgressEvent::HostNotAllowed {
+            host,
+            allowed: allowed.to_vec(),
+        });
+        let _ = conn
+            .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            .await;
+        return;
+    }
     let ips = match decide(egress, &host).await {
         Ok(ips) => ips,
         Err(event) => {

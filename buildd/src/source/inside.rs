@@ -51,9 +51,29 @@ pub struct Spec {
     pub config: Vec<(String, String)>,
     /// Names of environment variables passed on to git (credentials); nothing else is.
     pub pass_env: Vec<String>,
-    /// git's arguments (run in `/work`).
+    /// git's arguments (run in `/work`), or npm's (run in the scratch folder).
     pub args: Vec<String>,
+    /// What runs: git (the default) or npm (a dependency fetch).
+    #[serde(default)]
+    pub program: Program,
+    /// A folder (host path) shown writable at `/deps`: where a dependency fetch leaves the
+    /// package manager's cache.
+    #[serde(default)]
+    pub deps: Option<PathBuf>,
 }
+
+/// The program the sandbox runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Program {
+    #[default]
+    Git,
+    /// `npm` with its cache at `/deps/npm`, the relay as its proxy, no user or project
+    /// configuration and no install scripts, run outside the checkout.
+    Npm,
+}
+
+/// Where a dependency fetch's folder is inside the sandbox.
+pub const DEPS: &str = "/deps";
 
 /// Why the sandbox could not be set up (printed on stderr, exit code 125).
 #[derive(Debug, thiserror::Error)]
@@ -119,12 +139,14 @@ fn run(spec: &Spec) -> Result<i32, HelperError> {
     let port = listener.local_addr().map_err(io("relay address"))?.port();
     std::thread::spawn(move || relay_all(listener));
 
-    let mut config = spec.config.clone();
-    config.push(("http.proxy".into(), format!("http://127.0.0.1:{port}")));
-    if spec.ca_file.is_some() {
-        config.push(("http.sslCAInfo".into(), CA_FILE.into()));
+    if spec.program == Program::Git {
+        let mut config = spec.config.clone();
+        config.push(("http.proxy".into(), format!("http://127.0.0.1:{port}")));
+        if spec.ca_file.is_some() {
+            config.push(("http.sslCAInfo".into(), CA_FILE.into()));
+        }
+        write_git_config(&config, spec.uid, spec.gid)?;
     }
-    write_git_config(&config, spec.uid, spec.gid)?;
 
     // Setuid programs stay unprivileged in here (the mounts are nosuid too).
     nix::sys::prctl::set_no_new_privs().map_err(|source| HelperError::Mount {
@@ -132,6 +154,9 @@ fn run(spec: &Spec) -> Result<i32, HelperError> {
         path: String::new(),
         source,
     })?;
+    if spec.program == Program::Npm {
+        return run_npm(spec, port);
+    }
     let mut git = Command::new("/usr/bin/git");
     git.args(&spec.args)
         .current_dir(WORK)
@@ -153,6 +178,40 @@ fn run(spec: &Spec) -> Result<i32, HelperError> {
         }
     }
     let status = git.status().map_err(io("run git"))?;
+    Ok(status.code().unwrap_or(128))
+}
+
+/// npm as the unprivileged uid, in the scratch folder (no project there: the checkout's
+/// `.npmrc` is never read), its only configuration on its environment.
+fn run_npm(spec: &Spec, port: u16) -> Result<i32, HelperError> {
+    let proxy = format!("http://127.0.0.1:{port}");
+    let mut npm = Command::new("/usr/bin/npm");
+    npm.args(&spec.args)
+        .current_dir(SCRATCH)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", SCRATCH)
+        .env("TMPDIR", SCRATCH)
+        .env("LC_ALL", "C")
+        .env("npm_config_cache", format!("{DEPS}/npm"))
+        .env("npm_config_userconfig", format!("{SCRATCH}/npmrc"))
+        .env("npm_config_globalconfig", format!("{SCRATCH}/npmrc-global"))
+        .env("npm_config_https_proxy", &proxy)
+        .env("npm_config_proxy", &proxy)
+        .env("npm_config_ignore_scripts", "true")
+        .env("npm_config_update_notifier", "false")
+        .env("npm_config_audit", "false")
+        .env("npm_config_fund", "false")
+        .uid(spec.uid)
+        .gid(spec.gid);
+    // The build node's CA store (mirrored from the host), as git uses it; or the operator's.
+    let ca = if spec.ca_file.is_some() {
+        CA_FILE
+    } else {
+        "/etc/ssl/certs/ca-certificates.crt"
+    };
+    npm.env("npm_config_cafile", ca);
+    let status = npm.status().map_err(io("run npm"))?;
     Ok(status.code().unwrap_or(128))
 }
 
@@ -278,6 +337,9 @@ fn build_root(spec: &Spec) -> Result<(), HelperError> {
         true,
         false,
     )?;
+    if let Some(deps) = &spec.deps {
+        bind(deps, &root.join(DEPS.trim_start_matches('/')), true, false)?;
+    }
     for local in &spec.local_roots {
         if local.exists() {
             bind(

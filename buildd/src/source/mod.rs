@@ -13,6 +13,7 @@
 //! from the git process's environment, and answers only for the source's own host: they are
 //! never on a command line, in a URL, or logged.
 
+pub mod deps;
 pub mod egress;
 pub mod files;
 pub mod inside;

@@ -22,7 +22,7 @@ use tokio::process::Command;
 
 use super::SourceError;
 use super::egress::{Egress, EgressEvent, EgressProxy};
-use super::inside::{EGRESS_SOCKET, HELPER_ARG, Spec};
+use super::inside::{EGRESS_SOCKET, HELPER_ARG, Program, Spec};
 
 /// How checkouts are sandboxed (from the configuration).
 #[derive(Debug, Clone)]
@@ -224,8 +224,61 @@ impl Sandbox {
             config: config.to_vec(),
             pass_env: env.iter().map(|(k, _)| (*k).to_owned()).collect(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            program: Program::Git,
+            deps: None,
         };
-        let spec = serde_json::to_string(&spec).map_err(|e| SourceError::Sandbox {
+        self.spawn(&spec, env).await
+    }
+
+    /// Runs `npm <args>` in the sandbox with `deps` (a host folder the sandbox uid may write)
+    /// at `/deps` and npm's cache there. Its egress proxy (one of its own, for this run) serves
+    /// only `hosts`, each address of which is still checked by the address policy. Returns
+    /// npm's output and what the proxy did.
+    pub async fn npm(
+        &self,
+        args: &[String],
+        deps: &Path,
+        hosts: &[String],
+    ) -> Result<(Output, Vec<EgressEvent>), SourceError> {
+        let egress =
+            std::env::temp_dir().join(format!("stackpad-egress-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&egress)
+            .map_err(sandbox_err(format!("create {}", egress.display())))?;
+        struct Remove<'a>(&'a Path);
+        impl Drop for Remove<'_> {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(self.0);
+            }
+        }
+        let _remove = Remove(&egress);
+        let proxy = EgressProxy::start_for_hosts(
+            self.settings.egress.clone(),
+            Some(hosts.to_vec()),
+            &egress.join(EGRESS_SOCKET),
+        )
+        .map_err(sandbox_err("start the egress proxy"))?;
+        let spec = Spec {
+            root: self.dir.join("root"),
+            checkout: self.checkout.clone(),
+            egress: egress.clone(),
+            local_roots: Vec::new(),
+            ca_file: self.settings.ca_file.clone(),
+            uid: self.settings.uid,
+            gid: self.settings.gid,
+            config: Vec::new(),
+            pass_env: Vec::new(),
+            args: args.to_vec(),
+            program: Program::Npm,
+            deps: Some(deps.to_path_buf()),
+        };
+        let out = self.spawn(&spec, &[]).await?;
+        Ok((out, proxy.events()))
+    }
+
+    async fn spawn(&self, spec: &Spec, env: &[(&str, &str)]) -> Result<Output, SourceError> {
+        let spec = serde_json::to_string(spec).map_err(|e| SourceError::Sandbox {
             what: "encode the sandbox spec".into(),
             source: std::io::Error::other(e),
         })?;

@@ -98,6 +98,15 @@ pub async fn daemon(max_concurrent_builds: usize) -> TestDaemon {
 
 /// A daemon whose contexts reach BuildKit by `transport` (`session` or `http`).
 pub async fn daemon_with(max_concurrent_builds: usize, transport: &str) -> TestDaemon {
+    daemon_configured(max_concurrent_builds, transport, |_| {}).await
+}
+
+/// A daemon as [`daemon_with`] makes it, with `adjust` applied to its configuration.
+pub async fn daemon_configured(
+    max_concurrent_builds: usize,
+    transport: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> TestDaemon {
     let work = tempfile::tempdir().unwrap();
     let socket = docker_socket();
     if !socket.exists() {
@@ -121,6 +130,7 @@ pub async fn daemon_with(max_concurrent_builds: usize, transport: &str) -> TestD
     config.buildkit.docker_socket = socket;
     config.base_images.node = format!("{}/stackpad/node:20", registry());
     config.base_images.static_server = format!("{}/stackpad/busybox:1", registry());
+    adjust(&mut config);
     let daemon = Daemon::start(config).await.expect("daemon starts");
     let client = BuilderClient::connect(format!("http://{}", daemon.grpc_addr))
         .await

@@ -1,0 +1,119 @@
+use super::*;
+
+const PKG: &str = r#"{"dependencies": {"ms": "^2.1.3"}, "devDependencies": {"esbuild": "0.24.0"}}"#;
+
+fn lock(extra: &str) -> String {
+    format!(
+        r#"{{"lockfileVersion": 3, "packages": {{
+            "": {{"dependencies": {{"ms": "^2.1.3"}}, "devDependencies": {{"esbuild": "0.24.0"}}}},
+            "node_modules/ms": {{"version": "2.1.3", "resolved": "https://registry.npmjs.org/ms/-/ms-2.1.3.tgz", "integrity": "sha512-x"}},
+            "node_modules/esbuild": {{"version": "0.24.0", "dev": true}},
+            "node_modules/@esbuild/linux-x64": {{"version": "0.24.0", "resolved": "https://registry.npmjs.org/@esbuild/linux-x64/-/linux-x64-0.24.0.tgz", "optional": true, "os": ["linux"], "cpu": ["x64"]}},
+            "node_modules/@esbuild/darwin-arm64": {{"version": "0.24.0", "resolved": "https://registry.npmjs.org/@esbuild/darwin-arm64/-/darwin-arm64-0.24.0.tgz", "optional": true, "os": ["darwin"], "cpu": ["arm64"]}},
+            "node_modules/@img/sharp-linuxmusl-x64": {{"version": "0.34.0", "resolved": "https://registry.npmjs.org/@img/sharp-linuxmusl-x64/-/sharp-linuxmusl-x64-0.34.0.tgz", "optional": true, "os": ["linux"], "cpu": ["x64"], "libc": ["musl"]}},
+            "node_modules/not-windows": {{"version": "1.0.0", "resolved": "https://registry.npmjs.org/not-windows/-/not-windows-1.0.0.tgz", "os": ["!win32"]}},
+            "node_modules/local": {{"resolved": "file:vendor/local-1.0.0.tgz"}},
+            "packages/workspace-a": {{"version": "1.0.0"}},
+            "node_modules/workspace-a": {{"resolved": "packages/workspace-a", "link": true}}{extra}
+        }}}}"#
+    )
+}
+
+fn x64() -> Platform {
+    Platform {
+        os: "linux",
+        cpu: "x64",
+        libc: "glibc",
+    }
+}
+
+#[test]
+fn a_lock_file_names_the_registry_tarballs_of_this_platform_only() {
+    let plan = plan_npm(PKG, &lock(""), &x64()).unwrap();
+    assert_eq!(
+        plan.specs,
+        vec![
+            "esbuild@0.24.0",
+            "https://registry.npmjs.org/@esbuild/linux-x64/-/linux-x64-0.24.0.tgz",
+            "https://registry.npmjs.org/ms/-/ms-2.1.3.tgz",
+            "https://registry.npmjs.org/not-windows/-/not-windows-1.0.0.tgz",
+        ]
+    );
+    assert_eq!(plan.skipped, 2, "darwin and musl builds are left out");
+    let arm = Platform {
+        cpu: "arm64",
+        ..x64()
+    };
+    let plan = plan_npm(PKG, &lock(""), &arm).unwrap();
+    assert!(
+        !plan.specs.iter().any(|s| s.contains("linux-x64")),
+        "{plan:?}"
+    );
+}
+
+#[test]
+fn a_package_from_anywhere_but_the_registry_is_refused_by_name() {
+    for resolved in [
+        "git+ssh://git@github.com/evil/pkg.git#abc",
+        "https://evil.example/pkg.tgz",
+        "http://registry.npmjs.org/pkg/-/pkg-1.0.0.tgz",
+        "https://registry.npmjs.org.evil.example/pkg.tgz",
+        "http://127.0.0.1:5432/x.tgz",
+    ] {
+        let extra =
+            format!(r#", "node_modules/pkg": {{"version": "1.0.0", "resolved": "{resolved}"}}"#);
+        let err = plan_npm(PKG, &lock(&extra), &x64()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, DepsError::ForeignSource { .. })
+                && msg.contains("pkg comes from")
+                && msg.contains(resolved),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn a_lock_file_that_does_not_match_package_json_is_a_mismatch_naming_the_package() {
+    let pkg = r#"{"dependencies": {"ms": "^2.1.3", "left-pad": "1.3.0"}, "devDependencies": {"esbuild": "0.24.0"}}"#;
+    let msg = plan_npm(pkg, &lock(""), &x64()).unwrap_err().to_string();
+    assert!(
+        msg.starts_with("lock file mismatch") && msg.contains("left-pad@1.3.0"),
+        "{msg}"
+    );
+    let pkg = r#"{"dependencies": {"ms": "^3.0.0"}, "devDependencies": {"esbuild": "0.24.0"}}"#;
+    let msg = plan_npm(pkg, &lock(""), &x64()).unwrap_err().to_string();
+    assert!(
+        msg.contains("ms@^3.0.0") && msg.contains("ms@^2.1.3"),
+        "{msg}"
+    );
+    let pkg = r#"{"dependencies": {"ms": "^2.1.3"}}"#;
+    let msg = plan_npm(pkg, &lock(""), &x64()).unwrap_err().to_string();
+    assert!(msg.contains("esbuild"), "{msg}");
+}
+
+#[test]
+fn old_and_broken_lock_files_are_refused() {
+    let msg = plan_npm(PKG, r#"{"lockfileVersion": 1, "dependencies": {}}"#, &x64())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("lockfileVersion 1"), "{msg}");
+    let err = plan_npm(PKG, "{", &x64()).unwrap_err();
+    assert!(matches!(err, DepsError::InvalidLock { .. }), "{err}");
+    let extra = r#", "node_modules/odd": {"version": "--registry=https://evil.example"}"#;
+    let err = plan_npm(PKG, &lock(extra), &x64()).unwrap_err();
+    assert!(err.to_string().contains("unusable"), "{err}");
+}
+
+#[test]
+fn specs_are_split_so_each_command_line_stays_small() {
+    let specs: Vec<String> = (0..5000)
+        .map(|i| format!("https://registry.npmjs.org/p{i}/-/p{i}-1.0.0.tgz"))
+        .collect();
+    let parts = chunks(&specs);
+    assert!(parts.len() > 1);
+    assert_eq!(parts.iter().map(|c| c.len()).sum::<usize>(), specs.len());
+    for part in parts {
+        assert!(part.iter().map(|s| s.len() + 4).sum::<usize>() <= CHUNK_BYTES + 200);
+    }
+}

@@ -1,0 +1,311 @@
+//! Real builds of apps made by the frameworks' own generators (`examples/`), with their
+//! dependencies from the npm registry: fetched in the fetch sandbox (whose only way out is an
+//! egress proxy serving the registry's host), installed offline by BuildKit (`RUN` steps keep
+//! network `none`), run in containerd and asked for their pages. Also how a build with bad
+//! dependencies or scripts fails.
+
+mod common;
+
+use std::path::Path;
+
+use buildd::config::Config;
+use common::*;
+use proto::build::v1 as pb;
+
+/// The registry's addresses, opened in the egress policy as an operator would (here they are
+/// in a documentation range the policy refuses by default).
+fn allow_npm_registry(config: &mut Config) {
+    use std::net::ToSocketAddrs as _;
+    let addrs: Vec<_> = ("registry.npmjs.org", 443)
+        .to_socket_addrs()
+        .expect("registry.npmjs.org resolves (the npm registry must be reachable)")
+        .collect();
+    for addr in addrs {
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        config.egress_allow.push(format!("{}/{bits}", addr.ip()));
+    }
+}
+
+/// A git repository holding a copy of `examples/<name>`, committed; returns (dir, sha).
+fn example_repo(name: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name);
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "example"]);
+    let sha = git(dir.path(), &["rev-parse", "HEAD"]);
+    (dir, sha)
+}
+
+/// GET `path` on 127.0.0.1:`port` (the app answers already); returns (status line, body).
+async fn get(port: u16, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn dependency_log(events: &[pb::build_event::Event]) -> Vec<String> {
+    log_lines(events)
+        .into_iter()
+        .filter(|l| l.step == "dependencies")
+        .map(|l| l.line)
+        .collect()
+}
+
+/// The script the page loads (`/assets/index-<hash>.js`).
+fn script_of(index: &str) -> String {
+    let start = index
+        .find("src=\"/assets/")
+        .expect("a script in index.html")
+        + 5;
+    let end = start + index[start..].find('"').unwrap();
+    index[start..end].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vite_example_builds_with_registry_dependencies_and_serves_its_app_and_a_rebuild_downloads_nothing()
+ {
+    let mut d = daemon_configured(4, "session", allow_npm_registry).await;
+    let (repo, sha) = example_repo("vite-react");
+    let req = d.start_request(&unique("vite"), repo.path(), &sha);
+    let image_repo = req.image.clone();
+    let events = run_to_end(&mut d, req).await;
+    let status = succeeded(&events);
+    assert_eq!(
+        (status.framework.as_str(), status.container_port),
+        ("vite", 8080)
+    );
+    let deps = dependency_log(&events);
+    assert!(deps.iter().any(|l| l.starts_with("fetching ")), "{deps:#?}");
+
+    let port = free_port();
+    {
+        let _c = Container::run(&format!("{image_repo}@{}", status.image_digest), port);
+        let (line, index) = http_get(port, 20).await;
+        assert!(line.contains("200"), "{line}");
+        assert!(index.contains("<title>vite-react</title>"), "{index}");
+        assert!(index.contains("<div id=\"root\"></div>"), "{index}");
+        // The app's own code, built by Vite from the generator's App.tsx.
+        let (line, js) = get(port, &script_of(&index)).await;
+        assert!(line.contains("200"), "{line}");
+        assert!(
+            js.contains("Get started"),
+            "the bundle holds the page's text"
+        );
+        // A client-side route gets the app (SPA fallback); a missing asset is a 404.
+        let (line, deep) = get(port, "/some/client/route").await;
+        assert!(line.contains("200") && deep == index, "{line}");
+        let (line, _) = get(port, "/assets/missing-file.js").await;
+        assert!(line.contains("404"), "{line}");
+    }
+
+    // A source change: the lock file is the same, so nothing is downloaded and the install
+    // step comes from BuildKit's cache; the new text is served.
+    let nonce = unique("changed");
+    let app = std::fs::read_to_string(repo.path().join("src/App.tsx")).unwrap();
+    let sha2 = commit_change(
+        repo.path(),
+        "src/App.tsx",
+        &app.replace("Get started", &nonce),
+    );
+    let mut req2 = d.start_request(&unique("vite-warm"), repo.path(), &sha2);
+    req2.image = image_repo.clone();
+    let events2 = run_to_end(&mut d, req2).await;
+    let status2 = succeeded(&events2);
+    let deps2 = dependency_log(&events2);
+    assert!(
+        deps2.iter().any(|l| l.contains("nothing downloaded")),
+        "{deps2:#?}"
+    );
+    let install: Vec<_> = steps(&events2)
+        .into_iter()
+        .filter(|s| s.name.contains("npm ci --offline") && s.completed_at_unix_ms > 0)
+        .collect();
+    assert!(
+        !install.is_empty() && install.iter().all(|s| s.cached),
+        "install step not cached: {:#?}",
+        steps(&events2)
+    );
+    let port2 = free_port();
+    let _c = Container::run(&format!("{image_repo}@{}", status2.image_digest), port2);
+    let (_, index) = http_get(port2, 20).await;
+    let (_, js) = get(port2, &script_of(&index)).await;
+    assert!(js.contains(&nonce), "the changed text is served");
+}
+
+/// The failure reason and the log of a build that must fail.
+async fn failed(d: &mut TestDaemon, files: &[(&str, &str)]) -> (String, Vec<pb::LogLine>) {
+    let (repo, sha) = repo_with(files);
+    let req = d.start_request(&unique("bad"), repo.path(), &sha);
+    let events = run_to_end(d, req).await;
+    let status = final_status(&events);
+    assert_eq!(
+        status.state(),
+        pb::BuildState::Failed,
+        "{status:?}\n{:#?}",
+        log_lines(&events)
+    );
+    (status.failure_reason, log_lines(&events))
+}
+
+const MS_LOCK: &str = r#"{
+  "name": "app", "lockfileVersion": 3, "requires": true,
+  "packages": {
+    "": {"name": "app", "dependencies": {"ms": "2.1.3"}},
+    "node_modules/ms": {"version": "2.1.3", "resolved": "RESOLVED", "integrity": "sha512-6FlzubTLZG3J2a/NVCAleEhjzq5oxgHyaCU9yYXvcLsvoVaHJq/s5xXI6/XXP6tz7R9xAOtHnSO/tXtF3WRTlg=="}
+  }
+}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_dependencies_and_scripts_fail_naming_the_cause() {
+    let mut d = daemon_configured(4, "session", allow_npm_registry).await;
+    let server = "require('http').createServer((q, s) => s.end('hi')).listen(process.env.PORT);\n";
+
+    // package.json and the lock file disagree.
+    let (reason, _) = failed(
+        &mut d,
+        &[
+            (
+                "package.json",
+                r#"{"name": "app", "scripts": {"start": "node server.js"}, "dependencies": {"ms": "2.1.3", "left-pad": "1.3.0"}}"#,
+            ),
+            (
+                "package-lock.json",
+                &MS_LOCK.replace("RESOLVED", "https://registry.npmjs.org/ms/-/ms-2.1.3.tgz"),
+            ),
+            ("server.js", server),
+        ],
+    )
+    .await;
+    assert!(
+        reason.contains("lock file mismatch") && reason.contains("left-pad@1.3.0"),
+        "{reason}"
+    );
+
+    // A package from somewhere else than the registry (here: the platform's PostgreSQL port).
+    let (reason, _) = failed(
+        &mut d,
+        &[
+            (
+                "package.json",
+                r#"{"name": "app", "scripts": {"start": "node server.js"}, "dependencies": {"ms": "2.1.3"}}"#,
+            ),
+            (
+                "package-lock.json",
+                &MS_LOCK.replace("RESOLVED", "http://127.0.0.1:5432/ms.tgz"),
+            ),
+            ("server.js", server),
+        ],
+    )
+    .await;
+    assert!(
+        reason.contains("ms comes from http://127.0.0.1:5432/ms.tgz")
+            && reason.contains("not the package registry"),
+        "{reason}"
+    );
+
+    // The build script fails: its own output is in the log, the failure names the step.
+    let (reason, logs) = failed(
+        &mut d,
+        &[
+            (
+                "package.json",
+                r#"{"name": "app", "scripts": {"build": "node -e \"console.error('the build broke: missing config'); process.exit(3)\"", "start": "node server.js"}}"#,
+            ),
+            ("server.js", server),
+        ],
+    )
+    .await;
+    assert!(reason.contains("npm run build"), "{reason}");
+    assert!(
+        logs.iter()
+            .any(|l| l.line.contains("the build broke: missing config")),
+        "{logs:#?}"
+    );
+
+    // Nothing says how to start the app.
+    let (reason, _) = failed(
+        &mut d,
+        &[(
+            "package.json",
+            r#"{"name": "app", "scripts": {"build": "node -e 1"}}"#,
+        )],
+    )
+    .await;
+    assert!(
+        reason.contains("cannot detect how to start") && reason.contains("no \"start\" script"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_registry_in_the_egress_policy_the_fetch_is_refused_with_the_reason() {
+    // The default policy: public unicast only. Where the registry's address is special (as on
+    // this test machine) the fetch is refused and says which address of which host; where it
+    // is public, the fetch succeeds. Either way nothing but the registry is asked.
+    let mut d = daemon_configured(4, "session", |_| {}).await;
+    let public = registry_is_public();
+    let (repo, sha) = repo_with(&[
+        (
+            "package.json",
+            r#"{"name": "app", "scripts": {"start": "node server.js"}, "dependencies": {"ms": "2.1.3"}}"#,
+        ),
+        (
+            "package-lock.json",
+            &MS_LOCK.replace("RESOLVED", "https://registry.npmjs.org/ms/-/ms-2.1.3.tgz"),
+        ),
+        (
+            "server.js",
+            "require('http').createServer((q, s) => s.end(require('ms')(60000))).listen(process.env.PORT);\n",
+        ),
+    ]);
+    let req = d.start_request(&unique("refused"), repo.path(), &sha);
+    let events = run_to_end(&mut d, req).await;
+    let status = final_status(&events);
+    if public {
+        assert_eq!(status.state(), pb::BuildState::Succeeded, "{status:?}");
+    } else {
+        assert_eq!(status.state(), pb::BuildState::Failed, "{status:?}");
+        assert!(
+            status.failure_reason.contains("of registry.npmjs.org is")
+                && status.failure_reason.contains("refused"),
+            "{}",
+            status.failure_reason
+        );
+    }
+}
+
+/// Whether every address of the registry is public unicast (what the default policy allows).
+fn registry_is_public() -> bool {
+    use std::net::ToSocketAddrs as _;
+    let addrs: Vec<_> = ("registry.npmjs.org", 443)
+        .to_socket_addrs()
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    !addrs.is_empty()
+        && addrs
+            .iter()
+            .all(|a| tenant::address::special(a.ip()).is_none())
+}
