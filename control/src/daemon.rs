@@ -34,14 +34,25 @@ pub enum DaemonError {
     Resolver(String),
 }
 
-/// The real clients for a config.
+/// The real clients for a config. Daemons at `https://` addresses are reached over mTLS with
+/// control's certificate of the platform CA (read from `database_url` on first use).
 pub fn grpc_clients(config: &Config) -> Clients {
+    let tls = platform_tls(config);
     Clients {
-        builder: Arc::new(GrpcBuilder::default()),
-        node: Arc::new(GrpcNode::default()),
-        proxy: (!config.proxy_address.is_empty())
-            .then(|| Arc::new(GrpcProxy::new(&config.proxy_address, &config.proxy_token)) as _),
+        builder: Arc::new(GrpcBuilder::with_tls(tls.clone())),
+        node: Arc::new(GrpcNode::with_tls(tls.clone())),
+        proxy: (!config.proxy_address.is_empty()).then(|| {
+            Arc::new(GrpcProxy::new(&config.proxy_address, &config.proxy_token).with_tls(tls)) as _
+        }),
     }
+}
+
+/// Control's platform TLS over a lazily connected store; none for a config `start` refuses
+/// anyway (bad key or database URL).
+fn platform_tls(config: &Config) -> Option<Arc<crate::clients::tls::PlatformTls>> {
+    let secrets = SecretBox::from_hex(&config.encryption_key).ok()?;
+    let store = Store::connect_lazy(&config.database_url, secrets).ok()?;
+    Some(crate::clients::tls::PlatformTls::new(store))
 }
 
 pub fn driver_config(config: &Config) -> DriverConfig {
@@ -85,6 +96,8 @@ pub async fn start(
     let secrets = SecretBox::from_hex(&config.encryption_key)
         .map_err(crate::config::ConfigError::from_crypto)?;
     let store = Store::connect(&config.database_url, secrets).await?;
+    // Bootstrap: the platform CA exists from the first start on (#15).
+    store.platform_ca().await?;
     for n in &config.nodes {
         store
             .register_node(&n.name, n.role()?, &n.address, n.cpu_millis, n.memory_bytes)

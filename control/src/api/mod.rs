@@ -164,6 +164,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/nodes"),
     ("get", "/deployments/{id}/build-logs"),
     ("post", "/nodes/{id}/heartbeat"),
+    ("post", "/nodes/join-tokens"),
+    ("post", "/nodes/join"),
     ("post", "/webhooks/github/{id}"),
 ];
 
@@ -241,6 +243,8 @@ pub fn router(state: AppState) -> Router {
         .route("/deployments/{id}/cancel", post(deployments::cancel))
         .route("/nodes", get(nodes::list).post(nodes::register))
         .route("/nodes/{id}/heartbeat", post(nodes::heartbeat))
+        .route("/nodes/join-tokens", post(nodes::create_join_token))
+        .route("/nodes/join", post(nodes::join))
         .route("/services/{id}/webhook", patch(webhooks::rotate))
         .route(
             "/projects/{id}/webhook-deliveries",

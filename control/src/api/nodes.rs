@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::{ApiResult, invalid};
+use super::error::{ApiError, ApiResult, invalid};
 use super::extract::{Admin, Body, PathId};
 use super::validate;
 
@@ -60,4 +60,131 @@ pub async fn heartbeat(
     state.store.node(id).await?;
     state.store.heartbeat(id, None).await?;
     Ok(Json(json!(state.store.node(id).await?)))
+}
+
+/// How long a join token lives when the request does not say, and at most.
+const JOIN_TOKEN_TTL: u64 = 3600;
+const JOIN_TOKEN_TTL_MAX: u64 = 7 * 86_400;
+/// How long a node certificate is valid; the node joins again (new token) to renew it, and its
+/// daemon picks up the new files without a restart.
+const NODE_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// build, compute or proxy: the role the joining node gets.
+    pub role: String,
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// `POST /nodes/join-tokens` (operator): a one-time token a new node joins with, shown once.
+pub async fn create_join_token(
+    State(state): State<AppState>,
+    _: Admin,
+    Body(req): Body<CreateJoinToken>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let role: NodeRole = req
+        .role
+        .parse()
+        .map_err(|_| invalid("role", "must be build, compute or proxy"))?;
+    let ttl = req.ttl_seconds.unwrap_or(JOIN_TOKEN_TTL);
+    if !(1..=JOIN_TOKEN_TTL_MAX).contains(&ttl) {
+        return Err(invalid(
+            "ttl_seconds",
+            format!("must be between 1 and {JOIN_TOKEN_TTL_MAX}"),
+        ));
+    }
+    let (token, expires_at) = state
+        .store
+        .create_join_token(role, std::time::Duration::from_secs(ttl))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": token, "role": role, "expires_at": expires_at })),
+    ))
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinNode {
+    /// The one-time token from `POST /nodes/join-tokens`; it decides the role.
+    pub token: String,
+    pub name: String,
+    /// gRPC address of its daemon: `https://host:port` (mTLS with the certificate issued here).
+    pub address: String,
+    /// PEM certificate signing request for the node's key (the key never leaves the node).
+    pub csr: String,
+    #[serde(default)]
+    pub cpu_millis: u32,
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// The subnet its containers get addresses from (compute nodes), e.g. `10.201.0.0/16`.
+    #[serde(default)]
+    pub container_subnet: Option<String>,
+    /// Its WireGuard public key and `host:port` endpoint on the private network, if it has one.
+    #[serde(default)]
+    pub wireguard_public_key: Option<String>,
+    #[serde(default)]
+    pub wireguard_endpoint: Option<String>,
+}
+
+/// `POST /nodes/join` (authenticated by the join token): registers the node and returns its
+/// certificate (naming its id and role), the platform CA and its WireGuard peers. A wrong,
+/// used or expired token is refused (401) and registers nothing.
+pub async fn join(
+    State(state): State<AppState>,
+    Body(req): Body<JoinNode>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    validate::name("name", &req.name)?;
+    if !req.address.starts_with("https://") {
+        return Err(invalid(
+            "address",
+            "must start with https:// (a joined node's daemon serves mTLS)",
+        ));
+    }
+    if let Some(subnet) = &req.container_subnet {
+        tenant::address::Cidr::parse(subnet)
+            .map_err(|e| invalid("container_subnet", e.to_string()))?;
+    }
+    let csr = pki::Csr::from_pem(&req.csr).map_err(|e| invalid("csr", e.to_string()))?;
+    let cpu = i32::try_from(req.cpu_millis).map_err(|_| invalid("cpu_millis", "too large"))?;
+    let mem = i64::try_from(req.memory_bytes).map_err(|_| invalid("memory_bytes", "too large"))?;
+    // The CA exists before the token is spent: a failure here leaves the token usable.
+    let ca = state.store.platform_ca().await?;
+    let joined = state
+        .store
+        .join_node(
+            &req.token,
+            &crate::store::NewJoin {
+                name: &req.name,
+                address: &req.address,
+                cpu_millis: cpu,
+                memory_bytes: mem,
+                container_subnet: req.container_subnet.as_deref(),
+                wireguard_public_key: req.wireguard_public_key.as_deref(),
+                wireguard_endpoint: req.wireguard_endpoint.as_deref(),
+            },
+        )
+        .await?
+        .map_err(|refused| ApiError::Forbidden(refused.to_string()))?;
+    let identity = pki::PeerIdentity::Node {
+        id: joined.id,
+        role: joined.role,
+    };
+    let certificate = ca
+        .sign_csr(&csr, &identity, NODE_CERT_VALIDITY)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let peers = state.store.wireguard_peers(joined.id).await?;
+    tracing::info!(node = %joined.name, id = %joined.id, role = %joined.role, "node joined");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "node": joined,
+            "identity": identity.uri(),
+            "certificate": certificate,
+            "ca_certificate": ca.cert_pem(),
+            "wireguard_peers": peers,
+        })),
+    ))
 }

@@ -186,6 +186,13 @@ pub fn document() -> Value {
             "/deployments/{id}/build-logs": { "get": op("The deployment's build log, oldest line first (after = a line_number or next_cursor, limit 1..=1000 default 500, tail = the last limit lines); follow=true: server-sent events of the lines after `after`, then an `end` event with the deployment's state once the build is over. Known secret values read [redacted]", None, "200") },
             },
             "/nodes/{id}/heartbeat": { "post": op("Record a heartbeat (operator token)", None, "200") },
+            "/nodes/join-tokens": { "post": op("Issue a one-time join token for a node of a role (operator token): role (build, compute, proxy), ttl_seconds (default 3600, at most 7 days); the token is shown once", Some("CreateJoinToken"), "201") },
+            "/nodes/join": { "post": {
+                "summary": "A new node joins with its join token (no API token): name, address (https://), csr (PEM), cpu_millis, memory_bytes, container_subnet, wireguard_public_key, wireguard_endpoint. Answers the node, its certificate from the platform CA (naming node id and role), the CA certificate and its WireGuard peers; 403 for a wrong, used or expired token",
+                "security": [],
+                "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JoinNode" } } } },
+                "responses": { "201": { "description": "joined" }, "403": { "description": "join token refused" } }
+            } },
             "/webhooks/github/{id}": { "post": {
                 "summary": "GitHub push webhook for a service, signed with X-Hub-Signature-256",
                 "security": [],
@@ -235,6 +242,13 @@ pub fn document() -> Value {
                 })),
                 "RegisterNode": obj(&["name", "role", "address"], json!({
                     "name": s, "role": { "enum": spellings(NodeRole::ALL) }, "address": s, "cpu_millis": i, "memory_bytes": i
+                })),
+                "CreateJoinToken": obj(&["role"], json!({
+                    "role": { "enum": spellings(NodeRole::ALL) }, "ttl_seconds": i
+                })),
+                "JoinNode": obj(&["token", "name", "address", "csr"], json!({
+                    "token": s, "name": s, "address": s, "csr": s, "cpu_millis": i, "memory_bytes": i,
+                    "container_subnet": s, "wireguard_public_key": s, "wireguard_endpoint": s
                 }))
             }
         }

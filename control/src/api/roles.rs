@@ -2,8 +2,8 @@
 //!
 //! | caller | may call |
 //! |---|---|
-//! | anyone | `GET /openapi.json`, `POST /webhooks/github/{id}` (signed instead) |
-//! | operator token | `POST /organizations`, `/nodes` (GET, POST), `POST /nodes/{id}/heartbeat` |
+//! | anyone | `GET /openapi.json`, `POST /webhooks/github/{id}` (signed instead), `POST /nodes/join` (a join token instead) |
+//! | operator token | `POST /organizations`, `/nodes` (GET, POST), `POST /nodes/{id}/heartbeat`, `POST /nodes/join-tokens` |
 //! | `read_only` | every other `GET` of its organization |
 //! | `deployer` | that, and deployments (create, rollback, cancel) and custom domains (add, remove, verify) |
 //! | `owner` | everything of its organization: projects, environments, services, secrets, tokens, members, webhook secrets |
@@ -28,6 +28,7 @@ const OPERATOR: &[(&str, &str)] = &[
     ("GET", "/nodes"),
     ("POST", "/nodes"),
     ("POST", "/nodes/{id}/heartbeat"),
+    ("POST", "/nodes/join-tokens"),
 ];
 
 const DEPLOYER: &[(&str, &str)] = &[
@@ -41,7 +42,10 @@ const DEPLOYER: &[(&str, &str)] = &[
 
 /// Whether `path` is served without a token.
 pub fn is_public(path: &str) -> bool {
-    path == "/openapi.json" || path == "/session" || path.starts_with("/webhooks/")
+    path == "/openapi.json"
+        || path == "/session"
+        || path.starts_with("/webhooks/")
+        || path == "/nodes/join"
 }
 
 /// What `method` on `route` (the route's pattern, e.g. `/services/{id}`) needs. `None` for the

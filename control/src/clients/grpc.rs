@@ -1,39 +1,56 @@
 //! The real clients: tonic over `proto`, one lazily connected channel per daemon address.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use ::api::ServiceKind;
+use ::api::{NodeRole, ServiceKind};
 use async_trait::async_trait;
 use proto::build::v1 as b;
 use proto::node::v1 as n;
 use proto::proxy::v1 as p;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use super::tls::PlatformTls;
 use super::*;
 
-/// Channels by address, created on first use and reused.
+/// Channels by address, created on first use and reused. An `https://` address is reached over
+/// mTLS with control's platform certificate, expecting the node registered there
+/// ([`super::tls::PlatformTls`]); `http://` is plain text (loopback daemons).
 #[derive(Debug, Default)]
 pub struct Channels {
     by_address: Mutex<HashMap<String, Channel>>,
+    tls: Option<Arc<PlatformTls>>,
 }
 
 impl Channels {
+    pub fn with_tls(tls: Option<Arc<PlatformTls>>) -> Self {
+        Self {
+            by_address: Mutex::default(),
+            tls,
+        }
+    }
+
     fn get(&self, daemon: &'static str, address: &str) -> Result<Channel, ClientError> {
         let mut map = self.by_address.lock().expect("channel map lock poisoned");
         if let Some(c) = map.get(address) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(address.to_owned()).map_err(|e| ClientError {
-            daemon,
-            address: address.to_owned(),
-            message: format!("invalid address: {e}"),
-            retryable: false,
-        })?;
-        let channel = endpoint
-            .connect_timeout(std::time::Duration::from_secs(3))
-            .connect_lazy();
+        let role = match daemon {
+            BUILDD => NodeRole::Build,
+            PROXY => NodeRole::Proxy,
+            _ => NodeRole::Compute,
+        };
+        let tls = self.tls.as_ref().map(|t| t.for_address(address, role));
+        let channel =
+            pki::channel(address, tls, std::time::Duration::from_secs(3)).map_err(|e| {
+                ClientError {
+                    daemon,
+                    address: address.to_owned(),
+                    message: e.to_string(),
+                    retryable: false,
+                }
+            })?;
         map.insert(address.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -56,6 +73,14 @@ fn status_error(daemon: &'static str, address: &str, status: Status) -> ClientEr
 #[derive(Debug, Default)]
 pub struct GrpcBuilder {
     channels: Channels,
+}
+
+impl GrpcBuilder {
+    pub fn with_tls(tls: Option<Arc<PlatformTls>>) -> Self {
+        Self {
+            channels: Channels::with_tls(tls),
+        }
+    }
 }
 
 const BUILDD: &str = "buildd";
@@ -191,6 +216,14 @@ impl BuilderClient for GrpcBuilder {
 #[derive(Debug, Default)]
 pub struct GrpcNode {
     channels: Channels,
+}
+
+impl GrpcNode {
+    pub fn with_tls(tls: Option<Arc<PlatformTls>>) -> Self {
+        Self {
+            channels: Channels::with_tls(tls),
+        }
+    }
 }
 
 const NODE: &str = "node agent";
@@ -368,6 +401,12 @@ impl GrpcProxy {
             token: token.to_owned(),
             channels: Channels::default(),
         }
+    }
+
+    /// Reaches an `https://` proxy address over mTLS.
+    pub fn with_tls(mut self, tls: Option<Arc<PlatformTls>>) -> Self {
+        self.channels = Channels::with_tls(tls);
+        self
     }
 
     fn request<T>(&self, message: T) -> Result<tonic::Request<T>, ClientError> {

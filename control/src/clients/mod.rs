@@ -2,6 +2,7 @@
 //! implementations over `proto` in [`grpc`]. Unit tests of the driver use recording fakes.
 
 pub mod grpc;
+pub mod tls;
 
 use std::collections::BTreeMap;
 

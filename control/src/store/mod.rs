@@ -21,9 +21,10 @@ pub use domains::{CustomDomain, DomainCheck};
 pub use environments::VarChange;
 pub use hosts::HostNameParts;
 pub use models::*;
+pub use nodes::{JoinRefused, NewJoin, WireguardPeer};
 pub use orgs::{NewToken, Role};
-pub use sessions::{NewSession, SESSION_LIFETIME_HOURS, Session, SessionOwner};
 pub use services::{NewService, ServicePatch, source_text};
+pub use sessions::{NewSession, SESSION_LIFETIME_HOURS, Session, SessionOwner};
 pub use webhooks::{DELIVERY_LOG_KEEP, Delivery, DeliveryEntry, LoggedDelivery, WebhookTarget};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

@@ -262,3 +262,193 @@ impl Store {
             .collect())
     }
 }
+
+/// Why a join token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinRefused {
+    #[error("join token is not valid: this control plane never issued it")]
+    Unknown,
+    #[error("join token was already used (tokens are one-time: issue a new one)")]
+    Used,
+    #[error("join token expired at {0}")]
+    Expired(Time),
+}
+
+/// What a joining node registers.
+#[derive(Debug, Clone)]
+pub struct NewJoin<'a> {
+    pub name: &'a str,
+    pub address: &'a str,
+    pub cpu_millis: i32,
+    pub memory_bytes: i64,
+    pub container_subnet: Option<&'a str>,
+    pub wireguard_public_key: Option<&'a str>,
+    pub wireguard_endpoint: Option<&'a str>,
+}
+
+/// Another node of the private network, as a joining node configures its WireGuard peer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct WireguardPeer {
+    pub node_id: Uuid,
+    pub name: String,
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub container_subnet: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct JoinTokenRow {
+    id: Uuid,
+    role: NodeRole,
+    expires_at: Time,
+    used_at: Option<Time>,
+    now: Time,
+}
+
+/// The associated data the CA key is sealed with.
+const CA_SEAL: &str = "platform_ca";
+
+fn ca_unreadable() -> StoreError {
+    StoreError::Crypto(crate::crypto::CryptoError::Decrypt {
+        name: CA_SEAL.into(),
+    })
+}
+
+impl Store {
+    /// A store whose connections open on first use (the gRPC clients' view of the nodes and
+    /// the CA); migrations are [`Store::connect`]'s.
+    pub fn connect_lazy(database_url: &str, secrets: crate::crypto::SecretBox) -> Result<Self> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_lazy(database_url)?;
+        Ok(Self { pool, secrets })
+    }
+
+    /// The platform CA, created on first call (bootstrap). Several control planes starting at
+    /// once agree on one: the first insert wins, the others read it.
+    pub async fn platform_ca(&self) -> Result<pki::CertificateAuthority> {
+        if let Some(ca) = self.stored_ca().await? {
+            return Ok(ca);
+        }
+        let ca = pki::CertificateAuthority::generate("Stackpad platform CA").map_err(|e| {
+            tracing::error!(error = %e, "platform ca generation failed");
+            ca_unreadable()
+        })?;
+        sqlx::query(
+            "INSERT INTO platform_ca (id, cert_pem, key_sealed) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(ca.cert_pem())
+        .bind(self.secrets.seal(CA_SEAL, ca.key_pem()))
+        .execute(&self.pool)
+        .await?;
+        self.stored_ca().await?.ok_or_else(ca_unreadable)
+    }
+
+    async fn stored_ca(&self) -> Result<Option<pki::CertificateAuthority>> {
+        let row: Option<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT cert_pem, key_sealed FROM platform_ca WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some((cert_pem, sealed)) = row else {
+            return Ok(None);
+        };
+        let key_pem = self.secrets.open(CA_SEAL, &sealed)?;
+        pki::CertificateAuthority::from_pem(&cert_pem, &key_pem)
+            .map(Some)
+            .map_err(|e| {
+                tracing::error!(error = %e, "stored platform ca does not load");
+                ca_unreadable()
+            })
+    }
+
+    /// A new one-time join token for a node of `role`, valid for `ttl`; only its hash is kept.
+    pub async fn create_join_token(
+        &self,
+        role: NodeRole,
+        ttl: std::time::Duration,
+    ) -> Result<(String, Time)> {
+        let token = format!("spjoin_{}", crate::crypto::generate_webhook_secret());
+        let expires_at: Time = sqlx::query_scalar(
+            "INSERT INTO join_tokens (id, token_hash, role, expires_at) \
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
+        )
+        .bind(Uuid::new_v4())
+        .bind(crate::crypto::hash_token(&token))
+        .bind(role)
+        .bind(ttl.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((token, expires_at))
+    }
+
+    /// Spends `token` and registers the node it admits (or updates the node of that name),
+    /// in one transaction: a token is used once even by concurrent joins. The role is the
+    /// token's.
+    pub async fn join_node(
+        &self,
+        token: &str,
+        node: &NewJoin<'_>,
+    ) -> Result<std::result::Result<Node, JoinRefused>> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<JoinTokenRow> = sqlx::query_as(
+            "SELECT id, role, expires_at, used_at, now() AS now FROM join_tokens WHERE token_hash = $1 FOR UPDATE",
+        )
+        .bind(crate::crypto::hash_token(token))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let row = match row {
+            None => return Ok(Err(JoinRefused::Unknown)),
+            Some(r) if r.used_at.is_some() => return Ok(Err(JoinRefused::Used)),
+            Some(r) if r.expires_at <= r.now => return Ok(Err(JoinRefused::Expired(r.expires_at))),
+            Some(r) => r,
+        };
+        let sql = format!(
+            "INSERT INTO nodes (id, name, role, address, cpu_millis, memory_bytes, container_subnet, \
+               wireguard_public_key, wireguard_endpoint, status, last_heartbeat_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'up', now()) \
+             ON CONFLICT (name) DO UPDATE SET role = $3, address = $4, cpu_millis = $5, memory_bytes = $6, \
+               container_subnet = $7, wireguard_public_key = $8, wireguard_endpoint = $9, status = 'up', last_heartbeat_at = now() \
+             RETURNING {COLUMNS}"
+        );
+        let joined: Node = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(Uuid::new_v4())
+            .bind(node.name)
+            .bind(row.role)
+            .bind(node.address)
+            .bind(node.cpu_millis)
+            .bind(node.memory_bytes)
+            .bind(node.container_subnet)
+            .bind(node.wireguard_public_key)
+            .bind(node.wireguard_endpoint)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE join_tokens SET used_at = now(), node_id = $2 WHERE id = $1")
+            .bind(row.id)
+            .bind(joined.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(joined))
+    }
+
+    /// The node registered at a daemon address, if any (whose certificate control expects).
+    pub async fn node_by_address(&self, address: &str) -> Result<Option<Node>> {
+        let sql = format!("SELECT {COLUMNS} FROM nodes WHERE address = $1");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(address)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Every node but `except` with a WireGuard key: the peers a joining node configures.
+    pub async fn wireguard_peers(&self, except: Uuid) -> Result<Vec<WireguardPeer>> {
+        Ok(sqlx::query_as(
+            "SELECT id AS node_id, name, wireguard_public_key AS public_key, wireguard_endpoint AS endpoint, \
+             container_subnet FROM nodes WHERE id <> $1 AND wireguard_public_key IS NOT NULL ORDER BY name",
+        )
+        .bind(except)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -44,6 +44,18 @@ impl Daemons {
     pub async fn serve(&self, proxy_token: &str) -> anyhow::Result<String> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = format!("http://{}", listener.local_addr()?);
+        self.serve_on(listener, proxy_token, None);
+        Ok(address)
+    }
+
+    /// Serves all three APIs on `listener`, over mTLS with `tls` if given (the daemons'
+    /// `pki::incoming`).
+    pub fn serve_on(
+        &self,
+        listener: TcpListener,
+        proxy_token: &str,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) {
         let token = format!("Bearer {proxy_token}");
         let proxy = ProxyFake {
             d: self.clone(),
@@ -53,10 +65,7 @@ impl Daemons {
             .add_service(n::node_agent_server::NodeAgentServer::new(self.clone()))
             .add_service(b::builder_server::BuilderServer::new(self.clone()))
             .add_service(p::proxy_admin_server::ProxyAdminServer::new(proxy));
-        tokio::spawn(
-            router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        Ok(address)
+        tokio::spawn(router.serve_with_incoming(pki::incoming(listener, tls)));
     }
 }
 
