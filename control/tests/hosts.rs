@@ -110,7 +110,7 @@ async fn the_same_names_in_two_organizations_and_a_staging_copy_never_share_a_ho
         ]
     );
     assert!(
-        platform[3].starts_with(&format!("web-staging-shop-acme-"))
+        platform[3].starts_with("web-staging-shop-acme-")
             && platform[3].len() == format!("web-staging-shop-acme-12345678.{apps}").len(),
         "{platform:?}"
     );

@@ -104,7 +104,7 @@ async fn every_delivery_is_listed_with_its_outcome_and_why() -> anyhow::Result<(
     for item in items {
         assert_eq!(item["service_id"], service.as_str());
         assert_eq!(item["service_name"], "web");
-        assert_eq!(item["event"].as_str().unwrap().is_empty(), false);
+        assert!(!item["event"].as_str().unwrap().is_empty());
     }
 
     // Of one service, the newest few.
