@@ -31,6 +31,8 @@ pub const BATCH_LINES: usize = 1000;
 const MAX_PENDING: usize = 100_000;
 /// Lines a failed build's message shows.
 pub const TAIL_LINES: usize = 15;
+/// The step buildd reports how a build ended under.
+const RESULT_STEP: &str = "result";
 /// The longest line kept (bytes); longer ones are cut at a character boundary.
 const MAX_LINE: usize = 16 * 1024;
 
@@ -258,9 +260,12 @@ impl Recorder {
         self.next = line.number + 1;
         let text = self.redactor.redact(cut(&line.line)).into_owned();
         let step = self.redactor.redact(&line.step).into_owned();
-        self.tail.push_back((step.clone(), text.clone()));
-        if self.tail.len() > TAIL_LINES {
-            self.tail.pop_front();
+        // `result` repeats the failure the message already starts with.
+        if line.step != RESULT_STEP {
+            self.tail.push_back((step.clone(), text.clone()));
+            if self.tail.len() > TAIL_LINES {
+                self.tail.pop_front();
+            }
         }
         if let Some(store) = &self.store {
             if self.pending.len() >= MAX_PENDING {
@@ -351,15 +356,21 @@ mod tests {
         }
         // A watch taken again replays from line 1: nothing twice.
         for n in 1..=21 {
-            rec.push(line(n, "result", &format!("line {n} s3cr3t!")));
+            rec.push(line(
+                n,
+                "[build 2/2] RUN test",
+                &format!("line {n} s3cr3t!"),
+            ));
         }
+        // How the build ended is the message itself: not repeated in the tail.
+        rec.push(line(22, "result", "build failed"));
         let tail = rec.tail();
         assert!(
             tail.starts_with("\n[build 1/2] RUN make:\n  line 7\n"),
             "{tail}"
         );
         assert!(
-            tail.ends_with("line 20\nresult:\n  line 21 [redacted]"),
+            tail.ends_with("line 20\n[build 2/2] RUN test:\n  line 21 [redacted]"),
             "{tail}"
         );
         assert_eq!(tail.matches("\n  ").count(), TAIL_LINES);
