@@ -95,7 +95,7 @@ pub struct RequestCtx {
     /// Admission to the upstream set; held until the request (or upgraded connection) ends.
     admission: Option<SetGuard>,
     upstream: Option<UpstreamGuard>,
-    tried: Vec<SocketAddr>,
+    tried: Tried,
     body_bytes: u64,
     upgraded: bool,
     counted: bool,
@@ -167,6 +167,60 @@ impl StackpadProxy {
             .write_response_body(Some(Bytes::from(answer)), true)
             .await?;
         Ok(true)
+    }
+}
+
+/// Request headers the proxy sets itself for the upstream.
+const FORWARDING_HEADERS: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "forwarded",
+];
+
+/// The upstreams a request was tried on, inline for the usual few (no allocation per request).
+#[derive(Debug)]
+struct Tried {
+    inline: [SocketAddr; 4],
+    len: usize,
+    /// All of them, once there are more than fit inline.
+    more: Vec<SocketAddr>,
+}
+
+impl Default for Tried {
+    fn default() -> Self {
+        Self {
+            inline: [SocketAddr::from(([0, 0, 0, 0], 0)); 4],
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+}
+
+impl Tried {
+    fn push(&mut self, addr: SocketAddr) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = addr;
+        } else {
+            if self.more.is_empty() {
+                self.more.extend_from_slice(&self.inline);
+            }
+            self.more.push(addr);
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn as_slice(&self) -> &[SocketAddr] {
+        if self.more.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.more
+        }
     }
 }
 
@@ -330,7 +384,7 @@ impl ProxyHttp for StackpadProxy {
             route: None,
             admission: None,
             upstream: None,
-            tried: Vec::new(),
+            tried: Tried::default(),
             body_bytes: 0,
             upgraded: false,
             counted: false,
@@ -440,7 +494,7 @@ impl ProxyHttp for StackpadProxy {
         let Some(admission) = &ctx.admission else {
             return Error::e_explain(HTTPStatus(503), "no upstream set");
         };
-        let Some(upstream) = admission.set().pick(&ctx.tried) else {
+        let Some(upstream) = admission.set().pick(ctx.tried.as_slice()) else {
             return Error::e_explain(HTTPStatus(503), "no healthy upstream left to try");
         };
         ctx.tried.push(upstream.addr);
@@ -503,28 +557,42 @@ impl ProxyHttp for StackpadProxy {
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let client = session
+        // Whatever the client sent in these is replaced; most requests carry none, so one look
+        // over the names comes before any removal.
+        if upstream_request
+            .headers
+            .keys()
+            .any(|k| FORWARDING_HEADERS.contains(&k.as_str()))
+        {
+            for name in FORWARDING_HEADERS {
+                upstream_request.remove_header(name);
+            }
+        }
+        if let Some(ip) = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
+            .map(|a| a.ip())
+        {
+            // Formatted on the stack: one allocation, the header value's own.
+            let mut buf = [0u8; 48];
+            let mut out = &mut buf[..];
+            let _ = std::io::Write::write_fmt(&mut out, format_args!("{ip}"));
+            let len = 48 - out.len();
+            let value = http::HeaderValue::from_bytes(&buf[..len])
+                .expect("an IP address is a valid header value");
+            upstream_request.insert_header("x-forwarded-for", value)?;
+        }
         let tls = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
-        let host = request_host(session).map(str::to_owned);
-        for name in [
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-host",
-            "x-real-ip",
-            "forwarded",
-        ] {
-            upstream_request.remove_header(name);
-        }
-        if let Some(client) = client {
-            upstream_request.insert_header("x-forwarded-for", client)?;
-        }
-        upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        let proto = http::HeaderValue::from_static(if tls { "https" } else { "http" });
+        upstream_request.insert_header("x-forwarded-proto", proto)?;
+        // The Host value is shared with the request's buffer, not copied.
+        let host = match session.req_header().headers.get(http::header::HOST) {
+            Some(host) => Some(host.clone()),
+            None => request_host(session).and_then(|h| http::HeaderValue::from_str(h).ok()),
+        };
         if let Some(host) = host {
             upstream_request.insert_header("x-forwarded-host", host)?;
         }
@@ -723,4 +791,23 @@ fn connection_age(session: &Session) -> Option<Duration> {
     let digest = session.digest()?;
     let established = digest.timing_digest.first()?.as_ref()?.established_ts;
     established.elapsed().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tried_keeps_every_address_past_the_inline_ones() {
+        let mut tried = Tried::default();
+        assert!(tried.as_slice().is_empty());
+        let addrs: Vec<SocketAddr> = (1..=6)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        for (i, a) in addrs.iter().enumerate() {
+            tried.push(*a);
+            assert_eq!(tried.as_slice(), &addrs[..=i]);
+            assert_eq!(tried.len(), i + 1);
+        }
+    }
 }
