@@ -379,3 +379,51 @@ async fn deleting_a_project_tears_down_every_service_of_every_environment() -> a
     h.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_copied_managed_database_gets_its_own_password() -> anyhow::Result<()> {
+    let h = Harness::start(fake_clients(&Fakes::new())).await?;
+    let (_, a) = h.org("acme").await;
+    let (project, production) = shop_without_deploys(&h, &a, "shop").await;
+    let (status, db) = h
+        .call(
+            "POST",
+            &format!("/projects/{project}/services"),
+            &a,
+            Some(json!({ "name": "db", "kind": "database", "engine": "postgres" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{db}");
+    let (status, staging) = h
+        .call(
+            "POST",
+            &format!("/projects/{project}/environments"),
+            &a,
+            Some(json!({ "name": "staging", "branch": "main", "from": production })),
+        )
+        .await;
+    assert_eq!(status, 201, "{staging}");
+    let copy = services_of(&h, &a, &project, staging["id"].as_str().unwrap()).await;
+    let copy = copy[0]["id"].as_str().unwrap().to_owned();
+    let (_, shown) = h.call("GET", &format!("/services/{copy}"), &a, None).await;
+    assert_eq!(shown["engine"], "postgres", "{shown}");
+    assert_eq!(shown["internal_host"], "db.staging.internal", "{shown}");
+    let password = |id: String| {
+        let store = h.store();
+        async move {
+            let env = store.service_env(id.parse().unwrap()).await.unwrap();
+            env["POSTGRES_PASSWORD"].0.clone()
+        }
+    };
+    let (original, copied) = (
+        password(db["id"].as_str().unwrap().to_owned()).await,
+        password(copy).await,
+    );
+    assert_eq!(copied.len(), original.len());
+    assert_ne!(
+        copied, original,
+        "a fresh database has a password of its own"
+    );
+    h.stop().await;
+    Ok(())
+}

@@ -1,16 +1,19 @@
 //! Environments of a project: their branch, their variables (sealed like a service's, given to
 //! every service in the environment over the service's own of the same name), copies of
 //! another environment (its services, their settings, variables and secrets, re-sealed for
-//! the copy; never its custom domains, deployments or hosts), and their removal.
+//! the copy; a managed database or cache with a fresh volume and password; never custom
+//! domains, deployments or hosts), and their removal.
 
 use std::collections::BTreeMap;
 
+use ::api::Engine;
 use sqlx::PgConnection;
 use tenant::git::GitRef;
 use uuid::Uuid;
 
 use super::services::{env_aad, webhook_aad};
 use super::{EnvVar, Environment, Result, Service, Store, StoreError};
+use crate::managed;
 
 const COLUMNS: &str = "id, project_id, name, branch, created_from, created_at";
 
@@ -141,8 +144,23 @@ impl Store {
             .bind(old)
             .fetch_all(&mut *tx)
             .await?;
+            // A managed database or cache stays one in the copy, with a fresh volume (a new
+            // service) and a password of its own.
+            let engine: Option<Engine> = sqlx::query_scalar(
+                "INSERT INTO managed_services (service_id, engine) \
+                 SELECT $2, engine FROM managed_services WHERE service_id = $1 RETURNING engine",
+            )
+            .bind(old)
+            .bind(new)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let fresh = engine.map(managed::password_var);
             for (name, enc, secret) in rows {
-                let value = self.secrets().open(&env_aad(old, &name), &enc)?;
+                let value = if Some(name.as_str()) == fresh {
+                    managed::generate_password()
+                } else {
+                    self.secrets().open(&env_aad(old, &name), &enc)?
+                };
                 sqlx::query(
                     "INSERT INTO service_env (service_id, name, value_enc, secret) VALUES ($1, $2, $3, $4)",
                 )
