@@ -48,6 +48,23 @@ pub const fn default_memory_bytes(engine: Engine) -> u64 {
     }
 }
 
+/// Where the engine keeps its data (the entrypoints' defaults): a volume of the service.
+pub const fn data_dir(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Postgres => "/var/lib/postgresql/data",
+        Engine::Mariadb => "/var/lib/mysql",
+        Engine::Redis => "/var/lib/redis",
+    }
+}
+
+/// The data volume's size when the request names none.
+pub const fn default_volume_bytes(engine: Engine) -> u64 {
+    match engine {
+        Engine::Postgres | Engine::Mariadb => 1 << 30,
+        Engine::Redis => 512 << 20,
+    }
+}
+
 /// The engine's own readiness check, run inside the container by the node agent.
 pub fn probe(engine: Engine) -> Vec<String> {
     let argv: &[&str] = match engine {

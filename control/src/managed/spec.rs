@@ -7,7 +7,7 @@ use ::api::{Engine, ServiceKind};
 
 use crate::api::error::{ApiResult, invalid};
 use crate::api::service_spec::{
-    CreateService, HealthInput, ResourcesInput, ServiceSpec, UpdateService,
+    CreateService, HealthInput, ResourcesInput, ServiceSpec, UpdateService, VolumeInput,
 };
 
 /// How long a managed engine may take to pass its probe on first start (initdb included).
@@ -87,6 +87,7 @@ pub fn parse(req: &CreateService, engine: Engine, registry: &str) -> ApiResult<S
             ));
         }
     }
+    let volumes = data_volume(req, engine)?;
     let mut env = req.env.clone();
     env.extend(engine_env);
     let mut secrets = req.secrets.clone();
@@ -120,11 +121,35 @@ pub fn parse(req: &CreateService, engine: Engine, registry: &str) -> ApiResult<S
         env,
         secrets,
         webhook_secret: None,
-        volumes: req.volumes.clone(),
+        volumes,
     };
     let mut spec = normal.parse()?;
     spec.engine = Some(engine);
     Ok(spec)
+}
+
+/// The engine's data directory as a volume of its own, so its data survives redeploys: the
+/// default size, or the size of the one volume the request gives at that directory.
+fn data_volume(req: &CreateService, engine: Engine) -> ApiResult<Vec<VolumeInput>> {
+    let path = super::data_dir(engine);
+    let size_bytes = match req.volumes.as_slice() {
+        [] => super::default_volume_bytes(engine),
+        [v] if v.mount_path == path => v.size_bytes,
+        _ => {
+            return Err(invalid(
+                "volumes",
+                format!(
+                    "a managed {engine} service has one volume, at {path}: give none (default \
+                     size) or that one with its size_bytes"
+                ),
+            ));
+        }
+    };
+    Ok(vec![VolumeInput {
+        name: "data".into(),
+        mount_path: path.into(),
+        size_bytes,
+    }])
 }
 
 /// A change of a managed service: its resources only (memory and CPU; the engine sizes its
@@ -203,6 +228,9 @@ mod tests {
         assert_eq!(spec.resources.memory_bytes, 512 << 20);
         assert_eq!(spec.env["POSTGRES_USER"], "app");
         assert_eq!(spec.secrets["POSTGRES_PASSWORD"].len(), 32);
+        assert_eq!(spec.volumes.len(), 1);
+        assert_eq!(spec.volumes[0].mount_path, "/var/lib/postgresql/data");
+        assert_eq!(spec.volumes[0].size_bytes, 1 << 30);
         assert!(!spec.env.contains_key("POSTGRES_PASSWORD"));
         let new = spec.into_new_service(uuid::Uuid::nil());
         assert_eq!(
