@@ -74,6 +74,12 @@ pub struct Cluster {
     pub compute: Vec<ComputeNode>,
     /// The host's WireGuard address (what the proxy connects from).
     pub host_wg: String,
+    /// Its index (`spk<index>*` interfaces on the host).
+    pub index: String,
+    /// The arguments of its `up`, to run it again.
+    up_args: Vec<String>,
+    /// Set once `down` ran.
+    down: bool,
 }
 
 fn script() -> PathBuf {
@@ -107,36 +113,45 @@ impl Cluster {
         );
         let bins = Binaries::get()?;
         let bin_dir = bins.node.parent().context("node binary has no folder")?;
-        let mut cluster = Self {
-            name: unique_name("t"),
-            compute: Vec::new(),
-            host_wg: String::new(),
-        };
+        let name = unique_name("t");
         let token_file = platform.dir.path().join("operator-token");
         std::fs::write(&token_file, &platform.operator_token)?;
-        run_script(
-            &[
-                "up",
-                "--name",
-                &cluster.name,
-                "--compute",
-                &compute.to_string(),
-                "--control",
-                platform.rest.base(),
-                "--token-file",
-                &token_file.to_string_lossy(),
-            ],
-            bin_dir,
-        )?;
+        let up_args: Vec<String> = [
+            "up",
+            "--name",
+            &name,
+            "--compute",
+            &compute.to_string(),
+            "--control",
+            platform.rest.base(),
+            "--token-file",
+            &token_file.to_string_lossy(),
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        let mut cluster = Self {
+            name,
+            compute: Vec::new(),
+            host_wg: String::new(),
+            index: String::new(),
+            up_args,
+            down: false,
+        };
+        cluster.run(&cluster.up_args)?;
         let env = run_script(&["env", "--name", &cluster.name], bin_dir)?;
         let vars: std::collections::HashMap<&str, &str> = env
             .lines()
             .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
             .collect();
-        cluster.host_wg = vars
-            .get("STACKPAD_CLUSTER_HOST_WG")
-            .context("scripts/cluster env: no STACKPAD_CLUSTER_HOST_WG")?
-            .to_string();
+        let get = |key: &str| -> anyhow::Result<String> {
+            Ok(vars
+                .get(key)
+                .with_context(|| format!("scripts/cluster env: no {key}"))?
+                .to_string())
+        };
+        cluster.host_wg = get("STACKPAD_CLUSTER_HOST_WG")?;
+        cluster.index = get("STACKPAD_CLUSTER_INDEX")?;
         for n in 1..=compute {
             let var = |what: &str| -> anyhow::Result<String> {
                 let key = format!("STACKPAD_CLUSTER_COMPUTE_{n}_{what}");
@@ -156,13 +171,59 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// `scripts/cluster status` of this cluster: one line per node.
-    pub fn status(&self) -> anyhow::Result<String> {
+    fn run(&self, args: &[String]) -> anyhow::Result<String> {
         let bins = Binaries::get()?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run_script(
-            &["status", "--name", &self.name],
+            &args,
             bins.node.parent().context("node binary has no folder")?,
         )
+    }
+
+    /// `scripts/cluster status` of this cluster: one line per node.
+    pub fn status(&self) -> anyhow::Result<String> {
+        self.run(&["status".into(), "--name".into(), self.name.clone()])
+    }
+
+    /// `scripts/cluster up` again with the same arguments (it must find everything up).
+    pub fn up_again(&self) -> anyhow::Result<String> {
+        self.run(&self.up_args)
+    }
+
+    /// `scripts/cluster down`, then what of the cluster is still on the machine (namespaces,
+    /// interfaces, folders, BPF pins, containerd namespaces on the host's containerd).
+    pub fn down(mut self) -> anyhow::Result<Vec<String>> {
+        self.down = true;
+        self.run(&["down".into(), "--name".into(), self.name.clone()])?;
+        let mut left = Vec::new();
+        let prefixed = |dir: &str, prefix: &str| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| format!("{dir}/{}", e.file_name().to_string_lossy()))
+                        .filter(|p| p.starts_with(&format!("{dir}/{prefix}")))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        left.extend(prefixed("/run/netns", &format!("spk-{}-", self.name)));
+        left.extend(prefixed("/sys/class/net", &format!("spk{}", self.index)));
+        left.extend(prefixed(
+            "/sys/fs/bpf",
+            &format!("stackpad-cluster-{}-", self.name),
+        ));
+        left.extend(prefixed("/var/lib/stackpad/cluster", &self.name));
+        left.extend(prefixed("/run/stackpad/cluster", &self.name));
+        let namespaces = Command::new("ctr")
+            .args(["namespaces", "ls", "-q"])
+            .output()?;
+        left.extend(
+            String::from_utf8_lossy(&namespaces.stdout)
+                .lines()
+                .filter(|n| n.starts_with(&format!("cluster-{}-", self.name)))
+                .map(|n| format!("containerd namespace {n}")),
+        );
+        Ok(left)
     }
 
     /// The containers of a compute node, from that node's own containerd.
@@ -206,6 +267,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if self.down {
+            return;
+        }
         let out = Command::new(script())
             .args(["down", "--name", &self.name])
             .output();

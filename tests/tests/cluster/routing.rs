@@ -66,6 +66,15 @@ async fn a_web_service_on_a_compute_node_answers_through_the_proxy_over_wireguar
             let theirs = cluster.containers(&other.name)?;
             ensure!(theirs.is_empty(), "{} holds {theirs:?}", other.name);
         }
+        // A second `up` finds it all up: same nodes, nothing joined again.
+        let again = Instant::now();
+        cluster.up_again()?;
+        let again = again.elapsed();
+        let status = cluster.status()?;
+        ensure!(!status.contains("down"), "after a second up:\n{status}");
+        let (status, _) = platform.get(&host, "/").await?;
+        ensure!(status == 200, "after a second up the page answers {status}");
+        eprintln!("second up in {again:?}");
         eprintln!(
             "platform + cluster up in {cluster_up:?}, deployed to {node} in {deployed:?}, \
              served through the proxy over WireGuard {:?} after the start",
