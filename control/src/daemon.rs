@@ -273,6 +273,10 @@ async fn monitor_nodes(
                 }
             }
         }
+        // Volumes of deleted services whose grace period is over (#14).
+        if let Err(e) = crate::volumes::sweep(&store, &clients).await {
+            tracing::warn!(error = %e, "sweeping the volumes of deleted services failed");
+        }
         match mark_silent_nodes_down(&store, down_after).await {
             Ok(down) if !down.is_empty() => tracing::warn!(?down, "nodes marked down"),
             Ok(_) => {}

@@ -28,3 +28,4 @@ pub mod metrics;
 pub mod pipeline;
 pub mod schedule;
 pub mod store;
+pub mod volumes;

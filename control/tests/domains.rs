@@ -42,6 +42,9 @@ impl NodeClient for LoopbackNode {
     async fn remove_deployment(&self, _: &str, _: &str, _: u32) -> Result<(), ClientError> {
         Ok(())
     }
+    async fn remove_volumes(&self, _: &str, _: &str) -> Result<(), ClientError> {
+        Ok(())
+    }
     async fn info(&self, _: &str) -> Result<NodeCapacity, ClientError> {
         Ok(NodeCapacity {
             cpu_millis_total: 4000,

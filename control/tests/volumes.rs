@@ -153,3 +153,59 @@ async fn every_deployment_of_a_service_with_volumes_carries_them_to_the_node() -
     h.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_deleted_services_volumes_go_after_the_grace_period() -> anyhow::Result<()> {
+    let daemons = Daemons::default();
+    let address = daemons.serve(PROXY_TOKEN).await?;
+    let db = common::database().await?;
+    let mut config = common::config(&db);
+    config.proxy_address = address.clone();
+    config.proxy_token = PROXY_TOKEN.into();
+    let clients = control::daemon::grpc_clients(&config);
+    let h = Harness::start_on(db, control::daemon::grpc_clients(&config)).await?;
+    h.register_node("n1", "compute", &address).await;
+    let (_, t) = h.org("vol-c").await;
+    let (_, service) = h
+        .service(
+            &t,
+            json!({ "name": "db", "kind": "database", "image": "o/db:1",
+                    "volumes": [volume("data", "/var/lib/data", 64 << 20)] }),
+        )
+        .await;
+    let d = h.deploy(&t, &service, json!({})).await;
+    let v = h.wait_terminal(&t, &d, Duration::from_secs(20)).await;
+    assert_eq!(v["state"], "ready", "{v}");
+    let (status, v) = h
+        .call("DELETE", &format!("/services/{service}"), &t, None)
+        .await;
+    assert!((200..300).contains(&status), "{status} {v}");
+
+    let pool = &h.store().pool;
+    let days: f64 = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM delete_after - now())::float8 / 86400 FROM volume_deletions \
+         WHERE service_id = $1::uuid",
+    )
+    .bind(&service)
+    .fetch_one(pool)
+    .await?;
+    assert!((6.9..=7.0).contains(&days), "kept {days} days");
+    // Within the grace period a sweep removes nothing.
+    assert_eq!(control::volumes::sweep(&h.store(), &clients).await?, 0);
+    assert!(daemons.recorded().volume_removals.is_empty());
+
+    sqlx::query("UPDATE volume_deletions SET delete_after = now() - interval '1 second'")
+        .execute(pool)
+        .await?;
+    assert_eq!(control::volumes::sweep(&h.store(), &clients).await?, 1);
+    assert_eq!(
+        daemons.recorded().volume_removals,
+        [(service.clone(), String::new())]
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM volume_deletions")
+        .fetch_one(pool)
+        .await?;
+    assert_eq!(left, 0);
+    h.stop().await;
+    Ok(())
+}

@@ -370,6 +370,18 @@ impl NodeClient for GrpcNode {
         Ok(())
     }
 
+    async fn remove_volumes(&self, node: &str, service_id: &str) -> Result<(), ClientError> {
+        let mut client = n::node_agent_client::NodeAgentClient::new(self.channels.get(NODE, node)?);
+        client
+            .remove_volume(n::RemoveVolumeRequest {
+                service_id: service_id.to_owned(),
+                name: String::new(),
+            })
+            .await
+            .map_err(|s| status_error(NODE, node, s))?;
+        Ok(())
+    }
+
     async fn info(&self, node: &str) -> Result<NodeCapacity, ClientError> {
         let mut client = n::node_agent_client::NodeAgentClient::new(self.channels.get(NODE, node)?);
         let info = client

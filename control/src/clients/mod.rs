@@ -162,6 +162,8 @@ pub trait NodeClient: Send + Sync {
         grace_ms: u32,
     ) -> Result<(), ClientError>;
     async fn info(&self, node: &str) -> Result<NodeCapacity, ClientError>;
+    /// Deletes every volume of the service on the node, with its data. Idempotent.
+    async fn remove_volumes(&self, node: &str, service_id: &str) -> Result<(), ClientError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

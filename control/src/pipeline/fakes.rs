@@ -434,6 +434,7 @@ pub enum Call {
     CancelBuild,
     Deploy { image: String },
     Remove { deployment: String },
+    RemoveVolumes { service: String },
     UpsertRoute { hosts: Vec<String> },
     Switch { address: String },
 }
@@ -545,6 +546,15 @@ impl NodeClient for FakeNode {
             &self.log,
             Call::Remove {
                 deployment: deployment_id.into(),
+            },
+        );
+        Ok(())
+    }
+    async fn remove_volumes(&self, _node: &str, service_id: &str) -> Result<(), ClientError> {
+        record(
+            &self.log,
+            Call::RemoveVolumes {
+                service: service_id.into(),
             },
         );
         Ok(())

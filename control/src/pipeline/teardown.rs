@@ -85,6 +85,16 @@ async fn take_off(
                 })?;
         }
     }
+    // The volumes stay on the nodes that ran the service for a grace period
+    // (`crate::volumes`): the rows of the service go, the data not yet.
+    if !service.volumes.is_empty() {
+        let mut nodes: Vec<Uuid> = deployments.iter().filter_map(|d| d.node_id).collect();
+        nodes.sort();
+        nodes.dedup();
+        let delete_after = chrono::Utc::now()
+            + chrono::Duration::from_std(crate::volumes::GRACE).unwrap_or(chrono::Duration::MAX);
+        crate::volumes::schedule_deletion(store, service.id, &nodes, delete_after).await?;
+    }
     for d in deployments {
         let deployment = d.id;
         let Some(node) = d.node_id else { continue };

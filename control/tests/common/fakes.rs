@@ -27,6 +27,10 @@ pub enum Call {
         node: String,
         deployment: String,
     },
+    RemoveVolumes {
+        node: String,
+        service: String,
+    },
     Route {
         hosts: Vec<String>,
         certificate_hosts: Vec<String>,
@@ -167,6 +171,13 @@ impl NodeClient for FakeNode {
         self.log.lock().unwrap().push(Call::Remove {
             node: node.into(),
             deployment: deployment_id.into(),
+        });
+        Ok(())
+    }
+    async fn remove_volumes(&self, node: &str, service_id: &str) -> Result<(), ClientError> {
+        self.log.lock().unwrap().push(Call::RemoveVolumes {
+            node: node.into(),
+            service: service_id.into(),
         });
         Ok(())
     }
