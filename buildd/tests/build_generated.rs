@@ -6,45 +6,9 @@
 
 mod common;
 
-use std::path::Path;
-
-use buildd::config::Config;
+use common::apps::*;
 use common::*;
 use proto::build::v1 as pb;
-
-/// The registry's addresses, opened in the egress policy as an operator would (here they are
-/// in a documentation range the policy refuses by default).
-fn allow_npm_registry(config: &mut Config) {
-    use std::net::ToSocketAddrs as _;
-    let addrs: Vec<_> = ("registry.npmjs.org", 443)
-        .to_socket_addrs()
-        .expect("registry.npmjs.org resolves (the npm registry must be reachable)")
-        .collect();
-    for addr in addrs {
-        let bits = if addr.is_ipv4() { 32 } else { 128 };
-        config.egress_allow.push(format!("{}/{bits}", addr.ip()));
-    }
-}
-
-/// A git repository holding a copy of `examples/<name>`, committed; returns (dir, sha).
-fn example_repo(name: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(name);
-    let out = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    git(dir.path(), &["add", "."]);
-    git(dir.path(), &["commit", "-q", "-m", "example"]);
-    let sha = git(dir.path(), &["rev-parse", "HEAD"]);
-    (dir, sha)
-}
 
 /// GET `path` on 127.0.0.1:`port` (the app answers already); returns (status line, body).
 async fn get(port: u16, path: &str) -> (String, String) {
@@ -100,6 +64,8 @@ async fn the_vite_example_builds_with_registry_dependencies_and_serves_its_app_a
     let deps = dependency_log(&events);
     assert!(deps.iter().any(|l| l.starts_with("fetching ")), "{deps:#?}");
 
+    let size = pushed_size(&image_repo, &status.image_digest);
+    eprintln!("vite image: {size} bytes compressed");
     let port = free_port();
     {
         let _c = Container::run(&format!("{image_repo}@{}", status.image_digest), port);

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod apps;
 pub mod fetch;
 
 pub fn fixture_dir(name: &str) -> PathBuf {
