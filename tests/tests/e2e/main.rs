@@ -7,3 +7,4 @@ mod harness;
 mod deploy;
 mod faults;
 mod isolation;
+mod managed;
