@@ -72,7 +72,7 @@ async fn an_unknown_service_kind_is_an_error() {
          NULL::text AS git_url, '' AS git_subdirectory, '{}'::jsonb AS build, '{}'::jsonb AS resources, \
          NULL::jsonb AS health_check, 8080 AS port, 1 AS replicas, ARRAY[]::text[] AS domains, \
          ARRAY[]::text[] AS command, ARRAY[]::text[] AS args, false AS has_webhook_secret, \
-         NULL::uuid AS current_deployment_id, now() AS created_at",
+         '[]'::jsonb AS volumes, NULL::uuid AS current_deployment_id, now() AS created_at",
     )
     .fetch_one(&mut conn)
     .await
