@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod dashboard;
 mod deploy;
 mod faults;
 mod isolation;

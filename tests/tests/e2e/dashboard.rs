@@ -1,0 +1,407 @@
+//! The dashboard (#18) in a real browser against the real platform: headless Chromium from
+//! Debian driven over WebDriver (chromedriver, fantoccini). A user signs in with a token,
+//! creates a project and a git service, deploys it and watches the timeline reach `ready`
+//! without a reload, opens the app at the URL the page shows, sees a new container's log line
+//! arrive in the live tail, rolls back, adds a domain and reads the DNS record to create; a page
+//! of another organization is "Not found". Screenshots of the main pages at 375 and 1440 px
+//! wide are saved under the target directory (`tmp/dashboard-screenshots/`) to be looked at.
+//!
+//! The browser reaches only loopback: the API's address is an IP, the platform's host names
+//! are mapped to 127.0.0.1 and every other name fails to resolve; its background services
+//! (updates, sync, safe browsing) are off.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::harness::{AppRepo, Platform};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const BUILD_AND_DEPLOY: Duration = Duration::from_secs(300);
+
+/// A chromedriver with one headless Chromium session; both end on drop.
+struct Browser {
+    client: Option<Client>,
+    _driver: tokio::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start(apps_domain: &str) -> anyhow::Result<Self> {
+        for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
+            ensure!(
+                Path::new(path).exists(),
+                "{path} is missing: the browser tests need Debian's {package} (scripts/services up installs it)"
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let driver = tokio::process::Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting chromedriver")?;
+        let profile = tempfile::Builder::new().prefix("e2e-chromium-").tempdir()?;
+        let args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--window-size=1440,1000".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+            // The platform's names go to the proxy on loopback; no other name resolves.
+            format!(
+                "--host-resolver-rules=MAP *.{apps_domain} 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+            ),
+            // The proxy's certificate comes from this platform's test CA.
+            "--ignore-certificate-errors".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--disable-default-apps".to_owned(),
+            "--disable-domain-reliability".to_owned(),
+            "--disable-client-side-phishing-detection".to_owned(),
+            "--no-first-run".to_owned(),
+            "--no-default-browser-check".to_owned(),
+            "--metrics-recording-only".to_owned(),
+            "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication"
+                .to_owned(),
+        ];
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": CHROMIUM, "args": args }),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => bail!("no WebDriver session from chromedriver at {url}: {e}"),
+            }
+        };
+        Ok(Self {
+            client: Some(client),
+            _driver: driver,
+            _profile: profile,
+        })
+    }
+
+    async fn goto(&self, url: &str) -> anyhow::Result<()> {
+        self.c()
+            .goto(url)
+            .await
+            .with_context(|| format!("opening {url}"))
+    }
+
+    fn c(&self) -> &Client {
+        self.client
+            .as_ref()
+            .expect("the session is open until close")
+    }
+
+    async fn close(mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = c.close().await;
+        }
+    }
+
+    /// Waits until the page's text (or the text of `css`) contains `text`.
+    async fn wait_text(&self, css: &str, text: &str, within: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + within;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(el) = self.c().find(Locator::Css(css)).await
+                && let Ok(t) = el.text().await
+            {
+                if t.contains(text) {
+                    return Ok(t);
+                }
+                last = t;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("{css} never showed {text:?} within {within:?}; last: {last:?}")
+    }
+
+    /// Fills the form holding `first_field` (by input name) and submits it.
+    async fn fill_and_submit(&self, fields: &[(&str, &str)]) -> anyhow::Result<()> {
+        let (first, _) = fields[0];
+        let form = self
+            .c()
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::XPath(&format!("//form[.//*[@name='{first}']]")))
+            .await?;
+        for (name, value) in fields {
+            let input = form.find(Locator::Css(&format!("[name='{name}']"))).await?;
+            if input.tag_name().await? == "select" {
+                input.select_by_value(value).await?;
+            } else {
+                input.clear().await?;
+                input.send_keys(value).await?;
+            }
+        }
+        form.find(Locator::Css("button[type='submit']"))
+            .await?
+            .click()
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until the location's fragment matches `prefix` and returns the id after it.
+    async fn wait_route(&self, prefix: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let url = self.c().current_url().await?;
+            if let Some(rest) = url.fragment().and_then(|f| f.strip_prefix(prefix)) {
+                return Ok(rest.split(['/', '?']).next().unwrap_or_default().to_owned());
+            }
+            if Instant::now() > deadline {
+                bail!("the page never went to #{prefix}…; it is at {url}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn screenshot(&self, name: &str) -> anyhow::Result<()> {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+        std::fs::create_dir_all(&dir)?;
+        for (width, height) in [(1440, 1000), (375, 812)] {
+            self.c().set_window_size(width, height).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let png = self.c().screenshot().await?;
+            std::fs::write(dir.join(format!("{name}-{width}.png")), png)?;
+        }
+        self.c().set_window_size(1440, 1000).await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deploys_watches_and_rolls_back_from_the_browser() -> anyhow::Result<()> {
+    let mut platform = Platform::start("e2e-dashboard").await?;
+    let browser = match Browser::start(&platform.apps_domain).await {
+        Ok(b) => b,
+        Err(e) => return platform.report(Err(e)),
+    };
+    let outcome = scenario(&platform, &browser).await;
+    browser.close().await;
+    platform.report(outcome)
+}
+
+async fn scenario(platform: &Platform, b: &Browser) -> anyhow::Result<()> {
+    let tenant = platform.organization("e2e").await?;
+    let other = platform.organization("e2e-other").await?;
+    let foreign_project = platform.project(&other, "hidden").await?;
+    let repo = AppRepo::sample(platform, "hello", "1.0.0")?;
+    let dash = format!("{}/dashboard/", platform.api);
+
+    // Sign in with the organization's token.
+    // Without a session the page is the sign-in form.
+    b.goto(&dash).await?;
+    b.fill_and_submit(&[("token", &tenant.token)]).await?;
+    b.wait_text("main h1", "e2e", Duration::from_secs(20))
+        .await?;
+    let cookies = b.c().get_all_cookies().await?;
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "stackpad_session")
+        .context("no session cookie")?;
+    ensure!(
+        session.http_only() == Some(true) && session.secure() == Some(true),
+        "the session cookie must be HttpOnly and Secure: {session:?}"
+    );
+    ensure!(
+        b.c()
+            .execute("return document.cookie", vec![])
+            .await?
+            .as_str()
+            .is_some_and(|c| !c.contains("stackpad_session")),
+        "page scripts must not read the session cookie"
+    );
+
+    // A project, then a git service in it.
+    b.fill_and_submit(&[("name", "shop")]).await?;
+    let project = b.wait_route("/projects/").await?;
+    b.wait_text("main h1", "shop", Duration::from_secs(20))
+        .await?;
+    b.screenshot("project-empty").await?;
+    b.fill_and_submit(&[
+        ("name", "web"),
+        ("kind", "web"),
+        ("git", &repo.url()),
+        ("port", "3000"),
+    ])
+    .await?;
+    let service = b.wait_route("/services/").await?;
+    b.wait_text("main h1", "web", Duration::from_secs(20))
+        .await?;
+
+    // Deploy main and watch it, without a reload, reach ready.
+    b.fill_and_submit(&[("git_ref", "main")]).await?;
+    let first = b.wait_route("/deployments/").await?;
+    b.c().execute("window.__noReload = true", vec![]).await?;
+    b.wait_text("main .title .badge", "ready", BUILD_AND_DEPLOY)
+        .await
+        .context("the deployment page never showed ready")?;
+    ensure!(
+        b.c()
+            .execute("return window.__noReload === true", vec![])
+            .await?
+            == json!(true),
+        "the page reloaded while the deployment ran"
+    );
+    let ready = b
+        .c()
+        .find(Locator::Css(".stepper li[data-step='ready']"))
+        .await?;
+    ensure!(
+        ready.attr("class").await?.as_deref() == Some("done"),
+        "the timeline's ready step is not done: {}",
+        b.c().find(Locator::Css(".stepper")).await?.text().await?
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = b.c().find(Locator::Css(".build-log")).await?.text().await?;
+        if !log.trim().is_empty() {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the build log stayed empty");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.screenshot("deployment-ready").await?;
+
+    // The app, at the URL the service page shows.
+    b.goto(&format!("{dash}#/services/{service}")).await?;
+    let link = b
+        .c()
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("a.host"))
+        .await?;
+    let href = link
+        .attr("href")
+        .await?
+        .context("the host link has no href")?;
+    let host = href
+        .strip_prefix("https://")
+        .and_then(|h| h.strip_suffix('/'))
+        .with_context(|| format!("unexpected app URL {href}"))?
+        .to_owned();
+    ensure!(host.ends_with(&platform.apps_domain), "{host}");
+    platform
+        .wait_for_https(&host, "version 1.0.0", Duration::from_secs(60))
+        .await?;
+    b.screenshot("service").await?;
+    b.goto(&format!("https://{host}:{}/", platform.https.port()))
+        .await?;
+    b.wait_text(
+        "body",
+        "Hello from Stackpad! version 1.0.0",
+        Duration::from_secs(20),
+    )
+    .await?;
+
+    // The live tail: a second deployment's container logs its start while the page is open.
+    b.goto(&format!("{dash}#/services/{service}/logs")).await?;
+    b.wait_text("pre.log", "hello listening", Duration::from_secs(60))
+        .await?;
+    let before = b.c().find(Locator::Css("pre.log")).await?.text().await?;
+    let seen = before.matches("hello listening").count();
+    let v2 = repo.set_version("1.0.1")?;
+    let second = platform
+        .expect(
+            201,
+            "POST",
+            &format!("/services/{service}/deployments"),
+            &tenant.token,
+            Some(json!({ "git_commit": v2 })),
+        )
+        .await?["id"]
+        .as_str()
+        .context("deployment id")?
+        .to_owned();
+    let d = platform
+        .wait_deployment(&tenant, &second, BUILD_AND_DEPLOY)
+        .await?;
+    ensure!(d["state"] == "ready", "second deployment: {d}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = b.c().find(Locator::Css("pre.log")).await?.text().await?;
+        if now.matches("hello listening").count() > seen && now.contains("version 1.0.1") {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the new container's start never appeared in the live tail: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    b.screenshot("logs").await?;
+
+    // Roll back to the first deployment from the list.
+    b.goto(&format!("{dash}#/services/{service}/deployments"))
+        .await?;
+    let row = b
+        .c()
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(&format!("tr[data-id='{first}'] button")))
+        .await?;
+    row.click().await?;
+    let rollback = b.wait_route("/deployments/").await?;
+    ensure!(rollback != first && rollback != second, "no new deployment");
+    b.wait_text("main .title .badge", "ready", BUILD_AND_DEPLOY)
+        .await
+        .context("the rollback never showed ready")?;
+    platform
+        .wait_for_https(&host, "version 1.0.0", Duration::from_secs(30))
+        .await?;
+
+    // A custom domain and the record to create for it.
+    b.goto(&format!("{dash}#/services/{service}/domains"))
+        .await?;
+    b.fill_and_submit(&[("domain", "www.shop-e2e.example")])
+        .await?;
+    let records = b
+        .wait_text(
+            "table.list",
+            "www.shop-e2e.example",
+            Duration::from_secs(20),
+        )
+        .await?;
+    ensure!(
+        records.contains("CNAME") && records.contains(&host),
+        "the domain row must show the CNAME to create, to {host}: {records}"
+    );
+    b.screenshot("domains").await?;
+
+    // Another organization's project is not there for this session.
+    b.goto(&format!("{dash}#/projects/{foreign_project}"))
+        .await?;
+    b.wait_text("main h1", "Not found", Duration::from_secs(20))
+        .await?;
+    b.goto(&format!("{dash}#/projects/{project}")).await?;
+    b.wait_text("main", "web", Duration::from_secs(20)).await?;
+    b.screenshot("project").await?;
+    Ok(())
+}
