@@ -68,9 +68,10 @@ export async function deploymentPage(main: HTMLElement, [id]: string[], session:
         await post(`/deployments/${d.id}/cancel`);
       }, { danger: true, confirm: "Cancel this deployment?" }));
     }
-    if (canChange && d.state === "ready") {
-      actions.append(action("Redeploy this version", async () => {
-        const n = await post<Deployment>(`/services/${d.service_id}/deployments`, d.image_digest && d.image ? { image: d.image } : d.git_commit ? { git_commit: d.git_commit } : {});
+    if (canChange && d.ready_at) {
+      // Any version that once served can be served again: a rollback runs its exact image.
+      actions.append(action("Roll back to this version", async () => {
+        const n = await post<Deployment>(`/deployments/${d.id}/rollback`);
         location.hash = `#/deployments/${n.id}`;
       }));
     }

@@ -67,7 +67,7 @@ function deploymentRow(d: Deployment, serviceCurrent: string | null, canChange: 
     h(
       "td",
       {},
-      canChange && d.state === "ready" && d.id !== serviceCurrent
+      canChange && d.ready_at && d.id !== serviceCurrent
         ? action("Roll back", async () => {
             const n = await post<Deployment>(`/deployments/${d.id}/rollback`);
             location.hash = `#/deployments/${n.id}`;
