@@ -87,6 +87,7 @@ async fn a_web_service_gets_its_databases_url_and_a_rotated_password_on_its_next
         )
         .await;
     assert_eq!(status, 201, "{web}");
+    assert_eq!(web["uses"], json!(["db"]));
     let web = web["id"].as_str().unwrap().to_owned();
 
     let d1 = h.deploy(&a, &db, json!({})).await;

@@ -24,9 +24,15 @@ async fn view(state: &AppState, org: Uuid, service: Service) -> ApiResult<Value>
             .hosts;
     }
     let engine = state.store.managed_engine(service.id).await?;
+    // The services whose variables this one takes (`${{ db.DATABASE_URL }}`): names only, so
+    // a reference inside a secret shows without its value.
+    let env = state.store.service_env(service.id).await?;
+    let uses = crate::managed::refs::referenced_services(env.iter().map(|(k, (v, _))| (k, v)))
+        .unwrap_or_default();
     let mut v = json!(service);
     v["hosts"] = json!(hosts);
     v["engine"] = json!(engine);
+    v["uses"] = json!(uses);
     if let Some(engine) = engine {
         // Where the other services of its environment reach it (no public host).
         let environment = state.store.environment(org, service.environment_id).await?;
