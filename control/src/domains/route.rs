@@ -101,6 +101,16 @@ pub fn service_hosts(platform_hosts: &[String], verified: &[String]) -> Vec<Stri
     hosts
 }
 
+/// Pure: the labels to route, primary first. A legacy label longer than a DNS label never
+/// worked (the proxy refuses such a host, and would refuse the whole route with it).
+pub fn routable(labels: Vec<(String, bool)>) -> Vec<String> {
+    labels
+        .into_iter()
+        .filter(|(label, legacy)| !legacy || label.len() <= MAX_LABEL)
+        .map(|(label, _)| label)
+        .collect()
+}
+
 /// The platform host labels of `service` (of organization `org`), primary first; assigns the
 /// primary one on first use. Services other than web services have none.
 pub async fn platform_labels(store: &Store, org: Uuid, service: &Service) -> Result<Vec<String>> {
@@ -109,7 +119,7 @@ pub async fn platform_labels(store: &Store, org: Uuid, service: &Service) -> Res
     }
     let mut labels = store.host_labels(service.id).await?;
     if labels.first().is_some_and(|(_, legacy)| !legacy) {
-        return Ok(labels.into_iter().map(|(label, _)| label).collect());
+        return Ok(routable(labels));
     }
     let names = store.host_names(org, service.id).await?;
     let n = HostNames {
@@ -123,7 +133,7 @@ pub async fn platform_labels(store: &Store, org: Uuid, service: &Service) -> Res
         // Ours now, whether this call or a concurrent one claimed it.
         labels = store.host_labels(service.id).await?;
         if labels.first().is_some_and(|(_, legacy)| !legacy) {
-            return Ok(labels.into_iter().map(|(label, _)| label).collect());
+            return Ok(routable(labels));
         }
     }
     Err(StoreError::Conflict(format!(

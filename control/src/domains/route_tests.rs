@@ -105,3 +105,14 @@ fn a_service_lists_its_platform_hosts_first_then_each_verified_domain_once() {
         ]
     );
 }
+
+#[test]
+fn a_legacy_label_longer_than_a_dns_label_is_not_routed() {
+    let long = "a".repeat(64);
+    let labels = vec![
+        ("web-shop-acme".to_owned(), false),
+        ("web-shop".to_owned(), true),
+        (long, true),
+    ];
+    assert_eq!(routable(labels), ["web-shop-acme", "web-shop"]);
+}
