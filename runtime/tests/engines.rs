@@ -4,16 +4,18 @@
 //! mariadb-admin ping, redis-cli ping; `agent::exec`), and a client container of the same project reaches it
 //! at `<service>.<environment>.internal` with the generated credentials: the client's own exec
 //! probe is that connection, so "healthy" means "connected and answered". A wrong password is
-//! refused. One harness for the three engines.
+//! refused. The data directory is a volume: data written by the client is still there after
+//! the engine's container is stopped and a new deployment of it starts on the same volume. One
+//! harness for the three engines.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::TestNode;
-use runtime::agent::State;
+use runtime::agent::{State, Status};
 use runtime::spec::deploy::{PortSpec, Protocol};
-use runtime::spec::{DeploySpec, HealthSpec, Probe};
+use runtime::spec::{DeploySpec, HealthSpec, Probe, VolumeSpec};
 
 struct Engine {
     image: &'static str,
@@ -24,6 +26,11 @@ struct Engine {
     /// A client command that succeeds only when it connected to `db.production.internal` with
     /// `PASSWORD` and got an answer.
     client: &'static str,
+    /// Where the engine keeps its data (the volume's mount path).
+    data: &'static str,
+    /// Client commands that write a value, and that succeed only when it is there.
+    write: &'static str,
+    read: &'static str,
 }
 
 const PASSWORD: &str = "0123456789abcdef0123456789abcdef";
@@ -38,6 +45,9 @@ const POSTGRES: Engine = Engine {
     ],
     probe: &["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"],
     client: "[ \"$(psql \"postgres://app:$PASSWORD@db.production.internal:5432/app\" -tAc 'select 40 + 2')\" = 42 ]",
+    data: "/var/lib/postgresql/data",
+    write: "psql \"postgres://app:$PASSWORD@db.production.internal:5432/app\" -c 'create table kept (x int)' -c 'insert into kept values (7)'",
+    read: "[ \"$(psql \"postgres://app:$PASSWORD@db.production.internal:5432/app\" -tAc 'select x from kept')\" = 7 ]",
 };
 
 const MARIADB: Engine = Engine {
@@ -50,6 +60,9 @@ const MARIADB: Engine = Engine {
     ],
     probe: &["mariadb-admin", "ping", "--silent", "-h", "127.0.0.1"],
     client: "[ \"$(mariadb -h db.production.internal -u app -p\"$PASSWORD\" app -N -e 'select 40 + 2')\" = 42 ]",
+    data: "/var/lib/mysql",
+    write: "mariadb -h db.production.internal -u app -p\"$PASSWORD\" app -e 'create table kept (x int); insert into kept values (7)'",
+    read: "[ \"$(mariadb -h db.production.internal -u app -p\"$PASSWORD\" app -N -e 'select x from kept')\" = 7 ]",
 };
 
 const REDIS: Engine = Engine {
@@ -62,6 +75,9 @@ const REDIS: Engine = Engine {
         "[ \"$(REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 ping)\" = PONG ]",
     ],
     client: "[ \"$(redis-cli -u \"redis://default:$PASSWORD@db.production.internal:6379\" --no-auth-warning incr visits)\" = 1 ]",
+    data: "/var/lib/redis",
+    write: "[ \"$(redis-cli -u \"redis://default:$PASSWORD@db.production.internal:6379\" --no-auth-warning set kept 7)\" = OK ]",
+    read: "[ \"$(redis-cli -u \"redis://default:$PASSWORD@db.production.internal:6379\" --no-auth-warning get kept)\" = 7 ]",
 };
 
 fn exec_health(command: Vec<String>) -> Option<HealthSpec> {
@@ -97,7 +113,26 @@ fn engine_spec(node: &TestNode, project: &str, e: &Engine) -> DeploySpec {
     s.resources.pids_limit = 512;
     s.resources.cpu_millis = 1000;
     s.health = exec_health(e.probe.iter().map(|a| (*a).to_owned()).collect());
+    s.stop_grace_ms = 10_000;
+    s.volumes = vec![VolumeSpec {
+        name: "data".into(),
+        mount_path: e.data.into(),
+        size_bytes: 256 << 20,
+    }];
     s
+}
+
+/// Runs `script` in the client container (its env has PASSWORD); `Err` = it failed.
+async fn in_client(node: &TestNode, client: &Status, script: &str) -> Result<(), String> {
+    let argv = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()];
+    runtime::agent::exec::probe(
+        &node.ns.containerd,
+        &client.container_id,
+        client.pid,
+        &argv,
+        Duration::from_secs(20),
+    )
+    .await
 }
 
 /// A container of the engine's image running `sleep`, whose health is the client command.
@@ -169,6 +204,32 @@ async fn engine_serves_its_project_by_internal_name(
     )
     .await;
     assert!(refused.is_err(), "{}: a wrong password was let in", e.image);
+
+    // Data on the volume outlives the container: stop it (SIGTERM, the engine shuts down
+    // cleanly), remove it, deploy the engine anew on the same volume, read the value back.
+    in_client(&node, &client, e.write)
+        .await
+        .map_err(|m| anyhow::anyhow!("{}: write failed: {m}", e.image))?;
+    node.agent.stop(&db.container_id, None).await?;
+    node.agent.remove(&db.container_id, false).await?;
+    let started = Instant::now();
+    let again = node.agent.deploy(engine_spec(&node, &project, e)).await?;
+    assert_eq!(
+        again.state,
+        State::Healthy,
+        "{}: {}",
+        e.image,
+        again.message
+    );
+    assert_ne!(again.container_id, db.container_id);
+    println!(
+        "{}: redeployed on its volume, healthy after {:?}",
+        e.image,
+        started.elapsed()
+    );
+    in_client(&node, &client, e.read)
+        .await
+        .map_err(|m| anyhow::anyhow!("{}: the value did not survive the redeploy: {m}", e.image))?;
     Ok(())
 }
 
