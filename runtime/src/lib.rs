@@ -21,6 +21,7 @@ pub mod health;
 pub mod image;
 pub mod isolation;
 pub mod isolation_ebpf;
+pub mod join;
 pub mod logs;
 pub mod logship;
 pub mod metrics;

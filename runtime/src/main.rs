@@ -17,6 +17,9 @@ fn main() -> ExitCode {
         )
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("join") {
+        return join(&args);
+    }
     let config = match parse(&args, &|k| std::env::var(k).ok()) {
         Ok(Command::Run(c)) => *c,
         Ok(Command::Version) => {
@@ -94,6 +97,40 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stackpad-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `stackpad-node join ...`: joins the platform, writes the TLS files, prints the `[tls]` table.
+fn join(args: &[String]) -> ExitCode {
+    use clap::Parser;
+    let argv = std::iter::once("stackpad-node join").chain(args[1..].iter().map(String::as_str));
+    let join_args = match runtime::join::JoinArgs::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+    };
+    let joined = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(runtime::join::join(&join_args)),
+        Err(e) => {
+            eprintln!("stackpad-node: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match joined {
+        Ok(j) => {
+            println!("joined as {}", j.identity);
+            println!(
+                "[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}",
+                j.files.cert, j.files.key, j.files.ca
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stackpad-node join: {e}");
             ExitCode::FAILURE
         }
     }
