@@ -178,12 +178,12 @@ pub fn document() -> Value {
             "/services/{id}/logs/follow": { "get": op("Follow new log lines as server-sent events from a cursor (same filters)", None, "200") },
             "/services/{id}/access-logs": { "get": op("Search the proxy's access log of the service, newest first (since, until, status as 5xx | 404 | 500-599 | a comma list, min_duration_ms, q = path text, deployment, limit, cursor)", None, "200") },
             "/deployments/{id}": { "get": op("Get a deployment with its step timeline", None, "200") },
+            "/deployments/{id}/build-logs": { "get": op("The deployment's build log, oldest line first (after = a line_number or next_cursor, limit 1..=1000 default 500, tail = the last limit lines); follow=true: server-sent events of the lines after `after`, then an `end` event with the deployment's state once the build is over. Known secret values read [redacted]", None, "200") },
             "/deployments/{id}/rollback": { "post": op("Queue a deployment of the image an earlier ready deployment ran", None, "201") },
             "/deployments/{id}/cancel": { "post": op("Cancel a deployment before its traffic switch", None, "200") },
             "/nodes": {
                 "get": op("List nodes (operator token)", None, "200"),
                 "post": op("Register or update a node (operator token)", Some("RegisterNode"), "201")
-            "/deployments/{id}/build-logs": { "get": op("The deployment's build log, oldest line first (after = a line_number or next_cursor, limit 1..=1000 default 500, tail = the last limit lines); follow=true: server-sent events of the lines after `after`, then an `end` event with the deployment's state once the build is over. Known secret values read [redacted]", None, "200") },
             },
             "/nodes/{id}/heartbeat": { "post": op("Record a heartbeat (operator token)", None, "200") },
             "/nodes/join-tokens": { "post": op("Issue a one-time join token for a node of a role (operator token): role (build, compute, proxy), ttl_seconds (default 3600, at most 7 days); the token is shown once", Some("CreateJoinToken"), "201") },
@@ -226,7 +226,16 @@ pub fn document() -> Value {
                     "port": int(spec::PORTS, Some(8080)), "replicas": int(spec::REPLICAS, Some(1)),
                     "command": argv, "args": argv,
                     "env": env, "secrets": env,
-                    "webhook_secret": { "type": "string", "minLength": super::webhooks::MIN_SECRET_LEN, "maxLength": super::webhooks::MAX_SECRET_LEN }
+                    "webhook_secret": { "type": "string", "minLength": super::webhooks::MIN_SECRET_LEN, "maxLength": super::webhooks::MAX_SECRET_LEN },
+                    "volumes": {
+                        "type": "array", "maxItems": spec::MAX_VOLUMES,
+                        "description": "persistent volumes: each on the node that runs the service, size enforced (writes past it fail with ENOSPC), kept across deploys; a service with volumes deploys stop-old-then-start-new; a deleted service's volumes are removed after a grace period",
+                        "items": obj(&["name", "mount_path", "size_bytes"], json!({
+                            "name": name,
+                            "mount_path": { "type": "string", "description": "absolute plain path, not under /proc, /sys, /dev or /etc/hosts" },
+                            "size_bytes": { "type": "integer", "minimum": spec::VOLUME_SIZE_BYTES.start(), "maximum": spec::VOLUME_SIZE_BYTES.end() }
+                        }))
+                    }
                 })),
                 "UpdateService": obj(&[], json!({
                     "image": image, "resources": resources, "health_check": health,
