@@ -756,6 +756,17 @@ impl AppRepo {
         self.commit(&format!("version {version}"))
     }
 
+    /// Writes `file` (relative to the repository) with `text` and commits it; the commit.
+    pub fn write_and_commit(
+        &self,
+        file: &str,
+        text: &str,
+        message: &str,
+    ) -> anyhow::Result<String> {
+        std::fs::write(self.path.join(file), text)?;
+        self.commit(message)
+    }
+
     /// Commits a version whose health check answers 500.
     pub fn break_health(&self) -> anyhow::Result<String> {
         let server = self.path.join("server.js");

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod build_logs;
 mod dashboard;
 mod deploy;
 mod faults;
