@@ -95,7 +95,7 @@ pub async fn join(args: &JoinArgs) -> Result<Joined, JoinError> {
     if status != 201 {
         return Err(JoinError::Refused {
             status,
-            message: answer["message"]
+            message: answer["error"]["message"]
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| answer.to_string()),
