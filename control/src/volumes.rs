@@ -37,6 +37,15 @@ pub async fn schedule_deletion(
     Ok(())
 }
 
+/// The service's volumes are due now (a delete with purge).
+pub async fn purge(store: &Store, service_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("UPDATE volume_deletions SET delete_after = now() WHERE service_id = $1")
+        .bind(service_id)
+        .execute(&store.pool)
+        .await?;
+    Ok(())
+}
+
 /// The deletions whose time came, as (service, node, node address).
 async fn due(store: &Store) -> Result<Vec<(Uuid, Uuid, String)>, StoreError> {
     Ok(sqlx::query_as(

@@ -206,6 +206,35 @@ async fn a_deleted_services_volumes_go_after_the_grace_period() -> anyhow::Resul
         .fetch_one(pool)
         .await?;
     assert_eq!(left, 0);
+
+    // With purge, the volumes go with the service.
+    let (_, purged) = h
+        .service(
+            &t,
+            json!({ "name": "db2", "kind": "database", "image": "o/db:1",
+                    "volumes": [volume("data", "/var/lib/data", 64 << 20)] }),
+        )
+        .await;
+    let d = h.deploy(&t, &purged, json!({})).await;
+    let v = h.wait_terminal(&t, &d, Duration::from_secs(20)).await;
+    assert_eq!(v["state"], "ready", "{v}");
+    let (status, v) = h
+        .call(
+            "DELETE",
+            &format!("/services/{purged}?purge=true"),
+            &t,
+            None,
+        )
+        .await;
+    assert!((200..300).contains(&status), "{status} {v}");
+    assert_eq!(
+        daemons.recorded().volume_removals.last(),
+        Some(&(purged.clone(), String::new()))
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM volume_deletions")
+        .fetch_one(pool)
+        .await?;
+    assert_eq!(left, 0);
     h.stop().await;
     Ok(())
 }

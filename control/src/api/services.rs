@@ -184,14 +184,32 @@ pub async fn rotate_credentials(
     })))
 }
 
+/// `DELETE /services/{id}?purge=true`: the service's volumes go now instead of after the
+/// grace period (`crate::volumes`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    #[serde(default)]
+    pub purge: bool,
+}
+
 pub async fn delete(
     State(state): State<AppState>,
     org: Org,
     PathId(id): PathId,
+    Query(p): Query<DeleteParams>,
 ) -> ApiResult<StatusCode> {
     let service = state.store.service(org.id, id).await?;
     super::environments::tear_down(&state, org.id, std::slice::from_ref(&service), "service")
         .await?;
     state.store.delete_service(org.id, id).await?;
+    if p.purge {
+        crate::volumes::purge(&state.store, id).await?;
+        // Now rather than at the node monitor's next round; a node that does not answer keeps
+        // its row and is asked again then.
+        if let Some((clients, _)) = &state.teardown {
+            crate::volumes::sweep(&state.store, clients).await?;
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
