@@ -211,6 +211,24 @@ async fn bad_dependencies_and_scripts_fail_naming_the_cause() {
         "{logs:#?}"
     );
 
+    // A Node the platform does not build with.
+    let (reason, _) = failed(
+        &mut d,
+        &[
+            (
+                "package.json",
+                r#"{"name": "app", "engines": {"node": "^18.17"}, "scripts": {"start": "node server.js"}}"#,
+            ),
+            ("server.js", server),
+        ],
+    )
+    .await;
+    assert!(
+        reason.contains("asks for Node.js \"^18.17\" (engines.node)")
+            && reason.contains("builds with Node.js 20"),
+        "{reason}"
+    );
+
     // Nothing says how to start the app.
     let (reason, _) = failed(
         &mut d,

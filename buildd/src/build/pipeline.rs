@@ -172,6 +172,29 @@ impl BuildRunner for Pipeline {
             id: id.clone(),
             source,
         })?;
+        // The Node the app asks for, against the one the node image has.
+        if let (Some(request), Some(offered)) = (&detection.node, self.bases.node_major())
+            && detection.framework != Framework::Dockerfile
+        {
+            if crate::detect::node_version::satisfies(&request.spec, offered) == Some(false) {
+                return Err(BuildError::Detect {
+                    id: id.clone(),
+                    source: crate::detect::DetectError::NodeVersion {
+                        file: request.source.clone(),
+                        spec: request.spec.clone(),
+                        offered,
+                    },
+                });
+            }
+            log(
+                &events,
+                "detect",
+                format!(
+                    "node {offered} ({} asks for {:?})",
+                    request.source, request.spec
+                ),
+            );
+        }
         let framework = detection.framework.name().to_owned();
         let _ = events.send(Progress::Detected {
             commit: co.commit.clone(),

@@ -5,11 +5,13 @@
 //! [`RepoSnapshot::read`]) and decides. A repository with its own `Dockerfile` uses it.
 
 mod framework;
+pub mod node_version;
 mod snapshot;
 #[cfg(test)]
 mod tests;
 
 pub use framework::{Framework, PackageManager};
+pub use node_version::NodeRequest;
 pub use snapshot::RepoSnapshot;
 
 use std::collections::BTreeMap;
@@ -32,6 +34,8 @@ pub struct Detection {
     pub has_public_dir: bool,
     /// The lock file the install step is keyed by, if the repository has one.
     pub lock_file: Option<String>,
+    /// The Node.js version the app asks for, if it says.
+    pub node: Option<NodeRequest>,
 }
 
 /// Why a checkout could not be classified.
@@ -56,6 +60,15 @@ pub enum DetectError {
         dir: String,
         file: String,
         reason: String,
+    },
+    #[error(
+        "the app asks for Node.js {spec:?} ({file}) and this platform builds with Node.js \
+         {offered}: change {file} to accept {offered}"
+    )]
+    NodeVersion {
+        file: String,
+        spec: String,
+        offered: u64,
     },
     #[error(
         "package.json in {dir}: {what} {value:?} holds a control character \
@@ -92,6 +105,7 @@ struct PackageJson {
     main: Option<String>,
     #[serde(rename = "packageManager")]
     package_manager: Option<String>,
+    engines: BTreeMap<String, serde_json::Value>,
 }
 
 impl PackageJson {
@@ -123,6 +137,7 @@ pub fn detect(repo: &RepoSnapshot) -> Result<Detection, DetectError> {
             local_dependencies: Vec::new(),
             has_public_dir: false,
             lock_file: None,
+            node: None,
         });
     }
     let Some(raw) = &repo.package_json else {
@@ -167,6 +182,11 @@ pub fn detect(repo: &RepoSnapshot) -> Result<Detection, DetectError> {
             .iter()
             .find(|(file, pm)| *pm == package_manager && repo.files.contains(*file))
             .map(|(file, _)| (*file).to_owned()),
+        node: node_version::requested(
+            repo.nvmrc.as_deref(),
+            repo.node_version.as_deref(),
+            pkg.engines.get("node").and_then(|v| v.as_str()),
+        ),
     })
 }
 

@@ -18,6 +18,9 @@ pub struct RepoSnapshot {
     pub dockerfile: Option<String>,
     /// `next.config.{js,mjs,ts}`, if any.
     pub next_config: Option<String>,
+    /// `.nvmrc` and `.node-version`, if any.
+    pub nvmrc: Option<String>,
+    pub node_version: Option<String>,
 }
 
 /// Largest file detection reads.
@@ -67,6 +70,8 @@ impl RepoSnapshot {
             package_json: read("package.json")?,
             dockerfile: read("Dockerfile")?,
             next_config,
+            nvmrc: read(".nvmrc")?,
+            node_version: read(".node-version")?,
             files,
         })
     }

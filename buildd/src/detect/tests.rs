@@ -17,6 +17,7 @@ fn snapshot(package_json: &str, files: &[&str]) -> RepoSnapshot {
         package_json: Some(package_json.into()),
         dockerfile: None,
         next_config: None,
+        ..RepoSnapshot::default()
     }
 }
 
@@ -178,4 +179,20 @@ fn a_start_command_with_a_control_character_is_refused() {
     let pkg = r#"{"scripts": {"start": "node a.js\u001b[2J"}}"#;
     let err = detect(&snapshot(pkg, &["package.json"])).unwrap_err();
     assert!(err.to_string().contains("start command"), "{err}");
+}
+
+#[test]
+fn the_node_version_asked_for_is_read_from_nvmrc_before_engines() {
+    let mut repo = snapshot(
+        r#"{"engines": {"node": ">=18"}, "scripts": {"start": "node s.js"}}"#,
+        &["package.json", ".nvmrc"],
+    );
+    let d = detect(&repo).unwrap();
+    assert_eq!(d.node.unwrap().spec, ">=18");
+    repo.nvmrc = Some("v22.1.0\n".into());
+    let node = detect(&repo).unwrap().node.unwrap();
+    assert_eq!(
+        (node.source.as_str(), node.spec.as_str()),
+        (".nvmrc", "v22.1.0")
+    );
 }

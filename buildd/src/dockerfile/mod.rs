@@ -29,6 +29,16 @@ impl Default for BaseImages {
     }
 }
 
+impl BaseImages {
+    /// The Node.js major of the node image, from its tag (`node:20-bookworm-slim` -> 20).
+    pub fn node_major(&self) -> Option<u64> {
+        let last = self.node.rsplit('/').next()?;
+        let tag = last.split('@').next()?.split_once(':')?.1;
+        let digits: String = tag.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    }
+}
+
 /// Name of the generated Dockerfile inside the build context.
 pub const GENERATED_NAME: &str = "Dockerfile.stackpad";
 

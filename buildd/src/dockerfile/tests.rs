@@ -190,6 +190,7 @@ fn detected_paths_and_commands_are_json_quoted_in_the_dockerfile() {
         ),
         dockerfile: None,
         next_config: None,
+        ..RepoSnapshot::default()
     };
     let d = detect(&snap).unwrap();
     let f = generate(&d, &BaseImages::default(), &[], "k", Served::default()).unwrap();
@@ -232,4 +233,19 @@ fn package_caches_are_keyed_by_image_repository() {
     .unwrap();
     assert!(a.contains("id=stackpad-npm-reg_2facme_2fweb,"), "{a}");
     assert!(b.contains("id=stackpad-npm-reg_2fevil_2fweb,"), "{b}");
+}
+
+#[test]
+fn the_node_major_comes_from_the_node_image_tag() {
+    let major = |node: &str| {
+        BaseImages {
+            node: node.into(),
+            static_server: String::new(),
+        }
+        .node_major()
+    };
+    assert_eq!(major("node:20-bookworm-slim"), Some(20));
+    assert_eq!(major("127.0.0.1:5000/stackpad/node:22"), Some(22));
+    assert_eq!(major("reg:5000/node:20@sha256:abc"), Some(20));
+    assert_eq!(major("reg:5000/node"), None);
 }

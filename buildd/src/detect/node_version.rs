@@ -1,0 +1,134 @@
+//! Which Node.js an app asks for (`.nvmrc`, `.node-version`, `engines.node`), and whether a
+//! major the platform's base image offers satisfies it. Pure.
+//!
+//! The ranges understood are the ones these files hold in practice: `20`, `v20.11.1`, `20.x`,
+//! `lts/*`, `node`, `>=18`, `>18.2`, `<=22`, `<21`, `^20.3`, `~20.1`, `18 || 20`, and
+//! space-separated conjunctions (`>=18 <23`). Anything else is "cannot tell", and the build goes
+//! on with the offered Node rather than failing on a range it misread.
+
+/// A Node version request and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRequest {
+    /// `.nvmrc`, `.node-version` or `engines.node`.
+    pub source: String,
+    pub spec: String,
+}
+
+/// The first request found, in the order nvm and most hosts read them.
+pub fn requested(
+    nvmrc: Option<&str>,
+    node_version: Option<&str>,
+    engines: Option<&str>,
+) -> Option<NodeRequest> {
+    [
+        (".nvmrc", nvmrc),
+        (".node-version", node_version),
+        ("engines.node", engines),
+    ]
+    .into_iter()
+    .find_map(|(source, text)| {
+        let spec = text?.lines().next()?.trim();
+        (!spec.is_empty()).then(|| NodeRequest {
+            source: source.to_owned(),
+            spec: spec.to_owned(),
+        })
+    })
+}
+
+/// Whether Node `major` (any minor) satisfies `spec`; `None` when the spec is not understood.
+pub fn satisfies(spec: &str, major: u64) -> Option<bool> {
+    let mut any = false;
+    for alternative in spec.split("||") {
+        let mut all = true;
+        let mut words = 0;
+        for word in alternative.split_whitespace() {
+            words += 1;
+            all &= term(word, major)?;
+        }
+        if words == 0 {
+            return None;
+        }
+        any |= all;
+    }
+    Some(any)
+}
+
+/// One comparator, judged on majors.
+fn term(word: &str, major: u64) -> Option<bool> {
+    let word = word.trim_start_matches('=');
+    match word {
+        "*" | "x" | "node" | "latest" | "current" | "stable" => return Some(true),
+        // The active LTS lines are the even majors this platform builds.
+        "lts/*" | "lts" => return Some(major.is_multiple_of(2)),
+        _ => {}
+    }
+    let (op, rest) = ["<=", ">=", "<", ">", "^", "~"]
+        .iter()
+        .find_map(|op| word.strip_prefix(op).map(|r| (*op, r)))
+        .unwrap_or(("", word));
+    let rest = rest.trim_start_matches('v');
+    let mut parts = rest.split('.');
+    let want: u64 = parts.next()?.parse().ok()?;
+    let minor_given = parts
+        .next()
+        .is_some_and(|p| p != "x" && p != "*" && p != "0");
+    Some(match op {
+        ">=" => major >= want,
+        // `>20.2` is met by a later 20.x; `>20` is not.
+        ">" => major > want || (major == want && minor_given),
+        "<=" => major <= want,
+        "<" => major < want || (major == want && minor_given),
+        _ => major == want,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_specs_are_judged_on_the_major() {
+        for (spec, ok) in [
+            ("20", true),
+            ("v20.11.1", true),
+            ("20.x", true),
+            ("18", false),
+            ("v22", false),
+            (">=18", true),
+            (">=22.0.0", false),
+            (">18", true),
+            (">20", false),
+            (">20.2", true),
+            ("<21", true),
+            ("<20", false),
+            ("^20.3.0", true),
+            ("^18.17", false),
+            ("~20.1", true),
+            ("18 || 20", true),
+            ("16 || 18", false),
+            (">=18 <21", true),
+            (">=18 <20", false),
+            ("lts/*", true),
+            ("node", true),
+            ("*", true),
+        ] {
+            assert_eq!(satisfies(spec, 20), Some(ok), "{spec}");
+        }
+        assert_eq!(satisfies("lts/hydrogen", 20), None);
+        assert_eq!(satisfies("", 20), None);
+    }
+
+    #[test]
+    fn nvmrc_wins_then_node_version_then_engines() {
+        let r = requested(Some("v18\n"), Some("20"), Some(">=18")).unwrap();
+        assert_eq!((r.source.as_str(), r.spec.as_str()), (".nvmrc", "v18"));
+        let r = requested(None, Some(" 20.11 \n"), Some(">=18")).unwrap();
+        assert_eq!(
+            (r.source.as_str(), r.spec.as_str()),
+            (".node-version", "20.11")
+        );
+        let r = requested(Some("\n"), None, Some(">=18")).unwrap();
+        assert_eq!(r.source, "engines.node");
+        assert_eq!(requested(None, None, None), None);
+    }
+}
