@@ -44,15 +44,25 @@ pub fn example_repo(name: &str) -> (tempfile::TempDir, String) {
 /// config, what a node pulls).
 pub fn pushed_size(repo: &str, digest: &str) -> u64 {
     let (host, name) = repo.split_once('/').unwrap();
-    let out = std::process::Command::new("curl")
-        .args(["-fsS", "-H"])
-        .arg(
-            "Accept: application/vnd.docker.distribution.manifest.v2+json, \
-             application/vnd.oci.image.manifest.v1+json",
-        )
-        .arg(format!("http://{host}/v2/{name}/manifests/{digest}"))
-        .output()
-        .unwrap();
+    // A read racing the background push of the cache tag can get a 500 from the registry
+    // (distribution 2.8 writes its link files in place): retry a few times, as Container::run.
+    let mut attempt = 1;
+    let out = loop {
+        let out = std::process::Command::new("curl")
+            .args(["-fsS", "-H"])
+            .arg(
+                "Accept: application/vnd.docker.distribution.manifest.v2+json, \
+                 application/vnd.oci.image.manifest.v1+json",
+            )
+            .arg(format!("http://{host}/v2/{name}/manifests/{digest}"))
+            .output()
+            .unwrap();
+        if out.status.success() || attempt == 5 {
+            break out;
+        }
+        attempt += 1;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
     assert!(out.status.success(), "{out:?}");
     let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let layers: u64 = manifest["layers"]
