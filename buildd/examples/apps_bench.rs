@@ -71,6 +71,14 @@ fn next_peer(registry: &str) -> String {
     )
 }
 
+/// The peer's npm trusts this machine's CA store (the node image's copy), as buildd's fetch does.
+fn with_ca(dockerfile: String) -> String {
+    dockerfile.replace(
+        "\nWORKDIR /app\nCOPY package.json",
+        "\nWORKDIR /app\nENV NPM_CONFIG_CAFILE=/etc/ssl/certs/ca-certificates.crt\nCOPY package.json",
+    )
+}
+
 fn prune() -> anyhow::Result<()> {
     sh(Command::new(DOCKER).args(["builder", "prune", "-af"]))?;
     Ok(())
@@ -252,7 +260,7 @@ async fn main() -> anyhow::Result<()> {
         // The peer: docker build of a hand-written multi-stage Dockerfile.
         prune()?;
         let peer_image = format!("bench/apps-peer-{}-{tag}:1", app.name);
-        let dockerfile = (app.peer)(&registry());
+        let dockerfile = with_ca((app.peer)(&registry()));
         let d_clean = docker_build(&repo, &dockerfile, &peer_image, scratch.path())?;
         change(&repo, app, 2)?;
         let d_warm = docker_build(&repo, &dockerfile, &peer_image, scratch.path())?;
