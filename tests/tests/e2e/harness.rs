@@ -645,6 +645,8 @@ impl Drop for Platform {
             },
         );
         let _ = std::thread::spawn(move || cleanup.run()).join();
+        // Volumes (loop-mounted files under the node's state dir) go before the folder does.
+        runtime::volume::Volumes::under_state_dir(&self.dir.path().join("node")).unmount_all();
     }
 }
 
