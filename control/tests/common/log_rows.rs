@@ -4,6 +4,7 @@
 
 use clickhouse::{RowOwned, RowWrite};
 use logstore::access_logs::{self, AccessRow};
+use logstore::build_logs::{self, BuildLogRow};
 use logstore::container_logs::{self, LogRow};
 use stackpad_tests::db::ClickHouseDb;
 
@@ -22,6 +23,36 @@ pub async fn write_container_logs(db: &ClickHouseDb, rows: &[LogRow]) -> anyhow:
 pub async fn write_access_logs(db: &ClickHouseDb, rows: &[AccessRow]) -> anyhow::Result<()> {
     access_logs::ensure_schema(&db.client(), db.name()).await?;
     insert(db, access_logs::TABLE, rows).await
+}
+
+pub async fn write_build_logs(db: &ClickHouseDb, rows: &[BuildLogRow]) -> anyhow::Result<()> {
+    build_logs::ensure_schema(&db.client(), db.name()).await?;
+    insert(db, build_logs::TABLE, rows).await
+}
+
+/// Line `number` of `deployment_id`'s build (of `organization_id`) from `step`, as control's
+/// pipeline stores it.
+pub fn build_log_row(
+    organization_id: &str,
+    deployment_id: &str,
+    number: u32,
+    step: &str,
+    line: &str,
+) -> BuildLogRow {
+    let ts_ns = 1_790_000_000_000_000_000 + i64::from(number) * 1_000_000;
+    BuildLogRow {
+        date: date_of(ts_ns),
+        ts_ns,
+        organization_id: organization_id.to_owned(),
+        deployment_id: deployment_id.to_owned(),
+        build_id: deployment_id.to_owned(),
+        line_number: number,
+        step: step.to_owned(),
+        stream: build_logs::STREAM_STDOUT,
+        line: line.to_owned(),
+        retention_days: 14,
+        ..BuildLogRow::default()
+    }
 }
 
 async fn insert<R: RowOwned + RowWrite>(
