@@ -87,6 +87,9 @@ struct LockedPackage {
     version: Option<String>,
     resolved: Option<String>,
     link: bool,
+    /// Shipped inside its parent's tarball (`bundleDependencies`): nothing to fetch.
+    #[serde(rename = "inBundle")]
+    in_bundle: bool,
     os: Vec<String>,
     cpu: Vec<String>,
     libc: Vec<String>,
@@ -219,7 +222,7 @@ pub fn plan_npm(
     let mut specs = Vec::new();
     let mut skipped = 0;
     for (path, p) in &lock.packages {
-        if path.is_empty() || p.link {
+        if path.is_empty() || p.link || p.in_bundle {
             continue;
         }
         // Workspace members are listed by their folder (no node_modules in the key).

@@ -13,6 +13,7 @@ fn lock(extra: &str) -> String {
             "node_modules/@img/sharp-linuxmusl-x64": {{"version": "0.34.0", "resolved": "https://registry.npmjs.org/@img/sharp-linuxmusl-x64/-/sharp-linuxmusl-x64-0.34.0.tgz", "optional": true, "os": ["linux"], "cpu": ["x64"], "libc": ["musl"]}},
             "node_modules/not-windows": {{"version": "1.0.0", "resolved": "https://registry.npmjs.org/not-windows/-/not-windows-1.0.0.tgz", "os": ["!win32"]}},
             "node_modules/local": {{"resolved": "file:vendor/local-1.0.0.tgz"}},
+            "node_modules/local/node_modules/bundled": {{"version": "1.0.0", "inBundle": true}},
             "packages/workspace-a": {{"version": "1.0.0"}},
             "node_modules/workspace-a": {{"resolved": "packages/workspace-a", "link": true}}{extra}
         }}}}"#
