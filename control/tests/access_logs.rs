@@ -8,7 +8,8 @@ mod common;
 use std::collections::HashSet;
 
 use common::log_rows::{
-    NS_PER_DAY, T0, access_row, log_row, requests, write_access_logs, write_container_logs,
+    NS_PER_DAY, T0, access_row, build_log_row, date_of, log_row, requests, write_access_logs,
+    write_build_logs, write_container_logs,
 };
 use common::{Harness, fake_clients, fakes::Fakes};
 use logstore::access_logs::AccessRow;
@@ -183,7 +184,7 @@ async fn access_logs_are_filtered_paged_and_scoped_to_the_organization() -> anyh
 }
 
 #[tokio::test]
-async fn the_retention_job_drops_expired_partitions_of_both_log_tables() -> anyhow::Result<()> {
+async fn the_retention_job_drops_expired_partitions_of_every_log_table() -> anyhow::Result<()> {
     let log_db = ClickHouseDb::create("retention").await?;
     let ch = log_db.client();
     let today = control::logretention::today();
@@ -218,13 +219,28 @@ async fn the_retention_job_drops_expired_partitions_of_both_log_tables() -> anyh
         })
         .collect();
     write_container_logs(&log_db, &lines).await?;
+    let builds: Vec<_> = partitions
+        .iter()
+        .enumerate()
+        .map(|(i, &(ago, days))| logstore::build_logs::BuildLogRow {
+            date: date_of(at(ago)),
+            ts_ns: at(ago),
+            retention_days: days,
+            ..build_log_row("org", "d", i as u32, "step", "line")
+        })
+        .collect();
+    write_build_logs(&log_db, &builds).await?;
 
     let retention = control::logretention::Retention::new(log_db.url(), log_db.name());
     let dropped = retention.expire(today).await?;
-    assert_eq!(dropped, vec![("container_logs", 1), ("access_logs", 1)]);
+    assert_eq!(
+        dropped,
+        vec![("container_logs", 1), ("access_logs", 1), ("build_logs", 1)]
+    );
     for (table, id) in [
         (container_logs::TABLE, container_logs::columns::LINE_ID),
         (access_logs::TABLE, access_logs::columns::ROW_ID),
+        (logstore::build_logs::TABLE, "toUInt64(line_number)"),
     ] {
         let mut kept: Vec<u64> = ch
             .query(&format!("SELECT {id} FROM {}.{table}", log_db.name()))
@@ -236,7 +252,7 @@ async fn the_retention_job_drops_expired_partitions_of_both_log_tables() -> anyh
     // A second pass finds nothing more; a database without the tables is no error.
     assert_eq!(
         retention.expire(today).await?,
-        vec![("container_logs", 0), ("access_logs", 0)]
+        vec![("container_logs", 0), ("access_logs", 0), ("build_logs", 0)]
     );
     let empty = control::logretention::Retention::new(
         log_db.url(),
@@ -244,7 +260,7 @@ async fn the_retention_job_drops_expired_partitions_of_both_log_tables() -> anyh
     );
     assert_eq!(
         empty.expire(today).await?,
-        vec![("container_logs", 0), ("access_logs", 0)]
+        vec![("container_logs", 0), ("access_logs", 0), ("build_logs", 0)]
     );
     Ok(())
 }
