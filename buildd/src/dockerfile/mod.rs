@@ -193,9 +193,25 @@ pub fn generate(
             // The build's own cache has no place in the image.
             let _ = writeln!(f, "RUN rm -rf .next/cache");
         }
+        if split_modules(d, &inst) {
+            // Copied on its own: unchanged dependencies are an unchanged layer (not pushed
+            // again) when only the sources changed.
+            let _ = writeln!(f, "RUN mv node_modules /node_modules");
+        }
     }
-    runtime_stage(&mut f, d, base, needs_build, served);
+    let split = needs_build && split_modules(d, &inst);
+    runtime_stage(&mut f, d, base, needs_build, split, served);
     Some(f)
+}
+
+/// Whether the runtime stage copies the whole app folder, pruned dependencies apart.
+fn split_modules(d: &Detection, inst: &Install) -> bool {
+    inst.prune.is_some()
+        && !d.framework.is_static()
+        && !matches!(
+            d.framework,
+            Framework::NextJs { standalone: true } | Framework::Nuxt
+        )
 }
 
 fn runtime_stage(
@@ -203,6 +219,7 @@ fn runtime_stage(
     d: &Detection,
     base: &BaseImages,
     needs_build: bool,
+    split: bool,
     served: Served<'_>,
 ) {
     let port = d.port;
@@ -251,6 +268,12 @@ fn runtime_stage(
                 );
             }
             _ if needs_build => {
+                if split {
+                    let _ = writeln!(
+                        f,
+                        "COPY --from=build --chown={APP_USER} /node_modules ./node_modules"
+                    );
+                }
                 let _ = writeln!(f, "COPY --from=build --chown={APP_USER} /app ./");
             }
             _ => {

@@ -131,10 +131,18 @@ fn fetched_dependencies_are_installed_offline_from_the_mounted_cache() {
     let build = line_of(&f, "RUN npm run build");
     let prune = line_of(&f, "RUN npm prune --omit=dev");
     let drop_cache = line_of(&f, "RUN rm -rf .next/cache");
+    let set_aside = line_of(&f, "RUN mv node_modules /node_modules");
     assert!(
-        install < build && build < prune && prune < drop_cache,
+        install < build && build < prune && prune < drop_cache && drop_cache < set_aside,
         "{f}"
     );
+    // Dependencies, then the app: a source change leaves the first layer as it was.
+    let modules = line_of(
+        &f,
+        "COPY --from=build --chown=1000:1000 /node_modules ./node_modules",
+    );
+    let app = line_of(&f, "COPY --from=build --chown=1000:1000 /app ./");
+    assert!(set_aside < modules && modules < app, "{f}");
     assert!(!f.contains("type=cache"), "{f}");
     assert!(
         f.trim_end()
