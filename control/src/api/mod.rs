@@ -51,9 +51,9 @@ pub struct AppState {
     pub apps_domain: String,
     /// Container log search; `None` when no ClickHouse is configured.
     pub logs: Option<crate::logsearch::LogSearch>,
-    /// Custom-domain checks; `None` = `verify` answers 503.
     /// Build logs; `None` when no ClickHouse is configured.
     pub build_logs: Option<crate::buildlogs::BuildLogStore>,
+    /// Custom-domain checks; `None` = `verify` answers 503.
     pub domains: Option<Arc<crate::domains::verifier::Verifier>>,
     /// The daemons a deleted service is taken off, and the grace its containers get.
     pub teardown: Option<(crate::pipeline::driver::Clients, u32)>,
@@ -71,8 +71,8 @@ impl AppState {
             admin_token_sha256: (!admin_token.is_empty()).then(|| crypto::hash_token(admin_token)),
             apps_domain: apps_domain.to_owned(),
             logs: None,
-            domains: None,
             build_logs: None,
+            domains: None,
             teardown: None,
             webhook_limiter: Arc::new(webhook_limit::Limiter::new(Default::default())),
             sources: sources::SourcePolicy::default(),
@@ -102,13 +102,13 @@ impl AppState {
         self
     }
 
-    /// Serves `GET /services/{id}/logs` from `logs`.
     /// Serves `GET /deployments/{id}/build-logs` from `build_logs`.
     pub fn with_build_logs(mut self, build_logs: crate::buildlogs::BuildLogStore) -> Self {
         self.build_logs = Some(build_logs);
         self
     }
 
+    /// Serves `GET /services/{id}/logs` from `logs`.
     pub fn with_logs(mut self, logs: crate::logsearch::LogSearch) -> Self {
         self.logs = Some(logs);
         self
@@ -158,11 +158,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/services/{id}/logs/follow"),
     ("get", "/services/{id}/access-logs"),
     ("get", "/deployments/{id}"),
+    ("get", "/deployments/{id}/build-logs"),
     ("post", "/deployments/{id}/rollback"),
     ("post", "/deployments/{id}/cancel"),
     ("get", "/nodes"),
     ("post", "/nodes"),
-    ("get", "/deployments/{id}/build-logs"),
     ("post", "/nodes/{id}/heartbeat"),
     ("post", "/nodes/join-tokens"),
     ("post", "/nodes/join"),
@@ -239,6 +239,7 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}/logs/follow", get(logs::follow))
         .route("/services/{id}/access-logs", get(access_logs::search))
         .route("/deployments/{id}", get(deployments::get))
+        .route("/deployments/{id}/build-logs", get(build_logs::get))
         .route("/deployments/{id}/rollback", post(deployments::rollback))
         .route("/deployments/{id}/cancel", post(deployments::cancel))
         .route("/nodes", get(nodes::list).post(nodes::register))
@@ -258,7 +259,6 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(edge::json_errors))
-        .route("/deployments/{id}/build-logs", get(build_logs::get))
         // The dashboard's pages: public files; what they show comes through the routes above.
         .merge(crate::dashboard::router())
         .with_state(state)

@@ -21,7 +21,8 @@ pub struct NewToken<'a> {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-pub(super) const TOKEN_COLUMNS: &str = "id, organization_id, name, role::text AS role, expires_at, created_at";
+pub(super) const TOKEN_COLUMNS: &str =
+    "id, organization_id, name, role::text AS role, expires_at, created_at";
 
 impl Store {
     pub async fn create_organization(&self, name: &str) -> Result<Organization> {
