@@ -11,13 +11,24 @@ use std::process::{Command, Stdio};
 use common::*;
 
 /// `curl` of the registry's HTTP API (the registry is on loopback).
+/// A read racing the background push of the cache tag can get a 500 from the registry
+/// (distribution 2.8 writes its link files in place): it is retried a few times, as
+/// `common::apps::pushed_size` and `Container::run` do.
 fn registry_get(path: &str, accept: Option<&str>) -> Vec<u8> {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sSf", &format!("http://{}{path}", registry())]);
-    if let Some(accept) = accept {
-        cmd.args(["-H", &format!("Accept: {accept}")]);
-    }
-    let out = cmd.output().expect("curl is needed to read the registry");
+    let mut attempt = 1;
+    let out = loop {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sSf", &format!("http://{}{path}", registry())]);
+        if let Some(accept) = accept {
+            cmd.args(["-H", &format!("Accept: {accept}")]);
+        }
+        let out = cmd.output().expect("curl is needed to read the registry");
+        if out.status.success() || attempt == 5 {
+            break out;
+        }
+        attempt += 1;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
     assert!(
         out.status.success(),
         "GET {path}: {}",
