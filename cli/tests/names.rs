@@ -319,7 +319,7 @@ async fn a_linked_directory_and_those_below_it_need_no_flags() -> anyhow::Result
             .lines()
             .last()
             .unwrap()
-            .starts_with("  https://web-shop."),
+            .starts_with("  https://web-shop-"),
         "ends with the URL: {out}"
     );
     let listed = json(c, &["-C", below, "deployments"], 0).await;

@@ -21,6 +21,7 @@ const OPERATOR: &[(&str, &str)] = &[
     ("get", "/nodes"),
     ("post", "/nodes"),
     ("post", "/nodes/{id}/heartbeat"),
+    ("post", "/nodes/join-tokens"),
 ];
 const PUBLIC: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
@@ -29,6 +30,8 @@ const PUBLIC: &[(&str, &str)] = &[
     ("get", "/session"),
     ("post", "/session"),
     ("delete", "/session"),
+    // A node joining proves itself with a one-time join token instead (tests/join.rs).
+    ("post", "/nodes/join"),
 ];
 
 /// Whether `role` (None = the operator token) may call `method route`.
