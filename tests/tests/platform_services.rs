@@ -324,7 +324,11 @@ fn sha256(bytes: &[u8]) -> String {
 #[test]
 fn base_images_rebuild_to_the_same_digests() -> anyhow::Result<()> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/base-images");
-    let engines = if cfg!(feature = "full-tests") { "1" } else { "0" };
+    let engines = if cfg!(feature = "full-tests") {
+        "1"
+    } else {
+        "0"
+    };
     let build = || -> anyhow::Result<Vec<String>> {
         let home = tempfile::tempdir()?;
         let out = std::process::Command::new(script)
