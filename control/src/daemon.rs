@@ -32,6 +32,13 @@ pub enum DaemonError {
     },
     #[error("config key dns_resolver: {0}")]
     Resolver(String),
+    #[error(
+        "the platform CA stored in the database cannot be opened with this config's encryption_key \
+         (it was sealed with another key): start control with the encryption_key the database was \
+         set up with; if no node ever joined with this CA, `DELETE FROM platform_ca` lets control \
+         create a new one (nodes with certificates of the old CA must join again)"
+    )]
+    PlatformCaSealedWithAnotherKey,
 }
 
 /// The real clients for a config. Daemons at `https://` addresses are reached over mTLS with
@@ -97,7 +104,12 @@ pub async fn start(
         .map_err(crate::config::ConfigError::from_crypto)?;
     let store = Store::connect(&config.database_url, secrets).await?;
     // Bootstrap: the platform CA exists from the first start on (#15).
-    store.platform_ca().await?;
+    store.platform_ca().await.map_err(|e| match e {
+        StoreError::Crypto(crate::crypto::CryptoError::Decrypt { .. }) => {
+            DaemonError::PlatformCaSealedWithAnotherKey
+        }
+        other => DaemonError::Store(other),
+    })?;
     for n in &config.nodes {
         store
             .register_node(&n.name, n.role()?, &n.address, n.cpu_millis, n.memory_bytes)

@@ -225,3 +225,40 @@ async fn control_reaches_joined_nodes_over_mtls_and_checks_which_node_answers() 
     h.stop().await;
     Ok(())
 }
+
+/// A database whose platform CA was sealed with another `encryption_key` stops control's start
+/// with a message saying what happened and what the operator can do, and the CA is kept.
+#[tokio::test]
+async fn a_ca_sealed_with_another_key_stops_the_start_with_the_way_out() -> anyhow::Result<()> {
+    let db = common::database().await?;
+    let config = common::config(&db);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let fakes = common::fakes::Fakes::default();
+    control::daemon::start(&config, listener, common::fake_clients(&fakes))
+        .await?
+        .shutdown()
+        .await;
+
+    let mut other_key = config.clone();
+    other_key.encryption_key = "ab".repeat(32);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let refused = control::daemon::start(&other_key, listener, common::fake_clients(&fakes))
+        .await
+        .err()
+        .expect("control started with a CA it cannot open");
+    let message = refused.to_string();
+    for words in [
+        "platform CA",
+        "another key",
+        "encryption_key",
+        "DELETE FROM platform_ca",
+    ] {
+        assert!(message.contains(words), "{message:?} lacks {words:?}");
+    }
+    let pool = sqlx::PgPool::connect(db.url()).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM platform_ca")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(rows, 1, "the stored CA must be kept");
+    Ok(())
+}
