@@ -310,6 +310,21 @@ closed_set! {
     }
 }
 
+closed_set! {
+    /// A pull-request preview's status (API `preview.status`), from the newest deployment of
+    /// each of its services.
+    PreviewStatus, "preview status" {
+        /// No deployment yet.
+        Pending = "pending",
+        /// A deployment is queued, building or deploying.
+        Deploying = "deploying",
+        /// Every service's newest deployment is ready.
+        Ready = "ready",
+        /// A service's newest deployment failed.
+        Failed = "failed",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +354,7 @@ mod tests {
         round_trip(TokenRole::ALL);
         round_trip(MemberRole::ALL);
         round_trip(WebhookOutcome::ALL);
+        round_trip(PreviewStatus::ALL);
         round_trip(Engine::ALL);
     }
 

@@ -8,6 +8,6 @@
 pub mod enums;
 
 pub use enums::{
-    DeploymentState, DomainStatus, Engine, MemberRole, NodeRole, NodeStatus, Phase, ServiceKind,
-    TokenRole, UnknownValue, WebhookOutcome,
+    DeploymentState, DomainStatus, Engine, MemberRole, NodeRole, NodeStatus, Phase, PreviewStatus,
+    ServiceKind, TokenRole, UnknownValue, WebhookOutcome,
 };
