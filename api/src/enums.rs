@@ -307,6 +307,8 @@ closed_set! {
         Ignored = "ignored",
         /// Not processed: bad signature, a replay, a payload that could not be read.
         Refused = "refused",
+        /// A closed pull request's preview was torn down and deleted.
+        Removed = "removed",
     }
 }
 
