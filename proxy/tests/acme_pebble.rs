@@ -136,40 +136,7 @@ fn manager(
 
 /// A TLS handshake with `certificate` served for `sni`, verified against Pebble's current root.
 async fn handshake_verifies(certificate: &StoredCertificate, sni: &str) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let roots = pebble::pebble_roots().await?;
-    let chain = rustls_pemfile::certs(&mut certificate.chain_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()?;
-    let key =
-        rustls_pemfile::private_key(&mut certificate.key_pem.as_bytes())?.context("no key")?;
-    let server_config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    let client_config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
-    let server = tokio::spawn(async move {
-        let (socket, _) = listener.accept().await?;
-        let mut tls = acceptor.accept(socket).await?;
-        tls.write_all(b"hello over verified TLS").await?;
-        tls.shutdown().await?;
-        anyhow::Ok(())
-    });
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
-    let socket = tokio::net::TcpStream::connect(address).await?;
-    let name = rustls::pki_types::ServerName::try_from(sni.to_owned())?;
-    let mut tls = connector
-        .connect(name, socket)
-        .await
-        .context("TLS handshake against Pebble's root")?;
-    let mut text = String::new();
-    tls.read_to_string(&mut text).await?;
-    ensure!(text == "hello over verified TLS");
-    server.await??;
-    Ok(())
+    pebble::handshake_verifies(pebble::pebble_roots().await?, certificate, sni).await
 }
 
 #[tokio::test]

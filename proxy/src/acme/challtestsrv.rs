@@ -60,7 +60,8 @@ impl DnsProvider for ChallTestSrv {
         .await
     }
 
-    async fn clear_txt(&self, fqdn: &str) -> Result<(), String> {
+    /// challtestsrv holds one value per name: the record goes whatever its value.
+    async fn clear_txt(&self, fqdn: &str, _value: &str) -> Result<(), String> {
         self.post("/clear-txt", serde_json::json!({ "host": fqdn }))
             .await
     }

@@ -27,14 +27,16 @@ pub struct AcmeConfig {
     pub ca_roots: Option<PathBuf>,
 }
 
-/// Publishes and removes the TXT records of dns-01 challenges (a DNS provider's API, or
-/// pebble-challtestsrv in tests).
+/// Publishes and removes the TXT records of dns-01 challenges: RFC 2136 dynamic updates to any
+/// standard DNS server ([`super::rfc2136`]), a DNS hosting provider's API, or
+/// pebble-challtestsrv in tests.
 #[async_trait::async_trait]
 pub trait DnsProvider: Send + Sync + std::fmt::Debug {
-    /// Sets the TXT record at `fqdn` (with trailing dot) to `value`.
+    /// Publishes a TXT record at `fqdn` (with trailing dot) holding `value`.
     async fn set_txt(&self, fqdn: &str, value: &str) -> Result<(), String>;
-    /// Removes the TXT record at `fqdn`.
-    async fn clear_txt(&self, fqdn: &str) -> Result<(), String>;
+    /// Removes the TXT record at `fqdn` that `set_txt` published with `value` (a provider that
+    /// can hold one value per name only may remove whatever is there).
+    async fn clear_txt(&self, fqdn: &str, value: &str) -> Result<(), String>;
 }
 
 /// Why an order did not produce a certificate.
@@ -218,7 +220,7 @@ impl Issuer {
                             domain: domain.to_owned(),
                             detail,
                         })?;
-                    published.txt.push(fqdn);
+                    published.txt.push((fqdn, value));
                     challenge.set_ready().await.map_err(order_err)?;
                 } else {
                     let mut challenge =
@@ -300,8 +302,8 @@ impl Issuer {
             }
         }
         if let Some(dns) = &self.dns {
-            for fqdn in &published.txt {
-                if let Err(error) = dns.clear_txt(fqdn).await {
+            for (fqdn, value) in &published.txt {
+                if let Err(error) = dns.clear_txt(fqdn, value).await {
                     tracing::warn!(%error, fqdn, "could not remove a dns-01 record");
                 }
             }
@@ -312,7 +314,8 @@ impl Issuer {
 #[derive(Debug, Default)]
 struct Published {
     tokens: Vec<String>,
-    txt: Vec<String>,
+    /// (name, value) of each dns-01 record.
+    txt: Vec<(String, String)>,
 }
 
 /// CA answers worth another attempt: bad nonces (Pebble rejects 5% on purpose), rate limiting

@@ -10,6 +10,7 @@ pub mod issuer;
 pub mod manager;
 pub mod metrics;
 pub mod policy;
+pub mod rfc2136;
 pub mod seal;
 pub mod service;
 pub mod settings;

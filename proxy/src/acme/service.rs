@@ -13,6 +13,7 @@ use super::challtestsrv::ChallTestSrv;
 use super::issuer::{DnsProvider, Issuer};
 use super::manager::{CertificateManager, CertificateSink, ManagerConfig};
 use super::metrics::AcmeMetrics;
+use super::rfc2136::Rfc2136;
 use super::settings::AcmeSettings;
 use super::store::{CertStore, StoredCertificate};
 use crate::certs::CertificateTable;
@@ -133,8 +134,18 @@ impl TlsState {
             tracing::info!("no ACME directory configured: serving stored certificates only");
             return;
         };
-        let dns: Option<Arc<dyn DnsProvider>> = (!settings.dns_provider_url.is_empty())
-            .then(|| Arc::new(ChallTestSrv::new(settings.dns_provider_url.clone())) as _);
+        let dns: Option<Arc<dyn DnsProvider>> = match &settings.rfc2136 {
+            // validate() checked it: an error here is a key file changed since.
+            Some(rfc2136) => match Rfc2136::new(rfc2136) {
+                Ok(provider) => Some(Arc::new(provider)),
+                Err(error) => {
+                    tracing::error!(%error, "dns-01 disabled: wildcard orders will fail");
+                    None
+                }
+            },
+            None => (!settings.dns_provider_url.is_empty())
+                .then(|| Arc::new(ChallTestSrv::new(settings.dns_provider_url.clone())) as _),
+        };
         let issuer = loop {
             match Issuer::connect(&acme, store.clone(), dns.clone()).await {
                 Ok(issuer) => break issuer,

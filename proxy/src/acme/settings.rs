@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::issuer::AcmeConfig;
+use super::rfc2136::{Rfc2136, Rfc2136Settings};
 use super::seal::Sealer;
 
 /// Where certificates are stored and ordered. Without this section the proxy serves only the
@@ -24,8 +25,10 @@ pub struct AcmeSettings {
     /// PEM roots trusted for the CA's own HTTPS (Pebble's listener CA in tests).
     pub ca_roots_file: Option<PathBuf>,
     pub contact_email: Option<String>,
-    /// pebble-challtestsrv's management URL for dns-01 (wildcards); empty = no dns-01.
+    /// pebble-challtestsrv's management URL for dns-01 (wildcards) in tests; empty = none.
     pub dns_provider_url: String,
+    /// dns-01 (wildcards) by RFC 2136 dynamic update with TSIG to the zone's primary server.
+    pub rfc2136: Option<Rfc2136Settings>,
     /// Seconds between certificate passes.
     pub interval_secs: u64,
     /// This instance's name in order leases; empty = host name and pid.
@@ -45,6 +48,7 @@ impl Default for AcmeSettings {
             ca_roots_file: None,
             contact_email: None,
             dns_provider_url: String::new(),
+            rfc2136: None,
             interval_secs: 10,
             instance: String::new(),
             lease_ttl_secs: 30,
@@ -79,6 +83,15 @@ impl AcmeSettings {
                 "acme.directory_url",
                 format!("{:?} is not an https URL", self.directory_url),
             ));
+        }
+        if let Some(rfc2136) = &self.rfc2136 {
+            if !self.dns_provider_url.is_empty() {
+                return Err((
+                    "acme.rfc2136",
+                    "and acme.dns_provider_url both set: choose one dns-01 provider".into(),
+                ));
+            }
+            Rfc2136::new(rfc2136).map_err(|e| ("acme.rfc2136", e.to_string()))?;
         }
         if let Some(path) = &self.ca_roots_file
             && !path.exists()
