@@ -131,6 +131,9 @@ pub struct NodeConfig {
     pub log_retention_days: u16,
     /// ...or, for these organization ids, their plan's retention.
     pub log_retention_days_by_organization: std::collections::BTreeMap<String, u16>,
+    /// How often each running container's CPU, memory and network use is sampled into
+    /// ClickHouse's `container_usage` (with `clickhouse_url`; `crate::usage`). 0 = never.
+    pub usage_interval_ms: u64,
     /// Membership of a cluster: see [`ClusterConfig`].
     pub cluster: Option<ClusterConfig>,
     /// mTLS of the gRPC listener (`[tls]`: `cert`, `key`, `ca` PEM files, written by
@@ -172,6 +175,7 @@ impl Default for NodeConfig {
             clickhouse_database: "stackpad_logs".into(),
             log_retention_days: 14,
             log_retention_days_by_organization: std::collections::BTreeMap::new(),
+            usage_interval_ms: 10_000,
             cluster: None,
             tls: None,
         }
@@ -209,6 +213,12 @@ impl NodeConfig {
             return Err(RuntimeError::invalid(
                 "log_retention_days_by_organization",
                 format!("{org}: must be at least 1"),
+            ));
+        }
+        if self.usage_interval_ms != 0 && self.usage_interval_ms < 200 {
+            return Err(RuntimeError::invalid(
+                "usage_interval_ms",
+                "must be 0 (off) or at least 200",
             ));
         }
         let pool = self.pool()?;

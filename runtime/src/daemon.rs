@@ -10,7 +10,7 @@ use crate::error::{Result, RuntimeError};
 use crate::grpc::NodeAgentService;
 use crate::isolation::IsolationHook;
 use crate::logs::LogSink;
-use crate::metrics::{ContainerUsage, cgroup_usage};
+use crate::metrics::ContainerUsage;
 
 /// The `/metrics` text of an agent.
 pub fn render_metrics(agent: &Agent) -> String {
@@ -25,12 +25,13 @@ pub fn render_metrics(agent: &Agent) -> String {
         .into_iter()
         .filter(|s| s.state.is_running())
         .map(|s| {
-            let (cpu, mem) = cgroup_usage(ns, &s.container_id);
+            let (cpu_ns, mem) =
+                crate::usage::cgroup_reading(ns, &s.container_id).unwrap_or_default();
             ContainerUsage {
                 container_id: s.container_id,
                 project_id: s.spec.workload.project_id,
                 service: s.spec.workload.service_name,
-                cpu_seconds: cpu,
+                cpu_seconds: cpu_ns as f64 / 1e9,
                 memory_bytes: mem,
             }
         })
@@ -124,9 +125,26 @@ pub async fn run(
     isolation: Arc<dyn IsolationHook>,
     sink: Arc<dyn LogSink>,
 ) -> Result<()> {
+    let usage = (!config.clickhouse_url.is_empty() && config.usage_interval_ms > 0).then(|| {
+        crate::usage::UsageConfig {
+            clickhouse_url: config.clickhouse_url.clone(),
+            database: config.clickhouse_database.clone(),
+            node_id: config.node_id.clone(),
+            interval: std::time::Duration::from_millis(config.usage_interval_ms),
+            default_retention_days: config.log_retention_days,
+            retention_days_by_organization: config
+                .log_retention_days_by_organization
+                .iter()
+                .map(|(org, days)| (org.clone(), *days))
+                .collect(),
+        }
+    });
     let agent = Agent::new(config, isolation, sink).await?;
     let actions = agent.reconcile().await?;
     tracing::info!(steps = actions.len(), "reconciled at start");
+    // Per-container CPU, memory and network samples for the dashboard's graphs (#18).
+    let (usage_stop, usage_stopped) = tokio::sync::watch::channel(false);
+    let sampler = usage.map(|u| tokio::spawn(crate::usage::run(agent.clone(), u, usage_stopped)));
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -138,5 +156,9 @@ pub async fn run(
     };
     let (_, _, handle) = serve(agent, shutdown).await?;
     let _ = handle.await;
+    let _ = usage_stop.send(true);
+    if let Some(sampler) = sampler {
+        let _ = sampler.await;
+    }
     Ok(())
 }

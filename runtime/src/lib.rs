@@ -29,6 +29,7 @@ pub mod network;
 pub mod restart;
 pub mod spec;
 pub mod state_file;
+pub mod usage;
 pub mod userns;
 pub mod volume;
 

@@ -165,24 +165,6 @@ impl Metrics {
     }
 }
 
-/// CPU seconds and memory bytes of a container from its cgroup v1 directories.
-pub fn cgroup_usage(namespace: &str, container_id: &str) -> (f64, u64) {
-    let read = |p: String| {
-        std::fs::read_to_string(p)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-    };
-    let cpu = read(format!(
-        "/sys/fs/cgroup/cpuacct/{namespace}/{container_id}/cpuacct.usage"
-    ))
-    .unwrap_or(0);
-    let mem = read(format!(
-        "/sys/fs/cgroup/memory/{namespace}/{container_id}/memory.usage_in_bytes"
-    ))
-    .unwrap_or(0);
-    (cpu as f64 / 1e9, mem)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
