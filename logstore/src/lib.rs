@@ -1,8 +1,9 @@
 //! The ClickHouse log store's contract between its writers (the node agent writes
 //! [`container_logs`] and [`container_usage`], the proxy [`access_logs`], the control plane
-//! [`build_logs`]) and its reader (the control plane): each table's name, row type, column names and versioned schema steps. [`apply`] applies the steps
-//! not applied yet and records them in `<database>.schema_migrations`; idempotent, and safe
-//! when two writers start at once (every step is `IF NOT EXISTS`).
+//! [`build_logs`]) and its reader (the control plane): each table's name, row type, column
+//! names and versioned schema steps. [`apply`] applies the steps not applied yet and records
+//! them in `<database>.schema_migrations`; idempotent, and safe when two writers start at once
+//! (every step is `IF NOT EXISTS`).
 
 pub mod access_logs;
 pub mod build_logs;
