@@ -184,6 +184,47 @@ impl Engine {
 }
 
 closed_set! {
+    /// Where a backup of a managed service stands (`backups.state`, API `state`, #14). Only a
+    /// `completed` backup is whole: its object is written and its checksum recorded.
+    BackupState, "backup state" {
+        Running = "running",
+        Completed = "completed",
+        Failed = "failed",
+    }
+}
+
+closed_set! {
+    /// What a backup's verification restore found (`backups.verification`, #14).
+    BackupVerification, "backup verification" {
+        /// Not checked yet (or the backup did not complete).
+        Pending = "pending",
+        /// Restored into a throwaway container of the engine and checked.
+        Verified = "verified",
+        /// The object did not match its checksum, did not decrypt, or did not restore.
+        Failed = "failed",
+    }
+}
+
+closed_set! {
+    /// Why a backup was taken (`backups.trigger`, #14).
+    BackupTrigger, "backup trigger" {
+        Manual = "manual",
+        Scheduled = "scheduled",
+        /// The data a restore into the same service replaced, kept first.
+        PreRestore = "pre_restore",
+    }
+}
+
+closed_set! {
+    /// Where a restore stands (`backup_restores.state`, #14).
+    RestoreState, "restore state" {
+        Running = "running",
+        Completed = "completed",
+        Failed = "failed",
+    }
+}
+
+closed_set! {
     /// Where a deployment is in the pipeline (`deployments.phase`, `deployment_steps.phase`).
     Phase, "deployment phase" {
         Queued = "queued",
@@ -358,6 +399,10 @@ mod tests {
         round_trip(WebhookOutcome::ALL);
         round_trip(PreviewStatus::ALL);
         round_trip(Engine::ALL);
+        round_trip(BackupState::ALL);
+        round_trip(BackupVerification::ALL);
+        round_trip(BackupTrigger::ALL);
+        round_trip(RestoreState::ALL);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod enums;
 
 pub use enums::{
-    DeploymentState, DomainStatus, Engine, MemberRole, NodeRole, NodeStatus, Phase, PreviewStatus,
-    ServiceKind, TokenRole, UnknownValue, WebhookOutcome,
+    BackupState, BackupTrigger, BackupVerification, DeploymentState, DomainStatus, Engine,
+    MemberRole, NodeRole, NodeStatus, Phase, PreviewStatus, RestoreState, ServiceKind, TokenRole,
+    UnknownValue, WebhookOutcome,
 };
