@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::build::{
-    BuildOutcome, BuildRequest, BuildRunner, BuildState, LogLine, Progress, now_nanos,
+    BuildOutcome, BuildRequest, BuildRunner, BuildState, LogLine, LogStream, Progress, now_nanos,
 };
 use crate::buildkit::Step;
 use crate::metrics::{Metrics, Outcome};
@@ -358,6 +358,7 @@ impl<R: BuildRunner> Builds<R> {
                     timestamp_nanos: now_nanos(),
                     step: "result".into(),
                     line: reason.clone(),
+                    stream: LogStream::Stderr,
                 }))
             });
         }

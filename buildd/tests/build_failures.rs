@@ -15,7 +15,10 @@ fn busybox() -> String {
 async fn a_failing_run_fails_the_build_and_the_log_shows_the_step() {
     let mut d = daemon(4).await;
     let nonce = unique("n");
-    let dockerfile = format!("{}RUN echo before-failure-{nonce} && exit 3\n", busybox());
+    let dockerfile = format!(
+        "{}RUN echo before-failure-{nonce} && echo complaint-{nonce} >&2 && exit 3\n",
+        busybox()
+    );
     let (repo, sha) = repo_with(&[("Dockerfile", &dockerfile)]);
     let id = unique("failing-run");
     let req = d.start_request(&id, repo.path(), &sha);
@@ -38,6 +41,15 @@ async fn a_failing_run_fails_the_build_and_the_log_shows_the_step() {
         .find(|l| l.line.contains(&format!("before-failure-{nonce}")) && l.step != "result")
         .unwrap_or_else(|| panic!("the step's output is not in the log: {logs:#?}"));
     assert!(line.step.contains("RUN echo"), "{line:?}");
+    // Each line says which output it came from.
+    assert_eq!(line.stream(), pb::LogStream::Stdout, "{line:?}");
+    let complaint = logs
+        .iter()
+        .find(|l| l.line == format!("complaint-{nonce}"))
+        .unwrap_or_else(|| panic!("the step's stderr is not in the log: {logs:#?}"));
+    assert_eq!(complaint.stream(), pb::LogStream::Stderr, "{complaint:?}");
+    let result = logs.iter().find(|l| l.step == "result").unwrap();
+    assert_eq!(result.stream(), pb::LogStream::Stderr, "{result:?}");
     let failed: Vec<_> = steps(&events)
         .into_iter()
         .filter(|s| !s.error.is_empty())

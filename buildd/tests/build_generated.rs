@@ -204,10 +204,17 @@ async fn bad_dependencies_and_scripts_fail_naming_the_cause() {
         ],
     )
     .await;
-    assert!(reason.contains("npm run build"), "{reason}");
+    assert!(
+        reason.contains("the app's build script failed (`npm run build`")
+            && reason.contains("RUN npm run build")
+            && reason.contains("exit code: 3"),
+        "{reason}"
+    );
+    // What the script printed on its stderr is kept as such.
     assert!(
         logs.iter()
-            .any(|l| l.line.contains("the build broke: missing config")),
+            .any(|l| l.line.contains("the build broke: missing config")
+                && l.stream() == pb::LogStream::Stderr),
         "{logs:#?}"
     );
 

@@ -66,6 +66,17 @@ pub struct LogLine {
     /// The step it belongs to: `clone`, `detect`, `dockerfile`, a BuildKit step name, `push`.
     pub step: String,
     pub line: String,
+    pub stream: LogStream,
+}
+
+/// Which output a log line came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogStream {
+    /// A step's standard output, and buildd's own lines.
+    #[default]
+    Stdout,
+    /// A step's standard error, and how a failed build ended.
+    Stderr,
 }
 
 /// What a running build reports.
@@ -125,11 +136,13 @@ pub enum BuildError {
     },
     #[error("build {id}: cannot reach BuildKit: {detail}")]
     BuildKit { id: String, detail: String },
-    #[error("build {id}: step {step:?} failed: {message}")]
+    #[error("build {id}: {}step {step:?} failed: {message}", cause_prefix(.cause))]
     Step {
         id: String,
         step: String,
         message: String,
+        /// What the step was for, when buildd wrote it (`dockerfile::failure_cause`).
+        cause: Option<String>,
     },
     #[error("build {id}: BuildKit solve failed: {message}")]
     Solve { id: String, message: String },
@@ -146,6 +159,10 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn cause_prefix(cause: &Option<String>) -> String {
+    cause.as_ref().map(|c| format!("{c}: ")).unwrap_or_default()
 }
 
 /// Performs one build, reporting progress on `events`. Dropping the future cancels it (the

@@ -7,15 +7,16 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 use super::{
-    BuildError, BuildOutcome, BuildRequest, BuildRunner, BuildState, LogLine, Progress, now_nanos,
+    BuildError, BuildOutcome, BuildRequest, BuildRunner, BuildState, LogLine, LogStream, Progress,
+    now_nanos,
 };
 use crate::buildkit::{Endpoint, ProgressEvent, ProgressTracker, SolveSpec, session, solve};
 use crate::context::{ArchiveSpec, ContextServer, archive};
 use crate::detect::Detection;
 use crate::detect::{Framework, PackageManager, RepoSnapshot, detect};
 use crate::dockerfile::{
-    BaseImages, DEPS_TAR, GENERATED_NAME, STATIC_SERVER, STATIC_SERVER_SOURCE, Served, cache_key,
-    generate,
+    BaseImages, DEPS_TAR, GENERATED_NAME, STATIC_SERVER, STATIC_SERVER_BINARY, Served, cache_key,
+    failure_cause, generate,
 };
 use crate::engine::Engine;
 use crate::source::deps::{self, DepsCache, DepsError, Fetched, Platform};
@@ -63,6 +64,7 @@ fn log(events: &UnboundedSender<Progress>, step: &str, line: impl Into<String>) 
         timestamp_nanos: now_nanos(),
         step: step.to_owned(),
         line: line.into(),
+        stream: LogStream::Stdout,
     }));
 }
 
@@ -241,7 +243,7 @@ impl BuildRunner for Pipeline {
         let static_served = detection.framework.serves_spa().then(|| {
             self.contexts.serve_bytes(
                 STATIC_SERVER,
-                bytes::Bytes::from_static(STATIC_SERVER_SOURCE.as_bytes()),
+                bytes::Bytes::from_static(STATIC_SERVER_BINARY),
                 STATIC_SERVER,
             )
         });
@@ -371,10 +373,16 @@ impl BuildRunner for Pipeline {
                                 timestamp_nanos,
                                 step,
                                 line,
+                                stderr,
                             } => Progress::Log(LogLine {
                                 timestamp_nanos,
                                 step,
                                 line,
+                                stream: if stderr {
+                                    LogStream::Stderr
+                                } else {
+                                    LogStream::Stdout
+                                },
                             }),
                         });
                     }
@@ -395,6 +403,9 @@ impl BuildRunner for Pipeline {
                 return Err(match failed {
                     Some(step) => BuildError::Step {
                         id,
+                        cause: generated
+                            .as_ref()
+                            .and_then(|_| failure_cause(&detection, &step.name)),
                         step: step.name,
                         message: step.error.unwrap_or(message),
                     },

@@ -30,6 +30,8 @@ pub enum ProgressEvent {
         timestamp_nanos: i64,
         step: String,
         line: String,
+        /// Printed on the step's standard error (BuildKit's stream 2).
+        stderr: bool,
     },
 }
 
@@ -38,8 +40,12 @@ pub enum ProgressEvent {
 pub struct ProgressTracker {
     steps: HashMap<String, Step>,
     order: Vec<String>,
-    partial: HashMap<String, String>,
+    /// The unfinished last line of each (vertex, stream).
+    partial: HashMap<(String, i64), String>,
 }
+
+/// BuildKit's stream number of a process's standard error.
+const STDERR: i64 = 2;
 
 fn millis(ts: &Option<prost_types::Timestamp>) -> Option<i64> {
     ts.as_ref()
@@ -82,7 +88,10 @@ impl ProgressTracker {
                 .get(&log.vertex)
                 .map(|s| s.name.clone())
                 .unwrap_or_else(|| log.vertex.clone());
-            let buffer = self.partial.entry(log.vertex.clone()).or_default();
+            let buffer = self
+                .partial
+                .entry((log.vertex.clone(), log.stream))
+                .or_default();
             buffer.push_str(&String::from_utf8_lossy(&log.msg));
             while let Some(end) = buffer.find('\n') {
                 let line: String = buffer.drain(..=end).collect();
@@ -91,6 +100,7 @@ impl ProgressTracker {
                     timestamp_nanos: nanos(&log.timestamp),
                     step: step.clone(),
                     line,
+                    stderr: log.stream == STDERR,
                 });
             }
         }
@@ -192,14 +202,26 @@ mod tests {
             [ProgressEvent::Log {
                 timestamp_nanos: 5_000_000_000,
                 step: "[build 4/4] RUN make".into(),
-                line: "one".into()
+                line: "one".into(),
+                stderr: false,
             }]
+        );
+        // A line on the other stream meanwhile is its own line.
+        let ev = t.apply(&StatusResponse {
+            logs: vec![VertexLog {
+                stream: 2,
+                ..log("warning: slow\n")
+            }],
+            ..Default::default()
+        });
+        assert!(
+            matches!(&ev[0], ProgressEvent::Log { line, stderr: true, .. } if line == "warning: slow")
         );
         let ev = t.apply(&StatusResponse {
             logs: vec![log("o\n")],
             ..Default::default()
         });
-        assert!(matches!(&ev[0], ProgressEvent::Log { line, .. } if line == "two"));
+        assert!(matches!(&ev[0], ProgressEvent::Log { line, stderr: false, .. } if line == "two"));
     }
 
     #[test]

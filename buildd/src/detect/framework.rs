@@ -64,7 +64,7 @@ impl Framework {
         )
     }
 
-    /// Whether the static files are a single-page app, served by buildd's Node static server
+    /// Whether the static files are a single-page app, served by buildd's static server
     /// (which falls back to `index.html`); other static sites get busybox `httpd`.
     pub fn serves_spa(self) -> bool {
         self == Framework::ViteStatic
@@ -174,7 +174,7 @@ pub(super) fn start_command(
     repo: &RepoSnapshot,
 ) -> Option<Vec<String>> {
     if framework.serves_spa() {
-        return Some(exec(&["node", "/app/static-server.mjs"]));
+        return Some(exec(&[crate::dockerfile::STATIC_SERVER_PATH]));
     }
     if framework.is_static() {
         let port = STATIC_PORT.to_string();

@@ -49,7 +49,7 @@ fn vite_fixture_is_a_static_site_installed_with_pnpm() {
     assert_eq!(d.framework, Framework::ViteStatic);
     assert_eq!(d.package_manager, Some(PackageManager::Pnpm));
     assert_eq!(d.port, 8080);
-    assert_eq!(d.start, ["node", "/app/static-server.mjs"]);
+    assert_eq!(d.start, ["/static-server"]);
 }
 
 #[test]

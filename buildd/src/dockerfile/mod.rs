@@ -42,9 +42,11 @@ impl BaseImages {
 /// Name of the generated Dockerfile inside the build context.
 pub const GENERATED_NAME: &str = "Dockerfile.stackpad";
 
-/// The static server of single-page apps: its file name and its source.
-pub const STATIC_SERVER: &str = "static-server.mjs";
-pub const STATIC_SERVER_SOURCE: &str = include_str!("static-server.mjs");
+/// The static file server of single-page apps (`buildd/static-server/main.rs`, linked
+/// statically by the build script): its file name, its place in the image, and the binary.
+pub const STATIC_SERVER: &str = "static-server";
+pub const STATIC_SERVER_PATH: &str = "/static-server";
+pub const STATIC_SERVER_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/static-server"));
 /// The file name of the dependency cache's tarball.
 pub const DEPS_TAR: &str = "deps.tar";
 
@@ -55,7 +57,7 @@ pub struct Served<'a> {
     /// The dependencies buildd fetched (`source::deps`), a tarball of npm's cache: the install
     /// step unpacks it on a tmpfs and installs from it offline.
     pub deps: Option<&'a str>,
-    /// The static server of single-page apps ([`STATIC_SERVER_SOURCE`]).
+    /// The static server of single-page apps ([`STATIC_SERVER_BINARY`]).
     pub static_server: Option<&'a str>,
 }
 
@@ -204,6 +206,34 @@ pub fn generate(
     Some(f)
 }
 
+/// What a failed step of a generated Dockerfile was for, named for the user: the install, the
+/// app's build script, the prune of dev dependencies. `step` is BuildKit's name of the step
+/// (`[build 5/6] RUN npm run build`); `None` for steps that are not the app's commands.
+pub fn failure_cause(d: &Detection, step: &str) -> Option<String> {
+    let pm = d.package_manager?;
+    let command = step.split_once("] RUN ").map(|(_, c)| c)?;
+    // Whether the install was from fetched dependencies does not change the commands' names.
+    let inst = install(pm, d.lock_file.is_some(), command.contains("--offline"));
+    if command == inst.run_build {
+        Some(format!(
+            "the app's build script failed (`{}`, the \"build\" script of package.json; \
+             its output is in the build log)",
+            inst.run_build
+        ))
+    } else if command.contains(&inst.all) || command.contains(&inst.prod) {
+        let verb = inst.all.split(" --").next().unwrap_or(&inst.all);
+        Some(format!(
+            "installing the dependencies failed (`{}`): the lock file may not match \
+             package.json, or a package's install script failed",
+            verb.rsplit("&& ").next().unwrap_or(verb)
+        ))
+    } else if inst.prune.is_some_and(|p| command == p) {
+        Some("removing the dev dependencies from the image failed".to_owned())
+    } else {
+        None
+    }
+}
+
 /// Whether the runtime stage copies the whole app folder, pruned dependencies apart.
 fn split_modules(d: &Detection, inst: &Install) -> bool {
     inst.prune.is_some()
@@ -224,14 +254,20 @@ fn runtime_stage(
 ) {
     let port = d.port;
     if let (true, Some(url)) = (d.framework.serves_spa(), served.static_server) {
-        // Node's built-ins serve the files, with the fallback to index.html a router needs.
-        // The files stay root's (read-only to the app); ADD of a URL makes a 0600 file.
-        let _ = writeln!(f, "\nFROM {}\nWORKDIR /app", base.node);
-        let _ = writeln!(f, "ENV NODE_ENV=production PORT={port}");
+        // buildd's static server alone with the files (the SPA fallback to index.html a router
+        // needs). ADD of a URL makes a 0600 file: made executable in a stage of its own (the
+        // static server base has a shell), so the image holds only the server and the site.
+        // The files stay root's, read-only to the app.
         let _ = writeln!(
             f,
-            "ADD --chown={APP_USER} {url} /app/{STATIC_SERVER}\n\
-             COPY --from=build /app/{} /app/www",
+            "\nFROM {} AS server\nADD {url} {STATIC_SERVER_PATH}\nRUN chmod 755 {STATIC_SERVER_PATH}",
+            base.static_server
+        );
+        let _ = writeln!(
+            f,
+            "\nFROM scratch\nENV PORT={port} STATIC_ROOT=/www\n\
+             COPY --from=server {STATIC_SERVER_PATH} {STATIC_SERVER_PATH}\n\
+             COPY --from=build /app/{} /www",
             d.framework.static_dir()
         );
     } else if d.framework.is_static() {

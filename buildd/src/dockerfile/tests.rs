@@ -19,7 +19,7 @@ fn generated(fixture: &str) -> String {
         &cache_key("reg:5000/acme/web:v1"),
         Served {
             deps: None,
-            static_server: Some("http://127.0.0.1:9/contexts/t/static-server.mjs"),
+            static_server: Some("http://127.0.0.1:9/contexts/t/static-server"),
         },
     )
     .expect("a generated Dockerfile")
@@ -90,16 +90,19 @@ fn nextjs_standalone_copies_only_the_standalone_output() {
 }
 
 #[test]
-fn vite_single_page_app_is_served_by_the_node_static_server_from_root_owned_files() {
+fn vite_single_page_app_is_served_by_the_static_server_alone_from_root_owned_files() {
     let f = generated("vite-static");
     assert!(f.contains("RUN --mount=type=cache,id=stackpad-pnpm-reg_3a5000_2facme_2fweb,target=/pnpm/store corepack enable && pnpm install --frozen-lockfile"), "{f}");
     assert!(f.contains("COPY package.json pnpm-lock.yaml ./"), "{f}");
     assert!(
         f.contains(
-            "FROM reg/node:20\nWORKDIR /app\nENV NODE_ENV=production PORT=8080\n\
-             ADD --chown=1000:1000 http://127.0.0.1:9/contexts/t/static-server.mjs /app/static-server.mjs\n\
-             COPY --from=build /app/dist /app/www\nUSER 1000:1000\nEXPOSE 8080\n\
-             CMD [\"node\", \"/app/static-server.mjs\"]"
+            "FROM reg/busybox:1 AS server\n\
+             ADD http://127.0.0.1:9/contexts/t/static-server /static-server\n\
+             RUN chmod 755 /static-server\n\n\
+             FROM scratch\nENV PORT=8080 STATIC_ROOT=/www\n\
+             COPY --from=server /static-server /static-server\n\
+             COPY --from=build /app/dist /www\nUSER 1000:1000\nEXPOSE 8080\n\
+             CMD [\"/static-server\"]"
         ),
         "{f}"
     );
@@ -256,4 +259,42 @@ fn the_node_major_comes_from_the_node_image_tag() {
     assert_eq!(major("127.0.0.1:5000/stackpad/node:22"), Some(22));
     assert_eq!(major("reg:5000/node:20@sha256:abc"), Some(20));
     assert_eq!(major("reg:5000/node"), None);
+}
+
+#[test]
+fn failed_steps_of_the_app_name_their_cause() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/nextjs");
+    let d = detect(&RepoSnapshot::read(&dir).unwrap()).unwrap();
+    let served = Served {
+        deps: Some("http://127.0.0.1:9/contexts/t/deps.tar"),
+        static_server: None,
+    };
+    let dockerfile = generate(&d, &BaseImages::default(), &[], "k", served).unwrap();
+    // Every RUN of the app's commands, named as BuildKit names the step.
+    let causes: Vec<Option<String>> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("RUN "))
+        .map(|c| failure_cause(&d, &format!("[build 3/6] RUN {c}")))
+        .collect();
+    assert!(
+        causes[0]
+            .as_deref()
+            .is_some_and(|c| c.starts_with("installing the dependencies failed (`npm ci`)")),
+        "{causes:?}"
+    );
+    assert!(
+        causes[1]
+            .as_deref()
+            .is_some_and(|c| c.starts_with("the app's build script failed (`npm run build`")),
+        "{causes:?}"
+    );
+    assert_eq!(
+        failure_cause(&d, "[deps 1/4] FROM docker.io/library/node:20"),
+        None
+    );
+    assert_eq!(
+        causes[2].as_deref(),
+        Some("removing the dev dependencies from the image failed")
+    );
+    assert_eq!(failure_cause(&d, "RUN npm run build"), None);
 }

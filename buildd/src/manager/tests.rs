@@ -39,6 +39,7 @@ impl BuildRunner for Arc<FakeRunner> {
             timestamp_nanos: 1,
             step: "fake".into(),
             line: format!("building {}", req.id),
+            stream: LogStream::Stdout,
         }));
         // A step that prints its secrets (e.g. `cat /run/secrets/NAME`).
         for (name, value) in &req.secrets {
@@ -46,6 +47,7 @@ impl BuildRunner for Arc<FakeRunner> {
                 timestamp_nanos: 2,
                 step: "fake".into(),
                 line: format!("{name}={value}"),
+                stream: LogStream::Stderr,
             }));
         }
         let secs: u64 = req.source.reference.parse().unwrap_or(10);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use proto::build::v1 as pb;
 
-use crate::build::{BuildRequest, BuildState};
+use crate::build::{BuildRequest, BuildState, LogStream};
 use crate::manager::{BuildEvent, BuildStatus};
 use crate::source::GitSource;
 
@@ -133,6 +133,10 @@ pub(super) fn event(e: &BuildEvent) -> pb::BuildEvent {
             timestamp_unix_nanos: l.timestamp_nanos,
             step: l.step.clone(),
             line: l.line.clone(),
+            stream: match l.stream {
+                LogStream::Stdout => pb::LogStream::Stdout,
+                LogStream::Stderr => pb::LogStream::Stderr,
+            } as i32,
         }),
         BuildEvent::Step(s) => Event::Step(pb::StepProgress {
             step_id: s.id.clone(),
