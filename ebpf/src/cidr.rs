@@ -50,6 +50,14 @@ impl Cidr {
     pub fn prefix(self) -> u8 {
         self.prefix
     }
+
+    /// Whether `ip` is inside this prefix.
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.addr)
+    }
 }
 
 impl FromStr for Cidr {
@@ -137,6 +145,18 @@ mod tests {
 
     fn c(s: &str) -> Cidr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn contains_is_the_prefix_match() {
+        let pool = c("10.97.16.0/20");
+        assert!(pool.contains(Ipv4Addr::new(10, 97, 16, 0)));
+        assert!(pool.contains(Ipv4Addr::new(10, 97, 31, 255)));
+        assert!(!pool.contains(Ipv4Addr::new(10, 97, 32, 1)));
+        assert!(!pool.contains(Ipv4Addr::new(10, 97, 15, 255)));
+        assert!(c("0.0.0.0/0").contains(Ipv4Addr::new(1, 2, 3, 4)));
+        assert!(Cidr::host(Ipv4Addr::new(1, 2, 3, 4)).contains(Ipv4Addr::new(1, 2, 3, 4)));
+        assert!(!Cidr::host(Ipv4Addr::new(1, 2, 3, 4)).contains(Ipv4Addr::new(1, 2, 3, 5)));
     }
 
     #[test]
