@@ -106,6 +106,39 @@ pub fn place_container(
     }
 }
 
+/// Compute nodes for the `count` replicas of one deployment (#15). `placed` are the nodes of
+/// the replicas it already placed (a resumed deployment keeps them; their share is already in
+/// the views), the rest are picked one at a time: the up node with room holding the fewest
+/// replicas of this set (distinct nodes first; the set being replaced does not count, it goes),
+/// then the emptiest, then the lowest id; each pick takes its share of its node. `Err(i)`: no
+/// node has room for replica `i` (from 0).
+pub fn place_replicas(
+    nodes: &[ComputeNodeView],
+    placed: &[Uuid],
+    count: u32,
+    cpu_millis: u64,
+    memory_bytes: u64,
+) -> Result<Vec<Uuid>, u32> {
+    let mut views: Vec<ComputeNodeView> = nodes
+        .iter()
+        .map(|n| ComputeNodeView {
+            replicas_of_service: placed.iter().filter(|p| **p == n.id).count() as u32,
+            ..n.clone()
+        })
+        .collect();
+    let mut picks: Vec<Uuid> = placed.iter().take(count as usize).copied().collect();
+    for replica in picks.len() as u32..count {
+        let pick = pick_compute_node(&views, cpu_millis, memory_bytes).ok_or(replica)?;
+        if let Some(v) = views.iter_mut().find(|v| v.id == pick) {
+            v.replicas_of_service += 1;
+            v.cpu_millis_allocated += cpu_millis;
+            v.memory_bytes_allocated += memory_bytes;
+        }
+        picks.push(pick);
+    }
+    Ok(picks)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeartbeatView {
     pub id: Uuid,

@@ -163,3 +163,55 @@ fn silent_nodes_are_marked_down() {
         vec![id(2), id(4)]
     );
 }
+
+#[test]
+fn replicas_spread_over_distinct_nodes_first_then_the_emptiest() {
+    let nodes = [
+        compute(1, (4000, 0), (8 << 30, 0), 0),
+        compute(2, (4000, 1000), (8 << 30, 0), 0),
+    ];
+    // 3 on 2 nodes: one each, the third on the emptier (node 1 took 500 of 4000, node 2 has
+    // 1500 taken).
+    assert_eq!(
+        place_replicas(&nodes, &[], 3, 500, 1 << 20),
+        Ok(vec![id(1), id(2), id(1)])
+    );
+    // The set being replaced does not count: its containers go after the switch.
+    let mut busy = nodes.clone();
+    busy[0].replicas_of_service = 5;
+    assert_eq!(
+        place_replicas(&busy, &[], 2, 500, 1 << 20),
+        Ok(vec![id(1), id(2)])
+    );
+    // One node: all there.
+    assert_eq!(
+        place_replicas(&nodes[1..], &[], 3, 500, 1 << 20),
+        Ok(vec![id(2), id(2), id(2)])
+    );
+    // A down node gets none.
+    let mut down = nodes.clone();
+    down[0].up = false;
+    assert_eq!(
+        place_replicas(&down, &[], 2, 500, 1 << 20),
+        Ok(vec![id(2), id(2)])
+    );
+}
+
+#[test]
+fn resumed_placements_are_kept_and_a_replica_without_room_is_named() {
+    let nodes = [
+        compute(1, (4000, 0), (8 << 30, 0), 0),
+        compute(2, (4000, 0), (8 << 30, 0), 0),
+    ];
+    // Replica 0 was placed on node 2 before a crash: kept, the next goes to node 1.
+    assert_eq!(
+        place_replicas(&nodes, &[id(2)], 2, 500, 0),
+        Ok(vec![id(2), id(1)])
+    );
+    // Room for two 1500-millicore replicas per node: the fifth finds none.
+    assert_eq!(place_replicas(&nodes, &[], 5, 1500, 0), Err(4));
+    assert_eq!(
+        place_replicas(&nodes, &[], 4, 1500, 0).map(|p| p.len()),
+        Ok(4)
+    );
+}
