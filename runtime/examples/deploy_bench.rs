@@ -61,6 +61,7 @@ fn request(registry: &str, project: &str, deployment: &str) -> pb::DeployRequest
             deployment_id: deployment.into(),
             service_type: pb::ServiceType::Web as i32,
             environment_name: "production".into(),
+            replica: 0,
         }),
         image: format!("{registry}/stackpad/busybox:1"),
         command: ["httpd", "-f", "-p", "8080", "-h", "/www"]

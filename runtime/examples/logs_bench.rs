@@ -46,6 +46,7 @@ fn spec(registry: &str, round: u64, lines: u64) -> DeploySpec {
             deployment_id: format!("{}-{round}", stackpad_tests::unique_name("dep")),
             service_type: 2,
             environment_name: "production".into(),
+            replica: 0,
         },
         image: format!("{registry}/stackpad/busybox:1"),
         command: vec!["sh".into(), "-c".into(), script],

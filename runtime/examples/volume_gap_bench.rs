@@ -63,6 +63,7 @@ fn spec(registry: &str, project: &str, deployment: &str) -> DeploySpec {
             deployment_id: deployment.into(),
             service_type: 2,
             environment_name: "production".into(),
+            replica: 0,
         },
         image: format!("{registry}/stackpad/postgres:15"),
         command: vec![],

@@ -40,6 +40,7 @@ async fn node_agent_over_grpc_deploys_logs_and_removes() -> anyhow::Result<()> {
             deployment_id: deployment.clone(),
             service_type: pb::ServiceType::Worker as i32,
             environment_name: "production".into(),
+            replica: 0,
         }),
         image: node.image("busybox:1"),
         command: vec!["sh".into(), "-c".into()],

@@ -258,6 +258,7 @@ fn deploy_request(s: &ContainerSpec) -> n::DeployRequest {
             deployment_id: w.deployment_id.clone(),
             service_type: service_type(w.service_kind),
             environment_name: w.environment_name.clone(),
+            replica: w.replica,
         }),
         image: s.image.clone(),
         command: s.command.clone(),

@@ -98,6 +98,9 @@ pub struct Workload {
     pub service_kind: ServiceKind,
     /// The environment's name: the container is also `<service>.<environment>.internal`.
     pub environment_name: String,
+    /// Which of the deployment's replicas this container is, from 0 (its container id is
+    /// derived from the deployment and the replica).
+    pub replica: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -518,6 +518,7 @@ impl<Q: DeploymentQueue> Driver<Q> {
                 deployment_id: d.id.to_string(),
                 service_kind: service.kind,
                 environment_name: self.queue.environment_name(service.environment_id).await?,
+                replica: 0,
             },
             image,
             volumes: service.volumes.clone(),

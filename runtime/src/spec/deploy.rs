@@ -23,6 +23,9 @@ pub struct Workload {
     /// in its network's hosts file. Empty (and in records from before it) = no such alias.
     #[serde(default)]
     pub environment_name: String,
+    /// Which of the deployment's replicas this is, from 0 (records from before replicas: 0).
+    #[serde(default)]
+    pub replica: u32,
 }
 
 impl Workload {
@@ -141,10 +144,15 @@ pub struct Limits {
     pub max_cpu_millis: u32,
 }
 
-/// The container id of a deployment: the same deployment always gets the same id, so a
-/// retried deploy finds the container it made.
-pub fn container_id(deployment_id: &str) -> String {
-    let h = hex::encode(Sha256::digest(deployment_id.as_bytes()));
+/// The container id of a deployment's replica: the same replica always gets the same id, so a
+/// retried deploy finds the container it made. Replica 0 has the id of the deployment alone
+/// (the id of every container made before replicas).
+pub fn container_id(deployment_id: &str, replica: u32) -> String {
+    let key = match replica {
+        0 => deployment_id.to_owned(),
+        r => format!("{deployment_id}/{r}"),
+    };
+    let h = hex::encode(Sha256::digest(key.as_bytes()));
     format!("sp-{}", &h[..24])
 }
 
@@ -422,7 +430,7 @@ impl DeploySpec {
     }
 
     pub fn container_id(&self) -> String {
-        container_id(&self.workload.deployment_id)
+        container_id(&self.workload.deployment_id, self.workload.replica)
     }
 }
 
@@ -441,6 +449,7 @@ pub(crate) mod tests {
                 deployment_id: "d1".into(),
                 service_type: 1,
                 environment_name: "production".into(),
+                replica: 0,
             },
             image: "127.0.0.1:5000/stackpad/busybox:1".into(),
             command: vec![],
@@ -487,9 +496,12 @@ pub(crate) mod tests {
     #[test]
     fn sample_is_valid_and_ids_are_deterministic() {
         sample().validate(&LIMITS).unwrap();
-        assert_eq!(container_id("d1"), container_id("d1"));
-        assert_ne!(container_id("d1"), container_id("d2"));
-        assert_eq!(container_id("d1").len(), 27);
+        assert_eq!(container_id("d1", 0), container_id("d1", 0));
+        assert_ne!(container_id("d1", 0), container_id("d2", 0));
+        assert_ne!(container_id("d1", 0), container_id("d1", 1));
+        assert_ne!(container_id("d1", 1), container_id("d1", 2));
+        assert_eq!(container_id("d1", 0).len(), 27);
+        assert_eq!(container_id("d1", 2).len(), 27);
     }
 
     #[test]

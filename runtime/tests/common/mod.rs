@@ -152,6 +152,7 @@ impl TestNode {
                 deployment_id: stackpad_tests::unique_name("dep"),
                 service_type: 1,
                 environment_name: "production".into(),
+                replica: 0,
             },
             image: self.image("busybox:1"),
             command: vec![
