@@ -30,6 +30,9 @@ pub struct RouteSpec {
     pub project_id: String,
     #[serde(default)]
     pub environment_id: String,
+    /// Orders the updates of this route id (proto `Route.generation`); 0 = none held.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 fn default_max_body() -> u64 {

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use crate::health;
 use crate::metrics::{Metrics, UpstreamHealth};
 use crate::routes::{RouteError, RouteSpec, RouteTable};
-use crate::store::{PersistedService, PersistedState, StateFile, StoreError};
+use crate::store::{Generations, PersistedService, PersistedState, StateFile, StoreError};
 use crate::switch::{self, DrainStep, SwitchCommand, SwitchError};
 use crate::upstream::{UpstreamError, UpstreamSet, validate_upstreams};
 
@@ -32,6 +32,16 @@ pub struct SwitchOutcome {
     pub swap_after: Duration,
     pub drained_after: Duration,
     pub closed_at_deadline: usize,
+}
+
+/// What an ordered route update did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteUpdate<T> {
+    Applied(T),
+    /// The proxy holds `held`, newer than the update's generation: nothing changed.
+    Superseded {
+        held: u64,
+    },
 }
 
 /// A route change failed; nothing was changed.
@@ -56,6 +66,8 @@ pub struct ProxyState {
     /// Serialises changes (never held on the request path, nor during health waits or drains).
     mutate: tokio::sync::Mutex<()>,
     store: Option<StateFile>,
+    /// Generations of removed routes and of switches; changed only under `mutate`.
+    generations: Mutex<Generations>,
     pub metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
 }
@@ -97,6 +109,7 @@ impl ProxyState {
             draining: Mutex::new(Vec::new()),
             mutate: tokio::sync::Mutex::new(()),
             store,
+            generations: Mutex::new(persisted.generations),
             metrics,
             runtime,
         });
@@ -119,11 +132,42 @@ impl ProxyState {
             .clone()
     }
 
-    /// Creates or replaces the route with `spec.route_id`. Persisted before it is swapped in.
-    pub async fn upsert_route(&self, spec: RouteSpec) -> Result<RouteSpec, StateError> {
-        let spec = spec.validate()?;
+    fn generations(&self) -> std::sync::MutexGuard<'_, Generations> {
+        self.generations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The generation held for `route_id`: the live route's, else its removal's.
+    fn route_generation(&self, snap: &Snapshot, route_id: &str) -> u64 {
+        let live = snap
+            .routes
+            .routes()
+            .iter()
+            .find(|r| r.route_id == route_id)
+            .map_or(0, |r| r.generation);
+        let removed = self
+            .generations()
+            .removed_routes
+            .get(route_id)
+            .copied()
+            .unwrap_or(0);
+        live.max(removed)
+    }
+
+    /// Creates or replaces the route with `spec.route_id`, unless the proxy holds a newer
+    /// generation of it. Persisted before it is swapped in.
+    pub async fn upsert_route(
+        &self,
+        spec: RouteSpec,
+    ) -> Result<RouteUpdate<RouteSpec>, StateError> {
+        let mut spec = spec.validate()?;
         let _lock = self.mutate.lock().await;
         let snap = self.current.load_full();
+        let held = self.route_generation(&snap, &spec.route_id);
+        if spec.generation == 0 {
+            spec.generation = held;
+        } else if spec.generation < held {
+            return Ok(RouteUpdate::Superseded { held });
+        }
         let mut routes: Vec<RouteSpec> = snap
             .routes
             .routes()
@@ -134,14 +178,31 @@ impl ProxyState {
             Some(slot) => *slot = spec.clone(),
             None => routes.push(spec.clone()),
         }
-        self.commit_routes(&snap, routes)?;
-        Ok(spec)
+        let removed = self.generations().removed_routes.remove(&spec.route_id);
+        if let Err(e) = self.commit_routes(&snap, routes) {
+            if let Some(generation) = removed {
+                self.generations()
+                    .removed_routes
+                    .insert(spec.route_id.clone(), generation);
+            }
+            return Err(e);
+        }
+        Ok(RouteUpdate::Applied(spec))
     }
 
-    /// Removes a route; false when there was none with that id.
-    pub async fn remove_route(&self, route_id: &str) -> Result<bool, StateError> {
+    /// Removes a route (false when there was none with that id), unless the proxy holds a newer
+    /// generation of it; the removal's generation is kept so an older push cannot bring it back.
+    pub async fn remove_route(
+        &self,
+        route_id: &str,
+        generation: u64,
+    ) -> Result<RouteUpdate<bool>, StateError> {
         let _lock = self.mutate.lock().await;
         let snap = self.current.load_full();
+        let held = self.route_generation(&snap, route_id);
+        if generation != 0 && generation < held {
+            return Ok(RouteUpdate::Superseded { held });
+        }
         let routes: Vec<RouteSpec> = snap
             .routes
             .routes()
@@ -149,11 +210,32 @@ impl ProxyState {
             .filter(|r| r.route_id != route_id)
             .map(|r| RouteSpec::clone(r))
             .collect();
-        if routes.len() == snap.routes.routes().len() {
-            return Ok(false);
+        let removed = routes.len() != snap.routes.routes().len();
+        let keep = generation.max(held);
+        let before = (keep > 0).then(|| {
+            self.generations()
+                .removed_routes
+                .insert(route_id.to_owned(), keep)
+        });
+        let unchanged = before.is_none() || before == Some(Some(keep));
+        if !removed && unchanged {
+            return Ok(RouteUpdate::Applied(false));
         }
-        self.commit_routes(&snap, routes)?;
-        Ok(true)
+        if let Err(e) = self.commit_routes(&snap, routes) {
+            match before {
+                Some(Some(old)) => {
+                    self.generations()
+                        .removed_routes
+                        .insert(route_id.to_owned(), old);
+                }
+                Some(None) => {
+                    self.generations().removed_routes.remove(route_id);
+                }
+                None => {}
+            }
+            return Err(e);
+        }
+        Ok(RouteUpdate::Applied(removed))
     }
 
     fn commit_routes(&self, snap: &Snapshot, routes: Vec<RouteSpec>) -> Result<(), StateError> {
@@ -165,6 +247,15 @@ impl ProxyState {
         self.persist(&next)?;
         self.current.store(Arc::new(next));
         Ok(())
+    }
+
+    /// The newest switch generation applied to `service_id` (0 = none).
+    pub fn switch_generation(&self, service_id: &str) -> u64 {
+        self.generations()
+            .switches
+            .get(service_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn persist(&self, snap: &Snapshot) -> Result<(), StoreError> {
@@ -192,6 +283,7 @@ impl ProxyState {
                 .map(|r| RouteSpec::clone(r))
                 .collect(),
             services,
+            generations: self.generations().clone(),
         })
     }
 
@@ -217,6 +309,16 @@ impl ProxyState {
             .services
             .get(cmd.service_id.trim())
             .cloned();
+        let route_generation = cmd.route_generation;
+        let superseded = |service_id: String, held: u64| SwitchError::Superseded {
+            service_id,
+            generation: route_generation,
+            held,
+        };
+        let held = self.switch_generation(cmd.service_id.trim());
+        if route_generation != 0 && route_generation < held {
+            return Err(superseded(cmd.service_id.trim().to_owned(), held));
+        }
         let plan = switch::plan(current.as_deref(), cmd)?;
         let new_set = Arc::new(UpstreamSet::new(
             plan.service_id.clone(),
@@ -251,6 +353,11 @@ impl ProxyState {
             let _lock = self.mutate.lock().await;
             let snap = self.current.load_full();
             let old = snap.services.get(&plan.service_id).cloned();
+            let held = self.switch_generation(&plan.service_id);
+            if route_generation != 0 && route_generation < held {
+                new_set.stop();
+                return Err(superseded(plan.service_id, held));
+            }
             let found = old.as_ref().map_or(0, |o| o.generation);
             if found + 1 != plan.generation {
                 new_set.stop();
@@ -267,6 +374,11 @@ impl ProxyState {
                 services,
             };
             let next = Arc::new(next);
+            if route_generation > held {
+                self.generations()
+                    .switches
+                    .insert(plan.service_id.clone(), route_generation);
+            }
             self.current.store(Arc::clone(&next));
             let swap_after = started.elapsed();
             if let Some(old) = &old {
@@ -381,5 +493,78 @@ impl ProxyState {
             push(&set, true);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(hosts: &[&str], generation: u64) -> RouteSpec {
+        RouteSpec {
+            route_id: "r".into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            service_id: "s".into(),
+            generation,
+            ..Default::default()
+        }
+    }
+
+    fn hosts(state: &ProxyState) -> Vec<String> {
+        state
+            .snapshot()
+            .routes
+            .routes()
+            .iter()
+            .flat_map(|r| r.hosts.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_removed_route_keeps_its_generation_against_older_pushes() {
+        let dir = std::env::temp_dir().join(format!("stackpad-generations-{}", std::process::id()));
+        let file = StateFile::new(dir.join("state.json"));
+        let state = ProxyState::restore(
+            Some(file.clone()),
+            Arc::default(),
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+        assert!(matches!(
+            state.upsert_route(route(&["a.test"], 5)).await.unwrap(),
+            RouteUpdate::Applied(_)
+        ));
+        assert_eq!(
+            state.remove_route("r", 4).await.unwrap(),
+            RouteUpdate::Superseded { held: 5 }
+        );
+        assert_eq!(hosts(&state), ["a.test"]);
+        assert_eq!(
+            state.remove_route("r", 6).await.unwrap(),
+            RouteUpdate::Applied(true)
+        );
+        assert_eq!(
+            state.upsert_route(route(&["a.test"], 5)).await.unwrap(),
+            RouteUpdate::Superseded { held: 6 }
+        );
+        assert!(hosts(&state).is_empty());
+        // Unordered removals of what is not there change nothing and keep the generation.
+        assert_eq!(
+            state.remove_route("r", 0).await.unwrap(),
+            RouteUpdate::Applied(false)
+        );
+        let restored = ProxyState::restore(
+            Some(file),
+            Arc::default(),
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+        assert_eq!(
+            restored.upsert_route(route(&["b.test"], 6)).await.unwrap(),
+            RouteUpdate::Applied(route(&["b.test"], 6).validate().unwrap())
+        );
+        assert_eq!(hosts(&restored), ["b.test"]);
+        assert!(restored.generations().removed_routes.is_empty());
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

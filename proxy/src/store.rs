@@ -17,6 +17,19 @@ pub struct PersistedState {
     pub version: u32,
     pub routes: Vec<RouteSpec>,
     pub services: Vec<PersistedService>,
+    /// Generations held beyond the live routes (removed routes, switches).
+    #[serde(default)]
+    pub generations: Generations,
+}
+
+/// The control plane's generations the proxy holds where no live route carries them: a removed
+/// route's (so a late push cannot bring it back) and each service's newest switch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generations {
+    #[serde(default)]
+    pub removed_routes: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    pub switches: std::collections::BTreeMap<String, u64>,
 }
 
 /// One service's active upstream set.
@@ -131,6 +144,7 @@ mod tests {
                 organization_id: "o".into(),
                 project_id: "p".into(),
                 environment_id: "e".into(),
+                generation: 3,
             }],
             services: vec![PersistedService {
                 service_id: "s".into(),
@@ -143,6 +157,10 @@ mod tests {
                 load_balancing: LoadBalancing::LeastConnections,
                 generation: 3,
             }],
+            generations: Generations {
+                removed_routes: [("gone".to_owned(), 7)].into(),
+                switches: [("s".to_owned(), 9)].into(),
+            },
         };
         file.save(&state).unwrap();
         assert_eq!(file.load().unwrap(), Some(state));

@@ -25,6 +25,9 @@ pub struct SwitchCommand {
     pub health_timeout: Option<Duration>,
     pub health_check: Option<HealthCheckSpec>,
     pub load_balancing: Option<LoadBalancing>,
+    /// The control plane's generation of this change (proto `SwitchRequest.route_generation`);
+    /// 0 = unordered.
+    pub route_generation: u64,
 }
 
 /// What the executor does.
@@ -64,6 +67,15 @@ pub enum SwitchError {
         service_id: String,
         unhealthy: Vec<String>,
         timeout_ms: u128,
+    },
+    #[error(
+        "switch of service {service_id}: superseded: generation {generation} is older than \
+         {held}, which the proxy already applied; routing unchanged"
+    )]
+    Superseded {
+        service_id: String,
+        generation: u64,
+        held: u64,
     },
     #[error(
         "switch of service {service_id}: another switch changed the service meanwhile \
@@ -150,6 +162,7 @@ mod tests {
             health_timeout: None,
             health_check: None,
             load_balancing: None,
+            route_generation: 0,
         }
     }
 

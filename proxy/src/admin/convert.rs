@@ -20,6 +20,7 @@ pub fn route_from_pb(r: pb::Route) -> RouteSpec {
         organization_id: r.organization_id,
         project_id: r.project_id,
         environment_id: r.environment_id,
+        generation: r.generation,
     }
 }
 
@@ -34,6 +35,7 @@ pub fn route_to_pb(r: &RouteSpec) -> pb::Route {
         organization_id: r.organization_id.clone(),
         project_id: r.project_id.clone(),
         environment_id: r.environment_id.clone(),
+        generation: r.generation,
     }
 }
 
@@ -95,12 +97,14 @@ pub fn switch_from_pb(r: pb::SwitchRequest) -> SwitchCommand {
         health_timeout: ms(r.health_timeout_ms),
         health_check: r.health_check.map(health_from_pb),
         load_balancing,
+        route_generation: r.route_generation,
     }
 }
 
 pub fn service_to_pb(
     active: &UpstreamSet,
     draining: &[std::sync::Arc<UpstreamSet>],
+    route_generation: u64,
 ) -> pb::ServiceUpstreams {
     pb::ServiceUpstreams {
         service_id: active.service_id.clone(),
@@ -114,5 +118,6 @@ pub fn service_to_pb(
         health_check: Some(health_to_pb(&active.health_check)),
         load_balancing: lb_to_pb(active.load_balancing) as i32,
         generation: active.generation,
+        route_generation,
     }
 }

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::acme::{CertStore, StoreError, StoredCertificate, TlsState};
-use crate::state::{ProxyState, StateError};
+use crate::state::{ProxyState, RouteUpdate, StateError};
 use crate::switch::SwitchError;
 
 /// The gRPC service.
@@ -77,7 +77,9 @@ fn state_status(e: StateError) -> Status {
 
 fn switch_status(e: SwitchError) -> Status {
     match e {
-        SwitchError::Unhealthy { .. } => Status::failed_precondition(e.to_string()),
+        SwitchError::Unhealthy { .. } | SwitchError::Superseded { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
         SwitchError::Concurrent { .. } => Status::aborted(e.to_string()),
         _ => Status::invalid_argument(e.to_string()),
     }
@@ -93,25 +95,43 @@ impl ProxyAdmin for AdminService {
             .into_inner()
             .route
             .ok_or_else(|| Status::invalid_argument("route is missing"))?;
-        let stored = self
+        let route_id = route.route_id.clone();
+        let response = match self
             .state
             .upsert_route(convert::route_from_pb(route))
             .await
-            .map_err(state_status)?;
-        Ok(Response::new(pb::UpsertRouteResponse {
-            route: Some(convert::route_to_pb(&stored)),
-        }))
+            .map_err(state_status)?
+        {
+            RouteUpdate::Applied(stored) => pb::UpsertRouteResponse {
+                route: Some(convert::route_to_pb(&stored)),
+            },
+            RouteUpdate::Superseded { held } => {
+                tracing::info!(route_id, held, "route update superseded by a newer one");
+                let snap = self.state.snapshot();
+                let current = snap.routes.routes().iter().find(|r| r.route_id == route_id);
+                pb::UpsertRouteResponse {
+                    route: current.map(|r| convert::route_to_pb(r)),
+                }
+            }
+        };
+        Ok(Response::new(response))
     }
 
     async fn remove_route(
         &self,
         request: Request<pb::RemoveRouteRequest>,
     ) -> Result<Response<pb::RemoveRouteResponse>, Status> {
-        let removed = self
+        let request = request.into_inner();
+        // Unordered until RemoveRouteRequest carries the control plane's generation (#16).
+        let removed = match self
             .state
-            .remove_route(&request.into_inner().route_id)
+            .remove_route(&request.route_id, 0)
             .await
-            .map_err(state_status)?;
+            .map_err(state_status)?
+        {
+            RouteUpdate::Applied(removed) => removed,
+            RouteUpdate::Superseded { .. } => false,
+        };
         Ok(Response::new(pb::RemoveRouteResponse { removed }))
     }
 
@@ -130,7 +150,9 @@ impl ProxyAdmin for AdminService {
         let mut services: Vec<pb::ServiceUpstreams> = snap
             .services
             .values()
-            .map(|s| convert::service_to_pb(s, &draining))
+            .map(|s| {
+                convert::service_to_pb(s, &draining, self.state.switch_generation(&s.service_id))
+            })
             .collect();
         services.sort_by(|a, b| a.service_id.cmp(&b.service_id));
         Ok(Response::new(pb::ListRoutesResponse { routes, services }))

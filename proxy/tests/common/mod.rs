@@ -293,6 +293,7 @@ impl Admin {
             health_timeout_ms: 5_000,
             health_check: Some(fast_health()),
             load_balancing: 0,
+            route_generation: 0,
         };
         self.client
             .switch(authed(req))
