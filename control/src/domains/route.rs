@@ -157,6 +157,16 @@ pub async fn platform_hosts(
         .collect())
 }
 
+/// The next route generation (`route_generations`, #16): taken before a route is read from
+/// the store, so that of two pushes of one route the later-read one carries the larger number
+/// and the proxy refuses the other if it arrives last.
+pub async fn next_route_generation(store: &Store) -> Result<u64> {
+    let generation: i64 = sqlx::query_scalar("SELECT nextval('route_generations')")
+        .fetch_one(&store.pool)
+        .await?;
+    Ok(u64::try_from(generation).unwrap_or_default())
+}
+
 /// Builds the route of `service` (of organization `org`) from the store.
 pub async fn service_route(
     store: &Store,
