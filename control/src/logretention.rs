@@ -1,5 +1,6 @@
-//! The retention job of the log store: drops the partitions of `container_logs` (node agents),
-//! `access_logs` (proxies) and `build_logs` (this control plane) whose retention has passed.
+//! The retention job of the log store: drops the partitions of `container_logs` and
+//! `container_usage` (node agents), `access_logs` (proxies) and `build_logs` (this control
+//! plane) whose retention has passed.
 //!
 //! Both tables are partitioned by `(date, retention_days)`, the writer stamping each row with
 //! its organization's retention, so expiry needs no knowledge of organizations: a partition
@@ -14,10 +15,11 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 /// The tables whose partitions expire.
-pub const TABLES: [&str; 3] = [
+pub const TABLES: [&str; 4] = [
     logstore::container_logs::TABLE,
     logstore::access_logs::TABLE,
     logstore::build_logs::TABLE,
+    logstore::container_usage::TABLE,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,10 @@
 //!
 //! Rows may be stored twice (a shipper retries a batch whose answer was lost); every query
 //! reads one row per `line_id`. Every query is scoped by the caller's organization. Table and
-//! column names come from the log store's contract (`logstore`).
+//! column names come from the log store's contract (`logstore`). The same store holds the
+//! node agents' resource samples, read by [`usage`].
+
+pub mod usage;
 
 use logstore::container_logs::{self, STREAM_STDERR, columns as col};
 use serde::{Deserialize, Serialize};

@@ -235,7 +235,12 @@ async fn the_retention_job_drops_expired_partitions_of_every_log_table() -> anyh
     let dropped = retention.expire(today).await?;
     assert_eq!(
         dropped,
-        vec![("container_logs", 1), ("access_logs", 1), ("build_logs", 1)]
+        vec![
+            ("container_logs", 1),
+            ("access_logs", 1),
+            ("build_logs", 1),
+            ("container_usage", 0)
+        ]
     );
     for (table, id) in [
         (container_logs::TABLE, container_logs::columns::LINE_ID),
@@ -252,7 +257,12 @@ async fn the_retention_job_drops_expired_partitions_of_every_log_table() -> anyh
     // A second pass finds nothing more; a database without the tables is no error.
     assert_eq!(
         retention.expire(today).await?,
-        vec![("container_logs", 0), ("access_logs", 0), ("build_logs", 0)]
+        vec![
+            ("container_logs", 0),
+            ("access_logs", 0),
+            ("build_logs", 0),
+            ("container_usage", 0)
+        ]
     );
     let empty = control::logretention::Retention::new(
         log_db.url(),
@@ -260,7 +270,12 @@ async fn the_retention_job_drops_expired_partitions_of_every_log_table() -> anyh
     );
     assert_eq!(
         empty.expire(today).await?,
-        vec![("container_logs", 0), ("access_logs", 0), ("build_logs", 0)]
+        vec![
+            ("container_logs", 0),
+            ("access_logs", 0),
+            ("build_logs", 0),
+            ("container_usage", 0)
+        ]
     );
     Ok(())
 }

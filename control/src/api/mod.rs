@@ -18,6 +18,7 @@ mod organizations;
 mod projects;
 pub mod roles;
 pub mod service_spec;
+mod service_metrics;
 mod services;
 pub mod session;
 pub mod sources;
@@ -157,6 +158,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/services/{id}/logs"),
     ("get", "/services/{id}/logs/follow"),
     ("get", "/services/{id}/access-logs"),
+    ("get", "/services/{id}/metrics"),
     ("get", "/deployments/{id}"),
     ("get", "/deployments/{id}/build-logs"),
     ("post", "/deployments/{id}/rollback"),
@@ -238,6 +240,7 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}/logs", get(logs::search))
         .route("/services/{id}/logs/follow", get(logs::follow))
         .route("/services/{id}/access-logs", get(access_logs::search))
+        .route("/services/{id}/metrics", get(service_metrics::usage))
         .route("/deployments/{id}", get(deployments::get))
         .route("/deployments/{id}/build-logs", get(build_logs::get))
         .route("/deployments/{id}/rollback", post(deployments::rollback))

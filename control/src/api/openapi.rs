@@ -177,6 +177,7 @@ pub fn document() -> Value {
             "/services/{id}/logs": { "get": op("Search the service's container logs, newest first (q, since, until, stream, deployment, limit, cursor); one line per line id", None, "200") },
             "/services/{id}/logs/follow": { "get": op("Follow new log lines as server-sent events from a cursor (same filters)", None, "200") },
             "/services/{id}/access-logs": { "get": op("Search the proxy's access log of the service, newest first (since, until, status as 5xx | 404 | 500-599 | a comma list, min_duration_ms, q = path text, deployment, limit, cursor)", None, "200") },
+            "/services/{id}/metrics": { "get": op("CPU (cores), memory (bytes) and network (bytes/s in and out) of the service's containers over time, from the node agents' samples: since, until (RFC 3339 or ns; default the last hour), step_seconds (10..=86400); points oldest first, empty buckets left out", None, "200") },
             "/deployments/{id}": { "get": op("Get a deployment with its step timeline", None, "200") },
             "/deployments/{id}/build-logs": { "get": op("The deployment's build log, oldest line first (after = a line_number or next_cursor, limit 1..=1000 default 500, tail = the last limit lines); follow=true: server-sent events of the lines after `after`, then an `end` event with the deployment's state once the build is over. Known secret values read [redacted]", None, "200") },
             "/deployments/{id}/rollback": { "post": op("Queue a deployment of the image an earlier ready deployment ran", None, "201") },
