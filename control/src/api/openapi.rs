@@ -242,7 +242,9 @@ pub fn document() -> Value {
                     "image": image, "resources": resources, "health_check": health,
                     "port": int(spec::PORTS, None), "replicas": int(spec::REPLICAS, None),
                     "command": argv, "args": argv,
-                    "env": env, "secrets": env
+                    "env": env, "secrets": env,
+                    "env_set": env, "secrets_set": env,
+                    "unset": { "type": "array", "items": s, "description": "variables or secrets to remove; with env_set and secrets_set the merge form (the others kept), not with env or secrets (they replace all)" }
                 })),
                 "AddDomain": obj(&["domain"], json!({ "domain": s })),
                 "CreateDeployment": obj(&[], json!({

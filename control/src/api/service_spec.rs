@@ -19,9 +19,11 @@ use tenant::path::{HealthPath, Subdirectory};
 use tenant::source::SourceUrl;
 use uuid::Uuid;
 
-use super::error::{ApiResult, invalid};
+use super::error::{ApiError, ApiResult, invalid};
 use super::validate::{self, parsed, within};
-use crate::store::{BuildSettings, HealthCheck, NewService, Resources, ServicePatch, Volume};
+use crate::store::{
+    BuildSettings, HealthCheck, NewService, Resources, ServicePatch, VarChange, Volume,
+};
 
 pub const PORTS: RangeInclusive<u32> = 1..=65535;
 pub const REPLICAS: RangeInclusive<u32> = 1..=20;
@@ -549,6 +551,15 @@ pub struct UpdateService {
     pub env: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub secrets: Option<BTreeMap<String, String>>,
+    /// The merge form (not with `env`/`secrets`): variables to set, the others kept...
+    #[serde(default)]
+    pub env_set: Option<BTreeMap<String, String>>,
+    /// ...secrets to set...
+    #[serde(default)]
+    pub secrets_set: Option<BTreeMap<String, String>>,
+    /// ...and variables or secrets to remove.
+    #[serde(default)]
+    pub unset: Option<Vec<String>>,
 }
 
 impl UpdateService {
@@ -561,6 +572,14 @@ impl UpdateService {
                 &s.clone().unwrap_or_default(),
             )?),
         };
+        let vars = self.var_change()?;
+        if env.is_some() && vars.is_some() {
+            return Err(invalid(
+                "env_set",
+                "give env/secrets (they replace every variable) or env_set/secrets_set/unset \
+                 (they change those named), not both",
+            ));
+        }
         Ok(ServicePatch {
             image: self
                 .image
@@ -587,7 +606,45 @@ impl UpdateService {
                 .transpose()?,
             args: self.args.as_deref().map(|a| argv("args", a)).transpose()?,
             env,
+            vars,
         })
+    }
+
+    /// The merge form's change, checked like the replace form's (names, sizes, a name both
+    /// set and removed refused); errors name `env_set`, `secrets_set` or `unset`.
+    fn var_change(&self) -> ApiResult<Option<VarChange>> {
+        if self.env_set.is_none() && self.secrets_set.is_none() && self.unset.is_none() {
+            return Ok(None);
+        }
+        let (env, secrets) = env_vars(
+            &self.env_set.clone().unwrap_or_default(),
+            &self.secrets_set.clone().unwrap_or_default(),
+        )
+        .map_err(|e| match e {
+            ApiError::Invalid { field, message } => {
+                let field = match field.split_once('.') {
+                    Some(("env", name)) => format!("env_set.{name}"),
+                    Some(("secrets", name)) => format!("secrets_set.{name}"),
+                    _ if field == "env" => "env_set".to_owned(),
+                    _ => "secrets_set".to_owned(),
+                };
+                ApiError::Invalid { field, message }
+            }
+            other => other,
+        })?;
+        let unset = self.unset.clone().unwrap_or_default();
+        for name in &unset {
+            validate::env_name("unset", name)?;
+            if env.contains_key(name) || secrets.contains_key(name) {
+                return Err(invalid("unset", format!("{name} is also set")));
+            }
+        }
+        let set = env
+            .into_iter()
+            .map(|(k, v)| (k, (v, false)))
+            .chain(secrets.into_iter().map(|(k, v)| (k, (v, true))))
+            .collect();
+        Ok(Some(VarChange { set, unset }))
     }
 }
 

@@ -121,9 +121,13 @@ pub async fn list(
     PathId(project): PathId,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(
-        state.store.services(org.id, project, q.page()?).await?
-    )))
+    // Each as `GET /services/{id}` shows it (its hosts, engine, references), so a list
+    // needs no call per service.
+    let page = state.store.services(org.id, project, q.page()?).await?;
+    let items =
+        futures::future::try_join_all(page.items.into_iter().map(|s| view(&state, org.id, s)))
+            .await?;
+    Ok(Json(json!({ "items": items, "next": page.next })))
 }
 
 pub async fn get(
@@ -147,6 +151,21 @@ pub async fn update(
     }
     if let Some(image) = &patch.image {
         state.sources.check_image("image", org.id, image).await?;
+    }
+    if let Some(change) = &patch.vars {
+        let current = state.store.service(org.id, id).await?.env;
+        let mut names: std::collections::BTreeSet<&String> = current.keys().collect();
+        names.extend(change.set.keys());
+        let kept = names.iter().filter(|n| !change.unset.contains(n)).count();
+        if kept > super::service_spec::MAX_ENV_VARS {
+            return Err(invalid(
+                "env_set",
+                format!(
+                    "at most {} env vars and secrets together",
+                    super::service_spec::MAX_ENV_VARS
+                ),
+            ));
+        }
     }
     let service = state
         .store

@@ -169,6 +169,9 @@ pub fn check_patch(req: &UpdateService, engine: Engine) -> ApiResult<()> {
         // Replacing env would drop the generated credentials: rotate them instead.
         ("env", req.env.is_some()),
         ("secrets", req.secrets.is_some()),
+        ("env_set", req.env_set.is_some()),
+        ("secrets_set", req.secrets_set.is_some()),
+        ("unset", req.unset.is_some()),
     ];
     match given.iter().find(|(_, g)| *g) {
         None => Ok(()),

@@ -56,6 +56,8 @@ pub struct ServicePatch {
     pub args: Option<Vec<String>>,
     /// Replaces every env var and secret when set.
     pub env: Option<(BTreeMap<String, String>, BTreeMap<String, String>)>,
+    /// Sets and removes the variables it names, the others kept.
+    pub vars: Option<super::VarChange>,
 }
 
 const COLUMNS: &str = "id, project_id, environment_id, name, kind, image, git_url, git_subdirectory, build, \
@@ -186,6 +188,35 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| StoreError::unique(e, || format!("env var {name} is set twice")))?;
+        }
+        Ok(())
+    }
+
+    /// Sets (sealed, a name's secrecy replaced too) and removes the variables `change` names.
+    async fn change_env(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        service_id: Uuid,
+        change: &super::VarChange,
+    ) -> Result<()> {
+        for name in &change.unset {
+            sqlx::query("DELETE FROM service_env WHERE service_id = $1 AND name = $2")
+                .bind(service_id)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (name, (value, secret)) in &change.set {
+            sqlx::query(
+                "INSERT INTO service_env (service_id, name, value_enc, secret) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (service_id, name) DO UPDATE SET value_enc = EXCLUDED.value_enc, secret = EXCLUDED.secret",
+            )
+            .bind(service_id)
+            .bind(name)
+            .bind(self.secrets().seal(&env_aad(service_id, name), value))
+            .bind(secret)
+            .execute(&mut *tx)
+            .await?;
         }
         Ok(())
     }
@@ -322,6 +353,9 @@ impl Store {
         .await?;
         if let Some((env, secrets)) = &p.env {
             self.write_env(&mut tx, id, env, secrets).await?;
+        }
+        if let Some(change) = &p.vars {
+            self.change_env(&mut tx, id, change).await?;
         }
         tx.commit().await?;
         self.service(organization_id, id).await
