@@ -105,8 +105,15 @@ export interface Service {
   replicas: number;
   hosts?: string[];
   env: Record<string, EnvVar>;
+  volumes?: Volume[];
   current_deployment_id: string | null;
   created_at: string;
+}
+
+export interface Volume {
+  name: string;
+  mount_path: string;
+  size_bytes: number;
 }
 
 export interface TimelineStep {

@@ -9,6 +9,7 @@ import { operatorPage } from "./operator";
 import { overviewPage, projectPage } from "./projects";
 import { servicePage } from "./service";
 import { signInPage } from "./signin";
+import { teamPage } from "./team";
 
 export type Cleanup = () => void;
 export type View = (main: HTMLElement, params: string[], session: SessionInfo) => Promise<Cleanup | void>;
@@ -19,6 +20,7 @@ const routes: [RegExp, View][] = [
   [/^\/services\/([0-9a-f-]{36})(?:\/(deployments|variables|domains|logs|metrics))?$/, servicePage],
   [/^\/deployments\/([0-9a-f-]{36})$/, deploymentPage],
   [/^\/operator$/, operatorPage],
+  [/^\/team$/, teamPage],
 ];
 
 let session: SessionInfo | null = null;
@@ -38,6 +40,7 @@ function drawNav(): void {
   nav.append(
     h("a", { href: "#/" }, "Projects"),
     h("a", { href: "#/operator" }, session.kind === "operator" ? "Nodes" : "Activity"),
+    ...(session.kind === "organization" ? [h("a", { href: "#/team" }, "Team")] : []),
     h("span", { class: "who", title: session.token_name ?? "" }, who),
     h(
       "button",

@@ -1,5 +1,6 @@
-// A service's traffic over the last hour, per minute, from the proxy's access log: requests
-// per second by status class and p50/p95 latency, drawn with uPlot.
+// A service over the last hour, drawn with uPlot: its traffic per minute from the proxy's
+// access log (requests per second by status class, p50/p95 latency), and its containers' CPU,
+// memory and network from the node agents' samples (GET /services/{id}/metrics).
 
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
@@ -45,6 +46,44 @@ export function bucket(rows: AccessLogEntry[], nowS: number): Buckets {
     p50: durations.map((d) => quantile(d, 0.5)),
     p95: durations.map((d) => quantile(d, 0.95)),
     total: rows.length,
+  };
+}
+
+export interface UsagePoint {
+  t: number;
+  cpu_cores: number;
+  memory_bytes: number;
+  memory_limit_bytes: number;
+  rx_bytes_per_second: number;
+  tx_bytes_per_second: number;
+  containers: number;
+}
+
+interface Usage {
+  since_ns: number;
+  until_ns: number;
+  step_seconds: number;
+  points: UsagePoint[];
+}
+
+/** The usage points on a full time axis (buckets without samples are gaps). */
+export function usageSeries(u: Usage): { t: number[]; cpu: (number | null)[]; mem: (number | null)[]; limit: (number | null)[]; rx: (number | null)[]; tx: (number | null)[]; n: number } {
+  const step = u.step_seconds;
+  const start = Math.floor(u.since_ns / 1e9 / step) * step;
+  const end = Math.floor(u.until_ns / 1e9 / step) * step;
+  const at = new Map(u.points.map((p) => [p.t, p]));
+  const t: number[] = [];
+  for (let x = start; x <= end; x += step) t.push(x);
+  const col = (f: (p: UsagePoint) => number | null) => t.map((x) => (at.has(x) ? f(at.get(x)!) : null));
+  const MiB = 2 ** 20;
+  return {
+    t,
+    cpu: col((p) => p.cpu_cores),
+    mem: col((p) => p.memory_bytes / MiB),
+    limit: col((p) => (p.memory_limit_bytes ? p.memory_limit_bytes / MiB : null)),
+    rx: col((p) => p.rx_bytes_per_second / 1024),
+    tx: col((p) => p.tx_bytes_per_second / 1024),
+    n: u.points.length,
   };
 }
 
@@ -96,18 +135,29 @@ function chart(el: HTMLElement, title: string, unit: string, data: uPlot.Aligned
 export async function metricsTab(body: HTMLElement, service: Service): Promise<Cleanup> {
   const rps = h("div", { class: "chart", role: "img", "aria-label": "Requests per second by status class" });
   const lat = h("div", { class: "chart", role: "img", "aria-label": "Latency p50 and p95" });
+  const cpu = h("div", { class: "chart", id: "chart-cpu", role: "img", "aria-label": "CPU in cores" });
+  const mem = h("div", { class: "chart", id: "chart-memory", role: "img", "aria-label": "Memory in MiB and its limit" });
+  const net = h("div", { class: "chart", id: "chart-network", role: "img", "aria-label": "Network in and out, KiB/s" });
   const note = h("p", { class: "muted" });
-  body.append(h("section", {}, note, rps, lat));
+  const usageNote = h("p", { class: "muted" });
+  body.append(h("section", {}, note, rps, lat), h("section", {}, h("h2", {}, "Resources"), usageNote, cpu, mem, net));
   const charts: uPlot[] = [];
+  const boxes = [rps, lat, cpu, mem, net];
   const draw = async () => {
-    const rows = await load(service);
+    const since = new Date(Date.now() - WINDOW_S * 1000).toISOString();
+    const [rows, usage] = await Promise.all([load(service), get<Usage>(`/services/${service.id}/metrics?since=${encodeURIComponent(since)}`)]);
     const b = bucket(rows, Date.now() / 1000);
     note.textContent = `${b.total} requests in the last hour, per minute, from the proxy's access log.`;
+    const u = usageSeries(usage);
+    usageNote.textContent = `${u.n} samples of ${usage.step_seconds} s from the nodes running the service's containers.`;
+    for (const box of [cpu, mem, net]) box.dataset.points = String(u.n);
     const rpsData: uPlot.AlignedData = [b.t, ...b.byClass];
     const latData: uPlot.AlignedData = [b.t, b.p50, b.p95];
+    const cpuData: uPlot.AlignedData = [u.t, u.cpu];
+    const memData: uPlot.AlignedData = [u.t, u.mem, u.limit];
+    const netData: uPlot.AlignedData = [u.t, u.rx, u.tx];
     if (charts.length) {
-      charts[0].setData(rpsData);
-      charts[1].setData(latData);
+      [rpsData, latData, cpuData, memData, netData].forEach((d, i) => charts[i].setData(d));
       return;
     }
     charts.push(
@@ -121,11 +171,20 @@ export async function metricsTab(body: HTMLElement, service: Service): Promise<C
         { label: "p50", cls: "info" },
         { label: "p95", cls: "warn" },
       ], false),
+      chart(cpu, "CPU", "cores", cpuData, [{ label: "cores", cls: "info" }], false),
+      chart(mem, "Memory", "MiB", memData, [
+        { label: "in use", cls: "ok" },
+        { label: "limit", cls: "bad" },
+      ], false),
+      chart(net, "Network", "KiB/s", netData, [
+        { label: "in", cls: "info" },
+        { label: "out", cls: "warn" },
+      ], false),
     );
   };
   await draw();
   const timer = window.setInterval(() => void draw().catch(() => {}), 15000);
-  const resize = () => charts.forEach((c, i) => c.setSize({ width: Math.max(280, [rps, lat][i].clientWidth), height: 220 }));
+  const resize = () => charts.forEach((c, i) => c.setSize({ width: Math.max(280, boxes[i].clientWidth), height: 220 }));
   window.addEventListener("resize", resize);
   return () => {
     window.clearInterval(timer);

@@ -1,6 +1,6 @@
 // A service: what runs, its deployments (live), variables, domains, logs and metrics.
 
-import { Deployment, Domain, Environment, FINISHED, Page, Service, SessionInfo, del, get, patch, post } from "./api";
+import { ApiError, Deployment, Domain, Environment, FINISHED, Page, Service, SessionInfo, del, get, patch, post } from "./api";
 import { ago, badge, clear, h, short } from "./dom";
 import { action, form } from "./form";
 import { logsTab } from "./logs";
@@ -32,6 +32,16 @@ export async function servicePage(main: HTMLElement, [id, tab]: string[], sessio
       service.internal_host ? [h("dt", {}, "Inside the project"), h("dd", { class: "mono" }, service.internal_host)] : null,
       h("dt", {}, "Replicas"),
       h("dd", {}, String(service.replicas)),
+      service.volumes?.length
+        ? [
+            h("dt", {}, "Volumes"),
+            h(
+              "dd",
+              { class: "volumes" },
+              service.volumes.map((v) => h("div", { class: "mono" }, `${v.name} → ${v.mount_path} · ${bytes(v.size_bytes)}`)),
+            ),
+          ]
+        : null,
     ),
     h(
       "nav",
@@ -53,6 +63,17 @@ export async function servicePage(main: HTMLElement, [id, tab]: string[], sessio
     default:
       return deploymentsTab(body, service, canChange);
   }
+}
+
+/** A size in the largest unit that keeps it >= 1 (binary units). */
+export function bytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${Number.isInteger(n) ? n : n.toFixed(1)} ${units[i]}`;
 }
 
 function deploymentRow(d: Deployment, serviceCurrent: string | null, canChange: boolean): HTMLTableRowElement {
@@ -124,62 +145,99 @@ async function deploymentsTab(body: HTMLElement, service: Service, canChange: bo
   return () => window.clearInterval(timer);
 }
 
+/** A variables table; `remove` (when allowed) drops one name. */
+function varsTable(vars: Record<string, { value?: string | null; secret: boolean }>, remove: ((name: string) => Promise<void>) | null, where: string): HTMLTableElement {
+  return h(
+    "table",
+    { class: "list vars" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Value"), h("th", {}, ""))),
+    h(
+      "tbody",
+      {},
+      Object.keys(vars).length === 0
+        ? h("tr", {}, h("td", { colspan: 3, class: "muted" }, "None."))
+        : Object.entries(vars).map(([k, v]) =>
+            h(
+              "tr",
+              { "data-var": k },
+              h("td", { class: "mono" }, k),
+              h("td", { class: "mono clip" }, v.secret ? h("span", { class: "masked", title: "secret: never shown" }, "••••••••") : v.value ?? ""),
+              h("td", {}, remove ? action("Remove", () => remove(k), { danger: true, confirm: `Remove ${k} from ${where}?` }) : null),
+            ),
+          ),
+    ),
+  );
+}
+
+/** The form that sets one variable or secret through `set`. */
+function setVarForm(set: (name: string, value: string, secret: boolean) => Promise<void>): HTMLFormElement {
+  return form(
+    [
+      { name: "name", label: "Name", required: true, placeholder: "LOG_LEVEL" },
+      { name: "value", label: "Value", required: true },
+      { name: "secret", label: "Kind", options: ["plain", "secret"], value: "plain" },
+    ],
+    "Set",
+    (v) => set(v.name, v.value, v.secret === "secret"),
+    { inline: true },
+  );
+}
+
 async function variablesTab(body: HTMLElement, service: Service, canChange: boolean): Promise<void> {
   const env = await get<Environment>(`/environments/${service.environment_id}`);
-  const table = (vars: Record<string, { value?: string | null; secret: boolean }>, edit: boolean) =>
-    h(
-      "table",
-      { class: "list" },
-      h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Value"), h("th", {}, ""))),
-      h(
-        "tbody",
-        {},
-        Object.keys(vars).length === 0
-          ? h("tr", {}, h("td", { colspan: 3, class: "muted" }, "None."))
-          : Object.entries(vars).map(([k, v]) =>
-              h(
-                "tr",
-                {},
-                h("td", { class: "mono" }, k),
-                h("td", { class: "mono clip" }, v.secret ? h("span", { class: "masked", title: "secret: never shown" }, "••••••••") : v.value ?? ""),
-                h(
-                  "td",
-                  {},
-                  edit && canChange
-                    ? action("Remove", async () => {
-                        await patch(`/environments/${env.id}`, { unset: [k] });
-                        window.dispatchEvent(new HashChangeEvent("hashchange"));
-                      }, { danger: true, confirm: `Remove ${k} from ${env.name}?` })
-                    : null,
-                ),
-              ),
-            ),
-      ),
-    );
+  const refresh = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
+  // The service's own: the merge form of PATCH /services/{id} changes only the names given.
+  const own = h(
+    "section",
+    { class: "own-vars" },
+    h("h2", {}, "This service's variables"),
+    h("p", { class: "muted" }, "Used from the service's next deployment. Secrets are stored sealed and never shown again."),
+    varsTable(
+      service.env ?? {},
+      canChange
+        ? async (k) => {
+            await patch(`/services/${service.id}`, { unset: [k] });
+            refresh();
+          }
+        : null,
+      service.name,
+    ),
+    canChange
+      ? setVarForm(async (name, value, secret) => {
+          // The field names match the form's, so the API's error lands beside the field.
+          try {
+            await patch(`/services/${service.id}`, secret ? { secrets_set: { [name]: value } } : { env_set: { [name]: value } });
+          } catch (e) {
+            if (e instanceof ApiError && e.field) e.field = /^(env_set|secrets_set)\./.test(e.field) ? "value" : "name";
+            throw e;
+          }
+          refresh();
+        })
+      : null,
+  );
   body.append(
-    h("section", {}, h("h2", {}, "This service's variables"), table(service.env ?? {}, false),
-      h("p", { class: "muted" }, "Set with the CLI: stackpad env set, or PATCH /services/{id}.")),
+    own,
     h(
       "section",
       {},
       h("h2", {}, `Environment ${env.name}`),
       h("p", { class: "muted" }, "These go to every service of the environment, over a service's own of the same name, from its next deployment."),
-      table(env.env ?? {}, true),
+      varsTable(
+        env.env ?? {},
+        canChange
+          ? async (k) => {
+              await patch(`/environments/${env.id}`, { unset: [k] });
+              refresh();
+            }
+          : null,
+        env.name,
+      ),
       canChange
-        ? form(
-            [
-              { name: "name", label: "Name", required: true, placeholder: "LOG_LEVEL" },
-              { name: "value", label: "Value", required: true },
-              { name: "secret", label: "Kind", options: ["plain", "secret"], value: "plain" },
-            ],
-            "Set",
-            async (v) => {
-              const vars = { [v.name]: v.value };
-              await patch(`/environments/${env.id}`, v.secret === "secret" ? { secrets: vars } : { env: vars });
-              window.dispatchEvent(new HashChangeEvent("hashchange"));
-            },
-            { inline: true },
-          )
+        ? setVarForm(async (name, value, secret) => {
+            const vars = { [name]: value };
+            await patch(`/environments/${env.id}`, secret ? { secrets: vars } : { env: vars });
+            refresh();
+          })
         : null,
     ),
   );
