@@ -127,10 +127,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/session"),
     ("post", "/organizations"),
     ("get", "/organization"),
+    ("get", "/tokens"),
     ("post", "/tokens"),
     ("delete", "/tokens/{id}"),
     ("get", "/members"),
     ("post", "/members"),
+    ("delete", "/members/{id}"),
     ("get", "/audit"),
     ("get", "/projects"),
     ("post", "/projects"),
@@ -182,7 +184,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/organizations", post(organizations::create))
         .route("/organization", get(organizations::current))
-        .route("/tokens", post(organizations::create_token))
+        .route(
+            "/tokens",
+            get(organizations::tokens).post(organizations::create_token),
+        )
         .route(
             "/tokens/{id}",
             axum::routing::delete(organizations::revoke_token),
@@ -190,6 +195,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/members",
             get(organizations::members).post(organizations::add_member),
+        )
+        .route(
+            "/members/{id}",
+            axum::routing::delete(organizations::remove_member),
         )
         .route("/audit", get(organizations::audit))
         .route("/projects", get(projects::list).post(projects::create))

@@ -126,12 +126,16 @@ pub fn document() -> Value {
             },
             "/organizations": { "post": op("Create an organization and its first token (operator token)", Some("CreateOrganization"), "201") },
             "/organization": { "get": op("The caller's organization", None, "200") },
-            "/tokens": { "post": op("Create an API token (owner; its secret is shown once) with a role (default and at most the caller's) and an optional expiry (at most 366 days, never after the caller's)", Some("CreateToken"), "201") },
+            "/tokens": {
+                "get": op("List the organization's tokens that are not revoked (items: id, name, role, created_at, expires_at, last_used_at, expired); never a secret", None, "200"),
+                "post": op("Create an API token (owner; its secret is shown once) with a role (default and at most the caller's) and an optional expiry (at most 366 days, never after the caller's)", Some("CreateToken"), "201")
+            },
             "/tokens/{id}": { "delete": op("Revoke a token", None, "204") },
             "/members": {
                 "get": op("List members", None, "200"),
                 "post": op("Add a member", Some("AddMember"), "201")
             },
+            "/members/{id}": { "delete": op("Remove a member", None, "204") },
             "/audit": { "get": op("The last 200 mutating calls", None, "200") },
             "/projects": {
                 "get": op("List projects (limit, after)", None, "200"),

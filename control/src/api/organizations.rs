@@ -123,6 +123,12 @@ pub fn token_expiry(
     Ok(Some(at))
 }
 
+/// The organization's tokens that are not revoked: id, name, role, created, expiry, last use;
+/// never a secret.
+pub async fn tokens(State(state): State<AppState>, org: Org) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "items": state.store.tokens(org.id).await? })))
+}
+
 pub async fn revoke_token(
     State(state): State<AppState>,
     org: Org,
@@ -160,6 +166,15 @@ pub async fn add_member(
         .map_err(|_| invalid("role", "must be owner, admin, developer or viewer"))?;
     let member = state.store.add_member(org.id, &req.email, role).await?;
     Ok((StatusCode::CREATED, Json(json!(member))))
+}
+
+pub async fn remove_member(
+    State(state): State<AppState>,
+    org: Org,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    state.store.remove_member(org.id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn audit(State(state): State<AppState>, org: Org) -> ApiResult<Json<Value>> {

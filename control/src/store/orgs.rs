@@ -2,6 +2,7 @@
 
 use ::api::MemberRole;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::{ApiToken, Member, Organization, Result, Store, StoreError};
@@ -19,6 +20,21 @@ pub struct NewToken<'a> {
     pub role: Role,
     /// `None` = never expires.
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A token as `GET /tokens` lists it: what it is for, its role and times; no secret.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TokenListed {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    /// `None` = never expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The last call it authenticated; `None` = never used.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Past its expiry (it is refused, but not revoked).
+    pub expired: bool,
 }
 
 pub(super) const TOKEN_COLUMNS: &str =
@@ -91,6 +107,32 @@ impl Store {
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("token", id));
+        }
+        Ok(())
+    }
+
+    /// The organization's tokens that are not revoked (expired ones included: they still
+    /// show what was minted), oldest first; never a secret (only its hash is stored).
+    pub async fn tokens(&self, organization_id: Uuid) -> Result<Vec<TokenListed>> {
+        Ok(sqlx::query_as(
+            "SELECT id, name, role::text AS role, created_at, expires_at, last_used_at, \
+             (expires_at IS NOT NULL AND expires_at <= now()) AS expired \
+             FROM api_tokens WHERE organization_id = $1 AND revoked_at IS NULL \
+             ORDER BY created_at, id",
+        )
+        .bind(organization_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn remove_member(&self, organization_id: Uuid, id: Uuid) -> Result<()> {
+        let done = sqlx::query("DELETE FROM members WHERE id = $1 AND organization_id = $2")
+            .bind(id)
+            .bind(organization_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("member", id));
         }
         Ok(())
     }
