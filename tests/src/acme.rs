@@ -387,22 +387,45 @@ pub fn cargo_binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     Ok(cargo_binaries(&[(package, bin)])?.remove(0))
 }
 
-/// Builds several `(package, bin)` in one `cargo build` (one feature resolution, so the next
-/// call finds them fresh); their paths, in order.
+/// The executables of several `(package, bin)` of the workspace, in order.
+///
+/// `scripts/test` builds every test and binary in one `cargo test --no-run` and names the
+/// directory in `STACKPAD_TEST_BINARIES`: they are taken from there. Otherwise they are built
+/// here by one `cargo build --workspace --bins`, whatever was asked: one feature resolution for
+/// every caller, so the next call (another test binary, another set) finds them fresh. Building
+/// only the packages asked would resolve dependency features per set and rebuild them each time.
 pub fn cargo_binaries(wanted: &[(&str, &str)]) -> anyhow::Result<Vec<PathBuf>> {
+    if let Some(dir) = std::env::var_os("STACKPAD_TEST_BINARIES") {
+        return wanted
+            .iter()
+            .map(|(package, bin)| {
+                let path = PathBuf::from(&dir).join(bin);
+                anyhow::ensure!(
+                    path.is_file(),
+                    "{} is missing: STACKPAD_TEST_BINARIES names where `cargo test --no-run` put \
+                     the binaries of package {package}; unset it to have them built here",
+                    path.display()
+                );
+                Ok(path)
+            })
+            .collect();
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(&cargo);
-    command.args(["build", "--quiet", "--message-format=json"]);
-    for (package, bin) in wanted {
-        command.args(["-p", package, "--bin", bin]);
-    }
+    command.args([
+        "build",
+        "--quiet",
+        "--message-format=json",
+        "--workspace",
+        "--bins",
+    ]);
     let output = command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit())
         .output()
-        .with_context(|| format!("running {cargo} build {wanted:?}"))?;
+        .with_context(|| format!("running {cargo} build --workspace --bins"))?;
     if !output.status.success() {
-        bail!("cargo build of {wanted:?} failed");
+        bail!("cargo build --workspace --bins (for {wanted:?}) failed");
     }
     let mut found = vec![None; wanted.len()];
     for line in String::from_utf8_lossy(&output.stdout).lines() {
