@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::api::NodeRole;
+use ::api::{NodeRole, NodeStatus};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -16,6 +16,7 @@ use crate::crypto::SecretBox;
 use crate::domains::resolver::{DnsLookup, HickoryLookup};
 use crate::domains::verifier::{DomainSettings, Verifier};
 use crate::pipeline::driver::{Clients, Driver, DriverConfig};
+use crate::pipeline::reschedule;
 use crate::pipeline::worker::run_worker;
 use crate::store::{Store, StoreError};
 
@@ -280,6 +281,15 @@ async fn monitor_nodes(
                 match answer {
                     Ok(capacity) => {
                         let _ = store.heartbeat(node.id, capacity).await;
+                        // Back after it was down: what it still runs of deployments replaced
+                        // meanwhile goes (#15).
+                        if node.status == NodeStatus::Down
+                            && node.role == NodeRole::Compute
+                            && let Err(e) =
+                                reschedule::clean_returned(&store, &clients, &node).await
+                        {
+                            tracing::warn!(node = %node.name, error = %e, "cleaning a returned node failed");
+                        }
                     }
                     Err(e) => tracing::debug!(node = %node.name, error = %e, "node did not answer"),
                 }
@@ -290,7 +300,13 @@ async fn monitor_nodes(
             tracing::warn!(error = %e, "sweeping the volumes of deleted services failed");
         }
         match mark_silent_nodes_down(&store, down_after).await {
-            Ok(down) if !down.is_empty() => tracing::warn!(?down, "nodes marked down"),
+            Ok(down) if !down.is_empty() => {
+                tracing::warn!(?down, "nodes marked down");
+                // Their replicas are placed again on the nodes that are up (#15).
+                if let Err(e) = reschedule::reschedule(&store, &down).await {
+                    tracing::warn!(error = %e, "rescheduling the replicas of lost nodes failed");
+                }
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "marking silent nodes down failed"),
         }

@@ -168,8 +168,11 @@ pub async fn get(
 ) -> ApiResult<Json<Value>> {
     let d = state.store.deployment(org.id, id).await?;
     let timeline = state.store.deployment_events(org.id, id).await?;
+    let instances = state.store.instances(id).await?;
     let mut v = json!(d);
     v["timeline"] = json!(timeline);
+    // Its containers, one per replica, with the node each runs on (#15).
+    v["instances"] = json!(instances);
     Ok(Json(v))
 }
 

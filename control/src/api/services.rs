@@ -2,7 +2,7 @@
 //! `service_spec.rs`; a git source is checked against the organization and the address policy
 //! (`sources.rs`) before anything is stored, and so is an image's registry (create and update).
 
-use ::api::ServiceKind;
+use ::api::{DeploymentState, ServiceKind};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -56,6 +56,9 @@ pub async fn create(
         Some(engine) => crate::managed::spec::parse(&req, engine, state.sources.registry())?,
         None => req.parse()?,
     };
+    if spec.replicas > 1 && !spec.volumes.is_empty() {
+        return Err(invalid("replicas", ONE_REPLICA_WITH_VOLUMES));
+    }
     match &spec.source {
         // The platform's own engine image, picked by Stackpad.
         Source::Image(_) if spec.engine.is_some() => {}
@@ -152,6 +155,7 @@ pub async fn update(
     if let Some(image) = &patch.image {
         state.sources.check_image("image", org.id, image).await?;
     }
+    let before = state.store.service(org.id, id).await?;
     if let Some(change) = &patch.vars {
         let current = state.store.service(org.id, id).await?.env;
         let mut names: std::collections::BTreeSet<&String> = current.keys().collect();
@@ -167,6 +171,17 @@ pub async fn update(
             ));
         }
     }
+    // A new replica count is deployed at once (the image serving now, no build) unless a
+    // deployment on its way will start with it (#15).
+    let scale = match patch.replicas {
+        Some(replicas) if replicas != before.replicas => {
+            if replicas > 1 && !before.volumes.is_empty() {
+                return Err(invalid("replicas", ONE_REPLICA_WITH_VOLUMES));
+            }
+            scale_needs_deployment(&state, id).await?
+        }
+        _ => false,
+    };
     let service = state
         .store
         .update_service(org.id, id, &patch)
@@ -175,7 +190,36 @@ pub async fn update(
             crate::store::StoreError::Conflict(m) => invalid("image", m),
             other => ApiError::from(other),
         })?;
-    Ok(Json(view(&state, org.id, service).await?))
+    let mut v = view(&state, org.id, service).await?;
+    if scale && let Some(d) = state.store.redeploy_current(org.id, id).await? {
+        state.wake.notify_waiters();
+        v["deployment"] = json!(d);
+    }
+    Ok(Json(v))
+}
+
+const ONE_REPLICA_WITH_VOLUMES: &str =
+    "a service with volumes runs one replica (its volumes live on one node)";
+
+/// Whether a new replica count needs a deployment of its own: not when one is queued or
+/// building (it starts with the new count); refused while one is starting or switching (it
+/// started with the old count: change it again once that one is done).
+async fn scale_needs_deployment(state: &AppState, service: Uuid) -> ApiResult<bool> {
+    let deployments = state.store.service_deployment_nodes(service).await?;
+    let mut needs = true;
+    for d in deployments {
+        match d.state {
+            DeploymentState::Queued | DeploymentState::Building => needs = false,
+            DeploymentState::Deploying => {
+                return Err(ApiError::Conflict(format!(
+                    "deployment {} is deploying with the current replica count; change replicas once it is done",
+                    d.id
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(needs)
 }
 
 /// `POST /services/{id}/credentials/rotate`: a new generated password for a managed database or

@@ -511,11 +511,16 @@ impl ProxyClient for GrpcProxy {
     async fn switch(&self, spec: &SwitchSpec) -> Result<SwitchOutcome, ClientError> {
         let req = self.request(p::SwitchRequest {
             service_id: spec.service_id.clone(),
-            upstreams: vec![p::Upstream {
-                address: spec.address.clone(),
-                deployment_id: spec.deployment_id.clone(),
-                weight: 1,
-            }],
+            // Every replica of the deployment, weighted equally.
+            upstreams: spec
+                .addresses
+                .iter()
+                .map(|address| p::Upstream {
+                    address: address.clone(),
+                    deployment_id: spec.deployment_id.clone(),
+                    weight: 1,
+                })
+                .collect(),
             drain_deadline_ms: spec.drain_deadline_ms,
             health_timeout_ms: spec.health_timeout_ms,
             health_check: Some(p::HealthCheck {

@@ -150,7 +150,8 @@ pub struct NodeCapacity {
 /// The node agent (`stackpad.node.v1.NodeAgent`) on one compute node.
 #[async_trait]
 pub trait NodeClient: Send + Sync {
-    /// Starts the deployment's container and waits for its health verdict. Idempotent.
+    /// Starts the container of one replica of a deployment and waits for its health verdict.
+    /// Idempotent per (deployment, replica).
     async fn deploy(
         &self,
         node: &str,
@@ -187,7 +188,8 @@ pub struct RouteSpec {
 pub struct SwitchSpec {
     pub service_id: String,
     pub deployment_id: String,
-    pub address: String,
+    /// `ip:port` of every replica of the deployment: the whole new set, switched at once.
+    pub addresses: Vec<String>,
     pub health_path: Option<String>,
     /// Probe interval of the proxy's own health check (it passes once before the swap).
     pub health_interval_ms: u32,

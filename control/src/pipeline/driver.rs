@@ -19,7 +19,7 @@ use crate::clients::{
     BuildOutcome, BuildRequest, BuilderClient, ClientError, ContainerOutcome, ContainerSpec,
     HealthProbe, NodeClient, ProxyClient, SwitchOutcome, SwitchSpec, Workload,
 };
-use crate::store::{Deployment, StepData, Store, StoreError};
+use crate::store::{Deployment, Instance, StepData, Store, StoreError};
 
 /// The three daemons the pipeline drives.
 #[derive(Clone)]
@@ -474,32 +474,62 @@ impl<Q: DeploymentQueue> Driver<Q> {
             }
             _ => None,
         };
-        // Its own earlier pick if it has one (a resumed deployment asks the same node again).
-        let node = match d.node_id {
-            Some(node) => Some(self.queue.node(node).await?),
-            None => {
-                let nodes = self.queue.compute_nodes(service.id).await?;
-                match crate::schedule::place_container(&nodes, cpu.into(), mem, volume_node) {
-                    Some(id) => Some(self.queue.node(id).await?),
-                    None => None,
+        // `replicas` containers, one per instance (#15); a service with volumes runs one (its
+        // volumes live on one node).
+        let count = match strategy {
+            Strategy::StopOldThenStart => 1,
+            Strategy::StartBesideThenSwitch => u32::try_from(service.replicas).unwrap_or(1).max(1),
+        };
+        // The placements an earlier attempt recorded are kept (a resumed deployment asks the
+        // same nodes again).
+        let placed: Vec<Uuid> = self
+            .queue
+            .instances(d.id)
+            .await?
+            .iter()
+            .map(|i| i.node_id)
+            .collect();
+        let views = self.queue.compute_nodes(service.id).await?;
+        let nodes = match volume_node {
+            Some(pinned) if placed.is_empty() => {
+                match crate::schedule::place_container(&views, cpu.into(), mem, Some(pinned)) {
+                    Some(id) => vec![id],
+                    None => {
+                        return failed(
+                            format!("node {pinned}, which holds the service's volumes, is not up"),
+                            None,
+                        );
+                    }
                 }
             }
+            _ => match crate::schedule::place_replicas(&views, &placed, count, cpu.into(), mem) {
+                Ok(nodes) => nodes,
+                Err(replica) => {
+                    let which = if count > 1 {
+                        format!(" (replica {} of {count})", replica + 1)
+                    } else {
+                        String::new()
+                    };
+                    return failed(
+                        format!(
+                            "no compute node is up with room for {cpu} cpu millis and {mem} bytes of memory{which}"
+                        ),
+                        placed.first().copied(),
+                    );
+                }
+            },
         };
-        if let (None, Some(pinned)) = (&node, volume_node) {
-            return failed(
-                format!("node {pinned}, which holds the service's volumes, is not up"),
-                None,
-            );
+        self.queue.record_node(d.id, self.owner, nodes[0]).await?;
+        for (replica, node_id) in nodes.iter().enumerate().skip(placed.len()) {
+            let instance = Instance {
+                deployment_id: d.id,
+                replica: replica as i32,
+                node_id: *node_id,
+                container_id: None,
+                upstream_address: None,
+            };
+            self.queue.record_instance(self.owner, &instance).await?;
         }
-        let Some(node) = node else {
-            return failed(
-                format!(
-                    "no compute node is up with room for {cpu} cpu millis and {mem} bytes of memory"
-                ),
-                None,
-            );
-        };
-        self.queue.record_node(d.id, self.owner, node.id).await?;
         // What every container can know about itself.
         env.insert("STACKPAD_DEPLOYMENT_ID".into(), d.id.to_string());
         env.insert("STACKPAD_SERVICE".into(), service.name.clone());
@@ -539,30 +569,74 @@ impl<Q: DeploymentQueue> Driver<Q> {
         if strategy == Strategy::StopOldThenStart
             && let Err(reason) = self.remove_previous(d).await?
         {
-            return failed(reason, Some(node.id));
+            return failed(reason, Some(nodes[0]));
         }
+        // Every replica starts at once, each on its node; the step waits for all of them.
         let node_client = self.clients.node.clone();
-        match self
-            .retry(|| node_client.deploy(&node.address, &spec))
-            .await
-        {
-            Ok(ContainerOutcome::Healthy {
-                container_id,
-                address,
-            }) => Ok(Some((
-                Event::ContainerHealthy {
-                    routed: service.kind == ServiceKind::Web && self.clients.proxy.is_some(),
-                },
-                StepData {
-                    node_id: Some(node.id),
-                    container_id: Some(container_id),
-                    upstream_address: Some(address),
-                    ..StepData::default()
-                },
-            ))),
-            Ok(ContainerOutcome::Unhealthy { reason }) => failed(reason, Some(node.id)),
-            Err(e) => failed(e.to_string(), Some(node.id)),
+        let starts = nodes.iter().enumerate().map(|(replica, node_id)| {
+            let mut spec = spec.clone();
+            spec.workload.replica = replica as u32;
+            spec.env
+                .insert("STACKPAD_REPLICA".into(), replica.to_string());
+            let node_client = node_client.clone();
+            async move {
+                let node = self.queue.node(*node_id).await?;
+                let outcome = self
+                    .retry(|| node_client.deploy(&node.address, &spec))
+                    .await;
+                Ok::<_, DriverError>((replica, node, outcome))
+            }
+        });
+        let mut healthy = vec![];
+        let mut failures = vec![];
+        for started in futures::future::join_all(starts).await {
+            let (replica, node, outcome) = started?;
+            let reason = match outcome {
+                Ok(ContainerOutcome::Healthy {
+                    container_id,
+                    address,
+                }) => {
+                    let instance = Instance {
+                        deployment_id: d.id,
+                        replica: replica as i32,
+                        node_id: node.id,
+                        container_id: Some(container_id),
+                        upstream_address: Some(address),
+                    };
+                    self.queue.record_instance(self.owner, &instance).await?;
+                    healthy.push(instance);
+                    continue;
+                }
+                Ok(ContainerOutcome::Unhealthy { reason }) => reason,
+                Err(e) => e.to_string(),
+            };
+            failures.push(if count > 1 {
+                format!(
+                    "replica {} of {count} on node {}: {reason}",
+                    replica + 1,
+                    node.name
+                )
+            } else {
+                reason
+            });
         }
+        // One failed replica fails the set: the step after removes every one it started,
+        // and the old set keeps serving.
+        if !failures.is_empty() {
+            return failed(failures.join("; "), Some(nodes[0]));
+        }
+        let first = healthy.swap_remove(0);
+        Ok(Some((
+            Event::ContainerHealthy {
+                routed: service.kind == ServiceKind::Web && self.clients.proxy.is_some(),
+            },
+            StepData {
+                node_id: Some(first.node_id),
+                container_id: first.container_id,
+                upstream_address: first.upstream_address,
+                ..StepData::default()
+            },
+        )))
     }
 
     async fn switch(&self, d: &Deployment) -> Result<Step, DriverError> {
@@ -580,14 +654,26 @@ impl<Q: DeploymentQueue> Driver<Q> {
         if let Err(e) = self.retry(|| proxy.upsert_route(&route)).await {
             return failed(e.to_string());
         }
-        let Some(address) = d.upstream_address.clone() else {
-            return failed("the new container has no address".into());
-        };
+        // The whole new set (every replica) in one switch.
+        let mut addresses = vec![];
+        for i in self.queue.instances(d.id).await? {
+            match i.upstream_address {
+                Some(address) => addresses.push(address),
+                None => return failed(format!("replica {} has no address", i.replica + 1)),
+            }
+        }
+        // A deployment started before instances were recorded has its one address.
+        if addresses.is_empty() {
+            match d.upstream_address.clone() {
+                Some(address) => addresses.push(address),
+                None => return failed("the new container has no address".into()),
+            }
+        }
         let health = service.health_check.as_ref();
         let spec = SwitchSpec {
             service_id: service.id.to_string(),
             deployment_id: d.id.to_string(),
-            address,
+            addresses,
             health_path: health.and_then(|h| h.path.clone()),
             health_interval_ms: health.and_then(|h| h.interval_ms).unwrap_or(250),
             drain_deadline_ms: self.config.drain_deadline_ms,
@@ -610,38 +696,61 @@ impl<Q: DeploymentQueue> Driver<Q> {
         Ok(Some((event, StepData::default())))
     }
 
-    /// Stops (SIGTERM, the grace period, SIGKILL) and removes the container of the deployment
-    /// this one replaces, if there is one; idempotent. The inner error says why it was not.
+    /// Stops (SIGTERM, the grace period, SIGKILL) and removes every container of the deployment
+    /// this one replaces, if there is one, on every node it ran on; idempotent. The inner error
+    /// says why it was not.
     async fn remove_previous(&self, d: &Deployment) -> Result<Result<(), String>, DriverError> {
         let Some(previous) = d.previous_deployment_id.filter(|p| *p != d.id) else {
             return Ok(Ok(()));
         };
         let previous = self.queue.deployment(previous).await?;
-        let Some(node_id) = previous.node_id else {
-            return Ok(Ok(()));
-        };
-        let node = self.queue.node(node_id).await?;
-        let node_client = self.clients.node.clone();
-        let id = previous.id.to_string();
-        let grace = self.config.stop_grace_ms;
+        let id = previous.id;
         Ok(self
-            .retry(|| node_client.remove_deployment(&node.address, &id, grace))
-            .await
+            .remove_everywhere(&previous, self.config.stop_grace_ms)
+            .await?
             .map_err(|e| format!("old deployment {id} was not stopped: {e}")))
     }
 
-    async fn remove_new(&self, d: &Deployment) -> Result<Step, DriverError> {
-        if let Some(node_id) = d.node_id {
-            let node = self.queue.node(node_id).await?;
+    /// Removes the containers of `d` from every node it placed one on (all at once).
+    async fn remove_everywhere(
+        &self,
+        d: &Deployment,
+        grace_ms: u32,
+    ) -> Result<Result<(), ClientError>, DriverError> {
+        let mut node_ids: Vec<Uuid> = self
+            .queue
+            .instances(d.id)
+            .await?
+            .iter()
+            .map(|i| i.node_id)
+            .chain(d.node_id)
+            .collect();
+        node_ids.sort();
+        node_ids.dedup();
+        let mut nodes = vec![];
+        for id in node_ids {
+            nodes.push(self.queue.node(id).await?);
+        }
+        let id = d.id.to_string();
+        let removals = nodes.iter().map(|node| {
             let node_client = self.clients.node.clone();
-            let id = d.id.to_string();
-            // It never served: no need to wait for it.
-            if let Err(e) = self
-                .retry(|| node_client.remove_deployment(&node.address, &id, 1))
-                .await
-            {
-                tracing::warn!(deployment = %d.id, error = %e, "removing the new container failed");
+            let id = &id;
+            async move {
+                self.retry(|| node_client.remove_deployment(&node.address, id, grace_ms))
+                    .await
             }
+        });
+        Ok(futures::future::join_all(removals)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, ClientError>>()
+            .map(|_| ()))
+    }
+
+    async fn remove_new(&self, d: &Deployment) -> Result<Step, DriverError> {
+        // It never served: no need to wait for it.
+        if let Err(e) = self.remove_everywhere(d, 1).await? {
+            tracing::warn!(deployment = %d.id, error = %e, "removing the new containers failed");
         }
         Ok(Some((Event::NewRemoved, StepData::default())))
     }

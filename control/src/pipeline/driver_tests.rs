@@ -51,11 +51,9 @@ async fn a_service_with_volumes_stops_the_old_container_before_starting_the_new_
         let calls = calls(&log);
         let old_removed = calls
             .iter()
-            .position(|c| {
-                *c == Call::Remove {
-                    deployment: old.to_string(),
-                }
-            })
+            .position(
+                |c| matches!(c, Call::Remove { deployment, .. } if *deployment == old.to_string()),
+            )
             .expect("the old container is removed");
         let deployed = calls
             .iter()
@@ -74,6 +72,9 @@ async fn a_service_with_volumes_stops_the_old_container_before_starting_the_new_
         assert_eq!(q.deployment_now(id).previous_deployment_id, Some(old));
     }
 }
+
+/// The address of the fake's first compute node ([`COMPUTE_NODE`]).
+const COMPUTE_ADDRESS: &str = "http://127.0.0.1:193";
 
 fn calls(log: &CallLog) -> Vec<Call> {
     log.lock().unwrap().iter().map(|(_, c)| c.clone()).collect()
@@ -136,7 +137,23 @@ async fn a_git_deployment_is_claimed_built_deployed_and_ready_with_each_transiti
         }
     ));
     assert_eq!(writes[4], Write::RecordNode(compute_node));
-    assert_eq!(writes.len(), 8, "{writes:#?}");
+    assert_eq!(
+        writes[5],
+        Write::RecordInstance {
+            replica: 0,
+            node: compute_node,
+            healthy: false
+        }
+    );
+    assert_eq!(
+        writes[6],
+        Write::RecordInstance {
+            replica: 0,
+            node: compute_node,
+            healthy: true
+        }
+    );
+    assert_eq!(writes.len(), 10, "{writes:#?}");
     // The container runs the pushed image pinned to its digest; traffic moves to it.
     assert_eq!(
         calls(&log),
@@ -145,13 +162,15 @@ async fn a_git_deployment_is_claimed_built_deployed_and_ready_with_each_transiti
                 build_id: id.to_string()
             },
             Call::Deploy {
-                image: "127.0.0.1:5000/acme/web@sha256:feed".into()
+                image: "127.0.0.1:5000/acme/web@sha256:feed".into(),
+                node: COMPUTE_ADDRESS.into(),
+                replica: 0,
             },
             Call::UpsertRoute {
                 hosts: vec!["web-shop-acme.stackpad.localhost".into()]
             },
             Call::Switch {
-                address: "10.0.0.2:8080".into()
+                addresses: vec!["10.0.0.2:8080".into()]
             },
         ]
     );
@@ -176,13 +195,18 @@ async fn a_lost_lease_stops_the_driver_without_a_further_write_or_call() {
         matches!(err, DriverError::Store(StoreError::LeaseLost { deployment }) if deployment == id),
         "{err}"
     );
-    // Claimed -> starting was recorded, and the node before the deploy; nothing after.
+    // Claimed -> starting was recorded, and the placement before the deploy; nothing after.
     assert_eq!(q.transitions(), [(Phase::Queued, Phase::Starting)]);
-    assert!(matches!(q.writes().last(), Some(Write::RecordNode(_))));
+    assert!(matches!(
+        q.writes().last(),
+        Some(Write::RecordInstance { healthy: false, .. })
+    ));
     assert_eq!(
         calls(&log),
         [Call::Deploy {
-            image: "127.0.0.1:5000/acme/web:v1".into()
+            image: "127.0.0.1:5000/acme/web:v1".into(),
+            node: COMPUTE_ADDRESS.into(),
+            replica: 0,
         }],
         "no switch after the lease was lost"
     );
@@ -243,7 +267,8 @@ async fn a_node_unreachable_for_every_attempt_fails_the_step_and_removes_the_new
         "{failed:?}"
     );
     assert!(calls(&log).contains(&Call::Remove {
-        deployment: id.to_string()
+        deployment: id.to_string(),
+        node: COMPUTE_ADDRESS.into(),
     }));
 }
 
@@ -320,4 +345,161 @@ async fn a_worker_shut_down_mid_step_hands_the_deployment_back_for_another_to_re
         .unwrap()
         .expect("the deployment was released");
     assert_eq!((other.id, other.phase), (id, Phase::Starting));
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_replicas_spread_over_two_nodes_start_at_once_and_are_switched_as_one_set() {
+    let (q, service) = FakeQueue::new();
+    let second = q.add_compute_node(0xc2);
+    q.set_replicas(service, 3);
+    let old = q.serving(service);
+    let id = q.queue(service, Some("127.0.0.1:5000/acme/web:2"));
+    let log = CallLog::default();
+    let (builder, mut node, proxy) = healthy_daemons(&log);
+    node.deploy.delay = Duration::from_secs(1);
+    let d = driver(&q, (builder, node, proxy));
+    let started = Instant::now();
+    assert_eq!(d.drive(claim(&d).await).await.unwrap(), Phase::Ready);
+    let log = log.lock().unwrap().clone();
+    let deploys: Vec<(Instant, String, u32)> = log
+        .iter()
+        .filter_map(|(at, c)| match c {
+            Call::Deploy { node, replica, .. } => Some((*at, node.clone(), *replica)),
+            _ => None,
+        })
+        .collect();
+    // Distinct nodes first, then the emptier (a tie: the lowest id).
+    let second_address = "http://127.0.0.1:194";
+    assert_eq!(
+        deploys
+            .iter()
+            .map(|(_, n, r)| (n.as_str(), *r))
+            .collect::<Vec<_>>(),
+        [
+            (COMPUTE_ADDRESS, 0),
+            (second_address, 1),
+            (COMPUTE_ADDRESS, 2)
+        ]
+    );
+    // All at once: the step took one start's time, not three.
+    assert!(
+        deploys.iter().all(|(at, _, _)| *at == started),
+        "{deploys:?}"
+    );
+    let calls: Vec<Call> = log.iter().map(|(_, c)| c.clone()).collect();
+    let switches: Vec<&Call> = calls
+        .iter()
+        .filter(|c| matches!(c, Call::Switch { .. }))
+        .collect();
+    assert_eq!(
+        switches,
+        [&Call::Switch {
+            addresses: vec![
+                "10.0.0.2:8080".into(),
+                "10.0.0.3:8080".into(),
+                "10.0.0.4:8080".into()
+            ]
+        }],
+        "one switch carrying the whole new set"
+    );
+    let switched = calls
+        .iter()
+        .position(|c| matches!(c, Call::Switch { .. }))
+        .unwrap();
+    let old_removed = calls
+        .iter()
+        .position(
+            |c| matches!(c, Call::Remove { deployment, .. } if *deployment == old.to_string()),
+        )
+        .expect("the old set is removed");
+    assert!(switched < old_removed, "{calls:?}");
+    let instances = q.instances_now(id);
+    assert_eq!(
+        instances
+            .iter()
+            .map(|i| (i.replica, i.node_id, i.container_id.as_deref()))
+            .collect::<Vec<_>>(),
+        [
+            (0, COMPUTE_NODE, Some("ctr-1")),
+            (1, second, Some("ctr-1-1")),
+            (2, COMPUTE_NODE, Some("ctr-1-2"))
+        ]
+    );
+    assert_eq!(q.deployment_now(id).node_id, Some(COMPUTE_NODE));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_fails_fails_the_set_and_every_replica_started_is_removed() {
+    let (q, service) = FakeQueue::new();
+    q.add_compute_node(0xc2);
+    q.set_replicas(service, 3);
+    let old = q.serving(service);
+    let id = q.queue(service, Some("127.0.0.1:5000/acme/web:2"));
+    let log = CallLog::default();
+    let (builder, mut node, proxy) = healthy_daemons(&log);
+    node.failing_replica = Some(1);
+    let d = driver(&q, (builder, node, proxy));
+    assert_eq!(d.drive(claim(&d).await).await.unwrap(), Phase::Failed);
+    assert_eq!(
+        q.transitions(),
+        [
+            (Phase::Queued, Phase::Starting),
+            (Phase::Starting, Phase::CleanupThenFailed),
+            (Phase::CleanupThenFailed, Phase::Failed),
+        ]
+    );
+    let reason = q.deployment_now(id).failure_reason.unwrap_or_default();
+    assert!(
+        reason.contains("replica 2 of 3 on node compute-c2: health check: connection refused"),
+        "{reason}"
+    );
+    let calls = calls(&log);
+    assert!(!calls.iter().any(|c| matches!(c, Call::Switch { .. })));
+    // The new set goes from both nodes; the old set is not touched (it keeps serving).
+    let mut removed: Vec<(String, String)> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Remove { deployment, node } => Some((deployment.clone(), node.clone())),
+            _ => None,
+        })
+        .collect();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            (id.to_string(), COMPUTE_ADDRESS.to_string()),
+            (id.to_string(), "http://127.0.0.1:194".to_string())
+        ]
+    );
+    assert!(!removed.iter().any(|(d, _)| *d == old.to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_deployment_starts_its_replicas_where_it_placed_them() {
+    let (q, service) = FakeQueue::new();
+    let second = q.add_compute_node(0xc2);
+    q.set_replicas(service, 2);
+    let id = q.queue(service, Some("127.0.0.1:5000/acme/web:2"));
+    let log = CallLog::default();
+    let (builder, mut node, proxy) = healthy_daemons(&log);
+    node.deploy.delay = Duration::from_secs(60);
+    let d = driver(&q, (builder, node, proxy));
+    // The first worker places both replicas, then dies mid-start.
+    let claimed = claim(&d).await;
+    let first = tokio::spawn({
+        let d = d.clone();
+        async move { d.drive(claimed).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    first.abort();
+    let placed: Vec<_> = q.instances_now(id).iter().map(|i| i.node_id).collect();
+    assert_eq!(placed, [COMPUTE_NODE, second]);
+    let (builder, node, proxy) = healthy_daemons(&log);
+    let mut other = driver(&q, (builder, node, proxy));
+    other.owner = uuid::Uuid::new_v4();
+    q.steal_lease_for(id, other.owner);
+    let resumed = q.deployment_now(id);
+    assert_eq!(other.drive(resumed).await.unwrap(), Phase::Ready);
+    let placed: Vec<_> = q.instances_now(id).iter().map(|i| i.node_id).collect();
+    assert_eq!(placed, [COMPUTE_NODE, second]);
 }

@@ -18,7 +18,8 @@ use super::queue::DeploymentQueue;
 use crate::clients::*;
 use crate::schedule::{BuildNodeView, ComputeNodeView};
 use crate::store::{
-    BuildSettings, Deployment, Node, Resources, Result, Service, StepData, StoreError, Volume,
+    BuildSettings, Deployment, Instance, Node, Resources, Result, Service, StepData, StoreError,
+    Volume,
 };
 
 /// A write the driver made through the queue, in order.
@@ -30,6 +31,12 @@ pub enum Write {
         reason: Option<String>,
     },
     RecordNode(Uuid),
+    /// An instance's placement (no container yet) or its container (healthy).
+    RecordInstance {
+        replica: i32,
+        node: Uuid,
+        healthy: bool,
+    },
     TakeBuildSlot(Uuid),
     ReleaseBuildSlot {
         warm: bool,
@@ -44,6 +51,7 @@ struct QueueState {
     services: HashMap<Uuid, (Uuid, Service)>,
     nodes: Vec<Node>,
     build_slots: HashMap<Uuid, Uuid>,
+    instances: BTreeMap<(Uuid, i32), Instance>,
     writes: Vec<Write>,
 }
 
@@ -115,6 +123,40 @@ impl FakeQueue {
         id
     }
 
+    /// Another compute node (up, 4 cores, 8 GiB) with id `n`; returns its id.
+    pub fn add_compute_node(&self, n: u128) -> Uuid {
+        let id = Uuid::from_u128(n);
+        self.state.lock().unwrap().nodes.push(Node {
+            id,
+            name: format!("compute-{n:x}"),
+            role: NodeRole::Compute,
+            address: format!("http://127.0.0.1:{n}"),
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+            build_slots: 4,
+            status: NodeStatus::Up,
+            last_heartbeat_at: None,
+            created_at: Utc::now(),
+        });
+        id
+    }
+
+    /// Sets the service's replica count.
+    pub fn set_replicas(&self, service: Uuid, replicas: i32) {
+        let mut s = self.state.lock().unwrap();
+        s.services.get_mut(&service).unwrap().1.replicas = replicas;
+    }
+
+    /// The deployment's instances as recorded, by replica.
+    pub fn instances_now(&self, id: Uuid) -> Vec<Instance> {
+        let s = self.state.lock().unwrap();
+        s.instances
+            .values()
+            .filter(|i| i.deployment_id == id)
+            .cloned()
+            .collect()
+    }
+
     /// Gives the service a volume (#14).
     pub fn add_volume(&self, service: Uuid) {
         let mut s = self.state.lock().unwrap();
@@ -138,6 +180,16 @@ impl FakeQueue {
         d.phase = Phase::Ready;
         d.state = Phase::Ready.state();
         d.node_id = Some(COMPUTE_NODE);
+        s.instances.insert(
+            (id, 0),
+            Instance {
+                deployment_id: id,
+                replica: 0,
+                node_id: COMPUTE_NODE,
+                container_id: Some("ctr-old".into()),
+                upstream_address: Some("10.0.0.1:8080".into()),
+            },
+        );
         s.services
             .get_mut(&service)
             .unwrap()
@@ -167,8 +219,13 @@ impl FakeQueue {
 
     /// Another worker takes the deployment over (its lease expired).
     pub fn steal_lease(&self, id: Uuid) {
+        self.steal_lease_for(id, Uuid::new_v4());
+    }
+
+    /// The worker `owner` takes the deployment over.
+    pub fn steal_lease_for(&self, id: Uuid, owner: Uuid) {
         let mut s = self.state.lock().unwrap();
-        s.lease_owner.insert(id, Uuid::new_v4());
+        s.lease_owner.insert(id, owner);
     }
 
     pub fn request_cancel(&self, id: Uuid) {
@@ -323,6 +380,30 @@ impl DeploymentQueue for FakeQueue {
             .ok_or_else(|| StoreError::not_found("deployment", id))
     }
 
+    async fn instances(&self, deployment: Uuid) -> Result<Vec<Instance>> {
+        Ok(self.instances_now(deployment))
+    }
+
+    async fn record_instance(&self, owner: Uuid, i: &Instance) -> Result<()> {
+        let mut s = self.state.lock().unwrap();
+        Self::fenced(&s, i.deployment_id, owner)?;
+        let stored = s
+            .instances
+            .entry((i.deployment_id, i.replica))
+            .or_insert_with(|| i.clone());
+        stored.node_id = i.node_id;
+        if i.container_id.is_some() {
+            stored.container_id.clone_from(&i.container_id);
+            stored.upstream_address.clone_from(&i.upstream_address);
+        }
+        s.writes.push(Write::RecordInstance {
+            replica: i.replica,
+            node: i.node_id,
+            healthy: i.container_id.is_some(),
+        });
+        Ok(())
+    }
+
     async fn service(&self, id: Uuid) -> Result<(Uuid, Service)> {
         let s = self.state.lock().unwrap();
         s.services
@@ -430,13 +511,29 @@ impl DeploymentQueue for FakeQueue {
 /// A call one of the fake daemons received, with the (paused) time it came at.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
-    Build { build_id: String },
+    Build {
+        build_id: String,
+    },
     CancelBuild,
-    Deploy { image: String },
-    Remove { deployment: String },
-    RemoveVolumes { service: String },
-    UpsertRoute { hosts: Vec<String> },
-    Switch { address: String },
+    /// `node`: the node's address.
+    Deploy {
+        image: String,
+        node: String,
+        replica: u32,
+    },
+    Remove {
+        deployment: String,
+        node: String,
+    },
+    RemoveVolumes {
+        service: String,
+    },
+    UpsertRoute {
+        hosts: Vec<String>,
+    },
+    Switch {
+        addresses: Vec<String>,
+    },
 }
 
 pub type CallLog = Arc<Mutex<Vec<(Instant, Call)>>>;
@@ -485,6 +582,8 @@ pub struct FakeBuilder {
 pub struct FakeNode {
     pub log: CallLog,
     pub deploy: Script<ContainerOutcome>,
+    /// This replica (of every deployment) does not become healthy.
+    pub failing_replica: Option<u32>,
 }
 
 pub struct FakeProxy {
@@ -523,22 +622,37 @@ impl BuilderClient for FakeBuilder {
 
 #[async_trait]
 impl NodeClient for FakeNode {
-    async fn deploy(
-        &self,
-        _node: &str,
-        s: &ContainerSpec,
-    ) -> Result<ContainerOutcome, ClientError> {
+    async fn deploy(&self, node: &str, s: &ContainerSpec) -> Result<ContainerOutcome, ClientError> {
+        let replica = s.workload.replica;
         record(
             &self.log,
             Call::Deploy {
                 image: s.image.clone(),
+                node: node.into(),
+                replica,
             },
         );
-        self.deploy.answer().await
+        if self.failing_replica == Some(replica) {
+            (self.deploy.on_call)();
+            return Ok(ContainerOutcome::Unhealthy {
+                reason: "health check: connection refused".into(),
+            });
+        }
+        // Replica r answers as the scripted container, r addresses further.
+        Ok(match self.deploy.answer().await? {
+            ContainerOutcome::Healthy {
+                container_id,
+                address,
+            } if replica > 0 => ContainerOutcome::Healthy {
+                container_id: format!("{container_id}-{replica}"),
+                address: shifted(&address, replica),
+            },
+            other => other,
+        })
     }
     async fn remove_deployment(
         &self,
-        _node: &str,
+        node: &str,
         deployment_id: &str,
         _grace_ms: u32,
     ) -> Result<(), ClientError> {
@@ -546,6 +660,7 @@ impl NodeClient for FakeNode {
             &self.log,
             Call::Remove {
                 deployment: deployment_id.into(),
+                node: node.into(),
             },
         );
         Ok(())
@@ -582,7 +697,7 @@ impl ProxyClient for FakeProxy {
         record(
             &self.log,
             Call::Switch {
-                address: spec.address.clone(),
+                addresses: spec.addresses.clone(),
             },
         );
         self.switch.answer().await
@@ -614,10 +729,19 @@ pub fn healthy_daemons(log: &CallLog) -> (FakeBuilder, FakeNode, FakeProxy) {
                 container_id: "ctr-1".into(),
                 address: "10.0.0.2:8080".into(),
             }),
+            failing_replica: None,
         },
         FakeProxy {
             log: log.clone(),
             switch: Script::always(SwitchOutcome::Switched),
         },
     )
+}
+
+/// `ip:port` with `by` added to the address's last octet ("10.0.0.2:8080", 2 -> "10.0.0.4:8080").
+fn shifted(address: &str, by: u32) -> String {
+    let (ip, port) = address.rsplit_once(':').unwrap_or((address, "8080"));
+    let (net, last) = ip.rsplit_once('.').unwrap_or(("10.0.0", "2"));
+    let last: u32 = last.parse().unwrap_or(2);
+    format!("{net}.{}:{port}", last + by)
 }

@@ -1,12 +1,14 @@
 //! The deploy pipeline: the pure state machine ([`machine`]), the driver that performs its
 //! actions through the client seams ([`driver`]) on the durable queue ([`queue`], PostgreSQL's
 //! `Store` behind the `DeploymentQueue` trait), the workers that claim deployments from it
-//! ([`worker`]); and the removal of a deleted service ([`teardown`]).
+//! ([`worker`]); the removal of a deleted service ([`teardown`]); what follows the loss of a
+//! node ([`reschedule`]).
 
 pub mod driver;
 #[cfg(test)]
 mod fakes;
 pub mod machine;
 pub mod queue;
+pub mod reschedule;
 pub mod teardown;
 pub mod worker;

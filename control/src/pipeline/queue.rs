@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::machine::{Phase, Transition};
 use crate::clients::RouteSpec;
 use crate::schedule::{BuildNodeView, ComputeNodeView};
-use crate::store::{Deployment, Node, Result, Service, StepData, Store};
+use crate::store::{Deployment, Instance, Node, Result, Service, StepData, Store};
 
 /// The durable deploy queue as the driver sees it. Every write made for a claimed deployment
 /// is fenced by the worker's lease: it fails with `StoreError::LeaseLost` once another worker
@@ -39,6 +39,10 @@ pub trait DeploymentQueue: Clone + Send + Sync + 'static {
     async fn record_node(&self, id: Uuid, owner: Uuid, node: Uuid) -> Result<()>;
     /// The deployment as stored now (its cancel flag, node, image).
     async fn deployment(&self, id: Uuid) -> Result<Deployment>;
+    /// The deployment's instances (its replicas' placements and containers), by replica.
+    async fn instances(&self, deployment: Uuid) -> Result<Vec<Instance>>;
+    /// Records an instance's placement or its container (fenced by the deployment's lease).
+    async fn record_instance(&self, owner: Uuid, instance: &Instance) -> Result<()>;
 
     /// The service a deployment deploys, with its organization id.
     async fn service(&self, id: Uuid) -> Result<(Uuid, Service)>;
@@ -117,6 +121,14 @@ impl DeploymentQueue for Store {
 
     async fn deployment(&self, id: Uuid) -> Result<Deployment> {
         self.deployment_unscoped(id).await
+    }
+
+    async fn instances(&self, deployment: Uuid) -> Result<Vec<Instance>> {
+        Store::instances(self, deployment).await
+    }
+
+    async fn record_instance(&self, owner: Uuid, instance: &Instance) -> Result<()> {
+        Store::record_instance(self, owner, instance).await
     }
 
     async fn service(&self, id: Uuid) -> Result<(Uuid, Service)> {

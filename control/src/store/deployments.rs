@@ -182,11 +182,15 @@ impl Store {
         Ok(page(rows, req, |d: &Deployment| d.id))
     }
 
-    /// Every deployment of a service with its state and the node it was placed on (any
-    /// organization: the caller checked the service's).
+    /// Every deployment of a service with its state, once per node it placed a container on
+    /// (its instances' nodes; `None` when it placed none), any organization: the caller checked
+    /// the service's.
     pub async fn service_deployment_nodes(&self, service_id: Uuid) -> Result<Vec<Placement>> {
         Ok(sqlx::query_as(
-            "SELECT id, state, node_id FROM deployments WHERE service_id = $1 ORDER BY created_at",
+            "SELECT d.id, d.state, COALESCE(i.node_id, d.node_id) AS node_id FROM deployments d \
+             LEFT JOIN (SELECT DISTINCT deployment_id, node_id FROM deployment_instances) i \
+                ON i.deployment_id = d.id \
+             WHERE d.service_id = $1 ORDER BY d.created_at, d.id",
         )
         .bind(service_id)
         .fetch_all(&self.pool)
@@ -216,34 +220,31 @@ impl Store {
                 "deployment {target} never became ready; only ready deployments can be rolled back to"
             )));
         }
-        let image = match &d.image {
-            Some(image) => tenant::image::pin_to_digest(image, d.image_digest.as_deref()),
-            None => {
-                return Err(StoreError::Conflict(format!(
-                    "deployment {target} has no image to roll back to"
-                )));
-            }
+        let new = NewDeployment {
+            rollback_of: Some(target),
+            ..same_image(&d, "roll back to")?
         };
-        let image = ImageRef::parse(&image).map_err(|e| {
-            StoreError::Conflict(format!(
-                "deployment {target} ran an image that cannot be deployed again: {e}"
-            ))
-        })?;
-        self.create_deployment(
-            organization_id,
-            d.service_id,
-            &NewDeployment {
-                image: Some(image),
-                // What was built, for the record; a legacy abbreviated id is left out.
-                git_commit: d
-                    .git_commit
-                    .as_deref()
-                    .and_then(|c| CommitSha::parse(c).ok()),
-                rollback_of: Some(target),
-                ..Default::default()
-            },
-        )
-        .await
+        self.create_deployment(organization_id, d.service_id, &new)
+            .await
+    }
+
+    /// Queues a deployment of the image the service runs now (no build): its containers are
+    /// replaced by `replicas` new ones, switched as one set (a scale, #15). `None` when no
+    /// deployment serves the service yet.
+    pub async fn redeploy_current(
+        &self,
+        organization_id: Uuid,
+        service_id: Uuid,
+    ) -> Result<Option<Deployment>> {
+        let service = self.service(organization_id, service_id).await?;
+        let Some(current) = service.current_deployment_id else {
+            return Ok(None);
+        };
+        let d = self.deployment(organization_id, current).await?;
+        let new = same_image(&d, "deploy again")?;
+        self.create_deployment(organization_id, service_id, &new)
+            .await
+            .map(Some)
     }
 
     /// Cancels a queued deployment at once; a running one is flagged and its worker cancels it
@@ -416,4 +417,32 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// A deployment of the image `d` ran (pinned to its digest), with what its build learned;
+/// `what` names the purpose in the refusal.
+fn same_image(d: &Deployment, what: &str) -> Result<NewDeployment> {
+    let target = d.id;
+    let image = match &d.image {
+        Some(image) => tenant::image::pin_to_digest(image, d.image_digest.as_deref()),
+        None => {
+            return Err(StoreError::Conflict(format!(
+                "deployment {target} has no image to {what}"
+            )));
+        }
+    };
+    let image = ImageRef::parse(&image).map_err(|e| {
+        StoreError::Conflict(format!(
+            "deployment {target} ran an image that cannot be deployed again: {e}"
+        ))
+    })?;
+    Ok(NewDeployment {
+        image: Some(image),
+        // What was built, for the record; a legacy abbreviated id is left out.
+        git_commit: d
+            .git_commit
+            .as_deref()
+            .and_then(|c| CommitSha::parse(c).ok()),
+        ..Default::default()
+    })
 }

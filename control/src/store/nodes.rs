@@ -230,8 +230,8 @@ impl Store {
         Ok(())
     }
 
-    /// Every compute node with what occupies it (deployments in progress or serving) and how
-    /// many containers of `service_id` it runs.
+    /// Every compute node with what occupies it (the instances of deployments in progress or
+    /// serving, each taking its service's share) and how many containers of `service_id` it runs.
     pub async fn compute_nodes(&self, service_id: Uuid) -> Result<Vec<ComputeNodeView>> {
         let rows: Vec<ComputeNodeRow> = sqlx::query_as(
             "SELECT n.id, n.status, n.cpu_millis, n.memory_bytes, \
@@ -239,8 +239,10 @@ impl Store {
                COALESCE(SUM((s.resources->>'memory_bytes')::bigint), 0)::bigint AS memory_used, \
                COUNT(d.id) FILTER (WHERE d.service_id = $1) AS replicas \
              FROM nodes n \
-             LEFT JOIN deployments d ON d.node_id = n.id AND (d.phase IN ('starting', 'switching', 'stopping_old') \
-                OR d.id IN (SELECT current_deployment_id FROM services WHERE current_deployment_id IS NOT NULL)) \
+             LEFT JOIN (deployment_instances i JOIN deployments d ON d.id = i.deployment_id \
+                AND (d.phase IN ('starting', 'switching', 'stopping_old') \
+                OR d.id IN (SELECT current_deployment_id FROM services WHERE current_deployment_id IS NOT NULL))) \
+                ON i.node_id = n.id \
              LEFT JOIN services s ON s.id = d.service_id \
              WHERE n.role = $2 GROUP BY n.id",
         )

@@ -38,6 +38,7 @@ pub enum Call {
     Switch {
         service: String,
         deployment: String,
+        /// The new set's addresses, joined by commas.
         address: String,
     },
     Disallow {
@@ -130,6 +131,23 @@ pub struct FakeNode {
     pub log: Log,
     /// Deploys never answer while set (a daemon hanging mid-step).
     pub hang: Arc<Mutex<bool>>,
+    /// Nodes (addresses) that answer nothing at all (a lost node).
+    pub silent: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeNode {
+    /// A call to a silent node times out.
+    fn answers(&self, node: &str) -> Result<(), ClientError> {
+        if self.silent.lock().unwrap().iter().any(|n| n == node) {
+            return Err(ClientError {
+                daemon: "node agent",
+                address: node.into(),
+                message: "connection timed out".into(),
+                retryable: true,
+            });
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -157,9 +175,14 @@ impl NodeClient for FakeNode {
                 retryable: true,
             });
         }
+        // Replica r of a deployment: its own container and address (10.0.r.1).
+        let replica = s.workload.replica;
         Ok(ContainerOutcome::Healthy {
-            container_id: format!("c-{}", s.workload.deployment_id),
-            address: format!("10.0.0.1:{}", s.port),
+            container_id: match replica {
+                0 => format!("c-{}", s.workload.deployment_id),
+                r => format!("c-{}-{r}", s.workload.deployment_id),
+            },
+            address: format!("10.0.{replica}.1:{}", s.port),
         })
     }
     async fn remove_deployment(
@@ -168,6 +191,7 @@ impl NodeClient for FakeNode {
         deployment_id: &str,
         _grace_ms: u32,
     ) -> Result<(), ClientError> {
+        self.answers(node)?;
         self.log.lock().unwrap().push(Call::Remove {
             node: node.into(),
             deployment: deployment_id.into(),
@@ -181,7 +205,8 @@ impl NodeClient for FakeNode {
         });
         Ok(())
     }
-    async fn info(&self, _: &str) -> Result<NodeCapacity, ClientError> {
+    async fn info(&self, node: &str) -> Result<NodeCapacity, ClientError> {
+        self.answers(node)?;
         Ok(NodeCapacity {
             cpu_millis_total: 4000,
             memory_bytes_total: 8 << 30,
@@ -207,7 +232,7 @@ impl ProxyClient for FakeProxy {
         self.log.lock().unwrap().push(Call::Switch {
             service: s.service_id.clone(),
             deployment: s.deployment_id.clone(),
-            address: s.address.clone(),
+            address: s.addresses.join(","),
         });
         Ok(SwitchOutcome::Switched)
     }

@@ -1,0 +1,283 @@
+//! Replicas (#15) on a real PostgreSQL with recording fakes of the daemons: a deployment's
+//! instances spread over the compute nodes and switched as one set; a scale (PATCH replicas)
+//! deploys the serving image again without a build; rollback keeps the current count; the old
+//! set and a deleted service are removed from every node; a lost node's replicas are placed
+//! again on the nodes up and its orphans removed when it answers again.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::fakes::{Call, Fakes};
+use common::{Harness, fake_clients};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn nodes_of(d: &Value) -> Vec<String> {
+    d["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a deployment lists its instances: {d}"))
+        .iter()
+        .map(|i| i["node_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn removed(fakes: &Fakes, deployment: &str) -> BTreeSet<String> {
+    fakes
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Remove {
+                node,
+                deployment: d,
+            } if d == deployment => Some(node),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn replicas_spread_switch_as_one_set_scale_without_a_build_and_go_from_every_node()
+-> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let h = Harness::start(fake_clients(&fakes)).await?;
+    let n1 = h.register_node("n1", "compute", "http://127.0.0.1:9").await;
+    let n2 = h
+        .register_node("n2", "compute", "http://127.0.0.1:10")
+        .await;
+    let (_, a) = h.org("org-a").await;
+    let (_, service) = h
+        .service(
+            &a,
+            json!({ "name": "web", "image": "app:v1", "port": 8080, "replicas": 3 }),
+        )
+        .await;
+
+    let d1 = h.deploy(&a, &service, json!({})).await;
+    let v1 = h.wait_terminal(&a, &d1, LIMIT).await;
+    assert_eq!(v1["state"], "ready", "{v1}");
+    let placed = nodes_of(&v1);
+    assert_eq!(placed.len(), 3, "{v1}");
+    assert_eq!(
+        placed.iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([&n1, &n2]),
+        "3 replicas over both nodes: {v1}"
+    );
+    let switches: Vec<String> = fakes
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Switch {
+                deployment,
+                address,
+                ..
+            } if deployment == d1 => Some(address),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        switches,
+        ["10.0.0.1:8080,10.0.1.1:8080,10.0.2.1:8080"],
+        "one switch with the whole set"
+    );
+
+    // Scale to 1: the serving image again, no build; the old set goes from both nodes.
+    let (status, s) = h
+        .call(
+            "PATCH",
+            &format!("/services/{service}"),
+            &a,
+            Some(json!({ "replicas": 1 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["replicas"], 1);
+    let d2 = s["deployment"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a scale queues a deployment: {s}"))
+        .to_owned();
+    let v2 = h.wait_terminal(&a, &d2, LIMIT).await;
+    assert_eq!(v2["state"], "ready", "{v2}");
+    assert_eq!(nodes_of(&v2).len(), 1);
+    assert_eq!(v2["image"], v1["image"]);
+    assert!(
+        v2["build_node_id"].is_null() && v2["git_ref"].is_null(),
+        "{v2}"
+    );
+    assert_eq!(
+        removed(&fakes, &d1),
+        BTreeSet::from(["http://127.0.0.1:9".into(), "http://127.0.0.1:10".into()])
+    );
+    // The same count again: nothing to deploy.
+    let (status, s) = h
+        .call(
+            "PATCH",
+            &format!("/services/{service}"),
+            &a,
+            Some(json!({ "replicas": 1 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{s}");
+    assert!(s["deployment"].is_null(), "{s}");
+
+    // A rollback to the 3-replica deployment runs the service's current count: 1.
+    let (status, r) = h
+        .call("POST", &format!("/deployments/{d1}/rollback"), &a, None)
+        .await;
+    assert_eq!(status, 201, "{r}");
+    let d3 = r["id"].as_str().unwrap().to_owned();
+    let v3 = h.wait_terminal(&a, &d3, LIMIT).await;
+    assert_eq!(v3["state"], "ready", "{v3}");
+    assert_eq!(nodes_of(&v3).len(), 1, "{v3}");
+
+    // Back to 2, then delete: every node of the serving set is asked to remove it.
+    let (_, s) = h
+        .call(
+            "PATCH",
+            &format!("/services/{service}"),
+            &a,
+            Some(json!({ "replicas": 2 })),
+        )
+        .await;
+    let d4 = s["deployment"]["id"].as_str().unwrap().to_owned();
+    let v4 = h.wait_terminal(&a, &d4, LIMIT).await;
+    assert_eq!(v4["state"], "ready", "{v4}");
+    assert_eq!(
+        nodes_of(&v4).iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([&n1, &n2])
+    );
+    let (status, _) = h
+        .call("DELETE", &format!("/services/{service}"), &a, None)
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        removed(&fakes, &d4),
+        BTreeSet::from(["http://127.0.0.1:9".into(), "http://127.0.0.1:10".into()])
+    );
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_service_with_volumes_keeps_one_replica() -> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let h = Harness::start(fake_clients(&fakes)).await?;
+    let (_, a) = h.org("org-a").await;
+    let volume = json!([{ "name": "data", "mount_path": "/data", "size_bytes": 1u64 << 30 }]);
+    let (_, p) = h
+        .call("POST", "/projects", &a, Some(json!({ "name": "vols" })))
+        .await;
+    let project = p["id"].as_str().unwrap();
+    let (status, e) = h
+        .call(
+            "POST",
+            &format!("/projects/{project}/services"),
+            &a,
+            Some(json!({ "name": "db", "image": "app:v1", "replicas": 2, "volumes": volume })),
+        )
+        .await;
+    assert_eq!(status, 422, "{e}");
+    assert!(e.to_string().contains("replicas"), "{e}");
+    let (_, service) = h
+        .service(
+            &a,
+            json!({ "name": "db", "image": "app:v1", "volumes": volume }),
+        )
+        .await;
+    let (status, e) = h
+        .call(
+            "PATCH",
+            &format!("/services/{service}"),
+            &a,
+            Some(json!({ "replicas": 3 })),
+        )
+        .await;
+    assert_eq!(status, 422, "{e}");
+    assert!(
+        e.to_string()
+            .contains("a service with volumes runs one replica"),
+        "{e}"
+    );
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lost_node_s_replicas_are_placed_again_and_its_orphans_go_when_it_answers_again()
+-> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let db = common::database().await?;
+    let mut config = common::config(&db);
+    config.node_down_after_ms = 600;
+    let h = Harness::start_with(db, &config, fake_clients(&fakes)).await?;
+    let n1 = h.register_node("n1", "compute", "http://127.0.0.1:9").await;
+    let n2 = h
+        .register_node("n2", "compute", "http://127.0.0.1:10")
+        .await;
+    let (_, a) = h.org("org-a").await;
+    let (_, service) = h
+        .service(
+            &a,
+            json!({ "name": "web", "image": "app:v1", "port": 8080, "replicas": 2 }),
+        )
+        .await;
+    let d1 = h.deploy(&a, &service, json!({})).await;
+    let v1 = h.wait_terminal(&a, &d1, LIMIT).await;
+    assert_eq!(
+        nodes_of(&v1).iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([&n1, &n2])
+    );
+
+    // n2 stops answering: marked down after 600 ms, its replica placed again on n1.
+    fakes
+        .node
+        .silent
+        .lock()
+        .unwrap()
+        .push("http://127.0.0.1:10".into());
+    let lost = tokio::time::Instant::now();
+    let replaced = loop {
+        let (_, s) = h
+            .call("GET", &format!("/services/{service}"), &a, None)
+            .await;
+        let current = s["current_deployment_id"].as_str().unwrap_or_default();
+        if current != d1 {
+            break current.to_owned();
+        }
+        assert!(
+            lost.elapsed() < LIMIT,
+            "the lost replica was never placed again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let v2 = h.wait_terminal(&a, &replaced, LIMIT).await;
+    assert_eq!(v2["state"], "ready", "{v2}");
+    assert_eq!(nodes_of(&v2), [n1.clone(), n1.clone()], "{v2}");
+    assert_eq!(v2["image"], v1["image"]);
+    eprintln!(
+        "replicas serving again on n1 {:?} after n2 went silent",
+        lost.elapsed()
+    );
+    let (_, nodes) = h.call("GET", "/nodes", common::ADMIN, None).await;
+    assert!(
+        nodes.to_string().contains("\"down\""),
+        "n2 is shown down: {nodes}"
+    );
+
+    // The old set's removal could not reach n2; once n2 answers again, the replica of d1 it
+    // still runs is removed.
+    assert!(!removed(&fakes, &d1).contains("http://127.0.0.1:10"));
+    fakes.node.silent.lock().unwrap().clear();
+    let back = tokio::time::Instant::now();
+    while !removed(&fakes, &d1).contains("http://127.0.0.1:10") {
+        assert!(
+            back.elapsed() < LIMIT,
+            "the returned node's orphan was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.stop().await;
+    Ok(())
+}
