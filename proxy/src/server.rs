@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::apps::HttpServerOptions;
-use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -19,6 +18,7 @@ use crate::config::{ConfigError, ProxyConfig};
 use crate::drain::{Drain, GracefulApp, OnDrained};
 use crate::http::StackpadProxy;
 use crate::metrics::Metrics;
+use crate::public_tls::{self, TlsTerminate};
 use crate::state::{ProxyState, StateError};
 use crate::store::StateFile;
 
@@ -40,6 +40,10 @@ pub enum StartError {
     },
     #[error("config key admin_tls: {0}")]
     AdminTls(pki::PkiError),
+    #[error("config key tls_listen: {0:?} has no port")]
+    TlsListen(String),
+    #[error("TLS listener: {0}")]
+    Tls(rustls::Error),
 }
 
 /// Starts everything and serves until the process is told to stop (SIGTERM: graceful
@@ -114,6 +118,28 @@ pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
     // Pingora sleeps out the whole grace period after a shutdown or upgrade; the drain exits
     // as soon as the last connection has been answered.
     let exit: OnDrained = Box::new(|| std::process::exit(0));
+    // The TLS listener is a TCP one: the handshake is ours (public_tls), for shared tickets.
+    let tls = match (
+        &config.tls_listen,
+        &config.tls_cert_file,
+        &config.tls_key_file,
+    ) {
+        (Some(addr), Some(cert), Some(key)) => {
+            table.set_default(Arc::new(certs::load_pem_files(cert, key)?));
+            let port = addr
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse().ok())
+                .ok_or_else(|| StartError::TlsListen(addr.clone()))?;
+            Some((addr, port))
+        }
+        _ => None,
+    };
+    let tickets = config
+        .acme
+        .as_ref()
+        .map(|acme| (Arc::clone(tls_state.ticket_keys()), acme.tickets()));
+    let tls_config = public_tls::server_config(table.clone(), tickets).map_err(StartError::Tls)?;
+    let proxy = TlsTerminate::new(proxy, tls_config, tls.map_or(0, |(_, port)| port));
     let app = GracefulApp::new(
         proxy,
         drain,
@@ -128,20 +154,8 @@ pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
     if let Some(addr) = &config.http_listen {
         service.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(plain_buffer));
     }
-    if let (Some(addr), Some(cert), Some(key)) = (
-        &config.tls_listen,
-        &config.tls_cert_file,
-        &config.tls_key_file,
-    ) {
-        table.set_default(Arc::new(certs::load_pem_files(cert, key)?));
-        let mut tls = TlsSettings::intermediate("", "").expect("settings without files");
-        tls.set_cert_resolver(table);
-        tls.enable_h2();
-        service.add_listener(
-            ListenerConfig::tcp(addr.as_str())
-                .tls(tls)
-                .l4_buffer(tls_buffer),
-        );
+    if let Some((addr, _)) = tls {
+        service.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(tls_buffer));
     }
     server.add_service(service);
     tracing::info!(http = ?config.http_listen, tls = ?config.tls_listen, admin = %config.admin_listen, "stackpad-proxy serving");

@@ -17,6 +17,7 @@ use super::rfc2136::Rfc2136;
 use super::settings::AcmeSettings;
 use super::store::{CertStore, StoredCertificate};
 use crate::certs::CertificateTable;
+use crate::tickets::TicketKeys;
 
 /// How long to wait between attempts to reach the store or the CA.
 const RECONNECT: Duration = Duration::from_secs(3);
@@ -30,6 +31,8 @@ pub struct TlsState {
     configured: std::sync::atomic::AtomicBool,
     metrics: Arc<AcmeMetrics>,
     policy: super::policy::IssuancePolicy,
+    /// Session ticket keys of the public listener, refreshed from the store once connected.
+    tickets: Arc<TicketKeys>,
 }
 
 impl TlsState {
@@ -40,6 +43,7 @@ impl TlsState {
             configured: Default::default(),
             metrics: Arc::default(),
             policy: Default::default(),
+            tickets: Arc::default(),
         })
     }
 
@@ -52,6 +56,11 @@ impl TlsState {
     pub fn render_metrics(&self) -> String {
         self.metrics
             .render(&self.policy, std::time::SystemTime::now())
+    }
+
+    /// The public listener's session ticket keys (none until the store is connected).
+    pub fn ticket_keys(&self) -> &Arc<TicketKeys> {
+        &self.tickets
     }
 
     pub fn table(&self) -> &Arc<CertificateTable> {
@@ -112,6 +121,7 @@ impl TlsState {
             }
         };
         let _ = self.store.set(store.clone());
+        tokio::spawn(Arc::clone(&self.tickets).run(store.clone(), settings.tickets()));
         let sink: Arc<dyn CertificateSink> = self.table.clone();
         let mut config = ManagerConfig {
             interval: settings.interval(),

@@ -36,6 +36,11 @@ pub struct AcmeSettings {
     /// Seconds an order lease lasts unless renewed (renewed every third of it while ordering):
     /// how long a crashed holder keeps other instances from taking its domains over.
     pub lease_ttl_secs: u64,
+    /// A new TLS session ticket key in the store every this many seconds (shared by every
+    /// instance on the store, see `crate::tickets`).
+    pub tls_ticket_rotate_secs: u64,
+    /// How long a session ticket resumes, in seconds.
+    pub tls_ticket_lifetime_secs: u64,
 }
 
 impl Default for AcmeSettings {
@@ -52,6 +57,8 @@ impl Default for AcmeSettings {
             interval_secs: 10,
             instance: String::new(),
             lease_ttl_secs: 30,
+            tls_ticket_rotate_secs: 3600,
+            tls_ticket_lifetime_secs: 7200,
         }
     }
 }
@@ -75,6 +82,18 @@ impl AcmeSettings {
                 format!(
                     "{} is too short: at least 3 (renewed every third)",
                     self.lease_ttl_secs
+                ),
+            ));
+        }
+        if self.tls_ticket_rotate_secs == 0 {
+            return Err(("acme.tls_ticket_rotate_secs", "must be at least 1".into()));
+        }
+        if self.tls_ticket_lifetime_secs == 0 || self.tls_ticket_lifetime_secs > 7 * 86_400 {
+            return Err((
+                "acme.tls_ticket_lifetime_secs",
+                format!(
+                    "{} is out of range: 1 to 604800 (7 days, RFC 8446)",
+                    self.tls_ticket_lifetime_secs
                 ),
             ));
         }
@@ -131,5 +150,12 @@ impl AcmeSettings {
 
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_secs(self.lease_ttl_secs)
+    }
+
+    pub fn tickets(&self) -> crate::tickets::TicketSettings {
+        crate::tickets::TicketSettings {
+            rotate: Duration::from_secs(self.tls_ticket_rotate_secs),
+            lifetime: Duration::from_secs(self.tls_ticket_lifetime_secs),
+        }
     }
 }

@@ -38,6 +38,24 @@ impl std::fmt::Debug for StoredCertificate {
     }
 }
 
+/// A TLS session ticket key as stored (see [`crate::tickets`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredTicketKey {
+    pub id: [u8; 16],
+    pub key: [u8; 32],
+    /// How long ago it was created.
+    pub age: Duration,
+}
+
+impl std::fmt::Debug for StoredTicketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredTicketKey")
+            .field("id", &hex::encode(self.id))
+            .field("age", &self.age)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Errors of the shared store. Database errors are retryable; a seal error means the store key
 /// does not match what sealed the data.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +113,81 @@ impl CertStore {
             .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool, sealer })
+    }
+
+    // ---------------------------------------------------------------- TLS ticket keys
+
+    /// Adds a ticket key unless one younger than `every` exists, and deletes those older than
+    /// `keep`; one instance at a time (advisory lock), so instances racing add one key.
+    pub async fn rotate_ticket_keys(
+        &self,
+        every: Duration,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('stackpad_proxy.tls_ticket_keys'))")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM tls_ticket_keys WHERE created_at < now() - make_interval(secs => $1)",
+        )
+        .bind(keep.as_secs_f64())
+        .execute(&mut *tx)
+        .await?;
+        let fresh: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tls_ticket_keys \
+             WHERE created_at > now() - make_interval(secs => $1))",
+        )
+        .bind(every.as_secs_f64())
+        .fetch_one(&mut *tx)
+        .await?;
+        if !fresh {
+            let id: [u8; 16] = rand::random();
+            let key: [u8; 32] = rand::random();
+            sqlx::query("INSERT INTO tls_ticket_keys (id, key_sealed) VALUES ($1, $2)")
+                .bind(&id[..])
+                .bind(self.sealer.seal(&key))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(!fresh)
+    }
+
+    /// The ticket keys younger than `keep`, newest first: (id, key, age by the database's clock).
+    pub async fn ticket_keys(&self, keep: Duration) -> Result<Vec<StoredTicketKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, key_sealed, extract(epoch FROM now() - created_at)::float8 AS age \
+             FROM tls_ticket_keys WHERE created_at >= now() - make_interval(secs => $1) \
+             ORDER BY created_at DESC, id",
+        )
+        .bind(keep.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let id: Vec<u8> = row.get("id");
+                let name = hex::encode(&id);
+                let key =
+                    self.sealer
+                        .open(row.get("key_sealed"))
+                        .map_err(|source| StoreError::Seal {
+                            what: "TLS ticket key",
+                            name: name.clone(),
+                            source,
+                        })?;
+                let corrupt = |detail: &str| StoreError::Corrupt {
+                    what: "TLS ticket key",
+                    name: name.clone(),
+                    detail: detail.to_owned(),
+                };
+                Ok(StoredTicketKey {
+                    id: id.try_into().map_err(|_| corrupt("id is not 16 bytes"))?,
+                    key: key.try_into().map_err(|_| corrupt("key is not 32 bytes"))?,
+                    age: Duration::from_secs_f64(row.get::<f64, _>("age").max(0.0)),
+                })
+            })
+            .collect()
     }
 
     // ---------------------------------------------------------------- accounts
