@@ -491,7 +491,18 @@ impl HostPlatform {
                 Some(json!({})),
             )
             .await?;
-        let id = created["id"].as_str().context("deployment id")?.to_owned();
+        let id = created["id"].as_str().context("deployment id")?;
+        self.wait_ready(tenant, id, within).await
+    }
+
+    /// Deployment `id` once it ended: ready, or the error (failed, cancelled, superseded, or
+    /// still on its way after `within`).
+    pub async fn wait_ready(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        within: Duration,
+    ) -> anyhow::Result<Value> {
         let deadline = Instant::now() + within;
         loop {
             let d = self
@@ -517,15 +528,22 @@ impl HostPlatform {
 
     /// GET `http://host/path` through the proxy.
     pub async fn get(&self, host: &str, path: &str) -> anyhow::Result<(u16, String)> {
-        let client = reqwest::Client::builder()
+        let response = self.client(host).get(self.url(host, path)).send().await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    /// A client (keep-alive, 10 s timeout) that reaches `host` at the proxy's plain HTTP port.
+    pub fn client(&self, host: &str) -> reqwest::Client {
+        reqwest::Client::builder()
             .resolve(host, self.http)
             .timeout(Duration::from_secs(10))
-            .build()?;
-        let response = client
-            .get(format!("http://{host}:{}{path}", self.http.port()))
-            .send()
-            .await?;
-        Ok((response.status().as_u16(), response.text().await?))
+            .build()
+            .expect("a reqwest client with a resolve entry builds")
+    }
+
+    /// `http://host:<proxy port>/path`.
+    pub fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.http.port())
     }
 
     /// The tail of control's and the proxy's logs, for a failed scenario.
