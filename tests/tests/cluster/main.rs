@@ -3,6 +3,5 @@
 //! every test owns its cluster (a unique `--name`) and removes it on drop.
 
 mod harness;
-mod isolation;
 mod replicas;
 mod routing;
