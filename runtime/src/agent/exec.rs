@@ -33,27 +33,10 @@ pub async fn probe(
     if argv.is_empty() {
         return Err("the exec probe has no command".into());
     }
-    let process = process_spec(c, id).await?;
-    let uid = process["user"]["uid"].as_u64().unwrap_or(0);
-    let gid = process["user"]["gid"].as_u64().unwrap_or(0);
-    let mut cmd = tokio::process::Command::new("nsenter");
-    cmd.arg(format!("--target={pid}"))
-        .args(["--user", "--mount", "--uts", "--ipc", "--net"])
-        .args(["--root", "--wd"])
-        .arg(format!("--setuid={uid}"))
-        .arg(format!("--setgid={gid}"))
-        .arg("--")
-        .args(argv)
-        .env_clear()
-        .stdin(Stdio::null())
+    let mut cmd = nsenter(c, id, pid, argv).await?;
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for pair in process["env"].as_array().into_iter().flatten() {
-        if let Some((k, v)) = pair.as_str().and_then(|p| p.split_once('=')) {
-            cmd.env(k, v);
-        }
-    }
+        .stderr(Stdio::piped());
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot run nsenter: {e}"))?;
@@ -76,6 +59,36 @@ pub async fn probe(
             Err(what)
         }
     }
+}
+
+/// `argv` as a command that runs inside container `id` (its task's pid `pid`): `nsenter` into
+/// its namespaces as the container's user, with the container's environment only, killed when
+/// dropped. The caller sets stdio. Also used by the engines' dump and load (`agent::dump`).
+pub async fn nsenter(
+    c: &Containerd,
+    id: &str,
+    pid: u32,
+    argv: &[String],
+) -> Result<tokio::process::Command, String> {
+    let process = process_spec(c, id).await?;
+    let uid = process["user"]["uid"].as_u64().unwrap_or(0);
+    let gid = process["user"]["gid"].as_u64().unwrap_or(0);
+    let mut cmd = tokio::process::Command::new("nsenter");
+    cmd.arg(format!("--target={pid}"))
+        .args(["--user", "--mount", "--uts", "--ipc", "--net"])
+        .args(["--root", "--wd"])
+        .arg(format!("--setuid={uid}"))
+        .arg(format!("--setgid={gid}"))
+        .arg("--")
+        .args(argv)
+        .env_clear()
+        .kill_on_drop(true);
+    for pair in process["env"].as_array().into_iter().flatten() {
+        if let Some((k, v)) = pair.as_str().and_then(|p| p.split_once('=')) {
+            cmd.env(k, v);
+        }
+    }
+    Ok(cmd)
 }
 
 /// The container's OCI process spec (user, env).

@@ -5,6 +5,7 @@
 //! the log files and the isolation hook.
 
 mod deploy;
+pub mod dump;
 pub mod engine;
 pub mod exec;
 #[cfg(test)]

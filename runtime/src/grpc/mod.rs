@@ -1,5 +1,6 @@
 //! The `stackpad.node.v1.NodeAgent` gRPC service over the [`Agent`].
 
+pub mod backup;
 pub mod convert;
 
 use std::pin::Pin;
@@ -223,5 +224,25 @@ impl NodeAgent for NodeAgentService {
             })
             .collect();
         Ok(Response::new(pb::ListVolumesResponse { volumes }))
+    }
+
+    type EngineDumpStream = backup::Chunks;
+
+    async fn engine_dump(
+        &self,
+        request: Request<pb::EngineDumpRequest>,
+    ) -> Result<Response<Self::EngineDumpStream>, Status> {
+        backup::engine_dump(&self.agent, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn engine_load(
+        &self,
+        request: Request<tonic::Streaming<pb::EngineLoadRequest>>,
+    ) -> Result<Response<pb::EngineLoadResponse>, Status> {
+        backup::engine_load(&self.agent, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
