@@ -24,6 +24,18 @@ pub struct ContainerEndpoint {
     pub service_port: Option<u16>,
 }
 
+/// A container on another node of the cluster, as the isolation policy needs it: its address
+/// and who it belongs to (from control's pushed endpoint set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    pub ip: Ipv4Addr,
+    pub project_id: String,
+    pub environment_id: String,
+    /// `stackpad.node.v1.ServiceType` as a number.
+    pub service_type: i32,
+    pub service_port: Option<u16>,
+}
+
 /// Error from an isolation implementation.
 #[derive(Debug, thiserror::Error)]
 #[error("isolation for container {container_id}: {reason}")]
@@ -39,6 +51,12 @@ pub trait IsolationHook: Send + Sync + std::fmt::Debug {
     fn detach(&self, endpoint: &ContainerEndpoint) -> Result<(), IsolationError>;
     /// A name for the start-up log line.
     fn describe(&self) -> &'static str;
+    /// Replaces the set of containers on other nodes the policy knows (the whole set each
+    /// time; addresses of this node's own pool are ignored: attach/detach own those). Returns
+    /// how many are registered. Without a policy there is nothing to register.
+    fn set_remote_endpoints(&self, _endpoints: &[RemoteEndpoint]) -> Result<usize, IsolationError> {
+        Ok(0)
+    }
     /// Per-container traffic counters in Prometheus text, for each `(host veth, labels)`;
     /// empty when the implementation counts nothing.
     fn traffic_metrics(&self, _containers: &[(String, Vec<(&'static str, String)>)]) -> String {

@@ -7,16 +7,19 @@
 //! registered with the PROXY and NODE roles when its first container attaches. In a cluster the
 //! proxies connect over the private network from their own addresses (`cluster.proxy_addresses`):
 //! those are registered with the PROXY role at start. The node's own addresses, 169.254.0.0/16
-//! (cloud metadata) and the container pool are denied as destinations.
+//! (cloud metadata) and the container pool are denied as destinations, and so are the other
+//! nodes' pools: their containers are known one by one from control's pushed endpoint set
+//! ([`IsolationHook::set_remote_endpoints`]), each with its identity, so the same project is
+//! reachable across nodes and every other address of those pools is not.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use ebpf::{Cidr, EndpointPolicy, Identity, Isolation, IsolationConfig, Roles};
 
-use crate::isolation::{ContainerEndpoint, IsolationError, IsolationHook};
+use crate::isolation::{ContainerEndpoint, IsolationError, IsolationHook, RemoteEndpoint};
 
 /// `stackpad.node.v1.ServiceType::Web`.
 const SERVICE_TYPE_WEB: i32 = 1;
@@ -26,11 +29,33 @@ fn node_identity() -> Identity {
     Identity::of("stackpad-node", "")
 }
 
+/// The policy of a container: web services are reachable by the proxy on their port.
+fn policy_of(
+    project: &str,
+    environment: &str,
+    service_type: i32,
+    service_port: Option<u16>,
+) -> EndpointPolicy {
+    let identity = Identity::of(project, environment);
+    match service_port {
+        Some(port) if service_type == SERVICE_TYPE_WEB => EndpointPolicy::web(identity, port),
+        port => EndpointPolicy {
+            service_port: port,
+            ..EndpointPolicy::member(identity)
+        },
+    }
+}
+
 /// eBPF isolation, loaded once per agent.
 pub struct EbpfIsolation {
     loader: Mutex<Isolation>,
+    pool: Cidr,
     subnet_prefix: u8,
     gateways: Mutex<HashSet<Ipv4Addr>>,
+    /// The deny list as loaded (the other nodes' pools join it in a cluster).
+    deny: Mutex<Vec<Cidr>>,
+    /// Containers of other nodes registered from the pushed set, with their policy.
+    remote: Mutex<HashMap<Ipv4Addr, EndpointPolicy>>,
 }
 
 impl std::fmt::Debug for EbpfIsolation {
@@ -60,15 +85,35 @@ impl EbpfIsolation {
         deny_cidrs.extend(ebpf::host_addresses().map_err(|e| LoadError(e.to_string()))?);
         let config = IsolationConfig {
             pin_dir,
-            deny_cidrs,
+            deny_cidrs: deny_cidrs.clone(),
             allow_cidrs: Vec::new(),
         };
         let loader = Isolation::load(&config).map_err(|e| LoadError(e.to_string()))?;
         Ok(Self {
             loader: Mutex::new(loader),
+            pool,
             subnet_prefix,
             gateways: Mutex::new(HashSet::new()),
+            deny: Mutex::new(deny_cidrs),
+            remote: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Denies the other nodes' container pools as destinations (idempotent): an address there
+    /// is reachable only once the pushed endpoint set names it with the same identity.
+    pub fn deny_cluster_pools(&self, pools: &[String]) -> Result<(), LoadError> {
+        let mut deny = self.deny.lock().unwrap_or_else(|p| p.into_inner());
+        for pool in pools {
+            let cidr: Cidr = pool
+                .parse()
+                .map_err(|e| LoadError(format!("cluster subnet {pool:?}: {e}")))?;
+            if !deny.contains(&cidr) {
+                deny.push(cidr);
+            }
+        }
+        self.loader()
+            .set_deny_list(&ebpf::DenyList::new(&deny, &[]))
+            .map_err(|e| LoadError(format!("denying the cluster's pools: {e}")))
     }
 
     /// Registers the addresses the proxies of a cluster connect from: they reach web containers
@@ -114,16 +159,12 @@ impl IsolationHook for EbpfIsolation {
         if endpoint.ip.is_unspecified() {
             return Err(fail("the container has no address yet".into()));
         }
-        let identity = Identity::of(&endpoint.project_id, &endpoint.environment_id);
-        let policy = match endpoint.service_port {
-            Some(port) if endpoint.service_type == SERVICE_TYPE_WEB => {
-                EndpointPolicy::web(identity, port)
-            }
-            port => EndpointPolicy {
-                service_port: port,
-                ..EndpointPolicy::member(identity)
-            },
-        };
+        let policy = policy_of(
+            &endpoint.project_id,
+            &endpoint.environment_id,
+            endpoint.service_type,
+            endpoint.service_port,
+        );
         let gateway = self.gateway(endpoint.ip);
         let mut loader = self.loader();
         let mut gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
@@ -157,6 +198,49 @@ impl IsolationHook for EbpfIsolation {
 
     fn describe(&self) -> &'static str {
         "eBPF isolation (tc programs per container veth, policy in pinned maps)"
+    }
+
+    fn set_remote_endpoints(&self, endpoints: &[RemoteEndpoint]) -> Result<usize, IsolationError> {
+        let fail = |reason: String| IsolationError {
+            container_id: "(cluster endpoints)".into(),
+            reason,
+        };
+        let desired: HashMap<Ipv4Addr, EndpointPolicy> = endpoints
+            .iter()
+            .filter(|e| !self.pool.contains(e.ip))
+            .map(|e| {
+                let policy = policy_of(
+                    &e.project_id,
+                    &e.environment_id,
+                    e.service_type,
+                    e.service_port,
+                );
+                (e.ip, policy)
+            })
+            .collect();
+        let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loader = self.loader();
+        // New and changed entries first (one atomic element update each), then the gone ones.
+        for (ip, policy) in &desired {
+            if remote.get(ip) != Some(policy) {
+                loader
+                    .set_endpoint(*ip, policy)
+                    .map_err(|e| fail(format!("registering {ip}: {e}")))?;
+                remote.insert(*ip, *policy);
+            }
+        }
+        let gone: Vec<Ipv4Addr> = remote
+            .keys()
+            .filter(|ip| !desired.contains_key(ip))
+            .copied()
+            .collect();
+        for ip in gone {
+            loader
+                .remove_endpoint(ip)
+                .map_err(|e| fail(format!("forgetting {ip}: {e}")))?;
+            remote.remove(&ip);
+        }
+        Ok(remote.len())
     }
 
     fn traffic_metrics(&self, containers: &[(String, Vec<(&'static str, String)>)]) -> String {

@@ -54,6 +54,10 @@ fn main() -> ExitCode {
                 .as_ref()
                 .map(|c| c.proxy_addresses.as_slice());
             ebpf.register_proxies(proxies.unwrap_or_default())?;
+            if let Some(cluster) = &config.cluster {
+                let pools: Vec<String> = cluster.subnets.iter().map(|s| s.to_string()).collect();
+                ebpf.deny_cluster_pools(&pools)?;
+            }
             Ok(ebpf)
         }) {
             Ok(ebpf) => Arc::new(ebpf),

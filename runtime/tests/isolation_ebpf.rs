@@ -88,3 +88,42 @@ async fn projects_are_kept_apart_by_ebpf_and_the_node_still_reaches_its_web_serv
     }
     Ok(())
 }
+
+/// The cluster's other containers (#15) go into the kernel's endpoint map and leave it again
+/// with the next set; this node's own pool is never taken from a pushed set (attach owns it).
+#[tokio::test]
+async fn containers_of_other_nodes_are_registered_from_the_pushed_set() -> anyhow::Result<()> {
+    use runtime::isolation::{IsolationHook, RemoteEndpoint};
+    let pin =
+        PinDir(std::path::Path::new("/sys/fs/bpf").join(stackpad_tests::unique_name("iso-remote")));
+    let ebpf = EbpfIsolation::load(pin.0.clone(), "10.201.0.0/16", 24).map_err(|e| {
+        anyhow::anyhow!("{e}: needs root, bpffs at /sys/fs/bpf (scripts/services up)")
+    })?;
+    let remote = |ip: [u8; 4], project: &str, web: bool| RemoteEndpoint {
+        ip: ip.into(),
+        project_id: project.into(),
+        environment_id: "production".into(),
+        service_type: if web { 1 } else { 4 },
+        service_port: Some(8080),
+    };
+    let set = [
+        remote([10, 201, 3, 2], "p", true),
+        remote([10, 202, 0, 5], "p", true),
+        remote([10, 202, 0, 6], "q", false),
+    ];
+    assert_eq!(ebpf.set_remote_endpoints(&set)?, 2, "own pool skipped");
+    assert_eq!(ebpf.set_remote_endpoints(&set)?, 2, "idempotent");
+    assert_eq!(
+        ebpf.set_remote_endpoints(&set[1..2])?,
+        1,
+        "the gone one left"
+    );
+    assert_eq!(ebpf.set_remote_endpoints(&[])?, 0);
+    ebpf.deny_cluster_pools(&["10.202.0.0/20".into()])?;
+    ebpf.deny_cluster_pools(&["10.202.0.0/20".into()])?;
+    let err = ebpf
+        .deny_cluster_pools(&["10.202.0.1/20".into()])
+        .unwrap_err();
+    assert!(err.to_string().contains("10.202.0.1/20"), "{err}");
+    Ok(())
+}

@@ -261,6 +261,13 @@ impl n::node_agent_server::NodeAgent for Daemons {
     ) -> Result<Response<n::ListVolumesResponse>, Status> {
         Ok(Response::new(n::ListVolumesResponse::default()))
     }
+    async fn set_cluster_endpoints(
+        &self,
+        r: Request<n::SetClusterEndpointsRequest>,
+    ) -> Result<Response<n::SetClusterEndpointsResponse>, Status> {
+        let remote = r.into_inner().endpoints.len() as u32;
+        Ok(Response::new(n::SetClusterEndpointsResponse { remote }))
+    }
     type EngineDumpStream = BoxStream<n::EngineChunk>;
     async fn engine_dump(
         &self,

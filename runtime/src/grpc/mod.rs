@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod convert;
+pub mod endpoints;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,16 +15,23 @@ use tonic::{Request, Response, Status};
 
 use crate::agent::Agent;
 use crate::logs::{LogLine, Stream as LogStream};
+use crate::network::cluster::ClusterView;
 
 /// The gRPC face of the agent.
 #[derive(Debug, Clone)]
 pub struct NodeAgentService {
     agent: Arc<Agent>,
+    cluster: Arc<ClusterView>,
 }
 
 impl NodeAgentService {
     pub fn new(agent: Arc<Agent>) -> Self {
-        Self { agent }
+        Self::with_cluster_view(agent, Arc::default())
+    }
+
+    /// The service keeping control's pushed endpoint set in `cluster` (shared with its readers).
+    pub fn with_cluster_view(agent: Arc<Agent>, cluster: Arc<ClusterView>) -> Self {
+        Self { agent, cluster }
     }
 
     pub fn server(self) -> pb::node_agent_server::NodeAgentServer<Self> {
@@ -187,6 +195,7 @@ impl NodeAgent for NodeAgentService {
             memory_bytes_allocated: cap.memory_bytes_allocated,
             containers_running: cap.containers_running,
             containers_max: cap.containers_max,
+            cluster_endpoints_digest: self.cluster.digest(),
         }))
     }
 
@@ -224,6 +233,18 @@ impl NodeAgent for NodeAgentService {
             })
             .collect();
         Ok(Response::new(pb::ListVolumesResponse { volumes }))
+    }
+
+    async fn set_cluster_endpoints(
+        &self,
+        request: Request<pb::SetClusterEndpointsRequest>,
+    ) -> Result<Response<pb::SetClusterEndpointsResponse>, Status> {
+        let remote = endpoints::apply(
+            self.agent.isolation.as_ref(),
+            &self.cluster,
+            request.into_inner(),
+        )?;
+        Ok(Response::new(pb::SetClusterEndpointsResponse { remote }))
     }
 
     type EngineDumpStream = backup::Chunks;

@@ -2,6 +2,7 @@
 //! network namespace and veth per container, a hosts file naming every service of the network,
 //! and the firewall that keeps projects apart and traffic on the node unless egress is allowed.
 
+pub mod cluster;
 pub mod host;
 pub mod ipam;
 pub mod subnet;
