@@ -105,6 +105,9 @@ pub struct Config {
     /// disk (`file://` or an absolute path). Empty by default: an operator setting for the
     /// operator's own demo organization, never a tenant feature.
     pub local_sources_organizations: Vec<String>,
+    /// Backups of managed services (#14): where objects go (`store`: a local directory by
+    /// default, `s3://bucket` with `s3_*`), the scheduler's pace, verification.
+    pub backups: crate::backups::BackupSettings,
 }
 
 impl Default for Config {
@@ -138,6 +141,7 @@ impl Default for Config {
             egress_deny: vec![],
             egress_allow: vec![],
             local_sources_organizations: vec![],
+            backups: crate::backups::BackupSettings::default(),
         }
     }
 }

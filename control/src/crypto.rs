@@ -48,6 +48,7 @@ pub enum CryptoError {
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: ChaCha20Poly1305,
+    key: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -62,15 +63,35 @@ impl SecretBox {
         if key.len() != 32 {
             return Err(CryptoError::BadKey(key_hex.len()));
         }
-        Ok(Self {
-            cipher: ChaCha20Poly1305::new(&Key::from(
-                <[u8; 32]>::try_from(key.as_slice()).expect("length checked"),
-            )),
-        })
+        Ok(Self::from_key(
+            <[u8; 32]>::try_from(key.as_slice()).expect("length checked"),
+        ))
+    }
+
+    fn from_key(key: [u8; 32]) -> Self {
+        Self {
+            cipher: ChaCha20Poly1305::new(&Key::from(key)),
+            key,
+        }
+    }
+
+    /// A key of its own for `purpose` (e.g. one organization's backups), derived from this one
+    /// with HKDF-SHA256: what it seals does not open with this box or another purpose's.
+    pub fn derive(&self, purpose: &str) -> SecretBox {
+        let mut key = [0u8; 32];
+        hkdf::Hkdf::<Sha256>::new(Some(b"stackpad secretbox derive v1"), &self.key)
+            .expand(purpose.as_bytes(), &mut key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        Self::from_key(key)
     }
 
     /// `nonce (12 bytes) || ciphertext+tag`.
     pub fn seal(&self, aad: &str, plaintext: &str) -> Vec<u8> {
+        self.seal_bytes(aad, plaintext.as_bytes())
+    }
+
+    /// [`SecretBox::seal`] of bytes.
+    pub fn seal_bytes(&self, aad: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let sealed = self
@@ -78,7 +99,7 @@ impl SecretBox {
             .encrypt(
                 &Nonce::from(nonce),
                 Payload {
-                    msg: plaintext.as_bytes(),
+                    msg: plaintext,
                     aad: aad.as_bytes(),
                 },
             )
@@ -89,6 +110,14 @@ impl SecretBox {
     }
 
     pub fn open(&self, aad: &str, sealed: &[u8]) -> Result<String, CryptoError> {
+        let plain = self.open_bytes(aad, sealed)?;
+        String::from_utf8(plain).map_err(|_| CryptoError::Decrypt {
+            name: aad.to_owned(),
+        })
+    }
+
+    /// [`SecretBox::open`] of bytes.
+    pub fn open_bytes(&self, aad: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let err = || CryptoError::Decrypt {
             name: aad.to_owned(),
         };
@@ -97,8 +126,7 @@ impl SecretBox {
         }
         let (nonce, body) = sealed.split_at(12);
         let nonce: [u8; 12] = nonce.try_into().map_err(|_| err())?;
-        let plain = self
-            .cipher
+        self.cipher
             .decrypt(
                 &Nonce::from(nonce),
                 Payload {
@@ -106,8 +134,7 @@ impl SecretBox {
                     aad: aad.as_bytes(),
                 },
             )
-            .map_err(|_| err())?;
-        String::from_utf8(plain).map_err(|_| err())
+            .map_err(|_| err())
     }
 }
 
@@ -152,6 +179,26 @@ mod tests {
         assert!(!verify_github_signature(secret, body, &expected[7..]));
         assert!(!verify_github_signature(secret, body, "sha256=zz"));
         assert!(!verify_github_signature(secret, body, ""));
+    }
+
+    #[test]
+    fn derived_keys_are_separate_per_purpose() {
+        let sb = SecretBox::from_hex(&"11".repeat(32)).unwrap();
+        let a = sb.derive("backups organization a");
+        let sealed = a.seal_bytes("b1", &[0, 1, 2, 255]);
+        assert_eq!(a.open_bytes("b1", &sealed).unwrap(), vec![0, 1, 2, 255]);
+        // Deterministic: the same purpose gives the same key (a restart opens old backups).
+        let again = sb.derive("backups organization a");
+        assert!(again.open_bytes("b1", &sealed).is_ok());
+        assert!(
+            sb.derive("backups organization b")
+                .open_bytes("b1", &sealed)
+                .is_err()
+        );
+        assert!(sb.open_bytes("b1", &sealed).is_err());
+        let mut flipped = sealed.clone();
+        flipped[20] ^= 1;
+        assert!(a.open_bytes("b1", &flipped).is_err());
     }
 
     #[test]

@@ -181,6 +181,23 @@ pub async fn start(
             shutdown_rx.clone(),
         ));
     }
+    let backups = crate::backups::Backups::new(
+        store.clone(),
+        config.backups.clone(),
+        &config.registry,
+        platform_tls(config),
+    )
+    .map_err(|e| crate::config::ConfigError::Invalid {
+        key: "backups.store",
+        reason: e.to_string(),
+    })?;
+    state = state.with_backups(backups.clone());
+    if config.backups.interval_ms > 0 {
+        tasks.spawn(backups.run_scheduler(
+            Duration::from_millis(config.backups.interval_ms),
+            shutdown_rx.clone(),
+        ));
+    }
     let http_metrics = Arc::new(crate::metrics::HttpMetrics::default());
     let app = api::router(state).layer(axum::middleware::from_fn_with_state(
         http_metrics.clone(),

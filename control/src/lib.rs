@@ -14,6 +14,7 @@
 
 pub mod accesslogs;
 pub mod api;
+pub mod backups;
 pub mod buildlogs;
 pub mod clients;
 pub mod config;

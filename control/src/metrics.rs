@@ -170,12 +170,17 @@ pub fn router(store: Store, http: Arc<HttpMetrics>) -> axum::Router {
             let (store, http) = (store.clone(), http.clone());
             async move {
                 let counts = store_counts(&store).await;
+                let mut text = render(&http, counts.as_ref());
+                // Backups of managed services (#14), per service.
+                if let Ok(backups) = store.backup_summaries().await {
+                    text.push_str(&crate::backups::metrics::render(&backups));
+                }
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4",
                     )],
-                    render(&http, counts.as_ref()),
+                    text,
                 )
             }
         }),

@@ -4,6 +4,7 @@
 //! or a valid webhook signature is written to the audit log.
 
 mod access_logs;
+mod backups;
 mod build_logs;
 mod deployments;
 mod domains;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub webhook_limiter: Arc<webhook_limit::Limiter>,
     /// What a git source may point at (checked when a service is created).
     pub sources: sources::SourcePolicy,
+    /// Backups of managed services (#14); `None` = their routes answer 503.
+    pub backups: Option<crate::backups::Backups>,
 }
 
 impl AppState {
@@ -77,7 +80,14 @@ impl AppState {
             teardown: None,
             webhook_limiter: Arc::new(webhook_limit::Limiter::new(Default::default())),
             sources: sources::SourcePolicy::default(),
+            backups: None,
         }
+    }
+
+    /// Serves the backup routes with `backups`.
+    pub fn with_backups(mut self, backups: crate::backups::Backups) -> Self {
+        self.backups = Some(backups);
+        self
     }
 
     /// Checks git sources with `sources` (the operator's address blocks, local organizations
@@ -147,6 +157,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/projects/{id}/services"),
     ("get", "/services/{id}"),
     ("post", "/services/{id}/credentials/rotate"),
+    ("get", "/services/{id}/backups"),
+    ("post", "/services/{id}/backups"),
+    ("get", "/services/{id}/backups/{backup}"),
+    ("post", "/services/{id}/backups/{backup}/restore"),
+    ("get", "/services/{id}/backup-policy"),
+    ("put", "/services/{id}/backup-policy"),
+    ("get", "/restores/{id}"),
     ("patch", "/services/{id}"),
     ("delete", "/services/{id}"),
     ("patch", "/services/{id}/webhook"),
@@ -230,6 +247,20 @@ pub fn router(state: AppState) -> Router {
             "/services/{id}/credentials/rotate",
             axum::routing::post(services::rotate_credentials),
         )
+        .route(
+            "/services/{id}/backups",
+            get(backups::list).post(backups::create),
+        )
+        .route("/services/{id}/backups/{backup}", get(backups::get))
+        .route(
+            "/services/{id}/backups/{backup}/restore",
+            post(backups::restore),
+        )
+        .route(
+            "/services/{id}/backup-policy",
+            get(backups::get_policy).put(backups::put_policy),
+        )
+        .route("/restores/{id}", get(backups::get_restore))
         .route(
             "/services/{id}/deployments",
             get(deployments::list).post(deployments::create),

@@ -168,6 +168,17 @@ pub fn document() -> Value {
             },
             "/services/{id}/webhook": { "patch": op("Rotate a git service's webhook secret (owner): a generated one, or the one given (32 to 256 printable ASCII characters, 8 different at least); the old one stops working at once; the answer shows the secret, nothing shows it again", Some("RotateWebhookSecret"), "200") },
             "/services/{id}/credentials/rotate": { "post": op("Rotate a managed database's or cache's generated password (owner): sealed at once, a deployment of the engine is queued (its entrypoint applies the new password at start); services referencing its variables (`${{ db.DATABASE_URL }}`) get it on their next deploy. 409 for a service without an engine", None, "200") },
+            "/services/{id}/backups": {
+                "get": op("A managed service's backups, newest first (at most 200): state (running, completed, failed; only completed ones are whole), trigger, verification (pending, verified, failed) with its detail, stored size, dump size, sha256, duration", None, "200"),
+                "post": op("Back the managed service up now (deployer): 202 with the running backup; the engine's consistent dump is compressed, encrypted with the organization's key and stored, then verified by a restore into a throwaway container. 409 for a service without an engine, not running, or with a backup running", None, "202")
+            },
+            "/services/{id}/backups/{backup}": { "get": op("One backup with its timeline (events: step, detail, at)", None, "200") },
+            "/services/{id}/backups/{backup}/restore": { "post": op("Restore a completed backup (deployer): into the backup's own service (its current data is backed up first, trigger pre_restore) or, with into_service, another running managed service of the same engine; 202 with the restore (GET /restores/{id} for its progress)", Some("RestoreBackup"), "202") },
+            "/services/{id}/backup-policy": {
+                "get": op("The managed service's backup schedule and retention (defaults: daily, keep 7) and its next run", None, "200"),
+                "put": op("Set the schedule (interval_seconds, 60..=31622400) and retention (keep, 1..=1000); the next run is one interval from now", Some("PutBackupPolicy"), "200")
+            },
+            "/restores/{id}": { "get": op("A restore: state (running, completed, failed), error, the pre-restore backup, and its timeline", None, "200") },
             "/services/{id}/deployments": {
                 "get": op("List deployments, newest first (limit, after)", None, "200"),
                 "post": op("Queue a deployment from a git ref/commit or an image; Idempotency-Key", Some("CreateDeployment"), "201")
@@ -210,6 +221,8 @@ pub fn document() -> Value {
             "schemas": {
                 "SignIn": obj(&["token"], json!({ "token": s })),
                 "CreateOrganization": obj(&["name"], json!({ "name": s })),
+                "RestoreBackup": obj(&[], json!({ "into_service": { "type": "string", "format": "uuid" } })),
+                "PutBackupPolicy": obj(&[], json!({ "interval_seconds": { "type": "integer", "minimum": 60 }, "keep": { "type": "integer", "minimum": 1, "maximum": 1000 } })),
                 "CreateToken": obj(&["name"], json!({ "name": s, "role": { "enum": token_roles }, "expires_at": { "type": "string", "format": "date-time" } })),
                 "RotateWebhookSecret": obj(&[], json!({ "secret": s })),
                 "AddMember": obj(&["email", "role"], json!({ "email": s, "role": { "enum": spellings(MemberRole::ALL) } })),

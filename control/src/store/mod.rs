@@ -2,6 +2,7 @@
 //! Queries are plain `sqlx::query` with binds; the schema is in `control/migrations/`, applied
 //! at start. Every query on organization objects is scoped by organization id.
 
+pub mod backups;
 mod deployments;
 mod domains;
 mod environments;

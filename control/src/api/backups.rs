@@ -1,0 +1,226 @@
+//! Backups of managed services (#14): `GET|POST /services/{id}/backups`,
+//! `GET /services/{id}/backups/{backup}` (with its timeline),
+//! `POST /services/{id}/backups/{backup}/restore`, `GET /restores/{id}`,
+//! `GET|PUT /services/{id}/backup-policy`. The work runs in the background: a create or a
+//! restore answers 202 with the row, whose state and timeline tell how it goes.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, invalid};
+use super::extract::{Org, PathId};
+use crate::backups::{BackupError, Backups};
+
+fn backups(state: &AppState) -> ApiResult<&Backups> {
+    state.backups.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("backups are not configured on this control plane".into())
+    })
+}
+
+fn error(e: BackupError) -> ApiError {
+    match e {
+        BackupError::Store(s) => ApiError::from(s),
+        e if e.is_conflict() => ApiError::Conflict(e.to_string()),
+        e => ApiError::Unavailable(e.to_string()),
+    }
+}
+
+/// The `{backup}` of a route, a UUID.
+#[derive(Debug, Clone, Copy)]
+pub struct PathBackup(pub Uuid);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathBackup {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> ApiResult<Self> {
+        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let raw = params
+            .iter()
+            .find(|(k, _)| *k == "backup")
+            .map(|(_, v)| v.to_owned())
+            .unwrap_or_default();
+        Uuid::parse_str(&raw)
+            .map(PathBackup)
+            .map_err(|_| invalid("backup", format!("{} is not a UUID", tenant::echo(&raw))))
+    }
+}
+
+async fn owned_service(state: &AppState, org: Uuid, service: Uuid) -> ApiResult<()> {
+    state.store.service(org, service).await?;
+    Ok(())
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    org: Org,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    owned_service(&state, org.id, id).await?;
+    let items = state.store.backups(id, 200).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    org: Org,
+    PathId(id): PathId,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    owned_service(&state, org.id, id).await?;
+    let backups = backups(&state)?.clone();
+    let (b, running) = backups
+        .begin(id, ::api::BackupTrigger::Manual)
+        .await
+        .map_err(error)?;
+    let view = json!(b);
+    tokio::spawn(async move {
+        if let Err(e) = backups.take_and_verify(b, running).await {
+            tracing::warn!(service = %id, error = %e, "backup failed");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    org: Org,
+    PathId(id): PathId,
+    PathBackup(backup): PathBackup,
+) -> ApiResult<Json<Value>> {
+    let b = state.store.backup(org.id, backup).await?;
+    if b.service_id != id {
+        return Err(ApiError::NotFound(format!("backup {backup} not found")));
+    }
+    let events = state.store.backup_events(backup).await?;
+    let mut view = json!(b);
+    view["events"] = json!(events);
+    Ok(Json(view))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// Another managed service of the same engine (its id) to restore into; none = the
+    /// backup's own service (its current data is backed up first).
+    #[serde(default)]
+    pub into_service: Option<Uuid>,
+}
+
+pub async fn restore(
+    State(state): State<AppState>,
+    org: Org,
+    PathId(id): PathId,
+    PathBackup(backup): PathBackup,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let req: RestoreRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RestoreRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid restore request: {e}")))?
+    };
+    owned_service(&state, org.id, id).await?;
+    let b = state.store.backup(org.id, backup).await?;
+    if b.service_id != id {
+        return Err(ApiError::NotFound(format!("backup {backup} not found")));
+    }
+    let into = req.into_service.unwrap_or(id);
+    owned_service(&state, org.id, into).await?;
+    let backups = backups(&state)?.clone();
+    let (r, b, running) = backups
+        .begin_restore(org.id, backup, into)
+        .await
+        .map_err(error)?;
+    let view = json!(r);
+    tokio::spawn(async move {
+        if let Err(e) = backups.restore(&r, &b, &running).await {
+            tracing::warn!(restore = %r.id, error = %e, "restore failed");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+pub async fn get_restore(
+    State(state): State<AppState>,
+    org: Org,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    let r = state.store.restore(org.id, id).await?;
+    let events = state.store.backup_events(id).await?;
+    let mut view = json!(r);
+    view["events"] = json!(events);
+    Ok(Json(view))
+}
+
+pub async fn get_policy(
+    State(state): State<AppState>,
+    org: Org,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    owned_service(&state, org.id, id).await?;
+    if state.store.managed_engine(id).await?.is_none() {
+        return Err(ApiError::Conflict(format!(
+            "service {id} is not a managed database or cache: it has no backups"
+        )));
+    }
+    Ok(Json(json!(state.store.backup_policy(id).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRequest {
+    /// Seconds between scheduled backups, >= 60 (default 86400, daily).
+    #[serde(default = "daily")]
+    pub interval_seconds: i64,
+    /// Completed backups kept, 1..=1000 (default 7).
+    #[serde(default = "seven")]
+    pub keep: i64,
+}
+
+fn daily() -> i64 {
+    86_400
+}
+
+fn seven() -> i64 {
+    7
+}
+
+pub async fn put_policy(
+    State(state): State<AppState>,
+    org: Org,
+    PathId(id): PathId,
+    super::extract::Body(req): super::extract::Body<PolicyRequest>,
+) -> ApiResult<Json<Value>> {
+    owned_service(&state, org.id, id).await?;
+    if state.store.managed_engine(id).await?.is_none() {
+        return Err(ApiError::Conflict(format!(
+            "service {id} is not a managed database or cache: it has no backups"
+        )));
+    }
+    if !(60..=366 * 86_400).contains(&req.interval_seconds) {
+        return Err(invalid(
+            "interval_seconds",
+            format!("{} is not between 60 and 31622400", req.interval_seconds),
+        ));
+    }
+    if !(1..=1000).contains(&req.keep) {
+        return Err(invalid(
+            "keep",
+            format!("{} is not between 1 and 1000", req.keep),
+        ));
+    }
+    let p = state
+        .store
+        .set_backup_policy(id, req.interval_seconds as i32, req.keep as i32)
+        .await?;
+    Ok(Json(json!(p)))
+}

@@ -1,0 +1,306 @@
+//! The node agent's `EngineDump` / `EngineLoad` (#14) as control calls them: a dump arrives as a
+//! stream of chunks that counts only once its `end` came; a load is sent as a stream whose
+//! `end` is sent only when the caller says the data is whole (else the agent restores nothing).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::api::{Engine, NodeRole};
+use proto::node::v1 as n;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+use crate::clients::tls::PlatformTls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("node agent at {address}: {message}")]
+    Agent { address: String, message: String },
+    #[error(
+        "node agent at {address}: the dump stream ended without its end (the agent or the engine stopped mid-way)"
+    )]
+    CutShort { address: String },
+}
+
+/// Node agents reached for dumps and loads (plain `http://` on loopback, mTLS for `https://`,
+/// as every other call control makes to a node).
+#[derive(Debug, Default)]
+pub struct GrpcEngines {
+    tls: Option<Arc<PlatformTls>>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+fn engine(e: Engine) -> i32 {
+    (match e {
+        Engine::Postgres => n::Engine::Postgres,
+        Engine::Mariadb => n::Engine::Mariadb,
+        Engine::Redis => n::Engine::Redis,
+    }) as i32
+}
+
+/// A dump coming from an agent.
+pub struct DumpStream {
+    address: String,
+    inner: tonic::Streaming<n::EngineChunk>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for DumpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DumpStream")
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+impl DumpStream {
+    /// The next piece; `None` once the dump ended whole.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, EngineError> {
+        loop {
+            if self.ended {
+                return Ok(None);
+            }
+            match self.inner.message().await {
+                Ok(Some(chunk)) => {
+                    self.ended = chunk.end;
+                    if !chunk.data.is_empty() {
+                        return Ok(Some(chunk.data));
+                    }
+                }
+                Ok(None) => {
+                    return Err(EngineError::CutShort {
+                        address: self.address.clone(),
+                    });
+                }
+                Err(s) => {
+                    return Err(EngineError::Agent {
+                        address: self.address.clone(),
+                        message: format!("{:?}: {}", s.code(), s.message()),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A load on its way to an agent.
+#[derive(Debug)]
+pub struct LoadStream {
+    address: String,
+    tx: mpsc::Sender<n::EngineLoadRequest>,
+    call: tokio::task::JoinHandle<Result<n::EngineLoadResponse, tonic::Status>>,
+}
+
+impl LoadStream {
+    pub async fn send(&self, data: Vec<u8>) -> Result<(), EngineError> {
+        let msg = n::EngineLoadRequest {
+            part: Some(n::engine_load_request::Part::Chunk(n::EngineChunk {
+                data,
+                end: false,
+            })),
+        };
+        if self.tx.send(msg).await.is_err() {
+            // The call ended early: its answer says why.
+            return Err(EngineError::Agent {
+                address: self.address.clone(),
+                message: "the agent stopped reading the load".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The data is whole: the agent restores it; returns its detail line.
+    pub async fn finish(self) -> Result<String, EngineError> {
+        let end = n::EngineLoadRequest {
+            part: Some(n::engine_load_request::Part::Chunk(n::EngineChunk {
+                data: vec![],
+                end: true,
+            })),
+        };
+        let _ = self.tx.send(end).await;
+        let LoadStream { address, tx, call } = self;
+        drop(tx);
+        answer(address, call).await
+    }
+
+    /// The data is not whole: the stream ends without `end`, the agent restores nothing.
+    pub async fn abandon(self) {
+        let LoadStream { tx, call, .. } = self;
+        drop(tx);
+        let _ = call.await;
+    }
+}
+
+async fn answer(
+    address: String,
+    call: tokio::task::JoinHandle<Result<n::EngineLoadResponse, tonic::Status>>,
+) -> Result<String, EngineError> {
+    {
+        match call.await {
+            Ok(Ok(r)) => Ok(r.detail),
+            Ok(Err(s)) => Err(EngineError::Agent {
+                address,
+                message: format!("{:?}: {}", s.code(), s.message()),
+            }),
+            Err(e) => Err(EngineError::Agent {
+                address,
+                message: format!("the load call failed: {e}"),
+            }),
+        }
+    }
+}
+
+impl GrpcEngines {
+    pub fn with_tls(tls: Option<Arc<PlatformTls>>) -> Self {
+        Self {
+            tls,
+            channels: Mutex::default(),
+        }
+    }
+
+    fn client(
+        &self,
+        address: &str,
+    ) -> Result<n::node_agent_client::NodeAgentClient<Channel>, EngineError> {
+        let mut map = self.channels.lock().expect("channel map lock");
+        let channel = match map.get(address) {
+            Some(c) => c.clone(),
+            None => {
+                let tls = self
+                    .tls
+                    .as_ref()
+                    .map(|t| t.for_address(address, NodeRole::Compute));
+                let c = pki::channel(address, tls, Duration::from_secs(3)).map_err(|e| {
+                    EngineError::Agent {
+                        address: address.to_owned(),
+                        message: e.to_string(),
+                    }
+                })?;
+                map.insert(address.to_owned(), c.clone());
+                c
+            }
+        };
+        Ok(n::node_agent_client::NodeAgentClient::new(channel).max_decoding_message_size(16 << 20))
+    }
+
+    /// Starts the engine's dump (or check) in `container` on the agent at `address`.
+    pub async fn dump(
+        &self,
+        address: &str,
+        container: &str,
+        e: Engine,
+        check: bool,
+    ) -> Result<DumpStream, EngineError> {
+        let command = if check {
+            n::EngineCommand::Check
+        } else {
+            n::EngineCommand::Dump
+        };
+        let inner = self
+            .client(address)?
+            .engine_dump(n::EngineDumpRequest {
+                container_id: container.to_owned(),
+                engine: engine(e),
+                command: command as i32,
+            })
+            .await
+            .map_err(|s| EngineError::Agent {
+                address: address.to_owned(),
+                message: format!("{:?}: {}", s.code(), s.message()),
+            })?
+            .into_inner();
+        Ok(DumpStream {
+            address: address.to_owned(),
+            inner,
+            ended: false,
+        })
+    }
+
+    /// The whole answer of a short dump (a check).
+    pub async fn check(
+        &self,
+        address: &str,
+        container: &str,
+        e: Engine,
+    ) -> Result<String, EngineError> {
+        let mut s = self.dump(address, container, e, true).await?;
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await? {
+            out.extend(c);
+        }
+        Ok(String::from_utf8_lossy(&out).trim().replace('\n', ", "))
+    }
+
+    /// Opens a load into `container`.
+    pub fn load(
+        &self,
+        address: &str,
+        container: &str,
+        e: Engine,
+    ) -> Result<LoadStream, EngineError> {
+        let mut client = self.client(address)?;
+        let (tx, rx) = mpsc::channel(4);
+        let header = n::EngineLoadRequest {
+            part: Some(n::engine_load_request::Part::Header(n::EngineLoadHeader {
+                container_id: container.to_owned(),
+                engine: engine(e),
+            })),
+        };
+        tx.try_send(header).expect("a new channel has room");
+        let call = tokio::spawn(async move {
+            client
+                .engine_load(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .map(|r| r.into_inner())
+        });
+        Ok(LoadStream {
+            address: address.to_owned(),
+            tx,
+            call,
+        })
+    }
+
+    /// Starts a throwaway container of the engine (no volume: its data lives in the
+    /// container's own filesystem and goes with it) and waits for its health; returns its id.
+    pub async fn start_scratch(
+        &self,
+        address: &str,
+        request: n::DeployRequest,
+    ) -> Result<String, EngineError> {
+        let err = |message: String| EngineError::Agent {
+            address: address.to_owned(),
+            message,
+        };
+        let c = self
+            .client(address)?
+            .deploy(request)
+            .await
+            .map_err(|s| err(format!("{:?}: {}", s.code(), s.message())))?
+            .into_inner()
+            .container
+            .unwrap_or_default();
+        if c.state != n::ContainerState::Healthy as i32 {
+            return Err(err(format!(
+                "the verification container {} did not become healthy: {}",
+                c.container_id, c.message
+            )));
+        }
+        Ok(c.container_id)
+    }
+
+    /// Removes a throwaway container (killing it). Idempotent.
+    pub async fn remove_scratch(&self, address: &str, container: &str) -> Result<(), EngineError> {
+        self.client(address)?
+            .remove(n::RemoveRequest {
+                container_id: container.to_owned(),
+                force: true,
+            })
+            .await
+            .map_err(|s| EngineError::Agent {
+                address: address.to_owned(),
+                message: format!("{:?}: {}", s.code(), s.message()),
+            })?;
+        Ok(())
+    }
+}

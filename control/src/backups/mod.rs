@@ -1,0 +1,557 @@
+//! Backups of managed databases and caches (#14 items 5-8): taken on demand
+//! (`POST /services/{id}/backups`) and on each service's schedule, proven by a verification
+//! restore, restorable into the service or a new one.
+//!
+//! A backup: the node agent runs the engine's own consistent dump inside the service's running
+//! container (`EngineDump`: `pg_dump -Fc`, `mariadb-dump --single-transaction`, `redis-cli
+//! --rdb -`) and streams it here; control compresses it (zstd), seals it with the
+//! organization's backup key and checksums the stored bytes ([`format`]), writing through
+//! `object_store` ([`objects`]: a local directory or S3). The row turns `completed` only after
+//! the object is written whole and its SHA-256 recorded; anything else leaves it `failed`
+//! (with the reason) or, if control died, `running` until the scheduler fails it as stale.
+//!
+//! Verification: the stored object is read back, its checksum and every frame checked while it
+//! is streamed (`EngineLoad`) into a throwaway container of the engine on the service's node
+//! (no volume; removed afterwards), then the engine's check counts what it holds; the backup is
+//! marked `verified` (with the counts) or `failed` (with the reason). A flipped byte fails the
+//! frame's decryption or the checksum, and the agent, which restores only once the stream's
+//! `end` arrives, restores nothing.
+//!
+//! Restore: into the same service (a `pre_restore` backup of the current data is taken first)
+//! or into another managed service of the same engine; the steps are a timeline
+//! (`backup_events`, like a deployment's events).
+
+pub mod engines;
+pub mod format;
+pub mod metrics;
+pub mod objects;
+pub mod scheduler;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::api::{BackupTrigger, BackupVerification, Engine};
+use futures::StreamExt;
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
+use proto::node::v1 as n;
+use uuid::Uuid;
+
+use crate::clients::tls::PlatformTls;
+use crate::managed;
+use crate::store::backups::{Backup, EngineTarget, Restore};
+use crate::store::{Store, StoreError};
+use engines::{EngineError, GrpcEngines};
+use format::{FormatError, Opener, Sealer};
+pub use objects::BackupSettings;
+
+/// Bytes of dump per message sent to an agent.
+const LOAD_PIECE: usize = 1 << 20;
+/// How often a running backup tells the database it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("service {0} is not a managed database or cache: it has no backups")]
+    NotManaged(Uuid),
+    #[error("service {0} has no running container to back up or restore into (deploy it first)")]
+    NotRunning(Uuid),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("object store {store}: {message}")]
+    Objects { store: String, message: String },
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("backup {0} is not completed: only a completed backup can be restored")]
+    NotCompleted(Uuid),
+    #[error("backup {backup} is of {backup_engine}, service {service} runs {service_engine}")]
+    EngineMismatch {
+        backup: Uuid,
+        backup_engine: Engine,
+        service: Uuid,
+        service_engine: Engine,
+    },
+}
+
+impl BackupError {
+    /// A caller's mistake (4xx) rather than a failure of the platform.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            BackupError::NotManaged(_)
+                | BackupError::NotRunning(_)
+                | BackupError::NotCompleted(_)
+                | BackupError::EngineMismatch { .. }
+                | BackupError::Store(StoreError::Conflict(_))
+        )
+    }
+}
+
+/// A service's engine, node and container, checked to be running.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub service_id: Uuid,
+    pub target: EngineTarget,
+    pub engine: Engine,
+    pub address: String,
+    pub container: String,
+}
+
+/// Takes, verifies, restores and expires backups.
+#[derive(Debug, Clone)]
+pub struct Backups {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    engines: GrpcEngines,
+    objects: Arc<dyn ObjectStore>,
+    prefix: String,
+    settings: BackupSettings,
+    registry: String,
+}
+
+impl Backups {
+    pub fn new(
+        store: Store,
+        settings: BackupSettings,
+        registry: &str,
+        tls: Option<Arc<PlatformTls>>,
+    ) -> Result<Self, objects::StoreConfigError> {
+        let (objects, prefix) = objects::open(&settings)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                engines: GrpcEngines::with_tls(tls),
+                objects,
+                prefix,
+                settings,
+                registry: registry.to_owned(),
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &BackupSettings {
+        &self.inner.settings
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        if self.inner.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.inner.prefix))
+        }
+    }
+
+    fn objects_error(&self, e: impl std::fmt::Display) -> BackupError {
+        BackupError::Objects {
+            store: self.inner.settings.store.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Where the service's engine runs; errors when it is not managed or not running.
+    pub async fn running(&self, service_id: Uuid) -> Result<Running, BackupError> {
+        let target = self.inner.store.engine_target(service_id).await?;
+        let engine = target.engine.ok_or(BackupError::NotManaged(service_id))?;
+        let (Some(address), Some(container)) =
+            (target.node_address.clone(), target.container_id.clone())
+        else {
+            return Err(BackupError::NotRunning(service_id));
+        };
+        Ok(Running {
+            service_id,
+            target,
+            engine,
+            address,
+            container,
+        })
+    }
+
+    /// A new running backup row of the service (checked to be managed and running).
+    pub async fn begin(
+        &self,
+        service_id: Uuid,
+        trigger: BackupTrigger,
+    ) -> Result<(Backup, Running), BackupError> {
+        let r = self.running(service_id).await?;
+        let b = self
+            .inner
+            .store
+            .create_backup(r.target.organization_id, service_id, r.engine, trigger)
+            .await?;
+        self.event(
+            b.id,
+            "started",
+            &format!("{} dump on {}", r.engine.as_str(), r.address),
+        )
+        .await;
+        Ok((b, r))
+    }
+
+    async fn event(&self, subject: Uuid, step: &str, detail: &str) {
+        if let Err(e) = self
+            .inner
+            .store
+            .add_backup_event(subject, step, detail)
+            .await
+        {
+            tracing::warn!(%subject, step, error = %e, "cannot record a backup event");
+        }
+    }
+
+    /// Dumps, seals and stores; the row is `completed` on success, `failed` with the reason
+    /// otherwise (the partial object is removed).
+    pub async fn take(&self, b: &Backup, r: &Running) -> Result<Backup, BackupError> {
+        let started = Instant::now();
+        match self.write_object(b, r).await {
+            Ok(sealed) => {
+                let done = self
+                    .inner
+                    .store
+                    .complete_backup(b.id, sealed.size as i64, sealed.dump as i64, &sealed.sha256)
+                    .await?;
+                self.event(
+                    b.id,
+                    "completed",
+                    &format!(
+                        "{} bytes stored ({} bytes of dump) in {} ms, sha256 {}",
+                        sealed.size,
+                        sealed.dump,
+                        started.elapsed().as_millis(),
+                        sealed.sha256
+                    ),
+                )
+                .await;
+                tracing::info!(backup = %b.id, service = %b.service_id, size = sealed.size, "backup completed");
+                Ok(done)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(backup = %b.id, service = %b.service_id, error = %reason, "backup failed");
+                self.inner.store.fail_backup(b.id, &reason).await?;
+                self.event(b.id, "failed", &reason).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_object(&self, b: &Backup, r: &Running) -> Result<format::Sealed, BackupError> {
+        let key = format::organization_key(self.inner.store.secrets(), b.organization_id);
+        let mut sealer = Sealer::new(key, b.id)?;
+        let mut dump = self
+            .inner
+            .engines
+            .dump(&r.address, &r.container, r.engine, false)
+            .await?;
+        let path = self.path(&b.object_key);
+        let upload = self
+            .inner
+            .objects
+            .put_multipart(&path)
+            .await
+            .map_err(|e| self.objects_error(e))?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+        let mut beat = Instant::now();
+        let result: Result<(), BackupError> = async {
+            while let Some(piece) = dump.next().await? {
+                let out = sealer.push(&piece)?;
+                if !out.is_empty() {
+                    writer
+                        .wait_for_capacity(2)
+                        .await
+                        .map_err(|e| self.objects_error(e))?;
+                    writer.write(&out);
+                }
+                if beat.elapsed() >= HEARTBEAT {
+                    beat = Instant::now();
+                    self.inner.store.backup_heartbeat(b.id).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        let (tail, sealed) = sealer.finish()?;
+        writer.write(&tail);
+        writer.finish().await.map_err(|e| self.objects_error(e))?;
+        Ok(sealed)
+    }
+
+    /// Streams the stored object of `b` into `load`, checking it; sends the end only when
+    /// the whole object checked out.
+    async fn stream_into(
+        &self,
+        b: &Backup,
+        load: engines::LoadStream,
+    ) -> Result<String, BackupError> {
+        let expected = b.sha256.clone().ok_or(BackupError::NotCompleted(b.id))?;
+        let key = format::organization_key(self.inner.store.secrets(), b.organization_id);
+        let result: Result<Opener, BackupError> = async {
+            let mut opener = Opener::new(key, b.id)?;
+            let mut stream = self
+                .inner
+                .objects
+                .get(&self.path(&b.object_key))
+                .await
+                .map_err(|e| self.objects_error(e))?
+                .into_stream();
+            while let Some(bytes) = stream.next().await {
+                let bytes = bytes.map_err(|e| self.objects_error(e))?;
+                let plain = opener.push(&bytes)?;
+                for piece in plain.chunks(LOAD_PIECE) {
+                    load.send(piece.to_vec()).await?;
+                }
+            }
+            Ok(opener)
+        }
+        .await;
+        let opener = match result {
+            Ok(o) => o,
+            Err(e) => {
+                load.abandon().await;
+                return Err(e);
+            }
+        };
+        match opener.finish(&expected) {
+            Ok(rest) => {
+                for piece in rest.chunks(LOAD_PIECE) {
+                    load.send(piece.to_vec()).await?;
+                }
+                Ok(load.finish().await?)
+            }
+            Err(e) => {
+                load.abandon().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Restores `b` into a throwaway container of its engine on the service's node and checks
+    /// it; records `verified` (with what the engine holds) or `failed` (with why).
+    pub async fn verify(&self, b: &Backup, r: &Running) -> Result<BackupVerification, BackupError> {
+        self.event(
+            b.id,
+            "verifying",
+            &format!("throwaway {} container on {}", r.engine.as_str(), r.address),
+        )
+        .await;
+        let started = Instant::now();
+        let deployment = format!("verify-{}", b.id);
+        let password = managed::generate_password();
+        let (mut env, secrets) = managed::container_env(r.engine, &password);
+        env.extend(secrets);
+        let memory = managed::default_memory_bytes(r.engine);
+        env.insert("STACKPAD_MEMORY_LIMIT_BYTES".into(), memory.to_string());
+        let request = n::DeployRequest {
+            workload: Some(n::Workload {
+                organization_id: b.organization_id.to_string(),
+                project_id: r.target.project_id.to_string(),
+                environment_id: r.target.environment_id.to_string(),
+                service_id: format!("{}-verify", b.service_id),
+                service_name: "backup-verify".into(),
+                deployment_id: deployment,
+                service_type: match r.engine.kind() {
+                    ::api::ServiceKind::Cache => n::ServiceType::Cache,
+                    _ => n::ServiceType::Database,
+                } as i32,
+                ..Default::default()
+            }),
+            image: managed::image(&self.inner.registry, r.engine),
+            env: env.into_iter().collect(),
+            resources: Some(n::Resources {
+                cpu_millis: 1000,
+                memory_bytes: memory,
+                pids_limit: 512,
+            }),
+            health_check: Some(n::HealthCheck {
+                probe: Some(n::health_check::Probe::Exec(n::ExecProbe {
+                    command: managed::probe(r.engine),
+                })),
+                interval_ms: 200,
+                timeout_ms: 5_000,
+                deadline_ms: 120_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let outcome: Result<String, BackupError> = async {
+            let container = self.inner.engines.start_scratch(&r.address, request).await?;
+            let result: Result<String, BackupError> = async {
+                let load = self.inner.engines.load(&r.address, &container, r.engine)?;
+                self.stream_into(b, load).await?;
+                Ok(self.inner.engines.check(&r.address, &container, r.engine).await?)
+            }
+            .await;
+            if let Err(e) = self.inner.engines.remove_scratch(&r.address, &container).await {
+                tracing::warn!(backup = %b.id, error = %e, "cannot remove the verification container");
+            }
+            result
+        }
+        .await;
+        let (verdict, detail) = match &outcome {
+            Ok(check) => (BackupVerification::Verified, check.clone()),
+            Err(e) => (BackupVerification::Failed, e.to_string()),
+        };
+        self.event(
+            b.id,
+            match verdict {
+                BackupVerification::Verified => "verified",
+                _ => "verification_failed",
+            },
+            &format!("{detail} ({} ms)", started.elapsed().as_millis()),
+        )
+        .await;
+        self.inner
+            .store
+            .set_verification(b.id, verdict, &detail)
+            .await?;
+        tracing::info!(backup = %b.id, verdict = verdict.as_str(), %detail, "backup verification");
+        Ok(verdict)
+    }
+
+    /// Takes a backup and, when configured, verifies it.
+    pub async fn take_and_verify(&self, b: Backup, r: Running) -> Result<Backup, BackupError> {
+        let done = self.take(&b, &r).await?;
+        if self.inner.settings.verify {
+            self.verify(&done, &r).await?;
+        }
+        Ok(self
+            .inner
+            .store
+            .backup(done.organization_id, done.id)
+            .await?)
+    }
+
+    /// A new restore row of `backup` into `into` (checked: completed, same engine, running).
+    pub async fn begin_restore(
+        &self,
+        organization_id: Uuid,
+        backup_id: Uuid,
+        into: Uuid,
+    ) -> Result<(Restore, Backup, Running), BackupError> {
+        let b = self.inner.store.backup(organization_id, backup_id).await?;
+        if b.state != ::api::BackupState::Completed {
+            return Err(BackupError::NotCompleted(b.id));
+        }
+        let r = self.running(into).await?;
+        if r.engine != b.engine {
+            return Err(BackupError::EngineMismatch {
+                backup: b.id,
+                backup_engine: b.engine,
+                service: into,
+                service_engine: r.engine,
+            });
+        }
+        let restore = self
+            .inner
+            .store
+            .create_restore(organization_id, b.id, into)
+            .await?;
+        self.event(
+            restore.id,
+            "started",
+            &format!("backup {} into service {into}", b.id),
+        )
+        .await;
+        Ok((restore, b, r))
+    }
+
+    /// Runs a restore: a `pre_restore` backup of the current data first when the target is the
+    /// backup's own service, then the stored object streamed into the engine.
+    pub async fn restore(
+        &self,
+        restore: &Restore,
+        b: &Backup,
+        r: &Running,
+    ) -> Result<(), BackupError> {
+        let mut pre = None;
+        let result: Result<String, BackupError> = async {
+            if r.service_id == b.service_id {
+                self.event(
+                    restore.id,
+                    "pre_restore_backup",
+                    "keeping the current data first",
+                )
+                .await;
+                let (kept, kr) = self.begin(r.service_id, BackupTrigger::PreRestore).await?;
+                pre = Some(kept.id);
+                let kept = self.take(&kept, &kr).await?;
+                self.event(
+                    restore.id,
+                    "pre_restore_backup_completed",
+                    &format!("backup {}", kept.id),
+                )
+                .await;
+            }
+            self.event(
+                restore.id,
+                "restoring",
+                &format!("{} bytes stored", b.size_bytes.unwrap_or(0)),
+            )
+            .await;
+            let load = self
+                .inner
+                .engines
+                .load(&r.address, &r.container, r.engine)?;
+            self.stream_into(b, load).await
+        }
+        .await;
+        match result {
+            // The timeline first: a reader seeing the end sees its last step.
+            Ok(detail) => {
+                self.event(restore.id, "completed", &detail).await;
+                self.inner
+                    .store
+                    .finish_restore(restore.id, pre, None)
+                    .await?;
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.event(restore.id, "failed", &reason).await;
+                self.inner
+                    .store
+                    .finish_restore(restore.id, pre, Some(&reason))
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes the completed backups of the service beyond the newest `keep` (object first;
+    /// a row whose object cannot be deleted stays for the next pass).
+    pub async fn apply_retention(&self, service_id: Uuid, keep: i64) -> Result<usize, BackupError> {
+        let mut removed = 0;
+        for old in self.inner.store.backups_beyond(service_id, keep).await? {
+            match self.inner.objects.delete(&self.path(&old.object_key)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    self.inner.store.delete_backup_row(old.id).await?;
+                    removed += 1;
+                }
+                Err(e) => return Err(self.objects_error(e)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The stored object's bytes (tests and tools).
+    pub async fn object_path(&self, b: &Backup) -> ObjectPath {
+        self.path(&b.object_key)
+    }
+
+    pub fn objects(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.objects
+    }
+}

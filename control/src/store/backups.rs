@@ -1,0 +1,435 @@
+//! Backups of managed services, their policies, restores and timelines (#14; migration 0013).
+//! The decisions (what is due, what is stale, what retention drops) are single statements
+//! here, safe with two control processes: a due service is claimed with `FOR UPDATE SKIP
+//! LOCKED`, and a unique index allows one running backup per service.
+
+use ::api::{BackupState, BackupTrigger, BackupVerification, Engine, RestoreState};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Result, Store, StoreError};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Backup {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub service_id: Uuid,
+    pub engine: Engine,
+    pub trigger: BackupTrigger,
+    pub state: BackupState,
+    pub verification: BackupVerification,
+    pub verification_detail: String,
+    #[serde(skip)]
+    pub object_key: String,
+    pub size_bytes: Option<i64>,
+    pub dump_bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+const BACKUP_COLUMNS: &str = "id, organization_id, service_id, engine, trigger, state, \
+     verification, verification_detail, object_key, size_bytes, dump_bytes, sha256, error, \
+     started_at, completed_at, duration_ms, verified_at";
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct BackupPolicy {
+    pub service_id: Uuid,
+    pub interval_seconds: i32,
+    pub keep: i32,
+    pub next_at: DateTime<Utc>,
+    pub failures: i32,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Restore {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub backup_id: Uuid,
+    pub service_id: Uuid,
+    pub pre_restore_backup_id: Option<Uuid>,
+    pub state: RestoreState,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct BackupEvent {
+    pub step: String,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Where a managed service runs: its serving deployment's container on a node.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EngineTarget {
+    pub organization_id: Uuid,
+    pub project_id: Uuid,
+    pub environment_id: Uuid,
+    pub service_name: String,
+    /// `None` for a service that is not managed.
+    pub engine: Option<Engine>,
+    pub node_id: Option<Uuid>,
+    pub node_address: Option<String>,
+    pub container_id: Option<String>,
+}
+
+/// Per service, what `/metrics` shows of its backups.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BackupSummary {
+    pub service_id: Uuid,
+    pub organization_id: Uuid,
+    pub engine: Engine,
+    /// Seconds since the last completed backup ended (`None`: never).
+    pub age_seconds: Option<f64>,
+    pub size_bytes: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub verification: Option<BackupVerification>,
+    pub failed_total: i64,
+    pub completed_total: i64,
+    /// The policy's next run is overdue by more than one interval (a missed backup).
+    pub missed: bool,
+}
+
+impl Store {
+    /// Where a managed service's engine runs (`Conflict` when it is not managed).
+    pub async fn engine_target(&self, service_id: Uuid) -> Result<EngineTarget> {
+        sqlx::query_as(
+            "SELECT p.organization_id, s.project_id, s.environment_id, s.name AS service_name, \
+             m.engine, d.node_id, n.address AS node_address, d.container_id \
+             FROM services s JOIN projects p ON p.id = s.project_id \
+             LEFT JOIN managed_services m ON m.service_id = s.id \
+             LEFT JOIN deployments d ON d.id = s.current_deployment_id \
+             LEFT JOIN nodes n ON n.id = d.node_id WHERE s.id = $1",
+        )
+        .bind(service_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::not_found("service", service_id))
+    }
+
+    /// A new running backup; `Conflict` when one of the service is running already.
+    pub async fn create_backup(
+        &self,
+        organization_id: Uuid,
+        service_id: Uuid,
+        engine: Engine,
+        trigger: BackupTrigger,
+    ) -> Result<Backup> {
+        let id = Uuid::new_v4();
+        let key = format!("org/{organization_id}/service/{service_id}/{id}.spbk");
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO backups (id, organization_id, service_id, engine, trigger, state, object_key) \
+             VALUES ($1, $2, $3, $4, $5, 'running', $6) RETURNING {BACKUP_COLUMNS}"
+        )))
+        .bind(id)
+        .bind(organization_id)
+        .bind(service_id)
+        .bind(engine)
+        .bind(trigger)
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            StoreError::unique(e, || {
+                format!("service {service_id} has a backup running already")
+            })
+        })
+    }
+
+    /// Keeps a running backup from being taken for stale.
+    pub async fn backup_heartbeat(&self, id: Uuid) -> Result<()> {
+        sqlx::query(
+            "UPDATE backups SET heartbeat_at = clock_timestamp() WHERE id = $1 AND state = 'running'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The object is written whole: record its size and checksum, the backup is good.
+    pub async fn complete_backup(
+        &self,
+        id: Uuid,
+        size_bytes: i64,
+        dump_bytes: i64,
+        sha256: &str,
+    ) -> Result<Backup> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE backups SET state = 'completed', size_bytes = $2, dump_bytes = $3, sha256 = $4, \
+             completed_at = clock_timestamp(), \
+             duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint \
+             WHERE id = $1 AND state = 'running' RETURNING {BACKUP_COLUMNS}"
+        )))
+        .bind(id)
+        .bind(size_bytes)
+        .bind(dump_bytes)
+        .bind(sha256)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "backup {id} is no longer running (failed as stale meanwhile)"
+            ))
+        })
+    }
+
+    pub async fn fail_backup(&self, id: Uuid, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE backups SET state = 'failed', error = $2, completed_at = clock_timestamp(), \
+             duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint \
+             WHERE id = $1 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_verification(
+        &self,
+        id: Uuid,
+        verification: BackupVerification,
+        detail: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE backups SET verification = $2, verification_detail = $3, \
+             verified_at = clock_timestamp() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(verification)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Running backups whose control stopped beating for `stale_secs` become failed; returns
+    /// their ids.
+    pub async fn fail_stale_backups(&self, stale_secs: f64) -> Result<Vec<(Uuid, Uuid)>> {
+        Ok(sqlx::query_as(
+            "UPDATE backups SET state = 'failed', completed_at = clock_timestamp(), \
+             error = 'the control process running it stopped (no heartbeat for ' || $1::float8 || ' s)' \
+             WHERE state = 'running' AND heartbeat_at < clock_timestamp() - make_interval(secs => $1) \
+             RETURNING id, service_id",
+        )
+        .bind(stale_secs)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn backup(&self, organization_id: Uuid, id: Uuid) -> Result<Backup> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {BACKUP_COLUMNS} FROM backups WHERE id = $1 AND organization_id = $2"
+        )))
+        .bind(id)
+        .bind(organization_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::not_found("backup", id))
+    }
+
+    /// A service's backups, newest first.
+    pub async fn backups(&self, service_id: Uuid, limit: i64) -> Result<Vec<Backup>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {BACKUP_COLUMNS} FROM backups WHERE service_id = $1 \
+             ORDER BY started_at DESC LIMIT $2"
+        )))
+        .bind(service_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Completed backups of the service past the newest `keep` (retention drops these).
+    pub async fn backups_beyond(&self, service_id: Uuid, keep: i64) -> Result<Vec<Backup>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {BACKUP_COLUMNS} FROM backups WHERE service_id = $1 AND state = 'completed' \
+             ORDER BY started_at DESC OFFSET $2"
+        )))
+        .bind(service_id)
+        .bind(keep)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn delete_backup_row(&self, id: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM backups WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every managed service gets a policy (defaults: daily, keep 7).
+    pub async fn ensure_backup_policies(&self) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO backup_policies (service_id) SELECT service_id FROM managed_services \
+             ON CONFLICT DO NOTHING",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn backup_policy(&self, service_id: Uuid) -> Result<BackupPolicy> {
+        self.ensure_backup_policies().await?;
+        sqlx::query_as("SELECT * FROM backup_policies WHERE service_id = $1")
+            .bind(service_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("backup policy", service_id))
+    }
+
+    /// Sets the schedule and retention; the next run is one interval from now.
+    pub async fn set_backup_policy(
+        &self,
+        service_id: Uuid,
+        interval_seconds: i32,
+        keep: i32,
+    ) -> Result<BackupPolicy> {
+        Ok(sqlx::query_as(
+            "INSERT INTO backup_policies (service_id, interval_seconds, keep, next_at) \
+             VALUES ($1, $2, $3, now() + make_interval(secs => $2)) \
+             ON CONFLICT (service_id) DO UPDATE SET interval_seconds = $2, keep = $3, \
+             next_at = now() + make_interval(secs => $2) RETURNING *",
+        )
+        .bind(service_id)
+        .bind(interval_seconds)
+        .bind(keep)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Takes one service whose backup is due and that runs (its policy's next run moves one
+    /// interval on); `None` when nothing is due. Two controls never take the same one.
+    pub async fn claim_due_backup(&self) -> Result<Option<BackupPolicy>> {
+        Ok(sqlx::query_as(
+            "UPDATE backup_policies p SET next_at = now() + make_interval(secs => p.interval_seconds) \
+             WHERE p.service_id = (SELECT q.service_id FROM backup_policies q \
+                 JOIN services s ON s.id = q.service_id \
+                 JOIN deployments d ON d.id = s.current_deployment_id \
+                 WHERE q.next_at <= now() AND d.container_id IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.service_id = q.service_id AND b.state = 'running') \
+                 ORDER BY q.next_at FOR UPDATE OF q SKIP LOCKED LIMIT 1) \
+             RETURNING p.*",
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// After a scheduled run: a failure is retried after `retry_secs` (and counted), a success
+    /// resets the count.
+    pub async fn record_scheduled_run(
+        &self,
+        service_id: Uuid,
+        ok: bool,
+        retry_secs: f64,
+    ) -> Result<()> {
+        let sql = if ok {
+            "UPDATE backup_policies SET failures = 0 WHERE service_id = $1 AND $2::float8 >= 0"
+        } else {
+            "UPDATE backup_policies SET failures = failures + 1, \
+             next_at = LEAST(next_at, now() + make_interval(secs => $2)) WHERE service_id = $1"
+        };
+        sqlx::query(sql)
+            .bind(service_id)
+            .bind(retry_secs)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn add_backup_event(&self, subject_id: Uuid, step: &str, detail: &str) -> Result<()> {
+        sqlx::query("INSERT INTO backup_events (subject_id, step, detail) VALUES ($1, $2, $3)")
+            .bind(subject_id)
+            .bind(step)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn backup_events(&self, subject_id: Uuid) -> Result<Vec<BackupEvent>> {
+        Ok(sqlx::query_as(
+            "SELECT step, detail, at FROM backup_events WHERE subject_id = $1 ORDER BY id",
+        )
+        .bind(subject_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn create_restore(
+        &self,
+        organization_id: Uuid,
+        backup_id: Uuid,
+        service_id: Uuid,
+    ) -> Result<Restore> {
+        Ok(sqlx::query_as(
+            "INSERT INTO backup_restores (id, organization_id, backup_id, service_id, state) \
+             VALUES ($1, $2, $3, $4, 'running') RETURNING *",
+        )
+        .bind(Uuid::new_v4())
+        .bind(organization_id)
+        .bind(backup_id)
+        .bind(service_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn finish_restore(
+        &self,
+        id: Uuid,
+        pre_restore_backup_id: Option<Uuid>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE backup_restores SET state = CASE WHEN $3::text IS NULL THEN 'completed' ELSE 'failed' END, \
+             error = $3, pre_restore_backup_id = COALESCE($2, pre_restore_backup_id), \
+             finished_at = clock_timestamp() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(pre_restore_backup_id)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn restore(&self, organization_id: Uuid, id: Uuid) -> Result<Restore> {
+        sqlx::query_as("SELECT * FROM backup_restores WHERE id = $1 AND organization_id = $2")
+            .bind(id)
+            .bind(organization_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("restore", id))
+    }
+
+    /// What `/metrics` shows per managed service.
+    pub async fn backup_summaries(&self) -> Result<Vec<BackupSummary>> {
+        Ok(sqlx::query_as(
+            "SELECT m.service_id, p.organization_id, m.engine, \
+               extract(epoch FROM now() - last.completed_at)::float8 AS age_seconds, \
+               last.size_bytes, last.duration_ms, last.verification, \
+               (SELECT count(*) FROM backups b WHERE b.service_id = m.service_id AND b.state = 'failed') AS failed_total, \
+               (SELECT count(*) FROM backups b WHERE b.service_id = m.service_id AND b.state = 'completed') AS completed_total, \
+               COALESCE(pol.next_at < now() - make_interval(secs => pol.interval_seconds), false) AS missed \
+             FROM managed_services m JOIN services s ON s.id = m.service_id \
+             JOIN projects p ON p.id = s.project_id \
+             LEFT JOIN backup_policies pol ON pol.service_id = m.service_id \
+             LEFT JOIN LATERAL (SELECT completed_at, size_bytes, duration_ms, verification FROM backups b \
+                 WHERE b.service_id = m.service_id AND b.state = 'completed' \
+                 ORDER BY completed_at DESC LIMIT 1) last ON true \
+             ORDER BY m.service_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
