@@ -312,6 +312,7 @@ async fn monitor_nodes(
                 }
             }
         }
+        crate::endpoints::reconcile(&store, &clients).await;
         // Volumes of deleted services whose grace period is over (#14).
         if let Err(e) = crate::volumes::sweep(&store, &clients).await {
             tracing::warn!(error = %e, "sweeping the volumes of deleted services failed");

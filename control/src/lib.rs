@@ -22,6 +22,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod dashboard;
 pub mod domains;
+pub mod endpoints;
 pub mod logretention;
 pub mod logsearch;
 pub mod managed;

@@ -395,6 +395,55 @@ impl NodeClient for GrpcNode {
             memory_bytes_total: info.memory_bytes_total,
         })
     }
+
+    async fn set_cluster_endpoints(
+        &self,
+        node: &str,
+        set: &crate::endpoints::EndpointSet,
+    ) -> Result<(), ClientError> {
+        let mut client = n::node_agent_client::NodeAgentClient::new(self.channels.get(NODE, node)?);
+        let endpoints = set
+            .endpoints
+            .iter()
+            .map(|e| {
+                let w = &e.workload;
+                n::ClusterEndpoint {
+                    ip: e.ip.to_string(),
+                    workload: Some(n::Workload {
+                        organization_id: w.organization_id.clone(),
+                        project_id: w.project_id.clone(),
+                        environment_id: w.environment_id.clone(),
+                        service_id: w.service_id.clone(),
+                        service_name: w.service_name.clone(),
+                        deployment_id: w.deployment_id.clone(),
+                        service_type: service_type(w.service_kind),
+                        environment_name: w.environment_name.clone(),
+                        replica: w.replica,
+                    }),
+                    service_port: e.port.into(),
+                    node_id: e.node_id.to_string(),
+                }
+            })
+            .collect();
+        client
+            .set_cluster_endpoints(n::SetClusterEndpointsRequest {
+                digest: set.digest.clone(),
+                endpoints,
+            })
+            .await
+            .map_err(|s| status_error(NODE, node, s))?;
+        Ok(())
+    }
+
+    async fn cluster_endpoints_digest(&self, node: &str) -> Result<String, ClientError> {
+        let mut client = n::node_agent_client::NodeAgentClient::new(self.channels.get(NODE, node)?);
+        Ok(client
+            .node_info(n::NodeInfoRequest {})
+            .await
+            .map_err(|s| status_error(NODE, node, s))?
+            .into_inner()
+            .cluster_endpoints_digest)
+    }
 }
 
 /// The proxy's admin API over gRPC, with its bearer token.

@@ -36,6 +36,8 @@ pub struct BuildRequest {
     /// Offered to the build as BuildKit secrets (`RUN --mount=type=secret,id=NAME`): never a
     /// build argument, never in the image or its history.
     pub secrets: BTreeMap<String, String>,
+    /// The project's git credentials (a private repository): sent inside this request only.
+    pub git_credentials: Option<crate::store::GitCredentials>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +170,28 @@ pub trait NodeClient: Send + Sync {
     async fn info(&self, node: &str) -> Result<NodeCapacity, ClientError>;
     /// Deletes every volume of the service on the node, with its data. Idempotent.
     async fn remove_volumes(&self, node: &str, service_id: &str) -> Result<(), ClientError>;
+    /// Replaces the node's view of the cluster's containers (#15, `SetClusterEndpoints`).
+    /// A client that cannot push says so (the caller logs it and tries at the next tick).
+    async fn set_cluster_endpoints(
+        &self,
+        node: &str,
+        _set: &crate::endpoints::EndpointSet,
+    ) -> Result<(), ClientError> {
+        Err(no_cluster_endpoints(node))
+    }
+    /// The digest of the endpoint set the node holds (empty: none since it started).
+    async fn cluster_endpoints_digest(&self, node: &str) -> Result<String, ClientError> {
+        Err(no_cluster_endpoints(node))
+    }
+}
+
+fn no_cluster_endpoints(node: &str) -> ClientError {
+    ClientError {
+        daemon: "node agent",
+        address: node.to_owned(),
+        message: "this client does not carry cluster endpoints".into(),
+        retryable: false,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -212,6 +212,9 @@ impl<Q: DeploymentQueue> Driver<Q> {
             .transition(id, self.owner, phase, t, data)
             .await?;
         tracing::info!(deployment = %id, from = phase.as_str(), to = t.to.as_str(), reason = t.reason.as_deref().unwrap_or(""), "deployment step");
+        if matches!(t.to, Phase::Switching | Phase::StoppingOld) || t.to.is_terminal() {
+            self.queue.containers_changed(&self.clients).await;
+        }
         Ok(())
     }
 

@@ -86,10 +86,17 @@ pub trait DeploymentQueue: Clone + Send + Sync + 'static {
     async fn release_build_slot(&self, deployment: Uuid, warm: Option<&str>) -> Result<()>;
     /// Every compute node as [`crate::schedule::pick_compute_node`] sees it, for `service`.
     async fn compute_nodes(&self, service: Uuid) -> Result<Vec<ComputeNodeView>>;
+    /// The cluster's containers changed (a set became healthy, or a deployment ended): every
+    /// compute node gets the new endpoint set (#15, [`crate::endpoints::push`]). Nothing here.
+    async fn containers_changed(&self, _clients: &super::driver::Clients) {}
 }
 
 #[async_trait]
 impl DeploymentQueue for Store {
+    async fn containers_changed(&self, clients: &super::driver::Clients) {
+        crate::endpoints::push(self, clients).await
+    }
+
     async fn claim(&self, owner: Uuid, lease: Duration) -> Result<Option<Deployment>> {
         Store::claim(self, owner, lease).await
     }
