@@ -20,6 +20,8 @@ const OPERATOR: &[(&str, &str)] = &[
     ("post", "/organizations"),
     ("get", "/nodes"),
     ("post", "/nodes"),
+    ("delete", "/nodes/{id}"),
+    ("post", "/nodes/{id}/drain"),
     ("post", "/nodes/{id}/heartbeat"),
     ("post", "/nodes/join-tokens"),
 ];

@@ -184,6 +184,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/deployments/{id}/cancel"),
     ("get", "/nodes"),
     ("post", "/nodes"),
+    ("delete", "/nodes/{id}"),
+    ("post", "/nodes/{id}/drain"),
     ("post", "/nodes/{id}/heartbeat"),
     ("post", "/nodes/join-tokens"),
     ("post", "/nodes/join"),
@@ -286,6 +288,8 @@ pub fn router(state: AppState) -> Router {
         .route("/deployments/{id}/rollback", post(deployments::rollback))
         .route("/deployments/{id}/cancel", post(deployments::cancel))
         .route("/nodes", get(nodes::list).post(nodes::register))
+        .route("/nodes/{id}", axum::routing::delete(nodes::remove))
+        .route("/nodes/{id}/drain", post(nodes::drain))
         .route("/nodes/{id}/heartbeat", post(nodes::heartbeat))
         .route("/nodes/join-tokens", post(nodes::create_join_token))
         .route("/nodes/join", post(nodes::join))

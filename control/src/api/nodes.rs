@@ -188,3 +188,38 @@ pub async fn join(
         })),
     ))
 }
+
+/// `POST /nodes/{id}/drain` (operator): nothing new is placed on the node from now on (builds
+/// neither). The containers it still runs for live deployments are listed in `remaining`: they
+/// keep serving until they are redeployed elsewhere (a new deployment of their service places
+/// its replicas on the other nodes) or the node is removed.
+pub async fn drain(
+    State(state): State<AppState>,
+    _: Admin,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    let drained_at = state.store.drain_node(id).await?;
+    let remaining = state.store.node_instances(id).await?;
+    Ok(Json(json!({
+        "node": state.store.node(id).await?,
+        "drained_at": drained_at,
+        "remaining": remaining,
+    })))
+}
+
+/// `DELETE /nodes/{id}` (operator): 409 while the node runs containers of live deployments and
+/// was not drained. Its row goes and with it the identity control accepts at its address, so
+/// control's mTLS calls to a daemon presenting its certificate are refused from then on; it
+/// joins again only with a new join token.
+pub async fn remove(
+    State(state): State<AppState>,
+    _: Admin,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    let node = state.store.node(id).await?;
+    let abandoned = state.store.remove_node(id).await?;
+    if !abandoned.is_empty() {
+        tracing::warn!(node = %node.name, containers = abandoned.len(), "a drained node was removed with containers of live deployments");
+    }
+    Ok(Json(json!({ "removed": node, "abandoned": abandoned })))
+}

@@ -201,6 +201,8 @@ pub fn document() -> Value {
                 "get": op("List nodes (operator token)", None, "200"),
                 "post": op("Register or update a node (operator token)", Some("RegisterNode"), "201")
             },
+            "/nodes/{id}": { "delete": op("Remove a node (operator token): 409 while it runs containers of live deployments and was not drained; its registration and the identity control accepts at its address go (control refuses its certificate from then on; it joins again only with a new join token); answers the node and the containers it still ran (abandoned)", None, "200") },
+            "/nodes/{id}/drain": { "post": op("Drain a node (operator token): nothing new is placed on it (deployments, builds); answers the node, drained_at and the containers it still runs for live deployments (remaining), which move at their service's next deployment", None, "200") },
             "/nodes/{id}/heartbeat": { "post": op("Record a heartbeat (operator token)", None, "200") },
             "/nodes/join-tokens": { "post": op("Issue a one-time join token for a node of a role (operator token): role (build, compute, proxy), ttl_seconds (default 3600, at most 7 days); the token is shown once", Some("CreateJoinToken"), "201") },
             "/nodes/join": { "post": {

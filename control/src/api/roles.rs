@@ -3,7 +3,7 @@
 //! | caller | may call |
 //! |---|---|
 //! | anyone | `GET /openapi.json`, `POST /webhooks/github/{id}` (signed instead), `POST /nodes/join` (a join token instead) |
-//! | operator token | `POST /organizations`, `/nodes` (GET, POST), `POST /nodes/{id}/heartbeat`, `POST /nodes/join-tokens` |
+//! | operator token | `POST /organizations`, `/nodes` (GET, POST), `DELETE /nodes/{id}`, `POST /nodes/{id}/drain`, `POST /nodes/{id}/heartbeat`, `POST /nodes/join-tokens` |
 //! | `read_only` | every other `GET` of its organization |
 //! | `deployer` | that, and deployments (create, rollback, cancel) and custom domains (add, remove, verify) |
 //! | `owner` | everything of its organization: projects, environments, services, secrets, tokens, members, webhook secrets |
@@ -27,6 +27,8 @@ const OPERATOR: &[(&str, &str)] = &[
     ("POST", "/organizations"),
     ("GET", "/nodes"),
     ("POST", "/nodes"),
+    ("DELETE", "/nodes/{id}"),
+    ("POST", "/nodes/{id}/drain"),
     ("POST", "/nodes/{id}/heartbeat"),
     ("POST", "/nodes/join-tokens"),
 ];

@@ -144,10 +144,11 @@ impl Store {
         }
     }
 
-    /// Every build node with its slots, the builds it runs and its cache of `repository`.
+    /// Every build node with its slots, the builds it runs and its cache of `repository`. A
+    /// drained node is seen as down: nothing new goes there.
     pub async fn build_nodes(&self, repository: &str) -> Result<Vec<BuildNodeView>> {
         let rows: Vec<BuildNodeRow> = sqlx::query_as(
-            "SELECT n.id, n.status, n.build_slots, \
+            "SELECT n.id, (CASE WHEN n.drained_at IS NULL THEN n.status ELSE 'down' END) AS status, n.build_slots, \
              (SELECT count(*) FROM build_slots s WHERE s.node_id = n.id) AS running, \
              c.builds, c.last_built_at \
              FROM nodes n LEFT JOIN build_cache c ON c.node_id = n.id AND c.repository = $1 WHERE n.role = $2",
@@ -232,9 +233,10 @@ impl Store {
 
     /// Every compute node with what occupies it (the instances of deployments in progress or
     /// serving, each taking its service's share) and how many containers of `service_id` it runs.
+    /// A drained node is seen as down: nothing new is placed there.
     pub async fn compute_nodes(&self, service_id: Uuid) -> Result<Vec<ComputeNodeView>> {
         let rows: Vec<ComputeNodeRow> = sqlx::query_as(
-            "SELECT n.id, n.status, n.cpu_millis, n.memory_bytes, \
+            "SELECT n.id, (CASE WHEN n.drained_at IS NULL THEN n.status ELSE 'down' END) AS status, n.cpu_millis, n.memory_bytes, \
                COALESCE(SUM((s.resources->>'cpu_millis')::bigint), 0)::bigint AS cpu_used, \
                COALESCE(SUM((s.resources->>'memory_bytes')::bigint), 0)::bigint AS memory_used, \
                COUNT(d.id) FILTER (WHERE d.service_id = $1) AS replicas \
@@ -262,6 +264,77 @@ impl Store {
                 replicas_of_service: r.replicas as u32,
             })
             .collect())
+    }
+}
+
+/// A container a node runs for a live deployment (one serving or on its way).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct NodeInstance {
+    pub service_id: Uuid,
+    pub deployment_id: Uuid,
+    pub replica: i32,
+}
+
+impl Store {
+    /// Drains a node: nothing new is placed on it from now on (idempotent: the first drain's
+    /// time stays).
+    pub async fn drain_node(&self, id: Uuid) -> Result<Time> {
+        sqlx::query_scalar(
+            "UPDATE nodes SET drained_at = COALESCE(drained_at, now()) WHERE id = $1 RETURNING drained_at",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::not_found("node", id))
+    }
+
+    /// When the node was drained, if it was.
+    pub async fn node_drained_at(&self, id: Uuid) -> Result<Option<Time>> {
+        sqlx::query_scalar("SELECT drained_at FROM nodes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("node", id))
+    }
+
+    /// The containers of live deployments (serving, or on their way) placed on the node.
+    pub async fn node_instances(&self, id: Uuid) -> Result<Vec<NodeInstance>> {
+        Ok(sqlx::query_as(
+            "SELECT d.service_id, i.deployment_id, i.replica FROM deployment_instances i \
+             JOIN deployments d ON d.id = i.deployment_id \
+             WHERE i.node_id = $1 AND (d.phase IN ('starting', 'switching', 'stopping_old') \
+               OR d.id IN (SELECT current_deployment_id FROM services WHERE current_deployment_id IS NOT NULL)) \
+             ORDER BY d.service_id, i.replica",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Removes a node: refused (conflict naming them) while it runs containers of live
+    /// deployments and was not drained. Its row goes, and with it the identity control accepts
+    /// at its address: its certificate names an id no row has any more. Returns what it ran.
+    pub async fn remove_node(&self, id: Uuid) -> Result<Vec<NodeInstance>> {
+        let mut tx = self.pool.begin().await?;
+        let drained: Option<Option<Time>> =
+            sqlx::query_scalar("SELECT drained_at FROM nodes WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let drained = drained.ok_or_else(|| StoreError::not_found("node", id))?;
+        let running = self.node_instances(id).await?;
+        if drained.is_none() && !running.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "node {id} runs {} container(s) of live deployments: drain it first (POST /nodes/{id}/drain)",
+                running.len()
+            )));
+        }
+        sqlx::query("DELETE FROM nodes WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(running)
     }
 }
 
