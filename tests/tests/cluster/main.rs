@@ -3,5 +3,6 @@
 //! every test owns its cluster (a unique `--name`) and removes it on drop.
 
 mod harness;
+mod isolation;
 mod replicas;
 mod routing;
