@@ -28,6 +28,7 @@ pub mod logsearch;
 pub mod managed;
 pub mod metrics;
 pub mod pipeline;
+pub mod previews;
 pub mod schedule;
 pub mod store;
 pub mod volumes;

@@ -124,6 +124,17 @@ async fn a_copy_of_production_gets_its_services_and_variables_and_its_delete_tea
         .await;
     assert_eq!(status, 201, "{staging}");
     assert_eq!(staging["created_from"], shop.production.as_str());
+    // The copy deploys each of its services at once.
+    let mut copied: Vec<String> = staging["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["deployment_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(copied.len(), 2, "{staging}");
+    for d in &copied {
+        assert_eq!(h.wait_terminal(&a, d, LIMIT).await["state"], "ready");
+    }
     assert_eq!(
         staging["env"],
         json!({
@@ -149,7 +160,7 @@ async fn a_copy_of_production_gets_its_services_and_variables_and_its_delete_tea
                 "API_KEY": { "value": null, "secret": true } }),
         "the service's own variables and secrets copied, the secret masked"
     );
-    assert!(web["current_deployment_id"].is_null(), "{web}");
+    assert!(copied.contains(&web["current_deployment_id"].as_str().unwrap().to_owned()));
     let (_, web) = h
         .call(
             "GET",
@@ -250,7 +261,11 @@ async fn a_copy_of_production_gets_its_services_and_variables_and_its_delete_tea
             _ => None,
         })
         .collect();
-    assert_eq!(removed, [d.clone(), d2.clone()], "{calls:?}");
+    let mut removed = removed;
+    removed.sort();
+    copied.extend([d.clone(), d2.clone()]);
+    copied.sort();
+    assert_eq!(removed, copied, "every deployment of the copy: {calls:?}");
     assert!(
         !calls.iter().any(|c| *c
             == Call::Unroute {
@@ -337,6 +352,11 @@ async fn deleting_a_project_tears_down_every_service_of_every_environment() -> a
         )
         .await;
     assert_eq!(status, 201, "{staging}");
+    // The copy deployed each of its services (web and worker).
+    for d in staging["deployments"].as_array().unwrap() {
+        let d = d["deployment_id"].as_str().unwrap();
+        assert_eq!(h.wait_terminal(&a, d, LIMIT).await["state"], "ready");
+    }
     let copies = services_of(&h, &a, &shop.project, staging["id"].as_str().unwrap()).await;
     let staging_web = copies[0]["id"].as_str().unwrap().to_owned();
     let d = h.deploy(&a, &staging_web, json!({})).await;
@@ -369,8 +389,8 @@ async fn deleting_a_project_tears_down_every_service_of_every_environment() -> a
         .filter(|c| matches!(c, Call::Remove { .. }))
         .count();
     assert_eq!(
-        removed, 3,
-        "production's web and worker and staging's web: {calls:?}"
+        removed, 5,
+        "production's web and worker, staging's web (twice) and worker: {calls:?}"
     );
     let (status, _) = h
         .call("GET", &format!("/projects/{}", shop.project), &a, None)

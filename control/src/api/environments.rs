@@ -3,7 +3,9 @@
 //! with the variables given applied over them), get, update (branch, variables) and delete
 //! (every service torn down first, as a service delete does; 409 while a deployment of one is
 //! on its way). An environment's variables go to every service in it, over the service's own
-//! variable of the same name; secrets are never shown.
+//! variable of the same name; secrets are never shown. A copy queues a deployment of each
+//! of its services at once (the same path a pull-request preview takes, `api/previews.rs`);
+//! a preview shows its pull request, head, URLs and status.
 
 use std::collections::BTreeMap;
 
@@ -14,16 +16,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use tenant::git::GitRef;
+use tenant::git::{CommitSha, GitRef};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, invalid};
 use super::extract::{Body, Org, PathId, idempotent};
 use super::service_spec::env_vars;
 use super::validate::{self, parsed};
-use crate::domains::route::PRODUCTION;
+use crate::domains::route::{self, PRODUCTION};
 use crate::pipeline::teardown::{TeardownError, tear_down_all};
-use crate::store::{Environment, Service, VarChange};
+use crate::previews::{Repository, same_repository};
+use crate::store::{Environment, NewDeployment, Service, VarChange};
+use ::api::{DeploymentState, PreviewStatus};
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -80,12 +84,134 @@ fn var_change(
     })
 }
 
-/// The environment as shown: its variables with secrets masked.
-async fn view(state: &AppState, env: Environment) -> ApiResult<Value> {
+/// The environment as shown: its variables with secrets masked; a preview also its pull
+/// request, head, URLs and status.
+pub(super) async fn view(state: &AppState, org: Uuid, env: Environment) -> ApiResult<Value> {
     let vars = state.store.environment_vars_view(env.id).await?;
+    let preview = state.store.preview_of(env.id).await?;
     let mut v = json!(env);
     v["env"] = json!(vars);
+    v["preview"] = match preview {
+        None => Value::Null,
+        Some(p) => {
+            let mut urls = vec![];
+            for service in state
+                .store
+                .services_to_tear_down(org, env.project_id, Some(env.id))
+                .await?
+            {
+                let hosts =
+                    route::platform_hosts(&state.store, org, &service, &state.apps_domain).await?;
+                urls.extend(hosts.first().map(|h| format!("https://{h}")));
+            }
+            let states = state.store.latest_deployment_states(env.id).await?;
+            json!({
+                "number": p.number,
+                "head_sha": p.head_sha,
+                "urls": urls,
+                "status": preview_status(&states),
+            })
+        }
+    };
     Ok(v)
+}
+
+/// Pure: a preview's status from the newest deployment of each of its services: `failed` if
+/// one failed, `deploying` while one is on its way, `ready` when all are, else `pending`.
+pub fn preview_status(states: &[DeploymentState]) -> PreviewStatus {
+    use DeploymentState as S;
+    if states.is_empty() {
+        PreviewStatus::Pending
+    } else if states.contains(&S::Failed) {
+        PreviewStatus::Failed
+    } else if states
+        .iter()
+        .any(|s| matches!(s, S::Queued | S::Building | S::Deploying))
+    {
+        PreviewStatus::Deploying
+    } else if states.iter().all(|s| *s == S::Ready) {
+        PreviewStatus::Ready
+    } else {
+        PreviewStatus::Pending
+    }
+}
+
+/// The head a preview builds: services built from `repository` deploy `commit` (of `git_ref`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Head<'a> {
+    pub repository: &'a Repository,
+    pub git_ref: &'a GitRef,
+    pub commit: &'a CommitSha,
+}
+
+/// Queues a deployment of services of environment `env` and wakes the workers: with `head`,
+/// those built from its repository deploy its commit; the others (when `all`) deploy as a
+/// deployment create without a body would: a managed engine its image, an image service its
+/// image (held to the registry rules), a git service `branch`. Returns (service, deployment).
+pub(super) async fn queue_deployments(
+    state: &AppState,
+    org: Uuid,
+    env: &Environment,
+    branch: &GitRef,
+    head: Option<Head<'_>>,
+    all: bool,
+) -> ApiResult<Vec<(String, Uuid)>> {
+    let mut queued = vec![];
+    for service in state
+        .store
+        .services_to_tear_down(org, env.project_id, Some(env.id))
+        .await?
+    {
+        let from_head = head.filter(|h| {
+            service
+                .git_url
+                .as_deref()
+                .is_some_and(|url| same_repository(url, h.repository))
+        });
+        if from_head.is_none() && !all {
+            continue;
+        }
+        let managed = state.store.managed_engine(service.id).await?.is_some();
+        let new = match (&service.git_url, from_head) {
+            (Some(_), Some(h)) => NewDeployment {
+                git_ref: Some(h.git_ref.clone()),
+                git_commit: Some(h.commit.clone()),
+                ..Default::default()
+            },
+            (Some(_), None) => NewDeployment {
+                git_ref: Some(branch.clone()),
+                ..Default::default()
+            },
+            (None, _) => {
+                let image = service.image.as_deref().unwrap_or_default();
+                let image = super::service_spec::image_ref("image", image)?;
+                // A managed engine runs the platform's own image.
+                if !managed {
+                    state.sources.check_image("image", org, &image).await?;
+                }
+                NewDeployment {
+                    image: Some(image),
+                    ..Default::default()
+                }
+            }
+        };
+        let d = state.store.create_deployment(org, service.id, &new).await?;
+        queued.push((service.name.clone(), d.id));
+    }
+    state.wake.notify_waiters();
+    Ok(queued)
+}
+
+/// Takes every service of `env` off the platform and deletes it (the environment delete and a
+/// closed pull request's preview).
+pub(super) async fn remove(state: &AppState, org: Uuid, env: &Environment) -> ApiResult<()> {
+    let services = state
+        .store
+        .services_to_tear_down(org, env.project_id, Some(env.id))
+        .await?;
+    tear_down(state, org, &services, "environment").await?;
+    state.store.delete_environment(org, env.id).await?;
+    Ok(())
 }
 
 /// The environment `from` names in `project`: an id, or a name.
@@ -121,9 +247,20 @@ pub async fn create(
         };
         let env = state
             .store
-            .new_environment(org.id, project, &req.name, &branch, from, &vars)
+            .new_environment(org.id, project, &req.name, &branch, from, &vars, None)
             .await?;
-        view(&state, env).await
+        let mut v = view(&state, org.id, env.clone()).await?;
+        if from.is_some() {
+            // The copied services deploy the new environment's branch (their images, engines).
+            let queued = queue_deployments(&state, org.id, &env, &branch, None, true).await?;
+            v["deployments"] = json!(
+                queued
+                    .iter()
+                    .map(|(service, id)| json!({ "service": service, "deployment_id": id }))
+                    .collect::<Vec<_>>()
+            );
+        }
+        Ok(v)
     })
     .await
 }
@@ -135,7 +272,7 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     let mut items = vec![];
     for env in state.store.environments(org.id, project).await? {
-        items.push(view(&state, env).await?);
+        items.push(view(&state, org.id, env).await?);
     }
     Ok(Json(json!({ "items": items })))
 }
@@ -146,7 +283,7 @@ pub async fn get(
     PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     let env = state.store.environment(org.id, id).await?;
-    Ok(Json(view(&state, env).await?))
+    Ok(Json(view(&state, org.id, env).await?))
 }
 
 pub async fn update(
@@ -165,7 +302,7 @@ pub async fn update(
         .store
         .update_environment(org.id, id, branch.as_ref(), &vars)
         .await?;
-    Ok(Json(view(&state, env).await?))
+    Ok(Json(view(&state, org.id, env).await?))
 }
 
 pub async fn delete(
@@ -181,12 +318,7 @@ pub async fn delete(
             env.project_id
         )));
     }
-    let services = state
-        .store
-        .services_to_tear_down(org.id, env.project_id, Some(id))
-        .await?;
-    tear_down(&state, org.id, &services, "environment").await?;
-    state.store.delete_environment(org.id, id).await?;
+    remove(&state, org.id, &env).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -217,4 +349,28 @@ pub(super) async fn tear_down(
             "{e}; the {what} is kept, delete it again once that answers"
         )),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DeploymentState as S;
+
+    #[test]
+    fn a_preview_is_ready_when_every_service_is_and_failed_when_one_failed() {
+        assert_eq!(preview_status(&[]), PreviewStatus::Pending);
+        assert_eq!(preview_status(&[S::Ready, S::Ready]), PreviewStatus::Ready);
+        assert_eq!(
+            preview_status(&[S::Ready, S::Building]),
+            PreviewStatus::Deploying
+        );
+        assert_eq!(
+            preview_status(&[S::Deploying, S::Failed]),
+            PreviewStatus::Failed
+        );
+        assert_eq!(
+            preview_status(&[S::Ready, S::Cancelled]),
+            PreviewStatus::Pending
+        );
+    }
 }

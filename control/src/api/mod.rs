@@ -16,6 +16,7 @@ mod logs;
 mod nodes;
 pub mod openapi;
 mod organizations;
+mod previews;
 mod projects;
 pub mod roles;
 pub mod service_spec;
@@ -148,6 +149,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/projects"),
     ("get", "/projects/{id}"),
     ("delete", "/projects/{id}"),
+    ("patch", "/projects/{id}/webhook"),
+    ("get", "/projects/{id}/previews"),
+    ("put", "/projects/{id}/previews"),
+    ("put", "/projects/{id}/git-credentials"),
+    ("delete", "/projects/{id}/git-credentials"),
     ("get", "/projects/{id}/environments"),
     ("post", "/projects/{id}/environments"),
     ("get", "/environments/{id}"),
@@ -190,6 +196,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/nodes/join-tokens"),
     ("post", "/nodes/join"),
     ("post", "/webhooks/github/{id}"),
+    ("post", "/webhooks/github/projects/{id}"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -224,6 +231,15 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/projects/{id}",
             get(projects::get).delete(projects::delete),
+        )
+        .route("/projects/{id}/webhook", patch(previews::rotate))
+        .route(
+            "/projects/{id}/previews",
+            get(previews::get).put(previews::put),
+        )
+        .route(
+            "/projects/{id}/git-credentials",
+            axum::routing::put(previews::put_credentials).delete(previews::delete_credentials),
         )
         .route(
             "/projects/{id}/environments",
@@ -299,6 +315,10 @@ pub fn router(state: AppState) -> Router {
             get(webhooks::deliveries),
         )
         .route("/webhooks/github/{id}", post(webhooks::github))
+        .route(
+            "/webhooks/github/projects/{id}",
+            post(webhooks::github_project),
+        )
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn_with_state(
             state.clone(),

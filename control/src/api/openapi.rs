@@ -146,8 +146,17 @@ pub fn document() -> Value {
                 "delete": op("Delete a project and everything in it: every service of every environment is taken off the proxy and the nodes first (409 while a deployment of one is on its way, 503 naming the daemon that did not answer: nothing is deleted then)", None, "204")
             },
             "/projects/{id}/environments": {
-                "get": op("List environments, with their variables (secrets masked)", None, "200"),
-                "post": op("Create an environment; Idempotency-Key. With from (an environment of the project, by id or name) a copy: its services with their settings, variables and secrets, and its variables, env and secrets applied over them; never custom domains, deployments or hosts", Some("CreateEnvironment"), "201")
+                "get": op("List environments, with their variables (secrets masked); a preview also with preview (number, head_sha, urls, status)", None, "200"),
+                "post": op("Create an environment; Idempotency-Key. With from (an environment of the project, by id or name) a copy: its services with their settings, variables and secrets, and its variables, env and secrets applied over them; never custom domains, deployments or hosts. A copy queues a deployment of each of its services at once (git services the new branch; answered in deployments)", Some("CreateEnvironment"), "201")
+            },
+            "/projects/{id}/webhook": { "patch": op("Rotate the project's repository webhook secret (owner; one per project, for POST /webhooks/github/projects/{id}): a generated one, or the one given (32 to 256 printable ASCII characters, 8 different at least); the old one stops working at once; shown only in this answer", Some("RotateWebhookSecret"), "200") },
+            "/projects/{id}/previews": {
+                "get": op("The project's pull-request preview settings (enabled, template_id, max_previews, allow_forks), webhook_url, has_webhook_secret, git_username, and its open previews (items: environments with preview number, head_sha, urls, status)", None, "200"),
+                "put": op(&format!("Set the preview settings (owner): enabled, template (the environment previews copy, by id or name; required when enabled), max_previews (0..={}, default 5), allow_forks (default false). A pull request opened, reopened or pushed to opens or updates the environment pr-<n> (a copy of the template with fresh databases, the repository's services at the head commit); closed or merged tears it down", super::previews::MAX_PREVIEWS_LIMIT), Some("PutPreviews"), "200")
+            },
+            "/projects/{id}/git-credentials": {
+                "put": op("Set the credentials the project's private repositories are fetched with (owner): token (HTTPS basic auth password, 8..=1024 printable characters) and username (default x-access-token). Sealed at rest, sent to the build node only inside the build request, never shown again", Some("PutGitCredentials"), "200"),
+                "delete": op("Remove the project's git credentials", None, "204")
             },
             "/projects/{id}/webhook-deliveries": {
                 "get": op(&format!("The project's recent webhook deliveries (the newest {keep} are kept), newest first: service, delivery id, event, outcome ({}), reason (why), the HTTP status answered and the deployment queued. Query: service (an id), limit (1..={keep}, default 50)", spellings(::api::WebhookOutcome::ALL).join(", "), keep = crate::store::DELIVERY_LOG_KEEP), None, "200")
@@ -214,6 +223,11 @@ pub fn document() -> Value {
             "/webhooks/github/{id}": { "post": {
                 "summary": "GitHub push webhook for a service, signed with X-Hub-Signature-256",
                 "security": [],
+                "responses": webhook_answers.clone()
+            } },
+            "/webhooks/github/projects/{id}": { "post": {
+                "summary": "GitHub repository webhook for a project, signed with X-Hub-Signature-256 (the project's secret): push deploys the repository's services in each environment deploying the pushed branch; pull_request (opened, reopened, synchronize, closed) drives the pr-<n> preview. 403 for a repository no service of the project is built from, 409 for a replay or a preview over max_previews",
+                "security": [],
                 "responses": webhook_answers
             } }
         },
@@ -227,6 +241,8 @@ pub fn document() -> Value {
                 "PutBackupPolicy": obj(&[], json!({ "interval_seconds": { "type": "integer", "minimum": 60 }, "keep": { "type": "integer", "minimum": 1, "maximum": 1000 } })),
                 "CreateToken": obj(&["name"], json!({ "name": s, "role": { "enum": token_roles }, "expires_at": { "type": "string", "format": "date-time" } })),
                 "RotateWebhookSecret": obj(&[], json!({ "secret": s })),
+                "PutPreviews": obj(&["enabled"], json!({ "enabled": { "type": "boolean" }, "template": s, "max_previews": { "type": "integer" }, "allow_forks": { "type": "boolean" } })),
+                "PutGitCredentials": obj(&["token"], json!({ "username": s, "token": s })),
                 "AddMember": obj(&["email", "role"], json!({ "email": s, "role": { "enum": spellings(MemberRole::ALL) } })),
                 "CreateProject": obj(&["name"], json!({ "name": name })),
                 "CreateEnvironment": obj(&["name", "branch"], json!({

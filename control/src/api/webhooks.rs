@@ -7,6 +7,10 @@
 //! first. The answer comes at once; the pipeline workers do the work. Every delivery to a
 //! known service (signed or not, inside the rate limits) is logged with what became of it
 //! (deployed, ignored and why, refused and why): `GET /projects/{id}/webhook-deliveries`.
+//!
+//! A project's repository webhook (`POST /webhooks/github/projects/{id}`, one secret per
+//! project, `PATCH /projects/{id}/webhook`) goes through the same checks (limits, signature,
+//! dedup, replay, log); what it does with `push` and `pull_request` is in `previews.rs`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -25,7 +29,10 @@ use super::error::{ApiError, ApiResult, invalid};
 use super::extract::{Body, Org, PathId, Query};
 use super::{AppState, AuditAs};
 use crate::crypto;
-use crate::store::{DELIVERY_LOG_KEEP, Delivery, LoggedDelivery, NewDeployment};
+use crate::store::{
+    DELIVERY_LOG_KEEP, Delivery, HookOwner, LoggedDelivery, NewDeployment, ProjectHook,
+    WebhookTarget,
+};
 use ::api::WebhookOutcome;
 
 /// The same signed body under another delivery id inside this window is a replay.
@@ -143,8 +150,7 @@ fn too_many(retry_after: Duration) -> Response {
     resp
 }
 
-/// The limit is checked before the body is read, so a limited caller costs no upload and no
-/// database query.
+/// `POST /webhooks/github/{id}`: a service's own webhook.
 pub async fn github(
     State(state): State<AppState>,
     Path(service_id): Path<Uuid>,
@@ -152,6 +158,67 @@ pub async fn github(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
+    receive(
+        state,
+        HookOwner::Service(service_id),
+        peer,
+        headers,
+        request,
+    )
+    .await
+}
+
+/// `POST /webhooks/github/projects/{id}`: a project's repository webhook.
+pub async fn github_project(
+    State(state): State<AppState>,
+    Path(project_id): Path<Uuid>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    receive(
+        state,
+        HookOwner::Project(project_id),
+        peer,
+        headers,
+        request,
+    )
+    .await
+}
+
+/// Where a signed delivery leads.
+enum Target {
+    Service(WebhookTarget),
+    Project(ProjectHook),
+}
+
+impl Target {
+    fn organization_id(&self) -> Uuid {
+        match self {
+            Target::Service(t) => t.organization_id,
+            Target::Project(p) => p.organization_id,
+        }
+    }
+
+    fn secret(&self) -> &str {
+        match self {
+            Target::Service(t) => t.secret.as_deref(),
+            Target::Project(p) => p.secret.as_deref(),
+        }
+        .unwrap_or_default()
+    }
+}
+
+/// The limit is checked before the body is read, so a limited caller costs no upload and no
+/// database query.
+async fn receive(
+    state: AppState,
+    owner: HookOwner,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let hook_id = owner.id();
     let source: Option<IpAddr> = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
     let limiter = &state.webhook_limiter;
     // Only the source's budget here: the service's is charged (and checked) once a call failed
@@ -171,22 +238,34 @@ pub async fn github(
         }
     };
     // Unknown service, no (or a too short) secret and a bad signature all look the same.
-    let target = match state.store.webhook_target(service_id).await {
+    let target = match owner {
+        HookOwner::Service(id) => state
+            .store
+            .webhook_target(id)
+            .await
+            .map(|t| t.map(Target::Service)),
+        HookOwner::Project(id) => state
+            .store
+            .project_hook(id)
+            .await
+            .map(|t| t.map(Target::Project)),
+    };
+    let target = match target {
         Ok(t) => t,
         Err(e) => return ApiError::from(e).into_response(),
     };
     let signed = target.as_ref().filter(|t| {
         // A secret stored before the rules (a legacy one) must meet them too.
-        let secret = t.secret.as_deref().unwrap_or_default();
+        let secret = t.secret();
         check_secret("webhook_secret", secret).is_ok()
             && header(&headers, "x-hub-signature-256").is_some_and(|signature| {
                 crypto::verify_github_signature(secret.as_bytes(), &body, signature)
             })
     });
     let Some(target) = signed else {
-        let known = target.is_some().then_some(service_id);
+        let known = target.is_some().then_some(hook_id);
         if known.is_some()
-            && let Err(wait) = limiter.check_service(service_id, Instant::now())
+            && let Err(wait) = limiter.check_service(hook_id, Instant::now())
         {
             return too_many(wait);
         }
@@ -194,40 +273,69 @@ pub async fn github(
         if known.is_some() {
             // Inside the limits: the owner sees that deliveries arrive but do not verify.
             let refused = Err(ApiError::Unauthorized);
+            let whose = match owner {
+                HookOwner::Service(_) => "the service's",
+                HookOwner::Project(_) => "the project's",
+            };
             log(
                 &state,
-                service_id,
+                owner,
                 &headers,
                 &refused,
-                "the signature is missing or does not match the service's webhook secret",
+                &format!("the signature is missing or does not match {whose} webhook secret"),
             )
             .await;
         }
         return ApiError::Unauthorized.into_response();
     };
-    let processed = process(&state, service_id, target, &headers, &body).await;
-    log(&state, service_id, &headers, &processed, "").await;
+    let processed = match first_delivery(&state, owner, &headers, &body).await {
+        Err(e) => Err(e),
+        Ok(Some(early)) => Ok(early),
+        Ok(None) => {
+            let event = header(&headers, "x-github-event");
+            let done = match target {
+                Target::Service(t) => process(&state, hook_id, t, event, &body).await,
+                Target::Project(p) => super::previews::process(&state, p, event, &body).await,
+            };
+            if done.is_err() {
+                forget(&state, owner, &headers).await;
+            }
+            done
+        }
+    };
+    log(&state, owner, &headers, &processed, "").await;
     let mut response = match processed {
         Ok(answer) => (answer.status, Json(answer.body)).into_response(),
         Err(e) => e.into_response(),
     };
     response.extensions_mut().insert(AuditAs {
-        organization_id: target.organization_id,
+        organization_id: target.organization_id(),
     });
     response
 }
 
-/// What a processed delivery answers, and what became of it.
-#[derive(Debug)]
-struct Processed {
-    status: StatusCode,
-    /// `status` says what was done or why nothing was.
-    body: Value,
-    outcome: WebhookOutcome,
-    deployment: Option<Uuid>,
+/// Forgets a delivery that could not be processed, so GitHub's redelivery is not ignored as a
+/// duplicate.
+async fn forget(state: &AppState, owner: HookOwner, headers: &HeaderMap) {
+    let Some(delivery) = header(headers, "x-github-delivery") else {
+        return;
+    };
+    if let Err(f) = state.store.forget_delivery(owner, delivery).await {
+        tracing::error!(error = %f, hook = %owner.id(), "forgetting a failed webhook delivery");
+    }
 }
 
-fn ignored(status: StatusCode, why: String) -> Processed {
+/// What a processed delivery answers, and what became of it.
+#[derive(Debug)]
+pub(super) struct Processed {
+    pub status: StatusCode,
+    /// `status` says what was done or why nothing was (`reason` when given, is logged).
+    pub body: Value,
+    pub outcome: WebhookOutcome,
+    pub deployment: Option<Uuid>,
+}
+
+pub(super) fn ignored(status: StatusCode, why: String) -> Processed {
     Processed {
         status,
         body: json!({ "status": why }),
@@ -240,7 +348,7 @@ fn ignored(status: StatusCode, why: String) -> Processed {
 /// logged, never the caller's error). `why` replaces an error's message when given.
 async fn log(
     state: &AppState,
-    service_id: Uuid,
+    owner: HookOwner,
     headers: &HeaderMap,
     result: &ApiResult<Processed>,
     why: &str,
@@ -269,7 +377,7 @@ async fn log(
         }
     };
     let entry = LoggedDelivery {
-        service_id,
+        owner,
         delivery_id: delivery_id.as_deref(),
         event: event.as_deref(),
         outcome,
@@ -278,7 +386,7 @@ async fn log(
         deployment_id,
     };
     if let Err(e) = state.store.log_delivery(&entry).await {
-        tracing::error!(error = %e, %service_id, "logging a webhook delivery");
+        tracing::error!(error = %e, hook = %owner.id(), "logging a webhook delivery");
     }
 }
 
@@ -287,36 +395,49 @@ fn truncated(value: &str, max: usize) -> String {
     value.chars().take(max).collect()
 }
 
-/// A delivery whose signature checked out.
-async fn process(
+/// Records a signed delivery: `None` = first seen, process it; else the answer to a duplicate
+/// (an error for a replayed body).
+async fn first_delivery(
     state: &AppState,
-    service_id: Uuid,
-    target: &crate::store::WebhookTarget,
+    owner: HookOwner,
     headers: &HeaderMap,
     body: &[u8],
-) -> ApiResult<Processed> {
+) -> ApiResult<Option<Processed>> {
     let delivery = header(headers, "x-github-delivery")
         .filter(|d| !d.is_empty() && d.len() <= 100)
         .ok_or_else(|| invalid("X-GitHub-Delivery", "missing or longer than 100 characters"))?;
     let body_hash = Sha256::digest(body).to_vec();
     match state
         .store
-        .record_delivery(service_id, delivery, &body_hash, REPLAY_WINDOW)
+        .record_delivery(owner, delivery, &body_hash, REPLAY_WINDOW)
         .await?
     {
-        Delivery::First => {}
-        Delivery::DuplicateId => {
-            return Ok(ignored(StatusCode::OK, "duplicate delivery ignored".into()));
-        }
-        Delivery::ReplayedBody => {
-            return Err(ApiError::Conflict(format!(
-                "this body was already delivered to this service under another delivery id \
-                 within the last {} h; a replay is not processed",
-                REPLAY_WINDOW.as_secs() / 3600
-            )));
-        }
+        Delivery::First => Ok(None),
+        Delivery::DuplicateId => Ok(Some(ignored(
+            StatusCode::OK,
+            "duplicate delivery ignored".into(),
+        ))),
+        Delivery::ReplayedBody => Err(ApiError::Conflict(format!(
+            "this body was already delivered to this {} under another delivery id within the \
+             last {} h; a replay is not processed",
+            match owner {
+                HookOwner::Service(_) => "service",
+                HookOwner::Project(_) => "project",
+            },
+            REPLAY_WINDOW.as_secs() / 3600
+        ))),
     }
-    match header(headers, "x-github-event") {
+}
+
+/// A delivery to a service's webhook whose signature checked out, seen for the first time.
+async fn process(
+    state: &AppState,
+    service_id: Uuid,
+    target: &WebhookTarget,
+    event: Option<&str>,
+    body: &[u8],
+) -> ApiResult<Processed> {
+    match event {
         Some("push") => {}
         Some("ping") => return Ok(ignored(StatusCode::OK, "pong".into())),
         other => {
@@ -353,16 +474,8 @@ async fn process(
             },
         )
         .await;
-    let d = match queued {
-        Ok(d) => d,
-        Err(e) => {
-            // Forget the delivery so GitHub's redelivery is not ignored as a duplicate.
-            if let Err(f) = state.store.forget_delivery(service_id, delivery).await {
-                tracing::error!(error = %f, %service_id, "forgetting a failed webhook delivery");
-            }
-            return Err(e.into());
-        }
-    };
+    // A failure is forgotten by the caller, so GitHub's redelivery is not a duplicate.
+    let d = queued?;
     state.wake.notify_waiters();
     Ok(Processed {
         status: StatusCode::ACCEPTED,

@@ -119,6 +119,16 @@ impl BuilderClient for GrpcBuilder {
                     r#ref: r.git_ref.clone(),
                     commit: r.git_commit.clone(),
                     subdirectory: r.subdirectory.clone(),
+                    username: r
+                        .git_credentials
+                        .as_ref()
+                        .map(|c| c.username.clone())
+                        .unwrap_or_default(),
+                    password: r
+                        .git_credentials
+                        .as_ref()
+                        .map(|c| c.token.clone())
+                        .unwrap_or_default(),
                     ..Default::default()
                 }),
                 image: r.image_repository.clone(),

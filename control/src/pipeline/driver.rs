@@ -340,6 +340,7 @@ impl<Q: DeploymentQueue> Driver<Q> {
                 .unwrap_or(self.config.build_timeout_s),
             build_args: service.build.build_args.clone(),
             secrets,
+            git_credentials: self.queue.git_credentials(service.project_id).await?,
         };
         let mut log = Recorder::new(
             self.build_logs.clone(),
@@ -351,7 +352,14 @@ impl<Q: DeploymentQueue> Driver<Q> {
                 deployment_id: d.id.to_string(),
                 build_id: request.build_id.clone(),
             },
-            Redactor::new(secret_values.values().copied()),
+            Redactor::new(
+                secret_values.values().copied().chain(
+                    request
+                        .git_credentials
+                        .as_ref()
+                        .map(|c| c.token.as_str()),
+                ),
+            ),
         );
         let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel();
         let builder = self.clients.builder.clone();

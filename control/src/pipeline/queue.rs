@@ -13,7 +13,9 @@ use uuid::Uuid;
 use super::machine::{Phase, Transition};
 use crate::clients::RouteSpec;
 use crate::schedule::{BuildNodeView, ComputeNodeView};
-use crate::store::{Deployment, Instance, Node, Result, Service, StepData, Store};
+use crate::store::{
+    Deployment, GitCredentials, Instance, Node, Result, Service, StepData, Store,
+};
 
 /// The durable deploy queue as the driver sees it. Every write made for a claimed deployment
 /// is fenced by the worker's lease: it fails with `StoreError::LeaseLost` once another worker
@@ -49,6 +51,11 @@ pub trait DeploymentQueue: Clone + Send + Sync + 'static {
     async fn organization_name(&self, id: Uuid) -> Result<String>;
     /// The service's env vars and secrets in clear, for its container.
     async fn service_env(&self, service: Uuid) -> Result<BTreeMap<String, String>>;
+    /// The git credentials of a project's private repositories (for the build request only);
+    /// none by default.
+    async fn git_credentials(&self, _project: Uuid) -> Result<Option<GitCredentials>> {
+        Ok(None)
+    }
     /// An environment's name (the `.internal` names of its services); empty by default.
     async fn environment_name(&self, _environment: Uuid) -> Result<String> {
         Ok(String::new())
@@ -163,6 +170,10 @@ impl DeploymentQueue for Store {
             .into_iter()
             .map(|(k, (v, _))| (k, v))
             .collect())
+    }
+
+    async fn git_credentials(&self, project: Uuid) -> Result<Option<GitCredentials>> {
+        Store::git_credentials(self, project).await
     }
 
     async fn service_route(

@@ -24,6 +24,20 @@ pub struct VarChange {
     pub unset: Vec<String>,
 }
 
+/// A preview environment to create: the pull request it shows and the head it is built at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewPreview<'a> {
+    pub number: i32,
+    pub head_sha: &'a str,
+}
+
+/// What a preview environment shows beyond an environment.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PreviewRow {
+    pub number: i32,
+    pub head_sha: Option<String>,
+}
+
 fn environment_aad(environment_id: Uuid, name: &str) -> String {
     format!("environment/{environment_id}/env/{name}")
 }
@@ -43,12 +57,16 @@ impl Store {
             branch,
             None,
             &VarChange::default(),
+            None,
         )
         .await
     }
 
     /// A new environment, a copy of `from` (an environment of the same project) when given,
-    /// with `vars` applied over the copied variables; all in one transaction.
+    /// with `vars` applied over the copied variables; all in one transaction. A preview
+    /// (`preview`) is refused once the project has its `max_previews` (checked under the
+    /// project's row lock, so concurrent pull requests cannot pass it together).
+    #[allow(clippy::too_many_arguments)]
     pub async fn new_environment(
         &self,
         organization_id: Uuid,
@@ -57,6 +75,7 @@ impl Store {
         branch: &GitRef,
         from: Option<Uuid>,
         vars: &VarChange,
+        preview: Option<NewPreview<'_>>,
     ) -> Result<Environment> {
         self.project(organization_id, project_id).await?;
         if let Some(from) = from {
@@ -68,9 +87,28 @@ impl Store {
             }
         }
         let mut tx = self.pool.begin().await?;
+        if preview.is_some() {
+            let max: i32 =
+                sqlx::query_scalar("SELECT max_previews FROM projects WHERE id = $1 FOR UPDATE")
+                    .bind(project_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM environments WHERE project_id = $1 AND preview_number IS NOT NULL",
+            )
+            .bind(project_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if open >= i64::from(max) {
+                return Err(StoreError::Conflict(format!(
+                    "the project has {open} previews open, its limit (max_previews {max}): close \
+                     one or raise the limit"
+                )));
+            }
+        }
         let sql = format!(
-            "INSERT INTO environments (id, organization_id, project_id, name, branch, created_from) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+            "INSERT INTO environments (id, organization_id, project_id, name, branch, created_from, \
+             preview_number, preview_head_sha) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
         );
         let env: Environment = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(Uuid::new_v4())
@@ -79,6 +117,8 @@ impl Store {
             .bind(name)
             .bind(branch.as_str())
             .bind(from)
+            .bind(preview.map(|p| p.number))
+            .bind(preview.map(|p| p.head_sha))
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| {
@@ -331,6 +371,86 @@ impl Store {
             services.push(self.service(organization_id, id).await?);
         }
         Ok(services)
+    }
+
+    /// The preview environment of pull request `number` in a project, if open.
+    pub async fn preview_environment(
+        &self,
+        project_id: Uuid,
+        number: i32,
+    ) -> Result<Option<Environment>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM environments WHERE project_id = $1 AND preview_number = $2"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(project_id)
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The pull request an environment previews; `None` for a lasting environment.
+    pub async fn preview_of(&self, environment_id: Uuid) -> Result<Option<PreviewRow>> {
+        Ok(sqlx::query_as(
+            "SELECT preview_number AS number, preview_head_sha AS head_sha FROM environments \
+             WHERE id = $1 AND preview_number IS NOT NULL",
+        )
+        .bind(environment_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Records the head a preview was last deployed at.
+    pub async fn set_preview_head(&self, environment_id: Uuid, head_sha: &str) -> Result<()> {
+        sqlx::query("UPDATE environments SET preview_head_sha = $2 WHERE id = $1")
+            .bind(environment_id)
+            .bind(head_sha)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The state of the newest deployment of each service of an environment (services never
+    /// deployed have none).
+    pub async fn latest_deployment_states(
+        &self,
+        environment_id: Uuid,
+    ) -> Result<Vec<::api::DeploymentState>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT ON (d.service_id) d.state FROM deployments d \
+             JOIN services s ON s.id = d.service_id WHERE s.environment_id = $1 \
+             ORDER BY d.service_id, d.created_at DESC, d.id DESC",
+        )
+        .bind(environment_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The deployments of an environment's services still queued, building or deploying.
+    pub async fn active_deployments(&self, environment_id: Uuid) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar(
+            "SELECT d.id FROM deployments d JOIN services s ON s.id = d.service_id \
+             WHERE s.environment_id = $1 AND d.state IN ('queued', 'building', 'deploying')",
+        )
+        .bind(environment_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every service built from git in a project: (service, environment, git url, whether the
+    /// environment is a preview).
+    pub async fn git_services_of_project(
+        &self,
+        project_id: Uuid,
+    ) -> Result<Vec<(Uuid, Uuid, String, bool)>> {
+        Ok(sqlx::query_as(
+            "SELECT s.id, s.environment_id, s.git_url, e.preview_number IS NOT NULL FROM services s \
+             JOIN environments e ON e.id = s.environment_id \
+             WHERE s.project_id = $1 AND s.git_url IS NOT NULL ORDER BY s.created_at, s.id",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Deletes an environment and, through the schema, its services and their deployments.

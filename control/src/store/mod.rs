@@ -14,13 +14,14 @@ mod models;
 mod nodes;
 mod orgs;
 mod projects;
+mod repository;
 mod services;
 mod sessions;
 mod webhooks;
 
 pub use deployments::{Claimed, NewDeployment, Placement, StepData};
 pub use domains::{CustomDomain, DomainCheck};
-pub use environments::VarChange;
+pub use environments::{NewPreview, PreviewRow, VarChange};
 pub use hosts::HostNameParts;
 pub use instances::Instance;
 pub use models::*;
@@ -28,7 +29,10 @@ pub use nodes::{JoinRefused, NewJoin, WireguardPeer};
 pub use orgs::{NewToken, Role};
 pub use services::{NewService, ServicePatch, source_text};
 pub use sessions::{NewSession, SESSION_LIFETIME_HOURS, Session, SessionOwner};
-pub use webhooks::{DELIVERY_LOG_KEEP, Delivery, DeliveryEntry, LoggedDelivery, WebhookTarget};
+pub use repository::{GitCredentials, PreviewSettings, RepositorySettings};
+pub use webhooks::{
+    DELIVERY_LOG_KEEP, Delivery, DeliveryEntry, HookOwner, LoggedDelivery, ProjectHook, WebhookTarget,
+};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use uuid::Uuid;

@@ -22,6 +22,42 @@ pub struct WebhookTarget {
     pub secret: Option<String>,
 }
 
+/// Whose webhook a delivery came to: a service's own, or its project's repository webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookOwner {
+    Service(Uuid),
+    Project(Uuid),
+}
+
+impl HookOwner {
+    /// The column of the delivery tables naming it.
+    fn column(self) -> &'static str {
+        match self {
+            HookOwner::Service(_) => "service_id",
+            HookOwner::Project(_) => "project_id",
+        }
+    }
+
+    pub fn id(self) -> Uuid {
+        match self {
+            HookOwner::Service(id) | HookOwner::Project(id) => id,
+        }
+    }
+}
+
+/// Where a project's repository webhook leads.
+#[derive(Debug, Clone)]
+pub struct ProjectHook {
+    pub organization_id: Uuid,
+    pub project_id: Uuid,
+    /// The signing secret in clear; `None` = none was made yet (the webhook takes nothing).
+    pub secret: Option<String>,
+}
+
+pub(super) fn project_webhook_aad(project_id: Uuid) -> String {
+    format!("project/{project_id}/webhook")
+}
+
 /// What recording a signed delivery found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -96,28 +132,29 @@ impl Store {
     /// recorded unless it is [`Delivery::First`]. Rows older than `window` are pruned.
     pub async fn record_delivery(
         &self,
-        service_id: Uuid,
+        owner: HookOwner,
         delivery_id: &str,
         body_sha256: &[u8],
         window: Duration,
     ) -> Result<Delivery> {
         let window_secs = window.as_secs_f64();
         let mut tx = self.pool.begin().await?;
+        let column = owner.column();
         for table in ["webhook_deliveries", "webhook_bodies"] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE service_id = $1 \
+                "DELETE FROM {table} WHERE {column} = $1 \
                  AND received_at < now() - make_interval(secs => $2)"
             )))
-            .bind(service_id)
+            .bind(owner.id())
             .bind(window_secs)
             .execute(&mut *tx)
             .await?;
         }
-        let new_id = sqlx::query(
-            "INSERT INTO webhook_deliveries (delivery_id, service_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
+        let new_id = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO webhook_deliveries (delivery_id, {column}) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        )))
         .bind(delivery_id)
-        .bind(service_id)
+        .bind(owner.id())
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -125,11 +162,11 @@ impl Store {
         if !new_id {
             return Ok(Delivery::DuplicateId);
         }
-        let new_body = sqlx::query(
-            "INSERT INTO webhook_bodies (service_id, body_sha256, delivery_id) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(service_id)
+        let new_body = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO webhook_bodies ({column}, body_sha256, delivery_id) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING"
+        )))
+        .bind(owner.id())
         .bind(body_sha256)
         .bind(delivery_id)
         .execute(&mut *tx)
@@ -144,13 +181,14 @@ impl Store {
     }
 
     /// Forgets a delivery that could not be processed, so GitHub's redelivery is not refused.
-    pub async fn forget_delivery(&self, service_id: Uuid, delivery_id: &str) -> Result<()> {
+    pub async fn forget_delivery(&self, owner: HookOwner, delivery_id: &str) -> Result<()> {
+        let column = owner.column();
         let mut tx = self.pool.begin().await?;
         for table in ["webhook_deliveries", "webhook_bodies"] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE service_id = $1 AND delivery_id = $2"
+                "DELETE FROM {table} WHERE {column} = $1 AND delivery_id = $2"
             )))
-            .bind(service_id)
+            .bind(owner.id())
             .bind(delivery_id)
             .execute(&mut *tx)
             .await?;
@@ -166,7 +204,7 @@ pub const DELIVERY_LOG_KEEP: i64 = 200;
 /// A delivery as logged for the user: what came and what became of it.
 #[derive(Debug, Clone)]
 pub struct LoggedDelivery<'a> {
-    pub service_id: Uuid,
+    pub owner: HookOwner,
     pub delivery_id: Option<&'a str>,
     pub event: Option<&'a str>,
     pub outcome: WebhookOutcome,
@@ -191,17 +229,25 @@ pub struct DeliveryEntry {
 }
 
 impl Store {
-    /// Logs a delivery to a service (nothing when the service is gone) and keeps the newest
-    /// [`DELIVERY_LOG_KEEP`] of its project.
+    /// Logs a delivery to a service or a project (nothing when it is gone) and keeps the newest
+    /// [`DELIVERY_LOG_KEEP`] of its project. A delivery to the project's webhook names no
+    /// service (`service_name` is empty).
     pub async fn log_delivery(&self, d: &LoggedDelivery<'_>) -> Result<()> {
+        let from = match d.owner {
+            HookOwner::Service(_) => {
+                "SELECT organization_id, project_id, id, name, $2, $3, $4, $5, $6, $7 FROM services WHERE id = $1"
+            }
+            HookOwner::Project(_) => {
+                "SELECT organization_id, id, NULL::uuid, '', $2, $3, $4, $5, $6, $7 FROM projects WHERE id = $1"
+            }
+        };
         let mut tx = self.pool.begin().await?;
-        let project: Option<Uuid> = sqlx::query_scalar(
+        let project: Option<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "INSERT INTO webhook_delivery_log (organization_id, project_id, service_id, service_name, \
-             delivery_id, event, outcome, reason, http_status, deployment_id) \
-             SELECT organization_id, project_id, id, name, $2, $3, $4, $5, $6, $7 FROM services WHERE id = $1 \
-             RETURNING project_id",
-        )
-        .bind(d.service_id)
+             delivery_id, event, outcome, reason, http_status, deployment_id) {from} \
+             RETURNING project_id"
+        )))
+        .bind(d.owner.id())
         .bind(d.delivery_id)
         .bind(d.event)
         .bind(d.outcome)
