@@ -235,6 +235,104 @@ async fn failed_health_check_keeps_the_old_version_and_rollback_works() -> anyho
     Ok(())
 }
 
+#[tokio::test]
+async fn a_built_app_runs_on_the_port_its_build_detected_unless_the_service_gives_one()
+-> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    *fakes.builder.container_port.lock().unwrap() = 3000;
+    let h = Harness::start(fake_clients(&fakes)).await?;
+    h.register_node("b1", "build", "http://127.0.0.1:7").await;
+    h.register_node("n1", "compute", "http://127.0.0.1:9").await;
+    let (_, a) = h.org("org-a").await;
+    let commit = "abcdef0123456789abcdef0123456789abcdef01";
+    // The port a deployment's container was started, checked and routed on.
+    let ran_on = |deployment: &str| {
+        let calls = fakes.calls();
+        let env_port = calls.iter().find_map(|c| match c {
+            Call::Deploy {
+                deployment: d, env, ..
+            } if d == deployment => env
+                .iter()
+                .find(|(k, _)| k == "PORT")
+                .map(|(_, v)| v.clone()),
+            _ => None,
+        });
+        let routed = calls.iter().find_map(|c| match c {
+            Call::Switch {
+                deployment: d,
+                address,
+                ..
+            } if d == deployment => address.rsplit(':').next().map(str::to_owned),
+            _ => None,
+        });
+        (env_port, routed)
+    };
+    let three = (Some("3000".to_owned()), Some("3000".to_owned()));
+    let eighty = (Some("8080".to_owned()), Some("8080".to_owned()));
+
+    // No port given: the detected one, recorded on the deployment.
+    let (_, auto) = h
+        .service(
+            &a,
+            json!({ "name": "auto", "git": { "url": "file:///srv/app.git" },
+            "health_check": { "path": "/" } }),
+        )
+        .await;
+    let d1 = h.deploy(&a, &auto, json!({ "git_commit": commit })).await;
+    let v1 = h.wait_terminal(&a, &d1, LIMIT).await;
+    assert_eq!(v1["state"], "ready", "{v1}");
+    assert_eq!(v1["container_port"], 3000, "{v1}");
+    assert_eq!(ran_on(&d1), three);
+    let (_, s) = h.call("GET", &format!("/services/{auto}"), &a, None).await;
+    assert_eq!(
+        (&s["port"], &s["port_explicit"]),
+        (&json!(8080), &json!(false))
+    );
+
+    // A port set later wins over the detected one from then on.
+    let (status, s) = h
+        .call(
+            "PATCH",
+            &format!("/services/{auto}"),
+            &a,
+            Some(json!({ "port": 8080 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["port_explicit"], true, "{s}");
+    let d3 = h.deploy(&a, &auto, json!({ "git_commit": commit })).await;
+    let v3 = h.wait_terminal(&a, &d3, LIMIT).await;
+    assert_eq!(v3["state"], "ready", "{v3}");
+    assert_eq!(ran_on(&d3), eighty);
+
+    // A port given at creation wins; a build that detected nothing runs on the service's port.
+    let (_, given) = h
+        .service(
+            &a,
+            json!({ "name": "given", "port": 8080,
+            "git": { "url": "file:///srv/app.git" } }),
+        )
+        .await;
+    let d4 = h.deploy(&a, &given, json!({ "git_commit": commit })).await;
+    assert_eq!(h.wait_terminal(&a, &d4, LIMIT).await["state"], "ready");
+    assert_eq!(ran_on(&d4), eighty);
+    *fakes.builder.container_port.lock().unwrap() = 0;
+    let (_, unknown) = h
+        .service(
+            &a,
+            json!({ "name": "unknown", "git": { "url": "file:///srv/app.git" } }),
+        )
+        .await;
+    let d5 = h
+        .deploy(&a, &unknown, json!({ "git_commit": commit }))
+        .await;
+    let v5 = h.wait_terminal(&a, &d5, LIMIT).await;
+    assert_eq!(v5["container_port"], json!(null), "{v5}");
+    assert_eq!(ran_on(&d5), eighty);
+    h.stop().await;
+    Ok(())
+}
+
 /// Org, project, environment and an image service straight through the store.
 async fn setup(store: &Store, image: &str) -> anyhow::Result<(Uuid, Uuid)> {
     let org = store

@@ -441,6 +441,8 @@ pub struct ServiceSpec {
     pub resources: Resources,
     pub health: Option<Health>,
     pub port: i32,
+    /// Whether `port` was given.
+    pub port_explicit: bool,
     pub replicas: i32,
     pub command: Vec<String>,
     pub args: Vec<String>,
@@ -480,6 +482,7 @@ impl CreateService {
                 .map(HealthInput::parse)
                 .transpose()?,
             port: port(self.port.unwrap_or(8080))?,
+            port_explicit: self.port.is_some(),
             replicas: replicas(self.replicas.unwrap_or(1))?,
             command: argv("command", &self.command)?,
             args: argv("args", &self.args)?,
@@ -514,6 +517,7 @@ impl ServiceSpec {
             resources: self.resources,
             health_check,
             port: self.port,
+            port_explicit: self.port_explicit,
             replicas: self.replicas,
             domains: vec![],
             command: self.command,

@@ -164,11 +164,15 @@ impl BuilderClient for GrpcBuilder {
                     let _ = log.send(BuildLogLine {
                         number,
                         timestamp_ns: line.timestamp_unix_nanos,
-                        // buildd reports how the build ended as the step `result`.
-                        stream: if line.step == "result" {
-                            logstore::build_logs::STREAM_STDERR
-                        } else {
-                            logstore::build_logs::STREAM_STDOUT
+                        stream: match line.stream() {
+                            b::LogStream::Stderr => logstore::build_logs::STREAM_STDERR,
+                            b::LogStream::Stdout => logstore::build_logs::STREAM_STDOUT,
+                            // A buildd from before the field: how the build ended (step
+                            // `result`) is the only line known to be an error.
+                            b::LogStream::Unspecified if line.step == "result" => {
+                                logstore::build_logs::STREAM_STDERR
+                            }
+                            b::LogStream::Unspecified => logstore::build_logs::STREAM_STDOUT,
                         },
                         step: line.step,
                         line: line.line,

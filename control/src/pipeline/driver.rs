@@ -19,7 +19,7 @@ use crate::clients::{
     BuildOutcome, BuildRequest, BuilderClient, ClientError, ContainerOutcome, ContainerSpec,
     HealthProbe, NodeClient, ProxyClient, SwitchOutcome, SwitchSpec, Workload,
 };
-use crate::store::{Deployment, Instance, StepData, Store, StoreError};
+use crate::store::{Deployment, Instance, Service, StepData, Store, StoreError};
 
 /// The three daemons the pipeline drives.
 #[derive(Clone)]
@@ -406,13 +406,15 @@ impl<Q: DeploymentQueue> Driver<Q> {
                 image,
                 image_digest,
                 commit,
-                ..
+                container_port,
             }) => (
                 Event::BuildSucceeded,
                 StepData {
                     git_commit: (!commit.is_empty()).then_some(commit),
                     image: Some(image),
                     image_digest: (!image_digest.is_empty()).then_some(image_digest),
+                    // 0: the build could not tell.
+                    container_port: i32::try_from(container_port).ok().filter(|p| *p > 0),
                     ..data
                 },
             ),
@@ -544,11 +546,11 @@ impl<Q: DeploymentQueue> Driver<Q> {
         // What every container can know about itself.
         env.insert("STACKPAD_DEPLOYMENT_ID".into(), d.id.to_string());
         env.insert("STACKPAD_SERVICE".into(), service.name.clone());
-        env.insert("PORT".into(), service.port.to_string());
+        let port = serving_port(&service, d);
+        env.insert("PORT".into(), port.to_string());
         if mem > 0 {
             env.insert("STACKPAD_MEMORY_LIMIT_BYTES".into(), mem.to_string());
         }
-        let port = u32::try_from(service.port).unwrap_or(8080);
         let spec = ContainerSpec {
             workload: Workload {
                 organization_id: org.to_string(),
@@ -793,6 +795,13 @@ async fn renew_lease<Q: DeploymentQueue>(
             Err(e) => tracing::warn!(deployment = %id, error = %e, "renewing the lease failed"),
         }
     }
+}
+
+/// The port a deployment's container listens on, is health-checked and routed on: the
+/// service's when the user gave it, else the one the build detected, else the service's default.
+pub fn serving_port(service: &Service, d: &Deployment) -> u32 {
+    let detected = d.container_port.filter(|_| !service.port_explicit);
+    u32::try_from(detected.unwrap_or(service.port)).unwrap_or(8080)
 }
 
 #[cfg(test)]

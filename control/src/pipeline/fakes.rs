@@ -111,6 +111,7 @@ impl FakeQueue {
             node_id: None,
             container_id: None,
             upstream_address: None,
+            container_port: None,
             failure_reason: None,
             cancel_requested: false,
             attempts: 0,
@@ -263,6 +264,7 @@ fn web_service(id: Uuid) -> Service {
         resources: Resources::default(),
         health_check: None,
         port: 8080,
+        port_explicit: false,
         replicas: 1,
         domains: vec![],
         command: vec![],
@@ -348,6 +350,7 @@ impl DeploymentQueue for FakeQueue {
         keep(&data.upstream_address, &mut d.upstream_address);
         d.build_node_id = data.build_node_id.or(d.build_node_id);
         d.node_id = data.node_id.or(d.node_id);
+        d.container_port = data.container_port.or(d.container_port);
         d.phase = t.to;
         d.state = t.to.state();
         if t.to != Phase::Ready && t.reason.is_some() {

@@ -17,6 +17,8 @@ pub struct NewDeployment {
     pub git_commit: Option<CommitSha>,
     pub image: Option<ImageRef>,
     pub rollback_of: Option<Uuid>,
+    /// The port the deployed image's build detected (a rollback keeps its target's).
+    pub container_port: Option<i32>,
 }
 
 /// Facts a step learned, recorded with its transition (`None` keeps the stored value).
@@ -29,6 +31,8 @@ pub struct StepData {
     pub node_id: Option<Uuid>,
     pub container_id: Option<String>,
     pub upstream_address: Option<String>,
+    /// The port the build detected the app listens on.
+    pub container_port: Option<i32>,
 }
 
 /// A deployment a worker holds the lease of.
@@ -52,7 +56,7 @@ pub(super) struct Lock {
 }
 
 const COLUMNS: &str = "id, organization_id, service_id, state, phase, git_ref, git_commit, image, image_digest, \
-    rollback_of, previous_deployment_id, build_node_id, node_id, container_id, upstream_address, failure_reason, \
+    rollback_of, previous_deployment_id, build_node_id, node_id, container_id, upstream_address, container_port, failure_reason, \
     cancel_requested, attempts, created_at, updated_at, finished_at, ready_at";
 
 const TERMINAL: &str = "('ready', 'failed', 'superseded', 'cancelled')";
@@ -122,8 +126,8 @@ impl Store {
             }
         }
         sqlx::query(
-            "INSERT INTO deployments (id, organization_id, service_id, state, phase, git_ref, git_commit, image, rollback_of) \
-             VALUES ($1, $2, $3, 'queued', 'queued', $4, $5, $6, $7)",
+            "INSERT INTO deployments (id, organization_id, service_id, state, phase, git_ref, git_commit, image, rollback_of, container_port) \
+             VALUES ($1, $2, $3, 'queued', 'queued', $4, $5, $6, $7, $8)",
         )
         .bind(id)
         .bind(organization_id)
@@ -132,6 +136,7 @@ impl Store {
         .bind(d.git_commit.as_ref().map(CommitSha::as_str))
         .bind(d.image.as_ref().map(ImageRef::to_string))
         .bind(d.rollback_of)
+        .bind(d.container_port)
         .execute(&mut *tx)
         .await?;
         add_event(&mut tx, id, Phase::Queued, "").await?;
@@ -341,7 +346,8 @@ impl Store {
         sqlx::query(
             "UPDATE deployments SET build_node_id = COALESCE($2, build_node_id), git_commit = COALESCE($3, git_commit), \
              image = COALESCE($4, image), image_digest = COALESCE($5, image_digest), node_id = COALESCE($6, node_id), \
-             container_id = COALESCE($7, container_id), upstream_address = COALESCE($8, upstream_address) WHERE id = $1",
+             container_id = COALESCE($7, container_id), upstream_address = COALESCE($8, upstream_address), \
+             container_port = COALESCE($9, container_port) WHERE id = $1",
         )
         .bind(id)
         .bind(data.build_node_id)
@@ -351,6 +357,7 @@ impl Store {
         .bind(data.node_id)
         .bind(&data.container_id)
         .bind(&data.upstream_address)
+        .bind(data.container_port)
         .execute(&mut *tx)
         .await?;
         if from == Phase::Queued {
@@ -443,6 +450,7 @@ fn same_image(d: &Deployment, what: &str) -> Result<NewDeployment> {
             .git_commit
             .as_deref()
             .and_then(|c| CommitSha::parse(c).ok()),
+        container_port: d.container_port,
         ..Default::default()
     })
 }

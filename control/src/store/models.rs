@@ -119,6 +119,9 @@ pub struct Service {
     pub resources: Resources,
     pub health_check: Option<HealthCheck>,
     pub port: i32,
+    /// Whether the user gave `port` (create or update): a built deployment then runs on it;
+    /// otherwise on the port its build detected, `port` being the fallback.
+    pub port_explicit: bool,
     pub replicas: i32,
     pub domains: Vec<String>,
     /// Replace the image's entrypoint / cmd when non-empty.
@@ -150,6 +153,8 @@ pub struct Deployment {
     pub node_id: Option<Uuid>,
     pub container_id: Option<String>,
     pub upstream_address: Option<String>,
+    /// The port its build detected the app listens on (`None`: not built, or nothing detected).
+    pub container_port: Option<i32>,
     pub failure_reason: Option<String>,
     pub cancel_requested: bool,
     pub attempts: i32,

@@ -33,6 +33,8 @@ pub struct NewService {
     pub resources: Resources,
     pub health_check: Option<HealthCheck>,
     pub port: i32,
+    /// Whether `port` was given (else a build's detected port wins over it).
+    pub port_explicit: bool,
     pub replicas: i32,
     pub domains: Vec<String>,
     pub command: Vec<String>,
@@ -61,7 +63,7 @@ pub struct ServicePatch {
 }
 
 const COLUMNS: &str = "id, project_id, environment_id, name, kind, image, git_url, git_subdirectory, build, \
-    resources, health_check, port, replicas, domains, command, args, webhook_secret_enc IS NOT NULL AS has_webhook_secret, \
+    resources, health_check, port, port_explicit, replicas, domains, command, args, webhook_secret_enc IS NOT NULL AS has_webhook_secret, \
     volumes, current_deployment_id, created_at";
 
 pub(super) fn from_row(row: &PgRow) -> Result<Service> {
@@ -82,6 +84,7 @@ pub(super) fn from_row(row: &PgRow) -> Result<Service> {
         resources: resources.0,
         health_check: health.map(|h| h.0),
         port: row.try_get("port")?,
+        port_explicit: row.try_get("port_explicit")?,
         replicas: row.try_get("replicas")?,
         domains: row.try_get("domains")?,
         command: row.try_get("command")?,
@@ -118,8 +121,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "INSERT INTO services (id, organization_id, project_id, environment_id, name, kind, image, git_url, \
-             git_subdirectory, build, resources, health_check, port, replicas, domains, webhook_secret_enc, command, args, volumes) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING {COLUMNS}"
+             git_subdirectory, build, resources, health_check, port, replicas, domains, webhook_secret_enc, command, args, volumes, port_explicit) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) RETURNING {COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
@@ -145,6 +148,7 @@ impl Store {
             .bind(&s.command)
             .bind(&s.args)
             .bind(Json(&s.volumes))
+            .bind(s.port_explicit)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| {
@@ -335,6 +339,7 @@ impl Store {
         sqlx::query(
             "UPDATE services SET image = COALESCE($3, image), resources = COALESCE($4, resources), \
              health_check = COALESCE($5, health_check), port = COALESCE($6, port), \
+             port_explicit = port_explicit OR $6 IS NOT NULL, \
              replicas = COALESCE($7, replicas), domains = COALESCE($8, domains), \
              command = COALESCE($9, command), args = COALESCE($10, args) \
              WHERE id = $1 AND organization_id = $2",

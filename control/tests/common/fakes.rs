@@ -86,6 +86,8 @@ pub struct FakeBuilder {
     pub log: Log,
     /// Builds take this long.
     pub delay: Arc<Mutex<Duration>>,
+    /// The port builds report they detected (0: none detected).
+    pub container_port: Arc<Mutex<u32>>,
 }
 
 #[async_trait]
@@ -112,7 +114,7 @@ impl BuilderClient for FakeBuilder {
             image: format!("{}:{}", r.image_repository, r.git_commit),
             image_digest: "sha256:feed".into(),
             commit: r.git_commit.clone(),
-            container_port: 8080,
+            container_port: *self.container_port.lock().unwrap(),
         })
     }
     async fn cancel(&self, _: &str, build_id: &str) -> Result<(), ClientError> {
