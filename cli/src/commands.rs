@@ -1,7 +1,7 @@
 //! The commands: each resolves what it names (`resolve`), calls the API and prints the answer
 //! for people or, with `--json`, as the API's objects (`output::Printer`). Login, link,
-//! projects, environments, services, webhook and tokens here; deployments, logs, domains and
-//! env in their own files.
+//! projects and webhook here; services, tokens and members, init and up, deployments, logs,
+//! domains, environments and env in their own files.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -10,10 +10,11 @@ use serde_json::{Value, json};
 
 use crate::link::{self, Link};
 use crate::output::Printer;
-use crate::resolve::{Resolver, ServiceArgs, ServiceRef};
-use crate::{ApiClient, CliError, LinkArgs, Login, Projects, Services, Tokens, exit, files};
+use crate::resolve::{Resolver, ServiceArgs};
+use crate::{ApiClient, CliError, LinkArgs, Login, Projects, exit, files};
 
 /// What every command after login is given.
+#[derive(Debug)]
 pub struct Context<'a> {
     pub api: &'a ApiClient,
     pub names: &'a Resolver<'a>,
@@ -165,15 +166,26 @@ pub(crate) fn confirm(
     what: &str,
     name: &str,
 ) -> Result<(), CliError> {
+    confirm_to(ctx, yes, "delete", what, name)
+}
+
+/// [`confirm`] for another irreversible `verb` (`revoke`, `remove`).
+pub(crate) fn confirm_to(
+    ctx: &Context<'_>,
+    yes: bool,
+    verb: &str,
+    what: &str,
+    name: &str,
+) -> Result<(), CliError> {
     if yes {
         return Ok(());
     }
     if !ctx.interactive {
         return Err(CliError::Usage(format!(
-            "deleting {what} needs confirmation: pass --yes (no terminal to ask on)"
+            "to {verb} {what} confirm it: pass --yes (no terminal to ask on)"
         )));
     }
-    eprint!("delete {what}? type {name} to confirm: ");
+    eprint!("{verb} {what}? type {name} to confirm: ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin()
@@ -187,7 +199,7 @@ pub(crate) fn confirm(
         Ok(())
     } else {
         Err(CliError::Usage(format!(
-            "not deleted: {what} was not confirmed"
+            "{what} was not confirmed: nothing done"
         )))
     }
 }
@@ -233,119 +245,6 @@ pub async fn projects(
         }
     }
     Ok(exit::OK)
-}
-
-pub async fn services(
-    ctx: &Context<'_>,
-    cmd: Services,
-    p: &mut Printer<'_, impl Write>,
-) -> Result<i32, CliError> {
-    match cmd {
-        Services::List { target } => {
-            let project = ctx.names.project(&target).await?;
-            let environment = ctx
-                .names
-                .environment(&project, target.environment.as_deref())
-                .await?;
-            let items: Vec<Value> = ctx
-                .names
-                .services_of(&project)
-                .await?
-                .into_iter()
-                .filter(|s| {
-                    environment
-                        .as_ref()
-                        .is_none_or(|e| s["environment_id"].as_str() == Some(&e.id))
-                })
-                .collect();
-            for s in &items {
-                p.line(format!(
-                    "{}  {}  {}",
-                    str_of(s, "id"),
-                    str_of(s, "name"),
-                    s["image"].as_str().or(s["git_url"].as_str()).unwrap_or("")
-                ));
-            }
-            p.object(&json!(items));
-        }
-        Services::Create {
-            target,
-            name,
-            image,
-            git,
-            port,
-            health_path,
-            env,
-            webhook_secret,
-        } => {
-            let project = ctx.names.project(&target).await?;
-            let environment = ctx
-                .names
-                .environment(&project, target.environment.as_deref())
-                .await?;
-            let mut env_map = serde_json::Map::new();
-            for kv in env {
-                let (k, v) = kv
-                    .split_once('=')
-                    .ok_or_else(|| CliError::Usage(format!("--env {kv:?}: expected NAME=VALUE")))?;
-                env_map.insert(k.to_owned(), json!(v));
-            }
-            let mut body = json!({ "name": name, "env": env_map });
-            if let Some(e) = environment {
-                body["environment_id"] = json!(e.id);
-            }
-            if let Some(i) = image {
-                body["image"] = json!(i);
-            }
-            if let Some(g) = git {
-                body["git"] = json!({ "url": g });
-            }
-            if let Some(port) = port {
-                body["port"] = json!(port);
-            }
-            if let Some(h) = health_path {
-                body["health_check"] = json!({ "path": h });
-            }
-            if let Some(s) = webhook_secret {
-                body["webhook_secret"] = json!(s);
-            }
-            let s = ctx
-                .api
-                .post(&format!("/projects/{}/services", project.id), &body)
-                .await?;
-            p.line(format!("created service {name} ({})", str_of(&s, "id")));
-            for h in s["hosts"].as_array().into_iter().flatten() {
-                p.line(format!("  https://{}", h.as_str().unwrap_or("")));
-            }
-            if let Some(secret) = s["webhook_secret"].as_str() {
-                p.line(format!(
-                    "  webhook: POST /webhooks/github/{} signed with secret {secret} \
-                     (shown once; `stackpad webhook rotate` makes a new one)",
-                    str_of(&s, "id")
-                ));
-            }
-            p.object(&s);
-        }
-        Services::Delete { target, yes } => {
-            let s = ctx.names.service(&target).await?;
-            confirm(ctx, yes, &format!("service {}", s.path()), &s.service.name)?;
-            ctx.api
-                .delete(&format!("/services/{}", s.service.id))
-                .await?;
-            p.line(format!("deleted service {} ({})", s.path(), s.service.id));
-            p.object(&json!({ "deleted": service_json(&s) }));
-        }
-    }
-    Ok(exit::OK)
-}
-
-fn service_json(s: &ServiceRef) -> Value {
-    json!({
-        "id": s.service.id,
-        "name": s.service.name,
-        "project": s.project,
-        "environment": s.environment,
-    })
 }
 
 pub async fn webhook_rotate(
@@ -415,43 +314,5 @@ pub async fn webhook_deliveries(
         ));
     }
     p.object(&json!(items));
-    Ok(exit::OK)
-}
-
-pub async fn tokens(
-    ctx: &Context<'_>,
-    cmd: Tokens,
-    p: &mut Printer<'_, impl Write>,
-) -> Result<i32, CliError> {
-    match cmd {
-        Tokens::Create {
-            name,
-            role,
-            expires_at,
-        } => {
-            let mut body = json!({ "name": name });
-            if let Some(r) = role {
-                body["role"] = json!(r);
-            }
-            if let Some(t) = expires_at {
-                body["expires_at"] = json!(t);
-            }
-            let v = ctx.api.post("/tokens", &body).await?;
-            p.line(format!(
-                "token {} ({}, role {}, expires {}): {}",
-                name,
-                str_of(&v["token"], "id"),
-                str_of(&v["token"], "role"),
-                v["token"]["expires_at"].as_str().unwrap_or("never"),
-                str_of(&v, "secret")
-            ));
-            p.object(&v);
-        }
-        Tokens::Revoke { id } => {
-            ctx.api.delete(&format!("/tokens/{id}")).await?;
-            p.line(format!("token {id} revoked"));
-            p.object(&json!({ "revoked": id }));
-        }
-    }
     Ok(exit::OK)
 }

@@ -175,23 +175,29 @@ pub async fn deployments(
         .get(&format!("/services/{}/deployments?limit=50", s.service.id))
         .await?;
     let items = page["items"].as_array().cloned().unwrap_or_default();
-    for d in &items {
+    deployment_list(&items, p);
+    p.object(&json!(items));
+    Ok(exit::OK)
+}
+
+/// The human lines of a list of deployments: id, state, created, failure.
+pub fn deployment_list(items: &[Value], p: &mut Printer<'_, impl Write>) {
+    for d in items {
         let state = str_of(d, "state");
-        p.line(format!(
+        let line = format!(
             "{}  {}{}  {}  {}",
             str_of(d, "id"),
             p.state(state),
             " ".repeat(10usize.saturating_sub(state.len())),
             str_of(d, "created_at"),
             str_of(d, "failure_reason")
-        ));
+        );
+        p.line(line.trim_end());
     }
-    p.object(&json!(items));
-    Ok(exit::OK)
 }
 
 /// One deployment: its state, timeline and failure.
-fn show_deployment(d: &Value, p: &mut Printer<'_, impl Write>) {
+pub fn show_deployment(d: &Value, p: &mut Printer<'_, impl Write>) {
     p.line(format!(
         "deployment {}  {}  image {}",
         str_of(d, "id"),
@@ -253,7 +259,7 @@ pub async fn rollback(
 
 /// Prints each new step of the timeline until the deployment ends (with `--json`, only the
 /// deployment as it ended); `exit::DEPLOYMENT_FAILED` unless it ends ready.
-async fn follow(
+pub(crate) async fn follow(
     api: &ApiClient,
     id: &str,
     p: &mut Printer<'_, impl Write>,

@@ -5,7 +5,7 @@ use std::io::Write;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::commands::Context;
+use super::commands::{Context, confirm_to};
 use super::output::Printer;
 use super::resolve::ServiceArgs;
 use super::{CliError, exit};
@@ -36,15 +36,20 @@ pub enum Domains {
         /// The domain, e.g. `www.shop.example`.
         domain: String,
     },
-    /// Remove a custom domain (routing and certificate go with it).
+    /// Remove a custom domain (routing and certificate go with it). Asks to type the domain
+    /// unless --yes.
     #[command(
-        after_help = "Example:\n  stackpad domains remove --service shop/web www.shop.example"
+        after_help = "Examples:\n  stackpad domains remove --service shop/web www.shop.example\n  \
+                      stackpad domains remove www.shop.example --yes"
     )]
     Remove {
         #[command(flatten)]
         target: ServiceArgs,
         /// The domain, e.g. `www.shop.example`.
         domain: String,
+        /// Do not ask (for scripts; without a terminal --yes is required).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -57,7 +62,8 @@ fn record(r: &Value) -> String {
     )
 }
 
-fn line(d: &Value) -> String {
+/// One domain for people: name, status, the last verification error.
+pub fn line(d: &Value) -> String {
     let mut text = format!(
         "{}  {:<8}",
         d["domain"].as_str().unwrap_or(""),
@@ -67,7 +73,7 @@ fn line(d: &Value) -> String {
         text.push_str("  ");
         text.push_str(error);
     }
-    text
+    text.trim_end().to_owned()
 }
 
 pub async fn run(
@@ -133,8 +139,19 @@ pub async fn run(
                 Err(e) => return Err(e),
             }
         }
-        Domains::Remove { target, domain } => {
+        Domains::Remove {
+            target,
+            domain,
+            yes,
+        } => {
             let s = ctx.names.service(&target).await?;
+            confirm_to(
+                ctx,
+                yes,
+                "remove",
+                &format!("domain {domain} of {}", s.path()),
+                &domain,
+            )?;
             ctx.api
                 .delete(&format!("/services/{}/domains/{domain}", s.service.id))
                 .await?;

@@ -103,7 +103,7 @@ pub enum Environments {
 }
 
 /// The human lines of an environment: name, branch, copied from, then each variable.
-fn describe(e: &Value, p: &mut Printer<'_, impl Write>) {
+pub fn describe(e: &Value, p: &mut Printer<'_, impl Write>) {
     p.line(format!(
         "{}  {}  branch {}",
         str_of(e, "id"),

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod access;
 mod client;
 mod commands;
 mod deployments;
@@ -14,20 +15,33 @@ mod env;
 mod environments;
 pub mod error;
 pub mod files;
+pub mod init;
 pub mod link;
 mod logs;
 pub mod output;
 pub mod resolve;
+pub mod services;
 
 use std::io::Write;
 use std::path::PathBuf;
+
+/// The human renderings of lists and objects, as pure functions (snapshot-tested in
+/// `tests/render.rs` with fixed ids and times).
+pub mod render {
+    pub use crate::access::{members_table, tokens_table};
+    pub use crate::deployments::{deployment_list, show_deployment};
+    pub use crate::domains::line as domain_line;
+    pub use crate::environments::describe as describe_environment;
+    pub use crate::init::detection_lines;
+    pub use crate::services::{describe as describe_service, services_table};
+}
 
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
 pub use client::ApiClient;
 pub use error::{CliError, exit};
-use resolve::{ProjectArgs, ServiceArgs};
+use resolve::ServiceArgs;
 
 const AFTER_HELP: &str = "\
 Names: projects, environments and services are named by name or id: `--service web`,
@@ -135,13 +149,55 @@ pub enum Command {
                       stackpad environments delete staging --yes"
     )]
     Environments(environments::Environments),
-    /// Services of a project: list, create, delete.
+    /// Services of a project: list, show, create, set (replicas, resources, health check,
+    /// image, port), delete.
     #[command(
         subcommand,
         after_help = "Examples:\n  stackpad services list --project shop\n  \
-                      stackpad services create --project shop --name web --image nginx:1.27"
+                      stackpad services create --project shop --name web --image nginx:1.27\n  \
+                      stackpad services set --service shop/web --cpu 0.5 --memory 512Mi"
     )]
-    Services(Services),
+    Services(Box<services::Services>),
+    /// Set how many containers serve the service (1 to 20); the running version is deployed
+    /// again with the new count and followed (exit 5 unless it ends ready).
+    #[command(after_help = "Examples:\n  stackpad scale 3\n  \
+                      stackpad scale 1 --service shop/web --no-wait")]
+    Scale {
+        #[command(flatten)]
+        target: ServiceArgs,
+        /// The number of replicas, e.g. `3`.
+        replicas: u32,
+        /// Return once queued instead of following the deployment.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Make this app directory a service: detect its framework (as the build node does),
+    /// create a git service building it from the repository's origin, and link the directory.
+    #[command(
+        long_about = "Make this app directory a service. Its framework is detected by the \
+                      build node's own detection and shown; then a service building this \
+                      directory (its folder in the repository) from the repository's origin \
+                      remote is created in the project and the directory is linked to it. \
+                      `stackpad up` then deploys its HEAD.",
+        after_help = "Examples:\n  stackpad init --project shop --create-project\n  \
+                      stackpad init --project shop --environment staging --name web\n  \
+                      stackpad init --dry-run"
+    )]
+    Init {
+        #[command(flatten)]
+        args: init::InitArgs,
+    },
+    /// Deploy the directory's git HEAD (its commit, on its branch) to the linked service and
+    /// follow it to its URL (exit 5 unless it ends ready). HEAD must be pushed.
+    #[command(after_help = "Examples:\n  git push && stackpad up\n  \
+                      stackpad up --service shop/staging/web --no-wait")]
+    Up {
+        #[command(flatten)]
+        target: ServiceArgs,
+        /// Return once queued instead of following the steps.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// A web service's custom domains: add, list, verify, remove.
     #[command(
         subcommand,
@@ -163,13 +219,21 @@ pub enum Command {
         after_help = "Example:\n  stackpad webhook rotate --service shop/web"
     )]
     Webhook(Webhook),
-    /// API tokens of the organization (owner tokens only).
+    /// API tokens of the organization: list, create (with a role), revoke.
     #[command(
         subcommand,
         after_help = "Examples:\n  stackpad tokens create --name ci --role deployer\n  \
-                      stackpad tokens revoke 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6"
+                      stackpad tokens list\n  stackpad tokens revoke ci"
     )]
-    Tokens(Tokens),
+    Tokens(access::Tokens),
+    /// Members of the organization and their roles: list, add, remove.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  stackpad members list\n  \
+                      stackpad members add ada@shop.example --role developer\n  \
+                      stackpad members remove ada@shop.example --yes"
+    )]
+    Members(access::Members),
     /// Queue a deployment and follow its steps until it ends (exit 5 unless it ends ready).
     #[command(after_help = "Examples:\n  stackpad deploy --service shop/web\n  \
                       stackpad deploy --image registry.example/shop:v2 --no-wait\n  \
@@ -323,61 +387,6 @@ pub enum Projects {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Services {
-    /// A project's services (of one environment with --environment or a linked one).
-    #[command(after_help = "Examples:\n  stackpad services list --project shop\n  \
-                            stackpad services list --project shop --environment staging --json")]
-    List {
-        #[command(flatten)]
-        target: ProjectArgs,
-    },
-    /// Create a service from an image or a git repository.
-    #[command(
-        after_help = "Examples:\n  stackpad services create --project shop --name web --image nginx:1.27 --port 80\n  \
-                            stackpad services create --name api --git https://github.com/acme/api --env MODE=prod"
-    )]
-    Create {
-        #[command(flatten)]
-        target: ProjectArgs,
-        /// The service's name, e.g. `--name web`.
-        #[arg(long)]
-        name: String,
-        /// The image to run, e.g. `--image nginx:1.27`.
-        #[arg(long, conflicts_with = "git")]
-        image: Option<String>,
-        /// A git repository to build, e.g. `--git https://github.com/acme/shop`.
-        #[arg(long)]
-        git: Option<String>,
-        /// The port the app listens on (default 8080), e.g. `--port 3000`.
-        #[arg(long)]
-        port: Option<u32>,
-        /// HTTP health check path, e.g. `--health-path /healthz`.
-        #[arg(long)]
-        health_path: Option<String>,
-        /// NAME=VALUE, repeatable, e.g. `--env MODE=prod --env LOG=info`.
-        #[arg(long = "env")]
-        env: Vec<String>,
-        /// The secret GitHub signs webhooks with (default: a generated one), e.g.
-        /// `--webhook-secret "$SECRET"`.
-        #[arg(long)]
-        webhook_secret: Option<String>,
-    },
-    /// Delete a service: its containers stop, its routes and domains go. Asks to type its
-    /// name unless --yes.
-    #[command(
-        after_help = "Examples:\n  stackpad services delete --service shop/web\n  \
-                            stackpad services delete --yes   # the linked service"
-    )]
-    Delete {
-        #[command(flatten)]
-        target: ServiceArgs,
-        /// Do not ask (for scripts; without a terminal --yes is required).
-        #[arg(long)]
-        yes: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
 pub enum Webhook {
     /// Replace the secret GitHub signs with (the old one stops working at once); prints the new
     /// one, which is not shown again.
@@ -402,35 +411,6 @@ pub enum Webhook {
         /// At most this many (1 to 200), e.g. `--limit 5`.
         #[arg(long, default_value_t = 20)]
         limit: u32,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Tokens {
-    /// Mint a token; prints its secret, which is not shown again.
-    #[command(
-        after_help = "Example:\n  stackpad tokens create --name ci --role deployer --expires-at 2027-01-01T00:00:00Z"
-    )]
-    Create {
-        /// What the token is for, e.g. `--name ci`.
-        #[arg(long)]
-        name: String,
-        /// owner, deployer or read_only (default: this token's role; never more), e.g.
-        /// `--role deployer`.
-        #[arg(long)]
-        role: Option<String>,
-        /// RFC 3339 time after which the token stops working (at most 366 days ahead), e.g.
-        /// `--expires-at 2027-01-01T00:00:00Z`.
-        #[arg(long)]
-        expires_at: Option<String>,
-    },
-    /// Revoke a token by id.
-    #[command(
-        after_help = "Example:\n  stackpad tokens revoke 4ef546c0-1b2c-4d5e-8f90-a1b2c3d4e5f6"
-    )]
-    Revoke {
-        /// The token's id (shown when it was created).
-        id: String,
     },
 }
 
@@ -502,14 +482,22 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
         Command::Env(cmd) => env::run(&ctx, cmd, &mut p).await,
         Command::Projects(cmd) => commands::projects(&ctx, cmd, &mut p).await,
         Command::Environments(cmd) => environments::run(&ctx, cmd, &mut p).await,
-        Command::Services(cmd) => commands::services(&ctx, cmd, &mut p).await,
+        Command::Services(cmd) => services::run(&ctx, *cmd, &mut p).await,
+        Command::Scale {
+            target,
+            replicas,
+            no_wait,
+        } => services::scale(&ctx, target, replicas, no_wait, &mut p).await,
+        Command::Init { args } => init::init(&ctx, &dir, args, &mut p).await,
+        Command::Up { target, no_wait } => init::up(&ctx, &dir, target, no_wait, &mut p).await,
+        Command::Members(cmd) => access::members(&ctx, cmd, &mut p).await,
         Command::Webhook(Webhook::Rotate { target, secret }) => {
             commands::webhook_rotate(&ctx, target, secret, &mut p).await
         }
         Command::Webhook(Webhook::Deliveries { target, limit }) => {
             commands::webhook_deliveries(&ctx, target, limit, &mut p).await
         }
-        Command::Tokens(cmd) => commands::tokens(&ctx, cmd, &mut p).await,
+        Command::Tokens(cmd) => access::tokens(&ctx, cmd, &mut p).await,
         Command::Deploy {
             target,
             image,

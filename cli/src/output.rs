@@ -74,6 +74,35 @@ impl<'w, W: Write> Printer<'w, W> {
     }
 }
 
+/// Rows as aligned columns (two spaces apart; the last column is not padded), one line each.
+pub fn table(rows: &[Vec<String>]) -> Vec<String> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let mut line = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                if c > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(cell);
+                if c + 1 < r.len() {
+                    line.push_str(&" ".repeat(widths[c] - cell.chars().count()));
+                }
+            }
+            line.trim_end().to_owned()
+        })
+        .collect()
+}
+
 /// Whether colours go to stdout: a terminal, and `NO_COLOR` unset or empty.
 pub fn colour_wanted(stdout_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     stdout_is_terminal && no_color.is_none_or(|v| v.is_empty())
@@ -89,6 +118,16 @@ mod tests {
         assert!(colour_wanted(true, Some("".as_ref())));
         assert!(!colour_wanted(true, Some("1".as_ref())));
         assert!(!colour_wanted(false, None));
+    }
+
+    #[test]
+    fn a_table_aligns_its_columns_and_leaves_the_last_unpadded() {
+        let rows = vec![
+            vec!["a".to_owned(), "web".to_owned(), "x".to_owned()],
+            vec!["bbb".to_owned(), "é".to_owned(), "".to_owned()],
+        ];
+        assert_eq!(table(&rows), ["a    web  x", "bbb  é"]);
+        assert!(table(&[]).is_empty());
     }
 
     #[test]

@@ -388,7 +388,7 @@ impl Resolver<'_> {
 }
 
 /// The one item whose id or name is `given`.
-fn pick(what: &'static str, given: &str, items: &[Value]) -> Result<Named, CliError> {
+pub(crate) fn pick(what: &'static str, given: &str, items: &[Value]) -> Result<Named, CliError> {
     let matches: Vec<&Value> = items
         .iter()
         .filter(|v| v["id"].as_str() == Some(given) || v["name"].as_str() == Some(given))

@@ -207,7 +207,7 @@ async fn a_verified_domain_joins_the_route_and_leaves_it_when_removed_through_th
 
     let (code, out) = stackpad(
         &config,
-        &["domains", "remove", "--service", &service, &domain],
+        &["domains", "remove", "--service", &service, &domain, "--yes"],
     )
     .await;
     assert_eq!(code, 0, "{out}");
