@@ -242,10 +242,11 @@ async fn a_ca_sealed_with_another_key_stops_the_start_with_the_way_out() -> anyh
     let mut other_key = config.clone();
     other_key.encryption_key = "ab".repeat(32);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let refused = control::daemon::start(&other_key, listener, common::fake_clients(&fakes))
-        .await
-        .err()
-        .expect("control started with a CA it cannot open");
+    let Err(refused) =
+        control::daemon::start(&other_key, listener, common::fake_clients(&fakes)).await
+    else {
+        panic!("control started with a CA it cannot open");
+    };
     let message = refused.to_string();
     for words in [
         "platform CA",
