@@ -161,7 +161,6 @@ pub async fn tokens(
                 v["token"]["expires_at"].as_str().unwrap_or("never"),
                 str_of(&v, "secret")
             ));
-            p.line("  shown once: store it now");
             p.object(&v);
         }
         Tokens::Revoke { token, yes } => {
