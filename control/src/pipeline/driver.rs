@@ -353,12 +353,10 @@ impl<Q: DeploymentQueue> Driver<Q> {
                 build_id: request.build_id.clone(),
             },
             Redactor::new(
-                secret_values.values().copied().chain(
-                    request
-                        .git_credentials
-                        .as_ref()
-                        .map(|c| c.token.as_str()),
-                ),
+                secret_values
+                    .values()
+                    .copied()
+                    .chain(request.git_credentials.as_ref().map(|c| c.token.as_str())),
             ),
         );
         let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -13,9 +13,7 @@ use uuid::Uuid;
 use super::machine::{Phase, Transition};
 use crate::clients::RouteSpec;
 use crate::schedule::{BuildNodeView, ComputeNodeView};
-use crate::store::{
-    Deployment, GitCredentials, Instance, Node, Result, Service, StepData, Store,
-};
+use crate::store::{Deployment, GitCredentials, Instance, Node, Result, Service, StepData, Store};
 
 /// The durable deploy queue as the driver sees it. Every write made for a claimed deployment
 /// is fenced by the worker's lease: it fails with `StoreError::LeaseLost` once another worker

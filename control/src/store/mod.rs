@@ -27,11 +27,12 @@ pub use instances::Instance;
 pub use models::*;
 pub use nodes::{JoinRefused, NewJoin, WireguardPeer};
 pub use orgs::{NewToken, Role};
+pub use repository::{GitCredentials, PreviewSettings, RepositorySettings};
 pub use services::{NewService, ServicePatch, source_text};
 pub use sessions::{NewSession, SESSION_LIFETIME_HOURS, Session, SessionOwner};
-pub use repository::{GitCredentials, PreviewSettings, RepositorySettings};
 pub use webhooks::{
-    DELIVERY_LOG_KEEP, Delivery, DeliveryEntry, HookOwner, LoggedDelivery, ProjectHook, WebhookTarget,
+    DELIVERY_LOG_KEEP, Delivery, DeliveryEntry, HookOwner, LoggedDelivery, ProjectHook,
+    WebhookTarget,
 };
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
