@@ -28,6 +28,8 @@ const OPERATOR: &[(&str, &str)] = &[
 const PUBLIC: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
     ("post", "/webhooks/github/{id}"),
+    // A project's repository webhook (previews, #17): signed with the project's secret.
+    ("post", "/webhooks/github/projects/{id}"),
     // Dashboard sign-in: a session cookie, not a bearer token (tests/dashboard_session.rs).
     ("get", "/session"),
     ("post", "/session"),

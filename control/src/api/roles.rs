@@ -2,7 +2,7 @@
 //!
 //! | caller | may call |
 //! |---|---|
-//! | anyone | `GET /openapi.json`, `POST /webhooks/github/{id}` (signed instead), `POST /nodes/join` (a join token instead) |
+//! | anyone | `GET /openapi.json`, `POST /webhooks/github/{id}` and `POST /webhooks/github/projects/{id}` (signed instead), `POST /nodes/join` (a join token instead) |
 //! | operator token | `POST /organizations`, `/nodes` (GET, POST), `DELETE /nodes/{id}`, `POST /nodes/{id}/drain`, `POST /nodes/{id}/heartbeat`, `POST /nodes/join-tokens` |
 //! | `read_only` | every other `GET` of its organization |
 //! | `deployer` | that, and deployments (create, rollback, cancel) and custom domains (add, remove, verify) |
