@@ -409,6 +409,8 @@ impl DepsCache {
                 "add".into(),
                 "--prefer-offline".into(),
                 format!("--registry={NPM_REGISTRY}"),
+                // The specs come from the lock file: validated already, and never options.
+                "--".into(),
             ];
             args.extend(chunk.iter().cloned());
             let hosts = [NPM_REGISTRY_HOST.to_owned()];
