@@ -362,26 +362,33 @@ impl NodeClient for GrpcNode {
             .await
             .map_err(err)?
             .into_inner();
-        for c in list.containers {
-            match client
-                .stop(n::StopRequest {
-                    container_id: c.container_id.clone(),
-                    grace_period_ms: grace_ms,
-                })
-                .await
-            {
-                Ok(_) => {}
-                Err(s) if s.code() == Code::NotFound => {}
-                Err(s) => return Err(err(s)),
+        // Every container of the deployment (its replicas on this node) stops at once: each
+        // may wait its whole grace period, and one after another that adds up.
+        let stopped = list.containers.into_iter().map(|c| {
+            let mut client = client.clone();
+            async move {
+                match client
+                    .stop(n::StopRequest {
+                        container_id: c.container_id.clone(),
+                        grace_period_ms: grace_ms,
+                    })
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(s) if s.code() == Code::NotFound => {}
+                    Err(s) => return Err(err(s)),
+                }
+                client
+                    .remove(n::RemoveRequest {
+                        container_id: c.container_id,
+                        force: true,
+                    })
+                    .await
+                    .map_err(err)?;
+                Ok(())
             }
-            client
-                .remove(n::RemoveRequest {
-                    container_id: c.container_id,
-                    force: true,
-                })
-                .await
-                .map_err(err)?;
-        }
+        });
+        futures::future::try_join_all(stopped).await?;
         Ok(())
     }
 
