@@ -34,15 +34,8 @@ async fn logs_are_searched_paged_followed_and_scoped_to_the_organization() -> an
     let mut config = common::config(&db);
     config.clickhouse_url = log_db.url().to_owned();
     config.clickhouse_database = log_db.name().to_owned();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let fakes = Fakes::new();
-    let running = control::daemon::start(&config, listener, fake_clients(&fakes)).await?;
-    let h = Harness {
-        url: format!("http://{}", running.address),
-        running: Some(running),
-        db,
-        http: reqwest::Client::new(),
-    };
+    let h = Harness::start_with(db, &config, fake_clients(&fakes)).await?;
     let (org_a, token_a) = h.org("logs-a").await;
     let (_, token_b) = h.org("logs-b").await;
     let (_, service) = h

@@ -53,15 +53,8 @@ async fn usage_is_bucketed_summed_over_containers_and_scoped() -> anyhow::Result
     config.clickhouse_url = log_db.url().to_owned();
     config.clickhouse_database = log_db.name().to_owned();
     config.log_retention_interval_ms = 0;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let fakes = Fakes::new();
-    let running = control::daemon::start(&config, listener, fake_clients(&fakes)).await?;
-    let h = Harness {
-        url: format!("http://{}", running.address),
-        running: Some(running),
-        db,
-        http: reqwest::Client::new(),
-    };
+    let h = Harness::start_with(db, &config, fake_clients(&fakes)).await?;
     let (org_a, token_a) = h.org("usage-a").await;
     let (org_b, token_b) = h.org("usage-b").await;
     let (_, service_a) = h
