@@ -250,11 +250,13 @@ impl Platform {
              clickhouse_database = \"{clickhouse_database}\"\ndns_resolver = \"{dns}\"\n\
              local_sources_organizations = [\"e2e\", \"e2e-other\"]\n\n\
              [[nodes]]\nname = \"build-1\"\nrole = \"build\"\naddress = \"http://{buildd_addr}\"\n\n\
-             [[nodes]]\nname = \"compute-1\"\nrole = \"compute\"\naddress = \"http://{node_addr}\"\n",
+             [[nodes]]\nname = \"compute-1\"\nrole = \"compute\"\naddress = \"http://{node_addr}\"\n\n\
+             [backups]\nstore = \"{}\"\n",
             free_port(),
             random_hex(32),
             services.registry,
             services.clickhouse_url,
+            home.join("backups").display(),
         );
         std::fs::write(home.join("control.toml"), control_toml)?;
         let mut control = Daemon::spawn(
