@@ -203,6 +203,7 @@ impl GrpcEngines {
                 container_id: container.to_owned(),
                 engine: engine(e),
                 command: command as i32,
+                ..Default::default()
             })
             .await
             .map_err(|s| EngineError::Agent {
@@ -245,6 +246,7 @@ impl GrpcEngines {
             part: Some(n::engine_load_request::Part::Header(n::EngineLoadHeader {
                 container_id: container.to_owned(),
                 engine: engine(e),
+                ..Default::default()
             })),
         };
         tx.try_send(header).expect("a new channel has room");
