@@ -143,6 +143,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/tokens/{id}"),
     ("get", "/members"),
     ("post", "/members"),
+    ("patch", "/members/{id}"),
     ("delete", "/members/{id}"),
     ("get", "/audit"),
     ("get", "/projects"),
@@ -224,7 +225,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/members/{id}",
-            axum::routing::delete(organizations::remove_member),
+            patch(organizations::set_member_role).delete(organizations::remove_member),
         )
         .route("/audit", get(organizations::audit))
         .route("/projects", get(projects::list).post(projects::create))

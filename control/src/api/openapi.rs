@@ -135,7 +135,10 @@ pub fn document() -> Value {
                 "get": op("List members", None, "200"),
                 "post": op("Add a member", Some("AddMember"), "201")
             },
-            "/members/{id}": { "delete": op("Remove a member", None, "204") },
+            "/members/{id}": {
+                "patch": op("Give a member another role (owner); the organization's last owner cannot be demoted (409)", Some("SetMemberRole"), "200"),
+                "delete": op("Remove a member; the organization's last owner stays (409)", None, "204")
+            },
             "/audit": { "get": op("The last 200 mutating calls", None, "200") },
             "/projects": {
                 "get": op("List projects (limit, after)", None, "200"),
@@ -244,6 +247,7 @@ pub fn document() -> Value {
                 "PutPreviews": obj(&["enabled"], json!({ "enabled": { "type": "boolean" }, "template": s, "max_previews": { "type": "integer" }, "allow_forks": { "type": "boolean" } })),
                 "PutGitCredentials": obj(&["token"], json!({ "username": s, "token": s })),
                 "AddMember": obj(&["email", "role"], json!({ "email": s, "role": { "enum": spellings(MemberRole::ALL) } })),
+                "SetMemberRole": obj(&["role"], json!({ "role": { "enum": spellings(MemberRole::ALL) } })),
                 "CreateProject": obj(&["name"], json!({ "name": name })),
                 "CreateEnvironment": obj(&["name", "branch"], json!({
                     "name": name, "branch": git_ref,

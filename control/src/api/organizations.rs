@@ -160,14 +160,43 @@ pub async fn add_member(
             format!("{} is not an email address", tenant::echo(&req.email)),
         ));
     }
-    let role: ::api::MemberRole = req
-        .role
-        .parse()
-        .map_err(|_| invalid("role", "must be owner, admin, developer or viewer"))?;
+    let role = member_role(&req.role)?;
     let member = state.store.add_member(org.id, &req.email, role).await?;
     Ok((StatusCode::CREATED, Json(json!(member))))
 }
 
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetMemberRole {
+    pub role: String,
+}
+
+/// Gives a member another role (owner only, see `roles`); the organization's last owner
+/// cannot be demoted (409).
+pub async fn set_member_role(
+    State(state): State<AppState>,
+    org: Org,
+    Path(id): Path<Uuid>,
+    Body(req): Body<SetMemberRole>,
+) -> ApiResult<Json<Value>> {
+    let role = member_role(&req.role)?;
+    let member = state.store.set_member_role(org.id, id, role).await?;
+    Ok(Json(json!(member)))
+}
+
+fn member_role(role: &str) -> ApiResult<::api::MemberRole> {
+    role.parse().map_err(|_| {
+        invalid(
+            "role",
+            format!(
+                "{} is not a member role: must be owner, admin, developer or viewer",
+                tenant::echo(role)
+            ),
+        )
+    })
+}
+
+/// Removes a member; the organization's last owner stays (409).
 pub async fn remove_member(
     State(state): State<AppState>,
     org: Org,

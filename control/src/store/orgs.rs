@@ -125,16 +125,79 @@ impl Store {
         .await?)
     }
 
+    /// Removes a member; the organization's last owner stays (409).
     pub async fn remove_member(&self, organization_id: Uuid, id: Uuid) -> Result<()> {
-        let done = sqlx::query("DELETE FROM members WHERE id = $1 AND organization_id = $2")
-            .bind(id)
+        let mut tx = self.pool.begin().await?;
+        let member = Self::member_keeping_an_owner(&mut tx, organization_id, id, None).await?;
+        sqlx::query("DELETE FROM members WHERE id = $1 AND organization_id = $2")
+            .bind(member.id)
             .bind(organization_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::not_found("member", id));
-        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Gives a member another role; the organization's last owner cannot be demoted (409).
+    pub async fn set_member_role(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        role: MemberRole,
+    ) -> Result<Member> {
+        let mut tx = self.pool.begin().await?;
+        Self::member_keeping_an_owner(&mut tx, organization_id, id, Some(role)).await?;
+        let member = sqlx::query_as(
+            "UPDATE members SET role = $3 WHERE id = $1 AND organization_id = $2 \
+             RETURNING id, email, role, created_at",
+        )
+        .bind(id)
+        .bind(organization_id)
+        .bind(role)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(member)
+    }
+
+    /// The member `id` of the organization, locked with the organization's owners, refused
+    /// when it is the last owner and would stop being one (removed: `becomes` is `None`). The
+    /// owners' rows are locked in one order, so two owners demoting each other at once cannot
+    /// both succeed.
+    async fn member_keeping_an_owner(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        organization_id: Uuid,
+        id: Uuid,
+        becomes: Option<MemberRole>,
+    ) -> Result<Member> {
+        let owners: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM members WHERE organization_id = $1 AND (role = $2 OR id = $3) \
+             ORDER BY id FOR UPDATE",
+        )
+        .bind(organization_id)
+        .bind(MemberRole::Owner)
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?;
+        let member: Member = sqlx::query_as(
+            "SELECT id, email, role, created_at FROM members WHERE id = $1 AND organization_id = $2",
+        )
+        .bind(id)
+        .bind(organization_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::not_found("member", id))?;
+        let other_owners = owners.iter().filter(|o| **o != id).count();
+        if member.role == MemberRole::Owner
+            && becomes != Some(MemberRole::Owner)
+            && other_owners == 0
+        {
+            return Err(StoreError::Conflict(format!(
+                "{} is the organization's last owner: make another member owner first",
+                member.email
+            )));
+        }
+        Ok(member)
     }
 
     pub async fn add_member(
