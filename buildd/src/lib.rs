@@ -12,7 +12,9 @@ pub mod buildkit;
 pub mod config;
 pub mod context;
 pub mod daemon;
-pub mod detect;
+/// Framework detection lives in its own small crate (`stackpad-detect`) so the CLI can use it
+/// without linking the build node; `buildd::detect` stays its path here.
+pub use ::detect;
 pub mod dockerfile;
 pub mod engine;
 pub mod manager;

@@ -1,6 +1,6 @@
 //! `stackpad init` and `stackpad up`: from an app's directory to a deployed app.
 //!
-//! `init` detects the framework with the build node's own detection (`buildd::detect`, the
+//! `init` detects the framework with the build node's own detection (`stackpad-detect`, the
 //! same code the build runs, linked as a library: never a second detector), shows it, creates
 //! a git service building this directory from the repository's `origin` (its folder in the
 //! repository as the subdirectory), creating the project when asked, and links the directory.
@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use buildd::detect::{self, Detection, RepoSnapshot};
+use detect::{Detection, RepoSnapshot};
 use serde_json::{Value, json};
 
 use super::commands::{Context, str_of};

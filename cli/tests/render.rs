@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use buildd::detect::{RepoSnapshot, detect};
+use detect::{RepoSnapshot, detect};
 use cli::output::Printer;
 use cli::render;
 use serde_json::{Value, json};

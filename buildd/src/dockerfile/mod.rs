@@ -45,7 +45,7 @@ pub const GENERATED_NAME: &str = "Dockerfile.stackpad";
 /// The static file server of single-page apps (`buildd/static-server/main.rs`, linked
 /// statically by the build script): its file name, its place in the image, and the binary.
 pub const STATIC_SERVER: &str = "static-server";
-pub const STATIC_SERVER_PATH: &str = "/static-server";
+pub use detect::STATIC_SERVER_PATH;
 pub const STATIC_SERVER_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/static-server"));
 /// The file name of the dependency cache's tarball.
 pub const DEPS_TAR: &str = "deps.tar";

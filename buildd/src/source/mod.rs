@@ -15,7 +15,9 @@
 
 pub mod deps;
 pub mod egress;
-pub mod files;
+/// Reading a checkout without following its symlinks out (in `stackpad-detect`, whose
+/// detection reads the same way).
+pub use ::detect::files;
 pub mod inside;
 pub mod sandbox;
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //!
 //! Pure: [`detect`] looks at a [`RepoSnapshot`] (the files that matter, read once by
 //! [`RepoSnapshot::read`]) and decides. A repository with its own `Dockerfile` uses it.
+#![forbid(unsafe_code)]
 
+pub mod files;
 mod framework;
 pub mod node_version;
 mod snapshot;
@@ -15,6 +17,10 @@ pub use node_version::NodeRequest;
 pub use snapshot::RepoSnapshot;
 
 use std::collections::BTreeMap;
+
+/// Where the generated image keeps the static file server that serves single-page apps (the
+/// start command of a SPA; buildd's Dockerfile generation copies the server there).
+pub const STATIC_SERVER_PATH: &str = "/static-server";
 
 /// What [`detect`] decided about a checkout.
 #[derive(Debug, Clone, PartialEq, Eq)]

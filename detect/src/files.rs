@@ -47,7 +47,7 @@ pub fn read_checkout_file(root: &Path, rel: &Path, limit: u64) -> io::Result<Opt
     };
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&real)?;
     let kind = file.metadata()?.file_type();
     if !kind.is_file() {

@@ -174,7 +174,7 @@ pub(super) fn start_command(
     repo: &RepoSnapshot,
 ) -> Option<Vec<String>> {
     if framework.serves_spa() {
-        return Some(exec(&[crate::dockerfile::STATIC_SERVER_PATH]));
+        return Some(exec(&[crate::STATIC_SERVER_PATH]));
     }
     if framework.is_static() {
         let port = STATIC_PORT.to_string();

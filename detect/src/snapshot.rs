@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::DetectError;
-use crate::source::files::read_checkout_file;
+use crate::files::read_checkout_file;
 
 /// What detection needs to know about a checkout: its top-level names and the few files whose
 /// content matters.
