@@ -216,6 +216,17 @@ closed_set! {
 }
 
 closed_set! {
+    /// What a backup holds (`backups.kind`, #14).
+    BackupKind, "backup kind" {
+        /// The engine's logical dump (`pg_dump -Fc`, `mariadb-dump`, a Redis RDB).
+        Dump = "dump",
+        /// A PostgreSQL physical base backup (`pg_basebackup`): with the archived WAL after
+        /// it, the start of a point-in-time recovery.
+        Base = "base",
+    }
+}
+
+closed_set! {
     /// Where a restore stands (`backup_restores.state`, #14).
     RestoreState, "restore state" {
         Running = "running",
@@ -402,6 +413,7 @@ mod tests {
         round_trip(BackupState::ALL);
         round_trip(BackupVerification::ALL);
         round_trip(BackupTrigger::ALL);
+        round_trip(BackupKind::ALL);
         round_trip(RestoreState::ALL);
     }
 

@@ -8,7 +8,7 @@
 pub mod enums;
 
 pub use enums::{
-    BackupState, BackupTrigger, BackupVerification, DeploymentState, DomainStatus, Engine,
-    MemberRole, NodeRole, NodeStatus, Phase, PreviewStatus, RestoreState, ServiceKind, TokenRole,
-    UnknownValue, WebhookOutcome,
+    BackupKind, BackupState, BackupTrigger, BackupVerification, DeploymentState, DomainStatus,
+    Engine, MemberRole, NodeRole, NodeStatus, Phase, PreviewStatus, RestoreState, ServiceKind,
+    TokenRole, UnknownValue, WebhookOutcome,
 };
