@@ -85,6 +85,8 @@ async fn run(args: &RoutesArgs) -> anyhow::Result<()> {
             let removed = client
                 .remove_route(conn.request(pb::RemoveRouteRequest {
                     route_id: route.route_id.clone(),
+                    // The operator's removal is unordered (as `routes set`).
+                    generation: 0,
                 })?)
                 .await?
                 .into_inner()

@@ -151,5 +151,30 @@ async fn a_slow_older_push_never_overwrites_a_newer_route_or_switch() -> anyhow:
         .await
         .map_err(|s| anyhow::anyhow!("{s}"))?;
     assert_eq!(common::get(&proxy, "app.test", "/").await?.1, "old-deploy");
+
+    // Removals are ordered too (a teardown's RemoveRoute carries its generation): an older one
+    // changes nothing, a newer one removes the route and an older upsert cannot bring it back.
+    let remove = |generation| {
+        authed(pb::RemoveRouteRequest {
+            route_id: "svc/default".into(),
+            generation,
+        })
+    };
+    let stale = admin.client.remove_route(remove(13)).await?.into_inner();
+    assert!(!stale.removed);
+    assert_eq!(common::get(&proxy, "app.test", "/").await?.1, "old-deploy");
+    let removed = admin.client.remove_route(remove(15)).await?.into_inner();
+    assert!(removed.removed);
+    assert!(
+        upsert(&mut admin, route(&["app.test"], 14))
+            .await?
+            .superseded
+    );
+    let listed = admin
+        .client
+        .list_routes(authed(pb::ListRoutesRequest {}))
+        .await?
+        .into_inner();
+    assert!(listed.routes.is_empty(), "{:?}", listed.routes);
     Ok(())
 }

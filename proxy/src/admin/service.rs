@@ -122,10 +122,9 @@ impl ProxyAdmin for AdminService {
         request: Request<pb::RemoveRouteRequest>,
     ) -> Result<Response<pb::RemoveRouteResponse>, Status> {
         let request = request.into_inner();
-        // Unordered until RemoveRouteRequest carries the control plane's generation (#16).
         let removed = match self
             .state
-            .remove_route(&request.route_id, 0)
+            .remove_route(&request.route_id, request.generation)
             .await
             .map_err(state_status)?
         {
