@@ -526,13 +526,29 @@ impl ProxyClient for GrpcProxy {
                 organization_id: route.organization_id.clone(),
                 project_id: route.project_id.clone(),
                 environment_id: route.environment_id.clone(),
+                generation: route.generation,
                 ..Default::default()
             }),
         })?;
-        self.client()?
+        let held = self
+            .client()?
             .upsert_route(req)
             .await
-            .map_err(|s| status_error(PROXY, &self.address, s))?;
+            .map_err(|s| status_error(PROXY, &self.address, s))?
+            .into_inner()
+            .route;
+        let held = held.map_or(0, |r| r.generation);
+        if route.generation != 0 && held != route.generation {
+            // A newer push got there first and put its own hosts: allowing this older read's
+            // would bring back a domain revoked since.
+            tracing::debug!(
+                route = route.route_id,
+                sent = route.generation,
+                held,
+                "route push superseded at the proxy"
+            );
+            return Ok(());
+        }
         for host in &route.certificate_hosts {
             let req = self.request(p::PutAllowedDomainRequest {
                 domain: Some(p::AllowedDomain {
@@ -567,9 +583,10 @@ impl ProxyClient for GrpcProxy {
         }
     }
 
-    async fn remove_route(&self, route_id: &str) -> Result<(), ClientError> {
+    async fn remove_route(&self, route_id: &str, generation: u64) -> Result<(), ClientError> {
         let req = self.request(p::RemoveRouteRequest {
             route_id: route_id.to_owned(),
+            generation,
         })?;
         self.client()?
             .remove_route(req)
@@ -593,6 +610,7 @@ impl ProxyClient for GrpcProxy {
                 .collect(),
             drain_deadline_ms: spec.drain_deadline_ms,
             health_timeout_ms: spec.health_timeout_ms,
+            route_generation: spec.route_generation,
             health_check: Some(p::HealthCheck {
                 path: spec.health_path.clone().unwrap_or_default(),
                 interval_ms: spec.health_interval_ms,

@@ -206,6 +206,10 @@ pub struct RouteSpec {
     pub organization_id: String,
     pub project_id: String,
     pub environment_id: String,
+    /// Orders this push against the route's other pushes (`route_generations`, taken before
+    /// the route was read from the store): the proxy refuses one older than what it holds, so
+    /// a slow push never overwrites a newer one. 0 = unordered.
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +223,9 @@ pub struct SwitchSpec {
     pub health_interval_ms: u32,
     pub drain_deadline_ms: u32,
     pub health_timeout_ms: u32,
+    /// As [`RouteSpec::generation`], per service: the proxy refuses a switch older than the
+    /// newest one it applied (a deploy that lost the race to a newer one). 0 = unordered.
+    pub route_generation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +244,7 @@ pub trait ProxyClient: Send + Sync {
     /// Takes a domain off the list the proxy may order certificates for (a custom domain that
     /// stopped verifying or was removed). Removing an unknown domain succeeds.
     async fn remove_allowed_domain(&self, domain: &str) -> Result<(), ClientError>;
-    /// Stops routing `route_id` (a deleted service). Removing an unknown route succeeds.
-    async fn remove_route(&self, route_id: &str) -> Result<(), ClientError>;
+    /// Stops routing `route_id` (a deleted service), unless the proxy holds a newer
+    /// `generation` of it (0 = unordered). Removing an unknown route succeeds.
+    async fn remove_route(&self, route_id: &str, generation: u64) -> Result<(), ClientError>;
 }

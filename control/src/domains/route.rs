@@ -167,7 +167,25 @@ pub async fn next_route_generation(store: &Store) -> Result<u64> {
     Ok(u64::try_from(generation).unwrap_or_default())
 }
 
-/// Builds the route of `service` (of organization `org`) from the store.
+/// The route of `service` to push to the proxy: a fresh generation (see
+/// [`next_route_generation`]) taken first, then the route read as [`service_route`]. Every push
+/// (a deploy's switch, the domain verifier, a teardown) goes through here, so the proxy orders
+/// them all by the one sequence.
+pub async fn route_push(
+    store: &Store,
+    org: Uuid,
+    service: &Service,
+    apps_domain: &str,
+) -> Result<RouteSpec> {
+    let generation = next_route_generation(store).await?;
+    Ok(RouteSpec {
+        generation,
+        ..service_route(store, org, service, apps_domain).await?
+    })
+}
+
+/// Builds the route of `service` (of organization `org`) from the store (unordered: generation
+/// 0; [`route_push`] for one to send).
 pub async fn service_route(
     store: &Store,
     org: Uuid,
@@ -195,6 +213,7 @@ pub fn route_spec(
         organization_id: org.to_string(),
         project_id: service.project_id.to_string(),
         environment_id: service.environment_id.to_string(),
+        generation: 0,
     }
 }
 

@@ -11,7 +11,7 @@ use ::api::ServiceKind;
 use tokio::sync::watch;
 
 use super::resolver::{DnsLookup, LookupError};
-use super::route::service_route;
+use super::route::route_push;
 use super::{DomainStatus, Expectation, RouteChange, Verdict, check, next};
 use crate::clients::{ClientError, ProxyClient};
 use crate::store::{CustomDomain, DomainCheck, Store, StoreError};
@@ -156,7 +156,7 @@ impl Verifier {
             // Not deployed yet: its first switch pushes the route with every verified domain.
             Ok(s) if s.kind != ServiceKind::Web || s.current_deployment_id.is_none() => {}
             Ok(s) => {
-                let route = service_route(
+                let route = route_push(
                     &self.store,
                     d.organization_id,
                     &s,

@@ -691,6 +691,7 @@ impl<Q: DeploymentQueue> Driver<Q> {
             health_timeout_ms: health
                 .and_then(|h| h.deadline_ms)
                 .unwrap_or(self.config.health_deadline_ms),
+            route_generation: route.generation,
         };
         match self.retry(|| proxy.switch(&spec)).await {
             Ok(SwitchOutcome::Switched) => Ok(Some((Event::Switched, StepData::default()))),

@@ -708,7 +708,7 @@ impl ProxyClient for FakeProxy {
     async fn remove_allowed_domain(&self, _domain: &str) -> Result<(), ClientError> {
         Ok(())
     }
-    async fn remove_route(&self, _route_id: &str) -> Result<(), ClientError> {
+    async fn remove_route(&self, _route_id: &str, _generation: u64) -> Result<(), ClientError> {
         Ok(())
     }
 }

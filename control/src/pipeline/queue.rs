@@ -66,7 +66,7 @@ pub trait DeploymentQueue: Clone + Send + Sync + 'static {
     ) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
         Ok(BTreeMap::new())
     }
-    /// The service's proxy route as of now (platform host and verified custom domains).
+    /// The service's proxy route as of now (platform host and verified custom domains), to push.
     async fn service_route(
         &self,
         organization: Uuid,
@@ -180,7 +180,7 @@ impl DeploymentQueue for Store {
         service: &Service,
         apps_domain: &str,
     ) -> Result<RouteSpec> {
-        crate::domains::route::service_route(self, organization, service, apps_domain).await
+        crate::domains::route::route_push(self, organization, service, apps_domain).await
     }
 
     async fn node(&self, id: Uuid) -> Result<Node> {

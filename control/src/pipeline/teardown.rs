@@ -67,9 +67,9 @@ async fn take_off(
     if service.kind == ServiceKind::Web
         && let Some(proxy) = &clients.proxy
     {
-        let route = crate::domains::route::service_route(store, org, service, apps_domain).await?;
+        let route = crate::domains::route::route_push(store, org, service, apps_domain).await?;
         proxy
-            .remove_route(&route.route_id)
+            .remove_route(&route.route_id, route.generation)
             .await
             .map_err(|source| TeardownError::Call {
                 what: format!("removing route {} from the proxy", route.route_id),

@@ -244,7 +244,7 @@ impl ProxyClient for FakeProxy {
         });
         Ok(())
     }
-    async fn remove_route(&self, route_id: &str) -> Result<(), ClientError> {
+    async fn remove_route(&self, route_id: &str, _generation: u64) -> Result<(), ClientError> {
         self.log.lock().unwrap().push(Call::Unroute {
             route_id: route_id.into(),
         });
@@ -287,8 +287,8 @@ impl ProxyClient for FlakyProxy {
         self.check()?;
         self.inner.remove_allowed_domain(d).await
     }
-    async fn remove_route(&self, r: &str) -> Result<(), ClientError> {
+    async fn remove_route(&self, r: &str, generation: u64) -> Result<(), ClientError> {
         self.check()?;
-        self.inner.remove_route(r).await
+        self.inner.remove_route(r, generation).await
     }
 }
