@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use ebpf::{Cidr, EndpointPolicy, Identity, Isolation, IsolationConfig, Roles};
+use ebpf::{Cidr, EndpointPolicy, Identity, Isolation, IsolationConfig, PairRule, Protocol, Roles};
 
 use crate::isolation::{ContainerEndpoint, IsolationError, IsolationHook, RemoteEndpoint};
 
@@ -178,6 +178,18 @@ impl IsolationHook for EbpfIsolation {
                 gateways.remove(&gateway);
                 return Err(fail(format!("registering gateway {gateway}: {e}")));
             }
+        }
+        // Its network's DNS responder on the gateway (#15): port 53, nothing else of the node.
+        let identity = Identity::of(&endpoint.project_id, &endpoint.environment_id);
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
+            let dns = PairRule {
+                from: identity,
+                to: node_identity(),
+                port: Some((protocol, crate::network::dns::DNS_PORT)),
+            };
+            loader
+                .allow(&dns)
+                .map_err(|e| fail(format!("allowing dns to the gateway: {e}")))?;
         }
         let container = ebpf::ContainerEndpoint {
             veth: endpoint.host_veth.clone(),

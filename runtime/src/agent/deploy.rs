@@ -139,7 +139,14 @@ impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
         id_map: IdMap,
     ) -> Result<Vec<containerd_client::types::Mount>> {
         let netns_path = crate::network::host::netns_path(id);
-        let hosts = self.networks.hosts_path(bridge).display().to_string();
+        let hosts_path = self.networks.hosts_path(bridge);
+        let hosts = hosts_path.display().to_string();
+        // The network's DNS responder, written beside its hosts file by the attach that runs
+        // beside this (#15).
+        let resolv = hosts_path
+            .with_file_name("resolv.conf")
+            .display()
+            .to_string();
         let oci = build_spec(&SpecInput {
             deploy: spec,
             image: &pulled.config,
@@ -147,6 +154,7 @@ impl<E: ContainerEngine, N: ContainerNetwork> Agent<E, N> {
             container_id: id,
             netns_path: &netns_path,
             hosts_path: &hosts,
+            resolv_path: Some(&resolv),
             memory_bytes: self.memory_of(spec),
             pids_limit: self.pids_of(spec),
             id_map,

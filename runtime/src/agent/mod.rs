@@ -115,6 +115,7 @@ impl Agent {
             pool,
             config.subnet_prefix,
         )?;
+        networks.serve_dns()?;
         let engine = ContainerdEngine::new(
             containerd,
             RegistryClient::new(config.registries.clone())?,

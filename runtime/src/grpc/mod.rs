@@ -25,8 +25,11 @@ pub struct NodeAgentService {
 }
 
 impl NodeAgentService {
+    /// The service keeping control's pushed endpoint set in the agent's own view (its DNS
+    /// responders read it).
     pub fn new(agent: Arc<Agent>) -> Self {
-        Self::with_cluster_view(agent, Arc::default())
+        let view = agent.networks.cluster_view();
+        Self::with_cluster_view(agent, view)
     }
 
     /// The service keeping control's pushed endpoint set in `cluster` (shared with its readers).

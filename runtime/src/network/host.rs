@@ -193,8 +193,10 @@ pub fn firewall_rules(
     );
     // Containers reach none of the host's own services; answers to the host's connections
     // (health checks, the proxy) pass.
+    // Except their network's DNS responder on its gateway (#15, in the pool).
     out.push_str(&format!(
         "add rule inet stackpad input iifname {p} ct state established,related accept\n\
+         add rule inet stackpad input iifname {p} ip daddr {pool} meta l4proto {{ tcp, udp }} th dport 53 accept\n\
          add rule inet stackpad input iifname {p} drop\n"
     ));
     let rule = |r: String| format!("add rule inet stackpad forward {r}\n");

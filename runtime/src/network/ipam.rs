@@ -32,6 +32,27 @@ pub struct NetworkAlloc {
     /// connection tracking still point at the old container for a while).
     #[serde(default)]
     pub next: u64,
+    /// The project and environment name the network is for (its DNS responder answers the
+    /// project's names; tables written before #15's DNS lack them until the next attach).
+    #[serde(default)]
+    pub project_id: String,
+    #[serde(default)]
+    pub environment_name: String,
+}
+
+impl NetworkAlloc {
+    /// The names and address of each container on it.
+    pub fn names(&self) -> Vec<(Vec<String>, Ipv4Addr)> {
+        self.leases
+            .values()
+            .map(|l| {
+                (
+                    l.hostname.split_whitespace().map(str::to_owned).collect(),
+                    l.ip,
+                )
+            })
+            .collect()
+    }
 }
 
 /// The whole allocation table: bridge name -> network.
@@ -70,6 +91,8 @@ impl IpamState {
                 namespace: namespace.to_owned(),
                 leases: BTreeMap::new(),
                 next: 0,
+                project_id: String::new(),
+                environment_name: String::new(),
             },
         );
         Ok(free)
@@ -130,6 +153,14 @@ impl IpamState {
             return true;
         }
         false
+    }
+
+    /// The names and address of each container of a network (its DNS responder's own part).
+    pub fn names(&self, bridge: &str) -> Vec<(Vec<String>, Ipv4Addr)> {
+        self.networks
+            .get(bridge)
+            .map(NetworkAlloc::names)
+            .unwrap_or_default()
     }
 
     /// The hosts-file lines of a network: `ip hostname` per lease (a lease's hostname may be

@@ -3,6 +3,7 @@
 //! and the firewall that keeps projects apart and traffic on the node unless egress is allowed.
 
 pub mod cluster;
+pub mod dns;
 pub mod host;
 pub mod ipam;
 pub mod subnet;
@@ -10,6 +11,7 @@ pub mod subnet;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -71,6 +73,8 @@ pub struct Networks {
     run_dir: PathBuf,
     /// Serialises bridge creation/removal with the leases that keep bridges alive.
     bridges: tokio::sync::Mutex<()>,
+    /// The DNS responders on the bridges' gateways (#15).
+    dns: dns::Dns,
 }
 
 impl Networks {
@@ -88,7 +92,58 @@ impl Networks {
             prefix,
             run_dir: run_dir.join("networks"),
             bridges: tokio::sync::Mutex::new(()),
+            dns: dns::Dns::new(Arc::default()),
         })
+    }
+
+    /// Control's pushed endpoint set, read by the DNS responders (the gRPC service fills it).
+    pub fn cluster_view(&self) -> Arc<cluster::ClusterView> {
+        self.dns.view()
+    }
+
+    /// The resolver configuration of a network, bind-mounted read-only at /etc/resolv.conf.
+    pub fn resolv_path(&self, bridge: &str) -> PathBuf {
+        self.run_dir.join(bridge).join("resolv.conf")
+    }
+
+    /// Starts the DNS responder of every network this agent's namespace holds whose bridge
+    /// is up (after a restart; [`Networks::attach`] starts the others). Must run inside a
+    /// Tokio runtime.
+    pub fn serve_dns(&self) -> Result<()> {
+        let networks: Vec<(String, ipam::NetworkAlloc)> = self.ipam.update(|s| {
+            Ok(s.networks
+                .iter()
+                .filter(|(_, n)| n.namespace == self.namespace && !n.project_id.is_empty())
+                .map(|(b, n)| (b.clone(), n.clone()))
+                .collect())
+        })?;
+        for (bridge, n) in networks {
+            let names = n.names();
+            self.serve_network_dns(&bridge, n.subnet, &n.project_id, &n.environment_name, names);
+        }
+        Ok(())
+    }
+
+    /// Answers the network's containers on its gateway (or updates what is answered); a
+    /// responder that cannot listen is logged: the hosts file still names the network's own
+    /// containers.
+    fn serve_network_dns(
+        &self,
+        bridge: &str,
+        subnet: Subnet,
+        project: &str,
+        environment_name: &str,
+        names: Vec<(Vec<String>, Ipv4Addr)>,
+    ) {
+        let zone = dns::Zone {
+            project_id: project.to_owned(),
+            environment_name: environment_name.to_owned(),
+            subnet,
+            local: names,
+        };
+        if let Err(e) = self.dns.serve(bridge, subnet.gateway(), zone) {
+            tracing::warn!(bridge, gateway = %subnet.gateway(), error = %e, "the network's DNS responder cannot listen");
+        }
     }
 
     /// The hosts file of a network (bind-mounted read-only at /etc/hosts).
@@ -105,6 +160,16 @@ impl Networks {
         std::fs::write(&path, content).map_err(|e| RuntimeError::io(&path, e))
     }
 
+    /// Writes a network's resolv.conf (its gateway's responder) unless it says that already.
+    fn write_resolv(&self, bridge: &str, subnet: Subnet, environment_name: &str) -> Result<()> {
+        let path = self.resolv_path(bridge);
+        let content = dns::resolv_conf(subnet.gateway(), environment_name);
+        if std::fs::read_to_string(&path).is_ok_and(|c| c == content) {
+            return Ok(());
+        }
+        std::fs::write(&path, content).map_err(|e| RuntimeError::io(&path, e))
+    }
+
     /// Gives the container an address on its project network and plugs it in. Idempotent:
     /// a retry gets the same address.
     pub async fn attach(
@@ -115,20 +180,27 @@ impl Networks {
         hostname: &str,
     ) -> Result<Endpoint> {
         let bridge = bridge_name(&self.namespace, project, environment);
-        let (subnet, ip, hosts) = {
+        let environment_name = dns::environment_of(hostname);
+        let (subnet, ip, hosts, names) = {
             let _guard = self.bridges.lock().await;
             let routed = ipam::routed_subnets();
-            let (subnet, ip, hosts) = self.ipam.update(|s| {
+            let (subnet, ip, hosts, names) = self.ipam.update(|s| {
                 let subnet =
                     s.ensure_network(&bridge, &self.namespace, self.pool, self.prefix, &routed)?;
                 let ip = s.lease(&bridge, container_id, hostname)?;
-                Ok((subnet, ip, s.hosts_file(&bridge)))
+                if let Some(n) = s.networks.get_mut(&bridge) {
+                    n.project_id = project.to_owned();
+                    if !environment_name.is_empty() {
+                        n.environment_name = environment_name.clone();
+                    }
+                }
+                Ok((subnet, ip, s.hosts_file(&bridge), s.names(&bridge)))
             })?;
             if let Err(e) = host::ensure_bridge(&bridge, subnet).await {
                 self.release(&bridge, container_id).await;
                 return Err(e);
             }
-            (subnet, ip, hosts)
+            (subnet, ip, hosts, names)
         };
         let ep = Endpoint {
             container_id: container_id.to_owned(),
@@ -142,6 +214,8 @@ impl Networks {
         };
         let created = async {
             self.write_hosts(&bridge, &hosts)?;
+            self.write_resolv(&bridge, subnet, &environment_name)?;
+            self.serve_network_dns(&bridge, subnet, project, &environment_name, names);
             host::create_endpoint(&EndpointSpec {
                 netns: ep.netns.clone(),
                 host_veth: ep.host_veth.clone(),
@@ -172,16 +246,18 @@ impl Networks {
     pub async fn detach(&self, container_id: &str, bridge: &str) -> Result<()> {
         host::delete_endpoint(container_id, &veth_name(container_id)).await?;
         let _guard = self.bridges.lock().await;
-        let (empty, hosts) = self.ipam.update(|s| {
+        let (empty, hosts, names) = self.ipam.update(|s| {
             s.release(bridge, container_id);
             let empty = s.drop_network_if_empty(bridge);
-            Ok((empty, s.hosts_file(bridge)))
+            Ok((empty, s.hosts_file(bridge), s.names(bridge)))
         })?;
         if empty {
+            self.dns.stop(bridge);
             host::delete_bridge(bridge).await?;
             let _ = std::fs::remove_dir_all(self.run_dir.join(bridge));
         } else {
             self.write_hosts(bridge, &hosts)?;
+            self.dns.set_local(bridge, names);
         }
         Ok(())
     }

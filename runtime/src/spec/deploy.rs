@@ -114,7 +114,7 @@ pub struct VolumeSpec {
 }
 
 /// Where a volume may not be mounted: the kernel's and the agent's own mounts.
-const RESERVED_MOUNTS: &[&str] = &["/proc", "/sys", "/dev", "/etc/hosts"];
+const RESERVED_MOUNTS: &[&str] = &["/proc", "/sys", "/dev", "/etc/hosts", "/etc/resolv.conf"];
 
 /// One deploy, parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

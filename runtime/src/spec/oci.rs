@@ -68,6 +68,8 @@ pub struct SpecInput<'a> {
     pub container_id: &'a str,
     pub netns_path: &'a str,
     pub hosts_path: &'a str,
+    /// The network's resolv.conf (its DNS responder), bound at /etc/resolv.conf when given.
+    pub resolv_path: Option<&'a str>,
     /// Limits with the node defaults applied.
     pub memory_bytes: u64,
     pub pids_limit: u32,
@@ -170,6 +172,9 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value> {
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
         json!({"destination": "/etc/hosts", "type": "bind", "source": input.hosts_path, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}),
     ];
+    if let Some(resolv) = input.resolv_path {
+        mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind", "source": resolv, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}));
+    }
     // The service's volumes, bound from their host mounts; a parent before what is under it.
     let mut volumes: Vec<_> = d.volumes.iter().collect();
     volumes.sort_by_key(|v| v.mount_path.matches('/').count());
@@ -276,6 +281,7 @@ mod tests {
             container_id: "sp-1",
             netns_path: "/run/netns/sp-1",
             hosts_path: "/run/stackpad/hosts",
+            resolv_path: Some("/run/stackpad/resolv.conf"),
             memory_bytes: 64 << 20,
             pids_limit: 128,
             id_map: IdMap { base: 131_072 },
@@ -397,6 +403,7 @@ mod tests {
             container_id: "c",
             netns_path: "/x",
             hosts_path: "/h",
+            resolv_path: None,
             memory_bytes: 1,
             pids_limit: 1,
             id_map: IdMap { base: 131_072 },
