@@ -16,6 +16,7 @@ use crate::crypto::SecretBox;
 use crate::domains::resolver::{DnsLookup, HickoryLookup};
 use crate::domains::verifier::{DomainSettings, Verifier};
 use crate::pipeline::driver::{Clients, Driver, DriverConfig};
+use crate::pipeline::jobs::run_singleton;
 use crate::pipeline::reschedule;
 use crate::pipeline::worker::run_worker;
 use crate::store::{Store, StoreError};
@@ -125,6 +126,10 @@ pub async fn start(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
+    // Several instances may share the database (#15): each periodic job runs in the one holding
+    // its lease (pipeline::jobs), deployments are claimed one worker at a time (pipeline::worker).
+    let instance = uuid::Uuid::new_v4();
+    let job_lease = config.lease();
 
     let mut state = AppState::new(
         store.clone(),
@@ -167,18 +172,31 @@ pub async fn start(
         .with_sources(sources.clone())
         .with_domains(verifier.clone())
         .with_teardown(clients.clone(), config.stop_grace_ms);
-    tasks.spawn(verifier.run(
-        Duration::from_millis(config.domain_check_interval_ms),
-        shutdown_rx.clone(),
-    ));
+    {
+        let verifier = verifier.clone();
+        let every = Duration::from_millis(config.domain_check_interval_ms);
+        tasks.spawn(run_singleton(
+            store.clone(),
+            "domain-checks",
+            instance,
+            job_lease,
+            shutdown_rx.clone(),
+            move |stop| verifier.clone().run(every, stop),
+        ));
+    }
     if !config.clickhouse_url.is_empty() && config.log_retention_interval_ms > 0 {
         let retention = crate::logretention::Retention::new(
             &config.clickhouse_url,
             &config.clickhouse_database,
         );
-        tasks.spawn(retention.run(
-            Duration::from_millis(config.log_retention_interval_ms),
+        let every = Duration::from_millis(config.log_retention_interval_ms);
+        tasks.spawn(run_singleton(
+            store.clone(),
+            "log-retention",
+            instance,
+            job_lease,
             shutdown_rx.clone(),
+            move |stop| retention.clone().run(every, stop),
         ));
     }
     let backups = crate::backups::Backups::new(
@@ -193,9 +211,15 @@ pub async fn start(
     })?;
     state = state.with_backups(backups.clone());
     if config.backups.interval_ms > 0 {
-        tasks.spawn(backups.run_scheduler(
-            Duration::from_millis(config.backups.interval_ms),
+        let backups = backups.clone();
+        let every = Duration::from_millis(config.backups.interval_ms);
+        tasks.spawn(run_singleton(
+            store.clone(),
+            "backup-scheduler",
+            instance,
+            job_lease,
             shutdown_rx.clone(),
+            move |stop| backups.clone().run_scheduler(every, stop),
         ));
     }
     let http_metrics = Arc::new(crate::metrics::HttpMetrics::default());
@@ -248,14 +272,20 @@ pub async fn start(
             shutdown_rx.clone(),
         ));
     }
-    tasks.spawn(monitor_nodes(
-        store.clone(),
-        clients,
-        Duration::from_millis(config.heartbeat_interval_ms),
-        Duration::from_millis(config.node_down_after_ms),
-        shutdown_rx,
-    ));
-    tracing::info!(%address, workers = config.workers, "stackpad-control started");
+    {
+        let store = store.clone();
+        let every = Duration::from_millis(config.heartbeat_interval_ms);
+        let down_after = Duration::from_millis(config.node_down_after_ms);
+        tasks.spawn(run_singleton(
+            store.clone(),
+            "node-monitor",
+            instance,
+            job_lease,
+            shutdown_rx,
+            move |stop| monitor_nodes(store.clone(), clients.clone(), every, down_after, stop),
+        ));
+    }
+    tracing::info!(%address, workers = config.workers, %instance, "stackpad-control started");
     Ok(Running {
         address,
         store,
