@@ -24,6 +24,7 @@ use crate::pages;
 use crate::routes::RouteSpec;
 use crate::state::ProxyState;
 use crate::upstream::{SetGuard, UpstreamGuard};
+use crate::wake::Held;
 
 /// The proxy application Pingora runs.
 #[derive(Debug)]
@@ -372,6 +373,17 @@ impl StackpadProxy {
         let route = self.state.snapshot().routes.lookup(host, path).cloned();
         route.map_or_else(|| Routing::NotFound(host.to_owned()), Routing::Unavailable)
     }
+
+    /// A sleeping service (#17): waits for its wake, then routes the request again; still
+    /// unavailable after the wait timeout (answered 503 with Retry-After).
+    async fn hold_for_wake(&self, session: &Session, route: Arc<RouteSpec>) -> Routing {
+        let host = request_host(session).unwrap_or_default().to_owned();
+        match self.state.wakes.hold(&route.service_id, &host).await {
+            // Not sleeping any more: woken between the check and the hold.
+            Held::Woken | Held::NotSleeping => self.route_request(session),
+            Held::TimedOut => Routing::Unavailable(route),
+        }
+    }
 }
 
 #[async_trait]
@@ -430,7 +442,13 @@ impl ProxyHttp for StackpadProxy {
             return self.answer_http01(session, ctx).await;
         }
 
-        let (route, admission) = match self.route_request(session) {
+        let mut routing = self.route_request(session);
+        if let Routing::Unavailable(route) = &routing
+            && self.state.wakes.is_sleeping(&route.service_id)
+        {
+            routing = self.hold_for_wake(session, Arc::clone(route)).await;
+        }
+        let (route, admission) = match routing {
             Routing::NoHost => {
                 return respond(session, ctx, 400, "the request has no Host", true).await;
             }

@@ -28,3 +28,4 @@ pub mod store;
 pub mod switch;
 pub mod tickets;
 pub mod upstream;
+pub mod wake;

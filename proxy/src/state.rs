@@ -69,6 +69,8 @@ pub struct ProxyState {
     /// Generations of removed routes and of switches; changed only under `mutate`.
     generations: Mutex<Generations>,
     pub metrics: Arc<Metrics>,
+    /// Sleeping services and the requests held for them (#17).
+    pub wakes: crate::wake::Wakes,
     runtime: tokio::runtime::Handle,
 }
 
@@ -111,6 +113,7 @@ impl ProxyState {
             store,
             generations: Mutex::new(persisted.generations),
             metrics,
+            wakes: crate::wake::Wakes::default(),
             runtime,
         });
         for set in state.current.load().services.values() {
@@ -380,6 +383,8 @@ impl ProxyState {
                     .insert(plan.service_id.clone(), route_generation);
             }
             self.current.store(Arc::clone(&next));
+            self.wakes
+                .switched(&plan.service_id, !plan.upstreams.is_empty());
             let swap_after = started.elapsed();
             if let Some(old) = &old {
                 old.retire();

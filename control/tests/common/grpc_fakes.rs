@@ -436,4 +436,17 @@ impl p::proxy_admin_server::ProxyAdmin for ProxyFake {
     ) -> Result<Response<p::ListAllowedDomainsResponse>, Status> {
         Err(Status::unimplemented("list_allowed_domains"))
     }
+    async fn sleep(
+        &self,
+        _: Request<p::SleepRequest>,
+    ) -> Result<Response<p::SleepResponse>, Status> {
+        Err(Status::unimplemented("sleep"))
+    }
+    type WatchWakesStream = BoxStream<p::WakeRequest>;
+    async fn watch_wakes(
+        &self,
+        _: Request<p::WatchWakesRequest>,
+    ) -> Result<Response<Self::WatchWakesStream>, Status> {
+        Err(Status::unimplemented("watch_wakes"))
+    }
 }

@@ -1,15 +1,19 @@
 //! `stackpad.proxy.v1.ProxyAdmin` over the live state, and the listener that serves it.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use proto::proxy::v1 as pb;
 use proto::proxy::v1::proxy_admin_server::{ProxyAdmin, ProxyAdminServer};
+use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::acme::{CertStore, StoreError, StoredCertificate, TlsState};
 use crate::state::{ProxyState, RouteUpdate, StateError};
-use crate::switch::SwitchError;
+use crate::switch::{SwitchCommand, SwitchError};
+use crate::wake::WakeRequest;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -269,7 +273,61 @@ impl ProxyAdmin for AdminService {
             .collect();
         Ok(Response::new(pb::ListAllowedDomainsResponse { domains }))
     }
+
+    async fn sleep(
+        &self,
+        request: Request<pb::SleepRequest>,
+    ) -> Result<Response<pb::SleepResponse>, Status> {
+        let service_id = request.into_inner().service_id.trim().to_owned();
+        // Out of rotation first (an idle service has nothing in flight to drain), then marked:
+        // a request in between finds no upstream and is answered 503 as before.
+        self.state
+            .switch(SwitchCommand {
+                service_id: service_id.clone(),
+                upstreams: Vec::new(),
+                drain_deadline: Some(SLEEP_DRAIN),
+                skip_health_wait: true,
+                health_timeout: None,
+                health_check: None,
+                load_balancing: None,
+                route_generation: 0,
+            })
+            .await
+            .map_err(switch_status)?;
+        self.state.wakes.sleep(&service_id);
+        tracing::info!(service_id, "service sleeping");
+        Ok(Response::new(pb::SleepResponse {}))
+    }
+
+    type WatchWakesStream =
+        Pin<Box<dyn futures::Stream<Item = Result<pb::WakeRequest, Status>> + Send>>;
+
+    async fn watch_wakes(
+        &self,
+        _request: Request<pb::WatchWakesRequest>,
+    ) -> Result<Response<Self::WatchWakesStream>, Status> {
+        let (pending, rx) = self.state.wakes.watch();
+        let to_pb = |w: WakeRequest| pb::WakeRequest {
+            service_id: w.service_id,
+            host: w.host,
+        };
+        let pending = futures::stream::iter(pending.into_iter().map(move |w| Ok(to_pb(w))));
+        let next = futures::stream::unfold(rx, move |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(w) => return Some((Ok(to_pb(w)), rx)),
+                    // Held requests ask again after REASK_AFTER.
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(pending.chain(next))))
+    }
 }
+
+/// How long a service put to sleep may finish what it serves.
+const SLEEP_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Compares the bearer token in constant time.
 fn authorized(
