@@ -13,7 +13,8 @@ pub mod exit {
     pub const REFUSED: i32 = 3;
     /// What was named does not exist (a 404 answer, or no such name).
     pub const NOT_FOUND: i32 = 4;
-    /// A followed deployment ended other than ready (failed, cancelled, superseded).
+    /// A followed deployment ended other than ready (failed, cancelled, superseded), or a
+    /// followed backup or restore failed.
     pub const DEPLOYMENT_FAILED: i32 = 5;
 }
 

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+pub mod backups;
 mod client;
 mod commands;
 mod deployments;
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 /// `tests/render.rs` with fixed ids and times).
 pub mod render {
     pub use crate::access::{members_table, tokens_table};
+    pub use crate::backups::backups_table;
     pub use crate::deployments::{deployment_list, show_deployment};
     pub use crate::domains::line as domain_line;
     pub use crate::environments::describe as describe_environment;
@@ -57,7 +59,8 @@ Exit codes:
   2  usage: a bad command line, no target named, an ambiguous name, not logged in
   3  the API refused the request (4xx other than 404)
   4  not found (no such name or id)
-  5  a followed deployment failed (or was cancelled or superseded)
+  5  a followed deployment failed (or was cancelled or superseded), or a followed backup
+     or restore failed
 
 Examples:
   stackpad login --url https://api.stackpad.example --token sp_...
@@ -226,6 +229,15 @@ pub enum Command {
                       stackpad tokens list\n  stackpad tokens revoke ci"
     )]
     Tokens(access::Tokens),
+    /// A managed database's or cache's backups: list, create (followed until verified),
+    /// restore (into the same service or, with --into, another of the same engine).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  stackpad backups list --service shop/db\n  \
+                      stackpad backups create --service shop/db\n  \
+                      stackpad backups restore latest --service shop/db --yes"
+    )]
+    Backups(backups::Backups),
     /// Members of the organization and their roles: list, add, remove.
     #[command(
         subcommand,
@@ -491,6 +503,7 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
         Command::Init { args } => init::init(&ctx, &dir, args, &mut p).await,
         Command::Up { target, no_wait } => init::up(&ctx, &dir, target, no_wait, &mut p).await,
         Command::Members(cmd) => access::members(&ctx, cmd, &mut p).await,
+        Command::Backups(cmd) => backups::run(&ctx, cmd, &mut p).await,
         Command::Webhook(Webhook::Rotate { target, secret }) => {
             commands::webhook_rotate(&ctx, target, secret, &mut p).await
         }

@@ -123,7 +123,7 @@ fn completions_are_generated_for_bash_zsh_and_fish() {
             .unwrap();
         assert!(out.status.success(), "{shell}: {out:?}");
         let script = String::from_utf8(out.stdout).unwrap();
-        for word in ["deploy", "link", "--service", "--json"] {
+        for word in ["deploy", "link", "backups", "--service", "--json"] {
             assert!(script.contains(word), "{shell} completes {word}");
         }
     }

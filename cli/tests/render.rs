@@ -4,9 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use detect::{RepoSnapshot, detect};
 use cli::output::Printer;
 use cli::render;
+use detect::{RepoSnapshot, detect};
 use serde_json::{Value, json};
 
 const P1: &str = "11111111-1111-4111-8111-111111111111";
@@ -115,6 +115,15 @@ fn rendered() -> String {
                            "created_at": "2026-12-03T08:00:00Z" }),
     ];
     section("members list", lines(render::members_table(&members)));
+    let backups = [
+        json!({ "id": T1, "state": "completed", "verification": "verified", "trigger": "pre_restore",
+                "size_bytes": 5_400_000, "started_at": "2026-12-06T18:00:00Z", "duration_ms": 2_350,
+                "error": null }),
+        json!({ "id": T2, "state": "failed", "verification": "pending", "trigger": "scheduled",
+                "size_bytes": null, "started_at": "2026-12-06T03:00:00Z", "duration_ms": null,
+                "error": "service db has no running container" }),
+    ];
+    section("backups list", lines(render::backups_table(&backups)));
     let env = json!({ "id": E1, "name": "staging", "branch": "develop",
         "env": { "MODE": { "value": "staging", "secret": false }, "API_KEY": { "value": null, "secret": true } } });
     section(
