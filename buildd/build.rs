@@ -1,8 +1,8 @@
 //! Compiles the subset of BuildKit's APIs that buildd speaks: the control API (client) and the
-//! session services buildd serves to BuildKit (file sync, secrets, health); and the static file
-//! server of single-page apps (`static-server/main.rs`, standard library only), linked
-//! statically so it runs alone in an image `FROM scratch` (buildd embeds it and serves it to
-//! BuildKit like the other files a build `ADD`s).
+//! session services buildd serves to BuildKit (file sync, secrets, registry credentials,
+//! health); and the static file server of single-page apps (`static-server/main.rs`, standard
+//! library only), linked statically so it runs alone in an image `FROM scratch` (buildd embeds
+//! it and serves it to BuildKit like the other files a build `ADD`s).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -41,9 +41,10 @@ fn static_server() -> Result<(), Box<dyn std::error::Error>> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     static_server()?;
     const CLIENT: [&str; 1] = ["proto/moby/buildkit/v1/control.proto"];
-    const SERVER: [&str; 4] = [
+    const SERVER: [&str; 5] = [
         "proto/fsutil/types/wire.proto",
         "proto/moby/filesync/v1/filesync.proto",
+        "proto/moby/filesync/v1/auth.proto",
         "proto/moby/buildkit/secrets/v1/secrets.proto",
         "proto/grpc/health/v1/health.proto",
     ];

@@ -45,6 +45,31 @@ pub struct Config {
     /// only `stackpad-control`'s certificate of the platform CA is accepted; the files are
     /// reloaded when they change. Required when `listen` is off loopback.
     pub tls: Option<pki::TlsFiles>,
+    /// Credentials of the registry builds pull their base images from and push to
+    /// (`[registry_auth]`: `host`, `username`, `password`), e.g. a cluster node's own user of the
+    /// platform registry; none = the registry is anonymous (the single-machine loopback one).
+    pub registry_auth: Option<RegistryAuth>,
+}
+
+/// A registry's Basic credentials: given to dockerd with each push and to BuildKit over the
+/// build's session when it pulls from `host`.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryAuth {
+    /// `host[:port]` as image names spell it, e.g. `127.0.0.1:5000`.
+    pub host: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("host", &self.host)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The sandbox git runs in (see `source::sandbox`).
@@ -122,6 +147,7 @@ impl Default for Config {
             egress_allow: Vec::new(),
             fetch_sandbox: FetchSandboxConfig::default(),
             tls: None,
+            registry_auth: None,
         }
     }
 }
@@ -168,6 +194,23 @@ impl Config {
         }
         if let Some(tls) = &self.tls {
             tls.validate().map_err(|e| err("tls", e))?;
+        }
+        if let Some(auth) = &self.registry_auth {
+            if auth.host.trim().is_empty() || auth.host.contains('/') {
+                return Err(err(
+                    "registry_auth.host",
+                    "must be a registry host[:port] without a path",
+                ));
+            }
+            if auth.username.is_empty() || auth.username.contains(':') {
+                return Err(err(
+                    "registry_auth.username",
+                    "must not be empty nor contain ':'",
+                ));
+            }
+            if auth.password.is_empty() {
+                return Err(err("registry_auth.password", "must not be empty"));
+            }
         }
         pki::require_tls_off_loopback("listen", self.listen, "tls", self.tls.is_some())
             .map_err(|e| err("tls", e.to_string()))?;

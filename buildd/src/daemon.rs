@@ -77,7 +77,8 @@ impl Daemon {
         let pipeline = Pipeline {
             fetch: Arc::new(fetch),
             buildkit,
-            engine: Engine::new(&config.buildkit.docker_socket),
+            engine: Engine::new(&config.buildkit.docker_socket)
+                .with_auth(config.registry_auth.clone()),
             contexts,
             bases: config.base_images.clone(),
             work_dir: config.work_dir.clone(),

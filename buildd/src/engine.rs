@@ -8,6 +8,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
+use crate::config::RegistryAuth;
+
 /// Why a push failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
@@ -19,10 +21,11 @@ pub enum PushError {
     NoDigest { image: String },
 }
 
-/// dockerd's socket.
+/// dockerd's socket, and the registry's credentials when it is not anonymous.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Engine {
     pub socket: PathBuf,
+    pub auth: Option<RegistryAuth>,
 }
 
 /// Splits `registry/repo:tag` into (`registry/repo`, `tag`).
@@ -48,7 +51,27 @@ impl Engine {
     pub fn new(socket: impl AsRef<Path>) -> Self {
         Self {
             socket: socket.as_ref().to_path_buf(),
+            auth: None,
         }
+    }
+
+    /// The same engine pushing with `auth` (none = anonymously).
+    pub fn with_auth(mut self, auth: Option<RegistryAuth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// dockerd's `X-Registry-Auth`: base64url of the auth config JSON (`{}` when anonymous).
+    fn registry_auth_header(&self) -> String {
+        let json = match &self.auth {
+            Some(a) => serde_json::json!({
+                "username": a.username,
+                "password": a.password,
+                "serveraddress": a.host,
+            }),
+            None => serde_json::json!({}),
+        };
+        base64url(json.to_string().as_bytes())
     }
 
     async fn request(&self, method: &str, path: &str) -> Result<(u16, Bytes), String> {
@@ -63,8 +86,7 @@ impl Engine {
             .method(method)
             .uri(path)
             .header("Host", "docker")
-            // The registry is anonymous on the node's network; an empty auth config.
-            .header("X-Registry-Auth", "e30=")
+            .header("X-Registry-Auth", self.registry_auth_header())
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
@@ -116,6 +138,29 @@ impl Engine {
     }
 }
 
+/// RFC 4648 base64 with the URL-safe alphabet and padding (what Go's `base64.URLEncoding`,
+/// which dockerd decodes `X-Registry-Auth` with, writes).
+fn base64url(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Reads the push stream (JSON lines): an `error` line fails, the `aux.Digest` is the result.
 fn push_digest(image: &str, body: &[u8]) -> Result<String, PushError> {
     let mut digest = None;
@@ -141,6 +186,24 @@ fn push_digest(image: &str, body: &[u8]) -> Result<String, PushError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_auth_is_base64url_json_and_empty_when_anonymous() {
+        assert_eq!(base64url(b"{}"), "e30=");
+        assert_eq!(base64url(b"\xfb\xff"), "-_8=");
+        assert_eq!(base64url(b"abc"), "YWJj");
+        assert_eq!(base64url(b"a"), "YQ==");
+        let anonymous = Engine::new("/x");
+        assert_eq!(anonymous.registry_auth_header(), "e30=");
+        let auth = Engine::new("/x").with_auth(Some(RegistryAuth {
+            host: "127.0.0.1:5000".into(),
+            username: "node-build-1".into(),
+            password: "p".into(),
+        }));
+        let header = auth.registry_auth_header();
+        assert!(!header.contains('+') && !header.contains('/'));
+        assert!(header.starts_with("ey"), "{header}");
+    }
 
     #[test]
     fn digest_and_errors_from_the_push_stream() {

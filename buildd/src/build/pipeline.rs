@@ -292,12 +292,13 @@ impl BuildRunner for Pipeline {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
                     .collect();
-                let session = session::open(socket, &shared_key, dirs, secrets)
-                    .await
-                    .map_err(|e| BuildError::BuildKit {
-                        id: id.clone(),
-                        detail: format!("cannot open a session on dockerd: {e}"),
-                    })?;
+                let session =
+                    session::open(socket, &shared_key, dirs, secrets, self.engine.auth.clone())
+                        .await
+                        .map_err(|e| BuildError::BuildKit {
+                            id: id.clone(),
+                            detail: format!("cannot open a session on dockerd: {e}"),
+                        })?;
                 (None, Some(session))
             }
             _ => {

@@ -3,7 +3,9 @@
 //! pulls local sources with (`moby.filesync.v1.FileSync/DiffCopy`, fsutil's packet protocol),
 //! the build's secrets (`moby.buildkit.secrets.v1.Secrets/GetSecret`: what a
 //! `RUN --mount=type=secret,id=NAME` reads at /run/secrets/NAME, held in memory only, never a
-//! build argument or a layer) and the health check BuildKit probes sessions with.
+//! build argument or a layer), the registry's credentials when BuildKit pulls a base image from
+//! a registry that asks for them (`moby.filesync.v1.Auth/Credentials`, for the configured host
+//! only) and the health check BuildKit probes sessions with.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -98,6 +100,30 @@ impl secrets::secrets_server::Secrets for Secrets {
             })),
             None => Err(Status::not_found(format!("secret {id} not found"))),
         }
+    }
+}
+
+/// The registry credentials BuildKit may ask for: the configured host's, nothing for others.
+#[derive(Clone)]
+struct Auth {
+    registry: Option<crate::config::RegistryAuth>,
+}
+
+#[tonic::async_trait]
+impl filesync::auth_server::Auth for Auth {
+    async fn credentials(
+        &self,
+        request: Request<filesync::CredentialsRequest>,
+    ) -> Result<Response<filesync::CredentialsResponse>, Status> {
+        let host = request.into_inner().host;
+        Ok(Response::new(match &self.registry {
+            Some(r) if r.host == host => filesync::CredentialsResponse {
+                username: r.username.clone(),
+                secret: r.password.clone(),
+            },
+            // BuildKit then goes on anonymously.
+            _ => filesync::CredentialsResponse::default(),
+        }))
     }
 }
 
@@ -353,13 +379,15 @@ impl filesync::file_sync_server::FileSync for FileSync {
     }
 }
 
-/// Opens a session on dockerd offering `dirs` by name, and `secrets` by id. `shared_key` lets
-/// BuildKit reuse what it already copied from an earlier session with the same key.
+/// Opens a session on dockerd offering `dirs` by name, `secrets` by id and the credentials of
+/// `registry` (if any) for its host. `shared_key` lets BuildKit reuse what it already copied from
+/// an earlier session with the same key.
 pub async fn open(
     docker_socket: &Path,
     shared_key: &str,
     dirs: HashMap<String, PathBuf>,
     secrets: HashMap<String, Vec<u8>>,
+    registry: Option<crate::config::RegistryAuth>,
 ) -> std::io::Result<Session> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let headers = [
@@ -373,6 +401,10 @@ pub async fn open(
         (
             "X-Docker-Expose-Session-Grpc-Method",
             "/moby.buildkit.secrets.v1.Secrets/GetSecret".to_owned(),
+        ),
+        (
+            "X-Docker-Expose-Session-Grpc-Method",
+            "/moby.filesync.v1.Auth/Credentials".to_owned(),
         ),
         (
             "X-Docker-Expose-Session-Grpc-Method",
@@ -391,6 +423,7 @@ pub async fn open(
         let served = tonic::transport::Server::builder()
             .add_service(filesync::file_sync_server::FileSyncServer::new(sync))
             .add_service(secrets::secrets_server::SecretsServer::new(secrets))
+            .add_service(filesync::auth_server::AuthServer::new(Auth { registry }))
             .add_service(health::health_server::HealthServer::new(Health))
             .serve_with_incoming(incoming)
             .await;
