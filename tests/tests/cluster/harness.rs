@@ -25,6 +25,8 @@ pub struct Binaries {
     pub control: PathBuf,
     pub proxy: PathBuf,
     pub node: PathBuf,
+    /// In the same folder as `node`: scripts/cluster runs it on the build node.
+    pub buildd: PathBuf,
 }
 
 impl Binaries {
@@ -37,6 +39,7 @@ impl Binaries {
                         ("stackpad-control", "stackpad-control"),
                         ("stackpad-proxy", "stackpad-proxy"),
                         ("stackpad-runtime", "stackpad-node"),
+                        ("stackpad-buildd", "stackpad-buildd"),
                     ])?
                     .into_iter();
                     let mut next = || paths.next().expect("one path per binary");
@@ -44,6 +47,7 @@ impl Binaries {
                         control: next(),
                         proxy: next(),
                         node: next(),
+                        buildd: next(),
                     })
                 };
                 build().map_err(|e| format!("{e:#}"))
@@ -68,10 +72,22 @@ pub struct ComputeNode {
     pub id: String,
 }
 
+/// The build node of a cluster (`build-1`: buildd on its own dockerd's BuildKit).
+#[derive(Debug, Clone)]
+pub struct BuildNode {
+    /// Its network namespace.
+    pub netns: String,
+    /// Its id in control (from the join).
+    pub id: String,
+    /// The folder its buildd accepts local sources from.
+    pub sources: PathBuf,
+}
+
 /// A cluster made by `scripts/cluster` for one test; `Drop` removes it.
 pub struct Cluster {
     pub name: String,
     pub compute: Vec<ComputeNode>,
+    pub build: Option<BuildNode>,
     /// The host's WireGuard address (what the proxy connects from).
     pub host_wg: String,
     /// Its index (`spk<index>*` interfaces on the host).
@@ -133,6 +149,7 @@ impl Cluster {
         let mut cluster = Self {
             name,
             compute: Vec::new(),
+            build: None,
             host_wg: String::new(),
             index: String::new(),
             up_args,
@@ -151,6 +168,11 @@ impl Cluster {
                 .to_string())
         };
         cluster.host_wg = get("STACKPAD_CLUSTER_HOST_WG")?;
+        cluster.build = Some(BuildNode {
+            netns: get("STACKPAD_CLUSTER_BUILD_1_NETNS")?,
+            id: get("STACKPAD_CLUSTER_BUILD_1_ID")?,
+            sources: get("STACKPAD_CLUSTER_BUILD_1_SOURCES")?.into(),
+        });
         cluster.index = get("STACKPAD_CLUSTER_INDEX")?;
         for n in 1..=compute {
             let var = |what: &str| -> anyhow::Result<String> {
@@ -308,6 +330,11 @@ pub struct Tenant {
 
 impl HostPlatform {
     pub async fn start(name: &str) -> anyhow::Result<Self> {
+        Self::start_with(name, "").await
+    }
+
+    /// `start` with `extra` appended to control's configuration (top-level TOML keys).
+    pub async fn start_with(name: &str, extra: &str) -> anyhow::Result<Self> {
         let services = Services::from_env();
         tokio::net::TcpStream::connect(&services.registry)
             .await
@@ -352,7 +379,7 @@ impl HostPlatform {
             "listen = \"{api_addr}\"\ndatabase_url = \"{database_url}\"\n\
              encryption_key = \"{key}\"\nadmin_token = \"{operator_token}\"\n\
              proxy_address = \"http://{admin}\"\nproxy_token = \"{proxy_token}\"\n\
-             registry = \"{}\"\napps_domain = \"{apps_domain}\"\n",
+             registry = \"{}\"\napps_domain = \"{apps_domain}\"\n{extra}\n",
             services.registry,
         );
         std::fs::write(home.join("control.toml"), control_toml)?;
@@ -544,6 +571,50 @@ impl HostPlatform {
     /// `http://host:<proxy port>/path`.
     pub fn url(&self, host: &str, path: &str) -> String {
         format!("http://{host}:{}{path}", self.http.port())
+    }
+
+    /// The test's database (both control instances of a failover test use it).
+    pub fn database_url(&self) -> &str {
+        self.database.as_ref().map(PostgresDb::url).unwrap_or_default()
+    }
+
+    /// A second `stackpad-control` on the same database and configuration (its own API port),
+    /// as a second instance of the control plane (#15 item 9); its API's base URL.
+    pub async fn second_control(&self) -> anyhow::Result<(Daemon, String)> {
+        let home = self.dir.path();
+        let config = std::fs::read_to_string(home.join("control.toml"))?;
+        let api_addr = format!("127.0.0.1:{}", free_port());
+        let config: String = config
+            .lines()
+            .map(|l| {
+                if l.starts_with("listen = ") {
+                    format!("listen = \"{api_addr}\"\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(home.join("control-b.toml"), config)?;
+        let bins = Binaries::get()?;
+        let mut control = Daemon::spawn(
+            "stackpad-control-b",
+            &bins.control,
+            &["--config", "control-b.toml"],
+            home,
+        )?;
+        control
+            .wait_for_tcp(&api_addr, Duration::from_secs(60))
+            .await?;
+        Ok((control, format!("http://{api_addr}")))
+    }
+
+    /// SIGKILL to the first control instance (no shutdown code runs: its leases stay until
+    /// they expire).
+    pub fn kill_control(&mut self) -> anyhow::Result<()> {
+        self.control
+            .as_mut()
+            .context("control is not running")?
+            .kill9()
     }
 
     /// The tail of control's and the proxy's logs, for a failed scenario.

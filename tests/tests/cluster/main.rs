@@ -2,6 +2,7 @@
 //! control and the proxy on the host. A binary of its own, so it runs beside the other suites;
 //! every test owns its cluster (a unique `--name`) and removes it on drop.
 
+mod build;
 mod harness;
 mod isolation;
 mod replicas;
