@@ -300,3 +300,99 @@ fn registry_is_public() -> bool {
             .iter()
             .all(|a| tenant::address::special(a.ip()).is_none())
 }
+
+/// Builds `examples/<name>` (a pnpm or yarn app), runs it and returns (repo, image repository,
+/// status, body of `/`).
+async fn build_and_get(
+    d: &mut TestDaemon,
+    name: &str,
+) -> (tempfile::TempDir, String, pb::BuildStatus, String) {
+    let (repo, sha) = example_repo(name);
+    let req = d.start_request(&unique(name), repo.path(), &sha);
+    let image_repo = req.image.clone();
+    let events = run_to_end(d, req).await;
+    let status = succeeded(&events);
+    let deps = dependency_log(&events);
+    eprintln!("{name}: {deps:#?}");
+    let port = free_port();
+    let _c = Container::run(&format!("{image_repo}@{}", status.image_digest), port);
+    let (line, body) = http_get(port, 20).await;
+    assert!(line.contains("200"), "{line}");
+    (repo, image_repo, status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pnpm_and_yarn_apps_install_with_their_pinned_manager_offline_and_a_rebuild_downloads_nothing()
+ {
+    let mut d = daemon_configured(4, "session", allow_npm_registry).await;
+
+    // pnpm (packageManager pnpm@10.34.9): fastify, and esbuild as a dev dependency for the
+    // build script.
+    let (repo, image_repo, status, body) = build_and_get(&mut d, "pnpm-fastify").await;
+    assert_eq!(
+        (status.framework.as_str(), status.container_port),
+        ("fastify", 3000)
+    );
+    assert_eq!(body, "hello from fastify, installed by pnpm");
+
+    // A source change: the lock file is the same, so nothing is downloaded and pnpm's install
+    // step comes from BuildKit's cache.
+    let nonce = unique("changed");
+    let sha2 = commit_change(
+        repo.path(),
+        "src/greeting.ts",
+        &format!("export const greeting = (m: string): string => `{nonce} ${{m}}`;\n"),
+    );
+    let mut req2 = d.start_request(&unique("pnpm-warm"), repo.path(), &sha2);
+    req2.image = image_repo.clone();
+    let events2 = run_to_end(&mut d, req2).await;
+    let status2 = succeeded(&events2);
+    let deps2 = dependency_log(&events2);
+    assert!(
+        deps2.iter().any(|l| l.contains("nothing downloaded")),
+        "{deps2:#?}"
+    );
+    let install: Vec<_> = steps(&events2)
+        .into_iter()
+        .filter(|s| {
+            s.name.contains("pnpm install --frozen-lockfile --offline")
+                && s.completed_at_unix_ms > 0
+        })
+        .collect();
+    assert!(
+        !install.is_empty() && install.iter().all(|s| s.cached),
+        "install step not cached: {:#?}",
+        steps(&events2)
+    );
+    let port = free_port();
+    {
+        let _c = Container::run(&format!("{image_repo}@{}", status2.image_digest), port);
+        let (_, body) = http_get(port, 20).await;
+        assert_eq!(body, format!("{nonce} pnpm"));
+    }
+
+    // yarn 1 (packageManager yarn@1.22.22): its lock file names registry.yarnpkg.com; the
+    // fetch asks the npm registry for the same packages.
+    let (_repo, _, status, body) = build_and_get(&mut d, "yarn-express").await;
+    assert_eq!(status.framework, "express");
+    assert_eq!(body, "hello from express, installed by yarn");
+
+    // package.json asks for what the lock file does not have: pnpm's frozen install fails in
+    // the fetch sandbox, and the build says so.
+    let pkg = std::fs::read_to_string(repo.path().join("package.json")).unwrap();
+    let sha3 = commit_change(
+        repo.path(),
+        "package.json",
+        &pkg.replace("\"fastify\": \"5.12.8\"", "\"fastify\": \"5.12.7\""),
+    );
+    let req3 = d.start_request(&unique("pnpm-bad"), repo.path(), &sha3);
+    let events3 = run_to_end(&mut d, req3).await;
+    let status3 = final_status(&events3);
+    assert_eq!(status3.state(), pb::BuildState::Failed, "{status3:?}");
+    assert!(
+        status3.failure_reason.contains("lock file mismatch")
+            && status3.failure_reason.contains("pnpm-lock.yaml"),
+        "{}",
+        status3.failure_reason
+    );
+}

@@ -89,18 +89,27 @@ impl Pipeline {
         if detection.framework == Framework::Dockerfile {
             return Ok(None);
         }
-        let Some(lock_file) = &detection.lock_file else {
-            return if deps::declares_dependencies(package_json) {
-                Err(DepsError::NoLockFile)
-            } else {
-                Ok(None)
-            };
-        };
-        if pm != PackageManager::Npm {
+        if pm == PackageManager::Bun {
             return Err(DepsError::Unsupported {
                 manager: pm.name().to_owned(),
             });
         }
+        let Some(lock_file) = &detection.lock_file else {
+            return if deps::declares_dependencies(package_json) {
+                Err(DepsError::NoLockFile {
+                    manager: pm.name(),
+                    lock_file: deps::lock_file_of(pm),
+                })
+            } else if pm == PackageManager::Npm {
+                Ok(None)
+            } else {
+                // No dependencies, but the app's scripts may call its package manager.
+                let plan = deps::plan_tool_only(pm, package_json)?;
+                self.fetch_plan(co, package_json, "", &plan, image, events)
+                    .await
+                    .map(Some)
+            };
+        };
         let lock = read_checkout_file(&co.app_dir, std::path::Path::new(lock_file), MAX_LOCK_FILE)
             .map_err(|source| DepsError::Cache {
                 what: format!("read {lock_file}"),
@@ -111,11 +120,30 @@ impl Pipeline {
             file: lock_file.clone(),
             reason: "it is not UTF-8".into(),
         })?;
-        let platform = Platform::host();
-        let plan = deps::plan_npm(package_json, &lock, &platform)?;
+        let plan = match pm {
+            PackageManager::Pnpm => deps::plan_pnpm(package_json, &lock)?,
+            PackageManager::Yarn => deps::plan_yarn(package_json, &lock)?,
+            _ => deps::plan_npm(package_json, &lock, &Platform::host())?,
+        };
         if plan.specs.is_empty() {
             return Ok(None);
         }
+        self.fetch_plan(co, package_json, &lock, &plan, image, events)
+            .await
+            .map(Some)
+    }
+
+    /// Fetches `plan` into the app's dependency cache.
+    async fn fetch_plan(
+        &self,
+        co: &Checkout,
+        package_json: &str,
+        lock: &str,
+        plan: &deps::FetchPlan,
+        image: &str,
+        events: &UnboundedSender<Progress>,
+    ) -> Result<Fetched, DepsError> {
+        let platform = Platform::host();
         let cache = DepsCache {
             root: self.work_dir.join(deps::DEPS_DIR),
             timeout: self.fetch.timeout,
@@ -125,9 +153,15 @@ impl Pipeline {
         let log_events = events.clone();
         let mut log_line = move |l: String| log(&log_events, "dependencies", l);
         cache
-            .fetch_npm(&co.sandbox, &cache_key(image), &lock, &plan, &mut log_line)
+            .fetch(
+                &co.sandbox,
+                &cache_key(image),
+                package_json,
+                lock,
+                plan,
+                &mut log_line,
+            )
             .await
-            .map(Some)
     }
 }
 
@@ -247,6 +281,10 @@ impl BuildRunner for Pipeline {
                 STATIC_SERVER,
             )
         });
+        let tool_spec = fetched
+            .as_ref()
+            .and_then(|f| f.tool.as_ref())
+            .map(deps::Tool::spec);
         let arg_names: Vec<String> = build_args.iter().map(|(k, _)| k.clone()).collect();
         let generated = generate(
             &detection,
@@ -256,6 +294,7 @@ impl BuildRunner for Pipeline {
             Served {
                 deps: deps_served.as_ref().map(|s| s.url.as_str()),
                 static_server: static_served.as_ref().map(|s| s.url.as_str()),
+                tool: tool_spec.as_deref(),
             },
         );
         if let Some(text) = &generated {

@@ -59,6 +59,10 @@ pub struct Served<'a> {
     pub deps: Option<&'a str>,
     /// The static server of single-page apps ([`STATIC_SERVER_BINARY`]).
     pub static_server: Option<&'a str>,
+    /// pnpm or yarn at the app's version (`pnpm@10.34.9`), in the fetched npm cache: the
+    /// install step installs it from there, then installs the app's packages offline from the
+    /// store fetched beside it (see `source::deps`).
+    pub tool: Option<&'a str>,
 }
 
 /// The uid:gid the app runs as (the official node images' `node` user).
@@ -70,9 +74,25 @@ struct Install {
     prod: String,
     prune: Option<&'static str>,
     run_build: &'static str,
+    /// What every form of the install command contains (`npm ci`, `pnpm install`), for
+    /// naming a failed step.
+    verb: String,
 }
 
-fn install(pm: PackageManager, locked: bool, fetched: bool) -> Install {
+/// The install commands of `pm`. `fetched`: installed offline from the mounted folder of
+/// fetched dependencies (`/deps`); `tool`: the pnpm or yarn spec installed from it first.
+fn install(pm: PackageManager, locked: bool, fetched: bool, tool: Option<&str>) -> Install {
+    // pnpm and yarn come from the fetched npm cache, at the app's version.
+    let setup = tool
+        .filter(|_| fetched)
+        .map(|spec| {
+            format!(
+                "npm install -g --offline --cache /deps/npm --no-audit --no-fund \
+                 --loglevel=error {spec} && "
+            )
+        })
+        .unwrap_or_default();
+    let frozen = if locked { " --frozen-lockfile" } else { "" };
     match pm {
         PackageManager::Npm => {
             let verb = if locked { "ci" } else { "install" };
@@ -88,30 +108,58 @@ fn install(pm: PackageManager, locked: bool, fetched: bool) -> Install {
                 prod: format!("npm {verb}{from} --omit=dev --no-audit --no-fund"),
                 prune: Some("npm prune --omit=dev --no-audit --no-fund"),
                 run_build: "npm run build",
+                verb: format!("npm {verb}"),
             }
         }
-        PackageManager::Pnpm => Install {
-            cache: "/pnpm/store",
-            all: "corepack enable && pnpm install --frozen-lockfile --store-dir /pnpm/store".into(),
-            prod:
-                "corepack enable && pnpm install --prod --frozen-lockfile --store-dir /pnpm/store"
-                    .into(),
-            prune: Some("pnpm prune --prod"),
-            run_build: "pnpm run build",
-        },
-        PackageManager::Yarn => Install {
-            cache: "/usr/local/share/.cache/yarn",
-            all: "corepack enable && yarn install --frozen-lockfile".into(),
-            prod: "corepack enable && yarn install --production --frozen-lockfile".into(),
-            prune: None,
-            run_build: "yarn run build",
-        },
+        PackageManager::Pnpm => {
+            let from = if fetched {
+                " --offline --store-dir /deps/pnpm"
+            } else {
+                " --store-dir /pnpm/store"
+            };
+            let head = if fetched {
+                setup
+            } else {
+                "corepack enable && ".into()
+            };
+            Install {
+                cache: "/pnpm/store",
+                all: format!("{head}pnpm install{frozen}{from}"),
+                prod: format!("{head}pnpm install --prod{frozen}{from}"),
+                // Pruning needs the store (pnpm reinstalls): a stage of its own installs the
+                // production dependencies instead (see `prod_stage`).
+                prune: None,
+                run_build: "pnpm run build",
+                verb: "pnpm install".into(),
+            }
+        }
+        PackageManager::Yarn => {
+            let from = if fetched {
+                " --offline --non-interactive --cache-folder /deps/yarn"
+            } else {
+                " --non-interactive"
+            };
+            let head = if fetched {
+                setup
+            } else {
+                "corepack enable && ".into()
+            };
+            Install {
+                cache: "/usr/local/share/.cache/yarn",
+                all: format!("{head}yarn install{frozen}{from}"),
+                prod: format!("{head}yarn install --production{frozen}{from}"),
+                prune: None,
+                run_build: "yarn run build",
+                verb: "yarn install".into(),
+            }
+        }
         PackageManager::Bun => Install {
             cache: "/root/.bun/install/cache",
             all: "npm install -g bun@1 && bun install --frozen-lockfile".into(),
             prod: "npm install -g bun@1 && bun install --production --frozen-lockfile".into(),
             prune: None,
             run_build: "bun run build",
+            verb: "bun install".into(),
         },
     }
 }
@@ -131,7 +179,12 @@ pub fn generate(
     if d.framework == Framework::Dockerfile {
         return None;
     }
-    let inst = install(pm, d.lock_file.is_some(), served.deps.is_some());
+    let inst = install(
+        pm,
+        d.lock_file.is_some(),
+        served.deps.is_some(),
+        served.tool,
+    );
     let needs_build = d.has_build_script
         || !matches!(
             d.framework,
@@ -159,21 +212,35 @@ pub fn generate(
         let _ = writeln!(f, "COPY [{}, {}]", json(dep), json(&format!("./{dep}")));
     }
     let cmd = if needs_build { &inst.all } else { &inst.prod };
-    // `mkdir -p`: an app without dependencies gets no node_modules from the install, and the
-    // runtime stage copies it.
-    if served.deps.is_some() {
-        let _ = writeln!(
-            f,
-            "RUN --mount=type=bind,from=fetched,target=/fetched --mount=type=tmpfs,target=/deps \
-             tar -xf /fetched/{DEPS_TAR} -C /deps && {cmd} && mkdir -p node_modules"
-        );
-    } else {
-        let _ = writeln!(
-            f,
-            "RUN --mount=type=cache,id=stackpad-{}-{cache_key},target={} {cmd} && mkdir -p node_modules",
-            pm.name(),
-            inst.cache
-        );
+    let install_run = |f: &mut String, cmd: &str| {
+        // `mkdir -p`: an app without dependencies gets no node_modules from the install, and
+        // the runtime stage copies it.
+        if served.deps.is_some() {
+            let _ = writeln!(
+                f,
+                "RUN --mount=type=bind,from=fetched,target=/fetched --mount=type=tmpfs,target=/deps \
+                 tar -xf /fetched/{DEPS_TAR} -C /deps && {cmd} && mkdir -p node_modules"
+            );
+        } else {
+            let _ = writeln!(
+                f,
+                "RUN --mount=type=cache,id=stackpad-{}-{cache_key},target={} {cmd} && mkdir -p node_modules",
+                pm.name(),
+                inst.cache
+            );
+        }
+    };
+    install_run(&mut f, cmd);
+    let prod = needs_build && prod_stage(d, pm);
+    if prod {
+        // The production dependencies, installed on their own from the same manifests (pnpm
+        // and yarn 1 cannot prune offline): cached while the lock file is unchanged.
+        let _ = writeln!(f, "\nFROM {} AS prod-deps\nWORKDIR /app", base.node);
+        let _ = writeln!(f, "COPY {} ./", manifests.join(" "));
+        for dep in &d.local_dependencies {
+            let _ = writeln!(f, "COPY [{}, {}]", json(dep), json(&format!("./{dep}")));
+        }
+        install_run(&mut f, &inst.prod);
     }
     if needs_build {
         let _ = writeln!(f, "\nFROM deps AS build");
@@ -195,14 +262,26 @@ pub fn generate(
             // The build's own cache has no place in the image.
             let _ = writeln!(f, "RUN rm -rf .next/cache");
         }
+        if prod {
+            // The image takes prod-deps' node_modules instead.
+            let _ = writeln!(f, "RUN rm -rf node_modules");
+        }
         if split_modules(d, &inst) {
             // Copied on its own: unchanged dependencies are an unchanged layer (not pushed
             // again) when only the sources changed.
             let _ = writeln!(f, "RUN mv node_modules /node_modules");
         }
     }
-    let split = needs_build && split_modules(d, &inst);
-    runtime_stage(&mut f, d, base, needs_build, split, served);
+    let modules = if prod {
+        Some(format!(
+            "--from=prod-deps --chown={APP_USER} /app/node_modules"
+        ))
+    } else if needs_build && split_modules(d, &inst) {
+        Some(format!("--from=build --chown={APP_USER} /node_modules"))
+    } else {
+        None
+    };
+    runtime_stage(&mut f, d, base, needs_build, modules.as_deref(), served);
     Some(f)
 }
 
@@ -213,25 +292,35 @@ pub fn failure_cause(d: &Detection, step: &str) -> Option<String> {
     let pm = d.package_manager?;
     let command = step.split_once("] RUN ").map(|(_, c)| c)?;
     // Whether the install was from fetched dependencies does not change the commands' names.
-    let inst = install(pm, d.lock_file.is_some(), command.contains("--offline"));
+    let inst = install(pm, d.lock_file.is_some(), false, None);
     if command == inst.run_build {
         Some(format!(
             "the app's build script failed (`{}`, the \"build\" script of package.json; \
              its output is in the build log)",
             inst.run_build
         ))
-    } else if command.contains(&inst.all) || command.contains(&inst.prod) {
-        let verb = inst.all.split(" --").next().unwrap_or(&inst.all);
+    } else if command.contains(&format!("{} ", inst.verb)) {
         Some(format!(
             "installing the dependencies failed (`{}`): the lock file may not match \
              package.json, or a package's install script failed",
-            verb.rsplit("&& ").next().unwrap_or(verb)
+            inst.verb
         ))
     } else if inst.prune.is_some_and(|p| command == p) {
         Some("removing the dev dependencies from the image failed".to_owned())
     } else {
         None
     }
+}
+
+/// Whether the production dependencies come from a stage of their own (pnpm, yarn 1) rather
+/// than a prune of the build stage's.
+fn prod_stage(d: &Detection, pm: PackageManager) -> bool {
+    matches!(pm, PackageManager::Pnpm | PackageManager::Yarn)
+        && !d.framework.is_static()
+        && !matches!(
+            d.framework,
+            Framework::NextJs { standalone: true } | Framework::Nuxt
+        )
 }
 
 /// Whether the runtime stage copies the whole app folder, pruned dependencies apart.
@@ -249,7 +338,7 @@ fn runtime_stage(
     d: &Detection,
     base: &BaseImages,
     needs_build: bool,
-    split: bool,
+    modules: Option<&str>,
     served: Served<'_>,
 ) {
     let port = d.port;
@@ -304,11 +393,8 @@ fn runtime_stage(
                 );
             }
             _ if needs_build => {
-                if split {
-                    let _ = writeln!(
-                        f,
-                        "COPY --from=build --chown={APP_USER} /node_modules ./node_modules"
-                    );
+                if let Some(from) = modules {
+                    let _ = writeln!(f, "COPY {from} ./node_modules");
                 }
                 let _ = writeln!(f, "COPY --from=build --chown={APP_USER} /app ./");
             }

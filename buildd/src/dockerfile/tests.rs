@@ -20,6 +20,7 @@ fn generated(fixture: &str) -> String {
         Served {
             deps: None,
             static_server: Some("http://127.0.0.1:9/contexts/t/static-server"),
+            tool: None,
         },
     )
     .expect("a generated Dockerfile")
@@ -118,6 +119,7 @@ fn fetched_dependencies_are_installed_offline_from_the_mounted_cache() {
     let served = Served {
         deps: Some("http://127.0.0.1:9/contexts/t/deps.tar"),
         static_server: None,
+        tool: None,
     };
     let f = generate(&d, &BaseImages::default(), &[], "k", served).unwrap();
     assert!(
@@ -268,6 +270,7 @@ fn failed_steps_of_the_app_name_their_cause() {
     let served = Served {
         deps: Some("http://127.0.0.1:9/contexts/t/deps.tar"),
         static_server: None,
+        tool: None,
     };
     let dockerfile = generate(&d, &BaseImages::default(), &[], "k", served).unwrap();
     // Every RUN of the app's commands, named as BuildKit names the step.
@@ -297,4 +300,52 @@ fn failed_steps_of_the_app_name_their_cause() {
         Some("removing the dev dependencies from the image failed")
     );
     assert_eq!(failure_cause(&d, "RUN npm run build"), None);
+}
+
+/// The pnpm example (`examples/pnpm-fastify`): pnpm at the app's version comes from the fetched
+/// npm cache; the build installs everything, a stage of its own the production dependencies.
+#[test]
+fn pnpm_installs_its_pinned_version_offline_and_production_dependencies_in_a_stage_of_their_own() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/pnpm-fastify");
+    let d = detect(&RepoSnapshot::read(&dir).unwrap()).unwrap();
+    assert_eq!(d.package_manager, Some(PackageManager::Pnpm));
+    let served = Served {
+        deps: Some("http://127.0.0.1:9/contexts/t/deps.tar"),
+        static_server: None,
+        tool: Some("pnpm@10.34.9"),
+    };
+    let f = generate(&d, &BaseImages::default(), &[], "k", served).unwrap();
+    let mount = "RUN --mount=type=bind,from=fetched,target=/fetched --mount=type=tmpfs,target=/deps \
+                 tar -xf /fetched/deps.tar -C /deps && npm install -g --offline --cache /deps/npm \
+                 --no-audit --no-fund --loglevel=error pnpm@10.34.9 && ";
+    let all = line_of(
+        &f,
+        &format!(
+            "{mount}pnpm install --frozen-lockfile --offline --store-dir /deps/pnpm && mkdir -p node_modules"
+        ),
+    );
+    let prod_stage = line_of(&f, "AS prod-deps");
+    let prod = line_of(
+        &f,
+        &format!("{mount}pnpm install --prod --frozen-lockfile --offline --store-dir /deps/pnpm"),
+    );
+    let build = line_of(&f, "RUN pnpm run build");
+    let drop_modules = line_of(&f, "RUN rm -rf node_modules");
+    let copy_modules = line_of(
+        &f,
+        "COPY --from=prod-deps --chown=1000:1000 /app/node_modules ./node_modules",
+    );
+    let copy_app = line_of(&f, "COPY --from=build --chown=1000:1000 /app ./");
+    assert!(
+        all < prod_stage && prod_stage < prod && prod < build && build < drop_modules,
+        "{f}"
+    );
+    assert!(
+        drop_modules < copy_modules && copy_modules < copy_app,
+        "{f}"
+    );
+    assert!(!f.contains("prune"), "{f}");
+    // A failed install is named as such, whatever the tool's setup before it.
+    let cause = failure_cause(&d, &format!("[deps 4/4] {}", f.lines().nth(all).unwrap())).unwrap();
+    assert!(cause.contains("`pnpm install`"), "{cause}");
 }

@@ -4,6 +4,13 @@
 //! BuildKit's `RUN` steps keep network `none`: the generated Dockerfile mounts that folder and
 //! installs from it offline (install scripts run there, without a network).
 //!
+//! pnpm and yarn 1 projects: the package manager at the version the project pins
+//! (`packageManager`, else one chosen by the lock file's format) is fetched into npm's cache
+//! too, and runs in the sandbox (`npm exec`) to install the lock file with `--frozen-lockfile`
+//! and scripts off into a scratch project: that fills its store (pnpm) or cache (yarn) in the
+//! folder, and a lock file that does not match `package.json` fails there, named as such. The
+//! build installs the same version from npm's cache and installs offline from that store.
+//!
 //! Before anything is fetched the lock file is read here: every package must come from the
 //! registry (or a `file:` path inside the repository) and the lock file must match
 //! `package.json`; packages for other platforms (another OS, CPU or libc) are left out. A
@@ -19,6 +26,7 @@ use sha2::Digest as _;
 
 use super::Sandbox;
 use super::egress::EgressEvent;
+use crate::detect::PackageManager;
 
 /// The package registry dependencies come from (and the only host a fetch may reach).
 pub const NPM_REGISTRY: &str = "https://registry.npmjs.org/";
@@ -34,14 +42,26 @@ const CHUNK_BYTES: usize = 48 * 1024;
 /// Bumped when what a cache folder holds changes, so old folders are not reused.
 const FORMAT: &str = "npm-cache-v2";
 
+/// The pnpm used when `packageManager` does not name one, by the lock file's `lockfileVersion`
+/// (pnpm 9 and 10 write `9.0`, pnpm 8 `6.0`, pnpm 7 `5.4`).
+const PNPM_BY_LOCK: [(&str, &str); 3] = [("9.", "10.34.9"), ("6.", "8.15.9"), ("5.", "7.33.7")];
+/// The yarn used when `packageManager` does not name one (yarn 1's last release).
+const YARN_1: &str = "1.22.22";
+/// yarn 1 writes its own registry's host into `yarn.lock`; it serves the npm registry's
+/// packages at the same paths, and the fetch asks the npm registry for them.
+const YARN_REGISTRY: &str = "https://registry.yarnpkg.com/";
+
 /// Why dependencies could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum DepsError {
     #[error(
-        "package.json has dependencies but there is no lock file: run `npm install` and commit \
-         package-lock.json, so builds install exactly what you tested"
+        "package.json has dependencies but there is no lock file: run `{manager} install` and \
+         commit {lock_file}, so builds install exactly what you tested"
     )]
-    NoLockFile,
+    NoLockFile {
+        manager: &'static str,
+        lock_file: &'static str,
+    },
     #[error("{file} is not valid: {reason}")]
     InvalidLock { file: String, reason: String },
     #[error(
@@ -50,21 +70,35 @@ pub enum DepsError {
     )]
     LockVersion { version: u64 },
     #[error(
-        "lock file mismatch: package.json and package-lock.json do not agree ({detail}); run \
-         `npm install` and commit package-lock.json"
+        "lock file mismatch: package.json and {lock_file} do not agree ({detail}); run \
+         `{manager} install` and commit {lock_file}"
     )]
-    LockMismatch { detail: String },
+    LockMismatch {
+        manager: &'static str,
+        lock_file: &'static str,
+        detail: String,
+    },
     #[error(
-        "package-lock.json: {package} comes from {resolved}, which is not the package registry \
+        "{lock_file}: {package} comes from {resolved}, which is not the package registry \
          ({NPM_REGISTRY}); builds fetch dependencies from the registry only (or file: paths \
          inside the repository)"
     )]
-    ForeignSource { package: String, resolved: String },
+    ForeignSource {
+        lock_file: &'static str,
+        package: String,
+        resolved: String,
+    },
     #[error(
-        "{manager} projects cannot fetch dependencies yet: only npm (package-lock.json) is \
-         supported; use npm, or add a Dockerfile"
+        "{manager} projects cannot fetch dependencies yet: npm (package-lock.json), pnpm \
+         (pnpm-lock.yaml) and yarn 1 (yarn.lock) are supported; use one of them, or add a \
+         Dockerfile"
     )]
     Unsupported { manager: String },
+    #[error(
+        "package.json's packageManager {value:?} is not `pnpm@<version>` or `yarn@<version>` \
+         with a plain version (like pnpm@10.34.9)"
+    )]
+    PackageManagerField { value: String },
     #[error("fetching dependencies from {NPM_REGISTRY} failed: {detail}")]
     Fetch { detail: String },
     #[error("fetching dependencies took longer than {seconds}s: stopped")]
@@ -171,6 +205,257 @@ pub struct FetchPlan {
     pub specs: Vec<String>,
     /// Packages left out because they are for another platform.
     pub skipped: usize,
+    /// pnpm or yarn: the package manager that installs the lock file (its own spec is in
+    /// `specs`); `None` for npm.
+    pub tool: Option<Tool>,
+}
+
+/// A package manager other than npm, at the version a project's build uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tool {
+    pub manager: PackageManager,
+    /// A plain version (`10.34.9`), checked.
+    pub version: String,
+    /// Where the version came from (`packageManager`, or the lock file's format).
+    pub from: &'static str,
+    /// Packages the lock file lists (for the log).
+    pub packages: usize,
+    /// Whether there is a lock file to install in the sandbox (else only the tool is fetched).
+    pub locked: bool,
+}
+
+impl Tool {
+    /// `pnpm@10.34.9`: the npm spec of the tool itself.
+    pub fn spec(&self) -> String {
+        format!("{}@{}", self.manager.name(), self.version)
+    }
+
+    /// The lock file it installs.
+    pub fn lock_file(&self) -> &'static str {
+        match self.manager {
+            PackageManager::Yarn => "yarn.lock",
+            _ => "pnpm-lock.yaml",
+        }
+    }
+
+    /// The folder of the fetched tree its store (pnpm) or cache (yarn) is in.
+    pub fn store(&self) -> &'static str {
+        match self.manager {
+            PackageManager::Yarn => "yarn",
+            _ => "pnpm",
+        }
+    }
+}
+
+/// The lock file a manager writes, for messages.
+pub fn lock_file_of(pm: PackageManager) -> &'static str {
+    match pm {
+        PackageManager::Pnpm => "pnpm-lock.yaml",
+        PackageManager::Yarn => "yarn.lock",
+        PackageManager::Bun => "bun.lock",
+        PackageManager::Npm => "package-lock.json",
+    }
+}
+
+/// `packageManager` of `package.json` (`pnpm@10.34.9+sha512.abc...`): the manager's name and
+/// its plain version, corepack's hash dropped; `None` when the field is absent.
+fn declared_manager(package_json: &str) -> Result<Option<(String, String)>, DepsError> {
+    #[derive(serde::Deserialize)]
+    struct Declared {
+        #[serde(rename = "packageManager")]
+        package_manager: Option<serde_json::Value>,
+    }
+    let declared: Declared =
+        serde_json::from_str(package_json).map_err(|e| DepsError::InvalidLock {
+            file: "package.json".into(),
+            reason: e.to_string(),
+        })?;
+    let Some(value) = declared.package_manager else {
+        return Ok(None);
+    };
+    let bad = || DepsError::PackageManagerField {
+        value: value.to_string().trim_matches('"').to_owned(),
+    };
+    let text = value.as_str().ok_or_else(bad)?;
+    let (name, rest) = text.split_once('@').ok_or_else(bad)?;
+    let version = rest.split('+').next().unwrap_or_default();
+    if !plain_version(version) {
+        return Err(bad());
+    }
+    Ok(Some((name.to_owned(), version.to_owned())))
+}
+
+/// `1.2.3` or `1.2.3-rc.1`: digits first, then only what versions hold.
+fn plain_version(version: &str) -> bool {
+    version.starts_with(|c: char| c.is_ascii_digit())
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+-".contains(c))
+}
+
+/// The version of `manager` the project pins in `packageManager`, if it names that manager.
+fn pinned(package_json: &str, manager: &str) -> Result<Option<String>, DepsError> {
+    Ok(declared_manager(package_json)?
+        .filter(|(name, _)| name == manager)
+        .map(|(_, version)| version))
+}
+
+/// Reads `pnpm-lock.yaml` and says what to fetch: pnpm itself (the project's own version),
+/// which then installs the lock file in the sandbox. Packages from anywhere but the registry
+/// (tarball URLs, git) are refused here; pnpm's `--frozen-lockfile` checks the lock file
+/// against `package.json` in the sandbox.
+pub fn plan_pnpm(package_json: &str, lock_text: &str) -> Result<FetchPlan, DepsError> {
+    let invalid = |reason: String| DepsError::InvalidLock {
+        file: "pnpm-lock.yaml".into(),
+        reason,
+    };
+    let lock_version = lock_text
+        .lines()
+        .find_map(|l| l.strip_prefix("lockfileVersion:"))
+        .map(|v| v.trim().trim_matches(['\'', '"']).to_owned())
+        .ok_or_else(|| invalid("it has no lockfileVersion".into()))?;
+    let (version, from) = match pinned(package_json, "pnpm")? {
+        Some(v) => (v, "packageManager"),
+        None => {
+            let v = PNPM_BY_LOCK
+                .iter()
+                .find(|(prefix, _)| lock_version.starts_with(prefix))
+                .map(|(_, v)| (*v).to_owned())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "lockfileVersion {lock_version} is not one pnpm 7 to 10 writes; set \
+                         packageManager in package.json (like \"pnpm@10.34.9\")"
+                    ))
+                })?;
+            (v, "the lock file's format")
+        }
+    };
+    let mut packages = 0;
+    let mut current = String::new();
+    let mut in_packages = false;
+    for line in lock_text.lines() {
+        if !line.starts_with(' ') && !line.is_empty() {
+            in_packages = line.trim_end() == "packages:";
+            continue;
+        }
+        if in_packages && line.starts_with("  ") && !line.starts_with("   ") {
+            current = line
+                .trim()
+                .trim_end_matches(':')
+                .trim_matches('\'')
+                .to_owned();
+            packages += 1;
+        }
+        let t = line.trim();
+        let foreign = if let Some(i) = t.find("tarball: ") {
+            let url = t[i + 9..]
+                .trim_end_matches(['}', ',', ' '])
+                .split([',', ' '])
+                .next()
+                .unwrap_or_default();
+            (!url.starts_with(NPM_REGISTRY)).then(|| url.to_owned())
+        } else if t.contains("type: git") || t.contains("repo: ") {
+            Some(t.to_owned())
+        } else {
+            None
+        };
+        if let Some(resolved) = foreign {
+            return Err(DepsError::ForeignSource {
+                lock_file: "pnpm-lock.yaml",
+                package: current,
+                resolved,
+            });
+        }
+    }
+    let tool = Tool {
+        manager: PackageManager::Pnpm,
+        version,
+        from,
+        packages,
+        locked: true,
+    };
+    Ok(FetchPlan {
+        specs: vec![tool.spec()],
+        skipped: 0,
+        tool: Some(tool),
+    })
+}
+
+/// Reads `yarn.lock` (yarn 1's format) and says what to fetch: yarn itself, which then
+/// installs the lock file in the sandbox (its `resolved` URLs on the npm registry's host).
+/// yarn 2 and later (Berry) are not supported.
+pub fn plan_yarn(package_json: &str, lock_text: &str) -> Result<FetchPlan, DepsError> {
+    let berry = || DepsError::Unsupported {
+        manager: "yarn 2 and later (Berry)".into(),
+    };
+    if lock_text.lines().any(|l| l.starts_with("__metadata:")) {
+        return Err(berry());
+    }
+    let (version, from) = match pinned(package_json, "yarn")? {
+        Some(v) if v.starts_with("1.") => (v, "packageManager"),
+        Some(_) => return Err(berry()),
+        None => (YARN_1.to_owned(), "yarn 1's lock file"),
+    };
+    let mut packages = 0;
+    let mut current = String::new();
+    for line in lock_text.lines() {
+        if !line.starts_with(' ') && !line.starts_with('#') && line.ends_with(':') {
+            current = line.trim_end_matches(':').trim_matches('"').to_owned();
+            packages += 1;
+        }
+        let Some(url) = line.trim().strip_prefix("resolved ") else {
+            continue;
+        };
+        let url = url.trim_matches('"');
+        if !(url.starts_with(NPM_REGISTRY) || url.starts_with(YARN_REGISTRY))
+            || url.contains(char::is_whitespace)
+        {
+            return Err(DepsError::ForeignSource {
+                lock_file: "yarn.lock",
+                package: current,
+                resolved: url.to_owned(),
+            });
+        }
+    }
+    let tool = Tool {
+        manager: PackageManager::Yarn,
+        version,
+        from,
+        packages,
+        locked: true,
+    };
+    Ok(FetchPlan {
+        specs: vec![tool.spec()],
+        skipped: 0,
+        tool: Some(tool),
+    })
+}
+
+/// A lock file without its manager's lock (the tool installs without `--frozen-lockfile`):
+/// for a project with no dependencies, the manager only (its scripts may call it).
+pub fn plan_tool_only(pm: PackageManager, package_json: &str) -> Result<FetchPlan, DepsError> {
+    let (version, from) = match (pm, pinned(package_json, pm.name())?) {
+        (PackageManager::Yarn, Some(v)) if !v.starts_with("1.") => {
+            return Err(DepsError::Unsupported {
+                manager: "yarn 2 and later (Berry)".into(),
+            });
+        }
+        (_, Some(v)) => (v, "packageManager"),
+        (PackageManager::Yarn, None) => (YARN_1.to_owned(), "the default"),
+        (_, None) => (PNPM_BY_LOCK[0].1.to_owned(), "the default"),
+    };
+    let tool = Tool {
+        manager: pm,
+        version,
+        from,
+        packages: 0,
+        locked: false,
+    };
+    Ok(FetchPlan {
+        specs: vec![tool.spec()],
+        skipped: 0,
+        tool: Some(tool),
+    })
 }
 
 /// Whether `package_json` lists any dependency (of any kind).
@@ -216,7 +501,11 @@ pub fn plan_npm(
         ),
     ] {
         if let Some(detail) = mismatch(section, wanted, locked) {
-            return Err(DepsError::LockMismatch { detail });
+            return Err(DepsError::LockMismatch {
+                manager: "npm",
+                lock_file: "package-lock.json",
+                detail,
+            });
         }
     }
     let mut specs = Vec::new();
@@ -239,6 +528,7 @@ pub fn plan_npm(
             Some(r) if r.starts_with(NPM_REGISTRY) => {
                 if r.contains(char::is_whitespace) {
                     return Err(DepsError::ForeignSource {
+                        lock_file: "package-lock.json",
                         package: name.to_owned(),
                         resolved: r.to_owned(),
                     });
@@ -247,6 +537,7 @@ pub fn plan_npm(
             }
             Some(r) => {
                 return Err(DepsError::ForeignSource {
+                    lock_file: "package-lock.json",
                     package: name.to_owned(),
                     resolved: r.to_owned(),
                 });
@@ -279,7 +570,11 @@ pub fn plan_npm(
     }
     specs.sort();
     specs.dedup();
-    Ok(FetchPlan { specs, skipped })
+    Ok(FetchPlan {
+        specs,
+        skipped,
+        tool: None,
+    })
 }
 
 /// How `wanted` (package.json) and `locked` (the lock file's root) differ, if they do.
@@ -330,6 +625,8 @@ pub struct Fetched {
     /// Whether the folder was there already (nothing downloaded).
     pub reused: bool,
     pub packages: usize,
+    /// pnpm or yarn, which the build installs from npm's cache in the folder and then uses.
+    pub tool: Option<Tool>,
 }
 
 fn cache_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DepsError {
@@ -339,33 +636,50 @@ fn cache_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DepsErro
 
 impl DepsCache {
     /// Fetches what `plan` names into the app's folder for `lock_text` (or finds it there).
-    /// `app_key` is the app's cache key ([`crate::dockerfile::cache_key`]).
-    pub async fn fetch_npm(
+    /// `app_key` is the app's cache key ([`crate::dockerfile::cache_key`]); `package_json` is
+    /// the project's (a pnpm or yarn install in the sandbox reads it beside the lock file).
+    pub async fn fetch(
         &self,
         sandbox: &Sandbox,
         app_key: &str,
+        package_json: &str,
         lock_text: &str,
         plan: &FetchPlan,
         log: &mut (dyn FnMut(String) + Send),
     ) -> Result<Fetched, DepsError> {
         let (platform, (uid, gid)) = (&self.platform, self.owner);
+        let tool_spec = plan.tool.as_ref().map(Tool::spec).unwrap_or_default();
+        let manifest = if plan.tool.is_some() {
+            package_json
+        } else {
+            ""
+        };
         let mut digest = sha2::Sha256::new();
-        for part in [FORMAT, platform.os, platform.cpu, platform.libc, lock_text] {
+        for part in [
+            FORMAT,
+            platform.os,
+            platform.cpu,
+            platform.libc,
+            &tool_spec,
+            manifest,
+            lock_text,
+        ] {
             digest.update(part.as_bytes());
             digest.update([0]);
         }
         let key = hex::encode(digest.finalize());
         let app_dir = self.root.join(app_key);
         let dir = app_dir.join(&key);
+        let packages = plan.tool.as_ref().map_or(plan.specs.len(), |t| t.packages);
         if dir.join("complete").exists() {
             log(format!(
-                "lock file unchanged: {} packages from the dependency cache, nothing downloaded",
-                plan.specs.len()
+                "lock file unchanged: {packages} packages from the dependency cache, nothing downloaded"
             ));
             return Ok(Fetched {
                 dir,
                 reused: true,
-                packages: plan.specs.len(),
+                packages,
+                tool: plan.tool.clone(),
             });
         }
         std::fs::create_dir_all(&app_dir)
@@ -395,14 +709,27 @@ impl DepsCache {
                     previous.file_name().and_then(|n| n.to_str()).unwrap_or("?")
                 ));
             }
+            // pnpm's store and yarn's cache: content-addressed or per package version, so
+            // linked too; the tool adds what the new lock file needs.
+            if let Some(tool) = plan.tool.as_ref().filter(|t| t.locked) {
+                copy_tree(&previous.join(tool.store()), &tmp.join(tool.store()), true)?;
+            }
         }
         chown_tree(&tmp, uid, gid)?;
-        log(format!(
-            "fetching {} packages from {NPM_REGISTRY} in the fetch sandbox ({} for other platforms left out)",
-            plan.specs.len(),
-            plan.skipped
-        ));
         let started = std::time::Instant::now();
+        if let Some(tool) = &plan.tool {
+            log(format!(
+                "fetching {} (the version {}) from {NPM_REGISTRY} in the fetch sandbox",
+                tool.spec(),
+                tool.from
+            ));
+        } else {
+            log(format!(
+                "fetching {} packages from {NPM_REGISTRY} in the fetch sandbox ({} for other platforms left out)",
+                plan.specs.len(),
+                plan.skipped
+            ));
+        }
         for chunk in chunks(&plan.specs) {
             let mut args: Vec<String> = vec![
                 "cache".into(),
@@ -413,36 +740,15 @@ impl DepsCache {
                 "--".into(),
             ];
             args.extend(chunk.iter().cloned());
-            let hosts = [NPM_REGISTRY_HOST.to_owned()];
-            let run = sandbox.npm(&args, &tmp, &hosts);
-            let (out, events) = tokio::time::timeout(self.timeout, run)
-                .await
-                .map_err(|_| DepsError::TimedOut {
-                    seconds: self.timeout.as_secs(),
-                })??;
-            if !out.status.success() {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let mut detail: Vec<String> =
-                    events.iter().filter_map(EgressEvent::explain).collect();
-                let tail: Vec<&str> = stderr
-                    .lines()
-                    .filter(|l| !l.trim().is_empty() && !l.contains("A complete log of this run"))
-                    .collect();
-                let tail = &tail[tail.len().saturating_sub(8)..];
-                detail.extend(tail.iter().map(|l| (*l).to_owned()));
-                for line in &detail {
-                    log(line.clone());
-                }
-                return Err(DepsError::Fetch {
-                    detail: if detail.is_empty() {
-                        format!("npm exited with {}", out.status)
-                    } else {
-                        detail.join("; ")
-                    },
-                });
-            }
+            self.run_npm(sandbox, &args, &tmp, "npm", log).await?;
+        }
+        if let Some(tool) = plan.tool.as_ref().filter(|t| t.locked) {
+            self.install_with_tool(sandbox, tool, package_json, lock_text, &tmp, log)
+                .await?;
         }
         let _ = std::fs::remove_dir_all(tmp.join("npm").join("_logs"));
+        // The tool as npm exec unpacked it: the build installs it from the cache itself.
+        let _ = std::fs::remove_dir_all(tmp.join("npm").join("_npx"));
         // The tarball BuildKit fetches: the same bytes for the same folder (sorted, fixed
         // times and owners), so its cache key stays.
         let out = std::process::Command::new("tar")
@@ -458,6 +764,7 @@ impl DepsCache {
             .arg("-C")
             .arg(&tmp)
             .arg("npm")
+            .args(plan.tool.iter().filter(|t| t.locked).map(Tool::store))
             .output()
             .map_err(cache_err("run tar"))?;
         if !out.status.success() {
@@ -488,16 +795,149 @@ impl DepsCache {
             }
         }
         log(format!(
-            "fetched {} packages in {:.1}s",
-            plan.specs.len(),
+            "fetched {packages} packages in {:.1}s",
             started.elapsed().as_secs_f64()
         ));
         Ok(Fetched {
             dir,
             reused: false,
-            packages: plan.specs.len(),
+            packages,
+            tool: plan.tool.clone(),
         })
     }
+
+    /// Runs `npm args` in the sandbox with `tmp` at `/deps`; a failure's detail is what the
+    /// egress proxy refused and the last lines of stderr (`who` names the failing program).
+    async fn run_npm(
+        &self,
+        sandbox: &Sandbox,
+        args: &[String],
+        tmp: &Path,
+        who: &str,
+        log: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(), DepsError> {
+        let hosts = [NPM_REGISTRY_HOST.to_owned()];
+        let run = sandbox.npm(args, tmp, &hosts);
+        let (out, events) = tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| DepsError::TimedOut {
+                seconds: self.timeout.as_secs(),
+            })??;
+        if out.status.success() {
+            return Ok(());
+        }
+        let mut detail: Vec<String> = events.iter().filter_map(EgressEvent::explain).collect();
+        // pnpm and yarn print their errors on stdout.
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tail: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                let l = l.trim();
+                !l.is_empty()
+                    && !l.contains("A complete log of this run")
+                    && !l.starts_with("Progress:")
+                    && !l.starts_with("info ")
+                    && !l.starts_with('[')
+            })
+            .collect();
+        let tail = &tail[tail.len().saturating_sub(8)..];
+        detail.extend(tail.iter().map(|l| (*l).to_owned()));
+        for line in &detail {
+            log(line.clone());
+        }
+        Err(DepsError::Fetch {
+            detail: if detail.is_empty() {
+                format!("{who} exited with {}", out.status)
+            } else {
+                detail.join("; ")
+            },
+        })
+    }
+
+    /// pnpm or yarn installs the lock file in the sandbox (scripts off, `--frozen-lockfile`)
+    /// into a scratch project beside its store; the project is removed, the store kept.
+    async fn install_with_tool(
+        &self,
+        sandbox: &Sandbox,
+        tool: &Tool,
+        package_json: &str,
+        lock_text: &str,
+        tmp: &Path,
+        log: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(), DepsError> {
+        use super::inside::DEPS;
+        let project = tmp.join("project");
+        std::fs::create_dir_all(&project)
+            .map_err(cache_err(format!("create {}", project.display())))?;
+        // yarn 1 asks the host its lock file names: the npm registry's, which serves the
+        // same paths (the build's offline install finds them in the cache by name either way).
+        let lock = match tool.manager {
+            PackageManager::Yarn => lock_text.replace(YARN_REGISTRY, NPM_REGISTRY),
+            _ => lock_text.to_owned(),
+        };
+        for (name, text) in [("package.json", package_json), (tool.lock_file(), &lock)] {
+            std::fs::write(project.join(name), text).map_err(cache_err(format!("write {name}")))?;
+        }
+        chown_tree(&project, self.owner.0, self.owner.1)?;
+        let dir = format!("{DEPS}/project");
+        let store = format!("{DEPS}/{}", tool.store());
+        let mut args: Vec<String> = vec![
+            "exec".into(),
+            "--yes".into(),
+            format!("--package={}", tool.spec()),
+            "--".into(),
+            tool.manager.name().into(),
+            "install".into(),
+            "--frozen-lockfile".into(),
+            "--ignore-scripts".into(),
+        ];
+        match tool.manager {
+            PackageManager::Yarn => args.extend([
+                "--non-interactive".into(),
+                "--no-progress".into(),
+                format!("--registry={NPM_REGISTRY}"),
+                format!("--cache-folder={store}"),
+                format!("--cwd={dir}"),
+            ]),
+            _ => args.extend([
+                format!("--registry={NPM_REGISTRY}"),
+                format!("--store-dir={store}"),
+                format!("--dir={dir}"),
+                "--reporter=append-only".into(),
+            ]),
+        }
+        log(format!(
+            "{} installs {} ({} packages) in the fetch sandbox, scripts off",
+            tool.spec(),
+            tool.lock_file(),
+            tool.packages
+        ));
+        let result = self
+            .run_npm(sandbox, &args, tmp, tool.manager.name(), log)
+            .await;
+        let _ = std::fs::remove_dir_all(&project);
+        match result {
+            Err(DepsError::Fetch { detail }) if lock_out_of_date(&detail) => {
+                Err(DepsError::LockMismatch {
+                    manager: tool.manager.name(),
+                    lock_file: tool.lock_file(),
+                    detail,
+                })
+            }
+            other => other,
+        }
+    }
+}
+
+/// Whether a pnpm or yarn failure says the lock file does not match `package.json`.
+fn lock_out_of_date(detail: &str) -> bool {
+    detail.contains("ERR_PNPM_OUTDATED_LOCKFILE")
+        || detail.contains("ERR_PNPM_LOCKFILE_CONFIG_MISMATCH")
+        || detail.contains("lockfile needs to be updated")
 }
 
 /// The app's complete folder other than `key`, if any.

@@ -118,3 +118,140 @@ fn specs_are_split_so_each_command_line_stays_small() {
         assert!(part.iter().map(|s| s.len() + 4).sum::<usize>() <= CHUNK_BYTES + 200);
     }
 }
+
+const PNPM_LOCK: &str = "lockfileVersion: '9.0'
+
+settings:
+  autoInstallPeers: true
+
+importers:
+
+  .:
+    dependencies:
+      ms:
+        specifier: 2.1.3
+        version: 2.1.3
+
+packages:
+
+  ms@2.1.3:
+    resolution: {integrity: sha512-6FlzubTLZG3J2a/NVCAleEhjzq5oxgHyaCU9yYXvcLsvoVaHJq/s5xXI6/XXP6tz7R9xAOtHnSO/tXtF3WRTlg==}
+
+  '@scope/pkg@1.0.0':
+    resolution: {integrity: sha512-x}
+
+snapshots:
+
+  ms@2.1.3: {}
+";
+
+#[test]
+fn pnpm_uses_the_pinned_version_else_the_one_of_the_lock_format() {
+    let pinned =
+        r#"{"packageManager": "pnpm@10.34.9+sha512.0123abcd", "dependencies": {"ms": "2.1.3"}}"#;
+    let plan = plan_pnpm(pinned, PNPM_LOCK).unwrap();
+    let tool = plan.tool.clone().unwrap();
+    assert_eq!(plan.specs, vec!["pnpm@10.34.9"]);
+    assert_eq!(
+        (tool.manager, tool.from, tool.packages, tool.locked),
+        (PackageManager::Pnpm, "packageManager", 2, true)
+    );
+    let plan = plan_pnpm(r#"{"dependencies": {"ms": "2.1.3"}}"#, PNPM_LOCK).unwrap();
+    assert_eq!(plan.specs, vec!["pnpm@10.34.9"]);
+    let v6 = PNPM_LOCK.replace("'9.0'", "'6.0'");
+    assert_eq!(plan_pnpm("{}", &v6).unwrap().specs, vec!["pnpm@8.15.9"]);
+    let msg = plan_pnpm("{}", &PNPM_LOCK.replace("'9.0'", "'3.9'"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("lockfileVersion 3.9") && msg.contains("packageManager"),
+        "{msg}"
+    );
+    for bad in [r#""pnpm@latest""#, r#""pnpm@10 && rm""#, "7", r#""pnpm""#] {
+        let msg = plan_pnpm(&format!(r#"{{"packageManager": {bad}}}"#), PNPM_LOCK)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("packageManager"), "{bad}: {msg}");
+    }
+}
+
+#[test]
+fn pnpm_and_yarn_packages_from_elsewhere_are_refused_by_name() {
+    let tarball = PNPM_LOCK.replace(
+        "resolution: {integrity: sha512-x}",
+        "resolution: {tarball: https://evil.example/pkg.tgz}",
+    );
+    let msg = plan_pnpm("{}", &tarball).unwrap_err().to_string();
+    assert!(
+        msg.contains("pnpm-lock.yaml: @scope/pkg@1.0.0 comes from https://evil.example/pkg.tgz"),
+        "{msg}"
+    );
+    let git = PNPM_LOCK.replace(
+        "resolution: {integrity: sha512-x}",
+        "resolution: {commit: abc, repo: https://github.com/a/b, type: git}",
+    );
+    assert!(matches!(
+        plan_pnpm("{}", &git),
+        Err(DepsError::ForeignSource { .. })
+    ));
+    let registry_tarball = PNPM_LOCK.replace(
+        "resolution: {integrity: sha512-x}",
+        "resolution: {integrity: sha512-x, tarball: https://registry.npmjs.org/@scope/pkg/-/pkg-1.0.0.tgz}",
+    );
+    assert!(plan_pnpm("{}", &registry_tarball).is_ok());
+
+    let yarn = |resolved: &str| {
+        format!(
+            "# yarn lockfile v1\n\n\nms@2.1.3:\n  version \"2.1.3\"\n  resolved \"{resolved}\"\n  integrity sha512-x\n"
+        )
+    };
+    let plan = plan_yarn(
+        "{}",
+        &yarn("https://registry.yarnpkg.com/ms/-/ms-2.1.3.tgz#abc"),
+    )
+    .unwrap();
+    assert_eq!(plan.specs, vec!["yarn@1.22.22"]);
+    assert_eq!(plan.tool.unwrap().packages, 1);
+    assert!(plan_yarn("{}", &yarn("https://registry.npmjs.org/ms/-/ms-2.1.3.tgz")).is_ok());
+    let msg = plan_yarn("{}", &yarn("https://evil.example/ms.tgz"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("yarn.lock: ms@2.1.3 comes from https://evil.example/ms.tgz"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn yarn_berry_is_refused_and_yarn_1_is_pinned() {
+    let berry = "__metadata:\n  version: 8\n";
+    let msg = plan_yarn("{}", berry).unwrap_err().to_string();
+    assert!(msg.contains("yarn 2 and later (Berry)"), "{msg}");
+    let msg = plan_yarn(r#"{"packageManager": "yarn@4.5.0"}"#, "")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("Berry"), "{msg}");
+    let plan = plan_yarn(r#"{"packageManager": "yarn@1.22.19"}"#, "").unwrap();
+    assert_eq!(plan.specs, vec!["yarn@1.22.19"]);
+    // A project of another manager's packageManager keeps the default.
+    let plan = plan_yarn(r#"{"packageManager": "pnpm@10.34.9"}"#, "").unwrap();
+    assert_eq!(plan.specs, vec!["yarn@1.22.22"]);
+    // No lock file and no dependencies: the manager alone.
+    let plan =
+        plan_tool_only(PackageManager::Pnpm, r#"{"packageManager": "pnpm@9.15.9"}"#).unwrap();
+    assert_eq!(plan.specs, vec!["pnpm@9.15.9"]);
+    assert!(!plan.tool.unwrap().locked);
+}
+
+#[test]
+fn a_lock_file_out_of_date_is_recognised_from_pnpm_and_yarn() {
+    assert!(lock_out_of_date(
+        "ERR_PNPM_OUTDATED_LOCKFILE  Cannot install with \"frozen-lockfile\""
+    ));
+    assert!(lock_out_of_date(
+        "error Your lockfile needs to be updated, but yarn was run with `--frozen-lockfile`."
+    ));
+    assert!(!lock_out_of_date(
+        "ERR_PNPM_FETCH_404 GET https://registry.npmjs.org/x: Not Found"
+    ));
+}

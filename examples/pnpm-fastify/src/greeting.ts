@@ -1,0 +1,1 @@
+export const greeting = (manager: string): string => `hello from fastify, installed by ${manager}`;
