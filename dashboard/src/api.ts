@@ -53,6 +53,7 @@ export async function call<T>(method: string, path: string, body?: unknown): Pro
 export const get = <T>(path: string) => call<T>("GET", path);
 export const post = <T>(path: string, body?: unknown) => call<T>("POST", path, body ?? {});
 export const patch = <T>(path: string, body: unknown) => call<T>("PATCH", path, body);
+export const put = <T>(path: string, body: unknown) => call<T>("PUT", path, body);
 export const del = (path: string) => call<void>("DELETE", path);
 
 // The shapes the pages read (the API's JSON; fields the pages do not use are left out).
@@ -103,6 +104,8 @@ export interface Service {
   git_url: string | null;
   port: number;
   replicas: number;
+  resources?: { cpu_millis: number; memory_bytes: number };
+  health_check?: { path?: string | null; interval_ms?: number | null; deadline_ms?: number | null } | null;
   hosts?: string[];
   env: Record<string, EnvVar>;
   volumes?: Volume[];

@@ -115,3 +115,45 @@ export function action(
   });
   return h("span", { class: "action" }, b, err);
 }
+
+export interface Ask {
+  title: string;
+  /** Paragraphs: what happens. */
+  say: string[];
+  /** The confirming button's label (a danger button). */
+  confirm: string;
+  /** When set, the confirming button works only once this is typed (a name). */
+  typed?: string;
+}
+
+/** Asks before something that cannot be undone: a modal dialog (Escape or Cancel says no, focus
+ * stays inside it); resolves to the answer. */
+export function ask(q: Ask): Promise<boolean> {
+  return new Promise((resolve) => {
+    const yes = h("button", { value: "yes", class: "danger", id: "dialog-confirm", disabled: q.typed !== undefined }, q.confirm);
+    const input = q.typed === undefined ? null : h("input", { name: "typed", autocomplete: "off", "aria-label": `Type ${q.typed} to confirm` });
+    input?.addEventListener("input", () => {
+      yes.disabled = input.value !== q.typed;
+    });
+    const dialog = h(
+      "dialog",
+      { class: "confirm", "aria-labelledby": "dialog-title" },
+      h("h2", { id: "dialog-title" }, q.title),
+      q.say.map((p, i) => h("p", { class: i ? "muted" : "" }, p)),
+      input ? h("label", {}, "Type ", h("strong", { class: "mono" }, q.typed!), " to confirm", input) : null,
+      h(
+        "form",
+        { method: "dialog", class: "actions" },
+        h("button", { value: "cancel", autofocus: input === null }, "Cancel"),
+        yes,
+      ),
+    );
+    dialog.addEventListener("close", () => {
+      resolve(dialog.returnValue === "yes");
+      dialog.remove();
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    input?.focus();
+  });
+}

@@ -17,7 +17,7 @@ export type View = (main: HTMLElement, params: string[], session: SessionInfo) =
 const routes: [RegExp, View][] = [
   [/^\/$/, overviewPage],
   [/^\/projects\/([0-9a-f-]{36})$/, projectPage],
-  [/^\/services\/([0-9a-f-]{36})(?:\/(deployments|variables|domains|logs|metrics))?$/, servicePage],
+  [/^\/services\/([0-9a-f-]{36})(?:\/(deployments|variables|domains|logs|metrics|settings|backups))?$/, servicePage],
   [/^\/deployments\/([0-9a-f-]{36})$/, deploymentPage],
   [/^\/operator$/, operatorPage],
   [/^\/team$/, teamPage],

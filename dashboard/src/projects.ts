@@ -1,9 +1,9 @@
 // The organization's projects, and a project: its environments and its stack as a graph
 // (web services and workers on the left, the databases and caches they use on the right).
 
-import { Environment, Page, Project, Service, SessionInfo, get, post } from "./api";
+import { ApiError, Environment, Page, Project, Service, SessionInfo, del, get, patch, post } from "./api";
 import { ago, h } from "./dom";
-import { form } from "./form";
+import { action, ask, form } from "./form";
 
 export async function overviewPage(main: HTMLElement, _p: string[], session: SessionInfo): Promise<void> {
   if (session.kind === "operator") {
@@ -73,7 +73,7 @@ function stackGraph(services: Service[]): HTMLElement {
   );
 }
 
-export async function projectPage(main: HTMLElement, [id]: string[]): Promise<void> {
+export async function projectPage(main: HTMLElement, [id]: string[], session: SessionInfo): Promise<void> {
   const [project, envs, services] = await Promise.all([
     get<Project>(`/projects/${id}`),
     get<{ items: Environment[] }>(`/projects/${id}/environments`),
@@ -131,7 +131,9 @@ export async function projectPage(main: HTMLElement, [id]: string[]): Promise<vo
             { name: "engine", label: "Engine (database, cache)", options: ["", "postgres", "mariadb", "redis"], value: "" },
             { name: "image", label: "Image", placeholder: "registry/app:tag", hint: "or a git repository below" },
             { name: "git", label: "Git repository", placeholder: "https://…" },
+            { name: "subdirectory", label: "App folder in the repository", placeholder: "apps/web (optional)" },
             { name: "port", label: "Port", type: "number", placeholder: "8080" },
+            { name: "volumes", label: "Volume (optional)", placeholder: "data:/data:1024", hint: "name:path:size in MiB" },
           ],
           "Create service",
           async (v) => {
@@ -139,8 +141,15 @@ export async function projectPage(main: HTMLElement, [id]: string[]): Promise<vo
             if (env) body.environment_id = env.id;
             if (v.engine) body.engine = v.engine;
             if (v.image) body.image = v.image;
-            if (v.git) body.git = { url: v.git };
+            if (v.git) body.git = { url: v.git, ...(v.subdirectory ? { subdirectory: v.subdirectory } : {}) };
             if (v.port) body.port = Number(v.port);
+            if (v.volumes) {
+              const [name, mount_path, mib] = v.volumes.split(":");
+              if (!name || !mount_path || !/^[0-9]+$/.test(mib ?? "")) {
+                throw new ApiError(422, "a volume is name:path:size in MiB, e.g. data:/data:1024", "volumes");
+              }
+              body.volumes = [{ name, mount_path, size_bytes: Number(mib) * 2 ** 20 }];
+            }
             const s = await post<Service>(`/projects/${id}/services`, body);
             location.hash = `#/services/${s.id}`;
           },
@@ -164,6 +173,64 @@ export async function projectPage(main: HTMLElement, [id]: string[]): Promise<vo
             location.hash = `#/projects/${id}?env=${encodeURIComponent(v.name)}`;
           },
         ),
+      ),
+    ),
+  );
+  if (session.role !== "owner") return;
+  // What `stackpad environments set/delete` and `projects delete` do.
+  main.append(
+    h(
+      "div",
+      { class: "two" },
+      env
+        ? h(
+            "section",
+            { class: "card" },
+            h("h2", {}, `Environment ${env.name}`),
+            form(
+              [{ name: "branch", label: "Deploys the branch", required: true, value: env.branch }],
+              "Save",
+              async (v) => {
+                await patch(`/environments/${env.id}`, { branch: v.branch });
+                window.dispatchEvent(new HashChangeEvent("hashchange"));
+              },
+              { inline: true },
+            ),
+            envs.items.length > 1
+              ? h(
+                  "p",
+                  {},
+                  action(`Delete ${env.name}…`, async () => {
+                    const yes = await ask({
+                      title: `Delete environment ${env.name}?`,
+                      say: [`Its ${inEnv.length} services are taken off the platform (routes, certificates, containers), then the environment goes.`],
+                      confirm: "Delete",
+                      typed: env.name,
+                    });
+                    if (!yes) return;
+                    await del(`/environments/${env.id}`);
+                    location.hash = `#/projects/${id}`;
+                  }, { danger: true }),
+                )
+              : null,
+          )
+        : null,
+      h(
+        "section",
+        { class: "card danger-zone" },
+        h("h2", {}, "Delete this project"),
+        h("p", { class: "muted" }, "Its services are taken off the platform first, then the project goes with its environments."),
+        action("Delete project…", async () => {
+          const yes = await ask({
+            title: `Delete project ${project.name}?`,
+            say: [`Every service of ${project.name} (${services.items.length}) stops and its addresses stop answering.`],
+            confirm: "Delete",
+            typed: project.name,
+          });
+          if (!yes) return;
+          await del(`/projects/${id}`);
+          location.hash = "#/";
+        }, { danger: true }),
       ),
     ),
   );

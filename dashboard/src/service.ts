@@ -1,13 +1,14 @@
 // A service: what runs, its deployments (live), variables, domains, logs and metrics.
 
 import { ApiError, Deployment, Domain, Environment, FINISHED, Page, Service, SessionInfo, del, get, patch, post } from "./api";
-import { ago, badge, clear, h, short } from "./dom";
-import { action, form } from "./form";
+import { ago, append, badge, clear, h, short } from "./dom";
+import { backupsTab } from "./backups";
+import { action, ask, form } from "./form";
 import { logsTab } from "./logs";
 import type { Cleanup } from "./main";
 import { metricsTab } from "./metrics";
 
-const TABS = ["deployments", "variables", "domains", "logs", "metrics"] as const;
+const TABS = ["deployments", "variables", "domains", "logs", "metrics", "settings"];
 
 export async function servicePage(main: HTMLElement, [id, tab]: string[], session: SessionInfo): Promise<Cleanup | void> {
   const service = await get<Service>(`/services/${id}`);
@@ -38,7 +39,7 @@ export async function servicePage(main: HTMLElement, [id, tab]: string[], sessio
             h(
               "dd",
               { class: "volumes" },
-              service.volumes.map((v) => h("div", { class: "mono" }, `${v.name} → ${v.mount_path} · ${bytes(v.size_bytes)}`)),
+              service.volumes.map((v) => h("div", { class: "volume", "data-volume": v.name }, h("span", { class: "mono" }, `${v.name} → ${v.mount_path}`), h("span", { class: "usage muted" }, bytes(v.size_bytes)))),
             ),
           ]
         : null,
@@ -46,9 +47,10 @@ export async function servicePage(main: HTMLElement, [id, tab]: string[], sessio
     h(
       "nav",
       { class: "tabs", "aria-label": "Service" },
-      TABS.map((t) => h("a", { href: `#/services/${id}/${t}`, "aria-current": t === current ? "page" : undefined }, t)),
+      [...TABS, ...(service.engine ? ["backups"] : [])].map((t) => h("a", { href: `#/services/${id}/${t}`, "aria-current": t === current ? "page" : undefined }, t)),
     ),
   );
+  if (service.volumes?.length) void volumeUsage(main, service.id);
   const body = h("div", { class: "tab-body" });
   main.append(body);
   switch (current) {
@@ -60,6 +62,11 @@ export async function servicePage(main: HTMLElement, [id, tab]: string[], sessio
       return logsTab(body, service);
     case "metrics":
       return metricsTab(body, service);
+    case "settings":
+      return settingsTab(body, service, session);
+    case "backups":
+      if (service.engine) return backupsTab(body, service, session);
+      throw new ApiError(404, `${service.name} is not a managed database or cache: it has no backups`);
     default:
       return deploymentsTab(body, service, canChange);
   }
@@ -74,6 +81,41 @@ export function bytes(n: number): string {
     i++;
   }
   return `${Number.isInteger(n) ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+interface VolumeView {
+  name: string;
+  size_bytes: number;
+  used_bytes: number | null;
+  node: string | null;
+  mounted: boolean;
+  error: string | null;
+}
+
+/** Fills each volume's line with the bytes it uses, from its node (the line is there already,
+ * so nothing moves when the answer comes). */
+async function volumeUsage(main: HTMLElement, id: string): Promise<void> {
+  let list: { items: VolumeView[] };
+  try {
+    list = await get(`/services/${id}/volumes`);
+  } catch {
+    return;
+  }
+  for (const v of list.items) {
+    const el = main.querySelector<HTMLElement>(`.volume[data-volume="${CSS.escape(v.name)}"] .usage`);
+    if (!el) continue;
+    clear(el);
+    if (v.used_bytes === null) {
+      el.append(bytes(v.size_bytes), v.error ? h("small", { class: "error" }, ` · ${v.error}`) : " · not created yet");
+      continue;
+    }
+    const pct = v.size_bytes ? Math.min(100, (100 * v.used_bytes) / v.size_bytes) : 0;
+    el.append(
+      h("meter", { min: 0, max: v.size_bytes, value: v.used_bytes, high: v.size_bytes * 0.8, "aria-label": `${v.name} used` }),
+      ` ${bytes(v.used_bytes)} of ${bytes(v.size_bytes)} used (${pct.toFixed(pct < 10 ? 1 : 0)}%)`,
+      v.node ? ` on ${v.node}` : "",
+    );
+  }
 }
 
 function deploymentRow(d: Deployment, serviceCurrent: string | null, canChange: boolean): HTMLTableRowElement {
@@ -309,5 +351,118 @@ async function domainsTab(body: HTMLElement, service: Service, canChange: boolea
         )
       : null,
     ),
+  );
+}
+
+/** The form's field for an API error's field (`resources.cpu_millis` -> `cpu`, ...). */
+const SETTINGS_FIELDS: Record<string, string> = {
+  "resources.cpu_millis": "cpu",
+  "resources.memory_bytes": "memory",
+  "health_check.path": "health_path",
+  "health_check.interval_ms": "health_path",
+  "health_check.deadline_ms": "health_path",
+};
+
+/** A service's settings (as `stackpad services set` and `scale`), and its deletion. */
+async function settingsTab(body: HTMLElement, service: Service, session: SessionInfo): Promise<void> {
+  const owner = session.role === "owner";
+  const MiB = 2 ** 20;
+  const r = service.resources ?? { cpu_millis: 0, memory_bytes: 0 };
+  const fields = [
+    { name: "replicas", label: "Replicas", type: "number", value: String(service.replicas), hint: service.volumes?.length ? "one: its volumes live on one node" : "1 to 20; applies at once" },
+    { name: "cpu", label: "CPU (cores)", type: "number", value: r.cpu_millis ? String(r.cpu_millis / 1000) : "", placeholder: "no limit" },
+    { name: "memory", label: "Memory (MiB)", type: "number", value: r.memory_bytes ? String(Math.round(r.memory_bytes / MiB)) : "", placeholder: "node default" },
+    ...(service.engine ? [] : [{ name: "port", label: "Port", type: "number", value: String(service.port) }]),
+    ...(service.engine ? [] : [{ name: "health_path", label: "Health check path", value: service.health_check?.path ?? "", placeholder: "TCP connect" }]),
+    ...(service.image && !service.engine ? [{ name: "image", label: "Image", value: service.image }] : []),
+  ];
+  const saved = h("p", { class: "muted", role: "status" });
+  append(body, [
+    h(
+      "section",
+      { class: "card settings" },
+      h("h2", {}, "Settings"),
+      h("p", { class: "muted" }, "Replicas apply at once (the running version is deployed again with the new count); the rest from the next deployment."),
+      owner
+        ? form(fields, "Save", async (v) => {
+            // Only what changed is sent: the API keeps the rest.
+            const req: Record<string, unknown> = {};
+            if (Number(v.replicas) !== service.replicas) req.replicas = Number(v.replicas);
+            const cpu = v.cpu ? Math.round(Number(v.cpu) * 1000) : 0;
+            const mem = v.memory ? Math.round(Number(v.memory) * MiB) : 0;
+            if (cpu !== r.cpu_millis || (v.memory && mem !== r.memory_bytes)) {
+              req.resources = { cpu_millis: cpu, ...(v.memory ? { memory_bytes: mem } : {}) };
+            }
+            if (v.port !== undefined && Number(v.port) !== service.port) req.port = Number(v.port);
+            if (v.health_path !== undefined && v.health_path !== (service.health_check?.path ?? "")) {
+              req.health_check = v.health_path ? { ...(service.health_check ?? {}), path: v.health_path } : null;
+            }
+            if (v.image !== undefined && v.image !== service.image) req.image = v.image;
+            if (!Object.keys(req).length) {
+              saved.textContent = "Nothing changed.";
+              return;
+            }
+            try {
+              await patch(`/services/${service.id}`, req);
+            } catch (e) {
+              if (e instanceof ApiError && e.field) e.field = SETTINGS_FIELDS[e.field] ?? e.field;
+              throw e;
+            }
+            window.dispatchEvent(new HashChangeEvent("hashchange"));
+          })
+        : h("dl", { class: "facts" }, fields.flatMap((f) => [h("dt", {}, f.label), h("dd", {}, f.value || f.placeholder || "")])),
+      saved,
+    ),
+    owner && service.git_url ? webhookCard(service) : null,
+    owner
+      ? h(
+          "section",
+          { class: "card danger-zone" },
+          h("h2", {}, "Delete this service"),
+          h("p", { class: "muted" }, "Its containers stop and its routes and domains go." + (service.volumes?.length ? " Its volumes are kept 7 days, then deleted." : "")),
+          action("Delete service…", async () => {
+            const yes = await ask({
+              title: `Delete ${service.name}?`,
+              say: [`${service.name} is taken off the platform: its containers stop, its address and custom domains stop answering.`],
+              confirm: "Delete",
+              typed: service.name,
+            });
+            if (!yes) return;
+            await del(`/services/${service.id}`);
+            location.hash = `#/projects/${service.project_id}`;
+          }, { danger: true }),
+        )
+      : null,
+  ]);
+}
+
+/** Where GitHub sends a git service's pushes, and a new signing secret (shown once). */
+function webhookCard(service: Service): HTMLElement {
+  const shown = h("div", { role: "status" });
+  return h(
+    "section",
+    { class: "card webhook" },
+    h("h2", {}, "Push to deploy"),
+    h("p", { class: "muted" }, "In the repository's webhook settings: this payload URL, content type application/json, the push event, and the secret."),
+    h("code", { class: "record mono" }, `${location.origin}/webhooks/github/${service.id}`),
+    h(
+      "p",
+      {},
+      action("New secret…", async () => {
+        const yes = await ask({
+          title: "Replace the webhook secret?",
+          say: ["The current secret stops working at once: pushes are refused until the repository has the new one."],
+          confirm: "Replace",
+        });
+        if (!yes) return;
+        const r = await patch<{ webhook_secret: string }>(`/services/${service.id}/webhook`, {});
+        clear(shown);
+        shown.append(
+          h("p", {}, "Copy it now: it is shown this once and never again."),
+          h("code", { class: "record mono", id: "new-webhook-secret" }, r.webhook_secret),
+        );
+      }),
+    ),
+    shown,
   );
 }

@@ -1,7 +1,8 @@
 // The organization's API tokens and members. Owners create tokens (the secret is shown once,
-// here, and never again), revoke them, add and remove members; other roles read the lists.
+// here, and never again), revoke them, add and remove members and change their roles; other
+// roles read the lists.
 
-import { SessionInfo, del, get, post } from "./api";
+import { SessionInfo, del, get, patch, post } from "./api";
 import { ago, append, badge, h, time } from "./dom";
 import { action, form } from "./form";
 
@@ -24,6 +25,31 @@ interface Member {
 
 const TOKEN_ROLES = ["read_only", "deployer", "owner"];
 const MEMBER_ROLES = ["viewer", "developer", "admin", "owner"];
+
+/** A member's role, changed on the spot (owners); the API's refusal (the last owner) beside it. */
+function roleSelect(m: Member): HTMLElement {
+  const err = h("span", { class: "field-error", role: "alert", hidden: true });
+  const select = h(
+    "select",
+    { name: "member-role", "aria-label": `Role of ${m.email}` },
+    MEMBER_ROLES.map((r) => h("option", { value: r, selected: r === m.role }, r)),
+  );
+  select.addEventListener("change", async () => {
+    err.hidden = true;
+    select.disabled = true;
+    try {
+      const updated = await patch<Member>(`/members/${m.id}`, { role: select.value });
+      m.role = updated.role;
+    } catch (e) {
+      select.value = m.role;
+      err.textContent = e instanceof Error ? e.message : String(e);
+      err.hidden = false;
+    } finally {
+      select.disabled = false;
+    }
+  });
+  return h("span", { class: "action role" }, select, err);
+}
 
 const refresh = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
 
@@ -117,7 +143,7 @@ export async function teamPage(main: HTMLElement, _p: string[], session: Session
                 "tr",
                 { "data-member": m.email },
                 h("td", {}, m.email),
-                h("td", {}, m.role),
+                h("td", {}, owner ? roleSelect(m) : m.role),
                 h("td", {}, ago(m.created_at)),
                 h(
                   "td",

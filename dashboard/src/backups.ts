@@ -1,0 +1,224 @@
+// A managed database's or cache's backups: the list (state, size, verification) updated live
+// while one runs, a backup on demand, the schedule, and a restore that asks first (a dialog
+// naming what is replaced) and then shows its steps as they happen. A restore's id stays in
+// the address (?restore=...), so a reload or a control restart picks its progress up again.
+
+import { Service, SessionInfo, get, post, put } from "./api";
+import { ago, badge, clear, h, short, time } from "./dom";
+import { action, ask, form } from "./form";
+import type { Cleanup } from "./main";
+import { bytes } from "./service";
+
+export interface Backup {
+  id: string;
+  service_id: string;
+  engine: string;
+  trigger: string;
+  state: string;
+  verification: string;
+  verification_detail: string;
+  size_bytes: number | null;
+  dump_bytes: number | null;
+  error: string | null;
+  started_at: string;
+  completed_at: string | null;
+  duration_ms: number | null;
+  verified_at: string | null;
+}
+
+interface BackupEvent {
+  step: string;
+  detail: string;
+  at: string;
+}
+
+interface Restore {
+  id: string;
+  backup_id: string;
+  service_id: string;
+  pre_restore_backup_id: string | null;
+  state: string;
+  error: string | null;
+  started_at: string;
+  finished_at: string | null;
+  events?: BackupEvent[];
+}
+
+interface Policy {
+  interval_seconds: number;
+  keep: number;
+  next_at: string;
+  failures: number;
+}
+
+/** The restore the address names (`#/services/<id>/backups?restore=<uuid>`), if any. */
+function restoreInAddress(): string | null {
+  const q = location.hash.split("?")[1] ?? "";
+  const id = new URLSearchParams(q).get("restore");
+  return id && /^[0-9a-f-]{36}$/.test(id) ? id : null;
+}
+
+function every(seconds: number): string {
+  if (seconds % 86400 === 0) return seconds === 86400 ? "daily" : `every ${seconds / 86400} days`;
+  if (seconds % 3600 === 0) return seconds === 3600 ? "hourly" : `every ${seconds / 3600} h`;
+  return `every ${Math.round(seconds / 60)} min`;
+}
+
+function row(b: Backup, restore: ((b: Backup) => void) | null): HTMLTableRowElement {
+  const verified =
+    b.verification === "verified"
+      ? h("span", { title: b.verification_detail }, badge("verified"), h("small", { class: "muted" }, ` ${ago(b.verified_at)}`))
+      : b.verification === "failed"
+        ? h("span", {}, badge("failed"), h("small", { class: "error" }, ` ${b.verification_detail}`))
+        : badge(b.state === "completed" ? "pending" : "—");
+  // Busy: running, or completed a moment ago and its verification restore still on its way.
+  const verifying = b.state === "completed" && b.verification === "pending" && Date.now() - new Date(b.completed_at ?? 0).getTime() < 600_000;
+  return h(
+    "tr",
+    { "data-backup": b.id, "data-busy": b.state === "running" || verifying ? "1" : undefined },
+    h("td", {}, h("span", { class: "mono" }, short(b.id)), h("small", { class: "muted" }, ` ${b.trigger.replace("_", "-")}`)),
+    h("td", { title: time(b.started_at) }, ago(b.started_at)),
+    h("td", {}, badge(b.state), b.error ? h("small", { class: "error" }, ` ${b.error}`) : null),
+    h("td", { class: "num" }, b.size_bytes === null ? "" : bytes(b.size_bytes)),
+    h("td", {}, verified),
+    h("td", {}, restore && b.state === "completed" ? h("button", { type: "button", class: "danger", onclick: () => restore(b) }, "Restore…") : null),
+  );
+}
+
+/** Asks before a restore, naming what is replaced. */
+function confirmRestore(service: Service, b: Backup): Promise<boolean> {
+  return ask({
+    title: `Restore ${service.name}?`,
+    say: [
+      `The data of ${service.name} is replaced by backup ${short(b.id)} taken ${time(b.completed_at ?? b.started_at)}` +
+        (b.size_bytes === null ? "." : ` (${bytes(b.size_bytes)}).`),
+      "Its current data is backed up first, so this restore can be undone by restoring that backup.",
+    ],
+    confirm: "Restore",
+  });
+}
+
+/** A restore's steps as they happen, polled until it ends. */
+function restoreProgress(id: string, onEnd: () => void): { el: HTMLElement; stop: () => void } {
+  const head = h("p", {});
+  const steps = h("ol", { class: "timeline" });
+  const el = h("section", { class: "card restore", "aria-live": "polite" }, h("h2", {}, "Restore"), head, steps);
+  let timer = 0;
+  let stopped = false;
+  const draw = async () => {
+    const r = await get<Restore>(`/restores/${id}`);
+    clear(head);
+    head.append(badge(r.state), ` backup ${short(r.backup_id)}, started ${ago(r.started_at)}`);
+    if (r.error) head.append(h("span", { class: "error" }, ` ${r.error}`));
+    clear(steps);
+    steps.append(...(r.events ?? []).map((e) => h("li", { "data-step": e.step }, h("strong", {}, e.step.replaceAll("_", " ")), ` ${e.detail} `, h("small", { class: "muted" }, time(e.at)))));
+    el.dataset.state = r.state;
+    if (r.state !== "running") {
+      onEnd();
+      return;
+    }
+    if (!stopped) timer = window.setTimeout(() => void draw().catch(retry), 1000);
+  };
+  // A dropped connection (or a restarting control plane) is tried again.
+  const retry = () => {
+    if (!stopped) timer = window.setTimeout(() => void draw().catch(retry), 2000);
+  };
+  void draw().catch(retry);
+  return {
+    el,
+    stop: () => {
+      stopped = true;
+      window.clearTimeout(timer);
+    },
+  };
+}
+
+export async function backupsTab(body: HTMLElement, service: Service, session: SessionInfo): Promise<Cleanup> {
+  const owner = session.role === "owner";
+  const tbody = h("tbody", {});
+  const progress = h("div", {});
+  const policyText = h("p", { class: "muted" });
+  let stopRestore: (() => void) | null = null;
+  const draw = async () => {
+    const list = await get<{ items: Backup[] }>(`/services/${service.id}/backups`);
+    clear(tbody);
+    tbody.append(...list.items.map((b) => row(b, owner ? startRestore : null)));
+    if (!list.items.length) tbody.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No backup yet.")));
+  };
+  const follow = (id: string) => {
+    stopRestore?.();
+    clear(progress);
+    const p = restoreProgress(id, () => void draw().catch(() => {}));
+    stopRestore = p.stop;
+    progress.append(p.el);
+  };
+  async function startRestore(b: Backup): Promise<void> {
+    if (!(await confirmRestore(service, b))) return;
+    try {
+      const r = await post<Restore>(`/services/${service.id}/backups/${b.id}/restore`);
+      history.replaceState(null, "", `#/services/${service.id}/backups?restore=${r.id}`);
+      follow(r.id);
+    } catch (e) {
+      clear(progress);
+      progress.append(h("p", { class: "error", role: "alert" }, e instanceof Error ? e.message : String(e)));
+    }
+    await draw();
+  }
+  const drawPolicy = async () => {
+    const p = await get<Policy>(`/services/${service.id}/backup-policy`);
+    policyText.textContent = `Scheduled ${every(p.interval_seconds)}, the last ${p.keep} kept; next ${time(p.next_at)}.` + (p.failures ? ` ${p.failures} failed in a row.` : "");
+    return p;
+  };
+  await draw();
+  const policy = await drawPolicy();
+  body.append(
+    h(
+      "section",
+      { class: "backups" },
+      h("div", { class: "title" }, h("h2", {}, "Backups"), owner ? action("Back up now", async () => {
+        await post(`/services/${service.id}/backups`);
+        await draw();
+      }) : null),
+      policyText,
+      h(
+        "table",
+        { class: "list backups" },
+        h("thead", {}, h("tr", {}, ["Backup", "Started", "State", "Size", "Verified", ""].map((c) => h("th", {}, c)))),
+        tbody,
+      ),
+      progress,
+      owner
+        ? h(
+            "details",
+            { class: "card" },
+            h("summary", {}, "Schedule"),
+            form(
+              [
+                { name: "interval_hours", label: "Every (hours)", type: "number", value: String(policy.interval_seconds / 3600), required: true },
+                { name: "keep", label: "Keep (backups)", type: "number", value: String(policy.keep), required: true },
+              ],
+              "Save",
+              async (v) => {
+                await put(`/services/${service.id}/backup-policy`, {
+                  interval_seconds: Math.round(Number(v.interval_hours) * 3600),
+                  keep: Number(v.keep),
+                });
+                await drawPolicy();
+              },
+              { inline: true },
+            ),
+          )
+        : null,
+    ),
+  );
+  const pending = restoreInAddress();
+  if (pending) follow(pending);
+  // Live: while a backup runs (or is being verified), redraw every 2 s.
+  const timer = window.setInterval(() => {
+    if (tbody.querySelector("tr[data-busy]")) void draw().catch(() => {});
+  }, 2000);
+  return () => {
+    window.clearInterval(timer);
+    stopRestore?.();
+  };
+}
