@@ -3,6 +3,7 @@
 //! every test owns its cluster (a unique `--name`) and removes it on drop.
 
 mod build;
+mod control_failover;
 mod harness;
 mod isolation;
 mod replicas;
