@@ -92,6 +92,9 @@ pub struct Config {
     pub ingress_ips: Vec<std::net::IpAddr>,
     /// How often every custom domain is re-checked.
     pub domain_check_interval_ms: u64,
+    /// How often preview environments are checked for idleness (#17); 0 = never (another
+    /// control plane instance does it). Needs `clickhouse_url` (the access logs).
+    pub idle_check_interval_ms: u64,
     /// Prometheus `/metrics` listener; none = not served.
     pub metrics_listen: Option<SocketAddr>,
     /// Address blocks a tenant's git host may never resolve to, beyond the built-in private
@@ -137,6 +140,7 @@ impl Default for Config {
             dns_resolver: String::new(),
             ingress_ips: vec![],
             domain_check_interval_ms: 300_000,
+            idle_check_interval_ms: 10_000,
             metrics_listen: None,
             egress_deny: vec![],
             egress_allow: vec![],

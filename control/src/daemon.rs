@@ -272,6 +272,25 @@ pub async fn start(
             shutdown_rx.clone(),
         ));
     }
+    if !config.clickhouse_url.is_empty() {
+        // Idle previews (#17): wakes are followed wherever a proxy is; passes when configured.
+        let idle = Arc::new(crate::idle::Idle::new(
+            store.clone(),
+            clients.clone(),
+            crate::logsearch::LogSearch::new(&config.clickhouse_url, &config.clickhouse_database),
+            wake.clone(),
+            config.stop_grace_ms,
+        ));
+        tasks.spawn(Arc::clone(&idle).watch_wakes(shutdown_rx.clone()));
+        if config.idle_check_interval_ms > 0 {
+            tasks.spawn(idle.run(
+                Duration::from_millis(config.idle_check_interval_ms),
+                shutdown_rx.clone(),
+            ));
+        }
+    } else {
+        tracing::info!("no clickhouse_url: idle previews are never stopped");
+    }
     {
         let store = store.clone();
         let every = Duration::from_millis(config.heartbeat_interval_ms);

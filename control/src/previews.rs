@@ -4,6 +4,7 @@
 //! [`decide`], and carries the answer out (an environment copy of the template, deployments at
 //! the head, a teardown through `tear_down_all`).
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::store::PreviewSettings;
@@ -167,6 +168,19 @@ fn truncated(s: &str) -> String {
     s.chars().take(100).collect()
 }
 
+/// Pure: whether an awake preview has been idle long enough to sleep: no request and no
+/// deployment or wake (`active_at`) for `idle_seconds`. The newest request, when the access
+/// logs know one, counts as activity too.
+pub fn is_idle(
+    now: DateTime<Utc>,
+    active_at: DateTime<Utc>,
+    last_request: Option<DateTime<Utc>>,
+    idle_seconds: i32,
+) -> bool {
+    let last = last_request.map_or(active_at, |r| r.max(active_at));
+    now.signed_duration_since(last) >= chrono::Duration::seconds(i64::from(idle_seconds.max(1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,7 +219,19 @@ mod tests {
             template_id: Some(Uuid::nil()),
             max_previews: 5,
             allow_forks,
+            idle_seconds: None,
         }
+    }
+
+    #[test]
+    fn a_preview_sleeps_only_after_its_idle_time_without_requests_nor_deploys() {
+        let t0 = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        let s = chrono::Duration::seconds;
+        assert!(!is_idle(t0 + s(59), t0, None, 60));
+        assert!(is_idle(t0 + s(60), t0, None, 60));
+        // A request restarts the clock; an older one than the last deploy does not count.
+        assert!(!is_idle(t0 + s(90), t0, Some(t0 + s(40)), 60));
+        assert!(is_idle(t0 + s(100), t0 + s(30), Some(t0), 60));
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub(super) async fn view(state: &AppState, org: Uuid, env: Environment) -> ApiRe
                 "head_sha": p.head_sha,
                 "urls": urls,
                 "status": preview_status(&states),
+                "sleeping_since": p.sleeping_since,
             })
         }
     };

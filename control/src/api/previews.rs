@@ -41,6 +41,8 @@ use ::api::WebhookOutcome;
 
 /// The most previews a project may allow at once.
 pub const MAX_PREVIEWS_LIMIT: i32 = 100;
+/// The longest idle time a preview may be given before it sleeps (30 days).
+pub const MAX_IDLE_SECONDS: i64 = 30 * 24 * 3600;
 
 /// `PATCH /projects/{id}/webhook`: a new secret for the project's repository webhook
 /// (generated, or the one given); the old one stops working at once. Shown only here.
@@ -84,6 +86,10 @@ pub struct PutPreviews {
     /// Build pull requests from forks too (default false: their code is not the project's).
     #[serde(default)]
     pub allow_forks: bool,
+    /// Stop a preview after this many seconds without a request and wake it on the next one
+    /// (the proxy holds that request while it starts); absent = previews never sleep.
+    #[serde(default)]
+    pub idle_seconds: Option<i32>,
 }
 
 /// The settings and the open previews of a project.
@@ -100,6 +106,7 @@ async fn previews_view(state: &AppState, org: Uuid, project: Uuid) -> ApiResult<
         "template_id": settings.previews.template_id,
         "max_previews": settings.previews.max_previews,
         "allow_forks": settings.previews.allow_forks,
+        "idle_seconds": settings.previews.idle_seconds,
         "has_webhook_secret": settings.has_webhook_secret,
         "webhook_url": format!("/webhooks/github/projects/{project}"),
         "git_username": settings.git_username,
@@ -128,6 +135,11 @@ pub async fn put(
         i64::from(req.max_previews.unwrap_or(5)),
         0..=i64::from(MAX_PREVIEWS_LIMIT),
     )? as i32;
+    let idle_seconds = req
+        .idle_seconds
+        .map(|v| super::validate::within("idle_seconds", i64::from(v), 1..=MAX_IDLE_SECONDS))
+        .transpose()?
+        .map(|v| v as i32);
     let template_id = match &req.template {
         Some(t) => Some(template(&state, org.id, project, t).await?),
         None if req.enabled => {
@@ -148,6 +160,7 @@ pub async fn put(
                 template_id,
                 max_previews,
                 allow_forks: req.allow_forks,
+                idle_seconds,
             },
         )
         .await?;

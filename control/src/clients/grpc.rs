@@ -404,6 +404,31 @@ impl NodeClient for GrpcNode {
         Ok(())
     }
 
+    async fn list_volumes(
+        &self,
+        node: &str,
+        service_id: &str,
+    ) -> Result<Vec<super::VolumeUsage>, ClientError> {
+        let mut client = n::node_agent_client::NodeAgentClient::new(self.channels.get(NODE, node)?);
+        let list = client
+            .list_volumes(n::ListVolumesRequest {
+                service_id: service_id.to_owned(),
+            })
+            .await
+            .map_err(|s| status_error(NODE, node, s))?
+            .into_inner();
+        Ok(list
+            .volumes
+            .into_iter()
+            .map(|v| super::VolumeUsage {
+                name: v.name,
+                size_bytes: v.size_bytes,
+                used_bytes: v.used_bytes,
+                held_by: v.held_by,
+            })
+            .collect())
+    }
+
     async fn info(&self, node: &str) -> Result<NodeCapacity, ClientError> {
         let mut client = n::node_agent_client::NodeAgentClient::new(self.channels.get(NODE, node)?);
         let info = client
@@ -581,6 +606,33 @@ impl ProxyClient for GrpcProxy {
             Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(()),
             Err(s) => Err(status_error(PROXY, &self.address, s)),
         }
+    }
+
+    async fn sleep(&self, service_id: &str) -> Result<(), ClientError> {
+        let req = self.request(p::SleepRequest {
+            service_id: service_id.to_owned(),
+        })?;
+        self.client()?
+            .sleep(req)
+            .await
+            .map_err(|s| status_error(PROXY, &self.address, s))?;
+        Ok(())
+    }
+
+    async fn wakes(&self) -> Result<WakeStream, ClientError> {
+        use futures::StreamExt;
+        let req = self.request(p::WatchWakesRequest {})?;
+        let stream = self
+            .client()?
+            .watch_wakes(req)
+            .await
+            .map_err(|s| status_error(PROXY, &self.address, s))?
+            .into_inner();
+        let address = self.address.clone();
+        Ok(Box::pin(stream.map(move |w| {
+            w.map(|w| w.service_id)
+                .map_err(|s| status_error(PROXY, &address, s))
+        })))
     }
 
     async fn remove_route(&self, route_id: &str, generation: u64) -> Result<(), ClientError> {

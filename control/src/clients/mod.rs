@@ -143,6 +143,17 @@ pub enum ContainerOutcome {
     Unhealthy { reason: String },
 }
 
+/// A volume as its node holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeUsage {
+    pub name: String,
+    pub size_bytes: u64,
+    /// Bytes in use inside its filesystem (0 when it is not mounted).
+    pub used_bytes: u64,
+    /// The running container that holds it, empty when none does.
+    pub held_by: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeCapacity {
     pub cpu_millis_total: u64,
@@ -170,6 +181,20 @@ pub trait NodeClient: Send + Sync {
     async fn info(&self, node: &str) -> Result<NodeCapacity, ClientError>;
     /// Deletes every volume of the service on the node, with its data. Idempotent.
     async fn remove_volumes(&self, node: &str, service_id: &str) -> Result<(), ClientError>;
+    /// The service's volumes on the node with the bytes each uses (`ListVolumes`). A client
+    /// that cannot ask says so.
+    async fn list_volumes(
+        &self,
+        node: &str,
+        _service_id: &str,
+    ) -> Result<Vec<VolumeUsage>, ClientError> {
+        Err(ClientError {
+            daemon: "node agent",
+            address: node.to_owned(),
+            message: "this client does not list volumes".into(),
+            retryable: false,
+        })
+    }
     /// Replaces the node's view of the cluster's containers (#15, `SetClusterEndpoints`).
     /// A client that cannot push says so (the caller logs it and tries at the next tick).
     async fn set_cluster_endpoints(
@@ -247,4 +272,27 @@ pub trait ProxyClient: Send + Sync {
     /// Stops routing `route_id` (a deleted service), unless the proxy holds a newer
     /// `generation` of it (0 = unordered). Removing an unknown route succeeds.
     async fn remove_route(&self, route_id: &str, generation: u64) -> Result<(), ClientError>;
+    /// Takes a service out of rotation and marks it sleeping: the proxy holds its requests
+    /// and asks for a wake ([`ProxyClient::wakes`]); the next switch ends the sleep (#17).
+    async fn sleep(&self, _service_id: &str) -> Result<(), ClientError> {
+        Err(cannot("put services to sleep"))
+    }
+    /// The services the proxy holds requests for, as it asks (a stream that ends when the
+    /// connection does).
+    async fn wakes(&self) -> Result<WakeStream, ClientError> {
+        Err(cannot("watch wakes"))
+    }
+}
+
+/// Service ids the proxy asks to wake.
+pub type WakeStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<String, ClientError>> + Send>>;
+
+fn cannot(what: &str) -> ClientError {
+    ClientError {
+        daemon: "proxy",
+        address: String::new(),
+        message: format!("this client cannot {what}"),
+        retryable: false,
+    }
 }

@@ -36,6 +36,19 @@ pub struct NewPreview<'a> {
 pub struct PreviewRow {
     pub number: i32,
     pub head_sha: Option<String>,
+    /// Stopped for lack of requests since then; woken by the next one (#17).
+    pub sleeping_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// An awake preview of a project whose previews sleep when idle.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AwakePreview {
+    pub organization_id: Uuid,
+    pub environment_id: Uuid,
+    pub idle_seconds: i32,
+    /// The newest of its creation, its last wake and its services' newest deployment (queued
+    /// or ready): the idle clock starts there when no request came since.
+    pub active_at: chrono::DateTime<chrono::Utc>,
 }
 
 fn environment_aad(environment_id: Uuid, name: &str) -> String {
@@ -392,7 +405,8 @@ impl Store {
     /// The pull request an environment previews; `None` for a lasting environment.
     pub async fn preview_of(&self, environment_id: Uuid) -> Result<Option<PreviewRow>> {
         Ok(sqlx::query_as(
-            "SELECT preview_number AS number, preview_head_sha AS head_sha FROM environments \
+            "SELECT preview_number AS number, preview_head_sha AS head_sha, sleeping_since \
+             FROM environments \
              WHERE id = $1 AND preview_number IS NOT NULL",
         )
         .bind(environment_id)
@@ -464,5 +478,80 @@ impl Store {
             return Err(StoreError::not_found("environment", id));
         }
         Ok(())
+    }
+
+    /// Awake previews of projects whose previews sleep when idle, with their idle clock's start.
+    pub async fn awake_previews(&self) -> Result<Vec<AwakePreview>> {
+        Ok(sqlx::query_as(
+            "SELECT e.organization_id, e.id AS environment_id, p.preview_idle_seconds AS idle_seconds, \
+             GREATEST(e.created_at, COALESCE(e.woken_at, e.created_at), \
+                      COALESCE((SELECT max(GREATEST(d.created_at, d.ready_at)) FROM deployments d JOIN services s \
+                                ON s.id = d.service_id WHERE s.environment_id = e.id), e.created_at)) \
+                 AS active_at \
+             FROM environments e JOIN projects p ON p.id = e.project_id \
+             WHERE e.preview_number IS NOT NULL AND e.sleeping_since IS NULL \
+             AND p.preview_idle_seconds IS NOT NULL ORDER BY e.id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Marks a preview sleeping unless it already is or one of its deployments is on its way;
+    /// true when this call did (only one caller stops it).
+    pub async fn start_sleep(&self, environment_id: Uuid) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE environments e SET sleeping_since = now() WHERE e.id = $1 \
+             AND e.sleeping_since IS NULL AND NOT EXISTS (SELECT 1 FROM deployments d \
+                 JOIN services s ON s.id = d.service_id WHERE s.environment_id = e.id \
+                 AND d.state IN ('queued', 'building', 'deploying'))",
+        )
+        .bind(environment_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Ends the sleep of the environment of `service_id`; its (organization, environment)
+    /// when this call did (one wake per sleep, however many ask).
+    pub async fn end_sleep_of_service(&self, service_id: Uuid) -> Result<Option<(Uuid, Uuid)>> {
+        Ok(sqlx::query_as(
+            "UPDATE environments SET sleeping_since = NULL, woken_at = now() \
+             WHERE id = (SELECT environment_id FROM services WHERE id = $1) \
+             AND sleeping_since IS NOT NULL RETURNING organization_id, id",
+        )
+        .bind(service_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Ends a sleep that failed half-way (the next idle pass tries again).
+    pub async fn end_sleep(&self, environment_id: Uuid) -> Result<()> {
+        sqlx::query("UPDATE environments SET sleeping_since = NULL WHERE id = $1")
+            .bind(environment_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sleeping environments a deployment was queued in since (a push to the pull request):
+    /// awake again, as that deployment starts their service. Their ids.
+    pub async fn end_sleeps_redeployed(&self) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE environments e SET sleeping_since = NULL, woken_at = now() \
+             WHERE e.sleeping_since IS NOT NULL AND EXISTS (SELECT 1 FROM deployments d \
+                 JOIN services s ON s.id = d.service_id WHERE s.environment_id = e.id \
+                 AND d.created_at > e.sleeping_since) RETURNING e.id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every sleeping environment: (organization, environment).
+    pub async fn sleeping_environments(&self) -> Result<Vec<(Uuid, Uuid)>> {
+        Ok(sqlx::query_as(
+            "SELECT organization_id, id FROM environments WHERE sleeping_since IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

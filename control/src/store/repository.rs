@@ -23,6 +23,9 @@ pub struct PreviewSettings {
     pub max_previews: i32,
     /// Pull requests from forks are built too.
     pub allow_forks: bool,
+    /// A preview without a request for this long is stopped and woken by the next request;
+    /// `None` = previews never sleep.
+    pub idle_seconds: Option<i32>,
 }
 
 /// The credentials a project's repositories are fetched with (HTTPS basic auth).
@@ -103,7 +106,8 @@ impl Store {
     ) -> Result<PreviewSettings> {
         sqlx::query_as(
             "SELECT previews_enabled AS enabled, preview_template_id AS template_id, max_previews, \
-             previews_from_forks AS allow_forks FROM projects WHERE id = $1 AND organization_id = $2",
+             previews_from_forks AS allow_forks, preview_idle_seconds AS idle_seconds \
+             FROM projects WHERE id = $1 AND organization_id = $2",
         )
         .bind(project_id)
         .bind(organization_id)
@@ -147,7 +151,7 @@ impl Store {
         }
         sqlx::query(
             "UPDATE projects SET previews_enabled = $3, preview_template_id = $4, max_previews = $5, \
-             previews_from_forks = $6 WHERE id = $1 AND organization_id = $2",
+             previews_from_forks = $6, preview_idle_seconds = $7 WHERE id = $1 AND organization_id = $2",
         )
         .bind(project_id)
         .bind(organization_id)
@@ -155,6 +159,7 @@ impl Store {
         .bind(settings.template_id)
         .bind(settings.max_previews)
         .bind(settings.allow_forks)
+        .bind(settings.idle_seconds)
         .execute(&self.pool)
         .await?;
         self.preview_settings(organization_id, project_id).await
