@@ -13,6 +13,17 @@
 //!   `redis-check-rdb`, put in place of `dump.rdb` with snapshots turned off, and the container
 //!   killed (SIGKILL, so Redis does not save over it): its restart policy starts it again and
 //!   Redis loads the file. The load returns when the container is healthy again.
+//!
+//! PostgreSQL continuous archiving (point-in-time recovery): the image's entrypoint runs with
+//! `archive_mode=on` and an `archive_command` copying each finished WAL file into
+//! `$PGDATA/stackpad_wal` (on the volume). `BaseBackup` streams `pg_basebackup -Ft -X none`
+//! (one tar, returned once the WAL it needs is archived); `WalList`, `WalRead` and `WalRemove`
+//! let control ship the archived files and remove each one it stored. A restore to a time is
+//! staged in `$PGDATA/stackpad_restore` while the engine still runs (the base backup untarred,
+//! then each WAL file), and [`LoadKind::PgRecover`] writes the target time and
+//! `recovery.signal` there, marks the staging ready and kills the container: the entrypoint
+//! swaps the staging in and replays the WAL to the target in its single-user step (which
+//! promotes) before the server starts. Until that last step the current data is untouched.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -42,10 +53,74 @@ impl Engine {
 }
 
 /// What a dump stream carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DumpCommand {
     Dump,
     Check,
+    /// PostgreSQL: a physical base backup (a tar).
+    BaseBackup,
+    /// PostgreSQL: the archived WAL files not yet shipped, `name mtime size` per line.
+    WalList,
+    /// PostgreSQL: one archived WAL file.
+    WalRead(String),
+    /// PostgreSQL: removes one archived WAL file (stored elsewhere).
+    WalRemove(String),
+    /// PostgreSQL: a transaction committed, the WAL switched and the segment archived; its name.
+    WalSwitch,
+}
+
+/// What an upload is loaded as (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadKind {
+    Dump,
+    PgBase,
+    PgWal(String),
+    /// The target time, checked by [`recovery_target_ok`].
+    PgRecover(String),
+}
+
+/// A WAL file name the archive may hold: a segment (24 upper-case hex digits), a timeline
+/// history (`00000002.history`) or a backup label (`<segment>.<8 hex>.backup`).
+pub fn wal_name_ok(name: &str) -> bool {
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    };
+    match name.split('.').collect::<Vec<_>>().as_slice() {
+        [seg] => hex(seg, 24),
+        [tli, "history"] => hex(tli, 8),
+        [seg, off, "backup"] => hex(seg, 24) && hex(off, 8),
+        _ => false,
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.f{1,6}]+00`, the only form of a recovery target time.
+pub fn recovery_target_ok(t: &str) -> bool {
+    let b = t.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    if b.len() < 22 || !t.ends_with("+00") {
+        return false;
+    }
+    let fixed = digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b' '
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    let rest = &t[19..t.len() - 3];
+    fixed
+        && (rest.is_empty()
+            || (rest.len() >= 2
+                && rest.len() <= 7
+                && rest.starts_with('.')
+                && rest[1..].bytes().all(|c| c.is_ascii_digit())))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +142,8 @@ pub enum DumpError {
     },
     #[error("{0}")]
     Exec(String),
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
 }
 
 /// Bytes read from the command's stdout per chunk.
@@ -74,6 +151,8 @@ pub const CHUNK: usize = 256 * 1024;
 
 const PG: &str = "-h /run/postgresql -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\"";
 const MARIA: &str = "-uroot -S /run/mysqld/mysqld.sock";
+/// The staging of a point-in-time restore, inside the data directory (on the volume).
+const STAGE: &str = "s=\"$PGDATA/stackpad_restore\"";
 
 fn script(engine: Engine, what: &str) -> String {
     match (engine, what) {
@@ -83,6 +162,39 @@ fn script(engine: Engine, what: &str) -> String {
              SELECT 'tables ' || count(*) || chr(10) || 'rows ' || coalesce(sum((xpath('/row/c/text()', \
              query_to_xml(format('SELECT count(*) AS c FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text::bigint), 0) \
              FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')\""
+        ),
+        (Engine::Postgres, "base") => "exec pg_basebackup --no-password -h /run/postgresql \
+             -U \"$POSTGRES_USER\" -Ft -X none -c fast -D -"
+            .into(),
+        (Engine::Postgres, "wal_list") => "d=\"$PGDATA/stackpad_wal\"; [ -d \"$d\" ] || exit 0; cd \"$d\"; \
+             for f in *; do case $f in '*' | *.tmp) continue ;; esac; stat -c '%n %Y %s' \"$f\"; done"
+            .into(),
+        (Engine::Postgres, "wal_read") => "exec cat \"$PGDATA/stackpad_wal/$1\"".into(),
+        (Engine::Postgres, "wal_remove") => "exec rm -f \"$PGDATA/stackpad_wal/$1\"".into(),
+        (Engine::Postgres, "wal_switch") => format!(
+            "set -e; p=\"psql -X -q -tA --no-password {PG} -v ON_ERROR_STOP=1\"; \
+             $p -c 'SELECT pg_current_xact_id()' >/dev/null; \
+             n=$($p -c 'SELECT pg_walfile_name(pg_switch_wal())'); i=0; \
+             while [ ! -f \"$PGDATA/stackpad_wal/$n\" ]; do i=$((i+1)); \
+             [ $i -lt 600 ] || {{ echo \"segment $n not archived within 60 s\" >&2; exit 1; }}; sleep 0.1; done; \
+             echo \"$n\""
+        ),
+        (Engine::Postgres, "stage_base") => format!(
+            "set -e; {STAGE}; rm -rf \"$s\"; mkdir -p \"$s\"; tar -x -f - -C \"$s\"; \
+             rm -rf \"$s/stackpad_wal\" \"$s/stackpad_restore\" \"$s/stackpad_restore_wal\" \"$s/postmaster.pid\" \
+             \"$s/stackpad_ready\" \"$s/recovery.signal\" \"$s/standby.signal\" \"$s/stackpad_recovery_target\"; \
+             [ -s \"$s/PG_VERSION\" ] || {{ echo 'not a base backup (no PG_VERSION)' >&2; exit 1; }}; \
+             mkdir \"$s/stackpad_restore_wal\"; chown -R postgres:postgres \"$s\"; chmod 700 \"$s\""
+        ),
+        (Engine::Postgres, "stage_wal") => format!(
+            "set -e; {STAGE}; [ -d \"$s/stackpad_restore_wal\" ] || {{ echo 'no base backup is staged' >&2; exit 1; }}; \
+             cat > \"$s/stackpad_restore_wal/$1.tmp\"; chown postgres:postgres \"$s/stackpad_restore_wal/$1.tmp\"; \
+             mv \"$s/stackpad_restore_wal/$1.tmp\" \"$s/stackpad_restore_wal/$1\""
+        ),
+        (Engine::Postgres, "stage_recover") => format!(
+            "set -e; {STAGE}; [ -s \"$s/PG_VERSION\" ] || {{ echo 'no base backup is staged' >&2; exit 1; }}; \
+             printf '%s\\n' \"$1\" > \"$s/stackpad_recovery_target\"; : > \"$s/recovery.signal\"; \
+             chown postgres:postgres \"$s/stackpad_recovery_target\" \"$s/recovery.signal\"; : > \"$s/stackpad_ready\""
         ),
         (Engine::Postgres, _) => format!(
             "exec pg_restore --clean --if-exists --no-owner --exit-on-error --single-transaction --no-password {PG}"
@@ -120,6 +232,40 @@ fn argv(engine: Engine, what: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script(engine, what)]
 }
 
+/// The script's argv with `$1` set to `arg` (checked by the caller: a WAL name or a time).
+fn argv_with(engine: Engine, what: &str, arg: &str) -> Vec<String> {
+    let mut v = argv(engine, what);
+    v.push("sh".into());
+    v.push(arg.into());
+    v
+}
+
+/// The operations of continuous archiving exist for PostgreSQL only.
+fn postgres_only(engine: Engine, what: &'static str) -> Result<(), DumpError> {
+    if engine == Engine::Postgres {
+        Ok(())
+    } else {
+        Err(DumpError::Invalid {
+            field: "engine",
+            reason: format!("{what} is for postgres, not {}", engine.name()),
+        })
+    }
+}
+
+fn checked_wal_name(name: &str) -> Result<&str, DumpError> {
+    if wal_name_ok(name) {
+        Ok(name)
+    } else {
+        Err(DumpError::Invalid {
+            field: "name",
+            reason: format!(
+                "{:?} is not a WAL segment, timeline history or backup label name",
+                name.chars().take(64).collect::<String>()
+            ),
+        })
+    }
+}
+
 /// The last lines of a command's stderr, for an error or a timeline (at most 500 characters).
 pub fn tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
@@ -137,6 +283,7 @@ pub fn tail(stderr: &[u8]) -> String {
 #[derive(Debug)]
 pub struct RunningDump {
     engine: Engine,
+    what: &'static str,
     child: tokio::process::Child,
     stderr: tokio::task::JoinHandle<Vec<u8>>,
     pub stdout: tokio::process::ChildStdout,
@@ -156,7 +303,7 @@ impl RunningDump {
         } else {
             Err(DumpError::Command {
                 engine: self.engine,
-                what: "dump",
+                what: self.what,
                 reason: format!("{status}: {}", tail(&stderr)),
             })
         }
@@ -190,15 +337,40 @@ impl Agent {
         engine: Engine,
         command: DumpCommand,
     ) -> Result<RunningDump, DumpError> {
-        let pid = self.running_pid(container_id)?;
-        let what = match command {
-            DumpCommand::Dump => "dump",
-            DumpCommand::Check => "check",
+        let (what, args) = match &command {
+            DumpCommand::Dump => ("dump", argv(engine, "dump")),
+            DumpCommand::Check => ("check", argv(engine, "check")),
+            DumpCommand::BaseBackup => {
+                postgres_only(engine, "a base backup")?;
+                ("base backup", argv(engine, "base"))
+            }
+            DumpCommand::WalList => {
+                postgres_only(engine, "the WAL archive")?;
+                ("wal list", argv(engine, "wal_list"))
+            }
+            DumpCommand::WalRead(name) => {
+                postgres_only(engine, "the WAL archive")?;
+                (
+                    "wal read",
+                    argv_with(engine, "wal_read", checked_wal_name(name)?),
+                )
+            }
+            DumpCommand::WalRemove(name) => {
+                postgres_only(engine, "the WAL archive")?;
+                (
+                    "wal remove",
+                    argv_with(engine, "wal_remove", checked_wal_name(name)?),
+                )
+            }
+            DumpCommand::WalSwitch => {
+                postgres_only(engine, "a WAL switch")?;
+                ("wal switch", argv(engine, "wal_switch"))
+            }
         };
-        let mut cmd =
-            super::exec::nsenter(self.containerd(), container_id, pid, &argv(engine, what))
-                .await
-                .map_err(DumpError::Exec)?;
+        let pid = self.running_pid(container_id)?;
+        let mut cmd = super::exec::nsenter(self.containerd(), container_id, pid, &args)
+            .await
+            .map_err(DumpError::Exec)?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -207,9 +379,10 @@ impl Agent {
             .map_err(|e| DumpError::Exec(format!("cannot run nsenter: {e}")))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = tokio::spawn(read_all(child.stderr.take().expect("piped stderr")));
-        tracing::info!(container_id, ?engine, what, "engine dump started");
+        tracing::info!(container_id, ?engine, ?command, what, "engine dump started");
         Ok(RunningDump {
             engine,
+            what,
             child,
             stderr,
             stdout,
@@ -232,13 +405,49 @@ impl Agent {
         engine: Engine,
         file: &Path,
     ) -> Result<String, DumpError> {
+        self.engine_load_kind(container_id, engine, &LoadKind::Dump, file)
+            .await
+    }
+
+    /// [`Agent::engine_load`] for every [`LoadKind`].
+    pub async fn engine_load_kind(
+        &self,
+        container_id: &str,
+        engine: Engine,
+        kind: &LoadKind,
+        file: &Path,
+    ) -> Result<String, DumpError> {
+        let args = match kind {
+            LoadKind::Dump => argv(engine, "load"),
+            LoadKind::PgBase => {
+                postgres_only(engine, "a base backup")?;
+                argv(engine, "stage_base")
+            }
+            LoadKind::PgWal(name) => {
+                postgres_only(engine, "a WAL file")?;
+                argv_with(engine, "stage_wal", checked_wal_name(name)?)
+            }
+            LoadKind::PgRecover(time) => {
+                postgres_only(engine, "a point-in-time recovery")?;
+                if !recovery_target_ok(time) {
+                    return Err(DumpError::Invalid {
+                        field: "recovery_target_time",
+                        reason: format!(
+                            "{:?} is not YYYY-MM-DD HH:MM:SS[.ffffff]+00",
+                            time.chars().take(64).collect::<String>()
+                        ),
+                    });
+                }
+                argv_with(engine, "stage_recover", time)
+            }
+        };
         let pid = self.running_pid(container_id)?;
         let generation = self.status(container_id).map(|s| s.generation).unwrap_or(0);
         let spool_err = |source| DumpError::Spool {
             path: file.display().to_string(),
             source,
         };
-        if engine == Engine::Mariadb {
+        if engine == Engine::Mariadb && *kind == LoadKind::Dump {
             // `mariadb` is not one transaction: refuse a dump that is not whole before the
             // database is dropped (mariadb-dump writes a header and a last line).
             whole_mariadb_dump(file).map_err(|reason| DumpError::Command {
@@ -248,10 +457,9 @@ impl Agent {
             })?;
         }
         let input = std::fs::File::open(file).map_err(spool_err)?;
-        let mut cmd =
-            super::exec::nsenter(self.containerd(), container_id, pid, &argv(engine, "load"))
-                .await
-                .map_err(DumpError::Exec)?;
+        let mut cmd = super::exec::nsenter(self.containerd(), container_id, pid, &args)
+            .await
+            .map_err(DumpError::Exec)?;
         cmd.stdin(Stdio::from(input))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -269,7 +477,18 @@ impl Agent {
                 reason: format!("{}: {detail}", out.status),
             });
         }
-        if engine == Engine::Redis {
+        if let LoadKind::PgRecover(time) = kind {
+            // The staging is ready: the entrypoint swaps it in and replays the WAL to the
+            // target before the server starts (a large replay takes its time).
+            task::kill(self.containerd(), container_id, 9)
+                .await
+                .map_err(|e| DumpError::Exec(format!("cannot restart postgres: {e}")))?;
+            self.wait_restarted(container_id, generation, Duration::from_secs(30 * 60))
+                .await?;
+            tracing::info!(container_id, time, "postgres recovered to a point in time");
+            return Ok(format!("recovered to {time}"));
+        }
+        if engine == Engine::Redis && *kind == LoadKind::Dump {
             // Redis reads dump.rdb at start: kill it (no save on SIGKILL), the restart policy
             // starts a new task, which loads the file; wait for its health.
             task::kill(self.containerd(), container_id, 9)
@@ -304,7 +523,7 @@ impl Agent {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(DumpError::Exec(format!(
-                    "redis did not become healthy within {} s after the restore (state {})",
+                    "the engine did not become healthy within {} s after the restore (state {})",
                     limit.as_secs(),
                     s.state.name()
                 )));
@@ -371,6 +590,43 @@ mod tests {
         assert!(script(Engine::Redis, "dump").contains("--rdb -"));
         assert!(script(Engine::Postgres, "load").contains("pg_restore --clean --if-exists"));
         assert!(script(Engine::Redis, "load").contains("redis-check-rdb"));
+        assert!(script(Engine::Postgres, "base").contains("pg_basebackup"));
+        assert!(script(Engine::Postgres, "wal_read").contains("stackpad_wal/$1"));
+    }
+
+    #[test]
+    fn wal_names_are_only_archive_files() {
+        assert!(wal_name_ok("000000010000000000000003"));
+        assert!(wal_name_ok("00000002.history"));
+        assert!(wal_name_ok("000000010000000000000002.00000028.backup"));
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "00000001000000000000000",
+            "000000010000000000000003.tmp",
+            "00000001000000000000000g",
+            "0000000100000000000000a3",
+            "00000002.history/..",
+            "000000010000000000000003 x",
+        ] {
+            assert!(!wal_name_ok(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn recovery_targets_are_one_utc_form() {
+        assert!(recovery_target_ok("2026-12-07 02:38:34+00"));
+        assert!(recovery_target_ok("2026-12-07 02:38:34.325269+00"));
+        for bad in [
+            "2026-12-07T02:38:34Z",
+            "2026-12-07 02:38:34",
+            "2026-12-07 02:38:34.+00",
+            "2026-12-07 02:38:34.1234567+00",
+            "2026-12-07 02:38:34'; drop+00",
+            "now",
+        ] {
+            assert!(!recovery_target_ok(bad), "{bad}");
+        }
     }
 
     #[test]

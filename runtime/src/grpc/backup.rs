@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Status, Streaming};
 
 use crate::agent::Agent;
-use crate::agent::dump::{self, DumpCommand, DumpError, Engine};
+use crate::agent::dump::{self, DumpCommand, DumpError, Engine, LoadKind};
 
 pub type Chunks = Pin<Box<dyn Stream<Item = Result<pb::EngineChunk, Status>> + Send>>;
 
@@ -30,6 +30,7 @@ fn status(e: DumpError) -> Status {
         DumpError::NotFound(_) => Status::not_found(msg),
         DumpError::NotRunning { .. } => Status::failed_precondition(msg),
         DumpError::Command { .. } => Status::aborted(msg),
+        DumpError::Invalid { .. } => Status::invalid_argument(msg),
         DumpError::Spool { .. } | DumpError::Exec(_) => Status::internal(msg),
     }
 }
@@ -50,9 +51,14 @@ pub async fn engine_dump(agent: &Arc<Agent>, req: pb::EngineDumpRequest) -> Resu
     let command = match pb::EngineCommand::try_from(req.command) {
         Ok(pb::EngineCommand::Dump) => DumpCommand::Dump,
         Ok(pb::EngineCommand::Check) => DumpCommand::Check,
+        Ok(pb::EngineCommand::BaseBackup) => DumpCommand::BaseBackup,
+        Ok(pb::EngineCommand::WalList) => DumpCommand::WalList,
+        Ok(pb::EngineCommand::WalRead) => DumpCommand::WalRead(req.name.clone()),
+        Ok(pb::EngineCommand::WalRemove) => DumpCommand::WalRemove(req.name.clone()),
+        Ok(pb::EngineCommand::WalSwitch) => DumpCommand::WalSwitch,
         _ => {
             return Err(Status::invalid_argument(format!(
-                "invalid command: {} is not dump or check",
+                "invalid command: {} is not dump, check, base_backup, wal_list, wal_read, wal_remove or wal_switch",
                 req.command
             )));
         }
@@ -113,6 +119,20 @@ pub async fn engine_load(
         }
     };
     let engine = engine(header.engine)?;
+    let kind = match pb::EngineLoadKind::try_from(header.kind) {
+        Ok(pb::EngineLoadKind::Dump) => LoadKind::Dump,
+        Ok(pb::EngineLoadKind::PgBase) => LoadKind::PgBase,
+        Ok(pb::EngineLoadKind::PgWal) => LoadKind::PgWal(header.name.clone()),
+        Ok(pb::EngineLoadKind::PgRecover) => {
+            LoadKind::PgRecover(header.recovery_target_time.clone())
+        }
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "invalid kind: {} is not dump, pg_base, pg_wal or pg_recover",
+                header.kind
+            )));
+        }
+    };
     let id = container(&header.container_id)?.to_owned();
     let path = agent.spool_path(&id);
     let _cleanup = RemoveOnDrop(path.clone());
@@ -150,7 +170,7 @@ pub async fn engine_load(
         .map_err(|e| Status::internal(format!("spool file: {e}")))?;
     drop(file);
     let detail = agent
-        .engine_load(&id, engine, &path)
+        .engine_load_kind(&id, engine, &kind, &path)
         .await
         .map_err(status)?;
     Ok(pb::EngineLoadResponse { bytes, detail })
