@@ -2,9 +2,17 @@
 //! Debian driven over WebDriver (chromedriver, fantoccini). A user signs in with a token,
 //! creates a project and a git service, deploys it and watches the timeline reach `ready`
 //! without a reload, opens the app at the URL the page shows, sees a new container's log line
-//! arrive in the live tail, rolls back, adds a domain and reads the DNS record to create; a page
-//! of another organization is "Not found". Screenshots of the main pages at 375 and 1440 px
-//! wide are saved under the target directory (`tmp/dashboard-screenshots/`) to be looked at.
+//! arrive in the live tail, sees the app's CPU, memory and network graphs drawn from the node's
+//! samples, edits the service's own variables (a secret stays masked), creates a token on the
+//! team page (its secret works) and revokes it (it stops working), adds members there and
+//! changes a role (the last owner cannot be demoted: the refusal shows beside it), rolls back,
+//! adds a domain and reads the DNS record to create; the project's list shows the app's
+//! address; a managed cache is created,
+//! backed up on demand (listed as verified) and restored after the dialog asks, its steps
+//! shown live, its settings changed (a refusal beside the field) and the service deleted
+//! once its name is typed; a page of another organization is "Not found". Screenshots of the main pages
+//! at 375 and 1440 px wide are saved under the target directory (`tmp/dashboard-screenshots/`)
+//! to be looked at.
 //!
 //! The browser reaches only loopback: the API's address is an IP, the platform's host names
 //! are mapped to 127.0.0.1 and every other name fails to resolve; its background services
@@ -358,6 +366,157 @@ async fn scenario(platform: &Platform, b: &Browser) -> anyhow::Result<()> {
     }
     b.screenshot("logs").await?;
 
+    // The service's own variables, one at a time: a plain one, a secret (masked), a removal.
+    b.goto(&format!("{dash}#/services/{service}/variables"))
+        .await?;
+    b.fill_and_submit(&[("name", "GREETING"), ("value", "hi"), ("secret", "plain")])
+        .await?;
+    b.wait_text(".own-vars table", "GREETING", Duration::from_secs(20))
+        .await?;
+    b.fill_and_submit(&[
+        ("name", "API_KEY"),
+        ("value", "k3y-e2e"),
+        ("secret", "secret"),
+    ])
+    .await?;
+    let own = b
+        .wait_text(".own-vars table", "API_KEY", Duration::from_secs(20))
+        .await?;
+    ensure!(!own.contains("k3y-e2e"), "a secret was shown: {own}");
+    b.fill_and_submit(&[("name", "1bad"), ("value", "x"), ("secret", "plain")])
+        .await?;
+    b.wait_text(".own-vars form", "1bad", Duration::from_secs(20))
+        .await
+        .context("a bad name's error is not shown beside the form")?;
+    b.c()
+        .find(Locator::Css(".own-vars tr[data-var='GREETING'] button"))
+        .await?
+        .click()
+        .await?;
+    b.c().accept_alert().await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = b
+            .c()
+            .find(Locator::Css(".own-vars table"))
+            .await?
+            .text()
+            .await?;
+        if !t.contains("GREETING") && t.contains("API_KEY") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "GREETING was not removed: {t}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let env = &platform
+        .expect(
+            200,
+            "GET",
+            &format!("/services/{service}"),
+            &tenant.token,
+            None,
+        )
+        .await?["env"];
+    ensure!(
+        env["API_KEY"] == json!({ "value": null, "secret": true }) && env.get("GREETING").is_none(),
+        "the service's variables after the edits: {env}"
+    );
+    b.screenshot("variables").await?;
+
+    // A token made in the team page works once copied, and stops working when revoked there.
+    b.goto(&format!("{dash}#/team")).await?;
+    b.fill_and_submit(&[("name", "ci-e2e"), ("role", "deployer")])
+        .await?;
+    let secret = b
+        .wait_text("#new-token-secret", "", Duration::from_secs(20))
+        .await?;
+    ensure!(secret.len() > 20, "no secret shown: {secret:?}");
+    platform
+        .expect(200, "GET", "/projects", secret.trim(), None)
+        .await
+        .context("the new token does not work")?;
+    b.c()
+        .find(Locator::Css("tr[data-token='ci-e2e'] button"))
+        .await?
+        .click()
+        .await?;
+    b.c().accept_alert().await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b
+        .c()
+        .find(Locator::Css("tr[data-token='ci-e2e']"))
+        .await
+        .is_ok()
+    {
+        ensure!(Instant::now() < deadline, "the revoked token stayed listed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    platform
+        .expect(401, "GET", "/projects", secret.trim(), None)
+        .await
+        .context("the revoked token still works")?;
+
+    // Members: added in the team page, a role changed on the spot; the last owner stays one
+    // and the refusal is shown beside the role.
+    for (email, role) in [
+        ("ada@e2e.example", "owner"),
+        ("bob@e2e.example", "developer"),
+    ] {
+        b.fill_and_submit(&[("email", email), ("role", role)])
+            .await?;
+        b.wait_text("table.members", email, Duration::from_secs(20))
+            .await?;
+    }
+    let role_of = |email: &str| format!("tr[data-member='{email}'] select[name='member-role']");
+    b.c()
+        .find(Locator::Css(&role_of("bob@e2e.example")))
+        .await?
+        .select_by_value("admin")
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let members = platform
+            .expect(200, "GET", "/members", &tenant.token, None)
+            .await?;
+        if members["items"]
+            .as_array()
+            .context("members")?
+            .iter()
+            .any(|m| m["email"] == "bob@e2e.example" && m["role"] == "admin")
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "bob's new role never reached the API: {members}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.c()
+        .find(Locator::Css(&role_of("ada@e2e.example")))
+        .await?
+        .select_by_value("viewer")
+        .await?;
+    b.wait_text(
+        "tr[data-member='ada@e2e.example']",
+        "last owner",
+        Duration::from_secs(20),
+    )
+    .await
+    .context("demoting the last owner is not refused beside the role")?;
+    let kept = b
+        .c()
+        .execute(
+            "return document.querySelector(\"tr[data-member='ada@e2e.example'] select\").value",
+            vec![],
+        )
+        .await?;
+    ensure!(
+        kept == json!("owner"),
+        "the refused role must go back to owner: {kept}"
+    );
+    b.screenshot("team").await?;
+
     // Roll back to the first deployment from the list.
     b.goto(&format!("{dash}#/services/{service}/deployments"))
         .await?;
@@ -395,6 +554,238 @@ async fn scenario(platform: &Platform, b: &Browser) -> anyhow::Result<()> {
     );
     b.screenshot("domains").await?;
 
+    // A managed cache's backups: one on demand, listed with its size and verification, then
+    // restored after the dialog asks (a cancel starts nothing), its steps shown as they happen.
+    b.goto(&format!("{dash}#/projects/{project}")).await?;
+    b.fill_and_submit(&[("name", "cache"), ("kind", "cache"), ("engine", "redis")])
+        .await?;
+    let cache = b.wait_route("/services/").await?;
+    b.wait_text("main h1", "cache", Duration::from_secs(20))
+        .await?;
+    b.fill_and_submit(&[("image", "")]).await?;
+    b.wait_route("/deployments/").await?;
+    b.wait_text("main .title .badge", "ready", BUILD_AND_DEPLOY)
+        .await
+        .context("the cache's deployment never showed ready")?;
+    b.goto(&format!("{dash}#/services/{cache}")).await?;
+    b.wait_text("main h1", "cache", Duration::from_secs(20))
+        .await?;
+    b.screenshot("cache").await?;
+    b.goto(&format!("{dash}#/services/{cache}/backups")).await?;
+    b.c()
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::XPath("//button[text()='Back up now']"))
+        .await?
+        .click()
+        .await?;
+    // The list follows the backup without a reload until its verification restore is done.
+    let listed = b
+        .wait_text("table.backups", "verified", Duration::from_secs(120))
+        .await
+        .context("the backup never showed as verified")?;
+    ensure!(
+        listed.contains("completed") && listed.contains("manual") && listed.contains("B"),
+        "the backup row must show its state, trigger and size: {listed}"
+    );
+    b.screenshot("backups").await?;
+    let restore_button = "table.backups tr[data-backup] button.danger";
+    b.c()
+        .find(Locator::Css(restore_button))
+        .await?
+        .click()
+        .await?;
+    b.c()
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css("dialog.confirm[open]"))
+        .await?
+        .find(Locator::XPath(".//button[text()='Cancel']"))
+        .await?
+        .click()
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(
+        b.c().find(Locator::Css(".restore")).await.is_err(),
+        "a cancelled restore must start nothing"
+    );
+    b.c()
+        .find(Locator::Css(restore_button))
+        .await?
+        .click()
+        .await?;
+    let dialog = b
+        .c()
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css("dialog.confirm[open]"))
+        .await?;
+    ensure!(
+        dialog.text().await?.contains("backed up first"),
+        "the dialog must say the current data is kept first"
+    );
+    b.screenshot("restore-dialog").await?;
+    b.c()
+        .find(Locator::Css("#dialog-confirm"))
+        .await?
+        .click()
+        .await?;
+    b.wait_text(".restore", "restoring", Duration::from_secs(60))
+        .await
+        .context("the restore's steps were not shown")?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let state = b
+            .c()
+            .find(Locator::Css(".restore"))
+            .await?
+            .attr("data-state")
+            .await?;
+        match state.as_deref() {
+            Some("completed") => break,
+            Some("failed") => bail!(
+                "the restore failed: {}",
+                b.c().find(Locator::Css(".restore")).await?.text().await?
+            ),
+            _ => {}
+        }
+        ensure!(Instant::now() < deadline, "the restore never ended");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    b.wait_text("table.backups", "pre-restore", Duration::from_secs(20))
+        .await
+        .context("the data kept before the restore is not listed")?;
+    b.screenshot("restore").await?;
+
+    // Settings: a bad count is refused beside its field; resources saved as the API keeps
+    // them; the service deleted after its name is typed in the dialog.
+    b.goto(&format!("{dash}#/services/{cache}/settings"))
+        .await?;
+    b.fill_and_submit(&[("replicas", "2")]).await?;
+    b.wait_text(".settings form", "volume", Duration::from_secs(20))
+        .await
+        .context("a refused replica count is not explained beside the form")?;
+    b.fill_and_submit(&[("replicas", "1"), ("cpu", "0.25"), ("memory", "128")])
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = platform
+            .expect(
+                200,
+                "GET",
+                &format!("/services/{cache}"),
+                &tenant.token,
+                None,
+            )
+            .await?;
+        if s["resources"] == json!({ "cpu_millis": 250, "memory_bytes": 128 << 20 }) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the settings never reached the API: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.screenshot("settings").await?;
+    b.c()
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::XPath("//button[text()='Delete service…']"))
+        .await?
+        .click()
+        .await?;
+    let dialog = b
+        .c()
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css("dialog.confirm[open]"))
+        .await?;
+    let confirm = dialog.find(Locator::Css("#dialog-confirm")).await?;
+    ensure!(
+        !confirm.is_enabled().await?,
+        "delete must wait for the name to be typed"
+    );
+    dialog
+        .find(Locator::Css("input[name='typed']"))
+        .await?
+        .send_keys("cache")
+        .await?;
+    confirm.click().await?;
+    b.wait_route("/projects/").await?;
+    platform
+        .expect(
+            404,
+            "GET",
+            &format!("/services/{cache}"),
+            &tenant.token,
+            None,
+        )
+        .await
+        .context("the deleted service is still there")?;
+
+    // CPU, memory and network graphs drawn from the node agent's samples of the containers.
+    b.goto(&format!("{dash}#/services/{service}/metrics"))
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let points = b
+            .c()
+            .execute(
+                "const c = document.getElementById('chart-cpu'); \
+                 return c && c.querySelector('canvas') ? Number(c.dataset.points || 0) : 0",
+                vec![],
+            )
+            .await?;
+        if points.as_f64().unwrap_or(0.0) > 0.0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            let api = platform
+                .call(
+                    "GET",
+                    &format!("/services/{service}/metrics"),
+                    &tenant.token,
+                    None,
+                )
+                .await?;
+            let page = b.c().find(Locator::Css("main")).await?.text().await?;
+            bail!(
+                "the CPU graph never got a sample of the running containers; the API: {api:?}; \
+                 the page: {page}"
+            );
+        }
+        // The tab redraws every 15 s; a reload of the route draws at once (looked at again
+        // once it had the time to).
+        b.c()
+            .execute(
+                "window.dispatchEvent(new HashChangeEvent('hashchange'))",
+                vec![],
+            )
+            .await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let usage = platform
+        .expect(
+            200,
+            "GET",
+            &format!("/services/{service}/metrics"),
+            &tenant.token,
+            None,
+        )
+        .await?;
+    let points = usage["points"].as_array().context("points")?;
+    ensure!(
+        points
+            .iter()
+            .any(|p| p["memory_bytes"].as_u64().unwrap_or(0) > 0)
+            && points
+                .iter()
+                .any(|p| p["cpu_cores"].as_f64().unwrap_or(0.0) > 0.0),
+        "the app's containers used no CPU or memory: {usage}"
+    );
+    b.screenshot("metrics").await?;
+
     // Another organization's project is not there for this session.
     b.goto(&format!("{dash}#/projects/{foreign_project}"))
         .await?;
@@ -402,6 +793,9 @@ async fn scenario(platform: &Platform, b: &Browser) -> anyhow::Result<()> {
         .await?;
     b.goto(&format!("{dash}#/projects/{project}")).await?;
     b.wait_text("main", "web", Duration::from_secs(20)).await?;
+    b.wait_text("main table.list", &host, Duration::from_secs(20))
+        .await
+        .context("the project's service list does not show the app's address")?;
     b.screenshot("project").await?;
     Ok(())
 }
