@@ -82,3 +82,110 @@ pub async fn sweep(store: &Store, clients: &Clients) -> Result<usize, StoreError
     }
     Ok(done)
 }
+
+/// A service's volume with what the node holding it reports (`GET /services/{id}/volumes`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VolumeView {
+    pub name: String,
+    pub mount_path: String,
+    /// The size the service asked for.
+    pub size_bytes: u64,
+    /// Bytes in use inside the volume; `None` while no node holds it (never deployed) or when
+    /// its node did not answer (`error` says why).
+    pub used_bytes: Option<u64>,
+    /// The node holding it (its name).
+    pub node: Option<String>,
+    /// Whether a running container has it mounted.
+    pub mounted: bool,
+    pub error: Option<String>,
+}
+
+/// The service's volumes with their use, asked of every node that ran a deployment of it (a
+/// service with volumes runs on the one node holding them), all at once.
+pub async fn usage(
+    store: &Store,
+    clients: &Clients,
+    service: &crate::store::Service,
+) -> Result<Vec<VolumeView>, StoreError> {
+    let mut views: Vec<VolumeView> = service
+        .volumes
+        .iter()
+        .map(|v| VolumeView {
+            name: v.name.clone(),
+            mount_path: v.mount_path.clone(),
+            size_bytes: v.size_bytes,
+            used_bytes: None,
+            node: None,
+            mounted: false,
+            error: None,
+        })
+        .collect();
+    if views.is_empty() {
+        return Ok(views);
+    }
+    let mut node_ids: Vec<Uuid> = vec![];
+    // Newest first: the node of the latest deployment is the one that holds the volumes now.
+    for p in store
+        .service_deployment_nodes(service.id)
+        .await?
+        .iter()
+        .rev()
+    {
+        if let Some(n) = p.node_id
+            && !node_ids.contains(&n)
+        {
+            node_ids.push(n);
+        }
+    }
+    let mut nodes = vec![];
+    for id in node_ids {
+        match store.node(id).await {
+            Ok(n) => nodes.push(n),
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let service_id = service.id.to_string();
+    let answers = futures::future::join_all(nodes.iter().map(|n| {
+        let address = n.address.clone();
+        let service_id = service_id.clone();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                clients.node.list_volumes(&address, &service_id),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::clients::ClientError {
+                    daemon: "node agent",
+                    address: address.clone(),
+                    message: "no answer within 5 s".into(),
+                    retryable: true,
+                })
+            })
+        }
+    }))
+    .await;
+    let mut errors = vec![];
+    for view in &mut views {
+        for (node, answer) in nodes.iter().zip(&answers) {
+            match answer {
+                Ok(volumes) => {
+                    if let Some(v) = volumes.iter().find(|v| v.name == view.name)
+                        && (view.used_bytes.is_none() || !v.held_by.is_empty() && !view.mounted)
+                    {
+                        view.used_bytes = Some(v.used_bytes);
+                        view.node = Some(node.name.clone());
+                        view.mounted = !v.held_by.is_empty();
+                    }
+                }
+                Err(e) => errors.push(format!("node {}: {e}", node.name)),
+            }
+        }
+        if view.used_bytes.is_none() && !errors.is_empty() {
+            view.error = Some(errors.join("; "));
+        }
+        errors.clear();
+    }
+    Ok(views)
+}

@@ -25,6 +25,7 @@ mod services;
 pub mod session;
 pub mod sources;
 mod validate;
+mod volumes;
 pub mod webhook_limit;
 mod webhooks;
 
@@ -185,6 +186,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/services/{id}/logs/follow"),
     ("get", "/services/{id}/access-logs"),
     ("get", "/services/{id}/metrics"),
+    ("get", "/services/{id}/volumes"),
     ("get", "/deployments/{id}"),
     ("get", "/deployments/{id}/build-logs"),
     ("post", "/deployments/{id}/rollback"),
@@ -300,6 +302,7 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}/logs/follow", get(logs::follow))
         .route("/services/{id}/access-logs", get(access_logs::search))
         .route("/services/{id}/metrics", get(service_metrics::usage))
+        .route("/services/{id}/volumes", get(volumes::list))
         .route("/deployments/{id}", get(deployments::get))
         .route("/deployments/{id}/build-logs", get(build_logs::get))
         .route("/deployments/{id}/rollback", post(deployments::rollback))
