@@ -7,7 +7,7 @@
 //! team page (its secret works) and revokes it (it stops working), adds members there and
 //! changes a role (the last owner cannot be demoted: the refusal shows beside it), rolls back,
 //! adds a domain and reads the DNS record to create; the project's list shows the app's
-//! address; a managed cache is created,
+//! address; a managed cache is created (its volume's use shown as its node reports it),
 //! backed up on demand (listed as verified) and restored after the dialog asks, its steps
 //! shown live, its settings changed (a refusal beside the field) and the service deleted
 //! once its name is typed; a page of another organization is "Not found". Screenshots of the main pages
@@ -567,9 +567,29 @@ async fn scenario(platform: &Platform, b: &Browser) -> anyhow::Result<()> {
     b.wait_text("main .title .badge", "ready", BUILD_AND_DEPLOY)
         .await
         .context("the cache's deployment never showed ready")?;
+    // Its volume, with the bytes the node agent reports in use there.
     b.goto(&format!("{dash}#/services/{cache}")).await?;
-    b.wait_text("main h1", "cache", Duration::from_secs(20))
+    let usage = b
+        .wait_text(".volume .usage", "used", Duration::from_secs(20))
+        .await
+        .context("the cache's volume usage is not shown")?;
+    let volumes = platform
+        .expect(
+            200,
+            "GET",
+            &format!("/services/{cache}/volumes"),
+            &tenant.token,
+            None,
+        )
         .await?;
+    let volume = &volumes["items"][0];
+    ensure!(
+        volume["used_bytes"].as_u64().is_some_and(|u| u > 0)
+            && volume["mounted"] == true
+            && volume["node"] == "compute-1"
+            && usage.contains("compute-1"),
+        "the volume's use as the node holds it: {volumes}; shown: {usage}"
+    );
     b.screenshot("cache").await?;
     b.goto(&format!("{dash}#/services/{cache}/backups")).await?;
     b.c()
