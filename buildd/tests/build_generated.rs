@@ -232,7 +232,7 @@ async fn bad_dependencies_and_scripts_fail_naming_the_cause() {
     .await;
     assert!(
         reason.contains("asks for Node.js \"^18.17\" (engines.node)")
-            && reason.contains("builds with Node.js 20"),
+            && reason.contains("builds with Node.js 20, 22 or 24"),
         "{reason}"
     );
 
@@ -395,4 +395,39 @@ async fn pnpm_and_yarn_apps_install_with_their_pinned_manager_offline_and_a_rebu
         "{}",
         status3.failure_reason
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_asking_for_node_22_builds_and_runs_on_the_node_22_image() {
+    let mut d = daemon(4).await;
+    let (repo, sha) = repo_with(&[
+        (
+            "package.json",
+            r#"{"name": "app", "engines": {"node": "22.x"}, "scripts": {"start": "node server.js"}}"#,
+        ),
+        (
+            "server.js",
+            "require('http').createServer((q, s) => s.end(process.version)).listen(process.env.PORT);\n",
+        ),
+    ]);
+    let req = d.start_request(&unique("node22"), repo.path(), &sha);
+    let image_repo = req.image.clone();
+    let events = run_to_end(&mut d, req).await;
+    let status = succeeded(&events);
+    let logs = log_lines(&events);
+    assert!(
+        logs.iter()
+            .any(|l| l.step == "detect" && l.line == "node 22 (engines.node asks for \"22.x\")"),
+        "{logs:#?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.step == "dockerfile" && l.line.ends_with("/stackpad/node:22 AS deps")),
+        "{logs:#?}"
+    );
+    let port = free_port();
+    let _c = Container::run(&format!("{image_repo}@{}", status.image_digest), port);
+    let (line, body) = http_get(port, 20).await;
+    assert!(line.contains("200"), "{line}");
+    assert!(body.starts_with("v22."), "{body}");
 }

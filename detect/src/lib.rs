@@ -74,7 +74,8 @@ pub enum DetectError {
     NodeVersion {
         file: String,
         spec: String,
-        offered: u64,
+        /// The majors offered: `20`, or `20, 22 or 24`.
+        offered: String,
     },
     #[error(
         "package.json in {dir}: {what} {value:?} holds a control character \

@@ -334,6 +334,12 @@ fn base_images_rebuild_to_the_same_digests() -> anyhow::Result<()> {
         let out = std::process::Command::new(script)
             .env("STACKPAD_HOME", home.path())
             .env("STACKPAD_ENGINE_IMAGES", engines)
+            // The other Node majors' official builds (50 MB each from the npm registry into
+            // the fresh home): only in the full run.
+            .env(
+                "STACKPAD_NODE_MAJORS",
+                if engines == "1" { "22 24" } else { "" },
+            )
             .env("STACKPAD_SKIP_IMAGE_CHECK", "1")
             .output()
             .context("running scripts/base-images")?;

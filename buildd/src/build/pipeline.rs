@@ -15,8 +15,8 @@ use crate::context::{ArchiveSpec, ContextServer, archive};
 use crate::detect::Detection;
 use crate::detect::{Framework, PackageManager, RepoSnapshot, detect};
 use crate::dockerfile::{
-    BaseImages, DEPS_TAR, GENERATED_NAME, STATIC_SERVER, STATIC_SERVER_BINARY, Served, cache_key,
-    failure_cause, generate,
+    BaseImages, DEPS_TAR, GENERATED_NAME, NodeChoice, STATIC_SERVER, STATIC_SERVER_BINARY, Served,
+    cache_key, failure_cause, generate,
 };
 use crate::engine::Engine;
 use crate::source::deps::{self, DepsCache, DepsError, Fetched, Platform};
@@ -208,25 +208,33 @@ impl BuildRunner for Pipeline {
             id: id.clone(),
             source,
         })?;
-        // The Node the app asks for, against the one the node image has.
-        if let (Some(request), Some(offered)) = (&detection.node, self.bases.node_major())
+        // The Node the app asks for: the node image's, or another major's image that meets it.
+        let mut bases = self.bases.clone();
+        if let (Some(request), Some(default)) = (&detection.node, self.bases.node_major())
             && detection.framework != Framework::Dockerfile
         {
-            if crate::detect::node_version::satisfies(&request.spec, offered) == Some(false) {
-                return Err(BuildError::Detect {
-                    id: id.clone(),
-                    source: crate::detect::DetectError::NodeVersion {
-                        file: request.source.clone(),
-                        spec: request.spec.clone(),
-                        offered,
-                    },
-                });
-            }
+            let major = match self.bases.for_request(&request.spec) {
+                NodeChoice::Default => default,
+                NodeChoice::Major { major, image } => {
+                    bases.node = image;
+                    major
+                }
+                NodeChoice::Unmet { offered } => {
+                    return Err(BuildError::Detect {
+                        id: id.clone(),
+                        source: crate::detect::DetectError::NodeVersion {
+                            file: request.source.clone(),
+                            spec: request.spec.clone(),
+                            offered,
+                        },
+                    });
+                }
+            };
             log(
                 &events,
                 "detect",
                 format!(
-                    "node {offered} ({} asks for {:?})",
+                    "node {major} ({} asks for {:?})",
                     request.source, request.spec
                 ),
             );
@@ -288,7 +296,7 @@ impl BuildRunner for Pipeline {
         let arg_names: Vec<String> = build_args.iter().map(|(k, _)| k.clone()).collect();
         let generated = generate(
             &detection,
-            &self.bases,
+            &bases,
             &arg_names,
             &cache_key(&req.image),
             Served {

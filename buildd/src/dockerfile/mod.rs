@@ -18,6 +18,11 @@ pub struct BaseImages {
     pub node: String,
     /// Image with busybox `httpd`, used to serve static sites.
     pub static_server: String,
+    /// Other Node.js majors there is an image of: the node image's repository tagged with the
+    /// major (`127.0.0.1:5000/stackpad/node:22`, as `scripts/base-images` publishes them). An
+    /// app whose `.nvmrc`, `.node-version` or `engines.node` the node image's major does not
+    /// meet builds on the newest of these that does.
+    pub node_majors: Vec<u64>,
 }
 
 impl Default for BaseImages {
@@ -25,8 +30,20 @@ impl Default for BaseImages {
         Self {
             node: "node:20-bookworm-slim".to_owned(),
             static_server: "busybox:1".to_owned(),
+            node_majors: Vec::new(),
         }
     }
+}
+
+/// The Node an app builds with (see [`BaseImages::for_request`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeChoice {
+    /// The node image: nothing asked, the request met, or a request not understood.
+    Default,
+    /// Another major's image.
+    Major { major: u64, image: String },
+    /// No image meets the request: the majors offered, for the message ("20, 22 or 24").
+    Unmet { offered: String },
 }
 
 impl BaseImages {
@@ -36,6 +53,64 @@ impl BaseImages {
         let tag = last.split('@').next()?.split_once(':')?.1;
         let digits: String = tag.chars().take_while(char::is_ascii_digit).collect();
         digits.parse().ok()
+    }
+
+    /// Every major offered, ascending: the node image's and `node_majors`.
+    pub fn offered_majors(&self) -> Vec<u64> {
+        let mut all = self.node_majors.clone();
+        all.extend(self.node_major());
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// The node image's repository tagged with `major`.
+    fn node_image_of(&self, major: u64) -> String {
+        let repository = match self.node.rsplit_once('/') {
+            Some((head, last)) => {
+                format!("{head}/{}", last.split([':', '@']).next().unwrap_or(last))
+            }
+            None => self
+                .node
+                .split([':', '@'])
+                .next()
+                .unwrap_or(&self.node)
+                .to_owned(),
+        };
+        format!("{repository}:{major}")
+    }
+
+    /// Which Node builds an app asking for `spec` (a `.nvmrc`, `.node-version` or
+    /// `engines.node` value).
+    pub fn for_request(&self, spec: &str) -> NodeChoice {
+        use crate::detect::node_version::satisfies;
+        let Some(default) = self.node_major() else {
+            return NodeChoice::Default;
+        };
+        if satisfies(spec, default) != Some(false) {
+            return NodeChoice::Default;
+        }
+        let offered = self.offered_majors();
+        match offered
+            .iter()
+            .rev()
+            .find(|m| satisfies(spec, **m) == Some(true))
+        {
+            Some(&major) => NodeChoice::Major {
+                major,
+                image: self.node_image_of(major),
+            },
+            None => {
+                let names: Vec<String> = offered.iter().map(u64::to_string).collect();
+                let offered = match names.split_last() {
+                    Some((last, rest)) if !rest.is_empty() => {
+                        format!("{} or {last}", rest.join(", "))
+                    }
+                    _ => names.join(""),
+                };
+                NodeChoice::Unmet { offered }
+            }
+        }
     }
 }
 

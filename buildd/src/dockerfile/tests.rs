@@ -11,6 +11,7 @@ fn generated(fixture: &str) -> String {
     let base = BaseImages {
         node: "reg/node:20".into(),
         static_server: "reg/busybox:1".into(),
+        node_majors: Vec::new(),
     };
     generate(
         &d,
@@ -253,7 +254,7 @@ fn the_node_major_comes_from_the_node_image_tag() {
     let major = |node: &str| {
         BaseImages {
             node: node.into(),
-            static_server: String::new(),
+            ..BaseImages::default()
         }
         .node_major()
     };
@@ -261,6 +262,53 @@ fn the_node_major_comes_from_the_node_image_tag() {
     assert_eq!(major("127.0.0.1:5000/stackpad/node:22"), Some(22));
     assert_eq!(major("reg:5000/node:20@sha256:abc"), Some(20));
     assert_eq!(major("reg:5000/node"), None);
+}
+
+#[test]
+fn a_node_request_the_image_does_not_meet_takes_the_newest_major_that_does() {
+    let bases = BaseImages {
+        node: "127.0.0.1:5000/stackpad/node:20".into(),
+        node_majors: vec![24, 22],
+        ..BaseImages::default()
+    };
+    assert_eq!(bases.offered_majors(), vec![20, 22, 24]);
+    for spec in ["20", ">=18", "lts/hydrogen", "^20.3"] {
+        assert_eq!(bases.for_request(spec), NodeChoice::Default, "{spec}");
+    }
+    let major = |major: u64| NodeChoice::Major {
+        major,
+        image: format!("127.0.0.1:5000/stackpad/node:{major}"),
+    };
+    assert_eq!(bases.for_request("22.x"), major(22));
+    assert_eq!(bases.for_request(">=21"), major(24));
+    assert_eq!(bases.for_request("v24.1.0"), major(24));
+    assert_eq!(
+        bases.for_request("^18.17"),
+        NodeChoice::Unmet {
+            offered: "20, 22 or 24".into()
+        }
+    );
+    let only = BaseImages {
+        node: "reg:5000/node:20@sha256:abc".into(),
+        ..BaseImages::default()
+    };
+    assert_eq!(
+        only.for_request("26"),
+        NodeChoice::Unmet {
+            offered: "20".into()
+        }
+    );
+    let tagged = BaseImages {
+        node_majors: vec![22],
+        ..only
+    };
+    assert_eq!(
+        tagged.for_request("22"),
+        NodeChoice::Major {
+            major: 22,
+            image: "reg:5000/node:22".into()
+        }
+    );
 }
 
 #[test]

@@ -131,6 +131,8 @@ pub async fn daemon_configured(
     config.buildkit.docker_socket = socket;
     config.base_images.node = format!("{}/stackpad/node:20", registry());
     config.base_images.static_server = format!("{}/stackpad/busybox:1", registry());
+    // The other majors scripts/base-images publishes (stackpad/node:22, :24).
+    config.base_images.node_majors = vec![22, 24];
     adjust(&mut config);
     let daemon = Daemon::start(config).await.expect("daemon starts");
     let client = BuilderClient::connect(format!("http://{}", daemon.grpc_addr))
