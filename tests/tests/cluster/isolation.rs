@@ -39,10 +39,10 @@ async fn projects_stay_apart_across_nodes_and_the_same_project_connects() -> any
 
 /// A running container: where it is and its address.
 #[derive(Clone)]
-struct Placed {
-    node: String,
-    ip: String,
-    pid: u32,
+pub(crate) struct Placed {
+    pub node: String,
+    pub ip: String,
+    pub pid: u32,
 }
 
 async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<()> {
@@ -206,7 +206,7 @@ async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<
 }
 
 /// The project of a service.
-async fn service_project(
+pub(crate) async fn service_project(
     platform: &HostPlatform,
     tenant: &Tenant,
     service: &str,
@@ -227,7 +227,7 @@ async fn service_project(
 }
 
 /// Another busybox httpd service in the project's production environment.
-async fn service_in(
+pub(crate) async fn service_in(
     platform: &HostPlatform,
     tenant: &Tenant,
     project: &str,
@@ -251,7 +251,7 @@ async fn service_in(
 }
 
 /// The node, address and task pid of a ready deployment's container.
-async fn placed(cluster: &Cluster, d: &Value) -> anyhow::Result<Placed> {
+pub(crate) async fn placed(cluster: &Cluster, d: &Value) -> anyhow::Result<Placed> {
     let node_id = d["node_id"].as_str().context("node_id")?;
     let node = cluster
         .compute

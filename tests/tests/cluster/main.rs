@@ -4,6 +4,7 @@
 
 mod build;
 mod control_failover;
+mod dns;
 mod harness;
 mod isolation;
 mod replicas;
