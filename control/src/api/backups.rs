@@ -1,6 +1,8 @@
 //! Backups of managed services (#14): `GET|POST /services/{id}/backups`,
 //! `GET /services/{id}/backups/{backup}` (with its timeline),
-//! `POST /services/{id}/backups/{backup}/restore`, `GET /restores/{id}`,
+//! `POST /services/{id}/backups/{backup}/restore`, `POST /services/{id}/backups/restore`
+//! (PostgreSQL to a point in time, `to_time`), `GET /services/{id}/recovery-window` is in the
+//! backup list's answer (`recovery_window`), `GET /restores/{id}`,
 //! `GET|PUT /services/{id}/backup-policy`. The work runs in the background: a create or a
 //! restore answers 202 with the row, whose state and timeline tell how it goes.
 
@@ -26,6 +28,7 @@ fn backups(state: &AppState) -> ApiResult<&Backups> {
 fn error(e: BackupError) -> ApiError {
     match e {
         BackupError::Store(s) => ApiError::from(s),
+        BackupError::OutsideWindow(m) => invalid("to_time", m),
         e if e.is_conflict() => ApiError::Conflict(e.to_string()),
         e => ApiError::Unavailable(e.to_string()),
     }
@@ -67,7 +70,10 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     owned_service(&state, org.id, id).await?;
     let items = state.store.backups(id, 200).await?;
-    Ok(Json(json!({ "items": items })))
+    // The times a PostgreSQL service can be restored to (from its oldest base backup's end
+    // to its newest archived WAL); null bounds otherwise.
+    let window = state.store.recovery_window(id).await?;
+    Ok(Json(json!({ "items": items, "recovery_window": window })))
 }
 
 pub async fn create(
@@ -144,6 +150,46 @@ pub async fn restore(
     tokio::spawn(async move {
         if let Err(e) = backups.restore(&r, &b, &running).await {
             tracing::warn!(restore = %r.id, error = %e, "restore failed");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreToTimeRequest {
+    /// The time to restore the service's PostgreSQL to (RFC 3339), inside its recovery window.
+    pub to_time: chrono::DateTime<chrono::Utc>,
+    /// Another managed PostgreSQL (its id) to restore into; none = the service itself (its
+    /// current data is backed up first).
+    #[serde(default)]
+    pub into_service: Option<Uuid>,
+}
+
+/// `POST /services/{id}/backups/restore`: the service's PostgreSQL as it was at `to_time`
+/// (point-in-time recovery from its base backups and archived WAL), into itself or
+/// `into_service`; 422 naming `to_time` when the time is outside the recovery window.
+pub async fn restore_to_time(
+    State(state): State<AppState>,
+    org: Org,
+    PathId(id): PathId,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let req: RestoreToTimeRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid restore request: {e}")))?;
+    owned_service(&state, org.id, id).await?;
+    let into = req.into_service.unwrap_or(id);
+    owned_service(&state, org.id, into).await?;
+    let backups = backups(&state)?.clone();
+    let (r, base, running) = backups
+        .begin_restore_to_time(org.id, id, into, req.to_time)
+        .await
+        .map_err(error)?;
+    let view = json!(r);
+    let to = req.to_time;
+    tokio::spawn(async move {
+        if let Err(e) = backups.restore_to_time(&r, &base, &running, to).await {
+            tracing::warn!(restore = %r.id, error = %e, "point-in-time restore failed");
         }
     });
     Ok((StatusCode::ACCEPTED, Json(view)))

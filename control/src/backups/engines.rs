@@ -197,13 +197,26 @@ impl GrpcEngines {
         } else {
             n::EngineCommand::Dump
         };
+        self.command(address, container, e, command, "").await
+    }
+
+    /// Starts one of the agent's fixed engine commands (`name`: the WAL file of WAL_READ and
+    /// WAL_REMOVE).
+    pub async fn command(
+        &self,
+        address: &str,
+        container: &str,
+        e: Engine,
+        command: n::EngineCommand,
+        name: &str,
+    ) -> Result<DumpStream, EngineError> {
         let inner = self
             .client(address)?
             .engine_dump(n::EngineDumpRequest {
                 container_id: container.to_owned(),
                 engine: engine(e),
                 command: command as i32,
-                ..Default::default()
+                name: name.to_owned(),
             })
             .await
             .map_err(|s| EngineError::Agent {
@@ -216,6 +229,23 @@ impl GrpcEngines {
             inner,
             ended: false,
         })
+    }
+
+    /// The whole output of a short command (a check, a WAL list or switch).
+    pub async fn output(
+        &self,
+        address: &str,
+        container: &str,
+        e: Engine,
+        command: n::EngineCommand,
+        name: &str,
+    ) -> Result<String, EngineError> {
+        let mut s = self.command(address, container, e, command, name).await?;
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await? {
+            out.extend(c);
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// The whole answer of a short dump (a check).
@@ -240,13 +270,28 @@ impl GrpcEngines {
         container: &str,
         e: Engine,
     ) -> Result<LoadStream, EngineError> {
+        self.load_kind(address, container, e, n::EngineLoadKind::Dump, "", "")
+    }
+
+    /// Opens a load of `kind` (a point-in-time restore's steps) into `container`.
+    pub fn load_kind(
+        &self,
+        address: &str,
+        container: &str,
+        e: Engine,
+        kind: n::EngineLoadKind,
+        name: &str,
+        recovery_target_time: &str,
+    ) -> Result<LoadStream, EngineError> {
         let mut client = self.client(address)?;
         let (tx, rx) = mpsc::channel(4);
         let header = n::EngineLoadRequest {
             part: Some(n::engine_load_request::Part::Header(n::EngineLoadHeader {
                 container_id: container.to_owned(),
                 engine: engine(e),
-                ..Default::default()
+                kind: kind as i32,
+                name: name.to_owned(),
+                recovery_target_time: recovery_target_time.to_owned(),
             })),
         };
         tx.try_send(header).expect("a new channel has room");

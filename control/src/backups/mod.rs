@@ -25,6 +25,7 @@ pub mod engines;
 pub mod format;
 pub mod metrics;
 pub mod objects;
+pub mod pitr;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -66,6 +67,10 @@ pub enum BackupError {
     Format(#[from] FormatError),
     #[error("backup {0} is not completed: only a completed backup can be restored")]
     NotCompleted(Uuid),
+    #[error("service {0} is not a managed postgres: point-in-time recovery is for postgres")]
+    NotPostgres(Uuid),
+    #[error("{0}")]
+    OutsideWindow(String),
     #[error("backup {backup} is of {backup_engine}, service {service} runs {service_engine}")]
     EngineMismatch {
         backup: Uuid,
@@ -83,6 +88,8 @@ impl BackupError {
             BackupError::NotManaged(_)
                 | BackupError::NotRunning(_)
                 | BackupError::NotCompleted(_)
+                | BackupError::NotPostgres(_)
+                | BackupError::OutsideWindow(_)
                 | BackupError::EngineMismatch { .. }
                 | BackupError::Store(StoreError::Conflict(_))
         )
@@ -182,16 +189,40 @@ impl Backups {
         service_id: Uuid,
         trigger: BackupTrigger,
     ) -> Result<(Backup, Running), BackupError> {
+        self.begin_kind(service_id, ::api::BackupKind::Dump, trigger)
+            .await
+    }
+
+    /// [`Backups::begin`] of a backup of `kind` (a base backup: PostgreSQL only).
+    pub async fn begin_kind(
+        &self,
+        service_id: Uuid,
+        kind: ::api::BackupKind,
+        trigger: BackupTrigger,
+    ) -> Result<(Backup, Running), BackupError> {
         let r = self.running(service_id).await?;
+        if kind == ::api::BackupKind::Base && r.engine != Engine::Postgres {
+            return Err(BackupError::NotPostgres(service_id));
+        }
         let b = self
             .inner
             .store
-            .create_backup(r.target.organization_id, service_id, r.engine, trigger)
+            .create_backup_of_kind(
+                r.target.organization_id,
+                service_id,
+                r.engine,
+                kind,
+                trigger,
+            )
             .await?;
+        let what = match kind {
+            ::api::BackupKind::Base => "base backup",
+            ::api::BackupKind::Dump => "dump",
+        };
         self.event(
             b.id,
             "started",
-            &format!("{} dump on {}", r.engine.as_str(), r.address),
+            &format!("{} {what} on {}", r.engine.as_str(), r.address),
         )
         .await;
         Ok((b, r))
@@ -245,14 +276,32 @@ impl Backups {
     }
 
     async fn write_object(&self, b: &Backup, r: &Running) -> Result<format::Sealed, BackupError> {
-        let key = format::organization_key(self.inner.store.secrets(), b.organization_id);
-        let mut sealer = Sealer::new(key, b.id)?;
-        let mut dump = self
+        let command = match b.kind {
+            ::api::BackupKind::Base => n::EngineCommand::BaseBackup,
+            ::api::BackupKind::Dump => n::EngineCommand::Dump,
+        };
+        let dump = self
             .inner
             .engines
-            .dump(&r.address, &r.container, r.engine, false)
+            .command(&r.address, &r.container, r.engine, command, "")
             .await?;
-        let path = self.path(&b.object_key);
+        self.seal_into(b.organization_id, b.id, &b.object_key, dump, Some(b.id))
+            .await
+    }
+
+    /// Compresses, seals (nonces from `id`) and writes `dump` to `object_key`; beats the
+    /// backup `heartbeat` meanwhile. Nothing is left in the store when it fails.
+    async fn seal_into(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        object_key: &str,
+        mut dump: engines::DumpStream,
+        heartbeat: Option<Uuid>,
+    ) -> Result<format::Sealed, BackupError> {
+        let key = format::organization_key(self.inner.store.secrets(), organization_id);
+        let mut sealer = Sealer::new(key, id)?;
+        let path = self.path(object_key);
         let upload = self
             .inner
             .objects
@@ -271,9 +320,11 @@ impl Backups {
                         .map_err(|e| self.objects_error(e))?;
                     writer.write(&out);
                 }
-                if beat.elapsed() >= HEARTBEAT {
+                if let Some(b) = heartbeat
+                    && beat.elapsed() >= HEARTBEAT
+                {
                     beat = Instant::now();
-                    self.inner.store.backup_heartbeat(b.id).await?;
+                    self.inner.store.backup_heartbeat(b).await?;
                 }
             }
             Ok(())
@@ -297,13 +348,27 @@ impl Backups {
         load: engines::LoadStream,
     ) -> Result<String, BackupError> {
         let expected = b.sha256.clone().ok_or(BackupError::NotCompleted(b.id))?;
-        let key = format::organization_key(self.inner.store.secrets(), b.organization_id);
+        self.stream_object(b.organization_id, b.id, &b.object_key, &expected, load)
+            .await
+    }
+
+    /// Streams a stored object (sealed with nonces from `id`) into `load`, checking it; sends
+    /// the end only when the whole object checked out.
+    async fn stream_object(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        object_key: &str,
+        expected: &str,
+        load: engines::LoadStream,
+    ) -> Result<String, BackupError> {
+        let key = format::organization_key(self.inner.store.secrets(), organization_id);
         let result: Result<Opener, BackupError> = async {
-            let mut opener = Opener::new(key, b.id)?;
+            let mut opener = Opener::new(key, id)?;
             let mut stream = self
                 .inner
                 .objects
-                .get(&self.path(&b.object_key))
+                .get(&self.path(object_key))
                 .await
                 .map_err(|e| self.objects_error(e))?
                 .into_stream();
@@ -324,7 +389,7 @@ impl Backups {
                 return Err(e);
             }
         };
-        match opener.finish(&expected) {
+        match opener.finish(expected) {
             Ok(rest) => {
                 for piece in rest.chunks(LOAD_PIECE) {
                     load.send(piece.to_vec()).await?;
@@ -421,10 +486,11 @@ impl Backups {
         Ok(verdict)
     }
 
-    /// Takes a backup and, when configured, verifies it.
+    /// Takes a backup and, when configured, verifies it (a dump; a base backup is proven by
+    /// the point-in-time restores made from it).
     pub async fn take_and_verify(&self, b: Backup, r: Running) -> Result<Backup, BackupError> {
         let done = self.take(&b, &r).await?;
-        if self.inner.settings.verify {
+        if self.inner.settings.verify && done.kind == ::api::BackupKind::Dump {
             self.verify(&done, &r).await?;
         }
         Ok(self

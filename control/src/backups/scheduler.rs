@@ -4,6 +4,9 @@
 //! statement with `FOR UPDATE SKIP LOCKED` (two controls never take the same service), and a
 //! unique index lets one backup of a service run at a time. A failed run is retried after
 //! `retry_after_ms`; a completed one is verified, then retention drops the oldest beyond `keep`.
+//! Every pass also ships the archived WAL of each running PostgreSQL ([`super::pitr`]), and a
+//! scheduled PostgreSQL dump is followed by a base backup (the start of its point-in-time
+//! recovery), whose retention also drops the WAL no kept base backup needs.
 
 use std::time::Duration;
 
@@ -50,6 +53,7 @@ impl Backups {
             store.record_scheduled_run(service, false, retry).await?;
         }
         store.ensure_backup_policies().await?;
+        self.ship_all_wal().await;
         let mut attempted = 0;
         while attempted < PER_PASS {
             let Some(policy) = store.claim_due_backup().await? else {
@@ -60,7 +64,14 @@ impl Backups {
                 .begin(policy.service_id, BackupTrigger::Scheduled)
                 .await
             {
-                Ok((b, r)) => self.take_and_verify(b, r).await.map(|_| ()),
+                Ok((b, r)) => match self.take_and_verify(b, r).await {
+                    Ok(done) if done.engine == ::api::Engine::Postgres => self
+                        .take_base(policy.service_id, BackupTrigger::Scheduled)
+                        .await
+                        .map(|_| ()),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             if let Err(e) = &outcome {
@@ -81,6 +92,9 @@ impl Backups {
                     Err(e) => {
                         tracing::warn!(service = %policy.service_id, error = %e, "backup retention failed; tried again next time")
                     }
+                }
+                if let Err(e) = self.expire_wal(policy.service_id).await {
+                    tracing::warn!(service = %policy.service_id, error = %e, "WAL retention failed; tried again next time");
                 }
             }
         }

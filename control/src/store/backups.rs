@@ -3,7 +3,7 @@
 //! here, safe with two control processes: a due service is claimed with `FOR UPDATE SKIP
 //! LOCKED`, and a unique index allows one running backup per service.
 
-use ::api::{BackupState, BackupTrigger, BackupVerification, Engine, RestoreState};
+use ::api::{BackupKind, BackupState, BackupTrigger, BackupVerification, Engine, RestoreState};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -16,6 +16,7 @@ pub struct Backup {
     pub organization_id: Uuid,
     pub service_id: Uuid,
     pub engine: Engine,
+    pub kind: BackupKind,
     pub trigger: BackupTrigger,
     pub state: BackupState,
     pub verification: BackupVerification,
@@ -32,7 +33,7 @@ pub struct Backup {
     pub verified_at: Option<DateTime<Utc>>,
 }
 
-const BACKUP_COLUMNS: &str = "id, organization_id, service_id, engine, trigger, state, \
+const BACKUP_COLUMNS: &str = "id, organization_id, service_id, engine, kind, trigger, state, \
      verification, verification_detail, object_key, size_bytes, dump_bytes, sha256, error, \
      started_at, completed_at, duration_ms, verified_at";
 
@@ -52,6 +53,8 @@ pub struct Restore {
     pub backup_id: Uuid,
     pub service_id: Uuid,
     pub pre_restore_backup_id: Option<Uuid>,
+    /// A restore to a point in time: the time (`backup_id` is the base backup it started from).
+    pub to_time: Option<DateTime<Utc>>,
     pub state: RestoreState,
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
@@ -113,7 +116,7 @@ impl Store {
         .ok_or_else(|| StoreError::not_found("service", service_id))
     }
 
-    /// A new running backup; `Conflict` when one of the service is running already.
+    /// A new running backup (a dump); `Conflict` when one of the service is running already.
     pub async fn create_backup(
         &self,
         organization_id: Uuid,
@@ -121,16 +124,36 @@ impl Store {
         engine: Engine,
         trigger: BackupTrigger,
     ) -> Result<Backup> {
+        self.create_backup_of_kind(
+            organization_id,
+            service_id,
+            engine,
+            BackupKind::Dump,
+            trigger,
+        )
+        .await
+    }
+
+    /// A new running backup of `kind`; `Conflict` when one of the service is running already.
+    pub async fn create_backup_of_kind(
+        &self,
+        organization_id: Uuid,
+        service_id: Uuid,
+        engine: Engine,
+        kind: BackupKind,
+        trigger: BackupTrigger,
+    ) -> Result<Backup> {
         let id = Uuid::new_v4();
         let key = format!("org/{organization_id}/service/{service_id}/{id}.spbk");
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO backups (id, organization_id, service_id, engine, trigger, state, object_key) \
-             VALUES ($1, $2, $3, $4, $5, 'running', $6) RETURNING {BACKUP_COLUMNS}"
+            "INSERT INTO backups (id, organization_id, service_id, engine, kind, trigger, state, object_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7) RETURNING {BACKUP_COLUMNS}"
         )))
         .bind(id)
         .bind(organization_id)
         .bind(service_id)
         .bind(engine)
+        .bind(kind)
         .bind(trigger)
         .bind(key)
         .fetch_one(&self.pool)
@@ -248,11 +271,13 @@ impl Store {
         .await?)
     }
 
-    /// Completed backups of the service past the newest `keep` (retention drops these).
+    /// Completed backups of the service past the newest `keep` of their kind (retention
+    /// drops these: `keep` dumps and `keep` base backups are kept).
     pub async fn backups_beyond(&self, service_id: Uuid, keep: i64) -> Result<Vec<Backup>> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {BACKUP_COLUMNS} FROM backups WHERE service_id = $1 AND state = 'completed' \
-             ORDER BY started_at DESC OFFSET $2"
+            "SELECT {BACKUP_COLUMNS} FROM (SELECT *, row_number() OVER \
+             (PARTITION BY kind ORDER BY started_at DESC) AS nth FROM backups \
+             WHERE service_id = $1 AND state = 'completed') b WHERE nth > $2 ORDER BY started_at"
         )))
         .bind(service_id)
         .bind(keep)
@@ -372,14 +397,27 @@ impl Store {
         backup_id: Uuid,
         service_id: Uuid,
     ) -> Result<Restore> {
+        self.create_restore_to(organization_id, backup_id, service_id, None)
+            .await
+    }
+
+    /// A new running restore; `to_time` for a point-in-time one.
+    pub async fn create_restore_to(
+        &self,
+        organization_id: Uuid,
+        backup_id: Uuid,
+        service_id: Uuid,
+        to_time: Option<DateTime<Utc>>,
+    ) -> Result<Restore> {
         Ok(sqlx::query_as(
-            "INSERT INTO backup_restores (id, organization_id, backup_id, service_id, state) \
-             VALUES ($1, $2, $3, $4, 'running') RETURNING *",
+            "INSERT INTO backup_restores (id, organization_id, backup_id, service_id, state, to_time) \
+             VALUES ($1, $2, $3, $4, 'running', $5) RETURNING *",
         )
         .bind(Uuid::new_v4())
         .bind(organization_id)
         .bind(backup_id)
         .bind(service_id)
+        .bind(to_time)
         .fetch_one(&self.pool)
         .await?)
     }
@@ -428,6 +466,137 @@ impl Store {
                  WHERE b.service_id = m.service_id AND b.state = 'completed' \
                  ORDER BY completed_at DESC LIMIT 1) last ON true \
              ORDER BY m.service_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// One archived WAL file stored in the object store (migration 0021).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct WalFile {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub service_id: Uuid,
+    pub name: String,
+    #[serde(skip)]
+    pub object_key: String,
+    pub archived_at: DateTime<Utc>,
+    pub size_bytes: i64,
+    pub wal_bytes: i64,
+    pub sha256: String,
+}
+
+/// The times a service can be restored to: from its oldest completed base backup's end to its
+/// newest archived WAL file.
+#[derive(Debug, Clone, Copy, Serialize, sqlx::FromRow)]
+pub struct RecoveryWindow {
+    pub from: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Names of the service's stored WAL files.
+    pub async fn wal_names(&self, service_id: Uuid) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT name FROM backup_wal WHERE service_id = $1")
+                .bind(service_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records a WAL file whose object is written whole.
+    pub async fn insert_wal(&self, w: &WalFile) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO backup_wal (id, organization_id, service_id, name, object_key, \
+             archived_at, size_bytes, wal_bytes, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (service_id, name) DO NOTHING",
+        )
+        .bind(w.id)
+        .bind(w.organization_id)
+        .bind(w.service_id)
+        .bind(&w.name)
+        .bind(&w.object_key)
+        .bind(w.archived_at)
+        .bind(w.size_bytes)
+        .bind(w.wal_bytes)
+        .bind(&w.sha256)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The service's WAL files archived from `since` on, plus every timeline history, in
+    /// archive order.
+    pub async fn wal_since(&self, service_id: Uuid, since: DateTime<Utc>) -> Result<Vec<WalFile>> {
+        Ok(sqlx::query_as(
+            "SELECT id, organization_id, service_id, name, object_key, archived_at, size_bytes, \
+             wal_bytes, sha256 FROM backup_wal WHERE service_id = $1 \
+             AND (archived_at >= $2 OR name LIKE '%.history') ORDER BY archived_at, name",
+        )
+        .bind(service_id)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// WAL files no kept base backup needs: archived before the oldest completed base backup
+    /// started (timeline histories are kept).
+    pub async fn wal_expired(&self, service_id: Uuid) -> Result<Vec<WalFile>> {
+        Ok(sqlx::query_as(
+            "SELECT id, organization_id, service_id, name, object_key, archived_at, size_bytes, \
+             wal_bytes, sha256 FROM backup_wal w WHERE service_id = $1 AND name NOT LIKE '%.history' \
+             AND archived_at < (SELECT min(started_at) FROM backups b WHERE b.service_id = $1 \
+             AND b.kind = 'base' AND b.state = 'completed')",
+        )
+        .bind(service_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn delete_wal_row(&self, id: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM backup_wal WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest completed base backup of the service that ended at or before `at`.
+    pub async fn base_backup_before(
+        &self,
+        service_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Backup>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {BACKUP_COLUMNS} FROM backups WHERE service_id = $1 AND kind = 'base' \
+             AND state = 'completed' AND completed_at <= $2 ORDER BY completed_at DESC LIMIT 1"
+        )))
+        .bind(service_id)
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The times the service can be restored to.
+    pub async fn recovery_window(&self, service_id: Uuid) -> Result<RecoveryWindow> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT min(completed_at) FROM backups WHERE service_id = $1 AND kind = 'base' \
+               AND state = 'completed') AS \"from\", \
+             (SELECT max(archived_at) FROM backup_wal WHERE service_id = $1) AS until",
+        )
+        .bind(service_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Managed PostgreSQL services with a running container (their WAL is shipped).
+    pub async fn postgres_services_running(&self) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar(
+            "SELECT s.id FROM services s JOIN managed_services m ON m.service_id = s.id \
+             JOIN deployments d ON d.id = s.current_deployment_id \
+             WHERE m.engine = 'postgres' AND d.container_id IS NOT NULL",
         )
         .fetch_all(&self.pool)
         .await?)
