@@ -169,6 +169,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/services/{id}/backups"),
     ("get", "/services/{id}/backups/{backup}"),
     ("post", "/services/{id}/backups/{backup}/restore"),
+    ("post", "/services/{id}/backups/restore"),
     ("get", "/services/{id}/backup-policy"),
     ("put", "/services/{id}/backup-policy"),
     ("get", "/restores/{id}"),
@@ -276,6 +277,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/services/{id}/backups/{backup}/restore",
             post(backups::restore),
+        )
+        .route(
+            "/services/{id}/backups/restore",
+            post(backups::restore_to_time),
         )
         .route(
             "/services/{id}/backup-policy",

@@ -186,6 +186,7 @@ pub fn document() -> Value {
             },
             "/services/{id}/backups/{backup}": { "get": op("One backup with its timeline (events: step, detail, at)", None, "200") },
             "/services/{id}/backups/{backup}/restore": { "post": op("Restore a completed backup (deployer): into the backup's own service (its current data is backed up first, trigger pre_restore) or, with into_service, another running managed service of the same engine; 202 with the restore (GET /restores/{id} for its progress)", Some("RestoreBackup"), "202") },
+            "/services/{id}/backups/restore": { "post": op("Restore a managed PostgreSQL to a point in time (deployer): to_time (RFC 3339) inside the service's recovery window (GET /services/{id}/backups answers it: from its oldest base backup's end to its newest archived WAL; the WAL is switched and shipped first, so a running service's window reaches the present); into the service itself (its current data is backed up first) or, with into_service, another running managed PostgreSQL. 202 with the restore (to_time, the base backup as backup_id); 422 naming to_time outside the window", Some("RestoreToTime"), "202") },
             "/services/{id}/backup-policy": {
                 "get": op("The managed service's backup schedule and retention (defaults: daily, keep 7) and its next run", None, "200"),
                 "put": op("Set the schedule (interval_seconds, 60..=31622400) and retention (keep, 1..=1000); the next run is one interval from now", Some("PutBackupPolicy"), "200")
@@ -242,6 +243,7 @@ pub fn document() -> Value {
                 "SignIn": obj(&["token"], json!({ "token": s })),
                 "CreateOrganization": obj(&["name"], json!({ "name": s })),
                 "RestoreBackup": obj(&[], json!({ "into_service": { "type": "string", "format": "uuid" } })),
+                "RestoreToTime": obj(&["to_time"], json!({ "to_time": { "type": "string", "format": "date-time" }, "into_service": { "type": "string", "format": "uuid" } })),
                 "PutBackupPolicy": obj(&[], json!({ "interval_seconds": { "type": "integer", "minimum": 60 }, "keep": { "type": "integer", "minimum": 1, "maximum": 1000 } })),
                 "CreateToken": obj(&["name"], json!({ "name": s, "role": { "enum": token_roles }, "expires_at": { "type": "string", "format": "date-time" } })),
                 "RotateWebhookSecret": obj(&[], json!({ "secret": s })),
