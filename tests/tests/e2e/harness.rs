@@ -248,6 +248,7 @@ impl Platform {
              proxy_address = \"http://{admin}\"\nproxy_token = \"{proxy_token}\"\n\
              registry = \"{}\"\napps_domain = \"{apps_domain}\"\nclickhouse_url = \"{}\"\n\
              clickhouse_database = \"{clickhouse_database}\"\ndns_resolver = \"{dns}\"\n\
+             idle_check_interval_ms = 1000\n\
              local_sources_organizations = [\"e2e\", \"e2e-other\"]\n\n\
              [[nodes]]\nname = \"build-1\"\nrole = \"build\"\naddress = \"http://{buildd_addr}\"\n\n\
              [[nodes]]\nname = \"compute-1\"\nrole = \"compute\"\naddress = \"http://{node_addr}\"\n\n\

@@ -10,3 +10,4 @@ mod deploy;
 mod faults;
 mod isolation;
 mod managed;
+mod previews;
