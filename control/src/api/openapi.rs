@@ -154,8 +154,8 @@ pub fn document() -> Value {
             },
             "/projects/{id}/webhook": { "patch": op("Rotate the project's repository webhook secret (owner; one per project, for POST /webhooks/github/projects/{id}): a generated one, or the one given (32 to 256 printable ASCII characters, 8 different at least); the old one stops working at once; shown only in this answer", Some("RotateWebhookSecret"), "200") },
             "/projects/{id}/previews": {
-                "get": op("The project's pull-request preview settings (enabled, template_id, max_previews, allow_forks), webhook_url, has_webhook_secret, git_username, and its open previews (items: environments with preview number, head_sha, urls, status)", None, "200"),
-                "put": op(&format!("Set the preview settings (owner): enabled, template (the environment previews copy, by id or name; required when enabled), max_previews (0..={}, default 5), allow_forks (default false). A pull request opened, reopened or pushed to opens or updates the environment pr-<n> (a copy of the template with fresh databases, the repository's services at the head commit); closed or merged tears it down", super::previews::MAX_PREVIEWS_LIMIT), Some("PutPreviews"), "200")
+                "get": op("The project's pull-request preview settings (enabled, template_id, max_previews, allow_forks, idle_seconds), webhook_url, has_webhook_secret, git_username, and its open previews (items: environments with preview number, head_sha, urls, status)", None, "200"),
+                "put": op(&format!("Set the preview settings (owner): enabled, template (the environment previews copy, by id or name; required when enabled), max_previews (0..={}, default 5), allow_forks (default false), idle_seconds (a preview without a request that long is stopped and woken by its next request, which the proxy holds; absent = never). A pull request opened, reopened or pushed to opens or updates the environment pr-<n> (a copy of the template with fresh databases, the repository's services at the head commit); closed or merged tears it down", super::previews::MAX_PREVIEWS_LIMIT), Some("PutPreviews"), "200")
             },
             "/projects/{id}/git-credentials": {
                 "put": op("Set the credentials the project's private repositories are fetched with (owner): token (HTTPS basic auth password, 8..=1024 printable characters) and username (default x-access-token). Sealed at rest, sent to the build node only inside the build request, never shown again", Some("PutGitCredentials"), "200"),
@@ -247,7 +247,7 @@ pub fn document() -> Value {
                 "PutBackupPolicy": obj(&[], json!({ "interval_seconds": { "type": "integer", "minimum": 60 }, "keep": { "type": "integer", "minimum": 1, "maximum": 1000 } })),
                 "CreateToken": obj(&["name"], json!({ "name": s, "role": { "enum": token_roles }, "expires_at": { "type": "string", "format": "date-time" } })),
                 "RotateWebhookSecret": obj(&[], json!({ "secret": s })),
-                "PutPreviews": obj(&["enabled"], json!({ "enabled": { "type": "boolean" }, "template": s, "max_previews": { "type": "integer" }, "allow_forks": { "type": "boolean" } })),
+                "PutPreviews": obj(&["enabled"], json!({ "enabled": { "type": "boolean" }, "template": s, "max_previews": { "type": "integer" }, "allow_forks": { "type": "boolean" }, "idle_seconds": { "type": "integer" } })),
                 "PutGitCredentials": obj(&["token"], json!({ "username": s, "token": s })),
                 "AddMember": obj(&["email", "role"], json!({ "email": s, "role": { "enum": spellings(MemberRole::ALL) } })),
                 "SetMemberRole": obj(&["role"], json!({ "role": { "enum": spellings(MemberRole::ALL) } })),
