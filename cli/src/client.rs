@@ -109,6 +109,11 @@ impl ApiClient {
             .await
     }
 
+    pub async fn put(&self, path: &str, body: &impl Serialize) -> Result<Value, CliError> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<Value, CliError> {
         self.send(self.http.delete(format!("{}{path}", self.base)))
             .await

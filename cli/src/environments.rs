@@ -102,7 +102,20 @@ pub enum Environments {
     },
 }
 
-/// The human lines of an environment: name, branch, copied from, then each variable.
+/// `  preview of pull request #7: ready at aaaaaaa  https://...`, for a preview environment.
+fn preview_line(e: &Value) -> Option<String> {
+    if e["preview"].is_null() {
+        return None;
+    }
+    let [number, _, status, head, urls] = <[String; 5]>::try_from(super::previews::preview_row(e))
+        .expect("a preview row has five columns");
+    Some(format!(
+        "  preview of pull request {number}: {status} at {head}  {urls}"
+    ))
+}
+
+/// The human lines of an environment: name, branch, its pull request if it is a preview, then
+/// each variable.
 pub fn describe(e: &Value, p: &mut Printer<'_, impl Write>) {
     p.line(format!(
         "{}  {}  branch {}",
@@ -110,6 +123,9 @@ pub fn describe(e: &Value, p: &mut Printer<'_, impl Write>) {
         str_of(e, "name"),
         str_of(e, "branch")
     ));
+    if let Some(l) = preview_line(e) {
+        p.line(l);
+    }
     for (name, v) in e["env"].as_object().into_iter().flatten() {
         if v["secret"].as_bool().unwrap_or(false) {
             p.line(format!("  {name}={}  (secret)", super::env::MASK));
@@ -144,6 +160,9 @@ pub async fn run(
                     str_of(e, "name"),
                     str_of(e, "branch")
                 ));
+                if let Some(l) = preview_line(e) {
+                    p.line(l);
+                }
             }
             p.object(&json!(items));
         }

@@ -20,6 +20,7 @@ pub mod init;
 pub mod link;
 mod logs;
 pub mod output;
+pub mod previews;
 pub mod resolve;
 pub mod services;
 
@@ -35,6 +36,7 @@ pub mod render {
     pub use crate::domains::line as domain_line;
     pub use crate::environments::describe as describe_environment;
     pub use crate::init::detection_lines;
+    pub use crate::previews::previews_lines;
     pub use crate::services::{describe as describe_service, services_table};
 }
 
@@ -216,6 +218,14 @@ pub enum Command {
                       stackpad env unset MODE"
     )]
     Env(env::Env),
+    /// A project's pull-request previews: list them (pull request, status, head, URLs),
+    /// enable them with a template environment, disable them.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  stackpad previews enable --template production --project shop\n  \
+                      stackpad previews list"
+    )]
+    Previews(previews::Previews),
     /// A git service's webhook secret, and the deliveries webhooks received.
     #[command(
         subcommand,
@@ -504,6 +514,7 @@ pub async fn run(cli: Cli, w: &mut impl Write) -> Result<i32, CliError> {
         Command::Up { target, no_wait } => init::up(&ctx, &dir, target, no_wait, &mut p).await,
         Command::Members(cmd) => access::members(&ctx, cmd, &mut p).await,
         Command::Backups(cmd) => backups::run(&ctx, cmd, &mut p).await,
+        Command::Previews(cmd) => previews::run(&ctx, cmd, &mut p).await,
         Command::Webhook(Webhook::Rotate { target, secret }) => {
             commands::webhook_rotate(&ctx, target, secret, &mut p).await
         }

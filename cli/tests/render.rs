@@ -124,6 +124,19 @@ fn rendered() -> String {
                 "error": "service db has no running container" }),
     ];
     section("backups list", lines(render::backups_table(&backups)));
+    let previews = json!({ "enabled": true, "max_previews": 5, "allow_forks": false,
+        "idle_seconds": 900, "items": [
+            { "id": E1, "name": "pr-7", "branch": "feature/x", "preview": { "number": 7,
+              "head_sha": "abcdef1234567890abcdef1234567890abcdef12", "status": "ready",
+              "urls": ["https://pr-7-web-shop-acme.apps.example"], "sleeping_since": null } },
+            { "id": E1, "name": "pr-12", "branch": "fix/y", "preview": { "number": 12,
+              "head_sha": "1234567890abcdef1234567890abcdef12345678", "status": "deploying",
+              "urls": [], "sleeping_since": "2026-12-06T18:00:00Z" } },
+        ] });
+    section(
+        "previews list",
+        lines(render::previews_lines(&previews, Some("production"))),
+    );
     let env = json!({ "id": E1, "name": "staging", "branch": "develop",
         "env": { "MODE": { "value": "staging", "secret": false }, "API_KEY": { "value": null, "secret": true } } });
     section(
