@@ -283,9 +283,14 @@ pub async fn start(
         ));
         tasks.spawn(Arc::clone(&idle).watch_wakes(shutdown_rx.clone()));
         if config.idle_check_interval_ms > 0 {
-            tasks.spawn(idle.run(
-                Duration::from_millis(config.idle_check_interval_ms),
+            let every = Duration::from_millis(config.idle_check_interval_ms);
+            tasks.spawn(run_singleton(
+                store.clone(),
+                "idle-previews",
+                instance,
+                job_lease,
                 shutdown_rx.clone(),
+                move |stop| Arc::clone(&idle).run(every, stop),
             ));
         }
     } else {
