@@ -95,7 +95,7 @@ export async function projectPage(main: HTMLElement, [id]: string[], session: Se
     ),
   );
   main.append(
-    h("div", { class: "title" }, h("h1", {}, project.name), h("span", { class: "muted" }, `${services.items.length} services`)),
+    h("div", { class: "title" }, h("h1", {}, project.name), h("span", { class: "muted" }, `${services.items.length} ${services.items.length === 1 ? "service" : "services"}`)),
     tabs,
     stackGraph(inEnv),
     h(
