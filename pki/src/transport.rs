@@ -233,6 +233,11 @@ impl tower::Service<http::Uri> for TlsConnector {
     }
 }
 
+/// How often a channel pings its peer, and how long it waits for the answer before it fails the
+/// connection (and the calls on it).
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A lazily connected channel to a daemon: `https://` runs mTLS with `tls` (which it then needs),
 /// `http://` plain text.
 pub fn channel(
@@ -242,7 +247,12 @@ pub fn channel(
 ) -> Result<Channel, PkiError> {
     let endpoint = Endpoint::from_shared(address.to_owned())
         .map_err(|e| PkiError::invalid(format!("address {address:?}"), e))?
-        .connect_timeout(connect_timeout);
+        .connect_timeout(connect_timeout)
+        // A peer that vanished (a node killed, its WireGuard gone) answers nothing, not even a
+        // reset: HTTP/2 pings fail its calls within seconds instead of TCP's minutes (#15).
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     if address.starts_with("https://") {
         let tls = tls.ok_or_else(|| {
             PkiError::invalid(
