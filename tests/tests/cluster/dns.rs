@@ -180,8 +180,7 @@ fn answered_address(answer: &str) -> Option<String> {
         .lines()
         .filter_map(|l| l.strip_prefix("Address:"))
         .map(str::trim)
-        .filter(|a| !a.contains(':'))
-        .next_back()
+        .rfind(|a| !a.contains(':'))
         .map(str::to_owned)
 }
 
