@@ -575,7 +575,10 @@ impl HostPlatform {
 
     /// The test's database (both control instances of a failover test use it).
     pub fn database_url(&self) -> &str {
-        self.database.as_ref().map(PostgresDb::url).unwrap_or_default()
+        self.database
+            .as_ref()
+            .map(PostgresDb::url)
+            .unwrap_or_default()
     }
 
     /// A second `stackpad-control` on the same database and configuration (its own API port),
