@@ -542,9 +542,36 @@ impl Backups {
         b: &Backup,
         r: &Running,
     ) -> Result<(), BackupError> {
+        self.run_restore(restore, b.service_id, r, async {
+            self.event(
+                restore.id,
+                "restoring",
+                &format!("{} bytes stored", b.size_bytes.unwrap_or(0)),
+            )
+            .await;
+            let load = self
+                .inner
+                .engines
+                .load(&r.address, &r.container, r.engine)?;
+            self.stream_into(b, load).await
+        })
+        .await
+    }
+
+    /// The frame of every restore (of a backup or to a time): when the target is the source
+    /// service its current data is kept as a `pre_restore` backup first, then `work` loads the
+    /// engine; the timeline ends `completed` or `failed` and the row is finished with the
+    /// pre-restore backup either way.
+    pub(crate) async fn run_restore(
+        &self,
+        restore: &Restore,
+        source_service: Uuid,
+        r: &Running,
+        work: impl std::future::Future<Output = Result<String, BackupError>>,
+    ) -> Result<(), BackupError> {
         let mut pre = None;
         let result: Result<String, BackupError> = async {
-            if r.service_id == b.service_id {
+            if r.service_id == source_service {
                 self.event(
                     restore.id,
                     "pre_restore_backup",
@@ -561,17 +588,7 @@ impl Backups {
                 )
                 .await;
             }
-            self.event(
-                restore.id,
-                "restoring",
-                &format!("{} bytes stored", b.size_bytes.unwrap_or(0)),
-            )
-            .await;
-            let load = self
-                .inner
-                .engines
-                .load(&r.address, &r.container, r.engine)?;
-            self.stream_into(b, load).await
+            work.await
         }
         .await;
         match result {

@@ -325,25 +325,7 @@ impl Backups {
         r: &Running,
         to: DateTime<Utc>,
     ) -> Result<(), BackupError> {
-        let mut pre = None;
-        let result: Result<String, BackupError> = async {
-            if r.service_id == base.service_id {
-                self.event(
-                    restore.id,
-                    "pre_restore_backup",
-                    "keeping the current data first",
-                )
-                .await;
-                let (kept, kr) = self.begin(r.service_id, BackupTrigger::PreRestore).await?;
-                pre = Some(kept.id);
-                let kept = self.take(&kept, &kr).await?;
-                self.event(
-                    restore.id,
-                    "pre_restore_backup_completed",
-                    &format!("backup {}", kept.id),
-                )
-                .await;
-            }
+        self.run_restore(restore, base.service_id, r, async {
             let engines = &self.inner.engines;
             self.event(
                 restore.id,
@@ -397,27 +379,8 @@ impl Backups {
                 &time,
             )?;
             Ok(load.finish().await?)
-        }
-        .await;
-        match result {
-            Ok(detail) => {
-                self.event(restore.id, "completed", &detail).await;
-                self.inner
-                    .store
-                    .finish_restore(restore.id, pre, None)
-                    .await?;
-                Ok(())
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                self.event(restore.id, "failed", &reason).await;
-                self.inner
-                    .store
-                    .finish_restore(restore.id, pre, Some(&reason))
-                    .await?;
-                Err(e)
-            }
-        }
+        })
+        .await
     }
 }
 
