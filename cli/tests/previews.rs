@@ -4,50 +4,18 @@
 
 #[path = "../../control/tests/common/mod.rs"]
 mod common;
+mod runner;
 
-use std::path::Path;
 use std::time::Duration;
 
-use clap::Parser;
-use cli::{Cli, exit, run};
+use cli::exit;
 use common::{Harness, fake_clients, fakes::Fakes};
 use control::crypto::github_signature;
+use runner::{json_of, ok, stackpad};
 use serde_json::{Value, json};
 
 const REPO: &str = "file:///srv/git/shop.git";
 const HEAD: &str = "abcdef1234567890abcdef1234567890abcdef12";
-
-/// Runs `stackpad --config CONFIG ARGS...` in-process; (exit code, stdout and error text).
-async fn stackpad(config: &Path, args: &[&str]) -> (i32, String) {
-    let mut argv = vec!["stackpad", "--config", config.to_str().unwrap()];
-    argv.extend_from_slice(args);
-    let cli = match Cli::try_parse_from(argv) {
-        Ok(cli) => cli,
-        Err(e) => return (e.exit_code(), e.to_string()),
-    };
-    let mut out = Vec::new();
-    let code = match run(cli, &mut out).await {
-        Ok(code) => code,
-        Err(e) => {
-            out.extend_from_slice(format!("error: {e}").as_bytes());
-            e.exit_code()
-        }
-    };
-    (code, String::from_utf8(out).unwrap())
-}
-
-async fn ok(config: &Path, args: &[&str]) -> String {
-    let (code, out) = stackpad(config, args).await;
-    assert_eq!(code, 0, "{args:?}: {out}");
-    out
-}
-
-async fn json_of(config: &Path, args: &[&str]) -> Value {
-    let mut argv = vec!["--json"];
-    argv.extend_from_slice(args);
-    let out = ok(config, &argv).await;
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
-}
 
 fn pull_request(action: &str, n: i32) -> Vec<u8> {
     let repo = json!({ "full_name": "acme/shop", "clone_url": REPO });
