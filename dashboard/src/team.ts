@@ -1,6 +1,6 @@
 // The organization's API tokens and members. Owners create tokens (the secret is shown once,
 // here, and never again), revoke them, add and remove members and change their roles; other
-// roles read the lists.
+// roles read the members (the API lists tokens to owners only).
 
 import { SessionInfo, del, get, patch, post } from "./api";
 import { ago, append, badge, h, time } from "./dom";
@@ -59,7 +59,7 @@ let minted: { name: string; secret: string } | null = null;
 export async function teamPage(main: HTMLElement, _p: string[], session: SessionInfo): Promise<void> {
   const owner = session.role === "owner";
   const [tokens, members] = await Promise.all([
-    get<{ items: TokenListed[] }>("/tokens"),
+    owner ? get<{ items: TokenListed[] }>("/tokens") : Promise.resolve(null),
     get<{ items: Member[] }>("/members"),
   ]);
   const shown = minted;
@@ -75,36 +75,38 @@ export async function teamPage(main: HTMLElement, _p: string[], session: Session
           h("code", { class: "record mono", id: "new-token-secret" }, shown.secret),
         )
       : null,
-    h(
-      "table",
-      { class: "list tokens" },
-      h("thead", {}, h("tr", {}, ["Name", "Role", "Created", "Expires", "Last used", ""].map((c) => h("th", {}, c)))),
-      h(
-        "tbody",
-        {},
-        tokens.items.map((t) =>
+    !tokens
+      ? h("p", { class: "muted" }, "Only owners see the organization's tokens.")
+      : h(
+          "table",
+          { class: "list tokens" },
+          h("thead", {}, h("tr", {}, ["Name", "Role", "Created", "Expires", "Last used", ""].map((c) => h("th", {}, c)))),
           h(
-            "tr",
-            { "data-token": t.name },
-            h("td", {}, t.name, t.name === session.token_name ? h("small", { class: "muted" }, " (this session)") : null),
-            h("td", {}, t.role),
-            h("td", {}, ago(t.created_at)),
-            h("td", {}, t.expired ? badge("expired") : t.expires_at ? time(t.expires_at) : "never"),
-            h("td", {}, t.last_used_at ? ago(t.last_used_at) : "never"),
-            h(
-              "td",
-              {},
-              owner && t.name !== session.token_name
-                ? action("Revoke", async () => {
-                    await del(`/tokens/${t.id}`);
-                    refresh();
-                  }, { danger: true, confirm: `Revoke token ${t.name}? Whatever uses it stops working at once.` })
-                : null,
+            "tbody",
+            {},
+            tokens.items.map((t) =>
+              h(
+                "tr",
+                { "data-token": t.name },
+                h("td", {}, t.name, t.name === session.token_name ? h("small", { class: "muted" }, " (this session)") : null),
+                h("td", {}, t.role),
+                h("td", {}, ago(t.created_at)),
+                h("td", {}, t.expired ? badge("expired") : t.expires_at ? time(t.expires_at) : "never"),
+                h("td", {}, t.last_used_at ? ago(t.last_used_at) : "never"),
+                h(
+                  "td",
+                  {},
+                  owner && t.name !== session.token_name
+                    ? action("Revoke", async () => {
+                        await del(`/tokens/${t.id}`);
+                        refresh();
+                      }, { danger: true, confirm: `Revoke token ${t.name}? Whatever uses it stops working at once.` })
+                    : null,
+                ),
+              ),
             ),
           ),
         ),
-      ),
-    ),
     owner
       ? h(
           "section",
