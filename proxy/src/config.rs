@@ -48,6 +48,12 @@ pub struct ProxyConfig {
     pub upstream_idle_timeout_ms: u64,
     /// Further upstreams tried after a connect failure.
     pub connect_retries: usize,
+    /// How long a request to a sleeping service (an idle preview, #17) is held while the
+    /// control plane starts it; then it is answered 503 with Retry-After.
+    pub wake_timeout_ms: u64,
+    /// A wake the control plane has not answered after this long is asked for again (the
+    /// next held request asks; a control plane that missed the first ask).
+    pub wake_reask_ms: u64,
     /// Seconds Pingora waits for connections at shutdown/upgrade (the process exits earlier,
     /// as soon as none is left).
     pub grace_period_secs: u64,
@@ -89,6 +95,8 @@ impl Default for ProxyConfig {
             upstream_connect_timeout_ms: 2_000,
             upstream_idle_timeout_ms: 60_000,
             connect_retries: 2,
+            wake_timeout_ms: crate::wake::WAKE_TIMEOUT.as_millis() as u64,
+            wake_reask_ms: crate::wake::REASK_AFTER.as_millis() as u64,
             grace_period_secs: 30,
             shutdown_idle_close_ms: 200,
             plain_read_buffer_bytes: 0,
@@ -186,6 +194,8 @@ impl ProxyConfig {
                 self.upstream_connect_timeout_ms,
             ),
             ("upstream_idle_timeout_ms", self.upstream_idle_timeout_ms),
+            ("wake_timeout_ms", self.wake_timeout_ms),
+            ("wake_reask_ms", self.wake_reask_ms),
         ] {
             if v == 0 {
                 return Err(err(key, "must be above 0"));
@@ -248,6 +258,11 @@ mod tests {
             ..ok()
         };
         assert_eq!(c.validate().unwrap_err().key, "idle_timeout_ms");
+        let c = ProxyConfig {
+            wake_reask_ms: 0,
+            ..ok()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "wake_reask_ms");
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
         Some(StateFile::new(&config.state_file)),
         metrics,
         runtime.handle().clone(),
+        crate::wake::Wakes::new(
+            ProxyConfig::ms(config.wake_timeout_ms),
+            ProxyConfig::ms(config.wake_reask_ms),
+        ),
     )?;
     let routes = state.snapshot().routes.routes().len();
     tracing::info!(routes, state_file = %config.state_file.display(), "state restored");

@@ -77,11 +77,12 @@ pub struct ProxyState {
 impl ProxyState {
     /// Starts from the state file (when given and present). Restored upstreams start healthy
     /// so the proxy serves at once; their active checks then run as usual. Health checkers are
-    /// spawned on `runtime`.
+    /// spawned on `runtime`. Requests to sleeping services are held as `wakes` says.
     pub fn restore(
         store: Option<StateFile>,
         metrics: Arc<Metrics>,
         runtime: tokio::runtime::Handle,
+        wakes: crate::wake::Wakes,
     ) -> Result<Arc<Self>, StateError> {
         let persisted = match &store {
             Some(file) => file.load()?.unwrap_or_default(),
@@ -113,7 +114,7 @@ impl ProxyState {
             store,
             generations: Mutex::new(persisted.generations),
             metrics,
-            wakes: crate::wake::Wakes::default(),
+            wakes,
             runtime,
         });
         for set in state.current.load().services.values() {
@@ -533,6 +534,7 @@ mod tests {
             Some(file.clone()),
             Arc::default(),
             tokio::runtime::Handle::current(),
+            crate::wake::Wakes::default(),
         )
         .unwrap();
         assert!(matches!(
@@ -562,6 +564,7 @@ mod tests {
             Some(file),
             Arc::default(),
             tokio::runtime::Handle::current(),
+            crate::wake::Wakes::default(),
         )
         .unwrap();
         assert_eq!(

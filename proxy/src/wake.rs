@@ -1,9 +1,10 @@
 //! Sleeping services (#17): an idle preview's service is taken out of rotation and marked
 //! sleeping (`ProxyAdmin.Sleep`). A request for it is held here: the first one asks the control
 //! plane to wake the service (one [`WakeRequest`] per service, sent to `WatchWakes` watchers,
-//! asked again only after [`REASK_AFTER`]), and every held request waits for the switch that
-//! brings a set back ([`Wakes::switched`], called by the switch executor), or for
-//! [`WAKE_TIMEOUT`], after which it is answered 503 with Retry-After.
+//! asked again only after the re-ask interval: config `wake_reask_ms`, default [`REASK_AFTER`]),
+//! and every held request waits for the switch that brings a set back ([`Wakes::switched`],
+//! called by the switch executor), or for the wake timeout (config `wake_timeout_ms`, default
+//! [`WAKE_TIMEOUT`]), after which it is answered 503 with Retry-After.
 //!
 //! Only requests that found no healthy upstream reach this module (a mutex on that cold path);
 //! a serving service costs nothing here. Sleep marks live in memory: after a restart the
@@ -16,9 +17,10 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
-/// How long a request waits for its service to wake.
+/// How long a request waits for its service to wake, unless configured.
 pub const WAKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A wake not answered after this long is asked for again (a watcher that missed it).
+/// A wake not answered after this long is asked for again (a watcher that missed it), unless
+/// configured.
 pub const REASK_AFTER: Duration = Duration::from_secs(10);
 
 /// A service requests are waiting for.
@@ -53,25 +55,30 @@ pub struct Wakes {
     sleeping: Mutex<HashMap<String, Sleeper>>,
     requests: broadcast::Sender<WakeRequest>,
     timeout: Duration,
+    reask_after: Duration,
 }
 
 impl Default for Wakes {
     fn default() -> Self {
-        Self::new(WAKE_TIMEOUT)
+        Self::new(WAKE_TIMEOUT, REASK_AFTER)
     }
 }
 
-/// Whether a held request asks the control plane (again) now.
-pub fn should_ask(asked_at: Option<Instant>, now: Instant) -> bool {
-    asked_at.is_none_or(|at| now.duration_since(at) >= REASK_AFTER)
+/// Whether a held request asks the control plane (again) now: never asked, or asked at least
+/// `reask_after` ago.
+pub fn should_ask(asked_at: Option<Instant>, now: Instant, reask_after: Duration) -> bool {
+    asked_at.is_none_or(|at| now.duration_since(at) >= reask_after)
 }
 
 impl Wakes {
-    pub fn new(timeout: Duration) -> Self {
+    /// Held requests wait `timeout` at most; an unanswered wake is asked again after
+    /// `reask_after`.
+    pub fn new(timeout: Duration, reask_after: Duration) -> Self {
         Self {
             sleeping: Mutex::new(HashMap::new()),
             requests: broadcast::channel(1024).0,
             timeout,
+            reask_after,
         }
     }
 
@@ -114,7 +121,8 @@ impl Wakes {
                 return Held::NotSleeping;
             };
             let now = Instant::now();
-            if should_ask(sleeper.asked.as_ref().map(|(at, _)| *at), now) {
+            let asked_at = sleeper.asked.as_ref().map(|(at, _)| *at);
+            if should_ask(asked_at, now, self.reask_after) {
                 sleeper.asked = Some((now, host.to_owned()));
                 // No watcher yet: the one that connects gets it from `watch`.
                 let _ = self.requests.send(WakeRequest {
@@ -159,7 +167,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_wake_per_service_and_every_holder_released_by_the_switch() {
-        let wakes = Arc::new(Wakes::new(Duration::from_secs(30)));
+        let wakes = Arc::new(Wakes::new(Duration::from_secs(30), REASK_AFTER));
         assert_eq!(wakes.hold("svc", "a.example").await, Held::NotSleeping);
         wakes.sleep("svc");
         let (pending, mut rx) = wakes.watch();
@@ -189,7 +197,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_wake_that_never_comes_times_out_and_is_asked_again() {
-        let wakes = Wakes::new(Duration::from_secs(12));
+        let wakes = Wakes::new(Duration::from_secs(12), REASK_AFTER);
         wakes.sleep("svc");
         let (_, mut rx) = wakes.watch();
         assert_eq!(wakes.hold("svc", "h").await, Held::TimedOut);
@@ -199,11 +207,37 @@ mod tests {
         assert!(rx.try_recv().is_ok());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_configured_timeout_and_reask_interval_are_kept() {
+        let wakes = Wakes::new(Duration::from_millis(1500), Duration::from_secs(2));
+        wakes.sleep("svc");
+        let (_, mut rx) = wakes.watch();
+        let start = Instant::now();
+        assert_eq!(wakes.hold("svc", "h").await, Held::TimedOut);
+        assert_eq!(start.elapsed(), Duration::from_millis(1500));
+        assert!(rx.try_recv().is_ok());
+        // 1.5 s after the ask: within the 2 s re-ask interval, so not asked again.
+        assert_eq!(wakes.hold("svc", "h").await, Held::TimedOut);
+        assert!(rx.try_recv().is_err());
+        // 3 s after it: asked again.
+        assert_eq!(wakes.hold("svc", "h").await, Held::TimedOut);
+        assert!(rx.try_recv().is_ok());
+    }
+
     #[test]
     fn asks_again_only_after_the_reask_interval() {
         let now = Instant::now();
-        assert!(should_ask(None, now));
-        assert!(!should_ask(Some(now), now + Duration::from_secs(1)));
-        assert!(should_ask(Some(now), now + REASK_AFTER));
+        assert!(should_ask(None, now, REASK_AFTER));
+        assert!(!should_ask(
+            Some(now),
+            now + Duration::from_secs(1),
+            REASK_AFTER
+        ));
+        assert!(should_ask(Some(now), now + REASK_AFTER, REASK_AFTER));
+        assert!(should_ask(
+            Some(now),
+            now + Duration::from_secs(1),
+            Duration::from_secs(1)
+        ));
     }
 }
