@@ -3,7 +3,7 @@
 // naming what is replaced) and then shows its steps as they happen. A restore's id stays in
 // the address (?restore=...), so a reload or a control restart picks its progress up again.
 
-import { Service, SessionInfo, get, post, put } from "./api";
+import { ApiError, Page, Service, SessionInfo, get, post, put } from "./api";
 import { ago, badge, clear, h, short, time } from "./dom";
 import { action, ask, form } from "./form";
 import type { Cleanup } from "./main";
@@ -13,6 +13,8 @@ export interface Backup {
   id: string;
   service_id: string;
   engine: string;
+  /** `dump`, or `base` (PostgreSQL's base backup: restored to a point in time). */
+  kind?: string;
   trigger: string;
   state: string;
   verification: string;
@@ -42,6 +44,17 @@ interface Restore {
   started_at: string;
   finished_at: string | null;
   events?: BackupEvent[];
+}
+
+interface RecoveryWindow {
+  from: string | null;
+  until: string | null;
+}
+
+/** Where a restore goes: the backup's own service, or another of the same engine. */
+interface Target {
+  id: string;
+  name: string;
 }
 
 interface Policy {
@@ -76,26 +89,35 @@ function row(b: Backup, restore: ((b: Backup) => void) | null): HTMLTableRowElem
   return h(
     "tr",
     { "data-backup": b.id, "data-busy": b.state === "running" || verifying ? "1" : undefined },
-    h("td", {}, h("span", { class: "mono" }, short(b.id)), h("small", { class: "muted" }, ` ${b.trigger.replace("_", "-")}`)),
+    h("td", {}, h("span", { class: "mono" }, short(b.id)), h("small", { class: "muted" }, ` ${b.trigger.replace("_", "-")}${b.kind === "base" ? " · base" : ""}`)),
     h("td", { title: time(b.started_at) }, ago(b.started_at)),
     h("td", {}, badge(b.state), b.error ? h("small", { class: "error" }, ` ${b.error}`) : null),
     h("td", { class: "num" }, b.size_bytes === null ? "" : bytes(b.size_bytes)),
     h("td", {}, verified),
-    h("td", {}, restore && b.state === "completed" ? h("button", { type: "button", class: "danger", onclick: () => restore(b) }, "Restore…") : null),
+    h("td", {}, restore && b.state === "completed" && b.kind !== "base" ? h("button", { type: "button", class: "danger", onclick: () => restore(b) }, "Restore…") : null),
   );
 }
 
-/** Asks before a restore, naming what is replaced. */
-function confirmRestore(service: Service, b: Backup): Promise<boolean> {
+/** Asks before a restore, naming what is replaced: into the backup's own service its current
+ * data is kept first; into another one, that one's data is lost, so its name is typed. */
+function confirmRestore(service: Service, what: string, into: Target): Promise<boolean> {
+  if (into.id === service.id) {
+    return ask({
+      title: `Restore ${service.name}?`,
+      say: [`The data of ${service.name} is replaced by ${what}.`, "Its current data is backed up first, so this restore can be undone by restoring that backup."],
+      confirm: "Restore",
+    });
+  }
   return ask({
-    title: `Restore ${service.name}?`,
-    say: [
-      `The data of ${service.name} is replaced by backup ${short(b.id)} taken ${time(b.completed_at ?? b.started_at)}` +
-        (b.size_bytes === null ? "." : ` (${bytes(b.size_bytes)}).`),
-      "Its current data is backed up first, so this restore can be undone by restoring that backup.",
-    ],
+    title: `Restore into ${into.name}?`,
+    say: [`The data of ${into.name} is replaced by ${what} of ${service.name}; ${service.name} is only read.`, `The current data of ${into.name} is not kept.`],
     confirm: "Restore",
+    typed: into.name,
   });
+}
+
+function backupWords(b: Backup): string {
+  return `backup ${short(b.id)} taken ${time(b.completed_at ?? b.started_at)}` + (b.size_bytes === null ? "" : ` (${bytes(b.size_bytes)})`);
 }
 
 /** A restore's steps as they happen, polled until it ends. */
@@ -139,8 +161,14 @@ export async function backupsTab(body: HTMLElement, service: Service, session: S
   const progress = h("div", {});
   const policyText = h("p", { class: "muted" });
   let stopRestore: (() => void) | null = null;
+  const windowText = h("p", { class: "muted window" });
+  let recovery: RecoveryWindow = { from: null, until: null };
   const draw = async () => {
-    const list = await get<{ items: Backup[] }>(`/services/${service.id}/backups`);
+    const list = await get<{ items: Backup[]; recovery_window?: RecoveryWindow }>(`/services/${service.id}/backups`);
+    recovery = list.recovery_window ?? { from: null, until: null };
+    windowText.textContent = recovery.from && recovery.until
+      ? `Can be restored to any moment from ${time(recovery.from)} to ${time(recovery.until)}.`
+      : "No moment to restore to yet: the window opens with the first scheduled base backup and the write-ahead log archived after it.";
     clear(tbody);
     tbody.append(...list.items.map((b) => row(b, owner ? startRestore : null)));
     if (!list.items.length) tbody.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No backup yet.")));
@@ -152,18 +180,53 @@ export async function backupsTab(body: HTMLElement, service: Service, session: S
     stopRestore = p.stop;
     progress.append(p.el);
   };
-  async function startRestore(b: Backup): Promise<void> {
-    if (!(await confirmRestore(service, b))) return;
+  // Where a restore goes (`stackpad backups restore --into`): this service or another of its
+  // engine in the project.
+  const others = owner
+    ? (await get<Page<Service>>(`/projects/${service.project_id}/services?limit=200`)).items.filter((s) => s.engine === service.engine && s.id !== service.id)
+    : [];
+  const targets: Target[] = [{ id: service.id, name: service.name }, ...others.map((s) => ({ id: s.id, name: s.name }))];
+  const into = h(
+    "select",
+    { name: "into", id: "restore-into" },
+    targets.map((t, i) => h("option", { value: t.id }, i === 0 ? `${t.name} (this service)` : t.name)),
+  );
+  const target = () => targets.find((t) => t.id === into.value) ?? targets[0];
+  /** Asks, starts the restore `start` makes, and follows it; its error is shown instead. */
+  async function runRestore(what: string, start: (into: string | undefined) => Promise<Restore>): Promise<void> {
+    const t = target();
+    if (!(await confirmRestore(service, what, t))) return;
     try {
-      const r = await post<Restore>(`/services/${service.id}/backups/${b.id}/restore`);
+      const r = await start(t.id === service.id ? undefined : t.id);
       history.replaceState(null, "", `#/services/${service.id}/backups?restore=${r.id}`);
       follow(r.id);
     } catch (e) {
+      // A refused time goes beside its field.
+      if (e instanceof ApiError && e.field === "to_time") throw e;
       clear(progress);
       progress.append(h("p", { class: "error", role: "alert" }, e instanceof Error ? e.message : String(e)));
     }
     await draw();
   }
+  async function startRestore(b: Backup): Promise<void> {
+    await runRestore(backupWords(b), (into_service) => post<Restore>(`/services/${service.id}/backups/${b.id}/restore`, into_service ? { into_service } : {}));
+  }
+  /** Point-in-time recovery (PostgreSQL): the time as the user's clock shows it. */
+  const toTime = owner && service.engine === "postgres"
+    ? form(
+        [{ name: "to_time", label: "Restore to", type: "datetime-local", required: true, hint: "your local time, to the second" }],
+        "Restore to this moment…",
+        async (v) => {
+          const at = new Date(v.to_time);
+          if (Number.isNaN(at.getTime())) throw new ApiError(422, `${JSON.stringify(v.to_time)} is not a time`, "to_time");
+          await runRestore(`its data as it was at ${at.toLocaleString()}`, (into_service) =>
+            post<Restore>(`/services/${service.id}/backups/restore`, { to_time: at.toISOString(), ...(into_service ? { into_service } : {}) }),
+          );
+        },
+        { inline: true },
+      )
+    : null;
+  toTime?.querySelector("input")?.setAttribute("step", "1");
   const drawPolicy = async () => {
     const p = await get<Policy>(`/services/${service.id}/backup-policy`);
     policyText.textContent = `Scheduled ${every(p.interval_seconds)}, the last ${p.keep} kept; next ${time(p.next_at)}.` + (p.failures ? ` ${p.failures} failed in a row.` : "");
@@ -186,6 +249,10 @@ export async function backupsTab(body: HTMLElement, service: Service, session: S
         h("thead", {}, h("tr", {}, ["Backup", "Started", "State", "Size", "Verified", ""].map((c) => h("th", {}, c)))),
         tbody,
       ),
+      owner && targets.length > 1
+        ? h("p", { class: "restore-into" }, h("label", { for: "restore-into" }, "Restores go into "), into)
+        : null,
+      service.engine === "postgres" ? h("section", { class: "card pitr" }, h("h2", {}, "Point in time"), windowText, toTime) : null,
       progress,
       owner
         ? h(

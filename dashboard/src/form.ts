@@ -12,22 +12,43 @@ export interface Field {
   value?: string;
   options?: string[];
   hint?: string;
+  /** Fields with the same group are shown together, folded under this summary. */
+  group?: string;
+}
+
+/** `NAME=VALUE` lines (blank lines skipped) as a map; a line without `=` is an error naming
+ * `field`. */
+export function pairs(text: string, field: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split("\n")) {
+    const l = line.trim();
+    if (!l) continue;
+    const i = l.indexOf("=");
+    if (i <= 0) throw new ApiError(422, `${JSON.stringify(l.slice(0, 40))} is not NAME=VALUE`, field);
+    out[l.slice(0, i).trim()] = l.slice(i + 1);
+  }
+  return out;
 }
 
 export function form(
   fields: Field[],
   submit: string,
   onSubmit: (values: Record<string, string>) => Promise<void>,
-  opts: { inline?: boolean; danger?: boolean } = {},
+  opts: { inline?: boolean; danger?: boolean; errorFields?: Record<string, string> } = {},
 ): HTMLFormElement {
   const errors = new Map<string, HTMLElement>();
   const general = h("p", { class: "error", role: "alert", hidden: true });
   const button = h("button", { type: "submit", class: opts.danger ? "danger" : "primary" }, submit);
-  const rows = fields.map((f) => {
+  const rows: HTMLElement[] = [];
+  const groups = new Map<string, HTMLElement>();
+  fields.forEach((f) => {
     const id = `f-${f.name}-${Math.random().toString(36).slice(2, 8)}`;
     const err = h("span", { class: "field-error", id: `${id}-err`, role: "alert", hidden: true });
     errors.set(f.name, err);
-    const input = f.options
+    const described = { id, name: f.name, "aria-describedby": `${id}-err` };
+    const input = f.type === "textarea"
+      ? h("textarea", { ...described, rows: 3, placeholder: f.placeholder, spellcheck: "false" }, f.value ?? "")
+      : f.options
       ? h(
           "select",
           { id, name: f.name, "aria-describedby": `${id}-err` },
@@ -43,7 +64,7 @@ export function form(
           autocomplete: f.type === "password" ? "current-password" : "off",
           "aria-describedby": `${id}-err`,
         });
-    return h(
+    const row = h(
       "div",
       { class: "field" },
       h("label", { for: id }, f.label),
@@ -51,6 +72,17 @@ export function form(
       f.hint ? h("small", { class: "hint" }, f.hint) : null,
       err,
     );
+    if (!f.group) {
+      rows.push(row);
+      return;
+    }
+    let group = groups.get(f.group);
+    if (!group) {
+      group = h("div", { class: "form-group" });
+      groups.set(f.group, group);
+      rows.push(h("details", { class: "more" }, h("summary", {}, f.group), group));
+    }
+    group.append(row);
   });
   const el = h(
     "form",
@@ -65,7 +97,7 @@ export function form(
     general.hidden = true;
     const values: Record<string, string> = {};
     for (const f of fields) {
-      const input = el.elements.namedItem(f.name) as HTMLInputElement | HTMLSelectElement;
+      const input = el.elements.namedItem(f.name) as HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement;
       values[f.name] = input.value.trim();
       if (f.required && !values[f.name]) {
         show(errors.get(f.name)!, `${f.label} is required`);
@@ -79,7 +111,13 @@ export function form(
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       const field = e instanceof ApiError ? e.field : undefined;
-      const target = field ? errors.get(field.split(/[.[]/)[0]) : undefined;
+      const mapped = field ? opts.errorFields?.[field] ?? field : undefined;
+      const target = mapped ? errors.get(mapped) ?? errors.get(mapped.split(/[.[]/)[0]) : undefined;
+      if (target) {
+        // A folded field's error is opened to be seen.
+        const folded = target.closest("details");
+        if (folded) folded.open = true;
+      }
       show(target ?? general, msg);
     } finally {
       button.disabled = false;

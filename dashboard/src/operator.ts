@@ -3,17 +3,7 @@
 
 import { AuditEntry, Node, Page, Project, SessionInfo, get } from "./api";
 import { ago, badge, h, time } from "./dom";
-
-interface DeliveryEntry {
-  delivery_id?: string;
-  event?: string;
-  outcome?: string;
-  reason?: string;
-  status?: number;
-  at?: string;
-  received_at?: string;
-  [key: string]: unknown;
-}
+import { deliveries, deliveriesTable } from "./repository";
 
 export async function operatorPage(main: HTMLElement, _p: string[], session: SessionInfo): Promise<void> {
   if (session.kind === "operator") {
@@ -52,15 +42,8 @@ export async function operatorPage(main: HTMLElement, _p: string[], session: Ses
     get<Page<Project>>("/projects?limit=200"),
   ]);
   const auditItems = Array.isArray(audit) ? audit : audit.items;
-  const deliveries = await Promise.all(
-    projects.items.map(async (p) => {
-      try {
-        const r = await get<{ items: DeliveryEntry[] } | DeliveryEntry[]>(`/projects/${p.id}/webhook-deliveries?limit=20`);
-        return { p, items: Array.isArray(r) ? r : r.items };
-      } catch {
-        return { p, items: [] as DeliveryEntry[] };
-      }
-    }),
+  const recent = await Promise.all(
+    projects.items.map(async (p) => ({ p, items: await deliveries(p.id).catch(() => []) })),
   );
   main.append(
     h("div", { class: "title" }, h("h1", {}, "Activity")),
@@ -68,29 +51,9 @@ export async function operatorPage(main: HTMLElement, _p: string[], session: Ses
     h(
       "div",
       {},
-      deliveries.every((d) => d.items.length === 0)
+      recent.every((d) => d.items.length === 0)
         ? h("p", { class: "muted" }, "No webhook delivery yet.")
-        : deliveries
-          .filter((d) => d.items.length)
-          .map((d) =>
-            h(
-              "section",
-              {},
-              h("h3", {}, d.p.name),
-              h(
-                "table",
-                { class: "list" },
-                h("thead", {}, h("tr", {}, ["When", "Event", "Outcome", "Why", "HTTP"].map((c) => h("th", {}, c)))),
-                h(
-                  "tbody",
-                  {},
-                  d.items.map((e) =>
-                    h("tr", {}, h("td", {}, time(e.received_at ?? e.at ?? null)), h("td", {}, e.event ?? ""), h("td", {}, e.outcome ? badge(e.outcome) : ""), h("td", {}, e.reason ?? ""), h("td", {}, e.status ? String(e.status) : "")),
-                  ),
-                ),
-              ),
-            ),
-          ),
+        : recent.filter((d) => d.items.length).map((d) => h("section", {}, h("h3", {}, d.p.name), deliveriesTable(d.items, true))),
     ),
     h("h2", {}, "Audit log"),
     h(

@@ -1,9 +1,12 @@
 // The organization's projects, and a project: its environments and its stack as a graph
 // (web services and workers on the left, the databases and caches they use on the right).
 
-import { ApiError, Environment, Page, Project, Service, SessionInfo, del, get, patch, post } from "./api";
+import { Environment, Page, Project, Service, SessionInfo, del, get, patch, post } from "./api";
 import { ago, h } from "./dom";
-import { action, ask, form } from "./form";
+import { action, ask, form, pairs } from "./form";
+import { repositoryCard } from "./repository";
+import { environmentVars } from "./service";
+import { SPEC_ERROR_FIELDS, health, number, resources, specFields, volumes } from "./spec";
 
 export async function overviewPage(main: HTMLElement, _p: string[], session: SessionInfo): Promise<void> {
   if (session.kind === "operator") {
@@ -73,6 +76,57 @@ function stackGraph(services: Service[]): HTMLElement {
   );
 }
 
+/** What `stackpad services create` takes: the source, then (folded) the replicas, resources,
+ * health check, variables and secrets, volumes and the webhook secret. */
+function newServiceForm(project: string, env: Environment | undefined): HTMLFormElement {
+  const more = "Replicas, resources, health check";
+  const vars = "Variables and secrets";
+  const store = "Volumes";
+  return form(
+    [
+      { name: "name", label: "Name", required: true, placeholder: "web" },
+      { name: "kind", label: "Kind", options: ["web", "worker", "database", "cache"], value: "web" },
+      { name: "engine", label: "Engine (database, cache)", options: ["", "postgres", "mariadb", "redis"], value: "" },
+      { name: "image", label: "Image", placeholder: "registry/app:tag", hint: "or a git repository below" },
+      { name: "git", label: "Git repository", placeholder: "https://…" },
+      { name: "subdirectory", label: "App folder in the repository", placeholder: "apps/web (optional)" },
+      { name: "port", label: "Port", type: "number", placeholder: "8080" },
+      { name: "replicas", label: "Replicas", type: "number", placeholder: "1", hint: "1 to 20", group: more },
+      ...specFields(null, more),
+      { name: "env", label: "Variables", type: "textarea", placeholder: "MODE=prod\nLOG=info", hint: "NAME=VALUE, one a line", group: vars },
+      { name: "secrets", label: "Secrets", type: "textarea", placeholder: "API_KEY=…", hint: "stored sealed, never shown again", group: vars },
+      { name: "webhook_secret", label: "Webhook secret (git)", type: "password", placeholder: "generated", hint: "the secret GitHub signs pushes with; 32 characters or more", group: vars },
+      { name: "volumes", label: "Volumes", type: "textarea", placeholder: "data:/data:1Gi", hint: "name:path:size (MiB, or 512Mi, 1Gi), one a line", group: store },
+    ],
+    "Create service",
+    async (v) => {
+      const body: Record<string, unknown> = { name: v.name, kind: v.kind };
+      if (env) body.environment_id = env.id;
+      if (v.engine) body.engine = v.engine;
+      if (v.image) body.image = v.image;
+      if (v.git) body.git = { url: v.git, ...(v.subdirectory ? { subdirectory: v.subdirectory } : {}) };
+      const port = number(v.port, "port", "The port");
+      if (port !== undefined) body.port = port;
+      const replicas = number(v.replicas, "replicas", "Replicas");
+      if (replicas !== undefined) body.replicas = replicas;
+      const r = resources(v);
+      if (r) body.resources = r;
+      const hc = health(v);
+      if (hc && Object.keys(hc).length) body.health_check = hc;
+      const env_ = pairs(v.env, "env");
+      if (Object.keys(env_).length) body.env = env_;
+      const secrets = pairs(v.secrets, "secrets");
+      if (Object.keys(secrets).length) body.secrets = secrets;
+      if (v.webhook_secret) body.webhook_secret = v.webhook_secret;
+      const vols = volumes(v.volumes, "volumes");
+      if (vols.length) body.volumes = vols;
+      const s = await post<Service>(`/projects/${project}/services`, body);
+      location.hash = `#/services/${s.id}`;
+    },
+    { errorFields: SPEC_ERROR_FIELDS },
+  );
+}
+
 export async function projectPage(main: HTMLElement, [id]: string[], session: SessionInfo): Promise<void> {
   const [project, envs, services] = await Promise.all([
     get<Project>(`/projects/${id}`),
@@ -124,36 +178,7 @@ export async function projectPage(main: HTMLElement, [id]: string[], session: Se
         "section",
         { class: "card" },
         h("h2", {}, "New service"),
-        form(
-          [
-            { name: "name", label: "Name", required: true, placeholder: "web" },
-            { name: "kind", label: "Kind", options: ["web", "worker", "database", "cache"], value: "web" },
-            { name: "engine", label: "Engine (database, cache)", options: ["", "postgres", "mariadb", "redis"], value: "" },
-            { name: "image", label: "Image", placeholder: "registry/app:tag", hint: "or a git repository below" },
-            { name: "git", label: "Git repository", placeholder: "https://…" },
-            { name: "subdirectory", label: "App folder in the repository", placeholder: "apps/web (optional)" },
-            { name: "port", label: "Port", type: "number", placeholder: "8080" },
-            { name: "volumes", label: "Volume (optional)", placeholder: "data:/data:1024", hint: "name:path:size in MiB" },
-          ],
-          "Create service",
-          async (v) => {
-            const body: Record<string, unknown> = { name: v.name, kind: v.kind };
-            if (env) body.environment_id = env.id;
-            if (v.engine) body.engine = v.engine;
-            if (v.image) body.image = v.image;
-            if (v.git) body.git = { url: v.git, ...(v.subdirectory ? { subdirectory: v.subdirectory } : {}) };
-            if (v.port) body.port = Number(v.port);
-            if (v.volumes) {
-              const [name, mount_path, mib] = v.volumes.split(":");
-              if (!name || !mount_path || !/^[0-9]+$/.test(mib ?? "")) {
-                throw new ApiError(422, "a volume is name:path:size in MiB, e.g. data:/data:1024", "volumes");
-              }
-              body.volumes = [{ name, mount_path, size_bytes: Number(mib) * 2 ** 20 }];
-            }
-            const s = await post<Service>(`/projects/${id}/services`, body);
-            location.hash = `#/services/${s.id}`;
-          },
-        ),
+        newServiceForm(id, env),
       ),
       h(
         "section",
@@ -163,12 +188,18 @@ export async function projectPage(main: HTMLElement, [id]: string[], session: Se
           [
             { name: "name", label: "Name", required: true, placeholder: "staging" },
             { name: "branch", label: "Branch", required: true, placeholder: "staging" },
-            { name: "from", label: "Copy services from", options: ["", ...envs.items.map((e) => e.name)], value: "" },
+            { name: "from", label: "Copy services from", options: ["", ...envs.items.map((e) => e.name)], value: "", hint: "their settings, variables and secrets; not domains or deployments" },
+            { name: "env", label: "Variables", type: "textarea", placeholder: "MODE=staging", hint: "NAME=VALUE, one a line (over copied ones)", group: "Variables and secrets" },
+            { name: "secrets", label: "Secrets", type: "textarea", placeholder: "API_KEY=…", hint: "stored sealed, never shown again", group: "Variables and secrets" },
           ],
           "Create environment",
           async (v) => {
             const body: Record<string, unknown> = { name: v.name, branch: v.branch };
             if (v.from) body.from = v.from;
+            const env_ = pairs(v.env, "env");
+            if (Object.keys(env_).length) body.env = env_;
+            const secrets = pairs(v.secrets, "secrets");
+            if (Object.keys(secrets).length) body.secrets = secrets;
             await post(`/projects/${id}/environments`, body);
             location.hash = `#/projects/${id}?env=${encodeURIComponent(v.name)}`;
           },
@@ -176,7 +207,18 @@ export async function projectPage(main: HTMLElement, [id]: string[], session: Se
       ),
     ),
   );
-  if (session.role !== "owner") return;
+  const owner = session.role === "owner";
+  // The environment's variables, the repository (webhook, previews, deliveries); fetched
+  // together so the page grows once.
+  const [envFull, repository] = await Promise.all([
+    env ? get<Environment>(`/environments/${env.id}`) : Promise.resolve(null),
+    repositoryCard(id, envs.items, owner),
+  ]);
+  const tail = [envFull ? h("div", { class: "card" }, environmentVars(envFull, owner)) : null, repository];
+  if (!owner) {
+    main.append(...tail.filter((x): x is HTMLElement => x !== null));
+    return;
+  }
   // What `stackpad environments set/delete` and `projects delete` do.
   main.append(
     h(
@@ -234,4 +276,5 @@ export async function projectPage(main: HTMLElement, [id]: string[], session: Se
       ),
     ),
   );
+  main.append(...tail.filter((x): x is HTMLElement => x !== null));
 }

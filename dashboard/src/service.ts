@@ -3,7 +3,9 @@
 import { ApiError, Deployment, Domain, Environment, FINISHED, Page, Service, SessionInfo, del, get, patch, post } from "./api";
 import { ago, append, badge, clear, h, short } from "./dom";
 import { backupsTab } from "./backups";
-import { action, ask, form } from "./form";
+import { Field, action, ask, form } from "./form";
+import { deliveries, deliveriesTable, secretRotation } from "./repository";
+import { SPEC_ERROR_FIELDS, health, number, resources, sameHealth, specFields } from "./spec";
 import { logsTab } from "./logs";
 import type { Cleanup } from "./main";
 import { metricsTab } from "./metrics";
@@ -55,7 +57,7 @@ export async function servicePage(main: HTMLElement, [id, tab]: string[], sessio
   main.append(body);
   switch (current) {
     case "variables":
-      return variablesTab(body, service, canChange);
+      return variablesTab(body, service, session.role === "owner");
     case "domains":
       return domainsTab(body, service, canChange);
     case "logs":
@@ -257,31 +259,39 @@ async function variablesTab(body: HTMLElement, service: Service, canChange: bool
         })
       : null,
   );
-  body.append(
-    own,
-    h(
-      "section",
-      {},
-      h("h2", {}, `Environment ${env.name}`),
-      h("p", { class: "muted" }, "These go to every service of the environment, over a service's own of the same name, from its next deployment."),
-      varsTable(
-        env.env ?? {},
-        canChange
-          ? async (k) => {
-              await patch(`/environments/${env.id}`, { unset: [k] });
-              refresh();
-            }
-          : null,
-        env.name,
-      ),
+  body.append(own, environmentVars(env, canChange));
+}
+
+/** An environment's variables (they go to each of its services), editable by owners. */
+export function environmentVars(env: Environment, canChange: boolean): HTMLElement {
+  const refresh = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
+  return h(
+    "section",
+    { class: "env-vars" },
+    h("h2", {}, `Environment ${env.name}`),
+    h("p", { class: "muted" }, "These go to every service of the environment, over a service's own of the same name, from its next deployment."),
+    varsTable(
+      env.env ?? {},
       canChange
-        ? setVarForm(async (name, value, secret) => {
-            const vars = { [name]: value };
-            await patch(`/environments/${env.id}`, secret ? { secrets: vars } : { env: vars });
+        ? async (k) => {
+            await patch(`/environments/${env.id}`, { unset: [k] });
             refresh();
-          })
+          }
         : null,
+      env.name,
     ),
+    canChange
+      ? setVarForm(async (name, value, secret) => {
+          const vars = { [name]: value };
+          try {
+            await patch(`/environments/${env.id}`, secret ? { secrets: vars } : { env: vars });
+          } catch (e) {
+            if (e instanceof ApiError && e.field) e.field = /^(env|secrets)\./.test(e.field) ? "value" : "name";
+            throw e;
+          }
+          refresh();
+        })
+      : null,
   );
 }
 
@@ -354,26 +364,14 @@ async function domainsTab(body: HTMLElement, service: Service, canChange: boolea
   );
 }
 
-/** The form's field for an API error's field (`resources.cpu_millis` -> `cpu`, ...). */
-const SETTINGS_FIELDS: Record<string, string> = {
-  "resources.cpu_millis": "cpu",
-  "resources.memory_bytes": "memory",
-  "health_check.path": "health_path",
-  "health_check.interval_ms": "health_path",
-  "health_check.deadline_ms": "health_path",
-};
-
 /** A service's settings (as `stackpad services set` and `scale`), and its deletion. */
 async function settingsTab(body: HTMLElement, service: Service, session: SessionInfo): Promise<void> {
   const owner = session.role === "owner";
-  const MiB = 2 ** 20;
   const r = service.resources ?? { cpu_millis: 0, memory_bytes: 0 };
-  const fields = [
+  const fields: Field[] = [
     { name: "replicas", label: "Replicas", type: "number", value: String(service.replicas), hint: service.volumes?.length ? "one: its volumes live on one node" : "1 to 20; applies at once" },
-    { name: "cpu", label: "CPU (cores)", type: "number", value: r.cpu_millis ? String(r.cpu_millis / 1000) : "", placeholder: "no limit" },
-    { name: "memory", label: "Memory (MiB)", type: "number", value: r.memory_bytes ? String(Math.round(r.memory_bytes / MiB)) : "", placeholder: "node default" },
+    ...specFields(service),
     ...(service.engine ? [] : [{ name: "port", label: "Port", type: "number", value: String(service.port) }]),
-    ...(service.engine ? [] : [{ name: "health_path", label: "Health check path", value: service.health_check?.path ?? "", placeholder: "TCP connect" }]),
     ...(service.image && !service.engine ? [{ name: "image", label: "Image", value: service.image }] : []),
   ];
   const saved = h("p", { class: "muted", role: "status" });
@@ -384,36 +382,36 @@ async function settingsTab(body: HTMLElement, service: Service, session: Session
       h("h2", {}, "Settings"),
       h("p", { class: "muted" }, "Replicas apply at once (the running version is deployed again with the new count); the rest from the next deployment."),
       owner
-        ? form(fields, "Save", async (v) => {
-            // Only what changed is sent: the API keeps the rest.
-            const req: Record<string, unknown> = {};
-            if (Number(v.replicas) !== service.replicas) req.replicas = Number(v.replicas);
-            const cpu = v.cpu ? Math.round(Number(v.cpu) * 1000) : 0;
-            const mem = v.memory ? Math.round(Number(v.memory) * MiB) : 0;
-            if (cpu !== r.cpu_millis || (v.memory && mem !== r.memory_bytes)) {
-              req.resources = { cpu_millis: cpu, ...(v.memory ? { memory_bytes: mem } : {}) };
-            }
-            if (v.port !== undefined && Number(v.port) !== service.port) req.port = Number(v.port);
-            if (v.health_path !== undefined && v.health_path !== (service.health_check?.path ?? "")) {
-              req.health_check = v.health_path ? { ...(service.health_check ?? {}), path: v.health_path } : null;
-            }
-            if (v.image !== undefined && v.image !== service.image) req.image = v.image;
-            if (!Object.keys(req).length) {
-              saved.textContent = "Nothing changed.";
-              return;
-            }
-            try {
+        ? form(
+            fields,
+            "Save",
+            async (v) => {
+              // Only what changed is sent: the API keeps the rest.
+              const req: Record<string, unknown> = {};
+              const replicas = number(v.replicas, "replicas", "Replicas");
+              if (replicas !== undefined && replicas !== service.replicas) req.replicas = replicas;
+              const res = resources(v);
+              if (res && (res.cpu_millis !== undefined && res.cpu_millis !== r.cpu_millis || res.memory_bytes !== undefined && res.memory_bytes !== r.memory_bytes)) {
+                req.resources = { cpu_millis: res.cpu_millis ?? r.cpu_millis, ...(res.memory_bytes !== undefined ? { memory_bytes: res.memory_bytes } : r.memory_bytes ? { memory_bytes: r.memory_bytes } : {}) };
+              }
+              const port = number(v.port ?? "", "port", "The port");
+              if (port !== undefined && port !== service.port) req.port = port;
+              const hc = health(v);
+              if (hc && !sameHealth(hc, service.health_check)) req.health_check = hc;
+              if (v.image !== undefined && v.image !== service.image) req.image = v.image;
+              if (!Object.keys(req).length) {
+                saved.textContent = "Nothing changed.";
+                return;
+              }
               await patch(`/services/${service.id}`, req);
-            } catch (e) {
-              if (e instanceof ApiError && e.field) e.field = SETTINGS_FIELDS[e.field] ?? e.field;
-              throw e;
-            }
-            window.dispatchEvent(new HashChangeEvent("hashchange"));
-          })
+              window.dispatchEvent(new HashChangeEvent("hashchange"));
+            },
+            { errorFields: SPEC_ERROR_FIELDS },
+          )
         : h("dl", { class: "facts" }, fields.flatMap((f) => [h("dt", {}, f.label), h("dd", {}, f.value || f.placeholder || "")])),
       saved,
     ),
-    owner && service.git_url ? webhookCard(service) : null,
+    service.git_url ? await webhookCard(service, owner) : null,
     owner
       ? h(
           "section",
@@ -436,33 +434,18 @@ async function settingsTab(body: HTMLElement, service: Service, session: Session
   ]);
 }
 
-/** Where GitHub sends a git service's pushes, and a new signing secret (shown once). */
-function webhookCard(service: Service): HTMLElement {
-  const shown = h("div", { role: "status" });
+/** Where GitHub sends a git service's pushes, a new signing secret (shown once), and the
+ * deliveries its webhook received (as `stackpad webhook rotate` and `webhook deliveries`). */
+async function webhookCard(service: Service, owner: boolean): Promise<HTMLElement> {
+  const recent = await deliveries(service.project_id, service.id);
   return h(
     "section",
     { class: "card webhook" },
     h("h2", {}, "Push to deploy"),
     h("p", { class: "muted" }, "In the repository's webhook settings: this payload URL, content type application/json, the push event, and the secret."),
     h("code", { class: "record mono" }, `${location.origin}/webhooks/github/${service.id}`),
-    h(
-      "p",
-      {},
-      action("New secret…", async () => {
-        const yes = await ask({
-          title: "Replace the webhook secret?",
-          say: ["The current secret stops working at once: pushes are refused until the repository has the new one."],
-          confirm: "Replace",
-        });
-        if (!yes) return;
-        const r = await patch<{ webhook_secret: string }>(`/services/${service.id}/webhook`, {});
-        clear(shown);
-        shown.append(
-          h("p", {}, "Copy it now: it is shown this once and never again."),
-          h("code", { class: "record mono", id: "new-webhook-secret" }, r.webhook_secret),
-        );
-      }),
-    ),
-    shown,
+    owner ? secretRotation(`/services/${service.id}/webhook`) : null,
+    h("h3", {}, "Recent deliveries"),
+    deliveriesTable(recent, false),
   );
 }
