@@ -29,6 +29,13 @@ use stackpad_tests::registry::PushedImages;
 use stackpad_tests::rest::Rest;
 use stackpad_tests::{Services, service_down, unique_name};
 
+/// What a scenario changes in the platform's configuration.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Options {
+    /// Lines added to control's `[backups]` (e.g. the scheduler's `interval_ms`).
+    pub control_backups: &'static str,
+}
+
 /// The daemons of one platform, by role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -87,6 +94,11 @@ impl Platform {
     /// Builds the daemons (once per test binary; cargo does nothing when they are fresh) and
     /// starts a platform. Fails naming the service that is missing.
     pub async fn start(name: &str) -> anyhow::Result<Self> {
+        Self::start_with(name, Options::default()).await
+    }
+
+    /// [`Platform::start`] with a scenario's changes to the shipped configuration.
+    pub async fn start_with(name: &str, options: Options) -> anyhow::Result<Self> {
         let services = Services::from_env();
         check_services(&services).await?;
         let bins = Binaries::get()?;
@@ -252,12 +264,13 @@ impl Platform {
              local_sources_organizations = [\"e2e\", \"e2e-other\"]\n\n\
              [[nodes]]\nname = \"build-1\"\nrole = \"build\"\naddress = \"http://{buildd_addr}\"\n\n\
              [[nodes]]\nname = \"compute-1\"\nrole = \"compute\"\naddress = \"http://{node_addr}\"\n\n\
-             [backups]\nstore = \"{}\"\n",
+             [backups]\nstore = \"{}\"\n{}",
             free_port(),
             random_hex(32),
             services.registry,
             services.clickhouse_url,
             home.join("backups").display(),
+            options.control_backups,
         );
         std::fs::write(home.join("control.toml"), control_toml)?;
         let mut control = Daemon::spawn(
@@ -562,7 +575,7 @@ impl Platform {
     }
 
     /// containerd, in this platform's namespace.
-    async fn containerd(&self) -> anyhow::Result<runtime::containerd::Containerd> {
+    pub async fn containerd(&self) -> anyhow::Result<runtime::containerd::Containerd> {
         let services = Services::from_env();
         Ok(runtime::containerd::Containerd::connect(
             services.containerd_socket.as_ref(),
