@@ -95,6 +95,9 @@ pub struct Config {
     /// How often preview environments are checked for idleness (#17); 0 = never (another
     /// control plane instance does it). Needs `clickhouse_url` (the access logs).
     pub idle_check_interval_ms: u64,
+    /// How long the volumes of a deleted service (a closed preview's database included) stay
+    /// on their node before they are removed (#14, #17); default 7 days.
+    pub volume_grace_secs: u64,
     /// Prometheus `/metrics` listener; none = not served.
     pub metrics_listen: Option<SocketAddr>,
     /// Address blocks a tenant's git host may never resolve to, beyond the built-in private
@@ -141,6 +144,7 @@ impl Default for Config {
             ingress_ips: vec![],
             domain_check_interval_ms: 300_000,
             idle_check_interval_ms: 10_000,
+            volume_grace_secs: crate::volumes::GRACE.as_secs(),
             metrics_listen: None,
             egress_deny: vec![],
             egress_allow: vec![],

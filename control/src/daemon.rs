@@ -171,7 +171,11 @@ pub async fn start(
     state = state
         .with_sources(sources.clone())
         .with_domains(verifier.clone())
-        .with_teardown(clients.clone(), config.stop_grace_ms);
+        .with_teardown(
+            clients.clone(),
+            config.stop_grace_ms,
+            Duration::from_secs(config.volume_grace_secs),
+        );
     {
         let verifier = verifier.clone();
         let every = Duration::from_millis(config.domain_check_interval_ms);
@@ -235,7 +239,7 @@ pub async fn start(
                     address: at.to_string(),
                     source,
                 })?;
-        let metrics = crate::metrics::router(store.clone(), http_metrics);
+        let metrics = crate::metrics::router(store.clone(), http_metrics, Some(clients.clone()));
         let mut rx = shutdown_rx.clone();
         tasks.spawn(async move {
             let serve = axum::serve(metrics_listener, metrics).with_graceful_shutdown(async move {

@@ -24,7 +24,7 @@ use super::extract::{Body, Org, PathId, idempotent};
 use super::service_spec::env_vars;
 use super::validate::{self, parsed};
 use crate::domains::route::{self, PRODUCTION};
-use crate::pipeline::teardown::{TeardownError, tear_down_all};
+use crate::pipeline::teardown::{Grace, TeardownError, tear_down_all};
 use crate::previews::{Repository, same_repository};
 use crate::store::{Environment, NewDeployment, Service, VarChange};
 use ::api::{DeploymentState, PreviewStatus};
@@ -334,13 +334,17 @@ pub(super) async fn tear_down(
     let Some((clients, grace_ms)) = &state.teardown else {
         return Ok(());
     };
+    let grace = Grace {
+        stop_ms: *grace_ms,
+        volumes: state.volume_grace,
+    };
     tear_down_all(
         &state.store,
         clients,
         &state.apps_domain,
         org,
         services,
-        *grace_ms,
+        grace,
     )
     .await
     .map_err(|e| match e {

@@ -61,6 +61,8 @@ pub struct AppState {
     pub domains: Option<Arc<crate::domains::verifier::Verifier>>,
     /// The daemons a deleted service is taken off, and the grace its containers get.
     pub teardown: Option<(crate::pipeline::driver::Clients, u32)>,
+    /// How long a deleted service's volumes stay on their nodes (`volume_grace_secs`).
+    pub volume_grace: std::time::Duration,
     /// Counts webhook calls that proved nothing (bad signature, unknown service).
     pub webhook_limiter: Arc<webhook_limit::Limiter>,
     /// What a git source may point at (checked when a service is created).
@@ -80,6 +82,7 @@ impl AppState {
             build_logs: None,
             domains: None,
             teardown: None,
+            volume_grace: crate::volumes::GRACE,
             webhook_limiter: Arc::new(webhook_limit::Limiter::new(Default::default())),
             sources: sources::SourcePolicy::default(),
             backups: None,
@@ -99,13 +102,16 @@ impl AppState {
         self
     }
 
-    /// Takes deleted services off the proxy and the nodes through `clients`.
+    /// Takes deleted services off the proxy and the nodes through `clients`; their volumes
+    /// stay for `volume_grace`.
     pub fn with_teardown(
         mut self,
         clients: crate::pipeline::driver::Clients,
         grace_ms: u32,
+        volume_grace: std::time::Duration,
     ) -> Self {
         self.teardown = Some((clients, grace_ms));
+        self.volume_grace = volume_grace;
         self
     }
 

@@ -28,6 +28,15 @@ pub enum TeardownError {
     },
 }
 
+/// How long what a teardown removes is given.
+#[derive(Debug, Clone, Copy)]
+pub struct Grace {
+    /// SIGTERM to SIGKILL of the containers (0 = their own).
+    pub stop_ms: u32,
+    /// How long the volumes stay on their nodes (`crate::volumes`).
+    pub volumes: std::time::Duration,
+}
+
 /// Takes every one of `services` (of `org`) off the proxy and the nodes, once none of them has
 /// a deployment on its way; the store rows are left to the caller.
 pub async fn tear_down_all(
@@ -36,7 +45,7 @@ pub async fn tear_down_all(
     apps_domain: &str,
     org: Uuid,
     services: &[Service],
-    grace_ms: u32,
+    grace: Grace,
 ) -> Result<(), TeardownError> {
     for service in services {
         let deployments = store.service_deployment_nodes(service.id).await?;
@@ -50,7 +59,7 @@ pub async fn tear_down_all(
         }
     }
     for service in services {
-        take_off(store, clients, apps_domain, org, service, grace_ms).await?;
+        take_off(store, clients, apps_domain, org, service, grace).await?;
     }
     Ok(())
 }
@@ -61,7 +70,7 @@ async fn take_off(
     apps_domain: &str,
     org: Uuid,
     service: &Service,
-    grace_ms: u32,
+    grace: Grace,
 ) -> Result<(), TeardownError> {
     let deployments = store.service_deployment_nodes(service.id).await?;
     if service.kind == ServiceKind::Web
@@ -92,7 +101,7 @@ async fn take_off(
         nodes.sort();
         nodes.dedup();
         let delete_after = chrono::Utc::now()
-            + chrono::Duration::from_std(crate::volumes::GRACE).unwrap_or(chrono::Duration::MAX);
+            + chrono::Duration::from_std(grace.volumes).unwrap_or(chrono::Duration::MAX);
         crate::volumes::schedule_deletion(store, service.id, &nodes, delete_after).await?;
     }
     for d in deployments {
@@ -101,7 +110,7 @@ async fn take_off(
         let node = store.node(node).await?;
         clients
             .node
-            .remove_deployment(&node.address, &deployment.to_string(), grace_ms)
+            .remove_deployment(&node.address, &deployment.to_string(), grace.stop_ms)
             .await
             .map_err(|source| TeardownError::Call {
                 what: format!(
