@@ -16,6 +16,8 @@ const DEPLOYER: &[(&str, &str)] = &[
     ("delete", "/services/{id}/domains/{domain}"),
     ("post", "/services/{id}/domains/{domain}/verify"),
 ];
+/// Reads only an owner may make: who holds which token.
+const OWNER_READS: &[(&str, &str)] = &[("get", "/tokens")];
 const OPERATOR: &[(&str, &str)] = &[
     ("post", "/organizations"),
     ("get", "/nodes"),
@@ -48,6 +50,7 @@ fn allowed(role: Option<&str>, method: &str, route: &str) -> bool {
         None => is(OPERATOR),
         Some(_) if is(OPERATOR) => false,
         Some("owner") => true,
+        Some(_) if is(OWNER_READS) => false,
         Some("deployer") => method == "get" || is(DEPLOYER),
         Some("read_only") => method == "get",
         Some(other) => panic!("{other}"),

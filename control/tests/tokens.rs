@@ -1,5 +1,5 @@
-//! `GET /tokens` (the organization's tokens without a secret) and `DELETE /members/{id}`
-//! against a real control plane and PostgreSQL.
+//! `GET /tokens` (the organization's tokens without a secret, to an owner only) and
+//! `DELETE /members/{id}` against a real control plane and PostgreSQL.
 
 mod common;
 
@@ -57,8 +57,33 @@ async fn tokens_are_listed_without_secrets_and_a_revoked_one_is_gone() -> anyhow
         h.call("GET", "/organization", &ci_secret, None).await.0,
         200
     );
-    let (_, list) = h.call("GET", "/tokens", &ci_secret, None).await;
+    let (_, list) = h.call("GET", "/tokens", &owner, None).await;
     assert!(list["items"][1]["last_used_at"].is_string(), "{list}");
+    // Who holds which token is the owner's to see: a deployer or read_only token is refused.
+    let (_, reader) = h
+        .call(
+            "POST",
+            "/tokens",
+            &owner,
+            Some(json!({ "name": "dash", "role": "read_only" })),
+        )
+        .await;
+    let reader = reader["secret"].as_str().unwrap().to_owned();
+    for (token, role) in [(&ci_secret, "deployer"), (&reader, "read_only")] {
+        let (status, v) = h.call("GET", "/tokens", token, None).await;
+        assert_eq!(status, 403, "{role}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("needs the owner role") && message.contains(role),
+            "{message}"
+        );
+    }
+    let (_, list) = h.call("GET", "/tokens", &owner, None).await;
+    let reader_id = list["items"][2]["id"].as_str().unwrap().to_owned();
+    let (status, _) = h
+        .call("DELETE", &format!("/tokens/{reader_id}"), &owner, None)
+        .await;
+    assert_eq!(status, 204);
     let (_, theirs) = h.call("GET", "/tokens", &other, None).await;
     assert_eq!(names(&theirs), ["initial"], "{theirs}");
 

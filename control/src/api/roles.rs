@@ -4,9 +4,9 @@
 //! |---|---|
 //! | anyone | `GET /openapi.json`, `POST /webhooks/github/{id}` and `POST /webhooks/github/projects/{id}` (signed instead), `POST /nodes/join` (a join token instead) |
 //! | operator token | `POST /organizations`, `/nodes` (GET, POST), `DELETE /nodes/{id}`, `POST /nodes/{id}/drain`, `POST /nodes/{id}/heartbeat`, `POST /nodes/join-tokens` |
-//! | `read_only` | every other `GET` of its organization |
+//! | `read_only` | every other `GET` of its organization, but `GET /tokens` |
 //! | `deployer` | that, and deployments (create, rollback, cancel) and custom domains (add, remove, verify) |
-//! | `owner` | everything of its organization: projects, environments, services, secrets, tokens, members, webhook secrets |
+//! | `owner` | everything of its organization: projects, environments, services, secrets, tokens (listing them too), members, webhook secrets |
 //!
 //! A route that is not in the table needs `owner` unless it is a `GET`.
 
@@ -42,6 +42,10 @@ const DEPLOYER: &[(&str, &str)] = &[
     ("POST", "/services/{id}/domains/{domain}/verify"),
 ];
 
+/// Reads only an owner may make: the organization's tokens (names, roles, last use) tell who
+/// can do what; an owner manages them.
+const OWNER_READS: &[(&str, &str)] = &[("GET", "/tokens")];
+
 /// Whether `path` is served without a token.
 pub fn is_public(path: &str) -> bool {
     path == "/openapi.json"
@@ -63,6 +67,8 @@ pub fn need(method: &str, route: Option<&str>) -> Need {
     let is = |table: &[(&str, &str)]| table.iter().any(|(m, r)| *m == method && *r == route);
     if is(OPERATOR) {
         Need::Operator
+    } else if is(OWNER_READS) {
+        Need::Role(Role::Owner)
     } else if matches!(method.as_str(), "GET" | "HEAD") {
         Need::Role(Role::ReadOnly)
     } else if is(DEPLOYER) {
@@ -81,11 +87,15 @@ pub fn refusal(need: Role, have: Role) -> String {
 mod tests {
     use super::*;
 
+    fn is_owner_read(route: &str) -> bool {
+        OWNER_READS.iter().any(|(_, r)| *r == route)
+    }
+
     #[test]
     fn every_route_needs_something_and_mutations_need_more_than_read_only() {
         for (method, route) in super::super::ROUTES {
             let need = need(method, Some(route));
-            if *method == "get" {
+            if *method == "get" && !is_owner_read(route) {
                 assert!(
                     matches!(
                         need,
@@ -97,7 +107,7 @@ mod tests {
                 assert_ne!(need, Need::Role(Role::ReadOnly), "{method} {route}");
             }
         }
-        for (m, r) in OPERATOR.iter().chain(DEPLOYER) {
+        for (m, r) in OPERATOR.iter().chain(DEPLOYER).chain(OWNER_READS) {
             assert!(
                 super::super::ROUTES
                     .iter()
@@ -110,6 +120,7 @@ mod tests {
             Need::Role(Role::Owner)
         );
         assert_eq!(need("POST", Some("/tokens")), Need::Role(Role::Owner));
+        assert_eq!(need("GET", Some("/tokens")), Need::Role(Role::Owner));
         assert_eq!(need("GET", None), Need::Role(Role::ReadOnly));
         assert!(Role::Owner > Role::Deployer && Role::Deployer > Role::ReadOnly);
     }
