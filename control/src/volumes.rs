@@ -2,7 +2,9 @@
 //! mistaken delete loses no data at once. Deleting the service (`pipeline::teardown`) records
 //! each node that ran it in `volume_deletions` with the time its volumes may go; the node
 //! monitor calls [`sweep`], which asks each node whose time came to remove them
-//! (`NodeAgent.RemoveVolume`) and forgets the row once the node did.
+//! (`NodeAgent.RemoveVolume`) and forgets the row once the node did. One volume taken out of a
+//! live service with a purge (`PATCH /services/{id}`) goes the same way, due at once; its node
+//! refuses while the running container still mounts it, so it goes after the next deploy.
 
 use std::time::Duration;
 
@@ -15,21 +17,23 @@ use crate::store::{Store, StoreError};
 /// How long the volumes of a deleted service are kept on their node.
 pub const GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Records that the service's volumes on `nodes` go at `delete_after` (a later delete of the
-/// same service keeps the earlier time).
+/// Records that the service's volumes on `nodes` (every one, or the one named) go at
+/// `delete_after` (a later delete of the same service keeps the earlier time).
 pub async fn schedule_deletion(
     store: &Store,
     service_id: Uuid,
+    volume: Option<&str>,
     nodes: &[Uuid],
     delete_after: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     for node in nodes {
         sqlx::query(
-            "INSERT INTO volume_deletions (service_id, node_id, delete_after) VALUES ($1, $2, $3) \
-             ON CONFLICT (service_id, node_id) DO NOTHING",
+            "INSERT INTO volume_deletions (service_id, node_id, volume_name, delete_after) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (service_id, node_id, volume_name) DO NOTHING",
         )
         .bind(service_id)
         .bind(node)
+        .bind(volume.unwrap_or_default())
         .bind(delete_after)
         .execute(&store.pool)
         .await?;
@@ -46,10 +50,25 @@ pub async fn purge(store: &Store, service_id: Uuid) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The deletions whose time came, as (service, node, node address).
-async fn due(store: &Store) -> Result<Vec<(Uuid, Uuid, String)>, StoreError> {
+/// Whether one of the service's volumes by this name still waits for its data to go.
+pub async fn deletion_pending(
+    store: &Store,
+    service_id: Uuid,
+    volume: &str,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM volume_deletions WHERE service_id = $1 AND volume_name = $2)",
+    )
+    .bind(service_id)
+    .bind(volume)
+    .fetch_one(&store.pool)
+    .await?)
+}
+
+/// The deletions whose time came, as (service, node, volume name or '' for all, node address).
+async fn due(store: &Store) -> Result<Vec<(Uuid, Uuid, String, String)>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT v.service_id, v.node_id, n.address FROM volume_deletions v \
+        "SELECT v.service_id, v.node_id, v.volume_name, n.address FROM volume_deletions v \
          JOIN nodes n ON n.id = v.node_id WHERE v.delete_after <= now() ORDER BY v.delete_after",
     )
     .fetch_all(&store.pool)
@@ -60,23 +79,28 @@ async fn due(store: &Store) -> Result<Vec<(Uuid, Uuid, String)>, StoreError> {
 /// volumes. A node that does not answer keeps its row (tried again at the next sweep).
 pub async fn sweep(store: &Store, clients: &Clients) -> Result<usize, StoreError> {
     let mut done = 0;
-    for (service, node, address) in due(store).await? {
+    for (service, node, volume, address) in due(store).await? {
+        let name = Some(volume.as_str()).filter(|v| !v.is_empty());
         match clients
             .node
-            .remove_volumes(&address, &service.to_string())
+            .remove_volumes(&address, &service.to_string(), name)
             .await
         {
             Ok(()) => {
-                sqlx::query("DELETE FROM volume_deletions WHERE service_id = $1 AND node_id = $2")
-                    .bind(service)
-                    .bind(node)
-                    .execute(&store.pool)
-                    .await?;
-                tracing::info!(%service, %node, "volumes of a deleted service removed");
+                sqlx::query(
+                    "DELETE FROM volume_deletions WHERE service_id = $1 AND node_id = $2 \
+                     AND volume_name = $3",
+                )
+                .bind(service)
+                .bind(node)
+                .bind(&volume)
+                .execute(&store.pool)
+                .await?;
+                tracing::info!(%service, %node, volume, "volumes removed");
                 done += 1;
             }
             Err(e) => {
-                tracing::warn!(%service, %node, error = %e, "removing the volumes of a deleted service failed; tried again later");
+                tracing::warn!(%service, %node, volume, error = %e, "removing volumes failed; tried again later");
             }
         }
     }

@@ -46,7 +46,7 @@ impl NodeClient for LoopbackNode {
     async fn remove_deployment(&self, _: &str, _: &str, _: u32) -> Result<(), ClientError> {
         Ok(())
     }
-    async fn remove_volumes(&self, _: &str, _: &str) -> Result<(), ClientError> {
+    async fn remove_volumes(&self, _: &str, _: &str, _: Option<&str>) -> Result<(), ClientError> {
         Ok(())
     }
     async fn info(&self, _: &str) -> Result<NodeCapacity, ClientError> {

@@ -238,3 +238,128 @@ async fn a_deleted_services_volumes_go_after_the_grace_period() -> anyhow::Resul
     h.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn volumes_are_added_and_removed_after_create_and_kind_stays() -> anyhow::Result<()> {
+    let daemons = Daemons::default();
+    let address = daemons.serve(PROXY_TOKEN).await?;
+    let db = common::database().await?;
+    let mut config = common::config(&db);
+    config.proxy_address = address.clone();
+    config.proxy_token = PROXY_TOKEN.into();
+    let clients = control::daemon::grpc_clients(&config);
+    let h = Harness::start_on(db, control::daemon::grpc_clients(&config)).await?;
+    h.register_node("n1", "compute", &address).await;
+    let (_, t) = h.org("vol-d").await;
+    let (_, service) = h
+        .service(
+            &t,
+            json!({ "name": "app", "image": "o/app:1", "replicas": 2 }),
+        )
+        .await;
+    let path = format!("/services/{service}");
+    let d = h.deploy(&t, &service, json!({})).await;
+    let v = h.wait_terminal(&t, &d, Duration::from_secs(20)).await;
+    assert_eq!(v["state"], "ready", "{v}");
+    let data = volume("data", "/var/lib/data", 64 << 20);
+    let patch = |body: Value| {
+        let (h, t, path) = (&h, &t, &path);
+        async move { h.call("PATCH", path, t, Some(body)).await }
+    };
+
+    // Two replicas cannot share a volume: refused, naming what to send.
+    let (status, v) = patch(json!({ "volumes": [data] })).await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["field"], "volumes", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("replicas: 1"),
+        "{v}"
+    );
+    let (status, v) = patch(json!({ "volumes": [data], "replicas": 1 })).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["volumes"], json!([data]), "{v}");
+    assert_eq!(v["replicas"], 1, "{v}");
+    assert!(
+        v["note"].as_str().unwrap().contains("next deployment"),
+        "{v}"
+    );
+    // Applied at the next deployment: the node gets the volume with it, on one replica.
+    let d = h.deploy(&t, &service, json!({})).await;
+    let v = h.wait_terminal(&t, &d, Duration::from_secs(20)).await;
+    assert_eq!(v["state"], "ready", "{v}");
+    let last = daemons.recorded().deploys.last().cloned().unwrap();
+    assert_eq!(last.volumes.len(), 1, "{last:?}");
+    assert_eq!(last.volumes[0].mount_path, "/var/lib/data");
+
+    // Kind and engine are what the service is: unchanged they pass, changed they are refused
+    // saying what to do instead.
+    let (status, v) = patch(json!({ "kind": "web" })).await;
+    assert_eq!(status, 200, "{v}");
+    for (field, value) in [("kind", "worker"), ("engine", "postgres")] {
+        let (status, v) = patch(json!({ field: value })).await;
+        assert_eq!(status, 422, "{field}: {v}");
+        assert_eq!(v["error"]["field"], field, "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("fixed at create") && message.contains("backups restore --into"),
+            "{message}"
+        );
+    }
+    // A kept volume keeps its path and size; a left-out one needs the purge.
+    let (status, v) =
+        patch(json!({ "volumes": [volume("data", "/var/lib/data", 128 << 20)] })).await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (422, Some("volumes[0]")),
+        "{v}"
+    );
+    let (status, v) = patch(json!({ "volumes": [] })).await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (422, Some("volumes")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("purge_volumes"),
+        "{v}"
+    );
+    let (status, v) = patch(json!({ "purge_volumes": true })).await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (422, Some("purge_volumes")),
+        "{v}"
+    );
+    let (_, kept) = h.call("GET", &path, &t, None).await;
+    assert_eq!(kept["volumes"], json!([data]), "nothing changed: {kept}");
+
+    let (status, v) = patch(json!({ "volumes": [], "purge_volumes": true })).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["volumes"], json!([]), "{v}");
+    let due: Vec<String> = sqlx::query_scalar(
+        "SELECT volume_name FROM volume_deletions WHERE service_id = $1::uuid \
+         AND delete_after <= now()",
+    )
+    .bind(&service)
+    .fetch_all(&h.store().pool)
+    .await?;
+    assert_eq!(due, ["data"]);
+    // The same name cannot come back while its old data is being deleted.
+    let (status, v) = patch(json!({ "volumes": [data] })).await;
+    assert_eq!(status, 409, "{v}");
+    // The node monitor's sweep removes that one volume, not the service's others.
+    assert_eq!(control::volumes::sweep(&h.store(), &clients).await?, 1);
+    assert_eq!(
+        daemons.recorded().volume_removals,
+        [(service.clone(), "data".to_owned())]
+    );
+    let (status, v) = patch(json!({ "volumes": [data] })).await;
+    assert_eq!(status, 200, "gone, so the name is free again: {v}");
+    h.stop().await;
+    Ok(())
+}

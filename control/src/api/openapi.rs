@@ -56,6 +56,14 @@ pub fn document() -> Value {
     let uuid = json!({"type": "string", "format": "uuid"});
     let name =
         json!({"type": "string", "pattern": "^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$", "maxLength": 40});
+    let volume = obj(
+        &["name", "mount_path", "size_bytes"],
+        json!({
+            "name": name,
+            "mount_path": { "type": "string", "description": "absolute plain path, not under /proc, /sys, /dev or /etc/hosts" },
+            "size_bytes": { "type": "integer", "minimum": spec::VOLUME_SIZE_BYTES.start(), "maximum": spec::VOLUME_SIZE_BYTES.end() }
+        }),
+    );
     let git_ref = json!({"type": "string", "maxLength": tenant::git::MAX_REF_LEN,
         "description": "a branch or tag by git's check-ref-format rules; no part may start with '-'"});
     let image = json!({"type": "string", "maxLength": 512,
@@ -273,11 +281,7 @@ pub fn document() -> Value {
                     "volumes": {
                         "type": "array", "maxItems": spec::MAX_VOLUMES,
                         "description": "persistent volumes: each on the node that runs the service, size enforced (writes past it fail with ENOSPC), kept across deploys; a service with volumes deploys stop-old-then-start-new; a deleted service's volumes are removed after a grace period",
-                        "items": obj(&["name", "mount_path", "size_bytes"], json!({
-                            "name": name,
-                            "mount_path": { "type": "string", "description": "absolute plain path, not under /proc, /sys, /dev or /etc/hosts" },
-                            "size_bytes": { "type": "integer", "minimum": spec::VOLUME_SIZE_BYTES.start(), "maximum": spec::VOLUME_SIZE_BYTES.end() }
-                        }))
+                        "items": volume
                     }
                 })),
                 "UpdateService": obj(&[], json!({
@@ -286,7 +290,15 @@ pub fn document() -> Value {
                     "command": argv, "args": argv,
                     "env": env, "secrets": env,
                     "env_set": env, "secrets_set": env,
-                    "unset": { "type": "array", "items": s, "description": "variables or secrets to remove; with env_set and secrets_set the merge form (the others kept), not with env or secrets (they replace all)" }
+                    "unset": { "type": "array", "items": s, "description": "variables or secrets to remove; with env_set and secrets_set the merge form (the others kept), not with env or secrets (they replace all)" },
+                    "volumes": {
+                        "type": "array", "maxItems": spec::MAX_VOLUMES,
+                        "description": "the service's volumes from now on, applied at the next deployment (a service with volumes runs one replica, stop-old-then-start-new); a kept volume keeps its path and size; one left out is removed with its data only with purge_volumes",
+                        "items": volume
+                    },
+                    "purge_volumes": { "type": "boolean", "description": "with volumes: the volumes left out are deleted with their data (once no container mounts them)" },
+                    "kind": { "type": "string", "description": "fixed at create: accepted unchanged, a change is refused (create a new service and restore a backup into it)" },
+                    "engine": { "type": "string", "description": "fixed at create, as kind" }
                 })),
                 "AddDomain": obj(&["domain"], json!({ "domain": s })),
                 "CreateDeployment": obj(&[], json!({

@@ -564,11 +564,29 @@ pub struct UpdateService {
     /// ...and variables or secrets to remove.
     #[serde(default)]
     pub unset: Option<Vec<String>>,
+    /// The whole set of volumes from now on (added ones are created at the next deploy); one
+    /// left out is removed with its data only with `purge_volumes`.
+    #[serde(default)]
+    pub volumes: Option<Vec<VolumeInput>>,
+    #[serde(default)]
+    pub purge_volumes: bool,
+    /// Fixed at create: accepted only unchanged (`services::update` refuses a change, saying
+    /// what to do instead).
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub engine: Option<String>,
 }
 
 impl UpdateService {
     pub fn parse(&self) -> ApiResult<ServicePatch> {
         no_domains(self.domains.as_deref().unwrap_or_default())?;
+        if self.purge_volumes && self.volumes.is_none() {
+            return Err(invalid(
+                "purge_volumes",
+                "goes with volumes: send the volumes to keep, purge_volumes removes the others",
+            ));
+        }
         let env = match (&self.env, &self.secrets) {
             (None, None) => None,
             (e, s) => Some(env_vars(
@@ -611,6 +629,7 @@ impl UpdateService {
             args: self.args.as_deref().map(|a| argv("args", a)).transpose()?,
             env,
             vars,
+            volumes: self.volumes.as_deref().map(volumes).transpose()?,
         })
     }
 

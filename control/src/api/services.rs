@@ -149,13 +149,34 @@ pub async fn update(
     Body(req): Body<UpdateService>,
 ) -> ApiResult<Json<Value>> {
     let patch = req.parse()?;
-    if let Some(engine) = state.store.managed_engine(id).await? {
+    let before = state.store.service(org.id, id).await?;
+    let engine = state.store.managed_engine(id).await?;
+    fixed_at_create(&req, &before, engine)?;
+    if let Some(engine) = engine {
         crate::managed::spec::check_patch(&req, engine)?;
     }
     if let Some(image) = &patch.image {
         state.sources.check_image("image", org.id, image).await?;
     }
-    let before = state.store.service(org.id, id).await?;
+    let removed = match &patch.volumes {
+        Some(after) => volume_change(&state, &before, after, req.purge_volumes).await?,
+        None => vec![],
+    };
+    let volumes_after = patch.volumes.as_ref().unwrap_or(&before.volumes);
+    let volumes_changed = *volumes_after != before.volumes;
+    if !volumes_after.is_empty() && patch.replicas.unwrap_or(before.replicas) > 1 {
+        return Err(match patch.replicas {
+            Some(_) => invalid("replicas", ONE_REPLICA_WITH_VOLUMES),
+            None => invalid(
+                "volumes",
+                format!(
+                    "the service runs {} replicas and {ONE_REPLICA_WITH_VOLUMES}: send \
+                     replicas: 1 with them",
+                    before.replicas
+                ),
+            ),
+        });
+    }
     if let Some(change) = &patch.vars {
         let current = state.store.service(org.id, id).await?.env;
         let mut names: std::collections::BTreeSet<&String> = current.keys().collect();
@@ -174,12 +195,7 @@ pub async fn update(
     // A new replica count is deployed at once (the image serving now, no build) unless a
     // deployment on its way will start with it (#15).
     let scale = match patch.replicas {
-        Some(replicas) if replicas != before.replicas => {
-            if replicas > 1 && !before.volumes.is_empty() {
-                return Err(invalid("replicas", ONE_REPLICA_WITH_VOLUMES));
-            }
-            scale_needs_deployment(&state, id).await?
-        }
+        Some(replicas) if replicas != before.replicas => scale_needs_deployment(&state, id).await?,
         _ => false,
     };
     let service = state
@@ -190,12 +206,133 @@ pub async fn update(
             crate::store::StoreError::Conflict(m) => invalid("image", m),
             other => ApiError::from(other),
         })?;
+    if !removed.is_empty() {
+        purge_removed_volumes(&state, id, &removed).await?;
+    }
     let mut v = view(&state, org.id, service).await?;
     if scale && let Some(d) = state.store.redeploy_current(org.id, id).await? {
         state.wake.notify_waiters();
         v["deployment"] = json!(d);
     }
+    if volumes_changed {
+        v["note"] = json!(
+            "volumes change at the next deployment (a service with volumes runs one replica and \
+             stops the old container before starting the new); a removed volume's data is \
+             deleted once no container mounts it"
+        );
+    }
     Ok(Json(v))
+}
+
+/// `kind` and `engine` are what the service is: sent unchanged they are accepted (a client
+/// sending the whole service back), changed they are refused saying what to do instead.
+fn fixed_at_create(
+    req: &UpdateService,
+    before: &Service,
+    engine: Option<::api::Engine>,
+) -> ApiResult<()> {
+    const INSTEAD: &str = "create a new service with it and, for a database, restore a backup \
+                           into it (POST /services/{id}/backups/{backup}/restore with \
+                           into_service; `stackpad backups restore --into <service>`)";
+    if let Some(kind) = &req.kind
+        && kind != before.kind.as_str()
+    {
+        return Err(invalid(
+            "kind",
+            format!(
+                "a service's kind is fixed at create (this one is {}): {INSTEAD}",
+                before.kind.as_str()
+            ),
+        ));
+    }
+    if let Some(given) = &req.engine {
+        let now = engine.map(|e| e.to_string());
+        if now.as_deref() != Some(given.as_str()) {
+            return Err(invalid(
+                "engine",
+                format!(
+                    "a service's engine is fixed at create (this one has {}): {INSTEAD}",
+                    now.as_deref().unwrap_or("none")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The volumes `after` takes out of the service (named), checked: a kept volume keeps its
+/// path and size, a removed one needs `purge` (its data goes), an added one may not reuse the
+/// name of one whose data is still being deleted.
+async fn volume_change(
+    state: &AppState,
+    before: &Service,
+    after: &[crate::store::Volume],
+    purge: bool,
+) -> ApiResult<Vec<String>> {
+    for (i, v) in after.iter().enumerate() {
+        match before.volumes.iter().find(|b| b.name == v.name) {
+            Some(b) if b.mount_path != v.mount_path || b.size_bytes != v.size_bytes => {
+                return Err(invalid(
+                    &format!("volumes[{i}]"),
+                    format!(
+                        "volume {} is at {} with {} bytes: a volume's path and size are fixed; \
+                         add another volume instead",
+                        b.name, b.mount_path, b.size_bytes
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                if crate::volumes::deletion_pending(&state.store, before.id, &v.name).await? {
+                    return Err(ApiError::Conflict(format!(
+                        "volume {} of this service is still being deleted; give the new one \
+                         another name",
+                        v.name
+                    )));
+                }
+            }
+        }
+    }
+    let removed: Vec<&crate::store::Volume> = before
+        .volumes
+        .iter()
+        .filter(|b| !after.iter().any(|v| v.name == b.name))
+        .collect();
+    if !removed.is_empty() && !purge {
+        let list = removed
+            .iter()
+            .map(|v| format!("{} at {}", v.name, v.mount_path))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(invalid(
+            "volumes",
+            format!(
+                "leaving out {list} deletes its data: send purge_volumes: true to remove it \
+                 (`stackpad services set --remove-volume <path> --purge`)"
+            ),
+        ));
+    }
+    Ok(removed.into_iter().map(|v| v.name.clone()).collect())
+}
+
+/// The removed volumes' data goes on every node that ran the service, due now: the node
+/// monitor's sweep (`crate::volumes::sweep`) asks the nodes; a node refuses while the running
+/// container still mounts the volume, so it goes once the next deployment replaced that one.
+async fn purge_removed_volumes(state: &AppState, id: Uuid, removed: &[String]) -> ApiResult<()> {
+    let mut nodes: Vec<Uuid> = state
+        .store
+        .service_deployment_nodes(id)
+        .await?
+        .iter()
+        .filter_map(|d| d.node_id)
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    for name in removed {
+        crate::volumes::schedule_deletion(&state.store, id, Some(name), &nodes, chrono::Utc::now())
+            .await?;
+    }
+    Ok(())
 }
 
 const ONE_REPLICA_WITH_VOLUMES: &str =

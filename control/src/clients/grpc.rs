@@ -392,12 +392,17 @@ impl NodeClient for GrpcNode {
         Ok(())
     }
 
-    async fn remove_volumes(&self, node: &str, service_id: &str) -> Result<(), ClientError> {
+    async fn remove_volumes(
+        &self,
+        node: &str,
+        service_id: &str,
+        name: Option<&str>,
+    ) -> Result<(), ClientError> {
         let mut client = n::node_agent_client::NodeAgentClient::new(self.channels.get(NODE, node)?);
         client
             .remove_volume(n::RemoveVolumeRequest {
                 service_id: service_id.to_owned(),
-                name: String::new(),
+                name: name.unwrap_or_default().to_owned(),
             })
             .await
             .map_err(|s| status_error(NODE, node, s))?;

@@ -179,8 +179,14 @@ pub trait NodeClient: Send + Sync {
         grace_ms: u32,
     ) -> Result<(), ClientError>;
     async fn info(&self, node: &str) -> Result<NodeCapacity, ClientError>;
-    /// Deletes every volume of the service on the node, with its data. Idempotent.
-    async fn remove_volumes(&self, node: &str, service_id: &str) -> Result<(), ClientError>;
+    /// Deletes every volume of the service on the node (or the one named), with its data.
+    /// Idempotent; refused while a running container holds the volume.
+    async fn remove_volumes(
+        &self,
+        node: &str,
+        service_id: &str,
+        name: Option<&str>,
+    ) -> Result<(), ClientError>;
     /// The service's volumes on the node with the bytes each uses (`ListVolumes`). A client
     /// that cannot ask says so.
     async fn list_volumes(

@@ -172,6 +172,8 @@ pub fn check_patch(req: &UpdateService, engine: Engine) -> ApiResult<()> {
         ("env_set", req.env_set.is_some()),
         ("secrets_set", req.secrets_set.is_some()),
         ("unset", req.unset.is_some()),
+        // Its data volume is the platform's.
+        ("volumes", req.volumes.is_some()),
     ];
     match given.iter().find(|(_, g)| *g) {
         None => Ok(()),

@@ -668,7 +668,12 @@ impl NodeClient for FakeNode {
         );
         Ok(())
     }
-    async fn remove_volumes(&self, _node: &str, service_id: &str) -> Result<(), ClientError> {
+    async fn remove_volumes(
+        &self,
+        _node: &str,
+        service_id: &str,
+        _name: Option<&str>,
+    ) -> Result<(), ClientError> {
         record(
             &self.log,
             Call::RemoveVolumes {

@@ -102,7 +102,7 @@ async fn take_off(
         nodes.dedup();
         let delete_after = chrono::Utc::now()
             + chrono::Duration::from_std(grace.volumes).unwrap_or(chrono::Duration::MAX);
-        crate::volumes::schedule_deletion(store, service.id, &nodes, delete_after).await?;
+        crate::volumes::schedule_deletion(store, service.id, None, &nodes, delete_after).await?;
     }
     for d in deployments {
         let deployment = d.id;

@@ -60,6 +60,8 @@ pub struct ServicePatch {
     pub env: Option<(BTreeMap<String, String>, BTreeMap<String, String>)>,
     /// Sets and removes the variables it names, the others kept.
     pub vars: Option<super::VarChange>,
+    /// Replaces the service's volumes (checked by the API against the current ones).
+    pub volumes: Option<Vec<Volume>>,
 }
 
 const COLUMNS: &str = "id, project_id, environment_id, name, kind, image, git_url, git_subdirectory, build, \
@@ -341,7 +343,8 @@ impl Store {
              health_check = COALESCE($5, health_check), port = COALESCE($6, port), \
              port_explicit = port_explicit OR $6 IS NOT NULL, \
              replicas = COALESCE($7, replicas), domains = COALESCE($8, domains), \
-             command = COALESCE($9, command), args = COALESCE($10, args) \
+             command = COALESCE($9, command), args = COALESCE($10, args), \
+             volumes = COALESCE($11, volumes) \
              WHERE id = $1 AND organization_id = $2",
         )
         .bind(id)
@@ -354,6 +357,7 @@ impl Store {
         .bind(&p.domains)
         .bind(&p.command)
         .bind(&p.args)
+        .bind(p.volumes.as_ref().map(Json))
         .execute(&mut *tx)
         .await?;
         if let Some((env, secrets)) = &p.env {

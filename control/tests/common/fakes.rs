@@ -200,7 +200,12 @@ impl NodeClient for FakeNode {
         });
         Ok(())
     }
-    async fn remove_volumes(&self, node: &str, service_id: &str) -> Result<(), ClientError> {
+    async fn remove_volumes(
+        &self,
+        node: &str,
+        service_id: &str,
+        _name: Option<&str>,
+    ) -> Result<(), ClientError> {
         self.log.lock().unwrap().push(Call::RemoveVolumes {
             node: node.into(),
             service: service_id.into(),
