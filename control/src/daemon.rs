@@ -300,6 +300,20 @@ pub async fn start(
     } else {
         tracing::info!("no clickhouse_url: idle previews are never stopped");
     }
+    if config.github_status_interval_ms > 0 {
+        // Previews' deployment statuses for projects with a GitHub token (#17).
+        let reporter =
+            crate::github::Reporter::new(store.clone(), &config.github_api_url, &config.apps_domain);
+        let every = Duration::from_millis(config.github_status_interval_ms);
+        tasks.spawn(run_singleton(
+            store.clone(),
+            "github-statuses",
+            instance,
+            job_lease,
+            shutdown_rx.clone(),
+            move |stop| reporter.clone().run(every, stop),
+        ));
+    }
     {
         let store = store.clone();
         let every = Duration::from_millis(config.heartbeat_interval_ms);
@@ -344,31 +358,39 @@ async fn monitor_nodes(
 ) {
     loop {
         if let Ok(nodes) = store.nodes().await {
-            for node in nodes {
-                let answer = match node.role {
-                    NodeRole::Compute => clients.node.info(&node.address).await.map(|c| {
-                        Some((c.cpu_millis_total as i64, c.memory_bytes_total as i64))
-                            .filter(|c| c.0 > 0 || c.1 > 0)
-                    }),
-                    NodeRole::Build => clients.builder.ping(&node.address).await.map(|_| None),
-                    NodeRole::Proxy => continue,
-                };
-                match answer {
-                    Ok(capacity) => {
-                        let _ = store.heartbeat(node.id, capacity).await;
-                        // Back after it was down: what it still runs of deployments replaced
-                        // meanwhile goes (#15).
-                        if node.status == NodeStatus::Down
-                            && node.role == NodeRole::Compute
-                            && let Err(e) =
-                                reschedule::clean_returned(&store, &clients, &node).await
-                        {
-                            tracing::warn!(node = %node.name, error = %e, "cleaning a returned node failed");
+            // All at once: a dead node's call (until its channel's keep-alive gives up) must not
+            // hold back the heartbeats of the others past `down_after`.
+            futures::future::join_all(nodes.into_iter().map(|node| {
+                let (store, clients) = (&store, &clients);
+                async move {
+                    let answer = match node.role {
+                        NodeRole::Compute => clients.node.info(&node.address).await.map(|c| {
+                            Some((c.cpu_millis_total as i64, c.memory_bytes_total as i64))
+                                .filter(|c| c.0 > 0 || c.1 > 0)
+                        }),
+                        NodeRole::Build => clients.builder.ping(&node.address).await.map(|_| None),
+                        NodeRole::Proxy => return,
+                    };
+                    match answer {
+                        Ok(capacity) => {
+                            let _ = store.heartbeat(node.id, capacity).await;
+                            // Back after it was down: what it still runs of deployments
+                            // replaced meanwhile goes (#15).
+                            if node.status == NodeStatus::Down
+                                && node.role == NodeRole::Compute
+                                && let Err(e) =
+                                    reschedule::clean_returned(store, clients, &node).await
+                            {
+                                tracing::warn!(node = %node.name, error = %e, "cleaning a returned node failed");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(node = %node.name, error = %e, "node did not answer")
                         }
                     }
-                    Err(e) => tracing::debug!(node = %node.name, error = %e, "node did not answer"),
                 }
-            }
+            }))
+            .await;
         }
         crate::endpoints::reconcile(&store, &clients).await;
         // Volumes of deleted services whose grace period is over (#14).
