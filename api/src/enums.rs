@@ -379,6 +379,21 @@ closed_set! {
     }
 }
 
+closed_set! {
+    /// A GitHub deployment status (`state` of `POST /repos/{owner}/{repo}/deployments/{id}/statuses`)
+    /// as Stackpad sends it for a pull request's preview.
+    GitHubDeploymentState, "GitHub deployment state" {
+        /// The preview is being built or deployed.
+        InProgress = "in_progress",
+        /// The preview serves the head at its URL.
+        Success = "success",
+        /// A deployment of the head failed.
+        Failure = "failure",
+        /// The pull request was closed: the preview is gone.
+        Inactive = "inactive",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +424,7 @@ mod tests {
         round_trip(MemberRole::ALL);
         round_trip(WebhookOutcome::ALL);
         round_trip(PreviewStatus::ALL);
+        round_trip(GitHubDeploymentState::ALL);
         round_trip(Engine::ALL);
         round_trip(BackupState::ALL);
         round_trip(BackupVerification::ALL);

@@ -9,6 +9,6 @@ pub mod enums;
 
 pub use enums::{
     BackupKind, BackupState, BackupTrigger, BackupVerification, DeploymentState, DomainStatus,
-    Engine, MemberRole, NodeRole, NodeStatus, Phase, PreviewStatus, RestoreState, ServiceKind,
-    TokenRole, UnknownValue, WebhookOutcome,
+    Engine, GitHubDeploymentState, MemberRole, NodeRole, NodeStatus, Phase, PreviewStatus,
+    RestoreState, ServiceKind, TokenRole, UnknownValue, WebhookOutcome,
 };

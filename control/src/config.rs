@@ -98,6 +98,12 @@ pub struct Config {
     /// How long the volumes of a deleted service (a closed preview's database included) stay
     /// on their node before they are removed (#14, #17); default 7 days.
     pub volume_grace_secs: u64,
+    /// GitHub's REST API, where previews' deployment statuses go for projects with a GitHub
+    /// token (#17): `https://api.github.com`, or an Enterprise Server's `https://<host>/api/v3`.
+    pub github_api_url: String,
+    /// How often previews' states are compared with what GitHub was told; 0 = never (another
+    /// control plane instance does it).
+    pub github_status_interval_ms: u64,
     /// Prometheus `/metrics` listener; none = not served.
     pub metrics_listen: Option<SocketAddr>,
     /// Address blocks a tenant's git host may never resolve to, beyond the built-in private
@@ -145,6 +151,8 @@ impl Default for Config {
             domain_check_interval_ms: 300_000,
             idle_check_interval_ms: 10_000,
             volume_grace_secs: crate::volumes::GRACE.as_secs(),
+            github_api_url: "https://api.github.com".into(),
+            github_status_interval_ms: 5_000,
             metrics_listen: None,
             egress_deny: vec![],
             egress_allow: vec![],
@@ -231,6 +239,15 @@ impl Config {
         }
         if !self.admin_token.is_empty() && self.admin_token.len() < 16 {
             return Err(invalid("admin_token", "must be at least 16 characters"));
+        }
+        if !(self.github_api_url.starts_with("https://")
+            || self.github_api_url.starts_with("http://"))
+            || reqwest::Url::parse(&self.github_api_url).is_err()
+        {
+            return Err(invalid(
+                "github_api_url",
+                format!("{:?} is not an http(s) URL", self.github_api_url),
+            ));
         }
         if self.workers == 0 {
             return Err(invalid("workers", "must be at least 1"));

@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod dashboard;
 pub mod domains;
 pub mod endpoints;
+pub mod github;
 pub mod idle;
 pub mod logretention;
 pub mod logsearch;

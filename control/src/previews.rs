@@ -7,6 +7,8 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use ::api::{DeploymentState, PreviewStatus};
+
 use crate::store::PreviewSettings;
 
 /// The repository part of a GitHub payload.
@@ -181,6 +183,26 @@ pub fn is_idle(
     now.signed_duration_since(last) >= chrono::Duration::seconds(i64::from(idle_seconds.max(1)))
 }
 
+/// Pure: a preview's status from the newest deployment of each of its services: `failed` if
+/// one failed, `deploying` while one is on its way, `ready` when all are, else `pending`.
+pub fn preview_status(states: &[DeploymentState]) -> PreviewStatus {
+    use DeploymentState as S;
+    if states.is_empty() {
+        PreviewStatus::Pending
+    } else if states.contains(&S::Failed) {
+        PreviewStatus::Failed
+    } else if states
+        .iter()
+        .any(|s| matches!(s, S::Queued | S::Building | S::Deploying))
+    {
+        PreviewStatus::Deploying
+    } else if states.iter().all(|s| *s == S::Ready) {
+        PreviewStatus::Ready
+    } else {
+        PreviewStatus::Pending
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +348,24 @@ mod tests {
         };
         assert!(same_repository("file:///srv/git/app.git", &local));
         assert!(!same_repository("file:///srv/git/other.git", &local));
+    }
+
+    #[test]
+    fn a_preview_is_ready_when_every_service_is_and_failed_when_one_failed() {
+        use DeploymentState as S;
+        assert_eq!(preview_status(&[]), PreviewStatus::Pending);
+        assert_eq!(preview_status(&[S::Ready, S::Ready]), PreviewStatus::Ready);
+        assert_eq!(
+            preview_status(&[S::Ready, S::Building]),
+            PreviewStatus::Deploying
+        );
+        assert_eq!(
+            preview_status(&[S::Deploying, S::Failed]),
+            PreviewStatus::Failed
+        );
+        assert_eq!(
+            preview_status(&[S::Ready, S::Cancelled]),
+            PreviewStatus::Pending
+        );
     }
 }

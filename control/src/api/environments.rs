@@ -25,9 +25,8 @@ use super::service_spec::env_vars;
 use super::validate::{self, parsed};
 use crate::domains::route::{self, PRODUCTION};
 use crate::pipeline::teardown::{Grace, TeardownError, tear_down_all};
-use crate::previews::{Repository, same_repository};
+use crate::previews::{Repository, preview_status, same_repository};
 use crate::store::{Environment, NewDeployment, Service, VarChange};
-use ::api::{DeploymentState, PreviewStatus};
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -115,26 +114,6 @@ pub(super) async fn view(state: &AppState, org: Uuid, env: Environment) -> ApiRe
         }
     };
     Ok(v)
-}
-
-/// Pure: a preview's status from the newest deployment of each of its services: `failed` if
-/// one failed, `deploying` while one is on its way, `ready` when all are, else `pending`.
-pub fn preview_status(states: &[DeploymentState]) -> PreviewStatus {
-    use DeploymentState as S;
-    if states.is_empty() {
-        PreviewStatus::Pending
-    } else if states.contains(&S::Failed) {
-        PreviewStatus::Failed
-    } else if states
-        .iter()
-        .any(|s| matches!(s, S::Queued | S::Building | S::Deploying))
-    {
-        PreviewStatus::Deploying
-    } else if states.iter().all(|s| *s == S::Ready) {
-        PreviewStatus::Ready
-    } else {
-        PreviewStatus::Pending
-    }
 }
 
 /// The head a preview builds: services built from `repository` deploy `commit` (of `git_ref`).
@@ -354,28 +333,4 @@ pub(super) async fn tear_down(
             "{e}; the {what} is kept, delete it again once that answers"
         )),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use DeploymentState as S;
-
-    #[test]
-    fn a_preview_is_ready_when_every_service_is_and_failed_when_one_failed() {
-        assert_eq!(preview_status(&[]), PreviewStatus::Pending);
-        assert_eq!(preview_status(&[S::Ready, S::Ready]), PreviewStatus::Ready);
-        assert_eq!(
-            preview_status(&[S::Ready, S::Building]),
-            PreviewStatus::Deploying
-        );
-        assert_eq!(
-            preview_status(&[S::Deploying, S::Failed]),
-            PreviewStatus::Failed
-        );
-        assert_eq!(
-            preview_status(&[S::Ready, S::Cancelled]),
-            PreviewStatus::Pending
-        );
-    }
 }

@@ -16,6 +16,7 @@ mod logs;
 mod nodes;
 pub mod openapi;
 mod organizations;
+mod github;
 mod previews;
 mod projects;
 pub mod roles;
@@ -162,6 +163,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/projects/{id}/previews"),
     ("put", "/projects/{id}/git-credentials"),
     ("delete", "/projects/{id}/git-credentials"),
+    ("put", "/projects/{id}/github-token"),
+    ("delete", "/projects/{id}/github-token"),
     ("get", "/projects/{id}/environments"),
     ("post", "/projects/{id}/environments"),
     ("get", "/environments/{id}"),
@@ -250,6 +253,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/projects/{id}/git-credentials",
             axum::routing::put(previews::put_credentials).delete(previews::delete_credentials),
+        )
+        .route(
+            "/projects/{id}/github-token",
+            axum::routing::put(github::put).delete(github::delete),
         )
         .route(
             "/projects/{id}/environments",

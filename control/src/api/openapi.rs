@@ -169,6 +169,10 @@ pub fn document() -> Value {
                 "put": op("Set the credentials the project's private repositories are fetched with (owner): token (HTTPS basic auth password, 8..=1024 printable characters) and username (default x-access-token). Sealed at rest, sent to the build node only inside the build request, never shown again", Some("PutGitCredentials"), "200"),
                 "delete": op("Remove the project's git credentials", None, "204")
             },
+            "/projects/{id}/github-token": {
+                "put": op("Set the project's GitHub token (owner; 8..=1024 printable characters, allowed to write deployments): each preview's progress is then sent to GitHub as a deployment of the pull request's head for environment pr-<n> with statuses in_progress, success (with the preview's URL), failure, and inactive once closed; a call GitHub refuses is shown on the webhook delivery (github_status) and never fails the deploy. Sealed at rest, never shown again", Some("PutGitHubToken"), "200"),
+                "delete": op("Remove the project's GitHub token: statuses are no longer sent", None, "204")
+            },
             "/projects/{id}/webhook-deliveries": {
                 "get": op(&format!("The project's recent webhook deliveries (the newest {keep} are kept), newest first: service, delivery id, event, outcome ({}), reason (why), the HTTP status answered and the deployment queued. Query: service (an id), limit (1..={keep}, default 50)", spellings(::api::WebhookOutcome::ALL).join(", "), keep = crate::store::DELIVERY_LOG_KEEP), None, "200")
             },
@@ -257,6 +261,7 @@ pub fn document() -> Value {
                 "RotateWebhookSecret": obj(&[], json!({ "secret": s })),
                 "PutPreviews": obj(&["enabled"], json!({ "enabled": { "type": "boolean" }, "template": s, "max_previews": { "type": "integer" }, "allow_forks": { "type": "boolean" }, "idle_seconds": { "type": "integer" } })),
                 "PutGitCredentials": obj(&["token"], json!({ "username": s, "token": s })),
+                "PutGitHubToken": obj(&["token"], json!({ "token": s })),
                 "AddMember": obj(&["email", "role"], json!({ "email": s, "role": { "enum": spellings(MemberRole::ALL) } })),
                 "SetMemberRole": obj(&["role"], json!({ "role": { "enum": spellings(MemberRole::ALL) } })),
                 "CreateProject": obj(&["name"], json!({ "name": name })),

@@ -110,6 +110,7 @@ async fn previews_view(state: &AppState, org: Uuid, project: Uuid) -> ApiResult<
         "has_webhook_secret": settings.has_webhook_secret,
         "webhook_url": format!("/webhooks/github/projects/{project}"),
         "git_username": settings.git_username,
+        "has_github_token": crate::github::has_token(&state.store, project).await?,
         "items": items,
     }))
 }
@@ -292,15 +293,17 @@ async fn check_repository(
 }
 
 /// A signed delivery to a project's webhook, seen for the first time.
+/// `delivery` is its `X-GitHub-Delivery` id as the delivery log keeps it.
 pub(super) async fn process(
     state: &AppState,
     hook: &ProjectHook,
     event: Option<&str>,
+    delivery: Option<&str>,
     body: &[u8],
 ) -> ApiResult<Processed> {
     match event {
         Some("push") => push(state, hook, body).await,
-        Some("pull_request") => pull_request(state, hook, body).await,
+        Some("pull_request") => pull_request(state, hook, delivery, body).await,
         Some("ping") => Ok(ignored(StatusCode::OK, "pong".into())),
         other => Ok(ignored(
             StatusCode::ACCEPTED,
@@ -362,7 +365,12 @@ async fn push(state: &AppState, hook: &ProjectHook, body: &[u8]) -> ApiResult<Pr
     Ok(deployed(reason, &queued))
 }
 
-async fn pull_request(state: &AppState, hook: &ProjectHook, body: &[u8]) -> ApiResult<Processed> {
+async fn pull_request(
+    state: &AppState,
+    hook: &ProjectHook,
+    delivery: Option<&str>,
+    body: &[u8],
+) -> ApiResult<Processed> {
     let event: PullRequestEvent = serde_json::from_slice(body)
         .map_err(|e| invalid("body", format!("not a pull_request payload: {e}")))?;
     check_repository(state, hook, &event.repository).await?;
@@ -379,6 +387,7 @@ async fn pull_request(state: &AppState, hook: &ProjectHook, body: &[u8]) -> ApiR
         Decision::Close => {
             let env = existing.expect("decide closes an existing preview");
             stop_deployments(state, org, &env).await?;
+            crate::github::record_close(&state.store, hook.project_id, n, delivery).await?;
             remove(state, org, &env).await?;
             let how = if event.pull_request.merged {
                 "merged"
@@ -404,6 +413,17 @@ async fn pull_request(state: &AppState, hook: &ProjectHook, body: &[u8]) -> ApiR
                 .store
                 .set_preview_head(env.id, commit.as_str())
                 .await?;
+            let repository = &event.repository.full_name;
+            crate::github::record_head(
+                &state.store,
+                hook.project_id,
+                n,
+                env.id,
+                repository,
+                commit.as_str(),
+                delivery,
+            )
+            .await?;
             let reason = format!(
                 "pull request {n} at {}: preview {} queued deployments of {}",
                 commit.as_str(),
@@ -443,6 +463,16 @@ async fn pull_request(state: &AppState, hook: &ProjectHook, body: &[u8]) -> ApiR
             };
             let queued =
                 queue_deployments(state, org, &env, &template_branch, Some(head), true).await?;
+            crate::github::record_head(
+                &state.store,
+                hook.project_id,
+                n,
+                env.id,
+                &event.repository.full_name,
+                commit.as_str(),
+                delivery,
+            )
+            .await?;
             let reason = format!(
                 "pull request {n} opened preview {} (a copy of {}) at {}: queued deployments of {}",
                 env.name,

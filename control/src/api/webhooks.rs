@@ -295,7 +295,11 @@ async fn receive(
             let event = header(&headers, "x-github-event");
             let done = match target {
                 Target::Service(t) => process(&state, hook_id, t, event, &body).await,
-                Target::Project(p) => super::previews::process(&state, p, event, &body).await,
+                Target::Project(p) => {
+                    // As the delivery log keeps it: its entry shows what GitHub was told.
+                    let delivery = header(&headers, "x-github-delivery").map(|d| truncated(d, 100));
+                    super::previews::process(&state, p, event, delivery.as_deref(), &body).await
+                }
             };
             if done.is_err() {
                 forget(&state, owner, &headers).await;

@@ -226,6 +226,9 @@ pub struct DeliveryEntry {
     pub http_status: i32,
     pub deployment_id: Option<Uuid>,
     pub received_at: DateTime<Utc>,
+    /// What GitHub was told of the preview this delivery opened, updated or closed (sent, or
+    /// why not), for projects with a GitHub token (`crate::github`).
+    pub github_status: Option<String>,
 }
 
 impl Store {
@@ -281,7 +284,7 @@ impl Store {
         self.project(organization_id, project_id).await?;
         Ok(sqlx::query_as(
             "SELECT id, service_id, service_name, delivery_id, event, outcome, reason, http_status, \
-             deployment_id, received_at FROM webhook_delivery_log \
+             deployment_id, received_at, github_status FROM webhook_delivery_log \
              WHERE organization_id = $1 AND project_id = $2 AND ($3::uuid IS NULL OR service_id = $3) \
              ORDER BY id DESC LIMIT $4",
         )
