@@ -1,8 +1,10 @@
 //! Backups of managed services (#14): `GET|POST /services/{id}/backups`,
 //! `GET /services/{id}/backups/{backup}` (with its timeline),
 //! `POST /services/{id}/backups/{backup}/restore`, `POST /services/{id}/backups/restore`
-//! (PostgreSQL to a point in time, `to_time`), `GET /services/{id}/recovery-window` is in the
-//! backup list's answer (`recovery_window`), `GET /restores/{id}`,
+//! (PostgreSQL to a point in time, `to_time`), each into the service itself, another one
+//! (`into_service`) or a new one made for it (`new_service: {name, environment_id?,
+//! resources?}`, answered under `new_service` with its first deployment); the recovery
+//! window is in the backup list's answer (`recovery_window`); `GET /restores/{id}`,
 //! `GET|PUT /services/{id}/backup-policy`. The work runs in the background: a create or a
 //! restore answers 202 with the row, whose state and timeline tell how it goes.
 
@@ -17,6 +19,8 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult, invalid};
 use super::extract::{Org, PathId};
+use super::service_spec::{CreateService, ResourcesInput, VolumeInput};
+use crate::backups::restore_new::NewTarget;
 use crate::backups::{BackupError, Backups};
 
 fn backups(state: &AppState) -> ApiResult<&Backups> {
@@ -119,6 +123,128 @@ pub struct RestoreRequest {
     /// backup's own service (its current data is backed up first).
     #[serde(default)]
     pub into_service: Option<Uuid>,
+    /// A new service to make and restore into (the source is left untouched); not with
+    /// `into_service`.
+    #[serde(default)]
+    pub new_service: Option<NewServiceInput>,
+}
+
+/// `new_service` of a restore: a managed service of the source's engine, with its own
+/// generated credentials and its own volume (the source's size).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewServiceInput {
+    pub name: String,
+    /// Default: the source's environment (another one of its project may be named).
+    #[serde(default)]
+    pub environment_id: Option<Uuid>,
+    /// Default: the source's.
+    #[serde(default)]
+    pub resources: Option<ResourcesInput>,
+}
+
+/// Prefixes the field of a refusal with `new_service.`.
+fn in_new_service(e: ApiError) -> ApiError {
+    match e {
+        ApiError::Invalid { field, message } => invalid(&format!("new_service.{field}"), message),
+        e => e,
+    }
+}
+
+/// Makes the new service a restore goes into (the checks of `POST /projects/{id}/services`
+/// for a managed one) and queues its first deployment.
+async fn create_restore_target(
+    state: &AppState,
+    org: Uuid,
+    source: Uuid,
+    input: NewServiceInput,
+) -> ApiResult<(NewTarget, Value)> {
+    let from = state.store.service(org, source).await?;
+    let engine = state
+        .store
+        .managed_engine(source)
+        .await?
+        .ok_or_else(|| ApiError::Conflict(BackupError::NotManaged(source).to_string()))?;
+    let environment_id = match input.environment_id {
+        Some(id) => {
+            let env = state.store.environment(org, id).await?;
+            if env.project_id != from.project_id {
+                return Err(invalid(
+                    "new_service.environment_id",
+                    "belongs to another project than the source service",
+                ));
+            }
+            id
+        }
+        None => from.environment_id,
+    };
+    let req = CreateService {
+        name: input.name,
+        environment_id: Some(environment_id),
+        kind: engine.kind().as_str().into(),
+        engine: Some(engine.as_str().into()),
+        image: None,
+        git: None,
+        build: Default::default(),
+        resources: input.resources.unwrap_or(ResourcesInput {
+            cpu_millis: Some(u64::from(from.resources.cpu_millis)),
+            memory_bytes: Some(from.resources.memory_bytes),
+        }),
+        health_check: None,
+        port: None,
+        replicas: None,
+        domains: vec![],
+        command: vec![],
+        args: vec![],
+        env: Default::default(),
+        secrets: Default::default(),
+        webhook_secret: None,
+        volumes: from
+            .volumes
+            .iter()
+            .map(|v| VolumeInput {
+                name: v.name.clone(),
+                mount_path: v.mount_path.clone(),
+                size_bytes: v.size_bytes,
+            })
+            .collect(),
+    };
+    let spec = crate::managed::spec::parse(&req, engine, state.sources.registry())
+        .map_err(in_new_service)?;
+    let service = state
+        .store
+        .create_service(org, &spec.into_new_service(environment_id))
+        .await?;
+    let deployment = super::deployments::redeploy(state, org, service.id).await?;
+    let deployment_id = deployment["id"]
+        .as_str()
+        .and_then(|d| Uuid::parse_str(d).ok())
+        .ok_or_else(|| ApiError::Internal(format!("a deployment without an id: {deployment}")))?;
+    let view = json!({
+        "id": service.id,
+        "name": service.name,
+        "environment_id": service.environment_id,
+        "engine": engine,
+        "deployment": deployment,
+    });
+    Ok((
+        NewTarget {
+            service_id: service.id,
+            name: service.name,
+            deployment_id,
+        },
+        view,
+    ))
+}
+
+fn one_target(into: Option<Uuid>, new: &Option<NewServiceInput>) -> ApiResult<()> {
+    if into.is_some() && new.is_some() {
+        return Err(invalid(
+            "new_service",
+            "give either into_service (an existing service) or new_service, not both",
+        ));
+    }
+    Ok(())
 }
 
 pub async fn restore(
@@ -134,10 +260,28 @@ pub async fn restore(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid restore request: {e}")))?
     };
+    one_target(req.into_service, &req.new_service)?;
     owned_service(&state, org.id, id).await?;
     let b = state.store.backup(org.id, backup).await?;
     if b.service_id != id {
         return Err(ApiError::NotFound(format!("backup {backup} not found")));
+    }
+    if let Some(input) = req.new_service {
+        let backups = backups(&state)?.clone();
+        let b = backups.restorable(org.id, backup).await.map_err(error)?;
+        let (target, service) = create_restore_target(&state, org.id, id, input).await?;
+        let r = backups
+            .begin_restore_into_new(org.id, &b, None, &target)
+            .await
+            .map_err(error)?;
+        let mut view = json!(r);
+        view["new_service"] = service;
+        tokio::spawn(async move {
+            if let Err(e) = backups.restore_into_new(&r, &b, None, &target).await {
+                tracing::warn!(restore = %r.id, error = %e, "restore into a new service failed");
+            }
+        });
+        return Ok((StatusCode::ACCEPTED, Json(view)));
     }
     let into = req.into_service.unwrap_or(id);
     owned_service(&state, org.id, into).await?;
@@ -164,6 +308,10 @@ pub struct RestoreToTimeRequest {
     /// current data is backed up first).
     #[serde(default)]
     pub into_service: Option<Uuid>,
+    /// A new PostgreSQL service to make and restore into (the source is left untouched); not
+    /// with `into_service`.
+    #[serde(default)]
+    pub new_service: Option<NewServiceInput>,
 }
 
 /// `POST /services/{id}/backups/restore`: the service's PostgreSQL as it was at `to_time`
@@ -177,7 +325,26 @@ pub async fn restore_to_time(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let req: RestoreToTimeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid restore request: {e}")))?;
+    one_target(req.into_service, &req.new_service)?;
     owned_service(&state, org.id, id).await?;
+    if let Some(input) = req.new_service {
+        let backups = backups(&state)?.clone();
+        let to = req.to_time;
+        let base = backups.base_for_time(id, to).await.map_err(error)?;
+        let (target, service) = create_restore_target(&state, org.id, id, input).await?;
+        let r = backups
+            .begin_restore_into_new(org.id, &base, Some(to), &target)
+            .await
+            .map_err(error)?;
+        let mut view = json!(r);
+        view["new_service"] = service;
+        tokio::spawn(async move {
+            if let Err(e) = backups.restore_into_new(&r, &base, Some(to), &target).await {
+                tracing::warn!(restore = %r.id, error = %e, "point-in-time restore into a new service failed");
+            }
+        });
+        return Ok((StatusCode::ACCEPTED, Json(view)));
+    }
     let into = req.into_service.unwrap_or(id);
     owned_service(&state, org.id, into).await?;
     let backups = backups(&state)?.clone();

@@ -18,14 +18,15 @@
 //! `end` arrives, restores nothing.
 //!
 //! Restore: into the same service (a `pre_restore` backup of the current data is taken first)
-//! or into another managed service of the same engine; the steps are a timeline
-//! (`backup_events`, like a deployment's events).
+//! or into another managed service of the same engine, or into a new one made for it
+//! ([`restore_new`]); the steps are a timeline (`backup_events`, like a deployment's events).
 
 pub mod engines;
 pub mod format;
 pub mod metrics;
 pub mod objects;
 pub mod pitr;
+pub mod restore_new;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -71,6 +72,12 @@ pub enum BackupError {
     NotPostgres(Uuid),
     #[error("{0}")]
     OutsideWindow(String),
+    #[error(
+        "backup {0} is a base backup: it is restored to a point in time (POST /services/{{id}}/backups/restore with to_time)"
+    )]
+    BaseBackup(Uuid),
+    #[error("the new service: {0}")]
+    NewService(String),
     #[error("backup {backup} is of {backup_engine}, service {service} runs {service_engine}")]
     EngineMismatch {
         backup: Uuid,
@@ -90,6 +97,7 @@ impl BackupError {
                 | BackupError::NotCompleted(_)
                 | BackupError::NotPostgres(_)
                 | BackupError::OutsideWindow(_)
+                | BackupError::BaseBackup(_)
                 | BackupError::EngineMismatch { .. }
                 | BackupError::Store(StoreError::Conflict(_))
         )
@@ -500,6 +508,23 @@ impl Backups {
             .await?)
     }
 
+    /// A backup that can be restored: completed, and a dump (a base backup is restored to a
+    /// time, `POST /services/{id}/backups/restore`).
+    pub async fn restorable(
+        &self,
+        organization_id: Uuid,
+        backup_id: Uuid,
+    ) -> Result<Backup, BackupError> {
+        let b = self.inner.store.backup(organization_id, backup_id).await?;
+        if b.state != ::api::BackupState::Completed {
+            return Err(BackupError::NotCompleted(b.id));
+        }
+        if b.kind == ::api::BackupKind::Base {
+            return Err(BackupError::BaseBackup(b.id));
+        }
+        Ok(b)
+    }
+
     /// A new restore row of `backup` into `into` (checked: completed, same engine, running).
     pub async fn begin_restore(
         &self,
@@ -507,10 +532,7 @@ impl Backups {
         backup_id: Uuid,
         into: Uuid,
     ) -> Result<(Restore, Backup, Running), BackupError> {
-        let b = self.inner.store.backup(organization_id, backup_id).await?;
-        if b.state != ::api::BackupState::Completed {
-            return Err(BackupError::NotCompleted(b.id));
-        }
+        let b = self.restorable(organization_id, backup_id).await?;
         let r = self.running(into).await?;
         if r.engine != b.engine {
             return Err(BackupError::EngineMismatch {

@@ -215,6 +215,41 @@ impl Backups {
         into: Uuid,
         to: DateTime<Utc>,
     ) -> Result<(Restore, Backup, Running), BackupError> {
+        let base = self.base_for_time(source, to).await?;
+        let r = self.running(into).await?;
+        if r.engine != Engine::Postgres {
+            return Err(BackupError::EngineMismatch {
+                backup: base.id,
+                backup_engine: Engine::Postgres,
+                service: into,
+                service_engine: r.engine,
+            });
+        }
+        let restore = self
+            .inner
+            .store
+            .create_restore_to(organization_id, base.id, into, Some(to))
+            .await?;
+        self.event(
+            restore.id,
+            "started",
+            &format!(
+                "service {source} at {} (base backup {}) into service {into}",
+                to.to_rfc3339(),
+                base.id
+            ),
+        )
+        .await;
+        Ok((restore, base, r))
+    }
+
+    /// The base backup a restore of `source` to `to` starts from, once `to` is checked against
+    /// the source's recovery window (after switching and shipping its WAL when it runs).
+    pub async fn base_for_time(
+        &self,
+        source: Uuid,
+        to: DateTime<Utc>,
+    ) -> Result<Backup, BackupError> {
         let engine = self
             .inner
             .store
@@ -278,8 +313,7 @@ impl Backups {
                 until.to_rfc3339()
             )));
         }
-        let base = self
-            .inner
+        self.inner
             .store
             .base_backup_before(source, to)
             .await?
@@ -288,32 +322,7 @@ impl Backups {
                     "no base backup of service {source} ended before {}",
                     to.to_rfc3339()
                 ))
-            })?;
-        let r = self.running(into).await?;
-        if r.engine != Engine::Postgres {
-            return Err(BackupError::EngineMismatch {
-                backup: base.id,
-                backup_engine: Engine::Postgres,
-                service: into,
-                service_engine: r.engine,
-            });
-        }
-        let restore = self
-            .inner
-            .store
-            .create_restore_to(organization_id, base.id, into, Some(to))
-            .await?;
-        self.event(
-            restore.id,
-            "started",
-            &format!(
-                "service {source} at {} (base backup {}) into service {into}",
-                to.to_rfc3339(),
-                base.id
-            ),
-        )
-        .await;
-        Ok((restore, base, r))
+            })
     }
 
     /// Runs a restore to a time: the current data kept first when the target is the source,
