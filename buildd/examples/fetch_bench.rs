@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         max_bytes: 256 << 20,
         max_files: 20_000,
         ca_file: None,
+        ssh_known_hosts: None,
         local_roots: vec![scratch.path().to_path_buf()],
         egress: Egress {
             policy: Default::default(),

@@ -86,6 +86,11 @@ pub struct FetchSandboxConfig {
     pub max_files: u64,
     /// Extra CA certificates git trusts (PEM), e.g. an internal git server's; empty = none.
     pub ca_file: PathBuf,
+    /// The SSH host keys this node trusts for repositories fetched over SSH (an OpenSSH
+    /// `known_hosts` file, e.g. github.com's published keys); empty = none. A build request adds
+    /// its project's own lines; a host key found in neither fails the fetch (never accepted on
+    /// first use).
+    pub ssh_known_hosts: PathBuf,
     /// The program run inside the new namespaces (`<helper> __fetch-sandbox SPEC`); empty =
     /// this binary.
     pub helper: PathBuf,
@@ -100,6 +105,7 @@ impl Default for FetchSandboxConfig {
             max_bytes: 2 << 30,
             max_files: 200_000,
             ca_file: PathBuf::new(),
+            ssh_known_hosts: PathBuf::new(),
             helper: PathBuf::new(),
         }
     }

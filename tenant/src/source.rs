@@ -1,5 +1,6 @@
-//! Where a tenant's code comes from: an `https://` git URL on a public host, or (operator setting
-//! only) a repository on the build node's disk.
+//! Where a tenant's code comes from: an `https://` git URL on a public host, an SSH one
+//! (`ssh://user@host[:port]/path` or scp-style `user@host:path`, fetched with the project's
+//! deploy key), or (operator setting only) a repository on the build node's disk.
 
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
@@ -15,6 +16,8 @@ pub const MAX_URL_LEN: usize = 2048;
 pub enum SourceUrl {
     /// A repository served over HTTPS.
     Https(HttpsUrl),
+    /// A repository served over SSH (the project's deploy key authenticates).
+    Ssh(SshUrl),
     /// A repository on the build node's disk (`file:///path` or `/path`). Not a tenant feature:
     /// the caller accepts it only where the operator allowed local sources.
     Local(PathBuf),
@@ -61,6 +64,68 @@ impl HttpsUrl {
     }
 }
 
+/// `ssh://user@host[:port]/path` or `user@host:path`: a repository over SSH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshUrl {
+    url: String,
+    user: String,
+    host: Host,
+    port: u16,
+    path: String,
+}
+
+/// The SSH port a URL without one means.
+pub const SSH_PORT: u16 = 22;
+
+impl SshUrl {
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The repository path as the server gets it (scp-style paths are relative to the login's
+    /// home; `ssh://` paths start with `/`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The name the server's host key is recorded under in `known_hosts`: `host`, or
+    /// `[host]:port` off port 22.
+    pub fn known_hosts_name(&self) -> String {
+        let host = match &self.host {
+            Host::Name(n) => n.clone(),
+            Host::Ip(ip) => ip.to_string(),
+        };
+        if self.port == SSH_PORT {
+            host
+        } else {
+            format!("[{host}]:{}", self.port)
+        }
+    }
+
+    /// The same repository with its port left out (`user@host:path`, or `ssh://user@host/path`):
+    /// what git is given when the connection itself is made to a relay that knows the port.
+    pub fn without_port(&self) -> String {
+        if self.path.starts_with('/') {
+            format!("ssh://{}@{}{}", self.user, self.host, self.path)
+        } else {
+            format!("{}@{}:{}", self.user, self.host, self.path)
+        }
+    }
+}
+
 impl SourceUrl {
     pub fn parse(value: &str) -> Result<Self, Invalid> {
         let bad = |why: &str| {
@@ -84,9 +149,20 @@ impl SourceUrl {
         if value.starts_with('/') {
             return local(value).map(SourceUrl::Local).or_else(|e| bad(&e));
         }
+        if let Some(rest) = value.strip_prefix("ssh://") {
+            return ssh_url(value, rest, true)
+                .map(SourceUrl::Ssh)
+                .or_else(|e| bad(&e));
+        }
+        if !value.contains("://") && scp_like(value) {
+            return ssh_url(value, value, false)
+                .map(SourceUrl::Ssh)
+                .or_else(|e| bad(&e));
+        }
         let Some(rest) = value.strip_prefix("https://") else {
             return bad(
-                "use an https:// URL (other schemes, scp-style addresses and relative paths are not accepted)",
+                "use an https:// URL, or ssh://user@host/path or user@host:path with a deploy key \
+                 (other schemes and relative paths are not accepted)",
             );
         };
         let (authority, path) = match rest.find(['/', '?', '#']) {
@@ -122,6 +198,89 @@ impl SourceUrl {
             port,
         }))
     }
+}
+
+/// `user@host:path` (git's scp-like syntax: a colon before any slash).
+fn scp_like(value: &str) -> bool {
+    match (value.find(':'), value.find('/')) {
+        (Some(colon), Some(slash)) => colon < slash || value[..slash].contains(']'),
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// Parses `rest` (after `ssh://`, or the whole scp-like value) of `value`.
+fn ssh_url(value: &str, rest: &str, scheme: bool) -> Result<SshUrl, String> {
+    let (user, rest) = rest
+        .split_once('@')
+        .ok_or("name the login user (git@host:owner/repo.git or ssh://git@host/owner/repo.git)")?;
+    let user_ok = (1..=64).contains(&user.len())
+        && !user.starts_with('-')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !user_ok {
+        return Err(format!(
+            "{} is not a login user (letters, digits, '.', '_', '-'; credentials do not belong in the URL)",
+            echo(user)
+        ));
+    }
+    let (host, port, path) = if scheme {
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (host, port) = split_port(authority)?;
+        let port = if authority.ends_with(']') || !authority.contains(':') {
+            SSH_PORT
+        } else {
+            port
+        };
+        (host, port, path)
+    } else {
+        let (host, path) = if let Some(inside) = rest.strip_prefix('[') {
+            let (host, after) = inside
+                .split_once(']')
+                .ok_or("an IPv6 address misses its ']'")?;
+            (
+                host,
+                after.strip_prefix(':').ok_or("no ':' after the host")?,
+            )
+        } else {
+            rest.split_once(':').ok_or("no ':' after the host")?
+        };
+        (host, SSH_PORT, path)
+    };
+    if path.contains(['?', '#']) {
+        return Err("a query or fragment has no place in a git URL".into());
+    }
+    if path.starts_with('-') {
+        return Err("the path starts with '-'".into());
+    }
+    if let Some(c) = path.chars().find(|c| {
+        !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '~' | '+' | '@'))
+    }) {
+        return Err(format!("the path holds {c:?}"));
+    }
+    if path.split('/').any(|s| s == ".." || s == ".") {
+        return Err("the path holds \"..\" or \".\"".into());
+    }
+    if path.trim_matches('/').is_empty() {
+        return Err("the URL names no repository path".into());
+    }
+    let host = parse_host(host)?;
+    if let Host::Ip(ip) = host
+        && let Err(refused) = AddressPolicy::default().check(ip)
+    {
+        return Err(format!("{refused}, and only public hosts may be fetched"));
+    }
+    Ok(SshUrl {
+        url: value.to_owned(),
+        user: user.to_owned(),
+        host,
+        port,
+        path: path.to_owned(),
+    })
 }
 
 fn local(path: &str) -> Result<PathBuf, String> {
@@ -230,6 +389,66 @@ mod tests {
         assert_eq!(https("https://140.82.121.3/x").port(), 443);
     }
 
+    fn ssh(value: &str) -> SshUrl {
+        match SourceUrl::parse(value) {
+            Ok(SourceUrl::Ssh(u)) => u,
+            other => panic!("{value}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ssh_urls() {
+        let u = ssh("git@github.com:acme/shop.git");
+        assert_eq!(
+            (u.user(), u.host(), u.port(), u.path()),
+            ("git", &Host::Name("github.com".into()), 22, "acme/shop.git")
+        );
+        assert_eq!(u.known_hosts_name(), "github.com");
+        assert_eq!(u.without_port(), "git@github.com:acme/shop.git");
+        let u = ssh("ssh://git@Git.Example.com:2222/srv/repos/app.git");
+        assert_eq!(u.host(), &Host::Name("git.example.com".into()));
+        assert_eq!((u.port(), u.path()), (2222, "/srv/repos/app.git"));
+        assert_eq!(u.known_hosts_name(), "[git.example.com]:2222");
+        assert_eq!(
+            u.without_port(),
+            "ssh://git@git.example.com/srv/repos/app.git"
+        );
+        let u = ssh("ssh://deploy@[2a01:4f8::1]/x/y");
+        assert_eq!((u.user(), u.port()), ("deploy", 22));
+        assert_eq!(u.host().to_string(), "[2a01:4f8::1]");
+        let u = ssh("git@[2a01:4f8::1]:x/y.git");
+        assert_eq!(u.path(), "x/y.git");
+        assert_eq!(ssh("git@140.82.121.3:a/b").port(), 22);
+        assert_eq!(ssh("ssh://git@gitlab.com/~user/repo").path(), "/~user/repo");
+    }
+
+    #[test]
+    fn malformed_ssh_urls_say_what_is_wrong() {
+        for (bad, why) in [
+            ("github.com:acme/shop.git", "login user"),
+            ("ssh://github.com/acme/shop.git", "login user"),
+            ("ssh://git:pw@github.com/a/b", "login user"),
+            ("-oProxyCommand=x@github.com:a/b", "login user"),
+            ("git@github.com:-oProxyCommand=x", "starts with '-'"),
+            ("git@github.com:", "no repository path"),
+            ("ssh://git@github.com", "no repository path"),
+            ("ssh://git@github.com:0/a", "not a port"),
+            ("ssh://git@github.com:x/a", "not a port"),
+            ("git@github.com:a/../b", "\"..\""),
+            ("git@github.com:a/b?x", "query"),
+            ("git@github.com:a/b;rm", "holds ';'"),
+            ("git@github.com:a/$(id)", "holds '$'"),
+            ("git@127.0.0.1:a/b", "only public hosts"),
+            ("ssh://git@[::1]/a", "only public hosts"),
+            ("git@git.localhost:a/b", "local or internal"),
+            ("git@intranet:a/b", "two labels"),
+            ("git@[::1:a/b", "misses its ']'"),
+        ] {
+            let err = SourceUrl::parse(bad).unwrap_err().0;
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
     #[test]
     fn local_sources_are_recognised() {
         assert_eq!(
@@ -249,8 +468,6 @@ mod tests {
         for bad in [
             "",
             "http://github.com/a/b",
-            "ssh://git@github.com/a/b",
-            "git@github.com:a/b.git",
             "git://github.com/a/b",
             "ext::sh -c touch% /tmp/pwned",
             "--upload-pack=x",

@@ -18,6 +18,7 @@ pub mod prometheus;
 pub mod registry;
 #[cfg(feature = "rest")]
 pub mod rest;
+pub mod sshd;
 
 #[cfg(feature = "acme")]
 pub mod acme;

@@ -84,6 +84,8 @@ pub fn parse_start(r: pb::StartBuildRequest) -> Result<BuildRequest, RequestErro
             username: source.username,
             password: source.password,
             submodules: source.submodules,
+            ssh_private_key: source.ssh_private_key,
+            ssh_known_hosts: source.ssh_known_hosts,
         },
         image: r.image,
         build_args,

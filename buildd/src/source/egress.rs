@@ -92,7 +92,7 @@ pub enum EgressEvent {
         port: u16,
     },
     /// `host` is not one of the hosts this proxy serves (a dependency fetch reaches the package
-    /// registry and nothing else).
+    /// registry and nothing else; an SSH fetch its repository's host and port).
     HostNotAllowed {
         host: String,
         allowed: Vec<String>,
@@ -159,6 +159,22 @@ impl EgressProxy {
         hosts: Option<Vec<String>>,
         socket: &Path,
     ) -> std::io::Result<Self> {
+        Self::start_scoped(egress, hosts.map(Scope::Hosts), socket)
+    }
+
+    /// Like [`EgressProxy::start`], serving `host` (a lowercase name or an IP literal) on `port`
+    /// and nothing else: a repository fetched over SSH reaches its own server's SSH port only.
+    /// The address policy still checks every address of `host`.
+    pub fn start_for_target(
+        egress: Egress,
+        host: String,
+        port: u16,
+        socket: &Path,
+    ) -> std::io::Result<Self> {
+        Self::start_scoped(egress, Some(Scope::Target(host, port)), socket)
+    }
+
+    fn start_scoped(egress: Egress, hosts: Option<Scope>, socket: &Path) -> std::io::Result<Self> {
         let listener = UnixListener::bind(socket)?;
         std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -179,7 +195,7 @@ impl EgressProxy {
                                 e.push(event);
                             }
                         };
-                        serve(&egress, hosts.as_deref(), conn, record).await;
+                        serve(&egress, (*hosts).as_ref(), conn, record).await;
                         drop(slot);
                     });
                 }
@@ -191,6 +207,25 @@ impl EgressProxy {
     /// Every connection so far, in the order they ended their set-up.
     pub fn events(&self) -> Vec<EgressEvent> {
         self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+/// What a scoped proxy serves.
+#[derive(Debug)]
+enum Scope {
+    /// These names, on any port.
+    Hosts(Vec<String>),
+    /// This one host and port.
+    Target(String, u16),
+}
+
+impl Scope {
+    /// `None` when `host:port` is served, else what the refusal names as allowed.
+    fn refuses(&self, host: &str, port: u16) -> Option<Vec<String>> {
+        match self {
+            Scope::Hosts(hosts) => (!hosts.iter().any(|h| h == host)).then(|| hosts.clone()),
+            Scope::Target(h, p) => (h != host || *p != port).then(|| vec![format!("{h} port {p}")]),
+        }
     }
 }
 
@@ -241,7 +276,7 @@ pub async fn decide(egress: &Egress, host: &str) -> Result<Vec<IpAddr>, EgressEv
 /// there when git exits.
 async fn serve(
     egress: &Egress,
-    hosts: Option<&[String]>,
+    hosts: Option<&Scope>,
     mut conn: UnixStream,
     record: impl FnOnce(EgressEvent),
 ) {
@@ -262,11 +297,12 @@ async fn serve(
             .await;
         return;
     };
-    if let Some(allowed) = hosts.filter(|h| !h.contains(&host)) {
-        record(EgressEvent::HostNotAllowed {
-            host,
-            allowed: allowed.to_vec(),
-        });
+    if let Some(allowed) = hosts.and_then(|scope| scope.refuses(&host, port)) {
+        let host = match hosts {
+            Some(Scope::Target(..)) => format!("{host} port {port}"),
+            _ => host,
+        };
+        record(EgressEvent::HostNotAllowed { host, allowed });
         let _ = conn
             .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
             .await;

@@ -9,7 +9,8 @@
 //! buildd's config, `/root`) does not exist in there. It brings `lo` up, relays every TCP
 //! connection to `127.0.0.1:<port>` to buildd's egress proxy over the Unix socket (the namespace
 //! has no other interface: that relay is git's only way out), and runs git as the unprivileged
-//! uid with `http.proxy` pointing at the relay. Its exit code is git's.
+//! uid with `http.proxy` pointing at the relay. Its exit code is git's. A fetch over SSH also
+//! gets ssh's files and a relay on `127.0.0.1:22` to its one host (`ssh.rs`).
 
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
@@ -25,7 +26,7 @@ pub const HELPER_ARG: &str = "__fetch-sandbox";
 
 /// Where things are inside the sandbox.
 pub const WORK: &str = "/work";
-const EGRESS_DIR: &str = "/run/egress";
+pub(super) const EGRESS_DIR: &str = "/run/egress";
 pub const EGRESS_SOCKET: &str = "proxy.sock";
 const CA_FILE: &str = "/etc/stackpad-fetch/ca.pem";
 /// The sandbox's scratch tmpfs (not `/tmp`, which an operator's local root may be under).
@@ -60,6 +61,10 @@ pub struct Spec {
     /// package manager's cache.
     #[serde(default)]
     pub deps: Option<PathBuf>,
+    /// A fetch over SSH: the relay's target and the host key's name (the key itself and the
+    /// known hosts come on standard input, see `ssh.rs`).
+    #[serde(default)]
+    pub ssh: Option<super::ssh::SshSpec>,
 }
 
 /// The program the sandbox runs.
@@ -95,7 +100,7 @@ pub enum HelperError {
     },
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HelperError {
+pub(super) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HelperError {
     let what = what.into();
     move |source| HelperError::Io { what, source }
 }
@@ -139,6 +144,9 @@ fn run(spec: &Spec) -> Result<i32, HelperError> {
     let port = listener.local_addr().map_err(io("relay address"))?.port();
     std::thread::spawn(move || relay_all(listener));
 
+    if let Some(ssh) = &spec.ssh {
+        super::ssh::prepare_inside(ssh, spec.uid, spec.gid)?;
+    }
     if spec.program == Program::Git {
         let mut config = spec.config.clone();
         config.push(("http.proxy".into(), format!("http://127.0.0.1:{port}")));
@@ -293,8 +301,6 @@ const SYSTEM: &[&str] = &[
     "/etc/ld.so.conf",
     "/etc/ld.so.conf.d",
     "/etc/nsswitch.conf",
-    "/etc/passwd",
-    "/etc/group",
     "/etc/hosts",
     "/etc/ssl",
     "/etc/ca-certificates",
@@ -311,6 +317,20 @@ fn build_root(spec: &Spec) -> Result<(), HelperError> {
     tmpfs(root, "size=1m,nr_inodes=4096,mode=755")?;
     for path in SYSTEM {
         mirror(path, root)?;
+    }
+    // Users of the sandbox only (ssh refuses to run for a uid without a passwd entry).
+    for (file, text) in [
+        (
+            "etc/passwd",
+            format!(
+                "root:x:0:0:root:/root:/usr/sbin/nologin\n\
+                 fetch:x:{}:{}:stackpad fetch:{SCRATCH}:/usr/sbin/nologin\n",
+                spec.uid, spec.gid
+            ),
+        ),
+        ("etc/group", format!("root:x:0:\nfetch:x:{}:\n", spec.gid)),
+    ] {
+        std::fs::write(root.join(file), text).map_err(io(format!("write /{file}")))?;
     }
     let proc = root.join("proc");
     std::fs::create_dir_all(&proc).map_err(io("mkdir proc"))?;
@@ -419,7 +439,7 @@ fn relay_all(listener: TcpListener) {
     }
 }
 
-fn relay(tcp: TcpStream, unix: UnixStream) {
+pub(super) fn relay(tcp: TcpStream, unix: UnixStream) {
     let (Ok(mut tcp_read), Ok(mut unix_write)) = (tcp.try_clone(), unix.try_clone()) else {
         return;
     };

@@ -11,7 +11,9 @@
 //!
 //! Credentials for private repositories reach git through a credential helper that reads them
 //! from the git process's environment, and answers only for the source's own host: they are
-//! never on a command line, in a URL, or logged.
+//! never on a command line, in a URL, or logged. A repository over SSH is fetched with the
+//! request's deploy key, which reaches ssh as a file inside the sandbox only (`ssh.rs`), its
+//! egress limited to the repository's host and port.
 
 pub mod deps;
 pub mod egress;
@@ -20,6 +22,7 @@ pub mod egress;
 pub use ::detect::files;
 pub mod inside;
 pub mod sandbox;
+pub mod ssh;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -46,6 +49,10 @@ pub struct GitSource {
     pub username: String,
     pub password: String,
     pub submodules: bool,
+    /// The deploy key (OpenSSH private key) of an SSH source.
+    pub ssh_private_key: String,
+    /// `known_hosts` lines trusted for an SSH source, besides the node's own file.
+    pub ssh_known_hosts: String,
 }
 
 impl std::fmt::Debug for GitSource {
@@ -65,6 +72,15 @@ impl std::fmt::Debug for GitSource {
                 },
             )
             .field("submodules", &self.submodules)
+            .field(
+                "ssh_private_key",
+                &if self.ssh_private_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("ssh_known_hosts", &self.ssh_known_hosts)
             .finish()
     }
 }
@@ -154,6 +170,8 @@ pub fn redact_url(url: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Remote {
     Https(tenant::source::HttpsUrl),
+    /// Over SSH, with the request's deploy key.
+    Ssh(tenant::source::SshUrl),
     /// An absolute path under one of the operator's roots.
     Local(PathBuf),
 }
@@ -163,6 +181,8 @@ impl Remote {
     pub fn git_url(&self) -> String {
         match self {
             Remote::Https(u) => u.as_str().to_owned(),
+            // The port is the relay's business (the sandbox's 127.0.0.1:22 leads to it).
+            Remote::Ssh(u) => u.without_port(),
             // file:// makes git honour --depth for local repositories.
             Remote::Local(p) => format!("file://{}", p.display()),
         }
@@ -195,6 +215,14 @@ pub fn parse_source(source: &GitSource, local_roots: &[PathBuf]) -> Result<Targe
     };
     let remote = match SourceUrl::parse(&source.url).map_err(refused("url"))? {
         SourceUrl::Https(u) => Remote::Https(u),
+        SourceUrl::Ssh(_) if source.ssh_private_key.is_empty() => {
+            return Err(SourceError::Refused {
+                field: "ssh_private_key",
+                reason: "an SSH source is fetched with the project's deploy key, and none was sent"
+                    .into(),
+            });
+        }
+        SourceUrl::Ssh(u) => Remote::Ssh(u),
         SourceUrl::Local(path) => Remote::Local(local_allowed(&path, local_roots)?),
     };
     let want = match (source.commit.as_str(), source.reference.as_str()) {
@@ -251,8 +279,8 @@ const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get || exit 0; h=; \
     echo username=\"$STACKPAD_GIT_USERNAME\"; echo password=\"$STACKPAD_GIT_PASSWORD\"; }; f";
 
 /// git's whole configuration for a checkout; `local` when the operator's local sources (file
-/// protocol) are allowed.
-fn git_config(local: bool, with_credentials: bool) -> Vec<(String, String)> {
+/// protocol) are allowed, `ssh` for a repository over SSH.
+fn git_config(local: bool, with_credentials: bool, ssh: bool) -> Vec<(String, String)> {
     let mut config: Vec<(String, String)> = vec![
         ("protocol.allow".into(), "never".into()),
         ("protocol.https.allow".into(), "always".into()),
@@ -271,6 +299,10 @@ fn git_config(local: bool, with_credentials: bool) -> Vec<(String, String)> {
     }
     if with_credentials {
         config.push(("credential.helper".into(), CREDENTIAL_HELPER.into()));
+    }
+    if ssh {
+        config.push(("protocol.ssh.allow".into(), "always".into()));
+        config.push(("core.sshCommand".into(), ssh::SSH_COMMAND.into()));
     }
     config
 }
@@ -361,6 +393,25 @@ fn classify_fetch(stderr: &str, url: &str, what: String, err: SourceError) -> So
     }
     let lower = stderr.to_lowercase();
     let detail = last_line(stderr);
+    if lower.contains("permission denied (publickey") {
+        return SourceError::Unreachable {
+            url: url.to_owned(),
+            detail: "authentication failed: the SSH server refused the project's deploy key \
+                     (permission denied (publickey)); add its public half to the repository"
+                .into(),
+        };
+    }
+    if lower.contains("host key verification failed")
+        || lower.contains("host key is known for")
+        || lower.contains("remote host identification has changed")
+    {
+        return SourceError::Unreachable {
+            url: url.to_owned(),
+            detail: "host key verification failed: the SSH server's key is not among the \
+                     project's known hosts nor the build node's ssh_known_hosts, or differs"
+                .into(),
+        };
+    }
     if lower.contains("couldn't find remote ref")
         || lower.contains("not our ref")
         || lower.contains("no such remote ref")
@@ -413,7 +464,7 @@ pub async fn fetch_unchecked(
     remote: &str,
     want: &str,
 ) -> Result<std::process::Output, SourceError> {
-    let config = git_config(sandbox.allows_local(), false);
+    let config = git_config(sandbox.allows_local(), false, false);
     sandbox.git(&fetch_args(remote, want), &config, &[]).await
 }
 
@@ -452,17 +503,27 @@ async fn run_checkout(
 ) -> Result<Checkout, SourceError> {
     let shown = redact_url(&source.url);
     let url = target.remote.git_url();
-    let (sandbox, mount) = Sandbox::open(settings.clone(), dest)?;
+    let ssh = match &target.remote {
+        Remote::Ssh(u) => Some(ssh::SshAccess::new(
+            u,
+            &source.ssh_private_key,
+            &source.ssh_known_hosts,
+            settings.ssh_known_hosts.as_deref(),
+        )?),
+        _ => None,
+    };
+    let (sandbox, mount) = Sandbox::open_with(settings.clone(), dest, ssh)?;
     let host = match &target.remote {
         Remote::Https(u) => credential_host(u),
-        Remote::Local(_) => String::new(),
+        Remote::Ssh(_) | Remote::Local(_) => String::new(),
     };
     let git = Git {
         sandbox: &sandbox,
         source,
         config: git_config(
             matches!(target.remote, Remote::Local(_)),
-            !source.password.is_empty(),
+            !source.password.is_empty() && matches!(target.remote, Remote::Https(_)),
+            matches!(target.remote, Remote::Ssh(_)),
         ),
         host,
         url: shown.clone(),

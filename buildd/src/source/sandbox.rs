@@ -18,11 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 
 use super::SourceError;
 use super::egress::{Egress, EgressEvent, EgressProxy};
 use super::inside::{EGRESS_SOCKET, HELPER_ARG, Program, Spec};
+use super::ssh::SshAccess;
 
 /// How checkouts are sandboxed (from the configuration).
 #[derive(Debug, Clone)]
@@ -35,6 +37,8 @@ pub struct FetchSettings {
     pub max_bytes: u64,
     pub max_files: u64,
     pub ca_file: Option<PathBuf>,
+    /// The operator's `known_hosts` file for SSH sources (`fetch_sandbox.ssh_known_hosts`).
+    pub ssh_known_hosts: Option<PathBuf>,
     /// Operator roots for `file://` and absolute-path sources; empty = refused.
     pub local_roots: Vec<PathBuf>,
     pub egress: Egress,
@@ -61,6 +65,8 @@ impl FetchSettings {
             max_bytes: s.max_bytes,
             max_files: s.max_files,
             ca_file: (!s.ca_file.as_os_str().is_empty()).then(|| s.ca_file.clone()),
+            ssh_known_hosts: (!s.ssh_known_hosts.as_os_str().is_empty())
+                .then(|| s.ssh_known_hosts.clone()),
             local_roots: config.local_sources.clone(),
             egress: Egress {
                 policy: config.egress_policy(),
@@ -143,6 +149,8 @@ pub struct Sandbox {
     egress: PathBuf,
     checkout: PathBuf,
     proxy: EgressProxy,
+    /// A fetch over SSH: what ssh gets in each git run (`ssh.rs`).
+    ssh: Option<SshAccess>,
 }
 
 impl Drop for Sandbox {
@@ -163,6 +171,16 @@ impl Sandbox {
         settings: Arc<FetchSettings>,
         dest: &Path,
     ) -> Result<(Self, CheckoutMount), SourceError> {
+        Self::open_with(settings, dest, None)
+    }
+
+    /// Like [`Sandbox::open`]; with `ssh`, every git run gets ssh's files and relay, and the
+    /// egress proxy serves the repository's host and SSH port only.
+    pub fn open_with(
+        settings: Arc<FetchSettings>,
+        dest: &Path,
+        ssh: Option<SshAccess>,
+    ) -> Result<(Self, CheckoutMount), SourceError> {
         let mut dir = dest.as_os_str().to_owned();
         dir.push(".fetch");
         let dir = PathBuf::from(dir);
@@ -176,7 +194,17 @@ impl Sandbox {
             .mode(0o700)
             .create(&egress)
             .map_err(sandbox_err(format!("create {}", egress.display())))?;
-        let proxy = match EgressProxy::start(settings.egress.clone(), &egress.join(EGRESS_SOCKET)) {
+        let socket = egress.join(EGRESS_SOCKET);
+        let started = match &ssh {
+            Some(ssh) => EgressProxy::start_for_target(
+                settings.egress.clone(),
+                ssh.host.clone(),
+                ssh.port,
+                &socket,
+            ),
+            None => EgressProxy::start(settings.egress.clone(), &socket),
+        };
+        let proxy = match started {
             Ok(proxy) => proxy,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&egress);
@@ -189,6 +217,7 @@ impl Sandbox {
             egress,
             checkout: dest.to_path_buf(),
             proxy,
+            ssh,
         };
         // A failed mount drops the sandbox, which removes its folders.
         let mount = CheckoutMount::mount(dest, &sandbox.settings)?;
@@ -226,8 +255,20 @@ impl Sandbox {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             program: Program::Git,
             deps: None,
+            ssh: self.ssh.as_ref().map(SshAccess::spec),
         };
-        self.spawn(&spec, env).await
+        let stdin = match &self.ssh {
+            Some(ssh) => {
+                Some(
+                    serde_json::to_vec(&ssh.secrets).map_err(|e| SourceError::Sandbox {
+                        what: "encode the ssh secrets".into(),
+                        source: std::io::Error::other(e),
+                    })?,
+                )
+            }
+            None => None,
+        };
+        self.spawn(&spec, env, stdin).await
     }
 
     /// Runs `npm <args>` in the sandbox with `deps` (a host folder the sandbox uid may write)
@@ -272,12 +313,19 @@ impl Sandbox {
             args: args.to_vec(),
             program: Program::Npm,
             deps: Some(deps.to_path_buf()),
+            ssh: None,
         };
-        let out = self.spawn(&spec, &[]).await?;
+        let out = self.spawn(&spec, &[], None).await?;
         Ok((out, proxy.events()))
     }
 
-    async fn spawn(&self, spec: &Spec, env: &[(&str, &str)]) -> Result<Output, SourceError> {
+    /// Runs the helper with `spec`; `stdin` (secrets) is written to its standard input.
+    async fn spawn(
+        &self,
+        spec: &Spec,
+        env: &[(&str, &str)],
+        stdin: Option<Vec<u8>>,
+    ) -> Result<Output, SourceError> {
         let spec = serde_json::to_string(spec).map_err(|e| SourceError::Sandbox {
             what: "encode the sandbox spec".into(),
             source: std::io::Error::other(e),
@@ -299,8 +347,19 @@ impl Sandbox {
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
-        cmd.output().await.map_err(SourceError::Spawn)
+        let mut child = cmd.spawn().map_err(SourceError::Spawn)?;
+        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A helper that failed before reading closes the pipe: its exit says why.
+            let _ = pipe.write_all(&bytes).await;
+        }
+        child.wait_with_output().await.map_err(SourceError::Spawn)
     }
 }

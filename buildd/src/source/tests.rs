@@ -33,6 +33,7 @@ pub(crate) fn test_settings(local_roots: &[&Path]) -> Arc<FetchSettings> {
         max_bytes: 256 << 20,
         max_files: 20_000,
         ca_file: None,
+        ssh_known_hosts: None,
         local_roots: local_roots.iter().map(|p| p.to_path_buf()).collect(),
         egress: Egress {
             policy: AddressPolicy::default(),
@@ -95,11 +96,9 @@ fn option_looking_and_malformed_refs_are_refused() {
 }
 
 #[test]
-fn urls_other_than_public_https_are_refused() {
+fn urls_other_than_public_https_and_ssh_are_refused() {
     for url in [
         "http://git.example.com/a.git",
-        "ssh://git@git.example.com/a.git",
-        "git@github.com:a/b.git",
         "git://git.example.com/a.git",
         "ext::sh -c touch% /tmp/canary",
         "--upload-pack=touch /tmp/canary",
@@ -112,6 +111,19 @@ fn urls_other_than_public_https_are_refused() {
     ] {
         let field = refused_field(parse_source(&source(url, "", ""), &[]));
         assert_eq!(field, "url", "{url}");
+    }
+    // SSH sources are fetched with a deploy key, and refused without one.
+    for url in ["ssh://git@git.example.com/a.git", "git@github.com:a/b.git"] {
+        let field = refused_field(parse_source(&source(url, "", ""), &[]));
+        assert_eq!(field, "ssh_private_key", "{url}");
+        let keyed = GitSource {
+            ssh_private_key: "k".into(),
+            ..source(url, "", "")
+        };
+        assert!(matches!(
+            parse_source(&keyed, &[]).unwrap().remote,
+            Remote::Ssh(_)
+        ));
     }
     let err = parse_source(&source("https://169.254.169.254/x", "", ""), &[]).unwrap_err();
     assert!(err.to_string().contains("169.254.169.254"), "{err}");

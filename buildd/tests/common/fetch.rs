@@ -44,6 +44,7 @@ pub fn settings(local_roots: &[&Path], allow: &[&str]) -> FetchSettings {
         max_bytes: 256 << 20,
         max_files: 20_000,
         ca_file: None,
+        ssh_known_hosts: None,
         local_roots: local_roots.iter().map(|p| p.to_path_buf()).collect(),
         egress: Egress {
             policy: AddressPolicy {

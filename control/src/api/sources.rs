@@ -193,7 +193,7 @@ impl SourcePolicy {
     /// Refuses `url` for `organization` (its name) with a 422 naming `field`; 503 when DNS did
     /// not answer.
     pub async fn check(&self, field: &str, organization: &str, url: &SourceUrl) -> ApiResult<()> {
-        let https = match url {
+        let host = match url {
             SourceUrl::Local(_) => {
                 return if self.local_organizations.iter().any(|o| o == organization) {
                     Ok(())
@@ -206,9 +206,10 @@ impl SourcePolicy {
                     ))
                 };
             }
-            SourceUrl::Https(https) => https,
+            SourceUrl::Https(https) => https.host(),
+            SourceUrl::Ssh(ssh) => ssh.host(),
         };
-        self.check_host(field, https.host(), "", "only public hosts may be fetched")
+        self.check_host(field, host, "", "only public hosts may be fetched")
             .await
     }
 

@@ -99,11 +99,12 @@ pub(super) fn from_row(row: &PgRow) -> Result<Service> {
     })
 }
 
-/// A git source as stored (and handed to buildd): the https URL as given, or `file://` + the
+/// A git source as stored (and handed to buildd): the https or ssh URL as given, or `file://` + the
 /// path of a local repository.
 pub fn source_text(url: &SourceUrl) -> String {
     match url {
         SourceUrl::Https(u) => u.as_str().to_owned(),
+        SourceUrl::Ssh(u) => u.as_str().to_owned(),
         SourceUrl::Local(path) => format!("file://{}", path.display()),
     }
 }
