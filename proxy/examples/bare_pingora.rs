@@ -1,13 +1,17 @@
 //! Used by `bench/proxy/run` and `bench/tls/run`: the floor under stackpad-proxy. A minimal
 //! Pingora proxy in the shape of the framework's load-balancer example (one fixed upstream, no
 //! filters, no routing, metrics or hardening), built from the same Pingora version and with the
-//! same profile, so the bench splits the gap to nginx into Pingora's part and ours.
+//! same profile and allocator (mimalloc, as the daemon's binary), so the bench splits the gap to
+//! nginx into Pingora's part and ours.
 //!
 //! usage: bare_pingora LISTEN UPSTREAM [CERT KEY]
 //! One worker thread; with CERT and KEY (PEM files) LISTEN is TLS (HTTP/1.1 and h2 by ALPN).
 //! Runs until killed.
 
 use async_trait::async_trait;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};

@@ -1,6 +1,7 @@
 //! Used by `bench/proxy/run`: the time of one switch on a running `stackpad-proxy`, from the
 //! Switch call to the first response served by the new set, while a client keeps requesting
-//! over one keep-alive connection.
+//! over one keep-alive connection (bench/proxy/run keeps wrk load on the proxy meanwhile);
+//! prints the median and the 99th percentile.
 //!
 //! usage: switch_timing PROXY_HTTP ADMIN TOKEN HOST SERVICE FROM_ADDR TO_ADDR ROUNDS
 //! The two backends must answer with different bodies.
@@ -98,12 +99,18 @@ async fn main() -> anyhow::Result<()> {
     swaps.sort();
     calls.sort();
     let med = |v: &[Duration]| v[v.len() / 2].as_micros();
+    // The nearest-rank 99th percentile: with 100 rounds or fewer, the slowest one.
+    let p99 = |v: &[Duration]| v[(v.len() * 99).div_ceil(100).max(1) - 1].as_micros();
     println!(
-        "switch: call -> first response from the new set median {} us (swap inside the proxy {} us; \
-         whole Switch call incl. state-file fsync and drain {} us); {rounds} rounds",
+        "switch: call -> first response from the new set median {} us, p99 {} us (swap inside the \
+         proxy median {} us, p99 {} us; whole Switch call incl. state-file fsync and drain median \
+         {} us, p99 {} us); {rounds} rounds",
         med(&totals),
+        p99(&totals),
         med(&swaps),
-        med(&calls)
+        p99(&swaps),
+        med(&calls),
+        p99(&calls)
     );
     Ok(())
 }
