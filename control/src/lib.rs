@@ -21,6 +21,7 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod dashboard;
+pub mod deploy_keys;
 pub mod domains;
 pub mod endpoints;
 pub mod github;

@@ -6,6 +6,7 @@
 mod access_logs;
 mod backups;
 mod build_logs;
+mod deploy_keys;
 mod deployments;
 mod domains;
 mod edge;
@@ -163,6 +164,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/projects/{id}/previews"),
     ("put", "/projects/{id}/git-credentials"),
     ("delete", "/projects/{id}/git-credentials"),
+    ("get", "/projects/{id}/deploy-key"),
+    ("post", "/projects/{id}/deploy-key"),
+    ("delete", "/projects/{id}/deploy-key"),
+    ("put", "/projects/{id}/deploy-key/known-hosts"),
     ("put", "/projects/{id}/github-token"),
     ("delete", "/projects/{id}/github-token"),
     ("get", "/projects/{id}/environments"),
@@ -253,6 +258,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/projects/{id}/git-credentials",
             axum::routing::put(previews::put_credentials).delete(previews::delete_credentials),
+        )
+        .route(
+            "/projects/{id}/deploy-key",
+            get(deploy_keys::get)
+                .post(deploy_keys::create)
+                .delete(deploy_keys::delete),
+        )
+        .route(
+            "/projects/{id}/deploy-key/known-hosts",
+            axum::routing::put(deploy_keys::put_known_hosts),
         )
         .route(
             "/projects/{id}/github-token",

@@ -169,6 +169,14 @@ pub fn document() -> Value {
                 "put": op("Set the credentials the project's private repositories are fetched with (owner): token (HTTPS basic auth password, 8..=1024 printable characters) and username (default x-access-token). Sealed at rest, sent to the build node only inside the build request, never shown again", Some("PutGitCredentials"), "200"),
                 "delete": op("Remove the project's git credentials", None, "204")
             },
+            "/projects/{id}/deploy-key": {
+                "get": op("The project's SSH deploy key: public_key (an OpenSSH ed25519 line whose comment names the project: add it to the repository as a read-only deploy key), fingerprint (SHA256:...), created_at, known_hosts. 404 when it has none. The private half is sealed at rest and sent only to the build node fetching an ssh:// or git@host:path repository of the project", None, "200"),
+                "post": op("Make the project's deploy key (owner): a new ed25519 pair; 201 for the first, 200 for a rotation (the key before stops working at once: add the new public half to the repository)", None, "201"),
+                "delete": op("Remove the project's deploy key (owner): its SSH sources can no longer be fetched", None, "204")
+            },
+            "/projects/{id}/deploy-key/known-hosts": {
+                "put": op("Set the SSH host keys the project trusts (owner): known_hosts lines `host key-type key` (host or [host]:port), besides the build nodes' own ssh_known_hosts file; a host key found in neither fails the fetch (never accepted on first use). Empty = none", Some("PutKnownHosts"), "200")
+            },
             "/projects/{id}/github-token": {
                 "put": op("Set the project's GitHub token (owner; 8..=1024 printable characters, allowed to write deployments): each preview's progress is then sent to GitHub as a deployment of the pull request's head for environment pr-<n> with statuses in_progress, success (with the preview's URL), failure, and inactive once closed; a call GitHub refuses is shown on the webhook delivery (github_status) and never fails the deploy. Sealed at rest, never shown again", Some("PutGitHubToken"), "200"),
                 "delete": op("Remove the project's GitHub token: statuses are no longer sent", None, "204")
@@ -261,6 +269,7 @@ pub fn document() -> Value {
                 "RotateWebhookSecret": obj(&[], json!({ "secret": s })),
                 "PutPreviews": obj(&["enabled"], json!({ "enabled": { "type": "boolean" }, "template": s, "max_previews": { "type": "integer" }, "allow_forks": { "type": "boolean" }, "idle_seconds": { "type": "integer" } })),
                 "PutGitCredentials": obj(&["token"], json!({ "username": s, "token": s })),
+                "PutKnownHosts": obj(&["known_hosts"], json!({ "known_hosts": s })),
                 "PutGitHubToken": obj(&["token"], json!({ "token": s })),
                 "AddMember": obj(&["email", "role"], json!({ "email": s, "role": { "enum": spellings(MemberRole::ALL) } })),
                 "SetMemberRole": obj(&["role"], json!({ "role": { "enum": spellings(MemberRole::ALL) } })),

@@ -63,6 +63,12 @@ pub async fn create(
         // The platform's own engine image, picked by Stackpad.
         Source::Image(_) if spec.engine.is_some() => {}
         Source::Git { url, .. } => {
+            // An SSH repository is fetched with the project's deploy key.
+            if matches!(url, tenant::source::SourceUrl::Ssh(_))
+                && state.store.deploy_key(org.id, project).await?.is_none()
+            {
+                return Err(invalid("git.url", crate::deploy_keys::missing(project)));
+            }
             let organization = state.store.organization(org.id).await?;
             state
                 .sources

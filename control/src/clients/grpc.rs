@@ -129,6 +129,16 @@ impl BuilderClient for GrpcBuilder {
                         .as_ref()
                         .map(|c| c.token.clone())
                         .unwrap_or_default(),
+                    ssh_private_key: r
+                        .deploy_key
+                        .as_ref()
+                        .map(|k| k.private_key.clone())
+                        .unwrap_or_default(),
+                    ssh_known_hosts: r
+                        .deploy_key
+                        .as_ref()
+                        .map(|k| k.known_hosts.clone())
+                        .unwrap_or_default(),
                     ..Default::default()
                 }),
                 image: r.image_repository.clone(),

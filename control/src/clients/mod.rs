@@ -38,6 +38,8 @@ pub struct BuildRequest {
     pub secrets: BTreeMap<String, String>,
     /// The project's git credentials (a private repository): sent inside this request only.
     pub git_credentials: Option<crate::store::GitCredentials>,
+    /// The project's SSH deploy key, for a repository over SSH: sent inside this request only.
+    pub deploy_key: Option<crate::deploy_keys::DeployKeySecret>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

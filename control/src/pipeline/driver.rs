@@ -324,6 +324,14 @@ impl<Q: DeploymentQueue> Driver<Q> {
             };
             secrets.insert(name.clone(), (*value).to_owned());
         }
+        // An SSH source is fetched with the project's deploy key, and cannot be without one.
+        let deploy_key = match SourceUrl::parse(&git_url) {
+            Ok(SourceUrl::Ssh(_)) => match self.queue.deploy_key(service.project_id).await? {
+                Some(key) => Some(key),
+                None => return failed(crate::deploy_keys::missing(service.project_id)),
+            },
+            _ => None,
+        };
         let request = BuildRequest {
             build_id: d.id.to_string(),
             git_url: git_url.clone(),
@@ -341,6 +349,7 @@ impl<Q: DeploymentQueue> Driver<Q> {
             build_args: service.build.build_args.clone(),
             secrets,
             git_credentials: self.queue.git_credentials(service.project_id).await?,
+            deploy_key,
         };
         let mut log = Recorder::new(
             self.build_logs.clone(),
@@ -356,7 +365,14 @@ impl<Q: DeploymentQueue> Driver<Q> {
                 secret_values
                     .values()
                     .copied()
-                    .chain(request.git_credentials.as_ref().map(|c| c.token.as_str())),
+                    .chain(request.git_credentials.as_ref().map(|c| c.token.as_str()))
+                    // The key's base64 lines, each (a log line never holds the whole key).
+                    .chain(request.deploy_key.iter().flat_map(|k| {
+                        k.private_key
+                            .lines()
+                            .map(str::trim)
+                            .filter(|l| !l.starts_with("-----"))
+                    })),
             ),
         );
         let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::machine::{Phase, Transition};
 use crate::clients::RouteSpec;
+use crate::deploy_keys::DeployKeySecret;
 use crate::schedule::{BuildNodeView, ComputeNodeView};
 use crate::store::{Deployment, GitCredentials, Instance, Node, Result, Service, StepData, Store};
 
@@ -52,6 +53,11 @@ pub trait DeploymentQueue: Clone + Send + Sync + 'static {
     /// The git credentials of a project's private repositories (for the build request only);
     /// none by default.
     async fn git_credentials(&self, _project: Uuid) -> Result<Option<GitCredentials>> {
+        Ok(None)
+    }
+    /// A project's SSH deploy key in clear (for the build request of an SSH source only);
+    /// none by default.
+    async fn deploy_key(&self, _project: Uuid) -> Result<Option<DeployKeySecret>> {
         Ok(None)
     }
     /// An environment's name (the `.internal` names of its services); empty by default.
@@ -172,6 +178,10 @@ impl DeploymentQueue for Store {
 
     async fn git_credentials(&self, project: Uuid) -> Result<Option<GitCredentials>> {
         Store::git_credentials(self, project).await
+    }
+
+    async fn deploy_key(&self, project: Uuid) -> Result<Option<DeployKeySecret>> {
+        Store::deploy_key_secret(self, project).await
     }
 
     async fn service_route(
