@@ -101,6 +101,13 @@ function row(b: Backup, restore: ((b: Backup) => void) | null): HTMLTableRowElem
 /** Asks before a restore, naming what is replaced: into the backup's own service its current
  * data is kept first; into another one, that one's data is lost, so its name is typed. */
 function confirmRestore(service: Service, what: string, into: Target): Promise<boolean> {
+  if (into.id === "new") {
+    return ask({
+      title: `Restore into a new service ${into.name}?`,
+      say: [`A new ${service.engine} service ${into.name} is made (its own credentials and volume) and ${what} of ${service.name} is restored into it.`, `${service.name} is only read.`],
+      confirm: "Make it and restore",
+    });
+  }
   if (into.id === service.id) {
     return ask({
       title: `Restore ${service.name}?`,
@@ -190,14 +197,25 @@ export async function backupsTab(body: HTMLElement, service: Service, session: S
     "select",
     { name: "into", id: "restore-into" },
     targets.map((t, i) => h("option", { value: t.id }, i === 0 ? `${t.name} (this service)` : t.name)),
+    h("option", { value: "new" }, "a new service…"),
   );
-  const target = () => targets.find((t) => t.id === into.value) ?? targets[0];
+  // A new service's name (`new_service`), asked when "a new service" is picked.
+  const newName = h("input", { name: "new_service", placeholder: `${service.name}-restored`, "aria-label": "The new service's name", hidden: true });
+  into.addEventListener("change", () => {
+    newName.hidden = into.value !== "new";
+    if (!newName.hidden) newName.focus();
+  });
+  const target = (): Target =>
+    into.value === "new" ? { id: "new", name: newName.value.trim() || `${service.name}-restored` } : targets.find((t) => t.id === into.value) ?? targets[0];
+  /** The request's target: none (the service itself), another service, or a new one. */
+  const where = (t: Target): Record<string, unknown> =>
+    t.id === service.id ? {} : t.id === "new" ? { new_service: { name: t.name } } : { into_service: t.id };
   /** Asks, starts the restore `start` makes, and follows it; its error is shown instead. */
-  async function runRestore(what: string, start: (into: string | undefined) => Promise<Restore>): Promise<void> {
+  async function runRestore(what: string, start: (body: Record<string, unknown>) => Promise<Restore>): Promise<void> {
     const t = target();
     if (!(await confirmRestore(service, what, t))) return;
     try {
-      const r = await start(t.id === service.id ? undefined : t.id);
+      const r = await start(where(t));
       history.replaceState(null, "", `#/services/${service.id}/backups?restore=${r.id}`);
       follow(r.id);
     } catch (e) {
@@ -209,7 +227,7 @@ export async function backupsTab(body: HTMLElement, service: Service, session: S
     await draw();
   }
   async function startRestore(b: Backup): Promise<void> {
-    await runRestore(backupWords(b), (into_service) => post<Restore>(`/services/${service.id}/backups/${b.id}/restore`, into_service ? { into_service } : {}));
+    await runRestore(backupWords(b), (body) => post<Restore>(`/services/${service.id}/backups/${b.id}/restore`, body));
   }
   /** Point-in-time recovery (PostgreSQL): the time as the user's clock shows it. */
   const toTime = owner && service.engine === "postgres"
@@ -219,8 +237,8 @@ export async function backupsTab(body: HTMLElement, service: Service, session: S
         async (v) => {
           const at = new Date(v.to_time);
           if (Number.isNaN(at.getTime())) throw new ApiError(422, `${JSON.stringify(v.to_time)} is not a time`, "to_time");
-          await runRestore(`its data as it was at ${at.toLocaleString()}`, (into_service) =>
-            post<Restore>(`/services/${service.id}/backups/restore`, { to_time: at.toISOString(), ...(into_service ? { into_service } : {}) }),
+          await runRestore(`its data as it was at ${at.toLocaleString()}`, (body) =>
+            post<Restore>(`/services/${service.id}/backups/restore`, { to_time: at.toISOString(), ...body }),
           );
         },
         { inline: true },
@@ -249,9 +267,7 @@ export async function backupsTab(body: HTMLElement, service: Service, session: S
         h("thead", {}, h("tr", {}, ["Backup", "Started", "State", "Size", "Verified", ""].map((c) => h("th", {}, c)))),
         tbody,
       ),
-      owner && targets.length > 1
-        ? h("p", { class: "restore-into" }, h("label", { for: "restore-into" }, "Restores go into "), into)
-        : null,
+      owner ? h("p", { class: "restore-into" }, h("label", { for: "restore-into" }, "Restores go into "), into, " ", newName) : null,
       service.engine === "postgres" ? h("section", { class: "card pitr" }, h("h2", {}, "Point in time"), windowText, toTime) : null,
       progress,
       owner

@@ -44,7 +44,7 @@ export async function deploymentPage(main: HTMLElement, [id]: string[], session:
   const steps = h("div", { class: "steps" });
   const reason = h("pre", { class: "failure", hidden: true });
   const events = h("ol", { class: "timeline" });
-  const actions = h("div", { class: "actions" });
+  const actions = h("div", { class: "actions deployment-actions" });
   const log = h("pre", { class: "log build-log", tabindex: "0", "aria-label": "Build log", "aria-live": "polite" });
   const canChange = session.role !== "read_only";
   const draw = () => {

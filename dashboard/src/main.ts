@@ -26,6 +26,9 @@ const routes: [RegExp, View][] = [
 let session: SessionInfo | null = null;
 let cleanup: Cleanup | null = null;
 let generation = 0;
+/** The path drawn last: a new one moves the keyboard focus to the page (a redraw of the same
+ * page, after a form, leaves it where it is). */
+let drawnPath = "";
 
 const main = document.getElementById("main")!;
 const nav = document.getElementById("nav")!;
@@ -94,7 +97,11 @@ async function route(): Promise<void> {
   try {
     const done = await hit[1](main, params, session);
     if (mine !== generation) done?.();
-    else cleanup = done ?? null;
+    else {
+      cleanup = done ?? null;
+      if (drawnPath && drawnPath !== path && !main.contains(document.activeElement)) main.focus({ preventScroll: true });
+      drawnPath = path;
+    }
   } catch (e) {
     if (mine !== generation) return;
     clear(main);
@@ -106,6 +113,12 @@ async function route(): Promise<void> {
     );
   }
 }
+
+// "Skip to content" moves the focus to the page; as a plain #main link it would be a route.
+document.querySelector<HTMLAnchorElement>(".skip")?.addEventListener("click", (ev) => {
+  ev.preventDefault();
+  main.focus();
+});
 
 whenSignedOut(() => {
   session = null;

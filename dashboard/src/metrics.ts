@@ -138,8 +138,9 @@ export async function metricsTab(body: HTMLElement, service: Service): Promise<C
   const cpu = h("div", { class: "chart", id: "chart-cpu", role: "img", "aria-label": "CPU in cores" });
   const mem = h("div", { class: "chart", id: "chart-memory", role: "img", "aria-label": "Memory in MiB and its limit" });
   const net = h("div", { class: "chart", id: "chart-network", role: "img", "aria-label": "Network in and out, KiB/s" });
-  const note = h("p", { class: "muted" });
-  const usageNote = h("p", { class: "muted" });
+  // Their text comes with the data; a line is kept for it meanwhile (nothing moves).
+  const note = h("p", { class: "muted" }, "Loading the last hour…");
+  const usageNote = h("p", { class: "muted" }, "Loading…");
   body.append(h("section", {}, note, rps, lat), h("section", {}, h("h2", {}, "Resources"), usageNote, cpu, mem, net));
   const charts: uPlot[] = [];
   const boxes = [rps, lat, cpu, mem, net];

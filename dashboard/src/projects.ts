@@ -2,7 +2,7 @@
 // (web services and workers on the left, the databases and caches they use on the right).
 
 import { Environment, Page, Project, Service, SessionInfo, del, get, patch, post } from "./api";
-import { ago, h } from "./dom";
+import { ago, append, h } from "./dom";
 import { action, ask, form, pairs } from "./form";
 import { repositoryCard } from "./repository";
 import { environmentVars } from "./service";
@@ -30,7 +30,9 @@ export async function overviewPage(main: HTMLElement, _p: string[], session: Ses
             ),
           ),
         ),
-    h(
+    session.role !== "owner"
+      ? h("p", { class: "muted" }, `Projects are created by owners; this session has the ${session.role} role.`)
+      : h(
       "section",
       { class: "card" },
       h("h2", {}, "New project"),
@@ -148,7 +150,7 @@ export async function projectPage(main: HTMLElement, [id]: string[], session: Se
       ),
     ),
   );
-  main.append(
+  append(main, [
     h("div", { class: "title" }, h("h1", {}, project.name), h("span", { class: "muted" }, `${services.items.length} ${services.items.length === 1 ? "service" : "services"}`)),
     tabs,
     stackGraph(inEnv),
@@ -171,7 +173,9 @@ export async function projectPage(main: HTMLElement, [id]: string[], session: Se
         ),
       ),
     ),
-    h(
+    session.role !== "owner"
+      ? null
+      : h(
       "div",
       { class: "two" },
       h(
@@ -206,7 +210,7 @@ export async function projectPage(main: HTMLElement, [id]: string[], session: Se
         ),
       ),
     ),
-  );
+  ]);
   const owner = session.role === "owner";
   // The environment's variables, the repository (webhook, previews, deliveries); fetched
   // together so the page grows once.

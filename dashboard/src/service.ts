@@ -5,7 +5,7 @@ import { ago, append, badge, clear, h, short } from "./dom";
 import { backupsTab } from "./backups";
 import { Field, action, ask, form } from "./form";
 import { deliveries, deliveriesTable, secretRotation } from "./repository";
-import { SPEC_ERROR_FIELDS, health, number, resources, sameHealth, specFields } from "./spec";
+import { SPEC_ERROR_FIELDS, health, number, resources, sameHealth, specFields, volumes } from "./spec";
 import { logsTab } from "./logs";
 import type { Cleanup } from "./main";
 import { metricsTab } from "./metrics";
@@ -373,6 +373,10 @@ async function settingsTab(body: HTMLElement, service: Service, session: Session
     ...specFields(service),
     ...(service.engine ? [] : [{ name: "port", label: "Port", type: "number", value: String(service.port) }]),
     ...(service.image && !service.engine ? [{ name: "image", label: "Image", value: service.image }] : []),
+    // A managed engine's volume is its data: it is not edited here.
+    ...(service.engine
+      ? []
+      : [{ name: "volumes", label: "Volumes", type: "textarea", value: volumeLines(service), placeholder: "data:/data:1Gi", hint: "name:path:size, one a line; from the next deployment (one replica then)" }]),
   ];
   const saved = h("p", { class: "muted", role: "status" });
   append(body, [
@@ -390,15 +394,31 @@ async function settingsTab(body: HTMLElement, service: Service, session: Session
               const req: Record<string, unknown> = {};
               const replicas = number(v.replicas, "replicas", "Replicas");
               if (replicas !== undefined && replicas !== service.replicas) req.replicas = replicas;
+              // An emptied field keeps what is set.
               const res = resources(v);
-              if (res && (res.cpu_millis !== undefined && res.cpu_millis !== r.cpu_millis || res.memory_bytes !== undefined && res.memory_bytes !== r.memory_bytes)) {
-                req.resources = { cpu_millis: res.cpu_millis ?? r.cpu_millis, ...(res.memory_bytes !== undefined ? { memory_bytes: res.memory_bytes } : r.memory_bytes ? { memory_bytes: r.memory_bytes } : {}) };
-              }
+              const cpu = res?.cpu_millis ?? r.cpu_millis;
+              const mem = res?.memory_bytes ?? r.memory_bytes;
+              if (cpu !== r.cpu_millis || mem !== r.memory_bytes) req.resources = { cpu_millis: cpu, ...(mem ? { memory_bytes: mem } : {}) };
               const port = number(v.port ?? "", "port", "The port");
               if (port !== undefined && port !== service.port) req.port = port;
               const hc = health(v);
               if (hc && !sameHealth(hc, service.health_check)) req.health_check = hc;
               if (v.image !== undefined && v.image !== service.image) req.image = v.image;
+              if (v.volumes !== undefined && v.volumes !== volumeLines(service)) {
+                const wanted = volumes(v.volumes, "volumes");
+                req.volumes = wanted;
+                const gone = (service.volumes ?? []).filter((o) => !wanted.some((w) => w.name === o.name)).map((o) => o.name);
+                if (gone.length) {
+                  const yes = await ask({
+                    title: `Remove ${gone.join(", ")}?`,
+                    say: [`The data on ${gone.join(", ")} is deleted once no container of ${service.name} mounts it.`],
+                    confirm: "Remove with its data",
+                    typed: service.name,
+                  });
+                  if (!yes) return;
+                  req.purge_volumes = true;
+                }
+              }
               if (!Object.keys(req).length) {
                 saved.textContent = "Nothing changed.";
                 return;
@@ -417,7 +437,7 @@ async function settingsTab(body: HTMLElement, service: Service, session: Session
           "section",
           { class: "card danger-zone" },
           h("h2", {}, "Delete this service"),
-          h("p", { class: "muted" }, "Its containers stop and its routes and domains go." + (service.volumes?.length ? " Its volumes are kept 7 days, then deleted." : "")),
+          h("p", { class: "muted" }, "Its containers stop and its routes and domains go." + (service.volumes?.length ? " Its volumes are kept for the platform's grace period (7 days unless the operator set another), then deleted." : "")),
           action("Delete service…", async () => {
             const yes = await ask({
               title: `Delete ${service.name}?`,
@@ -432,6 +452,11 @@ async function settingsTab(body: HTMLElement, service: Service, session: Session
         )
       : null,
   ]);
+}
+
+/** A service's volumes as the form writes them: `name:path:sizeMi`, one a line. */
+function volumeLines(s: Service): string {
+  return (s.volumes ?? []).map((v) => `${v.name}:${v.mount_path}:${v.size_bytes % 2 ** 30 === 0 ? `${v.size_bytes / 2 ** 30}Gi` : `${Math.round(v.size_bytes / 2 ** 20)}Mi`}`).join("\n");
 }
 
 /** Where GitHub sends a git service's pushes, a new signing secret (shown once), and the
