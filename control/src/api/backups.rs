@@ -77,7 +77,11 @@ pub async fn list(
     // The times a PostgreSQL service can be restored to (from its oldest base backup's end
     // to its newest archived WAL); null bounds otherwise.
     let window = state.store.recovery_window(id).await?;
-    Ok(Json(json!({ "items": items, "recovery_window": window })))
+    // The service's own backup events, newest first: failed, missed, WAL shipping.
+    let events = crate::backups::health::service_events(&state.store, id, 50).await?;
+    Ok(Json(
+        json!({ "items": items, "recovery_window": window, "events": events }),
+    ))
 }
 
 pub async fn create(

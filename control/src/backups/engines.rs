@@ -11,6 +11,7 @@ use proto::node::v1 as n;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+use super::rowcount::MariadbRowCounter;
 use crate::clients::tls::PlatformTls;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub struct DumpStream {
     address: String,
     inner: tonic::Streaming<n::EngineChunk>,
     ended: bool,
+    /// Counts the rows of a MariaDB dump as it passes ([`DumpStream::count_mariadb_rows`]).
+    rows: Option<Arc<Mutex<MariadbRowCounter>>>,
 }
 
 impl std::fmt::Debug for DumpStream {
@@ -55,6 +58,14 @@ impl std::fmt::Debug for DumpStream {
 }
 
 impl DumpStream {
+    /// From here on, every piece also goes through a MariaDB row counter; the handle reads it
+    /// once the dump was consumed.
+    pub fn count_mariadb_rows(&mut self) -> Arc<Mutex<MariadbRowCounter>> {
+        self.rows
+            .get_or_insert_with(|| Arc::new(Mutex::new(MariadbRowCounter::default())))
+            .clone()
+    }
+
     /// The next piece; `None` once the dump ended whole.
     pub async fn next(&mut self) -> Result<Option<Vec<u8>>, EngineError> {
         loop {
@@ -65,6 +76,9 @@ impl DumpStream {
                 Ok(Some(chunk)) => {
                     self.ended = chunk.end;
                     if !chunk.data.is_empty() {
+                        if let Some(rows) = &self.rows {
+                            rows.lock().expect("row counter lock").push(&chunk.data);
+                        }
                         return Ok(Some(chunk.data));
                     }
                 }
@@ -228,6 +242,7 @@ impl GrpcEngines {
             address: address.to_owned(),
             inner,
             ended: false,
+            rows: None,
         })
     }
 

@@ -1,7 +1,8 @@
 //! Backups on control's `/metrics` (#14 item 8), read from PostgreSQL at scrape time like the
 //! other store gauges: per managed service the last completed backup's age, size, duration and
-//! verification result, the failed backups (a counter: failed rows are kept), and whether its
-//! schedule is overdue by more than one interval (a missed backup).
+//! verification result, the failed backups (a counter: failed rows are kept), whether its
+//! backup is missed now and how many times it was, and for PostgreSQL its WAL shipping
+//! (failed passes, failing now, age of the newest shipped file).
 
 use std::sync::atomic::AtomicU64;
 
@@ -41,6 +42,10 @@ pub fn register(registry: &mut Registry, summaries: &[BackupSummary]) {
     let failed = Family::<Labels, Counter>::default();
     let completed = Family::<Labels, Counter>::default();
     let missed = Family::<Labels, Gauge>::default();
+    let missed_total = Family::<Labels, Counter>::default();
+    let wal_failures = Family::<Labels, Counter>::default();
+    let wal_failing = Family::<Labels, Gauge>::default();
+    let wal_age = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     for s in summaries {
         let l = labels(s);
         if let Some(a) = s.age_seconds {
@@ -65,6 +70,18 @@ pub fn register(registry: &mut Registry, summaries: &[BackupSummary]) {
             .get_or_create(&l)
             .inc_by(s.completed_total.max(0) as u64);
         missed.get_or_create(&l).set(i64::from(s.missed));
+        missed_total
+            .get_or_create(&l)
+            .inc_by(s.missed_total.max(0) as u64);
+        if s.engine == ::api::Engine::Postgres {
+            wal_failures
+                .get_or_create(&l)
+                .inc_by(s.wal_failures.max(0) as u64);
+            wal_failing.get_or_create(&l).set(i64::from(s.wal_failing));
+            if let Some(a) = s.wal_age_seconds {
+                wal_age.get_or_create(&l).set(a);
+            }
+        }
     }
     registry.register(
         "stackpad_control_backup_age_seconds",
@@ -98,7 +115,27 @@ pub fn register(registry: &mut Registry, summaries: &[BackupSummary]) {
     );
     registry.register(
         "stackpad_control_backup_missed",
-        "1 when the service's scheduled backup is overdue by more than one interval",
+        "1 when no backup of the service completed for its interval and a grace (half an interval, at most an hour)",
         missed,
+    );
+    registry.register(
+        "stackpad_control_backups_missed",
+        "Stretches without a backup reported as backup_missed events on the service",
+        missed_total,
+    );
+    registry.register(
+        "stackpad_control_wal_shipping_failures",
+        "PostgreSQL WAL shipping passes of the service that failed",
+        wal_failures,
+    );
+    registry.register(
+        "stackpad_control_wal_shipping_failing",
+        "1 while the service's WAL shipping fails (since its last success)",
+        wal_failing,
+    );
+    registry.register(
+        "stackpad_control_wal_age_seconds",
+        "Seconds since the newest shipped WAL file of the service was archived",
+        wal_age,
     );
 }

@@ -21,12 +21,15 @@
 //! or into another managed service of the same engine, or into a new one made for it
 //! ([`restore_new`]); the steps are a timeline (`backup_events`, like a deployment's events).
 
+pub mod deleted;
 pub mod engines;
 pub mod format;
+pub mod health;
 pub mod metrics;
 pub mod objects;
 pub mod pitr;
 pub mod restore_new;
+pub mod rowcount;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -72,6 +75,8 @@ pub enum BackupError {
     NotPostgres(Uuid),
     #[error("{0}")]
     OutsideWindow(String),
+    #[error("the verification restore differs from the dump: {0}")]
+    Mismatch(String),
     #[error(
         "backup {0} is a base backup: it is restored to a point in time (POST /services/{{id}}/backups/restore with to_time)"
     )]
@@ -278,6 +283,12 @@ impl Backups {
                 tracing::warn!(backup = %b.id, service = %b.service_id, error = %reason, "backup failed");
                 self.inner.store.fail_backup(b.id, &reason).await?;
                 self.event(b.id, "failed", &reason).await;
+                self.service_event(
+                    b.service_id,
+                    "backup_failed",
+                    &format!("{} backup {}: {reason}", b.kind.as_str(), b.id),
+                )
+                .await;
                 Err(e)
             }
         }
@@ -288,13 +299,22 @@ impl Backups {
             ::api::BackupKind::Base => n::EngineCommand::BaseBackup,
             ::api::BackupKind::Dump => n::EngineCommand::Dump,
         };
-        let dump = self
+        let mut dump = self
             .inner
             .engines
             .command(&r.address, &r.container, r.engine, command, "")
             .await?;
-        self.seal_into(b.organization_id, b.id, &b.object_key, dump, Some(b.id))
-            .await
+        // MariaDB: the rows per table of the dump's own snapshot, checked after the
+        // verification restore (`rowcount`).
+        let rows = (r.engine == Engine::Mariadb && b.kind == ::api::BackupKind::Dump)
+            .then(|| dump.count_mariadb_rows());
+        let sealed = self
+            .seal_into(b.organization_id, b.id, &b.object_key, dump, Some(b.id))
+            .await?;
+        if let Some(rows) = rows {
+            self.record_row_counts(b.id, &rows).await?;
+        }
+        Ok(sealed)
     }
 
     /// Compresses, seals (nonces from `id`) and writes `dump` to `object_key`; beats the
@@ -464,7 +484,7 @@ impl Backups {
             let result: Result<String, BackupError> = async {
                 let load = self.inner.engines.load(&r.address, &container, r.engine)?;
                 self.stream_into(b, load).await?;
-                Ok(self.inner.engines.check(&r.address, &container, r.engine).await?)
+                self.check_restored(b, r, &container).await
             }
             .await;
             if let Err(e) = self.inner.engines.remove_scratch(&r.address, &container).await {
@@ -490,6 +510,14 @@ impl Backups {
             .store
             .set_verification(b.id, verdict, &detail)
             .await?;
+        if verdict == BackupVerification::Failed {
+            self.service_event(
+                b.service_id,
+                "backup_verification_failed",
+                &format!("backup {}: {detail}", b.id),
+            )
+            .await;
+        }
         tracing::info!(backup = %b.id, verdict = verdict.as_str(), %detail, "backup verification");
         Ok(verdict)
     }

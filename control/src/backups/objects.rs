@@ -30,6 +30,9 @@ pub struct BackupSettings {
     pub store_timeout_ms: u64,
     /// Restore each backup into a throwaway container and check it.
     pub verify: bool,
+    /// The objects of a deleted service's backups and WAL are kept this long after the delete
+    /// (a mistaken delete can still be undone from them by an operator), then removed.
+    pub deleted_keep_ms: u64,
 }
 
 impl Default for BackupSettings {
@@ -45,6 +48,7 @@ impl Default for BackupSettings {
             retry_after_ms: 300_000,
             store_timeout_ms: 30_000,
             verify: true,
+            deleted_keep_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }

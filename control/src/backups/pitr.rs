@@ -165,9 +165,14 @@ impl Backups {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(n) => total += n,
+                Ok(n) => {
+                    total += n;
+                    self.wal_shipping_outcome(service, Ok(())).await;
+                }
                 Err(e) => {
-                    tracing::warn!(%service, error = %e, "WAL shipping failed; retried next pass")
+                    tracing::warn!(%service, error = %e, "WAL shipping failed; retried next pass");
+                    self.wal_shipping_outcome(service, Err(&e.to_string()))
+                        .await;
                 }
             }
         }

@@ -6,7 +6,8 @@
 //! `retry_after_ms`; a completed one is verified, then retention drops the oldest beyond `keep`.
 //! Every pass also ships the archived WAL of each running PostgreSQL ([`super::pitr`]), and a
 //! scheduled PostgreSQL dump is followed by a base backup (the start of its point-in-time
-//! recovery), whose retention also drops the WAL no kept base backup needs.
+//! recovery), whose retention also drops the WAL no kept base backup needs. A failed run, a
+//! missed schedule and a WAL shipping failure are events on the service ([`super::health`]).
 
 use std::time::Duration;
 
@@ -50,6 +51,12 @@ impl Backups {
                 "its control process stopped (stale heartbeat)",
             )
             .await;
+            self.service_event(
+                service,
+                "backup_failed",
+                &format!("backup {id}: its control process stopped (stale heartbeat)"),
+            )
+            .await;
             store.record_scheduled_run(service, false, retry).await?;
         }
         store.ensure_backup_policies().await?;
@@ -76,6 +83,15 @@ impl Backups {
             };
             if let Err(e) = &outcome {
                 tracing::warn!(service = %policy.service_id, error = %e, "scheduled backup failed; retried later");
+                if matches!(e, BackupError::NotManaged(_) | BackupError::NotRunning(_)) {
+                    // No backup row was made: the service's timeline is where it shows.
+                    self.service_event(
+                        policy.service_id,
+                        "backup_failed",
+                        &format!("the scheduled backup could not start: {e}"),
+                    )
+                    .await;
+                }
             }
             store
                 .record_scheduled_run(policy.service_id, outcome.is_ok(), retry)
@@ -97,6 +113,13 @@ impl Backups {
                     tracing::warn!(service = %policy.service_id, error = %e, "WAL retention failed; tried again next time");
                 }
             }
+        }
+        let keep = std::time::Duration::from_millis(settings.deleted_keep_ms);
+        if let Err(e) = self.sweep_deleted_objects(keep).await {
+            tracing::warn!(error = %e, "removing deleted services' backup objects failed; tried again next pass");
+        }
+        if let Err(e) = self.report_missed().await {
+            tracing::warn!(error = %e, "cannot look for missed backups");
         }
         Ok(attempted)
     }

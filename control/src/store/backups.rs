@@ -95,8 +95,15 @@ pub struct BackupSummary {
     pub verification: Option<BackupVerification>,
     pub failed_total: i64,
     pub completed_total: i64,
-    /// The policy's next run is overdue by more than one interval (a missed backup).
+    /// No backup completed for an interval and a grace ([`crate::backups::health`]).
     pub missed: bool,
+    /// Missed stretches reported as events on the service.
+    pub missed_total: i64,
+    /// PostgreSQL: WAL shipping passes that failed, whether it fails now, and seconds since
+    /// the newest shipped WAL file was archived (`None`: none shipped, or not PostgreSQL).
+    pub wal_failures: i64,
+    pub wal_failing: bool,
+    pub wal_age_seconds: Option<f64>,
 }
 
 impl Store {
@@ -453,19 +460,23 @@ impl Store {
     /// What `/metrics` shows per managed service.
     pub async fn backup_summaries(&self) -> Result<Vec<BackupSummary>> {
         Ok(sqlx::query_as(
-            "SELECT m.service_id, p.organization_id, m.engine, \
+            concat!("SELECT m.service_id, pr.organization_id, m.engine, \
                extract(epoch FROM now() - last.completed_at)::float8 AS age_seconds, \
                last.size_bytes, last.duration_ms, last.verification, \
                (SELECT count(*) FROM backups b WHERE b.service_id = m.service_id AND b.state = 'failed') AS failed_total, \
                (SELECT count(*) FROM backups b WHERE b.service_id = m.service_id AND b.state = 'completed') AS completed_total, \
-               COALESCE(pol.next_at < now() - make_interval(secs => pol.interval_seconds), false) AS missed \
+               COALESCE(p.service_id IS NOT NULL AND ", crate::backup_missed_sql!(), ", false) AS missed, \
+               (SELECT count(*) FROM backup_events e WHERE e.subject_id = m.service_id AND e.step = 'backup_missed') AS missed_total, \
+               COALESCE(p.wal_failures, 0) AS wal_failures, \
+               COALESCE(p.wal_failing_since IS NOT NULL, false) AS wal_failing, \
+               (SELECT extract(epoch FROM now() - max(w.archived_at))::float8 FROM backup_wal w WHERE w.service_id = m.service_id) AS wal_age_seconds \
              FROM managed_services m JOIN services s ON s.id = m.service_id \
-             JOIN projects p ON p.id = s.project_id \
-             LEFT JOIN backup_policies pol ON pol.service_id = m.service_id \
+             JOIN projects pr ON pr.id = s.project_id \
+             LEFT JOIN backup_policies p ON p.service_id = m.service_id \
              LEFT JOIN LATERAL (SELECT completed_at, size_bytes, duration_ms, verification FROM backups b \
                  WHERE b.service_id = m.service_id AND b.state = 'completed' \
                  ORDER BY completed_at DESC LIMIT 1) last ON true \
-             ORDER BY m.service_id",
+             ORDER BY m.service_id"),
         )
         .fetch_all(&self.pool)
         .await?)

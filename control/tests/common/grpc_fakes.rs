@@ -39,6 +39,8 @@ pub struct Daemons {
     /// (CHECK answers `bytes N`), EngineLoad replaces it. A container missing here fails the
     /// dump like a stopped one.
     pub engine_data: Arc<Mutex<std::collections::HashMap<String, Vec<u8>>>>,
+    /// The volumes ListVolumes reports (filtered by the request's service).
+    pub volumes: Arc<Mutex<Vec<n::VolumeStatus>>>,
 }
 
 impl Daemons {
@@ -257,9 +259,18 @@ impl n::node_agent_server::NodeAgent for Daemons {
     }
     async fn list_volumes(
         &self,
-        _: Request<n::ListVolumesRequest>,
+        r: Request<n::ListVolumesRequest>,
     ) -> Result<Response<n::ListVolumesResponse>, Status> {
-        Ok(Response::new(n::ListVolumesResponse::default()))
+        let service = r.into_inner().service_id;
+        let volumes = self
+            .volumes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| service.is_empty() || v.service_id == service)
+            .cloned()
+            .collect();
+        Ok(Response::new(n::ListVolumesResponse { volumes }))
     }
     async fn set_cluster_endpoints(
         &self,
