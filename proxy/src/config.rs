@@ -46,6 +46,11 @@ pub struct ProxyConfig {
     pub idle_timeout_ms: u64,
     pub upstream_connect_timeout_ms: u64,
     pub upstream_idle_timeout_ms: u64,
+    /// An upstream connection whose peer answers nothing for this long fails (TCP keep-alive
+    /// probes every second, and `TCP_USER_TIMEOUT` for data never acknowledged): a request in
+    /// flight to a node that died fails over instead of hanging, while a slow but live upstream
+    /// is unaffected (its kernel answers the probes). At least 2000.
+    pub upstream_dead_after_ms: u64,
     /// Further upstreams tried after a connect failure.
     pub connect_retries: usize,
     /// How long a request to a sleeping service (an idle preview, #17) is held while the
@@ -94,6 +99,7 @@ impl Default for ProxyConfig {
             idle_timeout_ms: 60_000,
             upstream_connect_timeout_ms: 2_000,
             upstream_idle_timeout_ms: 60_000,
+            upstream_dead_after_ms: 3_000,
             connect_retries: 2,
             wake_timeout_ms: crate::wake::WAKE_TIMEOUT.as_millis() as u64,
             wake_reask_ms: crate::wake::REASK_AFTER.as_millis() as u64,
@@ -201,6 +207,12 @@ impl ProxyConfig {
                 return Err(err(key, "must be above 0"));
             }
         }
+        if self.upstream_dead_after_ms < 2_000 {
+            return Err(err(
+                "upstream_dead_after_ms",
+                "must be at least 2000 (keep-alive probes are a second apart)",
+            ));
+        }
         if self.state_file.as_os_str().is_empty() {
             return Err(err("state_file", "is empty"));
         }
@@ -216,6 +228,21 @@ impl ProxyConfig {
 
     pub fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
+    }
+
+    /// The TCP keep-alive of upstream connections: a probe every second once a connection is
+    /// silent, and the connection fails once its peer has answered nothing (probes or data)
+    /// for `upstream_dead_after_ms`.
+    pub fn upstream_keepalive(&self) -> pingora::protocols::TcpKeepalive {
+        let second = Duration::from_secs(1);
+        pingora::protocols::TcpKeepalive {
+            idle: second,
+            interval: second,
+            count: (self.upstream_dead_after_ms / 1000)
+                .saturating_sub(1)
+                .max(1) as usize,
+            user_timeout: Self::ms(self.upstream_dead_after_ms),
+        }
     }
 }
 
@@ -263,6 +290,11 @@ mod tests {
             ..ok()
         };
         assert_eq!(c.validate().unwrap_err().key, "wake_reask_ms");
+        let c = ProxyConfig {
+            upstream_dead_after_ms: 1_500,
+            ..ok()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "upstream_dead_after_ms");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct StackpadProxy {
     connect_retries: usize,
     connect_timeout: Duration,
     upstream_idle_timeout: Duration,
+    /// Dead-peer detection of upstream connections (`upstream_dead_after_ms`).
+    upstream_keepalive: pingora::protocols::TcpKeepalive,
     header_read_timeout: Duration,
     body_read_timeout: Duration,
     idle_timeout_secs: u64,
@@ -77,6 +79,7 @@ impl StackpadProxy {
             connect_retries: config.connect_retries,
             connect_timeout: ProxyConfig::ms(config.upstream_connect_timeout_ms),
             upstream_idle_timeout: ProxyConfig::ms(config.upstream_idle_timeout_ms),
+            upstream_keepalive: config.upstream_keepalive(),
             header_read_timeout: ProxyConfig::ms(config.header_read_timeout_ms),
             body_read_timeout: ProxyConfig::ms(config.body_read_timeout_ms),
             idle_timeout_secs: config.idle_timeout_ms.div_ceil(1000),
@@ -519,6 +522,7 @@ impl ProxyHttp for StackpadProxy {
         let mut peer = HttpPeer::new(upstream.addr, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.idle_timeout = Some(self.upstream_idle_timeout);
+        peer.options.tcp_keepalive = Some(self.upstream_keepalive.clone());
         // gRPC (and any HTTP/2 request) goes upstream as h2c with prior knowledge.
         if is_grpc(session) {
             peer.options.alpn = ALPN::H2;
@@ -544,6 +548,39 @@ impl ProxyHttp for StackpadProxy {
         // Nothing was sent yet: another upstream of the same set may take the request.
         if ctx.tried.len() <= self.connect_retries {
             e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let dead = peer_went_silent(&e);
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if dead
+            && let Some(up) = ctx.upstream.take()
+            && up.upstream().eject()
+        {
+            self.state.metrics.passive_ejections.inc();
+            tracing::warn!(upstream = %peer, "upstream ejected: it stopped answering mid-request");
+        }
+        // Pingora's rule: only an idempotent request whose body is still all buffered can be
+        // sent again, and only before any of the response went downstream.
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        if !replayable {
+            e.set_retry(false);
+        } else if dead {
+            // Its node is gone: another upstream of the set takes the request.
+            e.set_retry(ctx.tried.len() <= self.connect_retries);
+        } else {
+            e.retry.decide_reuse(client_reused);
         }
         e
     }
@@ -792,6 +829,14 @@ fn access_entry<'a>(
             .and_then(|v| v.to_str().ok())
             .unwrap_or(""),
     }
+}
+
+/// The upstream connection failed because its peer stopped answering (keep-alive probes or
+/// data unacknowledged for `upstream_dead_after_ms`): the kernel's `ETIMEDOUT`.
+fn peer_went_silent(e: &Error) -> bool {
+    e.root_cause()
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
 }
 
 fn is_grpc(session: &Session) -> bool {

@@ -149,3 +149,109 @@ async fn reqwest_free_metrics(proxy: &ProxyProcess) -> anyhow::Result<String> {
     );
     common::raw(proxy.admin, req.as_bytes(), Duration::from_secs(3)).await
 }
+
+/// Drops every TCP packet to and from one loopback port (an nftables table of the test's own,
+/// deleted on drop): the peer behind it goes silent as a killed node does, no reset ever comes.
+struct Blackhole {
+    table: String,
+}
+
+impl Blackhole {
+    fn port(port: u16) -> anyhow::Result<Self> {
+        let table = format!("stackpad_proxy_test_{port}");
+        let script = format!(
+            "add table inet {table}\n\
+             add chain inet {table} input {{ type filter hook input priority -10; policy accept; }}\n\
+             add rule inet {table} input tcp dport {port} drop\n\
+             add rule inet {table} input tcp sport {port} drop\n"
+        );
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("running nft (nftables, as root) failed: {e}"))?;
+        std::io::Write::write_all(
+            &mut child.stdin.take().expect("piped stdin"),
+            script.as_bytes(),
+        )?;
+        let status = child.wait()?;
+        let hole = Self { table };
+        anyhow::ensure!(
+            status.success(),
+            "nft could not add the drop rules (root is needed)"
+        );
+        Ok(hole)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_to_an_upstream_gone_silent_is_retried_elsewhere() -> anyhow::Result<()>
+{
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let proxy = ProxyProcess::start().await?;
+    let mut admin = proxy.admin().await?;
+    admin.route("app", &["silent.test"], "", "svc").await?;
+    let req = pb::SwitchRequest {
+        service_id: "svc".into(),
+        upstreams: vec![common::upstream(&blue), common::upstream(&green)],
+        skip_health_wait: true,
+        // Active checks out of the way: the silence is found out by the request's own connection.
+        health_check: Some(pb::HealthCheck {
+            interval_ms: 60_000,
+            ..common::fast_health()
+        }),
+        ..Default::default()
+    };
+    admin.client.switch(authed(req)).await?;
+    let arrived = |b: &Backend| b.seen.slow_arrived.load(Ordering::SeqCst);
+
+    // A request that takes 1.5 s; its upstream goes silent while it is in flight.
+    let started = Instant::now();
+    let proxy_http = proxy.http;
+    let request = tokio::spawn(async move {
+        let req = "GET /slow?ms=1500 HTTP/1.1\r\nHost: silent.test\r\nConnection: close\r\n\r\n";
+        common::raw(proxy_http, req.as_bytes(), Duration::from_secs(15)).await
+    });
+    let first = loop {
+        if arrived(&blue) > 0 {
+            break &blue;
+        }
+        if arrived(&green) > 0 {
+            break &green;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(3),
+            "the request reached no upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let _hole = Blackhole::port(first.addr.port())?;
+    let other = if first.name == "blue" { &green } else { &blue };
+
+    let response = request.await??;
+    let took = started.elapsed();
+    assert!(
+        response.starts_with("HTTP/1.1 200") && response.ends_with(&other.name),
+        "the request was not answered by {} after {} went silent ({took:?}): {response:?}",
+        other.name,
+        first.name
+    );
+    // Silent for upstream_dead_after_ms (3 s by default), then 1.5 s on the other one.
+    assert!(took < Duration::from_secs(8), "answered after {took:?}");
+    let metrics = reqwest_free_metrics(&proxy).await?;
+    assert!(
+        metrics.contains("stackpad_proxy_passive_ejections_total 1"),
+        "{metrics}"
+    );
+    eprintln!("answered by the other upstream {took:?} after it was sent");
+    Ok(())
+}

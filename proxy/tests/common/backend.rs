@@ -20,6 +20,8 @@ use tokio::task::JoinSet;
 #[derive(Debug, Default)]
 pub struct Seen {
     pub requests: AtomicU64,
+    /// `/slow` requests that arrived (counted in `requests` once answered).
+    pub slow_arrived: AtomicU64,
     pub last_headers: Mutex<Vec<(String, String)>>,
 }
 
@@ -141,6 +143,7 @@ async fn handle(
             .and_then(|q| q.strip_prefix("ms="))
             .and_then(|v| v.parse().ok())
             .unwrap_or(100);
+        seen.slow_arrived.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         seen.requests.fetch_add(1, Ordering::SeqCst);
         return Ok(Response::new(full(Bytes::from(name))));
