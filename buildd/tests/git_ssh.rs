@@ -182,3 +182,87 @@ async fn an_ssh_source_reaches_its_own_host_and_port_only() {
     assert!(err.to_string().contains("refused"), "{err}");
     assert!(!sshd.log().contains("Accepted"), "{}", sshd.log());
 }
+
+/// The whole build through buildd's gRPC API (real BuildKit): the request carries the deploy
+/// key, the host key is vouched for by the operator's `fetch_sandbox.ssh_known_hosts` file
+/// only; the image is built and pushed, and no log line or status holds the key. A key the
+/// server does not know fails the build naming authentication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_from_an_ssh_repository_never_logs_the_deploy_key() {
+    let keys = tempfile::tempdir().unwrap();
+    let (private_key, public_key) = key_pair(keys.path(), "deploy");
+    let (other_key, _) = key_pair(keys.path(), "other");
+    let sshd = GitSshd::start("127.0.0.2".parse().unwrap(), &public_key)
+        .expect("a loopback sshd (openssh-server, see scripts/services)");
+    let name = unique_name("ssh-build");
+    let _record = ARecord::add(&name, "127.0.0.2");
+    let (work, sha) = common::fixture_repo("dockerfile");
+    let repos = tempfile::tempdir().unwrap();
+    let bare = repos.path().join("app.git");
+    common::git(
+        repos.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.path().to_str().unwrap(),
+            "app.git",
+        ],
+    );
+    common::git(
+        &bare,
+        &["config", "uploadpack.allowReachableSHA1InWant", "true"],
+    );
+    let known_hosts = keys.path().join("known_hosts");
+    std::fs::write(&known_hosts, sshd.known_hosts_line(&name)).unwrap();
+    let mut d = common::daemon_configured(2, "session", |c| {
+        c.egress_allow = vec!["127.0.0.2/32".into()];
+        c.dns_resolver = common::fetch::challtestsrv_dns().to_string();
+        c.fetch_sandbox.ssh_known_hosts = known_hosts.clone();
+    })
+    .await;
+    let url = format!(
+        "ssh://{LOGIN}@{name}:{}{}",
+        sshd.addr.port(),
+        bare.display()
+    );
+    let mut req = d.start_request(&common::unique("ssh"), work.path(), &sha);
+    let source = req.source.as_mut().unwrap();
+    source.url = url.clone();
+    source.ssh_private_key = private_key.clone();
+    let events = common::run_to_end(&mut d, req.clone()).await;
+    let status = common::succeeded(&events);
+    assert_eq!(status.commit, sha);
+    assert!(!status.image_digest.is_empty());
+    let shown = format!("{events:?}");
+    for line in private_key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(
+            !shown.contains(line),
+            "a line of the key was logged: {line}"
+        );
+    }
+    assert!(shown.contains("sandboxed"), "the fetch is logged: {shown}");
+
+    let mut wrong = req;
+    wrong.build_id = common::unique("ssh-wrong");
+    wrong.source.as_mut().unwrap().ssh_private_key = other_key.clone();
+    let events = common::run_to_end(&mut d, wrong).await;
+    let status = common::final_status(&events);
+    assert_eq!(
+        status.state(),
+        proto::build::v1::BuildState::Failed,
+        "{status:?}"
+    );
+    assert!(
+        status.failure_reason.contains("authentication failed"),
+        "{}",
+        status.failure_reason
+    );
+    let shown = format!("{events:?}");
+    for line in other_key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(
+            !shown.contains(line),
+            "a line of the key was logged: {line}"
+        );
+    }
+}
