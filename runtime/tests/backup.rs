@@ -71,7 +71,7 @@ const MARIADB: Engine = Engine {
     write: "mariadb -uroot -S /run/mysqld/mysqld.sock app -e 'create table kept (x int); insert into kept values (1), (2), (3)'",
     drop: "mariadb -uroot -S /run/mysqld/mysqld.sock app -e 'drop table kept'",
     read: "[ \"$(mariadb -uroot -S /run/mysqld/mysqld.sock app -N -e 'select sum(x) from kept')\" = 6 ]",
-    check: "tables 1\n",
+    check: "tables 1\nrows 3\ntable kept 3\n",
     magic: "-- MariaDB dump",
 };
 

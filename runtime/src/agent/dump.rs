@@ -5,8 +5,9 @@
 //!
 //! - dump: `pg_dump -Fc` (one consistent snapshot), `mariadb-dump --single-transaction`,
 //!   `redis-cli --rdb -` (the RDB the server produces for a replica); stdout is the dump.
-//! - check: one `name value` line per fact (`tables`, `rows`, `keys`): what a verification
-//!   restore is judged by.
+//! - check: one `name value` line per fact (`tables`, `rows`, `keys`; MariaDB also `table
+//!   <name> <rows>` per base table, compared by control with the rows counted in the dump):
+//!   what a verification restore is judged by.
 //! - load: the dump is first spooled to a file of the agent (so an upload cut short changes
 //!   nothing), then fed to `pg_restore --clean --if-exists --single-transaction`, to `mariadb`
 //!   after the database is dropped and created again, or for Redis checked with
@@ -202,9 +203,20 @@ fn script(engine: Engine, what: &str) -> String {
         (Engine::Mariadb, "dump") => format!(
             "exec mariadb-dump --single-transaction --routines --triggers --events {MARIA} \"$MARIADB_DATABASE\""
         ),
+        // Every base table's exact row count (one statement built from the catalogue, each
+        // name quoted with its backticks doubled), then `tables`, `rows` and `table <name>
+        // <rows>` lines: control compares the last with the rows counted in the dump.
         (Engine::Mariadb, "check") => format!(
-            "exec mariadb {MARIA} -N -B -e \"SELECT CONCAT('tables ', count(*)) FROM information_schema.tables \
-             WHERE table_schema = '$MARIADB_DATABASE'\""
+            "set -e; m() {{ mariadb {MARIA} -N -B \"$MARIADB_DATABASE\" \"$@\"; }}; \
+             u=$(m -r -e \"SET SESSION group_concat_max_len = 4294967295; \
+             SELECT IFNULL(GROUP_CONCAT(CONCAT('SELECT ', QUOTE(table_name), ' AS n, COUNT(*) AS c FROM ', \
+             CHAR(96), REPLACE(table_name, CHAR(96), CONCAT(CHAR(96), CHAR(96))), CHAR(96)) SEPARATOR ' UNION ALL '), \
+             'SELECT CAST(NULL AS CHAR(64)) AS n, 0 AS c FROM DUAL WHERE 1 = 0') \
+             FROM information_schema.tables WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE'\"); \
+             m -e \"CREATE TEMPORARY TABLE stackpad_counts AS $u; \
+             SELECT CONCAT('tables ', COUNT(*)) FROM stackpad_counts; \
+             SELECT CONCAT('rows ', IFNULL(SUM(c), 0)) FROM stackpad_counts; \
+             SELECT CONCAT('table ', n, ' ', c) FROM stackpad_counts ORDER BY n\""
         ),
         (Engine::Mariadb, _) => format!(
             "set -e; {{ printf 'DROP DATABASE IF EXISTS `%s`; CREATE DATABASE `%s`; USE `%s`;\\n' \
