@@ -712,3 +712,74 @@ async fn point_in_time_restore_is_refused_outside_the_recovery_window() -> anyho
     assert!(list["recovery_window"]["until"].is_null(), "{list}");
     Ok(())
 }
+
+/// A base backup (#14) is verified like a dump: a throwaway container of the engine gets it
+/// staged, then the recovery (`PG_BASE`, `PG_RECOVER`), and its check; a flipped byte in its
+/// object fails the verification with the reason, before anything is recovered. A restore of
+/// a base backup as a dump is refused (it is restored to a time).
+#[tokio::test]
+async fn a_base_backup_is_verified_by_a_throwaway_recovery_and_a_flipped_byte_fails_it()
+-> anyhow::Result<()> {
+    let s = setup("bk-base").await?;
+    let (db, _) = s.engine("db", "postgres", &dump("base")).await;
+    let service = Uuid::parse_str(&db)?;
+    let backups = s.backups();
+    let loads_before = s.daemons.recorded().engine_loads.len();
+    let b = backups
+        .take_base(service, ::api::BackupTrigger::Manual)
+        .await?;
+    assert_eq!(b.kind, ::api::BackupKind::Base);
+    assert_eq!(b.state, ::api::BackupState::Completed, "{b:?}");
+    assert_eq!(b.verification, ::api::BackupVerification::Verified, "{b:?}");
+    // The verification container got the base backup and the recovery (two loads), not the
+    // service.
+    let loads = s.daemons.recorded().engine_loads;
+    assert_eq!(loads.len() - loads_before, 2, "{loads:?}");
+    let (_, v) =
+        s.h.call(
+            "GET",
+            &format!("/services/{db}/backups/{}", b.id),
+            &s.token,
+            None,
+        )
+        .await;
+    let steps: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    for step in ["verifying", "staging_base_backup", "recovering", "verified"] {
+        assert!(steps.contains(&step), "{step} missing: {steps:?}");
+    }
+
+    let path = s.object_file(&db, &b.id.to_string());
+    let mut object = std::fs::read(&path)?;
+    let at = object.len() / 2;
+    object[at] ^= 0x01;
+    std::fs::write(&path, &object)?;
+    let running = backups.running(service).await?;
+    let loads_before = s.daemons.recorded().engine_loads.len();
+    let verdict = backups.verify(&b, &running).await?;
+    assert_eq!(verdict, ::api::BackupVerification::Failed);
+    let row = s.h.store().backup(b.organization_id, b.id).await?;
+    assert_eq!(row.verification, ::api::BackupVerification::Failed);
+    assert!(
+        row.verification_detail.contains("does not decrypt"),
+        "{}",
+        row.verification_detail
+    );
+    assert_eq!(s.daemons.recorded().engine_loads.len(), loads_before);
+
+    let (status, e) =
+        s.h.call(
+            "POST",
+            &format!("/services/{db}/backups/{}/restore", b.id),
+            &s.token,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 409, "{e}");
+    assert!(e.to_string().contains("to_time"), "{e}");
+    Ok(())
+}

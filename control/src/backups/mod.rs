@@ -13,7 +13,9 @@
 //! Verification: the stored object is read back, its checksum and every frame checked while it
 //! is streamed (`EngineLoad`) into a throwaway container of the engine on the service's node
 //! (no volume; removed afterwards), then the engine's check counts what it holds; the backup is
-//! marked `verified` (with the counts) or `failed` (with the reason). A flipped byte fails the
+//! marked `verified` (with the counts) or `failed` (with the reason). A PostgreSQL base backup
+//! is verified by a throwaway recovery: it and the WAL up to its end are staged in the
+//! container and replayed (`PG_RECOVER`) before the check. A flipped byte fails the
 //! frame's decryption or the checksum, and the agent, which restores only once the stream's
 //! `end` arrives, restores nothing.
 //!
@@ -482,8 +484,20 @@ impl Backups {
         let outcome: Result<String, BackupError> = async {
             let container = self.inner.engines.start_scratch(&r.address, request).await?;
             let result: Result<String, BackupError> = async {
-                let load = self.inner.engines.load(&r.address, &container, r.engine)?;
-                self.stream_into(b, load).await?;
+                match b.kind {
+                    ::api::BackupKind::Dump => {
+                        let load = self.inner.engines.load(&r.address, &container, r.engine)?;
+                        self.stream_into(b, load).await?;
+                    }
+                    ::api::BackupKind::Base => {
+                        // The engine archived the WAL up to the backup's end before
+                        // pg_basebackup returned: stored first, then replayed.
+                        self.ship_wal(r).await?;
+                        let to = b.completed_at.unwrap_or_else(chrono::Utc::now);
+                        self.stage_and_recover(b.id, b, &r.address, &container, to)
+                            .await?;
+                    }
+                }
                 self.check_restored(b, r, &container).await
             }
             .await;
@@ -522,11 +536,11 @@ impl Backups {
         Ok(verdict)
     }
 
-    /// Takes a backup and, when configured, verifies it (a dump; a base backup is proven by
-    /// the point-in-time restores made from it).
+    /// Takes a backup and, when configured, verifies it (a dump restored, a base backup
+    /// recovered with its WAL, in a throwaway container).
     pub async fn take_and_verify(&self, b: Backup, r: Running) -> Result<Backup, BackupError> {
         let done = self.take(&b, &r).await?;
-        if self.inner.settings.verify && done.kind == ::api::BackupKind::Dump {
+        if self.inner.settings.verify {
             self.verify(&done, &r).await?;
         }
         Ok(self

@@ -194,7 +194,8 @@ impl Backups {
         Ok(removed)
     }
 
-    /// Takes a base backup of a managed PostgreSQL (after a scheduled dump, or on demand).
+    /// Takes a base backup of a managed PostgreSQL (after a scheduled dump, or on demand), and
+    /// verifies it when backups are verified (a throwaway recovery of it and its WAL).
     pub async fn take_base(
         &self,
         service_id: Uuid,
@@ -203,7 +204,7 @@ impl Backups {
         let (b, r) = self
             .begin_kind(service_id, BackupKind::Base, trigger)
             .await?;
-        self.take(&b, &r).await
+        self.take_and_verify(b, r).await
     }
 
     /// The times the service can be restored to.
@@ -339,62 +340,79 @@ impl Backups {
         r: &Running,
         to: DateTime<Utc>,
     ) -> Result<(), BackupError> {
-        self.run_restore(restore, base.service_id, r, async {
-            let engines = &self.inner.engines;
-            self.event(
-                restore.id,
-                "staging_base_backup",
-                &format!("{} bytes stored", base.size_bytes.unwrap_or(0)),
-            )
-            .await;
-            let load = engines.load_kind(
-                &r.address,
-                &r.container,
-                r.engine,
-                n::EngineLoadKind::PgBase,
-                "",
-                "",
-            )?;
-            self.stream_into(base, load).await?;
-            let files = self
-                .inner
-                .store
-                .wal_since(base.service_id, base.started_at)
-                .await?;
-            let files = wal_needed(files, to);
-            let bytes: i64 = files.iter().map(|f| f.wal_bytes).sum();
-            self.event(
-                restore.id,
-                "staging_wal",
-                &format!("{} WAL files, {bytes} bytes", files.len()),
-            )
-            .await;
-            for f in &files {
-                let load = engines.load_kind(
-                    &r.address,
-                    &r.container,
-                    r.engine,
-                    n::EngineLoadKind::PgWal,
-                    &f.name,
-                    "",
-                )?;
-                self.stream_object(f.organization_id, f.id, &f.object_key, &f.sha256, load)
-                    .await?;
-            }
-            let time = target_time(to);
-            self.event(restore.id, "recovering", &format!("replaying to {time}"))
-                .await;
-            let load = engines.load_kind(
-                &r.address,
-                &r.container,
-                r.engine,
-                n::EngineLoadKind::PgRecover,
-                "",
-                &time,
-            )?;
-            Ok(load.finish().await?)
-        })
+        self.run_restore(
+            restore,
+            base.service_id,
+            r,
+            self.stage_and_recover(restore.id, base, &r.address, &r.container, to),
+        )
         .await
+    }
+
+    /// Stages the base backup `base` and the WAL a recovery to `to` replays in the PostgreSQL
+    /// `container` on the node at `address`, then recovers it (the steps are events of
+    /// `subject`: a restore, or the backup being verified).
+    pub(crate) async fn stage_and_recover(
+        &self,
+        subject: Uuid,
+        base: &Backup,
+        address: &str,
+        container: &str,
+        to: DateTime<Utc>,
+    ) -> Result<String, BackupError> {
+        let engines = &self.inner.engines;
+        self.event(
+            subject,
+            "staging_base_backup",
+            &format!("{} bytes stored", base.size_bytes.unwrap_or(0)),
+        )
+        .await;
+        let load = engines.load_kind(
+            address,
+            container,
+            Engine::Postgres,
+            n::EngineLoadKind::PgBase,
+            "",
+            "",
+        )?;
+        self.stream_into(base, load).await?;
+        let files = self
+            .inner
+            .store
+            .wal_since(base.service_id, base.started_at)
+            .await?;
+        let files = wal_needed(files, to);
+        let bytes: i64 = files.iter().map(|f| f.wal_bytes).sum();
+        self.event(
+            subject,
+            "staging_wal",
+            &format!("{} WAL files, {bytes} bytes", files.len()),
+        )
+        .await;
+        for f in &files {
+            let load = engines.load_kind(
+                address,
+                container,
+                Engine::Postgres,
+                n::EngineLoadKind::PgWal,
+                &f.name,
+                "",
+            )?;
+            self.stream_object(f.organization_id, f.id, &f.object_key, &f.sha256, load)
+                .await?;
+        }
+        let time = target_time(to);
+        self.event(subject, "recovering", &format!("replaying to {time}"))
+            .await;
+        let load = engines.load_kind(
+            address,
+            container,
+            Engine::Postgres,
+            n::EngineLoadKind::PgRecover,
+            "",
+            &time,
+        )?;
+        Ok(load.finish().await?)
     }
 }
 

@@ -539,12 +539,14 @@ impl Store {
     }
 
     /// The service's WAL files archived from `since` on, plus every timeline history, in
-    /// archive order.
+    /// archive order (archive times are whole seconds: from the second of `since`, so a file
+    /// archived in the same second is not left out).
     pub async fn wal_since(&self, service_id: Uuid, since: DateTime<Utc>) -> Result<Vec<WalFile>> {
         Ok(sqlx::query_as(
             "SELECT id, organization_id, service_id, name, object_key, archived_at, size_bytes, \
              wal_bytes, sha256 FROM backup_wal WHERE service_id = $1 \
-             AND (archived_at >= $2 OR name LIKE '%.history') ORDER BY archived_at, name",
+             AND (archived_at >= date_trunc('second', $2::timestamptz) OR name LIKE '%.history') \
+             ORDER BY archived_at, name",
         )
         .bind(service_id)
         .bind(since)
