@@ -56,6 +56,10 @@ pub struct Idle {
     /// The deployment workers' wake-up: a queued wake starts at once.
     queued: Arc<Notify>,
     stop_grace_ms: u32,
+    /// Held while a preview is being put to sleep, and by a wake before it ends a sleep: a
+    /// request arriving while the containers are being removed wakes the preview once they
+    /// are gone, instead of redeploying beside the removal (within this control instance).
+    stopping: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -113,6 +117,7 @@ impl Idle {
             logs,
             queued,
             stop_grace_ms,
+            stopping: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -147,6 +152,7 @@ impl Idle {
             if !is_idle(now, p.active_at, last, p.idle_seconds) {
                 continue;
             }
+            let _stopping = self.stopping.lock().await;
             if !self.store.start_sleep(p.environment_id).await? {
                 continue;
             }
@@ -221,6 +227,8 @@ impl Idle {
     /// A request is waiting for `service_id`: when its environment sleeps, ends the sleep and
     /// queues each service's serving image again. True when this call woke it.
     pub async fn wake(&self, service_id: Uuid) -> Result<bool, IdleError> {
+        // A stop under way finishes first.
+        let _stopping = self.stopping.lock().await;
         let Some((org, env)) = self.store.end_sleep_of_service(service_id).await? else {
             return Ok(false);
         };
