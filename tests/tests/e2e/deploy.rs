@@ -5,11 +5,9 @@
 //! check fails leaves the old one serving and says why, a rollback serves the old version again,
 //! and deleting the service leaves nothing behind.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::harness::{AppRepo, Platform};
+use crate::harness::{AppRepo, Load, Platform};
 use anyhow::{Context, ensure};
 
 const BUILD_AND_DEPLOY: Duration = Duration::from_secs(300);
@@ -136,75 +134,4 @@ async fn scenario(platform: &mut Platform) -> anyhow::Result<()> {
         _ => {}
     }
     Ok(())
-}
-
-/// Requests one after another on two connections' worth of clients until stopped (at most
-/// 20 000 requests, at most 10 minutes).
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-    errors: Arc<std::sync::Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(platform: &Platform, host: &str) -> anyhow::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failed = Arc::new(AtomicUsize::new(0));
-        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let started = std::time::Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..2 {
-            let client = platform.https_client(host)?;
-            let url = format!("https://{host}:{}/", platform.https.port());
-            let (stop, ok, failed, errors) =
-                (stop.clone(), ok.clone(), failed.clone(), errors.clone());
-            tasks.push(tokio::spawn(async move {
-                while !stop.load(Ordering::SeqCst)
-                    && ok.load(Ordering::SeqCst) + failed.load(Ordering::SeqCst) < 20_000
-                    && started.elapsed() < Duration::from_secs(600)
-                {
-                    let outcome = match client.get(&url).send().await {
-                        Ok(r) if r.status() == 200 => match r.text().await {
-                            Ok(body) if body.contains("Hello from Stackpad") => Ok(()),
-                            Ok(body) => Err(format!("200 with {body:?}")),
-                            Err(e) => Err(format!("body: {e}")),
-                        },
-                        Ok(r) => Err(format!("status {}", r.status())),
-                        Err(e) => Err(format!("{e:#}")),
-                    };
-                    match outcome {
-                        Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
-                        Err(e) => {
-                            errors.lock().expect("errors").push(e);
-                            failed.fetch_add(1, Ordering::SeqCst)
-                        }
-                    };
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }));
-        }
-        Ok(Self {
-            stop,
-            ok,
-            failed,
-            errors,
-            tasks,
-        })
-    }
-
-    async fn stop(self) -> (usize, usize, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        let errors = self.errors.lock().expect("errors").clone();
-        (
-            self.ok.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-            errors,
-        )
-    }
 }

@@ -16,6 +16,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -260,7 +262,7 @@ impl Platform {
              proxy_address = \"http://{admin}\"\nproxy_token = \"{proxy_token}\"\n\
              registry = \"{}\"\napps_domain = \"{apps_domain}\"\nclickhouse_url = \"{}\"\n\
              clickhouse_database = \"{clickhouse_database}\"\ndns_resolver = \"{dns}\"\n\
-             idle_check_interval_ms = 1000\n\
+             idle_check_interval_ms = 1000\nvolume_grace_secs = 2\n\
              local_sources_organizations = [\"e2e\", \"e2e-other\"]\n\n\
              [[nodes]]\nname = \"build-1\"\nrole = \"build\"\naddress = \"http://{buildd_addr}\"\n\n\
              [[nodes]]\nname = \"compute-1\"\nrole = \"compute\"\naddress = \"http://{node_addr}\"\n\n\
@@ -326,6 +328,16 @@ impl Platform {
             Role::Proxy => self.proxy.as_mut(),
         }
         .expect("daemons live as long as the platform")
+    }
+
+    /// The platform's PostgreSQL database (control's state, the proxy's certificates and the
+    /// names it may order them for).
+    pub fn database_url(&self) -> &str {
+        self.cleanup
+            .database
+            .as_ref()
+            .map(|d| d.url())
+            .expect("the database lives as long as the platform")
     }
 
     /// The process id of a daemon.
@@ -953,4 +965,77 @@ fn random_hex(bytes: usize) -> String {
 
 fn rand_byte() -> u8 {
     uuid::Uuid::new_v4().as_bytes()[0]
+}
+
+/// Requests one after another on two connections' worth of clients until stopped (at most
+/// 20 000 requests, at most 10 minutes).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the load on `https://host/` (answers must come from the sample app).
+    pub fn start(platform: &Platform, host: &str) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let started = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let client = platform.https_client(host)?;
+            let url = format!("https://{host}:{}/", platform.https.port());
+            let (stop, ok, failed, errors) =
+                (stop.clone(), ok.clone(), failed.clone(), errors.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst)
+                    && ok.load(Ordering::SeqCst) + failed.load(Ordering::SeqCst) < 20_000
+                    && started.elapsed() < Duration::from_secs(600)
+                {
+                    let outcome = match client.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => match r.text().await {
+                            Ok(body) if body.contains("Hello from Stackpad") => Ok(()),
+                            Ok(body) => Err(format!("200 with {body:?}")),
+                            Err(e) => Err(format!("body: {e}")),
+                        },
+                        Ok(r) => Err(format!("status {}", r.status())),
+                        Err(e) => Err(format!("{e:#}")),
+                    };
+                    match outcome {
+                        Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
+                        Err(e) => {
+                            errors.lock().expect("errors").push(e);
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }));
+        }
+        Ok(Self {
+            stop,
+            ok,
+            failed,
+            errors,
+            tasks,
+        })
+    }
+
+    /// Stops it: requests answered 200 by the app, requests failed, and why each failed.
+    pub async fn stop(self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let errors = self.errors.lock().expect("errors").clone();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            errors,
+        )
+    }
 }
