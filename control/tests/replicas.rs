@@ -281,3 +281,83 @@ async fn a_lost_node_s_replicas_are_placed_again_and_its_orphans_go_when_it_answ
     h.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn draining_a_node_moves_its_stateless_replicas_and_lists_those_with_volumes()
+-> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let h = Harness::start(fake_clients(&fakes)).await?;
+    let n1 = h.register_node("n1", "compute", "http://127.0.0.1:9").await;
+    let n2 = h
+        .register_node("n2", "compute", "http://127.0.0.1:10")
+        .await;
+    let address = |id: &str| {
+        if id == n1 {
+            "http://127.0.0.1:9"
+        } else {
+            "http://127.0.0.1:10"
+        }
+    };
+    let (_, a) = h.org("org-a").await;
+    let volume = json!([{ "name": "data", "mount_path": "/data", "size_bytes": 1u64 << 30 }]);
+    let (_, db) = h
+        .service(
+            &a,
+            json!({ "name": "db", "image": "app:v1", "volumes": volume }),
+        )
+        .await;
+    let d_db = h.deploy(&a, &db, json!({})).await;
+    let v_db = h.wait_terminal(&a, &d_db, LIMIT).await;
+    assert_eq!(v_db["state"], "ready", "{v_db}");
+    let (_, web) = h
+        .service(
+            &a,
+            json!({ "name": "web", "image": "app:v1", "port": 8080, "replicas": 2 }),
+        )
+        .await;
+    let d1 = h.deploy(&a, &web, json!({})).await;
+    let v1 = h.wait_terminal(&a, &d1, LIMIT).await;
+    assert_eq!(
+        nodes_of(&v1).iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([&n1, &n2])
+    );
+
+    // The node of the service with a volume is drained: web moves, db stays (listed).
+    let drained = nodes_of(&v_db)[0].clone();
+    let other = if drained == n1 { &n2 } else { &n1 };
+    let (status, answer) = h
+        .call(
+            "POST",
+            &format!("/nodes/{drained}/drain"),
+            common::ADMIN,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["moving"][0]["service_id"], web.as_str(), "{answer}");
+    assert_eq!(
+        answer["moving"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    assert_eq!(answer["staying"][0]["service_id"], db.as_str(), "{answer}");
+    let moved = answer["moving"][0]["deployment_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a deployment moves web: {answer}"))
+        .to_owned();
+    let v2 = h.wait_terminal(&a, &moved, LIMIT).await;
+    assert_eq!(v2["state"], "ready", "{v2}");
+    assert_eq!(nodes_of(&v2), [other.clone(), other.clone()], "{v2}");
+    assert_eq!(v2["image"], v1["image"], "moved without a build");
+    // The old set goes from both nodes, the drained one included; db still serves there.
+    let gone = tokio::time::Instant::now();
+    while removed(&fakes, &d1) != BTreeSet::from([address(&n1).into(), address(&n2).into()]) {
+        assert!(gone.elapsed() < LIMIT, "the old set was not removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(removed(&fakes, &d_db).is_empty());
+    let (_, s) = h.call("GET", &format!("/services/{db}"), &a, None).await;
+    assert_eq!(s["current_deployment_id"], d_db.as_str(), "{s}");
+    h.stop().await;
+    Ok(())
+}

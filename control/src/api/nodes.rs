@@ -11,6 +11,7 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, invalid};
 use super::extract::{Admin, Body, PathId};
 use super::validate;
+use crate::pipeline::reschedule::{Cause, Lost};
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -190,19 +191,40 @@ pub async fn join(
 }
 
 /// `POST /nodes/{id}/drain` (operator): nothing new is placed on the node from now on (builds
-/// neither). The containers it still runs for live deployments are listed in `remaining`: they
-/// keep serving until they are redeployed elsewhere (a new deployment of their service places
-/// its replicas on the other nodes) or the node is removed.
+/// neither), and the services serving there move (#15): each stateless one gets a deployment of
+/// the image it runs, placed on the other nodes (`moving`: service and deployment; the old set,
+/// this node's containers included, goes once the new one is switched in). A service with
+/// volumes stays (`staying`: its volumes live there). `remaining` lists the containers the node
+/// still runs for live deployments at the time of the answer.
 pub async fn drain(
     State(state): State<AppState>,
     _: Admin,
     PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     let drained_at = state.store.drain_node(id).await?;
+    let outcomes =
+        crate::pipeline::reschedule::move_off(&state.store, &[id], Cause::Drained).await?;
+    let mut moving = vec![];
+    let mut staying = vec![];
+    for outcome in outcomes {
+        match outcome {
+            Lost::Rescheduled {
+                service,
+                deployment,
+            } => moving.push(json!({ "service_id": service, "deployment_id": deployment })),
+            Lost::InProgress { service } => {
+                moving.push(json!({ "service_id": service, "deployment_id": null }))
+            }
+            Lost::StaysOnDrained { service, .. } | Lost::DownWithNode { service, .. } => staying
+                .push(json!({ "service_id": service, "reason": "its volumes live on this node" })),
+        }
+    }
     let remaining = state.store.node_instances(id).await?;
     Ok(Json(json!({
         "node": state.store.node(id).await?,
         "drained_at": drained_at,
+        "moving": moving,
+        "staying": staying,
         "remaining": remaining,
     })))
 }

@@ -1,9 +1,10 @@
-//! Node loss (#15). The replicas serving on a node marked down are placed again on the nodes
-//! that are up, by a deployment of the image the service runs ([`Store::redeploy_current`]):
+//! Node loss and drain (#15). The replicas serving on a node marked down (or drained) are
+//! placed again on the nodes that are up and not drained, by a deployment of the image the service runs ([`Store::redeploy_current`]):
 //! the same start beside, one switch of the whole set, removal of the old set as any
 //! deployment (the removal on the lost node fails and is recorded on the deployment). Until the
 //! switch, the proxy's passive health keeps requests off the lost upstreams. A service with
-//! volumes is not moved (its volumes live on that node): it is reported down with its node. A
+//! volumes is not moved (its volumes live on that node): it is reported down with its lost
+//! node, or left serving on the drained one (listed, for the operator to move by hand). A
 //! node that answers again has the containers of deployments that stopped serving meanwhile
 //! removed ([`clean_returned`]).
 
@@ -22,6 +23,17 @@ pub enum Lost {
     InProgress { service: Uuid },
     /// Its volumes live on the lost node: it stays down with it.
     DownWithNode { service: Uuid, node: Uuid },
+    /// Its volumes live on the drained node: it keeps serving there, not moved.
+    StaysOnDrained { service: Uuid, node: Uuid },
+}
+
+/// Why a node's replicas move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Marked down: it stopped answering.
+    Lost,
+    /// Drained by the operator: it still serves until the new set is switched in.
+    Drained,
 }
 
 #[derive(sqlx::FromRow)]
@@ -34,6 +46,13 @@ struct Serving {
 
 /// Reschedules the services that served on the nodes `down` (just marked down).
 pub async fn reschedule(store: &Store, down: &[Uuid]) -> Result<Vec<Lost>, StoreError> {
+    move_off(store, down, Cause::Lost).await
+}
+
+/// Places the replicas serving on `nodes` again elsewhere (a deployment of the image each
+/// service runs; the scheduler skips nodes that are down or drained); services with volumes
+/// stay. One outcome per service.
+pub async fn move_off(store: &Store, down: &[Uuid], cause: Cause) -> Result<Vec<Lost>, StoreError> {
     if down.is_empty() {
         return Ok(vec![]);
     }
@@ -48,7 +67,14 @@ pub async fn reschedule(store: &Store, down: &[Uuid]) -> Result<Vec<Lost>, Store
     .await?;
     let mut outcomes = vec![];
     for s in serving {
-        let outcome = if s.has_volumes {
+        let outcome = if s.has_volumes && cause == Cause::Drained {
+            tracing::warn!(service = %s.service_id, node = %s.node_id,
+                "service stays on its drained node: its volumes live there, it is not moved");
+            Lost::StaysOnDrained {
+                service: s.service_id,
+                node: s.node_id,
+            }
+        } else if s.has_volumes {
             tracing::error!(service = %s.service_id, node = %s.node_id,
                 "service is down with its node: its volumes live there, it is not moved");
             Lost::DownWithNode {
@@ -77,8 +103,8 @@ pub async fn reschedule(store: &Store, down: &[Uuid]) -> Result<Vec<Lost>, Store
                 .await?
             {
                 Some(d) => {
-                    tracing::warn!(service = %s.service_id, node = %s.node_id, deployment = %d.id,
-                        "node lost: the service's replicas are placed again on the nodes that are up");
+                    tracing::warn!(service = %s.service_id, node = %s.node_id, deployment = %d.id, ?cause,
+                        "the service's replicas are placed again on the nodes that are up");
                     Lost::Rescheduled {
                         service: s.service_id,
                         deployment: d.id,
