@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<()> {
+    cluster.wait_up(platform, Duration::from_secs(15)).await?;
     let runs = env_or("RUNS", 10) as usize;
     let tenant = platform.organization("bench").await?;
     let image = platform.busybox_image(&tenant).await?;

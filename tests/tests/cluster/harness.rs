@@ -248,6 +248,32 @@ impl Cluster {
         Ok(left)
     }
 
+    /// Waits until control holds every compute node of the cluster up (answering its
+    /// heartbeats): `up` registers a node before its agent serves, and with a short
+    /// `node_down_after_ms` control may mark it down meanwhile, until its next heartbeat.
+    pub async fn wait_up(&self, platform: &HostPlatform, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let listed = platform
+                .expect(200, "GET", "/nodes", &platform.operator_token, None)
+                .await?;
+            let up = |id: &str| {
+                listed["items"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|n| n["id"] == id && n["status"].as_str() == Some("up"))
+                })
+            };
+            if self.compute.iter().all(|n| up(&n.id)) {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the compute nodes are not all up {within:?} after scripts/cluster up: {listed}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The containers of a compute node, from that node's own containerd.
     pub fn containers(&self, node: &str) -> anyhow::Result<Vec<String>> {
         let socket = format!("/run/stackpad/cluster/{}/{node}/containerd.sock", self.name);

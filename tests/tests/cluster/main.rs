@@ -7,5 +7,6 @@ mod control_failover;
 mod dns;
 mod harness;
 mod isolation;
+mod node_loss;
 mod replicas;
 mod routing;

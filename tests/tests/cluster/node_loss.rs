@@ -87,6 +87,7 @@ impl std::fmt::Display for Figures {
 }
 
 pub async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<Figures> {
+    cluster.wait_up(platform, Duration::from_secs(15)).await?;
     let tenant = platform.organization("node-loss").await?;
     let image = platform.busybox_image(&tenant).await?;
     let p = platform
