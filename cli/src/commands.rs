@@ -243,6 +243,27 @@ pub async fn projects(
             p.line(format!("deleted project {} ({})", project.name, project.id));
             p.object(&json!({ "deleted": project, "services_deleted": services.len() }));
         }
+        Projects::DeployKey { project, rotate } => {
+            let project = ctx.names.project_named(&project).await?;
+            let path = format!("/projects/{}/deploy-key", project.id);
+            let existing = if rotate {
+                None
+            } else {
+                match ctx.api.get::<Value>(&path).await {
+                    Ok(v) => Some(v),
+                    Err(CliError::Api { status: 404, .. }) => None,
+                    Err(e) => return Err(e),
+                }
+            };
+            let v = match existing {
+                Some(v) => v,
+                None => ctx.api.post(&path, &json!({})).await?,
+            };
+            p.line(str_of(&v, "public_key").to_owned());
+            p.line(format!("fingerprint {}", str_of(&v, "fingerprint")));
+            p.line(str_of(&v, "note").to_owned());
+            p.object(&v);
+        }
     }
     Ok(exit::OK)
 }

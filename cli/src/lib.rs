@@ -138,7 +138,7 @@ pub enum Command {
     /// Remove this directory's link (the nearest .stackpad.json at or above it).
     #[command(after_help = "Example:\n  stackpad unlink")]
     Unlink,
-    /// Projects of the organization: list, create, delete.
+    /// Projects of the organization: list, create, delete, deploy-key.
     #[command(
         subcommand,
         after_help = "Examples:\n  stackpad projects list\n  stackpad projects create shop"
@@ -405,6 +405,22 @@ pub enum Projects {
         /// Do not ask (for scripts; without a terminal --yes is required).
         #[arg(long)]
         yes: bool,
+    },
+    /// The project's SSH deploy key for private repositories: prints its public half (made on
+    /// first use) to add to the repository as a read-only deploy key; services of the project
+    /// can then build from `git@host:owner/repo.git` or `ssh://git@host/owner/repo.git`.
+    #[command(
+        name = "deploy-key",
+        after_help = "Examples:\n  stackpad projects deploy-key shop\n  \
+                      stackpad projects deploy-key shop --rotate"
+    )]
+    DeployKey {
+        /// The project, by name or id, e.g. `shop`.
+        project: String,
+        /// Make a new key; the one before stops working at once (add the new public half to
+        /// the repository).
+        #[arg(long)]
+        rotate: bool,
     },
 }
 

@@ -95,8 +95,9 @@ async fn run(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<()> {
             )
             .await?;
         let id = created["id"].as_str().context("deployment id")?.to_owned();
-        // Timed until the proxy answers from the new set (switched in once its 3 replicas are
-        // healthy); the old set's drain and removal after the switch are not.
+        last = platform
+            .wait_ready(&tenant, &id, Duration::from_secs(60))
+            .await?;
         loop {
             let (status, body) = platform.get(&host, "/id").await?;
             if status == 200 && body.starts_with(&id) {
@@ -109,9 +110,6 @@ async fn run(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         took.push(started.elapsed());
-        last = platform
-            .wait_ready(&tenant, &id, Duration::from_secs(60))
-            .await?;
     }
     took.sort();
     let median = took[took.len() / 2];

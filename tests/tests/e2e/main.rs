@@ -4,7 +4,6 @@
 
 mod harness;
 
-mod backups;
 mod build_logs;
 mod dashboard;
 mod deploy;
