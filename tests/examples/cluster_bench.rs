@@ -95,9 +95,8 @@ async fn run(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<()> {
             )
             .await?;
         let id = created["id"].as_str().context("deployment id")?.to_owned();
-        last = platform
-            .wait_ready(&tenant, &id, Duration::from_secs(60))
-            .await?;
+        // Timed until the proxy answers from the new set (switched in once its 3 replicas are
+        // healthy); the old set's drain and removal after the switch are not.
         loop {
             let (status, body) = platform.get(&host, "/id").await?;
             if status == 200 && body.starts_with(&id) {
@@ -110,6 +109,9 @@ async fn run(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         took.push(started.elapsed());
+        last = platform
+            .wait_ready(&tenant, &id, Duration::from_secs(60))
+            .await?;
     }
     took.sort();
     let median = took[took.len() / 2];

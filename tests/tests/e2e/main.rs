@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod backups;
 mod build_logs;
 mod dashboard;
 mod deploy;
