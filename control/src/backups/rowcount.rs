@@ -228,6 +228,78 @@ pub fn compare(dumped: &RowCounts, restored: &RowCounts) -> Vec<String> {
     out
 }
 
+impl super::Backups {
+    /// Records the rows per table `counter` found in backup `id`'s dump.
+    pub(crate) async fn record_row_counts(
+        &self,
+        id: uuid::Uuid,
+        counter: &std::sync::Mutex<MariadbRowCounter>,
+    ) -> Result<RowCounts, super::BackupError> {
+        let counts = counter.lock().expect("row counter lock").clone().finish();
+        sqlx::query("UPDATE backups SET row_counts = $2 WHERE id = $1")
+            .bind(id)
+            .bind(sqlx::types::Json(&counts))
+            .execute(&self.store().pool)
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        Ok(counts)
+    }
+
+    /// The engine's check of a verification container, compared (MariaDB) with the rows per
+    /// table recorded from the dump: the detail of a verified backup, or why it is not.
+    pub(crate) async fn check_restored(
+        &self,
+        b: &crate::store::backups::Backup,
+        r: &super::Running,
+        container: &str,
+    ) -> Result<String, super::BackupError> {
+        let engines = &self.inner.engines;
+        if r.engine != ::api::Engine::Mariadb {
+            return Ok(engines.check(&r.address, container, r.engine).await?);
+        }
+        let out = engines
+            .output(
+                &r.address,
+                container,
+                r.engine,
+                proto::node::v1::EngineCommand::Check,
+                "",
+            )
+            .await?;
+        let facts: Vec<&str> = out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("table "))
+            .collect();
+        let dumped: Option<sqlx::types::Json<RowCounts>> =
+            sqlx::query_scalar("SELECT row_counts FROM backups WHERE id = $1")
+                .bind(b.id)
+                .fetch_one(&self.store().pool)
+                .await
+                .map_err(crate::store::StoreError::from)?;
+        let Some(sqlx::types::Json(dumped)) = dumped else {
+            return Ok(facts.join(", "));
+        };
+        // An agent from before the per-table counts answers `tables` only (no `rows` line):
+        // nothing to compare with.
+        if !out.lines().any(|l| l.starts_with("rows ")) {
+            return Ok(format!(
+                "{}, row counts not compared (the node agent does not count rows per table)",
+                facts.join(", ")
+            ));
+        }
+        let differences = compare(&dumped, &parse_check(&out));
+        if !differences.is_empty() {
+            return Err(super::BackupError::Mismatch(differences.join("; ")));
+        }
+        Ok(format!(
+            "{}, row counts of {} tables as in the dump",
+            facts.join(", "),
+            dumped.len()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,77 +381,5 @@ UNLOCK TABLES;\n\
             compare(&counted(4096), &RowCounts::new()),
             vec!["table `kept`: 4 rows in the dump, not restored".to_owned()]
         );
-    }
-}
-
-impl super::Backups {
-    /// Records the rows per table `counter` found in backup `id`'s dump.
-    pub(crate) async fn record_row_counts(
-        &self,
-        id: uuid::Uuid,
-        counter: &std::sync::Mutex<MariadbRowCounter>,
-    ) -> Result<RowCounts, super::BackupError> {
-        let counts = counter.lock().expect("row counter lock").clone().finish();
-        sqlx::query("UPDATE backups SET row_counts = $2 WHERE id = $1")
-            .bind(id)
-            .bind(sqlx::types::Json(&counts))
-            .execute(&self.store().pool)
-            .await
-            .map_err(crate::store::StoreError::from)?;
-        Ok(counts)
-    }
-
-    /// The engine's check of a verification container, compared (MariaDB) with the rows per
-    /// table recorded from the dump: the detail of a verified backup, or why it is not.
-    pub(crate) async fn check_restored(
-        &self,
-        b: &crate::store::backups::Backup,
-        r: &super::Running,
-        container: &str,
-    ) -> Result<String, super::BackupError> {
-        let engines = &self.inner.engines;
-        if r.engine != ::api::Engine::Mariadb {
-            return Ok(engines.check(&r.address, container, r.engine).await?);
-        }
-        let out = engines
-            .output(
-                &r.address,
-                container,
-                r.engine,
-                proto::node::v1::EngineCommand::Check,
-                "",
-            )
-            .await?;
-        let facts: Vec<&str> = out
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with("table "))
-            .collect();
-        let dumped: Option<sqlx::types::Json<RowCounts>> =
-            sqlx::query_scalar("SELECT row_counts FROM backups WHERE id = $1")
-                .bind(b.id)
-                .fetch_one(&self.store().pool)
-                .await
-                .map_err(crate::store::StoreError::from)?;
-        let Some(sqlx::types::Json(dumped)) = dumped else {
-            return Ok(facts.join(", "));
-        };
-        // An agent from before the per-table counts answers `tables` only (no `rows` line):
-        // nothing to compare with.
-        if !out.lines().any(|l| l.starts_with("rows ")) {
-            return Ok(format!(
-                "{}, row counts not compared (the node agent does not count rows per table)",
-                facts.join(", ")
-            ));
-        }
-        let differences = compare(&dumped, &parse_check(&out));
-        if !differences.is_empty() {
-            return Err(super::BackupError::Mismatch(differences.join("; ")));
-        }
-        Ok(format!(
-            "{}, row counts of {} tables as in the dump",
-            facts.join(", "),
-            dumped.len()
-        ))
     }
 }
