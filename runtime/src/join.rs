@@ -140,6 +140,52 @@ pub fn write_files(dir: &Path, key_pem: &str, answer: &Value) -> Result<Joined, 
     })
 }
 
+/// The `wg set` / `ip route` lines that make this node a peer of every node control named in
+/// its answer (`wireguard_peers`): each peer's WireGuard address (the host of its agent's
+/// address) and container subnet are routed through `interface`. Printed by `stackpad-node join`
+/// for the operator (kernel WireGuard on a real server; `scripts/cluster` does the same for
+/// its namespaces). A peer without a key or endpoint is named in a comment instead.
+pub fn wireguard_lines(answer: &Value, interface: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for peer in answer["wireguard_peers"].as_array().into_iter().flatten() {
+        let name = peer["name"].as_str().unwrap_or("?");
+        let (Some(key), Some(endpoint)) = (peer["public_key"].as_str(), peer["endpoint"].as_str())
+        else {
+            lines.push(format!("# {name}: no WireGuard key or endpoint registered"));
+            continue;
+        };
+        let host = peer["address"].as_str().and_then(address_host);
+        let subnet = peer["container_subnet"].as_str();
+        let allowed: Vec<String> = host
+            .iter()
+            .map(|h| format!("{h}/32"))
+            .chain(subnet.map(str::to_owned))
+            .collect();
+        lines.push(format!(
+            "wg set {interface} peer {key} endpoint {endpoint} allowed-ips {}",
+            allowed.join(",")
+        ));
+        for cidr in &allowed {
+            lines.push(format!("ip route replace {cidr} dev {interface}"));
+        }
+    }
+    lines
+}
+
+/// The host of an agent address `https://host:port[/]` (an IPv6 host in brackets comes out
+/// without them), if it is an IP address: only addresses can be routed.
+fn address_host(address: &str) -> Option<String> {
+    let rest = address.split_once("://").map_or(address, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +215,33 @@ mod tests {
         );
         assert_eq!(mode & 0o777, 0o600);
         assert!(write_files(dir.path(), &key, &json!({})).is_err());
+    }
+
+    #[test]
+    fn every_peer_becomes_a_wireguard_peer_with_its_routes() {
+        let answer = json!({ "wireguard_peers": [
+            { "name": "c1", "public_key": "K1=", "endpoint": "203.0.113.5:51820",
+              "address": "https://10.77.0.3:7100", "container_subnet": "10.96.32.0/20" },
+            { "name": "b1", "public_key": "K2=", "endpoint": "203.0.113.6:51820",
+              "address": "https://10.77.0.2:7100", "container_subnet": null },
+            { "name": "old", "public_key": "K3=", "endpoint": null, "address": "https://10.77.0.9:7100" },
+        ]});
+        assert_eq!(
+            wireguard_lines(&answer, "wg0"),
+            [
+                "wg set wg0 peer K1= endpoint 203.0.113.5:51820 allowed-ips 10.77.0.3/32,10.96.32.0/20",
+                "ip route replace 10.77.0.3/32 dev wg0",
+                "ip route replace 10.96.32.0/20 dev wg0",
+                "wg set wg0 peer K2= endpoint 203.0.113.6:51820 allowed-ips 10.77.0.2/32",
+                "ip route replace 10.77.0.2/32 dev wg0",
+                "# old: no WireGuard key or endpoint registered",
+            ]
+        );
+        assert!(wireguard_lines(&json!({}), "wg0").is_empty());
+        assert_eq!(
+            address_host("https://[fd00::3]:7100").as_deref(),
+            Some("fd00::3")
+        );
+        assert_eq!(address_host("https://node.example:7100"), None);
     }
 }

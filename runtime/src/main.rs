@@ -131,6 +131,13 @@ fn join(args: &[String]) -> ExitCode {
                 "[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}",
                 j.files.cert, j.files.key, j.files.ca
             );
+            let peers = runtime::join::wireguard_lines(&j.answer, "wg0");
+            if !peers.is_empty() {
+                println!("# WireGuard: the other nodes, as peers of this one (interface wg0)");
+                for line in peers {
+                    println!("{line}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -369,6 +369,9 @@ pub struct WireguardPeer {
     pub public_key: String,
     pub endpoint: Option<String>,
     pub container_subnet: Option<String>,
+    /// The node agent's address (`https://<its WireGuard address>:port`), so a joining node
+    /// knows which address to route to that peer.
+    pub address: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -520,7 +523,7 @@ impl Store {
     pub async fn wireguard_peers(&self, except: Uuid) -> Result<Vec<WireguardPeer>> {
         Ok(sqlx::query_as(
             "SELECT id AS node_id, name, wireguard_public_key AS public_key, wireguard_endpoint AS endpoint, \
-             container_subnet FROM nodes WHERE id <> $1 AND wireguard_public_key IS NOT NULL ORDER BY name",
+             container_subnet, address FROM nodes WHERE id <> $1 AND wireguard_public_key IS NOT NULL ORDER BY name",
         )
         .bind(except)
         .fetch_all(&self.pool)
