@@ -1,8 +1,9 @@
 //! `stackpad backups list|create|restore`: a managed database's or cache's backups (#14's API:
 //! `GET|POST /services/{id}/backups`, `POST /services/{id}/backups/{backup}/restore`,
-//! `GET /restores/{id}`). The service is named as everywhere; a backup by `latest` (the newest
-//! completed one), its id, or the first characters of its id as the list shows them. Create and
-//! restore follow their timeline until they end (exit 5 unless they succeed).
+//! `POST /services/{id}/backups/restore` (PostgreSQL to a point in time), `GET /restores/{id}`).
+//! The service is named as everywhere; a backup by `latest` (the newest completed one), its id,
+//! or the first characters of its id as the list shows them; a point in time by `--to`. Create
+//! and restore follow their timeline until they end (exit 5 unless they succeed).
 
 use std::io::Write;
 use std::time::Duration;
@@ -42,17 +43,25 @@ pub enum Backups {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Restore a backup into its service (whose current data is backed up first) or, with
-    /// --into, into another managed service of the same engine; follows it until it ends
-    /// (exit 5 unless it completes). Asks to type the target service's name unless --yes.
+    /// Restore a backup, or a PostgreSQL service as it was at a time (--to), into its service
+    /// (whose current data is backed up first) or, with --into, into another managed service
+    /// of the same engine; follows it until it ends (exit 5 unless it completes). Asks to type
+    /// the target service's name unless --yes.
     #[command(
         after_help = "Examples:\n  stackpad backups restore latest --service shop/db\n  \
-                      stackpad backups restore 1b2c3d4e --service shop/db --into db-copy --yes"
+                      stackpad backups restore 1b2c3d4e --service shop/db --into db-copy --yes\n  \
+                      stackpad backups restore --to 2026-12-07T09:30:00Z --service shop/db --into db-copy"
     )]
     Restore {
         /// The backup: `latest` (the newest completed), its id or its id's first 8 or more
         /// characters (`stackpad backups list` shows them), e.g. `latest`.
-        backup: String,
+        #[arg(required_unless_present = "to", conflicts_with = "to")]
+        backup: Option<String>,
+        /// Instead of a backup, a time (RFC 3339) inside the service's recovery window
+        /// (`stackpad backups list` shows it; PostgreSQL only), e.g.
+        /// `--to 2026-12-07T09:30:00Z`.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
         #[command(flatten)]
         target: ServiceArgs,
         /// Restore into this managed service (same engine; by name or id, in the backup's
@@ -67,6 +76,13 @@ pub enum Backups {
         #[arg(long)]
         no_wait: bool,
     },
+}
+
+/// A time as RFC 3339 (`2026-12-07T09:30:00Z`, `2026-12-07T10:30:00+01:00`).
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-12-07T09:30:00Z ({e})"))
 }
 
 /// The first characters of an id, as the list shows it.
@@ -159,11 +175,15 @@ pub fn pick_backup<'v>(given: &str, items: &'v [Value]) -> Result<&'v Value, Cli
     }
 }
 
-async fn list_of(ctx: &Context<'_>, service: &ServiceRef) -> Result<Vec<Value>, CliError> {
-    let v: Value = ctx
-        .api
+/// `GET /services/{id}/backups`: the backups (`items`) and the recovery window.
+async fn list_answer(ctx: &Context<'_>, service: &ServiceRef) -> Result<Value, CliError> {
+    ctx.api
         .get(&format!("/services/{}/backups", service.service.id))
-        .await?;
+        .await
+}
+
+async fn list_of(ctx: &Context<'_>, service: &ServiceRef) -> Result<Vec<Value>, CliError> {
+    let v = list_answer(ctx, service).await?;
     Ok(v["items"].as_array().cloned().unwrap_or_default())
 }
 
@@ -284,12 +304,20 @@ pub async fn run(
     match cmd {
         Backups::List { target } => {
             let service = ctx.names.service(&target).await?;
-            let items = list_of(ctx, &service).await?;
+            let v = list_answer(ctx, &service).await?;
+            let items = v["items"].as_array().cloned().unwrap_or_default();
             if items.is_empty() {
                 p.line(format!("no backups of {}", service.path()));
             }
             for l in backups_table(&items) {
                 p.line(l);
+            }
+            let window = &v["recovery_window"];
+            if let (Some(from), Some(until)) = (window["from"].as_str(), window["until"].as_str())
+            {
+                p.line(format!(
+                    "restorable to any time from {from} to {until} (`backups restore --to`)"
+                ));
             }
             p.object(&json!(items));
             Ok(exit::OK)
@@ -322,15 +350,33 @@ pub async fn run(
         }
         Backups::Restore {
             backup,
+            to,
             target,
             into,
             yes,
             no_wait,
         } => {
             let service = ctx.names.service(&target).await?;
-            let items = list_of(ctx, &service).await?;
-            let b = pick_backup(&backup, &items)?;
-            let backup_id = str_of(b, "id").to_owned();
+            // What is restored: a backup (its path and name) or the service at a time.
+            let (path, source) = match (&backup, to) {
+                (Some(backup), _) => {
+                    let items = list_of(ctx, &service).await?;
+                    let id = str_of(pick_backup(backup, &items)?, "id").to_owned();
+                    (
+                        format!("/services/{}/backups/{id}/restore", service.service.id),
+                        format!("backup {}", short(&id)),
+                    )
+                }
+                (None, Some(to)) => (
+                    format!("/services/{}/backups/restore", service.service.id),
+                    format!("{} as of {}", service.path(), to.to_rfc3339()),
+                ),
+                (None, None) => {
+                    return Err(CliError::Usage(
+                        "name a backup (e.g. `latest`) or a time with --to".into(),
+                    ));
+                }
+            };
             let into = match into {
                 Some(given) => {
                     // A bare name is looked for in the backup's project.
@@ -349,34 +395,27 @@ pub async fn run(
                 None => None,
             };
             let dest = into.as_ref().unwrap_or(&service);
+            let of = if backup.is_some() {
+                format!(" of {}", service.path())
+            } else {
+                String::new()
+            };
             let what = match &into {
-                Some(_) => format!(
-                    "backup {} of {} into {} (its data is replaced)",
-                    short(&backup_id),
-                    service.path(),
-                    dest.path()
-                ),
+                Some(_) => format!("{source}{of} into {} (its data is replaced)", dest.path()),
                 None => format!(
-                    "backup {} into {} (its current data is backed up first, then replaced)",
-                    short(&backup_id),
+                    "{source} into {} (its current data is backed up first, then replaced)",
                     service.path()
                 ),
             };
             confirm_to(ctx, yes, "restore", &what, &dest.service.name)?;
             let mut body = json!({});
+            if let Some(to) = to {
+                body["to_time"] = json!(to.to_rfc3339());
+            }
             if let Some(i) = &into {
                 body["into_service"] = json!(i.service.id);
             }
-            let r = ctx
-                .api
-                .post(
-                    &format!(
-                        "/services/{}/backups/{backup_id}/restore",
-                        service.service.id
-                    ),
-                    &body,
-                )
-                .await?;
+            let r = ctx.api.post(&path, &body).await?;
             let rid = str_of(&r, "id").to_owned();
             p.line(format!("restoring {what}: restore {rid}"));
             if no_wait {

@@ -80,11 +80,13 @@ pub enum Services {
         webhook_secret: Option<String>,
     },
     /// Change a service's settings (the others are kept); replicas apply at once, the rest
-    /// from the next deployment.
+    /// (volumes too) from the next deployment.
     #[command(
         after_help = "Examples:\n  stackpad services set --replicas 3 --cpu 0.5 --memory 512Mi\n  \
                       stackpad services set --service shop/web --health-path /healthz --health-deadline-ms 60000\n  \
-                      stackpad services set --image registry.example/shop:v2 --port 3000"
+                      stackpad services set --image registry.example/shop:v2 --port 3000\n  \
+                      stackpad services set --volume /var/lib/data:1Gi --replicas 1\n  \
+                      stackpad services set --remove-volume /var/lib/data --purge"
     )]
     Set {
         #[command(flatten)]
@@ -97,6 +99,25 @@ pub enum Services {
         port: Option<u32>,
         #[command(flatten)]
         settings: Settings,
+        /// Add a persistent volume [NAME:]PATH:SIZE (named after the path's last part unless
+        /// NAME is given), created at the next deployment; a service with volumes runs one
+        /// replica. Repeatable, e.g. `--volume /var/lib/data:1Gi`.
+        #[arg(long = "volume", value_name = "[NAME:]PATH:SIZE")]
+        volumes: Vec<String>,
+        /// Remove the volume mounted at PATH (or named so) and delete its data (with --purge),
+        /// e.g. `--remove-volume /var/lib/data --purge`.
+        #[arg(long = "remove-volume", value_name = "PATH")]
+        remove_volumes: Vec<String>,
+        /// Confirms that the volumes --remove-volume names are deleted with their data.
+        #[arg(long)]
+        purge: bool,
+        /// A service's kind is fixed at create: a change is refused, saying what to do instead
+        /// (a new service and `stackpad backups restore --into` it), e.g. `--kind worker`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// A managed service's engine is fixed at create, as --kind, e.g. `--engine mariadb`.
+        #[arg(long)]
+        engine: Option<String>,
     },
     /// Delete a service: its containers stop, its routes and domains go. Asks to type its
     /// name unless --yes.
@@ -230,15 +251,69 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     n.checked_mul(unit).ok_or_else(bad)
 }
 
-/// `NAME:PATH:SIZE` as the API's volume object.
+/// `NAME:PATH:SIZE` (or `PATH:SIZE`, named after the path's last part) as the API's volume
+/// object.
 pub fn parse_volume(text: &str) -> Result<Value, CliError> {
     let bad = |why: String| CliError::Usage(format!("--volume {text:?}: {why}"));
-    let mut parts = text.splitn(3, ':');
-    let (Some(name), Some(path), Some(size)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(bad("expected NAME:PATH:SIZE, e.g. data:/data:1Gi".into()));
+    let parts: Vec<&str> = text.splitn(3, ':').collect();
+    let (name, path, size) = match parts.as_slice() {
+        [path, size] if path.starts_with('/') => (volume_name_of(path), *path, *size),
+        [name, path, size] => (Some((*name).to_owned()), *path, *size),
+        _ => {
+            return Err(bad(
+                "expected [NAME:]PATH:SIZE, e.g. /data:1Gi or data:/data:1Gi".into(),
+            ));
+        }
+    };
+    let Some(name) = name else {
+        return Err(bad(format!(
+            "no volume name follows from {path:?}: name it, NAME:{path}:{size}"
+        )));
     };
     let size = parse_size(size).map_err(bad)?;
     Ok(json!({ "name": name, "mount_path": path, "size_bytes": size }))
+}
+
+/// A volume's name from its path's last part (`/var/lib/data` -> `data`): lower case, other
+/// characters as `-`; `None` when nothing usable is left.
+fn volume_name_of(path: &str) -> Option<String> {
+    let last = path.rsplit('/').find(|p| !p.is_empty())?;
+    let name: String = last
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '-',
+        })
+        .collect();
+    let name = name.trim_matches('-').to_owned();
+    (name.starts_with(|c: char| c.is_ascii_lowercase()) && name.len() <= 40).then_some(name)
+}
+
+/// The service's volumes after `add` and `remove` (paths or names), as `PATCH` takes them.
+fn volumes_after(current: &Value, add: &[String], remove: &[String]) -> Result<Value, CliError> {
+    let mut volumes: Vec<Value> = current["volumes"].as_array().cloned().unwrap_or_default();
+    for r in remove {
+        let before = volumes.len();
+        volumes.retain(|v| v["mount_path"] != r.as_str() && v["name"] != r.as_str());
+        if volumes.len() == before {
+            let there: Vec<String> = current["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| str_of(v, "mount_path").to_owned())
+                .collect();
+            return Err(CliError::NotFound {
+                what: "volume",
+                name: r.clone(),
+                suggestions: there,
+                listed: true,
+            });
+        }
+    }
+    for a in add {
+        volumes.push(parse_volume(a)?);
+    }
+    Ok(json!(volumes))
 }
 
 /// The flag that sets an API field, to name it beside the API's refusal.
@@ -511,13 +586,32 @@ pub async fn run(
             image,
             port,
             settings,
+            volumes,
+            remove_volumes,
+            purge,
+            kind,
+            engine,
         } => {
-            if image.is_none() && port.is_none() && settings.is_empty() {
+            if image.is_none()
+                && port.is_none()
+                && settings.is_empty()
+                && volumes.is_empty()
+                && remove_volumes.is_empty()
+                && kind.is_none()
+                && engine.is_none()
+            {
                 return Err(CliError::Usage(
                     "nothing to change: give --replicas, --cpu, --memory, --health-path, \
-                     --health-interval-ms, --health-deadline-ms, --image or --port"
+                     --health-interval-ms, --health-deadline-ms, --image, --port, --volume or \
+                     --remove-volume"
                         .into(),
                 ));
+            }
+            if !remove_volumes.is_empty() && !purge {
+                return Err(CliError::Usage(format!(
+                    "--remove-volume {} deletes the volume's data: add --purge to confirm",
+                    remove_volumes.join(", ")
+                )));
             }
             let s = ctx.names.service(&target).await?;
             let current: Value = ctx.api.get(&format!("/services/{}", s.service.id)).await?;
@@ -528,10 +622,25 @@ pub async fn run(
             if let Some(port) = port {
                 body["port"] = json!(port);
             }
+            if let Some(k) = kind {
+                body["kind"] = json!(k);
+            }
+            if let Some(e) = engine {
+                body["engine"] = json!(e);
+            }
+            if !volumes.is_empty() || !remove_volumes.is_empty() {
+                body["volumes"] = volumes_after(&current, &volumes, &remove_volumes)?;
+                if !remove_volumes.is_empty() {
+                    body["purge_volumes"] = json!(true);
+                }
+            }
             settings.apply(&mut body, Some(&current));
             let v = patch(ctx, &s, &body).await?;
             for l in describe(&v, &s.path()) {
                 p.line(l);
+            }
+            if let Some(note) = v["note"].as_str() {
+                p.line(format!("  note: {note}"));
             }
             if let Some(d) = v["deployment"].as_object() {
                 p.line(format!(
@@ -611,9 +720,31 @@ mod tests {
             json!({ "name": "data", "mount_path": "/var/lib/data", "size_bytes": 1u64 << 30 })
         );
         let e = parse_volume("data:/data").unwrap_err().to_string();
-        assert!(e.contains("NAME:PATH:SIZE"), "{e}");
+        assert!(e.contains("[NAME:]PATH:SIZE"), "{e}");
+        assert_eq!(
+            parse_volume("/var/lib/Pg_Data:16Mi").unwrap(),
+            json!({ "name": "pg-data", "mount_path": "/var/lib/Pg_Data", "size_bytes": 16u64 << 20 })
+        );
+        let e = parse_volume("/9:1Gi").unwrap_err().to_string();
+        assert!(e.contains("name it, NAME:/9:1Gi"), "{e}");
         assert_eq!(size(512 << 20), "512Mi");
         assert_eq!(size(1000), "1000");
+    }
+
+    #[test]
+    fn volumes_are_added_and_removed_by_path_or_name() {
+        let current = json!({ "volumes": [
+            { "name": "data", "mount_path": "/data", "size_bytes": 1 << 30 },
+            { "name": "logs", "mount_path": "/var/log/app", "size_bytes": 1 << 30 },
+        ] });
+        let v = volumes_after(&current, &["/cache:64Mi".into()], &["/data".into()]).unwrap();
+        let names: Vec<&str> = v.as_array().unwrap().iter().map(|v| str_of(v, "name")).collect();
+        assert_eq!(names, ["logs", "cache"]);
+        let v = volumes_after(&current, &[], &["logs".into()]).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1);
+        let e = volumes_after(&current, &[], &["/nope".into()]).unwrap_err();
+        assert_eq!(e.exit_code(), exit::NOT_FOUND);
+        assert!(e.to_string().contains("/var/log/app"), "{e}");
     }
 
     #[test]

@@ -73,7 +73,7 @@ async fn backups_are_listed_created_and_restored_by_name_with_their_timeline() -
     };
     let h = Harness::start_with(db, &config, fake_clients(&Fakes::new())).await?;
     h.register_node("n1", "compute", &address).await;
-    let (_, token) = h.org("backups-cli").await;
+    let (org, token) = h.org("backups-cli").await;
     let dir = tempfile::tempdir()?;
     let login = dir.path().join("cli.json");
     let c = login.as_path();
@@ -195,6 +195,109 @@ async fn backups_are_listed_created_and_restored_by_name_with_their_timeline() -
         daemons.engine_data.lock().unwrap()[&copy],
         b"first version of the data"
     );
+
+    // To a point in time. The window runs from the first base backup to the newest archived
+    // WAL: here the first backup stands for a base backup, and one WAL file is archived now.
+    let pool = &h.store().pool;
+    sqlx::query("UPDATE backups SET kind = 'base' WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(pool)
+        .await?;
+    let db_id = json_of(c, &["services", "show", "--service", "shop/db"]).await["id"].clone();
+    sqlx::query(
+        "INSERT INTO backup_wal (id, organization_id, service_id, name, object_key, archived_at, \
+         size_bytes, wal_bytes, sha256) VALUES (gen_random_uuid(), $1::uuid, $2::uuid, \
+         '000000010000000000000001', 'wal/1', now(), 1, 1, '')",
+    )
+    .bind(&org)
+    .bind(db_id.as_str().unwrap())
+    .execute(pool)
+    .await?;
+    let out = ok(c, &["backups", "list", "--service", "shop/db"]).await;
+    assert!(
+        out.contains("restorable to any time from") && out.contains("(`backups restore --to`)"),
+        "{out}"
+    );
+    // Asked like a backup's restore; the API's refusal of a time outside the window is shown
+    // with its field (exit 3), and it names the time the CLI sent (in UTC).
+    let (code, out) = stackpad(
+        c,
+        &[
+            "backups",
+            "restore",
+            "--to",
+            "2020-01-01T00:00:00Z",
+            "--service",
+            "shop/db",
+        ],
+    )
+    .await;
+    assert_eq!(code, exit::USAGE, "{out}");
+    assert!(out.contains("pass --yes"), "{out}");
+    let (code, out) = stackpad(
+        c,
+        &[
+            "backups",
+            "restore",
+            "--to",
+            "2020-01-01T01:00:00+01:00",
+            "--service",
+            "shop/db",
+            "--into",
+            "db-copy",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(code, exit::REFUSED, "{out}");
+    assert!(
+        out.contains("to_time:") && out.contains("2020-01-01T00:00:00+00:00"),
+        "{out}"
+    );
+    let future = (chrono::Utc::now() + chrono::TimeDelta::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (code, out) = stackpad(
+        c,
+        &[
+            "--json",
+            "backups",
+            "restore",
+            "--to",
+            &future,
+            "--service",
+            "shop/db",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(code, exit::REFUSED, "{out}");
+    assert!(
+        out.contains("to_time:") && out.contains("is in the future"),
+        "{out}"
+    );
+    for args in [
+        &[
+            "backups",
+            "restore",
+            "--to",
+            "yesterday",
+            "--service",
+            "shop/db",
+        ][..],
+        &[
+            "backups",
+            "restore",
+            "latest",
+            "--to",
+            &future,
+            "--service",
+            "shop/db",
+        ],
+        &["backups", "restore", "--service", "shop/db"],
+    ] {
+        let (code, out) = stackpad(c, args).await;
+        assert_eq!(code, exit::USAGE, "{args:?}: {out}");
+    }
 
     // A web service has no backups: the API's refusal, exit 3.
     ok(

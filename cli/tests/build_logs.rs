@@ -6,26 +6,16 @@
 
 #[path = "../../control/tests/common/mod.rs"]
 mod common;
+mod runner;
 
 use std::time::Duration;
 
-use clap::Parser;
-use cli::{Cli, run};
+use cli::exit;
 use common::log_rows::{build_log_row, write_build_logs};
 use common::{Harness, fake_clients, fakes::Fakes};
+use runner::{ok, stackpad};
 use serde_json::json;
 use stackpad_tests::db::ClickHouseDb;
-
-async fn stackpad(args: &[&str]) -> (i32, String) {
-    let cli = Cli::try_parse_from(args).expect("arguments parse");
-    execute(cli).await
-}
-
-async fn execute(cli: Cli) -> (i32, String) {
-    let mut out = Vec::new();
-    let code = run(cli, &mut out).await.expect("the command runs");
-    (code, String::from_utf8(out).unwrap())
-}
 
 #[tokio::test]
 async fn build_logs_are_paged_scoped_printed_and_followed_to_the_end() -> anyhow::Result<()> {
@@ -135,14 +125,9 @@ async fn build_logs_are_paged_scoped_printed_and_followed_to_the_end() -> anyhow
     // The CLI.
     let dir = tempfile::tempdir()?;
     let cfg = dir.path().join("cli.json");
-    let c = cfg.to_str().unwrap();
-    let (code, _) = stackpad(&[
-        "stackpad", "--config", c, "login", "--url", &h.url, "--token", &token,
-    ])
-    .await;
-    assert_eq!(code, 0);
-    let (code, out) = stackpad(&["stackpad", "--config", c, "deployments", "logs", &d]).await;
-    assert_eq!(code, 0, "{out}");
+    let c = cfg.as_path();
+    ok(c, &["login", "--url", &h.url, "--token", &token]).await;
+    let out = ok(c, &["deployments", "logs", &d]).await;
     assert_eq!(
         out,
         "==> [build 1/2] RUN npm ci\n    installing 1\n    installing 2\n    installing 3\n    \
@@ -150,36 +135,18 @@ async fn build_logs_are_paged_scoped_printed_and_followed_to_the_end() -> anyhow
     );
     // --follow: the lines, then the deployment's end, by itself (it is over already); exit 5 as
     // it did not end ready.
-    let follow = execute(Cli::try_parse_from([
-        "stackpad",
-        "--config",
-        c,
-        "deployments",
-        "logs",
-        &d,
-        "--follow",
-    ])?);
-    let (code, out) = tokio::time::timeout(Duration::from_secs(20), follow)
+    let args = ["deployments", "logs", &d, "--follow"];
+    let (code, out) = tokio::time::timeout(Duration::from_secs(20), stackpad(c, &args))
         .await
         .expect("--follow ends once the deployment has ended");
-    assert_eq!(code, 5, "{out}");
+    assert_eq!(code, exit::DEPLOYMENT_FAILED, "{out}");
     assert_eq!(out.matches("installing 3").count(), 1, "{out}");
     assert!(
         out.contains(&format!("\ndeployment {d} failed: no compute node")),
         "{out}"
     );
-    let (code, out) = stackpad(&[
-        "stackpad",
-        "--config",
-        c,
-        "--json",
-        "deployments",
-        "logs",
-        &d,
-        "-f",
-    ])
-    .await;
-    assert_eq!(code, 5, "{out}");
+    let (code, out) = stackpad(c, &["--json", "deployments", "logs", &d, "-f"]).await;
+    assert_eq!(code, exit::DEPLOYMENT_FAILED, "{out}");
     let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap())?;
     assert_eq!(first["line"], "installing 1", "{out}");
     h.stop().await;

@@ -5,33 +5,19 @@
 
 #[path = "../../control/tests/common/mod.rs"]
 mod common;
+mod runner;
 
 use std::time::Duration;
 
-use clap::Parser;
-use cli::{Cli, run};
+use cli::exit;
 use common::fakes::{Call, Fakes};
 use common::log_rows::{requests, write_access_logs};
 use common::{Harness, fake_clients};
+use runner::stackpad;
 use serde_json::json;
 use stackpad_tests::acme::{ChallTestSrv, CnameGuard};
 use stackpad_tests::db::ClickHouseDb;
 use stackpad_tests::unique_name;
-
-async fn stackpad(config: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let mut argv = vec!["stackpad", "--config", config.to_str().unwrap()];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv).expect("arguments parse");
-    let mut out = Vec::new();
-    let code = match run(cli, &mut out).await {
-        Ok(code) => code,
-        Err(e) => {
-            out.extend_from_slice(format!("error: {e}").as_bytes());
-            2
-        }
-    };
-    (code, String::from_utf8(out).unwrap())
-}
 
 fn id_in(output: &str) -> String {
     output
@@ -51,10 +37,14 @@ async fn login_create_deploy_list_and_rollback() -> anyhow::Result<()> {
     let config = dir.path().join("cli.json");
 
     let (code, out) = stackpad(&config, &["projects", "list"]).await;
-    assert_eq!(code, 2);
+    assert_eq!(code, exit::USAGE);
     assert!(out.contains("not logged in"), "{out}");
     let (code, out) = stackpad(&config, &["login", "--url", &h.url, "--token", "sp_wrong"]).await;
-    assert_eq!(code, 2, "a bad token is refused at login: {out}");
+    assert_eq!(
+        code,
+        exit::REFUSED,
+        "a bad token is refused at login: {out}"
+    );
     let (code, out) = stackpad(&config, &["login", "--url", &h.url, "--token", &token]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("cli-org"), "{out}");
@@ -101,7 +91,11 @@ async fn login_create_deploy_list_and_rollback() -> anyhow::Result<()> {
         &["deploy", "--service", &service, "--image", "shop:unhealthy"],
     )
     .await;
-    assert_eq!(code, 5, "a failed deployment exits 5: {out}");
+    assert_eq!(
+        code,
+        exit::DEPLOYMENT_FAILED,
+        "a failed deployment exits 5: {out}"
+    );
     assert!(out.contains("failed") && out.contains("boom"), "{out}");
 
     let (_, out) = stackpad(&config, &["deployments", "--service", &service]).await;
@@ -113,7 +107,7 @@ async fn login_create_deploy_list_and_rollback() -> anyhow::Result<()> {
     assert!(out.contains("is ready"), "{out}");
     // This control plane has no ClickHouse: the CLI says so (tests/logs.rs covers search).
     let (code, out) = stackpad(&config, &["logs", "--service", &service]).await;
-    assert_ne!(code, 0, "{out}");
+    assert_eq!(code, exit::OTHER, "{out}");
     assert!(out.contains("log search is not configured"), "{out}");
     h.stop().await;
     Ok(())

@@ -3,28 +3,14 @@
 
 #[path = "../../control/tests/common/mod.rs"]
 mod common;
+mod runner;
 
 use std::os::unix::fs::PermissionsExt;
 
-use clap::Parser;
-use cli::{Cli, run};
+use cli::exit;
 use common::{Harness, fake_clients, fakes::Fakes};
+use runner::stackpad;
 use serde_json::json;
-
-async fn stackpad(config: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let mut argv = vec!["stackpad", "--config", config.to_str().unwrap()];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv).expect("arguments parse");
-    let mut out = Vec::new();
-    let code = match run(cli, &mut out).await {
-        Ok(code) => code,
-        Err(e) => {
-            out.extend_from_slice(format!("error: {e}").as_bytes());
-            2
-        }
-    };
-    (code, String::from_utf8(out).unwrap())
-}
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -122,7 +108,7 @@ async fn the_cli_rotates_a_webhook_secret_and_mints_a_read_only_token() -> anyho
         ],
     )
     .await;
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, exit::REFUSED, "{out}");
     assert!(out.contains("422") && out.contains("secret"), "{out}");
 
     let (code, out) = stackpad(

@@ -5,33 +5,13 @@
 
 #[path = "../../control/tests/common/mod.rs"]
 mod common;
+mod runner;
 
-use clap::Parser;
-use cli::{Cli, run};
+use cli::exit;
 use common::fakes::{Call, Fakes};
 use common::{Harness, fake_clients};
+use runner::{ok, stackpad};
 use serde_json::{Value, json};
-
-async fn stackpad(config: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let mut argv = vec!["stackpad", "--config", config.to_str().unwrap()];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv).expect("arguments parse");
-    let mut out = Vec::new();
-    let code = match run(cli, &mut out).await {
-        Ok(code) => code,
-        Err(e) => {
-            out.extend_from_slice(format!("error: {e}").as_bytes());
-            2
-        }
-    };
-    (code, String::from_utf8(out).unwrap())
-}
-
-async fn ok(config: &std::path::Path, args: &[&str]) -> String {
-    let (code, out) = stackpad(config, args).await;
-    assert_eq!(code, 0, "stackpad {args:?}: {out}");
-    out
-}
 
 #[tokio::test]
 async fn a_staging_copy_is_created_changed_shown_and_deleted() -> anyhow::Result<()> {
@@ -103,7 +83,11 @@ async fn a_staging_copy_is_created_changed_shown_and_deleted() -> anyhow::Result
     assert!(out.contains("TOKEN=********  (secret)"), "{out}");
     assert!(!out.contains("t0ken"), "{out}");
     let (code, out) = stackpad(&c, &["environments", "set", "staging", "--project", "shop"]).await;
-    assert_eq!(code, 2, "nothing to change is a usage error: {out}");
+    assert_eq!(
+        code,
+        exit::USAGE,
+        "nothing to change is a usage error: {out}"
+    );
     let out = ok(
         &c,
         &[
@@ -144,7 +128,7 @@ async fn a_staging_copy_is_created_changed_shown_and_deleted() -> anyhow::Result
         &["environments", "delete", "staging", "--project", "shop"],
     )
     .await;
-    assert_eq!(code, 2, "no terminal: --yes is needed: {out}");
+    assert_eq!(code, exit::USAGE, "no terminal: --yes is needed: {out}");
     let out = ok(
         &c,
         &[

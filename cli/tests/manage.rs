@@ -4,46 +4,13 @@
 
 #[path = "../../control/tests/common/mod.rs"]
 mod common;
+mod runner;
 
 use std::path::Path;
 
-use clap::Parser;
-use cli::{Cli, exit, run};
+use cli::exit;
 use common::{Harness, fake_clients, fakes::Fakes};
-use serde_json::Value;
-
-/// Runs `stackpad --config CONFIG ARGS...` in-process; (exit code, stdout and error text).
-async fn stackpad(config: &Path, args: &[&str]) -> (i32, String) {
-    let mut argv = vec!["stackpad", "--config", config.to_str().unwrap()];
-    argv.extend_from_slice(args);
-    let cli = match Cli::try_parse_from(argv) {
-        Ok(cli) => cli,
-        Err(e) => return (e.exit_code(), e.to_string()),
-    };
-    let mut out = Vec::new();
-    let code = match run(cli, &mut out).await {
-        Ok(code) => code,
-        Err(e) => {
-            out.extend_from_slice(format!("error: {e}").as_bytes());
-            e.exit_code()
-        }
-    };
-    (code, String::from_utf8(out).unwrap())
-}
-
-async fn json(config: &Path, args: &[&str]) -> Value {
-    let mut argv = vec!["--json"];
-    argv.extend_from_slice(args);
-    let (code, out) = stackpad(config, &argv).await;
-    assert_eq!(code, 0, "{args:?}: {out}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
-}
-
-async fn ok(config: &Path, args: &[&str]) -> String {
-    let (code, out) = stackpad(config, args).await;
-    assert_eq!(code, 0, "{args:?}: {out}");
-    out
-}
+use runner::{json_of, ok, stackpad};
 
 /// A control plane with one organization logged in; (harness, fakes, login file, its dir).
 async fn logged_in(
@@ -63,7 +30,7 @@ async fn logged_in(
 async fn tokens_and_members_are_listed_created_and_removed_by_name() -> anyhow::Result<()> {
     let (h, _fakes, config, _dir) = logged_in("access-org").await?;
     let c = config.as_path();
-    let created = json(
+    let created = json_of(
         c,
         &[
             "tokens",
@@ -90,7 +57,7 @@ async fn tokens_and_members_are_listed_created_and_removed_by_name() -> anyhow::
         "{out}"
     );
     assert!(!out.contains(&secret), "no secret in the list: {out}");
-    let listed = json(c, &["tokens", "list"]).await;
+    let listed = json_of(c, &["tokens", "list"]).await;
     assert_eq!(listed[1]["name"], "ci", "{listed}");
     assert!(listed[1].get("secret").is_none(), "{listed}");
 
@@ -104,7 +71,11 @@ async fn tokens_and_members_are_listed_created_and_removed_by_name() -> anyhow::
     let out = ok(c, &["tokens", "revoke", "ci", "--yes"]).await;
     assert!(out.contains("revoked"), "{out}");
     assert_eq!(
-        json(c, &["tokens", "list"]).await.as_array().unwrap().len(),
+        json_of(c, &["tokens", "list"])
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
         1
     );
     let (status, _) = h.call("GET", "/organization", &secret, None).await;
@@ -113,7 +84,7 @@ async fn tokens_and_members_are_listed_created_and_removed_by_name() -> anyhow::
     // Members by email.
     let out = ok(c, &["members", "list"]).await;
     assert_eq!(out.trim(), "no members");
-    let added = json(
+    let added = json_of(
         c,
         &["members", "add", "ada@shop.example", "--role", "developer"],
     )
@@ -132,9 +103,12 @@ async fn tokens_and_members_are_listed_created_and_removed_by_name() -> anyhow::
     );
     let (code, out) = stackpad(c, &["members", "remove", "ada@shop.example"]).await;
     assert_eq!(code, exit::USAGE, "{out}");
-    let removed = json(c, &["members", "remove", "ada@shop.example", "--yes"]).await;
+    let removed = json_of(c, &["members", "remove", "ada@shop.example", "--yes"]).await;
     assert_eq!(removed["removed"]["email"], "ada@shop.example", "{removed}");
-    assert_eq!(json(c, &["members", "list"]).await, serde_json::json!([]));
+    assert_eq!(
+        json_of(c, &["members", "list"]).await,
+        serde_json::json!([])
+    );
     h.stop().await;
     Ok(())
 }
@@ -144,7 +118,7 @@ async fn services_are_shown_set_and_scaled_and_refusals_name_the_flag() -> anyho
     let (h, _fakes, config, dir) = logged_in("settings-org").await?;
     let c = config.as_path();
     ok(c, &["projects", "create", "shop"]).await;
-    let worker = json(
+    let worker = json_of(
         c,
         &[
             "services",
@@ -209,7 +183,7 @@ async fn services_are_shown_set_and_scaled_and_refusals_name_the_flag() -> anyho
     ok(c, &["-C", l, "link", "--service", "shop/web"]).await;
     let (code, out) = stackpad(c, &["-C", l, "services", "set"]).await;
     assert_eq!(code, exit::USAGE, "{out}");
-    let set = json(
+    let set = json_of(
         c,
         &[
             "-C",
@@ -255,10 +229,112 @@ async fn services_are_shown_set_and_scaled_and_refusals_name_the_flag() -> anyho
         out.contains("queued with 2 replicas") && out.contains("is ready"),
         "{out}"
     );
-    let shown = json(c, &["-C", l, "services", "show"]).await;
+    let shown = json_of(c, &["-C", l, "services", "show"]).await;
     assert_eq!(shown["replicas"], 2, "{shown}");
     let (code, out) = stackpad(c, &["-C", l, "scale", "0"]).await;
     assert_eq!(code, exit::REFUSED, "{out}");
+
+    // Volumes after create: two replicas cannot share one (the API says to send one replica).
+    let (code, out) = stackpad(
+        c,
+        &["-C", l, "services", "set", "--volume", "/var/lib/data:16Mi"],
+    )
+    .await;
+    assert_eq!(code, exit::REFUSED, "{out}");
+    assert!(
+        out.contains("replicas: 1") && out.contains("(--volume)"),
+        "{out}"
+    );
+    let set = json_of(
+        c,
+        &[
+            "-C",
+            l,
+            "services",
+            "set",
+            "--volume",
+            "/var/lib/data:16Mi",
+            "--replicas",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(set["replicas"], 1, "{set}");
+    assert_eq!(
+        set["volumes"][0]["name"], "data",
+        "named after its path: {set}"
+    );
+    assert!(
+        set["note"].as_str().unwrap().contains("next deployment"),
+        "{set}"
+    );
+    let out = ok(
+        c,
+        &["-C", l, "services", "set", "--volume", "cache:/cache:16Mi"],
+    )
+    .await;
+    for want in [
+        "volume        data at /var/lib/data (16Mi)",
+        "volume        cache at /cache (16Mi)",
+        "note: volumes change at the next deployment",
+    ] {
+        assert!(out.contains(want), "{want:?} in {out}");
+    }
+    // Removing one deletes its data: only with --purge; an unknown one lists those there are.
+    let (code, out) = stackpad(
+        c,
+        &["-C", l, "services", "set", "--remove-volume", "/cache"],
+    )
+    .await;
+    assert_eq!(code, exit::USAGE, "{out}");
+    assert!(out.contains("add --purge"), "{out}");
+    let (code, out) = stackpad(
+        c,
+        &[
+            "-C",
+            l,
+            "services",
+            "set",
+            "--remove-volume",
+            "/nope",
+            "--purge",
+        ],
+    )
+    .await;
+    assert_eq!(code, exit::NOT_FOUND, "{out}");
+    assert!(
+        out.contains("/var/lib/data") && out.contains("/cache"),
+        "{out}"
+    );
+    let set = json_of(
+        c,
+        &[
+            "-C",
+            l,
+            "services",
+            "set",
+            "--remove-volume",
+            "/cache",
+            "--purge",
+        ],
+    )
+    .await;
+    let paths: Vec<&str> = set["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["mount_path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/var/lib/data"], "{set}");
+    // The kind is what the service is: the refusal says what to do instead, with the flag.
+    let (code, out) = stackpad(c, &["-C", l, "services", "set", "--kind", "worker"]).await;
+    assert_eq!(code, exit::REFUSED, "{out}");
+    assert!(
+        out.contains("fixed at create")
+            && out.contains("stackpad backups restore --into")
+            && out.contains("(--kind)"),
+        "{out}"
+    );
     h.stop().await;
     Ok(())
 }
@@ -336,7 +412,7 @@ async fn init_detects_creates_and_links_and_up_deploys_head() -> anyhow::Result<
     ] {
         assert!(out.contains(want), "{want:?} in {out}");
     }
-    let shown = json(c, &["-C", a, "services", "show"]).await;
+    let shown = json_of(c, &["-C", a, "services", "show"]).await;
     assert_eq!(shown["git_url"], url.as_str(), "{shown}");
     assert_eq!(shown["git_subdirectory"], "apps/api", "{shown}");
     // A directory that is not an app is refused with buildd's own reason.
@@ -360,7 +436,7 @@ async fn init_detects_creates_and_links_and_up_deploys_head() -> anyhow::Result<
         out.contains("is ready") && out.contains("https://api-shop-"),
         "{out}"
     );
-    let deployments = json(c, &["-C", a, "deployments"]).await;
+    let deployments = json_of(c, &["-C", a, "deployments"]).await;
     assert_eq!(deployments[0]["git_commit"], head.as_str(), "{deployments}");
     assert_eq!(deployments[0]["git_ref"], "main", "{deployments}");
     assert!(

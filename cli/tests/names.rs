@@ -5,41 +5,12 @@
 
 #[path = "../../control/tests/common/mod.rs"]
 mod common;
+mod runner;
 
-use std::path::Path;
-
-use clap::Parser;
-use cli::{Cli, exit, run};
+use cli::exit;
 use common::{Harness, fake_clients, fakes::Fakes};
+use runner::{json_with, ok, stackpad};
 use serde_json::Value;
-
-/// Runs `stackpad --config CONFIG ARGS...` in-process; (exit code, stdout and error text).
-async fn stackpad(config: &Path, args: &[&str]) -> (i32, String) {
-    let mut argv = vec!["stackpad", "--config", config.to_str().unwrap()];
-    argv.extend_from_slice(args);
-    let cli = match Cli::try_parse_from(argv) {
-        Ok(cli) => cli,
-        Err(e) => return (e.exit_code(), e.to_string()),
-    };
-    let mut out = Vec::new();
-    let code = match run(cli, &mut out).await {
-        Ok(code) => code,
-        Err(e) => {
-            out.extend_from_slice(format!("error: {e}").as_bytes());
-            e.exit_code()
-        }
-    };
-    (code, String::from_utf8(out).unwrap())
-}
-
-/// `--json ARGS...`, parsed; panics unless it exits `want`.
-async fn json(config: &Path, args: &[&str], want: i32) -> Value {
-    let mut argv = vec!["--json"];
-    argv.extend_from_slice(args);
-    let (code, out) = stackpad(config, &argv).await;
-    assert_eq!(code, want, "{args:?}: {out}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
-}
 
 /// A control plane with one organization logged in; returns (harness, login file, its dir).
 async fn logged_in(org: &str) -> anyhow::Result<(Harness, std::path::PathBuf, tempfile::TempDir)> {
@@ -51,12 +22,6 @@ async fn logged_in(org: &str) -> anyhow::Result<(Harness, std::path::PathBuf, te
     let (code, out) = stackpad(&config, &["login", "--url", &h.url, "--token", &token]).await;
     assert_eq!(code, 0, "{out}");
     Ok((h, config, dir))
-}
-
-async fn ok(config: &Path, args: &[&str]) -> String {
-    let (code, out) = stackpad(config, args).await;
-    assert_eq!(code, 0, "{args:?}: {out}");
-    out
 }
 
 #[tokio::test]
@@ -79,7 +44,7 @@ async fn names_and_ids_address_the_same_service_and_wrong_names_get_close_matche
         ],
     )
     .await;
-    let web = json(
+    let web = json_with(
         c,
         &[
             "services",
@@ -177,7 +142,7 @@ async fn names_and_ids_address_the_same_service_and_wrong_names_get_close_matche
     // A name unique across projects needs no project.
     ok(c, &["deployments", "--service", "worker"]).await;
     // Projects by id too.
-    let projects = json(c, &["projects", "list"], 0).await;
+    let projects = json_with(c, &["projects", "list"], 0).await;
     let shop_id = projects
         .as_array()
         .unwrap()
@@ -187,9 +152,9 @@ async fn names_and_ids_address_the_same_service_and_wrong_names_get_close_matche
         .as_str()
         .unwrap()
         .to_owned();
-    let listed = json(c, &["services", "list", "--project", &shop_id], 0).await;
+    let listed = json_with(c, &["services", "list", "--project", &shop_id], 0).await;
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
-    let staging = json(
+    let staging = json_with(
         c,
         &[
             "services",
@@ -305,7 +270,7 @@ async fn a_linked_directory_and_those_below_it_need_no_flags() -> anyhow::Result
     assert_eq!(file["project"]["name"], "shop");
     assert_eq!(file["environment"]["name"], "production");
     assert_eq!(file["service"]["name"], "web");
-    let shown = json(c, &["-C", below, "link"], 0).await;
+    let shown = json_with(c, &["-C", below, "link"], 0).await;
     assert_eq!(shown["service"], file["service"]);
 
     let out = ok(c, &["-C", below, "deploy"]).await;
@@ -322,7 +287,7 @@ async fn a_linked_directory_and_those_below_it_need_no_flags() -> anyhow::Result
             .starts_with("  https://web-shop-"),
         "ends with the URL: {out}"
     );
-    let listed = json(c, &["-C", below, "deployments"], 0).await;
+    let listed = json_with(c, &["-C", below, "deployments"], 0).await;
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     // A flag names another target than the link's.
     ok(
@@ -339,7 +304,7 @@ async fn a_linked_directory_and_those_below_it_need_no_flags() -> anyhow::Result
         ],
     )
     .await;
-    let listed = json(c, &["-C", below, "deployments", "--service", "api"], 0).await;
+    let listed = json_with(c, &["-C", below, "deployments", "--service", "api"], 0).await;
     assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
     let (code, out) = stackpad(c, &["-C", below, "deployments", "--service", "apj"]).await;
     assert_eq!(code, exit::NOT_FOUND, "{out}");
@@ -357,7 +322,7 @@ async fn a_linked_directory_and_those_below_it_need_no_flags() -> anyhow::Result
         ],
     )
     .await;
-    let services = json(c, &["-C", below, "services", "list"], 0).await;
+    let services = json_with(c, &["-C", below, "services", "list"], 0).await;
     assert_eq!(services.as_array().unwrap().len(), 3, "{services}");
     let (code, out) = stackpad(c, &["-C", below, "deployments"]).await;
     assert_eq!(code, exit::USAGE, "a project link names no service: {out}");
@@ -384,13 +349,13 @@ async fn json_output_is_the_apis_objects_and_exit_codes_follow_the_failure_class
 -> anyhow::Result<()> {
     let (h, config, _dir) = logged_in("json-org").await?;
     let c = config.as_path();
-    let project = json(c, &["projects", "create", "shop"], 0).await;
+    let project = json_with(c, &["projects", "create", "shop"], 0).await;
     assert_eq!(project["name"], "shop");
     assert!(
         project["id"].is_string() && project["created_at"].is_string(),
         "{project}"
     );
-    let service = json(
+    let service = json_with(
         c,
         &[
             "services",
@@ -409,10 +374,10 @@ async fn json_output_is_the_apis_objects_and_exit_codes_follow_the_failure_class
     .await;
     assert_eq!(service["name"], "web");
     assert_eq!(service["env"]["MODE"]["value"], "prod", "{service}");
-    let ready = json(c, &["deploy", "--service", "shop/web"], 0).await;
+    let ready = json_with(c, &["deploy", "--service", "shop/web"], 0).await;
     assert_eq!(ready["state"], "ready", "{ready}");
     assert_eq!(ready["service_id"], service["id"]);
-    let failed = json(
+    let failed = json_with(
         c,
         &[
             "deploy",
@@ -425,7 +390,7 @@ async fn json_output_is_the_apis_objects_and_exit_codes_follow_the_failure_class
     )
     .await;
     assert_eq!(failed["state"], "failed", "{failed}");
-    let list = json(c, &["deployments", "--service", "shop/web"], 0).await;
+    let list = json_with(c, &["deployments", "--service", "shop/web"], 0).await;
     let states: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -440,11 +405,11 @@ async fn json_output_is_the_apis_objects_and_exit_codes_follow_the_failure_class
         out.contains("failed") && out.contains("failure: ") && out.contains("boom"),
         "{out}"
     );
-    let shown = json(c, &["deployments", failed_id], 0).await;
+    let shown = json_with(c, &["deployments", failed_id], 0).await;
     assert_eq!(shown["timeline"][0]["phase"], "queued", "{shown}");
     let (code, out) = stackpad(c, &["cancel", ready["id"].as_str().unwrap()]).await;
     assert_eq!(code, exit::REFUSED, "{out}");
-    let envs = json(c, &["environments", "list", "--project", "shop"], 0).await;
+    let envs = json_with(c, &["environments", "list", "--project", "shop"], 0).await;
     assert_eq!(envs[0]["name"], "production", "{envs}");
 
     // Refused by the API (400 invalid name, 409 taken): 3. Usage (clap's own): 2.
@@ -517,7 +482,7 @@ async fn json_output_is_the_apis_objects_and_exit_codes_follow_the_failure_class
     );
     assert_eq!(runs[4].0, exit::OK, "{:?}", runs[4]);
 
-    let deleted = json(
+    let deleted = json_with(
         c,
         &["services", "delete", "--service", "shop/web", "--yes"],
         0,
@@ -527,7 +492,7 @@ async fn json_output_is_the_apis_objects_and_exit_codes_follow_the_failure_class
     let (code, out) = stackpad(c, &["deployments", "--service", "shop/web"]).await;
     assert_eq!(code, exit::NOT_FOUND, "{out}");
     ok(c, &["projects", "delete", "shop", "--yes"]).await;
-    let projects = json(c, &["projects", "list"], 0).await;
+    let projects = json_with(c, &["projects", "list"], 0).await;
     assert_eq!(projects, serde_json::json!([]));
     h.stop().await;
     Ok(())
@@ -574,7 +539,7 @@ async fn env_vars_are_listed_with_secrets_masked_set_and_unset_without_losing_a_
         out.contains("API_KEY=********  (secret)") && !out.contains("s3cret"),
         "{out}"
     );
-    let listed = json(c, &[&["env", "list"][..], &t].concat(), 0).await;
+    let listed = json_with(c, &[&["env", "list"][..], &t].concat(), 0).await;
     assert_eq!(
         listed["API_KEY"],
         serde_json::json!({ "value": null, "secret": true })
@@ -589,7 +554,7 @@ async fn env_vars_are_listed_with_secrets_masked_set_and_unset_without_losing_a_
     assert!(out.contains("did you mean MODE?"), "{out}");
     let out = ok(c, &[&["env", "unset", "API_KEY", "LOG"][..], &t].concat()).await;
     assert_eq!(out.lines().next(), Some("MODE=dev"), "{out}");
-    let listed = json(c, &[&["env", "list"][..], &t].concat(), 0).await;
+    let listed = json_with(c, &[&["env", "list"][..], &t].concat(), 0).await;
     assert_eq!(
         listed,
         serde_json::json!({ "MODE": { "value": "dev", "secret": false } })

@@ -35,6 +35,15 @@ pub async fn ok(config: &Path, args: &[&str]) -> String {
     out
 }
 
+/// `stackpad --json ARGS...` that must exit `want`, parsed.
+pub async fn json_with(config: &Path, args: &[&str], want: i32) -> Value {
+    let mut argv = vec!["--json"];
+    argv.extend_from_slice(args);
+    let (code, out) = stackpad(config, &argv).await;
+    assert_eq!(code, want, "{args:?}: {out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+}
+
 /// `stackpad --json ARGS...` that must exit 0, parsed.
 pub async fn json_of(config: &Path, args: &[&str]) -> Value {
     let mut argv = vec!["--json"];
