@@ -313,8 +313,7 @@ pub async fn run(
                 p.line(l);
             }
             let window = &v["recovery_window"];
-            if let (Some(from), Some(until)) = (window["from"].as_str(), window["until"].as_str())
-            {
+            if let (Some(from), Some(until)) = (window["from"].as_str(), window["until"].as_str()) {
                 p.line(format!(
                     "restorable to any time from {from} to {until} (`backups restore --to`)"
                 ));

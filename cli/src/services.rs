@@ -738,7 +738,12 @@ mod tests {
             { "name": "logs", "mount_path": "/var/log/app", "size_bytes": 1 << 30 },
         ] });
         let v = volumes_after(&current, &["/cache:64Mi".into()], &["/data".into()]).unwrap();
-        let names: Vec<&str> = v.as_array().unwrap().iter().map(|v| str_of(v, "name")).collect();
+        let names: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| str_of(v, "name"))
+            .collect();
         assert_eq!(names, ["logs", "cache"]);
         let v = volumes_after(&current, &[], &["logs".into()]).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 1);
