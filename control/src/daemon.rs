@@ -302,8 +302,11 @@ pub async fn start(
     }
     if config.github_status_interval_ms > 0 {
         // Previews' deployment statuses for projects with a GitHub token (#17).
-        let reporter =
-            crate::github::Reporter::new(store.clone(), &config.github_api_url, &config.apps_domain);
+        let reporter = crate::github::Reporter::new(
+            store.clone(),
+            &config.github_api_url,
+            &config.apps_domain,
+        );
         let every = Duration::from_millis(config.github_status_interval_ms);
         tasks.spawn(run_singleton(
             store.clone(),

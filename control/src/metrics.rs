@@ -329,7 +329,10 @@ mod tests {
             text.contains("stackpad_control_volume_used_bytes{organization=\"00000000-0000-0000-0000-000000000000\",service=\"00000000-0000-0000-0000-000000000007\",volume=\"data\",node=\"compute-1\"} 4096\n"),
             "{text}"
         );
-        assert!(text.contains("stackpad_control_volume_size_bytes{"), "{text}");
+        assert!(
+            text.contains("stackpad_control_volume_size_bytes{"),
+            "{text}"
+        );
         stackpad_tests::prometheus::assert_conventions(&text);
     }
 }
