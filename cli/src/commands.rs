@@ -259,9 +259,9 @@ pub async fn projects(
                 Some(v) => v,
                 None => ctx.api.post(&path, &json!({})).await?,
             };
-            p.line(str_of(&v, "public_key").to_owned());
+            p.line(str_of(&v, "public_key"));
             p.line(format!("fingerprint {}", str_of(&v, "fingerprint")));
-            p.line(str_of(&v, "note").to_owned());
+            p.line(str_of(&v, "note"));
             p.object(&v);
         }
     }

@@ -10,7 +10,6 @@
 //!
 //! Env: RUNS (default 4, at most 20).
 
-#[allow(dead_code)]
 #[path = "../tests/e2e/harness.rs"]
 mod harness;
 #[allow(dead_code)]

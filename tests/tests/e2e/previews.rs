@@ -18,7 +18,7 @@
 //! Prints the figures: PR opened -> serving, the wake-up's first request, and PR
 //! closed -> everything removed. `scenario` is shared with `bench/previews/run`.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -490,7 +490,7 @@ async fn allowed_domain(platform: &Platform, host: &str) -> anyhow::Result<bool>
     Ok(row.is_some())
 }
 
-async fn wait_gone(path: &PathBuf, within: Duration) -> anyhow::Result<()> {
+async fn wait_gone(path: &Path, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     while path.exists() {
         ensure!(
