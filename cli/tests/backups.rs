@@ -298,6 +298,10 @@ async fn backups_are_listed_created_and_restored_by_name_with_their_timeline() -
         let (code, out) = stackpad(c, args).await;
         assert_eq!(code, exit::USAGE, "{args:?}: {out}");
     }
+    // Create with --json: only the backup as it ended, stored and verified.
+    let made = json_of(c, &["backups", "create", "--service", "shop/db-copy"]).await;
+    assert_eq!(made["state"], "completed", "{made}");
+    assert_eq!(made["verification"], "verified", "{made}");
 
     // A web service has no backups: the API's refusal, exit 3.
     ok(

@@ -13,7 +13,7 @@ use cli::exit;
 use common::fakes::{Call, Fakes};
 use common::log_rows::{requests, write_access_logs};
 use common::{Harness, fake_clients};
-use runner::stackpad;
+use runner::{json_of, json_with, stackpad};
 use serde_json::json;
 use stackpad_tests::acme::{ChallTestSrv, CnameGuard};
 use stackpad_tests::db::ClickHouseDb;
@@ -48,6 +48,13 @@ async fn login_create_deploy_list_and_rollback() -> anyhow::Result<()> {
     let (code, out) = stackpad(&config, &["login", "--url", &h.url, "--token", &token]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("cli-org"), "{out}");
+    let login = json_of(&config, &["login", "--url", &h.url, "--token", &token]).await;
+    assert_eq!(login["url"], h.url.as_str(), "{login}");
+    assert_eq!(login["organization"]["name"], "cli-org", "{login}");
+    assert!(
+        login.get("token").is_none(),
+        "the token is not printed: {login}"
+    );
 
     let (code, out) = stackpad(&config, &["projects", "create", "shop"]).await;
     assert_eq!(code, 0, "{out}");
@@ -105,6 +112,10 @@ async fn login_create_deploy_list_and_rollback() -> anyhow::Result<()> {
     let (code, out) = stackpad(&config, &["rollback", &first]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("is ready"), "{out}");
+    // With --json: only the deployment as it ended.
+    let rolled = json_of(&config, &["rollback", &first]).await;
+    assert_eq!(rolled["state"], "ready", "{rolled}");
+    assert_eq!(rolled["service_id"], service.as_str(), "{rolled}");
     // This control plane has no ClickHouse: the CLI says so (tests/logs.rs covers search).
     let (code, out) = stackpad(&config, &["logs", "--service", &service]).await;
     assert_eq!(code, exit::OTHER, "{out}");
@@ -174,6 +185,18 @@ async fn a_verified_domain_joins_the_route_and_leaves_it_when_removed_through_th
             && out.contains(&format!("expected `{domain} CNAME {platform_host}`")),
         "{out}"
     );
+    let refused = json_with(
+        &config,
+        &["domains", "verify", "--service", &service, &domain],
+        exit::OTHER,
+    )
+    .await;
+    assert_eq!(refused["domain"], domain.as_str(), "{refused}");
+    assert_eq!(refused["verified"], false, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("CNAME"),
+        "{refused}"
+    );
     let before = routes(&fakes).len();
 
     ChallTestSrv::default()
@@ -192,6 +215,15 @@ async fn a_verified_domain_joins_the_route_and_leaves_it_when_removed_through_th
     assert_eq!(after.last().unwrap(), &(both.clone(), both.clone()));
     let (_, out) = stackpad(&config, &["domains", "list", "--service", &service]).await;
     assert!(out.contains(&domain) && out.contains("verified"), "{out}");
+    let listed = json_of(&config, &["domains", "list", "--service", &service]).await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["domain"] == domain.as_str()),
+        "{listed}"
+    );
 
     // The next deployment's switch keeps it.
     let d = h.deploy(&token, &service, json!({})).await;
@@ -215,6 +247,21 @@ async fn a_verified_domain_joins_the_route_and_leaves_it_when_removed_through_th
             domain: domain.clone()
         }
     );
+
+    // The same commands with --json print the API's objects.
+    let other = format!("{}.example.org", unique_name("api"));
+    let added = json_of(&config, &["domains", "add", "--service", &service, &other]).await;
+    assert_eq!(added["domain"], other.as_str(), "{added}");
+    assert!(
+        added["records"].as_array().is_some_and(|r| !r.is_empty()),
+        "the DNS record to create: {added}"
+    );
+    let removed = json_of(
+        &config,
+        &["domains", "remove", "--service", &service, &other, "--yes"],
+    )
+    .await;
+    assert_eq!(removed["removed"], other.as_str(), "{removed}");
     h.stop().await;
     Ok(())
 }
@@ -265,6 +312,21 @@ async fn logs_access_filters_and_prints_one_request_per_line_oldest_first() -> a
         lines[3].ends_with(" 503 GET web.example.test/api/items/48 480.0ms 100B"),
         "{out}"
     );
+    let page = json_of(
+        &cli_config,
+        &[
+            "logs",
+            "--access",
+            "--service",
+            &service,
+            "--status",
+            "5xx",
+            "--min-duration-ms",
+            "400",
+        ],
+    )
+    .await;
+    assert_eq!(page["requests"].as_array().unwrap().len(), 4, "{page}");
     h.stop().await;
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use cli::exit;
 use common::{Harness, fake_clients, fakes::Fakes};
-use runner::stackpad;
+use runner::{json_of, stackpad};
 use serde_json::json;
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -110,6 +110,10 @@ async fn the_cli_rotates_a_webhook_secret_and_mints_a_read_only_token() -> anyho
     .await;
     assert_eq!(code, exit::REFUSED, "{out}");
     assert!(out.contains("422") && out.contains("secret"), "{out}");
+    let rotated = json_of(&config, &["webhook", "rotate", "--service", &service]).await;
+    let again = rotated["webhook_secret"].as_str().unwrap();
+    assert_eq!(again.len(), 64, "{rotated}");
+    assert_ne!(again, secret, "a new secret each rotation");
 
     let (code, out) = stackpad(
         &config,

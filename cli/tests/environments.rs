@@ -10,7 +10,7 @@ mod runner;
 use cli::exit;
 use common::fakes::{Call, Fakes};
 use common::{Harness, fake_clients};
-use runner::{ok, stackpad};
+use runner::{json_of, ok, stackpad};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -151,6 +151,46 @@ async fn a_staging_copy_is_created_changed_shown_and_deleted() -> anyhow::Result
     );
     let out = ok(&c, &["environments", "list", "--project", "shop"]).await;
     assert!(!out.contains("staging"), "{out}");
+
+    // create, set and delete with --json print the API's objects.
+    let qa = json_of(
+        &c,
+        &[
+            "environments",
+            "create",
+            "qa",
+            "--branch",
+            "qa",
+            "--env",
+            "MODE=qa",
+            "--project",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(qa["name"], "qa", "{qa}");
+    let set = json_of(
+        &c,
+        &[
+            "environments",
+            "set",
+            "qa",
+            "LOG=trace",
+            "--project",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(set["id"], qa["id"], "{set}");
+    assert_eq!(set["env"]["LOG"]["value"], "trace", "{set}");
+    assert_eq!(set["env"]["MODE"]["value"], "qa", "{set}");
+    let deleted = json_of(
+        &c,
+        &["environments", "delete", "qa", "--project", "shop", "--yes"],
+    )
+    .await;
+    assert_eq!(deleted["deleted"]["id"], qa["id"], "{deleted}");
+    assert_eq!(deleted["deleted"]["name"], "qa", "{deleted}");
     h.stop().await;
     Ok(())
 }
@@ -217,6 +257,10 @@ async fn webhook_deliveries_show_what_became_of_each_push() -> anyhow::Result<()
     )
     .await;
     assert_eq!(out.trim().lines().count(), 1, "{out}");
+    let listed = json_of(&c, &["webhook", "deliveries", "--project", project]).await;
+    assert_eq!(listed[0]["service_name"], "web", "{listed}");
+    assert_eq!(listed[0]["event"], "push", "{listed}");
+    assert_eq!(listed[0]["outcome"], "ignored", "{listed}");
     h.stop().await;
     Ok(())
 }

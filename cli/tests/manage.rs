@@ -70,6 +70,17 @@ async fn tokens_and_members_are_listed_created_and_removed_by_name() -> anyhow::
     assert!(out.contains("did you mean ci?"), "{out}");
     let out = ok(c, &["tokens", "revoke", "ci", "--yes"]).await;
     assert!(out.contains("revoked"), "{out}");
+    let temporary = json_of(
+        c,
+        &["tokens", "create", "--name", "tmp", "--role", "read_only"],
+    )
+    .await;
+    let revoked = json_of(c, &["tokens", "revoke", "tmp", "--yes"]).await;
+    assert_eq!(revoked["revoked"]["name"], "tmp", "{revoked}");
+    assert_eq!(
+        revoked["revoked"]["id"], temporary["token"]["id"],
+        "{revoked}"
+    );
     assert_eq!(
         json_of(c, &["tokens", "list"])
             .await
@@ -231,6 +242,13 @@ async fn services_are_shown_set_and_scaled_and_refusals_name_the_flag() -> anyho
     );
     let shown = json_of(c, &["-C", l, "services", "show"]).await;
     assert_eq!(shown["replicas"], 2, "{shown}");
+    // With --json: the deployment with the count as it ended (3, then back to 2).
+    for count in ["3", "2"] {
+        let scaled = json_of(c, &["-C", l, "scale", count]).await;
+        assert_eq!(scaled["state"], "ready", "{scaled}");
+        let shown = json_of(c, &["-C", l, "services", "show"]).await;
+        assert_eq!(shown["replicas"].to_string(), count, "{shown}");
+    }
     let (code, out) = stackpad(c, &["-C", l, "scale", "0"]).await;
     assert_eq!(code, exit::REFUSED, "{out}");
 

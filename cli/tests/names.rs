@@ -491,7 +491,9 @@ async fn json_output_is_the_apis_objects_and_exit_codes_follow_the_failure_class
     assert_eq!(deleted["deleted"]["name"], "web", "{deleted}");
     let (code, out) = stackpad(c, &["deployments", "--service", "shop/web"]).await;
     assert_eq!(code, exit::NOT_FOUND, "{out}");
-    ok(c, &["projects", "delete", "shop", "--yes"]).await;
+    let deleted = json_with(c, &["projects", "delete", "shop", "--yes"], 0).await;
+    assert_eq!(deleted["deleted"]["name"], "shop", "{deleted}");
+    assert!(deleted["services_deleted"].is_u64(), "{deleted}");
     let projects = json_with(c, &["projects", "list"], 0).await;
     assert_eq!(projects, serde_json::json!([]));
     h.stop().await;
@@ -561,6 +563,24 @@ async fn env_vars_are_listed_with_secrets_masked_set_and_unset_without_losing_a_
     );
     let (code, out) = stackpad(c, &[&["env", "set", "NOEQUALS"][..], &t].concat()).await;
     assert_eq!(code, exit::USAGE, "{out}");
+    // The human list and the --json forms of set and unset (the whole map after the change).
+    assert_eq!(
+        ok(c, &[&["env", "list"][..], &t].concat()).await,
+        "MODE=dev\n"
+    );
+    let set = json_with(c, &[&["env", "set", "LOG=debug"][..], &t].concat(), 0).await;
+    assert_eq!(
+        set,
+        serde_json::json!({
+            "LOG": { "value": "debug", "secret": false },
+            "MODE": { "value": "dev", "secret": false },
+        })
+    );
+    let unset = json_with(c, &[&["env", "unset", "LOG"][..], &t].concat(), 0).await;
+    assert_eq!(
+        unset,
+        serde_json::json!({ "MODE": { "value": "dev", "secret": false } })
+    );
     h.stop().await;
     Ok(())
 }

@@ -171,6 +171,35 @@ async fn previews_are_enabled_listed_with_their_pull_request_and_disabled() -> a
         (Some(false), Some(2)),
         "{v}"
     );
+    // enable and disable with --json: the previews setting as the API answered it.
+    let on = json_of(
+        c,
+        &[
+            "previews",
+            "enable",
+            "--template",
+            "production",
+            "--max",
+            "3",
+            "--idle-seconds",
+            "900",
+            "--project",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (
+            on["enabled"].as_bool(),
+            on["max_previews"].as_i64(),
+            on["idle_seconds"].as_i64()
+        ),
+        (Some(true), Some(3), Some(900)),
+        "{on}"
+    );
+    let off = json_of(c, &["previews", "disable", "--project", "shop"]).await;
+    assert_eq!(off["enabled"], false, "{off}");
+    assert_eq!(off["template_id"], on["template_id"], "{off}");
     h.stop().await;
     Ok(())
 }
