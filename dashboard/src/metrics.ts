@@ -144,23 +144,11 @@ export async function metricsTab(body: HTMLElement, service: Service): Promise<C
   body.append(h("section", {}, note, rps, lat), h("section", {}, h("h2", {}, "Resources"), usageNote, cpu, mem, net));
   const charts: uPlot[] = [];
   const boxes = [rps, lat, cpu, mem, net];
-  const draw = async () => {
-    const since = new Date(Date.now() - WINDOW_S * 1000).toISOString();
-    const [rows, usage] = await Promise.all([load(service), get<Usage>(`/services/${service.id}/metrics?since=${encodeURIComponent(since)}`)]);
-    const b = bucket(rows, Date.now() / 1000);
-    note.textContent = `${b.total} requests in the last hour, per minute, from the proxy's access log.`;
-    const u = usageSeries(usage);
-    usageNote.textContent = `${u.n} samples of ${usage.step_seconds} s from the nodes running the service's containers.`;
-    for (const box of [cpu, mem, net]) box.dataset.points = String(u.n);
-    const rpsData: uPlot.AlignedData = [b.t, ...b.byClass];
-    const latData: uPlot.AlignedData = [b.t, b.p50, b.p95];
-    const cpuData: uPlot.AlignedData = [u.t, u.cpu];
-    const memData: uPlot.AlignedData = [u.t, u.mem, u.limit];
-    const netData: uPlot.AlignedData = [u.t, u.rx, u.tx];
-    if (charts.length) {
-      [rpsData, latData, cpuData, memData, netData].forEach((d, i) => charts[i].setData(d));
-      return;
-    }
+  // The data last drawn, so a change of the system's colour scheme redraws the charts in the
+  // new colours at once (their colours are read from the CSS variables when they are made).
+  let drawn: uPlot.AlignedData[] = [];
+  const make = (data: uPlot.AlignedData[]) => {
+    const [rpsData, latData, cpuData, memData, netData] = data;
     charts.push(
       chart(rps, "Requests/s", "req/s", rpsData, [
         { label: "2xx", cls: "ok" },
@@ -183,13 +171,41 @@ export async function metricsTab(body: HTMLElement, service: Service): Promise<C
       ], false),
     );
   };
+  const draw = async () => {
+    const since = new Date(Date.now() - WINDOW_S * 1000).toISOString();
+    const [rows, usage] = await Promise.all([load(service), get<Usage>(`/services/${service.id}/metrics?since=${encodeURIComponent(since)}`)]);
+    const b = bucket(rows, Date.now() / 1000);
+    note.textContent = `${b.total} requests in the last hour, per minute, from the proxy's access log.`;
+    const u = usageSeries(usage);
+    usageNote.textContent = `${u.n} samples of ${usage.step_seconds} s from the nodes running the service's containers.`;
+    for (const box of [cpu, mem, net]) box.dataset.points = String(u.n);
+    const rpsData: uPlot.AlignedData = [b.t, ...b.byClass];
+    const latData: uPlot.AlignedData = [b.t, b.p50, b.p95];
+    const cpuData: uPlot.AlignedData = [u.t, u.cpu];
+    const memData: uPlot.AlignedData = [u.t, u.mem, u.limit];
+    const netData: uPlot.AlignedData = [u.t, u.rx, u.tx];
+    drawn = [rpsData, latData, cpuData, memData, netData];
+    if (charts.length) {
+      drawn.forEach((d, i) => charts[i].setData(d));
+      return;
+    }
+    make(drawn);
+  };
   await draw();
+  const scheme = window.matchMedia("(prefers-color-scheme: dark)");
+  const recolour = () => {
+    if (!drawn.length) return;
+    charts.splice(0).forEach((c) => c.destroy());
+    make(drawn);
+  };
+  scheme.addEventListener("change", recolour);
   const timer = window.setInterval(() => void draw().catch(() => {}), 15000);
   const resize = () => charts.forEach((c, i) => c.setSize({ width: Math.max(280, boxes[i].clientWidth), height: 220 }));
   window.addEventListener("resize", resize);
   return () => {
     window.clearInterval(timer);
     window.removeEventListener("resize", resize);
+    scheme.removeEventListener("change", recolour);
     charts.forEach((c) => c.destroy());
   };
 }
