@@ -51,6 +51,17 @@ async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<
     let image_a = platform.busybox_image(&a).await?;
     let image_b = platform.busybox_image(&b).await?;
     let (web_a, _) = platform.web_service(&a, "shop", &image_a, 1).await?;
+    // A volume keeps web of shop on its node when that node is drained (a drain moves the
+    // stateless services, #15): it stays the one container of the first node.
+    platform
+        .expect(
+            200,
+            "PATCH",
+            &format!("/services/{web_a}"),
+            &a.token,
+            Some(json!({ "volumes": [{ "name": "data", "mount_path": "/data", "size_bytes": 16 << 20 }] })),
+        )
+        .await?;
     let project_a = service_project(platform, &a, &web_a).await?;
     let api_a = service_in(platform, &a, &project_a, "api", &image_a).await?;
     let (web_b, _) = platform.web_service(&b, "other", &image_b, 1).await?;
@@ -71,8 +82,9 @@ async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<
         )
         .await?;
     ensure!(
-        drained["remaining"].as_array().map(Vec::len) == Some(1),
-        "the drained node still runs web of shop: {drained}"
+        drained["remaining"].as_array().map(Vec::len) == Some(1)
+            && drained["staying"].as_array().map(Vec::len) == Some(1),
+        "the drained node still runs web of shop, which stays with its volume: {drained}"
     );
     let d_api = platform.deploy(&a, &api_a, Duration::from_secs(60)).await?;
     let d_b = platform.deploy(&b, &web_b, Duration::from_secs(60)).await?;
