@@ -388,31 +388,11 @@ async fn a_deleted_services_backup_and_wal_objects_go_after_the_keep_time_local(
 #[tokio::test]
 async fn a_deleted_services_backup_and_wal_objects_go_after_the_keep_time_s3() -> anyhow::Result<()>
 {
-    let endpoint = std::env::var("STACKPAD_S3_ENDPOINT").map_err(|_| {
-        anyhow::anyhow!(
-            "STACKPAD_S3_ENDPOINT is not set: run `eval \"$(scripts/services env)\"` (scripts/services up starts the S3 server)"
-        )
-    })?;
-    let bucket = stackpad_tests::unique_name("bh")
-        .to_lowercase()
-        .replace('_', "-");
-    let made = reqwest::Client::new()
-        .put(format!("{endpoint}/{bucket}"))
-        .send()
-        .await?;
-    assert!(
-        made.status().is_success(),
-        "create bucket: {}",
-        made.status()
-    );
-    let settings = BackupSettings {
-        store: format!("s3://{bucket}/backups"),
-        s3_endpoint: endpoint.clone(),
-        s3_access_key_id: "stackpad".into(),
-        s3_secret_access_key: "stackpad-secret".into(),
-        interval_ms: 0,
-        ..BackupSettings::default()
-    };
+    let common::S3Bucket {
+        endpoint,
+        name: bucket,
+        settings,
+    } = common::s3_bucket("bh").await?;
     let s = setup("bh-c", Some(settings)).await?;
     deleted_service_objects(&s).await?;
     let listing = reqwest::get(format!("{endpoint}/{bucket}?list-type=2"))

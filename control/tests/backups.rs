@@ -573,37 +573,17 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 #[tokio::test]
 async fn s3_round_trip_on_the_real_server_and_an_unreachable_store_fails_clearly()
 -> anyhow::Result<()> {
-    let endpoint = std::env::var("STACKPAD_S3_ENDPOINT").map_err(|_| {
-        anyhow::anyhow!(
-            "STACKPAD_S3_ENDPOINT is not set: run `eval \"$(scripts/services env)\"` (scripts/services up starts the S3 server)"
-        )
-    })?;
     let s = setup("bk-e").await?;
     let v1 = dump("s3");
     let (db, container) = s.engine("db", "postgres", &v1).await;
     let service = Uuid::parse_str(&db)?;
 
     // A bucket of the test's own on the real server.
-    let bucket = stackpad_tests::unique_name("bk")
-        .to_lowercase()
-        .replace('_', "-");
-    let made = reqwest::Client::new()
-        .put(format!("{endpoint}/{bucket}"))
-        .send()
-        .await?;
-    assert!(
-        made.status().is_success(),
-        "create bucket: {}",
-        made.status()
-    );
-    let s3 = BackupSettings {
-        store: format!("s3://{bucket}/backups"),
-        s3_endpoint: endpoint.clone(),
-        s3_access_key_id: "stackpad".into(),
-        s3_secret_access_key: "stackpad-secret".into(),
-        interval_ms: 0,
-        ..BackupSettings::default()
-    };
+    let common::S3Bucket {
+        endpoint,
+        name: bucket,
+        settings: s3,
+    } = common::s3_bucket("bk").await?;
     let backups = Backups::new(s.h.store(), s3.clone(), "127.0.0.1:5000", None)?;
     let (b, r) = backups.begin(service, ::api::BackupTrigger::Manual).await?;
     let done = backups.take_and_verify(b, r.clone()).await?;

@@ -220,3 +220,44 @@ pub fn fake_clients(f: &fakes::Fakes) -> Clients {
         proxy: Some(Arc::new(f.proxy.clone())),
     }
 }
+
+/// A bucket of the test's own on the S3 server `scripts/services` runs (moto, at
+/// `STACKPAD_S3_ENDPOINT`), and backup settings that store under `s3://<bucket>/backups` there.
+pub struct S3Bucket {
+    pub endpoint: String,
+    pub name: String,
+    pub settings: control::backups::BackupSettings,
+}
+
+/// Makes a bucket named after `prefix` (unique per call); fails saying what is missing when the
+/// S3 server is not set up.
+pub async fn s3_bucket(prefix: &str) -> anyhow::Result<S3Bucket> {
+    let endpoint = std::env::var("STACKPAD_S3_ENDPOINT").map_err(|_| {
+        anyhow::anyhow!(
+            "STACKPAD_S3_ENDPOINT is not set: run `eval \"$(scripts/services env)\"` (scripts/services up starts the S3 server)"
+        )
+    })?;
+    let name = unique_name(prefix).to_lowercase().replace('_', "-");
+    let made = reqwest::Client::new()
+        .put(format!("{endpoint}/{name}"))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        made.status().is_success(),
+        "create bucket {name}: {}",
+        made.status()
+    );
+    let settings = control::backups::BackupSettings {
+        store: format!("s3://{name}/backups"),
+        s3_endpoint: endpoint.clone(),
+        s3_access_key_id: "stackpad".into(),
+        s3_secret_access_key: "stackpad-secret".into(),
+        interval_ms: 0,
+        ..control::backups::BackupSettings::default()
+    };
+    Ok(S3Bucket {
+        endpoint,
+        name,
+        settings,
+    })
+}
