@@ -1,0 +1,1 @@
+export default defineEventHandler(() => ({ message: 'answered by the Nitro server' }))
