@@ -319,6 +319,16 @@ impl Container {
     }
 }
 
+impl Container {
+    /// Runs `args` inside the running container (as root, beside the app); its stdout.
+    pub fn exec(&self, args: &[&str]) -> Result<String, String> {
+        let exec_id = unique("exec");
+        let mut all = vec!["tasks", "exec", "--exec-id", &exec_id, &self.id];
+        all.extend_from_slice(args);
+        ctr(&self.namespace, &all)
+    }
+}
+
 impl Drop for Container {
     fn drop(&mut self) {
         let ns = &self.namespace;
