@@ -150,8 +150,17 @@ enum Served {
     File(PathBuf),
 }
 
-/// Token -> (what it serves, how many guards serve it).
-type Contexts = Arc<Mutex<HashMap<String, (Served, usize)>>>;
+/// A served URL: what it serves, how many guards serve it, and for a stable URL the entity tag
+/// of bytes held in memory (a file's is made from its metadata when asked for).
+#[derive(Debug)]
+struct Entry {
+    served: Served,
+    count: usize,
+    etag: Option<String>,
+}
+
+/// Token -> what it serves.
+type Contexts = Arc<Mutex<HashMap<String, Entry>>>;
 
 /// The loopback HTTP listener BuildKit fetches contexts from.
 #[derive(Debug, Clone)]
@@ -173,46 +182,93 @@ pub struct ServedContext {
 impl Drop for ServedContext {
     fn drop(&mut self) {
         if let Ok(mut map) = self.contexts.lock()
-            && let Some((_, count)) = map.get_mut(&self.token)
+            && let Some(entry) = map.get_mut(&self.token)
         {
-            *count -= 1;
-            if *count == 0 {
+            entry.count -= 1;
+            if entry.count == 0 {
                 map.remove(&self.token);
             }
         }
     }
 }
 
+/// A file's entity tag: its size, modification time and inode (files served are written once,
+/// then renamed into place, never rewritten).
+fn file_etag(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    format!(
+        "\"f{:x}-{:x}.{:x}-{:x}\"",
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ino()
+    )
+}
+
+/// Whether an `If-None-Match` header names `etag` (or `*`).
+fn matches(headers: &header::HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+/// Answers a URL. Stable URLs carry an entity tag, and a request naming it is answered 304
+/// without a body: BuildKit asks so (HEAD with `If-None-Match`) before fetching a URL it
+/// fetched before, so an unchanged dependency tarball is not sent, hashed and stored again by
+/// every build.
 async fn serve_one(
     State(contexts): State<Contexts>,
     UrlPath(token): UrlPath<String>,
+    headers: header::HeaderMap,
 ) -> axum::response::Response {
     let token = token.trim_end_matches(".tar").to_owned();
     let served = contexts
         .lock()
         .ok()
-        .and_then(|m| m.get(&token).map(|(s, _)| s.clone()));
+        .and_then(|m| m.get(&token).map(|e| (e.served.clone(), e.etag.clone())));
+    let (served, etag) = match served {
+        Some((Served::File(path), _)) => match tokio::fs::metadata(&path).await {
+            Ok(meta) => {
+                let etag = file_etag(&meta);
+                (Served::File(path), Some(etag))
+            }
+            Err(_) => return StatusCode::NOT_FOUND.into_response(),
+        },
+        Some(other) => other,
+        None => return StatusCode::NOT_FOUND.into_response(),
+    };
+    if let Some(etag) = etag.as_deref().filter(|e| matches(&headers, e)) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag.to_owned())]).into_response();
+    }
     let body = match served {
-        Some(Served::Bytes(body)) => body,
-        Some(Served::File(path)) => match tokio::fs::read(&path).await {
+        Served::Bytes(body) => body,
+        Served::File(path) => match tokio::fs::read(&path).await {
             Ok(data) => Bytes::from(data),
             Err(_) => return StatusCode::NOT_FOUND.into_response(),
         },
-        None => return StatusCode::NOT_FOUND.into_response(),
     };
-    (
+    let mut response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/octet-stream")],
         body,
     )
-        .into_response()
+        .into_response();
+    if let Some(value) = etag.and_then(|e| header::HeaderValue::from_str(&e).ok()) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
 }
 
 async fn serve_named(
     state: State<Contexts>,
     UrlPath((token, _name)): UrlPath<(String, String)>,
+    headers: header::HeaderMap,
 ) -> axum::response::Response {
-    serve_one(state, UrlPath(token)).await
+    serve_one(state, UrlPath(token), headers).await
 }
 
 impl ContextServer {
@@ -249,7 +305,7 @@ impl ContextServer {
     pub fn serve(&self, tar: Bytes) -> ServedContext {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let url = format!("http://{}/contexts/{token}.tar", self.addr);
-        self.insert(token, url, Served::Bytes(tar))
+        self.insert(token, url, Served::Bytes(tar), None)
     }
 
     /// Serves the file at `path` (read when asked for) as `.../<token>/<name>`, where the token
@@ -273,17 +329,36 @@ impl ContextServer {
         digest.update(key.as_bytes());
         let token = hex::encode(&digest.finalize()[..16]);
         let url = format!("http://{}/contexts/{token}/{name}", self.addr);
-        self.insert(token, url, served)
+        // A file's tag is made from its metadata when asked for; bytes' from their digest.
+        let etag = match &served {
+            Served::Bytes(data) => Some(format!(
+                "\"b{}\"",
+                hex::encode(&sha2::Sha256::digest(data)[..16])
+            )),
+            Served::File(_) => None,
+        };
+        self.insert(token, url, served, etag)
     }
 
-    fn insert(&self, token: String, url: String, served: Served) -> ServedContext {
+    fn insert(
+        &self,
+        token: String,
+        url: String,
+        served: Served,
+        etag: Option<String>,
+    ) -> ServedContext {
         if let Ok(mut map) = self.contexts.lock() {
             map.entry(token.clone())
-                .and_modify(|(s, count)| {
-                    *s = served.clone();
-                    *count += 1;
+                .and_modify(|e| {
+                    e.served = served.clone();
+                    e.etag = etag.clone();
+                    e.count += 1;
                 })
-                .or_insert((served, 1));
+                .or_insert(Entry {
+                    served,
+                    count: 1,
+                    etag,
+                });
         }
         ServedContext {
             url,

@@ -196,3 +196,83 @@ async fn git_archive_runs_in_the_sandbox_not_as_root_with_the_checkouts_config()
     assert_eq!(String::from_utf8_lossy(&out.stdout), "FROM generated\n");
     assert!(tar_names(&tar).contains(&"server.js".to_owned()));
 }
+
+/// One raw HTTP/1.0 request to `url` with extra header lines; the whole answer.
+async fn request(method: &str, url: &str, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(format!("{method} /{path} HTTP/1.0\r\nHost: x\r\n{headers}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn etag_of(answer: &str) -> String {
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap_or_else(|| panic!("no etag in {answer}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn stable_urls_answer_not_modified_to_the_entity_tag_they_gave() {
+    let server = ContextServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deps.tar");
+    std::fs::write(&path, "first").unwrap();
+    let served = server.serve_file("deps:a", path.clone(), "deps.tar");
+    let first = request("GET", &served.url, "").await;
+    assert!(
+        first.starts_with("HTTP/1.0 200") && first.ends_with("first"),
+        "{first}"
+    );
+    let tag = etag_of(&first);
+    // What BuildKit does before fetching a URL again: HEAD, then GET, naming the tags it holds.
+    for method in ["HEAD", "GET"] {
+        let again = request(method, &served.url, &format!("If-None-Match: {tag}\r\n")).await;
+        assert!(again.starts_with("HTTP/1.0 304"), "{method}: {again}");
+        assert_eq!(etag_of(&again), tag);
+        assert!(!again.ends_with("first"), "a 304 has no body: {again}");
+    }
+    let other = request("GET", &served.url, "If-None-Match: \"other\"\r\n").await;
+    assert!(
+        other.starts_with("HTTP/1.0 200") && other.ends_with("first"),
+        "{other}"
+    );
+    // A new file at the path (written, then renamed into place) is a new entity.
+    let next = dir.path().join("next.tar");
+    std::fs::write(&next, "second").unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    let changed = request("GET", &served.url, &format!("If-None-Match: {tag}\r\n")).await;
+    assert!(
+        changed.starts_with("HTTP/1.0 200") && changed.ends_with("second"),
+        "{changed}"
+    );
+    assert_ne!(etag_of(&changed), tag);
+
+    // Bytes served at a stable URL: tagged by their digest.
+    let bytes = server.serve_bytes("static", Bytes::from_static(b"binary"), "static-server");
+    let tag = etag_of(&request("GET", &bytes.url, "").await);
+    let again = request(
+        "GET",
+        &bytes.url,
+        &format!("If-None-Match: W/{tag}, \"x\"\r\n"),
+    )
+    .await;
+    assert!(again.starts_with("HTTP/1.0 304"), "{again}");
+    // A one-off context has no tag.
+    let once = server.serve(Bytes::from_static(b"tar bytes"));
+    let answer = request("GET", &once.url, "If-None-Match: *\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200") && !answer.contains("etag:"),
+        "{answer}"
+    );
+}
