@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::api::{NodeRole, NodeStatus};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -17,7 +16,7 @@ use crate::domains::resolver::{DnsLookup, HickoryLookup};
 use crate::domains::verifier::{DomainSettings, Verifier};
 use crate::pipeline::driver::{Clients, Driver, DriverConfig};
 use crate::pipeline::jobs::run_singleton;
-use crate::pipeline::reschedule;
+use crate::pipeline::monitor::Monitor;
 use crate::pipeline::worker::run_worker;
 use crate::store::{Store, StoreError};
 
@@ -339,19 +338,8 @@ pub async fn start(
     })
 }
 
-/// Marks down the nodes silent for longer than `down_after`
-/// ([`crate::schedule::nodes_to_mark_down`] decides); returns their ids.
-pub async fn mark_silent_nodes_down(
-    store: &Store,
-    down_after: Duration,
-) -> Result<Vec<uuid::Uuid>, StoreError> {
-    let (nodes, now) = store.heartbeats().await?;
-    let down = crate::schedule::nodes_to_mark_down(&nodes, now, down_after);
-    store.mark_nodes_down(&down).await?;
-    Ok(down)
-}
-
-/// Asks every node for a sign of life each interval; marks silent ones down.
+/// Runs the node monitor's rounds ([`Monitor`]) every `interval`, then pushes the cluster
+/// endpoints where stale and sweeps deleted services' volumes.
 async fn monitor_nodes(
     store: Store,
     clients: Clients,
@@ -359,61 +347,21 @@ async fn monitor_nodes(
     down_after: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut monitor = Monitor::new(down_after);
     loop {
-        if let Ok(nodes) = store.nodes().await {
-            // All at once: a dead node's call (until its channel's keep-alive gives up) must not
-            // hold back the heartbeats of the others past `down_after`.
-            futures::future::join_all(nodes.into_iter().map(|node| {
-                let (store, clients) = (&store, &clients);
-                async move {
-                    let answer = match node.role {
-                        NodeRole::Compute => clients.node.info(&node.address).await.map(|c| {
-                            Some((c.cpu_millis_total as i64, c.memory_bytes_total as i64))
-                                .filter(|c| c.0 > 0 || c.1 > 0)
-                        }),
-                        NodeRole::Build => clients.builder.ping(&node.address).await.map(|_| None),
-                        NodeRole::Proxy => return,
-                    };
-                    match answer {
-                        Ok(capacity) => {
-                            let _ = store.heartbeat(node.id, capacity).await;
-                            // Back after it was down: what it still runs of deployments
-                            // replaced meanwhile goes (#15).
-                            if node.status == NodeStatus::Down
-                                && node.role == NodeRole::Compute
-                                && let Err(e) =
-                                    reschedule::clean_returned(store, clients, &node).await
-                            {
-                                tracing::warn!(node = %node.name, error = %e, "cleaning a returned node failed");
-                            }
-                        }
-                        Err(e) => {
-                            tracing::debug!(node = %node.name, error = %e, "node did not answer")
-                        }
-                    }
-                }
-            }))
-            .await;
+        if let Err(e) = monitor.round(&store, &clients).await {
+            tracing::warn!(error = %e, "a round of the node monitor failed");
         }
         crate::endpoints::reconcile(&store, &clients).await;
         // Volumes of deleted services whose grace period is over (#14).
         if let Err(e) = crate::volumes::sweep(&store, &clients).await {
             tracing::warn!(error = %e, "sweeping the volumes of deleted services failed");
         }
-        match mark_silent_nodes_down(&store, down_after).await {
-            Ok(down) if !down.is_empty() => {
-                tracing::warn!(?down, "nodes marked down");
-                // Their replicas are placed again on the nodes that are up (#15).
-                if let Err(e) = reschedule::reschedule(&store, &down).await {
-                    tracing::warn!(error = %e, "rescheduling the replicas of lost nodes failed");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "marking silent nodes down failed"),
-        }
+        let waited = std::time::Instant::now();
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+        monitor.woke_late(waited.elapsed().saturating_sub(interval));
     }
 }

@@ -1,7 +1,8 @@
 //! Placement decisions as pure functions: which build node builds, which compute node runs a
 //! container, which nodes are down. The store gathers the views; these functions decide.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -139,27 +140,121 @@ pub fn place_replicas(
     Ok(picks)
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct HeartbeatView {
-    pub id: Uuid,
-    pub up: bool,
-    pub last_heartbeat: Option<DateTime<Utc>>,
-    pub registered_at: DateTime<Utc>,
+/// What one direct probe of a node by control's monitor came to (#15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// It answered within the bound.
+    Answered,
+    /// Its call failed before the bound (connection refused or reset, TLS refused, an error
+    /// status): something at its address said no.
+    Refused,
+    /// No answer within the bound.
+    Silent,
 }
 
-/// Nodes that are up but have not answered for longer than `down_after` (a node that never
-/// answered counts from its registration).
-pub fn nodes_to_mark_down(
-    nodes: &[HeartbeatView],
-    now: DateTime<Utc>,
+/// One node's probe in a round of the monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probed {
+    pub id: Uuid,
+    /// Up in the store now (a node already down is not marked again).
+    pub up: bool,
+    pub probe: Probe,
+}
+
+/// A node is marked down only after this many failed probes in a row (rounds the monitor
+/// held conclusive), besides `down_after` without an answer.
+pub const FAILED_PROBES_FOR_DOWN: u32 = 2;
+
+/// A round whose timers fired later than this after their deadline (the monitor's own process
+/// was starved: a loaded machine, a paused VM) proves nothing about the nodes.
+pub const MONITOR_STALL_TOLERANCE: Duration = Duration::from_secs(1);
+
+/// How long the monitor waits for a node's answer: half of `down_after` (two probes fit in
+/// it), between 500 ms and 2.5 s (below the channels' 3 s connect timeout, so an address that
+/// answers nothing is seen silent, not refused).
+pub fn probe_timeout(down_after: Duration) -> Duration {
+    (down_after / 2).clamp(Duration::from_millis(500), Duration::from_millis(2500))
+}
+
+/// Whether a round whose timers fired `lateness` after their deadline is inconclusive.
+pub fn stalled(lateness: Duration) -> bool {
+    lateness > MONITOR_STALL_TOLERANCE
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Watched {
+    /// The last answer, or when this monitor first probed the node.
+    last_answer: Instant,
+    /// Failed probes in a row, counted in conclusive rounds only.
+    failed: u32,
+}
+
+/// Control's monitor's memory of the nodes' answers and the rule that marks one down (#15).
+/// A late answer alone never marks a node down; a node is down when all of these hold:
+/// - it failed [`FAILED_PROBES_FOR_DOWN`] direct probes in a row (refused, or silent for the
+///   [`probe_timeout`]) and has not answered for `down_after`;
+/// - the round is conclusive: the monitor's own timers were not late (a starved control
+///   process sees everything as silent: [`stalled`]);
+/// - another node answered in the same round (a witness that control's own network and
+///   process work): when every node fails at once the fault is more likely control's, and
+///   the last live nodes are never marked down together. A lone node is believed on a refused
+///   connection only.
+///
+/// The memory is the monitor's own (one instance runs it at a time): a monitor taking over
+/// counts from its first probe, so a dead node is still marked down within `down_after`
+/// plus two probes.
+#[derive(Debug, Clone)]
+pub struct NodeWatch {
     down_after: Duration,
-) -> Vec<Uuid> {
-    let limit = chrono::Duration::from_std(down_after).unwrap_or(chrono::Duration::MAX);
-    nodes
-        .iter()
-        .filter(|n| n.up && now - n.last_heartbeat.unwrap_or(n.registered_at) > limit)
-        .map(|n| n.id)
-        .collect()
+    nodes: HashMap<Uuid, Watched>,
+}
+
+impl NodeWatch {
+    pub fn new(down_after: Duration) -> Self {
+        Self {
+            down_after,
+            nodes: HashMap::new(),
+        }
+    }
+
+    /// Records one round of probes made at `at` (`stalled`: the round is inconclusive) and
+    /// returns the up nodes to mark down. Nodes no longer probed are forgotten.
+    pub fn round(&mut self, at: Instant, probes: &[Probed], stalled: bool) -> Vec<Uuid> {
+        self.nodes
+            .retain(|id, _| probes.iter().any(|p| p.id == *id));
+        for p in probes {
+            let w = self.nodes.entry(p.id).or_insert(Watched {
+                last_answer: at,
+                failed: 0,
+            });
+            match p.probe {
+                Probe::Answered => {
+                    *w = Watched {
+                        last_answer: at,
+                        failed: 0,
+                    }
+                }
+                Probe::Refused | Probe::Silent if !stalled => w.failed += 1,
+                Probe::Refused | Probe::Silent => {}
+            }
+        }
+        if stalled {
+            return vec![];
+        }
+        let witness = probes.iter().any(|p| p.probe == Probe::Answered);
+        let lone = probes.len() == 1;
+        probes
+            .iter()
+            .filter(|p| p.up && (witness || (lone && p.probe == Probe::Refused)))
+            .filter(|p| {
+                self.nodes.get(&p.id).is_some_and(|w| {
+                    w.failed >= FAILED_PROBES_FOR_DOWN
+                        && at.saturating_duration_since(w.last_answer) >= self.down_after
+                })
+            })
+            .map(|p| p.id)
+            .collect()
+    }
 }
 
 #[cfg(test)]

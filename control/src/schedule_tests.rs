@@ -123,44 +123,175 @@ fn emptiest_node_wins_a_tie_on_replicas() {
     assert_eq!(pick_compute_node(&[down], 1, 1), None);
 }
 
+fn none() -> Vec<Uuid> {
+    vec![]
+}
+
+fn probed(n: u128, probe: Probe) -> Probed {
+    Probed {
+        id: id(n),
+        up: true,
+        probe,
+    }
+}
+
+/// Rounds one second apart from `t0`: each `rounds` entry is one round's probes and whether it
+/// stalled; returns what each round marked down.
+fn rounds(watch: &mut NodeWatch, t0: Instant, rounds: &[(&[Probed], bool)]) -> Vec<Vec<Uuid>> {
+    rounds
+        .iter()
+        .enumerate()
+        .map(|(i, (probes, stalled))| {
+            watch.round(t0 + Duration::from_secs(i as u64), probes, *stalled)
+        })
+        .collect()
+}
+
 #[test]
-fn silent_nodes_are_marked_down() {
-    let t = |s| DateTime::from_timestamp(s, 0).unwrap();
-    let nodes = [
-        HeartbeatView {
-            id: id(1),
-            up: true,
-            last_heartbeat: Some(t(95)),
-            registered_at: t(0),
-        },
-        HeartbeatView {
-            id: id(2),
-            up: true,
-            last_heartbeat: Some(t(80)),
-            registered_at: t(0),
-        },
-        HeartbeatView {
-            id: id(3),
-            up: true,
-            last_heartbeat: None,
-            registered_at: t(99),
-        },
-        HeartbeatView {
-            id: id(4),
-            up: true,
-            last_heartbeat: None,
-            registered_at: t(50),
-        },
-        HeartbeatView {
-            id: id(5),
-            up: false,
-            last_heartbeat: Some(t(0)),
-            registered_at: t(0),
-        },
+fn a_dead_node_is_marked_down_after_down_after_and_two_failed_probes() {
+    let mut watch = NodeWatch::new(Duration::from_secs(3));
+    let t0 = Instant::now();
+    let (ok, dead) = (probed(1, Probe::Answered), probed(2, Probe::Silent));
+    let alive = [ok, probed(2, Probe::Answered)];
+    let marked = rounds(
+        &mut watch,
+        t0,
+        &[
+            (&alive, false),
+            (&[ok, dead], false),
+            (&[ok, dead], false),
+            (&[ok, dead], false),
+            (&[ok, dead], false),
+        ],
+    );
+    // Last answer at 0 s: silent at 1, 2 and 3 s; down at 3 s (3 s without an answer).
+    assert_eq!(marked, [none(), none(), none(), vec![id(2)], vec![id(2)]]);
+    // Already down in the store: not marked again; an answer starts it afresh.
+    let down = Probed { up: false, ..dead };
+    assert_eq!(
+        watch.round(t0 + Duration::from_secs(5), &[ok, down], false),
+        none()
+    );
+    let t = t0 + Duration::from_secs(6);
+    assert_eq!(watch.round(t, &alive, false), none());
+    assert_eq!(
+        watch.round(t + Duration::from_secs(4), &[ok, dead], false),
+        none(),
+        "one failed probe is not enough, however long the silence"
+    );
+}
+
+#[test]
+fn lateness_alone_never_marks_a_node_down() {
+    let t0 = Instant::now();
+    let ok = probed(1, Probe::Answered);
+    let mut watch = NodeWatch::new(Duration::from_secs(3));
+    // Answers 10 s apart (the monitor itself was slow): never down.
+    for i in 0..4 {
+        let at = t0 + Duration::from_secs(10 * i);
+        assert_eq!(
+            watch.round(at, &[ok, probed(2, Probe::Answered)], false),
+            none()
+        );
+    }
+}
+
+#[test]
+fn every_node_failing_at_once_marks_none_down() {
+    // No witness: control's own network or process is the likelier fault.
+    let mut watch = NodeWatch::new(Duration::from_secs(2));
+    let t0 = Instant::now();
+    let all = [
+        probed(1, Probe::Silent),
+        probed(2, Probe::Silent),
+        probed(3, Probe::Refused),
+    ];
+    let marked = rounds(&mut watch, t0, &[(&all[..], false); 6]);
+    assert!(marked.iter().all(Vec::is_empty), "{marked:?}");
+    // Once one answers, the others' failures (counted meanwhile) are believed.
+    let witnessed = [
+        probed(1, Probe::Answered),
+        probed(2, Probe::Silent),
+        probed(3, Probe::Refused),
     ];
     assert_eq!(
-        nodes_to_mark_down(&nodes, t(100), Duration::from_secs(10)),
-        vec![id(2), id(4)]
+        watch.round(t0 + Duration::from_secs(6), &witnessed, false),
+        vec![id(2), id(3)]
+    );
+}
+
+#[test]
+fn a_lone_node_is_believed_on_a_refused_connection_only() {
+    let t0 = Instant::now();
+    let mut silent = NodeWatch::new(Duration::from_secs(2));
+    let marked = rounds(&mut silent, t0, &[(&[probed(1, Probe::Silent)][..], false); 5]);
+    assert!(marked.iter().all(Vec::is_empty), "{marked:?}");
+    let mut refused = NodeWatch::new(Duration::from_secs(2));
+    let marked = rounds(
+        &mut refused,
+        t0,
+        &[(&[probed(1, Probe::Refused)][..], false); 3],
+    );
+    assert_eq!(marked, [none(), none(), vec![id(1)]]);
+}
+
+#[test]
+fn stalled_rounds_count_nothing_and_decide_nothing() {
+    let mut watch = NodeWatch::new(Duration::from_secs(2));
+    let t0 = Instant::now();
+    let (ok, dead) = (probed(1, Probe::Answered), probed(2, Probe::Silent));
+    let marked = rounds(
+        &mut watch,
+        t0,
+        &[
+            (&[ok, probed(2, Probe::Answered)], false),
+            (&[ok, dead], true),
+            (&[ok, dead], true),
+            (&[ok, dead], true),
+            // 4 s of silence but one conclusive failure so far.
+            (&[ok, dead], false),
+            (&[ok, dead], false),
+        ],
+    );
+    assert_eq!(
+        marked,
+        [none(), none(), none(), none(), none(), vec![id(2)]]
+    );
+    assert!(!stalled(MONITOR_STALL_TOLERANCE));
+    assert!(stalled(MONITOR_STALL_TOLERANCE + Duration::from_millis(1)));
+}
+
+#[test]
+fn a_probe_waits_half_of_down_after_within_bounds() {
+    assert_eq!(
+        probe_timeout(Duration::from_secs(5)),
+        Duration::from_millis(2500)
+    );
+    assert_eq!(
+        probe_timeout(Duration::from_millis(600)),
+        Duration::from_millis(500)
+    );
+    assert_eq!(
+        probe_timeout(Duration::from_secs(60)),
+        Duration::from_millis(2500)
+    );
+}
+
+#[test]
+fn a_node_no_longer_probed_is_forgotten() {
+    let mut watch = NodeWatch::new(Duration::from_secs(1));
+    let t0 = Instant::now();
+    let (ok, dead) = (probed(1, Probe::Answered), probed(2, Probe::Refused));
+    rounds(
+        &mut watch,
+        t0,
+        &[(&[ok, dead], false), (&[ok, dead], false)],
+    );
+    watch.round(t0 + Duration::from_secs(2), &[ok], false);
+    // Registered again (or a new monitor): counted from its first probe.
+    assert_eq!(
+        watch.round(t0 + Duration::from_secs(3), &[ok, dead], false),
+        none()
     );
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::fakes::{Call, Fakes};
 use common::{Harness, fake_clients, phases};
-use control::daemon::mark_silent_nodes_down;
 use control::pipeline::driver::{Driver, DriverConfig};
+use control::pipeline::monitor::Monitor;
 use control::pipeline::queue::take_build_slot;
 use control::store::{NewDeployment, NewService, Store};
 use serde_json::json;
@@ -640,29 +640,60 @@ async fn build_nodes_never_take_more_than_four_builds() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn silent_nodes_are_marked_down_and_come_back_on_heartbeat() -> anyhow::Result<()> {
+async fn the_monitor_marks_down_a_node_failing_its_probes_only_while_another_answers()
+-> anyhow::Result<()> {
     let db = common::database().await?;
     let store = common::store(&db).await?;
-    let n = store
-        .register_node("n1", api::NodeRole::Compute, "http://127.0.0.1:9", 0, 0)
+    let fakes = Fakes::new();
+    let clients = fake_clients(&fakes);
+    let (a_address, b_address) = ("http://127.0.0.1:9", "http://127.0.0.1:10");
+    let a = store
+        .register_node("a", api::NodeRole::Compute, a_address, 0, 0)
         .await?;
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let down = mark_silent_nodes_down(&store, Duration::from_millis(10)).await?;
-        if !down.is_empty() {
-            assert_eq!(down, vec![n.id]);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the silent node was never marked down"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let b = store
+        .register_node("b", api::NodeRole::Compute, b_address, 0, 0)
+        .await?;
+    // Probes wait 500 ms; down after 600 ms of failed probes.
+    let mut monitor = Monitor::new(Duration::from_millis(600));
+
+    // Neither answers (control's side is the likelier fault): nobody is marked down.
+    fakes
+        .node
+        .hung
+        .lock()
+        .unwrap()
+        .extend([a_address.to_owned(), b_address.to_owned()]);
+    for _ in 0..3 {
+        let round = monitor.round(&store, &clients).await?;
+        assert_eq!(round.answered, [] as [Uuid; 0], "{round:?}");
+        assert_eq!(round.marked_down, [] as [Uuid; 0], "{round:?}");
     }
-    assert_eq!(store.node(n.id).await?.status.as_str(), "down");
-    store.heartbeat(n.id, Some((2000, 1 << 30))).await?;
-    let n = store.node(n.id).await?;
-    assert_eq!((n.status.as_str(), n.cpu_millis), ("up", 2000));
+    assert_eq!(store.node(b.id).await?.status.as_str(), "up");
+
+    // a answers again: b's silence is believed (it failed every probe for longer than 600 ms).
+    fakes.node.hung.lock().unwrap().retain(|n| n == b_address);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let round = loop {
+        let round = monitor.round(&store, &clients).await?;
+        if !round.marked_down.is_empty() || round.stalled.is_none() {
+            break round;
+        }
+        // A starved round (a loaded machine) decides nothing; the next one does.
+        assert!(tokio::time::Instant::now() < deadline, "{round:?}");
+    };
+    assert_eq!(round.answered, [a.id], "{round:?}");
+    assert_eq!(round.marked_down, [b.id], "{round:?}");
+    assert_eq!(store.node(b.id).await?.status.as_str(), "down");
+    let a_now = store.node(a.id).await?;
+    assert_eq!(a_now.status.as_str(), "up");
+    assert!(a_now.last_heartbeat_at.is_some());
+    assert_eq!(a_now.cpu_millis, 4000, "the answer's capacity is recorded");
+
+    // b answers again: up at once.
+    fakes.node.hung.lock().unwrap().clear();
+    let round = monitor.round(&store, &clients).await?;
+    assert_eq!(round.failed, [] as [Uuid; 0], "{round:?}");
+    assert_eq!(store.node(b.id).await?.status.as_str(), "up");
     Ok(())
 }
 

@@ -5,19 +5,11 @@ use ::api::{NodeRole, NodeStatus};
 use uuid::Uuid;
 
 use super::{Node, Result, Store, StoreError};
-use crate::schedule::{BuildNodeView, ComputeNodeView, HeartbeatView};
+use crate::schedule::{BuildNodeView, ComputeNodeView};
 
 type Time = chrono::DateTime<chrono::Utc>;
 
 // Rows decoded by column name: an unknown status is an error naming the column and the value.
-
-#[derive(sqlx::FromRow)]
-struct HeartbeatRow {
-    id: Uuid,
-    status: NodeStatus,
-    last_heartbeat_at: Option<Time>,
-    created_at: Time,
-}
 
 #[derive(sqlx::FromRow)]
 struct BuildNodeRow {
@@ -96,27 +88,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    /// Every node as [`crate::schedule::nodes_to_mark_down`] sees it, and the database's now.
-    pub async fn heartbeats(&self) -> Result<(Vec<HeartbeatView>, Time)> {
-        let now: Time = sqlx::query_scalar("SELECT now()")
-            .fetch_one(&self.pool)
-            .await?;
-        let rows: Vec<HeartbeatRow> =
-            sqlx::query_as("SELECT id, status, last_heartbeat_at, created_at FROM nodes")
-                .fetch_all(&self.pool)
-                .await?;
-        let views = rows
-            .into_iter()
-            .map(|r| HeartbeatView {
-                id: r.id,
-                up: r.status == NodeStatus::Up,
-                last_heartbeat: r.last_heartbeat_at,
-                registered_at: r.created_at,
-            })
-            .collect();
-        Ok((views, now))
     }
 
     /// Marks the nodes down.

@@ -135,6 +135,8 @@ pub struct FakeNode {
     pub hang: Arc<Mutex<bool>>,
     /// Nodes (addresses) that answer nothing at all (a lost node).
     pub silent: Arc<Mutex<Vec<String>>>,
+    /// Nodes (addresses) whose info calls never return (no answer, not even an error).
+    pub hung: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeNode {
@@ -213,6 +215,9 @@ impl NodeClient for FakeNode {
         Ok(())
     }
     async fn info(&self, node: &str) -> Result<NodeCapacity, ClientError> {
+        if self.hung.lock().unwrap().iter().any(|n| n == node) {
+            std::future::pending::<()>().await;
+        }
         self.answers(node)?;
         Ok(NodeCapacity {
             cpu_millis_total: 4000,
