@@ -26,6 +26,7 @@ use sha2::Digest as _;
 
 use super::Sandbox;
 use super::egress::EgressEvent;
+use super::inside::Program;
 use crate::detect::PackageManager;
 
 /// The package registry dependencies come from (and the only host a fetch may reach).
@@ -730,7 +731,19 @@ impl DepsCache {
                 plan.skipped
             ));
         }
-        for chunk in chunks(&plan.specs) {
+        // Registry tarball URLs are streamed into npm's cache as they are (what an offline
+        // install reads); `name@version` specs (lock files without `resolved`) and the tools
+        // go through `npm cache add`, which resolves them.
+        let (urls, named): (Vec<String>, Vec<String>) = plan
+            .specs
+            .iter()
+            .cloned()
+            .partition(|s| s.starts_with(NPM_REGISTRY));
+        for chunk in chunks(&urls) {
+            self.run_npm(sandbox, Program::NpmTarballs, chunk, &tmp, "npm", log)
+                .await?;
+        }
+        for chunk in chunks(&named) {
             let mut args: Vec<String> = vec![
                 "cache".into(),
                 "add".into(),
@@ -740,7 +753,8 @@ impl DepsCache {
                 "--".into(),
             ];
             args.extend(chunk.iter().cloned());
-            self.run_npm(sandbox, &args, &tmp, "npm", log).await?;
+            self.run_npm(sandbox, Program::Npm, &args, &tmp, "npm", log)
+                .await?;
         }
         if let Some(tool) = plan.tool.as_ref().filter(|t| t.locked) {
             self.install_with_tool(sandbox, tool, package_json, lock_text, &tmp, log)
@@ -811,13 +825,14 @@ impl DepsCache {
     async fn run_npm(
         &self,
         sandbox: &Sandbox,
+        program: Program,
         args: &[String],
         tmp: &Path,
         who: &str,
         log: &mut (dyn FnMut(String) + Send),
     ) -> Result<(), DepsError> {
         let hosts = [NPM_REGISTRY_HOST.to_owned()];
-        let run = sandbox.npm(args, tmp, &hosts);
+        let run = sandbox.fetch_deps(program, args, tmp, &hosts);
         let (out, events) = tokio::time::timeout(self.timeout, run)
             .await
             .map_err(|_| DepsError::TimedOut {
@@ -917,7 +932,7 @@ impl DepsCache {
             tool.packages
         ));
         let result = self
-            .run_npm(sandbox, &args, tmp, tool.manager.name(), log)
+            .run_npm(sandbox, Program::Npm, &args, tmp, tool.manager.name(), log)
             .await;
         let _ = std::fs::remove_dir_all(&project);
         match result {

@@ -75,7 +75,41 @@ pub enum Program {
     /// `npm` with its cache at `/deps/npm`, the relay as its proxy, no user or project
     /// configuration and no install scripts, run outside the checkout.
     Npm,
+    /// Node running [`TARBALLS_SCRIPT`] (npm's own pacote, found beside `/usr/bin/npm`) with
+    /// the arguments as tarball URLs, in npm's environment above: each tarball is streamed into
+    /// npm's cache, what `npm cache add` does first. `npm cache add` then unpacks every tarball
+    /// to a scratch folder to read its manifest, which an install from a lock file never uses:
+    /// the Vite example's 28 packages took 3.3 s that way, 0.9 s this way.
+    NpmTarballs,
 }
+
+/// What [`Program::NpmTarballs`] runs (fixed code: the tenant's input reaches it only as the
+/// URLs on its command line, each checked to be on the registry by `source::deps`). Retries as
+/// npm's defaults do; the first failure is printed on stderr and exits 1.
+pub const TARBALLS_SCRIPT: &str = r#"'use strict';
+const fs = require('fs');
+const path = require('path');
+const npm = path.resolve(path.dirname(fs.realpathSync('/usr/bin/npm')), '..');
+const pacote = require(path.join(npm, 'node_modules', 'pacote'));
+const env = process.env;
+const ca = fs.readFileSync(env.npm_config_cafile, 'utf8')
+  .split(/(?=-----BEGIN CERTIFICATE-----)/)
+  .filter((c) => c.includes('BEGIN CERTIFICATE'));
+const opts = {
+  cache: path.join(env.npm_config_cache, '_cacache'),
+  proxy: env.npm_config_https_proxy,
+  ca,
+  preferOffline: true,
+  maxSockets: 16,
+  retry: { retries: 2, factor: 10, minTimeout: 10000, maxTimeout: 60000 },
+};
+Promise.all(process.argv.slice(1).map((url) =>
+  pacote.tarball.stream(url, (s) => { s.resume(); return s.promise(); }, opts)))
+  .then(() => process.exit(0), (e) => {
+    console.error(`npm error ${e.code || 'fetch'} ${e.message}`);
+    process.exit(1);
+  });
+"#;
 
 /// Where a dependency fetch's folder is inside the sandbox.
 pub const DEPS: &str = "/deps";
@@ -162,7 +196,7 @@ fn run(spec: &Spec) -> Result<i32, HelperError> {
         path: String::new(),
         source,
     })?;
-    if spec.program == Program::Npm {
+    if matches!(spec.program, Program::Npm | Program::NpmTarballs) {
         return run_npm(spec, port);
     }
     let mut git = Command::new("/usr/bin/git");
@@ -193,7 +227,13 @@ fn run(spec: &Spec) -> Result<i32, HelperError> {
 /// `.npmrc` is never read), its only configuration on its environment.
 fn run_npm(spec: &Spec, port: u16) -> Result<i32, HelperError> {
     let proxy = format!("http://127.0.0.1:{port}");
-    let mut npm = Command::new("/usr/bin/npm");
+    let mut npm = if spec.program == Program::NpmTarballs {
+        let mut node = Command::new("/usr/bin/node");
+        node.args(["-e", TARBALLS_SCRIPT, "--"]);
+        node
+    } else {
+        Command::new("/usr/bin/npm")
+    };
     npm.args(&spec.args)
         .current_dir(SCRATCH)
         .env_clear()

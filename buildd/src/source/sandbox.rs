@@ -281,6 +281,17 @@ impl Sandbox {
         deps: &Path,
         hosts: &[String],
     ) -> Result<(Output, Vec<EgressEvent>), SourceError> {
+        self.fetch_deps(Program::Npm, args, deps, hosts).await
+    }
+
+    /// Runs `program` (npm, or npm's tarball fetch) like [`Sandbox::npm`].
+    pub(super) async fn fetch_deps(
+        &self,
+        program: Program,
+        args: &[String],
+        deps: &Path,
+        hosts: &[String],
+    ) -> Result<(Output, Vec<EgressEvent>), SourceError> {
         let egress =
             std::env::temp_dir().join(format!("stackpad-egress-{}", uuid::Uuid::new_v4().simple()));
         std::fs::DirBuilder::new()
@@ -311,7 +322,7 @@ impl Sandbox {
             config: Vec::new(),
             pass_env: Vec::new(),
             args: args.to_vec(),
-            program: Program::Npm,
+            program,
             deps: Some(deps.to_path_buf()),
             ssh: None,
         };
