@@ -19,6 +19,9 @@ pub enum Framework {
     },
     Nuxt,
     Remix,
+    /// React Router 7 framework mode (`@react-router/dev`, Remix's successor), served by
+    /// `react-router-serve`.
+    ReactRouter,
     /// Astro; `server` when the Node adapter is installed, otherwise a static site.
     Astro {
         server: bool,
@@ -44,6 +47,7 @@ impl Framework {
             Framework::NextJs { .. } => "nextjs",
             Framework::Nuxt => "nuxt",
             Framework::Remix => "remix",
+            Framework::ReactRouter => "react-router",
             Framework::Astro { .. } => "astro",
             Framework::SvelteKit { .. } => "sveltekit",
             Framework::ViteStatic => "vite",
@@ -64,8 +68,9 @@ impl Framework {
         )
     }
 
-    /// Whether the static files are a single-page app, served by buildd's static server
-    /// (which falls back to `index.html`); other static sites get busybox `httpd`.
+    /// Whether the static files are a single-page app: buildd's static server, which serves
+    /// every static site, falls back to `index.html` for a path that names no file (other
+    /// static sites get a 404, with their `404.html` when they have one).
     pub fn serves_spa(self) -> bool {
         self == Framework::ViteStatic
     }
@@ -142,6 +147,8 @@ pub(super) fn classify(pkg: &PackageJson, repo: &RepoSnapshot) -> Framework {
         Framework::Nuxt
     } else if pkg.has_prefix("@remix-run/") {
         Framework::Remix
+    } else if pkg.has("@react-router/dev") {
+        Framework::ReactRouter
     } else if pkg.has("astro") {
         Framework::Astro {
             server: pkg.has("@astrojs/node"),
@@ -173,12 +180,8 @@ pub(super) fn start_command(
     pkg: &PackageJson,
     repo: &RepoSnapshot,
 ) -> Option<Vec<String>> {
-    if framework.serves_spa() {
-        return Some(exec(&[crate::STATIC_SERVER_PATH]));
-    }
     if framework.is_static() {
-        let port = STATIC_PORT.to_string();
-        return Some(exec(&["httpd", "-f", "-v", "-p", &port, "-h", "/www"]));
+        return Some(exec(&[crate::STATIC_SERVER_PATH]));
     }
     let start = match framework {
         // Static sites returned above; a Dockerfile brings its own CMD.
@@ -187,15 +190,22 @@ pub(super) fn start_command(
         Framework::NextJs { standalone: false } => exec(&["node_modules/.bin/next", "start"]),
         Framework::Nuxt => exec(&["node", ".output/server/index.mjs"]),
         Framework::Remix => match pkg.script("start") {
-            Some(script) => node_script(script).unwrap_or_else(|| exec(&["npm", "start"])),
+            Some(script) => script_command(script, pkg),
             None => exec(&["node_modules/.bin/remix-serve", "./build/server/index.js"]),
+        },
+        Framework::ReactRouter => match pkg.script("start") {
+            Some(script) => script_command(script, pkg),
+            None => exec(&[
+                "node_modules/.bin/react-router-serve",
+                "./build/server/index.js",
+            ]),
         },
         Framework::Astro { .. } => exec(&["node", "./dist/server/entry.mjs"]),
         Framework::SvelteKit { .. } => exec(&["node", "build"]),
         Framework::NestJs => exec(&["node", "dist/main"]),
         Framework::Express | Framework::Fastify | Framework::Node => {
             if let Some(script) = pkg.script("start") {
-                node_script(script).unwrap_or_else(|| exec(&["npm", "start"]))
+                script_command(script, pkg)
             } else if let Some(main) = &pkg.main {
                 exec(&["node", main])
             } else if let Some(file) = ["server.js", "index.js", "app.js"]
@@ -211,11 +221,33 @@ pub(super) fn start_command(
     Some(start)
 }
 
-/// `node <file> [args]` scripts run directly (signals reach node, no npm in between).
-fn node_script(script: &str) -> Option<Vec<String>> {
+/// The servers frameworks start through a package's command (`<command> [args]` in the
+/// generators' start scripts), with the package that installs it in `node_modules/.bin`.
+const SERVER_COMMANDS: [(&str, &str); 3] = [
+    ("fastify", "fastify-cli"),
+    ("react-router-serve", "@react-router/serve"),
+    ("remix-serve", "@remix-run/serve"),
+];
+
+/// How a start script runs: `node <file> [args]` directly, and the frameworks' server commands
+/// from `node_modules/.bin` when their package is a production dependency (signals reach the
+/// server, no npm in between); anything else through `npm start`.
+fn script_command(script: &str, pkg: &PackageJson) -> Vec<String> {
     let words: Vec<&str> = script.split_whitespace().collect();
-    let simple = words
-        .iter()
-        .all(|w| !w.contains(['&', '|', ';', '$', '>', '<', '=']));
-    (words.first() == Some(&"node") && words.len() >= 2 && simple).then(|| exec(&words))
+    let simple = words.len() >= 2
+        && words
+            .iter()
+            .all(|w| !w.contains(['&', '|', ';', '$', '>', '<', '=', '`']));
+    match words.first() {
+        Some(&"node") if simple => exec(&words),
+        Some(first) if simple => match SERVER_COMMANDS.iter().find(|(c, _)| c == first) {
+            Some((command, package)) if pkg.dependencies.contains_key(*package) => {
+                let mut all = vec![format!("node_modules/.bin/{command}")];
+                all.extend(words[1..].iter().map(|w| (*w).to_owned()));
+                all
+            }
+            _ => exec(&["npm", "start"]),
+        },
+        _ => exec(&["npm", "start"]),
+    }
 }

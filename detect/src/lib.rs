@@ -42,6 +42,9 @@ pub struct Detection {
     pub lock_file: Option<String>,
     /// The Node.js version the app asks for, if it says.
     pub node: Option<NodeRequest>,
+    /// The Node.js versions the app's own dependencies declare (their `engines.node` in the
+    /// lock file): what builds the app when it asks for nothing itself (astro 7 needs Node 22).
+    pub dependency_node: Vec<NodeRequest>,
 }
 
 /// Why a checkout could not be classified.
@@ -145,6 +148,7 @@ pub fn detect(repo: &RepoSnapshot) -> Result<Detection, DetectError> {
             has_public_dir: false,
             lock_file: None,
             node: None,
+            dependency_node: Vec::new(),
         });
     }
     let Some(raw) = &repo.package_json else {
@@ -194,6 +198,13 @@ pub fn detect(repo: &RepoSnapshot) -> Result<Detection, DetectError> {
             repo.node_version.as_deref(),
             pkg.engines.get("node").and_then(|v| v.as_str()),
         ),
+        dependency_node: match (package_manager, &repo.package_lock) {
+            (PackageManager::Npm, Some(lock)) => node_version::of_dependencies(
+                lock,
+                pkg.dependencies.keys().chain(pkg.dev_dependencies.keys()),
+            ),
+            _ => Vec::new(),
+        },
     })
 }
 

@@ -35,6 +35,42 @@ pub fn requested(
     })
 }
 
+/// The `engines.node` of each of `names` (the app's direct dependencies) in an npm lock file
+/// (`packages["node_modules/<name>"]`, lockfileVersion 2 and 3), as requests naming the package
+/// and its version. A lock file that does not parse gives none: the install says what is wrong.
+pub fn of_dependencies<'a>(
+    lock: &str,
+    names: impl Iterator<Item = &'a String>,
+) -> Vec<NodeRequest> {
+    let Ok(lock) = serde_json::from_str::<serde_json::Value>(lock) else {
+        return Vec::new();
+    };
+    let Some(packages) = lock.get("packages").and_then(|p| p.as_object()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let Some(entry) = packages.get(&format!("node_modules/{name}")) else {
+            continue;
+        };
+        let Some(spec) = entry
+            .get("engines")
+            .and_then(|e| e.get("node"))
+            .and_then(|n| n.as_str())
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+        else {
+            continue;
+        };
+        let version = entry.get("version").and_then(|v| v.as_str()).unwrap_or("");
+        out.push(NodeRequest {
+            source: format!("{name}@{version} (its engines.node in package-lock.json)"),
+            spec: spec.to_owned(),
+        });
+    }
+    out
+}
+
 /// Whether Node `major` (any minor) satisfies `spec`; `None` when the spec is not understood.
 pub fn satisfies(spec: &str, major: u64) -> Option<bool> {
     let mut any = false;
@@ -109,6 +145,7 @@ mod tests {
             (">=18 <21", true),
             (">=18 <20", false),
             ("lts/*", true),
+            ("^22.22.3||^24.15.0||>=26.0.0", false),
             ("node", true),
             ("*", true),
         ] {
@@ -116,6 +153,26 @@ mod tests {
         }
         assert_eq!(satisfies("lts/hydrogen", 20), None);
         assert_eq!(satisfies("", 20), None);
+    }
+
+    #[test]
+    fn the_direct_dependencies_engines_are_read_from_the_lock_file() {
+        let lock = r#"{"lockfileVersion": 3, "packages": {
+            "": {"dependencies": {"astro": "^7.4.8", "left": "1"}},
+            "node_modules/astro": {"version": "7.4.8", "engines": {"node": ">=22.23.4", "npm": ">=9"}},
+            "node_modules/left": {"version": "1.0.0"},
+            "node_modules/deep": {"version": "2.0.0", "engines": {"node": ">=26"}}
+        }}"#;
+        let names = ["astro".to_owned(), "left".to_owned(), "missing".to_owned()];
+        let found = of_dependencies(lock, names.iter());
+        assert_eq!(
+            found,
+            [NodeRequest {
+                source: "astro@7.4.8 (its engines.node in package-lock.json)".into(),
+                spec: ">=22.23.4".into(),
+            }]
+        );
+        assert!(of_dependencies("{not json", names.iter()).is_empty());
     }
 
     #[test]

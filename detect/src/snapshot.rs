@@ -21,10 +21,15 @@ pub struct RepoSnapshot {
     /// `.nvmrc` and `.node-version`, if any.
     pub nvmrc: Option<String>,
     pub node_version: Option<String>,
+    /// `package-lock.json`, if any (read for the Node versions its packages declare); `None`
+    /// too when it cannot be read or is larger than [`MAX_LOCK_FILE`]: nothing depends on it.
+    pub package_lock: Option<String>,
 }
 
 /// Largest file detection reads.
 const MAX_FILE: u64 = 1024 * 1024;
+/// Largest lock file read (a large app's package-lock.json is a few megabytes).
+pub const MAX_LOCK_FILE: u64 = 32 * 1024 * 1024;
 
 impl RepoSnapshot {
     /// Reads the snapshot of the app in `dir` (an app directory already checked to be inside
@@ -72,6 +77,11 @@ impl RepoSnapshot {
             next_config,
             nvmrc: read(".nvmrc")?,
             node_version: read(".node-version")?,
+            package_lock: files
+                .contains("package-lock.json")
+                .then(|| read_checkout_file(dir, Path::new("package-lock.json"), MAX_LOCK_FILE))
+                .and_then(|r| r.ok().flatten())
+                .and_then(|data| String::from_utf8(data).ok()),
             files,
         })
     }

@@ -96,7 +96,87 @@ fn other_framework_fixtures() {
     }
     assert_eq!(fixture("nestjs").start, ["node", "dist/main"]);
     assert_eq!(fixture("fastify").start, ["node", "app.js"]);
-    assert_eq!(fixture("remix").start, ["npm", "start"]);
+    // remix-serve from @remix-run/serve, a production dependency: run without npm.
+    assert_eq!(
+        fixture("remix").start,
+        ["node_modules/.bin/remix-serve", "./build/server/index.js"]
+    );
+}
+
+#[test]
+fn react_router_framework_mode_runs_react_router_serve() {
+    let pkg = r#"{"dependencies": {"react-router": "7", "@react-router/serve": "7"},
+        "devDependencies": {"@react-router/dev": "7", "vite": "8"},
+        "scripts": {"build": "react-router build", "start": "react-router-serve ./build/server/index.js"}}"#;
+    let d = detect(&snapshot(pkg, &["package.json"])).unwrap();
+    assert_eq!(d.framework, Framework::ReactRouter);
+    assert_eq!(d.framework.name(), "react-router");
+    assert_eq!(
+        d.start,
+        [
+            "node_modules/.bin/react-router-serve",
+            "./build/server/index.js"
+        ]
+    );
+    assert_eq!(d.port, 3000);
+}
+
+#[test]
+fn a_framework_server_command_runs_directly_only_from_a_production_dependency() {
+    // fastify-cli's generator: `fastify start` from fastify-cli in dependencies.
+    let pkg = r#"{"dependencies": {"fastify": "5", "fastify-cli": "8"},
+        "scripts": {"start": "fastify start -l info app.js"}, "main": "app.js"}"#;
+    let d = detect(&snapshot(pkg, &["package.json"])).unwrap();
+    assert_eq!(d.framework, Framework::Fastify);
+    assert_eq!(
+        d.start,
+        ["node_modules/.bin/fastify", "start", "-l", "info", "app.js"]
+    );
+    // As a dev dependency it is pruned from the image: npm start says what is missing.
+    let pkg = r#"{"dependencies": {"fastify": "5"}, "devDependencies": {"fastify-cli": "8"},
+        "scripts": {"start": "fastify start app.js"}}"#;
+    assert_eq!(
+        detect(&snapshot(pkg, &["package.json"])).unwrap().start,
+        ["npm", "start"]
+    );
+    // Not a command this knows, or not simple: npm start.
+    for script in ["serve -s build", "fastify start app.js > log"] {
+        let pkg = format!(
+            r#"{{"dependencies": {{"fastify": "5", "fastify-cli": "8", "serve": "1"}}, "scripts": {{"start": "{script}"}}}}"#
+        );
+        assert_eq!(
+            detect(&snapshot(&pkg, &["package.json"])).unwrap().start,
+            ["npm", "start"],
+            "{script}"
+        );
+    }
+}
+
+#[test]
+fn static_sites_are_served_by_the_static_server() {
+    let pkg = r#"{"dependencies": {"astro": "7"}, "scripts": {"build": "astro build"}}"#;
+    let d = detect(&snapshot(pkg, &["package.json"])).unwrap();
+    assert_eq!(d.framework, Framework::Astro { server: false });
+    assert_eq!(
+        (d.port, d.start.as_slice()),
+        (8080, &["/static-server".to_owned()][..])
+    );
+    assert!(!d.framework.serves_spa());
+}
+
+#[test]
+fn an_npm_app_that_asks_for_no_node_gets_its_dependencies_engines() {
+    let pkg = r#"{"dependencies": {"astro": "^7.4.8"}, "scripts": {"build": "astro build"}}"#;
+    let mut repo = snapshot(pkg, &["package.json", "package-lock.json"]);
+    repo.package_lock = Some(
+        r#"{"lockfileVersion": 3, "packages": {"node_modules/astro": {"version": "7.4.8", "engines": {"node": ">=22.23.4"}}}}"#
+            .into(),
+    );
+    let d = detect(&repo).unwrap();
+    assert_eq!(d.node, None);
+    assert_eq!(d.dependency_node.len(), 1);
+    assert_eq!(d.dependency_node[0].spec, ">=22.23.4");
+    assert!(d.dependency_node[0].source.starts_with("astro@7.4.8 "));
 }
 
 #[test]
