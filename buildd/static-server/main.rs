@@ -4,8 +4,9 @@
 //! `FROM scratch` beside the site's files, so the image is the site plus this file. Serves
 //! `STATIC_ROOT` (default `/www`) on `PORT` (default 8080): GET and HEAD; a folder serves its
 //! `index.html`; a path whose last segment has no extension and names no file gets the root's
-//! `index.html` with 200 (the SPA fallback: the app's router takes the path from there); any
-//! other missing file is a 404. Files under `/assets/` (Vite's hashed names) are cached for a
+//! `index.html` with 200 (the SPA fallback: the app's router takes the path from there) unless
+//! `STATIC_SPA=0` (sites of many pages: Astro, SvelteKit's adapter-static); any other missing
+//! file is a 404, with the root's `404.html` as its body when the site has one. Files under `/assets/` (Vite's hashed names) are cached for a
 //! year, everything else is revalidated. HTTP/1.1 keep-alive; one thread per connection, at
 //! most `MAX_CONNECTIONS` at once.
 
@@ -37,7 +38,8 @@ fn main() {
     let listener = TcpListener::bind(("0.0.0.0", port))
         .unwrap_or_else(|e| fail(&format!("cannot listen on port {port}: {e}")));
     println!("serving {} on port {port}", root.display());
-    let root = Arc::new(root);
+    let spa = std::env::var("STATIC_SPA").map_or(true, |v| v != "0");
+    let root = Arc::new(Site { root, spa });
     let active = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -63,6 +65,12 @@ fn fail(message: &str) -> ! {
     std::process::exit(1)
 }
 
+/// What is served: the folder, and whether it is a single-page app.
+struct Site {
+    root: PathBuf,
+    spa: bool,
+}
+
 /// A request as far as a static server cares.
 struct Request {
     method: String,
@@ -74,7 +82,7 @@ struct Request {
 }
 
 /// Serves the requests of one connection until it closes.
-fn serve(stream: TcpStream, root: &Path) -> io::Result<()> {
+fn serve(stream: TcpStream, site: &Site) -> io::Result<()> {
     stream.set_read_timeout(Some(IDLE))?;
     stream.set_write_timeout(Some(IDLE))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -90,9 +98,12 @@ fn serve(stream: TcpStream, root: &Path) -> io::Result<()> {
         if request.method != "GET" && !head {
             respond_empty(&mut out, 405, false, keep)?;
         } else {
-            match resolve(root, &request.path) {
-                Some(found) => send_file(&mut out, &found, head, keep)?,
-                None => respond_empty(&mut out, 404, head, keep)?,
+            match resolve(site, &request.path) {
+                Some(found) => send_file(&mut out, &found, 200, head, keep)?,
+                None => match open(&site.root.join("404.html"), false) {
+                    Some(page) if !site.spa => send_file(&mut out, &page, 404, head, keep)?,
+                    _ => respond_empty(&mut out, 404, head, keep)?,
+                },
             }
         }
         if !keep {
@@ -190,7 +201,8 @@ struct Found {
 }
 
 /// The file a path names under `root`, a folder's `index.html`, or the SPA fallback.
-fn resolve(root: &Path, path: &[u8]) -> Option<Found> {
+fn resolve(site: &Site, path: &[u8]) -> Option<Found> {
+    let root = &site.root;
     let mut target = root.to_path_buf();
     let mut last: &[u8] = b"";
     for segment in path.split(|b| *b == b'/') {
@@ -208,7 +220,7 @@ fn resolve(root: &Path, path: &[u8]) -> Option<Found> {
     if let Some(found) = open(&target, immutable) {
         return Some(found);
     }
-    if !last.contains(&b'.') {
+    if site.spa && !last.contains(&b'.') {
         return open(&root.join("index.html"), false);
     }
     None
@@ -264,15 +276,22 @@ fn connection(keep: bool) -> &'static str {
     if keep { "keep-alive" } else { "close" }
 }
 
-fn send_file(out: &mut TcpStream, found: &Found, head: bool, keep: bool) -> io::Result<()> {
+fn send_file(
+    out: &mut TcpStream,
+    found: &Found,
+    status: u16,
+    head: bool,
+    keep: bool,
+) -> io::Result<()> {
     let cache = if found.immutable {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"
     };
     let header = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ncontent-length: {}\r\ncache-control: {cache}\r\n\
+        "HTTP/1.1 {status} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\ncache-control: {cache}\r\n\
          x-content-type-options: nosniff\r\nconnection: {}\r\n\r\n",
+        if status == 200 { "OK" } else { "Not Found" },
         content_type(&found.path),
         found.len,
         connection(keep),

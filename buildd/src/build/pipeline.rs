@@ -238,6 +238,20 @@ impl BuildRunner for Pipeline {
                     request.source, request.spec
                 ),
             );
+        } else if detection.node.is_none()
+            && let Some((major, image, request)) =
+                self.bases.for_dependencies(&detection.dependency_node)
+        {
+            // The app asks for nothing, but a dependency of its own needs a newer Node.
+            bases.node = image;
+            log(
+                &events,
+                "detect",
+                format!(
+                    "node {major} ({} asks for {:?})",
+                    request.source, request.spec
+                ),
+            );
         }
         let framework = detection.framework.name().to_owned();
         let _ = events.send(Progress::Detected {
@@ -282,7 +296,7 @@ impl BuildRunner for Pipeline {
                 DEPS_TAR,
             )
         });
-        let static_served = detection.framework.serves_spa().then(|| {
+        let static_served = detection.framework.is_static().then(|| {
             self.contexts.serve_bytes(
                 STATIC_SERVER,
                 bytes::Bytes::from_static(STATIC_SERVER_BINARY),

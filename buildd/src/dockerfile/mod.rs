@@ -114,6 +114,31 @@ impl BaseImages {
     }
 }
 
+impl BaseImages {
+    /// The Node an app that asks for none builds with when its dependencies declare versions
+    /// (`Detection::dependency_node`): `None` for the node image, when it meets them all (or
+    /// they cannot be told) or when no major offered does (the build goes on with the node
+    /// image); else the newest major offered that meets them all, its image, and the first
+    /// request the node image does not meet.
+    pub fn for_dependencies<'a>(
+        &self,
+        requests: &'a [crate::detect::NodeRequest],
+    ) -> Option<(u64, String, &'a crate::detect::NodeRequest)> {
+        use crate::detect::node_version::satisfies;
+        let meets = |major: u64| {
+            requests
+                .iter()
+                .all(|r| satisfies(&r.spec, major) != Some(false))
+        };
+        let default = self.node_major()?;
+        let unmet = requests
+            .iter()
+            .find(|r| satisfies(&r.spec, default) == Some(false))?;
+        let major = *self.offered_majors().iter().rev().find(|m| meets(**m))?;
+        Some((major, self.node_image_of(major), unmet))
+    }
+}
+
 /// Name of the generated Dockerfile inside the build context.
 pub const GENERATED_NAME: &str = "Dockerfile.stackpad";
 
@@ -323,8 +348,16 @@ pub fn generate(
             let _ = writeln!(f, "ARG {arg}");
         }
         let _ = writeln!(f, "ENV NODE_ENV=production");
-        if matches!(d.framework, Framework::NextJs { .. }) {
-            let _ = writeln!(f, "ENV NEXT_TELEMETRY_DISABLED=1");
+        // Build steps have no network; the frameworks that would report telemetry are told
+        // not to try.
+        let telemetry = match d.framework {
+            Framework::NextJs { .. } => Some("NEXT_TELEMETRY_DISABLED"),
+            Framework::Astro { .. } => Some("ASTRO_TELEMETRY_DISABLED"),
+            Framework::Nuxt => Some("NUXT_TELEMETRY_DISABLED"),
+            _ => None,
+        };
+        if let Some(name) = telemetry {
+            let _ = writeln!(f, "ENV {name}=1");
         }
         let _ = writeln!(f, "COPY . .");
         if d.has_build_script {
@@ -417,11 +450,11 @@ fn runtime_stage(
     served: Served<'_>,
 ) {
     let port = d.port;
-    if let (true, Some(url)) = (d.framework.serves_spa(), served.static_server) {
-        // buildd's static server alone with the files (the SPA fallback to index.html a router
-        // needs). ADD of a URL makes a 0600 file: made executable in a stage of its own (the
-        // static server base has a shell), so the image holds only the server and the site.
-        // The files stay root's, read-only to the app.
+    if let (true, Some(url)) = (d.framework.is_static(), served.static_server) {
+        // buildd's static server alone with the files (with the SPA fallback to index.html a
+        // router needs, for single-page apps only). ADD of a URL makes a 0600 file: made
+        // executable in a stage of its own (the static server base has a shell), so the image
+        // holds only the server and the site. The files stay root's, read-only to the app.
         let _ = writeln!(
             f,
             "\nFROM {} AS server\nADD {url} {STATIC_SERVER_PATH}\nRUN chmod 755 {STATIC_SERVER_PATH}",
@@ -429,9 +462,14 @@ fn runtime_stage(
         );
         let _ = writeln!(
             f,
-            "\nFROM scratch\nENV PORT={port} STATIC_ROOT=/www\n\
+            "\nFROM scratch\nENV PORT={port} STATIC_ROOT=/www{}\n\
              COPY --from=server {STATIC_SERVER_PATH} {STATIC_SERVER_PATH}\n\
              COPY --from=build /app/{} /www",
+            if d.framework.serves_spa() {
+                ""
+            } else {
+                " STATIC_SPA=0"
+            },
             d.framework.static_dir()
         );
     } else if d.framework.is_static() {
@@ -447,6 +485,10 @@ fn runtime_stage(
             f,
             "ENV NODE_ENV=production PORT={port} HOSTNAME=0.0.0.0 HOST=0.0.0.0"
         );
+        if d.framework == Framework::Fastify {
+            // fastify-cli's `fastify start` listens on localhost unless told (or in Docker).
+            let _ = writeln!(f, "ENV FASTIFY_ADDRESS=0.0.0.0");
+        }
         match d.framework {
             Framework::NextJs { standalone: true } => {
                 let _ = writeln!(
@@ -482,7 +524,23 @@ fn runtime_stage(
             }
         }
     }
-    let cmd: Vec<String> = d.start.iter().map(|w| json(w)).collect();
+    let httpd;
+    let start = if d.framework.is_static() && served.static_server.is_none() {
+        // Without buildd's static server (not served to this build): busybox httpd.
+        httpd = [
+            "httpd".to_owned(),
+            "-f".to_owned(),
+            "-v".to_owned(),
+            "-p".to_owned(),
+            port.to_string(),
+            "-h".to_owned(),
+            "/www".to_owned(),
+        ];
+        &httpd[..]
+    } else {
+        &d.start[..]
+    };
+    let cmd: Vec<String> = start.iter().map(|w| json(w)).collect();
     let _ = writeln!(
         f,
         "USER {APP_USER}\nEXPOSE {port}\nCMD [{}]",

@@ -397,3 +397,94 @@ fn pnpm_installs_its_pinned_version_offline_and_production_dependencies_in_a_sta
     let cause = failure_cause(&d, &format!("[deps 4/4] {}", f.lines().nth(all).unwrap())).unwrap();
     assert!(cause.contains("`pnpm install`"), "{cause}");
 }
+
+#[test]
+fn dependencies_needing_a_newer_node_take_the_newest_major_meeting_them_all() {
+    use crate::detect::NodeRequest;
+    let bases = BaseImages {
+        node: "127.0.0.1:5000/stackpad/node:20".into(),
+        node_majors: vec![22, 24],
+        ..BaseImages::default()
+    };
+    let req = |source: &str, spec: &str| NodeRequest {
+        source: source.into(),
+        spec: spec.into(),
+    };
+    // Met by the node image (or not understood): the node image.
+    assert_eq!(bases.for_dependencies(&[]), None);
+    assert_eq!(
+        bases.for_dependencies(&[req("vite", "^20.19.0 || >=22.12.0"), req("x", "lts/x")]),
+        None
+    );
+    // astro 7: 24, the newest that meets every request, named by the one 20 does not meet.
+    let reqs = [
+        req("vite", "^20.19.0 || >=22.12.0"),
+        req("astro", ">=22.23.4"),
+    ];
+    let (major, image, why) = bases.for_dependencies(&reqs).unwrap();
+    assert_eq!(
+        (major, image.as_str(), why.source.as_str()),
+        (24, "127.0.0.1:5000/stackpad/node:24", "astro")
+    );
+    // nuxt 4 beside a package capped below 24: 22.
+    let reqs = [
+        req("nuxt", "^22.22.3||^24.15.0||>=26.0.0"),
+        req("old", "<23"),
+    ];
+    assert_eq!(bases.for_dependencies(&reqs).unwrap().0, 22);
+    // Nothing offered meets them all: the node image (the install says what fails).
+    assert_eq!(bases.for_dependencies(&[req("future", ">=26")]), None);
+}
+
+#[test]
+fn static_sites_of_many_pages_get_the_static_server_without_the_spa_fallback() {
+    let snap = RepoSnapshot {
+        dir: "/src/app".into(),
+        files: ["package.json".to_owned()].into_iter().collect(),
+        package_json: Some(
+            r#"{"dependencies": {"astro": "7"}, "scripts": {"build": "astro build"}}"#.into(),
+        ),
+        ..RepoSnapshot::default()
+    };
+    let d = detect(&snap).unwrap();
+    let served = Served {
+        static_server: Some("http://127.0.0.1:9/contexts/t/static-server"),
+        ..Served::default()
+    };
+    let f = generate(&d, &BaseImages::default(), &[], "k", served).unwrap();
+    assert!(f.contains("ENV ASTRO_TELEMETRY_DISABLED=1"), "{f}");
+    assert!(
+        f.contains(
+            "FROM scratch\nENV PORT=8080 STATIC_ROOT=/www STATIC_SPA=0\n\
+             COPY --from=server /static-server /static-server\n\
+             COPY --from=build /app/dist /www\nUSER 1000:1000\nEXPOSE 8080\n\
+             CMD [\"/static-server\"]"
+        ),
+        "{f}"
+    );
+    // Without the static server served to the build: busybox httpd on the same port.
+    let f = generate(&d, &BaseImages::default(), &[], "k", Served::default()).unwrap();
+    assert!(
+        f.contains(r#"CMD ["httpd", "-f", "-v", "-p", "8080", "-h", "/www"]"#),
+        "{f}"
+    );
+}
+
+#[test]
+fn fastify_cli_apps_listen_on_every_address() {
+    let snap = RepoSnapshot {
+        dir: "/src/app".into(),
+        files: ["package.json".to_owned()].into_iter().collect(),
+        package_json: Some(
+            r#"{"dependencies": {"fastify": "5", "fastify-cli": "8"}, "scripts": {"start": "fastify start -l info app.js"}}"#.into(),
+        ),
+        ..RepoSnapshot::default()
+    };
+    let d = detect(&snap).unwrap();
+    let f = generate(&d, &BaseImages::default(), &[], "k", Served::default()).unwrap();
+    assert!(f.contains("ENV FASTIFY_ADDRESS=0.0.0.0\n"), "{f}");
+    assert!(
+        f.contains(r#"CMD ["node_modules/.bin/fastify", "start", "-l", "info", "app.js"]"#),
+        "{f}"
+    );
+}
