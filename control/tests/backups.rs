@@ -763,3 +763,70 @@ async fn a_base_backup_is_verified_by_a_throwaway_recovery_and_a_flipped_byte_fa
     assert!(e.to_string().contains("to_time"), "{e}");
     Ok(())
 }
+
+/// `DELETE /services/{id}?purge=true` (#14): the deleted service's backup objects are due at
+/// once and go without waiting for `deleted_keep_ms` (7 days) or a scheduler pass (none runs
+/// here); a plain delete keeps another service's objects for the keep time.
+#[tokio::test]
+async fn a_purged_delete_removes_the_backup_objects_at_once_a_plain_one_keeps_them()
+-> anyhow::Result<()> {
+    let s = setup("bk-purge").await?;
+    let (kept, _) = s.engine("kept", "postgres", &dump("kept")).await;
+    let (purged, _) = s.engine("purged", "postgres", &dump("purged")).await;
+    let kb = s.backup(&kept).await;
+    let pb = s.backup(&purged).await;
+    assert_eq!(kb["state"], "completed", "{kb}");
+    assert_eq!(pb["state"], "completed", "{pb}");
+    let kept_file = s.object_file(&kept, kb["id"].as_str().unwrap());
+    let purged_file = s.object_file(&purged, pb["id"].as_str().unwrap());
+    assert!(kept_file.is_file() && purged_file.is_file());
+
+    let (status, v) =
+        s.h.call("DELETE", &format!("/services/{kept}"), &s.token, None)
+            .await;
+    assert_eq!(status, 204, "{v}");
+    let (status, v) =
+        s.h.call(
+            "DELETE",
+            &format!("/services/{purged}?purge=true"),
+            &s.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{v}");
+    let deadline = Instant::now() + LIMIT;
+    while purged_file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the purged service's backup object is still there after {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pool = &s.h.store().pool;
+    let rows = |service: &str| {
+        let service = Uuid::parse_str(service).unwrap();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM deleted_backup_objects WHERE service_id = $1",
+            )
+            .bind(service)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        }
+    };
+    let deadline = Instant::now() + LIMIT;
+    while rows(&purged).await > 0 {
+        assert!(Instant::now() < deadline, "the purged object's row is left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The plain delete's object waits for the keep time, also through a scheduler's sweep.
+    let week = Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(s.backups().sweep_deleted_objects(week).await?, 0);
+    assert!(
+        kept_file.is_file(),
+        "a plain delete removed the backup object"
+    );
+    assert_eq!(rows(&kept).await, 1);
+    Ok(())
+}

@@ -29,7 +29,14 @@ async fn view(state: &AppState, org: Uuid, service: Service) -> ApiResult<Value>
     let env = state.store.service_env(service.id).await?;
     let uses = crate::managed::refs::referenced_services(env.iter().map(|(k, (v, _))| (k, v)))
         .unwrap_or_default();
+    // Its volumes live on a node marked down: it is down with it, not moved (#15).
+    let down_with = crate::pipeline::reschedule::down_with_nodes(&state.store, &[service.id])
+        .await?
+        .into_iter()
+        .next()
+        .map(|d| json!({ "id": d.node_id, "name": d.node_name }));
     let mut v = json!(service);
+    v["down_with_node"] = json!(down_with);
     v["hosts"] = json!(hosts);
     v["engine"] = json!(engine);
     v["uses"] = json!(uses);
@@ -391,7 +398,8 @@ pub async fn rotate_credentials(
 }
 
 /// `DELETE /services/{id}?purge=true`: the service's volumes go now instead of after the
-/// grace period (`crate::volumes`).
+/// grace period (`crate::volumes`), and its backup and WAL objects instead of after
+/// `backups.deleted_keep_ms` (`crate::backups::deleted`).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteParams {
@@ -410,6 +418,10 @@ pub async fn delete(
         .await?;
     state.store.delete_service(org.id, id).await?;
     if p.purge {
+        // Its backup and WAL objects too (without backups configured there are none).
+        if let Some(backups) = &state.backups {
+            backups.purge_deleted(id).await?;
+        }
         crate::volumes::purge(&state.store, id).await?;
         // Now rather than at the node monitor's next round; a node that does not answer keeps
         // its row and is asked again then.
