@@ -47,6 +47,9 @@ fn main() -> anyhow::Result<()> {
     let conf = ServerConf {
         threads: 1,
         work_stealing: false,
+        // stackpad-proxy's default (`upstream_keepalive_pool_size`), so both keep the same
+        // idle upstream connections.
+        upstream_keepalive_pool_size: 512,
         daemon: false,
         ..ServerConf::default()
     };

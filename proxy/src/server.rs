@@ -96,6 +96,7 @@ pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
     let mut conf = ServerConf {
         threads: config.threads,
         work_stealing: config.work_stealing,
+        upstream_keepalive_pool_size: config.upstream_keepalive_pool_size,
         grace_period_seconds: Some(config.grace_period_secs),
         graceful_shutdown_timeout_seconds: Some(config.grace_period_secs.min(10)),
         upgrade_sock: config.upgrade_sock.display().to_string(),
