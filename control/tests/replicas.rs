@@ -2,7 +2,8 @@
 //! instances spread over the compute nodes and switched as one set; a scale (PATCH replicas)
 //! deploys the serving image again without a build; rollback keeps the current count; the old
 //! set and a deleted service are removed from every node; a lost node's replicas are placed
-//! again on the nodes up and its orphans removed when it answers again.
+//! again on the nodes up (a service with a volume there is shown down with it) and its
+//! orphans removed when it answers again.
 
 mod common;
 
@@ -216,7 +217,32 @@ async fn a_lost_node_s_replicas_are_placed_again_and_its_orphans_go_when_it_answ
     let n2 = h
         .register_node("n2", "compute", "http://127.0.0.1:10")
         .await;
+    let address = |id: &str| {
+        if id == n1 {
+            "http://127.0.0.1:9"
+        } else {
+            "http://127.0.0.1:10"
+        }
+    };
     let (_, a) = h.org("org-a").await;
+    // A service with a volume: the node holding it is the one lost.
+    let volume = json!([{ "name": "data", "mount_path": "/data", "size_bytes": 1u64 << 30 }]);
+    let (_, stateful) = h
+        .service(
+            &a,
+            json!({ "name": "db", "image": "app:v1", "volumes": volume }),
+        )
+        .await;
+    let d = h.deploy(&a, &stateful, json!({})).await;
+    let v = h.wait_terminal(&a, &d, LIMIT).await;
+    assert_eq!(v["state"], "ready", "{v}");
+    let lost_id = nodes_of(&v)[0].clone();
+    let kept = if lost_id == n1 {
+        n2.clone()
+    } else {
+        n1.clone()
+    };
+    let (lost_address, lost_name) = (address(&lost_id), if lost_id == n1 { "n1" } else { "n2" });
     let (_, service) = h
         .service(
             &a,
@@ -229,14 +255,14 @@ async fn a_lost_node_s_replicas_are_placed_again_and_its_orphans_go_when_it_answ
         nodes_of(&v1).iter().collect::<BTreeSet<_>>(),
         BTreeSet::from([&n1, &n2])
     );
+    let (_, s) = h
+        .call("GET", &format!("/services/{stateful}"), &a, None)
+        .await;
+    assert_eq!(s["down_with_node"], Value::Null, "{s}");
 
-    // n2 stops answering: marked down after 600 ms, its replica placed again on n1.
-    fakes
-        .node
-        .silent
-        .lock()
-        .unwrap()
-        .push("http://127.0.0.1:10".into());
+    // The node stops answering: marked down after 600 ms, web's replica there placed again on
+    // the other node; db (its volume lives there) is shown down with it, not moved.
+    fakes.node.silent.lock().unwrap().push(lost_address.into());
     let lost = tokio::time::Instant::now();
     let replaced = loop {
         let (_, s) = h
@@ -254,30 +280,57 @@ async fn a_lost_node_s_replicas_are_placed_again_and_its_orphans_go_when_it_answ
     };
     let v2 = h.wait_terminal(&a, &replaced, LIMIT).await;
     assert_eq!(v2["state"], "ready", "{v2}");
-    assert_eq!(nodes_of(&v2), [n1.clone(), n1.clone()], "{v2}");
+    assert_eq!(nodes_of(&v2), [kept.clone(), kept.clone()], "{v2}");
     assert_eq!(v2["image"], v1["image"]);
     eprintln!(
-        "replicas serving again on n1 {:?} after n2 went silent",
+        "replicas serving again on {kept} {:?} after {lost_name} went silent",
         lost.elapsed()
     );
     let (_, nodes) = h.call("GET", "/nodes", common::ADMIN, None).await;
     assert!(
         nodes.to_string().contains("\"down\""),
-        "n2 is shown down: {nodes}"
+        "{lost_name} is shown down: {nodes}"
+    );
+    let (_, s) = h
+        .call("GET", &format!("/services/{stateful}"), &a, None)
+        .await;
+    assert_eq!(
+        s["down_with_node"],
+        json!({ "id": lost_id, "name": lost_name }),
+        "{s}"
+    );
+    assert_eq!(s["current_deployment_id"], v["id"], "db is not moved: {s}");
+    let (_, listed) = h
+        .call(
+            "GET",
+            &format!("/projects/{}/services", s["project_id"].as_str().unwrap()),
+            &a,
+            None,
+        )
+        .await;
+    assert!(
+        listed
+            .to_string()
+            .contains(&format!("\"down_with_node\":{{\"id\":\"{lost_id}\"")),
+        "the list shows it too: {listed}"
     );
 
-    // The old set's removal could not reach n2; once n2 answers again, the replica of d1 it
-    // still runs is removed.
-    assert!(!removed(&fakes, &d1).contains("http://127.0.0.1:10"));
+    // The old set's removal could not reach the lost node; once it answers again, the replica
+    // of d1 it still runs is removed, and db is no longer down.
+    assert!(!removed(&fakes, &d1).contains(lost_address));
     fakes.node.silent.lock().unwrap().clear();
     let back = tokio::time::Instant::now();
-    while !removed(&fakes, &d1).contains("http://127.0.0.1:10") {
+    while !removed(&fakes, &d1).contains(lost_address) {
         assert!(
             back.elapsed() < LIMIT,
             "the returned node's orphan was never removed"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let (_, s) = h
+        .call("GET", &format!("/services/{stateful}"), &a, None)
+        .await;
+    assert_eq!(s["down_with_node"], Value::Null, "{s}");
     h.stop().await;
     Ok(())
 }

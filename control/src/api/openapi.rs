@@ -194,7 +194,7 @@ pub fn document() -> Value {
                 "post": op("Create a service; Idempotency-Key. A git service given no webhook_secret gets a generated one, shown once in this answer (webhook_secret) and never again (a replay of the Idempotency-Key does not show it; rotate with PATCH /services/{id}/webhook). A given webhook_secret must be 32 to 256 printable ASCII characters with 8 different at least", Some("CreateService"), "201")
             },
             "/services/{id}": {
-                "get": op("Get a service (secrets masked)", None, "200"),
+                "get": op("Get a service (secrets masked). down_with_node: the node ({id, name}) a service with volumes is down with, when the node it runs on was marked down (its volumes live there, so it is not moved elsewhere); null otherwise", None, "200"),
                 "patch": op("Change a service", Some("UpdateService"), "200"),
                 "delete": op("Delete a service: its route, certificate permission and containers go first (409 while a deployment is in progress, 503 naming the daemon that did not answer; the service is then kept)", None, "204")
             },
@@ -236,7 +236,7 @@ pub fn document() -> Value {
                 "post": op("Register or update a node (operator token)", Some("RegisterNode"), "201")
             },
             "/nodes/{id}": { "delete": op("Remove a node (operator token): 409 while it runs containers of live deployments and was not drained; its registration and the identity control accepts at its address go (control refuses its certificate from then on; it joins again only with a new join token); answers the node and the containers it still ran (abandoned)", None, "200") },
-            "/nodes/{id}/drain": { "post": op("Drain a node (operator token): nothing new is placed on it (deployments, builds); answers the node, drained_at and the containers it still runs for live deployments (remaining), which move at their service's next deployment", None, "200") },
+            "/nodes/{id}/drain": { "post": op("Drain a node (operator token): nothing new is placed on it (deployments, builds), and each stateless service serving there is moved at once by a deployment of the image it runs (no build) placing its replicas on the other nodes up (moving: service_id and deployment_id, null when a deployment of it was already on its way). A service with volumes stays and keeps serving there (staying: service_id and reason), for the operator to move by hand. Answers the node, drained_at, moving, staying and the containers it still runs for live deployments (remaining: the moving ones until their new set is switched in)", None, "200") },
             "/nodes/{id}/heartbeat": { "post": op("Record a heartbeat (operator token)", None, "200") },
             "/nodes/join-tokens": { "post": op("Issue a one-time join token for a node of a role (operator token): role (build, compute, proxy), ttl_seconds (default 3600, at most 7 days); the token is shown once", Some("CreateJoinToken"), "201") },
             "/nodes/join": { "post": {

@@ -118,14 +118,27 @@ pub async fn move_off(store: &Store, down: &[Uuid], cause: Cause) -> Result<Vec<
     Ok(outcomes)
 }
 
-/// The services reported down with a node that is down (their volumes live there), with it.
-pub async fn down_with_nodes(store: &Store) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+/// A service down with its node: its volumes live on a node marked down, so it was not moved.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct DownWithNode {
+    pub service_id: Uuid,
+    pub node_id: Uuid,
+    pub node_name: String,
+}
+
+/// Of `services`, those down with a node that is down (their volumes live there), with it.
+pub async fn down_with_nodes(
+    store: &Store,
+    services: &[Uuid],
+) -> Result<Vec<DownWithNode>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT DISTINCT s.id, i.node_id FROM services s \
+        "SELECT DISTINCT s.id AS service_id, n.id AS node_id, n.name AS node_name FROM services s \
          JOIN deployment_instances i ON i.deployment_id = s.current_deployment_id \
          JOIN nodes n ON n.id = i.node_id \
-         WHERE n.status = 'down' AND s.volumes <> '[]'::jsonb ORDER BY s.id",
+         WHERE s.id = ANY($1) AND n.status = 'down' AND s.volumes <> '[]'::jsonb \
+         ORDER BY s.id",
     )
+    .bind(services)
     .fetch_all(&store.pool)
     .await?)
 }
