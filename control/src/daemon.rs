@@ -338,8 +338,10 @@ pub async fn start(
     })
 }
 
-/// Runs the node monitor's rounds ([`Monitor`]) every `interval`, then pushes the cluster
-/// endpoints where stale and sweeps deleted services' volumes.
+/// Runs the node monitor's rounds ([`Monitor`]) every `interval` (from the start of one to the
+/// next: a round waiting on a dead node's probe is followed at once) and, on a cadence of its
+/// own so a slow call to a dead node never delays the next probe, pushes the cluster endpoints
+/// where stale and sweeps deleted services' volumes.
 async fn monitor_nodes(
     store: Store,
     clients: Clients,
@@ -347,21 +349,32 @@ async fn monitor_nodes(
     down_after: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut monitor = Monitor::new(down_after);
-    loop {
-        if let Err(e) = monitor.round(&store, &clients).await {
-            tracing::warn!(error = %e, "a round of the node monitor failed");
+    let probing = async {
+        let mut monitor = Monitor::new(down_after);
+        loop {
+            let started = tokio::time::Instant::now();
+            if let Err(e) = monitor.round(&store, &clients).await {
+                tracing::warn!(error = %e, "a round of the node monitor failed");
+            }
+            let next = started + interval;
+            if next > tokio::time::Instant::now() {
+                tokio::time::sleep_until(next).await;
+                monitor.woke_late(tokio::time::Instant::now().saturating_duration_since(next));
+            }
         }
-        crate::endpoints::reconcile(&store, &clients).await;
-        // Volumes of deleted services whose grace period is over (#14).
-        if let Err(e) = crate::volumes::sweep(&store, &clients).await {
-            tracing::warn!(error = %e, "sweeping the volumes of deleted services failed");
+    };
+    let housekeeping = async {
+        loop {
+            crate::endpoints::reconcile(&store, &clients).await;
+            // Volumes of deleted services whose grace period is over (#14).
+            if let Err(e) = crate::volumes::sweep(&store, &clients).await {
+                tracing::warn!(error = %e, "sweeping the volumes of deleted services failed");
+            }
+            tokio::time::sleep(interval).await;
         }
-        let waited = std::time::Instant::now();
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-        monitor.woke_late(waited.elapsed().saturating_sub(interval));
+    };
+    tokio::select! {
+        _ = futures::future::join(probing, housekeeping) => {}
+        _ = shutdown.wait_for(|s| *s) => {}
     }
 }

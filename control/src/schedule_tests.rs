@@ -224,7 +224,11 @@ fn every_node_failing_at_once_marks_none_down() {
 fn a_lone_node_is_believed_on_a_refused_connection_only() {
     let t0 = Instant::now();
     let mut silent = NodeWatch::new(Duration::from_secs(2));
-    let marked = rounds(&mut silent, t0, &[(&[probed(1, Probe::Silent)][..], false); 5]);
+    let marked = rounds(
+        &mut silent,
+        t0,
+        &[(&[probed(1, Probe::Silent)][..], false); 5],
+    );
     assert!(marked.iter().all(Vec::is_empty), "{marked:?}");
     let mut refused = NodeWatch::new(Duration::from_secs(2));
     let marked = rounds(

@@ -46,7 +46,7 @@ impl Monitor {
         }
     }
 
-    /// Tells the monitor how late its wait before the next round woke.
+    /// Tells the monitor how late its wait for the next round woke (its process was starved).
     pub fn woke_late(&mut self, late: Duration) {
         self.late = self.late.max(late);
     }
@@ -59,10 +59,11 @@ impl Monitor {
             .into_iter()
             .filter(|n| n.role != NodeRole::Proxy)
             .collect();
-        let at = Instant::now();
         let bound = self.probe_timeout;
         let probes =
             futures::future::join_all(nodes.iter().map(|node| probe(clients, node, bound))).await;
+        // Decided as of the probes' end: a failed one had until then to answer.
+        let at = Instant::now();
         let late = probes
             .iter()
             .map(|p| p.late)
@@ -74,29 +75,15 @@ impl Monitor {
             stalled: stalled.then_some(late),
             ..Round::default()
         };
-        let mut seen = Vec::with_capacity(nodes.len());
-        for (node, p) in nodes.iter().zip(&probes) {
-            seen.push(Probed {
+        let seen: Vec<Probed> = nodes
+            .iter()
+            .zip(&probes)
+            .map(|(node, p)| Probed {
                 id: node.id,
                 up: node.status == NodeStatus::Up,
                 probe: p.probe,
-            });
-            if p.probe != Probe::Answered {
-                tracing::debug!(node = %node.name, probe = ?p.probe, error = ?p.error, "node did not answer");
-                round.failed.push(node.id);
-                continue;
-            }
-            round.answered.push(node.id);
-            store.heartbeat(node.id, p.capacity).await?;
-            // Back after it was down: what it still runs of deployments replaced meanwhile
-            // goes (#15).
-            if node.status == NodeStatus::Down
-                && node.role == NodeRole::Compute
-                && let Err(e) = reschedule::clean_returned(store, clients, node).await
-            {
-                tracing::warn!(node = %node.name, error = %e, "cleaning a returned node failed");
-            }
-        }
+            })
+            .collect();
         if let Some(late) = round.stalled {
             tracing::warn!(
                 ?late,
@@ -113,6 +100,23 @@ impl Monitor {
             // Their replicas are placed again on the nodes that are up (#15).
             if let Err(e) = reschedule::reschedule(store, &down).await {
                 tracing::warn!(error = %e, "rescheduling the replicas of lost nodes failed");
+            }
+        }
+        for (node, p) in nodes.iter().zip(&probes) {
+            if p.probe != Probe::Answered {
+                tracing::debug!(node = %node.name, probe = ?p.probe, error = ?p.error, "node did not answer");
+                round.failed.push(node.id);
+                continue;
+            }
+            round.answered.push(node.id);
+            store.heartbeat(node.id, p.capacity).await?;
+            // Back after it was down: what it still runs of deployments replaced meanwhile
+            // goes (#15).
+            if node.status == NodeStatus::Down
+                && node.role == NodeRole::Compute
+                && let Err(e) = reschedule::clean_returned(store, clients, node).await
+            {
+                tracing::warn!(node = %node.name, error = %e, "cleaning a returned node failed");
             }
         }
         round.marked_down = down;
