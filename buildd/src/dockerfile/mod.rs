@@ -112,9 +112,7 @@ impl BaseImages {
             }
         }
     }
-}
 
-impl BaseImages {
     /// The Node an app that asks for none builds with when its dependencies declare versions
     /// (`Detection::dependency_node`): `None` for the node image, when it meets them all (or
     /// they cannot be told) or when no major offered does (the build goes on with the node
@@ -167,6 +165,8 @@ pub struct Served<'a> {
 
 /// The uid:gid the app runs as (the official node images' `node` user).
 const APP_USER: &str = "1000:1000";
+/// Where the build stage copies the app's files other than node_modules, for the image.
+const APP_FILES: &str = "/app-files";
 
 struct Install {
     cache: &'static str,
@@ -366,18 +366,26 @@ pub fn generate(
         if let (Some(prune), false) = (inst.prune, d.framework.is_static()) {
             let _ = writeln!(f, "RUN {prune}");
         }
-        if d.framework == (Framework::NextJs { standalone: false }) {
-            // The build's own cache has no place in the image.
+        // The build's own cache has no place in the image.
+        let next_cache = d.framework == (Framework::NextJs { standalone: false });
+        if prod || split_modules(d, &inst) {
+            // node_modules goes into the image on its own (prod-deps' or this stage's, pruned):
+            // unchanged dependencies are an unchanged layer (not pushed again) when only the
+            // sources changed. The app's other files are copied out beside it for the image;
+            // moving node_modules instead copied all of it (a rename across overlay layers),
+            // deleting it wrote a whiteout per file.
+            let _ = writeln!(
+                f,
+                "RUN mkdir {APP_FILES} && find . -mindepth 1 -maxdepth 1 ! -name node_modules \
+                 -exec cp -a -t {APP_FILES} {{}} +{}",
+                if next_cache {
+                    format!(" && rm -rf {APP_FILES}/.next/cache")
+                } else {
+                    String::new()
+                }
+            );
+        } else if next_cache {
             let _ = writeln!(f, "RUN rm -rf .next/cache");
-        }
-        if prod {
-            // The image takes prod-deps' node_modules instead.
-            let _ = writeln!(f, "RUN rm -rf node_modules");
-        }
-        if split_modules(d, &inst) {
-            // Copied on its own: unchanged dependencies are an unchanged layer (not pushed
-            // again) when only the sources changed.
-            let _ = writeln!(f, "RUN mv node_modules /node_modules");
         }
     }
     let modules = if prod {
@@ -385,7 +393,7 @@ pub fn generate(
             "--from=prod-deps --chown={APP_USER} /app/node_modules"
         ))
     } else if needs_build && split_modules(d, &inst) {
-        Some(format!("--from=build --chown={APP_USER} /node_modules"))
+        Some(format!("--from=build --chown={APP_USER} /app/node_modules"))
     } else {
         None
     };
@@ -509,12 +517,18 @@ fn runtime_stage(
                     "COPY --from=build --chown={APP_USER} /app/.output ./.output"
                 );
             }
-            _ if needs_build => {
-                if let Some(from) = modules {
-                    let _ = writeln!(f, "COPY {from} ./node_modules");
+            _ if needs_build => match modules {
+                Some(from) => {
+                    let _ = writeln!(
+                        f,
+                        "COPY {from} ./node_modules\n\
+                         COPY --from=build --chown={APP_USER} {APP_FILES} ./"
+                    );
                 }
-                let _ = writeln!(f, "COPY --from=build --chown={APP_USER} /app ./");
-            }
+                None => {
+                    let _ = writeln!(f, "COPY --from=build --chown={APP_USER} /app ./");
+                }
+            },
             _ => {
                 let _ = writeln!(
                     f,
