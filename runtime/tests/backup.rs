@@ -3,7 +3,8 @@
 //! the data, load the dump back: the rows are back; CHECK counts what the engine holds. An
 //! upload that ends without its end changes nothing, and a damaged dump is refused by the
 //! engine's own tool with the data left as it was. Redis is restored by putting the RDB in
-//! place and restarting the container (its restart policy), then healthy again.
+//! place and restarting the container (its restart policy), then healthy again. A PostgreSQL
+//! dump as older agents took it (zlib-compressed by pg_dump; now `-Z0`) still loads.
 
 mod common;
 
@@ -37,6 +38,8 @@ struct Engine {
     check: &'static str,
     /// Found in the first 100 bytes of a dump.
     magic: &'static str,
+    /// Prints a dump as an older agent took it, which must still load.
+    older: Option<&'static str>,
 }
 
 const POSTGRES: Engine = Engine {
@@ -55,6 +58,8 @@ const POSTGRES: Engine = Engine {
     read: "[ \"$(psql -X -q -tA -h /run/postgresql -U app -d app -c 'select sum(x) from kept')\" = 6 ]",
     check: "tables 1\nrows 3\n",
     magic: "PGDMP",
+    // Before bench/backup, the agent let pg_dump compress with zlib (now -Z0, zstd in control).
+    older: Some("exec pg_dump -Fc -h /run/postgresql -U app -d app"),
 };
 
 const MARIADB: Engine = Engine {
@@ -73,6 +78,7 @@ const MARIADB: Engine = Engine {
     read: "[ \"$(mariadb -uroot -S /run/mysqld/mysqld.sock app -N -e 'select sum(x) from kept')\" = 6 ]",
     check: "tables 1\nrows 3\ntable kept 3\n",
     magic: "-- MariaDB dump",
+    older: None,
 };
 
 const REDIS: Engine = Engine {
@@ -91,6 +97,7 @@ const REDIS: Engine = Engine {
     read: "export REDISCLI_AUTH=\"$REDIS_PASSWORD\"; [ \"$(redis-cli -h 127.0.0.1 --no-auth-warning mget a b c | tr -d '\\n')\" = 123 ]",
     check: "keys 3\n",
     magic: "REDIS",
+    older: None,
 };
 
 fn engine_spec(node: &TestNode, project: &str, e: &Engine) -> DeploySpec {
@@ -313,6 +320,30 @@ async fn dump_drop_load(prefix: &str, e: &Engine) -> anyhow::Result<()> {
         .map_err(|m| anyhow::anyhow!("{}: rows not back after the load: {m}", e.image))?;
     let check = dump(&mut client, &id, e.engine, pb::EngineCommand::Check).await?;
     assert_eq!(String::from_utf8_lossy(&check), e.check, "{}", e.image);
+
+    if let Some(script) = e.older {
+        let pid = node.agent.status(&id)?.pid;
+        let argv = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()];
+        let out = runtime::agent::exec::nsenter(&node.ns.containerd, &id, pid, &argv)
+            .await
+            .map_err(|m| anyhow::anyhow!("{}: older dump: {m}", e.image))?
+            .output()
+            .await?;
+        assert!(out.status.success(), "{}: older dump: {out:?}", e.image);
+        run_in(&node, &db, e.drop)
+            .await
+            .map_err(|m| anyhow::anyhow!("{}: drop: {m}", e.image))?;
+        load(&mut client, &id, e.engine, &out.stdout, true).await?;
+        run_in(&node, &db, e.read)
+            .await
+            .map_err(|m| anyhow::anyhow!("{}: an older agent's dump did not load: {m}", e.image))?;
+        println!(
+            "{}: an older agent's dump ({} bytes, the new one {}) loaded",
+            e.image,
+            out.stdout.len(),
+            data.len()
+        );
+    }
 
     // A container that is not there: not found, naming it.
     let missing = dump(&mut client, "nope", e.engine, pb::EngineCommand::Dump)
