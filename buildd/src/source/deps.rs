@@ -96,6 +96,13 @@ pub enum DepsError {
     )]
     Unsupported { manager: String },
     #[error(
+        "yarn 2 and later (Berry) projects cannot build yet, neither with Plug'n'Play (Berry's \
+         default: no node_modules folder, packages loaded from zip archives through .pnp.cjs) \
+         nor with nodeLinker: node-modules: npm (package-lock.json), pnpm (pnpm-lock.yaml) and \
+         yarn 1 (yarn.lock) are supported; use one of them, or add a Dockerfile"
+    )]
+    YarnBerry,
+    #[error(
         "package.json's packageManager {value:?} is not `pnpm@<version>` or `yarn@<version>` \
          with a plain version (like pnpm@10.34.9)"
     )]
@@ -386,15 +393,12 @@ pub fn plan_pnpm(package_json: &str, lock_text: &str) -> Result<FetchPlan, DepsE
 /// installs the lock file in the sandbox (its `resolved` URLs on the npm registry's host).
 /// yarn 2 and later (Berry) are not supported.
 pub fn plan_yarn(package_json: &str, lock_text: &str) -> Result<FetchPlan, DepsError> {
-    let berry = || DepsError::Unsupported {
-        manager: "yarn 2 and later (Berry)".into(),
-    };
     if lock_text.lines().any(|l| l.starts_with("__metadata:")) {
-        return Err(berry());
+        return Err(DepsError::YarnBerry);
     }
     let (version, from) = match pinned(package_json, "yarn")? {
         Some(v) if v.starts_with("1.") => (v, "packageManager"),
-        Some(_) => return Err(berry()),
+        Some(_) => return Err(DepsError::YarnBerry),
         None => (YARN_1.to_owned(), "yarn 1's lock file"),
     };
     let mut packages = 0;
@@ -437,9 +441,7 @@ pub fn plan_yarn(package_json: &str, lock_text: &str) -> Result<FetchPlan, DepsE
 pub fn plan_tool_only(pm: PackageManager, package_json: &str) -> Result<FetchPlan, DepsError> {
     let (version, from) = match (pm, pinned(package_json, pm.name())?) {
         (PackageManager::Yarn, Some(v)) if !v.starts_with("1.") => {
-            return Err(DepsError::Unsupported {
-                manager: "yarn 2 and later (Berry)".into(),
-            });
+            return Err(DepsError::YarnBerry);
         }
         (_, Some(v)) => (v, "packageManager"),
         (PackageManager::Yarn, None) => (YARN_1.to_owned(), "the default"),

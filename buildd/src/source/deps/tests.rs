@@ -226,7 +226,12 @@ fn pnpm_and_yarn_packages_from_elsewhere_are_refused_by_name() {
 fn yarn_berry_is_refused_and_yarn_1_is_pinned() {
     let berry = "__metadata:\n  version: 8\n";
     let msg = plan_yarn("{}", berry).unwrap_err().to_string();
-    assert!(msg.contains("yarn 2 and later (Berry)"), "{msg}");
+    assert!(
+        msg.contains("yarn 2 and later (Berry)")
+            && msg.contains("Plug'n'Play")
+            && msg.contains("nodeLinker: node-modules"),
+        "{msg}"
+    );
     let msg = plan_yarn(r#"{"packageManager": "yarn@4.5.0"}"#, "")
         .unwrap_err()
         .to_string();
