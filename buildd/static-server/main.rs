@@ -1,12 +1,14 @@
-//! The static file server of single-page apps (Vite builds) in images stackpad-buildd generates.
+//! The static file server of static sites (Vite single-page apps, Astro, SvelteKit's
+//! adapter-static) in images stackpad-buildd generates.
 //!
 //! Standard library only, linked statically by buildd's build script and put alone in an image
 //! `FROM scratch` beside the site's files, so the image is the site plus this file. Serves
 //! `STATIC_ROOT` (default `/www`) on `PORT` (default 8080): GET and HEAD; a folder serves its
-//! `index.html`; a path whose last segment has no extension and names no file gets the root's
-//! `index.html` with 200 (the SPA fallback: the app's router takes the path from there) unless
-//! `STATIC_SPA=0` (sites of many pages: Astro, SvelteKit's adapter-static); any other missing
-//! file is a 404, with the root's `404.html` as its body when the site has one. Files under `/assets/` (Vite's hashed names) are cached for a
+//! `index.html`; a path whose last segment has no extension and names no file is served
+//! `<path>.html` when there is one (prerendered pages), else the root's `index.html` with 200
+//! (the SPA fallback: the app's router takes the path from there) unless `STATIC_SPA=0` (sites
+//! of many pages); any other missing file is a 404, with the root's `404.html` as its body when
+//! a site of many pages has one. Files under `/assets/` (Vite's hashed names) are cached for a
 //! year, everything else is revalidated. HTTP/1.1 keep-alive; one thread per connection, at
 //! most `MAX_CONNECTIONS` at once.
 
@@ -219,6 +221,14 @@ fn resolve(site: &Site, path: &[u8]) -> Option<Found> {
     let immutable = path.starts_with(b"/assets/");
     if let Some(found) = open(&target, immutable) {
         return Some(found);
+    }
+    if !last.is_empty() && !last.contains(&b'.') {
+        // A page written as `<name>.html` (SvelteKit's prerendered `/about` is about.html).
+        let mut page = target.clone().into_os_string();
+        page.push(".html");
+        if let Some(found) = open(Path::new(&page), false) {
+            return Some(found);
+        }
     }
     if site.spa && !last.contains(&b'.') {
         return open(&root.join("index.html"), false);
