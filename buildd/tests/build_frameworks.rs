@@ -239,3 +239,17 @@ async fn react_router_framework_mode_builds_and_server_renders_its_loader_data()
         ],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sveltekit_with_adapter_static_is_served_prerendered_without_node() {
+    let built = build("sveltekit-static", "sveltekit", 8080).await;
+    assert_eq!(dockerfile_line(&built, "CMD "), r#"CMD ["/static-server"]"#);
+    let (_c, port, body) = serve(&built, 30).await;
+    assert!(body.contains("<h1>Welcome to SvelteKit</h1>"), "{body}");
+    // Prerendered as about.html, asked for as /about.
+    let (line, body) = get(port, "/about").await;
+    assert!(line.contains("200"), "{line}");
+    assert!(body.contains("About this prerendered page"), "{body}");
+    let (line, _) = get(port, "/no/such/page").await;
+    assert!(line.contains("404"), "{line}");
+}
