@@ -1,9 +1,13 @@
 //! Node loss for real (#15): a web service with 2 replicas on 2 compute nodes serves through
-//! the proxy under load; every process of one compute node (its agent, containerd, shims,
-//! WireGuard, its containers' tasks) is killed with SIGKILL at once. Control marks the node
-//! down within its bound, the proxy ejects the dead upstream (its first connect failure, or its
-//! active checks) and retries a request whose connect failed on the live one, control places the lost replica on the other node, and
-//! `scripts/cluster down` still removes everything of the dead node.
+//! the proxy under load, beside a service with a volume on one of them; every process of that
+//! node (its agent, containerd, shims, WireGuard, its containers' tasks) is killed with SIGKILL
+//! at once. Control marks the node down within its bound (the other nodes answering its
+//! probes), the proxy ejects the dead upstream (its first connect failure, or its active
+//! checks) and retries a request whose connect failed on the live one, control places the lost
+//! replica on the other node and shows the service with the volume down with its node (not
+//! moved). The node is then started again (`scripts/cluster up`): control removes the replica
+//! it still holds of the replaced deployment (its orphan), keeps the volume's service, and
+//! `scripts/cluster down` still removes everything.
 //!
 //! Printed: requests failed before and after the ejection, time from the kill to the node
 //! marked down, and to both replicas serving again on the surviving node.
@@ -18,14 +22,17 @@ use serde_json::{Value, json};
 
 use crate::harness::{Cluster, HostPlatform};
 
-/// Control's monitor for this test: a heartbeat every second, down after 5 s of silence (3 s
-/// marked live nodes down on a loaded 2-core machine: one tick of the monitor took longer).
+/// Control's monitor for this test: a probe every second, down after 5 s of failed probes
+/// (each waits 2.5 s) while the other nodes answer: a late answer alone marks nothing down,
+/// so the whole suite's load on two cores does not take the live nodes down with the dead one.
 pub const CONTROL: &str = "heartbeat_interval_ms = 1000\nnode_down_after_ms = 5000\n";
-/// The bound the node must be marked down within: down_after, plus the monitor's tick, which
-/// waits for the dead node's call to time out.
+/// The bound the node must be marked down within: down_after, plus the monitor's round, which
+/// waits for the dead node's probe to time out, and a round starved by the load.
 const DOWN_WITHIN: Duration = Duration::from_secs(15);
 /// The bound both replicas must serve again within.
 const RECOVER_WITHIN: Duration = Duration::from_secs(45);
+/// The bound a restarted node must be up and rid of its orphan within.
+const CLEANED_WITHIN: Duration = Duration::from_secs(30);
 
 /// busybox httpd serving `/id`: the deployment, the replica and a value drawn at start.
 pub const COMMAND: &str = "mkdir -p /tmp/www && cp -r /www/. /tmp/www/ && \
@@ -66,6 +73,8 @@ pub struct Figures {
     pub ejected_after: Option<Duration>,
     pub down_after: Duration,
     pub serving_after: Duration,
+    /// From `scripts/cluster up` of the killed node to its orphan removed by control.
+    pub orphan_removed_after: Duration,
     pub errors: Vec<String>,
 }
 
@@ -74,13 +83,15 @@ impl std::fmt::Display for Figures {
         write!(
             f,
             "node loss: {} requests, {} failed before ejection, {} after; ejected {:?} after the \
-             kill, node down after {:?}, both replicas serving again after {:?}; errors {:?}",
+             kill, node down after {:?}, both replicas serving again after {:?}; the restarted \
+             node's orphan removed {:?} after its restart; errors {:?}",
             self.total,
             self.failed_before_ejection,
             self.failed_after_ejection,
             self.ejected_after,
             self.down_after,
             self.serving_after,
+            self.orphan_removed_after,
             self.errors
         )
     }
@@ -115,30 +126,69 @@ pub async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Res
         .await?;
     let service = s["id"].as_str().context("service id")?.to_owned();
     let host = s["hosts"][0].as_str().context("platform host")?.to_owned();
-    let first = platform
-        .deploy(&tenant, &service, Duration::from_secs(60))
+    // A service with a volume: its node is the one killed, and it is not moved.
+    let v = platform
+        .expect(
+            201,
+            "POST",
+            &format!("/projects/{project}/services"),
+            &tenant.token,
+            Some(json!({
+                "name": "db", "kind": "web", "image": image, "port": 8080,
+                "command": ["sh", "-c", COMMAND],
+                "volumes": [{ "name": "data", "mount_path": "/data", "size_bytes": 16 << 20 }],
+            })),
+        )
         .await?;
+    let stateful = v["id"].as_str().context("service id")?.to_owned();
+    let (first, stateful_first) = tokio::join!(
+        platform.deploy(&tenant, &service, Duration::from_secs(60)),
+        platform.deploy(&tenant, &stateful, Duration::from_secs(60)),
+    );
+    let (first, stateful_first) = (first?, stateful_first?);
     let placed = placement(&first)?;
     let nodes: BTreeSet<&String> = placed.values().collect();
     ensure!(nodes.len() == 2, "2 replicas over 2 nodes: {placed:?}");
     let first_id = first["id"].as_str().context("deployment id")?.to_owned();
 
-    // The load runs while the node dies; the victim is the node of replica 0.
+    // The load runs while the node dies; the victim is the node of the volume's service, and
+    // the replica of web there is the one lost.
     let load = Load::start(platform, &host, 4);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let victim_id = placed[&0].clone();
+    let victim_id = placement(&stateful_first)?[&0].clone();
+    let lost_replica = *placed
+        .iter()
+        .find(|(_, node)| **node == victim_id)
+        .context("a replica of web on the victim")?
+        .0;
     let victim = cluster
         .compute
         .iter()
         .find(|n| n.id == victim_id)
         .context("the victim is a cluster node")?
         .clone();
-    let dead = first["instances"]
+    let lost_instance = first["instances"]
         .as_array()
-        .and_then(|i| i.iter().find(|i| i["replica"] == 0))
-        .and_then(|i| i["upstream_address"].as_str())
-        .context("replica 0's upstream address")?
+        .and_then(|i| i.iter().find(|i| i["replica"] == lost_replica))
+        .context("the lost replica's instance")?;
+    let dead = lost_instance["upstream_address"]
+        .as_str()
+        .context("the lost replica's upstream address")?
         .to_owned();
+    let orphan = lost_instance["container_id"]
+        .as_str()
+        .context("the lost replica's container")?
+        .to_owned();
+    let kept_container = stateful_first["instances"][0]["container_id"]
+        .as_str()
+        .context("the volume's service's container")?
+        .to_owned();
+    let held = cluster.containers(&victim.name)?;
+    ensure!(
+        held.contains(&orphan) && held.contains(&kept_container),
+        "{} runs {orphan} and {kept_container} before the kill: {held:?}",
+        victim.name
+    );
     ensure!(
         upstream_healthy(platform, &dead).await? == Some(true),
         "the proxy does not hold {dead} as a healthy upstream before the kill"
@@ -180,6 +230,22 @@ pub async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Res
     };
     let (ejected_at, down_after) = tokio::join!(ejection, down);
     let down_after = down_after?;
+    // The service with the volume is shown down with the node, not moved.
+    let v = platform
+        .expect(
+            200,
+            "GET",
+            &format!("/services/{stateful}"),
+            &tenant.token,
+            None,
+        )
+        .await?;
+    ensure!(
+        v["down_with_node"]["id"] == victim_id.as_str()
+            && v["current_deployment_id"] == stateful_first["id"],
+        "the service with a volume on {} is not shown down with it: {v}",
+        victim.name
+    );
 
     // Rescheduled: a new deployment serves both replicas on the surviving node.
     let serving_after = loop {
@@ -219,6 +285,43 @@ pub async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Res
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let loaded = load.stop().await;
+
+    // The node starts again: control sees it answer and removes its orphan (the replica of the
+    // replaced deployment); the volume's service's container stays, no longer down.
+    let restart = Instant::now();
+    cluster.up_again()?;
+    cluster.wait_up(platform, CLEANED_WITHIN).await?;
+    let orphan_removed_after = loop {
+        let now = cluster.containers(&victim.name)?;
+        if !now.contains(&orphan) {
+            ensure!(
+                now.contains(&kept_container),
+                "the volume's service's container went from {}: {now:?}",
+                victim.name
+            );
+            break restart.elapsed();
+        }
+        ensure!(
+            restart.elapsed() < CLEANED_WITHIN,
+            "{orphan} (replica {lost_replica} of the replaced deployment) still on {} \
+             {CLEANED_WITHIN:?} after its restart: {now:?}",
+            victim.name
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let v = platform
+        .expect(
+            200,
+            "GET",
+            &format!("/services/{stateful}"),
+            &tenant.token,
+            None,
+        )
+        .await?;
+    ensure!(
+        v["down_with_node"].is_null(),
+        "the volume's service still shown down once its node answers: {v}"
+    );
     let ejected = ejected_at.unwrap_or(kill);
     let before = loaded
         .failures
@@ -232,6 +335,7 @@ pub async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Res
         ejected_after: ejected_at.map(|at| at - kill),
         down_after,
         serving_after,
+        orphan_removed_after,
         errors: loaded
             .failures
             .iter()
