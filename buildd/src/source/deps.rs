@@ -1,6 +1,8 @@
 //! Dependencies of a build, fetched before BuildKit runs: in the checkout's fetch sandbox (its
-//! own network namespace), by npm, through an egress proxy that serves the package registry's
-//! host and nothing else, into a cache folder kept per app and keyed by the lock file's digest.
+//! own network namespace), by npm (the lock file's registry tarballs streamed into npm's cache
+//! by npm's own pacote, see `inside::Program::NpmTarballs`; other specs by `npm cache add`),
+//! through an egress proxy that serves the package registry's host and nothing else, into a
+//! cache folder kept per app and keyed by the lock file's digest.
 //! BuildKit's `RUN` steps keep network `none`: the generated Dockerfile mounts that folder and
 //! installs from it offline (install scripts run there, without a network).
 //!
