@@ -106,7 +106,7 @@ impl Backups {
                         &name,
                     )
                     .await?;
-                let sealed = self.seal_into(org, id, &object_key, read, None).await?;
+                let (sealed, _) = self.seal_into(org, id, &object_key, read, None).await?;
                 if sealed.dump != size {
                     return Err(BackupError::Objects {
                         store: self.inner.settings.store.clone(),
