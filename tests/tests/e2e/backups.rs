@@ -29,13 +29,28 @@ async fn postgres(
     project: &str,
     name: &str,
 ) -> anyhow::Result<String> {
+    postgres_with(platform, tenant, project, name, json!({})).await
+}
+
+/// [`postgres`] with more fields of the create request (`volumes`, `resources`).
+pub async fn postgres_with(
+    platform: &Platform,
+    tenant: &Tenant,
+    project: &str,
+    name: &str,
+    extra: Value,
+) -> anyhow::Result<String> {
+    let mut body = json!({ "name": name, "kind": "database", "engine": "postgres" });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
     let db = platform
         .expect(
             201,
             "POST",
             &format!("/projects/{project}/services"),
             &tenant.token,
-            Some(json!({ "name": name, "kind": "database", "engine": "postgres" })),
+            Some(body),
         )
         .await?;
     let id = db["id"].as_str().context("service id")?.to_owned();
@@ -56,7 +71,7 @@ async fn postgres(
 }
 
 /// The container serving a service now.
-async fn container_of(
+pub async fn container_of(
     platform: &Platform,
     tenant: &Tenant,
     service: &str,
@@ -90,6 +105,16 @@ async fn container_of(
 
 /// Runs SQL with `psql` inside the engine's container (as its own user, over its socket).
 async fn psql(platform: &Platform, container: &str, sql: &str) -> anyhow::Result<String> {
+    psql_within(platform, container, sql, Duration::from_secs(120)).await
+}
+
+/// [`psql`] given `within` to finish.
+pub async fn psql_within(
+    platform: &Platform,
+    container: &str,
+    sql: &str,
+    within: Duration,
+) -> anyhow::Result<String> {
     let c = platform.containerd().await?;
     let pid = platform.task_pid(container).await?;
     let argv: Vec<String> = [
@@ -114,9 +139,9 @@ async fn psql(platform: &Platform, container: &str, sql: &str) -> anyhow::Result
     let mut cmd = runtime::agent::exec::nsenter(&c, container, pid, &argv)
         .await
         .map_err(|e| anyhow::anyhow!("nsenter into {container}: {e}"))?;
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+    let out = tokio::time::timeout(within, cmd.output())
         .await
-        .context("psql took over 120 s")??;
+        .with_context(|| format!("psql took over {within:?}"))??;
     ensure!(
         out.status.success(),
         "psql {sql:?} in {container}: {}: {}",
@@ -127,7 +152,7 @@ async fn psql(platform: &Platform, container: &str, sql: &str) -> anyhow::Result
 }
 
 /// `GET path` until `done` holds; the last answer.
-async fn until(
+pub async fn until(
     platform: &Platform,
     tenant: &Tenant,
     path: &str,
