@@ -8,11 +8,17 @@
 //! - every response from the start of the drain carries `Connection: close` (the proxy's
 //!   filters ask [`Drain::is_draining`]), so a request already in flight on a keep-alive
 //!   connection is answered and that connection ends there;
-//! - idle connections are closed once `idle_close` has passed (Pingora's own wake-up of the
-//!   connections waiting for their next request, and ours of new plain connections waiting for
-//!   their first byte): a request already on its way when the drain starts is still answered;
+//! - idle connections are closed once `idle_close` has passed (ours of the kept-alive
+//!   connections waiting for their next request in [`crate::keepalive`] and of new plain
+//!   connections waiting for their first byte, then Pingora's own wake-up of requests whose
+//!   head is being read): a request already on its way when the drain starts is still answered;
 //! - once no connection is left, `on_drained` runs (the daemon exits), instead of sleeping out
 //!   the grace period, which stays the upper bound.
+//!
+//! Each connection is served on a task of its own, spawned here: Pingora's task per
+//! connection keeps its TLS-handshake future's space (~8.7 KiB) for the connection's whole
+//! life, which would be most of what an idle keep-alive connection costs (bench/proxy's idle
+//! step); ours is sized for our small futures only.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -45,9 +51,9 @@ impl Drain {
         self.open.load(Ordering::Acquire)
     }
 
-    fn connection(&self) -> OpenConnection<'_> {
+    fn connection(self: &Arc<Self>) -> OpenConnection {
         self.open.fetch_add(1, Ordering::AcqRel);
-        OpenConnection(self)
+        OpenConnection(Arc::clone(self))
     }
 
     fn close_idle(&self) {
@@ -56,7 +62,7 @@ impl Drain {
     }
 
     /// Resolves once idle connections are to be closed.
-    async fn idle_closed(&self) {
+    pub(crate) async fn idle_closed(&self) {
         wait_until(&self.idle_close, || {
             self.idle_closed.load(Ordering::Acquire)
         })
@@ -84,9 +90,9 @@ async fn wait_until(notify: &Notify, done: impl Fn() -> bool) {
 }
 
 /// Counts one downstream connection while it is held.
-struct OpenConnection<'a>(&'a Drain);
+struct OpenConnection(Arc<Drain>);
 
-impl Drop for OpenConnection<'_> {
+impl Drop for OpenConnection {
     fn drop(&mut self) {
         if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.empty.notify_waiters();
@@ -114,6 +120,53 @@ impl<A> std::fmt::Debug for GracefulApp<A> {
     }
 }
 
+impl<A: ServerApp + Send + Sync + 'static> GracefulApp<A> {
+    /// The task serving one connection, counted as open while it runs.
+    fn connection_task(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let open = self.drain.connection();
+        let app = Arc::clone(self);
+        let shutdown = shutdown.clone();
+        async move {
+            let _open = open;
+            app.serve(stream, &shutdown).await;
+        }
+    }
+
+    /// Serves one connection until it ends, as Pingora's task would.
+    async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+        // A new plain connection waits for its first byte here, where the drain can close it;
+        // Pingora would wait in its h2c preface peek, which nothing wakes. (TLS connections
+        // have sent their handshake; the request read is woken by the drain.)
+        if stream.get_ssl_digest().is_none() {
+            let mut first = [0u8; 1];
+            let readable = tokio::select! {
+                biased;
+                read = stream.try_peek(&mut first) => read.is_ok(),
+                () = self.drain.idle_closed() => false,
+            };
+            if !readable {
+                return;
+            }
+        }
+        let mut next = self.inner.process_new(stream, shutdown).await;
+        while let Some(stream) = next {
+            next = self.inner.process_new(stream, shutdown).await;
+        }
+    }
+}
+
+impl<A: ServerApp + Send + Sync + 'static> GracefulApp<A> {
+    /// The size of a connection's task future (for the test keeping it small).
+    #[cfg(test)]
+    pub(crate) fn task_size(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> usize {
+        std::mem::size_of_val(&self.connection_task(stream, shutdown))
+    }
+}
+
 impl<A> GracefulApp<A> {
     pub fn new(inner: A, drain: Arc<Drain>, idle_close: Duration, on_drained: OnDrained) -> Self {
         Self {
@@ -127,24 +180,14 @@ impl<A> GracefulApp<A> {
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for GracefulApp<A> {
+    /// Moves the connection to a task of its own (see the module docs), so Pingora's ends.
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let _open = self.drain.connection();
-        // A new plain connection waits for its first byte here, where the drain can close it;
-        // Pingora would wait in its h2c preface peek, which nothing wakes. (TLS connections
-        // have sent their handshake; Pingora's request read is woken by the drain.)
-        if stream.get_ssl_digest().is_none() {
-            let mut first = [0u8; 1];
-            tokio::select! {
-                biased;
-                read = stream.try_peek(&mut first) => read.ok()?,
-                () = self.drain.idle_closed() => return None,
-            };
-        }
-        self.inner.process_new(stream, shutdown).await
+        tokio::spawn(self.connection_task(stream, shutdown));
+        None
     }
 
     /// Called by Pingora once the listeners stopped accepting (shutdown or upgrade).
@@ -170,7 +213,7 @@ mod tests {
 
     #[tokio::test]
     async fn empty_resolves_when_the_last_connection_ends() {
-        let drain = Drain::default();
+        let drain = Arc::new(Drain::default());
         drain.empty().await;
         let a = drain.connection();
         let b = drain.connection();

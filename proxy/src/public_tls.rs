@@ -96,15 +96,20 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsTerminate<A> {
                 return None;
             }
         };
-        let tls =
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.tls_handshake(*l4)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, "TLS handshake failed");
-                    return None;
-                }
-                Err(_) => return None,
-            };
+        // Boxed: the handshake's future is large and done with before the first request; inline
+        // it would take its space in this future for the connection's whole life.
+        let handshake = Box::pin(tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            self.acceptor.tls_handshake(*l4),
+        ));
+        let tls = match handshake.await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => return None,
+        };
         self.inner.process_new(Box::new(tls), shutdown).await
     }
 

@@ -17,6 +17,7 @@ use crate::certs::{self, CertificateTable};
 use crate::config::{ConfigError, ProxyConfig};
 use crate::drain::{Drain, GracefulApp, OnDrained};
 use crate::http::StackpadProxy;
+use crate::keepalive::KeepAlive;
 use crate::metrics::Metrics;
 use crate::public_tls::{self, TlsTerminate};
 use crate::state::{ProxyState, StateError};
@@ -119,6 +120,8 @@ pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, app);
     let mut options = HttpServerOptions::default();
     options.h2c = true;
+    // Idle h2 connections end after the idle timeout too (HTTP/1: [`KeepAlive`]).
+    options.h2_idle_timeout = Some(ProxyConfig::ms(config.idle_timeout_ms));
     proxy.server_options = Some(options);
     // Pingora sleeps out the whole grace period after a shutdown or upgrade; the drain exits
     // as soon as the last connection has been answered.
@@ -144,6 +147,11 @@ pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
         .as_ref()
         .map(|acme| (Arc::clone(tls_state.ticket_keys()), acme.tickets()));
     let tls_config = public_tls::server_config(table.clone(), tickets).map_err(StartError::Tls)?;
+    let proxy = KeepAlive::new(
+        proxy,
+        Arc::clone(&drain),
+        ProxyConfig::ms(config.idle_timeout_ms),
+    );
     let proxy = TlsTerminate::new(proxy, tls_config, tls.map_or(0, |(_, port)| port));
     let app = GracefulApp::new(
         proxy,
@@ -153,9 +161,11 @@ pub fn run(config: ProxyConfig, upgrade: bool) -> Result<(), StartError> {
     );
     let mut service = Service::new("stackpad-proxy".to_owned(), app);
     // Pingora's default 64 KiB read buffer per connection costs ~64 KiB of RSS per idle
-    // keep-alive connection; plain HTTP reads into the parser's own buffer anyway.
-    let plain_buffer = L4BufferSettings::new(config.plain_read_buffer_bytes, 1460);
-    let tls_buffer = L4BufferSettings::new(config.tls_read_buffer_bytes, 1460);
+    // keep-alive connection; plain HTTP reads into the parser's own buffer anyway. Its write
+    // buffer, kept for the connection's life too, is replaced by `LazyWriteBuffer` (freed
+    // between responses).
+    let plain_buffer = L4BufferSettings::new(config.plain_read_buffer_bytes, 0);
+    let tls_buffer = L4BufferSettings::new(config.tls_read_buffer_bytes, 0);
     if let Some(addr) = &config.http_listen {
         service.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(plain_buffer));
     }

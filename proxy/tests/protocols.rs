@@ -1,5 +1,6 @@
 //! Protocols through the proxy: gRPC over h2c on the plain listener, HTTP/1.1 and HTTP/2 (ALPN)
-//! on the TLS listener, and server-sent events passed through unbuffered.
+//! on the TLS listener, HTTP/1.1 keep-alive on both listeners, and server-sent events passed
+//! through unbuffered.
 
 mod common;
 
@@ -146,19 +147,80 @@ async fn tls_listener_serves_http1_and_http2_by_alpn() -> anyhow::Result<()> {
             .map(|(_, v)| v.clone());
         assert_eq!(proto_seen.as_deref(), Some("https"));
 
-        // HTTP/1.1.
-        let mut tls = connect(vec![b"http/1.1".to_vec()]).await?;
-        tls.write_all(b"GET / HTTP/1.1\r\nHost: tls.test\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut out = String::new();
-        let _ = tls.read_to_string(&mut out).await;
-        assert!(
-            out.starts_with("HTTP/1.1 200") && out.ends_with("app"),
-            "{out}"
-        );
+        // HTTP/1.1, kept alive over TLS and over the plain listener.
+        let tls = connect(vec![b"http/1.1".to_vec()]).await?;
+        keep_alive_requests(tls, "tls.test").await?;
+        let plain = tokio::net::TcpStream::connect(proxy.http).await?;
+        keep_alive_requests(plain, "tls.test").await?;
         anyhow::Ok(())
     }
     .await;
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// Three requests on one keep-alive connection: the second comes after a pause, its head in
+/// two writes (the proxy waits for the next request before it makes its session, and hands
+/// what it read to the session, which reads the rest); the third closes the connection.
+async fn keep_alive_requests<S>(mut stream: S, host: &str) -> anyhow::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await?;
+    let first = read_response(&mut stream).await?;
+    assert!(
+        first.starts_with("HTTP/1.1 200") && first.ends_with("app"),
+        "{first}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(b"GET /second HTTP/1.1\r\nHo").await?;
+    stream.flush().await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream
+        .write_all(format!("st: {host}\r\n\r\n").as_bytes())
+        .await?;
+    let second = read_response(&mut stream).await?;
+    assert!(
+        second.starts_with("HTTP/1.1 200") && second.ends_with("app"),
+        "{second}"
+    );
+    stream
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut rest = String::new();
+    let _ = stream.read_to_string(&mut rest).await;
+    assert!(
+        rest.starts_with("HTTP/1.1 200") && rest.ends_with("app"),
+        "{rest}"
+    );
+    Ok(())
+}
+
+/// One response with a Content-Length, read whole.
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> anyhow::Result<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .ok_or_else(|| anyhow::anyhow!("no content-length: {text}"))?;
+            if got.len() >= end + 4 + length {
+                return Ok(text);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await??;
+        anyhow::ensure!(n > 0, "closed before the response's end: {text}");
+        got.extend_from_slice(&buf[..n]);
+    }
 }
