@@ -333,6 +333,13 @@ impl Drop for Cluster {
     }
 }
 
+/// busybox httpd serving a copy of the image's /www plus `/id`: the deployment, the replica
+/// and a value drawn at the container's start (two containers never share it), so a client
+/// tells which set and which replica answered.
+pub const ID_COMMAND: &str = "mkdir -p /tmp/www && cp -r /www/. /tmp/www/ && \
+    echo \"$STACKPAD_DEPLOYMENT_ID $STACKPAD_REPLICA $(cat /proc/sys/kernel/random/uuid)\" \
+    > /tmp/www/id && exec httpd -f -p 8080 -h /tmp/www";
+
 /// Control and the proxy on the host, for one test.
 pub struct HostPlatform {
     pub dir: tempfile::TempDir,
@@ -486,8 +493,9 @@ impl HostPlatform {
         Ok(format!("{}/{repository}:1", services.registry))
     }
 
-    /// A project and a web service running busybox httpd on 8080 from `image`; its id and its
-    /// platform host (as the API shows it).
+    /// A project and its web service `web` of `replicas` busybox httpd replicas on 8080 from
+    /// `image` ([`ID_COMMAND`]: /www and `/id`), health-checked every 100 ms; its id and its
+    /// platform host (as the API shows it). Not deployed yet.
     pub async fn web_service(
         &self,
         tenant: &Tenant,
@@ -514,7 +522,7 @@ impl HostPlatform {
                 Some(json!({
                     "name": "web", "kind": "web", "image": image, "port": 8080,
                     "replicas": replicas,
-                    "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+                    "command": ["sh", "-c", ID_COMMAND],
                     "health_check": { "path": "/", "interval_ms": 100 },
                 })),
             )
