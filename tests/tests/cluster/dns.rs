@@ -4,14 +4,19 @@
 //! that runs on the other node resolves (busybox `nslookup`, asking the container's own
 //! resolv.conf) and the address it gave connects; the same name in another project gives that
 //! project's container only; another project's name does not exist; public names are refused
-//! (nothing is forwarded).
+//! (nothing is forwarded). A real glibc resolver (the Debian-based `stackpad/node:20` image's
+//! `getaddrinfo`, which sends A and AAAA at once on one socket) gets both answers on its first
+//! try, over UDP, over TCP (`use-vc`) and with EDNS (`edns0`).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
+use serde_json::json;
+use stackpad_tests::Services;
+use stackpad_tests::registry::Registry;
 
 use crate::harness::{Cluster, HostPlatform};
-use crate::isolation::{Placed, placed, service_in, service_project};
+use crate::isolation::{Placed, placed, service_project};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_resolve_across_nodes_within_the_project_only() -> anyhow::Result<()> {
@@ -40,8 +45,22 @@ async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<
     let image_a = platform.busybox_image(&a).await?;
     let image_b = platform.busybox_image(&b).await?;
     let (web_a, _) = platform.web_service(&a, "shop", &image_a, 1).await?;
+    // A volume keeps web of shop on its node when that node is drained (a drain moves the
+    // stateless services, #15): the names below are asked across the two nodes.
+    platform
+        .expect(
+            200,
+            "PATCH",
+            &format!("/services/{web_a}"),
+            &a.token,
+            Some(
+                json!({ "volumes": [{ "name": "data", "mount_path": "/data", "size_bytes": 16 << 20 }] }),
+            ),
+        )
+        .await?;
     let project_a = service_project(platform, &a, &web_a).await?;
-    let api_service = service_in(platform, &a, &project_a, "api", &image_a).await?;
+    // api of shop runs a Debian-based image: its glibc resolver is asked below.
+    let api_service = node_service(platform, &a, &project_a, "api").await?;
     let (web_b, _) = platform.web_service(&b, "other", &image_b, 1).await?;
 
     // web of shop on one node; drained, that node takes nothing new: api of shop and the other
@@ -120,6 +139,8 @@ async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<
     let (ok, answer) = nslookup(&web_a, "example.com").await?;
     ensure!(!ok, "example.com answered: {answer}");
 
+    glibc_resolves(&api_a, &web_a).await?;
+
     // Teardown: a removed service's name goes from the other node's answers.
     platform
         .expect(
@@ -143,6 +164,111 @@ async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     Ok(())
+}
+
+/// A web service `name` of `stackpad/node:20` (Debian's glibc, nsswitch `files dns`, node)
+/// answering on 8080, in the project's production environment.
+async fn node_service(
+    platform: &HostPlatform,
+    tenant: &crate::harness::Tenant,
+    project: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    let repository = format!("{}/node", tenant.id);
+    Registry::platform()
+        .copy("stackpad/node", "20", &repository, "20")
+        .await?;
+    let image = format!("{}/{repository}:20", Services::from_env().registry);
+    let s = platform
+        .expect(
+            201,
+            "POST",
+            &format!("/projects/{project}/services"),
+            &tenant.token,
+            Some(json!({
+                "name": name, "kind": "web", "image": image, "port": 8080,
+                "command": ["node", "-e",
+                    "require('http').createServer((q, s) => s.end('ok')).listen(8080)"],
+                "health_check": { "path": "/", "interval_ms": 100 },
+            })),
+        )
+        .await?;
+    Ok(s["id"].as_str().context("service id")?.to_owned())
+}
+
+/// busybox nslookup is not what applications use: glibc's `getaddrinfo` asks A and AAAA at once
+/// on one UDP socket and gives up on an answer after the resolv.conf `timeout` (2 s). From the
+/// Debian-based container `from`, web of shop (on the other node, so not in its hosts file)
+/// resolves through its own resolv.conf: every answer arrives on the first try (well under
+/// the 2 s timeout), over UDP, over TCP (`use-vc`) and with an EDNS option in the queries
+/// (`edns0`); a name that does not exist fails at once as not found.
+async fn glibc_resolves(from: &Placed, web: &Placed) -> anyhow::Result<()> {
+    ensure!(
+        from.node != web.node,
+        "the glibc container and web of shop are both on {}",
+        from.node
+    );
+    let (code, hosts, _) = in_container(from, &["cat", "/etc/hosts"]).await?;
+    ensure!(
+        code == 0 && !hosts.contains(&web.ip),
+        "web of shop ({}) is in the glibc container's hosts file, so DNS would not be asked: {hosts}",
+        web.ip
+    );
+    for options in ["", "use-vc", "edns0"] {
+        for name in ["web.production.internal", "web"] {
+            let started = Instant::now();
+            let (code, out, err) = getaddrinfo(from, name, options).await?;
+            let took = started.elapsed();
+            ensure!(
+                code == 0 && out.contains(&format!("\"{}\"", web.ip)),
+                "glibc getaddrinfo({name}) with RES_OPTIONS='{options}' from {}: exit {code}, \
+                 wanted web of shop's {}: {out}{err}",
+                from.node,
+                web.ip
+            );
+            // A lost A or AAAA answer costs glibc its 2 s timeout before the retry.
+            ensure!(
+                took < Duration::from_millis(1500),
+                "glibc getaddrinfo({name}) with RES_OPTIONS='{options}' took {took:?}: an answer \
+                 was lost and retried ({out})"
+            );
+            eprintln!("glibc getaddrinfo({name}) RES_OPTIONS='{options}': {took:?} {out}");
+        }
+    }
+    let started = Instant::now();
+    let (code, out, err) = getaddrinfo(from, "nothing.production.internal", "").await?;
+    ensure!(
+        code == 2 && out.trim() == "ENOTFOUND" && started.elapsed() < Duration::from_millis(1500),
+        "a name that does not exist: exit {code} after {:?}: {out}{err}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// `getaddrinfo(name)` by the container's own glibc (node's `dns.lookup`, AF_UNSPEC: A and
+/// AAAA together), with `RES_OPTIONS` added to its resolv.conf's: exit 0 and the addresses as
+/// JSON, or exit 2 and the error code.
+async fn getaddrinfo(
+    from: &Placed,
+    name: &str,
+    options: &str,
+) -> anyhow::Result<(i32, String, String)> {
+    let script = "require('dns').lookup(process.argv[1], { all: true }, (e, a) => { \
+        if (e) { console.log(e.code); process.exit(2); } \
+        console.log(JSON.stringify(a.map((x) => x.address))); })";
+    let (pid, env) = (from.pid.to_string(), format!("RES_OPTIONS={options}"));
+    let args: Vec<String> = [
+        "env", &env, "timeout", "10", "nsenter", "-t", &pid, "-m", "-n", "--", "node", "-e",
+        script, name,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&refs)
+    })
+    .await?
 }
 
 /// Runs a program of the container's own image in its mount and network namespaces (its
