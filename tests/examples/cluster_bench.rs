@@ -52,31 +52,7 @@ async fn run(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<()> {
     let runs = env_or("RUNS", 10) as usize;
     let tenant = platform.organization("bench").await?;
     let image = platform.busybox_image(&tenant).await?;
-    let p = platform
-        .expect(
-            201,
-            "POST",
-            "/projects",
-            &tenant.token,
-            Some(json!({ "name": "bench" })),
-        )
-        .await?;
-    let project = p["id"].as_str().context("project id")?;
-    let s = platform
-        .expect(
-            201,
-            "POST",
-            &format!("/projects/{project}/services"),
-            &tenant.token,
-            Some(json!({
-                "name": "web", "kind": "web", "image": image, "port": 8080, "replicas": 3,
-                "command": ["sh", "-c", node_loss::COMMAND],
-                "health_check": { "path": "/", "interval_ms": 100 },
-            })),
-        )
-        .await?;
-    let service = s["id"].as_str().context("service id")?.to_owned();
-    let host = s["hosts"][0].as_str().context("platform host")?.to_owned();
+    let (service, host) = platform.web_service(&tenant, "bench", &image, 3).await?;
     // The first deployment pulls the image on both nodes: not measured.
     let mut last = platform
         .deploy(&tenant, &service, Duration::from_secs(120))
