@@ -1,7 +1,8 @@
-//! The framework examples (`examples/`: NestJS, fastify-cli, SvelteKit, Astro static and server,
-//! Nuxt, React Router; see examples/GENERATED.md) built for real through buildd, with their
-//! dependencies from the npm registry, run in containerd and asked for their pages. One to
-//! three minutes each on 2 cores: not in the default suite
+//! The framework examples (`examples/`: NestJS, fastify-cli, SvelteKit with adapter-node and
+//! adapter-static, Astro static and with the Node adapter, Nuxt, React Router; see
+//! examples/GENERATED.md) built for real through buildd, with their dependencies from the npm
+//! registry, run in containerd and asked for their pages. 10 to 60 s of build each, about three
+//! minutes for all of them two at a time on 2 cores: not in the default suite
 //! (`cargo test -p stackpad-buildd --features full-tests --test build_frameworks`,
 //! `scripts/test --full`).
 
