@@ -75,7 +75,10 @@ pub struct ProxyConfig {
     pub shutdown_idle_close_ms: u64,
     /// Read buffer per downstream connection on the plain listener (0 = none).
     pub plain_read_buffer_bytes: usize,
-    /// Read buffer per downstream connection on the TLS listener (a TLS record is 16 KiB).
+    /// Read buffer per downstream connection on the TLS listener (0 = none). rustls reads
+    /// records into its own buffer (4 KiB at a time) anyway; a buffer here saves read calls
+    /// on large request bodies only, and is kept for the connection's life: 16 KiB cost
+    /// ~16 KiB of RSS per idle keep-alive HTTPS connection (bench/proxy's idle step).
     pub tls_read_buffer_bytes: usize,
     /// Pingora's fd-handover socket for graceful binary upgrades.
     pub upgrade_sock: PathBuf,
@@ -115,7 +118,7 @@ impl Default for ProxyConfig {
             grace_period_secs: 30,
             shutdown_idle_close_ms: 200,
             plain_read_buffer_bytes: 0,
-            tls_read_buffer_bytes: 16 * 1024,
+            tls_read_buffer_bytes: 0,
             upgrade_sock: "/tmp/stackpad-proxy-upgrade.sock".into(),
             pid_file: "/tmp/stackpad-proxy.pid".into(),
             acme: None,
