@@ -4,7 +4,8 @@
 //! the organization; a build secret reaches the build as a BuildKit secret mount and appears
 //! neither in the stored log nor in the image's config, history or layers in the registry; a
 //! failing step fails the deployment with the step and its last lines; a build over its time
-//! limit is cancelled and the deployment names the limit.
+//! limit is cancelled and the deployment names the limit; a service that names no port is
+//! served on the port its build detected.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -251,6 +252,57 @@ async fn scenario(platform: &mut Platform) -> anyhow::Result<()> {
         started.elapsed() < Duration::from_secs(60),
         "the limit did not stop the build: {:?}",
         started.elapsed()
+    );
+
+    // 6. The port the build detects (here the Dockerfile's EXPOSE; for a framework its own
+    //    default) is the one the health check and the proxy reach when the service names
+    //    none: the server listens on 8081 only and ignores PORT.
+    let exposed = repo.write_and_commit(
+        "Dockerfile",
+        &format!(
+            "FROM {registry}/stackpad/busybox:1
+             RUN mkdir -p /www && echo listening-on-8081 > /www/index.html
+             EXPOSE 8081
+             CMD [\"httpd\", \"-f\", \"-p\", \"8081\", \"-h\", \"/www\"]\n"
+        ),
+        "a server on the port it exposes",
+    )?;
+    let service = platform
+        .expect(
+            201,
+            "POST",
+            &format!("/projects/{project}/services"),
+            &tenant.token,
+            Some(json!({
+                "name": "exposed", "kind": "web", "git": { "url": repo.url() },
+                "health_check": { "path": "/", "interval_ms": 100 },
+            })),
+        )
+        .await?;
+    let id = service["id"].as_str().context("service id")?.to_owned();
+    let host = service["hosts"][0]
+        .as_str()
+        .context("a web service shows its platform host")?
+        .to_owned();
+    let d = deploy(platform, &tenant, &id, &exposed).await?;
+    let ready = platform
+        .wait_deployment(&tenant, &d, BUILD_AND_DEPLOY)
+        .await?;
+    ensure!(
+        ready["state"] == "ready" && ready["container_port"] == 8081,
+        "a deployment on the detected port: {ready}"
+    );
+    platform
+        .wait_for_https(&host, "listening-on-8081", Duration::from_secs(60))
+        .await?;
+    let shown = platform
+        .expect(200, "GET", &format!("/services/{id}"), &tenant.token, None)
+        .await?;
+    // The service's own `port` stays its default, not chosen by the user: each deployment
+    // runs on the port its build detected.
+    ensure!(
+        shown["port_explicit"] == false,
+        "a service that named no port: {shown}"
     );
     Ok(())
 }
