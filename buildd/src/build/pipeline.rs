@@ -59,6 +59,18 @@ impl Drop for WorkDir {
     }
 }
 
+/// The detect step's line naming the Node major chosen and what asked for it.
+fn log_node(events: &UnboundedSender<Progress>, major: u64, request: &crate::detect::NodeRequest) {
+    log(
+        events,
+        "detect",
+        format!(
+            "node {major} ({} asks for {:?})",
+            request.source, request.spec
+        ),
+    );
+}
+
 fn log(events: &UnboundedSender<Progress>, step: &str, line: impl Into<String>) {
     let _ = events.send(Progress::Log(LogLine {
         timestamp_nanos: now_nanos(),
@@ -230,28 +242,14 @@ impl BuildRunner for Pipeline {
                     });
                 }
             };
-            log(
-                &events,
-                "detect",
-                format!(
-                    "node {major} ({} asks for {:?})",
-                    request.source, request.spec
-                ),
-            );
+            log_node(&events, major, request);
         } else if detection.node.is_none()
             && let Some((major, image, request)) =
                 self.bases.for_dependencies(&detection.dependency_node)
         {
             // The app asks for nothing, but a dependency of its own needs a newer Node.
             bases.node = image;
-            log(
-                &events,
-                "detect",
-                format!(
-                    "node {major} ({} asks for {:?})",
-                    request.source, request.spec
-                ),
-            );
+            log_node(&events, major, request);
         }
         let framework = detection.framework.name().to_owned();
         let _ = events.send(Progress::Detected {
