@@ -88,6 +88,8 @@ pub struct StoreCounts {
     pub nodes: Vec<(String, String, i64)>,
     /// Custom domains by verification status (pending, verified, failed).
     pub domains: Vec<(String, i64)>,
+    /// Services waiting for room to move off a lost or drained node (#15).
+    pub waiting_for_room: i64,
 }
 
 /// Counts of the rows the dashboard shows; `None` when the database does not answer.
@@ -110,10 +112,15 @@ pub async fn store_counts(store: &Store) -> Option<StoreCounts> {
     .fetch_all(&store.pool)
     .await
     .ok()?;
+    let waiting_for_room = sqlx::query_scalar("SELECT count(*) FROM room_waits")
+        .fetch_one(&store.pool)
+        .await
+        .ok()?;
     Some(StoreCounts {
         deployments,
         nodes,
         domains,
+        waiting_for_room,
     })
 }
 
@@ -155,6 +162,13 @@ pub fn render(http: &HttpMetrics, counts: Option<&StoreCounts>) -> String {
         for (status, n) in &counts.domains {
             domains.get_or_create(&[("status", status.clone())]).set(*n);
         }
+        let waiting = Gauge::<i64>::default();
+        waiting.set(counts.waiting_for_room);
+        registry.register(
+            "stackpad_control_services_waiting_for_room",
+            "Services whose replicas must move off a lost or drained node while no node up has room for their set",
+            waiting,
+        );
         registry.register(
             "stackpad_control_custom_domains",
             "Custom domains by DNS verification status (pending, verified, failed)",
@@ -299,6 +313,7 @@ mod tests {
             deployments: vec![("ready".into(), 3), ("failed".into(), 1)],
             nodes: vec![("compute".into(), "up".into(), 2)],
             domains: vec![("verified".into(), 2), ("failed".into(), 1)],
+            waiting_for_room: 1,
         };
         let text = render(&http, Some(&counts));
         assert!(text.contains("stackpad_control_http_requests_total{class=\"2xx\"} 1\n"));
@@ -311,6 +326,7 @@ mod tests {
         assert!(text.contains("stackpad_control_nodes{role=\"compute\",status=\"up\"} 2\n"));
         assert!(text.contains("stackpad_control_store_up 1\n"));
         assert!(text.contains("stackpad_control_custom_domains{status=\"failed\"} 1\n"));
+        assert!(text.contains("stackpad_control_services_waiting_for_room 1\n"));
         stackpad_tests::prometheus::assert_conventions(&text);
         stackpad_tests::prometheus::assert_conventions(&render(&http, None));
     }

@@ -49,6 +49,11 @@ pub struct ComputeNodeView {
     pub memory_bytes_allocated: u64,
     /// Containers of the same service already on this node.
     pub replicas_of_service: u32,
+    /// The share of the allocation above held by the set a new deployment of the service
+    /// replaces (its serving deployment's containers here): it goes once the new set is
+    /// switched in, so [`place_replicas`] does not count it (#15).
+    pub outgoing_cpu_millis: u64,
+    pub outgoing_memory_bytes: u64,
 }
 
 impl ComputeNodeView {
@@ -110,9 +115,12 @@ pub fn place_container(
 /// Compute nodes for the `count` replicas of one deployment (#15). `placed` are the nodes of
 /// the replicas it already placed (a resumed deployment keeps them; their share is already in
 /// the views), the rest are picked one at a time: the up node with room holding the fewest
-/// replicas of this set (distinct nodes first; the set being replaced does not count, it goes),
-/// then the emptiest, then the lowest id; each pick takes its share of its node. `Err(i)`: no
-/// node has room for replica `i` (from 0).
+/// replicas of this set (distinct nodes first), then the emptiest, then the lowest id; each
+/// pick takes its share of its node. The set being replaced counts neither in the spread nor
+/// in the room (its `outgoing_*` share): room is asked for the service as it runs after the
+/// switch, not for the old and the new set at once (they overlap only until the old set is
+/// drained). So after a node loss the survivors need room for the set only, not for a second
+/// one beside the replicas still serving. `Err(i)`: no node has room for replica `i` (from 0).
 pub fn place_replicas(
     nodes: &[ComputeNodeView],
     placed: &[Uuid],
@@ -124,6 +132,12 @@ pub fn place_replicas(
         .iter()
         .map(|n| ComputeNodeView {
             replicas_of_service: placed.iter().filter(|p| **p == n.id).count() as u32,
+            cpu_millis_allocated: n.cpu_millis_allocated.saturating_sub(n.outgoing_cpu_millis),
+            memory_bytes_allocated: n
+                .memory_bytes_allocated
+                .saturating_sub(n.outgoing_memory_bytes),
+            outgoing_cpu_millis: 0,
+            outgoing_memory_bytes: 0,
             ..n.clone()
         })
         .collect();
@@ -138,6 +152,21 @@ pub fn place_replicas(
         picks.push(pick);
     }
     Ok(picks)
+}
+
+/// How a deployment that found no room for a replica says so (the start's failure reason
+/// and the reason a move waits for room begin with it).
+pub const NO_ROOM: &str = "no compute node is up with room for";
+
+/// Why replica `replica` (from 0) of `count`, each of `cpu_millis` and `memory_bytes`, has
+/// no room.
+pub fn no_room(cpu_millis: u64, memory_bytes: u64, replica: u32, count: u32) -> String {
+    let which = if count > 1 {
+        format!(" (replica {} of {count})", replica + 1)
+    } else {
+        String::new()
+    };
+    format!("{NO_ROOM} {cpu_millis} cpu millis and {memory_bytes} bytes of memory{which}")
 }
 
 /// What one direct probe of a node by control's monitor came to (#15).

@@ -86,6 +86,8 @@ fn compute(n: u128, cpu: (u64, u64), mem: (u64, u64), replicas: u32) -> ComputeN
         memory_bytes_total: mem.0,
         memory_bytes_allocated: mem.1,
         replicas_of_service: replicas,
+        outgoing_cpu_millis: 0,
+        outgoing_memory_bytes: 0,
     }
 }
 
@@ -349,4 +351,48 @@ fn resumed_placements_are_kept_and_a_replica_without_room_is_named() {
         place_replicas(&nodes, &[], 4, 1500, 0).map(|p| p.len()),
         Ok(4)
     );
+}
+
+#[test]
+fn the_set_being_replaced_takes_no_room_from_its_successor() {
+    // Two 4000-millicore nodes, each running one 2000-millicore replica of the service; node 1
+    // is lost. The survivor needs room for the set (two replicas), not for it beside the one
+    // still serving there.
+    let mut nodes = [
+        compute(1, (4000, 2000), (8 << 30, 1 << 30), 1),
+        compute(2, (4000, 2000), (8 << 30, 1 << 30), 1),
+    ];
+    for n in &mut nodes {
+        n.outgoing_cpu_millis = 2000;
+        n.outgoing_memory_bytes = 1 << 30;
+    }
+    nodes[0].up = false;
+    assert_eq!(
+        place_replicas(&nodes, &[], 2, 2000, 1 << 30),
+        Ok(vec![id(2), id(2)])
+    );
+    // Counted as before, the second replica would find no room.
+    let mut counted = nodes.clone();
+    counted[1].outgoing_cpu_millis = 0;
+    assert_eq!(place_replicas(&counted, &[], 2, 2000, 1 << 30), Err(1));
+    // The set itself still needs room: three replicas do not fit on one node.
+    assert_eq!(place_replicas(&nodes, &[], 3, 2000, 1 << 30), Err(2));
+    // Other services' shares still count: node 2 also runs 1500 of another service.
+    let mut shared = nodes.clone();
+    shared[1].cpu_millis_allocated += 1500;
+    assert_eq!(place_replicas(&shared, &[], 2, 2000, 1 << 30), Err(1));
+    assert_eq!(
+        place_replicas(&shared, &[], 1, 2000, 1 << 30),
+        Ok(vec![id(2)])
+    );
+}
+
+#[test]
+fn no_room_names_the_share_and_the_replica() {
+    assert_eq!(
+        no_room(3000, 0, 1, 2),
+        "no compute node is up with room for 3000 cpu millis and 0 bytes of memory (replica 2 of 2)"
+    );
+    assert!(no_room(1, 2, 0, 1).starts_with(NO_ROOM));
+    assert!(!no_room(1, 2, 0, 1).contains("replica"));
 }

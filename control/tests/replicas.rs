@@ -414,3 +414,191 @@ async fn draining_a_node_moves_its_stateless_replicas_and_lists_those_with_volum
     h.stop().await;
     Ok(())
 }
+
+/// The service's JSON once `done` holds for it (the monitor's rounds run every 200 ms).
+async fn service_when(
+    h: &common::Harness,
+    token: &str,
+    service: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = tokio::time::Instant::now();
+    loop {
+        let (_, s) = h
+            .call("GET", &format!("/services/{service}"), token, None)
+            .await;
+        if done(&s) {
+            return s;
+        }
+        assert!(started.elapsed() < LIMIT, "{what}: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_set_without_room_waits_for_it_and_is_placed_once_a_node_joins() -> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let db = common::database().await?;
+    let mut config = common::config(&db);
+    config.node_down_after_ms = 600;
+    let h = Harness::start_with(db, &config, fake_clients(&fakes)).await?;
+    // Two nodes of 4000 cpu millis; two replicas of 3000: one on each, and one node cannot
+    // hold the set.
+    let n1 = h.register_node("n1", "compute", "http://127.0.0.1:9").await;
+    let n2 = h
+        .register_node("n2", "compute", "http://127.0.0.1:10")
+        .await;
+    let (_, a) = h.org("org-a").await;
+    let (_, web) = h
+        .service(
+            &a,
+            json!({ "name": "web", "image": "app:v1", "port": 8080, "replicas": 2,
+                    "resources": { "cpu_millis": 3000 } }),
+        )
+        .await;
+    let d1 = h.deploy(&a, &web, json!({})).await;
+    let v1 = h.wait_terminal(&a, &d1, LIMIT).await;
+    assert_eq!(v1["state"], "ready", "{v1}");
+    assert_eq!(
+        nodes_of(&v1).iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([&n1, &n2])
+    );
+    let deployments = || async {
+        let (_, list) = h
+            .call("GET", &format!("/services/{web}/deployments"), &a, None)
+            .await;
+        list["items"].as_array().map(Vec::len).unwrap_or_default()
+    };
+
+    // n1 is lost: no room on n2 for the set, so no deployment is queued to fail; the service
+    // waits for room (shown, with an event) and keeps serving on n2 meanwhile.
+    fakes
+        .node
+        .silent
+        .lock()
+        .unwrap()
+        .push("http://127.0.0.1:9".into());
+    let s = service_when(&h, &a, &web, "the lost set never waited for room", |s| {
+        !s["waiting_for_room"].is_null()
+    })
+    .await;
+    assert_eq!(s["waiting_for_room"]["cause"], "lost", "{s}");
+    assert_eq!(s["waiting_for_room"]["node_id"], n1.as_str(), "{s}");
+    assert!(
+        s["waiting_for_room"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no compute node is up with room for 3000 cpu millis")),
+        "{s}"
+    );
+    assert_eq!(s["scheduling_events"][0]["step"], "waiting_for_room", "{s}");
+    assert_eq!(s["current_deployment_id"], d1.as_str(), "{s}");
+    // Rounds go by: still one deployment, still one event.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(deployments().await, 1);
+    let (_, s) = h.call("GET", &format!("/services/{web}"), &a, None).await;
+    assert_eq!(
+        s["scheduling_events"].as_array().map(Vec::len),
+        Some(1),
+        "{s}"
+    );
+
+    // n1 answers again: its replica serves again, nothing to move, the wait ends.
+    fakes.node.silent.lock().unwrap().clear();
+    let s = service_when(&h, &a, &web, "the wait never ended", |s| {
+        s["waiting_for_room"].is_null()
+    })
+    .await;
+    assert_eq!(s["scheduling_events"][0]["step"], "room_wait_ended", "{s}");
+    assert_eq!(s["current_deployment_id"], d1.as_str(), "{s}");
+    assert_eq!(deployments().await, 1);
+
+    // n1 is drained: still no room on n2, so web keeps serving on n1 and waits.
+    let (status, answer) = h
+        .call("POST", &format!("/nodes/{n1}/drain"), common::ADMIN, None)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["waiting"][0]["service_id"], web.as_str(), "{answer}");
+    assert_eq!(answer["moving"], json!([]), "{answer}");
+    let (_, s) = h.call("GET", &format!("/services/{web}"), &a, None).await;
+    assert_eq!(s["waiting_for_room"]["cause"], "drained", "{s}");
+
+    // A node joins: the monitor places the set on n2 and n3, and the wait ends.
+    let n3 = h
+        .register_node("n3", "compute", "http://127.0.0.1:11")
+        .await;
+    let s = service_when(
+        &h,
+        &a,
+        &web,
+        "the set was never placed once room freed",
+        |s| s["current_deployment_id"] != d1.as_str(),
+    )
+    .await;
+    let moved = s["current_deployment_id"].as_str().unwrap().to_owned();
+    let v2 = h.wait_terminal(&a, &moved, LIMIT).await;
+    assert_eq!(v2["state"], "ready", "{v2}");
+    assert_eq!(
+        nodes_of(&v2).iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([&n2, &n3]),
+        "{v2}"
+    );
+    assert_eq!(v2["image"], v1["image"], "moved without a build");
+    let (_, s) = h.call("GET", &format!("/services/{web}"), &a, None).await;
+    assert!(s["waiting_for_room"].is_null(), "{s}");
+    assert_eq!(s["scheduling_events"][0]["step"], "placed_again", "{s}");
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lost_node_s_replicas_need_room_for_the_set_only_not_beside_the_survivors()
+-> anyhow::Result<()> {
+    let fakes = Fakes::new();
+    let db = common::database().await?;
+    let mut config = common::config(&db);
+    config.node_down_after_ms = 600;
+    let h = Harness::start_with(db, &config, fake_clients(&fakes)).await?;
+    let n1 = h.register_node("n1", "compute", "http://127.0.0.1:9").await;
+    let n2 = h
+        .register_node("n2", "compute", "http://127.0.0.1:10")
+        .await;
+    let (_, a) = h.org("org-a").await;
+    // Two replicas of 2000 on two nodes of 4000: n2 holds the set alone, but not the set beside
+    // the replica serving there (6000).
+    let (_, web) = h
+        .service(
+            &a,
+            json!({ "name": "web", "image": "app:v1", "port": 8080, "replicas": 2,
+                    "resources": { "cpu_millis": 2000 } }),
+        )
+        .await;
+    let d1 = h.deploy(&a, &web, json!({})).await;
+    let v1 = h.wait_terminal(&a, &d1, LIMIT).await;
+    assert_eq!(v1["state"], "ready", "{v1}");
+    assert_eq!(
+        nodes_of(&v1).iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([&n1, &n2])
+    );
+    fakes
+        .node
+        .silent
+        .lock()
+        .unwrap()
+        .push("http://127.0.0.1:9".into());
+    let s = service_when(
+        &h,
+        &a,
+        &web,
+        "the lost replica was never placed again",
+        |s| s["current_deployment_id"] != d1.as_str(),
+    )
+    .await;
+    assert!(s["waiting_for_room"].is_null(), "{s}");
+    let moved = s["current_deployment_id"].as_str().unwrap().to_owned();
+    let v2 = h.wait_terminal(&a, &moved, LIMIT).await;
+    assert_eq!(v2["state"], "ready", "{v2}");
+    assert_eq!(nodes_of(&v2), [n2.clone(), n2.clone()], "{v2}");
+    h.stop().await;
+    Ok(())
+}

@@ -69,6 +69,7 @@ async fn expositions() -> Vec<(&'static str, String)> {
             deployments: vec![("ready".into(), 1)],
             nodes: vec![("compute".into(), "up".into(), 1)],
             domains: vec![("verified".into(), 1)],
+            waiting_for_room: 0,
         }),
     );
 

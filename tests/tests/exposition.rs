@@ -144,6 +144,7 @@ fn control_serves_what_it_served() {
             ("build".into(), "do\"wn".into(), 1),
         ],
         domains: vec![("verified".into(), 2), ("pending".into(), 0)],
+        waiting_for_room: 0,
     };
     check(
         "control.prom",

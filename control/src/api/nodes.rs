@@ -194,8 +194,10 @@ pub async fn join(
 /// neither), and the services serving there move (#15): each stateless one gets a deployment of
 /// the image it runs, placed on the other nodes (`moving`: service and deployment; the old set,
 /// this node's containers included, goes once the new one is switched in). A service with
-/// volumes stays (`staying`: its volumes live there). `remaining` lists the containers the node
-/// still runs for live deployments at the time of the answer.
+/// volumes stays (`staying`: its volumes live there). One whose set has no room on the other
+/// nodes now waits for room (`waiting`, with the reason; it keeps serving here and control's
+/// monitor moves it once room frees). `remaining` lists the containers the node still runs for
+/// live deployments at the time of the answer.
 pub async fn drain(
     State(state): State<AppState>,
     _: Admin,
@@ -206,6 +208,7 @@ pub async fn drain(
         crate::pipeline::reschedule::move_off(&state.store, &[id], Cause::Drained).await?;
     let mut moving = vec![];
     let mut staying = vec![];
+    let mut waiting = vec![];
     for outcome in outcomes {
         match outcome {
             Lost::Rescheduled {
@@ -214,6 +217,9 @@ pub async fn drain(
             } => moving.push(json!({ "service_id": service, "deployment_id": deployment })),
             Lost::InProgress { service } => {
                 moving.push(json!({ "service_id": service, "deployment_id": null }))
+            }
+            Lost::WaitingForRoom { service, reason } => {
+                waiting.push(json!({ "service_id": service, "reason": reason }))
             }
             Lost::StaysOnDrained { service, .. } | Lost::DownWithNode { service, .. } => staying
                 .push(json!({ "service_id": service, "reason": "its volumes live on this node" })),
@@ -225,6 +231,7 @@ pub async fn drain(
         "drained_at": drained_at,
         "moving": moving,
         "staying": staying,
+        "waiting": waiting,
         "remaining": remaining,
     })))
 }

@@ -35,8 +35,13 @@ async fn view(state: &AppState, org: Uuid, service: Service) -> ApiResult<Value>
         .into_iter()
         .next()
         .map(|d| json!({ "id": d.node_id, "name": d.node_name }));
+    // Its replicas must move off a lost or drained node and no node has room now (#15).
+    let waiting = crate::pipeline::reschedule::room_wait(&state.store, service.id).await?;
+    let events = crate::pipeline::reschedule::service_events(&state.store, service.id, 10).await?;
     let mut v = json!(service);
     v["down_with_node"] = json!(down_with);
+    v["waiting_for_room"] = json!(waiting);
+    v["scheduling_events"] = json!(events);
     v["hosts"] = json!(hosts);
     v["engine"] = json!(engine);
     v["uses"] = json!(uses);

@@ -532,15 +532,8 @@ impl<Q: DeploymentQueue> Driver<Q> {
             _ => match crate::schedule::place_replicas(&views, &placed, count, cpu.into(), mem) {
                 Ok(nodes) => nodes,
                 Err(replica) => {
-                    let which = if count > 1 {
-                        format!(" (replica {} of {count})", replica + 1)
-                    } else {
-                        String::new()
-                    };
                     return failed(
-                        format!(
-                            "no compute node is up with room for {cpu} cpu millis and {mem} bytes of memory{which}"
-                        ),
+                        crate::schedule::no_room(cpu.into(), mem, replica, count),
                         placed.first().copied(),
                     );
                 }

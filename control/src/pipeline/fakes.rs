@@ -84,6 +84,7 @@ impl FakeQueue {
                     status: NodeStatus::Up,
                     last_heartbeat_at: None,
                     created_at: Utc::now(),
+                    drained_at: None,
                 });
             }
             s.services.insert(service, (ORG, web_service(service)));
@@ -138,6 +139,7 @@ impl FakeQueue {
             status: NodeStatus::Up,
             last_heartbeat_at: None,
             created_at: Utc::now(),
+            drained_at: None,
         });
         id
     }
@@ -506,6 +508,8 @@ impl DeploymentQueue for FakeQueue {
                 memory_bytes_total: n.memory_bytes as u64,
                 memory_bytes_allocated: 0,
                 replicas_of_service: 0,
+                outgoing_cpu_millis: 0,
+                outgoing_memory_bytes: 0,
             })
             .collect())
     }

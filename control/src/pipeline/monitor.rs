@@ -4,6 +4,7 @@
 //! `down_after`, in rounds where the monitor's own timers were on time and another node
 //! answered. Their replicas are placed again ([`reschedule::reschedule`]); a node answering
 //! again after it was down has its orphaned containers removed ([`reschedule::clean_returned`]).
+//! Each round ends by trying the services waiting for room again ([`reschedule::retry_waiting`]).
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,8 @@ pub struct Round {
     pub stalled: Option<Duration>,
     /// Nodes marked down by this round.
     pub marked_down: Vec<Uuid>,
+    /// What became of the services waiting for room, tried again this round.
+    pub room: Vec<reschedule::Lost>,
 }
 
 impl Monitor {
@@ -118,6 +121,11 @@ impl Monitor {
             {
                 tracing::warn!(node = %node.name, error = %e, "cleaning a returned node failed");
             }
+        }
+        // The services waiting for room are tried again: room may have freed since (#15).
+        match reschedule::retry_waiting(store).await {
+            Ok(outcomes) => round.room = outcomes,
+            Err(e) => tracing::warn!(error = %e, "trying the services waiting for room failed"),
         }
         round.marked_down = down;
         Ok(round)

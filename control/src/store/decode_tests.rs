@@ -89,7 +89,7 @@ async fn an_unknown_node_role_or_status_is_an_error() {
         format!(
             "SELECT gen_random_uuid() AS id, 'n1' AS name, '{role}' AS role, 'http://127.0.0.1:9' AS address, \
              0 AS cpu_millis, 0::bigint AS memory_bytes, 4 AS build_slots, '{status}' AS status, \
-             NULL::timestamptz AS last_heartbeat_at, now() AS created_at"
+             NULL::timestamptz AS last_heartbeat_at, now() AS created_at, NULL::timestamptz AS drained_at"
         )
     };
     let err = sqlx::query_as::<_, Node>(sqlx::AssertSqlSafe(select("storage", "up")))

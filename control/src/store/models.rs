@@ -184,6 +184,8 @@ pub struct Node {
     pub status: NodeStatus,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// When the operator drained it: nothing new is placed there since (#15).
+    pub drained_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -30,9 +30,11 @@ struct ComputeNodeRow {
     cpu_used: i64,
     memory_used: i64,
     replicas: i64,
+    cpu_outgoing: i64,
+    memory_outgoing: i64,
 }
 
-const COLUMNS: &str = "id, name, role, address, cpu_millis, memory_bytes, build_slots, status, last_heartbeat_at, created_at";
+const COLUMNS: &str = "id, name, role, address, cpu_millis, memory_bytes, build_slots, status, last_heartbeat_at, created_at, drained_at";
 
 impl Store {
     /// Registers a node, or updates the one with that name.
@@ -203,14 +205,17 @@ impl Store {
     }
 
     /// Every compute node with what occupies it (the instances of deployments in progress or
-    /// serving, each taking its service's share) and how many containers of `service_id` it runs.
-    /// A drained node is seen as down: nothing new is placed there.
+    /// serving, each taking its service's share), how many containers of `service_id` it runs,
+    /// and the share of those held by the set serving `service_id` now (outgoing when a new
+    /// deployment replaces it). A drained node is seen as down: nothing new is placed there.
     pub async fn compute_nodes(&self, service_id: Uuid) -> Result<Vec<ComputeNodeView>> {
         let rows: Vec<ComputeNodeRow> = sqlx::query_as(
             "SELECT n.id, (CASE WHEN n.drained_at IS NULL THEN n.status ELSE 'down' END) AS status, n.cpu_millis, n.memory_bytes, \
                COALESCE(SUM((s.resources->>'cpu_millis')::bigint), 0)::bigint AS cpu_used, \
                COALESCE(SUM((s.resources->>'memory_bytes')::bigint), 0)::bigint AS memory_used, \
-               COUNT(d.id) FILTER (WHERE d.service_id = $1) AS replicas \
+               COUNT(d.id) FILTER (WHERE d.service_id = $1) AS replicas, \
+               COALESCE(SUM((s.resources->>'cpu_millis')::bigint) FILTER (WHERE d.id = s.current_deployment_id AND s.id = $1), 0)::bigint AS cpu_outgoing, \
+               COALESCE(SUM((s.resources->>'memory_bytes')::bigint) FILTER (WHERE d.id = s.current_deployment_id AND s.id = $1), 0)::bigint AS memory_outgoing \
              FROM nodes n \
              LEFT JOIN (deployment_instances i JOIN deployments d ON d.id = i.deployment_id \
                 AND (d.phase IN ('starting', 'switching', 'stopping_old') \
@@ -233,6 +238,8 @@ impl Store {
                 memory_bytes_total: r.memory_bytes.max(0) as u64,
                 memory_bytes_allocated: r.memory_used.max(0) as u64,
                 replicas_of_service: r.replicas as u32,
+                outgoing_cpu_millis: r.cpu_outgoing.max(0) as u64,
+                outgoing_memory_bytes: r.memory_outgoing.max(0) as u64,
             })
             .collect())
     }
