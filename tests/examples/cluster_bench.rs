@@ -184,26 +184,8 @@ async fn moved_off_down_node(
             .filter(|n| n["status"] == "down")
             .filter_map(|n| n["id"].as_str())
             .collect();
-        let s = platform
-            .expect(
-                200,
-                "GET",
-                &format!("/services/{service}"),
-                &tenant.token,
-                None,
-            )
-            .await?;
-        let current = s["current_deployment_id"].as_str().unwrap_or_default();
-        if !current.is_empty() && current != before {
-            let d = platform
-                .expect(
-                    200,
-                    "GET",
-                    &format!("/deployments/{current}"),
-                    &tenant.token,
-                    None,
-                )
-                .await?;
+        let (s, replaced) = platform.serving_other_than(tenant, service, before).await?;
+        if let Some(d) = replaced {
             let on: Vec<&str> = d["instances"]
                 .as_array()
                 .into_iter()

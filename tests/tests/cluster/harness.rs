@@ -587,6 +587,39 @@ impl HostPlatform {
         }
     }
 
+    /// The service as the API shows it, and the deployment serving it (its instances
+    /// included) when that is another than `before` (a redeploy or a reschedule switched in).
+    pub async fn serving_other_than(
+        &self,
+        tenant: &Tenant,
+        service: &str,
+        before: &str,
+    ) -> anyhow::Result<(Value, Option<Value>)> {
+        let s = self
+            .expect(
+                200,
+                "GET",
+                &format!("/services/{service}"),
+                &tenant.token,
+                None,
+            )
+            .await?;
+        let current = s["current_deployment_id"].as_str().unwrap_or_default();
+        if current.is_empty() || current == before {
+            return Ok((s, None));
+        }
+        let d = self
+            .expect(
+                200,
+                "GET",
+                &format!("/deployments/{current}"),
+                &tenant.token,
+                None,
+            )
+            .await?;
+        Ok((s, Some(d)))
+    }
+
     /// GET `http://host/path` through the proxy.
     pub async fn get(&self, host: &str, path: &str) -> anyhow::Result<(u16, String)> {
         let response = self.client(host).get(self.url(host, path)).send().await?;

@@ -249,26 +249,11 @@ pub async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Res
 
     // Rescheduled: a new deployment serves both replicas on the surviving node.
     let serving_after = loop {
-        let s = platform
-            .expect(
-                200,
-                "GET",
-                &format!("/services/{service}"),
-                &tenant.token,
-                None,
-            )
+        let (s, replaced) = platform
+            .serving_other_than(&tenant, &service, &first_id)
             .await?;
-        let current = s["current_deployment_id"].as_str().unwrap_or_default();
-        if !current.is_empty() && current != first_id {
-            let d = platform
-                .expect(
-                    200,
-                    "GET",
-                    &format!("/deployments/{current}"),
-                    &tenant.token,
-                    None,
-                )
-                .await?;
+        if let Some(d) = replaced {
+            let current = d["id"].as_str().unwrap_or_default();
             let now = placement(&d).unwrap_or_default();
             if now.len() == 2 && now.values().all(|n| *n != victim_id) {
                 let seen = load.seen_since(current).await;
