@@ -238,6 +238,61 @@ async fn load_with(
         .map(|r| r.into_inner())
 }
 
+/// A PostgreSQL dump loaded as it arrives (`stream`, a target with nothing to keep): cut
+/// short or damaged it restores nothing (pg_restore is killed inside, or fails, its single
+/// transaction); whole, the rows are back.
+async fn streamed_load(
+    client: &mut NodeAgentClient<Channel>,
+    node: &TestNode,
+    db: &Status,
+    e: &Engine,
+    data: &[u8],
+) -> anyhow::Result<()> {
+    let header = || pb::EngineLoadHeader {
+        container_id: db.container_id.clone(),
+        engine: e.engine as i32,
+        stream: true,
+        ..Default::default()
+    };
+    run_in(node, db, e.drop)
+        .await
+        .map_err(|m| anyhow::anyhow!("{}: drop: {m}", e.image))?;
+    // All of it but without its end: pg_restore is one piece behind and never sees the
+    // dump's end, then is killed.
+    let cut = load_with(client, header(), data, false).await.unwrap_err();
+    assert_eq!(cut.code(), tonic::Code::Aborted, "{cut:?}");
+    assert!(cut.message().contains("without its end"), "{cut:?}");
+    assert!(
+        run_in(node, db, e.read).await.is_err(),
+        "{}: a streamed upload without its end was restored",
+        e.image
+    );
+    let mut bad = data[..data.len() / 2].to_vec();
+    let at = bad.windows(5).position(|w| w == b"PGDMP").unwrap_or(0);
+    bad[at + 1] ^= 0xff;
+    let refused = load_with(client, header(), &bad, true).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+    assert!(refused.message().contains("restore failed"), "{refused:?}");
+    assert!(
+        run_in(node, db, e.read).await.is_err(),
+        "{}: a damaged streamed dump loaded",
+        e.image
+    );
+    let started = Instant::now();
+    let done = load_with(client, header(), data, true).await?;
+    println!(
+        "{}: streamed load of {} bytes in {:?}",
+        e.image,
+        done.bytes,
+        started.elapsed()
+    );
+    assert_eq!(done.bytes, data.len() as u64);
+    run_in(node, db, e.read)
+        .await
+        .map_err(|m| anyhow::anyhow!("{}: rows not back after the streamed load: {m}", e.image))?;
+    Ok(())
+}
+
 async fn dump_drop_load(prefix: &str, e: &Engine) -> anyhow::Result<()> {
     let node = TestNode::start(prefix).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -320,6 +375,10 @@ async fn dump_drop_load(prefix: &str, e: &Engine) -> anyhow::Result<()> {
         .map_err(|m| anyhow::anyhow!("{}: rows not back after the load: {m}", e.image))?;
     let check = dump(&mut client, &id, e.engine, pb::EngineCommand::Check).await?;
     assert_eq!(String::from_utf8_lossy(&check), e.check, "{}", e.image);
+
+    if e.engine == pb::Engine::Postgres {
+        streamed_load(&mut client, &node, &db, e, &data).await?;
+    }
 
     if let Some(script) = e.older {
         let pid = node.agent.status(&id)?.pid;
@@ -491,6 +550,7 @@ async fn postgres_point_in_time_recovery_keeps_a_and_not_b() -> anyhow::Result<(
         kind: kind as i32,
         name: name.into(),
         recovery_target_time: time.into(),
+        stream: false,
     };
     let bad = load_with(
         &mut client,

@@ -278,14 +278,26 @@ impl GrpcEngines {
         Ok(String::from_utf8_lossy(&out).trim().replace('\n', ", "))
     }
 
-    /// Opens a load into `container`.
+    /// Opens a load of a dump into `container`; `fresh`: the target holds nothing to keep
+    /// (a new service, a verification container), so the agent may feed the engine as the
+    /// data arrives rather than spool it first (`EngineLoadHeader.stream`).
     pub fn load(
         &self,
         address: &str,
         container: &str,
         e: Engine,
+        fresh: bool,
     ) -> Result<LoadStream, EngineError> {
-        self.load_kind(address, container, e, n::EngineLoadKind::Dump, "", "")
+        self.open_load(
+            address,
+            n::EngineLoadHeader {
+                container_id: container.to_owned(),
+                engine: engine(e),
+                kind: n::EngineLoadKind::Dump as i32,
+                stream: fresh,
+                ..Default::default()
+            },
+        )
     }
 
     /// Opens a load of `kind` (a point-in-time restore's steps) into `container`.
@@ -298,16 +310,28 @@ impl GrpcEngines {
         name: &str,
         recovery_target_time: &str,
     ) -> Result<LoadStream, EngineError> {
-        let mut client = self.client(address)?;
-        let (tx, rx) = mpsc::channel(4);
-        let header = n::EngineLoadRequest {
-            part: Some(n::engine_load_request::Part::Header(n::EngineLoadHeader {
+        self.open_load(
+            address,
+            n::EngineLoadHeader {
                 container_id: container.to_owned(),
                 engine: engine(e),
                 kind: kind as i32,
                 name: name.to_owned(),
                 recovery_target_time: recovery_target_time.to_owned(),
-            })),
+                stream: false,
+            },
+        )
+    }
+
+    fn open_load(
+        &self,
+        address: &str,
+        header: n::EngineLoadHeader,
+    ) -> Result<LoadStream, EngineError> {
+        let mut client = self.client(address)?;
+        let (tx, rx) = mpsc::channel(4);
+        let header = n::EngineLoadRequest {
+            part: Some(n::engine_load_request::Part::Header(header)),
         };
         tx.try_send(header).expect("a new channel has room");
         let call = tokio::spawn(async move {

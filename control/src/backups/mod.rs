@@ -54,6 +54,8 @@ pub use objects::BackupSettings;
 
 /// Bytes of dump per message sent to an agent.
 const LOAD_PIECE: usize = 1 << 20;
+/// Pieces of dump (and of sealed bytes) queued between the reading task and the sealing thread.
+const SEAL_QUEUE: usize = 16;
 /// How often a running backup tells the database it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -122,10 +124,13 @@ pub struct Running {
 }
 
 /// Where the time of a stored object went: waiting for the source's next piece (the engine's
-/// dump through the agent), compressing and sealing, and writing to the object store.
+/// dump through the agent), waiting for room in the sealing thread's queue (the compressor is
+/// behind the dump), compressing and sealing (in that thread, beside the dump), and writing
+/// to the object store.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stages {
     pub source: Duration,
+    pub queue: Duration,
     pub seal: Duration,
     pub store: Duration,
 }
@@ -134,8 +139,9 @@ impl std::fmt::Display for Stages {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "waiting for the dump {} ms, compressing and sealing {} ms, storing {} ms",
+            "waiting for the dump {} ms, for the compressor {} ms, compressing and sealing {} ms (beside the dump), storing {} ms",
             self.source.as_millis(),
+            self.queue.as_millis(),
             self.seal.as_millis(),
             self.store.as_millis()
         )
@@ -346,6 +352,11 @@ impl Backups {
 
     /// Compresses, seals (nonces from `id`) and writes `dump` to `object_key`; beats the
     /// backup `heartbeat` meanwhile. Nothing is left in the store when it fails.
+    ///
+    /// Three stages overlap, as `pg_dump | zstd` does: this task reads the dump, a blocking
+    /// thread compresses and seals what it read ([`Sealer`], fed through a bounded queue), and
+    /// this task writes the sealed bytes. Compressing in the reading loop stalled the dump
+    /// for as long as zstd ran (7.7 of a 12.9 s backup of 1 GB, bench/backup).
     async fn seal_into(
         &self,
         organization_id: Uuid,
@@ -364,9 +375,33 @@ impl Backups {
             .await
             .map_err(|e| self.objects_error(e))?;
         let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, 8 << 20);
-        let mut beat = Instant::now();
+        let (piece_tx, mut piece_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(SEAL_QUEUE);
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(SEAL_QUEUE);
+        // Ends when the queue closes (the dump ended or was abandoned) or the writer went
+        // away; what it returns counts only when the dump ended whole.
+        let sealing = tokio::task::spawn_blocking(
+            move || -> Result<Option<(format::Sealed, Duration)>, FormatError> {
+                let mut busy = Duration::ZERO;
+                while let Some(piece) = piece_rx.blocking_recv() {
+                    let t = Instant::now();
+                    let out = sealer.push(&piece)?;
+                    busy += t.elapsed();
+                    if !out.is_empty() && out_tx.blocking_send(out).is_err() {
+                        return Ok(None);
+                    }
+                }
+                let t = Instant::now();
+                let (tail, sealed) = sealer.finish()?;
+                busy += t.elapsed();
+                if out_tx.blocking_send(tail).is_err() {
+                    return Ok(None);
+                }
+                Ok(Some((sealed, busy)))
+            },
+        );
         let mut stages = Stages::default();
-        let result: Result<(), BackupError> = async {
+        let read = async {
+            let mut beat = Instant::now();
             loop {
                 let t = Instant::now();
                 let Some(piece) = dump.next().await? else {
@@ -374,17 +409,11 @@ impl Backups {
                 };
                 stages.source += t.elapsed();
                 let t = Instant::now();
-                let out = sealer.push(&piece)?;
-                stages.seal += t.elapsed();
-                if !out.is_empty() {
-                    let t = Instant::now();
-                    writer
-                        .wait_for_capacity(2)
-                        .await
-                        .map_err(|e| self.objects_error(e))?;
-                    writer.write(&out);
-                    stages.store += t.elapsed();
+                if piece_tx.send(piece).await.is_err() {
+                    // The sealing thread stopped: its result says why.
+                    break;
                 }
+                stages.queue += t.elapsed();
                 if let Some(b) = heartbeat
                     && beat.elapsed() >= HEARTBEAT
                 {
@@ -392,20 +421,51 @@ impl Backups {
                     self.inner.store.backup_heartbeat(b).await?;
                 }
             }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
+            drop(piece_tx);
+            Ok::<(), BackupError>(())
+        };
+        let mut store = Duration::ZERO;
+        let write = async {
+            while let Some(out) = out_rx.recv().await {
+                let t = Instant::now();
+                writer
+                    .wait_for_capacity(2)
+                    .await
+                    .map_err(|e| self.objects_error(e))?;
+                writer.write(&out);
+                store += t.elapsed();
+            }
+            Ok::<(), BackupError>(())
+        };
+        let result = tokio::try_join!(read, write);
+        // On an error the queues are dropped with the futures: the thread stops at its next
+        // piece.
+        let sealed = match result {
+            Ok(_) => match sealing.await {
+                Ok(Ok(Some((sealed, busy)))) => {
+                    stages.seal = busy;
+                    Ok(sealed)
+                }
+                Ok(Ok(None)) => Err(BackupError::Format(FormatError::Compress(
+                    "the sealed bytes were not all written".into(),
+                ))),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(BackupError::Format(FormatError::Compress(format!(
+                    "the sealing thread failed: {e}"
+                )))),
+            },
+            Err(e) => Err(e),
+        };
+        let sealed = match sealed {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        };
         let t = Instant::now();
-        let (tail, sealed) = sealer.finish()?;
-        stages.seal += t.elapsed();
-        let t = Instant::now();
-        writer.write(&tail);
         writer.finish().await.map_err(|e| self.objects_error(e))?;
-        stages.store += t.elapsed();
+        stages.store = store + t.elapsed();
         Ok((sealed, stages))
     }
 
@@ -559,7 +619,11 @@ impl Backups {
             let result: Result<String, BackupError> = async {
                 match b.kind {
                     ::api::BackupKind::Dump => {
-                        let load = self.inner.engines.load(&r.address, &container, r.engine)?;
+                        // A throwaway container: nothing to keep, fed as the object is read.
+                        let load = self
+                            .inner
+                            .engines
+                            .load(&r.address, &container, r.engine, true)?;
                         self.stream_into(b, load).await?;
                     }
                     ::api::BackupKind::Base => {
@@ -687,6 +751,18 @@ impl Backups {
         b: &Backup,
         r: &Running,
     ) -> Result<(), BackupError> {
+        self.restore_into(restore, b, r, false).await
+    }
+
+    /// [`Backups::restore`]; `fresh`: the target is a service made for this restore (nothing
+    /// in it to keep), which the agent loads as the object is read.
+    pub(crate) async fn restore_into(
+        &self,
+        restore: &Restore,
+        b: &Backup,
+        r: &Running,
+        fresh: bool,
+    ) -> Result<(), BackupError> {
         self.run_restore(restore, b.service_id, r, async {
             self.event(
                 restore.id,
@@ -697,7 +773,7 @@ impl Backups {
             let load = self
                 .inner
                 .engines
-                .load(&r.address, &r.container, r.engine)?;
+                .load(&r.address, &r.container, r.engine, fresh)?;
             self.stream_into(b, load).await
         })
         .await

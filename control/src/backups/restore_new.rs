@@ -92,7 +92,7 @@ impl Backups {
         };
         match to {
             Some(t) => self.restore_to_time(restore, b, &r, t).await,
-            None => self.restore(restore, b, &r).await,
+            None => self.restore_into(restore, b, &r, true).await,
         }
     }
 

@@ -15,6 +15,11 @@
 //!   `redis-check-rdb`, put in place of `dump.rdb` with snapshots turned off, and the container
 //!   killed (SIGKILL, so Redis does not save over it): its restart policy starts it again and
 //!   Redis loads the file. The load returns when the container is healthy again.
+//!   A PostgreSQL dump into a target with nothing to keep (a new service, a verification
+//!   container; the caller says so) is not spooled: [`Agent::engine_load_stream`] feeds
+//!   pg_restore as the upload arrives, one piece behind it, so pg_restore cannot reach the
+//!   dump's end (and commit) before the upload's `end` came; an upload cut short kills it
+//!   inside its single transaction. pg_restore reads the custom format from a pipe (no `-j`).
 //!
 //! PostgreSQL continuous archiving (point-in-time recovery): the image's entrypoint runs with
 //! `archive_mode=on` and an `archive_command` copying each finished WAL file into
@@ -568,6 +573,97 @@ fn whole_mariadb_dump(file: &Path) -> Result<(), String> {
         return Err("the mariadb-dump file is cut short (no `-- Dump completed` line)".into());
     }
     Ok(())
+}
+
+/// A PostgreSQL load fed as its upload arrives ([`Agent::engine_load_stream`]): write the
+/// pieces, then [`StreamingLoad::finish`]. Dropped before that, it kills pg_restore, whose
+/// single transaction then restores nothing.
+#[derive(Debug)]
+pub struct StreamingLoad {
+    engine: Engine,
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stderr: Option<tokio::task::JoinHandle<Vec<u8>>>,
+}
+
+impl StreamingLoad {
+    /// Feeds `data` to the engine's restore; when the restore stopped reading (it failed),
+    /// its exit and stderr.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), DumpError> {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().expect("stdin until finish");
+        if let Err(e) = stdin.write_all(data).await {
+            self.stdin = None;
+            let ended = self.wait().await;
+            return Err(ended.err().unwrap_or_else(|| DumpError::Command {
+                engine: self.engine,
+                what: "restore",
+                reason: format!("it stopped reading the dump ({e}) and exited 0"),
+            }));
+        }
+        Ok(())
+    }
+
+    /// The upload is whole: ends the restore's input and waits for it; its stderr tail.
+    pub async fn finish(mut self) -> Result<String, DumpError> {
+        self.stdin = None;
+        self.wait().await
+    }
+
+    async fn wait(&mut self) -> Result<String, DumpError> {
+        let status = self
+            .child
+            .wait()
+            .await
+            .map_err(|e| DumpError::Exec(format!("waiting for the restore: {e}")))?;
+        let stderr = match self.stderr.take() {
+            Some(h) => h.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let detail = tail(&stderr);
+        if status.success() {
+            Ok(detail)
+        } else {
+            Err(DumpError::Command {
+                engine: self.engine,
+                what: "restore",
+                reason: format!("{status}: {detail}"),
+            })
+        }
+    }
+}
+
+impl Agent {
+    /// Starts pg_restore in the container reading the dump from a pipe (a target with
+    /// nothing to keep; see the module doc). PostgreSQL only: the other engines' loads need
+    /// the whole file first.
+    pub async fn engine_load_stream(
+        &self,
+        container_id: &str,
+        engine: Engine,
+    ) -> Result<StreamingLoad, DumpError> {
+        postgres_only(engine, "a streamed load")?;
+        let pid = self.running_pid(container_id)?;
+        let mut cmd =
+            super::exec::nsenter(self.containerd(), container_id, pid, &argv(engine, "load"))
+                .await
+                .map_err(DumpError::Exec)?;
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| DumpError::Exec(format!("cannot run nsenter: {e}")))?;
+        let stdin = child.stdin.take();
+        let stderr = tokio::spawn(read_all(child.stderr.take().expect("piped stderr")));
+        tracing::info!(container_id, ?engine, "engine load streamed");
+        Ok(StreamingLoad {
+            engine,
+            child,
+            stdin,
+            stderr: Some(stderr),
+        })
+    }
 }
 
 /// A unique suffix for spool files (time and a counter: one agent process writes them).

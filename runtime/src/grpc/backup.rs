@@ -102,7 +102,8 @@ pub async fn engine_dump(agent: &Arc<Agent>, req: pb::EngineDumpRequest) -> Resu
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
-/// Spools the upload, then loads it once its `end` arrived.
+/// Spools the upload, then loads it once its `end` arrived; a PostgreSQL dump marked `stream`
+/// (a target with nothing to keep) goes straight into pg_restore instead ([`load_streamed`]).
 pub async fn engine_load(
     agent: &Arc<Agent>,
     mut stream: Streaming<pb::EngineLoadRequest>,
@@ -134,6 +135,9 @@ pub async fn engine_load(
         }
     };
     let id = container(&header.container_id)?.to_owned();
+    if header.stream && engine == Engine::Postgres && kind == LoadKind::Dump {
+        return load_streamed(agent, &id, engine, stream).await;
+    }
     let path = agent.spool_path(&id);
     let _cleanup = RemoveOnDrop(path.clone());
     let mut file = dump::spool_create(&path).await.map_err(status)?;
@@ -173,6 +177,56 @@ pub async fn engine_load(
         .engine_load_kind(&id, engine, &kind, &path)
         .await
         .map_err(status)?;
+    Ok(pb::EngineLoadResponse { bytes, detail })
+}
+
+/// Feeds the upload to the engine as it arrives, one piece behind (pg_restore cannot reach the
+/// dump's end before the upload's `end` came); a stream that ends without it, or breaks,
+/// drops the load, which kills the restore inside its single transaction.
+async fn load_streamed(
+    agent: &Arc<Agent>,
+    id: &str,
+    engine: Engine,
+    mut stream: Streaming<pb::EngineLoadRequest>,
+) -> Result<pb::EngineLoadResponse, Status> {
+    let mut load = agent.engine_load_stream(id, engine).await.map_err(status)?;
+    let mut held: Vec<u8> = Vec::new();
+    let mut bytes = 0u64;
+    let mut ended = false;
+    while let Some(msg) = stream.next().await {
+        match msg?.part {
+            Some(pb::engine_load_request::Part::Chunk(c)) => {
+                if ended {
+                    return Err(Status::invalid_argument(
+                        "invalid chunk: data after the end",
+                    ));
+                }
+                if !c.data.is_empty() {
+                    if !held.is_empty() {
+                        load.write(&held).await.map_err(status)?;
+                    }
+                    bytes += c.data.len() as u64;
+                    held = c.data;
+                }
+                ended = c.end;
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "invalid message: only the first may be a header",
+                ));
+            }
+        }
+    }
+    if !ended {
+        return Err(Status::aborted(format!(
+            "the upload ended after {bytes} bytes without its end: nothing was restored"
+        )));
+    }
+    if !held.is_empty() {
+        load.write(&held).await.map_err(status)?;
+    }
+    let detail = load.finish().await.map_err(status)?;
+    tracing::info!(container_id = id, bytes, "engine load streamed done");
     Ok(pb::EngineLoadResponse { bytes, detail })
 }
 
