@@ -8,10 +8,10 @@
 //! - every response from the start of the drain carries `Connection: close` (the proxy's
 //!   filters ask [`Drain::is_draining`]), so a request already in flight on a keep-alive
 //!   connection is answered and that connection ends there;
-//! - idle connections are closed once `idle_close` has passed (ours of the kept-alive
-//!   connections waiting for their next request in [`crate::keepalive`] and of new plain
-//!   connections waiting for their first byte, then Pingora's own wake-up of requests whose
-//!   head is being read): a request already on its way when the drain starts is still answered;
+//! - idle connections are closed once `idle_close` has passed (ours, the connections waiting
+//!   for a request's first bytes in [`crate::keepalive`], then Pingora's own wake-up of
+//!   requests whose head is being read): a request already on its way when the drain starts
+//!   is still answered;
 //! - once no connection is left, `on_drained` runs (the daemon exits), instead of sleeping out
 //!   the grace period, which stays the upper bound.
 //!
@@ -19,6 +19,11 @@
 //! connection keeps its TLS-handshake future's space (~8.7 KiB) for the connection's whole
 //! life, which would be most of what an idle keep-alive connection costs (bench/proxy's idle
 //! step); ours is sized for our small futures only.
+//!
+//! The same [`Notify`] that closes idle connections also wakes them on the idle ticks
+//! ([`Drain::start_idle_ticks`]): a connection waiting for a request checks its own idle time
+//! then, so no connection holds a timer of its own (a tokio `Sleep` is ~100 bytes in every idle
+//! connection, and registering and cancelling it was a timer-wheel update per request).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,13 +34,16 @@ use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 /// The drain state shared by the application wrapper and the proxy's filters.
 #[derive(Debug, Default)]
 pub struct Drain {
     draining: AtomicBool,
     idle_closed: AtomicBool,
-    idle_close: Notify,
+    /// Woken when idle connections are to be closed, and on every idle tick.
+    idle: Notify,
+    ticking: AtomicBool,
     open: AtomicUsize,
     empty: Notify,
 }
@@ -58,15 +66,40 @@ impl Drain {
 
     fn close_idle(&self) {
         self.idle_closed.store(true, Ordering::Release);
-        self.idle_close.notify_waiters();
+        self.idle.notify_waiters();
     }
 
-    /// Resolves once idle connections are to be closed.
-    pub(crate) async fn idle_closed(&self) {
-        wait_until(&self.idle_close, || {
-            self.idle_closed.load(Ordering::Acquire)
-        })
-        .await;
+    /// True once idle connections are to be closed.
+    pub(crate) fn idle_closed(&self) -> bool {
+        self.idle_closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves when idle connections are to be closed or on the next idle tick, whichever
+    /// comes first; `enable` it before checking [`Self::idle_closed`] and the connection's
+    /// idle time, so no wake-up is missed in between.
+    pub(crate) fn idle_wakeup(&self) -> Notified<'_> {
+        self.idle.notified()
+    }
+
+    /// Wakes the connections waiting on [`Self::idle_wakeup`] every `period` from now on (the
+    /// first call starts it, on the current tokio runtime; later calls do nothing). An idle
+    /// timeout checked on these ticks ends between the timeout and the timeout plus `period`.
+    pub(crate) fn start_idle_ticks(self: &Arc<Self>, period: Duration) {
+        if self.ticking.load(Ordering::Relaxed) || self.ticking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let drain = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(drain) = drain.upgrade() else {
+                    return;
+                };
+                drain.idle.notify_waiters();
+            }
+        });
     }
 
     /// Resolves once no connection is open.
@@ -136,22 +169,9 @@ impl<A: ServerApp + Send + Sync + 'static> GracefulApp<A> {
         }
     }
 
-    /// Serves one connection until it ends, as Pingora's task would.
-    async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
-        // A new plain connection waits for its first byte here, where the drain can close it;
-        // Pingora would wait in its h2c preface peek, which nothing wakes. (TLS connections
-        // have sent their handshake; the request read is woken by the drain.)
-        if stream.get_ssl_digest().is_none() {
-            let mut first = [0u8; 1];
-            let readable = tokio::select! {
-                biased;
-                read = stream.try_peek(&mut first) => read.is_ok(),
-                () = self.drain.idle_closed() => false,
-            };
-            if !readable {
-                return;
-            }
-        }
+    /// Serves one connection until it ends, as Pingora's task would. (A new connection waits
+    /// for its first bytes in [`crate::keepalive`], where the drain closes it when idle.)
+    async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
         let mut next = self.inner.process_new(stream, shutdown).await;
         while let Some(stream) = next {
             next = self.inner.process_new(stream, shutdown).await;
@@ -233,16 +253,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn idle_close_wakes_waiters_and_later_callers() {
+    async fn idle_close_wakes_waiters() {
         let drain = Drain::default();
         assert!(!drain.is_draining());
-        let waiter = drain.idle_closed();
+        let waiter = async {
+            let wakeup = drain.idle_wakeup();
+            tokio::pin!(wakeup);
+            wakeup.as_mut().enable();
+            assert!(!drain.idle_closed());
+            wakeup.await;
+            drain.idle_closed()
+        };
         let closer = async {
             tokio::task::yield_now().await;
             drain.close_idle();
         };
-        tokio::join!(waiter, closer);
-        // A connection arriving afterwards does not wait.
-        drain.idle_closed().await;
+        let (closed, ()) = tokio::join!(waiter, closer);
+        assert!(closed);
+    }
+
+    #[tokio::test]
+    async fn idle_ticks_wake_waiters() {
+        let drain = Arc::new(Drain::default());
+        drain.start_idle_ticks(Duration::from_millis(10));
+        drain.start_idle_ticks(Duration::from_millis(10));
+        for _ in 0..3 {
+            let wakeup = drain.idle_wakeup();
+            tokio::time::timeout(Duration::from_secs(5), wakeup)
+                .await
+                .expect("no idle tick");
+        }
+        assert!(!drain.idle_closed(), "a tick is not a close");
     }
 }

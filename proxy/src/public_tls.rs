@@ -8,6 +8,7 @@
 //! h2 then http/1.1, session tickets from [`crate::tickets`] (shared across instances) and
 //! 0-RTT off.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,17 +79,11 @@ fn local_port(stream: &Stream) -> Option<u16> {
     Some(digest.local_addr()?.as_inet()?.port())
 }
 
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsTerminate<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        // A kept-alive TLS connection comes back already handshaken.
-        if stream.get_ssl_digest().is_some() || local_port(&stream) != Some(self.tls_port) {
-            return self.inner.process_new(stream, shutdown).await;
-        }
+impl<A: ServerApp + Send + Sync + 'static> TlsTerminate<A> {
+    /// Handshakes a new connection to the TLS port; the handshaken stream goes back to the
+    /// caller, which hands it to [`ServerApp::process_new`] again (its contract for a stream
+    /// to serve further). `None`: the handshake failed.
+    async fn handshake(self: Arc<Self>, stream: Stream) -> Option<Stream> {
         let l4 = match stream.into_any().downcast::<L4Stream>() {
             Ok(l4) => l4,
             Err(_) => {
@@ -96,21 +91,37 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsTerminate<A> {
                 return None;
             }
         };
-        // Boxed: the handshake's future is large and done with before the first request; inline
-        // it would take its space in this future for the connection's whole life.
-        let handshake = Box::pin(tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            self.acceptor.tls_handshake(*l4),
-        ));
-        let tls = match handshake.await {
-            Ok(Ok(tls)) => tls,
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.tls_handshake(*l4)).await {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
             Ok(Err(error)) => {
                 tracing::debug!(%error, "TLS handshake failed");
-                return None;
+                None
             }
-            Err(_) => return None,
-        };
-        self.inner.process_new(Box::new(tls), shutdown).await
+            Err(_) => None,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsTerminate<A> {
+    /// Written out (not `async`) so that a connection being served is the inner app's future
+    /// alone: a wrapper future around it would be one more allocation held by every idle
+    /// connection. The handshake's future (large) is its own, freed once it is done.
+    fn process_new<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
+        stream: Stream,
+        shutdown: &'life1 ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<Stream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        // A kept-alive TLS connection comes back already handshaken.
+        if stream.get_ssl_digest().is_some() || local_port(&stream) != Some(self.tls_port) {
+            return self.inner.process_new(stream, shutdown);
+        }
+        Box::pin(Arc::clone(self).handshake(stream))
     }
 
     async fn cleanup(&self) {
