@@ -167,6 +167,11 @@ pub struct Served<'a> {
 const APP_USER: &str = "1000:1000";
 /// Where the build stage copies the app's files other than node_modules, for the image.
 const APP_FILES: &str = "/app-files";
+/// Touched in the build stage before the build: files in node_modules newer than it were
+/// written by the build script.
+const INSTALLED_MARK: &str = "/tmp/.stackpad-installed";
+/// Build tools' caches in node_modules, never copied into the image.
+const MODULE_CACHES: &[&str] = &[".cache", ".vite", ".vite-temp", ".astro"];
 
 struct Install {
     cache: &'static str,
@@ -333,17 +338,31 @@ pub fn generate(
     install_run(&mut f, cmd);
     let prod = needs_build && prod_stage(d, pm);
     if prod {
-        // The production dependencies, installed on their own from the same manifests (pnpm
-        // and yarn 1 cannot prune offline): cached while the lock file is unchanged.
-        let _ = writeln!(f, "\nFROM {} AS prod-deps\nWORKDIR /app", base.node);
-        let _ = writeln!(f, "COPY {} ./", manifests.join(" "));
-        for dep in &d.local_dependencies {
-            let _ = writeln!(f, "COPY [{}, {}]", json(dep), json(&format!("./{dep}")));
+        // The production dependencies in a stage of their own, cached while the lock file is
+        // unchanged: a source change neither prunes nor exports them again. npm prunes the
+        // full install; pnpm and yarn 1 cannot prune offline, so they install them on their
+        // own from the same manifests.
+        match inst.prune {
+            Some(prune) => {
+                let _ = writeln!(f, "\nFROM deps AS prod-deps\nRUN {prune}");
+            }
+            None => {
+                let _ = writeln!(f, "\nFROM {} AS prod-deps\nWORKDIR /app", base.node);
+                let _ = writeln!(f, "COPY {} ./", manifests.join(" "));
+                for dep in &d.local_dependencies {
+                    let _ = writeln!(f, "COPY [{}, {}]", json(dep), json(&format!("./{dep}")));
+                }
+                install_run(&mut f, &inst.prod);
+            }
         }
-        install_run(&mut f, &inst.prod);
     }
     if needs_build {
         let _ = writeln!(f, "\nFROM deps AS build");
+        if prod {
+            // Older than anything the build script writes into node_modules (see below), newer
+            // than the install; cached with the install.
+            let _ = writeln!(f, "RUN touch {INSTALLED_MARK}");
+        }
         for arg in build_args {
             let _ = writeln!(f, "ARG {arg}");
         }
@@ -363,40 +382,37 @@ pub fn generate(
         if d.has_build_script {
             let _ = writeln!(f, "RUN {}", inst.run_build);
         }
-        if let (Some(prune), false) = (inst.prune, d.framework.is_static()) {
-            let _ = writeln!(f, "RUN {prune}");
-        }
         // The build's own cache has no place in the image.
         let next_cache = d.framework == (Framework::NextJs { standalone: false });
-        if prod || split_modules(d, &inst) {
-            // node_modules goes into the image on its own (prod-deps' or this stage's, pruned):
-            // unchanged dependencies are an unchanged layer (not pushed again) when only the
+        if prod {
+            // node_modules goes into the image on its own, from prod-deps: unchanged
+            // dependencies are a cached layer (not exported or pushed again) when only the
             // sources changed. The app's other files are copied out beside it for the image;
             // moving node_modules instead copied all of it (a rename across overlay layers),
-            // deleting it wrote a whiteout per file.
+            // deleting it wrote a whiteout per file. What the build script wrote into
+            // node_modules (a generated client, say) goes with them, build caches apart.
+            let caches: Vec<String> = MODULE_CACHES
+                .iter()
+                .map(|c| format!("-path node_modules/{c}"))
+                .collect();
             let _ = writeln!(
                 f,
                 "RUN mkdir {APP_FILES} && find . -mindepth 1 -maxdepth 1 ! -name node_modules \
-                 -exec cp -a -t {APP_FILES} {{}} +{}",
+                 -exec cp -a -t {APP_FILES} {{}} +{} && if [ -d node_modules ]; then \
+                 find node_modules \\( {} \\) -prune -o ! -type d -newer {INSTALLED_MARK} -print0 \
+                 | xargs -0 -r cp -a --parents -t {APP_FILES}; fi",
                 if next_cache {
                     format!(" && rm -rf {APP_FILES}/.next/cache")
                 } else {
                     String::new()
-                }
+                },
+                caches.join(" -o ")
             );
         } else if next_cache {
             let _ = writeln!(f, "RUN rm -rf .next/cache");
         }
     }
-    let modules = if prod {
-        Some(format!(
-            "--from=prod-deps --chown={APP_USER} /app/node_modules"
-        ))
-    } else if needs_build && split_modules(d, &inst) {
-        Some(format!("--from=build --chown={APP_USER} /app/node_modules"))
-    } else {
-        None
-    };
+    let modules = prod.then(|| format!("--from=prod-deps --chown={APP_USER} /app/node_modules"));
     runtime_stage(&mut f, d, base, needs_build, modules.as_deref(), served);
     Some(f)
 }
@@ -428,20 +444,12 @@ pub fn failure_cause(d: &Detection, step: &str) -> Option<String> {
     }
 }
 
-/// Whether the production dependencies come from a stage of their own (pnpm, yarn 1) rather
-/// than a prune of the build stage's.
+/// Whether an app with a build step gets its production dependencies from a stage of their own
+/// (npm's prune of the full install, pnpm's and yarn 1's install of them): every app whose
+/// image runs from its node_modules (not static sites, Next.js standalone output or Nuxt's
+/// Nitro output). Bun's are not told apart.
 fn prod_stage(d: &Detection, pm: PackageManager) -> bool {
-    matches!(pm, PackageManager::Pnpm | PackageManager::Yarn)
-        && !d.framework.is_static()
-        && !matches!(
-            d.framework,
-            Framework::NextJs { standalone: true } | Framework::Nuxt
-        )
-}
-
-/// Whether the runtime stage copies the whole app folder, pruned dependencies apart.
-fn split_modules(d: &Detection, inst: &Install) -> bool {
-    inst.prune.is_some()
+    pm != PackageManager::Bun
         && !d.framework.is_static()
         && !matches!(
             d.framework,

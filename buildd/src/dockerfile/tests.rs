@@ -134,14 +134,32 @@ fn fetched_dependencies_are_installed_offline_from_the_mounted_cache() {
         "RUN --mount=type=bind,from=fetched,target=/fetched --mount=type=tmpfs,target=/deps \
          tar -xf /fetched/deps.tar -C /deps && npm ci --offline --cache /deps/npm --no-audit --no-fund",
     );
-    let build = line_of(&f, "RUN npm run build");
+    // The dev dependencies are pruned in a stage of their own, from the install alone: a
+    // source change reuses it (and the image's node_modules layer).
+    let prod_stage = line_of(&f, "FROM deps AS prod-deps");
     let prune = line_of(&f, "RUN npm prune --omit=dev");
+    let build_stage = line_of(&f, "FROM deps AS build");
+    let mark = line_of(&f, "RUN touch /tmp/.stackpad-installed");
+    let build = line_of(&f, "RUN npm run build");
+    // The app's files, and what the build wrote into node_modules (build caches apart).
     let set_aside = line_of(
         &f,
         "RUN mkdir /app-files && find . -mindepth 1 -maxdepth 1 ! -name node_modules \
-         -exec cp -a -t /app-files {} + && rm -rf /app-files/.next/cache",
+         -exec cp -a -t /app-files {} + && rm -rf /app-files/.next/cache && \
+         if [ -d node_modules ]; then find node_modules \\( -path node_modules/.cache -o \
+         -path node_modules/.vite -o -path node_modules/.vite-temp -o -path node_modules/.astro \\) \
+         -prune -o ! -type d -newer /tmp/.stackpad-installed -print0 \
+         | xargs -0 -r cp -a --parents -t /app-files; fi",
     );
-    assert!(install < build && build < prune && prune < set_aside, "{f}");
+    assert!(
+        install < prod_stage
+            && prod_stage + 1 == prune
+            && prune < build_stage
+            && build_stage + 1 == mark
+            && mark < build
+            && build < set_aside,
+        "{f}"
+    );
     assert!(
         !f.contains("mv node_modules") && !f.contains("RUN rm -rf"),
         "{f}"
@@ -149,7 +167,7 @@ fn fetched_dependencies_are_installed_offline_from_the_mounted_cache() {
     // Dependencies, then the app: a source change leaves the first layer as it was.
     let modules = line_of(
         &f,
-        "COPY --from=build --chown=1000:1000 /app/node_modules ./node_modules",
+        "COPY --from=prod-deps --chown=1000:1000 /app/node_modules ./node_modules",
     );
     let app = line_of(&f, "COPY --from=build --chown=1000:1000 /app-files ./");
     assert!(set_aside < modules && modules < app, "{f}");
@@ -162,11 +180,15 @@ fn fetched_dependencies_are_installed_offline_from_the_mounted_cache() {
 }
 
 #[test]
-fn nestjs_builds_then_prunes_dev_dependencies() {
+fn nestjs_prunes_dev_dependencies_in_a_stage_of_their_own() {
     let f = generated("nestjs");
-    let build = line_of(&f, "RUN npm run build");
     let prune = line_of(&f, "RUN npm prune --omit=dev");
-    assert!(build < prune, "{f}");
+    let build = line_of(&f, "RUN npm run build");
+    assert!(prune < build, "{f}");
+    assert!(
+        f.contains("COPY --from=prod-deps --chown=1000:1000 /app/node_modules ./node_modules"),
+        "{f}"
+    );
     assert!(f.contains("npm ci --no-audit --no-fund"), "{f}");
     assert!(f.contains(r#"CMD ["node", "dist/main"]"#), "{f}");
 }
@@ -337,8 +359,14 @@ fn failed_steps_of_the_app_name_their_cause() {
             .is_some_and(|c| c.starts_with("installing the dependencies failed (`npm ci`)")),
         "{causes:?}"
     );
+    assert_eq!(
+        causes[1].as_deref(),
+        Some("removing the dev dependencies from the image failed")
+    );
+    // The build stage's mark (see `generate`), then the build.
+    assert_eq!(causes[2], None);
     assert!(
-        causes[1]
+        causes[3]
             .as_deref()
             .is_some_and(|c| c.starts_with("the app's build script failed (`npm run build`")),
         "{causes:?}"
@@ -346,10 +374,6 @@ fn failed_steps_of_the_app_name_their_cause() {
     assert_eq!(
         failure_cause(&d, "[deps 1/4] FROM docker.io/library/node:20"),
         None
-    );
-    assert_eq!(
-        causes[2].as_deref(),
-        Some("removing the dev dependencies from the image failed")
     );
     assert_eq!(failure_cause(&d, "RUN npm run build"), None);
 }
@@ -385,7 +409,7 @@ fn pnpm_installs_its_pinned_version_offline_and_production_dependencies_in_a_sta
     let drop_modules = line_of(
         &f,
         "RUN mkdir /app-files && find . -mindepth 1 -maxdepth 1 ! -name node_modules \
-         -exec cp -a -t /app-files {} +",
+         -exec cp -a -t /app-files {} + && if [ -d node_modules ]",
     );
     let copy_modules = line_of(
         &f,
@@ -400,7 +424,7 @@ fn pnpm_installs_its_pinned_version_offline_and_production_dependencies_in_a_sta
         drop_modules < copy_modules && copy_modules < copy_app,
         "{f}"
     );
-    assert!(!f.contains("prune"), "{f}");
+    assert!(!f.contains("npm prune"), "{f}");
     // A failed install is named as such, whatever the tool's setup before it.
     let cause = failure_cause(&d, &format!("[deps 4/4] {}", f.lines().nth(all).unwrap())).unwrap();
     assert!(cause.contains("`pnpm install`"), "{cause}");
