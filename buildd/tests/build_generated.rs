@@ -236,6 +236,39 @@ async fn bad_dependencies_and_scripts_fail_naming_the_cause() {
         "{reason}"
     );
 
+    // An app of an npm workspace (monorepo) whose lock file is the workspace's, at the root.
+    let (repo, sha) = repo_with(&[
+        (
+            "package.json",
+            r#"{"name": "monorepo", "private": true, "workspaces": ["apps/*"]}"#,
+        ),
+        (
+            "package-lock.json",
+            &MS_LOCK.replace("RESOLVED", "https://registry.npmjs.org/ms/-/ms-2.1.3.tgz"),
+        ),
+        (
+            "apps/web/package.json",
+            r#"{"name": "web", "scripts": {"start": "node server.js"}, "dependencies": {"ms": "2.1.3"}}"#,
+        ),
+        ("apps/web/server.js", server),
+    ]);
+    let mut req = d.start_request(&unique("bad"), repo.path(), &sha);
+    if let Some(source) = req.source.as_mut() {
+        source.subdirectory = "apps/web".into();
+    }
+    let status = final_status(&run_to_end(&mut d, req).await);
+    assert_eq!(status.state(), pb::BuildState::Failed, "{status:?}");
+    assert!(
+        status
+            .failure_reason
+            .contains("the app in apps/web is a member of a workspace (monorepo)")
+            && status
+                .failure_reason
+                .contains("the workspace's package-lock.json"),
+        "{}",
+        status.failure_reason
+    );
+
     // Nothing says how to start the app.
     let (reason, _) = failed(
         &mut d,

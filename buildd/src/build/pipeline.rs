@@ -80,6 +80,26 @@ fn log(events: &UnboundedSender<Progress>, step: &str, line: impl Into<String>) 
     }));
 }
 
+/// For an app in a subdirectory without a lock file of its own: the subdirectory and the lock
+/// file of the nearest folder above it in the repository that has one (a workspace root), as
+/// `dir/package-lock.json` from the repository's root. The folders between the root and the
+/// app are real folders (the checkout refused symlinks there); the lock file's name is only
+/// looked at, never followed.
+fn workspace_lock(co: &Checkout) -> Option<(String, String)> {
+    let sub = co.app_dir.strip_prefix(&co.repo).ok()?;
+    if sub.as_os_str().is_empty() {
+        return None;
+    }
+    sub.ancestors().skip(1).find_map(|dir| {
+        PackageManager::LOCK_FILES.iter().find_map(|(name, _)| {
+            let rel = dir.join(name);
+            std::fs::symlink_metadata(co.repo.join(&rel))
+                .is_ok()
+                .then(|| (sub.display().to_string(), rel.display().to_string()))
+        })
+    })
+}
+
 /// Largest lock file read.
 const MAX_LOCK_FILE: u64 = 64 * 1024 * 1024;
 
@@ -108,9 +128,15 @@ impl Pipeline {
         }
         let Some(lock_file) = &detection.lock_file else {
             return if deps::declares_dependencies(package_json) {
-                Err(DepsError::NoLockFile {
-                    manager: pm.name(),
-                    lock_file: deps::lock_file_of(pm),
+                Err(match workspace_lock(co) {
+                    Some((subdirectory, lock_file)) => DepsError::WorkspaceMember {
+                        subdirectory,
+                        lock_file,
+                    },
+                    None => DepsError::NoLockFile {
+                        manager: pm.name(),
+                        lock_file: deps::lock_file_of(pm),
+                    },
                 })
             } else if pm == PackageManager::Npm {
                 Ok(None)

@@ -65,6 +65,17 @@ pub enum DepsError {
         manager: &'static str,
         lock_file: &'static str,
     },
+    #[error(
+        "the app in {subdirectory} is a member of a workspace (monorepo): its lock file is the \
+         workspace's {lock_file}, not one of its own in {subdirectory}; building a workspace \
+         member from the workspace's lock file is not supported yet: build from the repository \
+         root with a Dockerfile there (git.subdirectory empty), or commit a lock file of the \
+         app's own in {subdirectory}"
+    )]
+    WorkspaceMember {
+        subdirectory: String,
+        lock_file: String,
+    },
     #[error("{file} is not valid: {reason}")]
     InvalidLock { file: String, reason: String },
     #[error(
