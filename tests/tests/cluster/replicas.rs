@@ -1,7 +1,9 @@
 //! Replicas across compute nodes (#15): a web service with 3 replicas on 2 compute nodes, each
 //! node's own containerd running its share; all three answer through the proxy on the host; a
 //! redeploy under load fails no request (the new set starts beside the old, one switch carries
-//! the whole set, the old set drains); a scale to 1 and back to 3 needs no build.
+//! the whole set, the old set drains); a scale to 1 and back to 3 needs no build; a node serving
+//! replicas drained under load fails no request either (its replicas move to the other node,
+//! it holds no container after, GET /nodes shows it drained).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -165,6 +167,88 @@ async fn scenario(platform: &HostPlatform, cluster: &Cluster) -> anyhow::Result<
     eprintln!(
         "3 replicas ready in {first_took:?}; scale to 1 in {:?}, back to 3 in {:?}",
         scaled[0], scaled[1]
+    );
+    drain_under_load(platform, cluster, &tenant, &service, &host).await
+}
+
+/// A compute node serving replicas is drained under load: its replicas move to the other node
+/// (a deployment of the serving image, started beside, one switch), no request fails, the
+/// drained node holds no container any more and is listed drained.
+async fn drain_under_load(
+    platform: &HostPlatform,
+    cluster: &Cluster,
+    tenant: &crate::harness::Tenant,
+    service: &str,
+    host: &str,
+) -> anyhow::Result<()> {
+    let (s, _) = platform.serving_other_than(tenant, service, "").await?;
+    let serving = s["current_deployment_id"]
+        .as_str()
+        .context("a deployment serves")?
+        .to_owned();
+    let d = platform
+        .wait_ready(tenant, &serving, Duration::from_secs(5))
+        .await?;
+    let placed = placement(&d)?;
+    let drained = cluster
+        .compute
+        .iter()
+        .find(|n| placed.values().any(|p| *p == n.id))
+        .context("a node serves a replica")?;
+    let load = Load::start(platform, host, 4);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let draining = Instant::now();
+    let answer = platform
+        .expect(
+            200,
+            "POST",
+            &format!("/nodes/{}/drain", drained.id),
+            &platform.operator_token,
+            None,
+        )
+        .await?;
+    let moving = answer["moving"][0]["deployment_id"]
+        .as_str()
+        .with_context(|| format!("the drain moves web: {answer}"))?
+        .to_owned();
+    let moved = platform
+        .wait_ready(tenant, &moving, Duration::from_secs(30))
+        .await?;
+    let moved_after = draining.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let loaded = load.stop().await;
+    ensure!(
+        loaded.failed == 0,
+        "{} of {} requests failed during the drain of {}: {:?}",
+        loaded.failed,
+        loaded.total,
+        drained.name,
+        loaded.errors
+    );
+    let now = placement(&moved)?;
+    ensure!(
+        now.len() == 3 && now.values().all(|n| *n != drained.id),
+        "3 replicas off the drained {}: {now:?}",
+        drained.name
+    );
+    check_containers(cluster, &now).await?;
+    let nodes = platform
+        .expect(200, "GET", "/nodes", &platform.operator_token, None)
+        .await?;
+    let listed = nodes["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["id"] == drained.id.as_str())
+        .with_context(|| format!("{} is listed: {nodes}", drained.name))?;
+    ensure!(
+        !listed["drained_at"].is_null(),
+        "{} is listed drained: {listed}",
+        drained.name
+    );
+    eprintln!(
+        "drain of {} under load: {} requests, 0 failed, {:?}; its replicas serve elsewhere {moved_after:?} after the drain",
+        drained.name, loaded.total, loaded.by_deployment
     );
     Ok(())
 }
