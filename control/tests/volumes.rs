@@ -154,6 +154,14 @@ async fn every_deployment_of_a_service_with_volumes_carries_them_to_the_node() -
     Ok(())
 }
 
+/// The test sweeps by itself: control's own housekeeping (a sweep every heartbeat interval)
+/// runs once at start and not again within the test, or both sweeps could take a deletion (the
+/// node asked twice) or the background one take it first (the test's finding none).
+fn sweeps_only_by_the_test(config: &mut control::config::Config) {
+    config.heartbeat_interval_ms = 600_000;
+    config.node_down_after_ms = 1_200_000;
+}
+
 #[tokio::test]
 async fn a_deleted_services_volumes_go_after_the_grace_period() -> anyhow::Result<()> {
     let daemons = Daemons::default();
@@ -162,8 +170,9 @@ async fn a_deleted_services_volumes_go_after_the_grace_period() -> anyhow::Resul
     let mut config = common::config(&db);
     config.proxy_address = address.clone();
     config.proxy_token = PROXY_TOKEN.into();
+    sweeps_only_by_the_test(&mut config);
     let clients = control::daemon::grpc_clients(&config);
-    let h = Harness::start_on(db, control::daemon::grpc_clients(&config)).await?;
+    let h = Harness::start_with(db, &config, control::daemon::grpc_clients(&config)).await?;
     h.register_node("n1", "compute", &address).await;
     let (_, t) = h.org("vol-c").await;
     let (_, service) = h
@@ -247,8 +256,9 @@ async fn volumes_are_added_and_removed_after_create_and_kind_stays() -> anyhow::
     let mut config = common::config(&db);
     config.proxy_address = address.clone();
     config.proxy_token = PROXY_TOKEN.into();
+    sweeps_only_by_the_test(&mut config);
     let clients = control::daemon::grpc_clients(&config);
-    let h = Harness::start_on(db, control::daemon::grpc_clients(&config)).await?;
+    let h = Harness::start_with(db, &config, control::daemon::grpc_clients(&config)).await?;
     h.register_node("n1", "compute", &address).await;
     let (_, t) = h.org("vol-d").await;
     let (_, service) = h
