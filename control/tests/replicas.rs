@@ -436,15 +436,25 @@ async fn service_when(
     }
 }
 
-#[tokio::test]
-async fn a_set_without_room_waits_for_it_and_is_placed_once_a_node_joins() -> anyhow::Result<()> {
+struct TwoNodes {
+    fakes: Fakes,
+    h: Harness,
+    a: String,
+    web: String,
+    d1: String,
+    v1: serde_json::Value,
+    n1: String,
+    n2: String,
+}
+
+/// A control with two compute nodes of 4000 cpu millis (n1, n2) and `web` of org-a serving two
+/// replicas of `cpu_millis` each, one on each node (deployment `d1`, as `v1`).
+async fn two_replicas_on_two_nodes(cpu_millis: u32) -> anyhow::Result<TwoNodes> {
     let fakes = Fakes::new();
     let db = common::database().await?;
     let mut config = common::config(&db);
     config.node_down_after_ms = 600;
     let h = Harness::start_with(db, &config, fake_clients(&fakes)).await?;
-    // Two nodes of 4000 cpu millis; two replicas of 3000: one on each, and one node cannot
-    // hold the set.
     let n1 = h.register_node("n1", "compute", "http://127.0.0.1:9").await;
     let n2 = h
         .register_node("n2", "compute", "http://127.0.0.1:10")
@@ -454,7 +464,7 @@ async fn a_set_without_room_waits_for_it_and_is_placed_once_a_node_joins() -> an
         .service(
             &a,
             json!({ "name": "web", "image": "app:v1", "port": 8080, "replicas": 2,
-                    "resources": { "cpu_millis": 3000 } }),
+                    "resources": { "cpu_millis": cpu_millis } }),
         )
         .await;
     let d1 = h.deploy(&a, &web, json!({})).await;
@@ -464,6 +474,32 @@ async fn a_set_without_room_waits_for_it_and_is_placed_once_a_node_joins() -> an
         nodes_of(&v1).iter().collect::<BTreeSet<_>>(),
         BTreeSet::from([&n1, &n2])
     );
+    Ok(TwoNodes {
+        fakes,
+        h,
+        a,
+        web,
+        d1,
+        v1,
+        n1,
+        n2,
+    })
+}
+
+#[tokio::test]
+async fn a_set_without_room_waits_for_it_and_is_placed_once_a_node_joins() -> anyhow::Result<()> {
+    // Two nodes of 4000 cpu millis; two replicas of 3000: one on each, and one node cannot
+    // hold the set.
+    let TwoNodes {
+        fakes,
+        h,
+        a,
+        web,
+        d1,
+        v1,
+        n1,
+        n2,
+    } = two_replicas_on_two_nodes(3000).await?;
     let deployments = || async {
         let (_, list) = h
             .call("GET", &format!("/services/{web}/deployments"), &a, None)
@@ -554,32 +590,17 @@ async fn a_set_without_room_waits_for_it_and_is_placed_once_a_node_joins() -> an
 #[tokio::test]
 async fn a_lost_node_s_replicas_need_room_for_the_set_only_not_beside_the_survivors()
 -> anyhow::Result<()> {
-    let fakes = Fakes::new();
-    let db = common::database().await?;
-    let mut config = common::config(&db);
-    config.node_down_after_ms = 600;
-    let h = Harness::start_with(db, &config, fake_clients(&fakes)).await?;
-    let n1 = h.register_node("n1", "compute", "http://127.0.0.1:9").await;
-    let n2 = h
-        .register_node("n2", "compute", "http://127.0.0.1:10")
-        .await;
-    let (_, a) = h.org("org-a").await;
     // Two replicas of 2000 on two nodes of 4000: n2 holds the set alone, but not the set beside
     // the replica serving there (6000).
-    let (_, web) = h
-        .service(
-            &a,
-            json!({ "name": "web", "image": "app:v1", "port": 8080, "replicas": 2,
-                    "resources": { "cpu_millis": 2000 } }),
-        )
-        .await;
-    let d1 = h.deploy(&a, &web, json!({})).await;
-    let v1 = h.wait_terminal(&a, &d1, LIMIT).await;
-    assert_eq!(v1["state"], "ready", "{v1}");
-    assert_eq!(
-        nodes_of(&v1).iter().collect::<BTreeSet<_>>(),
-        BTreeSet::from([&n1, &n2])
-    );
+    let TwoNodes {
+        fakes,
+        h,
+        a,
+        web,
+        d1,
+        n2,
+        ..
+    } = two_replicas_on_two_nodes(2000).await?;
     fakes
         .node
         .silent
