@@ -119,15 +119,20 @@ pub enum Services {
         #[arg(long)]
         engine: Option<String>,
     },
-    /// Delete a service: its containers stop, its routes and domains go. Asks to type its
-    /// name unless --yes.
+    /// Delete a service: its containers stop, its routes and domains go. Its volumes and
+    /// backups are kept for a grace period (7 days by default) unless --purge. Asks to type its name
+    /// unless --yes.
     #[command(
         after_help = "Examples:\n  stackpad services delete --service shop/web\n  \
-                            stackpad services delete --yes   # the linked service"
+                            stackpad services delete --yes   # the linked service\n  \
+                            stackpad services delete --service shop/db --purge"
     )]
     Delete {
         #[command(flatten)]
         target: ServiceArgs,
+        /// Delete its volumes' data and its backups now instead of after the grace period.
+        #[arg(long)]
+        purge: bool,
         /// Do not ask (for scripts; without a terminal --yes is required).
         #[arg(long)]
         yes: bool,
@@ -650,14 +655,28 @@ pub async fn run(
             }
             p.object(&v);
         }
-        Services::Delete { target, yes } => {
+        Services::Delete { target, purge, yes } => {
             let s = ctx.names.service(&target).await?;
-            confirm(ctx, yes, &format!("service {}", s.path()), &s.service.name)?;
+            let what = if purge {
+                format!(
+                    "service {} with its volumes' data and backups, now (--purge)",
+                    s.path()
+                )
+            } else {
+                format!("service {}", s.path())
+            };
+            confirm(ctx, yes, &what, &s.service.name)?;
+            let query = if purge { "?purge=true" } else { "" };
             ctx.api
-                .delete(&format!("/services/{}", s.service.id))
+                .delete(&format!("/services/{}{query}", s.service.id))
                 .await?;
             p.line(format!("deleted service {} ({})", s.path(), s.service.id));
-            p.object(&json!({ "deleted": service_json(&s) }));
+            if purge {
+                p.line("its volumes' data and backups are deleted now (--purge)");
+            } else {
+                p.line("its volumes and backups are kept for a grace period (--purge deletes them now)");
+            }
+            p.object(&json!({ "deleted": service_json(&s), "purged": purge }));
         }
     }
     Ok(exit::OK)

@@ -1,6 +1,7 @@
-//! `stackpad tokens`, `members`, `services show|set`, `scale`, `init` and `up` against a real
-//! control plane on 127.0.0.1:0 and PostgreSQL (pipeline behind recording fakes of the
-//! daemons); `init` and `up` in a real git repository pushed to a bare one of the test's own.
+//! `stackpad tokens`, `members`, `services show|set|delete --purge`, `scale`, `init` and `up`
+//! against a real control plane on 127.0.0.1:0 and PostgreSQL (pipeline behind recording fakes
+//! of the daemons); `init` and `up` in a real git repository pushed to a bare one of the
+//! test's own.
 
 #[path = "../../control/tests/common/mod.rs"]
 mod common;
@@ -126,7 +127,7 @@ async fn tokens_and_members_are_listed_created_and_removed_by_name() -> anyhow::
 
 #[tokio::test]
 async fn services_are_shown_set_and_scaled_and_refusals_name_the_flag() -> anyhow::Result<()> {
-    let (h, _fakes, config, dir) = logged_in("settings-org").await?;
+    let (h, fakes, config, dir) = logged_in("settings-org").await?;
     let c = config.as_path();
     ok(c, &["projects", "create", "shop"]).await;
     let worker = json_of(
@@ -352,6 +353,39 @@ async fn services_are_shown_set_and_scaled_and_refusals_name_the_flag() -> anyho
             && out.contains("stackpad backups restore --into")
             && out.contains("(--kind)"),
         "{out}"
+    );
+
+    // Deleting with --purge asks first, naming what goes, then its volumes go now: the node
+    // was asked to remove them and no deletion waits for the grace period.
+    let (code, out) = stackpad(c, &["-C", l, "services", "delete", "--purge"]).await;
+    assert_eq!(code, exit::USAGE, "{out}");
+    assert!(
+        out.contains("volumes' data and backups") && out.contains("pass --yes"),
+        "{out}"
+    );
+    let id = set["id"].as_str().unwrap().to_owned();
+    let out = ok(c, &["-C", l, "services", "delete", "--purge", "--yes"]).await;
+    assert!(
+        out.contains("deleted service shop/production/web")
+            && out.contains("deleted now (--purge)"),
+        "{out}"
+    );
+    assert!(
+        fakes
+            .calls()
+            .iter()
+            .any(|call| matches!(call, common::fakes::Call::RemoveVolumes { service, .. } if *service == id)),
+        "{:?}",
+        fakes.calls()
+    );
+    let waiting: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM volume_deletions WHERE service_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&h.store().pool)
+            .await?;
+    assert_eq!(
+        waiting, 0,
+        "the purged volumes still wait for the grace period"
     );
     h.stop().await;
     Ok(())
