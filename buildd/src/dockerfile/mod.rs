@@ -2,9 +2,10 @@
 //!
 //! Shape: a `deps` stage whose install step is keyed only by the manifest, the lock file and
 //! local `file:` dependencies (so a source change reuses it), with a cache mount for the package
-//! manager's store; a `build` stage when the app has a build script; a small runtime stage
-//! running as uid 1000 with `NODE_ENV=production`. No `# syntax=` line: the engine's built-in
-//! Dockerfile frontend must do, since build nodes need not reach Docker Hub.
+//! manager's store; a `build` stage when the app has a build script, with cache mounts for the
+//! framework's build caches (`.next/cache`, ...); a small runtime stage running as uid 1000 with
+//! `NODE_ENV=production`. No `# syntax=` line: the engine's built-in Dockerfile frontend must
+//! do, since build nodes need not reach Docker Hub.
 
 use std::fmt::Write as _;
 
@@ -173,6 +174,46 @@ const INSTALLED_MARK: &str = "/tmp/.stackpad-installed";
 /// Build tools' caches in node_modules, never copied into the image.
 const MODULE_CACHES: &[&str] = &[".cache", ".vite", ".vite-temp", ".astro"];
 
+/// The caches a framework's build keeps between builds, relative to the app: each is a cache
+/// mount of the build script's step, named by the app's cache key like the package manager's
+/// store (so apps and tenants never share one). The next build of the same app starts from what
+/// the last one left there, and none of it is in a layer, so none of it is in the image.
+/// `sharing=locked`: two builds of one app at once take turns over the build step rather than
+/// write one cache (Turbopack's database has one writer).
+fn build_caches(framework: Framework) -> &'static [&'static str] {
+    match framework {
+        // Turbopack's file-system cache for `next build` (`.next/cache/turbopack`, on by default
+        // since Next 16: `experimental.turbopackFileSystemCacheForBuild`), the type check's
+        // `.tsbuildinfo`, webpack's cache for `next build --webpack`, fetch and image caches.
+        Framework::NextJs { .. } => &[".next/cache"],
+        // Astro's `cacheDir` (content layer store, optimized images).
+        Framework::Astro { .. } => &["node_modules/.astro"],
+        // Nuxt's `buildCache` and its Vite's cache.
+        Framework::Nuxt => &["node_modules/.cache"],
+        // Vite's `cacheDir` (what plugins keep; `vite build` itself keeps no cache), and
+        // create-vite's `tsBuildInfoFile`s for the `tsc -b` of its build script.
+        Framework::ViteStatic => &["node_modules/.vite", "node_modules/.tmp"],
+        Framework::ReactRouter | Framework::Remix | Framework::SvelteKit { .. } => {
+            &["node_modules/.vite"]
+        }
+        _ => &[],
+    }
+}
+
+/// The `--mount` options of the build step for `framework`'s caches ([`build_caches`]), each
+/// followed by a space; empty when it keeps none.
+fn build_cache_mounts(framework: Framework, cache_key: &str) -> String {
+    build_caches(framework)
+        .iter()
+        .map(|dir| {
+            format!(
+                "--mount=type=cache,id=stackpad-build-{cache_key}-{},target=/app/{dir},sharing=locked ",
+                dir.replace('/', "-")
+            )
+        })
+        .collect()
+}
+
 struct Install {
     cache: &'static str,
     all: String,
@@ -271,8 +312,8 @@ fn install(pm: PackageManager, locked: bool, fetched: bool, tool: Option<&str>) 
 
 /// Generates the Dockerfile for a detected app; `None` for a repository with its own Dockerfile.
 /// `build_args` are declared in the build stage so `--build-arg` values reach the build script.
-/// `cache_key` (see [`cache_key`]) names the package manager's cache mount, so that apps (and
-/// tenants) never share a package cache. `served`: what buildd serves the build.
+/// `cache_key` (see [`cache_key`]) names the package manager's cache mount and the framework's
+/// build caches ([`build_caches`]), so that apps (and tenants) never share a cache. `served`: what buildd serves the build.
 pub fn generate(
     d: &Detection,
     base: &BaseImages,
@@ -380,9 +421,15 @@ pub fn generate(
         }
         let _ = writeln!(f, "COPY . .");
         if d.has_build_script {
-            let _ = writeln!(f, "RUN {}", inst.run_build);
+            let _ = writeln!(
+                f,
+                "RUN {}{}",
+                build_cache_mounts(d.framework, cache_key),
+                inst.run_build
+            );
         }
-        // The build's own cache has no place in the image.
+        // The build's own cache has no place in the image (a cache mount leaves its mount
+        // point behind).
         let next_cache = d.framework == (Framework::NextJs { standalone: false });
         if prod {
             // node_modules goes into the image on its own, from prod-deps: unchanged
@@ -422,7 +469,14 @@ pub fn generate(
 /// (`[build 5/6] RUN npm run build`); `None` for steps that are not the app's commands.
 pub fn failure_cause(d: &Detection, step: &str) -> Option<String> {
     let pm = d.package_manager?;
-    let command = step.split_once("] RUN ").map(|(_, c)| c)?;
+    let mut command = step.split_once("] RUN ").map(|(_, c)| c)?;
+    // The mounts (a build cache's, say) are not the command.
+    while let Some((_, rest)) = command
+        .strip_prefix("--mount=")
+        .and_then(|m| m.split_once(' '))
+    {
+        command = rest;
+    }
     // Whether the install was from fetched dependencies does not change the commands' names.
     let inst = install(pm, d.lock_file.is_some(), false, None);
     if command == inst.run_build {

@@ -78,7 +78,9 @@ fn nextjs_standalone_copies_only_the_standalone_output() {
     );
     assert!(
         f.contains(
-            "FROM deps AS build\nARG API_URL\nENV NODE_ENV=production\nENV NEXT_TELEMETRY_DISABLED=1\nCOPY . .\nRUN npm run build"
+            "FROM deps AS build\nARG API_URL\nENV NODE_ENV=production\nENV NEXT_TELEMETRY_DISABLED=1\nCOPY . .\n\
+             RUN --mount=type=cache,id=stackpad-build-reg_3a5000_2facme_2fweb-.next-cache,\
+             target=/app/.next/cache,sharing=locked npm run build\n"
         ),
         "{f}"
     );
@@ -109,6 +111,16 @@ fn vite_single_page_app_is_served_by_the_static_server_alone_from_root_owned_fil
         "{f}"
     );
     assert!(!f.contains("prune"), "{f}");
+    // Vite's cache and create-vite's tsbuildinfo kept across builds of this app only.
+    assert!(
+        f.contains(
+            "RUN --mount=type=cache,id=stackpad-build-reg_3a5000_2facme_2fweb-node_modules-.vite,\
+             target=/app/node_modules/.vite,sharing=locked \
+             --mount=type=cache,id=stackpad-build-reg_3a5000_2facme_2fweb-node_modules-.tmp,\
+             target=/app/node_modules/.tmp,sharing=locked pnpm run build\n"
+        ),
+        "{f}"
+    );
 }
 
 /// The generator-made Next.js example (`examples/nextjs`), its dependencies fetched by buildd.
@@ -140,7 +152,13 @@ fn fetched_dependencies_are_installed_offline_from_the_mounted_cache() {
     let prune = line_of(&f, "RUN npm prune --omit=dev");
     let build_stage = line_of(&f, "FROM deps AS build");
     let mark = line_of(&f, "RUN touch /tmp/.stackpad-installed");
-    let build = line_of(&f, "RUN npm run build");
+    // Next's build cache (Turbopack's, the type check's) kept across builds of this app, in a
+    // cache mount of its own: in no layer.
+    let build = line_of(
+        &f,
+        "RUN --mount=type=cache,id=stackpad-build-k-.next-cache,target=/app/.next/cache,\
+         sharing=locked npm run build",
+    );
     // The app's files, and what the build wrote into node_modules (build caches apart).
     let set_aside = line_of(
         &f,
@@ -171,7 +189,8 @@ fn fetched_dependencies_are_installed_offline_from_the_mounted_cache() {
     );
     let app = line_of(&f, "COPY --from=build --chown=1000:1000 /app-files ./");
     assert!(set_aside < modules && modules < app, "{f}");
-    assert!(!f.contains("type=cache"), "{f}");
+    // Fetched dependencies need no package cache: the build's is the only cache mount.
+    assert_eq!(f.matches("type=cache").count(), 1, "{f}");
     assert!(
         f.trim_end()
             .ends_with(r#"CMD ["node_modules/.bin/next", "start"]"#),
@@ -199,6 +218,13 @@ fn nuxt_and_yarn() {
     assert!(f.contains("yarn install --frozen-lockfile"), "{f}");
     assert!(
         f.contains("COPY --from=build --chown=1000:1000 /app/.output ./.output"),
+        "{f}"
+    );
+    assert!(
+        f.contains(
+            "RUN --mount=type=cache,id=stackpad-build-reg_3a5000_2facme_2fweb-node_modules-.cache,\
+             target=/app/node_modules/.cache,sharing=locked yarn run build\n"
+        ),
         "{f}"
     );
 }
