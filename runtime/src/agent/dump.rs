@@ -155,6 +155,9 @@ pub enum DumpError {
 
 /// Bytes read from the command's stdout per chunk.
 pub const CHUNK: usize = 256 * 1024;
+/// The size of the pipe a streamed load feeds pg_restore through (Linux's limit for
+/// unprivileged processes; the agent is root, but no more is needed).
+const LOAD_PIPE: i32 = 1 << 20;
 
 const PG: &str = "-h /run/postgresql -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\"";
 const MARIA: &str = "-uroot -S /run/mysqld/mysqld.sock";
@@ -655,6 +658,13 @@ impl Agent {
             .spawn()
             .map_err(|e| DumpError::Exec(format!("cannot run nsenter: {e}")))?;
         let stdin = child.stdin.take();
+        if let Some(pipe) = &stdin {
+            // A pipe of 1 MiB, not 64 KiB: pg_restore drains 64 KiB in a few ms, and on a
+            // busy machine the agent's next write may come later than that (bench/backup).
+            if let Err(e) = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(LOAD_PIPE)) {
+                tracing::warn!(container_id, error = %e, "cannot enlarge the restore's pipe");
+            }
+        }
         let stderr = tokio::spawn(read_all(child.stderr.take().expect("piped stderr")));
         tracing::info!(container_id, ?engine, "engine load streamed");
         Ok(StreamingLoad {

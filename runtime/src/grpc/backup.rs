@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use proto::node::v1 as pb;
@@ -135,49 +136,106 @@ pub async fn engine_load(
         }
     };
     let id = container(&header.container_id)?.to_owned();
+    let mut upload = Upload::new(stream);
     if header.stream && engine == Engine::Postgres && kind == LoadKind::Dump {
-        return load_streamed(agent, &id, engine, stream).await;
+        return load_streamed(agent, &id, engine, upload).await;
     }
     let path = agent.spool_path(&id);
     let _cleanup = RemoveOnDrop(path.clone());
     let mut file = dump::spool_create(&path).await.map_err(status)?;
-    let mut bytes = 0u64;
-    let mut ended = false;
-    while let Some(msg) = stream.next().await {
-        match msg?.part {
-            Some(pb::engine_load_request::Part::Chunk(c)) => {
-                if ended {
-                    return Err(Status::invalid_argument(
-                        "invalid chunk: data after the end",
-                    ));
-                }
-                file.write_all(&c.data)
-                    .await
-                    .map_err(|e| Status::internal(format!("spool file: {e}")))?;
-                bytes += c.data.len() as u64;
-                ended = c.end;
-            }
-            _ => {
-                return Err(Status::invalid_argument(
-                    "invalid message: only the first may be a header",
-                ));
-            }
-        }
-    }
-    if !ended {
-        return Err(Status::aborted(format!(
-            "the upload ended after {bytes} bytes without its end: nothing was restored"
-        )));
+    let mut feed = Duration::ZERO;
+    while let Some(piece) = upload.next().await? {
+        let t = Instant::now();
+        file.write_all(&piece)
+            .await
+            .map_err(|e| Status::internal(format!("spool file: {e}")))?;
+        feed += t.elapsed();
     }
     file.flush()
         .await
         .map_err(|e| Status::internal(format!("spool file: {e}")))?;
     drop(file);
+    let t = Instant::now();
     let detail = agent
         .engine_load_kind(&id, engine, &kind, &path)
         .await
         .map_err(status)?;
-    Ok(pb::EngineLoadResponse { bytes, detail })
+    Ok(upload.answer(detail, feed, t.elapsed()))
+}
+
+/// The chunks of an upload after its header, checked: data until the `end`, nothing after
+/// it, no second header; a stream that closes before its `end` restores nothing. Counts the
+/// bytes and the time spent waiting for the sender.
+struct Upload {
+    stream: Streaming<pb::EngineLoadRequest>,
+    bytes: u64,
+    ended: bool,
+    waited: Duration,
+}
+
+impl Upload {
+    fn new(stream: Streaming<pb::EngineLoadRequest>) -> Self {
+        Self {
+            stream,
+            bytes: 0,
+            ended: false,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// The next piece of data; `None` once the upload ended whole (its `end` came and the
+    /// stream closed).
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, Status> {
+        loop {
+            let t = Instant::now();
+            let msg = self.stream.next().await;
+            self.waited += t.elapsed();
+            let c = match msg {
+                None if self.ended => return Ok(None),
+                None => {
+                    return Err(Status::aborted(format!(
+                        "the upload ended after {} bytes without its end: nothing was restored",
+                        self.bytes
+                    )));
+                }
+                Some(m) => match m?.part {
+                    Some(pb::engine_load_request::Part::Chunk(c)) => c,
+                    _ => {
+                        return Err(Status::invalid_argument(
+                            "invalid message: only the first may be a header",
+                        ));
+                    }
+                },
+            };
+            if self.ended {
+                return Err(Status::invalid_argument(
+                    "invalid chunk: data after the end",
+                ));
+            }
+            self.ended = c.end;
+            if !c.data.is_empty() {
+                self.bytes += c.data.len() as u64;
+                return Ok(Some(c.data));
+            }
+        }
+    }
+
+    /// The load's answer: its bytes, the engine's `detail` and where the time went.
+    fn answer(
+        &self,
+        detail: String,
+        feed: Duration,
+        after_end: Duration,
+    ) -> pb::EngineLoadResponse {
+        let ms = |d: Duration| d.as_millis() as u64;
+        pb::EngineLoadResponse {
+            bytes: self.bytes,
+            detail,
+            upload_wait_ms: ms(self.waited),
+            feed_ms: ms(feed),
+            engine_after_end_ms: ms(after_end),
+        }
+    }
 }
 
 /// Feeds the upload to the engine as it arrives, one piece behind (pg_restore cannot reach the
@@ -187,47 +245,35 @@ async fn load_streamed(
     agent: &Arc<Agent>,
     id: &str,
     engine: Engine,
-    mut stream: Streaming<pb::EngineLoadRequest>,
+    mut upload: Upload,
 ) -> Result<pb::EngineLoadResponse, Status> {
     let mut load = agent.engine_load_stream(id, engine).await.map_err(status)?;
-    let mut held: Vec<u8> = Vec::new();
-    let mut bytes = 0u64;
-    let mut ended = false;
-    while let Some(msg) = stream.next().await {
-        match msg?.part {
-            Some(pb::engine_load_request::Part::Chunk(c)) => {
-                if ended {
-                    return Err(Status::invalid_argument(
-                        "invalid chunk: data after the end",
-                    ));
-                }
-                if !c.data.is_empty() {
-                    if !held.is_empty() {
-                        load.write(&held).await.map_err(status)?;
-                    }
-                    bytes += c.data.len() as u64;
-                    held = c.data;
-                }
-                ended = c.end;
-            }
-            _ => {
-                return Err(Status::invalid_argument(
-                    "invalid message: only the first may be a header",
-                ));
-            }
+    let mut held: Option<Vec<u8>> = None;
+    let mut feed = Duration::ZERO;
+    while let Some(piece) = upload.next().await? {
+        if let Some(earlier) = held.replace(piece) {
+            let t = Instant::now();
+            load.write(&earlier).await.map_err(status)?;
+            feed += t.elapsed();
         }
     }
-    if !ended {
-        return Err(Status::aborted(format!(
-            "the upload ended after {bytes} bytes without its end: nothing was restored"
-        )));
+    if let Some(last) = held {
+        let t = Instant::now();
+        load.write(&last).await.map_err(status)?;
+        feed += t.elapsed();
     }
-    if !held.is_empty() {
-        load.write(&held).await.map_err(status)?;
-    }
+    let t = Instant::now();
     let detail = load.finish().await.map_err(status)?;
-    tracing::info!(container_id = id, bytes, "engine load streamed done");
-    Ok(pb::EngineLoadResponse { bytes, detail })
+    let answer = upload.answer(detail, feed, t.elapsed());
+    tracing::info!(
+        container_id = id,
+        bytes = answer.bytes,
+        upload_wait_ms = answer.upload_wait_ms,
+        feed_ms = answer.feed_ms,
+        engine_after_end_ms = answer.engine_after_end_ms,
+        "engine load streamed done"
+    );
+    Ok(answer)
 }
 
 struct RemoveOnDrop(std::path::PathBuf);
