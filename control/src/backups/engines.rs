@@ -124,8 +124,8 @@ impl LoadStream {
         Ok(())
     }
 
-    /// The data is whole: the agent restores it; returns its detail line.
-    pub async fn finish(self) -> Result<String, EngineError> {
+    /// The data is whole: the agent restores it; returns its answer.
+    pub async fn finish(self) -> Result<Loaded, EngineError> {
         let end = n::EngineLoadRequest {
             part: Some(n::engine_load_request::Part::Chunk(n::EngineChunk {
                 data: vec![],
@@ -146,13 +146,33 @@ impl LoadStream {
     }
 }
 
+/// An agent's answer to a whole load: the bytes it fed the engine, the engine's last lines
+/// (warnings), and where the agent's time went (`EngineLoadResponse`).
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub bytes: u64,
+    pub detail: String,
+    /// Waiting for the upload's next piece.
+    pub upload_wait: Duration,
+    /// Feeding the engine (the spool file, or the restore's pipe while it was not reading).
+    pub feed: Duration,
+    /// The engine's work after the upload's end.
+    pub after_end: Duration,
+}
+
 async fn answer(
     address: String,
     call: tokio::task::JoinHandle<Result<n::EngineLoadResponse, tonic::Status>>,
-) -> Result<String, EngineError> {
+) -> Result<Loaded, EngineError> {
     {
         match call.await {
-            Ok(Ok(r)) => Ok(r.detail),
+            Ok(Ok(r)) => Ok(Loaded {
+                bytes: r.bytes,
+                detail: r.detail,
+                upload_wait: Duration::from_millis(r.upload_wait_ms),
+                feed: Duration::from_millis(r.feed_ms),
+                after_end: Duration::from_millis(r.engine_after_end_ms),
+            }),
             Ok(Err(s)) => Err(EngineError::Agent {
                 address,
                 message: format!("{:?}: {}", s.code(), s.message()),

@@ -412,7 +412,7 @@ impl Backups {
             "",
             &time,
         )?;
-        Ok(load.finish().await?)
+        Ok(load.finish().await?.detail)
     }
 }
 
