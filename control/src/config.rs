@@ -106,6 +106,10 @@ pub struct Config {
     pub github_status_interval_ms: u64,
     /// Prometheus `/metrics` listener; none = not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// How often this process asks the nodes about the services' volumes for `/metrics` (a
+    /// scrape shows the last answers, never waits on a node); a node that stops answering
+    /// keeps its volumes' last figures, with their age, for ten of these intervals.
+    pub volume_metrics_interval_ms: u64,
     /// Address blocks a tenant's git host may never resolve to, beyond the built-in private
     /// and special ranges: the platform's own (e.g. `["203.0.113.0/24"]`). Wins over
     /// `egress_allow`.
@@ -154,6 +158,7 @@ impl Default for Config {
             github_api_url: "https://api.github.com".into(),
             github_status_interval_ms: 5_000,
             metrics_listen: None,
+            volume_metrics_interval_ms: 30_000,
             egress_deny: vec![],
             egress_allow: vec![],
             local_sources_organizations: vec![],
@@ -267,6 +272,12 @@ impl Config {
         self.dns_resolver_address()?;
         if self.domain_check_interval_ms < 100 {
             return Err(invalid("domain_check_interval_ms", "must be at least 100"));
+        }
+        if self.volume_metrics_interval_ms < 100 {
+            return Err(invalid(
+                "volume_metrics_interval_ms",
+                "must be at least 100",
+            ));
         }
         self.address_policy()?;
         for org in &self.local_sources_organizations {
@@ -390,6 +401,13 @@ mod tests {
                     ..valid()
                 },
                 "domain_check_interval_ms",
+            ),
+            (
+                Config {
+                    volume_metrics_interval_ms: 10,
+                    ..valid()
+                },
+                "volume_metrics_interval_ms",
             ),
             (
                 Config {

@@ -238,7 +238,16 @@ pub async fn start(
                     address: at.to_string(),
                     source,
                 })?;
-        let metrics = crate::metrics::router(store.clone(), http_metrics, Some(clients.clone()));
+        // The volumes' figures: refreshed by this process in the background, read by scrapes.
+        let volumes = Arc::new(crate::metrics::volumes::VolumeGauges::new(
+            Duration::from_millis(config.volume_metrics_interval_ms),
+        ));
+        tasks.spawn(
+            volumes
+                .clone()
+                .run(store.clone(), clients.clone(), shutdown_rx.clone()),
+        );
+        let metrics = crate::metrics::router(store.clone(), http_metrics, Some(volumes));
         let mut rx = shutdown_rx.clone();
         tasks.spawn(async move {
             let serve = axum::serve(metrics_listener, metrics).with_graceful_shutdown(async move {

@@ -2,7 +2,10 @@
 //! (counted by a middleware around the API router), and deployments, nodes and custom domains by
 //! state, read from PostgreSQL at scrape time (so every control plane instance reports the same
 //! totals); backups per managed service ([`crate::backups::metrics`]); the services' volumes
-//! with the bytes each uses, asked of the nodes holding them at scrape time.
+//! with the bytes each uses, as a background refresh last asked the nodes holding them
+//! ([`volumes`]).
+
+pub mod volumes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +13,6 @@ use std::time::{Duration, Instant};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use futures::StreamExt;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,9 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::pipeline::driver::Clients;
 use crate::store::Store;
-use uuid::Uuid;
 
 /// Upper bounds of the request latency histogram, in seconds.
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
@@ -180,104 +180,17 @@ pub fn render(http: &HttpMetrics, counts: Option<&StoreCounts>) -> String {
     out
 }
 
-/// One volume of a live service as its node reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VolumeSample {
-    pub organization_id: Uuid,
-    pub service_id: Uuid,
-    pub volume: String,
-    pub node: String,
-    pub size_bytes: u64,
-    pub used_bytes: u64,
-}
-
-/// Services asked about their volumes at once, at most.
-const VOLUME_SERVICES_AT_ONCE: usize = 8;
-
-/// The volumes of every service that has some, with the bytes each uses, asked of the node
-/// agents the way `GET /services/{id}/volumes` asks them ([`crate::volumes::usage`]). A volume
-/// whose node does not answer (or that no node holds yet) is left out.
-pub async fn volume_samples(store: &Store, clients: &Clients) -> Vec<VolumeSample> {
-    let services: Vec<(Uuid, Uuid)> = match sqlx::query_as(
-        "SELECT organization_id, id FROM services WHERE volumes <> '[]'::jsonb ORDER BY id",
-    )
-    .fetch_all(&store.pool)
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list the services with volumes");
-            return vec![];
-        }
-    };
-    let per_service = futures::stream::iter(services)
-        .map(|(org, id)| async move {
-            let service = store.service(org, id).await.ok()?;
-            let views = crate::volumes::usage(store, clients, &service).await.ok()?;
-            Some(
-                views
-                    .into_iter()
-                    .filter_map(|v| {
-                        Some(VolumeSample {
-                            organization_id: org,
-                            service_id: id,
-                            used_bytes: v.used_bytes?,
-                            node: v.node?,
-                            volume: v.name,
-                            size_bytes: v.size_bytes,
-                        })
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .buffer_unordered(VOLUME_SERVICES_AT_ONCE)
-        .collect::<Vec<_>>()
-        .await;
-    let mut out: Vec<VolumeSample> = per_service.into_iter().flatten().flatten().collect();
-    out.sort_by(|a, b| (a.service_id, &a.volume).cmp(&(b.service_id, &b.volume)));
-    out
-}
-
-/// The exposition text of the volume families.
-pub fn render_volumes(samples: &[VolumeSample]) -> String {
-    type Labels = [(&'static str, String); 4];
-    let used = Family::<Labels, Gauge>::default();
-    let size = Family::<Labels, Gauge>::default();
-    for v in samples {
-        let l = [
-            ("organization", v.organization_id.to_string()),
-            ("service", v.service_id.to_string()),
-            ("volume", v.volume.clone()),
-            ("node", v.node.clone()),
-        ];
-        used.get_or_create(&l)
-            .set(i64::try_from(v.used_bytes).unwrap_or(i64::MAX));
-        size.get_or_create(&l)
-            .set(i64::try_from(v.size_bytes).unwrap_or(i64::MAX));
-    }
-    let mut registry = Registry::default();
-    registry.register(
-        "stackpad_control_volume_used_bytes",
-        "Bytes in use inside the service's volume, as the node holding it reports",
-        used,
-    );
-    registry.register(
-        "stackpad_control_volume_size_bytes",
-        "The size limit of the service's volume",
-        size,
-    );
-    let mut out = String::new();
-    prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
-    out
-}
-
-/// `GET /metrics` on its own listener; with `clients`, the services' volumes are asked of
-/// their nodes at each scrape.
-pub fn router(store: Store, http: Arc<HttpMetrics>, clients: Option<Clients>) -> axum::Router {
+/// `GET /metrics` on its own listener; with `volumes`, the services' volumes as the process's
+/// background refresh last heard of them (a scrape never waits on a node).
+pub fn router(
+    store: Store,
+    http: Arc<HttpMetrics>,
+    volumes: Option<Arc<volumes::VolumeGauges>>,
+) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let (store, http, clients) = (store.clone(), http.clone(), clients.clone());
+            let (store, http, volumes) = (store.clone(), http.clone(), volumes.clone());
             async move {
                 let counts = store_counts(&store).await;
                 let mut text = render(&http, counts.as_ref());
@@ -285,8 +198,8 @@ pub fn router(store: Store, http: Arc<HttpMetrics>, clients: Option<Clients>) ->
                 if let Ok(backups) = store.backup_summaries().await {
                     text.push_str(&crate::backups::metrics::render(&backups));
                 }
-                if let Some(clients) = &clients {
-                    text.push_str(&render_volumes(&volume_samples(&store, clients).await));
+                if let Some(volumes) = &volumes {
+                    text.push_str(&volumes.render());
                 }
                 (
                     [(
@@ -329,26 +242,5 @@ mod tests {
         assert!(text.contains("stackpad_control_services_waiting_for_room 1\n"));
         stackpad_tests::prometheus::assert_conventions(&text);
         stackpad_tests::prometheus::assert_conventions(&render(&http, None));
-    }
-
-    #[test]
-    fn renders_volumes_by_service_and_node() {
-        let text = render_volumes(&[VolumeSample {
-            organization_id: Uuid::nil(),
-            service_id: Uuid::from_u128(7),
-            volume: "data".into(),
-            node: "compute-1".into(),
-            size_bytes: 1 << 30,
-            used_bytes: 4096,
-        }]);
-        assert!(
-            text.contains("stackpad_control_volume_used_bytes{organization=\"00000000-0000-0000-0000-000000000000\",service=\"00000000-0000-0000-0000-000000000007\",volume=\"data\",node=\"compute-1\"} 4096\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("stackpad_control_volume_size_bytes{"),
-            "{text}"
-        );
-        stackpad_tests::prometheus::assert_conventions(&text);
     }
 }

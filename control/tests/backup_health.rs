@@ -150,6 +150,19 @@ impl Setup {
         assert_eq!(r.status(), 200);
         r.text().await.unwrap()
     }
+
+    /// Scrapes until `done` holds of the text (the volumes' figures come from control's
+    /// background refresh, every 200 ms in tests); the last text.
+    async fn scrape_until(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.scrape().await;
+            if done(&text) || std::time::Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// The value of the one line of `family` naming `service` (`None`: no such line).
@@ -208,7 +221,9 @@ async fn failed_missed_backups_and_wal_shipping_failures_are_service_events_and_
         "the last error: {missed}"
     );
 
-    let text = s.scrape().await;
+    let text = s
+        .scrape_until(|t| value(t, "stackpad_control_volume_used_bytes", &db).is_some())
+        .await;
     assert_eq!(
         value(&text, "stackpad_control_backup_missed", &db).as_deref(),
         Some("1"),

@@ -1,7 +1,7 @@
 //! Service volumes (#14) through the API on a real PostgreSQL: stored and shown as given,
 //! refused with the field named (and nothing stored) when they are bad, and sent to the node
 //! agent with every deployment of the service (the real tonic client against an in-process
-//! node agent).
+//! node agent); their figures on `/metrics` come from a cache a hung node cannot stall.
 
 mod common;
 
@@ -370,6 +370,118 @@ async fn volumes_are_added_and_removed_after_create_and_kind_stays() -> anyhow::
     );
     let (status, v) = patch(json!({ "volumes": [data] })).await;
     assert_eq!(status, 200, "gone, so the name is free again: {v}");
+    h.stop().await;
+    Ok(())
+}
+
+/// The value of the `family` line naming `service` on a `/metrics` text.
+fn gauge(text: &str, family: &str, service: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{family}{{")) && l.contains(service))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn volume_gauges_come_from_a_cache_a_hung_node_keeps_for_ten_intervals() -> anyhow::Result<()>
+{
+    let daemons = Daemons::default();
+    let address = daemons.serve(PROXY_TOKEN).await?;
+    let db = common::database().await?;
+    let mut config = common::config(&db);
+    config.proxy_address = address.clone();
+    config.proxy_token = PROXY_TOKEN.into();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")?;
+    config.metrics_listen = Some(free.local_addr()?);
+    drop(free);
+    // Refreshed every 200 ms: a silent node's figures stay 2 s.
+    config.volume_metrics_interval_ms = 200;
+    let metrics = format!("http://{}/metrics", config.metrics_listen.unwrap());
+    let h = Harness::start_with(db, &config, control::daemon::grpc_clients(&config)).await?;
+    h.register_node("n1", "compute", &address).await;
+    let (_, t) = h.org("vol-e").await;
+    let (_, service) = h
+        .service(
+            &t,
+            json!({ "name": "db", "kind": "database", "image": "o/db:1",
+                    "volumes": [volume("data", "/var/lib/data", 64 << 20)] }),
+        )
+        .await;
+    let d = h.deploy(&t, &service, json!({})).await;
+    let v = h.wait_terminal(&t, &d, Duration::from_secs(20)).await;
+    assert_eq!(v["state"], "ready", "{v}");
+    let report = |used: u64| {
+        *daemons.volumes.lock().unwrap() = vec![proto::node::v1::VolumeStatus {
+            service_id: service.clone(),
+            name: "data".into(),
+            size_bytes: 64 << 20,
+            used_bytes: used,
+            held_by: "c1".into(),
+        }];
+    };
+    // One scrape: how long it took and the (used, age) of the service's volume.
+    let scrape = || async {
+        let started = std::time::Instant::now();
+        let text = reqwest::get(&metrics).await?.text().await?;
+        let took = started.elapsed();
+        let used = gauge(&text, "stackpad_control_volume_used_bytes", &service);
+        let age = gauge(
+            &text,
+            "stackpad_control_volume_sample_age_seconds",
+            &service,
+        );
+        anyhow::Ok((took, used.zip(age), text))
+    };
+    let until = |want: Option<f64>, what: &'static str| {
+        let scrape = &scrape;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let (_, figures, text) = scrape().await?;
+                if figures.map(|(used, _)| used) == want {
+                    return anyhow::Ok(figures);
+                }
+                anyhow::ensure!(std::time::Instant::now() < deadline, "{what}: {text}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    report(4096);
+    until(Some(4096.0), "the first figures").await?;
+
+    // The node hangs (control bounds each ask by 5 s): scrapes answer at once with the last
+    // figures, their age growing.
+    daemons
+        .volumes_hang
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    report(8192);
+    let hung = std::time::Instant::now();
+    let mut last_age = 0.0;
+    while hung.elapsed() < Duration::from_millis(1200) {
+        let (took, figures, text) = scrape().await?;
+        assert!(took < Duration::from_millis(500), "a scrape took {took:?}");
+        let (used, age) = figures.unwrap_or_else(|| panic!("figures gone early: {text}"));
+        assert_eq!(used, 4096.0, "{text}");
+        assert!(age >= last_age, "age {age} after {last_age}");
+        last_age = age;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(last_age >= 0.8, "the age did not grow: {last_age}");
+    // Past ten intervals of silence: left out rather than shown as current.
+    until(None, "the silent node's figures dropped").await?;
+    assert!(
+        hung.elapsed() < Duration::from_secs(4),
+        "kept {:?}",
+        hung.elapsed()
+    );
+
+    // The node answers again: its new figures, fresh.
+    daemons
+        .volumes_hang
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let (_, age) = until(Some(8192.0), "the figures back")
+        .await?
+        .expect("figures");
+    assert!(age < 1.0, "{age}");
     h.stop().await;
     Ok(())
 }

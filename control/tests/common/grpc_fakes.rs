@@ -41,6 +41,8 @@ pub struct Daemons {
     pub engine_data: Arc<Mutex<std::collections::HashMap<String, Vec<u8>>>>,
     /// The volumes ListVolumes reports (filtered by the request's service).
     pub volumes: Arc<Mutex<Vec<n::VolumeStatus>>>,
+    /// While set, ListVolumes does not answer (a node that hangs).
+    pub volumes_hang: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Daemons {
@@ -262,6 +264,9 @@ impl n::node_agent_server::NodeAgent for Daemons {
         r: Request<n::ListVolumesRequest>,
     ) -> Result<Response<n::ListVolumesResponse>, Status> {
         let service = r.into_inner().service_id;
+        while self.volumes_hang.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let volumes = self
             .volumes
             .lock()
@@ -350,6 +355,7 @@ impl n::node_agent_server::NodeAgent for Daemons {
         Ok(Response::new(n::EngineLoadResponse {
             bytes: bytes as u64,
             detail: String::new(),
+            ..Default::default()
         }))
     }
 }

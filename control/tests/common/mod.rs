@@ -42,6 +42,8 @@ pub fn config(db: &PostgresDb) -> Config {
         lease_ms: 1_000,
         heartbeat_interval_ms: 200,
         node_down_after_ms: 60_000,
+        // The volumes' figures on `/metrics` (where a test serves it) follow within a moment.
+        volume_metrics_interval_ms: 200,
         // The tests' git services build from local paths (fakes never read them): org-a stands
         // for the operator's demo organization.
         local_sources_organizations: vec!["org-a".into()],
