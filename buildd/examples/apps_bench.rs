@@ -19,7 +19,9 @@
 //! peer's npm cache mount has a per-round id (empty). dockerd's build cache is not pruned
 //! (other builds share the machine); the base images are in dockerd for both sides.
 //! "Warm": a one-line change of the app's page. buildd's `RUN` steps have no network (its
-//! dependencies come from its fetch sandbox); the peer installs with `--network host`.
+//! dependencies come from its fetch sandbox); the peer installs with `--network host`. buildd
+//! keeps the framework's build cache (`.next/cache`, ...) in a cache mount per app; the peer
+//! does not (Next's documented Dockerfile keeps none), unless `PEER_BUILD_CACHE=1`.
 //! Run through `bench/buildd/apps`.
 
 use std::path::{Path, PathBuf};
@@ -65,16 +67,22 @@ struct App {
     /// The file a warm build changes, and the text replaced in it.
     page: &'static str,
     text: &'static str,
-    /// The peer's Dockerfile for (registry, npm cache mount id).
-    peer: fn(&str, &str) -> String,
+    /// The peer's Dockerfile for (registry, npm cache mount id, whether it keeps the build's
+    /// cache in a cache mount: `PEER_BUILD_CACHE=1`).
+    peer: fn(&str, &str, bool) -> String,
 }
 
 /// What a careful hand-written Dockerfile for the Vite app looks like: static files served by
-/// busybox httpd.
-fn vite_peer(registry: &str, cache: &str) -> String {
+/// busybox httpd. With `build_cache`, create-vite's tsbuildinfo folder is a cache mount.
+fn vite_peer(registry: &str, cache: &str, build_cache: bool) -> String {
+    let mount = if build_cache {
+        format!("--mount=type=cache,id={cache}-tmp,target=/app/node_modules/.tmp ")
+    } else {
+        String::new()
+    };
     format!(
         "FROM {registry}/stackpad/node:20 AS build\nWORKDIR /app\nCOPY package.json package-lock.json ./\n\
-         RUN --mount=type=cache,id={cache},target=/root/.npm npm ci --no-audit --no-fund\nCOPY . .\nRUN npm run build\n\n\
+         RUN --mount=type=cache,id={cache},target=/root/.npm npm ci --no-audit --no-fund\nCOPY . .\nRUN {mount}npm run build\n\n\
          FROM {registry}/stackpad/busybox:1\nCOPY --from=build /app/dist /www\nUSER 1000:1000\nEXPOSE 8080\n\
          CMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
     )
@@ -82,14 +90,21 @@ fn vite_peer(registry: &str, cache: &str) -> String {
 
 /// The Next.js app (no standalone output configured): production dependencies pruned in a
 /// stage of their own (cached while the lock file is unchanged, so a source change neither
-/// prunes nor pushes them again), the build's output copied beside them.
-fn next_peer(registry: &str, cache: &str) -> String {
+/// prunes nor pushes them again), the build's output copied beside them. Next's documented
+/// Dockerfile deletes nothing and mounts nothing for `.next/cache`; with `build_cache` it is a
+/// cache mount (as buildd's), else deleted from the build's layer.
+fn next_peer(registry: &str, cache: &str, build_cache: bool) -> String {
+    let build = if build_cache {
+        format!("RUN --mount=type=cache,id={cache}-next,target=/app/.next/cache npm run build")
+    } else {
+        "RUN npm run build && rm -rf .next/cache".to_owned()
+    };
     format!(
         "FROM {registry}/stackpad/node:20 AS deps\nWORKDIR /app\nCOPY package.json package-lock.json ./\n\
          RUN --mount=type=cache,id={cache},target=/root/.npm npm ci --no-audit --no-fund\n\n\
          FROM deps AS prod-deps\nRUN npm prune --omit=dev --no-audit --no-fund\n\n\
          FROM deps AS build\nENV NODE_ENV=production NEXT_TELEMETRY_DISABLED=1\nCOPY . .\n\
-         RUN npm run build && rm -rf .next/cache\n\n\
+         {build}\n\n\
          FROM {registry}/stackpad/node:20\nWORKDIR /app\nENV NODE_ENV=production PORT=3000\n\
          COPY --from=prod-deps --chown=1000:1000 /app/node_modules ./node_modules\n\
          COPY --from=build --chown=1000:1000 /app/package.json /app/next.config.ts ./\n\
@@ -435,6 +450,7 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|r| r.parse().ok())
         .unwrap_or(3)
         .max(1);
+    let peer_build_cache = std::env::var("PEER_BUILD_CACHE").is_ok_and(|v| v == "1");
     let scratch = tempfile::tempdir()?;
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let apps: Vec<&App> = apps
@@ -442,7 +458,15 @@ async fn main() -> anyhow::Result<()> {
         .filter(|a| only.is_empty() || only.split(',').any(|o| o == a.name))
         .collect();
     let mut figures: Vec<Figures> = apps.iter().map(|_| Figures::default()).collect();
-    eprintln!("load before: {}", load());
+    eprintln!(
+        "load before: {}; the peer keeps its build cache in a cache mount: {}",
+        load(),
+        if peer_build_cache {
+            "yes (PEER_BUILD_CACHE=1)"
+        } else {
+            "no"
+        }
+    );
     for round in 1..=rounds {
         for (i, app) in apps.iter().enumerate() {
             let salt = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
@@ -458,7 +482,11 @@ async fn main() -> anyhow::Result<()> {
 
             // The peer, clean: same commit, its own npm cache mount id.
             let peer_image = format!("{}/bench/apps-peer-{}-{salt}:1", registry(), app.name);
-            let dockerfile = with_ca((app.peer)(&registry(), &format!("npm-bench-{salt}")));
+            let dockerfile = with_ca((app.peer)(
+                &registry(),
+                &format!("npm-bench-{salt}"),
+                peer_build_cache,
+            ));
             let d_clean = docker_build(&repo, &dockerfile, &peer_image, scratch.path())?;
             eprintln!("round {round} {} docker clean {}", app.name, d_clean.line());
 
@@ -492,8 +520,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "medians of {rounds} interleaved rounds; load at the end: {}",
-        load()
+        "medians of {rounds} interleaved rounds; load at the end: {}; the peer's build cache {}",
+        load(),
+        if peer_build_cache {
+            "in a cache mount (PEER_BUILD_CACHE=1)"
+        } else {
+            "not kept (as Next's docs' Dockerfile)"
+        }
     );
     println!(
         "{:<12} {:>13} {:>13} {:>11} {:>13} {:>13} {:>11}",
