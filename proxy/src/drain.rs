@@ -26,7 +26,7 @@
 //! connection, and registering and cancelling it was a timer-wheel update per request).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,6 +44,8 @@ pub struct Drain {
     /// Woken when idle connections are to be closed, and on every idle tick.
     idle: Notify,
     ticking: AtomicBool,
+    /// Idle ticks so far: a waiting connection counts its idle time in them.
+    ticks: AtomicU32,
     open: AtomicUsize,
     empty: Notify,
 }
@@ -90,16 +92,26 @@ impl Drain {
         }
         let drain = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(period);
+            // The first tick one period from now (not at once): a tick counted is a period
+            // passed.
+            let start = tokio::time::Instant::now() + period;
+            let mut ticks = tokio::time::interval_at(start, period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
                 let Some(drain) = drain.upgrade() else {
                     return;
                 };
+                drain.ticks.fetch_add(1, Ordering::Release);
                 drain.idle.notify_waiters();
             }
         });
+    }
+
+    /// The idle ticks so far (wrapping): a connection that saw `n` and sees `n + k` later has
+    /// waited more than `k - 1` periods (about `k`, more when the ticker runs late).
+    pub(crate) fn idle_ticks(&self) -> u32 {
+        self.ticks.load(Ordering::Acquire)
     }
 
     /// Resolves once no connection is open.
@@ -283,6 +295,7 @@ mod tests {
                 .await
                 .expect("no idle tick");
         }
+        assert!(drain.idle_ticks() >= 3, "each tick is counted");
         assert!(!drain.idle_closed(), "a tick is not a close");
     }
 }
