@@ -82,7 +82,14 @@ impl MariadbRowCounter {
         match self.state {
             State::Line => {
                 if b == b'\n' {
-                    self.line_ended();
+                    if self.values_follow_on_next_line() {
+                        // mariadb-dump 10.11 writes `INSERT INTO `t` VALUES` and then one row
+                        // tuple per line.
+                        self.line.clear();
+                        self.state = State::Values { depth: 0 };
+                    } else {
+                        self.line_ended();
+                    }
                     return;
                 }
                 self.line.push(b);
@@ -172,6 +179,21 @@ impl MariadbRowCounter {
         {
             self.line.clear();
             self.state = State::Skip;
+        }
+    }
+
+    /// Whether the whole line in `self.line` is `INSERT INTO `<current table>` VALUES`, its
+    /// tuples on the lines after it.
+    fn values_follow_on_next_line(&self) -> bool {
+        const INSERT: &[u8] = b"INSERT INTO `";
+        let Some(name_on) = self.line.strip_prefix(&INSERT[..INSERT.len() - 1]) else {
+            return false;
+        };
+        match quoted_name(name_on) {
+            Some((name, rest)) => {
+                rest.trim_ascii_end() == b" VALUES" && self.table.as_deref() == Some(name.as_str())
+            }
+            None => false,
         }
     }
 
@@ -365,6 +387,36 @@ UNLOCK TABLES;\n\
         let want: RowCounts = [("kept".to_owned(), 4), ("we`ird name".to_owned(), 0)].into();
         for size in [1, 2, 3, 7, 64, DUMP.len()] {
             assert_eq!(counted(size), want, "pieces of {size}");
+        }
+    }
+
+    /// mariadb-dump 10.11.19 (Debian's today) ends the INSERT's first line after `VALUES` and
+    /// writes one row tuple per line.
+    #[test]
+    fn counts_rows_written_one_per_line_after_values() {
+        const ROWS_PER_LINE: &str = "--\n\
+-- Dumping data for table `t`\n\
+--\n\
+\n\
+LOCK TABLES `t` WRITE;\n\
+/*!40000 ALTER TABLE `t` DISABLE KEYS */;\n\
+INSERT INTO `t` VALUES\n\
+(1,'a (b), c'),\n\
+(2,'it\\'s;'),\n\
+(3,'x''y\n(z)');\n\
+INSERT INTO `t` VALUES\n\
+(4,NULL);\n\
+/*!40000 ALTER TABLE `t` ENABLE KEYS */;\n\
+UNLOCK TABLES;\n\
+INSERT INTO `t` VALUES\n\
+(9,'after the data: not counted');\n";
+        let want: RowCounts = [("t".to_owned(), 4)].into();
+        for size in [1, 2, 5, 23, ROWS_PER_LINE.len()] {
+            let mut c = MariadbRowCounter::default();
+            for piece in ROWS_PER_LINE.as_bytes().chunks(size) {
+                c.push(piece);
+            }
+            assert_eq!(c.finish(), want, "pieces of {size}");
         }
     }
 
