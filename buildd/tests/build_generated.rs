@@ -91,26 +91,23 @@ async fn the_vite_example_builds_with_registry_dependencies_and_serves_its_app_a
     // step comes from BuildKit's cache; the new text is served.
     let nonce = unique("changed");
     let app = std::fs::read_to_string(repo.path().join("src/App.tsx")).unwrap();
-    let sha2 = commit_change(
+    let events2 = rebuild(
+        &mut d,
         repo.path(),
+        &image_repo,
         "src/App.tsx",
         &app.replace("Get started", &nonce),
-    );
-    let mut req2 = d.start_request(&unique("vite-warm"), repo.path(), &sha2);
-    req2.image = image_repo.clone();
-    let events2 = run_to_end(&mut d, req2).await;
+    )
+    .await;
     let status2 = succeeded(&events2);
     let deps2 = dependency_log(&events2);
     assert!(
         deps2.iter().any(|l| l.contains("nothing downloaded")),
         "{deps2:#?}"
     );
-    let install: Vec<_> = steps(&events2)
-        .into_iter()
-        .filter(|s| s.name.contains("npm ci --offline") && s.completed_at_unix_ms > 0)
-        .collect();
+    let install = cached_steps(&events2, "npm ci --offline");
     assert!(
-        !install.is_empty() && install.iter().all(|s| s.cached),
+        !install.is_empty() && install.iter().all(|c| *c),
         "install step not cached: {:#?}",
         steps(&events2)
     );
@@ -371,29 +368,23 @@ async fn pnpm_and_yarn_apps_install_with_their_pinned_manager_offline_and_a_rebu
     // A source change: the lock file is the same, so nothing is downloaded and pnpm's install
     // step comes from BuildKit's cache.
     let nonce = unique("changed");
-    let sha2 = commit_change(
+    let events2 = rebuild(
+        &mut d,
         repo.path(),
+        &image_repo,
         "src/greeting.ts",
         &format!("export const greeting = (m: string): string => `{nonce} ${{m}}`;\n"),
-    );
-    let mut req2 = d.start_request(&unique("pnpm-warm"), repo.path(), &sha2);
-    req2.image = image_repo.clone();
-    let events2 = run_to_end(&mut d, req2).await;
+    )
+    .await;
     let status2 = succeeded(&events2);
     let deps2 = dependency_log(&events2);
     assert!(
         deps2.iter().any(|l| l.contains("nothing downloaded")),
         "{deps2:#?}"
     );
-    let install: Vec<_> = steps(&events2)
-        .into_iter()
-        .filter(|s| {
-            s.name.contains("pnpm install --frozen-lockfile --offline")
-                && s.completed_at_unix_ms > 0
-        })
-        .collect();
+    let install = cached_steps(&events2, "pnpm install --frozen-lockfile --offline");
     assert!(
-        !install.is_empty() && install.iter().all(|s| s.cached),
+        !install.is_empty() && install.iter().all(|c| *c),
         "install step not cached: {:#?}",
         steps(&events2)
     );

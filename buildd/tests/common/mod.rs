@@ -239,6 +239,30 @@ pub fn steps(events: &[pb::build_event::Event]) -> Vec<pb::StepProgress> {
         .collect()
 }
 
+/// Commits `content` to `file` of `repo` and builds that commit into `image` again (a rebuild
+/// of the same app, as a deployment of a new commit); the build's events.
+pub async fn rebuild(
+    d: &mut TestDaemon,
+    repo: &Path,
+    image: &str,
+    file: &str,
+    content: &str,
+) -> Vec<pb::build_event::Event> {
+    let sha = commit_change(repo, file, content);
+    let mut req = d.start_request(&unique("rebuild"), repo, &sha);
+    req.image = image.to_owned();
+    run_to_end(d, req).await
+}
+
+/// Whether each finished step whose name contains `needle` came from BuildKit's cache.
+pub fn cached_steps(events: &[pb::build_event::Event], needle: &str) -> Vec<bool> {
+    steps(events)
+        .into_iter()
+        .filter(|s| s.name.contains(needle) && s.completed_at_unix_ms > 0)
+        .map(|s| s.cached)
+        .collect()
+}
+
 /// A git repository with the given files, committed; returns (dir, sha).
 pub fn repo_with(files: &[(&str, &str)]) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
