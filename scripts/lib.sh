@@ -167,8 +167,23 @@ pkg_installed() {
 # apt_ensure PKG...: install the packages that are missing (apt-get update first). Package
 # maintainer scripts must not start daemons (they would listen on all addresses with the
 # packaged configs): if no policy-rc.d is in place, one that denies starts is put there for
-# the duration of the install.
+# the duration of the install. Scripts run at once (the suite's cluster tests each start
+# `scripts/cluster up`) take turns on one lock and look again once they hold it, so only the
+# first installs; apt-get itself waits for dpkg's lock (another apt-get on the machine) up to
+# 10 minutes instead of failing.
 apt_ensure() {
+    local missing=() p
+    for p in "$@"; do
+        pkg_installed "$p" || missing+=("$p")
+    done
+    ((${#missing[@]})) || return 0
+    (
+        flock 7
+        apt_ensure_locked "$@"
+    ) 7>/run/lock/stackpad-apt.lock
+}
+
+apt_ensure_locked() {
     local missing=() p tmp_policy=""
     for p in "$@"; do
         pkg_installed "$p" || missing+=("$p")
@@ -183,8 +198,8 @@ apt_ensure() {
     local rc=0
     export NEEDRESTART_SUSPEND=1
     {
-        apt-get update -q &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+        apt-get -o DPkg::Lock::Timeout=600 update -q &&
+            DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q "${missing[@]}"
     } >&2 || rc=$?
     [[ -n $tmp_policy ]] && rm -f "$tmp_policy"
     ((rc == 0)) || die "apt-get install failed (rc $rc) for: ${missing[*]}"
