@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 /// most 64 characters, doubled backticks 128).
 const LINE_PREFIX: usize = 512;
 
+/// How an INSERT statement starts, up to its table name's opening backtick.
+const INSERT: &[u8] = b"INSERT INTO `";
+
 /// The line that ends a table's data.
 const UNLOCK: &[u8] = b"UNLOCK TABLES;";
 
@@ -142,7 +145,6 @@ impl MariadbRowCounter {
 
     /// Decides what the line holding `self.line` is as soon as it can.
     fn recognise(&mut self) {
-        const INSERT: &[u8] = b"INSERT INTO `";
         let line = &self.line[..];
         if line.len() >= INSERT.len() && line.starts_with(INSERT) {
             // Wait for the name and " VALUES " to come whole.
@@ -185,7 +187,6 @@ impl MariadbRowCounter {
     /// Whether the whole line in `self.line` is `INSERT INTO `<current table>` VALUES`, its
     /// tuples on the lines after it.
     fn values_follow_on_next_line(&self) -> bool {
-        const INSERT: &[u8] = b"INSERT INTO `";
         let Some(name_on) = self.line.strip_prefix(&INSERT[..INSERT.len() - 1]) else {
             return false;
         };
