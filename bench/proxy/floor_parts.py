@@ -4,7 +4,7 @@
 - a sample in the kernel goes to the first kernel part found anywhere in its stack (waking the
   peer that the data was sent to, epoll_wait, recvfrom, send, getpeername/getsockopt, other);
 - a sample in user space goes to the part of the nearest frame from the leaf that names one
-  (allocator, memcpy, the upstream pool, h1 parsing and serialisation, http::HeaderMap, tokio's
+  (allocator, memcpy, TLS, the upstream pool, h1 parsing and serialisation, http::HeaderMap, tokio's
   channels, I/O driver and scheduler, nginx's own code, the rest of Pingora's proxy).
 
 usage: floor_parts.py FOLDED FREQ REQUESTS_PER_S SECS
@@ -26,12 +26,14 @@ KERNEL = [
 USER = [
     ("allocator", r"^mi_|^_mi_|malloc|^free$|cfree|^__rust_alloc|^__rust_dealloc|_int_free"),
     ("memcpy/memset (moves of futures and sessions)", r"memcpy|memmove|memset"),
+    ("TLS (rustls and ring; OpenSSL)", r"rustls|ring_core|^ring::|<ring::|aws_lc|libssl|libcrypto|^SSL_|^ssl3_|^tls13_|^EVP_|^aes|gcm|^ngx_ssl"),
     ("upstream pool (checkout, return, idle task)", r"pingora_pool|TransportConnector|test_reusable|release_http_session|reused_http_session|get_http_session|idle_poll"),
     ("downstream request read + parse", r"v1::server::HttpSession::read_request|parse_req"),
     ("response to downstream (serialise + send)", r"v1::server::HttpSession::(write_response|write_body|response_duplex|write_resp|finish|prepare_response_header)|header_to_h1_wire|http_resp_header_to_buf"),
     ("request to upstream (serialise + send)", r"v1::client::HttpSession::write_request|http_req_header_to_wire"),
     ("upstream response read + parse", r"v1::client::HttpSession::(read_resp|read_response|read_body|do_read_body)|parse_resp"),
     ("http::HeaderMap (hash, insert, clone)", r"http::header|HeaderMap|CaseHeaderName|case_header"),
+    ("h2 crate (frames, HPACK, streams, flow control)", r"^h2::|<h2::|h2::proto|h2::codec|h2::hpack"),
     ("tokio channels (two mpsc per request)", r"tokio::sync::"),
     ("tokio I/O driver", r"tokio::runtime::io|mio::"),
     ("tokio scheduler (poll, wake, park)", r"tokio::runtime::(scheduler|task|context|park)|tokio::task"),
