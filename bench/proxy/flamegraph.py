@@ -3,6 +3,10 @@
 of the hottest frames split by who owns them (ours, Pingora, tokio, TLS, allocator, kernel...).
 
 usage: perf script | flamegraph.py OUT.svg [TITLE]   (summary on stdout, OUT.folded beside OUT.svg)
+       flamegraph.py --diff FREQ A.folded A_REQUESTS B.folded B_REQUESTS
+           two profiles of the same load in CPU microseconds per request (samples taken at FREQ
+           per second, A_REQUESTS/B_REQUESTS served while sampled): B's cost above A's by owner,
+           by frame (self time), by our functions (inclusive) and the allocator's by caller.
 """
 
 import collections
@@ -149,9 +153,82 @@ def summary(stacks, top=25):
         print(f"  {100 * count / total:6.2f}%  {frame[:150]}")
 
 
+def read_folded(path):
+    stacks = collections.Counter()
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            stacks[stack] += int(count)
+    return stacks
+
+
+def allocator_callers(stacks):
+    """Allocator self time by the first frame above the allocator's own (who allocates)."""
+    callers = collections.Counter()
+    for stack, count in stacks.items():
+        frames = stack.split(";")
+        if owner(frames[-1]) != "allocator":
+            continue
+        caller = next((f for f in reversed(frames) if owner(f) != "allocator"), "?")
+        callers[caller] += count
+    return callers
+
+
+def diff(freq, a_path, a_requests, b_path, b_requests, top=30):
+    a, b = read_folded(a_path), read_folded(b_path)
+
+    def us(count, requests):
+        return count / freq / max(requests, 1) * 1e6
+
+    def table(title, ca, cb, n, only_b=False, tag=True):
+        print(title)
+        print(f"  {'A us/req':>9} {'B us/req':>9} {'B-A':>7}  frame")
+        names = set(cb) if only_b else set(ca) | set(cb)
+        rows = sorted(names, key=lambda k: us(cb[k], b_requests) - us(ca[k], a_requests), reverse=True)
+        for name in rows[:n]:
+            ua, ub = us(ca[name], a_requests), us(cb[name], b_requests)
+            label = f"[{owner(name)}] {name[:140]}" if tag else name
+            print(f"  {ua:9.2f} {ub:9.2f} {ub - ua:+7.2f}  {label}")
+
+    ta, tb = sum(a.values()), sum(b.values())
+    print(f"A: {a_path}: {ta} samples, {a_requests} requests, {us(ta, a_requests):.2f} us CPU per request")
+    print(f"B: {b_path}: {tb} samples, {b_requests} requests, {us(tb, b_requests):.2f} us CPU per request")
+    print(f"B above A: {us(tb, b_requests) - us(ta, a_requests):+.2f} us per request")
+    print()
+
+    def self_by(stacks, key):
+        out = collections.Counter()
+        for stack, count in stacks.items():
+            out[key(stack.split(";")[-1])] += count
+        return out
+
+    table("self time by owner:", self_by(a, owner), self_by(b, owner), 20, tag=False)
+    print()
+    table(f"top {top} frames by self time, largest B-A first:", self_by(a, str), self_by(b, str), top)
+    print()
+
+    def inclusive_ours(stacks):
+        out = collections.Counter()
+        for stack, count in stacks.items():
+            for frame in set(stack.split(";")):
+                if owner(frame) == "ours":
+                    out[frame] += count
+        return out
+
+    table("our functions, time in them and below (B only):", collections.Counter(), inclusive_ours(b), 25, True)
+    print()
+    table("allocator self time by caller:", allocator_callers(a), allocator_callers(b), 20)
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
+    if sys.argv[1] == "--diff":
+        if len(sys.argv) != 7:
+            sys.exit(__doc__)
+        freq, a, a_requests, b, b_requests = sys.argv[2:]
+        diff(float(freq), a, int(a_requests), b, int(b_requests))
+        return
     out = sys.argv[1]
     title = sys.argv[2] if len(sys.argv) > 2 else "stackpad-proxy"
     stacks = fold(sys.stdin)
