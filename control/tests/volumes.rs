@@ -24,6 +24,53 @@ async fn services(h: &Harness) -> i64 {
         .unwrap()
 }
 
+/// Control on its own database with one node, `n1`, served by in-process gRPC fakes, and a
+/// tenant of organization `org`; `tweak` adjusts the config before control starts.
+struct WithNode {
+    daemons: Daemons,
+    config: control::config::Config,
+    h: Harness,
+    t: String,
+}
+
+async fn with_node(
+    org: &str,
+    tweak: impl FnOnce(&mut control::config::Config),
+) -> anyhow::Result<WithNode> {
+    let daemons = Daemons::default();
+    let address = daemons.serve(PROXY_TOKEN).await?;
+    let db = common::database().await?;
+    let mut config = common::config(&db);
+    config.proxy_address = address.clone();
+    config.proxy_token = PROXY_TOKEN.into();
+    tweak(&mut config);
+    let h = Harness::start_with(db, &config, control::daemon::grpc_clients(&config)).await?;
+    h.register_node("n1", "compute", &address).await;
+    let (_, t) = h.org(org).await;
+    Ok(WithNode {
+        daemons,
+        config,
+        h,
+        t,
+    })
+}
+
+/// A database service `name` with a 64 MiB volume `data` at /var/lib/data, deployed once
+/// (ready); its id.
+async fn deployed_with_volume(h: &Harness, t: &str, name: &str) -> String {
+    let (_, service) = h
+        .service(
+            t,
+            json!({ "name": name, "kind": "database", "image": "o/db:1",
+                    "volumes": [volume("data", "/var/lib/data", 64 << 20)] }),
+        )
+        .await;
+    let d = h.deploy(t, &service, json!({})).await;
+    let v = h.wait_terminal(t, &d, Duration::from_secs(20)).await;
+    assert_eq!(v["state"], "ready", "{v}");
+    service
+}
+
 #[tokio::test]
 async fn volumes_are_stored_and_bad_ones_are_refused_by_field() -> anyhow::Result<()> {
     let h = Harness::start(fake_clients(&Fakes::new())).await?;
@@ -110,27 +157,11 @@ async fn volumes_are_stored_and_bad_ones_are_refused_by_field() -> anyhow::Resul
 #[tokio::test]
 async fn every_deployment_of_a_service_with_volumes_carries_them_to_the_node() -> anyhow::Result<()>
 {
-    let daemons = Daemons::default();
-    let address = daemons.serve(PROXY_TOKEN).await?;
-    let db = common::database().await?;
-    let mut config = common::config(&db);
-    config.proxy_address = address.clone();
-    config.proxy_token = PROXY_TOKEN.into();
-    let h = Harness::start_on(db, control::daemon::grpc_clients(&config)).await?;
-    h.register_node("n1", "compute", &address).await;
-    let (_, t) = h.org("vol-b").await;
-    let (_, service) = h
-        .service(
-            &t,
-            json!({ "name": "db", "kind": "database", "image": "o/db:1",
-                    "volumes": [volume("data", "/var/lib/data", 64 << 20)] }),
-        )
-        .await;
-    for _ in 0..2 {
-        let d = h.deploy(&t, &service, json!({})).await;
-        let v = h.wait_terminal(&t, &d, Duration::from_secs(20)).await;
-        assert_eq!(v["state"], "ready", "{v}");
-    }
+    let WithNode { daemons, h, t, .. } = with_node("vol-b", |_| {}).await?;
+    let service = deployed_with_volume(&h, &t, "db").await;
+    let d = h.deploy(&t, &service, json!({})).await;
+    let v = h.wait_terminal(&t, &d, Duration::from_secs(20)).await;
+    assert_eq!(v["state"], "ready", "{v}");
     let rec = daemons.recorded();
     assert_eq!(rec.deploys.len(), 2);
     for deploy in &rec.deploys {
@@ -164,27 +195,14 @@ fn sweeps_only_by_the_test(config: &mut control::config::Config) {
 
 #[tokio::test]
 async fn a_deleted_services_volumes_go_after_the_grace_period() -> anyhow::Result<()> {
-    let daemons = Daemons::default();
-    let address = daemons.serve(PROXY_TOKEN).await?;
-    let db = common::database().await?;
-    let mut config = common::config(&db);
-    config.proxy_address = address.clone();
-    config.proxy_token = PROXY_TOKEN.into();
-    sweeps_only_by_the_test(&mut config);
+    let WithNode {
+        daemons,
+        config,
+        h,
+        t,
+    } = with_node("vol-c", sweeps_only_by_the_test).await?;
     let clients = control::daemon::grpc_clients(&config);
-    let h = Harness::start_with(db, &config, control::daemon::grpc_clients(&config)).await?;
-    h.register_node("n1", "compute", &address).await;
-    let (_, t) = h.org("vol-c").await;
-    let (_, service) = h
-        .service(
-            &t,
-            json!({ "name": "db", "kind": "database", "image": "o/db:1",
-                    "volumes": [volume("data", "/var/lib/data", 64 << 20)] }),
-        )
-        .await;
-    let d = h.deploy(&t, &service, json!({})).await;
-    let v = h.wait_terminal(&t, &d, Duration::from_secs(20)).await;
-    assert_eq!(v["state"], "ready", "{v}");
+    let service = deployed_with_volume(&h, &t, "db").await;
     let (status, v) = h
         .call("DELETE", &format!("/services/{service}"), &t, None)
         .await;
@@ -217,16 +235,7 @@ async fn a_deleted_services_volumes_go_after_the_grace_period() -> anyhow::Resul
     assert_eq!(left, 0);
 
     // With purge, the volumes go with the service.
-    let (_, purged) = h
-        .service(
-            &t,
-            json!({ "name": "db2", "kind": "database", "image": "o/db:1",
-                    "volumes": [volume("data", "/var/lib/data", 64 << 20)] }),
-        )
-        .await;
-    let d = h.deploy(&t, &purged, json!({})).await;
-    let v = h.wait_terminal(&t, &d, Duration::from_secs(20)).await;
-    assert_eq!(v["state"], "ready", "{v}");
+    let purged = deployed_with_volume(&h, &t, "db2").await;
     let (status, v) = h
         .call(
             "DELETE",
@@ -250,17 +259,13 @@ async fn a_deleted_services_volumes_go_after_the_grace_period() -> anyhow::Resul
 
 #[tokio::test]
 async fn volumes_are_added_and_removed_after_create_and_kind_stays() -> anyhow::Result<()> {
-    let daemons = Daemons::default();
-    let address = daemons.serve(PROXY_TOKEN).await?;
-    let db = common::database().await?;
-    let mut config = common::config(&db);
-    config.proxy_address = address.clone();
-    config.proxy_token = PROXY_TOKEN.into();
-    sweeps_only_by_the_test(&mut config);
+    let WithNode {
+        daemons,
+        config,
+        h,
+        t,
+    } = with_node("vol-d", sweeps_only_by_the_test).await?;
     let clients = control::daemon::grpc_clients(&config);
-    let h = Harness::start_with(db, &config, control::daemon::grpc_clients(&config)).await?;
-    h.register_node("n1", "compute", &address).await;
-    let (_, t) = h.org("vol-d").await;
     let (_, service) = h
         .service(
             &t,
@@ -384,31 +389,17 @@ fn gauge(text: &str, family: &str, service: &str) -> Option<f64> {
 #[tokio::test]
 async fn volume_gauges_come_from_a_cache_a_hung_node_keeps_for_ten_intervals() -> anyhow::Result<()>
 {
-    let daemons = Daemons::default();
-    let address = daemons.serve(PROXY_TOKEN).await?;
-    let db = common::database().await?;
-    let mut config = common::config(&db);
-    config.proxy_address = address.clone();
-    config.proxy_token = PROXY_TOKEN.into();
     let free = std::net::TcpListener::bind("127.0.0.1:0")?;
-    config.metrics_listen = Some(free.local_addr()?);
+    let listen = free.local_addr()?;
     drop(free);
-    // Refreshed every 200 ms: a silent node's figures stay 2 s.
-    config.volume_metrics_interval_ms = 200;
-    let metrics = format!("http://{}/metrics", config.metrics_listen.unwrap());
-    let h = Harness::start_with(db, &config, control::daemon::grpc_clients(&config)).await?;
-    h.register_node("n1", "compute", &address).await;
-    let (_, t) = h.org("vol-e").await;
-    let (_, service) = h
-        .service(
-            &t,
-            json!({ "name": "db", "kind": "database", "image": "o/db:1",
-                    "volumes": [volume("data", "/var/lib/data", 64 << 20)] }),
-        )
-        .await;
-    let d = h.deploy(&t, &service, json!({})).await;
-    let v = h.wait_terminal(&t, &d, Duration::from_secs(20)).await;
-    assert_eq!(v["state"], "ready", "{v}");
+    let WithNode { daemons, h, t, .. } = with_node("vol-e", |config| {
+        config.metrics_listen = Some(listen);
+        // Refreshed every 200 ms: a silent node's figures stay 2 s.
+        config.volume_metrics_interval_ms = 200;
+    })
+    .await?;
+    let metrics = format!("http://{listen}/metrics");
+    let service = deployed_with_volume(&h, &t, "db").await;
     let report = |used: u64| {
         *daemons.volumes.lock().unwrap() = vec![proto::node::v1::VolumeStatus {
             service_id: service.clone(),
