@@ -21,7 +21,8 @@
 //! "Warm": a one-line change of the app's page. buildd's `RUN` steps have no network (its
 //! dependencies come from its fetch sandbox); the peer installs with `--network host`. buildd
 //! keeps the framework's build cache (`.next/cache`, ...) in a cache mount per app; the peer
-//! does not (Next's documented Dockerfile keeps none), unless `PEER_BUILD_CACHE=1`.
+//! does not (Next's documented Dockerfile keeps none), unless `PEER_BUILD_CACHE=1`. `NODE=22`
+//! (or 24): both sides build on that Node major (an `.nvmrc` in the app, the peer's `FROM`).
 //! Run through `bench/buildd/apps`.
 
 use std::path::{Path, PathBuf};
@@ -68,20 +69,20 @@ struct App {
     page: &'static str,
     text: &'static str,
     /// The peer's Dockerfile for (registry, npm cache mount id, whether it keeps the build's
-    /// cache in a cache mount: `PEER_BUILD_CACHE=1`).
-    peer: fn(&str, &str, bool) -> String,
+    /// cache in a cache mount: `PEER_BUILD_CACHE=1`, the Node major).
+    peer: fn(&str, &str, bool, u64) -> String,
 }
 
 /// What a careful hand-written Dockerfile for the Vite app looks like: static files served by
 /// busybox httpd. With `build_cache`, create-vite's tsbuildinfo folder is a cache mount.
-fn vite_peer(registry: &str, cache: &str, build_cache: bool) -> String {
+fn vite_peer(registry: &str, cache: &str, build_cache: bool, node: u64) -> String {
     let mount = if build_cache {
         format!("--mount=type=cache,id={cache}-tmp,target=/app/node_modules/.tmp ")
     } else {
         String::new()
     };
     format!(
-        "FROM {registry}/stackpad/node:20 AS build\nWORKDIR /app\nCOPY package.json package-lock.json ./\n\
+        "FROM {registry}/stackpad/node:{node} AS build\nWORKDIR /app\nCOPY package.json package-lock.json ./\n\
          RUN --mount=type=cache,id={cache},target=/root/.npm npm ci --no-audit --no-fund\nCOPY . .\nRUN {mount}npm run build\n\n\
          FROM {registry}/stackpad/busybox:1\nCOPY --from=build /app/dist /www\nUSER 1000:1000\nEXPOSE 8080\n\
          CMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
@@ -93,19 +94,19 @@ fn vite_peer(registry: &str, cache: &str, build_cache: bool) -> String {
 /// prunes nor pushes them again), the build's output copied beside them. Next's documented
 /// Dockerfile deletes nothing and mounts nothing for `.next/cache`; with `build_cache` it is a
 /// cache mount (as buildd's), else deleted from the build's layer.
-fn next_peer(registry: &str, cache: &str, build_cache: bool) -> String {
+fn next_peer(registry: &str, cache: &str, build_cache: bool, node: u64) -> String {
     let build = if build_cache {
         format!("RUN --mount=type=cache,id={cache}-next,target=/app/.next/cache npm run build")
     } else {
         "RUN npm run build && rm -rf .next/cache".to_owned()
     };
     format!(
-        "FROM {registry}/stackpad/node:20 AS deps\nWORKDIR /app\nCOPY package.json package-lock.json ./\n\
+        "FROM {registry}/stackpad/node:{node} AS deps\nWORKDIR /app\nCOPY package.json package-lock.json ./\n\
          RUN --mount=type=cache,id={cache},target=/root/.npm npm ci --no-audit --no-fund\n\n\
          FROM deps AS prod-deps\nRUN npm prune --omit=dev --no-audit --no-fund\n\n\
          FROM deps AS build\nENV NODE_ENV=production NEXT_TELEMETRY_DISABLED=1\nCOPY . .\n\
          {build}\n\n\
-         FROM {registry}/stackpad/node:20\nWORKDIR /app\nENV NODE_ENV=production PORT=3000\n\
+         FROM {registry}/stackpad/node:{node}\nWORKDIR /app\nENV NODE_ENV=production PORT=3000\n\
          COPY --from=prod-deps --chown=1000:1000 /app/node_modules ./node_modules\n\
          COPY --from=build --chown=1000:1000 /app/package.json /app/next.config.ts ./\n\
          COPY --from=build --chown=1000:1000 /app/.next ./.next\nUSER 1000:1000\nEXPOSE 3000\n\
@@ -132,8 +133,15 @@ fn change(repo: &Path, app: &App, n: usize) -> anyhow::Result<String> {
     git(repo, &["rev-parse", "HEAD"])
 }
 
-/// A fresh repository of the example whose package.json carries `salt` (see the header).
-fn salted_repo(examples: &Path, scratch: &Path, app: &App, salt: &str) -> anyhow::Result<PathBuf> {
+/// A fresh repository of the example whose package.json carries `salt` (see the header), with
+/// an `.nvmrc` asking for `node` when it is not the node image's major (20).
+fn salted_repo(
+    examples: &Path,
+    scratch: &Path,
+    app: &App,
+    salt: &str,
+    node: u64,
+) -> anyhow::Result<PathBuf> {
     let repo = scratch.join(format!("{}-{salt}", app.name));
     sh(Command::new("cp")
         .arg("-r")
@@ -143,6 +151,9 @@ fn salted_repo(examples: &Path, scratch: &Path, app: &App, salt: &str) -> anyhow
     let text = std::fs::read_to_string(&manifest)?;
     let salted = text.replacen('{', &format!("{{\n  \"description\": \"bench {salt}\","), 1);
     std::fs::write(&manifest, salted)?;
+    if node != 20 {
+        std::fs::write(repo.join(".nvmrc"), format!("{node}\n"))?;
+    }
     git(&repo, &["init", "-q", "-b", "main"])?;
     git(&repo, &["add", "."])?;
     git(&repo, &["commit", "-q", "-m", "example"])?;
@@ -390,6 +401,8 @@ async fn daemon(
     config.buildkit.socket = socket.clone();
     config.buildkit.docker_socket = socket;
     config.base_images.node = format!("{}/stackpad/node:20", registry());
+    // The other majors scripts/base-images publishes (`NODE=22` asks for one in `.nvmrc`).
+    config.base_images.node_majors = vec![22, 24];
     config.base_images.static_server = format!("{}/stackpad/busybox:1", registry());
     // The registry's addresses, opened as an operator would where they are not public unicast.
     for addr in ("registry.npmjs.org", 443).to_socket_addrs()? {
@@ -451,6 +464,14 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(3)
         .max(1);
     let peer_build_cache = std::env::var("PEER_BUILD_CACHE").is_ok_and(|v| v == "1");
+    let node: u64 = match std::env::var("NODE") {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|m| [20, 22, 24].contains(m))
+            .with_context(|| format!("NODE={v}: 20, 22 or 24"))?,
+        Err(_) => 20,
+    };
     let scratch = tempfile::tempdir()?;
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let apps: Vec<&App> = apps
@@ -459,7 +480,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let mut figures: Vec<Figures> = apps.iter().map(|_| Figures::default()).collect();
     eprintln!(
-        "load before: {}; the peer keeps its build cache in a cache mount: {}",
+        "load before: {}; Node {node}; the peer keeps its build cache in a cache mount: {}",
         load(),
         if peer_build_cache {
             "yes (PEER_BUILD_CACHE=1)"
@@ -470,7 +491,7 @@ async fn main() -> anyhow::Result<()> {
     for round in 1..=rounds {
         for (i, app) in apps.iter().enumerate() {
             let salt = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-            let repo = salted_repo(&examples, scratch.path(), app, &salt)?;
+            let repo = salted_repo(&examples, scratch.path(), app, &salt, node)?;
             let f = &mut figures[i];
 
             // buildd: a fresh work dir (no dependency cache) and a fresh repository.
@@ -486,6 +507,7 @@ async fn main() -> anyhow::Result<()> {
                 &registry(),
                 &format!("npm-bench-{salt}"),
                 peer_build_cache,
+                node,
             ));
             let d_clean = docker_build(&repo, &dockerfile, &peer_image, scratch.path())?;
             eprintln!("round {round} {} docker clean {}", app.name, d_clean.line());
@@ -520,7 +542,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "medians of {rounds} interleaved rounds; load at the end: {}; the peer's build cache {}",
+        "medians of {rounds} interleaved rounds on Node {node}; load at the end: {}; the peer's build cache {}",
         load(),
         if peer_build_cache {
             "in a cache mount (PEER_BUILD_CACHE=1)"
