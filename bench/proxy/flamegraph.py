@@ -16,8 +16,9 @@ import sys
 
 # Who owns a frame, by its symbol; the first match wins.
 OWNERS = [
-    # The proxy's library crate is `proxy` (our impls of Pingora's traits are ours too).
-    ("ours", re.compile(r"(^|[<\s(&])proxy::|stackpad_")),
+    # The proxy's library crate is `proxy` (our impls of Pingora's traits are ours too); a
+    # Pingora or tokio function generic over our types (`poll<proxy::...>`) is not.
+    ("ours", re.compile(r"^<?proxy::|^<?stackpad_")),
     ("pingora", re.compile(r"pingora")),
     ("h2/http", re.compile(r"^h2::|<h2::|^http::|<http::|httparse|^hyper|<hyper")),
     ("tls", re.compile(r"rustls|ring_core|^ring::|<ring::|aws_lc")),
