@@ -12,11 +12,17 @@
 //!   service's deployment done to the restore completed, and end to end) against the peer
 //!   `zstd -dc | pg_restore` into a fresh database of the same engine.
 //!
-//! Prints a table, the ratios (peer time / Stackpad time: 1.0 = as fast, the target is >= 0.9)
-//! as `target` lines, and what each side stored. Everything it makes lives in the platform
-//! (removed at the end, even on failure).
+//! Each is measured `ROUNDS` times with the sides alternating (peer first in odd rounds,
+//! Stackpad first in even ones: two rounds are ABBA), each round printed with the load, so a
+//! drift of the shared machine's load weighs on both sides alike; every restored copy is
+//! counted and then dropped (the peer's database, Stackpad's new service with its volume).
+//! Prints a table of the medians (every round's time beside them), the ratios of the medians
+//! (peer time / Stackpad time: 1.0 = as fast, the target is >= 0.9) as `target` lines, what
+//! each side stored, and the CPU seconds each side's processes used. Everything it makes lives
+//! in the platform (removed at the end, even on failure).
 //!
-//! Env: SIZE_MB (default 1024, 64..=4096), BENCH_MINUTES (the whole run's bound, default 40).
+//! Env: SIZE_MB (default 1024, 64..=4096), ROUNDS (default 3, 1..=9), BENCH_MINUTES (the whole
+//! run's bound, default 40), PROFILE=1 (pg_dump's parts on their own first).
 
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/e2e/backups.rs"]
@@ -33,7 +39,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use backups::{container_of, postgres_with, psql_within, until};
-use harness::{Options, Platform, Tenant};
+use harness::{Options, Platform, Role, Tenant};
 
 const LONG: Duration = Duration::from_secs(30 * 60);
 
@@ -276,23 +282,220 @@ async fn rows(platform: &Platform, container: &str, db: &str) -> anyhow::Result<
     Ok(String::from_utf8(out.stdout)?.trim().parse()?)
 }
 
+/// CPU seconds (user + system) of process `pid` so far, with its children it waited for
+/// (`/proc/<pid>/stat`; `children_only` counts only those, for the bench itself: its own
+/// waited-for children are the peer's pg_dump and zstd). Linux's user clock: 100 ticks a second.
+fn cpu_seconds(pid: &str, children_only: bool) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's `(...)`: state is the first field, utime the 12th, then stime,
+    // cutime, cstime.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+    let ticks = if children_only {
+        at(12) + at(13)
+    } else {
+        at(10) + at(11) + at(12) + at(13)
+    };
+    ticks as f64 / 100.0
+}
+
+/// The 1-minute load average now.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    match v.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2,
+    }
+}
+
+/// The daemons a Stackpad backup runs through (their CPU is Stackpad's side of a round).
+#[derive(Clone, Copy)]
+struct Daemons {
+    control: u32,
+    node: u32,
+}
+
+impl Daemons {
+    fn cpu(self) -> f64 {
+        cpu_seconds(&self.control.to_string(), false) + cpu_seconds(&self.node.to_string(), false)
+    }
+}
+
+/// One side's times over the rounds.
+#[derive(Default)]
+struct Side {
+    times: Vec<Duration>,
+    cpu: Vec<f64>,
+}
+
+impl Side {
+    fn add(&mut self, t: Duration, cpu: f64) {
+        self.times.push(t);
+        self.cpu.push(cpu);
+    }
+
+    fn median(&self) -> Duration {
+        median(self.times.clone())
+    }
+
+    fn list(&self) -> String {
+        self.times
+            .iter()
+            .map(|t| format!("{:.1}", t.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    }
+}
+
 struct Run {
     size: u64,
     rows: u64,
-    stored: Duration,
-    verified: Duration,
+    rounds: usize,
+    stored: Side,
+    verified: Side,
+    peer_dump: Side,
+    restore_step: Side,
+    restore_total: Side,
+    peer_restore: Side,
     stackpad_bytes: u64,
     dump_bytes: u64,
-    peer_dump: Duration,
     peer_bytes: u64,
-    restore_step: Duration,
-    restore_total: Duration,
-    peer_restore: Duration,
     backup_events: Value,
     restore_events: Value,
 }
 
-async fn bench(platform: &Platform, tenant: &Tenant, mb: u64) -> anyhow::Result<Run> {
+/// Who goes first in round `i` (from 0): the peer in even rounds, Stackpad in odd ones, so
+/// two rounds are peer, Stackpad, Stackpad, peer (ABBA) and a drift of the machine's load
+/// weighs on both sides alike.
+fn peer_first(i: usize) -> bool {
+    i.is_multiple_of(2)
+}
+
+/// Stackpad's on-demand backup: (stored, verified, CPU of control and the agent until stored,
+/// the backup).
+async fn stackpad_backup(
+    platform: &Platform,
+    tenant: &Tenant,
+    db: &str,
+    daemons: Daemons,
+) -> anyhow::Result<(Duration, Duration, f64, Value)> {
+    let backups = format!("/services/{db}/backups");
+    let cpu = daemons.cpu();
+    let t = Instant::now();
+    let b = platform
+        .expect(202, "POST", &backups, &tenant.token, None)
+        .await?;
+    let id = b["id"].as_str().context("backup id")?.to_owned();
+    let one = format!("{backups}/{id}");
+    let done = until(platform, tenant, &one, LONG, "the backup stored", |b| {
+        b["state"] != "running"
+    })
+    .await?;
+    let stored = t.elapsed();
+    let cpu = daemons.cpu() - cpu;
+    ensure!(done["state"] == "completed", "backup: {done:#}");
+    let done = until(platform, tenant, &one, LONG, "the backup verified", |b| {
+        b["verification"] != "pending"
+    })
+    .await?;
+    let verified = t.elapsed();
+    ensure!(done["verification"] == "verified", "verification: {done:#}");
+    Ok((stored, verified, cpu, done))
+}
+
+/// Stackpad's restore of `backup` into a new service `name` (deleted again after its rows
+/// were counted): (from its deployment done to the restore completed, end to end, the CPU
+/// of control and the agent, the restore).
+async fn stackpad_restore(
+    platform: &Platform,
+    tenant: &Tenant,
+    backup: &str,
+    name: &str,
+    rows_in: u64,
+    daemons: Daemons,
+) -> anyhow::Result<(Duration, Duration, f64, Value)> {
+    let cpu = daemons.cpu();
+    let t = Instant::now();
+    let r = platform
+        .expect(
+            202,
+            "POST",
+            &format!("{backup}/restore"),
+            &tenant.token,
+            Some(json!({ "new_service": { "name": name } })),
+        )
+        .await?;
+    let new = r["new_service"]["id"]
+        .as_str()
+        .with_context(|| format!("no new_service in {r}"))?
+        .to_owned();
+    let rid = r["id"].as_str().context("restore id")?;
+    let r = until(
+        platform,
+        tenant,
+        &format!("/restores/{rid}"),
+        LONG,
+        "the restore's end",
+        |r| r["state"] != "running",
+    )
+    .await?;
+    let total = t.elapsed();
+    let cpu = daemons.cpu() - cpu;
+    ensure!(r["state"] == "completed", "restore: {r:#}");
+    let step = between(&r, "deployed", "completed")?;
+    let copy = container_of(platform, tenant, &new).await?;
+    let copy_rows = rows(platform, &copy, "app").await?;
+    ensure!(
+        copy_rows == rows_in,
+        "stackpad restored {copy_rows} rows of {rows_in}"
+    );
+    // Its engine and volume would weigh on the next rounds.
+    platform
+        .expect(
+            204,
+            "DELETE",
+            &format!("/services/{new}?purge=true"),
+            &tenant.token,
+            None,
+        )
+        .await?;
+    Ok((step, total, cpu, r))
+}
+
+/// The `completed` event's detail of a timeline (where the time went).
+fn completed(events: &Value) -> String {
+    events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["step"] == "completed")
+        .and_then(|e| e["detail"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+async fn bench(
+    platform: &Platform,
+    tenant: &Tenant,
+    mb: u64,
+    rounds: usize,
+    daemons: Daemons,
+) -> anyhow::Result<Run> {
     let project = platform.project(tenant, "bench").await?;
     // Room for the data, its archived WAL and the peer's restored copy beside it.
     let volume = (mb.max(256) << 20) * 8;
@@ -319,96 +522,109 @@ async fn bench(platform: &Platform, tenant: &Tenant, mb: u64) -> anyhow::Result<
     if std::env::var("PROFILE").is_ok_and(|v| v == "1") {
         profile(platform, &c).await?;
     }
-    // The peer first (each side reads the same data; the engine's cache is the same size).
+
+    // Backups: each round the peer's dump and Stackpad's backup (until verified, so its
+    // verification restore is not beside the next measurement), in alternating order.
     let file = platform.dir.path().join("peer.dump.zst");
-    let peer_dump = peer_dump(platform, &c, &file).await?;
+    let (mut peer_dump_side, mut stored, mut verified) =
+        (Side::default(), Side::default(), Side::default());
+    let mut first_backup = None;
+    let mut backup_events = Value::Null;
+    for i in 0..rounds {
+        let load_before = load();
+        let mut line = Vec::new();
+        for peer in [peer_first(i), !peer_first(i)] {
+            if peer {
+                let cpu = cpu_seconds("self", true);
+                let t = peer_dump(platform, &c, &file).await?;
+                let cpu = cpu_seconds("self", true) - cpu;
+                peer_dump_side.add(t, cpu);
+                line.push(format!("peer {} (pg_dump + zstd CPU {cpu:.1} s)", secs(t)));
+            } else {
+                let (s, v, cpu, b) = stackpad_backup(platform, tenant, &db, daemons).await?;
+                stored.add(s, cpu);
+                verified.add(v, 0.0);
+                line.push(format!(
+                    "stackpad stored {}, verified {} (control + agent + pg_dump CPU {cpu:.1} s until stored)",
+                    secs(s),
+                    secs(v)
+                ));
+                println!("  backup round {}: {}", i + 1, completed(&b["events"]));
+                if first_backup.is_none() {
+                    first_backup = b["id"].as_str().map(str::to_owned);
+                    backup_events = b["events"].clone();
+                }
+            }
+        }
+        println!(
+            "backup round {} (load {load_before} -> {}): {}",
+            i + 1,
+            load(),
+            line.join("; ")
+        );
+    }
     let peer_bytes = std::fs::metadata(&file)?.len();
-    println!(
-        "peer pg_dump -Fc -Z0 | zstd: {} -> {}",
-        secs(peer_dump),
-        mib(peer_bytes)
+    let one = format!(
+        "/services/{db}/backups/{}",
+        first_backup.context("no backup")?
     );
 
-    // Stackpad: on demand, until stored, then until verified.
-    let backups = format!("/services/{db}/backups");
-    let t = Instant::now();
-    let b = platform
-        .expect(202, "POST", &backups, &tenant.token, None)
-        .await?;
-    let id = b["id"].as_str().context("backup id")?.to_owned();
-    let one = format!("{backups}/{id}");
-    let done = until(platform, tenant, &one, LONG, "the backup stored", |b| {
-        b["state"] != "running"
-    })
-    .await?;
-    let stored = t.elapsed();
-    ensure!(done["state"] == "completed", "backup: {done:#}");
-    let done = until(platform, tenant, &one, LONG, "the backup verified", |b| {
-        b["verification"] != "pending"
-    })
-    .await?;
-    let verified = t.elapsed();
-    ensure!(done["verification"] == "verified", "verification: {done:#}");
-    println!(
-        "stackpad backup: stored {}, verified {}",
-        secs(stored),
-        secs(verified)
-    );
-
-    // Restores: the peer into a fresh database of the engine, Stackpad into a new service.
-    let peer_restore = peer_restore(platform, &c, &file, "peer_restore").await?;
-    let peer_rows = rows(platform, &c, "peer_restore").await?;
-    ensure!(
-        peer_rows == rows_in,
-        "the peer restored {peer_rows} rows of {rows_in}"
-    );
-    psql_within(
-        platform,
-        &c,
-        "drop database peer_restore",
-        Duration::from_secs(120),
-    )
-    .await?;
-    println!("peer zstd -dc | pg_restore: {}", secs(peer_restore));
-
-    let t = Instant::now();
-    let r = platform
-        .expect(
-            202,
-            "POST",
-            &format!("{one}/restore"),
-            &tenant.token,
-            Some(json!({ "new_service": { "name": "db-copy" } })),
-        )
-        .await?;
-    let new = r["new_service"]["id"]
-        .as_str()
-        .with_context(|| format!("no new_service in {r}"))?
-        .to_owned();
-    let rid = r["id"].as_str().context("restore id")?;
-    let r = until(
-        platform,
-        tenant,
-        &format!("/restores/{rid}"),
-        LONG,
-        "the restore's end",
-        |r| r["state"] != "running",
-    )
-    .await?;
-    let restore_total = t.elapsed();
-    ensure!(r["state"] == "completed", "restore: {r:#}");
-    let restore_step = between(&r, "deployed", "completed")?;
-    let copy = container_of(platform, tenant, &new).await?;
-    let copy_rows = rows(platform, &copy, "app").await?;
-    ensure!(
-        copy_rows == rows_in,
-        "stackpad restored {copy_rows} rows of {rows_in}"
-    );
-    println!(
-        "stackpad restore into a new service: {} after its deployment, {} end to end",
-        secs(restore_step),
-        secs(restore_total)
-    );
+    // Restores of the first backup: the peer into a fresh database of the engine, Stackpad
+    // into a new service, in alternating order.
+    let (mut peer_restore_side, mut step, mut total) =
+        (Side::default(), Side::default(), Side::default());
+    let mut restore_events = Value::Null;
+    for i in 0..rounds {
+        let load_before = load();
+        let mut line = Vec::new();
+        for peer in [peer_first(i), !peer_first(i)] {
+            if peer {
+                let name = format!("peer_restore_{i}");
+                let t = peer_restore(platform, &c, &file, &name).await?;
+                let peer_rows = rows(platform, &c, &name).await?;
+                ensure!(
+                    peer_rows == rows_in,
+                    "the peer restored {peer_rows} rows of {rows_in}"
+                );
+                psql_within(
+                    platform,
+                    &c,
+                    &format!("drop database {name}"),
+                    Duration::from_secs(120),
+                )
+                .await?;
+                peer_restore_side.add(t, 0.0);
+                line.push(format!("peer {}", secs(t)));
+            } else {
+                let (s, all, cpu, r) = stackpad_restore(
+                    platform,
+                    tenant,
+                    &one,
+                    &format!("db-copy-{i}"),
+                    rows_in,
+                    daemons,
+                )
+                .await?;
+                step.add(s, cpu);
+                total.add(all, 0.0);
+                line.push(format!(
+                    "stackpad {} after its deployment, {} end to end",
+                    secs(s),
+                    secs(all)
+                ));
+                println!("  restore round {}: {}", i + 1, completed(&r["events"]));
+                if restore_events.is_null() {
+                    restore_events = r["events"].clone();
+                }
+            }
+        }
+        println!(
+            "restore round {} (load {load_before} -> {}): {}",
+            i + 1,
+            load(),
+            line.join("; ")
+        );
+    }
 
     let b = platform
         .expect(200, "GET", &one, &tenant.token, None)
@@ -416,17 +632,18 @@ async fn bench(platform: &Platform, tenant: &Tenant, mb: u64) -> anyhow::Result<
     Ok(Run {
         size,
         rows: rows_in,
+        rounds,
         stored,
         verified,
+        peer_dump: peer_dump_side,
+        restore_step: step,
+        restore_total: total,
+        peer_restore: peer_restore_side,
         stackpad_bytes: b["size_bytes"].as_u64().unwrap_or(0),
         dump_bytes: b["dump_bytes"].as_u64().unwrap_or(0),
-        peer_dump,
         peer_bytes,
-        restore_step,
-        restore_total,
-        peer_restore,
-        backup_events: b["events"].clone(),
-        restore_events: r["events"].clone(),
+        backup_events,
+        restore_events,
     })
 }
 
@@ -455,6 +672,7 @@ fn timeline(events: &Value) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let mb = env_u64("SIZE_MB", 1024).clamp(64, 4096);
+    let rounds = env_u64("ROUNDS", 3).clamp(1, 9) as usize;
     let bound = Duration::from_secs(60 * env_u64("BENCH_MINUTES", 40).clamp(5, 120));
     let which = |bin: &str| {
         std::process::Command::new(bin)
@@ -473,41 +691,49 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
+    let daemons = Daemons {
+        control: platform.pid(Role::Control),
+        node: platform.pid(Role::Node),
+    };
     let outcome = async {
         let tenant = platform.organization("bench").await?;
-        let r = tokio::time::timeout(bound, bench(&platform, &tenant, mb))
+        let r = tokio::time::timeout(bound, bench(&platform, &tenant, mb, rounds, daemons))
             .await
             .with_context(|| format!("the bench took over {bound:?} (BENCH_MINUTES)"))??;
         println!();
         println!(
-            "PostgreSQL 15, {} in {} rows (one table and its primary key)",
+            "PostgreSQL 15, {} in {} rows (one table and its primary key); {} rounds each, \
+             the sides alternating (peer first in odd rounds); medians, every round's time after them",
             mib(r.size),
-            r.rows
+            r.rows,
+            r.rounds
         );
-        println!("| | Stackpad | peer | ratio (peer / Stackpad time) |");
+        println!("| | Stackpad | peer | ratio of the medians (peer / Stackpad time) |");
         println!("|---|---|---|---|");
         let ratio = |peer: Duration, ours: Duration| peer.as_secs_f64() / ours.as_secs_f64();
+        let both = |s: &Side| format!("{} ({})", secs(s.median()), s.list());
         println!(
             "| backup, dump stored | {} | {} (`pg_dump -Fc -Z0 \\| zstd`) | {:.2} |",
-            secs(r.stored),
-            secs(r.peer_dump),
-            ratio(r.peer_dump, r.stored)
+            both(&r.stored),
+            both(&r.peer_dump),
+            ratio(r.peer_dump.median(), r.stored.median())
         );
+        let peer_verified = r.peer_dump.median() + r.peer_restore.median();
         println!(
-            "| backup, verified (restored and counted in a throwaway container) | {} | {} (dump + pg_restore) | {:.2} |",
-            secs(r.verified),
-            secs(r.peer_dump + r.peer_restore),
-            ratio(r.peer_dump + r.peer_restore, r.verified)
+            "| backup, verified (restored and counted in a throwaway container) | {} | {} (dump + pg_restore medians) | {:.2} |",
+            both(&r.verified),
+            secs(peer_verified),
+            ratio(peer_verified, r.verified.median())
         );
         println!(
             "| restore into a new service (after its deploy) | {} | {} (`zstd -dc \\| pg_restore` into a new database) | {:.2} |",
-            secs(r.restore_step),
-            secs(r.peer_restore),
-            ratio(r.peer_restore, r.restore_step)
+            both(&r.restore_step),
+            both(&r.peer_restore),
+            ratio(r.peer_restore.median(), r.restore_step.median())
         );
         println!(
             "| restore into a new service, end to end (service made and deployed) | {} | | |",
-            secs(r.restore_total)
+            both(&r.restore_total)
         );
         println!(
             "| stored bytes | {} (sealed; {} of dump) | {} | {:.2} |",
@@ -516,18 +742,34 @@ async fn main() -> anyhow::Result<()> {
             mib(r.peer_bytes),
             r.peer_bytes as f64 / r.stackpad_bytes.max(1) as f64
         );
+        let cpu = |s: &Side| {
+            s.cpu
+                .iter()
+                .map(|c| format!("{c:.1}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        println!(
+            "CPU seconds of a backup: Stackpad (control + agent + pg_dump) {}; peer (pg_dump + zstd) {}",
+            cpu(&r.stored),
+            cpu(&r.peer_dump)
+        );
+        println!(
+            "CPU seconds of a restore: Stackpad (control + agent + pg_restore) {}",
+            cpu(&r.restore_step)
+        );
         println!();
-        println!("backup timeline:");
+        println!("backup timeline (round 1):");
         timeline(&r.backup_events);
-        println!("restore timeline:");
+        println!("restore timeline (round 1):");
         timeline(&r.restore_events);
         println!(
             "target backup_stored_speed_ratio {:.2} >= 0.9",
-            ratio(r.peer_dump, r.stored)
+            ratio(r.peer_dump.median(), r.stored.median())
         );
         println!(
             "target restore_speed_ratio {:.2} >= 0.9",
-            ratio(r.peer_restore, r.restore_step)
+            ratio(r.peer_restore.median(), r.restore_step.median())
         );
         anyhow::Ok(())
     }
