@@ -129,6 +129,8 @@ pub struct Running {
 /// to the object store.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stages {
+    /// The pieces the source sent (their count says what each cost: a message, a queue slot).
+    pub pieces: u64,
     pub source: Duration,
     pub queue: Duration,
     pub seal: Duration,
@@ -139,8 +141,9 @@ impl std::fmt::Display for Stages {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "waiting for the dump {} ms, for the compressor {} ms, compressing and sealing {} ms (beside the dump), storing {} ms",
+            "waiting for the dump {} ms ({} pieces), for the compressor {} ms, compressing and sealing {} ms (beside the dump), storing {} ms",
             self.source.as_millis(),
+            self.pieces,
             self.queue.as_millis(),
             self.seal.as_millis(),
             self.store.as_millis()
@@ -408,6 +411,7 @@ impl Backups {
                     break;
                 };
                 stages.source += t.elapsed();
+                stages.pieces += 1;
                 let t = Instant::now();
                 if piece_tx.send(piece).await.is_err() {
                     // The sealing thread stopped: its result says why.

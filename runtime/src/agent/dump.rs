@@ -154,10 +154,19 @@ pub enum DumpError {
 }
 
 /// Bytes read from the command's stdout per chunk.
-pub const CHUNK: usize = 256 * 1024;
-/// The size of the pipe a streamed load feeds pg_restore through (Linux's limit for
-/// unprivileged processes; the agent is root, but no more is needed).
-const LOAD_PIPE: i32 = 1 << 20;
+pub const CHUNK: usize = 1 << 20;
+/// The size of the pipes between the agent and an engine's dump or restore (Linux's limit for
+/// unprivileged processes; the agent is root, but no more is needed): 64 KiB is drained or
+/// filled in a few ms, and on a busy machine the agent's next turn may come later than that
+/// (bench/backup).
+const PIPE: i32 = 1 << 20;
+
+/// Enlarges the pipe `fd` is one end of to [`PIPE`] (a warning when the kernel refuses).
+fn enlarge_pipe(fd: &impl std::os::fd::AsFd, container_id: &str) {
+    if let Err(e) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE)) {
+        tracing::warn!(container_id, error = %e, "cannot enlarge the engine's pipe");
+    }
+}
 
 const PG: &str = "-h /run/postgresql -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\"";
 const MARIA: &str = "-uroot -S /run/mysqld/mysqld.sock";
@@ -402,6 +411,7 @@ impl Agent {
             .spawn()
             .map_err(|e| DumpError::Exec(format!("cannot run nsenter: {e}")))?;
         let stdout = child.stdout.take().expect("piped stdout");
+        enlarge_pipe(&stdout, container_id);
         let stderr = tokio::spawn(read_all(child.stderr.take().expect("piped stderr")));
         tracing::info!(container_id, ?engine, ?command, what, "engine dump started");
         Ok(RunningDump {
@@ -659,11 +669,7 @@ impl Agent {
             .map_err(|e| DumpError::Exec(format!("cannot run nsenter: {e}")))?;
         let stdin = child.stdin.take();
         if let Some(pipe) = &stdin {
-            // A pipe of 1 MiB, not 64 KiB: pg_restore drains 64 KiB in a few ms, and on a
-            // busy machine the agent's next write may come later than that (bench/backup).
-            if let Err(e) = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(LOAD_PIPE)) {
-                tracing::warn!(container_id, error = %e, "cannot enlarge the restore's pipe");
-            }
+            enlarge_pipe(pipe, container_id);
         }
         let stderr = tokio::spawn(read_all(child.stderr.take().expect("piped stderr")));
         tracing::info!(container_id, ?engine, "engine load streamed");

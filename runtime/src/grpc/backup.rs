@@ -70,25 +70,36 @@ pub async fn engine_dump(agent: &Arc<Agent>, req: pb::EngineDumpRequest) -> Resu
         .map_err(status)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::EngineChunk, Status>>(8);
     tokio::spawn(async move {
-        let mut buf = vec![0u8; dump::CHUNK];
         loop {
-            let n = match running.stdout.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = tx
-                        .send(Err(Status::internal(format!("reading the dump: {e}"))))
-                        .await;
+            // Whole pieces of CHUNK bytes (only the last is shorter): pg_dump writes 4 KiB at a
+            // time, and a read per write made as many messages (~250,000 per GB), each through
+            // gRPC, control's queue and its sealing thread.
+            let mut data = Vec::with_capacity(dump::CHUNK);
+            let mut ended = false;
+            while data.len() < dump::CHUNK {
+                match running.stdout.read_buf(&mut data).await {
+                    Ok(0) => {
+                        ended = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!("reading the dump: {e}"))))
+                            .await;
+                        return;
+                    }
+                }
+            }
+            if !data.is_empty() {
+                let chunk = pb::EngineChunk { data, end: false };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    // The reader went away: dropping `running` kills the command.
                     return;
                 }
-            };
-            let chunk = pb::EngineChunk {
-                data: buf[..n].to_vec(),
-                end: false,
-            };
-            if tx.send(Ok(chunk)).await.is_err() {
-                // The reader went away: dropping `running` kills the command.
-                return;
+            }
+            if ended {
+                break;
             }
         }
         let last = match running.finish().await {
