@@ -306,6 +306,21 @@ fn cpu_seconds(pid: &str, children_only: bool) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// Removes the WAL the engine archived: it archives every load's (about the data's size), and
+/// with the scheduler off nothing ships it; rounds of it filled the machine's disk.
+async fn drop_archived_wal(platform: &Platform, container: &str) -> anyhow::Result<()> {
+    let out = in_container(platform, container, "rm -f \"$PGDATA\"/stackpad_wal/*")
+        .await?
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "removing the archived WAL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// The 1-minute load average now.
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -518,6 +533,7 @@ async fn bench(
     );
     // A checkpoint now, so neither side pays for the load's.
     psql_within(platform, &c, "checkpoint", Duration::from_secs(300)).await?;
+    drop_archived_wal(platform, &c).await?;
 
     if std::env::var("PROFILE").is_ok_and(|v| v == "1") {
         profile(platform, &c).await?;
@@ -593,6 +609,7 @@ async fn bench(
                     Duration::from_secs(120),
                 )
                 .await?;
+                drop_archived_wal(platform, &c).await?;
                 peer_restore_side.add(t, 0.0);
                 line.push(format!("peer {}", secs(t)));
             } else {
