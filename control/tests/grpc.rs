@@ -16,11 +16,8 @@ const PROXY_TOKEN: &str = "proxy-admin-token";
 #[tokio::test]
 async fn grpc_clients_drive_build_deploy_switch_and_stop_old() -> anyhow::Result<()> {
     let daemons = Daemons::default();
-    let address = daemons.serve(PROXY_TOKEN).await?;
     let db = common::database().await?;
-    let mut config = common::config(&db);
-    config.proxy_address = address.clone();
-    config.proxy_token = PROXY_TOKEN.into();
+    let (config, address) = common::config_with_daemons(&db, &daemons, PROXY_TOKEN).await?;
     let h = Harness::start_on(db, control::daemon::grpc_clients(&config)).await?;
     h.register_node("b1", "build", &address).await;
     h.register_node("n1", "compute", &address).await;

@@ -38,11 +38,8 @@ async fn with_node(
     tweak: impl FnOnce(&mut control::config::Config),
 ) -> anyhow::Result<WithNode> {
     let daemons = Daemons::default();
-    let address = daemons.serve(PROXY_TOKEN).await?;
     let db = common::database().await?;
-    let mut config = common::config(&db);
-    config.proxy_address = address.clone();
-    config.proxy_token = PROXY_TOKEN.into();
+    let (mut config, address) = common::config_with_daemons(&db, &daemons, PROXY_TOKEN).await?;
     tweak(&mut config);
     let h = Harness::start_with(db, &config, control::daemon::grpc_clients(&config)).await?;
     h.register_node("n1", "compute", &address).await;

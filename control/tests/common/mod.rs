@@ -33,6 +33,20 @@ pub async fn store(db: &PostgresDb) -> anyhow::Result<Store> {
     Ok(Store::connect(db.url(), SecretBox::from_hex(KEY)?).await?)
 }
 
+/// Control's config on `db` with its proxy at `daemons` (the in-process gRPC fakes, served here
+/// on loopback with `proxy_token`); returns it and the daemons' address.
+pub async fn config_with_daemons(
+    db: &PostgresDb,
+    daemons: &grpc_fakes::Daemons,
+    proxy_token: &str,
+) -> anyhow::Result<(Config, String)> {
+    let address = daemons.serve(proxy_token).await?;
+    let mut config = config(db);
+    config.proxy_address = address.clone();
+    config.proxy_token = proxy_token.into();
+    Ok((config, address))
+}
+
 pub fn config(db: &PostgresDb) -> Config {
     Config {
         database_url: db.url().to_owned(),
