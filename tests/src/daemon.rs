@@ -77,6 +77,19 @@ impl Daemon {
         Ok(())
     }
 
+    /// Whether the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Fails with the log's tail if the process has exited.
+    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited ({status}):\n{}", self.name, self.tail(40));
+        }
+        Ok(())
+    }
+
     /// The last `lines` lines of the daemon's output.
     pub fn tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -136,29 +136,8 @@ impl Platform {
 
         // The platform's own ACME CA: a Pebble whose http-01 port is this proxy's HTTP port.
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-        let pebble_addr = format!("127.0.0.1:{}", free_port());
-        let pebble_mgmt = format!("127.0.0.1:{}", free_port());
-        let pebble_config = json!({ "pebble": {
-            "listenAddress": pebble_addr,
-            "managementListenAddress": pebble_mgmt,
-            "certificate": listener.join("listener.pem"),
-            "privateKey": listener.join("listener.key"),
-            "httpPort": http.port(),
-            "tlsPort": free_port(),
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
-        }});
-        std::fs::write(home.join("pebble.json"), pebble_config.to_string())?;
-        let mut pebble = Daemon::spawn_with_env(
-            "pebble",
-            Path::new("/usr/bin/pebble"),
-            &["-config", "pebble.json", "-dnsserver", dns],
-            &[("PEBBLE_VA_NOSLEEP", "1")],
-            &home,
-        )?;
-        pebble
-            .wait_for_tcp(&pebble_addr, Duration::from_secs(20))
-            .await?;
+        let (pebble, pebble_addr, pebble_mgmt) =
+            start_pebble(&home, &listener, dns, http.port()).await?;
 
         let buildd_addr = format!("127.0.0.1:{}", free_port());
         let buildd_toml = format!(
@@ -285,7 +264,9 @@ impl Platform {
             .wait_for_tcp(&api_addr, Duration::from_secs(60))
             .await?;
 
-        let ca_root = fetch_pebble_root(&pebble_mgmt, &services.pebble_listener_ca).await?;
+        let ca_root = fetch_pebble_root(&pebble_mgmt, &services.pebble_listener_ca)
+            .await
+            .with_context(|| format!("Pebble's log:\n{}", pebble.tail(40)))?;
         Ok(Self {
             dir,
             api: format!("http://{api_addr}"),
@@ -936,6 +917,61 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
+}
+
+/// Starts the platform's own Pebble (its http-01 port is the proxy's `http_port`) and waits
+/// for both its ACME and its management listener. The ports are picked free but another test
+/// may bind one first, and Pebble then exits: it is started again on new ports (three tries).
+async fn start_pebble(
+    home: &Path,
+    listener: &Path,
+    dns: &str,
+    http_port: u16,
+) -> anyhow::Result<(Daemon, String, String)> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let address = format!("127.0.0.1:{}", free_port());
+        let management = format!("127.0.0.1:{}", free_port());
+        let config = json!({ "pebble": {
+            "listenAddress": address,
+            "managementListenAddress": management,
+            "certificate": listener.join("listener.pem"),
+            "privateKey": listener.join("listener.key"),
+            "httpPort": http_port,
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        std::fs::write(home.join("pebble.json"), config.to_string())?;
+        let mut pebble = Daemon::spawn_with_env(
+            "pebble",
+            Path::new("/usr/bin/pebble"),
+            &["-config", "pebble.json", "-dnsserver", dns],
+            &[("PEBBLE_VA_NOSLEEP", "1")],
+            home,
+        )?;
+        let listening = async {
+            pebble
+                .wait_for_tcp(&address, Duration::from_secs(20))
+                .await?;
+            pebble
+                .wait_for_tcp(&management, Duration::from_secs(20))
+                .await?;
+            // Pebble exits when one of its two listeners cannot bind, which may come just
+            // after the other accepted a connection.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            pebble.ensure_running()
+        }
+        .await;
+        match listening {
+            Ok(()) => return Ok((pebble, address, management)),
+            Err(e) if tries < 3 && !pebble.is_running() => {
+                eprintln!("Pebble did not start (try {tries} of 3), again on new ports: {e:#}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn fetch_pebble_root(management: &str, listener_ca: &str) -> anyhow::Result<String> {
