@@ -16,7 +16,9 @@
 //! "Clean": each round's app has a unique `description` in package.json, so no BuildKit cache
 //! entry from an earlier round matches from the manifests' copy on, buildd starts with a fresh
 //! work dir (no dependency cache) and pushes to a fresh repository (no registry cache), and the
-//! peer's npm cache mount has a per-round id (empty). dockerd's build cache is not pruned
+//! peer's npm cache mount has a per-round id (empty). After each app's round, the build cache
+//! records that appeared in dockerd during it (both sides' layers and cache mounts, which no
+//! later round can use) are pruned, and buildd's work dir is removed; older records are kept
 //! (other builds share the machine); the base images are in dockerd for both sides.
 //! "Warm": a one-line change of the app's page. buildd's `RUN` steps have no network (its
 //! dependencies come from its fetch sandbox); the peer installs with `--network host`. buildd
@@ -25,6 +27,7 @@
 //! (or 24): both sides build on that Node major (an `.nvmrc` in the app, the peer's `FROM`).
 //! Run through `bench/buildd/apps`.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -47,6 +50,41 @@ fn sh(cmd: &mut Command) -> anyhow::Result<String> {
         bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The ids of dockerd's build cache records.
+fn cache_ids() -> anyhow::Result<HashSet<String>> {
+    let out = sh(Command::new(DOCKER).args([
+        "system",
+        "df",
+        "-v",
+        "--format",
+        "{{range .BuildCache}}{{.ID}}\n{{end}}",
+    ]))?;
+    Ok(out.lines().map(str::to_owned).collect())
+}
+
+/// Prunes the build cache records that are not in `before`: what a round made. One prune call
+/// (an `id` regex: dockerd takes one value per filter key), so BuildKit releases a chain of
+/// records child first. A record another build made meanwhile and is not using goes too: a
+/// cache miss for it, no more.
+fn prune_new(before: &HashSet<String>) -> anyhow::Result<()> {
+    let new: Vec<String> = cache_ids()?
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    sh(Command::new(DOCKER).args([
+        "builder",
+        "prune",
+        "-f",
+        "-a",
+        "--filter",
+        &format!("id=\"^({})$\"", new.join("|")),
+    ]))?;
+    Ok(())
 }
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
@@ -491,6 +529,7 @@ async fn main() -> anyhow::Result<()> {
     for round in 1..=rounds {
         for (i, app) in apps.iter().enumerate() {
             let salt = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+            let cache_before = cache_ids()?;
             let repo = salted_repo(&examples, scratch.path(), app, &salt, node)?;
             let f = &mut figures[i];
 
@@ -522,7 +561,8 @@ async fn main() -> anyhow::Result<()> {
             let built = format!("{image}@{}", status.image_digest);
             f.b_size = docker_size(&built)?;
             f.d_size = docker_size(&peer_image)?;
-            let _ = sh(Command::new(DOCKER).args(["rmi", "-f", &peer_image, &built]));
+            let cache_tag = format!("{image}:buildcache");
+            let _ = sh(Command::new(DOCKER).args(["rmi", "-f", &peer_image, &built, &cache_tag]));
             f.b_clean.push(b_clean.total);
             f.b_warm.push(b_warm.total);
             f.d_clean.push(d_clean.total);
@@ -539,6 +579,8 @@ async fn main() -> anyhow::Result<()> {
                 load()
             );
             let _ = std::fs::remove_dir_all(&repo);
+            let _ = std::fs::remove_dir_all(scratch.path().join(format!("work-{salt}")));
+            prune_new(&cache_before)?;
         }
     }
     println!(
