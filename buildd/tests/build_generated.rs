@@ -315,6 +315,19 @@ async fn without_the_registry_in_the_egress_policy_the_fetch_is_refused_with_the
             "{}",
             status.failure_reason
         );
+        // The solve starts beside the fetch; the build still ends with the fetch's own error
+        // and lines, not with BuildKit's failed request for the tarball it never got.
+        assert!(
+            status.failure_reason.contains(": dependencies: ")
+                && !status.failure_reason.contains("503"),
+            "{}",
+            status.failure_reason
+        );
+        let fetch_log = dependency_log(&events);
+        assert!(
+            fetch_log.iter().any(|l| l.contains("in the fetch sandbox")),
+            "{fetch_log:#?}"
+        );
     }
 }
 

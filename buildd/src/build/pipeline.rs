@@ -11,7 +11,7 @@ use super::{
     now_nanos,
 };
 use crate::buildkit::{Endpoint, ProgressEvent, ProgressTracker, SolveSpec, session, solve};
-use crate::context::{ArchiveSpec, ContextServer, archive};
+use crate::context::{ArchiveSpec, ContextServer, FileReady, archive};
 use crate::detect::Detection;
 use crate::detect::{Framework, PackageManager, RepoSnapshot, detect};
 use crate::dockerfile::{
@@ -19,7 +19,7 @@ use crate::dockerfile::{
     cache_key, failure_cause, generate,
 };
 use crate::engine::Engine;
-use crate::source::deps::{self, DepsCache, DepsError, Fetched, Platform};
+use crate::source::deps::{self, DepsCache, DepsError, Platform};
 use crate::source::files::read_checkout_file;
 use crate::source::{Checkout, FetchSettings, checkout};
 
@@ -103,17 +103,22 @@ fn workspace_lock(co: &Checkout) -> Option<(String, String)> {
 /// Largest lock file read.
 const MAX_LOCK_FILE: u64 = 64 * 1024 * 1024;
 
+/// What a build fetches into its dependency cache before the install step: the plan, and the
+/// lock file it came from.
+struct Planned {
+    plan: deps::FetchPlan,
+    lock: String,
+}
+
 impl Pipeline {
-    /// Fetches the app's registry dependencies into its dependency cache (see
+    /// What to fetch of the app's registry dependencies into its dependency cache (see
     /// [`crate::source::deps`]); `None` when there is nothing to fetch.
-    async fn fetch_dependencies(
+    fn plan_dependencies(
         &self,
         co: &Checkout,
         snapshot: &RepoSnapshot,
         detection: &Detection,
-        image: &str,
-        events: &UnboundedSender<Progress>,
-    ) -> Result<Option<Fetched>, DepsError> {
+    ) -> Result<Option<Planned>, DepsError> {
         let (Some(pm), Some(package_json)) = (detection.package_manager, &snapshot.package_json)
         else {
             return Ok(None);
@@ -142,10 +147,10 @@ impl Pipeline {
                 Ok(None)
             } else {
                 // No dependencies, but the app's scripts may call its package manager.
-                let plan = deps::plan_tool_only(pm, package_json)?;
-                self.fetch_plan(co, package_json, "", &plan, image, events)
-                    .await
-                    .map(Some)
+                Ok(Some(Planned {
+                    plan: deps::plan_tool_only(pm, package_json)?,
+                    lock: String::new(),
+                }))
             };
         };
         let lock = read_checkout_file(&co.app_dir, std::path::Path::new(lock_file), MAX_LOCK_FILE)
@@ -166,40 +171,17 @@ impl Pipeline {
         if plan.specs.is_empty() {
             return Ok(None);
         }
-        self.fetch_plan(co, package_json, &lock, &plan, image, events)
-            .await
-            .map(Some)
+        Ok(Some(Planned { plan, lock }))
     }
 
-    /// Fetches `plan` into the app's dependency cache.
-    async fn fetch_plan(
-        &self,
-        co: &Checkout,
-        package_json: &str,
-        lock: &str,
-        plan: &deps::FetchPlan,
-        image: &str,
-        events: &UnboundedSender<Progress>,
-    ) -> Result<Fetched, DepsError> {
-        let platform = Platform::host();
-        let cache = DepsCache {
+    /// The node's dependency cache.
+    fn deps_cache(&self) -> DepsCache {
+        DepsCache {
             root: self.work_dir.join(deps::DEPS_DIR),
             timeout: self.fetch.timeout,
-            platform,
+            platform: Platform::host(),
             owner: (self.fetch.uid, self.fetch.gid),
-        };
-        let log_events = events.clone();
-        let mut log_line = move |l: String| log(&log_events, "dependencies", l);
-        cache
-            .fetch(
-                &co.sandbox,
-                &cache_key(image),
-                package_json,
-                lock,
-                plan,
-                &mut log_line,
-            )
-            .await
+        }
     }
 }
 
@@ -305,21 +287,31 @@ impl BuildRunner for Pipeline {
                 format!("--max-old-space-size={heap_mib}"),
             ));
         }
-        let fetched = self
-            .fetch_dependencies(&co, &snapshot, &detection, &req.image, &events)
-            .await
-            .map_err(|source| BuildError::Dependencies {
-                id: id.clone(),
-                source,
-            })?;
+        let deps_error = |source| BuildError::Dependencies {
+            id: id.clone(),
+            source,
+        };
+        let planned = self
+            .plan_dependencies(&co, &snapshot, &detection)
+            .map_err(deps_error)?;
         // Served on the context listener while this build runs; BuildKit fetches them itself.
-        let deps_served = fetched.as_ref().map(|f| {
-            self.contexts.serve_file(
-                &format!("deps:{}", f.dir.display()),
-                f.dir.join(DEPS_TAR),
-                DEPS_TAR,
-            )
-        });
+        // The dependencies' URL is handed out before they are fetched: the solve starts beside
+        // the fetch, and BuildKit's request for the tarball waits for it (`FileReady`).
+        let deps_cache = self.deps_cache();
+        let app_key = cache_key(&req.image);
+        let package_json = snapshot.package_json.as_deref().unwrap_or_default();
+        let (deps_served, deps_ready): (_, Option<FileReady>) = match &planned {
+            Some(p) => {
+                let dir = deps_cache.folder(&app_key, package_json, &p.lock, &p.plan);
+                let (served, ready) = self.contexts.serve_file(
+                    &format!("deps:{}", dir.display()),
+                    dir.join(DEPS_TAR),
+                    DEPS_TAR,
+                );
+                (Some(served), Some(ready))
+            }
+            None => (None, None),
+        };
         let static_served = detection.framework.is_static().then(|| {
             self.contexts.serve_bytes(
                 STATIC_SERVER,
@@ -327,16 +319,16 @@ impl BuildRunner for Pipeline {
                 STATIC_SERVER,
             )
         });
-        let tool_spec = fetched
+        let tool_spec = planned
             .as_ref()
-            .and_then(|f| f.tool.as_ref())
+            .and_then(|p| p.plan.tool.as_ref())
             .map(deps::Tool::spec);
         let arg_names: Vec<String> = build_args.iter().map(|(k, _)| k.clone()).collect();
         let generated = generate(
             &detection,
             &bases,
             &arg_names,
-            &cache_key(&req.image),
+            &app_key,
             Served {
                 deps: deps_served.as_ref().map(|s| s.url.as_str()),
                 static_server: static_served.as_ref().map(|s| s.url.as_str()),
@@ -353,66 +345,6 @@ impl BuildRunner for Pipeline {
         } else {
             "Dockerfile"
         };
-        let (served, session) = match (self.context_transport, &self.buildkit) {
-            (ContextTransport::Session, Endpoint::Dockerd(socket)) => {
-                // The generated Dockerfile goes to a folder of buildd's own beside the checkout,
-                // never into the checkout: a name there may be a tenant's symlink to a host file.
-                let dockerfile_dir = match &generated {
-                    Some(text) => {
-                        let gen_dir = work.0.join("generated");
-                        std::fs::create_dir_all(&gen_dir).map_err(work_err)?;
-                        std::fs::write(gen_dir.join(GENERATED_NAME), text).map_err(work_err)?;
-                        gen_dir
-                    }
-                    None => co.app_dir.clone(),
-                };
-                let dirs = HashMap::from([
-                    ("context".to_owned(), co.app_dir.clone()),
-                    ("dockerfile".to_owned(), dockerfile_dir),
-                ]);
-                // One key per app: BuildKit keeps what it copied under it for the next build.
-                let shared_key = format!("stackpad-{}", req.image);
-                let secrets = req
-                    .secrets
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
-                    .collect();
-                let session =
-                    session::open(socket, &shared_key, dirs, secrets, self.engine.auth.clone())
-                        .await
-                        .map_err(|e| BuildError::BuildKit {
-                            id: id.clone(),
-                            detail: format!("cannot open a session on dockerd: {e}"),
-                        })?;
-                (None, Some(session))
-            }
-            _ => {
-                let spec = ArchiveSpec {
-                    repo: &co.repo,
-                    subdirectory: &req.source.subdirectory,
-                    generated: generated.as_deref().map(|t| (GENERATED_NAME, t)),
-                    submodules: req.source.submodules,
-                    sandbox: &co.sandbox,
-                };
-                let tar = archive(spec, &work.0)
-                    .await
-                    .map_err(|source| BuildError::Context {
-                        id: id.clone(),
-                        source,
-                    })?;
-                (Some(self.contexts.serve(tar)), None)
-            }
-        };
-
-        let _ = events.send(Progress::State(BuildState::Building));
-        let client = self
-            .buildkit
-            .connect()
-            .await
-            .map_err(|e| BuildError::BuildKit {
-                id: id.clone(),
-                detail: e.to_string(),
-            })?;
         let image = format!("{}:{}", req.image, co.commit);
         let cache_ref = if req.cache_ref.is_empty() {
             format!("{}:buildcache", req.image)
@@ -425,60 +357,162 @@ impl BuildRunner for Pipeline {
             Endpoint::Buildkitd(_) => "image",
             Endpoint::Dockerd(_) => "moby",
         };
-        let spec = SolveSpec {
-            reference: format!(
-                "stackpad-{id}-{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            ),
-            context_url: served.as_ref().map(|c| c.url.clone()).unwrap_or_default(),
-            session: session.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
-            dockerfile: dockerfile.to_owned(),
-            build_args,
-            image_names: vec![image.clone(), cache_ref.clone()],
-            cache_imports: vec![cache_ref.clone()],
-            inline_cache: true,
-            network_mode: self.network_mode.clone(),
-            exporter: exporter.into(),
-            push: exporter == "image",
-        };
+        let push = exporter == "image";
         let tracker = Arc::new(Mutex::new(ProgressTracker::default()));
-        let (status_tx, mut status_rx) = mpsc::channel(256);
-        let forward = {
-            let tracker = tracker.clone();
-            let events = events.clone();
-            tokio::spawn(async move {
-                while let Some(msg) = status_rx.recv().await {
-                    let batch = match tracker.lock() {
-                        Ok(mut t) => t.apply(&msg),
-                        Err(_) => return,
+        // The context, the session and the solve, up to the step that installs the fetched
+        // dependencies, run beside the fetch.
+        let solving = async {
+            let (served, session) = match (self.context_transport, &self.buildkit) {
+                (ContextTransport::Session, Endpoint::Dockerd(socket)) => {
+                    // The generated Dockerfile goes to a folder of buildd's own beside the checkout,
+                    // never into the checkout: a name there may be a tenant's symlink to a host file.
+                    let dockerfile_dir = match &generated {
+                        Some(text) => {
+                            let gen_dir = work.0.join("generated");
+                            std::fs::create_dir_all(&gen_dir).map_err(work_err)?;
+                            std::fs::write(gen_dir.join(GENERATED_NAME), text).map_err(work_err)?;
+                            gen_dir
+                        }
+                        None => co.app_dir.clone(),
                     };
-                    for ev in batch {
-                        let _ = events.send(match ev {
-                            ProgressEvent::Step(s) => Progress::Step(s),
-                            ProgressEvent::Log {
-                                timestamp_nanos,
-                                step,
-                                line,
-                                stderr,
-                            } => Progress::Log(LogLine {
-                                timestamp_nanos,
-                                step,
-                                line,
-                                stream: if stderr {
-                                    LogStream::Stderr
-                                } else {
-                                    LogStream::Stdout
-                                },
-                            }),
-                        });
-                    }
+                    let dirs = HashMap::from([
+                        ("context".to_owned(), co.app_dir.clone()),
+                        ("dockerfile".to_owned(), dockerfile_dir),
+                    ]);
+                    // One key per app: BuildKit keeps what it copied under it for the next build.
+                    let shared_key = format!("stackpad-{}", req.image);
+                    let secrets = req
+                        .secrets
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                        .collect();
+                    let session =
+                        session::open(socket, &shared_key, dirs, secrets, self.engine.auth.clone())
+                            .await
+                            .map_err(|e| BuildError::BuildKit {
+                                id: id.clone(),
+                                detail: format!("cannot open a session on dockerd: {e}"),
+                            })?;
+                    (None, Some(session))
                 }
-            })
+                _ => {
+                    let spec = ArchiveSpec {
+                        repo: &co.repo,
+                        subdirectory: &req.source.subdirectory,
+                        generated: generated.as_deref().map(|t| (GENERATED_NAME, t)),
+                        submodules: req.source.submodules,
+                        sandbox: &co.sandbox,
+                    };
+                    let tar =
+                        archive(spec, &work.0)
+                            .await
+                            .map_err(|source| BuildError::Context {
+                                id: id.clone(),
+                                source,
+                            })?;
+                    (Some(self.contexts.serve(tar)), None)
+                }
+            };
+
+            let _ = events.send(Progress::State(BuildState::Building));
+            let client = self
+                .buildkit
+                .connect()
+                .await
+                .map_err(|e| BuildError::BuildKit {
+                    id: id.clone(),
+                    detail: e.to_string(),
+                })?;
+            let spec = SolveSpec {
+                reference: format!(
+                    "stackpad-{id}-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                ),
+                context_url: served.as_ref().map(|c| c.url.clone()).unwrap_or_default(),
+                session: session.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
+                dockerfile: dockerfile.to_owned(),
+                build_args,
+                image_names: vec![image.clone(), cache_ref.clone()],
+                cache_imports: vec![cache_ref.clone()],
+                inline_cache: true,
+                network_mode: self.network_mode.clone(),
+                exporter: exporter.into(),
+                push,
+            };
+            let (status_tx, mut status_rx) = mpsc::channel(256);
+            let forward = {
+                let tracker = tracker.clone();
+                let events = events.clone();
+                tokio::spawn(async move {
+                    while let Some(msg) = status_rx.recv().await {
+                        let batch = match tracker.lock() {
+                            Ok(mut t) => t.apply(&msg),
+                            Err(_) => return,
+                        };
+                        for ev in batch {
+                            let _ = events.send(match ev {
+                                ProgressEvent::Step(s) => Progress::Step(s),
+                                ProgressEvent::Log {
+                                    timestamp_nanos,
+                                    step,
+                                    line,
+                                    stderr,
+                                } => Progress::Log(LogLine {
+                                    timestamp_nanos,
+                                    step,
+                                    line,
+                                    stream: if stderr {
+                                        LogStream::Stderr
+                                    } else {
+                                        LogStream::Stdout
+                                    },
+                                }),
+                            });
+                        }
+                    }
+                })
+            };
+            let solved = solve(&client, &spec, status_tx).await;
+            let _ = forward.await;
+            drop(served);
+            drop(session);
+            Ok::<_, BuildError>(solved)
         };
-        let solved = solve(&client, &spec, status_tx).await;
-        let _ = forward.await;
-        drop(served);
-        drop(session);
+        let fetch = async {
+            let Some(p) = &planned else {
+                return Ok(None);
+            };
+            let log_events = events.clone();
+            let mut log_line = move |l: String| log(&log_events, "dependencies", l);
+            deps_cache
+                .fetch(
+                    &co.sandbox,
+                    &app_key,
+                    package_json,
+                    &p.lock,
+                    &p.plan,
+                    &mut log_line,
+                )
+                .await
+                .map(Some)
+        };
+        let solved = {
+            let mut solving = std::pin::pin!(solving);
+            tokio::select! {
+                biased;
+                fetched = fetch => {
+                    // A failed fetch ends the build with its own error; dropping the solve cancels
+                    // it, and BuildKit's request for the tarball is answered 503.
+                    fetched.map_err(deps_error)?;
+                    if let Some(ready) = deps_ready {
+                        ready.ready();
+                    }
+                    solving.await
+                }
+                // The solve ended before the fetch: it failed before the install step.
+                solved = &mut solving => solved,
+            }
+        }?;
         let (failed, (cached_steps, total_steps)) = match tracker.lock() {
             Ok(t) => (t.failed_step().cloned(), t.cache_counts()),
             Err(_) => (None, (0, 0)),
@@ -499,7 +533,7 @@ impl BuildRunner for Pipeline {
                 });
             }
         };
-        if spec.push {
+        if push {
             let digest = exporter_response
                 .get("containerimage.digest")
                 .cloned()

@@ -17,6 +17,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use tokio::process::Command;
+use tokio::sync::watch;
 
 use crate::source::Sandbox;
 
@@ -151,12 +152,27 @@ enum Served {
 }
 
 /// A served URL: what it serves, how many guards serve it, and for a stable URL the entity tag
-/// of bytes held in memory (a file's is made from its metadata when asked for).
+/// of bytes held in memory (a file's is made from its metadata when asked for). A file that is
+/// still being made has `waiting`: one [`FileReady`]'s receiver per build making it; a request
+/// waits until one of them says the file is there (empty: it is).
 #[derive(Debug)]
 struct Entry {
     served: Served,
     count: usize,
     etag: Option<String>,
+    waiting: Vec<watch::Receiver<bool>>,
+}
+
+/// Says that a file served with [`ContextServer::serve_file`] is there. Requests for it wait
+/// until [`FileReady::ready`]; dropped without it (the fetch making the file failed), they are
+/// answered 503, which fails BuildKit's step, and the build reports the fetch's own error.
+#[derive(Debug)]
+pub struct FileReady(watch::Sender<bool>);
+
+impl FileReady {
+    pub fn ready(self) {
+        let _ = self.0.send(true);
+    }
 }
 
 /// Token -> what it serves.
@@ -226,6 +242,25 @@ async fn serve_one(
     headers: header::HeaderMap,
 ) -> axum::response::Response {
     let token = token.trim_end_matches(".tar").to_owned();
+    let waiting = contexts
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&token).map(|e| e.waiting.clone()))
+        .unwrap_or_default();
+    if !waiting.is_empty() {
+        if !wait_ready(waiting).await {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the build that makes this file failed",
+            )
+                .into_response();
+        }
+        if let Ok(mut map) = contexts.lock()
+            && let Some(entry) = map.get_mut(&token)
+        {
+            entry.waiting.clear();
+        }
+    }
     let served = contexts
         .lock()
         .ok()
@@ -261,6 +296,20 @@ async fn serve_one(
         response.headers_mut().insert(header::ETAG, value);
     }
     response
+}
+
+/// Waits until one of the builds making a file says it is there: true; false when all of them
+/// ended without.
+async fn wait_ready(waiting: Vec<watch::Receiver<bool>>) -> bool {
+    let waits = waiting.into_iter().map(|mut rx| {
+        Box::pin(async move {
+            match rx.wait_for(|ready| *ready).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err(()),
+            }
+        })
+    });
+    futures::future::select_ok(waits).await.is_ok()
 }
 
 async fn serve_named(
@@ -305,23 +354,36 @@ impl ContextServer {
     pub fn serve(&self, tar: Bytes) -> ServedContext {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let url = format!("http://{}/contexts/{token}.tar", self.addr);
-        self.insert(token, url, Served::Bytes(tar), None)
+        self.insert(token, url, Served::Bytes(tar), None, None)
     }
 
     /// Serves the file at `path` (read when asked for) as `.../<token>/<name>`, where the token
     /// is unguessable and the same for the same `key` while this process runs: a Dockerfile
     /// `ADD` of the URL is the same instruction from build to build, so BuildKit's cache keeps
     /// what follows it. Several guards may serve one key; it is served until the last goes.
-    pub fn serve_file(&self, key: &str, path: PathBuf, name: &str) -> ServedContext {
-        self.serve_stable(key, Served::File(path), name)
+    /// The URL is handed out before the file is made (a build's solve starts while its
+    /// dependencies are fetched): requests wait for the returned [`FileReady`], unless a build
+    /// serving the same key said so already (the file is written once, never rewritten).
+    pub fn serve_file(&self, key: &str, path: PathBuf, name: &str) -> (ServedContext, FileReady) {
+        let (tx, rx) = watch::channel(false);
+        (
+            self.serve_stable(key, Served::File(path), name, Some(rx)),
+            FileReady(tx),
+        )
     }
 
     /// Like [`ContextServer::serve_file`], for bytes held in memory.
     pub fn serve_bytes(&self, key: &str, data: Bytes, name: &str) -> ServedContext {
-        self.serve_stable(key, Served::Bytes(data), name)
+        self.serve_stable(key, Served::Bytes(data), name, None)
     }
 
-    fn serve_stable(&self, key: &str, served: Served, name: &str) -> ServedContext {
+    fn serve_stable(
+        &self,
+        key: &str,
+        served: Served,
+        name: &str,
+        waiting: Option<watch::Receiver<bool>>,
+    ) -> ServedContext {
         use sha2::Digest as _;
         let mut digest = sha2::Sha256::new();
         digest.update(self.secret.as_bytes());
@@ -337,7 +399,7 @@ impl ContextServer {
             )),
             Served::File(_) => None,
         };
-        self.insert(token, url, served, etag)
+        self.insert(token, url, served, etag, waiting)
     }
 
     fn insert(
@@ -346,6 +408,7 @@ impl ContextServer {
         url: String,
         served: Served,
         etag: Option<String>,
+        waiting: Option<watch::Receiver<bool>>,
     ) -> ServedContext {
         if let Ok(mut map) = self.contexts.lock() {
             map.entry(token.clone())
@@ -353,11 +416,18 @@ impl ContextServer {
                     e.served = served.clone();
                     e.etag = etag.clone();
                     e.count += 1;
+                    // Served and ready already: nothing to wait for. Else wait for any maker.
+                    if !e.waiting.is_empty() {
+                        e.waiting
+                            .retain(|rx| *rx.borrow() || rx.has_changed().is_ok());
+                        e.waiting.extend(waiting.clone());
+                    }
                 })
                 .or_insert(Entry {
                     served,
                     count: 1,
                     etag,
+                    waiting: waiting.into_iter().collect(),
                 });
         }
         ServedContext {

@@ -211,6 +211,12 @@ async fn request(method: &str, url: &str, headers: &str) -> String {
     out
 }
 
+/// [`request`] in a task of its own.
+fn spawn_request(method: &'static str, url: &str) -> tokio::task::JoinHandle<String> {
+    let url = url.to_owned();
+    tokio::spawn(async move { request(method, &url, "").await })
+}
+
 fn etag_of(answer: &str) -> String {
     answer
         .lines()
@@ -228,7 +234,8 @@ async fn stable_urls_answer_not_modified_to_the_entity_tag_they_gave() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("deps.tar");
     std::fs::write(&path, "first").unwrap();
-    let served = server.serve_file("deps:a", path.clone(), "deps.tar");
+    let (served, ready) = server.serve_file("deps:a", path.clone(), "deps.tar");
+    ready.ready();
     let first = request("GET", &served.url, "").await;
     assert!(
         first.starts_with("HTTP/1.0 200") && first.ends_with("first"),
@@ -275,4 +282,50 @@ async fn stable_urls_answer_not_modified_to_the_entity_tag_they_gave() {
         answer.starts_with("HTTP/1.0 200") && !answer.contains("etag:"),
         "{answer}"
     );
+}
+
+#[tokio::test]
+async fn a_file_served_before_it_is_made_is_answered_once_it_is_ready_or_503_if_it_never_is() {
+    let server = ContextServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deps.tar");
+    let (served, ready) = server.serve_file("deps:made", path.clone(), "deps.tar");
+    let asked = spawn_request("GET", &served.url);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!asked.is_finished(), "answered before the file was made");
+    std::fs::write(&path, "fetched").unwrap();
+    ready.ready();
+    let answer = asked.await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 200") && answer.ends_with("fetched"),
+        "{answer}"
+    );
+    // Another build of the same key later: the file is there, nothing to wait for.
+    let (again, _pending) = server.serve_file("deps:made", path.clone(), "deps.tar");
+    let answer = request("GET", &again.url, "").await;
+    assert!(answer.ends_with("fetched"), "{answer}");
+
+    // The fetch fails: the waiting request gets a 503, not the file of another build.
+    let (failing, ready) = server.serve_file("deps:failed", path.clone(), "deps.tar");
+    let asked = spawn_request("HEAD", &failing.url);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(ready);
+    let answer = asked.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.0 503"), "{answer}");
+
+    // Two builds make the same file; the first fails, the second's fetch makes it.
+    let (first, first_ready) = server.serve_file("deps:two", path.clone(), "deps.tar");
+    let (_second, second_ready) = server.serve_file("deps:two", path.clone(), "deps.tar");
+    let asked = spawn_request("GET", &first.url);
+    drop(first_ready);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        !asked.is_finished(),
+        "answered while the second build still fetches"
+    );
+    second_ready.ready();
+    let answer = asked.await.unwrap();
+    assert!(answer.ends_with("fetched"), "{answer}");
 }

@@ -650,20 +650,24 @@ fn cache_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DepsErro
     move |source| DepsError::Cache { what, source }
 }
 
+/// The lock file's part of a dependency folder's path.
+fn lock_key(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 impl DepsCache {
-    /// Fetches what `plan` names into the app's folder for `lock_text` (or finds it there).
-    /// `app_key` is the app's cache key ([`crate::dockerfile::cache_key`]); `package_json` is
-    /// the project's (a pnpm or yarn install in the sandbox reads it beside the lock file).
-    pub async fn fetch(
+    /// The folder `fetch` fills for this app and lock file (known before it runs: the build
+    /// hands its tarball's URL to BuildKit while the fetch runs).
+    pub fn folder(
         &self,
-        sandbox: &Sandbox,
         app_key: &str,
         package_json: &str,
         lock_text: &str,
         plan: &FetchPlan,
-        log: &mut (dyn FnMut(String) + Send),
-    ) -> Result<Fetched, DepsError> {
-        let (platform, (uid, gid)) = (&self.platform, self.owner);
+    ) -> PathBuf {
+        let platform = &self.platform;
         let tool_spec = plan.tool.as_ref().map(Tool::spec).unwrap_or_default();
         let manifest = if plan.tool.is_some() {
             package_json
@@ -683,9 +687,24 @@ impl DepsCache {
             digest.update(part.as_bytes());
             digest.update([0]);
         }
-        let key = hex::encode(digest.finalize());
-        let app_dir = self.root.join(app_key);
-        let dir = app_dir.join(&key);
+        self.root.join(app_key).join(hex::encode(digest.finalize()))
+    }
+
+    /// Fetches what `plan` names into the app's folder for `lock_text` (or finds it there).
+    /// `app_key` is the app's cache key ([`crate::dockerfile::cache_key`]); `package_json` is
+    /// the project's (a pnpm or yarn install in the sandbox reads it beside the lock file).
+    pub async fn fetch(
+        &self,
+        sandbox: &Sandbox,
+        app_key: &str,
+        package_json: &str,
+        lock_text: &str,
+        plan: &FetchPlan,
+        log: &mut (dyn FnMut(String) + Send),
+    ) -> Result<Fetched, DepsError> {
+        let (uid, gid) = self.owner;
+        let dir = self.folder(app_key, package_json, lock_text, plan);
+        let (app_dir, key) = (self.root.join(app_key), lock_key(&dir));
         let packages = plan.tool.as_ref().map_or(plan.specs.len(), |t| t.packages);
         if dir.join("complete").exists() {
             log(format!(
@@ -780,7 +799,7 @@ impl DepsCache {
         let _ = std::fs::remove_dir_all(tmp.join("npm").join("_npx"));
         // The tarball BuildKit fetches: the same bytes for the same folder (sorted, fixed
         // times and owners), so its cache key stays.
-        let out = std::process::Command::new("tar")
+        let out = tokio::process::Command::new("tar")
             .args([
                 "--sort=name",
                 "--mtime=@0",
@@ -795,6 +814,7 @@ impl DepsCache {
             .arg("npm")
             .args(plan.tool.iter().filter(|t| t.locked).map(Tool::store))
             .output()
+            .await
             .map_err(cache_err("run tar"))?;
         if !out.status.success() {
             return Err(DepsError::Cache {
