@@ -47,6 +47,10 @@ pub struct DumpStream {
     ended: bool,
     /// Counts the rows of a MariaDB dump as it passes ([`DumpStream::count_mariadb_rows`]).
     rows: Option<Arc<Mutex<MariadbRowCounter>>>,
+    /// What the chunks say they carry (the first one's; every other must match).
+    compression: Option<n::Compression>,
+    /// The end chunk's count of the command's output before compression.
+    raw_bytes: u64,
 }
 
 impl std::fmt::Debug for DumpStream {
@@ -66,6 +70,18 @@ impl DumpStream {
             .clone()
     }
 
+    /// How the pieces are encoded, as the agent said (NONE until a piece came, and from an
+    /// agent that predates `compression`).
+    pub fn compression(&self) -> n::Compression {
+        self.compression.unwrap_or(n::Compression::None)
+    }
+
+    /// The command's output in bytes before compression, as the agent counted it (once the
+    /// dump ended whole; 0 from an agent that predates the count).
+    pub fn raw_bytes(&self) -> u64 {
+        self.raw_bytes
+    }
+
     /// The next piece; `None` once the dump ended whole.
     pub async fn next(&mut self) -> Result<Option<Vec<u8>>, EngineError> {
         loop {
@@ -74,7 +90,26 @@ impl DumpStream {
             }
             match self.inner.message().await {
                 Ok(Some(chunk)) => {
+                    let said = n::Compression::try_from(chunk.compression).map_err(|_| {
+                        EngineError::Agent {
+                            address: self.address.clone(),
+                            message: format!(
+                                "the dump's chunks claim compression {}, which control does not know",
+                                chunk.compression
+                            ),
+                        }
+                    })?;
+                    if *self.compression.get_or_insert(said) != said {
+                        return Err(EngineError::Agent {
+                            address: self.address.clone(),
+                            message: format!(
+                                "the dump's chunks change their compression from {:?} to {said:?}",
+                                self.compression()
+                            ),
+                        });
+                    }
                     self.ended = chunk.end;
+                    self.raw_bytes = chunk.raw_bytes;
                     if !chunk.data.is_empty() {
                         if let Some(rows) = &self.rows {
                             rows.lock().expect("row counter lock").push(&chunk.data);
@@ -102,16 +137,23 @@ impl DumpStream {
 #[derive(Debug)]
 pub struct LoadStream {
     address: String,
+    /// How the data is sent (`EngineLoadHeader.compression`).
+    compression: n::Compression,
     tx: mpsc::Sender<n::EngineLoadRequest>,
     call: tokio::task::JoinHandle<Result<n::EngineLoadResponse, tonic::Status>>,
 }
 
 impl LoadStream {
+    /// How the data must be sent (the header said so).
+    pub fn compression(&self) -> n::Compression {
+        self.compression
+    }
+
     pub async fn send(&self, data: Vec<u8>) -> Result<(), EngineError> {
         let msg = n::EngineLoadRequest {
             part: Some(n::engine_load_request::Part::Chunk(n::EngineChunk {
                 data,
-                end: false,
+                ..Default::default()
             })),
         };
         if self.tx.send(msg).await.is_err() {
@@ -128,14 +170,32 @@ impl LoadStream {
     pub async fn finish(self) -> Result<Loaded, EngineError> {
         let end = n::EngineLoadRequest {
             part: Some(n::engine_load_request::Part::Chunk(n::EngineChunk {
-                data: vec![],
                 end: true,
+                ..Default::default()
             })),
         };
         let _ = self.tx.send(end).await;
-        let LoadStream { address, tx, call } = self;
+        let LoadStream {
+            address,
+            compression,
+            tx,
+            call,
+        } = self;
         drop(tx);
-        answer(address, call).await
+        let loaded = answer(address.clone(), call).await?;
+        if loaded.compression != compression {
+            // An agent that predates `compression` fed the zstd stream to the engine as it
+            // was; the engine refused it, or (a staged WAL file) nothing uses it before the
+            // recovery this error stops.
+            return Err(EngineError::Agent {
+                address,
+                message: format!(
+                    "the agent read the load as {:?}, not {compression:?} (an agent older than control?)",
+                    loaded.compression
+                ),
+            });
+        }
+        Ok(loaded)
     }
 
     /// The data is not whole: the stream ends without `end`, the agent restores nothing.
@@ -158,6 +218,10 @@ pub struct Loaded {
     pub feed: Duration,
     /// The engine's work after the upload's end.
     pub after_end: Duration,
+    /// How the agent read the upload (`EngineLoadResponse.compression`).
+    pub compression: n::Compression,
+    /// The agent decompressing the upload (its own thread, beside the feeding).
+    pub decompress: Duration,
 }
 
 async fn answer(
@@ -172,6 +236,9 @@ async fn answer(
                 upload_wait: Duration::from_millis(r.upload_wait_ms),
                 feed: Duration::from_millis(r.feed_ms),
                 after_end: Duration::from_millis(r.engine_after_end_ms),
+                compression: n::Compression::try_from(r.compression)
+                    .unwrap_or(n::Compression::None),
+                decompress: Duration::from_millis(r.decompress_ms),
             }),
             Ok(Err(s)) => Err(EngineError::Agent {
                 address,
@@ -231,11 +298,13 @@ impl GrpcEngines {
         } else {
             n::EngineCommand::Dump
         };
-        self.command(address, container, e, command, "").await
+        self.command(address, container, e, command, "", n::Compression::None)
+            .await
     }
 
     /// Starts one of the agent's fixed engine commands (`name`: the WAL file of WAL_READ and
-    /// WAL_REMOVE).
+    /// WAL_REMOVE), its output asked for as `compression` (ZSTD: compressed by the agent; what
+    /// it sent is [`DumpStream::compression`]).
     pub async fn command(
         &self,
         address: &str,
@@ -243,6 +312,7 @@ impl GrpcEngines {
         e: Engine,
         command: n::EngineCommand,
         name: &str,
+        compression: n::Compression,
     ) -> Result<DumpStream, EngineError> {
         let inner = self
             .client(address)?
@@ -251,6 +321,7 @@ impl GrpcEngines {
                 engine: engine(e),
                 command: command as i32,
                 name: name.to_owned(),
+                compression: compression as i32,
             })
             .await
             .map_err(|s| EngineError::Agent {
@@ -263,6 +334,8 @@ impl GrpcEngines {
             inner,
             ended: false,
             rows: None,
+            compression: None,
+            raw_bytes: 0,
         })
     }
 
@@ -275,7 +348,9 @@ impl GrpcEngines {
         command: n::EngineCommand,
         name: &str,
     ) -> Result<String, EngineError> {
-        let mut s = self.command(address, container, e, command, name).await?;
+        let mut s = self
+            .command(address, container, e, command, name, n::Compression::None)
+            .await?;
         let mut out = Vec::new();
         while let Some(c) = s.next().await? {
             out.extend(c);
@@ -298,7 +373,8 @@ impl GrpcEngines {
         Ok(String::from_utf8_lossy(&out).trim().replace('\n', ", "))
     }
 
-    /// Opens a load of a dump into `container`; `fresh`: the target holds nothing to keep
+    /// Opens a load of a dump into `container`, sent as its zstd stream (the agent
+    /// decompresses); `fresh`: the target holds nothing to keep
     /// (a new service, a verification container), so the agent may feed the engine as the
     /// data arrives rather than spool it first (`EngineLoadHeader.stream`).
     pub fn load(
@@ -315,6 +391,7 @@ impl GrpcEngines {
                 engine: engine(e),
                 kind: n::EngineLoadKind::Dump as i32,
                 stream: fresh,
+                compression: n::Compression::Zstd as i32,
                 ..Default::default()
             },
         )
@@ -339,6 +416,12 @@ impl GrpcEngines {
                 name: name.to_owned(),
                 recovery_target_time: recovery_target_time.to_owned(),
                 stream: false,
+                // RECOVER carries no data (an empty zstd stream is not a stream).
+                compression: if kind == n::EngineLoadKind::PgRecover {
+                    n::Compression::None
+                } else {
+                    n::Compression::Zstd
+                } as i32,
             },
         )
     }
@@ -349,6 +432,8 @@ impl GrpcEngines {
         header: n::EngineLoadHeader,
     ) -> Result<LoadStream, EngineError> {
         let mut client = self.client(address)?;
+        let compression =
+            n::Compression::try_from(header.compression).unwrap_or(n::Compression::None);
         let (tx, rx) = mpsc::channel(4);
         let header = n::EngineLoadRequest {
             part: Some(n::engine_load_request::Part::Header(header)),
@@ -362,6 +447,7 @@ impl GrpcEngines {
         });
         Ok(LoadStream {
             address: address.to_owned(),
+            compression,
             tx,
             call,
         })

@@ -61,11 +61,36 @@ fn compress_workers() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u32)
 }
 
-/// Turns a dump into the stored object, piece by piece.
+/// What a [`Sealer`] is fed, or an [`Opener`] hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plain {
+    /// The engine's dump: compressed by the sealer, decompressed by the opener.
+    Dump,
+    /// The zstd stream itself (the node agent compresses where the dump is made, and
+    /// decompresses a load): only framed and sealed, or opened. The stored object is the same.
+    Zstd,
+}
+
+/// The zstd stream of a [`Sealer`]: made here, or taken as it came.
+enum Stream {
+    Compress(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    Given(Vec<u8>),
+}
+
+impl Stream {
+    fn pending(&mut self) -> &mut Vec<u8> {
+        match self {
+            Stream::Compress(e) => e.get_mut(),
+            Stream::Given(b) => b,
+        }
+    }
+}
+
+/// Turns a dump (or its zstd stream, [`Plain`]) into the stored object, piece by piece.
 pub struct Sealer {
     key: SecretBox,
     backup: Uuid,
-    encoder: zstd::stream::write::Encoder<'static, Vec<u8>>,
+    stream: Stream,
     frames: u64,
     hasher: Sha256,
     size: u64,
@@ -87,23 +112,31 @@ impl std::fmt::Debug for Sealer {
 pub struct Sealed {
     pub sha256: String,
     pub size: u64,
+    /// The bytes pushed: the dump's for [`Plain::Dump`]; for [`Plain::Zstd`] the stream's
+    /// (the caller knows the dump's own size from the agent and sets it).
     pub dump: u64,
 }
 
 impl Sealer {
-    pub fn new(key: SecretBox, backup: Uuid) -> Result<Self, FormatError> {
-        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3)
-            .map_err(|e| FormatError::Compress(e.to_string()))?;
-        // zstd's own worker threads compress while the caller seals and hashes what is done:
-        // one thread doing all three was the backup's bottleneck (bench/backup/run). The
-        // output is one standard zstd frame either way.
-        encoder
-            .multithread(compress_workers())
-            .map_err(|e| FormatError::Compress(e.to_string()))?;
+    pub fn new(key: SecretBox, backup: Uuid, input: Plain) -> Result<Self, FormatError> {
+        let stream = match input {
+            Plain::Zstd => Stream::Given(Vec::new()),
+            Plain::Dump => {
+                let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3)
+                    .map_err(|e| FormatError::Compress(e.to_string()))?;
+                // zstd's own worker threads compress while the caller seals and hashes what is
+                // done: one thread doing all three was the backup's bottleneck
+                // (bench/backup/run). The output is one standard zstd frame either way.
+                encoder
+                    .multithread(compress_workers())
+                    .map_err(|e| FormatError::Compress(e.to_string()))?;
+                Stream::Compress(encoder)
+            }
+        };
         Ok(Self {
             key,
             backup,
-            encoder,
+            stream,
             frames: 0,
             hasher: Sha256::new(),
             size: 0,
@@ -140,12 +173,16 @@ impl Sealer {
         let mut out = Vec::new();
         self.start(&mut out);
         self.dump += dump.len() as u64;
-        self.encoder
-            .write_all(dump)
-            .map_err(|e| FormatError::Compress(e.to_string()))?;
-        while self.encoder.get_ref().len() >= FRAME {
-            let rest = self.encoder.get_mut().split_off(FRAME);
-            let full = std::mem::replace(self.encoder.get_mut(), rest);
+        match &mut self.stream {
+            Stream::Compress(e) => e
+                .write_all(dump)
+                .map_err(|e| FormatError::Compress(e.to_string()))?,
+            Stream::Given(b) => b.extend_from_slice(dump),
+        }
+        while self.stream.pending().len() >= FRAME {
+            let pending = self.stream.pending();
+            let rest = pending.split_off(FRAME);
+            let full = std::mem::replace(pending, rest);
             self.frame(&mut out, &full, false);
         }
         Ok(out)
@@ -155,14 +192,12 @@ impl Sealer {
     pub fn finish(mut self) -> Result<(Vec<u8>, Sealed), FormatError> {
         let mut out = Vec::new();
         self.start(&mut out);
-        let encoder = std::mem::replace(
-            &mut self.encoder,
-            zstd::stream::write::Encoder::new(Vec::new(), 1)
+        let mut rest = match std::mem::replace(&mut self.stream, Stream::Given(Vec::new())) {
+            Stream::Compress(e) => e
+                .finish()
                 .map_err(|e| FormatError::Compress(e.to_string()))?,
-        );
-        let mut rest = encoder
-            .finish()
-            .map_err(|e| FormatError::Compress(e.to_string()))?;
+            Stream::Given(b) => b,
+        };
         while rest.len() > FRAME {
             let tail = rest.split_off(FRAME);
             self.frame(&mut out, &rest, false);
@@ -186,7 +221,9 @@ pub struct Opener {
     header_checked: bool,
     frames: u64,
     ended: bool,
-    decoder: zstd::stream::write::Decoder<'static, Vec<u8>>,
+    /// `None` for [`Plain::Zstd`]: the frames' plain bytes are handed out as they are.
+    decoder: Option<zstd::stream::write::Decoder<'static, Vec<u8>>>,
+    out: Vec<u8>,
     hasher: Sha256,
 }
 
@@ -200,7 +237,14 @@ impl std::fmt::Debug for Opener {
 }
 
 impl Opener {
-    pub fn new(key: SecretBox, backup: Uuid) -> Result<Self, FormatError> {
+    pub fn new(key: SecretBox, backup: Uuid, output: Plain) -> Result<Self, FormatError> {
+        let decoder = match output {
+            Plain::Zstd => None,
+            Plain::Dump => Some(
+                zstd::stream::write::Decoder::new(Vec::new())
+                    .map_err(|e| FormatError::Decompress(e.to_string()))?,
+            ),
+        };
         Ok(Self {
             key,
             backup,
@@ -208,10 +252,40 @@ impl Opener {
             header_checked: false,
             frames: 0,
             ended: false,
-            decoder: zstd::stream::write::Decoder::new(Vec::new())
-                .map_err(|e| FormatError::Decompress(e.to_string()))?,
+            decoder,
+            out: Vec::new(),
             hasher: Sha256::new(),
         })
+    }
+
+    fn plain(&mut self, plain: Vec<u8>) -> Result<(), FormatError> {
+        match &mut self.decoder {
+            Some(d) => d
+                .write_all(&plain)
+                .map_err(|e| FormatError::Decompress(e.to_string())),
+            None if self.out.is_empty() => {
+                self.out = plain;
+                Ok(())
+            }
+            None => {
+                self.out.extend_from_slice(&plain);
+                Ok(())
+            }
+        }
+    }
+
+    /// What is ready to hand out (the decoder flushed when `flush`).
+    fn take(&mut self, flush: bool) -> Result<Vec<u8>, FormatError> {
+        match &mut self.decoder {
+            Some(d) => {
+                if flush {
+                    d.flush()
+                        .map_err(|e| FormatError::Decompress(e.to_string()))?;
+                }
+                Ok(std::mem::take(d.get_mut()))
+            }
+            None => Ok(std::mem::take(&mut self.out)),
+        }
     }
 
     /// Takes the next bytes of the object; returns the dump bytes they complete.
@@ -258,21 +332,15 @@ impl Opener {
             };
             self.frames += 1;
             self.ended = last;
-            self.decoder
-                .write_all(&plain)
-                .map_err(|e| FormatError::Decompress(e.to_string()))?;
             consumed = at + 4 + len;
+            self.plain(plain)?;
         }
         if self.ended && self.buf.len() > consumed {
             return Err(FormatError::TrailingData);
         }
         self.buf.drain(..consumed);
-        if self.ended {
-            self.decoder
-                .flush()
-                .map_err(|e| FormatError::Decompress(e.to_string()))?;
-        }
-        Ok(std::mem::take(self.decoder.get_mut()))
+        let ended = self.ended;
+        self.take(ended)
     }
 
     /// The object ended: it must have had its last frame and match `expected_sha256`.
@@ -292,10 +360,7 @@ impl Opener {
                 actual,
             });
         }
-        self.decoder
-            .flush()
-            .map_err(|e| FormatError::Decompress(e.to_string()))?;
-        Ok(std::mem::take(self.decoder.get_mut()))
+        self.take(true)
     }
 }
 
@@ -308,7 +373,7 @@ mod tests {
     }
 
     fn seal(id: Uuid, dump: &[u8], piece: usize) -> (Vec<u8>, Sealed) {
-        let mut s = Sealer::new(key(), id).unwrap();
+        let mut s = Sealer::new(key(), id, Plain::Dump).unwrap();
         let mut out = Vec::new();
         for c in dump.chunks(piece.max(1)) {
             out.extend(s.push(c).unwrap());
@@ -319,7 +384,7 @@ mod tests {
     }
 
     fn open(id: Uuid, object: &[u8], piece: usize, sha: &str) -> Result<Vec<u8>, FormatError> {
-        let mut o = Opener::new(key(), id)?;
+        let mut o = Opener::new(key(), id, Plain::Dump)?;
         let mut dump = Vec::new();
         for c in object.chunks(piece.max(1)) {
             dump.extend(o.push(c)?);
@@ -360,6 +425,34 @@ mod tests {
         }
     }
 
+    /// The node agent's zstd stream, framed and sealed as it came, is the same kind of object:
+    /// it opens into the dump, and a dump sealed here opens into a zstd stream of the dump.
+    #[test]
+    fn a_given_zstd_stream_makes_the_same_object() {
+        let id = Uuid::new_v4();
+        let d = dump(5 << 20);
+        let stream = zstd::encode_all(&d[..], 3).unwrap();
+        let mut s = Sealer::new(key(), id, Plain::Zstd).unwrap();
+        let mut object = Vec::new();
+        for c in stream.chunks(300_000) {
+            object.extend(s.push(c).unwrap());
+        }
+        let (tail, sealed) = s.finish().unwrap();
+        object.extend(tail);
+        assert_eq!(sealed.dump, stream.len() as u64);
+        assert!(sealed.size > FRAME as u64, "several frames");
+        assert_eq!(open(id, &object, 65_536, &sealed.sha256).unwrap(), d);
+
+        let (object, sealed) = seal(id, &d, 1 << 20);
+        let mut o = Opener::new(key(), id, Plain::Zstd).unwrap();
+        let mut zst = Vec::new();
+        for c in object.chunks(100_000) {
+            zst.extend(o.push(c).unwrap());
+        }
+        zst.extend(o.finish(&sealed.sha256).unwrap());
+        assert_eq!(zstd::decode_all(&zst[..]).unwrap(), d);
+    }
+
     #[test]
     fn damage_is_caught() {
         let id = Uuid::new_v4();
@@ -390,7 +483,7 @@ mod tests {
             &SecretBox::from_hex(&"33".repeat(32)).unwrap(),
             Uuid::new_v4(),
         );
-        let mut o = Opener::new(other, id).unwrap();
+        let mut o = Opener::new(other, id, Plain::Dump).unwrap();
         assert!(o.push(&object).is_err());
         // A recorded checksum that differs.
         let e = open(id, &object, 4096, &"0".repeat(64)).unwrap_err();

@@ -3,9 +3,9 @@
 //!
 //! Three stages overlap, as `zstd -dc | pg_restore` does: the object's bytes are read (a
 //! local object by the opening thread itself, in large reads; an S3 object by this task, fed
-//! to the thread through a bounded queue), a blocking thread checks, decrypts and
-//! decompresses them ([`Opener`]), and this task sends the dump to the agent as the thread
-//! yields it. The agent's `end` is sent only once the whole object checked out (every frame
+//! to the thread through a bounded queue), a blocking thread checks and decrypts them
+//! ([`Opener`]), and this task sends the zstd stream to the agent as the thread yields it
+//! (the agent decompresses it, where the engine is). The agent's `end` is sent only once the whole object checked out (every frame
 //! and the SHA-256); anything else abandons the load, and the agent restores nothing.
 //!
 //! The local store's own stream reads 8 KiB per blocking task: 32k hops through the blocking
@@ -49,7 +49,7 @@ impl std::fmt::Display for LoadStages {
         let ms = |d: Duration| d.as_millis();
         write!(
             f,
-            "{} bytes of dump loaded in {} ms (reading the object {} ms, decrypting and decompressing {} ms (beside the send), waiting for the agent {} ms, for its answer after the end {} ms; on the agent: waiting for the upload {} ms, feeding the engine {} ms, the engine after the end {} ms)",
+            "{} bytes of dump loaded in {} ms (reading the object {} ms, decrypting and decompressing {} ms (beside the send), waiting for the agent {} ms, for its answer after the end {} ms; on the agent: waiting for the upload {} ms, decompressing {} ms (beside the feeding), feeding the engine {} ms, the engine after the end {} ms)",
             self.loaded.bytes,
             ms(self.total),
             ms(self.read),
@@ -57,6 +57,7 @@ impl std::fmt::Display for LoadStages {
             ms(self.send),
             ms(self.answer),
             ms(self.loaded.upload_wait),
+            ms(self.loaded.decompress),
             ms(self.loaded.feed),
             ms(self.loaded.after_end)
         )?;
@@ -94,7 +95,12 @@ impl Backups {
         let started = Instant::now();
         let key = format::organization_key(self.inner.store.secrets(), organization_id);
         let opened = async {
-            let opener = Opener::new(key, id)?;
+            // The agent decompresses (the header said so): the frames go out as they are.
+            let plain = match load.compression() {
+                proto::node::v1::Compression::Zstd => format::Plain::Zstd,
+                proto::node::v1::Compression::None => format::Plain::Dump,
+            };
+            let opener = Opener::new(key, id, plain)?;
             let got = self
                 .inner
                 .objects

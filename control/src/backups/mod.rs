@@ -4,8 +4,9 @@
 //!
 //! A backup: the node agent runs the engine's own consistent dump inside the service's running
 //! container (`EngineDump`: `pg_dump -Fc -Z0`, `mariadb-dump --single-transaction`, `redis-cli
-//! --rdb -`) and streams it here; control compresses it (zstd), seals it with the
-//! organization's backup key and checksums the stored bytes ([`format`]), writing through
+//! --rdb -`) and streams it here, compressed with zstd by the agent where it is made (a
+//! MariaDB dump comes plain: control counts its rows, and compresses it itself); control seals
+//! it with the organization's backup key and checksums the stored bytes ([`format`]), writing through
 //! `object_store` ([`objects`]: a local directory or S3). The row turns `completed` only after
 //! the object is written whole and its SHA-256 recorded; anything else leaves it `failed`
 //! (with the reason) or, if control died, `running` until the scheduler fails it as stale.
@@ -335,15 +336,21 @@ impl Backups {
             ::api::BackupKind::Base => n::EngineCommand::BaseBackup,
             ::api::BackupKind::Dump => n::EngineCommand::Dump,
         };
+        // MariaDB: the rows per table of the dump's own snapshot, checked after the
+        // verification restore (`rowcount`), so control reads that dump uncompressed and
+        // compresses it itself; every other is compressed by the agent, where it is made.
+        let count_rows = r.engine == Engine::Mariadb && b.kind == ::api::BackupKind::Dump;
+        let compression = if count_rows {
+            n::Compression::None
+        } else {
+            n::Compression::Zstd
+        };
         let mut dump = self
             .inner
             .engines
-            .command(&r.address, &r.container, r.engine, command, "")
+            .command(&r.address, &r.container, r.engine, command, "", compression)
             .await?;
-        // MariaDB: the rows per table of the dump's own snapshot, checked after the
-        // verification restore (`rowcount`).
-        let rows = (r.engine == Engine::Mariadb && b.kind == ::api::BackupKind::Dump)
-            .then(|| dump.count_mariadb_rows());
+        let rows = count_rows.then(|| dump.count_mariadb_rows());
         let sealed = self
             .seal_into(b.organization_id, b.id, &b.object_key, dump, Some(b.id))
             .await?;
@@ -353,8 +360,9 @@ impl Backups {
         Ok(sealed)
     }
 
-    /// Compresses, seals (nonces from `id`) and writes `dump` to `object_key`; beats the
-    /// backup `heartbeat` meanwhile. Nothing is left in the store when it fails.
+    /// Compresses (unless the agent did), seals (nonces from `id`) and writes `dump` to
+    /// `object_key`; beats the backup `heartbeat` meanwhile. Nothing is left in the store
+    /// when it fails.
     ///
     /// Three stages overlap, as `pg_dump | zstd` does: this task reads the dump, a blocking
     /// thread compresses and seals what it read ([`Sealer`], fed through a bounded queue), and
@@ -369,7 +377,23 @@ impl Backups {
         heartbeat: Option<Uuid>,
     ) -> Result<(format::Sealed, Stages), BackupError> {
         let key = format::organization_key(self.inner.store.secrets(), organization_id);
-        let mut sealer = Sealer::new(key, id)?;
+        let mut stages = Stages::default();
+        // The first piece says what the agent sends: its zstd stream is only framed and
+        // sealed here, a plain dump (an agent asked for none, or that predates compressing)
+        // is compressed here; the stored object is the same.
+        let t = Instant::now();
+        let mut first = dump.next().await?;
+        stages.source += t.elapsed();
+        let given = dump.compression() == n::Compression::Zstd;
+        let mut sealer = Sealer::new(
+            key,
+            id,
+            if given {
+                format::Plain::Zstd
+            } else {
+                format::Plain::Dump
+            },
+        )?;
         let path = self.path(object_key);
         let upload = self
             .inner
@@ -402,15 +426,20 @@ impl Backups {
                 Ok(Some((sealed, busy)))
             },
         );
-        let mut stages = Stages::default();
         let read = async {
             let mut beat = Instant::now();
             loop {
-                let t = Instant::now();
-                let Some(piece) = dump.next().await? else {
-                    break;
+                let piece = match first.take() {
+                    Some(p) => p,
+                    None => {
+                        let t = Instant::now();
+                        let Some(piece) = dump.next().await? else {
+                            break;
+                        };
+                        stages.source += t.elapsed();
+                        piece
+                    }
                 };
-                stages.source += t.elapsed();
                 stages.pieces += 1;
                 let t = Instant::now();
                 if piece_tx.send(piece).await.is_err() {
@@ -460,13 +489,16 @@ impl Backups {
             },
             Err(e) => Err(e),
         };
-        let sealed = match sealed {
+        let mut sealed = match sealed {
             Ok(s) => s,
             Err(e) => {
                 let _ = writer.abort().await;
                 return Err(e);
             }
         };
+        if given {
+            sealed.dump = dump.raw_bytes();
+        }
         let t = Instant::now();
         writer.finish().await.map_err(|e| self.objects_error(e))?;
         stages.store = store + t.elapsed();

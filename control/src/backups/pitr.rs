@@ -104,6 +104,7 @@ impl Backups {
                         r.engine,
                         n::EngineCommand::WalRead,
                         &name,
+                        n::Compression::Zstd,
                     )
                     .await?;
                 let (sealed, _) = self.seal_into(org, id, &object_key, read, None).await?;

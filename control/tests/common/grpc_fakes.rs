@@ -304,18 +304,28 @@ impl n::node_agent_server::NodeAgent for Daemons {
         } else {
             data
         };
+        // As the agent: compressed when asked, and every chunk says how.
+        let raw_bytes = data.len() as u64;
+        let data = if r.compression == n::Compression::Zstd as i32 {
+            zstd::encode_all(&data[..], 3).map_err(|e| Status::internal(e.to_string()))?
+        } else {
+            data
+        };
         let mut chunks: Vec<Result<n::EngineChunk, Status>> = data
             .chunks(64 * 1024)
             .map(|c| {
                 Ok(n::EngineChunk {
                     data: c.to_vec(),
-                    end: false,
+                    compression: r.compression,
+                    ..Default::default()
                 })
             })
             .collect();
         chunks.push(Ok(n::EngineChunk {
-            data: vec![],
             end: true,
+            compression: r.compression,
+            raw_bytes,
+            ..Default::default()
         }));
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
@@ -342,6 +352,12 @@ impl n::node_agent_server::NodeAgent for Daemons {
         if !ended {
             return Err(Status::aborted("the upload ended without its end"));
         }
+        let data = if h.compression == n::Compression::Zstd as i32 {
+            zstd::decode_all(&data[..])
+                .map_err(|e| Status::invalid_argument(format!("does not decompress: {e}")))?
+        } else {
+            data
+        };
         let bytes = data.len();
         self.engine_data
             .lock()
@@ -355,6 +371,7 @@ impl n::node_agent_server::NodeAgent for Daemons {
         Ok(Response::new(n::EngineLoadResponse {
             bytes: bytes as u64,
             detail: String::new(),
+            compression: h.compression,
             ..Default::default()
         }))
     }

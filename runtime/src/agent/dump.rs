@@ -3,9 +3,13 @@
 //! probes ([`super::exec::nsenter`]). Nothing here takes a command from a caller: the caller
 //! names an engine and one of these operations.
 //!
-//! - dump: `pg_dump -Fc -Z0` (one consistent snapshot, not compressed: control compresses
-//!   with zstd), `mariadb-dump --single-transaction`, `redis-cli --rdb -` (the RDB the server
-//!   produces for a replica); stdout is the dump.
+//! - dump: `pg_dump -Fc -Z0` (one consistent snapshot, not compressed by pg_dump),
+//!   `mariadb-dump --single-transaction`, `redis-cli --rdb -` (the RDB the server produces
+//!   for a replica); stdout is the dump. [`pump`] reads it on a blocking thread in pieces of
+//!   [`CHUNK`] and, when the caller asks, compresses it with zstd where it is made (the
+//!   stream a backup object holds: control only frames, seals and hashes it).
+//! - a load's data may arrive as that zstd stream: [`inflate`] decompresses it on a blocking
+//!   thread before it reaches the engine or the spool file, and refuses a stream cut short.
 //! - check: one `name value` line per fact (`tables`, `rows`, `keys`; MariaDB also `table
 //!   <name> <rows>` per base table, compared by control with the rows counted in the dump):
 //!   what a verification restore is judged by.
@@ -155,6 +159,143 @@ pub enum DumpError {
 
 /// Bytes read from the command's stdout per chunk.
 pub const CHUNK: usize = 1 << 20;
+
+/// How a dump's output is sent, or an upload's data arrives (`Compression` in the proto).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    /// One zstd stream: what a backup object holds, so control only frames and seals it.
+    Zstd,
+}
+
+/// The zstd level of a dump: 3, what control compressed with before the agent did (and what
+/// `pg_dump | zstd` uses by default).
+const ZSTD_LEVEL: i32 = 3;
+
+/// zstd worker threads per dump: the node's cores, at most 4 (a dump must not take every
+/// core of a large node; its databases keep serving meanwhile).
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u32)
+}
+
+/// Reads a command's output to its end in pieces of [`CHUNK`] (pg_dump writes 4 KiB at a
+/// time: a message per write cost a gRPC message per 4 KiB), compressed when asked (zstd's
+/// own workers compress while this reads), and hands each piece to `send` (`false`: the
+/// receiver went away, stop). Blocking: run it on a blocking thread, not on the runtime.
+/// Returns the output's bytes before compression, `None` when the receiver went away.
+pub fn pump(
+    mut out: impl std::io::Read,
+    compression: Compression,
+    mut send: impl FnMut(Vec<u8>) -> bool,
+) -> std::io::Result<Option<u64>> {
+    use std::io::{Read, Write};
+    let mut encoder = match compression {
+        Compression::None => None,
+        Compression::Zstd => {
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)?;
+            e.multithread(zstd_workers())?;
+            Some(e)
+        }
+    };
+    let mut raw = 0u64;
+    loop {
+        let mut data = Vec::with_capacity(CHUNK);
+        let n = (&mut out).take(CHUNK as u64).read_to_end(&mut data)?;
+        raw += n as u64;
+        let piece = match &mut encoder {
+            None => data,
+            Some(e) => {
+                e.write_all(&data)?;
+                if e.get_ref().len() >= CHUNK {
+                    std::mem::take(e.get_mut())
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        if !piece.is_empty() && !send(piece) {
+            return Ok(None);
+        }
+        if n < CHUNK {
+            break;
+        }
+    }
+    if let Some(e) = encoder {
+        let rest = e.finish()?;
+        if !rest.is_empty() && !send(rest) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(raw))
+}
+
+/// What [`inflate`] hands on.
+#[derive(Debug)]
+pub enum Inflated<E> {
+    Data(Vec<u8>),
+    /// The input ended whole and so did its zstd stream; the time spent decompressing.
+    End(Duration),
+    /// The input broke (handed on as it came).
+    Broken(E),
+    /// The input does not decompress, or its zstd stream is cut short.
+    Corrupt(String),
+}
+
+/// Decompresses one zstd stream arriving in pieces and hands the output on in pieces; the
+/// input channel closing is its end, which must also end the zstd stream. Blocking: run it
+/// on a blocking thread. Returns early when the receiver went away.
+pub fn inflate<E>(
+    input: &mut tokio::sync::mpsc::Receiver<Result<Vec<u8>, E>>,
+    out: &tokio::sync::mpsc::Sender<Inflated<E>>,
+) {
+    use std::io::Write;
+    let mut decoder = match zstd::stream::write::Decoder::new(Vec::with_capacity(CHUNK)) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = out.blocking_send(Inflated::Corrupt(format!("zstd: {e}")));
+            return;
+        }
+    };
+    let mut busy = Duration::ZERO;
+    while let Some(piece) = input.blocking_recv() {
+        let piece = match piece {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = out.blocking_send(Inflated::Broken(e));
+                return;
+            }
+        };
+        // A quarter of CHUNK compressed is about CHUNK of dump (pg_dump's ~4x).
+        for part in piece.chunks(CHUNK / 4) {
+            let t = std::time::Instant::now();
+            let wrote = decoder.write_all(part).and_then(|()| decoder.flush());
+            busy += t.elapsed();
+            if let Err(e) = wrote {
+                let _ = out.blocking_send(Inflated::Corrupt(format!(
+                    "the upload does not decompress (zstd): {e}"
+                )));
+                return;
+            }
+            let data = std::mem::replace(decoder.get_mut(), Vec::with_capacity(CHUNK));
+            if !data.is_empty() && out.blocking_send(Inflated::Data(data)).is_err() {
+                return;
+            }
+        }
+    }
+    let t = std::time::Instant::now();
+    let rest = decoder.finish();
+    busy += t.elapsed();
+    let last = match rest {
+        Ok(rest) => {
+            if !rest.is_empty() && out.blocking_send(Inflated::Data(rest)).is_err() {
+                return;
+            }
+            Inflated::End(busy)
+        }
+        Err(e) => Inflated::Corrupt(format!("the upload's zstd stream is cut short: {e}")),
+    };
+    let _ = out.blocking_send(last);
+}
 /// The size of the pipes between the agent and an engine's dump or restore (Linux's limit for
 /// unprivileged processes; the agent is root, but no more is needed): 64 KiB is drained or
 /// filled in a few ms, and on a busy machine the agent's next turn may come later than that
@@ -176,7 +317,7 @@ const STAGE: &str = "s=\"$PGDATA/stackpad_restore\"";
 fn script(engine: Engine, what: &str) -> String {
     match (engine, what) {
         // No compression of pg_dump's own (its zlib was ~85% of a backup's time, measured by
-        // bench/backup): control compresses the stream with zstd. Older backups were dumped
+        // bench/backup): the stream is compressed with zstd ([`pump`]). Older backups were dumped
         // with zlib; pg_restore reads either from the archive's header.
         (Engine::Postgres, "dump") => format!("exec pg_dump -Fc -Z0 --no-password {PG}"),
         (Engine::Postgres, "check") => format!(
@@ -319,10 +460,24 @@ pub struct RunningDump {
     what: &'static str,
     child: tokio::process::Child,
     stderr: tokio::task::JoinHandle<Vec<u8>>,
-    pub stdout: tokio::process::ChildStdout,
+    stdout: Option<tokio::process::ChildStdout>,
 }
 
 impl RunningDump {
+    /// The command's stdout, in blocking mode (for [`pump`] on a blocking thread); once.
+    pub fn take_output(&mut self) -> std::io::Result<std::fs::File> {
+        let out = self
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("the dump's output was taken already"))?;
+        Ok(std::fs::File::from(out.into_owned_fd()?))
+    }
+
+    /// Kills the command (its reader went away); [`RunningDump::finish`] then reports it.
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
     /// Waits for the command; `Ok` only when it exited 0.
     pub async fn finish(mut self) -> Result<(), DumpError> {
         let status = self
@@ -419,7 +574,7 @@ impl Agent {
             what,
             child,
             stderr,
-            stdout,
+            stdout: Some(stdout),
         })
     }
 
@@ -755,6 +910,91 @@ mod tests {
         ] {
             assert!(!recovery_target_ok(bad), "{bad}");
         }
+    }
+
+    /// Bytes that compress, but not to nothing.
+    fn output(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| {
+                if i % 7 == 0 {
+                    (i / 7 % 251) as u8
+                } else {
+                    b'x'
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pump_sends_whole_pieces_plain_or_as_one_zstd_stream() {
+        let out = output(3 * CHUNK + 123);
+        let mut plain = Vec::new();
+        let raw = pump(&out[..], Compression::None, |p| {
+            plain.push(p);
+            true
+        })
+        .unwrap();
+        assert_eq!(raw, Some(out.len() as u64));
+        assert_eq!(
+            plain.iter().map(Vec::len).collect::<Vec<_>>(),
+            [CHUNK, CHUNK, CHUNK, 123]
+        );
+        let mut zst = Vec::new();
+        let raw = pump(&out[..], Compression::Zstd, |p| {
+            zst.extend(p);
+            true
+        })
+        .unwrap();
+        assert_eq!(raw, Some(out.len() as u64));
+        assert!(zst.len() < out.len() / 2);
+        assert_eq!(zstd::decode_all(&zst[..]).unwrap(), out);
+        // An empty output is still one zstd stream; a receiver gone stops the pump.
+        let mut empty = Vec::new();
+        pump(&b""[..], Compression::Zstd, |p| {
+            empty.extend(p);
+            true
+        })
+        .unwrap();
+        assert!(zstd::decode_all(&empty[..]).unwrap().is_empty());
+        assert_eq!(pump(&out[..], Compression::None, |_| false).unwrap(), None);
+    }
+
+    fn inflated(pieces: Vec<Result<Vec<u8>, String>>) -> (Vec<u8>, Option<String>) {
+        let (in_tx, mut in_rx) = tokio::sync::mpsc::channel(pieces.len() + 1);
+        for p in pieces {
+            in_tx.try_send(p).unwrap();
+        }
+        drop(in_tx);
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(1024);
+        inflate(&mut in_rx, &out_tx);
+        drop(out_tx);
+        let mut data = Vec::new();
+        while let Ok(m) = out_rx.try_recv() {
+            match m {
+                Inflated::Data(d) => data.extend(d),
+                Inflated::End(_) => return (data, None),
+                Inflated::Broken(e) => return (data, Some(format!("broken: {e}"))),
+                Inflated::Corrupt(e) => return (data, Some(e)),
+            }
+        }
+        (data, Some("no end".into()))
+    }
+
+    #[test]
+    fn inflate_needs_the_whole_zstd_stream() {
+        let out = output(2 * CHUNK + 5);
+        let zst = zstd::encode_all(&out[..], 3).unwrap();
+        let pieces = |z: &[u8]| z.chunks(50_000).map(|c| Ok(c.to_vec())).collect();
+        assert_eq!(inflated(pieces(&zst)), (out.clone(), None));
+        let (_, e) = inflated(pieces(&zst[..zst.len() - 3]));
+        assert!(e.unwrap().contains("cut short"));
+        let mut bad = zst.clone();
+        bad[0] ^= 0xff;
+        let (data, e) = inflated(pieces(&bad));
+        assert!(data.is_empty());
+        assert!(e.unwrap().contains("does not decompress"));
+        let (_, e) = inflated(vec![Ok(zst[..10].to_vec()), Err("cut".into())]);
+        assert_eq!(e.unwrap(), "broken: cut");
     }
 
     #[test]

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use proto::node::v1 as pb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tonic::{Status, Streaming};
 
 use crate::agent::Agent;
-use crate::agent::dump::{self, DumpCommand, DumpError, Engine, LoadKind};
+use crate::agent::dump::{self, Compression, DumpCommand, DumpError, Engine, Inflated, LoadKind};
 
 pub type Chunks = Pin<Box<dyn Stream<Item = Result<pb::EngineChunk, Status>> + Send>>;
 
@@ -36,6 +36,23 @@ fn status(e: DumpError) -> Status {
     }
 }
 
+fn compression(value: i32) -> Result<Compression, Status> {
+    match pb::Compression::try_from(value) {
+        Ok(pb::Compression::None) => Ok(Compression::None),
+        Ok(pb::Compression::Zstd) => Ok(Compression::Zstd),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "invalid compression: {value} is not none or zstd"
+        ))),
+    }
+}
+
+fn wire(c: Compression) -> i32 {
+    (match c {
+        Compression::None => pb::Compression::None,
+        Compression::Zstd => pb::Compression::Zstd,
+    }) as i32
+}
+
 fn container(id: &str) -> Result<&str, Status> {
     if id.is_empty() {
         return Err(Status::invalid_argument(
@@ -45,8 +62,10 @@ fn container(id: &str) -> Result<&str, Status> {
     Ok(id)
 }
 
-/// Streams the command's stdout; the last message has `end` once it exited 0, an error
-/// status instead when it failed. A reader that goes away kills the command.
+/// Streams the command's stdout (compressed where it is made when the request asks: what a
+/// backup stores is a zstd stream anyway); the last message has `end` and the output's bytes
+/// before compression once it exited 0, an error status instead when it failed. A reader
+/// that goes away kills the command.
 pub async fn engine_dump(agent: &Arc<Agent>, req: pb::EngineDumpRequest) -> Result<Chunks, Status> {
     let engine = engine(req.engine)?;
     let command = match pb::EngineCommand::try_from(req.command) {
@@ -64,48 +83,64 @@ pub async fn engine_dump(agent: &Arc<Agent>, req: pb::EngineDumpRequest) -> Resu
             )));
         }
     };
+    let compression = compression(req.compression)?;
     let mut running = agent
         .engine_dump(container(&req.container_id)?, engine, command)
         .await
         .map_err(status)?;
+    let output = running
+        .take_output()
+        .map_err(|e| Status::internal(format!("the dump's output: {e}")))?;
+    let wire = wire(compression);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::EngineChunk, Status>>(8);
     tokio::spawn(async move {
-        loop {
-            // Whole pieces of CHUNK bytes (only the last is shorter): pg_dump writes 4 KiB at a
-            // time, and a read per write made as many messages (~250,000 per GB), each through
-            // gRPC, control's queue and its sealing thread.
-            let mut data = Vec::with_capacity(dump::CHUNK);
-            let mut ended = false;
-            while data.len() < dump::CHUNK {
-                match running.stdout.read_buf(&mut data).await {
-                    Ok(0) => {
-                        ended = true;
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!("reading the dump: {e}"))))
-                            .await;
-                        return;
-                    }
-                }
-            }
-            if !data.is_empty() {
-                let chunk = pb::EngineChunk { data, end: false };
-                if tx.send(Ok(chunk)).await.is_err() {
-                    // The reader went away: dropping `running` kills the command.
+        // Reading (and compressing) is a blocking thread's: zstd on a runtime worker would
+        // hold it for ms per piece, beside the agent's other calls.
+        let pumped = {
+            let tx = tx.clone();
+            tokio::task::spawn_blocking(move || {
+                dump::pump(output, compression, |data| {
+                    let chunk = pb::EngineChunk {
+                        data,
+                        end: false,
+                        compression: wire,
+                        raw_bytes: 0,
+                    };
+                    tx.blocking_send(Ok(chunk)).is_ok()
+                })
+            })
+        };
+        let raw_bytes = tokio::select! {
+            pumped = pumped => match pumped {
+                Ok(Ok(Some(raw))) => raw,
+                // The reader went away: dropping `running` kills the command.
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    let _ = tx
+                        .send(Err(Status::internal(format!("reading the dump: {e}"))))
+                        .await;
                     return;
                 }
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(Status::internal(format!("the dump's thread failed: {e}"))))
+                        .await;
+                    return;
+                }
+            },
+            // The reader went away while the command wrote nothing: kill it, which ends the
+            // thread's read.
+            () = tx.closed() => {
+                running.kill();
+                return;
             }
-            if ended {
-                break;
-            }
-        }
+        };
         let last = match running.finish().await {
             Ok(()) => Ok(pb::EngineChunk {
                 data: vec![],
                 end: true,
+                compression: wire,
+                raw_bytes,
             }),
             Err(e) => Err(status(e)),
         };
@@ -147,7 +182,7 @@ pub async fn engine_load(
         }
     };
     let id = container(&header.container_id)?.to_owned();
-    let mut upload = Upload::new(stream);
+    let mut upload = Upload::new(stream, compression(header.compression)?);
     if header.stream && engine == Engine::Postgres && kind == LoadKind::Dump {
         return load_streamed(agent, &id, engine, upload).await;
     }
@@ -175,33 +210,19 @@ pub async fn engine_load(
 }
 
 /// The chunks of an upload after its header, checked: data until the `end`, nothing after
-/// it, no second header; a stream that closes before its `end` restores nothing. Counts the
-/// bytes and the time spent waiting for the sender.
-struct Upload {
+/// it, no second header; a stream that closes before its `end` restores nothing.
+struct Checked {
     stream: Streaming<pb::EngineLoadRequest>,
     bytes: u64,
     ended: bool,
-    waited: Duration,
 }
 
-impl Upload {
-    fn new(stream: Streaming<pb::EngineLoadRequest>) -> Self {
-        Self {
-            stream,
-            bytes: 0,
-            ended: false,
-            waited: Duration::ZERO,
-        }
-    }
-
-    /// The next piece of data; `None` once the upload ended whole (its `end` came and the
-    /// stream closed).
+impl Checked {
+    /// The next piece of data as it came; `None` once the upload ended whole (its `end`
+    /// came and the stream closed).
     async fn next(&mut self) -> Result<Option<Vec<u8>>, Status> {
         loop {
-            let t = Instant::now();
-            let msg = self.stream.next().await;
-            self.waited += t.elapsed();
-            let c = match msg {
+            let c = match self.stream.next().await {
                 None if self.ended => return Ok(None),
                 None => {
                     return Err(Status::aborted(format!(
@@ -230,6 +251,103 @@ impl Upload {
             }
         }
     }
+}
+
+/// An upload's data for the engine: the checked chunks as they came, or (a zstd upload)
+/// decompressed by [`dump::inflate`] on a blocking thread, fed by a task that reads the
+/// stream, so receiving, decompressing and feeding the engine overlap. Counts the bytes fed
+/// and the time spent waiting for the next piece.
+struct Upload {
+    source: Source,
+    compression: Compression,
+    bytes: u64,
+    waited: Duration,
+    decompress: Duration,
+    done: bool,
+}
+
+enum Source {
+    Plain(Box<Checked>),
+    Inflating(tokio::sync::mpsc::Receiver<Inflated<Status>>),
+}
+
+impl Upload {
+    fn new(stream: Streaming<pb::EngineLoadRequest>, compression: Compression) -> Self {
+        let mut checked = Checked {
+            stream,
+            bytes: 0,
+            ended: false,
+        };
+        let source = match compression {
+            Compression::None => Source::Plain(Box::new(checked)),
+            Compression::Zstd => {
+                let (in_tx, mut in_rx) = tokio::sync::mpsc::channel(4);
+                let (out_tx, out_rx) = tokio::sync::mpsc::channel(4);
+                // Ends at the upload's end or break, or when the thread stopped reading.
+                tokio::spawn(async move {
+                    loop {
+                        let next = checked.next().await;
+                        let last = !matches!(next, Ok(Some(_)));
+                        let piece = match next {
+                            Ok(Some(p)) => Ok(p),
+                            // Whole: closing the channel ends the zstd stream.
+                            Ok(None) => break,
+                            Err(s) => Err(s),
+                        };
+                        if in_tx.send(piece).await.is_err() || last {
+                            break;
+                        }
+                    }
+                });
+                tokio::task::spawn_blocking(move || dump::inflate(&mut in_rx, &out_tx));
+                Source::Inflating(out_rx)
+            }
+        };
+        Self {
+            source,
+            compression,
+            bytes: 0,
+            waited: Duration::ZERO,
+            decompress: Duration::ZERO,
+            done: false,
+        }
+    }
+
+    /// The next piece of data for the engine; `None` once the upload ended whole.
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, Status> {
+        let t = Instant::now();
+        let next = self.next_piece().await;
+        self.waited += t.elapsed();
+        if let Ok(Some(p)) = &next {
+            self.bytes += p.len() as u64;
+        }
+        next
+    }
+
+    async fn next_piece(&mut self) -> Result<Option<Vec<u8>>, Status> {
+        let rx = match &mut self.source {
+            Source::Plain(checked) => return checked.next().await,
+            Source::Inflating(rx) => rx,
+        };
+        if self.done {
+            return Ok(None);
+        }
+        match rx.recv().await {
+            Some(Inflated::Data(d)) => Ok(Some(d)),
+            Some(Inflated::End(busy)) => {
+                self.decompress = busy;
+                self.done = true;
+                Ok(None)
+            }
+            Some(Inflated::Broken(s)) => Err(s),
+            Some(Inflated::Corrupt(m)) => Err(Status::invalid_argument(format!(
+                "invalid upload: {m}: nothing was restored"
+            ))),
+            None => Err(Status::internal(
+                "the decompressing thread stopped: nothing was restored",
+            )),
+        }
+    }
 
     /// The load's answer: its bytes, the engine's `detail` and where the time went.
     fn answer(
@@ -245,6 +363,8 @@ impl Upload {
             upload_wait_ms: ms(self.waited),
             feed_ms: ms(feed),
             engine_after_end_ms: ms(after_end),
+            compression: wire(self.compression),
+            decompress_ms: ms(self.decompress),
         }
     }
 }
