@@ -213,20 +213,29 @@ pub fn pump(
                 }
             }
         };
-        if !piece.is_empty() && !send(piece) {
+        if !send_bounded(piece, &mut send) {
             return Ok(None);
         }
         if n < CHUNK {
             break;
         }
     }
-    if let Some(e) = encoder {
-        let rest = e.finish()?;
-        if !rest.is_empty() && !send(rest) {
-            return Ok(None);
-        }
+    if let Some(e) = encoder
+        && !send_bounded(e.finish()?, &mut send)
+    {
+        return Ok(None);
     }
     Ok(Some(raw))
+}
+
+/// Sends `piece` (nothing when empty) in messages of at most 2 x [`CHUNK`]: zstd's workers
+/// hand their output over in bursts (a 1 GB dump gave one of 16.8 MB, past control's 16 MiB
+/// message limit), and one write's output can be anything up to that.
+fn send_bounded(piece: Vec<u8>, send: &mut impl FnMut(Vec<u8>) -> bool) -> bool {
+    if piece.len() <= 2 * CHUNK {
+        return piece.is_empty() || send(piece);
+    }
+    piece.chunks(CHUNK).all(|c| send(c.to_vec()))
 }
 
 /// What [`inflate`] hands on.
@@ -925,38 +934,62 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn pump_sends_whole_pieces_plain_or_as_one_zstd_stream() {
-        let out = output(3 * CHUNK + 123);
-        let mut plain = Vec::new();
-        let raw = pump(&out[..], Compression::None, |p| {
-            plain.push(p);
+    /// What [`pump`] sends of `out`, piece by piece, and what it returns.
+    fn pumped(out: &[u8], compression: Compression) -> (Vec<Vec<u8>>, Option<u64>) {
+        let mut pieces = Vec::new();
+        let raw = pump(out, compression, |p| {
+            pieces.push(p);
             true
         })
         .unwrap();
+        (pieces, raw)
+    }
+
+    #[test]
+    fn pump_sends_whole_pieces_plain_or_as_one_zstd_stream() {
+        let out = output(3 * CHUNK + 123);
+        let (plain, raw) = pumped(&out, Compression::None);
         assert_eq!(raw, Some(out.len() as u64));
         assert_eq!(
             plain.iter().map(Vec::len).collect::<Vec<_>>(),
             [CHUNK, CHUNK, CHUNK, 123]
         );
-        let mut zst = Vec::new();
-        let raw = pump(&out[..], Compression::Zstd, |p| {
-            zst.extend(p);
-            true
-        })
-        .unwrap();
+        let (zst, raw) = pumped(&out, Compression::Zstd);
         assert_eq!(raw, Some(out.len() as u64));
+        let zst = zst.concat();
         assert!(zst.len() < out.len() / 2);
         assert_eq!(zstd::decode_all(&zst[..]).unwrap(), out);
         // An empty output is still one zstd stream; a receiver gone stops the pump.
-        let mut empty = Vec::new();
-        pump(&b""[..], Compression::Zstd, |p| {
-            empty.extend(p);
-            true
-        })
-        .unwrap();
-        assert!(zstd::decode_all(&empty[..]).unwrap().is_empty());
+        let (empty, _) = pumped(b"", Compression::Zstd);
+        assert!(zstd::decode_all(&empty.concat()[..]).unwrap().is_empty());
         assert_eq!(pump(&out[..], Compression::None, |_| false).unwrap(), None);
+    }
+
+    #[test]
+    fn no_piece_is_larger_than_two_chunks() {
+        let mut pieces = Vec::new();
+        assert!(send_bounded(vec![7; 5 * CHUNK + 1], &mut |p| {
+            pieces.push(p.len());
+            true
+        }));
+        assert_eq!(pieces, [CHUNK, CHUNK, CHUNK, CHUNK, CHUNK, 1]);
+        // Barely compressible output through zstd's workers.
+        let mut x = 0x9e37_79b9u32;
+        let noise: Vec<u8> = (0..12 * CHUNK)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let (zst, _) = pumped(&noise, Compression::Zstd);
+        assert!(
+            zst.iter().all(|p| p.len() <= 2 * CHUNK),
+            "{:?}",
+            zst.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert_eq!(zstd::decode_all(&zst.concat()[..]).unwrap(), noise);
     }
 
     fn inflated(pieces: Vec<Result<Vec<u8>, String>>) -> (Vec<u8>, Option<String>) {
