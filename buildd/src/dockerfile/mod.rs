@@ -420,48 +420,73 @@ pub fn generate(
             let _ = writeln!(f, "ENV {name}=1");
         }
         let _ = writeln!(f, "COPY . .");
+        // node_modules goes into the image on its own, from prod-deps: unchanged dependencies
+        // are a cached layer (not exported or pushed again) when only the sources changed. The
+        // app's other files are set aside for the image, by the build step itself (one
+        // container start fewer); moving node_modules instead copied all of it (a rename
+        // across overlay layers), deleting it wrote a whiteout per file.
+        let set_aside = prod.then(|| set_aside(d.framework));
         if d.has_build_script {
             let _ = writeln!(
                 f,
-                "RUN {}{}",
+                "RUN {}{}{}",
                 build_cache_mounts(d.framework, cache_key),
-                inst.run_build
+                inst.run_build,
+                set_aside
+                    .as_ref()
+                    .map(|s| format!(" && {s}"))
+                    .unwrap_or_default()
             );
+        } else if let Some(set_aside) = &set_aside {
+            let _ = writeln!(f, "RUN {set_aside}");
         }
         // The build's own cache has no place in the image (a cache mount leaves its mount
         // point behind).
-        let next_cache = d.framework == (Framework::NextJs { standalone: false });
-        if prod {
-            // node_modules goes into the image on its own, from prod-deps: unchanged
-            // dependencies are a cached layer (not exported or pushed again) when only the
-            // sources changed. The app's other files are copied out beside it for the image;
-            // moving node_modules instead copied all of it (a rename across overlay layers),
-            // deleting it wrote a whiteout per file. What the build script wrote into
-            // node_modules (a generated client, say) goes with them, build caches apart.
-            let caches: Vec<String> = MODULE_CACHES
-                .iter()
-                .map(|c| format!("-path node_modules/{c}"))
-                .collect();
-            let _ = writeln!(
-                f,
-                "RUN mkdir {APP_FILES} && find . -mindepth 1 -maxdepth 1 ! -name node_modules \
-                 -exec cp -a -t {APP_FILES} {{}} +{} && if [ -d node_modules ]; then \
-                 find node_modules \\( {} \\) -prune -o ! -type d -newer {INSTALLED_MARK} -print0 \
-                 | xargs -0 -r cp -a --parents -t {APP_FILES}; fi",
-                if next_cache {
-                    format!(" && rm -rf {APP_FILES}/.next/cache")
-                } else {
-                    String::new()
-                },
-                caches.join(" -o ")
-            );
-        } else if next_cache {
+        if !prod && d.framework == (Framework::NextJs { standalone: false }) {
             let _ = writeln!(f, "RUN rm -rf .next/cache");
         }
     }
     let modules = prod.then(|| format!("--from=prod-deps --chown={APP_USER} /app/node_modules"));
     runtime_stage(&mut f, d, base, needs_build, modules.as_deref(), served);
     Some(f)
+}
+
+/// The command that copies the app's files other than node_modules to [`APP_FILES`], with what
+/// the build script wrote into node_modules (a generated client, say). It runs in the build
+/// step, where the framework's build caches are mounted: their folders are left out (contents
+/// and mount points; `.next/cache` as one level under a folder copied entry by entry, its time
+/// kept), and so are the build tools' caches in node_modules ([`MODULE_CACHES`]).
+fn set_aside(framework: Framework) -> String {
+    let outside: Vec<&str> = build_caches(framework)
+        .iter()
+        .copied()
+        .filter(|dir| !dir.starts_with("node_modules/"))
+        .collect();
+    let mut cmd =
+        format!("mkdir {APP_FILES} && find . -mindepth 1 -maxdepth 1 ! -name node_modules");
+    for dir in &outside {
+        let _ = write!(cmd, " ! -name {}", dir.split('/').next().unwrap_or(dir));
+    }
+    let _ = write!(cmd, " -exec cp -a -t {APP_FILES} {{}} +");
+    for (parent, cache) in outside.iter().filter_map(|d| d.split_once('/')) {
+        let _ = write!(
+            cmd,
+            " && if [ -d {parent} ]; then mkdir {APP_FILES}/{parent} && find {parent} -mindepth 1 \
+             -maxdepth 1 ! -name {cache} -exec cp -a -t {APP_FILES}/{parent} {{}} + && \
+             touch -r {parent} {APP_FILES}/{parent}; fi"
+        );
+    }
+    let caches: Vec<String> = MODULE_CACHES
+        .iter()
+        .map(|c| format!("-path node_modules/{c}"))
+        .collect();
+    let _ = write!(
+        cmd,
+        " && if [ -d node_modules ]; then find node_modules \\( {} \\) -prune -o ! -type d \
+         -newer {INSTALLED_MARK} -print0 | xargs -0 -r cp -a --parents -t {APP_FILES}; fi",
+        caches.join(" -o ")
+    );
+    cmd
 }
 
 /// What a failed step of a generated Dockerfile was for, named for the user: the install, the
@@ -479,7 +504,10 @@ pub fn failure_cause(d: &Detection, step: &str) -> Option<String> {
     }
     // Whether the install was from fetched dependencies does not change the commands' names.
     let inst = install(pm, d.lock_file.is_some(), false, None);
-    if command == inst.run_build {
+    // The build step of an app with a production dependencies stage also sets its files aside.
+    if command == inst.run_build
+        || command.starts_with(&format!("{} && mkdir {APP_FILES} ", inst.run_build))
+    {
         Some(format!(
             "the app's build script failed (`{}`, the \"build\" script of package.json; \
              its output is in the build log)",
