@@ -44,6 +44,11 @@ pub struct ProgressTracker {
     partial: HashMap<(String, i64), String>,
 }
 
+/// Whether a step's error says only that BuildKit cancelled it.
+fn is_cancellation(error: &str) -> bool {
+    error.contains("context canceled") || error.trim() == "canceled"
+}
+
 /// BuildKit's stream number of a process's standard error.
 const STDERR: i64 = 2;
 
@@ -119,11 +124,20 @@ impl ProgressTracker {
         (cached as u32, done.len() as u32)
     }
 
-    /// The first failed step, if any, and its error. A failed cache import is not a failure:
-    /// BuildKit goes on without that cache (e.g. the first build of an app has none).
+    /// The step that failed the build, if any, and its error: the first to end in an error of
+    /// its own. A failed cache import is not a failure: BuildKit goes on without that cache
+    /// (e.g. the first build of an app has none). When a step fails, BuildKit cancels the
+    /// steps running beside it (another stage's), which then end in "context canceled" too,
+    /// and may have appeared first: they are the failure only when nothing else failed.
     pub fn failed_step(&self) -> Option<&Step> {
-        self.steps()
-            .find(|s| s.error.is_some() && !s.name.starts_with(CACHE_IMPORT_PREFIX))
+        let failed = || {
+            self.steps()
+                .filter(|s| s.error.is_some() && !s.name.starts_with(CACHE_IMPORT_PREFIX))
+        };
+        failed()
+            .filter(|s| !s.error.as_deref().is_some_and(is_cancellation))
+            .min_by_key(|s| s.completed_ms.unwrap_or(i64::MAX))
+            .or_else(|| failed().next())
     }
 }
 
@@ -251,5 +265,40 @@ mod tests {
         let failed = t.failed_step().unwrap();
         assert_eq!(failed.name, "[2/2] RUN false");
         assert_eq!(failed.error.as_deref(), Some("exit code: 1"));
+    }
+
+    /// A step of another stage, cancelled because the build step failed, may have appeared
+    /// first: the failure is the step that failed of its own, the earliest of those.
+    #[test]
+    fn a_step_cancelled_beside_the_failure_is_not_it() {
+        let mut t = ProgressTracker::default();
+        let mut prune = vertex("p", "[prod-deps 2/2] RUN npm prune --omit=dev", false, true);
+        prune.error = "context canceled".into();
+        let mut later = vertex("l", "[build 6/6] RUN false", false, false);
+        later.completed = ts(5);
+        later.error = "exit code: 2".into();
+        let mut build = vertex("b", "[build 5/6] RUN npm run build", false, true);
+        build.completed = ts(3);
+        build.error =
+            "process \"/bin/sh -c npm run build\" did not complete successfully: exit code: 3"
+                .into();
+        t.apply(&StatusResponse {
+            vertexes: vec![prune.clone(), later, build],
+            ..Default::default()
+        });
+        assert_eq!(
+            t.failed_step().unwrap().name,
+            "[build 5/6] RUN npm run build"
+        );
+        // Only cancelled steps: the first of them is what there is to show.
+        let mut only = ProgressTracker::default();
+        only.apply(&StatusResponse {
+            vertexes: vec![prune],
+            ..Default::default()
+        });
+        assert_eq!(
+            only.failed_step().unwrap().name,
+            "[prod-deps 2/2] RUN npm prune --omit=dev"
+        );
     }
 }
