@@ -30,8 +30,8 @@ const OPEN_QUEUE: usize = 16;
 /// Bytes of a local object per read.
 const READ: usize = 1 << 20;
 
-/// Where the time of a load went: reading the object, checking, decrypting and
-/// decompressing it (in its thread, beside the send), waiting for the agent to take the next
+/// Where the time of a load went: reading the object, checking and decrypting it (in its
+/// thread, beside the send; the agent decompresses), waiting for the agent to take the next
 /// piece (gRPC flow control: the agent or the engine is behind), waiting for the agent's
 /// answer after the end; and the agent's own split ([`Loaded`]).
 #[derive(Debug, Clone, Default)]
@@ -49,7 +49,7 @@ impl std::fmt::Display for LoadStages {
         let ms = |d: Duration| d.as_millis();
         write!(
             f,
-            "{} bytes of dump loaded in {} ms (reading the object {} ms, decrypting and decompressing {} ms (beside the send), waiting for the agent {} ms, for its answer after the end {} ms; on the agent: waiting for the upload {} ms, decompressing {} ms (beside the feeding), feeding the engine {} ms, the engine after the end {} ms)",
+            "{} bytes of dump loaded in {} ms (reading the object {} ms, checking and decrypting {} ms (beside the send), waiting for the agent {} ms, for its answer after the end {} ms; on the agent: waiting for the upload {} ms, decompressing {} ms (beside the feeding), feeding the engine {} ms, the engine after the end {} ms)",
             self.loaded.bytes,
             ms(self.total),
             ms(self.read),

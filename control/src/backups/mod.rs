@@ -125,13 +125,15 @@ pub struct Running {
 }
 
 /// Where the time of a stored object went: waiting for the source's next piece (the engine's
-/// dump through the agent), waiting for room in the sealing thread's queue (the compressor is
-/// behind the dump), compressing and sealing (in that thread, beside the dump), and writing
-/// to the object store.
+/// dump through the agent), waiting for room in the sealing thread's queue (the thread is
+/// behind the dump), sealing, and compressing unless the agent did (in that thread, beside
+/// the dump), and writing to the object store.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stages {
     /// The pieces the source sent (their count says what each cost: a message, a queue slot).
     pub pieces: u64,
+    /// The agent sent its zstd stream: this side only sealed it.
+    pub compressed_by_agent: bool,
     pub source: Duration,
     pub queue: Duration,
     pub seal: Duration,
@@ -142,10 +144,20 @@ impl std::fmt::Display for Stages {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "waiting for the dump {} ms ({} pieces), for the compressor {} ms, compressing and sealing {} ms (beside the dump), storing {} ms",
+            "waiting for the dump {} ms ({} pieces{}), for the sealing thread {} ms, {} {} ms (beside the dump), storing {} ms",
             self.source.as_millis(),
             self.pieces,
+            if self.compressed_by_agent {
+                ", compressed by the agent"
+            } else {
+                ""
+            },
             self.queue.as_millis(),
+            if self.compressed_by_agent {
+                "sealing"
+            } else {
+                "compressing and sealing"
+            },
             self.seal.as_millis(),
             self.store.as_millis()
         )
@@ -385,6 +397,7 @@ impl Backups {
         let mut first = dump.next().await?;
         stages.source += t.elapsed();
         let given = dump.compression() == n::Compression::Zstd;
+        stages.compressed_by_agent = given;
         let mut sealer = Sealer::new(
             key,
             id,
