@@ -289,14 +289,8 @@ async fn streamed_load(
         .map_err(|m| anyhow::anyhow!("{}: drop: {m}", e.image))?;
     // All of it but without its end: pg_restore is one piece behind and never sees the
     // dump's end, then is killed.
-    let cut = load_with(client, header(), data, false).await.unwrap_err();
-    assert_eq!(cut.code(), tonic::Code::Aborted, "{cut:?}");
-    assert!(cut.message().contains("without its end"), "{cut:?}");
-    assert!(
-        run_in(node, db, e.read).await.is_err(),
-        "{}: a streamed upload without its end was restored",
-        e.image
-    );
+    let cut = load_with(client, header(), data, false).await;
+    refused(node, db, e, cut, tonic::Code::Aborted, "without its end").await;
     let mut bad = data[..data.len() / 2].to_vec();
     let at = bad.windows(5).position(|w| w == b"PGDMP").unwrap_or(0);
     bad[at + 1] ^= 0xff;
@@ -321,6 +315,26 @@ async fn streamed_load(
         .await
         .map_err(|m| anyhow::anyhow!("{}: rows not back after the streamed load: {m}", e.image))?;
     Ok(())
+}
+
+/// A load refused with `code` and a message saying `why`, after which the engine still does
+/// not hold the rows.
+async fn refused(
+    node: &TestNode,
+    db: &Status,
+    e: &Engine,
+    load: Result<pb::EngineLoadResponse, tonic::Status>,
+    code: tonic::Code,
+    why: &str,
+) {
+    let refused = load.expect_err("the load was not refused");
+    assert_eq!(refused.code(), code, "{refused:?}");
+    assert!(refused.message().contains(why), "{refused:?}");
+    assert!(
+        run_in(node, db, e.read).await.is_err(),
+        "{}: a refused load ({why}) was restored",
+        e.image
+    );
 }
 
 /// Compressed where it is made: the dump as one zstd stream (what a backup stores), whose
@@ -370,16 +384,8 @@ async fn zstd_dump_and_load(
         run_in(node, db, e.drop)
             .await
             .map_err(|m| anyhow::anyhow!("{}: drop: {m}", e.image))?;
-        let cut = load_with(client, header(), &zst[..zst.len() * 3 / 4], true)
-            .await
-            .unwrap_err();
-        assert_eq!(cut.code(), tonic::Code::InvalidArgument, "{cut:?}");
-        assert!(cut.message().contains("cut short"), "{cut:?}");
-        assert!(
-            run_in(node, db, e.read).await.is_err(),
-            "{}: a cut zstd stream was restored (stream {stream})",
-            e.image
-        );
+        let cut = load_with(client, header(), &zst[..zst.len() * 3 / 4], true).await;
+        refused(node, db, e, cut, tonic::Code::InvalidArgument, "cut short").await;
         let done = load_with(client, header(), &zst, true).await?;
         assert_eq!(done.bytes, raw, "{}", e.image);
         assert_eq!(done.compression, pb::Compression::Zstd as i32);
