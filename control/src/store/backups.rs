@@ -539,13 +539,16 @@ impl Store {
     }
 
     /// The service's WAL files archived from `since` on, plus every timeline history, in
-    /// archive order (archive times are whole seconds: from the second of `since`, so a file
-    /// archived in the same second is not left out).
+    /// archive order. Archive times are whole seconds of the node's clock and `since` is
+    /// control's: the files of the minute before `since`'s second come too (a recovery reads
+    /// only the files it asks for by name; one left out fails it), as [`Self::wal_expired`]
+    /// keeps them.
     pub async fn wal_since(&self, service_id: Uuid, since: DateTime<Utc>) -> Result<Vec<WalFile>> {
         Ok(sqlx::query_as(
             "SELECT id, organization_id, service_id, name, object_key, archived_at, size_bytes, \
              wal_bytes, sha256 FROM backup_wal WHERE service_id = $1 \
-             AND (archived_at >= date_trunc('second', $2::timestamptz) OR name LIKE '%.history') \
+             AND (archived_at >= date_trunc('second', $2::timestamptz) - interval '1 minute' \
+             OR name LIKE '%.history') \
              ORDER BY archived_at, name",
         )
         .bind(service_id)
@@ -554,14 +557,17 @@ impl Store {
         .await?)
     }
 
-    /// WAL files no kept base backup needs: archived before the oldest completed base backup
-    /// started (timeline histories are kept).
+    /// WAL files no kept base backup needs: archived more than a minute before the second the
+    /// oldest completed base backup started (timeline histories are kept). Without the margin
+    /// the segment a base backup starts in, archived in the same second as (or, on another
+    /// node's clock, just before) the backup's recorded start, was deleted as expired, and
+    /// recovering from that backup failed ("could not locate required checkpoint record").
     pub async fn wal_expired(&self, service_id: Uuid) -> Result<Vec<WalFile>> {
         Ok(sqlx::query_as(
             "SELECT id, organization_id, service_id, name, object_key, archived_at, size_bytes, \
              wal_bytes, sha256 FROM backup_wal w WHERE service_id = $1 AND name NOT LIKE '%.history' \
-             AND archived_at < (SELECT min(started_at) FROM backups b WHERE b.service_id = $1 \
-             AND b.kind = 'base' AND b.state = 'completed')",
+             AND archived_at < (SELECT date_trunc('second', min(started_at)) - interval '1 minute' \
+             FROM backups b WHERE b.service_id = $1 AND b.kind = 'base' AND b.state = 'completed')",
         )
         .bind(service_id)
         .fetch_all(&self.pool)
