@@ -56,7 +56,7 @@ impl ProxyProcess {
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        p.spawn().await?;
+        p.spawn(true).await?;
         Ok(p)
     }
 
@@ -98,9 +98,31 @@ impl ProxyProcess {
         Ok(child)
     }
 
-    async fn spawn(&mut self) -> anyhow::Result<()> {
-        self.child = Some(self.spawn_child(false)?);
-        self.wait_ready().await
+    /// Starts the process and waits for both listeners. A port picked free can be taken before
+    /// the proxy binds it (another test's listener, or an outgoing connection given it as its
+    /// source port, even the readiness probe's own connection to itself): on a fresh start the
+    /// proxy gets new ports; on a restart, which keeps its ports, it tries again for up to 5 s
+    /// (such a connection is short-lived).
+    async fn spawn(&mut self, fresh: bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log_len = self.log().len();
+            self.child = Some(self.spawn_child(false)?);
+            let err = match self.wait_ready().await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let taken = self.log()[log_len..].contains("Address already in use");
+            if !taken || Instant::now() > deadline {
+                return Err(err);
+            }
+            if fresh {
+                self.http = format!("127.0.0.1:{}", free_port()).parse()?;
+                self.admin = format!("127.0.0.1:{}", free_port()).parse()?;
+            }
+            tracing_free_log(&format!("a port was taken, starting again: {err:#}"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Pingora's graceful upgrade: a new process started with `--upgrade` takes the listening
@@ -176,7 +198,7 @@ impl ProxyProcess {
     /// Kills the process and starts a new one with the same ports and state file.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        self.spawn().await
+        self.spawn(false).await
     }
 
     pub async fn admin(&self) -> anyhow::Result<Admin> {

@@ -332,6 +332,9 @@ impl Platform {
     }
 
     /// Starts a killed daemon again with the same configuration and waits until it listens.
+    /// Its port, free since the kill, can be taken meanwhile for a moment (another test's
+    /// outgoing connection given it as its source port): a start that fails on it is tried
+    /// again for up to 10 s.
     pub async fn restart(&mut self, role: Role) -> anyhow::Result<()> {
         let address = self
             .addresses
@@ -340,8 +343,20 @@ impl Platform {
             .map(|(_, a)| a.clone())
             .expect("every role has an address");
         let daemon = self.daemon(role);
-        daemon.restart()?;
-        daemon.wait_for_tcp(&address, Duration::from_secs(60)).await
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            daemon.restart()?;
+            let err = match daemon.wait_for_tcp(&address, Duration::from_secs(60)).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let taken = format!("{err:#}").contains("Address already in use");
+            if !taken || Instant::now() > deadline || daemon.is_running() {
+                return Err(err);
+            }
+            eprintln!("{} found its port taken, starting it again", daemon.name);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Passes a scenario's outcome through; when it failed, prints the tail of every daemon's
